@@ -1,0 +1,1 @@
+"""CA4 processor: the edge API that turns GPU reports into Kafka events."""

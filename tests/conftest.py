@@ -1,0 +1,39 @@
+"""Session-wide fixtures: real service endpoints and per-test isolated names."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.support.services import Endpoints, endpoints
+
+
+@pytest.fixture(scope="session")
+def services() -> Endpoints:
+    """The real Kafka, MongoDB-compatible database and S3 endpoints (fails loudly if absent)."""
+    return endpoints()
+
+
+@pytest.fixture
+def unique_suffix() -> str:
+    """A short random suffix so each test gets its own topic, database and bucket names."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topic_name(unique_suffix: str) -> str:
+    """A Kafka topic name no other test uses."""
+    return f"test-gpu-metadata-{unique_suffix}"
+
+
+@pytest.fixture
+def database_name(unique_suffix: str) -> str:
+    """A database name no other test uses."""
+    return f"test_ca4_{unique_suffix}"
+
+
+@pytest.fixture
+def bucket_name(unique_suffix: str) -> str:
+    """An S3 bucket name no other test uses."""
+    return f"test-ca4-{unique_suffix}"

@@ -1,0 +1,1 @@
+"""The ``ca4`` command: dev stack, provisioning, verification and operator tools."""

@@ -1,0 +1,14 @@
+"""Root of the ``ca4`` command; each tool adds its own Typer sub-application here."""
+
+import typer
+
+app = typer.Typer(
+    name="ca4",
+    help="CA4: local dev stack, provisioning, verification and operator tools.",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def main() -> None:
+    """CA4 operator and developer tools."""
