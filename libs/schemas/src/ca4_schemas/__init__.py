@@ -1,1 +1,51 @@
-"""The CA4 event contract: versioned, frozen Pydantic models shared by every service."""
+"""The CA4 event contract: versioned, frozen Pydantic models shared by every service.
+
+Import the newest models by their unversioned names (:data:`GpuMetadataReported`,
+:data:`GpuMetadataReport`); read anything off the wire with :func:`decode_event`.
+"""
+
+from ca4_schemas.constants import (
+    EVENT_TYPE_GPU_METADATA_REPORTED,
+    TOPIC_GPU_METADATA,
+    TOPIC_GPU_METADATA_DLQ,
+)
+from ca4_schemas.upcasting import (
+    LATEST_SCHEMA_VERSION,
+    EventDecodeError,
+    GpuMetadataReport,
+    GpuMetadataReported,
+    InvalidJsonError,
+    UnknownSchemaVersionError,
+    decode_event,
+    upcast,
+)
+from ca4_schemas.v1 import (
+    CollectorStatus,
+    GpuMetadataPayloadV1,
+    GpuProcess,
+    GpuSample,
+    HostFacts,
+    MigInstance,
+    Source,
+)
+
+__all__ = [
+    "EVENT_TYPE_GPU_METADATA_REPORTED",
+    "LATEST_SCHEMA_VERSION",
+    "TOPIC_GPU_METADATA",
+    "TOPIC_GPU_METADATA_DLQ",
+    "CollectorStatus",
+    "EventDecodeError",
+    "GpuMetadataPayloadV1",
+    "GpuMetadataReport",
+    "GpuMetadataReported",
+    "GpuProcess",
+    "GpuSample",
+    "HostFacts",
+    "InvalidJsonError",
+    "MigInstance",
+    "Source",
+    "UnknownSchemaVersionError",
+    "decode_event",
+    "upcast",
+]

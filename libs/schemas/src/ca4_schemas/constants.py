@@ -1,0 +1,33 @@
+"""Names every service agrees on: topics, the event type and Kafka header keys."""
+
+from typing import Final
+
+EVENT_TYPE_GPU_METADATA_REPORTED: Final = "gpu.metadata.reported"
+"""The ``event_type`` of every GPU metadata report."""
+
+TOPIC_GPU_METADATA: Final = "gpu-metadata"
+"""Default topic for reported events (configurable per service)."""
+
+TOPIC_GPU_METADATA_DLQ: Final = "gpu-metadata.dlq"
+"""Default dead-letter topic: original bytes, the error in headers."""
+
+HEADER_TRACEPARENT: Final = "traceparent"
+"""W3C trace context of the request that produced the event."""
+HEADER_EVENT_ID: Final = "ca4-event-id"
+"""The event id, so tools can find an event without decoding the body."""
+HEADER_SCHEMA_VERSION: Final = "ca4-schema-version"
+"""The body's ``schema_version``, so consumers can route before decoding."""
+HEADER_CONTENT_TYPE: Final = "content-type"
+"""Always ``application/json`` for events."""
+HEADER_ERROR_CLASS: Final = "ca4-error-class"
+"""Dead letters: a stable error class such as ``invalid_json`` or ``unknown_schema_version``."""
+HEADER_ERROR_MESSAGE: Final = "ca4-error-message"
+"""Dead letters: the human-readable error."""
+HEADER_SOURCE_TOPIC: Final = "ca4-source-topic"
+"""Dead letters: the topic the message came from."""
+HEADER_SOURCE_PARTITION: Final = "ca4-source-partition"
+"""Dead letters: the partition the message came from."""
+HEADER_SOURCE_OFFSET: Final = "ca4-source-offset"
+"""Dead letters: the offset the message came from."""
+HEADER_WORKER_VERSION: Final = "ca4-worker-version"
+"""Dead letters: the version of the worker that rejected it."""

@@ -1,0 +1,83 @@
+"""Decode any stored or in-flight event into the newest model.
+
+Each old version ``N`` has an upcaster ``upcast_vN_vN+1`` that rewrites the raw JSON object one
+step; :func:`decode_event` applies them in order. A version newer than this code knows raises
+:class:`UnknownSchemaVersionError` so the worker dead-letters it instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+from ca4_schemas.v1 import GpuMetadataReportedV1, GpuMetadataReportV1
+
+JsonObject = dict[str, Any]
+
+LATEST_SCHEMA_VERSION: Final = 1
+"""The version this code writes."""
+
+GpuMetadataReported = GpuMetadataReportedV1
+"""The newest event model; code outside this package uses this name."""
+GpuMetadataReport = GpuMetadataReportV1
+"""The newest client report model."""
+
+UPCASTERS: dict[int, Callable[[JsonObject], JsonObject]] = {}
+"""``UPCASTERS[n]`` turns a version-``n`` object into a version-``n + 1`` object.
+
+Version 1 is the first published contract, so the chain is empty today; the next version adds
+``UPCASTERS[1] = upcast_v1_v2``.
+"""
+
+
+class EventDecodeError(ValueError):
+    """The bytes are not an event this code can read; ``error_class`` names why, for the DLQ."""
+
+    error_class = "invalid_event"
+
+
+class InvalidJsonError(EventDecodeError):
+    """The message body is not a JSON object."""
+
+    error_class = "invalid_json"
+
+
+class UnknownSchemaVersionError(EventDecodeError):
+    """The event comes from a newer producer than this code understands."""
+
+    error_class = "unknown_schema_version"
+
+
+def upcast(raw: JsonObject) -> JsonObject:
+    """Rewrite a raw event object of any known version into the latest version's shape."""
+    version = raw.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EventDecodeError(f"schema_version must be a positive integer, got {version!r}")
+    if version > LATEST_SCHEMA_VERSION:
+        raise UnknownSchemaVersionError(
+            f"schema_version {version} is newer than the latest known ({LATEST_SCHEMA_VERSION})"
+        )
+    while version < LATEST_SCHEMA_VERSION:
+        raw = UPCASTERS[version](raw)
+        version += 1
+        raw["schema_version"] = version
+    return raw
+
+
+def decode_event(body: bytes | str | JsonObject) -> GpuMetadataReported:
+    """Parse, upcast and validate one event (raises :class:`EventDecodeError` subclasses).
+
+    Pydantic's ``ValidationError`` is raised unchanged for a well-formed event of a known
+    version that breaks the contract.
+    """
+    if isinstance(body, dict):
+        raw = body
+    else:
+        try:
+            raw = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            raise InvalidJsonError(f"body is not valid JSON: {error}") from error
+        if not isinstance(raw, dict):
+            raise InvalidJsonError(f"body must be a JSON object, got {type(raw).__name__}")
+    return GpuMetadataReported.model_validate_json(json.dumps(upcast(dict(raw))))

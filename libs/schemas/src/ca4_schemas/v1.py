@@ -1,0 +1,288 @@
+"""Schema version 1 of the ``gpu.metadata.reported`` event.
+
+The client (SDK) sends a :class:`GpuMetadataReportV1`; the processor stamps ``received_at`` and
+publishes a :class:`GpuMetadataReportedV1`. Units are in field names (``_mib``, ``_w``, ``_mhz``,
+``_pct``, ``_c``) so no reader ever has to guess them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from ca4_schemas.constants import EVENT_TYPE_GPU_METADATA_REPORTED
+from ca4_schemas.types import (
+    Celsius,
+    Count,
+    Flag,
+    Identifier,
+    LabelKey,
+    LabelValue,
+    NonNegativeFloat,
+    Percent,
+    ShortText,
+    Text,
+)
+
+MAX_GPUS_PER_REPORT = 64
+"""Eight GPUs with seven MIG instances each still fit."""
+MAX_PROCESSES_PER_GPU = 256
+MAX_LABELS = 32
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future a client clock may be before a report is rejected."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        ser_json_inf_nan="strings",
+    )
+
+
+class GpuProcess(_Frozen):
+    """A compute process holding memory on a GPU."""
+
+    pid: Count
+    """Operating-system process id."""
+    name: ShortText | None = None
+    """Executable name; dropped by the SDK's privacy mode."""
+    used_memory_mib: NonNegativeFloat | None = None
+    """GPU memory used by this process, MiB."""
+
+
+class MigInstance(_Frozen):
+    """Where a sample comes from a MIG (multi-instance GPU) slice rather than a whole GPU."""
+
+    parent_uuid: ShortText
+    """UUID of the physical GPU this slice lives on."""
+    gpu_instance_id: Count
+    """MIG GPU instance id (GI)."""
+    compute_instance_id: Count | None = None
+    """MIG compute instance id (CI), where known."""
+    profile: ShortText | None = None
+    """MIG profile name such as ``1g.10gb``."""
+
+
+class GpuSample(_Frozen):
+    """One reading of one GPU (or MIG slice), as nvidia-smi, DCGM exporter and W&B collect it.
+
+    ``uuid`` identifies the GPU; ``index`` and ``pci_bus_id`` are attributes that can change
+    across boots. Every measurement is optional: drivers report ``[N/A]`` for many fields, and
+    the SDK lists what it could not read in :class:`CollectorStatus`.
+    """
+
+    uuid: ShortText
+    """Stable GPU UUID (``GPU-...``) or MIG UUID (``MIG-...``)."""
+    index: Count
+    """Index as enumerated by the driver at sample time."""
+    name: ShortText
+    """Product name, e.g. ``Tesla T4`` or ``NVIDIA H100 80GB HBM3``."""
+    pci_bus_id: ShortText | None = None
+    """PCI bus id, e.g. ``00000000:00:04.0``."""
+    mig: MigInstance | None = None
+    """Set when this sample describes a MIG slice."""
+    serial: ShortText | None = None
+    """Board serial number, where exposed."""
+    vbios_version: ShortText | None = None
+    """Video BIOS version."""
+    compute_capability: ShortText | None = None
+    """CUDA compute capability, e.g. ``8.0``."""
+    memory_total_mib: NonNegativeFloat | None = None
+    """Total framebuffer memory, MiB."""
+    memory_used_mib: NonNegativeFloat | None = None
+    """Used framebuffer memory, MiB."""
+    memory_free_mib: NonNegativeFloat | None = None
+    """Free framebuffer memory, MiB."""
+    memory_reserved_mib: NonNegativeFloat | None = None
+    """Memory reserved by the driver, MiB."""
+    utilization_gpu_pct: Percent | None = None
+    """Percent of time a kernel was running over the last sample period."""
+    utilization_memory_pct: Percent | None = None
+    """Percent of time device memory was read or written."""
+    utilization_encoder_pct: Percent | None = None
+    """Video encoder utilisation."""
+    utilization_decoder_pct: Percent | None = None
+    """Video decoder utilisation."""
+    temperature_gpu_c: Celsius | None = None
+    """Core temperature, degrees Celsius."""
+    temperature_memory_c: Celsius | None = None
+    """HBM temperature, degrees Celsius (data-centre GPUs only)."""
+    power_draw_w: NonNegativeFloat | None = None
+    """Power draw, watts."""
+    power_limit_w: NonNegativeFloat | None = None
+    """Enforced power limit, watts."""
+    energy_consumption_j: NonNegativeFloat | None = None
+    """Energy used since the driver loaded, joules."""
+    clock_sm_mhz: NonNegativeFloat | None = None
+    """Streaming-multiprocessor clock, MHz."""
+    clock_memory_mhz: NonNegativeFloat | None = None
+    """Memory clock, MHz."""
+    clock_graphics_mhz: NonNegativeFloat | None = None
+    """Graphics clock, MHz."""
+    clock_sm_max_mhz: NonNegativeFloat | None = None
+    """Maximum SM clock, MHz."""
+    fan_speed_pct: Percent | None = None
+    """Fan speed; passively cooled data-centre GPUs report none."""
+    performance_state: Annotated[str, Field(pattern=r"^P([0-9]|1[0-5])$")] | None = None
+    """Performance state P0 (max) to P15 (min)."""
+    pcie_tx_kib_s: NonNegativeFloat | None = None
+    """PCIe transmit throughput, KiB/s."""
+    pcie_rx_kib_s: NonNegativeFloat | None = None
+    """PCIe receive throughput, KiB/s."""
+    pcie_link_gen: Count | None = None
+    """Current PCIe link generation."""
+    pcie_link_width: Count | None = None
+    """Current PCIe link width (lanes)."""
+    ecc_errors_corrected: Count | None = None
+    """Volatile corrected ECC error count since the driver loaded."""
+    ecc_errors_uncorrected: Count | None = None
+    """Volatile uncorrected ECC error count since the driver loaded."""
+    retired_pages: Count | None = None
+    """Retired or remapped memory pages."""
+    throttle_reasons: Annotated[list[ShortText], Field(max_length=32)] = Field(default_factory=list)
+    """Active clock throttle reasons, e.g. ``sw_power_cap``, ``hw_thermal_slowdown``."""
+    compute_mode: ShortText | None = None
+    """``Default``, ``Exclusive_Process`` or ``Prohibited``."""
+    persistence_mode: Flag | None = None
+    """Whether the driver stays loaded without clients."""
+    processes: Annotated[list[GpuProcess], Field(max_length=MAX_PROCESSES_PER_GPU)] = Field(
+        default_factory=list
+    )
+    """Compute processes on this GPU, where the driver lets us see them."""
+
+
+class HostFacts(_Frozen):
+    """Facts about the machine the report comes from."""
+
+    hostname: ShortText
+    """Host name, or its salted hash in the SDK's privacy mode."""
+    os: ShortText
+    """Operating system, e.g. ``Linux``."""
+    os_release: ShortText | None = None
+    """Kernel or OS release string."""
+    architecture: ShortText | None = None
+    """Machine architecture, e.g. ``x86_64``."""
+    python_version: ShortText
+    """Python version of the reporting interpreter."""
+    driver_version: ShortText | None = None
+    """NVIDIA driver version; none on CPU-only hosts."""
+    cuda_version: ShortText | None = None
+    """Highest CUDA version the driver supports."""
+    nvml_version: ShortText | None = None
+    """NVML library version, where NVML is used."""
+    cpu_model: ShortText | None = None
+    """CPU model name."""
+    cpu_count: Annotated[Count, Field(ge=1, le=65536)]
+    """Logical CPUs."""
+    cpu_load_1m: NonNegativeFloat | None = None
+    """One-minute load average."""
+    ram_total_mib: NonNegativeFloat
+    """Installed memory, MiB."""
+    ram_available_mib: NonNegativeFloat | None = None
+    """Available memory, MiB."""
+    disk_total_gib: NonNegativeFloat | None = None
+    """Size of the working directory's file system, GiB."""
+    disk_free_gib: NonNegativeFloat | None = None
+    """Free space on the working directory's file system, GiB."""
+
+
+class CollectorStatus(_Frozen):
+    """The SDK's self-check: which collector ran and what it could not read.
+
+    Metrics that silently go missing are the top complaint about notebook GPU monitoring, so
+    every report says so explicitly.
+    """
+
+    collector: Literal["nvml", "nvidia-smi", "none"]
+    """The collector that produced the GPU samples (``none`` when no GPU tooling exists)."""
+    unavailable_fields: Annotated[list[ShortText], Field(max_length=128)] = Field(
+        default_factory=list
+    )
+    """GpuSample fields the collector could not read on this host."""
+    errors: Annotated[list[Text], Field(max_length=16)] = Field(default_factory=list)
+    """Errors met while collecting (e.g. NVML not found); the report is still sent."""
+
+
+class GpuMetadataPayloadV1(_Frozen):
+    """What was observed: host facts and zero or more GPU samples."""
+
+    host: HostFacts
+    """The reporting host."""
+    gpus: Annotated[list[GpuSample], Field(max_length=MAX_GPUS_PER_REPORT)] = Field(
+        default_factory=list
+    )
+    """One sample per GPU or MIG slice; empty on a CPU runtime, which is valid."""
+    collector: CollectorStatus
+    """Which collector ran and what it could not read."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _unique_gpus(cls, gpus: list[GpuSample]) -> list[GpuSample]:
+        uuids = [gpu.uuid for gpu in gpus]
+        if len(uuids) != len(set(uuids)):
+            raise ValueError("GPU uuids must be unique within one report")
+        return gpus
+
+
+class Source(_Frozen):
+    """Who produced the report."""
+
+    sdk: ShortText
+    """SDK name, e.g. ``ca4-sdk``."""
+    sdk_version: ShortText
+    """SDK version."""
+    runtime: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")]
+    """Runtime kind: ``colab``, ``kaggle``, ``sagemaker``, ``jupyter``, ``python``, ..."""
+
+
+class GpuMetadataReportV1(_Frozen):
+    """The body a client posts: the envelope without the processor's ``received_at``."""
+
+    event_id: UUID
+    """Generated by the SDK, so a retried POST is the same event."""
+    event_type: Literal["gpu.metadata.reported"] = EVENT_TYPE_GPU_METADATA_REPORTED
+    """Always ``gpu.metadata.reported``."""
+    schema_version: Literal[1] = 1
+    """Version of this contract."""
+    occurred_at: AwareDatetime
+    """When the sample was taken, by the client's clock (timezone required)."""
+    source: Source
+    """SDK and runtime."""
+    session_id: Identifier
+    """One runtime session; Kafka key, so one session's events stay ordered."""
+    labels: Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)] = Field(
+        default_factory=dict
+    )
+    """Small string map, e.g. project, notebook, run."""
+    payload: GpuMetadataPayloadV1
+    """Host facts and GPU samples."""
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _not_in_future(cls, occurred_at: datetime) -> datetime:
+        if occurred_at - datetime.now(UTC) > MAX_CLOCK_SKEW:
+            raise ValueError(
+                f"occurred_at is more than {MAX_CLOCK_SKEW} in the future; check the client clock"
+            )
+        return occurred_at.astimezone(UTC)
+
+    def received(self, received_at: datetime) -> GpuMetadataReportedV1:
+        """The event the processor publishes for this report."""
+        return GpuMetadataReportedV1(**dict(self), received_at=received_at)
+
+
+class GpuMetadataReportedV1(GpuMetadataReportV1):
+    """The immutable event on Kafka and in the event store."""
+
+    received_at: AwareDatetime
+    """When the processor accepted the report, by the processor's clock."""
+
+    @field_validator("received_at")
+    @classmethod
+    def _received_in_utc(cls, received_at: datetime) -> datetime:
+        return received_at.astimezone(UTC)
