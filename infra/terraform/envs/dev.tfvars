@@ -1,0 +1,14 @@
+# Development: one NAT gateway, one server, one agent, no DocumentDB (FerretDB or MongoDB in-cluster).
+# operator_cidrs and ssh_public_key come from CA4_OPERATOR_CIDR / CA4_SSH_PUBLIC_KEY_FILE via make.
+environment        = "dev"
+aws_region         = "eu-west-1"
+availability_zones = ["eu-west-1a", "eu-west-1b"]
+vpc_cidr           = "10.40.0.0/16"
+single_nat_gateway = true
+
+k3s_server_count         = 1
+k3s_agent_count          = 1
+k3s_server_instance_type = "t3.large"
+k3s_agent_instance_type  = "t3.large"
+
+documentdb_enabled = false
