@@ -1,0 +1,249 @@
+{{/*
+Return the chart name, truncated to 63 characters.
+*/}}
+{{- define "ca4-app.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Return the fully qualified release name, truncated to 63 characters.
+*/}}
+{{- define "ca4-app.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Return the labels every resource carries.
+*/}}
+{{- define "ca4-app.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ca4
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Return the selector labels of one component. Usage: include "ca4-app.selectorLabels" (dict "root" $ "component" "processor")
+The name label is the bare component name: the Prometheus config keeps pods named processor|worker.
+*/}}
+{{- define "ca4-app.selectorLabels" -}}
+app.kubernetes.io/name: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/*
+Return the resource name of one component. Usage: include "ca4-app.componentName" (dict "root" $ "component" "worker")
+*/}}
+{{- define "ca4-app.componentName" -}}
+{{- printf "%s-%s" (include "ca4-app.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Return the ServiceAccount name.
+*/}}
+{{- define "ca4-app.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ca4-app.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Return the name of the Secret holding mongo-url and api-key-hashes.
+*/}}
+{{- define "ca4-app.secretName" -}}
+{{- default (printf "%s-secrets" (include "ca4-app.fullname" .)) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{/*
+Return the image reference of one component. Usage: include "ca4-app.image" (dict "root" $ "repository" "ca4-worker")
+*/}}
+{{- define "ca4-app.image" -}}
+{{- printf "%s/%s:%s" .root.Values.image.registry .repository (default .root.Chart.AppVersion .root.Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+Return every values problem the schema cannot express, then fail once with all of them.
+*/}}
+{{- define "ca4-app.validateValues" -}}
+{{- $messages := list -}}
+{{- if has (default .Chart.AppVersion .Values.image.tag) (list "latest" "main" "master" "stable" "edge") -}}
+{{- $messages = append $messages (printf "image.tag: %q is a rolling tag; pin a release version" .Values.image.tag) -}}
+{{- end -}}
+{{- if and (not .Values.secrets.existingSecret) (or (not .Values.secrets.mongoUrl) (not .Values.secrets.apiKeyHashes)) -}}
+{{- $messages = append $messages "secrets: set secrets.existingSecret, or both secrets.mongoUrl and secrets.apiKeyHashes" -}}
+{{- end -}}
+{{- if and .Values.secrets.existingSecret (or .Values.secrets.mongoUrl .Values.secrets.apiKeyHashes) -}}
+{{- $messages = append $messages "secrets: secrets.mongoUrl/apiKeyHashes are ignored when secrets.existingSecret is set; set only one of them" -}}
+{{- end -}}
+{{- if and (eq .Values.config.otel.exporter "otlp") (not .Values.config.otel.endpoint) -}}
+{{- $messages = append $messages "config.otel: exporter otlp needs config.otel.endpoint" -}}
+{{- end -}}
+{{- $as := .Values.processor.autoscaling -}}
+{{- if and $as.enabled (gt (int $as.minReplicas) (int $as.maxReplicas)) -}}
+{{- $messages = append $messages (printf "processor.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" (int $as.minReplicas) (int $as.maxReplicas)) -}}
+{{- end -}}
+{{- if .Values.processor.pdb.enabled -}}
+{{- $replicas := ternary $as.minReplicas .Values.processor.replicaCount $as.enabled -}}
+{{- if and (kindIs "float64" .Values.processor.pdb.minAvailable) (ge (int .Values.processor.pdb.minAvailable) (int $replicas)) -}}
+{{- $messages = append $messages (printf "processor.pdb: minAvailable (%d) must be below the replica count (%d), or no node could ever be drained" (int .Values.processor.pdb.minAvailable) (int $replicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.processor.ingress.tlsSecretName (not .Values.processor.ingress.host) -}}
+{{- $messages = append $messages "processor.ingress: tlsSecretName needs a host" -}}
+{{- end -}}
+{{- if $messages -}}
+{{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Return one component's Deployment. Usage: include "ca4-app.deployment" (dict "root" $ "component" "processor" "values" .Values.processor "secretEnv" (list ...))
+*/}}
+{{- define "ca4-app.deployment" -}}
+{{- $root := .root -}}
+{{- $v := .values -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "ca4-app.componentName" . }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "ca4-app.labels" $root | nindent 4 }}
+    {{- include "ca4-app.selectorLabels" . | nindent 4 }}
+spec:
+  {{- if not .autoscaled }}
+  replicas: {{ $v.replicaCount }}
+  {{- end }}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "ca4-app.selectorLabels" . | nindent 6 }}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate:
+      maxSurge: 1
+      maxUnavailable: 0
+  template:
+    metadata:
+      labels:
+        {{- include "ca4-app.labels" $root | nindent 8 }}
+        {{- include "ca4-app.selectorLabels" . | nindent 8 }}
+      annotations:
+        checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
+        {{- if not $root.Values.secrets.existingSecret }}
+        checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- end }}
+        {{- if $root.Values.metrics.scrapeAnnotations }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $v.containerPort | quote }}
+        prometheus.io/path: {{ $root.Values.metrics.path | quote }}
+        {{- end }}
+        {{- with $v.podAnnotations }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    spec:
+      serviceAccountName: {{ include "ca4-app.serviceAccountName" $root }}
+      automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
+      securityContext:
+        {{- toYaml $root.Values.podSecurityContext | nindent 8 }}
+      {{- with $root.Values.image.pullSecrets }}
+      imagePullSecrets:
+        {{- range . }}
+        - name: {{ . }}
+        {{- end }}
+      {{- end }}
+      containers:
+        - name: {{ .component }}
+          image: {{ include "ca4-app.image" (dict "root" $root "repository" $v.repository) }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          securityContext:
+            {{- toYaml $root.Values.containerSecurityContext | nindent 12 }}
+          ports:
+            - name: http
+              containerPort: {{ $v.containerPort }}
+              protocol: TCP
+          envFrom:
+            - configMapRef:
+                name: {{ include "ca4-app.fullname" $root }}-config
+          env:
+            {{- range .secretEnv }}
+            - name: {{ .name }}
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "ca4-app.secretName" $root }}
+                  key: {{ .key }}
+            {{- end }}
+            {{- with $v.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          livenessProbe:
+            {{- toYaml $v.livenessProbe | nindent 12 }}
+          readinessProbe:
+            {{- toYaml $v.readinessProbe | nindent 12 }}
+          resources:
+            {{- toYaml $v.resources | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      affinity:
+        {{- if $v.affinity }}
+        {{- toYaml $v.affinity | nindent 8 }}
+        {{- else }}
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 100
+              podAffinityTerm:
+                topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    {{- include "ca4-app.selectorLabels" . | nindent 20 }}
+        {{- end }}
+{{- end -}}
+
+{{/*
+Return the egress rules every component needs: cluster DNS and the Kafka client port.
+*/}}
+{{- define "ca4-app.egressDnsAndKafka" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: kube-system
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.kafkaNamespace }}
+  ports:
+    - {port: {{ .Values.networkPolicy.kafkaPort }}, protocol: TCP}
+{{- end -}}
