@@ -272,8 +272,16 @@ class GpuMetadataReportV1(_Frozen):
         return occurred_at.astimezone(UTC)
 
     def received(self, received_at: datetime) -> GpuMetadataReportedV1:
-        """The event the processor publishes for this report."""
-        return GpuMetadataReportedV1(**dict(self), received_at=received_at)
+        """The event the processor publishes for this report.
+
+        The report is already valid, so only ``received_at`` is checked: re-validating every
+        field would double the processor's CPU cost per event.
+        """
+        if received_at.tzinfo is None or received_at.utcoffset() is None:
+            raise ValueError("received_at must be timezone-aware")
+        return GpuMetadataReportedV1.model_construct(
+            **dict(self), received_at=received_at.astimezone(UTC)
+        )
 
 
 class GpuMetadataReportedV1(GpuMetadataReportV1):

@@ -1,11 +1,170 @@
-"""ASGI entry point: ``uvicorn ca4_processor.main:app``."""
+"""ASGI entry point: ``uvicorn ca4_processor.main:app``.
 
+Behind ngrok or an ingress, run uvicorn with ``--proxy-headers --forwarded-allow-ips=<proxy>``
+or set ``CA4_FORWARDED_ALLOW_IPS``: the app then honours ``X-Forwarded-For``/``-Proto`` from
+those proxies only, so client addresses in logs and redirects are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ca4_schemas import GpuMetadataReport
+from ca4_schemas.api import BatchRequest
+from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from faststream.kafka import KafkaBroker
+from faststream_fastapi import FastStreamAPI
+from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic.json_schema import models_json_schema
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-app = FastAPI(title="CA4 processor")
+import ca4_processor
+from ca4_processor.api.routes import health, metadata
+from ca4_processor.core.config import Settings, get_settings
+from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT
+from ca4_processor.metrics import IngestMetrics
+from ca4_processor.observability import RequestTracingMiddleware
+from ca4_processor.publishing import EventPublisher, KafkaEventPublisher
+from ca4_processor.security import ApiKeyRing, RateLimiter
+
+SERVICE_NAME = "ca4-processor"
+_tracing_configured = False
 
 
-@app.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process is up and serving."""
-    return {"status": "ok"}
+def _configure_observability(settings: Settings) -> None:
+    global _tracing_configured  # noqa: PLW0603 - OpenTelemetry allows one provider per process
+    configure_logging(SERVICE_NAME, settings.LOG_LEVEL)
+    if not _tracing_configured:
+        configure_tracing(SERVICE_NAME, settings.OTEL_EXPORTER, settings.OTEL_ENDPOINT)
+        _tracing_configured = True
+
+
+def create_app(settings: Settings | None = None) -> FastStreamAPI:
+    """The processor: the HTTP API plus the Kafka broker, started and drained in its lifespan.
+
+    ``safe_connection`` makes start-up fail when Kafka is unreachable, so an orchestrator
+    restarts the pod instead of leaving a replica that can never publish.
+    """
+    settings = settings or get_settings()
+    _configure_observability(settings)
+    broker = KafkaBroker(
+        settings.KAFKA_BOOTSTRAP_SERVERS,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.KAFKA_LINGER_MS,
+        compression_type=settings.KAFKA_COMPRESSION,
+        request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
+        client_id=settings.KAFKA_CLIENT_ID,
+        logger=logging.getLogger("ca4_processor.kafka"),
+        description="Kafka cluster holding the gpu-metadata event log",
+    )
+    metrics = IngestMetrics.create()
+    publisher = KafkaEventPublisher(
+        broker,
+        topic=settings.KAFKA_TOPIC,
+        publish_timeout_s=settings.PUBLISH_TIMEOUT_S,
+        readiness_timeout_s=settings.READINESS_TIMEOUT_S,
+        latency=metrics.publish_latency,
+    )
+    api = create_api(settings, publisher=publisher, metrics=metrics)
+    # FastStream's FastAPI integration (faststream-fastapi, which replaces the deprecated
+    # faststream.kafka.fastapi): one lifespan for HTTP and broker, AsyncAPI docs at /asyncapi.
+    return FastStreamAPI(broker, application=api, asyncapi_path="/asyncapi", safe_connection=True)
+
+
+def create_api(
+    settings: Settings,
+    *,
+    publisher: EventPublisher,
+    metrics: IngestMetrics | None = None,
+) -> FastAPI:
+    """The HTTP API over any :class:`EventPublisher` (unit tests pass a fake)."""
+    _configure_observability(settings)
+    key_ring = ApiKeyRing.from_settings(settings)
+    metrics = metrics or IngestMetrics.create()
+
+    @contextlib.asynccontextmanager
+    async def reload_keys(_app: FastAPI) -> AsyncIterator[None]:
+        reloader = asyncio.create_task(key_ring.reload_forever(settings.API_KEYS_RELOAD_INTERVAL_S))
+        try:
+            yield
+        finally:
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
+
+    app = FastAPI(
+        title="CA4 processor",
+        version=ca4_processor.__version__,
+        description="Edge API: authenticates, validates and publishes GPU metadata reports to "
+        "Kafka. Send `Authorization: Bearer <key>`; bodies may be gzip-compressed. A report is "
+        "accepted (`202`) only once Kafka has acknowledged it.",
+        lifespan=reload_keys,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.key_ring = key_ring
+    app.state.publisher = publisher
+    app.state.rate_limiter = RateLimiter(
+        rate=settings.RATE_LIMIT_PER_SECOND, burst=settings.RATE_LIMIT_BURST
+    )
+    app.include_router(health.router)
+    app.include_router(metadata.router)
+    Instrumentator(
+        registry=metrics.registry,
+        excluded_handlers=["/metrics", "/healthz", "/readyz"],
+    ).instrument(app, metric_namespace="ca4").expose(app, include_in_schema=False)
+    app.add_middleware(RequestTracingMiddleware)
+    if settings.FORWARDED_ALLOW_IPS:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.FORWARDED_ALLOW_IPS)
+    app.openapi = lambda: _openapi_with_request_bodies(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi_with_request_bodies(app: FastAPI) -> dict[str, Any]:
+    """OpenAPI with the request bodies the routes read themselves (to cap and stream them)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    _, definitions = models_json_schema(
+        [(GpuMetadataReport, "validation"), (BatchRequest, "validation")],
+        ref_template="#/components/schemas/{model}",
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(
+        definitions.get("$defs", {})
+    )
+    bodies = {
+        ("/v1/metadata", GpuMetadataReport.__name__): {
+            "colab_t4": {"summary": "Colab T4 session", "value": COLAB_T4_REPORT},
+            "cpu_runtime": {"summary": "CPU-only runtime", "value": CPU_RUNTIME_REPORT},
+        },
+        ("/v1/metadata/batch", BatchRequest.__name__): {
+            "two_reports": {
+                "summary": "Two reports",
+                "value": {"reports": [COLAB_T4_REPORT, CPU_RUNTIME_REPORT]},
+            }
+        },
+    }
+    for (path, model_name), examples in bodies.items():
+        schema["paths"][path]["post"]["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{model_name}"},
+                    "examples": examples,
+                }
+            },
+        }
+    app.openapi_schema = schema
+    return schema
+
+
+app = create_app()

@@ -1,0 +1,73 @@
+"""Read a request body defensively: JSON only, size-capped on the wire and after gzip.
+
+FastAPI's own body parsing reads everything into memory first, so the ingest routes read the
+stream here instead and stop at the first byte over the cap.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from fastapi import HTTPException, Request, status
+
+_GZIP_WINDOW = 16 + zlib.MAX_WBITS
+"""zlib window bits that accept the gzip container."""
+
+
+async def read_json_body(
+    request: Request, *, max_body_bytes: int, max_decompressed_bytes: int
+) -> bytes:
+    """The request body as JSON bytes, decompressed if ``Content-Encoding: gzip``.
+
+    Raises ``415`` for a non-JSON content type or unknown encoding and ``413`` when the body
+    (declared or actual, compressed or decompressed) is over its cap.
+    """
+    _require_json_content_type(request)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in {"identity", "gzip"}:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Encoding {encoding!r} is not supported; send identity or gzip",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise _too_large(f"body of {declared} bytes is over the {max_body_bytes}-byte limit")
+
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > max_body_bytes:
+            raise _too_large(f"body is over the {max_body_bytes}-byte limit")
+    if encoding == "gzip":
+        return _gunzip_capped(bytes(received), max_decompressed_bytes)
+    return bytes(received)
+
+
+def _require_json_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"Content-Type must be application/json, got {content_type or 'none'!r}",
+        )
+
+
+def _gunzip_capped(compressed: bytes, limit: int) -> bytes:
+    """Decompress at most ``limit + 1`` bytes, so a zip bomb is refused after ``limit``."""
+    decompressor = zlib.decompressobj(_GZIP_WINDOW)
+    try:
+        body = decompressor.decompress(compressed, limit + 1)
+    except zlib.error as error:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"body is not valid gzip: {error}"
+        ) from error
+    if len(body) > limit:
+        raise _too_large(f"decompressed body is over the {limit}-byte limit")
+    if not decompressor.eof:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "gzip body is truncated")
+    return body
+
+
+def _too_large(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, message)

@@ -1,0 +1,85 @@
+"""Processor unit-test fixtures: the real app with a fake publisher, driven in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from itertools import count
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from ca4_processor.core.config import Settings
+from ca4_processor.main import create_api
+from ca4_processor.publishing import PublishUnavailableError
+from ca4_schemas import GpuMetadataReported
+from ca4_schemas.api import Receipt
+
+DEV_HEADERS = {"Authorization": "Bearer ca4-dev-key"}
+
+
+class FakePublisher:
+    """Records what would go to Kafka; can be switched to act like a broker that is down."""
+
+    def __init__(self) -> None:
+        self.published: list[GpuMetadataReported] = []
+        self.available = True
+        self._offsets = count()
+
+    async def publish(self, events: Sequence[GpuMetadataReported]) -> list[Receipt]:
+        await asyncio.sleep(0)
+        if not self.available:
+            raise PublishUnavailableError("Kafka did not acknowledge within 0.1s (fake)")
+        self.published.extend(events)
+        return [
+            Receipt(event_id=e.event_id, topic="gpu-metadata", partition=0, offset=next(self._offsets))
+            for e in events
+        ]
+
+    async def is_ready(self) -> bool:
+        return self.available
+
+
+@pytest.fixture
+def fake_publisher() -> FakePublisher:
+    """A fresh fake publisher per test."""
+    return FakePublisher()
+
+
+@pytest.fixture
+def make_client(
+    fake_publisher: FakePublisher,
+) -> Callable[..., Any]:
+    """Build ``async with make_client(**settings) as (client, app)``."""
+
+    def build(**settings: Any) -> _AppClient:
+        return _AppClient(create_api(Settings(**settings), publisher=fake_publisher))
+
+    return build
+
+
+class _AppClient:
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._lifespan = LifespanManager(app)
+
+    async def __aenter__(self) -> tuple[httpx.AsyncClient, FastAPI]:
+        await self._lifespan.__aenter__()
+        self._client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(self._lifespan.app), base_url="http://processor"
+        )
+        return self._client, self.app
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+        await self._lifespan.__aexit__(*exc)
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app in dev mode (dev key accepted), rate limiting off."""
+    async with make_client(RATE_LIMIT_PER_SECOND=0) as (http, _app):
+        yield http
