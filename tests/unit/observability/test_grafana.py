@@ -1,0 +1,128 @@
+"""Grafana provisioning and dashboards: well-formed, wired to the provisioned datasources."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.observability.promql import (
+    DASHBOARDS,
+    OBSERVABILITY,
+    PROMETHEUS_UID,
+    dashboard_expressions,
+    iter_panels,
+    load_dashboards,
+)
+
+PROVISIONING = OBSERVABILITY / "grafana" / "provisioning"
+
+
+def provisioned_datasources() -> dict[str, dict[str, Any]]:
+    sources: dict[str, dict[str, Any]] = {}
+    for path in sorted((PROVISIONING / "datasources").glob("*.yml")):
+        for source in yaml.safe_load(path.read_text(encoding="utf-8"))["datasources"]:
+            sources[source["uid"]] = source
+    return sources
+
+
+def used_datasources(node: object) -> list[dict[str, str]]:
+    """Every ``datasource`` object anywhere in a dashboard."""
+    if isinstance(node, dict):
+        found = [node["datasource"]] if isinstance(node.get("datasource"), dict) else []
+        for value in node.values():
+            found.extend(used_datasources(value))
+        return found
+    if isinstance(node, list):
+        return [item for value in node for item in used_datasources(value)]
+    return []
+
+
+def test_both_dashboards_exist_with_stable_uids() -> None:
+    dashboards = load_dashboards()
+    assert {name: d["uid"] for name, d in dashboards.items()} == {
+        "gpus": "ca4-gpus",
+        "pipeline": "ca4-pipeline",
+    }
+
+
+@pytest.mark.parametrize("name", ["pipeline", "gpus"])
+def test_dashboard_uses_only_provisioned_datasources(name: str) -> None:
+    sources = provisioned_datasources()
+    dashboard = load_dashboards()[name]
+    for datasource in used_datasources(dashboard):
+        assert datasource["uid"] in sources, datasource
+        assert datasource["type"] == sources[datasource["uid"]]["type"], datasource
+
+
+@pytest.mark.parametrize("name", ["pipeline", "gpus"])
+def test_panels_have_unique_ids_titles_and_queries(name: str) -> None:
+    panels = iter_panels(load_dashboards()[name])
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    for panel in panels:
+        assert panel["title"]
+        if panel["type"] != "row":
+            assert panel["targets"], panel["title"]
+            assert all(target["expr"].strip() for target in panel["targets"]), panel["title"]
+            assert {"x", "y", "w", "h"} <= panel["gridPos"].keys()
+
+
+def test_pipeline_covers_every_hop() -> None:
+    exprs = " ".join(e.promql for e in dashboard_expressions() if e.dashboard == "pipeline")
+    for metric in (
+        "ca4_ingest_events_total",
+        "ca4_publish_latency_seconds_bucket",
+        "ca4_worker_end_to_end_latency_seconds_bucket",
+        "ca4_worker_consumer_lag",
+        "ca4_worker_dead_letters_total",
+        "ca4_worker_archive_lag",
+    ):
+        assert metric in exprs, f"pipeline dashboard does not show {metric}"
+
+
+def test_gpu_dashboard_shows_every_gauge_per_gpu_and_session() -> None:
+    gpu_exprs = [e.promql for e in dashboard_expressions() if e.dashboard == "gpus"]
+    for gauge in (
+        "ca4_gpu_utilization_pct",
+        "ca4_gpu_memory_used_mib",
+        "ca4_gpu_memory_total_mib",
+        "ca4_gpu_temperature_c",
+        "ca4_gpu_power_draw_w",
+    ):
+        assert any(gauge in expr and "session_id" in expr for expr in gpu_exprs), gauge
+
+
+def test_log_panel_queries_loki_and_loki_links_trace_ids() -> None:
+    panels = iter_panels(load_dashboards()["pipeline"])
+    log_panels = [panel for panel in panels if panel["type"] == "logs"]
+    assert log_panels
+    assert all(panel["datasource"]["uid"] == "ca4-loki" for panel in log_panels)
+    loki = provisioned_datasources()["ca4-loki"]
+    (derived,) = loki["jsonData"]["derivedFields"]
+    assert derived["datasourceUid"] in provisioned_datasources()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    line = f'{{"event": "event.stored", "trace_id": "{trace_id}", "event_id": "x"}}'
+    match = re.search(derived["matcherRegex"], line)
+    assert match
+    assert match.group(1) == trace_id
+    # Grafana expands $VAR in provisioning files; $$ keeps the literal Grafana macro.
+    assert derived["url"] == "$${__value.raw}"
+
+
+def test_prometheus_is_the_default_datasource() -> None:
+    sources = provisioned_datasources()
+    assert sources[PROMETHEUS_UID]["isDefault"] is True
+    assert sum(bool(source.get("isDefault")) for source in sources.values()) == 1
+
+
+def test_dashboard_provider_points_where_compose_mounts_the_json() -> None:
+    (provider,) = yaml.safe_load(
+        (PROVISIONING / "dashboards" / "ca4.yml").read_text(encoding="utf-8")
+    )["providers"]
+    compose = yaml.safe_load((OBSERVABILITY.parent / "docker-compose.yml").read_text())
+    mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./observability/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    assert DASHBOARDS.is_dir()
