@@ -1,0 +1,96 @@
+{{/*
+Return the labels every resource carries.
+*/}}
+{{- define "ca4-platform.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ca4
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Return the selector labels of one component. Usage: include "ca4-platform.selectorLabels" (dict "root" $ "name" "kafka")
+The name label is the bare component name: the Prometheus config keeps pods named kafka.
+*/}}
+{{- define "ca4-platform.selectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- end -}}
+
+{{/*
+Return the restricted-profile container security context shared by every non-root component.
+*/}}
+{{- define "ca4-platform.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/*
+Return a pod security context for a non-root user id. Usage: include "ca4-platform.podSecurityContext" 1000
+*/}}
+{{- define "ca4-platform.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ . }}
+runAsGroup: {{ . }}
+fsGroup: {{ . }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/*
+Return a file of the chart: the synced observability/ copy when it exists, else the chart default,
+rendered with tpl. Usage: include "ca4-platform.configFile" (dict "root" $ "synced" "files/observability/loki/loki-k8s.yml" "default" "files/defaults/loki.yaml")
+*/}}
+{{- define "ca4-platform.configFile" -}}
+{{- $synced := .root.Files.Get .synced -}}
+{{- if $synced -}}
+{{- $synced -}}
+{{- else -}}
+{{- tpl (.root.Files.Get .default) .root -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Return the Kafka headless-service DNS name of broker N. Usage: include "ca4-platform.kafkaPodHost" (dict "root" $ "i" 0)
+*/}}
+{{- define "ca4-platform.kafkaPodHost" -}}
+{{- printf "kafka-%d.kafka-headless.%s.svc.cluster.local" (int .i) .root.Release.Namespace -}}
+{{- end -}}
+
+{{/*
+Return every values problem the schema cannot express, then fail once with all of them.
+*/}}
+{{- define "ca4-platform.validateValues" -}}
+{{- $messages := list -}}
+{{- $k := .Values.kafka -}}
+{{- if ne .Release.Namespace .Values.namespaces.platform -}}
+{{- $messages = append $messages (printf "namespaces.platform (%s) must be the release namespace (%s): install with -n %s" .Values.namespaces.platform .Release.Namespace .Values.namespaces.platform) -}}
+{{- end -}}
+{{- if and $k.enabled (gt (int $k.defaultReplicationFactor) (int $k.replicas)) -}}
+{{- $messages = append $messages (printf "kafka.defaultReplicationFactor (%d) exceeds kafka.replicas (%d)" (int $k.defaultReplicationFactor) (int $k.replicas)) -}}
+{{- end -}}
+{{- if and $k.enabled (gt (int $k.minInsyncReplicas) (int $k.defaultReplicationFactor)) -}}
+{{- $messages = append $messages (printf "kafka.minInsyncReplicas (%d) exceeds kafka.defaultReplicationFactor (%d): acks=all producers would always fail" (int $k.minInsyncReplicas) (int $k.defaultReplicationFactor)) -}}
+{{- end -}}
+{{- if and $k.enabled (eq (mod (int $k.replicas) 2) 0) -}}
+{{- $messages = append $messages (printf "kafka.replicas (%d) must be odd: a KRaft quorum of an even size tolerates no more failures than one node fewer" (int $k.replicas)) -}}
+{{- end -}}
+{{- range $k.topics -}}
+{{- if gt (int .replicationFactor) (int $k.replicas) -}}
+{{- $messages = append $messages (printf "kafka.topics %s: replicationFactor (%d) exceeds kafka.replicas (%d)" .name (int .replicationFactor) (int $k.replicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $k.tunnel.enabled (gt (add (int $k.tunnel.nodePortBase) (int $k.replicas)) 32768) -}}
+{{- $messages = append $messages "kafka.tunnel.nodePortBase + kafka.replicas leaves the NodePort range (30000-32767)" -}}
+{{- end -}}
+{{- if $messages -}}
+{{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
+{{- end -}}
+{{- end -}}
