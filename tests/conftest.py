@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.devstack import DevstackControl
 from tests.support.services import Endpoints, endpoints
 
 
@@ -37,3 +39,13 @@ def database_name(unique_suffix: str) -> str:
 def bucket_name(unique_suffix: str) -> str:
     """An S3 bucket name no other test uses."""
     return f"test-ca4-{unique_suffix}"
+
+
+@pytest.fixture
+async def devstack(services: Endpoints) -> AsyncIterator[DevstackControl]:
+    """Stop and start dev stack services (mark the test ``disruptive``); always restarts them."""
+    control = DevstackControl()
+    try:
+        yield control
+    finally:
+        await control.restore()

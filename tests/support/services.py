@@ -13,7 +13,7 @@ from functools import cache
 
 START_HINT = (
     "No CA4 services found. Start the local stack with `uv run ca4 devstack up` and export its "
-    "endpoints (`eval \"$(uv run ca4 devstack env)\"`), or run everything with `make test`."
+    'endpoints (`eval "$(uv run ca4 devstack env)"`), or run everything with `make test`.'
 )
 
 
@@ -49,8 +49,10 @@ def _docker_engine_answers() -> bool:
 def endpoints() -> Endpoints:
     """Resolve the service endpoints once per test session."""
     env = os.environ
-    if env.get("CA4_KAFKA_BOOTSTRAP_SERVERS") and env.get("CA4_MONGO_URL") and env.get(
-        "CA4_S3_ENDPOINT_URL"
+    if (
+        env.get("CA4_KAFKA_BOOTSTRAP_SERVERS")
+        and env.get("CA4_MONGO_URL")
+        and env.get("CA4_S3_ENDPOINT_URL")
     ):
         return Endpoints(
             kafka_bootstrap_servers=env["CA4_KAFKA_BOOTSTRAP_SERVERS"],

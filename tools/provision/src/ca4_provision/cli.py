@@ -2,6 +2,8 @@
 
 import typer
 
+from ca4_provision.devstack.cli import app as devstack_app
+
 app = typer.Typer(
     name="ca4",
     help="CA4: local dev stack, provisioning, verification and operator tools.",
@@ -12,3 +14,6 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """CA4 operator and developer tools."""
+
+
+app.add_typer(devstack_app, name="devstack")

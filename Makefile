@@ -1,0 +1,80 @@
+# CA4 developer commands. `make help` lists them; each target's `##` comment is its help line.
+# Other makefiles add targets in mk/*.mk (included at the end), using the same `##` convention.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+UV ?= uv
+CA4 := $(UV) run ca4
+PROCESSOR_URL ?= http://127.0.0.1:8000
+WORKER_URL ?= http://127.0.0.1:8001
+PROMETHEUS_URL ?= http://127.0.0.1:9090
+
+.PHONY: help
+help: ## Show this list of targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST) | sort -u
+
+.PHONY: install
+install: ## Install the workspace (uv sync, frozen lock file)
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages --frozen
+
+.PHONY: dev
+dev: install ## Start the dev stack plus processor and worker, send a demo report, say where to look
+	$(CA4) devstack up --with-app
+	@if $(CA4) send --help >/dev/null 2>&1; then \
+		$(CA4) send --count 1; \
+	else \
+		echo "(no demo report: \`ca4 send\` does not exist yet)"; \
+	fi
+	@echo
+	@echo "CA4 is running:"
+	@echo "  API docs          $(PROCESSOR_URL)/docs"
+	@echo "  processor metrics $(PROCESSOR_URL)/metrics"
+	@echo "  stored sessions   $(WORKER_URL)/v1/sessions   (worker read API)"
+	@echo "  worker metrics    $(WORKER_URL)/metrics"
+	@echo "  Prometheus        $(PROMETHEUS_URL)/targets"
+	@echo "  status / logs     uv run ca4 devstack status | uv run ca4 devstack logs SERVICE"
+	@echo "  stop everything   make devstack-down"
+
+.PHONY: test
+test: ## Install, start the dev stack if needed, run ruff, mypy and pytest, stop what was started
+	./scripts/test.sh
+
+.PHONY: lint
+lint: ## ruff check, ruff format --check, mypy (strict), shellcheck when installed
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; \
+	else echo "(shellcheck not installed: skipped)"; fi
+
+.PHONY: format
+format: ## Apply ruff's fixes and formatting
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+.PHONY: bench
+bench: ## Run the benchmarks in bench/ (python -m bench)
+	@if [ -f bench/__init__.py ] || [ -f bench/__main__.py ]; then \
+		$(UV) run python -m bench; \
+	else \
+		echo "bench/ has no runnable package yet"; \
+	fi
+
+.PHONY: devstack-up
+devstack-up: ## Start Kafka, FerretDB, MinIO and Prometheus (installs pinned versions once)
+	$(CA4) devstack up
+
+.PHONY: devstack-down
+devstack-down: ## Stop every dev stack process this checkout started (apps included)
+	$(CA4) devstack down
+
+.PHONY: devstack-status
+devstack-status: ## Show each dev stack service, its address, PID and health
+	$(CA4) devstack status
+
+-include mk/*.mk

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make test`: install, start the dev stack unless the CA4_* endpoints are already set, then run
+# ruff, mypy and pytest (non-disruptive tests first, then the ones that stop and start services).
+# Stops only the services it started, on success, failure or Ctrl-C. Extra arguments go to pytest.
+#
+# Knobs: PYTEST_WORKERS=N runs each pytest pass with pytest-xdist (-n N); CA4_DEVSTACK_* (see
+# `uv run ca4 devstack --help`) moves the dev stack's ports and folders.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started_file=""
+failures=()
+
+log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+stop_started() {
+    local code=$?
+    if [[ -n "$started_file" ]]; then
+        if [[ -s "$started_file" ]]; then
+            log "Stopping the services this run started: $(tr '\n' ' ' <"$started_file")"
+            uv run ca4 devstack down --services-file "$started_file" || true
+        fi
+        rm -f "$started_file"
+    fi
+    exit "$code"
+}
+
+step() {
+    # Run one check, remember it if it fails, keep going so one run reports every problem.
+    local name=$1
+    shift
+    log "$name"
+    local began=$SECONDS
+    if "$@"; then
+        echo "ok: $name ($((SECONDS - began))s)"
+    else
+        echo "FAILED: $name ($((SECONDS - began))s)"
+        failures+=("$name")
+    fi
+}
+
+pytest_pass() {
+    # Exit code 5 means "no tests collected", which is fine for the optional disruptive pass.
+    local allow_empty=$1
+    shift
+    local code=0
+    uv run pytest "$@" || code=$?
+    if [[ $code -eq 5 && $allow_empty == yes ]]; then
+        echo "(no tests selected)"
+        return 0
+    fi
+    return "$code"
+}
+
+log "Installing the workspace"
+if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install --quiet uv
+fi
+uv sync --all-packages --frozen
+
+if [[ -n "${CA4_KAFKA_BOOTSTRAP_SERVERS:-}" && -n "${CA4_MONGO_URL:-}" && -n "${CA4_S3_ENDPOINT_URL:-}" ]]; then
+    log "Using the services named by CA4_KAFKA_BOOTSTRAP_SERVERS, CA4_MONGO_URL, CA4_S3_ENDPOINT_URL"
+else
+    log "Starting the dev stack"
+    started_file=$(mktemp)
+    trap stop_started EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    began=$SECONDS
+    uv run ca4 devstack up --started-file "$started_file"
+    echo "dev stack ready in $((SECONDS - began))s"
+    eval "$(uv run ca4 devstack env)"
+fi
+
+xdist=()
+if [[ -n "${PYTEST_WORKERS:-}" ]]; then
+    xdist=(-n "$PYTEST_WORKERS")
+fi
+
+step "ruff check" uv run ruff check .
+step "ruff format --check" uv run ruff format --check .
+step "mypy (strict)" uv run mypy
+step "pytest (not disruptive)" pytest_pass no -m "not disruptive" "${xdist[@]}" "$@"
+# Disruptive tests stop and restart services, so they never share the stack with other tests.
+step "pytest (disruptive)" pytest_pass yes -m disruptive "$@"
+
+if ((${#failures[@]})); then
+    log "FAILED: ${failures[*]}"
+    exit 1
+fi
+log "All checks passed"

@@ -1,0 +1,269 @@
+"""``ca4 devstack``: run the real services locally without Docker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ca4_provision.devstack.installers import InstallError, tail
+from ca4_provision.devstack.provisioning import ProvisioningError
+from ca4_provision.devstack.settings import DevstackSettings
+from ca4_provision.devstack.stack import DevstackError, Stack, resolve_names
+from ca4_provision.devstack.tools import MissingToolError
+
+app = typer.Typer(
+    name="devstack",
+    help="Run Kafka, FerretDB, MinIO and Prometheus locally (no Docker); see `ca4 devstack env`.",
+    no_args_is_help=True,
+)
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ServicesArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Services (kafka, ferretdb|mongo, minio|s3, prometheus, processor, worker); "
+        "default: all."
+    ),
+]
+
+
+class RichReporter:
+    """Spinners for long steps, one line per note, all on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[tuple[str, str], TaskID] = {}
+
+    def begin(self, service: str, what: str) -> None:
+        """Show a spinner for ``service: what``."""
+        self.tasks[(service, what)] = self.progress.add_task(f"{service}: {what}", total=None)
+
+    def end(self, service: str, what: str) -> None:
+        """Remove that spinner."""
+        task = self.tasks.pop((service, what), None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+    def note(self, service: str, message: str) -> None:
+        """Print one line."""
+        self.progress.console.print(f"[bold]{service}[/bold]: {message}")
+
+
+@contextlib.contextmanager
+def _reporting() -> Iterator[RichReporter]:
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    with progress:
+        yield RichReporter(progress)
+
+
+@contextlib.contextmanager
+def _state_lock(settings: DevstackSettings) -> Iterator[None]:
+    """One mutating ``ca4 devstack`` command at a time per state dir."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with (settings.home / ".lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err.print("waiting for another `ca4 devstack` command to finish…")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning our expected failures into one red message and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except (DevstackError, MissingToolError, InstallError, ProvisioningError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _settings() -> DevstackSettings:
+    try:
+        return DevstackSettings.from_env()
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _names(services: list[str] | None) -> list[str] | None:
+    try:
+        return resolve_names(services) if services else None
+    except DevstackError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def up(
+    services: ServicesArg = None,
+    with_app: Annotated[
+        bool, typer.Option("--with-app", help="Also start the processor and the worker.")
+    ] = False,
+    started_file: Annotated[
+        Path | None,
+        typer.Option(help="Write the names of the services this command started, one a line."),
+    ] = None,
+) -> None:
+    """Install what is missing, start what is not running, wait until all are healthy."""
+    settings = _settings()
+    names = _names(services)
+    with _state_lock(settings), _reporting() as reporter:
+        stack = Stack(settings, reporter)
+        try:
+            _run(stack.up(names, with_app=with_app))
+        finally:
+            # Written even when a later service fails, so the caller can stop what did start.
+            started = [name for name, done in stack.outcomes.items() if done == "started"]
+            if started_file is not None:
+                started_file.write_text("".join(f"{name}\n" for name in started), "utf-8")
+    if started:
+        err.print(f"[green]started:[/green] {', '.join(started)}")
+    else:
+        err.print("[green]all services were already running and healthy[/green]")
+    err.print('Point clients at it with: eval "$(uv run ca4 devstack env)"')
+
+
+@app.command()
+def down(
+    services: ServicesArg = None,
+    services_file: Annotated[
+        Path | None,
+        typer.Option(help="Stop only the services named in this file (see `up --started-file`)."),
+    ] = None,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the state dir (all data and logs).")
+    ] = False,
+) -> None:
+    """Stop the services this dev stack started (by PID), apps first."""
+    settings = _settings()
+    names = _names(services)
+    if services_file is not None:
+        listed = services_file.read_text(encoding="utf-8").split() if services_file.exists() else []
+        names = (names or []) + (_names(listed) or [])
+        if not names:
+            err.print("nothing to stop")
+            return
+    with _state_lock(settings), _reporting() as reporter:
+        stack = Stack(settings, reporter)
+        stopped = _run(stack.down(names))
+        if purge and not names:
+            leftovers = stack.running_pids()
+            if leftovers:
+                err.print(f"[red]not purging: still running {leftovers}[/red]")
+                raise typer.Exit(1)
+            for child in settings.home.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+    err.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+
+
+@app.command()
+def start(services: Annotated[list[str], typer.Argument(help="Services to start.")]) -> None:
+    """Start the named services (e.g. after `stop`, to end a simulated outage)."""
+    up(services=services, with_app=False, started_file=None)
+
+
+@app.command()
+def stop(services: Annotated[list[str], typer.Argument(help="Services to stop.")]) -> None:
+    """Stop the named services (e.g. to simulate an outage in a test)."""
+    down(services=services, services_file=None, purge=False)
+
+
+@app.command()
+def status(
+    services: ServicesArg = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Exit 1 unless every listed (default: infra) service is up."),
+    ] = False,
+) -> None:
+    """Show each service: version, address, PID and health."""
+    settings = _settings()
+    names = _names(services)
+
+    class _Silent:
+        def begin(self, service: str, what: str) -> None: ...
+        def end(self, service: str, what: str) -> None: ...
+        def note(self, service: str, message: str) -> None: ...
+
+    stack = Stack(settings, _Silent())
+    rows = _run(stack.status(names))
+    if as_json:
+        out.print_json(json.dumps([row.__dict__ for row in rows]))
+    else:
+        table = Table(title=f"CA4 dev stack ({settings.home})")
+        for column in ("service", "version", "address", "pid", "health"):
+            table.add_column(column, overflow="fold")
+        colours = {"healthy": "green", "external": "cyan", "unhealthy": "red", "stopped": "dim"}
+        for row in rows:
+            health = f"[{colours[row.state]}]{row.state}[/]"
+            if row.state in {"unhealthy", "external"}:
+                health += f" ({row.detail})"
+            table.add_row(row.name, row.version, row.address, str(row.pid or "-"), health)
+        out.print(table)
+    if check:
+        wanted = [
+            row for row in rows if names or stack.services[row.name].group == "infra" or row.pid
+        ]
+        if any(row.state not in {"healthy", "external"} for row in wanted):
+            raise typer.Exit(1)
+
+
+@app.command()
+def env() -> None:
+    """Print `export CA4_…=…` lines that point clients and tests at the stack."""
+    for key, value in _settings().client_env().items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+@app.command()
+def logs(
+    service: Annotated[str | None, typer.Argument(help="One service; default: all.")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 40,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+) -> None:
+    """Print the end of a service's log file (or of all of them)."""
+    settings = _settings()
+    stack = Stack(settings, RichReporter(Progress(console=err)))
+    selected = stack.select(_names([service]) if service else None)
+    files = [s.process.log_file for s in selected if s.process.log_file.exists()]
+    if not files:
+        err.print(f"no log files yet in {settings.home / 'logs'}")
+        raise typer.Exit(1)
+    if follow:
+        tail_bin = shutil.which("tail")
+        if tail_bin is None:
+            err.print("tail not found; run without --follow")
+            raise typer.Exit(1)
+        os.execv(tail_bin, [tail_bin, "-n", str(lines), "-F", *map(str, files)])  # noqa: S606
+    for log_file in files:
+        if len(files) > 1:
+            out.rule(log_file.stem)
+        out.print(tail(log_file, lines), markup=False, highlight=False)

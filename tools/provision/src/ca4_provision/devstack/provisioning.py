@@ -1,0 +1,68 @@
+"""Idempotent post-start setup: Kafka topics and the S3 archive bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aioboto3
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from botocore.exceptions import ClientError
+
+from ca4_provision.devstack.health import quiet_kafka_client
+
+_KAFKA_OK = 0
+_KAFKA_TOPIC_ALREADY_EXISTS = 36
+
+
+class ProvisioningError(RuntimeError):
+    """A topic or bucket could not be created."""
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Sequence[str], *, partitions: int
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    with quiet_kafka_client():
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [name for name in topics if name not in existing]
+            if not missing:
+                return []
+            new_topics = [NewTopic(name, partitions, replication_factor=1) for name in missing]
+            response: Any = await admin.create_topics(new_topics)
+        finally:
+            await admin.close()
+    for topic_error in response.topic_errors:
+        name, code = topic_error[0], topic_error[1]
+        if code not in {_KAFKA_OK, _KAFKA_TOPIC_ALREADY_EXISTS}:
+            raise ProvisioningError(f"creating Kafka topic {name} failed: {topic_error!r}")
+    return missing
+
+
+async def ensure_bucket(
+    endpoint_url: str, bucket: str, *, access_key_id: str, secret_access_key: str
+) -> bool:
+    """Create the bucket unless it exists; True if it was created."""
+    session = aioboto3.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        region_name="us-east-1",
+    )
+    async with session.client("s3", endpoint_url=endpoint_url) as s3:
+        try:
+            await s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket"}:
+                raise ProvisioningError(f"checking bucket {bucket} failed: {exc}") from exc
+        else:
+            return False
+        try:
+            await s3.create_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise ProvisioningError(f"creating bucket {bucket} failed: {exc}") from exc
+            return False
+    return True

@@ -1,0 +1,452 @@
+"""The service catalog: for each service, how to install, configure, launch and check it."""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from ca4_provision.devstack import configs, health, installers, provisioning, versions
+from ca4_provision.devstack.process import LaunchSpec, ServiceProcess
+from ca4_provision.devstack.settings import (
+    HOST,
+    KAFKA_TOPIC_PARTITIONS,
+    KAFKA_TOPICS,
+    S3_ACCESS_KEY_ID,
+    S3_BUCKET,
+    S3_SECRET_ACCESS_KEY,
+    DevstackSettings,
+)
+from ca4_provision.devstack.tools import require
+
+Group = Literal["infra", "app"]
+
+
+class Service(ABC):
+    """One supervised process of the dev stack."""
+
+    name: ClassVar[str]
+    group: ClassVar[Group] = "infra"
+    stop_timeout_s: ClassVar[float] = 20.0
+
+    def __init__(self, settings: DevstackSettings) -> None:
+        self.settings = settings
+
+    @property
+    def dir(self) -> Path:
+        """This service's folder in the state dir (config and data)."""
+        return self.settings.home / self.name
+
+    @property
+    def process(self) -> ServiceProcess:
+        """Its PID file and log file."""
+        home = self.settings.home
+        return ServiceProcess(self.name, home / "run", home / "logs" / f"{self.name}.log")
+
+    @property
+    @abstractmethod
+    def port(self) -> int:
+        """The main TCP port."""
+
+    @property
+    @abstractmethod
+    def address(self) -> str:
+        """Where clients connect."""
+
+    @property
+    @abstractmethod
+    def markers(self) -> list[str]:
+        """Strings in the command line that identify our process (see ``process.py``)."""
+
+    async def version(self) -> str:
+        """The pinned (or, for distribution packages, installed) version."""
+        return "n/a"
+
+    def installed(self) -> bool:
+        """True when nothing needs installing before a start."""
+        return True
+
+    async def install(self) -> None:  # noqa: B027 - optional hook, most services have one
+        """Install the pinned build into the cache."""
+
+    @abstractmethod
+    async def prepare(self) -> LaunchSpec:
+        """Write config, initialise storage, and say how to launch."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise :class:`~ca4_provision.devstack.health.UnhealthyError` unless healthy."""
+
+    async def provision(self) -> str | None:
+        """Idempotent setup once healthy (topics, buckets); a note about what changed."""
+        return None
+
+
+class Kafka(Service):
+    """Apache Kafka, single-node KRaft, from the Maven Central jars."""
+
+    name = "kafka"
+    stop_timeout_s = 45.0
+
+    @property
+    def port(self) -> int:
+        """The broker listener."""
+        return self.settings.ports.kafka
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:9092``."""
+        return self.settings.kafka_bootstrap
+
+    @property
+    def server_properties(self) -> Path:
+        """The generated broker config."""
+        return self.dir / "server.properties"
+
+    @property
+    def markers(self) -> list[str]:
+        """The main class and our config path."""
+        return ["kafka.Kafka", str(self.server_properties)]
+
+    async def version(self) -> str:
+        """The pinned Kafka version."""
+        return versions.KAFKA_VERSION
+
+    def installed(self) -> bool:
+        """True once the classpath is cached."""
+        return installers.kafka_artifact(self.settings.cache).installed()
+
+    async def install(self) -> None:
+        """Resolve the broker classpath with Maven."""
+        await installers.install_kafka(self.settings.cache)
+
+    def _java(self, libs: Path, *jvm_options: str) -> list[str]:
+        log4j = self.dir / "log4j.properties"
+        return [
+            require("java"),
+            *jvm_options,
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dkafka.logs.dir={self.settings.home / 'logs'}",
+            "-cp",
+            f"{libs}/*",
+        ]
+
+    async def prepare(self) -> LaunchSpec:
+        """Write the configs and format the KRaft storage on first start."""
+        libs = await installers.install_kafka(self.settings.cache)
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.server_properties.write_text(
+            configs.kafka_server_properties(self.settings, data), encoding="utf-8"
+        )
+        (self.dir / "log4j.properties").write_text(configs.KAFKA_LOG4J, encoding="utf-8")
+        if not (data / "meta.properties").is_file():
+            await installers.run_logged(
+                [
+                    *self._java(libs, "-Xmx256m"),
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                    "-t",
+                    configs.kafka_cluster_id(),
+                    "-c",
+                    str(self.server_properties),
+                ],
+                self.process.log_file,
+            )
+        heap = self.settings.kafka_heap
+        return LaunchSpec(
+            argv=[
+                *self._java(
+                    libs,
+                    "-Xms128m",
+                    f"-Xmx{heap}",
+                    "-XX:+UseSerialGC",
+                    "-XX:+ExitOnOutOfMemoryError",
+                ),
+                "kafka.Kafka",
+                str(self.server_properties),
+            ],
+            markers=self.markers,
+        )
+
+    async def check(self) -> None:
+        """A metadata request."""
+        await health.kafka_ready(self.address)
+
+    async def provision(self) -> str | None:
+        """Create the pipeline topics."""
+        created = await provisioning.ensure_topics(
+            self.address, KAFKA_TOPICS, partitions=KAFKA_TOPIC_PARTITIONS
+        )
+        return f"created topics {', '.join(created)}" if created else None
+
+
+class FerretDB(Service):
+    """FerretDB 1.x on SQLite: the MongoDB wire protocol for the event store."""
+
+    name = "ferretdb"
+
+    @property
+    def port(self) -> int:
+        """The MongoDB wire protocol listener."""
+        return self.settings.ports.mongo
+
+    @property
+    def address(self) -> str:
+        """``mongodb://127.0.0.1:27017``."""
+        return self.settings.mongo_url
+
+    @property
+    def markers(self) -> list[str]:
+        """Our state dir on its command line."""
+        return ["ferretdb", f"--state-dir={self.dir / 'state'}"]
+
+    async def version(self) -> str:
+        """The pinned FerretDB version."""
+        return versions.FERRETDB_VERSION
+
+    def installed(self) -> bool:
+        """True once the binary is cached."""
+        return installers.ferretdb_artifact(self.settings.cache).installed()
+
+    async def install(self) -> None:
+        """Build FerretDB from source with Go."""
+        await installers.install_ferretdb(self.settings.cache)
+
+    async def prepare(self) -> LaunchSpec:
+        """Create the state and SQLite dirs."""
+        binary = await installers.install_ferretdb(self.settings.cache)
+        for sub in ("state", "data"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        return LaunchSpec(
+            argv=[
+                str(binary),
+                "--handler=sqlite",
+                f"--sqlite-url=file:{self.dir / 'data'}/",
+                f"--state-dir={self.dir / 'state'}",
+                f"--listen-addr={HOST}:{self.port}",
+                f"--debug-addr={HOST}:{self.settings.ports.ferretdb_debug}",
+                "--telemetry=disable",
+                "--log-level=warn",
+            ],
+            markers=self.markers,
+            env={"FERRETDB_TELEMETRY": "disable", "DO_NOT_TRACK": "1"},
+        )
+
+    async def check(self) -> None:
+        """A ``ping`` through pymongo."""
+        await health.mongo_ready(self.address)
+
+
+class MinIO(Service):
+    """MinIO single-drive server: the S3 archive."""
+
+    name = "minio"
+
+    @property
+    def port(self) -> int:
+        """The S3 API listener."""
+        return self.settings.ports.s3
+
+    @property
+    def address(self) -> str:
+        """``http://127.0.0.1:9000``."""
+        return self.settings.s3_endpoint_url
+
+    @property
+    def markers(self) -> list[str]:
+        """Our data dir on its command line."""
+        return ["minio", "server", str(self.dir / "data")]
+
+    async def version(self) -> str:
+        """The pinned MinIO pseudo-version."""
+        return versions.MINIO_VERSION
+
+    def installed(self) -> bool:
+        """True once the binary is cached."""
+        return installers.minio_artifact(self.settings.cache).installed()
+
+    async def install(self) -> None:
+        """``go install`` MinIO."""
+        await installers.install_minio(self.settings.cache)
+
+    async def prepare(self) -> LaunchSpec:
+        """Create the data dir."""
+        binary = await installers.install_minio(self.settings.cache)
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        return LaunchSpec(
+            argv=[
+                str(binary),
+                "server",
+                str(data),
+                "--address",
+                f"{HOST}:{self.port}",
+                "--console-address",
+                f"{HOST}:{self.settings.ports.s3_console}",
+                "--quiet",
+            ],
+            markers=self.markers,
+            env={
+                "MINIO_ROOT_USER": S3_ACCESS_KEY_ID,
+                "MINIO_ROOT_PASSWORD": S3_SECRET_ACCESS_KEY,
+                "MINIO_BROWSER": "off",
+                "MINIO_UPDATE": "off",
+            },
+        )
+
+    async def check(self) -> None:
+        """MinIO's readiness endpoint."""
+        await health.http_ok(f"{self.address}/minio/health/ready")
+
+    async def provision(self) -> str | None:
+        """Create the archive bucket."""
+        created = await provisioning.ensure_bucket(
+            self.address,
+            S3_BUCKET,
+            access_key_id=S3_ACCESS_KEY_ID,
+            secret_access_key=S3_SECRET_ACCESS_KEY,
+        )
+        return f"created bucket {S3_BUCKET}" if created else None
+
+
+class Prometheus(Service):
+    """Prometheus from the distribution package, with our own config and data dir."""
+
+    name = "prometheus"
+
+    @property
+    def port(self) -> int:
+        """The web listener."""
+        return self.settings.ports.prometheus
+
+    @property
+    def address(self) -> str:
+        """``http://127.0.0.1:9090``."""
+        return self.settings.prometheus_url
+
+    @property
+    def config_file(self) -> Path:
+        """The generated ``prometheus.yml``."""
+        return self.dir / "prometheus.yml"
+
+    @property
+    def markers(self) -> list[str]:
+        """Our config path on its command line."""
+        return ["prometheus", f"--config.file={self.config_file}"]
+
+    async def version(self) -> str:
+        """What the installed package reports."""
+        binary = installers.prometheus_binary()
+        return await installers.prometheus_version(binary) if binary else "not installed"
+
+    def installed(self) -> bool:
+        """True when the ``prometheus`` binary is on the machine."""
+        return installers.prometheus_binary() is not None
+
+    async def install(self) -> None:
+        """``apt-get install prometheus`` (as root) or a hint."""
+        await installers.install_prometheus(self.settings.cache)
+
+    async def prepare(self) -> LaunchSpec:
+        """Render the scrape config."""
+        binary = await installers.install_prometheus(self.settings.cache)
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(configs.prometheus_config(self.settings), encoding="utf-8")
+        return LaunchSpec(
+            argv=[
+                str(binary),
+                f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=3d",
+                f"--web.listen-address={HOST}:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            markers=self.markers,
+            cwd=self.dir,
+        )
+
+    async def check(self) -> None:
+        """``/-/ready``."""
+        await health.http_ok(f"{self.address}/-/ready")
+
+
+class App(Service):
+    """One of our own ASGI services, run by uvicorn from the current virtual environment."""
+
+    group = "app"
+    stop_timeout_s = 15.0
+    asgi_app: ClassVar[str]
+
+    @property
+    def address(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def markers(self) -> list[str]:
+        """The ASGI app and its port on the command line."""
+        return ["uvicorn", self.asgi_app, f"--port {self.port}"]
+
+    async def version(self) -> str:
+        """The workspace checkout."""
+        return "workspace"
+
+    async def prepare(self) -> LaunchSpec:
+        """Point the app at this stack through the ``CA4_*`` variables."""
+        return LaunchSpec(
+            argv=[
+                sys.executable,
+                "-m",
+                "uvicorn",
+                self.asgi_app,
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+            ],
+            markers=self.markers,
+            env=self.settings.client_env(),
+            cwd=self.settings.repo_root,
+        )
+
+    async def check(self) -> None:
+        """``/healthz``."""
+        await health.http_ok(f"{self.address}/healthz")
+
+
+class Processor(App):
+    """The ingest API (``ca4_processor.main:app``)."""
+
+    name = "processor"
+    asgi_app = "ca4_processor.main:app"
+
+    @property
+    def port(self) -> int:
+        """The HTTP listener."""
+        return self.settings.ports.processor
+
+
+class Worker(App):
+    """The consumer and read API (``ca4_worker.main:app``)."""
+
+    name = "worker"
+    asgi_app = "ca4_worker.main:app"
+
+    @property
+    def port(self) -> int:
+        """The HTTP listener."""
+        return self.settings.ports.worker
+
+
+SERVICE_TYPES: tuple[type[Service], ...] = (Kafka, FerretDB, MinIO, Prometheus, Processor, Worker)
+SERVICE_NAMES = tuple(kind.name for kind in SERVICE_TYPES)
+
+
+def catalog(settings: DevstackSettings) -> dict[str, Service]:
+    """Every service, keyed by name, in start order."""
+    return {kind.name: kind(settings) for kind in SERVICE_TYPES}

@@ -1,0 +1,141 @@
+"""Where the dev stack keeps things and which ports it binds, all overridable by env vars.
+
+Knobs (defaults in brackets):
+
+- ``CA4_DEVSTACK_CACHE`` [``~/.cache/ca4/devstack``]: installed jars and binaries, shared by
+  every clone on the machine.
+- ``CA4_DEVSTACK_HOME`` [``<repo>/.devstack``]: runtime state (data dirs, logs, PID files).
+- ``CA4_DEVSTACK_KAFKA_PORT`` [9092], ``CA4_DEVSTACK_KAFKA_CONTROLLER_PORT`` [9093],
+  ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
+  ``CA4_DEVSTACK_S3_PORT`` [9000], ``CA4_DEVSTACK_S3_CONSOLE_PORT`` [9001],
+  ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000],
+  ``CA4_DEVSTACK_WORKER_PORT`` [8001].
+- ``CA4_DEVSTACK_KAFKA_HEAP`` [``512m``]: the broker's maximum Java heap.
+- ``CA4_DEVSTACK_HEALTH_TIMEOUT`` [120]: seconds ``up`` waits for a service to turn healthy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST = "127.0.0.1"
+S3_ACCESS_KEY_ID = "ca4dev"  # dev-only credentials for the local S3 server
+S3_SECRET_ACCESS_KEY = "ca4dev-secret"  # noqa: S105 - local dev stack only, bound to 127.0.0.1
+S3_BUCKET = "ca4-archive"
+KAFKA_TOPICS = ("gpu-metadata", "gpu-metadata.dlq")
+KAFKA_TOPIC_PARTITIONS = 3
+
+
+def _port(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name}={raw!r} is not a port number") from exc
+    if not 0 < port < 65536:
+        raise ValueError(f"{name}={port} is outside 1-65535")
+    return port
+
+
+def find_repo_root(start: Path | None = None) -> Path | None:
+    """The nearest folder above ``start`` holding the uv workspace root ``pyproject.toml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and "[tool.uv.workspace]" in pyproject.read_text(encoding="utf-8"):
+            return folder
+    return None
+
+
+@dataclass(frozen=True)
+class Ports:
+    """TCP ports on 127.0.0.1, one per listener."""
+
+    kafka: int
+    kafka_controller: int
+    mongo: int
+    ferretdb_debug: int
+    s3: int
+    s3_console: int
+    prometheus: int
+    processor: int
+    worker: int
+
+
+@dataclass(frozen=True)
+class DevstackSettings:
+    """Resolved locations, ports and tunables for one dev stack."""
+
+    repo_root: Path
+    home: Path
+    cache: Path
+    ports: Ports
+    kafka_heap: str
+    health_timeout_s: float
+
+    @classmethod
+    def from_env(cls) -> DevstackSettings:
+        """Read the ``CA4_DEVSTACK_*`` knobs, falling back to the documented defaults."""
+        env = os.environ
+        repo_root = (
+            find_repo_root() or find_repo_root(Path(__file__).parent) or Path.cwd().resolve()
+        )
+        home = Path(env.get("CA4_DEVSTACK_HOME") or repo_root / ".devstack").expanduser()
+        cache = Path(
+            env.get("CA4_DEVSTACK_CACHE") or Path.home() / ".cache" / "ca4" / "devstack"
+        ).expanduser()
+        ports = Ports(
+            kafka=_port("CA4_DEVSTACK_KAFKA_PORT", 9092),
+            kafka_controller=_port("CA4_DEVSTACK_KAFKA_CONTROLLER_PORT", 9093),
+            mongo=_port("CA4_DEVSTACK_MONGO_PORT", 27017),
+            ferretdb_debug=_port("CA4_DEVSTACK_FERRETDB_DEBUG_PORT", 8088),
+            s3=_port("CA4_DEVSTACK_S3_PORT", 9000),
+            s3_console=_port("CA4_DEVSTACK_S3_CONSOLE_PORT", 9001),
+            prometheus=_port("CA4_DEVSTACK_PROMETHEUS_PORT", 9090),
+            processor=_port("CA4_DEVSTACK_PROCESSOR_PORT", 8000),
+            worker=_port("CA4_DEVSTACK_WORKER_PORT", 8001),
+        )
+        return cls(
+            repo_root=repo_root,
+            home=home.resolve(),
+            cache=cache.resolve(),
+            ports=ports,
+            kafka_heap=env.get("CA4_DEVSTACK_KAFKA_HEAP", "512m"),
+            health_timeout_s=float(env.get("CA4_DEVSTACK_HEALTH_TIMEOUT", "120")),
+        )
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """``host:port`` of the Kafka broker listener."""
+        return f"{HOST}:{self.ports.kafka}"
+
+    @property
+    def mongo_url(self) -> str:
+        """MongoDB connection string of FerretDB."""
+        return f"mongodb://{HOST}:{self.ports.mongo}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """HTTP endpoint of the S3 server."""
+        return f"http://{HOST}:{self.ports.s3}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """HTTP endpoint of Prometheus."""
+        return f"http://{HOST}:{self.ports.prometheus}"
+
+    def client_env(self) -> dict[str, str]:
+        """The ``CA4_*`` variables that point services and tests at this stack."""
+        return {
+            "CA4_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "CA4_MONGO_URL": self.mongo_url,
+            "CA4_S3_ENDPOINT_URL": self.s3_endpoint_url,
+            "CA4_S3_ACCESS_KEY_ID": S3_ACCESS_KEY_ID,
+            "CA4_S3_SECRET_ACCESS_KEY": S3_SECRET_ACCESS_KEY,
+            "CA4_S3_BUCKET": S3_BUCKET,
+            "CA4_PROMETHEUS_URL": self.prometheus_url,
+        }

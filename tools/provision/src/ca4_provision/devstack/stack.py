@@ -1,0 +1,226 @@
+"""Bring services up and down: install, launch, wait for health, provision, report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from subprocess import Popen
+from typing import Literal, Protocol
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from ca4_provision.devstack.health import UnhealthyError, port_open
+from ca4_provision.devstack.installers import tail
+from ca4_provision.devstack.process import alive
+from ca4_provision.devstack.services import SERVICE_NAMES, Service, catalog
+from ca4_provision.devstack.settings import HOST, DevstackSettings
+
+ALIASES = {
+    "s3": "minio",
+    "mongo": "ferretdb",
+    "mongodb": "ferretdb",
+    "db": "ferretdb",
+    "database": "ferretdb",
+}
+
+State = Literal["healthy", "unhealthy", "stopped", "external"]
+StartOutcome = Literal["started", "running", "external"]
+
+
+class DevstackError(RuntimeError):
+    """A service could not be started; the message says why and where its log is."""
+
+
+class Reporter(Protocol):
+    """Where progress goes (the CLI renders it with Rich)."""
+
+    def begin(self, service: str, what: str) -> None:
+        """A long step starts (an install, a start)."""
+
+    def end(self, service: str, what: str) -> None:
+        """That step finished."""
+
+    def note(self, service: str, message: str) -> None:
+        """A one-line note."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One row of ``ca4 devstack status``."""
+
+    name: str
+    version: str
+    address: str
+    pid: int | None
+    state: State
+    detail: str
+
+
+def resolve_names(names: Iterable[str]) -> list[str]:
+    """Service names with aliases (``s3``, ``mongo``) resolved; unknown names raise."""
+    known = list(SERVICE_NAMES)
+    resolved = []
+    for raw in names:
+        name = ALIASES.get(raw.lower(), raw.lower())
+        if name not in known:
+            raise DevstackError(f"unknown service {raw!r}; choose from {', '.join(known)}")
+        resolved.append(name)
+    return resolved
+
+
+class Stack:
+    """The dev stack described by ``settings``."""
+
+    def __init__(self, settings: DevstackSettings, reporter: Reporter) -> None:
+        self.settings = settings
+        self.services = catalog(settings)
+        self.reporter = reporter
+        self.outcomes: dict[str, StartOutcome] = {}
+        """What ``up`` did to each service so far (kept when a later service fails)."""
+
+    def select(self, names: Sequence[str] | None, *, with_app: bool = True) -> list[Service]:
+        """The named services (all of them, or all infra ones, when no names are given)."""
+        if names:
+            return [self.services[name] for name in resolve_names(names)]
+        return [s for s in self.services.values() if with_app or s.group == "infra"]
+
+    # --- status -------------------------------------------------------------------------------
+
+    async def status_of(self, service: Service) -> ServiceStatus:
+        """Is it ours, running and healthy?"""
+        pid = service.process.owned_pid(service.markers)
+        state: State
+        try:
+            await service.check()
+        except UnhealthyError as exc:
+            state, detail = ("unhealthy" if pid else "stopped"), str(exc)
+        else:
+            state, detail = ("healthy" if pid else "external"), ""
+        if state == "external":
+            detail = "answers, but not started by this dev stack"
+        return ServiceStatus(
+            name=service.name,
+            version=await service.version(),
+            address=service.address,
+            pid=pid,
+            state=state,
+            detail=detail,
+        )
+
+    async def status(self, names: Sequence[str] | None = None) -> list[ServiceStatus]:
+        """Status of each service, checked concurrently."""
+        return list(await asyncio.gather(*(self.status_of(s) for s in self.select(names))))
+
+    # --- start --------------------------------------------------------------------------------
+
+    async def _wait_healthy(self, service: Service, proc: Popen[bytes] | None) -> None:
+        deadline = self.settings.health_timeout_s
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(deadline),
+                wait=wait_exponential(multiplier=0.1, max=1.0),
+                retry=retry_if_exception_type(UnhealthyError),
+                reraise=True,
+            ):
+                with attempt:
+                    if proc is not None and proc.poll() is not None:
+                        raise DevstackError(
+                            f"{service.name} exited with code {proc.returncode} while starting; "
+                            f"log {service.process.log_file}:\n{tail(service.process.log_file)}"
+                        )
+                    await service.check()
+        except UnhealthyError as exc:
+            raise DevstackError(
+                f"{service.name} not healthy after {deadline:.0f}s ({exc}); "
+                f"log {service.process.log_file}:\n{tail(service.process.log_file)}"
+            ) from exc
+
+    async def start(self, service: Service) -> StartOutcome:
+        """Start one service unless it already runs; wait for health; provision it."""
+        outcome: StartOutcome
+        pid = service.process.owned_pid(service.markers)
+        if pid is not None:
+            outcome = "running"
+            await self._wait_healthy(service, None)
+        elif await port_open(HOST, service.port):
+            try:
+                await service.check()
+            except UnhealthyError as exc:
+                raise DevstackError(
+                    f"port {service.port} for {service.name} is taken by another process "
+                    f"that is not a healthy {service.name} ({exc}); free it or move "
+                    "the dev stack with the CA4_DEVSTACK_*_PORT variables"
+                ) from exc
+            outcome = "external"
+            self.reporter.note(service.name, f"already served at {service.address} (not ours)")
+        else:
+            outcome = "started"
+            if not service.installed():
+                self.reporter.begin(service.name, "installing")
+                began = time.monotonic()
+                await service.install()
+                self.reporter.end(service.name, "installing")
+                self.reporter.note(service.name, f"installed in {time.monotonic() - began:.0f}s")
+            self.reporter.begin(service.name, "starting")
+            began = time.monotonic()
+            spec = await service.prepare()
+            proc = await asyncio.to_thread(service.process.spawn, spec)
+            try:
+                await self._wait_healthy(service, proc)
+            except BaseException:
+                await service.process.stop(service.markers, timeout_s=10)
+                raise
+            finally:
+                self.reporter.end(service.name, "starting")
+            self.reporter.note(
+                service.name,
+                f"healthy at {service.address} (pid {proc.pid}, {time.monotonic() - began:.1f}s)",
+            )
+        self.outcomes[service.name] = outcome
+        note = await service.provision()
+        if note:
+            self.reporter.note(service.name, note)
+        return outcome
+
+    async def up(self, names: Sequence[str] | None, *, with_app: bool) -> dict[str, StartOutcome]:
+        """Start infra services in parallel, then the apps (which need the infra)."""
+        selected = self.select(names, with_app=with_app)
+        for group in ("infra", "app"):
+            batch = [s for s in selected if s.group == group]
+            results = await asyncio.gather(*(self.start(s) for s in batch), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if len(errors) == 1:
+                raise errors[0]
+            if errors:
+                raise DevstackError("\n\n".join(str(e) for e in errors))
+        return dict(self.outcomes)
+
+    # --- stop ---------------------------------------------------------------------------------
+
+    async def stop(self, service: Service) -> bool:
+        """Stop one service if we started it; True if it was running."""
+        stopped = await service.process.stop(service.markers, timeout_s=service.stop_timeout_s)
+        if stopped:
+            self.reporter.note(service.name, "stopped")
+        return stopped
+
+    async def down(self, names: Sequence[str] | None = None) -> list[str]:
+        """Stop the apps first, then the infra, each group in parallel."""
+        selected = self.select(names)
+        stopped: list[str] = []
+        for group in ("app", "infra"):
+            batch = [s for s in selected if s.group == group]
+            results = await asyncio.gather(*(self.stop(s) for s in batch))
+            stopped += [s.name for s, was in zip(batch, results, strict=True) if was]
+        return stopped
+
+    def running_pids(self) -> dict[str, int]:
+        """PIDs of the services of ours that are alive."""
+        pids = {}
+        for service in self.services.values():
+            pid = service.process.owned_pid(service.markers)
+            if pid is not None and alive(pid):
+                pids[service.name] = pid
+        return pids
