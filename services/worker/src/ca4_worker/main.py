@@ -1,11 +1,156 @@
-"""ASGI entry point: ``uvicorn ca4_worker.main:app``."""
+"""ASGI entry point: ``uvicorn ca4_worker.main:app``.
 
+One process serves the read API and runs the Kafka consumers; the FastAPI lifespan starts and
+stops them together (store subscriber, archive consumer, lag monitor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI
+from pymongo.errors import PyMongoError
 
-app = FastAPI(title="CA4 worker")
+from ca4_worker.api.deps import WorkerRuntime
+from ca4_worker.api.routes import events, gpus, health, sessions
+from ca4_worker.application.archiver import Archiver
+from ca4_worker.application.ingest import IngestService
+from ca4_worker.application.retry import until_available
+from ca4_worker.core import metrics
+from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.core.version import WORKER_VERSION
+from ca4_worker.messaging.archive_consumer import ArchiveConsumer
+from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
+from ca4_worker.messaging.lag import LagMonitor
+from ca4_worker.messaging.store_subscriber import build_broker
+from ca4_worker.persistence.mongo import (
+    MongoEventStore,
+    MongoProjections,
+    connect,
+    init_database,
+)
+from ca4_worker.persistence.s3 import S3ObjectStore
+
+SERVICE_NAME = "ca4-worker"
 
 
-@app.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process is up and serving."""
-    return {"status": "ok"}
+async def _sweep_gpu_gauges(gauges: metrics.GpuGauges, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        gauges.sweep()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Connect to the database, Kafka and S3, start the consumers, stop them on shutdown."""
+    settings: Settings = app.state.settings
+    configure_logging(SERVICE_NAME, settings.log_level)
+    configure_tracing(SERVICE_NAME, settings.otel_exporter, settings.otel_endpoint)
+    async with AsyncExitStack() as stack:
+        client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
+        stack.push_async_callback(client.close)
+        database = client[settings.mongo_db]
+        await until_available(
+            lambda: init_database(database),
+            what="initialise database",
+            max_backoff_s=settings.retry_max_backoff_s,
+        )
+        store = MongoEventStore(database, topic=settings.kafka_topic)
+        projections = MongoProjections(database)
+
+        producer = kafka_producer(settings.kafka_bootstrap_servers)
+        await producer.start()
+        stack.push_async_callback(producer.stop)
+        gauges = metrics.GpuGauges(
+            ttl_s=settings.gpu_series_ttl_s, max_series=settings.gpu_series_max
+        )
+        ingest = IngestService(
+            store=store,
+            projections=projections,
+            dead_letters=KafkaDeadLetterSink(
+                producer, topic=settings.kafka_dlq_topic, worker_version=WORKER_VERSION
+            ),
+            gpu_gauges=gauges,
+            max_backoff_s=settings.retry_max_backoff_s,
+        )
+        broker = build_broker(settings, ingest)
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+
+        archive: ArchiveConsumer | None = None
+        if settings.archive_enabled:
+            objects = await stack.enter_async_context(S3ObjectStore.from_settings(settings))
+            archive = ArchiveConsumer(
+                Archiver(
+                    objects,
+                    prefix=settings.archive_prefix,
+                    max_records=settings.archive_max_records,
+                    max_age_s=settings.archive_max_age_s,
+                    max_backoff_s=settings.retry_max_backoff_s,
+                ),
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                topic=settings.kafka_topic,
+                group_id=settings.kafka_archive_group,
+                before_start=lambda: until_available(
+                    objects.ensure_bucket,
+                    what="ensure archive bucket",
+                    max_backoff_s=settings.retry_max_backoff_s,
+                ),
+            )
+            await archive.start()
+            stack.push_async_callback(archive.stop)
+
+        lag = LagMonitor(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.kafka_topic,
+            store_group=settings.kafka_store_group,
+            archive_group=settings.kafka_archive_group if settings.archive_enabled else None,
+            interval_s=settings.lag_poll_interval_s,
+        )
+        await lag.start()
+        stack.push_async_callback(lag.stop)
+        sweeper = asyncio.create_task(_sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
+
+        async def _cancel_sweeper() -> None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+        stack.push_async_callback(_cancel_sweeper)
+
+        async def readiness() -> dict[str, bool]:
+            try:
+                await database.command("ping")
+                database_ok = True
+            except PyMongoError:
+                database_ok = False
+            checks = {"database": database_ok, "store_consumer": broker.running}
+            if archive is not None:
+                checks["archive_consumer"] = archive.running
+            return checks
+
+        app.state.runtime = WorkerRuntime(
+            settings=settings, store=store, projections=projections, readiness=readiness
+        )
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The worker app for ``settings`` (tests pass their own topic, database and bucket)."""
+    app = FastAPI(
+        title="CA4 worker",
+        summary="Event store, projections, dead letters, S3 archive and read API.",
+        version=WORKER_VERSION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    for router in (health.router, sessions.router, gpus.router, events.router):
+        app.include_router(router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,31 @@
+"""Events: whether one is stored and projected yet (read-your-writes for clients)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from ca4_worker.api.deps import ProjectionsDep, StoreDep
+from ca4_worker.application.views import EventStatus
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+@router.get("/{event_id}", response_model=EventStatus)
+async def read_event(event_id: UUID, store: StoreDep, projections: ProjectionsDep) -> EventStatus:
+    """The event and its status; ``stored: false`` until the worker has it (poll this)."""
+    stored = await store.get(str(event_id))
+    if stored is None:
+        return EventStatus(event_id=str(event_id), stored=False, projected=False)
+    applied = await projections.applied_offset(stored.event.session_id, stored.position.partition)
+    return EventStatus(
+        event_id=str(event_id),
+        stored=True,
+        projected=applied is not None and applied >= stored.position.offset,
+        partition=stored.position.partition,
+        offset=stored.position.offset,
+        session_id=stored.event.session_id,
+        received_at=stored.event.received_at,
+        event=stored.event.model_dump(mode="json"),
+    )

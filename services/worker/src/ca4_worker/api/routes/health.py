@@ -1,0 +1,32 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from ca4_worker.api.deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process is up and serving."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, object]:
+    """Readiness: the database answers and the consumers run."""
+    checks = await runtime.readiness()
+    ready = all(checks.values())
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {"status": "ready" if ready else "not ready", "checks": checks}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus exposition of the worker's metrics."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,116 @@
+"""The ports the application services talk to; adapters live in ``persistence``/``messaging``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
+from ca4_worker.domain.records import DeadLetter, PositionedEvent
+
+
+class UnavailableError(Exception):
+    """A dependency (database, Kafka, S3) is down or unreachable: retry, never drop."""
+
+
+@dataclass
+class AppendOutcome:
+    """What an append did with each event.
+
+    ``redelivered`` were already stored from the same Kafka position (a redelivery after a
+    crash), so they still need projecting; ``duplicates`` were stored from another position
+    (a client retry or a re-drive) and were projected when that copy was.
+    """
+
+    stored: list[PositionedEvent] = field(default_factory=list)
+    redelivered: list[PositionedEvent] = field(default_factory=list)
+    duplicates: list[PositionedEvent] = field(default_factory=list)
+
+    @property
+    def to_project(self) -> list[PositionedEvent]:
+        """Events whose projection may still be missing (the guard makes a repeat a no-op)."""
+        return [*self.stored, *self.redelivered]
+
+
+class EventStore(Protocol):
+    """The append-only event store, unique on event id."""
+
+    async def append(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
+        """Store events not stored yet; never fails on a duplicate."""
+        ...
+
+    async def get(self, event_id: str) -> PositionedEvent | None:
+        """The stored event with its canonical position, if stored."""
+        ...
+
+    def scan(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[list[PositionedEvent]]:
+        """Stored events received in ``[since, until)``, ordered by (partition, offset)."""
+        ...
+
+    async def count(self) -> int:
+        """How many events are stored."""
+        ...
+
+
+class Projections(Protocol):
+    """The ``sessions`` and ``gpus`` read models: updated idempotently, queried by the API."""
+
+    async def apply(self, events: Sequence[PositionedEvent]) -> None:
+        """Apply events exactly once, however often they are delivered."""
+        ...
+
+    async def reset(self) -> None:
+        """Remove every projected document (before a rebuild)."""
+        ...
+
+    async def applied_offset(self, session_id: str, partition: int) -> int | None:
+        """The offset of the last event of ``session_id`` applied from ``partition``."""
+        ...
+
+    async def session(self, session_id: str) -> SessionView | None:
+        """One session."""
+        ...
+
+    async def sessions(self, query: SessionQuery) -> Page[SessionView]:
+        """A page of sessions."""
+        ...
+
+    async def gpu(self, gpu_uuid: str) -> GpuView | None:
+        """One GPU."""
+        ...
+
+    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
+        """A page of GPUs."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    """Where unreadable records go (durably, before their offsets are committed)."""
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        """Publish every dead letter and wait until the broker has them."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """The archive bucket."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Write (or overwrite) one object."""
+        ...
+
+    async def get(self, key: str) -> bytes:
+        """Read one object."""
+        ...
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+        ...

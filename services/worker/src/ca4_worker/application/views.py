@@ -1,0 +1,82 @@
+"""Read models the API returns (never a database document or an event object)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ItemT = TypeVar("ItemT")
+
+
+class SessionView(BaseModel):
+    """One runtime session, derived from its events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: str
+    first_seen: datetime
+    last_seen: datetime
+    sample_count: int
+    gpu_models: list[str]
+    peak_memory_used_mib: float | None
+    mean_utilization_pct: float | None
+    """Mean GPU utilisation over every GPU sample of the session that reported one."""
+    labels: dict[str, str]
+    runtime: str
+    hostname: str
+
+
+class GpuView(BaseModel):
+    """One GPU and its latest sample (latest by ``occurred_at``, ties broken by event id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gpu_uuid: str
+    gpu_name: str
+    session_id: str
+    last_seen: datetime
+    event_id: str
+    sample: dict[str, Any]
+
+
+class EventStatus(BaseModel):
+    """Where an event is on the read side (read-your-writes for clients)."""
+
+    event_id: str
+    stored: bool
+    projected: bool
+    partition: int | None = None
+    offset: int | None = None
+    session_id: str | None = None
+    received_at: datetime | None = None
+    event: dict[str, Any] | None = None
+
+
+class Page(BaseModel, Generic[ItemT]):
+    """A page of results and the cursor of the next one (``None`` on the last page)."""
+
+    items: list[ItemT]
+    next_cursor: str | None = None
+
+
+class SessionQuery(BaseModel):
+    """Filters and paging for sessions; results are ordered by session id."""
+
+    label: tuple[str, str] | None = None
+    gpu_model: str | None = None
+    runtime: str | None = None
+    seen_since: datetime | None = None
+    seen_until: datetime | None = None
+    after: str | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class GpuQuery(BaseModel):
+    """Filters and paging for GPUs; results are ordered by GPU UUID."""
+
+    session_id: str | None = None
+    gpu_name: str | None = None
+    after: str | None = None
+    limit: int = Field(default=50, ge=1, le=500)

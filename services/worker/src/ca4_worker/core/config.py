@@ -1,0 +1,81 @@
+"""The worker's settings: every knob from ``CA4_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from ca4_schemas import TOPIC_GPU_METADATA, TOPIC_GPU_METADATA_DLQ
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Worker configuration; defaults match the local dev stack."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CA4_", extra="ignore", use_attribute_docstrings=True
+    )
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, comma-separated."""
+    kafka_topic: str = TOPIC_GPU_METADATA
+    """Topic the events arrive on."""
+    kafka_dlq_topic: str = TOPIC_GPU_METADATA_DLQ
+    """Topic dead letters go to (original bytes, error in headers)."""
+    kafka_store_group: str = "ca4-store"
+    """Consumer group of the event-store subscriber."""
+    kafka_archive_group: str = "ca4-archive"
+    """Consumer group of the S3 archiver, separate so an S3 outage never slows the store."""
+    store_max_records: int = Field(default=1000, ge=1, le=100_000)
+    """Most records one store batch holds: bigger batches mean fewer round trips."""
+    store_batch_timeout_ms: int = Field(default=100, ge=1, le=60_000)
+    """How long the store subscriber waits to fill a batch; bounds the added latency."""
+
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    """MongoDB-compatible database (FerretDB locally, DocumentDB in production)."""
+    mongo_db: str = "ca4"
+    """Database holding ``events``, ``sessions`` and ``gpus``."""
+    mongo_timeout_ms: int = Field(default=5000, ge=100)
+    """Server selection timeout: how soon a database outage surfaces as a retryable error."""
+
+    s3_endpoint_url: str | None = None
+    """S3 endpoint (MinIO locally); unset means AWS S3."""
+    s3_bucket: str = "ca4-archive"
+    """Bucket for the raw archive."""
+    s3_region: str = "us-east-1"
+    """S3 region."""
+    s3_access_key_id: str | None = None
+    """Access key id; unset means the default AWS credential chain (IAM role)."""
+    s3_secret_access_key: SecretStr | None = None
+    """Secret key matching ``s3_access_key_id``."""
+    archive_enabled: bool = True
+    """Run the archive consumer in this process."""
+    archive_prefix: str = "raw"
+    """Key prefix of archive objects."""
+    archive_max_records: int = Field(default=5000, ge=1, le=1_000_000)
+    """Flush a partition's archive object once it holds this many records."""
+    archive_max_age_s: float = Field(default=30.0, gt=0)
+    """Flush a partition's archive object once its oldest record waited this long."""
+
+    retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    """Ceiling of the exponential backoff while the database, Kafka or S3 is unavailable."""
+    lag_poll_interval_s: float = Field(default=10.0, gt=0)
+    """How often consumer and archive lag gauges are refreshed."""
+    gpu_series_ttl_s: float = Field(default=900.0, gt=0)
+    """Per-GPU gauge series not updated for this long are removed (stale sessions)."""
+    gpu_series_max: int = Field(default=2000, ge=1)
+    """Upper bound on per-GPU gauge series; the least recently updated go first."""
+
+    log_level: str = "INFO"
+    """Root log level."""
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+    """Where spans go."""
+    otel_endpoint: str | None = None
+    """OTLP/HTTP endpoint when ``otel_exporter`` is ``otlp``."""
+
+
+@cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Pure domain logic: positioned events, projection folds, archive encoding. No I/O."""

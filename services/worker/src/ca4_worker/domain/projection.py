@@ -1,0 +1,167 @@
+"""Pure folds from events to projection updates.
+
+Sessions are not idempotent on their own (counts and sums), so each session document keeps
+the Kafka position of the last event applied per partition and an update only applies when the
+event is newer. GPUs keep the latest sample, chosen by ``(occurred_at, event_id)``: a total
+order that does not depend on which partition, worker or replay delivered it, so applying the
+same sample twice, or samples in any order, always converges to the same document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ca4_worker.domain.records import PositionedEvent
+
+
+def to_millis(moment: datetime) -> datetime:
+    """``moment`` truncated to milliseconds, the precision BSON dates keep.
+
+    Comparisons then give the same answer in Python and in the database.
+    """
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def mean_utilization_pct(sum_millipct: int, samples: int) -> float | None:
+    """Mean utilisation in percent from the exact integer sum."""
+    return sum_millipct / 1000 / samples if samples else None
+
+
+def applied_key(partition: int) -> str:
+    """Field name of a partition's last applied offset inside ``sessions.applied``."""
+    return f"p{partition}"
+
+
+@dataclass
+class SessionDelta:
+    """The effect of consecutive events of one session (in offset order) on its document."""
+
+    session_id: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_count: int
+    gpu_models: set[str]
+    peak_memory_used_mib: float | None
+    utilization_sum_millipct: int
+    """Sum in thousandths of a percent: integer sums are exact in any order or batching."""
+    utilization_samples: int
+    labels: dict[str, str]
+    runtime: str
+    hostname: str
+
+    @classmethod
+    def of(cls, positioned: PositionedEvent) -> SessionDelta:
+        """The delta of a single event."""
+        event = positioned.event
+        gpus = event.payload.gpus
+        memory = [gpu.memory_used_mib for gpu in gpus if gpu.memory_used_mib is not None]
+        utilization = [
+            gpu.utilization_gpu_pct for gpu in gpus if gpu.utilization_gpu_pct is not None
+        ]
+        return cls(
+            session_id=event.session_id,
+            partition=positioned.position.partition,
+            first_offset=positioned.position.offset,
+            last_offset=positioned.position.offset,
+            first_seen=to_millis(event.occurred_at),
+            last_seen=to_millis(event.occurred_at),
+            sample_count=1,
+            gpu_models={gpu.name for gpu in gpus},
+            peak_memory_used_mib=max(memory) if memory else None,
+            utilization_sum_millipct=sum(round(value * 1000) for value in utilization),
+            utilization_samples=len(utilization),
+            labels=dict(event.labels),
+            runtime=event.source.runtime,
+            hostname=event.payload.host.hostname,
+        )
+
+    def then(self, later: SessionDelta) -> SessionDelta:
+        """This delta followed by a later one of the same session and partition."""
+        peaks = [
+            p for p in (self.peak_memory_used_mib, later.peak_memory_used_mib) if p is not None
+        ]
+        return SessionDelta(
+            session_id=self.session_id,
+            partition=self.partition,
+            first_offset=self.first_offset,
+            last_offset=later.last_offset,
+            first_seen=min(self.first_seen, later.first_seen),
+            last_seen=max(self.last_seen, later.last_seen),
+            sample_count=self.sample_count + later.sample_count,
+            gpu_models=self.gpu_models | later.gpu_models,
+            peak_memory_used_mib=max(peaks) if peaks else None,
+            utilization_sum_millipct=self.utilization_sum_millipct + later.utilization_sum_millipct,
+            utilization_samples=self.utilization_samples + later.utilization_samples,
+            labels=later.labels,
+            runtime=later.runtime,
+            hostname=later.hostname,
+        )
+
+
+def group_by_session(
+    events: Iterable[PositionedEvent],
+) -> dict[tuple[str, int], list[PositionedEvent]]:
+    """Events per (session, partition), each list in offset order."""
+    groups: dict[tuple[str, int], list[PositionedEvent]] = {}
+    for positioned in sorted(events, key=lambda item: item.position):
+        key = (positioned.event.session_id, positioned.position.partition)
+        groups.setdefault(key, []).append(positioned)
+    return groups
+
+
+def fold_session(events: Iterable[PositionedEvent]) -> SessionDelta:
+    """One delta for consecutive events of one session and partition (in offset order)."""
+    folded: SessionDelta | None = None
+    for positioned in events:
+        delta = SessionDelta.of(positioned)
+        folded = delta if folded is None else folded.then(delta)
+    if folded is None:
+        raise ValueError("fold_session needs at least one event")
+    return folded
+
+
+@dataclass(frozen=True)
+class GpuLatest:
+    """The newest sample of one GPU."""
+
+    gpu_uuid: str
+    gpu_name: str
+    session_id: str
+    occurred_at: datetime
+    event_id: str
+    partition: int
+    offset: int
+    sample: dict[str, Any]
+
+    @property
+    def order_key(self) -> tuple[datetime, str]:
+        """The total order that picks the latest sample."""
+        return (self.occurred_at, self.event_id)
+
+
+def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
+    """The newest sample per GPU UUID among ``events``."""
+    latest: dict[str, GpuLatest] = {}
+    for positioned in events:
+        event = positioned.event
+        for gpu in event.payload.gpus:
+            candidate = GpuLatest(
+                gpu_uuid=gpu.uuid,
+                gpu_name=gpu.name,
+                session_id=event.session_id,
+                occurred_at=to_millis(event.occurred_at),
+                event_id=positioned.event_id,
+                partition=positioned.position.partition,
+                offset=positioned.position.offset,
+                sample=gpu.model_dump(mode="json"),
+            )
+            current = latest.get(gpu.uuid)
+            if current is None or candidate.order_key > current.order_key:
+                latest[gpu.uuid] = candidate
+    return list(latest.values())

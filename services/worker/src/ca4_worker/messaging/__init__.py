@@ -1,0 +1,1 @@
+"""Kafka adapters: the store subscriber, the archive consumer, dead letters and lag."""

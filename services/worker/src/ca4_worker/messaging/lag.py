@@ -1,0 +1,90 @@
+"""Consumer lag per group and partition: end offset minus committed offset.
+
+Measured from the broker's committed offsets (like kafka-exporter), so the archive lag counts
+records consumed but not yet archived as well as the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from ca4_worker.core import metrics
+
+log = structlog.get_logger(__name__)
+
+
+class LagMonitor:
+    """Refreshes ``ca4_worker_consumer_lag`` and ``ca4_worker_archive_lag`` periodically."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        store_group: str,
+        archive_group: str | None,
+        interval_s: float,
+    ) -> None:
+        self._topic = topic
+        self._store_group = store_group
+        self._archive_group = archive_group
+        self._interval_s = interval_s
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+        self._offsets = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect and start refreshing in the background."""
+        await self._admin.start()
+        await self._offsets.start()
+        self._task = asyncio.create_task(self._run(), name="ca4-lag-monitor")
+
+    async def stop(self) -> None:
+        """Stop refreshing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._offsets.stop()
+        await self._admin.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except KafkaError as error:
+                log.warning("lag refresh failed", error=str(error))
+            await asyncio.sleep(self._interval_s)
+
+    async def refresh(self) -> dict[str, dict[int, int]]:
+        """Measure every group's lag once and publish it."""
+        partitions = await self._partitions()
+        if not partitions:
+            return {}
+        ends = await self._offsets.end_offsets(partitions)
+        starts = await self._offsets.beginning_offsets(partitions)
+        groups = [self._store_group] + ([self._archive_group] if self._archive_group else [])
+        lags: dict[str, dict[int, int]] = {}
+        for group in groups:
+            committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)
+            lags[group] = {}
+            for tp in partitions:
+                done = committed.get(tp)
+                position = done.offset if done is not None and done.offset >= 0 else starts[tp]
+                lag = max(0, ends[tp] - position)
+                lags[group][tp.partition] = lag
+                metrics.CONSUMER_LAG.labels(group, str(tp.partition)).set(lag)
+                if group == self._archive_group:
+                    metrics.ARCHIVE_LAG.labels(str(tp.partition)).set(lag)
+        return lags
+
+    async def _partitions(self) -> list[TopicPartition]:
+        await self._offsets.topics()  # refresh metadata so new partitions show up
+        ids = self._offsets.partitions_for_topic(self._topic) or set()
+        return [TopicPartition(self._topic, partition) for partition in sorted(ids)]
