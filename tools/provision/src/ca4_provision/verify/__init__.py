@@ -1,0 +1,5 @@
+"""``ca4 verify``: the eight end-to-end checks against a running deployment."""
+
+from ca4_provision.verify.cli import app
+
+__all__ = ["app"]

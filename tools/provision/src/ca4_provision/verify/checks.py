@@ -1,0 +1,361 @@
+"""The eight checks. Each takes the shared :class:`VerifyContext` and returns a detail line,
+or raises :class:`StepFailedError` / :class:`NotDeployedError`.
+
+Checks that wait on the pipeline (worker, database, Prometheus scrapes, log shipping) poll with
+tenacity until ``VERIFY_TIMEOUT_S`` instead of sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from ca4_schemas import GpuMetadataReport
+from ca4_schemas.api import Receipt
+from ca4_schemas.constants import HEADER_EVENT_ID
+from pymongo import AsyncMongoClient
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from ca4_provision.verify.settings import VerifySettings
+
+T = TypeVar("T")
+
+VERIFY_LABELS = {"purpose": "ca4-verify"}
+DASHBOARD_UIDS = frozenset({"ca4-pipeline", "ca4-gpus"})
+INGEST_ACCEPTED = 'sum(ca4_ingest_events_total{outcome="accepted"})'
+WORKER_STORED = 'sum(ca4_worker_events_total{result="stored"})'
+
+
+class StepFailedError(Exception):
+    """The step ran and the deployment did not do what it should."""
+
+
+class NotDeployedError(Exception):
+    """Nothing answers where an optional component would be."""
+
+
+class _NotYetError(Exception):
+    """The pipeline has not caught up yet; poll again."""
+
+
+@dataclass
+class Counters:
+    """The Prometheus counters step 6 compares."""
+
+    ingest_accepted: float
+    worker_stored: float
+
+
+@dataclass
+class VerifyContext:
+    """State shared by the steps of one run."""
+
+    settings: VerifySettings
+    http: httpx.AsyncClient
+    started_at: float = field(default_factory=time.time)
+    session_id: str = field(default_factory=lambda: f"ca4-verify-{uuid.uuid4().hex[:12]}")
+    report: dict[str, Any] | None = None
+    response: httpx.Response | None = None
+    receipt: Receipt | None = None
+    counters_before: Counters | None = None
+
+    @property
+    def event_id(self) -> str | None:
+        """The id of the test event, once the SDK built it."""
+        return str(self.report["event_id"]) if self.report else None
+
+    def require_receipt(self) -> Receipt:
+        """The processor's receipt; later steps cannot run without it."""
+        if self.receipt is None:
+            raise StepFailedError("not run: the processor did not accept the test event")
+        return self.receipt
+
+
+async def poll(attempt: Callable[[], Awaitable[T]], settings: VerifySettings) -> T:
+    """Run ``attempt`` until it stops raising ``_NotYetError`` or the step's time is up."""
+    try:
+        async for retry in AsyncRetrying(
+            stop=stop_after_delay(settings.VERIFY_TIMEOUT_S),
+            wait=wait_fixed(settings.VERIFY_POLL_S),
+            retry=retry_if_exception_type(_NotYetError),
+            reraise=True,
+        ):
+            with retry:
+                return await attempt()
+    except _NotYetError as still_waiting:
+        raise StepFailedError(f"{still_waiting} after {settings.VERIFY_TIMEOUT_S:.0f}s") from None
+    raise AssertionError("unreachable")  # pragma: no cover - tenacity always returns or raises
+
+
+# --- 1. SDK ---------------------------------------------------------------------------------
+
+
+def build_test_report(settings: VerifySettings, session_id: str) -> dict[str, Any]:
+    """One report built by the real SDK on this host (blocking: runs the GPU collector)."""
+    from ca4_sdk import Reporter
+
+    with tempfile.TemporaryDirectory(prefix="ca4-verify-") as spool:
+        reporter = Reporter(
+            url=settings.EDGE_API_URL,
+            api_key=settings.API_KEY,
+            labels=VERIFY_LABELS,
+            session_id=session_id,
+            spool_dir=spool,
+        )
+        try:
+            return reporter.collect()
+        finally:
+            reporter.close()
+
+
+async def sdk_sends_test_payload(ctx: VerifyContext) -> str:
+    """The SDK builds a report that honours the contract, and it reaches the edge API."""
+    report = await asyncio.to_thread(build_test_report, ctx.settings, ctx.session_id)
+    body = json.dumps(report)
+    GpuMetadataReport.model_validate_json(body)
+    ctx.report = report
+    try:
+        ctx.response = await ctx.http.post(
+            f"{ctx.settings.EDGE_API_URL}/v1/metadata",
+            content=body,
+            headers={
+                "Authorization": f"Bearer {ctx.settings.API_KEY}",
+                "Content-Type": "application/json",
+            },
+        )
+    except httpx.TransportError as error:
+        raise StepFailedError(f"nothing answers on {ctx.settings.EDGE_API_URL}: {error}") from error
+    gpus = len(report["payload"]["gpus"])
+    return f"event {ctx.event_id} ({gpus} GPU sample(s)) sent, HTTP {ctx.response.status_code}"
+
+
+# --- 2. processor ---------------------------------------------------------------------------
+
+
+async def processor_accepted(ctx: VerifyContext) -> str:
+    """HTTP 202 with a receipt naming our event, its partition and its offset."""
+    response = ctx.response
+    if response is None:
+        raise StepFailedError("not run: the SDK did not send the test event")
+    if response.status_code != httpx.codes.ACCEPTED:
+        raise StepFailedError(f"HTTP {response.status_code}: {response.text[:300]}")
+    receipt = Receipt.model_validate_json(response.content)
+    if str(receipt.event_id) != ctx.event_id:
+        raise StepFailedError(f"receipt is for event {receipt.event_id}, not {ctx.event_id}")
+    ctx.receipt = receipt
+    return f"202, {receipt.topic} partition {receipt.partition} offset {receipt.offset}"
+
+
+# --- 3. Kafka -------------------------------------------------------------------------------
+
+
+async def kafka_holds_event(ctx: VerifyContext) -> str:
+    """Read the record back at the receipt's partition and offset and match its event id."""
+    receipt = ctx.require_receipt()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=ctx.settings.KAFKA_BOOTSTRAP_SERVERS,
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
+    )
+    try:
+        await asyncio.wait_for(consumer.start(), ctx.settings.VERIFY_TIMEOUT_S)
+        partition = TopicPartition(receipt.topic, receipt.partition)
+        consumer.assign([partition])
+        consumer.seek(partition, receipt.offset)
+        record = await asyncio.wait_for(consumer.getone(), ctx.settings.VERIFY_TIMEOUT_S)
+    except (TimeoutError, OSError) as error:
+        raise StepFailedError(
+            f"could not read {receipt.topic}/{receipt.partition}@{receipt.offset} from "
+            f"{ctx.settings.KAFKA_BOOTSTRAP_SERVERS}: {error!r}"
+        ) from error
+    finally:
+        await consumer.stop()
+    headers = dict(record.headers or ())
+    header_id = (headers.get(HEADER_EVENT_ID) or b"").decode()
+    body_id = json.loads(record.value)["event_id"] if record.value else None
+    if ctx.event_id not in (header_id, body_id):
+        raise StepFailedError(f"offset {record.offset} holds event {body_id or header_id}")
+    traced = "with" if "traceparent" in headers else "without"
+    return f"record at offset {record.offset}, key {record.key!r}, {traced} traceparent"
+
+
+# --- 4. worker ------------------------------------------------------------------------------
+
+
+async def worker_processed(ctx: VerifyContext) -> str:
+    """The worker's read API serves the event."""
+    event_id = str(ctx.require_receipt().event_id)
+    url = f"{ctx.settings.WORKER_URL}/v1/events/{event_id}"
+
+    async def fetch() -> httpx.Response:
+        try:
+            response = await ctx.http.get(url)
+        except httpx.TransportError as error:
+            raise _NotYetError(f"nothing answers on {ctx.settings.WORKER_URL}: {error}") from error
+        if response.status_code == httpx.codes.NOT_FOUND:
+            raise _NotYetError(f"GET {url} still 404")
+        return response
+
+    response = await poll(fetch, ctx.settings)
+    if response.status_code != httpx.codes.OK:
+        raise StepFailedError(f"GET {url}: HTTP {response.status_code} {response.text[:200]}")
+    if event_id not in response.text:
+        raise StepFailedError(f"GET {url} answered without the event id")
+    return f"GET /v1/events/{{id}} 200 after {time.time() - ctx.started_at:.1f}s"
+
+
+# --- 5. database ----------------------------------------------------------------------------
+
+
+async def database_holds_record(ctx: VerifyContext) -> str:
+    """The ``events`` collection holds the event, at the receipt's Kafka position."""
+    receipt = ctx.require_receipt()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        ctx.settings.MONGO_URL, serverSelectionTimeoutMS=5000
+    )
+    events = client[ctx.settings.MONGO_DB]["events"]
+
+    async def find() -> dict[str, Any]:
+        document = await events.find_one({"_id": ctx.event_id})
+        if document is None:
+            raise _NotYetError(f"no events document with _id {ctx.event_id}")
+        return document
+
+    try:
+        document = await poll(find, ctx.settings)
+    finally:
+        await client.close()
+    position = (document.get("partition"), document.get("offset"))
+    if position != (receipt.partition, receipt.offset):
+        raise StepFailedError(
+            f"stored at {position}, receipt says {receipt.partition, receipt.offset}"
+        )
+    return (
+        f"{ctx.settings.MONGO_DB}.events holds it at partition {position[0]} offset {position[1]}"
+    )
+
+
+# --- 6. Prometheus --------------------------------------------------------------------------
+
+
+async def query_scalar(ctx: VerifyContext, promql: str) -> float:
+    """One instant query; an empty result counts as 0 (a counter not created yet)."""
+    response = await ctx.http.get(
+        f"{ctx.settings.PROMETHEUS_URL}/api/v1/query", params={"query": promql}
+    )
+    response.raise_for_status()
+    result = response.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+async def read_counters(ctx: VerifyContext) -> Counters:
+    """The counters step 6 compares, read now."""
+    return Counters(
+        ingest_accepted=await query_scalar(ctx, INGEST_ACCEPTED),
+        worker_stored=await query_scalar(ctx, WORKER_STORED),
+    )
+
+
+async def snapshot_counters(ctx: VerifyContext) -> None:
+    """Remember the counters before the test event (left unset when Prometheus is down)."""
+    try:
+        ctx.counters_before = await read_counters(ctx)
+    except (httpx.HTTPError, KeyError, ValueError):
+        ctx.counters_before = None
+
+
+async def prometheus_counters_moved(ctx: VerifyContext) -> str:
+    """Both services' counters, scraped by Prometheus, moved past their values before the run."""
+    ctx.require_receipt()
+    before = ctx.counters_before
+    if before is None:
+        raise StepFailedError(f"Prometheus did not answer on {ctx.settings.PROMETHEUS_URL}")
+
+    async def moved() -> Counters:
+        try:
+            now = await read_counters(ctx)
+        except httpx.HTTPError as error:
+            raise _NotYetError(f"Prometheus query failed: {error}") from error
+        if now.ingest_accepted <= before.ingest_accepted:
+            raise _NotYetError(f"{INGEST_ACCEPTED} still {now.ingest_accepted:g}")
+        if now.worker_stored <= before.worker_stored:
+            raise _NotYetError(f"{WORKER_STORED} still {now.worker_stored:g}")
+        return now
+
+    now = await poll(moved, ctx.settings)
+    return (
+        f"ingest accepted {before.ingest_accepted:g}→{now.ingest_accepted:g}, "
+        f"worker stored {before.worker_stored:g}→{now.worker_stored:g}"
+    )
+
+
+# --- 7. Grafana -----------------------------------------------------------------------------
+
+
+async def _answers(ctx: VerifyContext, url: str) -> None:
+    """Raise NotDeployedError when nothing listens on ``url``."""
+    try:
+        await ctx.http.get(url)
+    except httpx.TransportError as error:
+        raise NotDeployedError(f"nothing answers on {url} ({type(error).__name__})") from error
+
+
+async def grafana_serves_dashboards(ctx: VerifyContext) -> str:
+    """Grafana's search API lists both CA4 dashboards."""
+    base = ctx.settings.GRAFANA_URL
+    await _answers(ctx, f"{base}/api/health")
+    auth = (
+        (ctx.settings.GRAFANA_USER, ctx.settings.GRAFANA_PASSWORD or "")
+        if ctx.settings.GRAFANA_USER
+        else None
+    )
+    response = await ctx.http.get(
+        f"{base}/api/search", params={"type": "dash-db", "tag": "ca4"}, auth=auth
+    )
+    if response.status_code != httpx.codes.OK:
+        raise StepFailedError(f"GET /api/search: HTTP {response.status_code} {response.text[:200]}")
+    found = {item["uid"] for item in response.json()}
+    missing = DASHBOARD_UIDS - found
+    if missing:
+        raise StepFailedError(f"dashboards missing: {', '.join(sorted(missing))}")
+    return f"dashboards {', '.join(sorted(DASHBOARD_UIDS))} served"
+
+
+# --- 8. Loki --------------------------------------------------------------------------------
+
+
+async def loki_holds_log_lines(ctx: VerifyContext) -> str:
+    """Loki returns log lines mentioning the test event id."""
+    base = ctx.settings.LOKI_URL
+    await _answers(ctx, f"{base}/ready")
+    ctx.require_receipt()
+    params = {
+        "query": f'{{service=~".+"}} |= "{ctx.event_id}"',
+        "start": str(int((ctx.started_at - 60) * 1e9)),
+        "limit": "200",
+    }
+
+    async def lines() -> dict[str, int]:
+        response = await ctx.http.get(f"{base}/loki/api/v1/query_range", params=params)
+        if response.status_code != httpx.codes.OK:
+            raise StepFailedError(f"query_range: HTTP {response.status_code} {response.text[:200]}")
+        per_service: dict[str, int] = {}
+        for stream in response.json()["data"]["result"]:
+            service = stream["stream"].get("service", "?")
+            per_service[service] = per_service.get(service, 0) + len(stream["values"])
+        if not per_service:
+            raise _NotYetError(f"no log line mentions {ctx.event_id} yet")
+        return per_service
+
+    per_service = await poll(lines, ctx.settings)
+    return ", ".join(
+        f"{service}: {count} line(s)" for service, count in sorted(per_service.items())
+    )
