@@ -3,6 +3,7 @@
 import typer
 
 from ca4_provision.devstack.cli import app as devstack_app
+from ca4_provision.verify import app as verify_app
 
 app = typer.Typer(
     name="ca4",
@@ -17,3 +18,4 @@ def main() -> None:
 
 
 app.add_typer(devstack_app, name="devstack")
+app.add_typer(verify_app, name="verify")
