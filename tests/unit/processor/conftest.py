@@ -10,13 +10,12 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
-
 from ca4_processor.core.config import Settings
 from ca4_processor.main import create_api
 from ca4_processor.publishing import PublishUnavailableError
 from ca4_schemas import GpuMetadataReported
 from ca4_schemas.api import Receipt
+from fastapi import FastAPI
 
 DEV_HEADERS = {"Authorization": "Bearer ca4-dev-key"}
 
@@ -35,7 +34,9 @@ class FakePublisher:
             raise PublishUnavailableError("Kafka did not acknowledge within 0.1s (fake)")
         self.published.extend(events)
         return [
-            Receipt(event_id=e.event_id, topic="gpu-metadata", partition=0, offset=next(self._offsets))
+            Receipt(
+                event_id=e.event_id, topic="gpu-metadata", partition=0, offset=next(self._offsets)
+            )
             for e in events
         ]
 

@@ -26,7 +26,9 @@ _GPU: dict[str, Any] = {
 }
 
 
-def make_report(*, session_id: str = "colab-test-session", gpus: int = 1, **overrides: Any) -> dict[str, Any]:
+def make_report(
+    *, session_id: str = "colab-test-session", gpus: int = 1, **overrides: Any
+) -> dict[str, Any]:
     """A valid ``GpuMetadataReport`` body as a JSON-ready dict, with a fresh ``event_id``."""
     report: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),

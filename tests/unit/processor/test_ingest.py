@@ -1,0 +1,175 @@
+"""Ingest behaviour with a fake publisher: receipts, batches, 503s, gzip, tracing headers."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from fastapi import Request
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
+from tests.unit.schemas.factories import make_report
+
+
+async def test_report_is_accepted_with_a_receipt(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    report = make_report()
+
+    response = await client.post("/v1/metadata", json=report, headers=DEV_HEADERS)
+
+    assert response.status_code == 202
+    assert response.json() == {
+        "event_id": report["event_id"],
+        "topic": "gpu-metadata",
+        "partition": 0,
+        "offset": 0,
+    }
+    (event,) = fake_publisher.published
+    assert str(event.event_id) == report["event_id"]
+    assert event.received_at.tzinfo is not None
+
+
+async def test_retried_report_is_accepted_again_with_the_same_event_id(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    report = make_report()
+
+    first = await client.post("/v1/metadata", json=report, headers=DEV_HEADERS)
+    second = await client.post("/v1/metadata", json=report, headers=DEV_HEADERS)
+
+    assert first.status_code == second.status_code == 202
+    assert first.json()["event_id"] == second.json()["event_id"] == report["event_id"]
+    assert [str(e.event_id) for e in fake_publisher.published] == [report["event_id"]] * 2
+
+
+async def test_gzip_body_is_accepted(client: httpx.AsyncClient) -> None:
+    body = gzip.compress(json.dumps(make_report()).encode())
+
+    response = await client.post(
+        "/v1/metadata",
+        content=body,
+        headers={**DEV_HEADERS, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+
+    assert response.status_code == 202
+
+
+async def test_content_type_with_charset_is_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/metadata",
+        content=json.dumps(make_report()).encode(),
+        headers={**DEV_HEADERS, "Content-Type": "application/json; charset=utf-8"},
+    )
+
+    assert response.status_code == 202
+
+
+async def test_batch_all_valid_is_202_in_request_order(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    reports = [make_report(session_id=f"s-{i % 3}") for i in range(10)]
+
+    response = await client.post(
+        "/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS
+    )
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == 10
+    assert body["rejected"] == 0
+    assert [r["index"] for r in body["results"]] == list(range(10))
+    assert [r["receipt"]["event_id"] for r in body["results"]] == [r["event_id"] for r in reports]
+    assert len(fake_publisher.published) == 10
+
+
+async def test_batch_with_bad_items_publishes_the_others_and_reports_each_error(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    reports = [make_report() for _ in range(10)]
+    reports[2]["payload"]["host"]["cpu_count"] = "2"
+    reports[5]["labels"] = {"$where": "1"}
+    reports[7]["payload"]["gpus"][0]["utilization_gpu_pct"] = float("nan")
+
+    response = await client.post(
+        "/v1/metadata/batch",
+        content=json.dumps({"reports": reports}).encode(),
+        headers={**DEV_HEADERS, "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 207
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (7, 3)
+    rejected = {r["index"]: r["errors"] for r in body["results"] if r["status"] == "rejected"}
+    assert set(rejected) == {2, 5, 7}
+    assert rejected[2][0]["loc"] == ["body", "reports", 2, "payload", "host", "cpu_count"]
+    assert rejected[5][0]["loc"][:5] == ["body", "reports", 5, "labels", "$where"]
+    assert rejected[7][0]["loc"][-1] == "utilization_gpu_pct"
+    published = {str(e.event_id) for e in fake_publisher.published}
+    assert published == {r["event_id"] for i, r in enumerate(reports) if i not in {2, 5, 7}}
+
+
+async def test_unavailable_kafka_is_503_with_retry_after_and_never_202(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    fake_publisher.available = False
+
+    single = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+    batch = await client.post(
+        "/v1/metadata/batch", json={"reports": [make_report()]}, headers=DEV_HEADERS
+    )
+
+    for response in (single, batch):
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert "retry later" in response.json()["detail"]
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503
+
+
+async def test_traceparent_from_the_caller_is_continued(client: httpx.AsyncClient) -> None:
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace_id = uuid.uuid4().hex
+
+    response = await client.post(
+        "/v1/metadata",
+        json=make_report(),
+        headers={**DEV_HEADERS, "traceparent": f"00-{trace_id}-{'1' * 16}-01"},
+    )
+
+    assert response.status_code == 202
+    spans = [s for s in exporter.get_finished_spans() if s.name == "POST /v1/metadata"]
+    (span,) = spans
+    assert span.context is not None
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert span.attributes is not None
+    assert span.attributes["http.response.status_code"] == 202
+    exporter.shutdown()
+
+
+async def test_forwarded_headers_are_honoured_from_trusted_proxies(
+    make_client: Callable[..., Any],
+) -> None:
+    async with make_client(FORWARDED_ALLOW_IPS="*") as (client, app):
+
+        @app.get("/_client")
+        async def read_client(request: Request) -> dict[str, Any]:
+            assert request.client is not None
+            return {"host": request.client.host, "scheme": request.url.scheme}
+
+        response = await client.get(
+            "/_client", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+        )
+
+    assert response.json() == {"host": "203.0.113.7", "scheme": "https"}

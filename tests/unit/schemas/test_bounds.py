@@ -1,0 +1,124 @@
+"""Every bound of the contract rejects what it should, naming the offending field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from ca4_schemas import GpuMetadataReport
+from pydantic import ValidationError
+
+from tests.unit.schemas.factories import make_report
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _gpu(field: str, value: Any) -> Mutation:
+    def mutate(report: dict[str, Any]) -> None:
+        report["payload"]["gpus"][0][field] = value
+
+    return mutate
+
+
+def _host(field: str, value: Any) -> Mutation:
+    def mutate(report: dict[str, Any]) -> None:
+        report["payload"]["host"][field] = value
+
+    return mutate
+
+
+def _top(field: str, value: Any) -> Mutation:
+    def mutate(report: dict[str, Any]) -> None:
+        report[field] = value
+
+    return mutate
+
+
+def _duplicate_gpu(report: dict[str, Any]) -> None:
+    report["payload"]["gpus"].append(dict(report["payload"]["gpus"][0]))
+
+
+def _naive_occurred_at(report: dict[str, Any]) -> None:
+    report["occurred_at"] = datetime.now(UTC).replace(tzinfo=None).isoformat()
+
+
+def _future_occurred_at(report: dict[str, Any]) -> None:
+    report["occurred_at"] = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+
+
+CASES: dict[str, tuple[Mutation, str]] = {
+    "percent over 100": (_gpu("utilization_gpu_pct", 100.5), "utilization_gpu_pct"),
+    "negative percent": (_gpu("fan_speed_pct", -1.0), "fan_speed_pct"),
+    "negative memory": (_gpu("memory_used_mib", -5.0), "memory_used_mib"),
+    "negative power": (_gpu("power_draw_w", -0.1), "power_draw_w"),
+    "absurd temperature": (_gpu("temperature_gpu_c", 1000.0), "temperature_gpu_c"),
+    "number as string": (_gpu("memory_used_mib", "12"), "memory_used_mib"),
+    "bool as count": (_gpu("index", True), "index"),
+    "float as count": (_gpu("index", 1.5), "index"),
+    "string bool": (_gpu("persistence_mode", "true"), "persistence_mode"),
+    "bad performance state": (_gpu("performance_state", "P16"), "performance_state"),
+    "oversized name": (_gpu("name", "x" * 129), "name"),
+    "empty name": (_gpu("name", "   "), "name"),
+    "control character": (_gpu("name", "Tesla\x00T4"), "name"),
+    "bidi override": (_gpu("name", "Tesla \u202eT4"), "name"),
+    "too many throttle reasons": (_gpu("throttle_reasons", ["a"] * 33), "throttle_reasons"),
+    "duplicate gpu uuid": (_duplicate_gpu, "gpus"),
+    "zero cpus": (_host("cpu_count", 0), "cpu_count"),
+    "missing hostname": (lambda r: r["payload"]["host"].pop("hostname"), "hostname"),
+    "dollar label key": (_top("labels", {"$where": "1"}), "labels"),
+    "dotted label key": (_top("labels", {"a.b": "1"}), "labels"),
+    "too many labels": (_top("labels", {f"k{i}": "v" for i in range(33)}), "labels"),
+    "oversized label value": (_top("labels", {"k": "v" * 257}), "labels"),
+    "session id with slash": (_top("session_id", "a/b"), "session_id"),
+    "naive timestamp": (_naive_occurred_at, "occurred_at"),
+    "future timestamp": (_future_occurred_at, "occurred_at"),
+    "bad event id": (_top("event_id", "not-a-uuid"), "event_id"),
+    "future schema version": (_top("schema_version", 2), "schema_version"),
+    "wrong event type": (_top("event_type", "gpu.other"), "event_type"),
+    "unknown field": (_top("surprise", 1), "surprise"),
+    "received_at from client": (_top("received_at", datetime.now(UTC).isoformat()), "received_at"),
+}
+
+
+@pytest.mark.parametrize(("mutate", "field"), CASES.values(), ids=CASES.keys())
+def test_out_of_bounds_report_is_rejected_at_its_field(mutate: Mutation, field: str) -> None:
+    report = make_report()
+    mutate(report)
+
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReport.model_validate_json(json.dumps(report))
+
+    assert any(field in map(str, error["loc"]) for error in caught.value.errors()), (
+        caught.value.errors()
+    )
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_rejected(literal: str) -> None:
+    wire = json.dumps(make_report()).replace('"power_draw_w": 63.4', f'"power_draw_w": {literal}')
+
+    with pytest.raises(ValidationError):
+        GpuMetadataReport.model_validate_json(wire)
+
+
+def test_cpu_runtime_with_zero_gpus_is_valid() -> None:
+    report = GpuMetadataReport.model_validate_json(json.dumps(make_report(gpus=0)))
+
+    assert report.payload.gpus == []
+
+
+def test_models_are_frozen() -> None:
+    report = GpuMetadataReport.model_validate_json(json.dumps(make_report()))
+
+    with pytest.raises(ValidationError):
+        report.session_id = "other"  # type: ignore[misc]
+
+
+def test_received_requires_an_aware_time() -> None:
+    report = GpuMetadataReport.model_validate_json(json.dumps(make_report()))
+
+    with pytest.raises(ValueError, match="timezone-aware"):
+        report.received(datetime.now(UTC).replace(tzinfo=None))

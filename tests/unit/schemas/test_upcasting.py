@@ -1,0 +1,94 @@
+"""The upcaster chain and decode_event: old versions become the newest, unknown ones fail loudly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from ca4_schemas import (
+    EventDecodeError,
+    GpuMetadataReport,
+    InvalidJsonError,
+    UnknownSchemaVersionError,
+    decode_event,
+    upcast,
+    upcasting,
+)
+from pydantic import ValidationError
+
+from tests.unit.schemas.factories import make_report
+
+
+def _event_body(**overrides: Any) -> dict[str, Any]:
+    event = GpuMetadataReport.model_validate(make_report()).received(datetime.now(UTC))
+    return {**json.loads(event.model_dump_json()), **overrides}
+
+
+def test_registered_upcasters_run_in_order_up_to_the_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def upcast_v1_v2(raw: dict[str, Any]) -> dict[str, Any]:
+        renamed = {key: value for key, value in raw.items() if key != "host"}
+        return {**renamed, "hostname": raw["host"], "steps": ["v1->v2"]}
+
+    def upcast_v2_v3(raw: dict[str, Any]) -> dict[str, Any]:
+        return {**raw, "steps": [*raw["steps"], "v2->v3"]}
+
+    monkeypatch.setattr(upcasting, "LATEST_SCHEMA_VERSION", 3)
+    monkeypatch.setattr(upcasting, "UPCASTERS", {1: upcast_v1_v2, 2: upcast_v2_v3})
+
+    result = upcast({"schema_version": 1, "host": "h1"})
+
+    assert result == {"schema_version": 3, "hostname": "h1", "steps": ["v1->v2", "v2->v3"]}
+
+
+def test_latest_version_passes_through_unchanged() -> None:
+    body = _event_body()
+
+    assert upcast(dict(body)) == body
+
+
+def test_decode_event_reads_the_current_version() -> None:
+    body = _event_body()
+
+    event = decode_event(json.dumps(body).encode())
+
+    assert str(event.event_id) == body["event_id"]
+    assert event.received_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("version", [2, 99])
+def test_unknown_future_version_raises_for_the_dlq(version: int) -> None:
+    with pytest.raises(UnknownSchemaVersionError) as caught:
+        decode_event(json.dumps(_event_body(schema_version=version)).encode())
+
+    assert caught.value.error_class == "unknown_schema_version"
+    assert str(version) in str(caught.value)
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", True, None, 1.5])
+def test_malformed_version_is_a_decode_error(version: object) -> None:
+    with pytest.raises(EventDecodeError) as caught:
+        decode_event(_event_body(schema_version=version))
+
+    assert caught.value.error_class == "invalid_event"
+
+
+@pytest.mark.parametrize(
+    "body", [b"{", b"\xff\xfe", b"[1, 2]", b'"text"', b"[" * 5000 + b"]" * 5000]
+)
+def test_non_object_or_invalid_json_is_invalid_json(body: bytes) -> None:
+    with pytest.raises(InvalidJsonError) as caught:
+        decode_event(body)
+
+    assert caught.value.error_class == "invalid_json"
+
+
+def test_known_version_breaking_the_contract_raises_validation_error() -> None:
+    body = _event_body()
+    body["payload"]["host"]["cpu_count"] = -1
+
+    with pytest.raises(ValidationError):
+        decode_event(json.dumps(body).encode())
