@@ -1,0 +1,131 @@
+# CA4 infrastructure targets: the provisioning guide (docs/provisioning.md) as Make targets.
+# Included by the root Makefile (`-include mk/*.mk`); also runs alone: make -f mk/infra.mk TARGET.
+# Every target checks its preconditions first (tools/provision/scripts/preflight.sh) and names the
+# missing tool or credential in one line. ENV=dev|prod picks the tfvars and Helm values.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+ENV ?= dev
+CA4_INFRA_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
+CA4_SCRIPTS := $(CA4_INFRA_ROOT)/tools/provision/scripts
+CA4_PREFLIGHT := $(CA4_SCRIPTS)/preflight.sh
+CA4_TF_DIR := $(CA4_INFRA_ROOT)/infra/terraform/stacks/ca4
+CA4_TFVARS := $(CA4_INFRA_ROOT)/infra/terraform/envs/$(ENV).tfvars
+CA4_TFPLAN := ca4-$(ENV).tfplan
+CA4_HELM_DIR := $(CA4_INFRA_ROOT)/infra/helm
+CA4_AWS_REGION ?= eu-west-1
+CA4_KUBECONFIG ?= $(HOME)/.kube/ca4-$(ENV).yaml
+CA4_APP_NAMESPACE ?= app
+CA4_PLATFORM_NAMESPACE ?= platform
+CA4_HELM_TIMEOUT ?= 10m
+CA4_IMAGE_TAG ?=
+DESTROY_ARCHIVE ?= no
+
+export CA4_ENV := $(ENV)
+export CA4_TF_DIR
+export CA4_KUBECONFIG
+export KUBECONFIG := $(CA4_KUBECONFIG)
+
+# Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
+CA4_TF_ENV = TF_VAR_operator_cidrs='["$(CA4_OPERATOR_CIDR)"]' TF_VAR_ssh_public_key="$$(cat '$(CA4_SSH_PUBLIC_KEY_FILE)')"
+CA4_TF_PREFLIGHT = $(CA4_PREFLIGHT) $@ terraform -- aws CA4_TF_STATE_BUCKET CA4_OPERATOR_CIDR file:CA4_SSH_PUBLIC_KEY_FILE
+CA4_KUBE_PREFLIGHT = $(CA4_PREFLIGHT) $@ $(1) -- file:CA4_KUBECONFIG && \
+	{ kubectl version --request-timeout=5s >/dev/null 2>&1 || \
+	  { echo "$@: Kubernetes API not reachable through $(CA4_KUBECONFIG): run 'make ca4-api-tunnel'" >&2; exit 1; }; }
+
+.PHONY: ca4-tf-init
+ca4-tf-init:
+	@$(CA4_TF_PREFLIGHT)
+	terraform -chdir=$(CA4_TF_DIR) init -input=false -reconfigure \
+		-backend-config="bucket=$(CA4_TF_STATE_BUCKET)" \
+		-backend-config="key=ca4/$(ENV)/terraform.tfstate" \
+		-backend-config="region=$(CA4_AWS_REGION)"
+
+.PHONY: ca4-apply
+ca4-apply: ## 1. Terraform: VPC, bastion, K3s nodes, archive bucket, DocumentDB (ENV=dev|prod)
+	@$(CA4_TF_PREFLIGHT)
+	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) ca4-tf-init
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) plan -input=false -var-file=$(CA4_TFVARS) -out=$(CA4_TFPLAN)
+	terraform -chdir=$(CA4_TF_DIR) apply -input=false $(CA4_TFPLAN)
+	@rm -f $(CA4_TF_DIR)/$(CA4_TFPLAN)
+
+.PHONY: ca4-bootstrap-k3s
+ca4-bootstrap-k3s: ## 2. Install K3s on the nodes through the bastion, fetch the kubeconfig, wait for Ready
+	@$(CA4_PREFLIGHT) $@ terraform ssh
+	$(CA4_SCRIPTS)/k3s-bootstrap.sh
+
+.PHONY: ca4-api-tunnel
+ca4-api-tunnel: ## Open the Kubernetes API tunnel (localhost:6443) through the bastion, if not open
+	@$(CA4_PREFLIGHT) $@ terraform ssh
+	$(CA4_SCRIPTS)/tunnel.sh api
+
+.PHONY: helm-sync
+helm-sync: ## Copy observability/ configs and dashboards into the ca4-platform chart
+	$(CA4_SCRIPTS)/helm-sync.sh
+
+.PHONY: ca4-platform-setup
+ca4-platform-setup: ## 3. Helm: namespaces, Kafka (KRaft), Prometheus, Loki, Promtail, Grafana
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl)
+	$(CA4_SCRIPTS)/helm-sync.sh --check
+	kubectl create namespace $(CA4_PLATFORM_NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
+	kubectl label --overwrite namespace $(CA4_PLATFORM_NAMESPACE) \
+		pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted
+	helm upgrade --install ca4-platform $(CA4_HELM_DIR)/ca4-platform \
+		--namespace $(CA4_PLATFORM_NAMESPACE) \
+		-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml \
+		--wait --timeout $(CA4_HELM_TIMEOUT)
+
+.PHONY: ca4-deploy-app
+ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO_URL, CA4_API_KEY_HASHES)
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform) && \
+		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES CA4_IMAGE_TAG
+	@# The Secret is applied outside Helm so that its values never enter the release history.
+	secret_dir="$$(mktemp -d)"; trap 'rm -rf "$$secret_dir"' EXIT; \
+	printf '%s' "$$CA4_MONGO_URL" > "$$secret_dir/mongo-url"; \
+	printf '%s' "$$CA4_API_KEY_HASHES" > "$$secret_dir/api-key-hashes"; \
+	kubectl -n $(CA4_APP_NAMESPACE) create secret generic ca4-app-secrets --from-file="$$secret_dir" \
+		--dry-run=client -o yaml | kubectl apply -f -
+	helm upgrade --install ca4-app $(CA4_HELM_DIR)/ca4-app \
+		--namespace $(CA4_APP_NAMESPACE) \
+		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml \
+		--set image.tag=$(CA4_IMAGE_TAG) \
+		--set config.s3.bucket="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
+		--set config.s3.region="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_region)" \
+		--wait --timeout $(CA4_HELM_TIMEOUT)
+
+.PHONY: ca4-verify-e2e
+ca4-verify-e2e: ## 5. End-to-end check on K3s: report -> Kafka -> store -> archive (ca4 verify)
+	@$(CA4_PREFLIGHT) $@ uv -- file:CA4_KUBECONFIG
+	uv run ca4 verify --target k3s
+
+.PHONY: ca4-destroy
+ca4-destroy: ## 6. Terraform destroy, keeping the archive bucket unless DESTROY_ARCHIVE=yes
+	@$(CA4_TF_PREFLIGHT)
+	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) ca4-tf-init
+ifeq ($(DESTROY_ARCHIVE),yes)
+	@echo "ca4-destroy: DESTROY_ARCHIVE=yes: the archive bucket and every archived event will be deleted"
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) apply -input=false -var-file=$(CA4_TFVARS) \
+		-var archive_force_destroy=true -target=module.archive_bucket
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) destroy -input=false -var-file=$(CA4_TFVARS) -var archive_force_destroy=true
+else
+	@echo "ca4-destroy: keeping the archive bucket and its KMS key (DESTROY_ARCHIVE=yes deletes them too)"
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) destroy -input=false -var-file=$(CA4_TFVARS) \
+		-target=module.k3s -target=module.bastion -target=module.documentdb \
+		-target=module.security -target=module.network -target=aws_key_pair.operator
+endif
+
+.PHONY: dev-api
+dev-api: ## Run the processor API locally with reload on :8000 (needs the dev stack: make dev)
+	@$(CA4_PREFLIGHT) $@ uv
+	uv run uvicorn ca4_processor.main:app --reload --host 127.0.0.1 --port 8000
+
+.PHONY: dev-ngrok
+dev-ngrok: ## Expose the local API on a public HTTPS URL for Colab (ngrok, NGROK_AUTHTOKEN)
+	@$(CA4_PREFLIGHT) $@ ngrok -- NGROK_AUTHTOKEN
+	ngrok http 127.0.0.1:8000
+
+.PHONY: dev-kafka-tunnel
+dev-kafka-tunnel: ## Tunnel the K3s Kafka to localhost:9092 through the bastion (TUNNEL listener)
+	@$(CA4_PREFLIGHT) $@ terraform ssh
+	$(CA4_SCRIPTS)/tunnel.sh kafka

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# preflight.sh TARGET [tool...] [-- requirement...]
+# Checks a Make target's preconditions before it changes anything, and names the first missing one
+# in a single line. A requirement is one of:
+#   VAR            the environment variable VAR is set and not empty
+#   file:VAR       VAR is set and names a readable file
+#   aws            AWS credentials: AWS_PROFILE, or AWS_ACCESS_KEY_ID with AWS_SECRET_ACCESS_KEY
+set -euo pipefail
+
+target="${1:?usage: preflight.sh TARGET [tool...] [-- requirement...]}"
+shift
+fail() { printf '%s: %s\n' "${target}" "$*" >&2; exit 1; }
+
+while [[ $# -gt 0 && "$1" != "--" ]]; do
+  command -v "$1" >/dev/null 2>&1 || fail "missing tool: $1 (install it and put it on PATH; see docs/provisioning.md)"
+  shift
+done
+[[ $# -gt 0 ]] && shift
+
+for req in "$@"; do
+  case "${req}" in
+    aws)
+      if [[ -z "${AWS_PROFILE:-}" && (-z "${AWS_ACCESS_KEY_ID:-}" || -z "${AWS_SECRET_ACCESS_KEY:-}") ]]; then
+        fail "missing credential: AWS (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+      fi
+      ;;
+    file:*)
+      var="${req#file:}"
+      [[ -n "${!var:-}" ]] || fail "missing setting: ${var} (path of a file)"
+      [[ -r "${!var}" ]] || fail "missing file: ${var}=${!var} does not exist or is unreadable"
+      ;;
+    *)
+      [[ -n "${!req:-}" ]] || fail "missing setting: ${req} (environment variable; see docs/provisioning.md)"
+      ;;
+  esac
+done

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Open an SSH tunnel through the bastion, in the background, unless its local port already answers.
+#   tunnel.sh api     localhost:6443 -> first K3s server :6443 (kubectl, helm)
+#   tunnel.sh kafka   localhost:9092+N -> NodePort 30094+N of broker N (the TUNNEL listener
+#                     advertises localhost:9092+N, so clients keep using the tunnel after bootstrap)
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+kind="${1:-}"
+case "${kind}" in
+  api | kafka) ;;
+  *) die "usage: $0 api|kafka" ;;
+esac
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+bastion="$(tf_output bastion_public_ip)"
+SSH_USER="$(tf_output ssh_user)"
+read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"
+[[ -n "${bastion}" && ${#servers[@]} -gt 0 ]] || die "terraform outputs are empty: run 'make ca4-apply' first"
+ssh_opts "${bastion}" "${SSH_USER}"
+
+forwards=()
+if [[ "${kind}" == api ]]; then
+  local_port="${CA4_API_TUNNEL_PORT:-6443}"
+  forwards+=(-L "127.0.0.1:${local_port}:${servers[0]}:6443")
+else
+  local_port="${CA4_KAFKA_TUNNEL_PORT:-9092}"
+  for ((i = 0; i < ${CA4_KAFKA_BROKERS:-1}; i++)); do
+    forwards+=(-L "127.0.0.1:$((local_port + i)):${servers[0]}:$((${CA4_KAFKA_NODE_PORT_BASE:-30094} + i))")
+  done
+fi
+
+if port_open "${local_port}"; then
+  log "${kind} tunnel: 127.0.0.1:${local_port} already answers, nothing to do"
+  exit 0
+fi
+ssh "${SSH_OPTS[@]}" -f -N -o ExitOnForwardFailure=yes "${forwards[@]}" "${SSH_JUMP}"
+log "${kind} tunnel open on 127.0.0.1:${local_port} (stop it with: pkill -f 'ssh.*-L 127.0.0.1:${local_port}')"
