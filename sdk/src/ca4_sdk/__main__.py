@@ -1,0 +1,26 @@
+"""``python -m ca4_sdk probe [nvml|nvidia-smi|none]``: print what the collector sees, as JSON.
+
+Needs only the standard library (plus ``nvidia-ml-py`` for NVML), so it runs on a bare GPU host
+where the ``ca4`` command isn't installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ca4_sdk.probe import probe
+
+
+def main(argv: list[str]) -> int:
+    """Run the probe and print the report as JSON."""
+    if not argv or argv[0] != "probe":
+        sys.stderr.write("usage: python -m ca4_sdk probe [nvml|nvidia-smi|none]\n")
+        return 2
+    prefer = argv[1] if len(argv) > 1 else None
+    sys.stdout.write(json.dumps(probe(prefer), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

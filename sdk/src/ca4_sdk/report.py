@@ -1,0 +1,73 @@
+"""Build one report dict per the event contract (``ca4_schemas.GpuMetadataReport``).
+
+Plain dicts, no pydantic: the SDK stays light enough for any notebook. Tests validate every
+built report against the real contract model.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ca4_sdk._version import SDK_NAME, SDK_VERSION
+from ca4_sdk.collectors.base import CollectorResult
+from ca4_sdk.privacy import apply_privacy
+
+ReportDict = dict[str, Any]
+
+MAX_LABELS = 32
+LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+MAX_LABEL_VALUE = 256
+MAX_GPUS = 64
+
+
+def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    """Check labels early, in the caller's cell, instead of having every report rejected."""
+    checked = dict(labels or {})
+    if len(checked) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels, got {len(checked)}")
+    for key, value in checked.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise ValueError(f"label key {key!r} must match {LABEL_KEY.pattern}")
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+            raise ValueError(f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} chars")
+    return checked
+
+
+def build_report(
+    *,
+    session_id: str,
+    runtime: str,
+    host: Mapping[str, Any],
+    collection: CollectorResult,
+    labels: Mapping[str, str] | None = None,
+    privacy_salt: str | None = None,
+    occurred_at: datetime | None = None,
+    event_id: uuid.UUID | None = None,
+) -> ReportDict:
+    """A report ready to POST; ``privacy_salt`` set means privacy mode (hashed host, no names)."""
+    payload: dict[str, Any] = {
+        "host": dict(host),
+        "gpus": [dict(gpu) for gpu in collection.gpus[:MAX_GPUS]],
+        "collector": {
+            "collector": collection.collector,
+            "unavailable_fields": list(collection.unavailable_fields),
+            "errors": list(collection.errors),
+        },
+    }
+    if privacy_salt is not None:
+        payload = apply_privacy(payload, privacy_salt)
+    when = occurred_at or datetime.now(UTC)
+    return {
+        "event_id": str(event_id or uuid.uuid4()),
+        "event_type": "gpu.metadata.reported",
+        "schema_version": 1,
+        "occurred_at": when.astimezone(UTC).isoformat(timespec="milliseconds"),
+        "source": {"sdk": SDK_NAME, "sdk_version": SDK_VERSION, "runtime": runtime},
+        "session_id": session_id,
+        "labels": dict(labels or {}),
+        "payload": payload,
+    }

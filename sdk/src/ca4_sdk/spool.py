@@ -1,0 +1,121 @@
+"""A bounded on-disk queue of reports the API could not take yet.
+
+One JSON file per report, named ``<ns clock>-<event_id>.json``, written atomically (temp file +
+rename), so a crash never leaves half a report and the same event is never spooled twice. When
+the count or byte cap is reached the oldest reports go first, with a warning and a counter: a
+notebook that lost the API for a day must not fill its disk or memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("ca4_sdk")
+
+DEFAULT_MAX_REPORTS = 5000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+def default_spool_dir(session_id: str) -> Path:
+    """``<tmp>/ca4-spool/<session id>``: survives re-running a cell, not a new runtime."""
+    return Path(tempfile.gettempdir()) / "ca4-spool" / session_id
+
+
+@dataclass(frozen=True)
+class SpooledReport:
+    """A report read back from the spool, with the file to delete once it is delivered."""
+
+    path: Path
+    report: dict[str, Any]
+
+
+class Spool:
+    """Thread-safe, bounded, oldest-first on-disk report queue."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_reports: int = DEFAULT_MAX_REPORTS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.max_reports = max_reports
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        """Reports deleted unsent because the spool was full."""
+        self._lock = threading.Lock()
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _files(self) -> list[Path]:
+        return sorted(self.directory.glob("*.json"))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._files())
+
+    def put(self, reports: list[dict[str, Any]]) -> None:
+        """Store reports (already-spooled event ids are skipped), then enforce the caps."""
+        with self._lock:
+            existing = {path.stem.split("-", 1)[1] for path in self._files()}
+            for report in reports:
+                event_id = str(report["event_id"])
+                if event_id in existing:
+                    continue
+                existing.add(event_id)
+                name = f"{time.time_ns():020d}-{event_id}.json"
+                temp = self.directory / f".{name}.tmp"
+                temp.write_bytes(json.dumps(report, separators=(",", ":")).encode())
+                os.replace(temp, self.directory / name)
+            self._enforce_caps()
+
+    def _enforce_caps(self) -> None:
+        files = self._files()
+        sizes = {path: _size(path) for path in files}
+        total = sum(sizes.values())
+        dropped_now = 0
+        while files and (len(files) > self.max_reports or total > self.max_bytes):
+            oldest = files.pop(0)
+            total -= sizes[oldest]
+            oldest.unlink(missing_ok=True)
+            dropped_now += 1
+        if dropped_now:
+            self.dropped += dropped_now
+            logger.warning(
+                "ca4 spool full (%d reports / %d bytes max): dropped the %d oldest reports",
+                self.max_reports,
+                self.max_bytes,
+                dropped_now,
+            )
+
+    def peek(self, limit: int) -> list[SpooledReport]:
+        """Up to ``limit`` oldest reports; unreadable files are removed and skipped."""
+        with self._lock:
+            found = []
+            for path in self._files()[:limit]:
+                try:
+                    found.append(SpooledReport(path, json.loads(path.read_bytes())))
+                except (OSError, ValueError):
+                    path.unlink(missing_ok=True)
+            return found
+
+    def remove(self, spooled: list[SpooledReport]) -> None:
+        """Delete delivered (or permanently refused) reports."""
+        with self._lock:
+            for item in spooled:
+                item.path.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

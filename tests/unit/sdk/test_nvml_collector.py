@@ -1,0 +1,66 @@
+"""The NVML path, driven by a fake ``pynvml`` that replays recorded answers."""
+
+from __future__ import annotations
+
+import pytest
+from ca4_sdk.collectors.nvml import NvmlCollector, NvmlUnavailableError
+from ca4_sdk.host import collect_host
+from ca4_sdk.report import build_report
+
+from tests.unit.sdk.fake_nvml import FakeNvml, a100_mig_recording, t4_recording
+from tests.unit.sdk.support import assert_valid_report
+
+
+def test_t4_through_nvml_reads_every_supported_field() -> None:
+    fake = FakeNvml(t4_recording())
+    collector = NvmlCollector(fake)  # type: ignore[arg-type]
+    result = collector.collect()
+    assert result.collector == "nvml"
+    assert (result.driver_version, result.cuda_version) == ("535.104.05", "12.2")
+    (gpu,) = result.gpus
+    assert gpu["name"] == "Tesla T4"
+    assert gpu["compute_capability"] == "7.5"
+    assert gpu["memory_total_mib"] == 15360.0
+    assert gpu["memory_reserved_mib"] == 266.0
+    assert gpu["power_draw_w"] == pytest.approx(33.92)
+    assert gpu["energy_consumption_j"] == pytest.approx(8123.456)
+    assert gpu["clock_memory_mhz"] == 5000.0
+    assert gpu["performance_state"] == "P0"
+    assert gpu["throttle_reasons"] == ["sw_power_cap"]
+    assert gpu["retired_pages"] == 0
+    assert gpu["compute_mode"] == "Default"
+    assert gpu["persistence_mode"] is False
+    assert gpu["processes"] == [
+        {"pid": 4411, "used_memory_mib": 1428.0, "name": "/usr/bin/python3"}
+    ]
+    assert "temperature_memory_c" not in gpu  # the sensor answers 0 on a T4
+    assert result.unavailable_fields == ["fan_speed_pct", "temperature_memory_c"]
+    assert result.errors == []
+    collector.close()
+    assert not fake.initialised
+
+
+def test_mig_slices_are_samples_of_their_own() -> None:
+    collector = NvmlCollector(FakeNvml(a100_mig_recording()))  # type: ignore[arg-type]
+    result = collector.collect()
+    parent, *slices = result.gpus
+    assert [s["mig"]["gpu_instance_id"] for s in slices] == [1, 13]
+    assert [s["mig"]["profile"] for s in slices] == ["3g.20gb", "1g.5gb"]
+    assert all(s["mig"]["parent_uuid"] == parent["uuid"] for s in slices)
+    assert slices[0]["memory_used_mib"] == 10213.0
+    assert slices[0]["index"] == parent["index"] == 0
+    # "Insufficient permissions" (4) is an error worth reporting; "Not Supported" is not.
+    assert any(error.startswith("processes:") for error in result.errors)
+    report = build_report(
+        session_id="s-1", runtime="python", host=collect_host(), collection=result
+    )
+    assert_valid_report(report)
+
+
+def test_missing_library_is_a_clear_unavailable_error() -> None:
+    class NoLibrary(FakeNvml):
+        def nvmlInit(self) -> None:
+            raise self.NVMLError(12)
+
+    with pytest.raises(NvmlUnavailableError, match="nvmlInit failed"):
+        NvmlCollector(NoLibrary({}))  # type: ignore[arg-type]
