@@ -1,0 +1,174 @@
+"""Contract tests every ``EventStore`` and ``Projections`` adapter must pass.
+
+Subclasses provide the ``store``/``projections`` fixtures: the in-memory fakes in unit tests,
+the MongoDB adapters against FerretDB in integration tests.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ca4_worker.application.ports import EventStore, Projections
+from ca4_worker.application.views import GpuQuery, SessionQuery
+from ca4_worker.domain.records import Position, PositionedEvent
+from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned, session_stream
+
+
+async def snapshot(projections: Projections) -> tuple[list[object], list[object]]:
+    """Every session and GPU view, for equality checks."""
+    sessions = (await projections.sessions(SessionQuery(limit=500))).items
+    gpus = (await projections.gpus(GpuQuery(limit=500))).items
+    return list(sessions), list(gpus)
+
+
+class EventStoreContract:
+    """What every event store does."""
+
+    async def test_append_stores_new_events(self, store: EventStore) -> None:
+        events = [positioned(0, 0), positioned(0, 1)]
+        outcome = await store.append(events)
+        assert outcome.stored == events
+        assert await store.count() == 2
+        fetched = await store.get(events[1].event_id)
+        assert fetched is not None
+        assert fetched.position == Position(0, 1)
+        assert fetched.event == events[1].event
+
+    async def test_redelivery_is_told_apart_from_a_duplicate(self, store: EventStore) -> None:
+        first = positioned(0, 5)
+        await store.append([first])
+        redelivered = PositionedEvent(first.event, Position(0, 5))
+        republished = PositionedEvent(first.event, Position(0, 9))
+        outcome = await store.append([redelivered, republished, positioned(0, 10)])
+        assert outcome.redelivered == [redelivered]
+        assert outcome.duplicates == [republished]
+        assert len(outcome.stored) == 1
+        assert await store.count() == 2
+
+    async def test_scan_orders_by_partition_and_offset(self, store: EventStore) -> None:
+        events = [positioned(1, 3), positioned(0, 7), positioned(1, 1), positioned(0, 2)]
+        await store.append(events)
+        pages = [page async for page in store.scan(batch_size=3)]
+        positions = [item.position for page in pages for item in page]
+        assert positions == [Position(0, 2), Position(0, 7), Position(1, 1), Position(1, 3)]
+
+    async def test_scan_filters_by_received_at(self, store: EventStore) -> None:
+        early = positioned(0, 0, occurred_at=BASE_TIME)
+        late = positioned(0, 1, occurred_at=BASE_TIME + timedelta(hours=2))
+        await store.append([early, late])
+        since = BASE_TIME + timedelta(hours=1)
+        found = [item async for page in store.scan(since=since) for item in page]
+        assert [item.event_id for item in found] == [late.event_id]
+
+    async def test_missing_event_is_none(self, store: EventStore) -> None:
+        assert await store.get("00000000-0000-0000-0000-000000000000") is None
+
+
+class ProjectionsContract:
+    """What every projections adapter does."""
+
+    async def test_session_aggregates(self, projections: Projections) -> None:
+        events = [
+            positioned(
+                0,
+                0,
+                session_id="s1",
+                occurred_at=BASE_TIME,
+                gpus=[gpu_sample(0, utilization=20.0, memory_used=500.0)],
+            ),
+            positioned(
+                0,
+                1,
+                session_id="s1",
+                occurred_at=BASE_TIME + timedelta(seconds=10),
+                gpus=[
+                    gpu_sample(0, utilization=40.0, memory_used=900.0),
+                    gpu_sample(1, name="NVIDIA A100", utilization=None, memory_used=None),
+                ],
+                labels={"run": "r2"},
+            ),
+        ]
+        await projections.apply(events)
+        view = await projections.session("s1")
+        assert view is not None
+        assert view.sample_count == 2
+        assert view.first_seen == BASE_TIME
+        assert view.last_seen == BASE_TIME + timedelta(seconds=10)
+        assert view.gpu_models == ["NVIDIA A100", "Tesla T4"]
+        assert view.peak_memory_used_mib == 900.0
+        assert view.mean_utilization_pct == 30.0
+        assert view.labels == {"run": "r2"}
+        assert await projections.applied_offset("s1", 0) == 1
+
+    async def test_repeated_apply_counts_once(self, projections: Projections) -> None:
+        events = session_stream(sessions=3, events_per_session=10)
+        await projections.apply(events)
+        once = await snapshot(projections)
+        await projections.apply(events)
+        await projections.apply(events[5:20])
+        assert await snapshot(projections) == once
+        assert sum(view.sample_count for view in once[0]) == 30  # type: ignore[attr-defined]
+
+    async def test_redelivery_after_partial_apply_adds_only_the_rest(
+        self, projections: Projections
+    ) -> None:
+        events = session_stream(sessions=4, events_per_session=15)
+        await projections.apply(events[:23])
+        await projections.apply(events)  # a redelivered, larger batch
+        partial_then_full = await snapshot(projections)
+        await projections.reset()
+        await projections.apply(events)
+        assert await snapshot(projections) == partial_then_full
+
+    async def test_any_batching_gives_the_same_result(self, projections: Projections) -> None:
+        events = session_stream(sessions=5, events_per_session=12)
+        await projections.apply(events)
+        all_at_once = await snapshot(projections)
+        await projections.reset()
+        for start in range(0, len(events), 7):
+            await projections.apply(events[start : start + 7])
+        assert await snapshot(projections) == all_at_once
+
+    async def test_gpu_keeps_latest_sample_whatever_the_order(
+        self, projections: Projections
+    ) -> None:
+        older = positioned(
+            0, 0, session_id="s1", occurred_at=BASE_TIME, gpus=[gpu_sample(0, utilization=1.0)]
+        )
+        newer = positioned(
+            1,
+            0,
+            session_id="s2",
+            occurred_at=BASE_TIME + timedelta(minutes=1),
+            gpus=[gpu_sample(0, utilization=99.0)],
+        )
+        await projections.apply([newer])
+        await projections.apply([older])
+        gpu = await projections.gpu("GPU-00000000-test")
+        assert gpu is not None
+        assert gpu.session_id == "s2"
+        assert gpu.sample["utilization_gpu_pct"] == 99.0
+        assert gpu.last_seen == BASE_TIME + timedelta(minutes=1)
+
+    async def test_pagination_and_filters(self, projections: Projections) -> None:
+        events = [
+            positioned(
+                0,
+                index,
+                session_id=f"s{index}",
+                labels={"project": "even" if index % 2 == 0 else "odd"},
+                gpus=[gpu_sample(0, uuid_=f"GPU-{index}")],
+            )
+            for index in range(5)
+        ]
+        await projections.apply(events)
+        first = await projections.sessions(SessionQuery(limit=2))
+        assert [view.session_id for view in first.items] == ["s0", "s1"]
+        assert first.next_cursor == "s1"
+        rest = await projections.sessions(SessionQuery(limit=10, after=first.next_cursor))
+        assert [view.session_id for view in rest.items] == ["s2", "s3", "s4"]
+        assert rest.next_cursor is None
+        even = await projections.sessions(SessionQuery(label=("project", "even")))
+        assert [view.session_id for view in even.items] == ["s0", "s2", "s4"]
+        gpus = await projections.gpus(GpuQuery(session_id="s3"))
+        assert [view.gpu_uuid for view in gpus.items] == ["GPU-3"]

@@ -1,0 +1,149 @@
+"""Events and Kafka records for worker tests."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ca4_schemas import GpuMetadataReported
+from ca4_schemas.constants import HEADER_EVENT_ID
+
+from ca4_worker.domain.records import PositionedEvent, Position, RawRecord
+
+BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def gpu_sample(
+    index: int = 0,
+    *,
+    uuid_: str | None = None,
+    name: str = "Tesla T4",
+    utilization: float | None = 50.0,
+    memory_used: float | None = 1000.0,
+) -> dict[str, Any]:
+    """One GPU sample as JSON."""
+    sample: dict[str, Any] = {
+        "uuid": uuid_ or f"GPU-{index:08d}-test",
+        "index": index,
+        "name": name,
+        "memory_total_mib": 15360.0,
+        "temperature_gpu_c": 60.0,
+        "power_draw_w": 40.5,
+    }
+    if utilization is not None:
+        sample["utilization_gpu_pct"] = utilization
+    if memory_used is not None:
+        sample["memory_used_mib"] = memory_used
+    return sample
+
+
+def event_body(
+    *,
+    session_id: str = "session-a",
+    occurred_at: datetime | None = None,
+    received_at: datetime | None = None,
+    gpus: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A valid ``GpuMetadataReported`` as a JSON-ready dict."""
+    occurred = occurred_at or datetime.now(UTC)
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": "gpu.metadata.reported",
+        "schema_version": 1,
+        "occurred_at": occurred.isoformat(),
+        "received_at": (received_at or occurred + timedelta(milliseconds=5)).isoformat(),
+        "source": {"sdk": "ca4-sdk", "sdk_version": "0.1.0", "runtime": "colab"},
+        "session_id": session_id,
+        "labels": labels if labels is not None else {"project": "tests"},
+        "payload": {
+            "host": {
+                "hostname": "test-host",
+                "os": "Linux",
+                "python_version": "3.11.9",
+                "cpu_count": 2,
+                "ram_total_mib": 12976.0,
+            },
+            "gpus": gpus if gpus is not None else [gpu_sample()],
+            "collector": {"collector": "nvml"},
+        },
+    }
+
+
+def make_event(**kwargs: Any) -> GpuMetadataReported:
+    """A decoded event."""
+    return GpuMetadataReported.model_validate_json(json.dumps(event_body(**kwargs)))
+
+
+def positioned(partition: int, offset: int, **kwargs: Any) -> PositionedEvent:
+    """An event at a Kafka position."""
+    return PositionedEvent(event=make_event(**kwargs), position=Position(partition, offset))
+
+
+def record(
+    value: bytes | dict[str, Any] | None,
+    *,
+    partition: int = 0,
+    offset: int = 0,
+    topic: str = "gpu-metadata",
+    timestamp_ms: int = 1_767_614_400_000,
+) -> RawRecord:
+    """A raw Kafka record carrying ``value`` (a dict is encoded as JSON)."""
+    body = json.dumps(value).encode() if isinstance(value, dict) else value
+    headers: tuple[tuple[str, bytes], ...] = ()
+    if isinstance(value, dict) and "event_id" in value:
+        headers = ((HEADER_EVENT_ID, str(value["event_id"]).encode()),)
+    key = value["session_id"].encode() if isinstance(value, dict) else b"poison"
+    return RawRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        value=body,
+        key=key,
+        headers=headers,
+        timestamp_ms=timestamp_ms,
+    )
+
+
+def session_stream(
+    *,
+    sessions: int = 5,
+    events_per_session: int = 20,
+    partitions: int = 3,
+    seed: int = 7,
+) -> list[PositionedEvent]:
+    """Interleaved events of several sessions, positioned as Kafka would (key = session)."""
+    rng = random.Random(seed)
+    next_offset = [0] * partitions
+    stream: list[PositionedEvent] = []
+    pending = [(f"session-{index}", events_per_session) for index in range(sessions)]
+    step = 0
+    while pending:
+        index = rng.randrange(len(pending))
+        session_id, left = pending[index]
+        partition = sum(map(ord, session_id)) % partitions
+        step += 1
+        event = make_event(
+            session_id=session_id,
+            occurred_at=BASE_TIME + timedelta(seconds=step, microseconds=rng.randrange(10**6)),
+            gpus=[
+                gpu_sample(
+                    0,
+                    uuid_=f"GPU-{session_id}-0",
+                    name=rng.choice(["Tesla T4", "NVIDIA A100"]),
+                    utilization=round(rng.uniform(0, 100), 3),
+                    memory_used=round(rng.uniform(0, 15000), 1),
+                )
+            ],
+            labels={"project": "p", "step": str(step)},
+        )
+        stream.append(PositionedEvent(event, Position(partition, next_offset[partition])))
+        next_offset[partition] += 1
+        pending[index] = (session_id, left - 1)
+        if left == 1:
+            pending.pop(index)
+    return stream
