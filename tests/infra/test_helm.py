@@ -1,0 +1,245 @@
+"""Helm: both charts lint and render for default, dev and prod values; every manifest validates
+against the Kubernetes schemas of the targeted K3s minor; the security properties hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.infra.conftest import KUBE_VERSION, REPO, run
+
+CHARTS = {"ca4-app": "app", "ca4-platform": "platform"}
+VALUE_SETS = ["default", "dev", "prod"]
+SCHEMA_VERSION = ".".join(KUBE_VERSION.split(".")[:2]) + ".0"
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+# Promtail reads root-owned pod logs from the host: the one documented root container.
+ROOT_ALLOWED = {"promtail"}
+
+
+def chart_dir(chart: str) -> Path:
+    return REPO / "infra" / "helm" / chart
+
+
+def values_args(chart: str, value_set: str) -> list[str]:
+    if value_set == "default":
+        return []
+    return ["-f", str(chart_dir(chart) / f"values-{value_set}.yaml")]
+
+
+def template(helm: str, chart: str, *args: str) -> tuple[int, str, str]:
+    result = run(
+        [helm, "template", chart, str(chart_dir(chart)), "--namespace", CHARTS[chart],
+         "--kube-version", KUBE_VERSION, *args]
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="session")
+def rendered(helm: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every chart x value set, rendered once."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for chart in CHARTS:
+        for value_set in VALUE_SETS:
+            code, stdout, stderr = template(helm, chart, *values_args(chart, value_set))
+            assert code == 0, f"{chart}/{value_set} does not render:\n{stderr}"
+            out[(chart, value_set)] = [d for d in yaml.safe_load_all(stdout) if d]
+    return out
+
+
+CASES = [(c, v) for c in CHARTS for v in VALUE_SETS]
+
+
+def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(("chart", "value_set"), CASES)
+def test_helm_lint(helm: str, chart: str, value_set: str) -> None:
+    result = run(
+        [helm, "lint", str(chart_dir(chart)), "--strict", "--namespace", CHARTS[chart],
+         "--kube-version", KUBE_VERSION, *values_args(chart, value_set)]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("chart", "value_set"), CASES)
+def test_manifests_validate_against_kubernetes_schema(rendered: Any, chart: str, value_set: str) -> None:
+    docs = rendered[(chart, value_set)]
+    assert docs
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}")
+
+
+@pytest.mark.parametrize(("chart", "value_set"), CASES)
+def test_containers_have_probes_resources_and_hardened_contexts(rendered: Any, chart: str, value_set: str) -> None:
+    for doc in workloads(rendered[(chart, value_set)]):
+        spec = pod_spec(doc)
+        name = doc["metadata"]["name"]
+        pod_ctx = spec.get("securityContext", {})
+        assert pod_ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        for container in spec["containers"]:
+            ctx = container["securityContext"]
+            where = f"{name}/{container['name']}"
+            assert ctx["allowPrivilegeEscalation"] is False, where
+            assert ctx["readOnlyRootFilesystem"] is True, where
+            assert ctx["capabilities"]["drop"] == ["ALL"], where
+            assert not ctx.get("privileged", False), where
+            if name not in ROOT_ALLOWED:
+                assert ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot"), f"{where} may run as root"
+                assert pod_ctx.get("runAsUser", 1) != 0, where
+            limits = container["resources"]["limits"]
+            requests = container["resources"]["requests"]
+            assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests), where
+            assert ":" in container["image"] and not container["image"].endswith(":latest"), where
+            if doc["kind"] != "Job":
+                assert "readinessProbe" in container and "livenessProbe" in container, where
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_app_wiring(rendered: Any, value_set: str) -> None:
+    docs = rendered[("ca4-app", value_set)]
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in by_kind["Deployment"]}
+    assert set(deployments) == {"processor", "worker"}
+    for name, port in (("processor", 8000), ("worker", 8001)):
+        spec = pod_spec(deployments[name])
+        container = spec["containers"][0]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["ports"][0]["containerPort"] == port
+        annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert spec["automountServiceAccountToken"] is False
+    secret_env = {
+        e["name"] for d in deployments.values() for e in pod_spec(d)["containers"][0]["env"] if "valueFrom" in e
+    }
+    assert secret_env == {"CA4_MONGO_URL", "CA4_API_KEY_HASHES"}
+    config = by_kind["ConfigMap"][0]["data"]
+    assert config["CA4_KAFKA_TOPIC"] == "gpu-metadata"
+    assert config["CA4_KAFKA_DLQ_TOPIC"] == "gpu-metadata.dlq"
+    ingress = by_kind["Ingress"][0]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+    assert backend.endswith("-processor"), "only the processor is exposed"
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    hpas = by_kind.get("HorizontalPodAutoscaler", [])
+    if value_set == "dev":  # one replica each: no autoscaling, no disruption budget
+        assert not pdbs and not hpas
+    else:
+        assert len(pdbs) == 2
+        assert hpas[0]["spec"]["scaleTargetRef"]["name"].endswith("-processor")
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_app_network_policies(rendered: Any, value_set: str) -> None:
+    policies = {d["metadata"]["name"]: d for d in rendered[("ca4-app", value_set)] if d["kind"] == "NetworkPolicy"}
+    deny = next(p for n, p in policies.items() if n.endswith("default-deny"))
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    processor = next(p for n, p in policies.items() if n.endswith("-processor"))
+    sources = processor["spec"]["ingress"][0]["from"]
+    namespaces = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
+    assert namespaces == {"kube-system", "monitoring"}, "processor: only Traefik and Prometheus"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_platform_kafka_kraft_and_tunnel_listener(rendered: Any, value_set: str) -> None:
+    docs = rendered[("ca4-platform", value_set)]
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kafka")
+    replicas = sts["spec"]["replicas"]
+    assert sts["spec"]["serviceName"] == "kafka-headless"
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "kafka-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    props = next(d for d in docs if d["metadata"]["name"] == "kafka-config")["data"]["server.properties.in"]
+    settings = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
+    assert settings["process.roles"] == "broker,controller"
+    assert len(settings["controller.quorum.voters"].split(",")) == replicas
+    assert "TUNNEL://localhost:@TUNNEL_PORT@" in settings["advertised.listeners"]
+    assert "INTERNAL://@POD_HOST@:9092" in settings["advertised.listeners"]
+    tunnels = sorted(
+        (d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].startswith("kafka-tunnel-")),
+        key=lambda d: d["metadata"]["name"],
+    )
+    assert [t["spec"]["ports"][0]["nodePort"] for t in tunnels] == [30094 + i for i in range(replicas)]
+    for i, tunnel in enumerate(tunnels):
+        assert tunnel["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == f"kafka-{i}"
+    job = next(d for d in docs if d["kind"] == "Job")
+    script = pod_spec(job)["containers"][0]["command"][-1]
+    assert "--if-not-exists" in script and "gpu-metadata.dlq" in script
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_platform_namespaces_rbac_and_policies(rendered: Any, value_set: str) -> None:
+    docs = rendered[("ca4-platform", value_set)]
+    namespaces = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Namespace"}
+    assert set(namespaces) == {"monitoring", "app"}
+    assert namespaces["app"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    roles = [d for d in docs if d["kind"] == "ClusterRole"]
+    for role in roles:
+        for rule in role["rules"]:
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, "platform RBAC is read-only"
+    deny = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "default-deny"]
+    assert {d["metadata"]["namespace"] for d in deny} == {"platform", "monitoring"}
+    prometheus = next(d for d in docs if d["metadata"]["name"] == "prometheus-config")
+    assert "kubernetes_sd_configs" in prometheus["data"]["prometheus.yml"]
+    rules = next(d for d in docs if d["metadata"]["name"] == "prometheus-rules")
+    assert rules["data"], "alert rules from observability/ are packaged"
+
+
+BAD_VALUES = [
+    ("ca4-app", ["--set", "image.tag=latest"], "rolling tag"),
+    ("ca4-app", ["--set", "processor.autoscaling.minReplicas=9"], "greater than maxReplicas"),
+    ("ca4-app", ["--set", "secrets.existingSecret="], "set secrets.existingSecret"),
+    ("ca4-app", ["--set", "processor.resources.limits=null"], "limits"),
+    ("ca4-app", ["--set", "containerSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),
+    ("ca4-app", ["--set", "config.logLevel=LOUD"], "logLevel"),
+    ("ca4-app", ["--set", "surprise=1"], "surprise"),
+    ("ca4-platform", ["--set", "kafka.replicas=2"], "must be odd"),
+    ("ca4-platform", ["--set", "kafka.defaultReplicationFactor=3"], "exceeds kafka.replicas"),
+    ("ca4-platform", ["--set", "kafka.tunnel.nodePortBase=80"], "nodePortBase"),
+    ("ca4-platform", ["--set", "kafka.image.tag=latest"], "kafka/image/tag"),
+]
+
+
+@pytest.mark.parametrize(("chart", "args", "message"), BAD_VALUES, ids=[" ".join(a) for _, a, _ in BAD_VALUES])
+def test_bad_values_are_rejected_with_a_clear_message(helm: str, chart: str, args: list[str], message: str) -> None:
+    code, _, stderr = template(helm, chart, *args)
+    assert code != 0
+    assert message in stderr, stderr
+
+
+def test_chart_copies_of_observability_are_fresh() -> None:
+    result = run([str(REPO / "tools" / "provision" / "scripts" / "helm-sync.sh"), "--check"])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("chart", CHARTS)
+def test_values_documented_with_param(chart: str) -> None:
+    text = (chart_dir(chart) / "values.yaml").read_text()
+    documented = {line.split()[2] for line in text.splitlines() if line.strip().startswith("## @param")}
+
+    def leaves(node: Any, prefix: str = "") -> set[str]:
+        if isinstance(node, dict) and node:
+            out: set[str] = set()
+            for key, value in node.items():
+                path = f"{prefix}.{key}" if prefix else key
+                out |= {path} if path in documented else leaves(value, path)
+            return out
+        return {prefix}
+
+    missing = {p for p in leaves(yaml.safe_load(text)) if p not in documented}
+    assert not missing, f"values without a ## @param line: {sorted(missing)}"

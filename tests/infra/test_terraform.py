@@ -1,0 +1,263 @@
+"""Terraform: formatted, parsed with python-hcl2, security rules asserted, scanned with checkov.
+
+`terraform validate` needs the AWS provider, which cannot be downloaded here; these tests check
+what can be checked offline (see docs/provisioning.md, "What CI checks").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+
+from tests.infra.conftest import REPO, run
+
+TF_ROOT = REPO / "infra" / "terraform"
+MODULES = ["network", "security", "bastion", "k3s", "archive_bucket", "documentdb"]
+TF_FILES = sorted(TF_ROOT.rglob("*.tf"))
+
+
+def _clean(value: Any) -> Any:
+    """python-hcl2 8 keeps HCL quotes on keys and strings; strip them and the block markers."""
+    if isinstance(value, dict):
+        return {
+            _clean(k): _clean(v) for k, v in value.items() if k not in {"__is_block__", "__comments__"}
+        }
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def load(path: Path) -> dict[str, Any]:
+    """One .tf file as plain Python data."""
+    with path.open(encoding="utf-8") as handle:
+        return _clean(hcl2.load(handle))
+
+
+def resources(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(type, name): body} of every resource block in a file."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for block in load(path).get("resource", []):
+        for rtype, named in block.items():
+            for name, body in named.items():
+                found[(rtype, name)] = body
+    return found
+
+
+def variables(path: Path) -> dict[str, dict[str, Any]]:
+    """{name: body} of every variable block in a file."""
+    return {name: body for block in load(path).get("variable", []) for name, body in block.items()}
+
+
+def test_terraform_fmt_check(terraform: str) -> None:
+    result = run([terraform, "fmt", "-check", "-recursive", "-diff", str(TF_ROOT)])
+    assert result.returncode == 0, f"terraform fmt would change files:\n{result.stdout}"
+
+
+@pytest.mark.parametrize("path", TF_FILES, ids=lambda p: str(p.relative_to(TF_ROOT)))
+def test_every_tf_file_parses(path: Path) -> None:
+    assert isinstance(load(path), dict)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_layout_and_documented_typed_variables(module: str) -> None:
+    folder = TF_ROOT / "modules" / module
+    for name in ("main.tf", "variables.tf", "outputs.tf", "versions.tf"):
+        assert (folder / name).is_file(), f"{module} lacks {name}"
+    for name, body in variables(folder / "variables.tf").items():
+        assert body.get("description"), f"{module}: variable {name} has no description"
+        assert body.get("type"), f"{module}: variable {name} has no type"
+    outputs = {n: b for blk in load(folder / "outputs.tf").get("output", []) for n, b in blk.items()}
+    assert outputs, f"{module} has no outputs"
+    for name, body in outputs.items():
+        assert body.get("description"), f"{module}: output {name} has no description"
+
+
+def test_root_stack_pins_exact_versions_and_s3_backend() -> None:
+    versions = load(TF_ROOT / "stacks" / "ca4" / "versions.tf")["terraform"][0]
+    assert versions["required_version"].startswith("~> 1.11.")
+    aws = versions["required_providers"][0]["aws"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", aws["version"]), "root stack must pin aws exactly"
+    backend = versions["backend"][0]["s3"]
+    assert backend == {"encrypt": True, "use_lockfile": True}
+
+
+def test_inputs_are_validated() -> None:
+    root = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")
+    for name in ("environment", "aws_region", "operator_cidrs", "ssh_public_key", "archive_bucket_name"):
+        assert root[name].get("validation"), f"root variable {name} has no validation block"
+    assert "0.0.0.0/" in json.dumps(root["operator_cidrs"]["validation"])
+    bucket = variables(TF_ROOT / "modules" / "archive_bucket" / "variables.tf")["bucket_name"]
+    assert bucket.get("validation")
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_env_tfvars(env: str) -> None:
+    values = load(TF_ROOT / "envs" / f"{env}.tfvars")
+    assert values["environment"] == env
+    declared = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")
+    assert set(values) <= set(declared), f"unknown variables in {env}.tfvars"
+    assert "operator_cidrs" not in values, "operator CIDRs come from CA4_OPERATOR_CIDR, not a file"
+
+
+# -- security groups ---------------------------------------------------------------------------
+
+SG = resources(TF_ROOT / "modules" / "security" / "main.tf")
+INGRESS = {n: b for (t, n), b in SG.items() if t == "aws_vpc_security_group_ingress_rule"}
+EGRESS = {n: b for (t, n), b in SG.items() if t == "aws_vpc_security_group_egress_rule"}
+
+
+def test_bastion_ssh_only_from_operator_cidrs() -> None:
+    bastion_rules = {
+        n: b for n, b in INGRESS.items() if "aws_security_group.bastion.id" in b["security_group_id"]
+    }
+    assert set(bastion_rules) == {"bastion_ssh"}
+    rule = bastion_rules["bastion_ssh"]
+    assert (rule["from_port"], rule["to_port"], rule["ip_protocol"]) == (22, 22, "tcp")
+    assert rule["for_each"] == "${toset(var.operator_cidrs)}"
+
+
+def test_only_the_https_ingress_is_open_to_cidrs() -> None:
+    cidr_rules = {n for n, b in INGRESS.items() if "cidr_ipv4" in b}
+    assert cidr_rules == {"bastion_ssh", "ingress_https"}
+    https = INGRESS["ingress_https"]
+    assert (https["from_port"], https["to_port"]) == (443, 443)
+    assert "aws_security_group.ingress.id" in https["security_group_id"]
+
+
+def test_k3s_nodes_reachable_only_from_vpc_groups() -> None:
+    node_rules = {
+        n: b for n, b in INGRESS.items() if "aws_security_group.k3s_nodes.id" in b["security_group_id"]
+    }
+    assert node_rules
+    for name, rule in node_rules.items():
+        assert "cidr_ipv4" not in rule, f"{name}: K3s nodes accept no CIDR, only security groups"
+        assert "referenced_security_group_id" in rule
+    # The processor is only reachable through the ingress: 443 to Traefik from the NLB group only.
+    https = node_rules["nodes_https_from_ingress"]
+    assert "aws_security_group.ingress.id" in https["referenced_security_group_id"]
+    assert (https["from_port"], https["to_port"]) == (443, 443)
+
+
+def test_no_rule_opens_service_or_kafka_ports() -> None:
+    for name, rule in {**INGRESS, **EGRESS}.items():
+        if "from_port" not in rule or "cidr_ipv4" not in rule:
+            continue
+        ports = range(int(rule["from_port"]), int(rule["to_port"]) + 1)
+        for port in (8000, 8001, 9092, 9093, 9094, 27017, 6443):
+            assert port not in ports, f"{name} opens port {port} to a CIDR"
+
+
+def test_documentdb_only_from_nodes() -> None:
+    rule = INGRESS["documentdb_from_nodes"]
+    assert rule["from_port"] == 27017
+    assert "aws_security_group.k3s_nodes.id" in rule["referenced_security_group_id"]
+
+
+def test_every_rule_has_a_description() -> None:
+    for name, rule in {**INGRESS, **EGRESS}.items():
+        assert rule.get("description"), name
+
+
+# -- instances, bucket, database ---------------------------------------------------------------
+
+
+def test_instances_require_imdsv2_and_encrypted_volumes() -> None:
+    for module in ("bastion", "k3s"):
+        for (rtype, name), body in resources(TF_ROOT / "modules" / module / "main.tf").items():
+            if rtype != "aws_instance":
+                continue
+            assert body["metadata_options"][0]["http_tokens"] == "required", f"{module}.{name}"
+            assert body["root_block_device"][0]["encrypted"] is True, f"{module}.{name}"
+            assert body["associate_public_ip_address"] is False, f"{module}.{name}"
+
+
+def test_node_role_scoped_to_archive_bucket() -> None:
+    data = load(TF_ROOT / "modules" / "k3s" / "main.tf")["data"]
+    docs = {n: b for blk in data for t, named in blk.items() for n, b in named.items() if t == "aws_iam_policy_document"}
+    for statement in docs["archive"]["statement"]:
+        for resource in statement["resources"]:
+            assert "var.archive_bucket_arn" in resource or "var.kms_key_arn" in resource
+            assert resource != "*"
+
+
+BUCKET = resources(TF_ROOT / "modules" / "archive_bucket" / "main.tf")
+
+
+def test_bucket_blocks_public_access() -> None:
+    block = BUCKET[("aws_s3_bucket_public_access_block", "this")]
+    for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+        assert block[flag] is True, flag
+
+
+def test_bucket_versioned_encrypted_tls_only_with_lifecycle() -> None:
+    versioning = BUCKET[("aws_s3_bucket_versioning", "this")]
+    assert versioning["versioning_configuration"][0]["status"] == "Enabled"
+    sse = BUCKET[("aws_s3_bucket_server_side_encryption_configuration", "this")]["rule"][0]
+    assert sse["apply_server_side_encryption_by_default"][0]["sse_algorithm"] == "aws:kms"
+    assert sse["bucket_key_enabled"] is True
+    rules = {r["id"]: r for r in BUCKET[("aws_s3_bucket_lifecycle_configuration", "this")]["rule"]}
+    assert {"archive-tiering", "abort-incomplete-uploads"} <= set(rules)
+    assert rules["archive-tiering"]["noncurrent_version_expiration"]
+    assert BUCKET[("aws_s3_bucket", "this")]["force_destroy"] == "${var.force_destroy}"
+    policy = json.dumps(load(TF_ROOT / "modules" / "archive_bucket" / "main.tf")["data"])
+    assert "aws:SecureTransport" in policy
+
+
+def test_bucket_kept_by_default() -> None:
+    root = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")
+    assert root["archive_force_destroy"]["default"] is False
+
+
+def test_documentdb_tls_private_encrypted() -> None:
+    docdb = resources(TF_ROOT / "modules" / "documentdb" / "main.tf")
+    params = {p["name"]: p["value"] for p in docdb[("aws_docdb_cluster_parameter_group", "this")]["parameter"]}
+    assert params["tls"] == "enabled"
+    cluster = docdb[("aws_docdb_cluster", "this")]
+    assert cluster["storage_encrypted"] is True
+    assert cluster["manage_master_user_password"] is True
+    assert "var.private_subnet_ids" in docdb[("aws_docdb_subnet_group", "this")]["subnet_ids"]
+
+
+# -- checkov -----------------------------------------------------------------------------------
+
+SKIP_COMMENT = re.compile(r"#checkov:skip=(CKV2?_[A-Z0-9_]+)(:?)(.*)")
+
+
+@pytest.fixture(scope="session")
+def checkov_report(checkov_cmd: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One checkov run over infra/terraform for the whole session (it takes ~40 s)."""
+    out = tmp_path_factory.mktemp("checkov")
+    result = run(
+        [*checkov_cmd, "-d", str(TF_ROOT), "--framework", "terraform", "--skip-download",
+         "--quiet", "--compact", "-o", "json", "--output-file-path", str(out)],
+        timeout=900,
+    )
+    report = out / "results_json.json"
+    if not report.exists():
+        pytest.fail(f"checkov produced no report (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    data = json.loads(report.read_text())
+    return data[0] if isinstance(data, list) else data
+
+
+def test_checkov_no_failed_checks(checkov_report: dict[str, Any]) -> None:
+    failed = checkov_report["results"]["failed_checks"]
+    summary = [f"{c['check_id']} {c['resource']} ({c['file_path']})" for c in failed]
+    assert not failed, "checkov failures:\n" + "\n".join(summary)
+    assert checkov_report["summary"]["passed"] > 100
+
+
+def test_checkov_skips_are_justified() -> None:
+    for path in TF_FILES:
+        for line in path.read_text().splitlines():
+            match = SKIP_COMMENT.search(line)
+            if match:
+                assert match.group(2) == ":" and len(match.group(3).strip()) >= 30, (
+                    f"{path}: checkov skip {match.group(1)} needs a written reason"
+                )
