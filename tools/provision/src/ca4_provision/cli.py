@@ -3,6 +3,7 @@
 import typer
 
 from ca4_provision.devstack.cli import app as devstack_app
+from ca4_provision.sdk_cli import sdk_app, send
 from ca4_provision.verify import app as verify_app
 
 app = typer.Typer(
@@ -19,3 +20,5 @@ def main() -> None:
 
 app.add_typer(devstack_app, name="devstack")
 app.add_typer(verify_app, name="verify")
+app.add_typer(sdk_app, name="sdk")
+app.command("send")(send)

@@ -1,0 +1,100 @@
+"""The Reporter against the stub API: background delivery, spooling, retries, context manager."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ca4_sdk import Reporter
+from ca4_sdk.collectors.base import CollectorResult
+
+from tests.unit.sdk.stub_api import stub_api
+
+
+class StaticCollector:
+    """A CPU-only collector: the reporter logic doesn't depend on GPUs."""
+
+    name = "none"
+
+    def collect(self) -> CollectorResult:
+        return CollectorResult(collector="none")
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _reporter(url: str, tmp_path: Path, **kwargs: object) -> Reporter:
+    return Reporter(
+        url=url,
+        api_key="k",
+        session_id="unit-session",
+        collector=StaticCollector(),
+        spool_dir=tmp_path / "spool",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_background_reports_arrive_and_self_check_is_set(tmp_path: Path) -> None:
+    with stub_api() as (url, state), _reporter(url, tmp_path, interval=0.1) as reporter:
+        _wait_for(lambda: len(state.accepted_ids()) >= 3)
+        assert reporter.self_check == {
+            "collector": "none",
+            "unavailable_fields": [],
+            "errors": [],
+            "gpus": 0,
+        }
+    assert not reporter.running
+    assert reporter.stats.delivered >= 3
+
+
+def test_report_once_sends_synchronously(tmp_path: Path) -> None:
+    with stub_api() as (url, state):
+        result = _reporter(url, tmp_path).report_once()
+    assert result.delivered
+    assert state.accepted_ids() == [result.event_id]
+
+
+def test_outage_spools_then_delivers_every_report_once_with_same_ids(tmp_path: Path) -> None:
+    with stub_api() as (url, state):
+        state.status = 503
+        reporter = _reporter(url, tmp_path, interval=0.05, backoff_base_s=0.05, backoff_max_s=0.2)
+        reporter.start()
+        _wait_for(lambda: len(reporter.spool) >= 5)
+        attempted = {r["event_id"] for req in state.requests for r in req["body"]["reports"]}
+        state.status = 202
+        _wait_for(lambda: len(reporter.spool) == 0 and len(state.accepted_ids()) >= 8)
+        reporter.stop()
+    accepted = state.accepted_ids()
+    assert len(accepted) == len(set(accepted))  # nothing delivered twice
+    assert attempted <= set(accepted)  # every retried report kept its event_id
+    assert reporter.stats.send_failures >= 1
+
+
+def test_spool_left_by_an_earlier_run_is_flushed_at_start(tmp_path: Path) -> None:
+    with stub_api() as (url, state):
+        state.status = 503
+        first = _reporter(url, tmp_path)
+        first.report_once()
+        first.report_once()
+        assert len(first.spool) == 2
+        state.status = 202
+        with _reporter(url, tmp_path, interval=60) as second:
+            _wait_for(lambda: len(state.accepted_ids()) == 3)
+            assert len(second.spool) == 0
+
+
+def test_stop_flushes_what_is_pending(tmp_path: Path) -> None:
+    with stub_api() as (url, state):
+        reporter = _reporter(url, tmp_path, interval=60)
+        state.status = 503
+        reporter.start()
+        _wait_for(lambda: len(reporter.spool) == 1)
+        state.status = 202
+        reporter.stop()
+        assert state.accepted_ids()
+        assert len(reporter.spool) == 0

@@ -1,0 +1,57 @@
+"""The on-disk spool: bounded, oldest first, no duplicates, survives a new instance."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from ca4_sdk.spool import Spool
+
+
+def _report(n: int) -> dict[str, object]:
+    return {"event_id": str(uuid.uuid4()), "n": n}
+
+
+def test_oldest_first_and_survives_a_new_instance(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.put([_report(1), _report(2)])
+    spool.put([_report(3)])
+    reopened = Spool(tmp_path)
+    assert [item.report["n"] for item in reopened.peek(10)] == [1, 2, 3]
+    reopened.remove(reopened.peek(2))
+    assert [item.report["n"] for item in reopened.peek(10)] == [3]
+
+
+def test_same_event_is_spooled_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    report = _report(1)
+    spool.put([report])
+    spool.put([report])
+    assert len(spool) == 1
+
+
+def test_count_cap_drops_oldest_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path, max_reports=3)
+    with caplog.at_level(logging.WARNING, logger="ca4_sdk"):
+        spool.put([_report(n) for n in range(5)])
+    assert [item.report["n"] for item in spool.peek(10)] == [2, 3, 4]
+    assert spool.dropped == 2
+    assert "dropped the 2 oldest" in caplog.text
+
+
+def test_byte_cap(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=200)
+    spool.put([{"event_id": str(uuid.uuid4()), "pad": "x" * 80} for _ in range(5)])
+    assert len(spool) == 1
+    assert sum(p.stat().st_size for p in tmp_path.glob("*.json")) <= 200
+
+
+def test_corrupt_files_are_skipped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    (tmp_path / f"{0:020d}-{uuid.uuid4()}.json").write_text("{not json")
+    spool.put([_report(7)])
+    assert [item.report["n"] for item in spool.peek(10)] == [7]

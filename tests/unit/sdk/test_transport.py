@@ -1,0 +1,98 @@
+"""Transport: one POST per batch, gzip, headers, per-item results, retry timing."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import pytest
+from ca4_sdk.transport import Backoff, Transport, parse_retry_after
+
+from tests.unit.sdk.stub_api import stub_api
+
+
+def _reports(count: int, pad: int = 0) -> list[dict[str, Any]]:
+    return [{"event_id": str(uuid.uuid4()), "pad": "x" * pad} for _ in range(count)]
+
+
+def test_batch_is_gzipped_with_key_and_ngrok_header() -> None:
+    with stub_api() as (url, state):
+        reports = _reports(3, pad=1000)
+        outcome = Transport(url, "secret-key").send(reports)
+    assert outcome.accepted == [r["event_id"] for r in reports]
+    (request,) = state.requests
+    assert request["path"] == "/v1/metadata/batch"
+    assert request["headers"]["Content-Encoding"] == "gzip"
+    assert request["headers"]["Authorization"] == "Bearer secret-key"
+    assert request["headers"]["ngrok-skip-browser-warning"] == "1"
+    assert request["body"]["reports"] == reports
+
+
+def test_small_bodies_are_sent_plain() -> None:
+    with stub_api() as (url, state):
+        Transport(url, None).send(_reports(1))
+    assert "Content-Encoding" not in state.requests[0]["headers"]
+    assert "Authorization" not in state.requests[0]["headers"]
+
+
+def test_per_item_rejections_are_not_retried() -> None:
+    reports = _reports(3)
+    with stub_api() as (url, state):
+        state.reject_event_ids = {reports[1]["event_id"]}
+        outcome = Transport(url, "k").send(reports)
+    assert outcome.accepted == [reports[0]["event_id"], reports[2]["event_id"]]
+    assert [event_id for event_id, _ in outcome.rejected] == [reports[1]["event_id"]]
+    assert outcome.retry == []
+
+
+def test_unavailable_api_means_retry_with_retry_after() -> None:
+    reports = _reports(2)
+    with stub_api() as (url, state):
+        state.status, state.retry_after = 503, "7"
+        outcome = Transport(url, "k").send(reports)
+    assert outcome.retry == reports
+    assert outcome.retry_after_s == 7.0
+    assert outcome.error is not None
+    assert "503" in outcome.error
+
+
+def test_auth_failure_is_flagged() -> None:
+    with stub_api() as (url, state):
+        state.status = 401
+        outcome = Transport(url, "wrong").send(_reports(1))
+    assert outcome.auth_failed
+    assert len(outcome.retry) == 1
+
+
+def test_too_large_batch_is_halved_until_it_fits() -> None:
+    with stub_api() as (url, state):
+        state.status = 413
+        outcome = Transport(url, "k").send(_reports(4))
+    # 4 -> 2 + 2 -> 1+1+1+1, each single report refused for good.
+    assert len(state.requests) == 7
+    assert len(outcome.rejected) == 4
+
+
+def test_connection_refused_is_a_retry_not_an_exception() -> None:
+    reports = _reports(1)
+    outcome = Transport("http://127.0.0.1:9", "k", connect_timeout_s=0.5).send(reports)
+    assert outcome.retry == reports
+    assert outcome.error is not None
+
+
+def test_full_jitter_backoff_grows_and_honours_retry_after() -> None:
+    backoff = Backoff(base_s=1.0, max_s=8.0, rng=random.Random(4))
+    delays = [backoff.next_delay() for _ in range(6)]
+    assert all(0 <= d <= min(8.0, 2**i) for i, d in enumerate(delays))
+    assert backoff.next_delay(retry_after_s=30.0) >= 30.0
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("120", 120.0), (None, None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_parsing(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header) == expected
