@@ -191,25 +191,29 @@ async def kafka_holds_event(ctx: VerifyContext) -> str:
 
 
 async def worker_processed(ctx: VerifyContext) -> str:
-    """The worker's read API serves the event."""
+    """The worker's read API says the event is stored (it answers ``stored: false`` until then)."""
     event_id = str(ctx.require_receipt().event_id)
     url = f"{ctx.settings.WORKER_URL}/v1/events/{event_id}"
 
-    async def fetch() -> httpx.Response:
+    async def fetch() -> dict[str, Any]:
         try:
             response = await ctx.http.get(url)
         except httpx.TransportError as error:
             raise _NotYetError(f"nothing answers on {ctx.settings.WORKER_URL}: {error}") from error
         if response.status_code == httpx.codes.NOT_FOUND:
             raise _NotYetError(f"GET {url} still 404")
-        return response
+        if response.status_code != httpx.codes.OK:
+            raise StepFailedError(f"GET {url}: HTTP {response.status_code} {response.text[:200]}")
+        status: dict[str, Any] = response.json()
+        if not status.get("stored"):
+            raise _NotYetError(f"GET {url} still says stored: false")
+        return status
 
-    response = await poll(fetch, ctx.settings)
-    if response.status_code != httpx.codes.OK:
-        raise StepFailedError(f"GET {url}: HTTP {response.status_code} {response.text[:200]}")
-    if event_id not in response.text:
-        raise StepFailedError(f"GET {url} answered without the event id")
-    return f"GET /v1/events/{{id}} 200 after {time.time() - ctx.started_at:.1f}s"
+    status = await poll(fetch, ctx.settings)
+    if status.get("event_id") != event_id:
+        raise StepFailedError(f"GET {url} answered for event {status.get('event_id')}")
+    projected = "projected" if status.get("projected") else "not projected yet"
+    return f"stored ({projected}) {time.time() - ctx.started_at:.1f}s after the run began"
 
 
 # --- 5. database ----------------------------------------------------------------------------
