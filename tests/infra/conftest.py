@@ -38,7 +38,8 @@ def helm() -> str:
     if go is None:
         pytest.fail(
             f"helm {HELM_VERSION} is not cached at {cached} and `go` is not on PATH to build it: "
-            f"install Go, or run `GOBIN={cached.parent} go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}`"
+            "install Go, or run "
+            f"`GOBIN={cached.parent} go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}`"
         )
     cached.parent.mkdir(parents=True, exist_ok=True)
     result = run(

@@ -32,8 +32,17 @@ def values_args(chart: str, value_set: str) -> list[str]:
 
 def template(helm: str, chart: str, *args: str) -> tuple[int, str, str]:
     result = run(
-        [helm, "template", chart, str(chart_dir(chart)), "--namespace", CHARTS[chart],
-         "--kube-version", KUBE_VERSION, *args]
+        [
+            helm,
+            "template",
+            chart,
+            str(chart_dir(chart)),
+            "--namespace",
+            CHARTS[chart],
+            "--kube-version",
+            KUBE_VERSION,
+            *args,
+        ]
     )
     return result.returncode, result.stdout, result.stderr
 
@@ -64,25 +73,40 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(("chart", "value_set"), CASES)
 def test_helm_lint(helm: str, chart: str, value_set: str) -> None:
     result = run(
-        [helm, "lint", str(chart_dir(chart)), "--strict", "--namespace", CHARTS[chart],
-         "--kube-version", KUBE_VERSION, *values_args(chart, value_set)]
+        [
+            helm,
+            "lint",
+            str(chart_dir(chart)),
+            "--strict",
+            "--namespace",
+            CHARTS[chart],
+            "--kube-version",
+            KUBE_VERSION,
+            *values_args(chart, value_set),
+        ]
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(("chart", "value_set"), CASES)
-def test_manifests_validate_against_kubernetes_schema(rendered: Any, chart: str, value_set: str) -> None:
+def test_manifests_validate_against_kubernetes_schema(
+    rendered: Any, chart: str, value_set: str
+) -> None:
     docs = rendered[(chart, value_set)]
     assert docs
     for doc in docs:
         try:
             kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
-            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}")
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']}: {error.message} at {list(error.path)}"
+            )
 
 
 @pytest.mark.parametrize(("chart", "value_set"), CASES)
-def test_containers_have_probes_resources_and_hardened_contexts(rendered: Any, chart: str, value_set: str) -> None:
+def test_containers_have_probes_resources_and_hardened_contexts(
+    rendered: Any, chart: str, value_set: str
+) -> None:
     for doc in workloads(rendered[(chart, value_set)]):
         spec = pod_spec(doc)
         name = doc["metadata"]["name"]
@@ -96,14 +120,19 @@ def test_containers_have_probes_resources_and_hardened_contexts(rendered: Any, c
             assert ctx["capabilities"]["drop"] == ["ALL"], where
             assert not ctx.get("privileged", False), where
             if name not in ROOT_ALLOWED:
-                assert ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot"), f"{where} may run as root"
+                assert ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot"), (
+                    f"{where} may run as root"
+                )
                 assert pod_ctx.get("runAsUser", 1) != 0, where
             limits = container["resources"]["limits"]
             requests = container["resources"]["requests"]
-            assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests), where
-            assert ":" in container["image"] and not container["image"].endswith(":latest"), where
+            assert {"cpu", "memory"} <= set(limits), where
+            assert {"cpu", "memory"} <= set(requests), where
+            assert ":" in container["image"], where
+            assert not container["image"].endswith(":latest"), where
             if doc["kind"] != "Job":
-                assert "readinessProbe" in container and "livenessProbe" in container, where
+                assert "readinessProbe" in container, where
+                assert "livenessProbe" in container, where
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -112,7 +141,9 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
-    deployments = {d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in by_kind["Deployment"]}
+    deployments = {
+        d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in by_kind["Deployment"]
+    }
     assert set(deployments) == {"processor", "worker"}
     for name, port in (("processor", 8000), ("worker", 8001)):
         spec = pod_spec(deployments[name])
@@ -125,7 +156,10 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
         assert annotations["prometheus.io/port"] == str(port)
         assert spec["automountServiceAccountToken"] is False
     secret_env = {
-        e["name"] for d in deployments.values() for e in pod_spec(d)["containers"][0]["env"] if "valueFrom" in e
+        e["name"]
+        for d in deployments.values()
+        for e in pod_spec(d)["containers"][0]["env"]
+        if "valueFrom" in e
     }
     assert secret_env == {"CA4_MONGO_URL", "CA4_API_KEY_HASHES"}
     config = by_kind["ConfigMap"][0]["data"]
@@ -137,7 +171,8 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
     pdbs = by_kind.get("PodDisruptionBudget", [])
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
     if value_set == "dev":  # one replica each: no autoscaling, no disruption budget
-        assert not pdbs and not hpas
+        assert not pdbs
+        assert not hpas
     else:
         assert len(pdbs) == 2
         assert hpas[0]["spec"]["scaleTargetRef"]["name"].endswith("-processor")
@@ -145,13 +180,20 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_app_network_policies(rendered: Any, value_set: str) -> None:
-    policies = {d["metadata"]["name"]: d for d in rendered[("ca4-app", value_set)] if d["kind"] == "NetworkPolicy"}
+    policies = {
+        d["metadata"]["name"]: d
+        for d in rendered[("ca4-app", value_set)]
+        if d["kind"] == "NetworkPolicy"
+    }
     deny = next(p for n, p in policies.items() if n.endswith("default-deny"))
     assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
+    assert "ingress" not in deny["spec"]
+    assert "egress" not in deny["spec"]
     processor = next(p for n, p in policies.items() if n.endswith("-processor"))
     sources = processor["spec"]["ingress"][0]["from"]
-    namespaces = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
+    namespaces = {
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources
+    }
     assert namespaces == {"kube-system", "monitoring"}, "processor: only Traefik and Prometheus"
 
 
@@ -162,24 +204,35 @@ def test_platform_kafka_kraft_and_tunnel_listener(rendered: Any, value_set: str)
     replicas = sts["spec"]["replicas"]
     assert sts["spec"]["serviceName"] == "kafka-headless"
     assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
-    headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "kafka-headless")
+    headless = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "kafka-headless"
+    )
     assert headless["spec"]["clusterIP"] == "None"
-    props = next(d for d in docs if d["metadata"]["name"] == "kafka-config")["data"]["server.properties.in"]
+    props = next(d for d in docs if d["metadata"]["name"] == "kafka-config")["data"][
+        "server.properties.in"
+    ]
     settings = dict(line.split("=", 1) for line in props.splitlines() if "=" in line)
     assert settings["process.roles"] == "broker,controller"
     assert len(settings["controller.quorum.voters"].split(",")) == replicas
     assert "TUNNEL://localhost:@TUNNEL_PORT@" in settings["advertised.listeners"]
     assert "INTERNAL://@POD_HOST@:9092" in settings["advertised.listeners"]
     tunnels = sorted(
-        (d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].startswith("kafka-tunnel-")),
+        (
+            d
+            for d in docs
+            if d["kind"] == "Service" and d["metadata"]["name"].startswith("kafka-tunnel-")
+        ),
         key=lambda d: d["metadata"]["name"],
     )
-    assert [t["spec"]["ports"][0]["nodePort"] for t in tunnels] == [30094 + i for i in range(replicas)]
+    assert [t["spec"]["ports"][0]["nodePort"] for t in tunnels] == [
+        30094 + i for i in range(replicas)
+    ]
     for i, tunnel in enumerate(tunnels):
         assert tunnel["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == f"kafka-{i}"
     job = next(d for d in docs if d["kind"] == "Job")
     script = pod_spec(job)["containers"][0]["command"][-1]
-    assert "--if-not-exists" in script and "gpu-metadata.dlq" in script
+    assert "--if-not-exists" in script
+    assert "gpu-metadata.dlq" in script
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -187,12 +240,17 @@ def test_platform_namespaces_rbac_and_policies(rendered: Any, value_set: str) ->
     docs = rendered[("ca4-platform", value_set)]
     namespaces = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Namespace"}
     assert set(namespaces) == {"monitoring", "app"}
-    assert namespaces["app"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert (
+        namespaces["app"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+        == "restricted"
+    )
     roles = [d for d in docs if d["kind"] == "ClusterRole"]
     for role in roles:
         for rule in role["rules"]:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, "platform RBAC is read-only"
-    deny = [d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "default-deny"]
+    deny = [
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "default-deny"
+    ]
     assert {d["metadata"]["namespace"] for d in deny} == {"platform", "monitoring"}
     prometheus = next(d for d in docs if d["metadata"]["name"] == "prometheus-config")
     assert "kubernetes_sd_configs" in prometheus["data"]["prometheus.yml"]
@@ -215,8 +273,12 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("chart", "args", "message"), BAD_VALUES, ids=[" ".join(a) for _, a, _ in BAD_VALUES])
-def test_bad_values_are_rejected_with_a_clear_message(helm: str, chart: str, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("chart", "args", "message"), BAD_VALUES, ids=[" ".join(a) for _, a, _ in BAD_VALUES]
+)
+def test_bad_values_are_rejected_with_a_clear_message(
+    helm: str, chart: str, args: list[str], message: str
+) -> None:
     code, _, stderr = template(helm, chart, *args)
     assert code != 0
     assert message in stderr, stderr
@@ -230,7 +292,9 @@ def test_chart_copies_of_observability_are_fresh() -> None:
 @pytest.mark.parametrize("chart", CHARTS)
 def test_values_documented_with_param(chart: str) -> None:
     text = (chart_dir(chart) / "values.yaml").read_text()
-    documented = {line.split()[2] for line in text.splitlines() if line.strip().startswith("## @param")}
+    documented = {
+        line.split()[2] for line in text.splitlines() if line.strip().startswith("## @param")
+    }
 
     def leaves(node: Any, prefix: str = "") -> set[str]:
         if isinstance(node, dict) and node:

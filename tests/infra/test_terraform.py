@@ -25,7 +25,9 @@ def _clean(value: Any) -> Any:
     """python-hcl2 8 keeps HCL quotes on keys and strings; strip them and the block markers."""
     if isinstance(value, dict):
         return {
-            _clean(k): _clean(v) for k, v in value.items() if k not in {"__is_block__", "__comments__"}
+            _clean(k): _clean(v)
+            for k, v in value.items()
+            if k not in {"__is_block__", "__comments__"}
         }
     if isinstance(value, list):
         return [_clean(v) for v in value]
@@ -73,7 +75,9 @@ def test_module_layout_and_documented_typed_variables(module: str) -> None:
     for name, body in variables(folder / "variables.tf").items():
         assert body.get("description"), f"{module}: variable {name} has no description"
         assert body.get("type"), f"{module}: variable {name} has no type"
-    outputs = {n: b for blk in load(folder / "outputs.tf").get("output", []) for n, b in blk.items()}
+    outputs = {
+        n: b for blk in load(folder / "outputs.tf").get("output", []) for n, b in blk.items()
+    }
     assert outputs, f"{module} has no outputs"
     for name, body in outputs.items():
         assert body.get("description"), f"{module}: output {name} has no description"
@@ -90,7 +94,13 @@ def test_root_stack_pins_exact_versions_and_s3_backend() -> None:
 
 def test_inputs_are_validated() -> None:
     root = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")
-    for name in ("environment", "aws_region", "operator_cidrs", "ssh_public_key", "archive_bucket_name"):
+    for name in (
+        "environment",
+        "aws_region",
+        "operator_cidrs",
+        "ssh_public_key",
+        "archive_bucket_name",
+    ):
         assert root[name].get("validation"), f"root variable {name} has no validation block"
     assert "0.0.0.0/" in json.dumps(root["operator_cidrs"]["validation"])
     bucket = variables(TF_ROOT / "modules" / "archive_bucket" / "variables.tf")["bucket_name"]
@@ -115,7 +125,9 @@ EGRESS = {n: b for (t, n), b in SG.items() if t == "aws_vpc_security_group_egres
 
 def test_bastion_ssh_only_from_operator_cidrs() -> None:
     bastion_rules = {
-        n: b for n, b in INGRESS.items() if "aws_security_group.bastion.id" in b["security_group_id"]
+        n: b
+        for n, b in INGRESS.items()
+        if "aws_security_group.bastion.id" in b["security_group_id"]
     }
     assert set(bastion_rules) == {"bastion_ssh"}
     rule = bastion_rules["bastion_ssh"]
@@ -133,7 +145,9 @@ def test_only_the_https_ingress_is_open_to_cidrs() -> None:
 
 def test_k3s_nodes_reachable_only_from_vpc_groups() -> None:
     node_rules = {
-        n: b for n, b in INGRESS.items() if "aws_security_group.k3s_nodes.id" in b["security_group_id"]
+        n: b
+        for n, b in INGRESS.items()
+        if "aws_security_group.k3s_nodes.id" in b["security_group_id"]
     }
     assert node_rules
     for name, rule in node_rules.items():
@@ -180,7 +194,13 @@ def test_instances_require_imdsv2_and_encrypted_volumes() -> None:
 
 def test_node_role_scoped_to_archive_bucket() -> None:
     data = load(TF_ROOT / "modules" / "k3s" / "main.tf")["data"]
-    docs = {n: b for blk in data for t, named in blk.items() for n, b in named.items() if t == "aws_iam_policy_document"}
+    docs = {
+        n: b
+        for blk in data
+        for t, named in blk.items()
+        for n, b in named.items()
+        if t == "aws_iam_policy_document"
+    }
     for statement in docs["archive"]["statement"]:
         for resource in statement["resources"]:
             assert "var.archive_bucket_arn" in resource or "var.kms_key_arn" in resource
@@ -192,7 +212,12 @@ BUCKET = resources(TF_ROOT / "modules" / "archive_bucket" / "main.tf")
 
 def test_bucket_blocks_public_access() -> None:
     block = BUCKET[("aws_s3_bucket_public_access_block", "this")]
-    for flag in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"):
+    for flag in (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    ):
         assert block[flag] is True, flag
 
 
@@ -217,7 +242,10 @@ def test_bucket_kept_by_default() -> None:
 
 def test_documentdb_tls_private_encrypted() -> None:
     docdb = resources(TF_ROOT / "modules" / "documentdb" / "main.tf")
-    params = {p["name"]: p["value"] for p in docdb[("aws_docdb_cluster_parameter_group", "this")]["parameter"]}
+    params = {
+        p["name"]: p["value"]
+        for p in docdb[("aws_docdb_cluster_parameter_group", "this")]["parameter"]
+    }
     assert params["tls"] == "enabled"
     cluster = docdb[("aws_docdb_cluster", "this")]
     assert cluster["storage_encrypted"] is True
@@ -231,17 +259,33 @@ SKIP_COMMENT = re.compile(r"#checkov:skip=(CKV2?_[A-Z0-9_]+)(:?)(.*)")
 
 
 @pytest.fixture(scope="session")
-def checkov_report(checkov_cmd: list[str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def checkov_report(
+    checkov_cmd: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """One checkov run over infra/terraform for the whole session (it takes ~40 s)."""
     out = tmp_path_factory.mktemp("checkov")
     result = run(
-        [*checkov_cmd, "-d", str(TF_ROOT), "--framework", "terraform", "--skip-download",
-         "--quiet", "--compact", "-o", "json", "--output-file-path", str(out)],
+        [
+            *checkov_cmd,
+            "-d",
+            str(TF_ROOT),
+            "--framework",
+            "terraform",
+            "--skip-download",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+            "--output-file-path",
+            str(out),
+        ],
         timeout=900,
     )
     report = out / "results_json.json"
     if not report.exists():
-        pytest.fail(f"checkov produced no report (exit {result.returncode}):\n{result.stderr[-3000:]}")
+        pytest.fail(
+            f"checkov produced no report (exit {result.returncode}):\n{result.stderr[-3000:]}"
+        )
     data = json.loads(report.read_text())
     return data[0] if isinstance(data, list) else data
 
@@ -258,6 +302,6 @@ def test_checkov_skips_are_justified() -> None:
         for line in path.read_text().splitlines():
             match = SKIP_COMMENT.search(line)
             if match:
-                assert match.group(2) == ":" and len(match.group(3).strip()) >= 30, (
-                    f"{path}: checkov skip {match.group(1)} needs a written reason"
-                )
+                reason = f"{path}: checkov skip {match.group(1)} needs a written reason"
+                assert match.group(2) == ":", reason
+                assert len(match.group(3).strip()) >= 30, reason

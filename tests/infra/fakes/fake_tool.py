@@ -57,7 +57,10 @@ def _ssh(argv: list[str]) -> None:
     elif "node-token" in remote:
         print("K10fake::server:token")
     elif "k3s.yaml" in remote:
-        print("apiVersion: v1\nclusters:\n- cluster:\n    server: https://127.0.0.1:6443\n  name: default")
+        print(
+            "apiVersion: v1\nclusters:\n- cluster:\n"
+            "    server: https://127.0.0.1:6443\n  name: default"
+        )
 
 
 def main() -> None:

@@ -1,0 +1,379 @@
+"""Shell scripts pass shellcheck; the Make targets run against fake terraform/ssh/kubectl/helm
+executables placed first on PATH, which record their calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import K3S_VERSION, REPO, run
+
+FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv"]
+# What the recipes and scripts need from the system besides the faked tools.
+SYSTEM_TOOLS = [
+    "bash",
+    "sh",
+    "env",
+    "cat",
+    "sed",
+    "grep",
+    "mktemp",
+    "rm",
+    "mkdir",
+    "chmod",
+    "dirname",
+    "head",
+    "cut",
+    "tr",
+    "wc",
+    "diff",
+    "find",
+    "cp",
+    "install",
+    "cmp",
+    "make",
+    "test",
+    "printf",
+]
+GUIDE_TARGETS = [
+    "ca4-apply",
+    "ca4-bootstrap-k3s",
+    "ca4-platform-setup",
+    "ca4-deploy-app",
+    "ca4-verify-e2e",
+]
+ALL_TARGETS = [*GUIDE_TARGETS, "ca4-destroy", "dev-api", "dev-ngrok", "dev-kafka-tunnel"]
+
+
+def shell_scripts() -> list[Path]:
+    """Every tracked or new (not ignored) file that is a shell script, by suffix or shebang."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    scripts = []
+    for name in listed:
+        path = REPO / name
+        if not path.is_file():
+            continue
+        if path.suffix in {".sh", ".bash"}:
+            scripts.append(path)
+            continue
+        with path.open("rb") as handle:
+            first = handle.readline(100)
+        if re.match(rb"#!\s*/(usr/)?bin/(env\s+)?(ba)?sh\b", first):
+            scripts.append(path)
+    return sorted(scripts)
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
+def test_shellcheck(shellcheck: str, script: Path) -> None:
+    result = run([shellcheck, "-x", str(script)], cwd=script.parent)
+    assert result.returncode == 0, result.stdout
+
+
+def test_infra_scripts_are_found() -> None:
+    names = {p.name for p in shell_scripts()}
+    assert {"k3s-bootstrap.sh", "tunnel.sh", "preflight.sh", "helm-sync.sh", "lib.sh"} <= names
+
+
+def test_make_help_lists_every_target() -> None:
+    text = (REPO / "mk" / "infra.mk").read_text()
+    for target in [*ALL_TARGETS, "helm-sync"]:
+        assert re.search(rf"^{re.escape(target)}: ## \S", text, re.M), (
+            f"{target} has no ## help line"
+        )
+
+
+# -- fake environment ----------------------------------------------------------------------------
+
+
+class Sandbox:
+    """A PATH of fake tools plus the system tools the recipes need, and the call log."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir()
+        self.log = root / "calls.jsonl"
+        self.state = root / "state"
+        self.state.mkdir()
+        self.home = root / "home"
+        (self.home / ".kube").mkdir(parents=True)
+        fake = (Path(__file__).parent / "fakes" / "fake_tool.py").read_text()
+        for tool in FAKE_TOOLS:
+            self.add_fake(tool, fake)
+        for tool in SYSTEM_TOOLS:
+            found = shutil.which(tool)
+            if found is None:
+                pytest.fail(f"system tool {tool} is missing: the Make targets need it")
+            (self.bin / tool).symlink_to(found)
+        self.pubkey = root / "id_ed25519.pub"
+        self.pubkey.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests ca4@test\n")
+        self.env = {
+            "PATH": str(self.bin),
+            "HOME": str(self.home),
+            "CA4_FAKE_LOG": str(self.log),
+            "CA4_FAKE_STATE": str(self.state),
+            "AWS_PROFILE": "ca4-test",
+            "CA4_TF_STATE_BUCKET": "ca4-tfstate-test",
+            "CA4_OPERATOR_CIDR": "198.51.100.7/32",
+            "CA4_SSH_PUBLIC_KEY_FILE": str(self.pubkey),
+            "CA4_MONGO_URL": "mongodb://user:pw@docdb.example:27017/?tls=true",
+            "CA4_API_KEY_HASHES": "ci:" + "a" * 64,
+            "CA4_IMAGE_TAG": "0.1.0",
+            "NGROK_AUTHTOKEN": "fake",
+            "CA4_KAFKA_TUNNEL_PORT": "1",  # a port nothing listens on, so the tunnel is opened
+        }
+
+    def add_fake(self, tool: str, source: str) -> None:
+        path = self.bin / tool
+        path.write_text(f"#!{sys.executable}\n{source}")
+        path.chmod(0o755)
+
+    def make(
+        self, *targets: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        kube = self.home / ".kube" / "ca4-dev.yaml"
+        return run(
+            ["make", "--no-print-directory", "-f", str(REPO / "mk" / "infra.mk"), *targets],
+            cwd=REPO,
+            env={**self.env, **(env or {})}
+            | ({"CA4_KUBECONFIG": str(kube)} if "CA4_KUBECONFIG" not in (env or {}) else {}),
+            timeout=120,
+        )
+
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def reset(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Sandbox:
+    return Sandbox(tmp_path)
+
+
+def verb_args(argv: list[str]) -> list[str]:
+    """argv without -chdir=... and -n NAMESPACE, so the verb comes first."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "-n":
+            skip = True
+        elif not arg.startswith("-chdir"):
+            out.append(arg)
+    return out
+
+
+def steps(calls: list[dict[str, Any]]) -> list[str]:
+    """The calls as `tool verb` strings, without terraform outputs and kubectl version."""
+    out = []
+    for call in calls:
+        argv = verb_args(call["argv"])
+        if call["tool"] == "terraform" and argv[0] == "output":
+            continue
+        if call["tool"] == "kubectl" and argv[0] == "version":
+            continue
+        out.append(f"{call['tool']} {argv[0] if argv else ''}".strip())
+    return out
+
+
+def test_guide_sequence(sandbox: Sandbox) -> None:
+    result = sandbox.make("ca4-apply", "ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    # The kubeconfig now exists, so the Kubernetes targets can run.
+    result = sandbox.make("ca4-platform-setup", "ca4-deploy-app", "ca4-verify-e2e")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    sequence = steps(calls)
+    # 1. terraform init -> plan -> apply
+    assert sequence[:3] == ["terraform init", "terraform plan", "terraform apply"]
+    init = calls[0]["argv"]
+    assert "-backend-config=key=ca4/dev/terraform.tfstate" in init
+    assert "-backend-config=bucket=ca4-tfstate-test" in init
+    # 2. ssh: first server installed before any agent, every ssh through the bastion
+    ssh_calls = [c for c in calls if c["tool"] == "ssh"]
+    assert ssh_calls
+    assert all(
+        c["argv"][c["argv"].index("-J") : c["argv"].index("-J") + 2]
+        == ["-J", "ubuntu@203.0.113.10"]
+        for c in ssh_calls
+    )
+    installs = [c for c in ssh_calls if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
+    assert [c["argv"][c["argv"].index("-J") + 2] for c in installs] == [
+        "ubuntu@10.40.10.11",
+        "ubuntu@10.40.11.21",
+        "ubuntu@10.40.10.22",
+    ]
+    assert f"INSTALL_K3S_VERSION='{K3S_VERSION}'" in " ".join(installs[0]["argv"])
+    assert "--tls-san=127.0.0.1" in " ".join(installs[0]["argv"])
+    for agent in installs[1:]:
+        assert "--token-file=/etc/rancher/k3s/ca4-token" in " ".join(agent["argv"])
+        assert "K10fake" not in " ".join(agent["argv"]), "the token never appears on a command line"
+    assert "kubectl wait --for=condition=Ready nodes" in " ".join(ssh_calls[-1]["argv"])
+    kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
+    assert "server: https://127.0.0.1:6443" in kubeconfig.read_text()
+    assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
+    # 3-5. platform chart, then the app Secret and chart, then ca4 verify
+    after_ssh = [s for s in sequence[3:] if not s.startswith("ssh")]
+    helm_calls = [c for c in calls if c["tool"] == "helm"]
+    assert [c["argv"][2] for c in helm_calls] == ["ca4-platform", "ca4-app"]
+    platform_install = after_ssh.index("helm upgrade")
+    app_secret = after_ssh.index("kubectl create", platform_install)
+    assert after_ssh.index("helm upgrade", platform_install + 1) > app_secret
+    assert after_ssh[-1] == "uv run"
+    app = helm_calls[1]["argv"]
+    assert "config.s3.bucket=ca4-dev-archive-123456789012" in app
+    assert "image.tag=0.1.0" in app
+    secret_apply = [c for c in calls if c["tool"] == "kubectl" and c["argv"][:2] == ["apply", "-f"]]
+    assert len(secret_apply) == 2  # the platform namespace, then the app Secret
+    assert "mongodb://" not in json.dumps([c["argv"] for c in calls]), (
+        "secrets never on a command line"
+    )
+
+
+def test_bootstrap_is_idempotent(sandbox: Sandbox) -> None:
+    assert sandbox.make("ca4-bootstrap-k3s").returncode == 0
+    kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
+    first_mtime = kubeconfig.stat().st_mtime_ns
+    sandbox.reset()
+    second = sandbox.make("ca4-bootstrap-k3s")
+    assert second.returncode == 0, second.stderr
+    remote = [" ".join(c["argv"]) for c in sandbox.calls() if c["tool"] == "ssh"]
+    assert not [r for r in remote if "INSTALL_K3S_VERSION" in r], "second run reinstalled K3s"
+    assert "already installed, unchanged" in second.stderr
+    assert "kubeconfig" in second.stderr
+    assert "unchanged" in second.stderr
+    assert kubeconfig.stat().st_mtime_ns == first_mtime
+
+
+def test_helm_targets_are_idempotent_upgrades(sandbox: Sandbox) -> None:
+    assert sandbox.make("ca4-bootstrap-k3s").returncode == 0
+    for _ in range(2):
+        sandbox.reset()
+        result = sandbox.make("ca4-platform-setup", "ca4-deploy-app")
+        assert result.returncode == 0, result.stderr
+        for call in sandbox.calls():
+            if call["tool"] == "helm":
+                assert call["argv"][:2] == ["upgrade", "--install"]
+            if call["tool"] == "kubectl":
+                assert verb_args(call["argv"])[0] in {"version", "create", "apply", "label"}
+                if verb_args(call["argv"])[0] == "create":
+                    assert "--dry-run=client" in call["argv"]
+
+
+def test_destroy_keeps_the_bucket_unless_asked(sandbox: Sandbox) -> None:
+    assert sandbox.make("ca4-destroy").returncode == 0
+    destroy = next(c["argv"] for c in sandbox.calls() if c["argv"][1:2] == ["destroy"])
+    assert "-target=module.network" in destroy
+    assert not any("archive_bucket" in a for a in destroy)
+    sandbox.reset()
+    assert sandbox.make("ca4-destroy", env={"DESTROY_ARCHIVE": "yes"}).returncode == 0
+    calls = [c["argv"] for c in sandbox.calls() if c["tool"] == "terraform"]
+    assert any(
+        "-target=module.archive_bucket" in a and "archive_force_destroy=true" in a for a in calls
+    )
+    assert any(a[1] == "destroy" and not any(x.startswith("-target") for x in a) for a in calls)
+
+
+def test_dev_targets(sandbox: Sandbox) -> None:
+    result = sandbox.make("dev-kafka-tunnel", "dev-ngrok", "dev-api")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    tunnel = next(c["argv"] for c in calls if c["tool"] == "ssh")
+    assert "127.0.0.1:1:10.40.10.11:30094" in tunnel
+    assert "ubuntu@203.0.113.10" in tunnel
+    assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8000"]
+    assert "uvicorn" in next(c["argv"] for c in calls if c["tool"] == "uv")
+
+
+@pytest.mark.parametrize(
+    ("target", "tool"),
+    [
+        ("ca4-apply", "terraform"),
+        ("ca4-bootstrap-k3s", "ssh"),
+        ("ca4-platform-setup", "helm"),
+        ("ca4-deploy-app", "kubectl"),
+        ("ca4-verify-e2e", "uv"),
+        ("ca4-destroy", "terraform"),
+        ("dev-api", "uv"),
+        ("dev-ngrok", "ngrok"),
+        ("dev-kafka-tunnel", "ssh"),
+    ],
+)
+def test_missing_tool_stops_the_target(sandbox: Sandbox, target: str, tool: str) -> None:
+    (sandbox.bin / tool).unlink()
+    kube = sandbox.home / ".kube" / "ca4-dev.yaml"
+    kube.write_text("apiVersion: v1\n")
+    result = sandbox.make(target)
+    assert result.returncode != 0
+    assert f"{target}: missing tool: {tool}" in result.stderr
+    assert len(result.stderr.strip().splitlines()[0]) < 160
+    assert not [
+        c
+        for c in sandbox.calls()
+        if c["tool"] in {"terraform", "helm"} and c["argv"][0] != "output"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("target", "unset", "message"),
+    [
+        ("ca4-apply", "AWS_PROFILE", "missing credential: AWS"),
+        ("ca4-apply", "CA4_OPERATOR_CIDR", "missing setting: CA4_OPERATOR_CIDR"),
+        ("ca4-apply", "CA4_TF_STATE_BUCKET", "missing setting: CA4_TF_STATE_BUCKET"),
+        ("ca4-destroy", "AWS_PROFILE", "missing credential: AWS"),
+        ("ca4-deploy-app", "CA4_MONGO_URL", "missing setting: CA4_MONGO_URL"),
+        ("dev-ngrok", "NGROK_AUTHTOKEN", "missing setting: NGROK_AUTHTOKEN"),
+    ],
+)
+def test_missing_credential_stops_the_target(
+    sandbox: Sandbox, target: str, unset: str, message: str
+) -> None:
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    env = dict(sandbox.env)
+    env.pop(unset)
+    sandbox.env = env
+    result = sandbox.make(target)
+    assert result.returncode != 0
+    assert f"{target}: {message}" in result.stderr
+    assert not [
+        c
+        for c in sandbox.calls()
+        if c["tool"] in {"terraform", "helm", "ngrok"} and c["argv"][0] != "output"
+    ]
+
+
+def test_missing_kubeconfig_stops_platform_setup(sandbox: Sandbox) -> None:
+    result = sandbox.make("ca4-platform-setup")
+    assert result.returncode != 0
+    assert "ca4-platform-setup: missing file: CA4_KUBECONFIG=" in result.stderr
+
+
+def test_unreachable_api_is_named(sandbox: Sandbox) -> None:
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    sandbox.add_fake("kubectl", "import sys\nsys.exit(1)\n")
+    result = sandbox.make("ca4-platform-setup")
+    assert result.returncode != 0
+    assert "Kubernetes API not reachable" in result.stderr
+    assert "make ca4-api-tunnel" in result.stderr
+
+
+def test_os_environ_untouched() -> None:
+    assert "CA4_FAKE_LOG" not in os.environ
