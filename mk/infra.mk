@@ -22,10 +22,13 @@ CA4_HELM_TIMEOUT ?= 10m
 CA4_IMAGE_TAG ?=
 DESTROY_ARCHIVE ?= no
 
-export CA4_ENV := $(ENV)
-export CA4_TF_DIR
-export CA4_KUBECONFIG
-export KUBECONFIG := $(CA4_KUBECONFIG)
+CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-api-tunnel ca4-platform-setup \
+	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
+# Exported to these targets only, so the root Makefile's other targets see no change.
+$(CA4_INFRA_TARGETS): export CA4_ENV := $(ENV)
+$(CA4_INFRA_TARGETS): export CA4_TF_DIR := $(CA4_TF_DIR)
+$(CA4_INFRA_TARGETS): export CA4_KUBECONFIG := $(CA4_KUBECONFIG)
+$(CA4_INFRA_TARGETS): export KUBECONFIG := $(CA4_KUBECONFIG)
 
 # Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
 CA4_TF_ENV = TF_VAR_operator_cidrs='["$(CA4_OPERATOR_CIDR)"]' TF_VAR_ssh_public_key="$$(cat '$(CA4_SSH_PUBLIC_KEY_FILE)')"
