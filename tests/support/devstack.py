@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ca4_provision.devstack.stack import resolve_names
+
 DEVSTACK_SERVICES = ("kafka", "ferretdb", "minio", "prometheus")
 
 
@@ -53,7 +55,7 @@ class DevstackControl:
 
     async def require_ours(self, service: str) -> None:
         """Fail unless ``service`` runs under this checkout's dev stack (so we may stop it)."""
-        row = (await self.status())[service]
+        row = (await self.status())[resolve_names([service])[0]]
         if row["pid"] is None:
             raise RuntimeError(
                 f"{service} is not run by this checkout's `ca4 devstack` ({row['state']}); "

@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from aiokafka.client import AIOKafkaClient
-from pymongo import AsyncMongoClient
+
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient
 
 CHECK_TIMEOUT_S = 3.0
 
@@ -32,6 +34,8 @@ def quiet_kafka_client() -> Iterator[None]:
 
 async def kafka_ready(bootstrap_servers: str) -> None:
     """A metadata request answered with at least one live broker."""
+    from aiokafka.client import AIOKafkaClient  # imported on use: keeps the CLI start fast
+
     with quiet_kafka_client():
         client = AIOKafkaClient(
             bootstrap_servers=bootstrap_servers,
@@ -51,7 +55,9 @@ async def kafka_ready(bootstrap_servers: str) -> None:
 
 async def mongo_ready(url: str) -> None:
     """The ``ping`` command succeeds."""
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         url,
         serverSelectionTimeoutMS=int(CHECK_TIMEOUT_S * 1000),
         connectTimeoutMS=int(CHECK_TIMEOUT_S * 1000),

@@ -1,13 +1,12 @@
-"""Idempotent post-start setup: Kafka topics and the S3 archive bucket."""
+"""Idempotent post-start setup: Kafka topics and the S3 archive bucket.
+
+Client libraries are imported inside the functions so `ca4 devstack env` starts fast.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import aioboto3
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from botocore.exceptions import ClientError
 
 from ca4_provision.devstack.health import quiet_kafka_client
 
@@ -23,6 +22,8 @@ async def ensure_topics(
     bootstrap_servers: str, topics: Sequence[str], *, partitions: int
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # heavy: imported on use
+
     with quiet_kafka_client():
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10000)
         await admin.start()
@@ -46,6 +47,9 @@ async def ensure_bucket(
     endpoint_url: str, bucket: str, *, access_key_id: str, secret_access_key: str
 ) -> bool:
     """Create the bucket unless it exists; True if it was created."""
+    import aioboto3  # heavy (botocore): imported on use
+    from botocore.exceptions import ClientError
+
     session = aioboto3.Session(
         aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,

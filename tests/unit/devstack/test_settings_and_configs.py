@@ -1,0 +1,90 @@
+"""Dev stack settings, rendered configs and service-name resolution."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import pytest
+from ca4_provision.devstack import configs
+from ca4_provision.devstack.settings import DevstackSettings, find_repo_root
+from ca4_provision.devstack.stack import DevstackError, resolve_names
+from ca4_provision.devstack.tools import MissingToolError, require
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> DevstackSettings:
+    monkeypatch.setenv("CA4_DEVSTACK_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("CA4_DEVSTACK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CA4_DEVSTACK_KAFKA_PORT", "19092")
+    monkeypatch.setenv("CA4_DEVSTACK_PROCESSOR_PORT", "18000")
+    return DevstackSettings.from_env()
+
+
+def test_env_knobs_move_folders_and_ports(settings: DevstackSettings, tmp_path: Path) -> None:
+    assert settings.home == tmp_path / "state"
+    assert settings.cache == tmp_path / "cache"
+    assert settings.ports.kafka == 19092
+    assert settings.ports.mongo == 27017
+    assert settings.client_env()["CA4_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+
+
+def test_defaults_put_state_in_the_repo_and_cache_in_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for knob in ("CA4_DEVSTACK_HOME", "CA4_DEVSTACK_CACHE"):
+        monkeypatch.delenv(knob, raising=False)
+    settings = DevstackSettings.from_env()
+    assert settings.home == settings.repo_root / ".devstack"
+    assert settings.cache == Path.home().resolve() / ".cache" / "ca4" / "devstack"
+    assert find_repo_root() == settings.repo_root
+
+
+def test_bad_port_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CA4_DEVSTACK_S3_PORT", "nine thousand")
+    with pytest.raises(ValueError, match="CA4_DEVSTACK_S3_PORT"):
+        DevstackSettings.from_env()
+
+
+def test_kafka_listens_on_loopback_only(settings: DevstackSettings, tmp_path: Path) -> None:
+    rendered = configs.kafka_server_properties(settings, tmp_path / "data")
+    props = dict(line.split("=", 1) for line in rendered.splitlines() if "=" in line)
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:9093"
+    assert props["num.partitions"] == "3"
+    assert props["auto.create.topics.enable"] == "true"
+
+
+def test_prometheus_scrapes_our_jobs_and_loads_rules(settings: DevstackSettings) -> None:
+    rendered = configs.prometheus_config(settings)
+    config = json.loads(rendered.split("\n", 1)[1])  # JSON after the comment line is valid YAML
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+    }
+    assert targets["processor"] == ["127.0.0.1:18000"]
+    assert targets["worker"] == ["127.0.0.1:8001"]
+    assert config["global"]["scrape_interval"] == "5s"
+    assert config["rule_files"] == [
+        str(settings.repo_root / "observability" / "prometheus" / "rules" / "*.yml")
+    ]
+
+
+def test_kafka_cluster_id_format() -> None:
+    allowed = set(string.ascii_letters + string.digits + "-_")
+    for _ in range(50):
+        cluster_id = configs.kafka_cluster_id()
+        assert len(cluster_id) == 22
+        assert set(cluster_id) <= allowed
+        assert not cluster_id.startswith("-")
+
+
+def test_aliases_resolve_and_unknown_names_fail() -> None:
+    assert resolve_names(["s3", "Mongo", "kafka"]) == ["minio", "ferretdb", "kafka"]
+    with pytest.raises(DevstackError, match="unknown service"):
+        resolve_names(["cassandra"])
+
+
+def test_missing_tool_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(MissingToolError, match="apt-get install -y maven"):
+        require("mvn")
