@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from ca4_provision.devstack.settings import DevstackSettings
 
 from tests.support.devstack import DEVSTACK_SERVICES, run_devstack

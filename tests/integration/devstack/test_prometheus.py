@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import pytest
-
 from ca4_provision.devstack.settings import DevstackSettings
 
 from tests.support.services import Endpoints
