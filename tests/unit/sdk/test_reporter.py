@@ -98,3 +98,25 @@ def test_stop_flushes_what_is_pending(tmp_path: Path) -> None:
         reporter.stop()
         assert state.accepted_ids()
         assert len(reporter.spool) == 0
+
+
+def test_main_thread_is_never_blocked_by_a_slow_api(tmp_path: Path) -> None:
+    """Notebook code keeps running while every POST takes a second and reports pile up."""
+    with stub_api() as (url, state):
+        state.delay_s = 1.0
+        reporter = _reporter(url, tmp_path, interval=0.05)
+        reporter.start()
+        max_gap, last = 0.0, time.perf_counter()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            now = time.perf_counter()
+            max_gap, last = max(max_gap, now - last - 0.002), now
+        start_stop = time.perf_counter()
+        state.delay_s = 0.0
+        reporter.stop()
+        print(
+            f"max main-thread gap {max_gap * 1000:.1f} ms; stop() took {time.perf_counter() - start_stop:.2f} s"
+        )
+    assert len(state.requests) >= 2
+    assert max_gap < 0.050, f"main thread stalled {max_gap * 1000:.1f} ms"
