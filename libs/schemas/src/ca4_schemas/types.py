@@ -19,6 +19,9 @@ _BIDI_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2
 
 
 def _reject_odd_unicode(value: str) -> str:
+    # Fast path for the common case: printable ASCII has no control, private or bidi characters.
+    if value.isascii() and value.isprintable():
+        return value
     for char in value:
         if unicodedata.category(char) in _FORBIDDEN_CATEGORIES or char in _BIDI_OVERRIDES:
             raise ValueError(f"contains a disallowed character U+{ord(char):04X}")
