@@ -1,0 +1,51 @@
+"""``ca4 send`` against the stub API, and ``ca4 sdk probe`` on this (GPU-less) host."""
+
+from __future__ import annotations
+
+from ca4_provision.cli import app
+from typer.testing import CliRunner
+
+from tests.unit.sdk.stub_api import stub_api
+from tests.unit.sdk.support import assert_valid_report
+
+
+def test_send_delivers_valid_synthetic_reports_and_summarises() -> None:
+    with stub_api() as (url, state):
+        result = CliRunner().invoke(
+            app,
+            [
+                "send",
+                "--count",
+                "25",
+                "--rate",
+                "0",
+                "--sessions",
+                "3",
+                "--url",
+                url,
+                "--seed",
+                "7",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert "accepted" in result.output
+    reports = [r for request in state.requests for r in request["body"]["reports"]]
+    assert len(reports) == len(state.accepted_ids()) == 25
+    assert len({r["session_id"] for r in reports}) == 3
+    for report in reports:
+        assert_valid_report(report)
+
+
+def test_send_exits_non_zero_when_the_api_is_down() -> None:
+    with stub_api() as (url, state):
+        state.status = 503
+        result = CliRunner().invoke(app, ["send", "--count", "3", "--rate", "0", "--url", url])
+    assert result.exit_code == 1
+    assert "503" in result.output
+
+
+def test_probe_prints_the_self_check() -> None:
+    result = CliRunner().invoke(app, ["sdk", "probe", "--collector", "none"])
+    assert result.exit_code == 0, result.output
+    assert "GPUs" in result.output or "No GPUs" in result.output
+    assert "Unavailable fields" in result.output
