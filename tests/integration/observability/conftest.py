@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Pipeline:
     processor_url: str
     worker_url: str
     prometheus_url: str
+    mongo_db: str
     endpoints: Endpoints
 
 
@@ -42,9 +44,10 @@ def answers(url: str) -> bool:
         return False
 
 
-def app_env(services: Endpoints) -> dict[str, str]:
+def app_env(services: Endpoints, mongo_db: str) -> dict[str, str]:
     return {
         **os.environ,
+        "CA4_MONGO_DB": mongo_db,
         "CA4_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
         "CA4_MONGO_URL": services.mongo_url,
         "CA4_S3_ENDPOINT_URL": services.s3_endpoint_url,
@@ -57,6 +60,10 @@ def app_env(services: Endpoints) -> dict[str, str]:
 def pipeline(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     assert services.prometheus_url, "CA4_PROMETHEUS_URL is not set: run `ca4 devstack env`"
     logs = tmp_path_factory.mktemp("apps")
+    # A worker we start gets its own database, so nothing other tests left behind can matter.
+    mongo_db = os.environ.get("CA4_MONGO_DB", "ca4")
+    if not answers("http://127.0.0.1:8001"):
+        mongo_db = f"test_obs_{uuid.uuid4().hex[:10]}"
     started: list[subprocess.Popen[bytes]] = []
     log_files: list[IO[bytes]] = []
     try:
@@ -79,7 +86,7 @@ def pipeline(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> I
                         str(port),
                     ],
                     cwd=REPO_ROOT,
-                    env=app_env(services),
+                    env=app_env(services, mongo_db),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -94,6 +101,7 @@ def pipeline(services: Endpoints, tmp_path_factory: pytest.TempPathFactory) -> I
             processor_url="http://127.0.0.1:8000",
             worker_url="http://127.0.0.1:8001",
             prometheus_url=services.prometheus_url,
+            mongo_db=mongo_db,
             endpoints=services,
         )
     finally:

@@ -67,20 +67,23 @@ async def evaluate(http: httpx.AsyncClient, prometheus_url: str, promql: str) ->
 
 
 @pytest.fixture(scope="module")
-async def traffic(pipeline: Pipeline) -> Pipeline:
+async def traffic(pipeline: Pipeline) -> tuple[Pipeline, float]:
+    """The pipeline after traffic, and one deadline shared by all expressions (not one each)."""
     await send_traffic(pipeline)
-    return pipeline
+    return pipeline, time.monotonic() + SERIES_TIMEOUT_S
 
 
 @pytest.mark.parametrize(
     "expression", dashboard_expressions() + rule_expressions(), ids=lambda e: e.origin
 )
-async def test_expression_evaluates(traffic: Pipeline, expression: Expression) -> None:
+async def test_expression_evaluates(
+    traffic: tuple[Pipeline, float], expression: Expression
+) -> None:
+    pipeline, deadline = traffic
     must_have_series = expression.dashboard == "pipeline"
-    deadline = time.monotonic() + SERIES_TIMEOUT_S
     async with httpx.AsyncClient(timeout=10.0) as http:
         while True:
-            result = await evaluate(http, traffic.prometheus_url, expression.promql)
+            result = await evaluate(http, pipeline.prometheus_url, expression.promql)
             if result or not must_have_series:
                 return
             assert time.monotonic() < deadline, (

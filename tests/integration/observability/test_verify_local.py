@@ -25,6 +25,7 @@ def test_first_six_steps_pass_grafana_and_loki_not_deployed(pipeline: Pipeline) 
         "CA4_WORKER_URL": pipeline.worker_url,
         "CA4_KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
         "CA4_MONGO_URL": services.mongo_url,
+        "CA4_MONGO_DB": pipeline.mongo_db,
         "CA4_PROMETHEUS_URL": pipeline.prometheus_url,
         # Nothing of ours listens on these ports locally.
         "CA4_GRAFANA_URL": "http://127.0.0.1:3999",
