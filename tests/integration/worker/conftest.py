@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pymongo.asynchronous.database import AsyncDatabase
-
 from ca4_worker.core.config import Settings
 from ca4_worker.persistence.mongo import Doc, connect, init_database
 from ca4_worker.persistence.s3 import S3ObjectStore
+from pymongo.asynchronous.database import AsyncDatabase
+
 from tests.support.services import Endpoints
 
 PARTITIONS = 3

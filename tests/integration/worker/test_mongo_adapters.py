@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from ca4_worker.persistence.mongo import Doc, MongoEventStore, MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ca4_worker.persistence.mongo import Doc, MongoEventStore, MongoProjections
 from tests.unit.worker.contracts import EventStoreContract, ProjectionsContract
 
 pytestmark = pytest.mark.mongo

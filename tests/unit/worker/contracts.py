@@ -11,6 +11,7 @@ from datetime import timedelta
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.views import GpuQuery, SessionQuery
 from ca4_worker.domain.records import Position, PositionedEvent
+
 from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned, session_stream
 
 

@@ -10,8 +10,7 @@ from typing import Any
 
 from ca4_schemas import GpuMetadataReported
 from ca4_schemas.constants import HEADER_EVENT_ID
-
-from ca4_worker.domain.records import PositionedEvent, Position, RawRecord
+from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
 
 BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from ca4_worker.persistence.memory import InMemoryEventStore, InMemoryProjections
+
 from tests.unit.worker.contracts import EventStoreContract, ProjectionsContract
 
 

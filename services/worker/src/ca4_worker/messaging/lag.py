@@ -12,7 +12,6 @@ import contextlib
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from ca4_worker.core import metrics
 
@@ -58,8 +57,8 @@ class LagMonitor:
         while True:
             try:
                 await self.refresh()
-            except KafkaError as error:
-                log.warning("lag refresh failed", error=str(error))
+            except Exception as error:
+                log.warning("lag refresh failed", error=repr(error))
             await asyncio.sleep(self._interval_s)
 
     async def refresh(self) -> dict[str, dict[int, int]]:
@@ -85,6 +84,12 @@ class LagMonitor:
         return lags
 
     async def _partitions(self) -> list[TopicPartition]:
-        await self._offsets.topics()  # refresh metadata so new partitions show up
-        ids = self._offsets.partitions_for_topic(self._topic) or set()
-        return [TopicPartition(self._topic, partition) for partition in sorted(ids)]
+        """The topic's partitions, asked afresh each time so new partitions show up."""
+        described = await self._admin.describe_topics([self._topic])
+        ids = sorted(
+            item["partition"]
+            for topic in described
+            if topic["topic"] == self._topic and topic["error_code"] == 0
+            for item in topic["partitions"]
+        )
+        return [TopicPartition(self._topic, partition) for partition in ids]

@@ -62,9 +62,18 @@ def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
 
 
 async def init_database(database: AsyncDatabase[Doc]) -> None:
-    """Create the collections' indexes (Beanie owns the schema)."""
+    """Initialise Beanie and create each document's indexes.
+
+    Indexes are created one ``createIndexes`` call per index: FerretDB v1.24 drops the
+    connection when one call lists several indexes that already exist, which is what
+    ``init_beanie`` sends on every restart.
+    """
     with unavailable_on_driver_errors():
-        await init_beanie(database=database, document_models=DOCUMENT_MODELS)
+        await init_beanie(database=database, document_models=DOCUMENT_MODELS, skip_indexes=True)
+        for model in DOCUMENT_MODELS:
+            collection = database[model.get_collection_name()]
+            for index in model.Settings.indexes:  # type: ignore[attr-defined]
+                await collection.create_indexes([index])
 
 
 def event_document(positioned: PositionedEvent, *, topic: str, stored_at: datetime) -> Doc:

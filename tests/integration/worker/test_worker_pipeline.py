@@ -1,0 +1,174 @@
+"""A running worker against the real Kafka, FerretDB and MinIO."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from ca4_schemas.constants import (
+    HEADER_ERROR_CLASS,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    HEADER_SOURCE_TOPIC,
+    HEADER_WORKER_VERSION,
+)
+from ca4_worker.application.replay import replay_from_archive, replay_from_store
+from ca4_worker.core.config import Settings
+from ca4_worker.persistence.mongo import Doc, MongoEventStore, MongoProjections
+from ca4_worker.persistence.s3 import S3ObjectStore
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.integration.worker.checks import (
+    archived_positions,
+    projected_sample_total,
+    stored_event_ids,
+)
+from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.unit.worker.contracts import snapshot
+from tests.unit.worker.factories import event_body, gpu_sample
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
+
+POISON = [
+    b"{not json",
+    json.dumps({"event_id": "x", "schema_version": 1}).encode(),
+    json.dumps({**event_body(), "schema_version": 99}).encode(),
+]
+
+
+def good_events(count: int, sessions: int = 10) -> list[dict[str, object]]:
+    return [
+        event_body(
+            session_id=f"session-{index % sessions}",
+            gpus=[gpu_sample(0, uuid_=f"GPU-{index % sessions}", utilization=float(index % 100))],
+        )
+        for index in range(count)
+    ]
+
+
+async def test_events_are_stored_projected_dead_lettered_and_archived(
+    worker_settings: Settings,
+    database: AsyncDatabase[Doc],
+    bucket: S3ObjectStore,
+) -> None:
+    events = good_events(300)
+    messages: list[dict[str, object] | bytes] = [*events[:150], *POISON, *events[150:]]
+    topic = worker_settings.kafka_topic
+    bootstrap = worker_settings.kafka_bootstrap_servers
+    await produce(bootstrap, topic, messages)
+    await produce(bootstrap, topic, events[:20])  # a client retrying: same event ids again
+
+    async with running_worker(worker_settings) as api:
+
+        async def all_stored() -> bool:
+            return await database["events"].count_documents({}) >= 300
+
+        await wait_for(all_stored, timeout_s=60, what="300 events stored")
+
+        async def all_archived() -> bool:
+            return sum((await archived_positions(bucket, topic)).values()) >= 323
+
+        await wait_for(all_archived, timeout_s=60, what="323 records archived")
+        ids = await stored_event_ids(database)
+        assert sorted(ids) == sorted(str(event["event_id"]) for event in events)
+        assert await projected_sample_total(database) == 300
+
+        status = (await api.get(f"/v1/events/{events[0]['event_id']}")).json()
+        assert status["stored"] is True
+        assert status["projected"] is True
+        missing = (await api.get("/v1/events/00000000-0000-4000-8000-000000000000")).json()
+        assert missing == {
+            "event_id": "00000000-0000-4000-8000-000000000000",
+            "stored": False,
+            "projected": False,
+            "partition": None,
+            "offset": None,
+            "session_id": None,
+            "received_at": None,
+            "event": None,
+        }
+        sessions = (await api.get("/v1/sessions", params={"limit": 4})).json()
+        assert len(sessions["items"]) == 4
+        assert sessions["next_cursor"] == sessions["items"][-1]["session_id"]
+        one = (await api.get("/v1/sessions/session-3")).json()
+        assert one["sample_count"] == 30
+        assert one["gpu_models"] == ["Tesla T4"]
+        assert (await api.get("/v1/sessions/nope")).status_code == 404
+        assert (await api.get("/v1/sessions/nope")).json() == {"detail": "Session not found"}
+        gpu = (await api.get("/v1/gpus/GPU-3")).json()
+        assert gpu["session_id"] == "session-3"
+        assert (await api.get("/readyz")).status_code == 200
+        metrics = (await api.get("/metrics")).text
+        for name in (
+            'ca4_worker_events_total{result="stored"}',
+            'ca4_worker_dead_letters_total{error_class="invalid_json"}',
+            "ca4_worker_end_to_end_latency_seconds_bucket",
+            "ca4_worker_processing_seconds_bucket",
+            "ca4_worker_consumer_lag{",
+            "ca4_worker_archive_lag{",
+            "ca4_worker_archive_objects_total",
+            'ca4_gpu_utilization_pct{gpu_name="Tesla T4",gpu_uuid="GPU-3"',
+        ):
+            assert name in metrics, name
+
+    # Every record on the topic is archived exactly once.
+    on_topic = {(record.partition, record.offset) for record in await read_topic(bootstrap, topic)}
+    archived = await archived_positions(bucket, topic)
+    assert set(archived) == on_topic
+    assert set(archived.values()) == {1}
+
+    # Poison went to the DLQ with the original bytes and the reason.
+    letters = await read_topic(bootstrap, worker_settings.kafka_dlq_topic)
+    assert sorted(letter.value for letter in letters) == sorted(POISON)
+    classes = sorted(dict(letter.headers)[HEADER_ERROR_CLASS].decode() for letter in letters)
+    assert classes == ["invalid_json", "schema_invalid", "unknown_schema_version"]
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers[HEADER_SOURCE_TOPIC].decode() == topic
+        assert int(headers[HEADER_SOURCE_PARTITION]) >= 0
+        assert int(headers[HEADER_SOURCE_OFFSET]) >= 0
+        assert headers[HEADER_WORKER_VERSION]
+
+    # Replay from the store and from the archive reproduce the live projections.
+    projections = MongoProjections(database)
+    live = await snapshot(projections)
+    store = MongoEventStore(database, topic=topic)
+    await replay_from_store(store, projections, rebuild=True)
+    assert await snapshot(projections) == live
+    outcome = await replay_from_archive(
+        bucket, projections, prefix="raw", topic=topic, rebuild=True
+    )
+    assert outcome.events == 300
+    assert await snapshot(projections) == live
+
+
+async def test_a_new_consumer_group_rereading_everything_counts_nothing_twice(
+    worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    events = good_events(200, sessions=7)
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, events)
+    no_archive = worker_settings.model_copy(update={"archive_enabled": False})
+    async with running_worker(no_archive):
+        await wait_for(lambda: _projected(database, 200), timeout_s=60, what="200 events projected")
+    before = await snapshot(MongoProjections(database))
+    redelivery = no_archive.model_copy(update={"kafka_store_group": "ca4-store-redelivery"})
+    async with running_worker(redelivery) as api:
+        await wait_for(lambda: _group_caught_up(api), timeout_s=60, what="second group caught up")
+    assert await snapshot(MongoProjections(database)) == before
+    assert await database["events"].count_documents({}) == 200
+    assert await projected_sample_total(database) == 200
+
+
+async def _projected(database: AsyncDatabase[Doc], count: int) -> bool:
+    return await projected_sample_total(database) >= count
+
+
+async def _group_caught_up(api: httpx.AsyncClient) -> bool:
+    metrics = (await api.get("/metrics")).text
+    lines = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('ca4_worker_consumer_lag{group="ca4-store-redelivery"')
+    ]
+    return len(lines) == 3 and all(line.endswith(" 0.0") for line in lines)
