@@ -53,7 +53,9 @@ async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
         partitions = await topic_partitions(bootstrap_servers, topic)
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        # Explicit seeks: seek_to_beginning() resolves lazily and position() may not see it.
+        for tp, start in (await consumer.beginning_offsets(partitions)).items():
+            consumer.seek(tp, start)
         records: list[Any] = []
         while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
             batch = await consumer.getmany(timeout_ms=1000)

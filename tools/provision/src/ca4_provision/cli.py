@@ -1,6 +1,7 @@
 """Root of the ``ca4`` command; each tool adds its own Typer sub-application here."""
 
 import typer
+from ca4_worker.cli import dlq_app, replay
 
 from ca4_provision.devstack.cli import app as devstack_app
 from ca4_provision.sdk_cli import sdk_app, send
@@ -22,3 +23,5 @@ app.add_typer(devstack_app, name="devstack")
 app.add_typer(verify_app, name="verify")
 app.add_typer(sdk_app, name="sdk")
 app.command("send")(send)
+app.add_typer(dlq_app, name="dlq")
+app.command("replay")(replay)

@@ -72,7 +72,7 @@ async def init_database(database: AsyncDatabase[Doc]) -> None:
         await init_beanie(database=database, document_models=DOCUMENT_MODELS, skip_indexes=True)
         for model in DOCUMENT_MODELS:
             collection = database[model.get_collection_name()]
-            for index in model.Settings.indexes:  # type: ignore[attr-defined]
+            for index in model.Settings.indexes:
                 await collection.create_indexes([index])
 
 

@@ -1,0 +1,214 @@
+"""``ca4 dlq`` and ``ca4 replay``: operator commands for dead letters and projection rebuilds.
+
+Registered on the root ``ca4`` command by ``ca4_provision.cli``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ca4_worker.application.replay import (
+    ReplayOutcome,
+    archive_keys,
+    replay_from_archive,
+    replay_from_store,
+)
+from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.messaging.dlq_tools import StoredDeadLetter, read_dead_letters, redrive
+from ca4_worker.persistence.mongo import (
+    MongoEventStore,
+    MongoProjections,
+    connect,
+    init_database,
+)
+from ca4_worker.persistence.s3 import S3ObjectStore
+
+console = Console()
+dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
+
+ErrorClassOption = Annotated[
+    str | None, typer.Option("--error-class", "-e", help="Only letters of this error class.")
+]
+
+
+def _letters(settings: Settings, error_class: str | None) -> list[StoredDeadLetter]:
+    return asyncio.run(
+        read_dead_letters(
+            settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, error_class=error_class
+        )
+    )
+
+
+@dlq_app.command("list")
+def list_dead_letters(error_class: ErrorClassOption = None) -> None:
+    """List dead letters with their error class and source position."""
+    settings = get_settings()
+    letters = _letters(settings, error_class)
+    table = Table(title=f"{settings.kafka_dlq_topic}: {len(letters)} dead letters")
+    for column in ("ref", "error class", "source", "event id", "error"):
+        table.add_column(column)
+    for letter in letters:
+        table.add_row(
+            letter.ref,
+            letter.error_class,
+            letter.source,
+            letter.event_id,
+            letter.error_message[:80],
+        )
+    console.print(table)
+    counts: dict[str, int] = {}
+    for letter in letters:
+        counts[letter.error_class] = counts.get(letter.error_class, 0) + 1
+    for name, count in sorted(counts.items()):
+        console.print(f"{name}: {count}")
+
+
+@dlq_app.command("show")
+def show_dead_letter(
+    ref: Annotated[str, typer.Argument(help="partition:offset on the dead-letter topic")],
+) -> None:
+    """Show one dead letter: headers and the original bytes."""
+    settings = get_settings()
+    matches = [letter for letter in _letters(settings, None) if letter.ref == ref]
+    if not matches:
+        console.print(f"[red]No dead letter at {ref}[/red]")
+        raise typer.Exit(code=1)
+    letter = matches[0]
+    for name, value in letter.headers:
+        console.print(f"[bold]{name}[/bold]: {value.decode('utf-8', 'replace')}")
+    console.print("[bold]body[/bold]:")
+    console.print(
+        (letter.value or b"").decode("utf-8", "backslashreplace"), markup=False, highlight=False
+    )
+
+
+@dlq_app.command("redrive")
+def redrive_dead_letters(
+    error_class: ErrorClassOption = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Publish here instead of each letter's source topic.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Re-inject dead letters into their source topic once the cause is fixed."""
+    settings = get_settings()
+    letters = _letters(settings, error_class)
+    if not letters:
+        console.print("Nothing to re-drive.")
+        return
+    if not yes:
+        typer.confirm(f"Re-drive {len(letters)} dead letters?", abort=True)
+    count = asyncio.run(redrive(settings.kafka_bootstrap_servers, letters, target_topic=topic))
+    console.print(f"Re-drove {count} dead letters; the store deduplicates them by event id.")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+async def _replay(
+    *,
+    settings: Settings,
+    source: Literal["events", "s3"],
+    since: datetime | None,
+    until: datetime | None,
+    rebuild: bool,
+    advance: Callable[[int, int | None], None],
+) -> ReplayOutcome:
+    client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
+    try:
+        database = client[settings.mongo_db]
+        await init_database(database)
+        projections = MongoProjections(database)
+        if source == "events":
+            store = MongoEventStore(database, topic=settings.kafka_topic)
+            advance(0, await store.count())
+            return await replay_from_store(
+                store,
+                projections,
+                since=since,
+                until=until,
+                rebuild=rebuild,
+                progress=lambda done: advance(done, None),
+            )
+        async with S3ObjectStore.from_settings(settings) as objects:
+            keys = await archive_keys(
+                objects,
+                prefix=settings.archive_prefix,
+                topic=settings.kafka_topic,
+                since=since,
+                until=until,
+            )
+            advance(0, len(keys))
+            return await replay_from_archive(
+                objects,
+                projections,
+                prefix=settings.archive_prefix,
+                topic=settings.kafka_topic,
+                since=since,
+                until=until,
+                rebuild=rebuild,
+                progress=lambda done: advance(done, None),
+            )
+    finally:
+        await client.close()
+
+
+def replay(
+    source: Annotated[
+        str, typer.Option(help="Read from the event store (events) or the S3 archive (s3).")
+    ] = "events",
+    since: Annotated[
+        datetime | None, typer.Option(help="Only events received at or after this time (UTC).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Only events received before this time (UTC).")
+    ] = None,
+    rebuild_projections: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild-projections/--apply-only",
+            help="Empty the projections first (else only fill what is missing).",
+        ),
+    ] = False,
+) -> None:
+    """Rebuild the session and GPU projections from the event store or the S3 archive."""
+    if source not in ("events", "s3"):
+        raise typer.BadParameter("--source must be events or s3")
+    settings = get_settings()
+    since_utc = since.astimezone() if since and since.tzinfo is None else since
+    until_utc = until.astimezone() if until and until.tzinfo is None else until
+    unit = "events" if source == "events" else "objects"
+    with _progress() as progress:
+        task = progress.add_task(f"replay from {source} ({unit})", total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            if total is not None:
+                progress.update(task, total=total)
+            progress.advance(task, done)
+
+        outcome = asyncio.run(
+            _replay(
+                settings=settings,
+                source="s3" if source == "s3" else "events",
+                since=since_utc,
+                until=until_utc,
+                rebuild=rebuild_projections,
+                advance=advance,
+            )
+        )
+    console.print(f"Applied {outcome.events} events ({outcome.skipped} skipped).")

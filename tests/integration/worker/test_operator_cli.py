@@ -1,0 +1,87 @@
+"""``ca4 dlq`` and ``ca4 replay`` against the real services, as an operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from ca4_provision.cli import app
+from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC
+from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.persistence.mongo import Doc, MongoProjections
+from pymongo.asynchronous.database import AsyncDatabase
+from typer.testing import CliRunner, Result
+
+from tests.integration.worker.checks import projected_sample_total
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.unit.worker.contracts import snapshot
+from tests.unit.worker.factories import event_body
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
+
+
+async def ca4(runner: CliRunner, *args: str) -> Result:
+    """Run ``ca4 ARGS`` in a thread (the CLI runs its own event loop)."""
+    return await asyncio.to_thread(runner.invoke, app, list(args))
+
+
+@pytest.fixture
+def cli_env(worker_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """A CLI runner whose ``CA4_*`` settings point at this test's topic, database, bucket."""
+    for name, value in worker_settings.model_dump(exclude_none=True).items():
+        if name == "s3_secret_access_key":
+            value = worker_settings.s3_secret_access_key.get_secret_value()  # type: ignore[union-attr]
+        monkeypatch.setenv(f"CA4_{name.upper()}", str(value))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+async def test_dead_letters_are_listed_and_redriven_once(
+    cli_env: CliRunner, worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    topic = worker_settings.kafka_topic
+    bootstrap = worker_settings.kafka_bootstrap_servers
+    good = event_body(session_id="redriven")
+    # A good event dead-lettered earlier (say, by a buggy worker), and real poison.
+    await produce(
+        bootstrap,
+        worker_settings.kafka_dlq_topic,
+        [good],
+        headers=[(HEADER_ERROR_CLASS, b"schema_invalid"), (HEADER_SOURCE_TOPIC, topic.encode())],
+    )
+    await produce(bootstrap, topic, [b"\xff\xfe not json"])
+    async with running_worker(worker_settings.model_copy(update={"archive_enabled": False})):
+        listed = await ca4(cli_env, "dlq", "list")
+        assert listed.exit_code == 0, listed.output
+
+        async def poison_dead_lettered() -> bool:
+            output = (await ca4(cli_env, "dlq", "list")).output
+            return "invalid_json: 1" in output
+
+        await wait_for(poison_dead_lettered, timeout_s=30, what="poison in the DLQ")
+        output = (await ca4(cli_env, "dlq", "list")).output
+        assert "schema_invalid: 1" in output
+        shown = await ca4(cli_env, "dlq", "show", "0:0")
+        assert shown.exit_code == 0
+        assert "redriven" in shown.output
+
+        for _ in range(2):  # re-driving twice still stores the event once
+            redriven = await ca4(
+                cli_env, "dlq", "redrive", "--error-class", "schema_invalid", "--yes"
+            )
+            assert redriven.exit_code == 0, redriven.output
+            assert "Re-drove 1 dead letters" in redriven.output
+
+        async def stored_once() -> bool:
+            return await projected_sample_total(database) == 1
+
+        await wait_for(stored_once, timeout_s=30, what="re-driven event projected")
+        live = await snapshot(MongoProjections(database))
+
+    assert await database["events"].count_documents({}) == 1
+    replayed = await ca4(cli_env, "replay", "--source", "events", "--rebuild-projections")
+    assert replayed.exit_code == 0, replayed.output
+    assert "Applied 1 events" in replayed.output
+    assert await snapshot(MongoProjections(database)) == live
