@@ -29,10 +29,10 @@ async def ca4(runner: CliRunner, *args: str) -> Result:
 @pytest.fixture
 def cli_env(worker_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     """A CLI runner whose ``CA4_*`` settings point at this test's topic, database, bucket."""
+    secret = worker_settings.s3_secret_access_key
     for name, value in worker_settings.model_dump(exclude_none=True).items():
-        if name == "s3_secret_access_key":
-            value = worker_settings.s3_secret_access_key.get_secret_value()  # type: ignore[union-attr]
-        monkeypatch.setenv(f"CA4_{name.upper()}", str(value))
+        text = secret.get_secret_value() if name == "s3_secret_access_key" and secret else value
+        monkeypatch.setenv(f"CA4_{name.upper()}", str(text))
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()

@@ -1,0 +1,111 @@
+"""Outages: the database or S3 goes away (a TCP proxy the test cuts, so the shared dev stack
+keeps running for everyone else) and the worker delays but loses and duplicates nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ca4_worker.core.config import Settings
+from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.s3 import S3ObjectStore
+from tests.integration.worker.checks import archived_positions, projected_sample_total
+from tests.integration.worker.support import TcpProxy, produce, running_worker, wait_for
+from tests.integration.worker.test_worker_pipeline import good_events
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3, pytest.mark.slow]
+
+
+async def _proxy_for(url: str) -> TcpProxy:
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 80)
+    await proxy.start()
+    return proxy
+
+
+@pytest.fixture
+async def db_proxy(worker_settings: Settings) -> AsyncIterator[TcpProxy]:
+    proxy = await _proxy_for(worker_settings.mongo_url)
+    yield proxy
+    await proxy.cut()
+
+
+@pytest.fixture
+async def s3_proxy(worker_settings: Settings) -> AsyncIterator[TcpProxy]:
+    proxy = await _proxy_for(worker_settings.s3_endpoint_url or "")
+    yield proxy
+    await proxy.cut()
+
+
+async def test_database_down_20s_delays_but_loses_nothing(
+    worker_settings: Settings,
+    database: AsyncDatabase[Doc],
+    bucket: S3ObjectStore,
+    db_proxy: TcpProxy,
+) -> None:
+    settings = worker_settings.model_copy(
+        update={"mongo_url": f"mongodb://127.0.0.1:{db_proxy.port}/?directConnection=true"}
+    )
+    bootstrap, topic = settings.kafka_bootstrap_servers, settings.kafka_topic
+    first, second = good_events(200), good_events(200)
+    await produce(bootstrap, topic, first)
+    async with running_worker(settings):
+        await wait_for(lambda: _projected(database, 200), timeout_s=60, what="first 200 projected")
+        await db_proxy.cut()
+        await produce(bootstrap, topic, second)
+        # While the database is away the archive (S3) still takes every record.
+        await wait_for(
+            lambda: _archived(bucket, topic, 400), timeout_s=30, what="archive during DB outage"
+        )
+        await asyncio.sleep(15)  # 20 s of outage in all
+        assert await database["events"].count_documents({}) == 200
+        await db_proxy.restore()
+        await wait_for(lambda: _projected(database, 400), timeout_s=60, what="all 400 projected")
+    assert await database["events"].count_documents({}) == 400
+    assert await projected_sample_total(database) == 400
+
+
+async def test_s3_down_delays_only_the_archive(
+    worker_settings: Settings,
+    database: AsyncDatabase[Doc],
+    bucket: S3ObjectStore,
+    s3_proxy: TcpProxy,
+) -> None:
+    settings = worker_settings.model_copy(
+        update={"s3_endpoint_url": f"http://127.0.0.1:{s3_proxy.port}"}
+    )
+    bootstrap, topic = settings.kafka_bootstrap_servers, settings.kafka_topic
+    first, second = good_events(150), good_events(250)
+    await produce(bootstrap, topic, first)
+    async with running_worker(settings) as api:
+        await wait_for(lambda: _archived(bucket, topic, 150), timeout_s=60, what="first archive")
+        await s3_proxy.cut()
+        await produce(bootstrap, topic, second)
+        await wait_for(lambda: _projected(database, 400), timeout_s=60, what="store keeps going")
+
+        async def archive_lag_shows() -> bool:
+            metrics = (await api.get("/metrics")).text
+            return any(
+                line.startswith("ca4_worker_archive_lag{") and not line.endswith(" 0.0")
+                for line in metrics.splitlines()
+            )
+
+        await wait_for(archive_lag_shows, timeout_s=30, what="archive lag > 0")
+        assert sum((await archived_positions(bucket, topic)).values()) == 150
+        await s3_proxy.restore()
+        await wait_for(lambda: _archived(bucket, topic, 400), timeout_s=60, what="catch-up")
+    archived = await archived_positions(bucket, topic)
+    assert len(archived) == 400
+    assert set(archived.values()) == {1}
+
+
+async def _projected(database: AsyncDatabase[Doc], count: int) -> bool:
+    return await projected_sample_total(database) >= count
+
+
+async def _archived(objects: S3ObjectStore, topic: str, count: int) -> bool:
+    return sum((await archived_positions(objects, topic)).values()) >= count
