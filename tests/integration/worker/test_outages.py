@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
-from pymongo.asynchronous.database import AsyncDatabase
-
 from ca4_worker.core.config import Settings
 from ca4_worker.persistence.mongo import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
+from pymongo.asynchronous.database import AsyncDatabase
+
 from tests.integration.worker.checks import archived_positions, projected_sample_total
 from tests.integration.worker.support import TcpProxy, produce, running_worker, wait_for
 from tests.integration.worker.test_worker_pipeline import good_events
