@@ -57,8 +57,8 @@ def settings_table(title: str, settings: type[BaseSettings]) -> str:
     """One Markdown table: variable, default, meaning."""
     prefix = str(settings.model_config.get("env_prefix", ""))
     rows = [
-        f"| `{prefix}{field.upper()}` | {_default(settings, field)} | {_description(settings, field)} |"
-        for field in settings.model_fields
+        f"| `{prefix}{n.upper()}` | {_default(settings, n)} | {_description(settings, n)} |"
+        for n in settings.model_fields
     ]
     return "\n".join(
         [f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|", *rows]
