@@ -152,8 +152,8 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
                 if done >= THROUGHPUT_EVENTS:
                     break
                 await asyncio.sleep(0.05)
-        low = [t for t, done in samples if done >= 0.1 * THROUGHPUT_EVENTS][0]
-        high = [t for t, done in samples if done >= 0.9 * THROUGHPUT_EVENTS][0]
+        low = next(t for t, done in samples if done >= 0.1 * THROUGHPUT_EVENTS)
+        high = next(t for t, done in samples if done >= 0.9 * THROUGHPUT_EVENTS)
         worker_rate = 0.8 * THROUGHPUT_EVENTS / (high - low)
 
         latency_settings = settings.model_copy(

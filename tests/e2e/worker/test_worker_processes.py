@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -120,8 +120,8 @@ def _counter(database: AsyncDatabase[Doc], count: int) -> Callable[[], object]:
 
 
 @pytest.fixture
-async def e2e_settings(worker_settings: Settings) -> AsyncIterator[Settings]:
-    yield worker_settings.model_copy(
+def e2e_settings(worker_settings: Settings) -> Settings:
+    return worker_settings.model_copy(
         update={"archive_max_records": 2000, "archive_max_age_s": 2.0, "lag_poll_interval_s": 2}
     )
 

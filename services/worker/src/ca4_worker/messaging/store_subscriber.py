@@ -40,7 +40,7 @@ def build_broker(settings: Settings, ingest: IngestService) -> KafkaBroker:
     async def store_events(message: KafkaMessage) -> None:
         """Store, project or dead-letter one batch of records."""
         records = message.raw_message
-        batch = records if isinstance(records, tuple) else (records,)
+        batch = records if isinstance(records, (tuple, list)) else (records,)
         await ingest.handle_batch([raw_record(record) for record in batch])
 
     return broker

@@ -1,0 +1,100 @@
+"""The store pipeline with in-memory adapters: decode, dead-letter, store, project."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from ca4_worker.application.ingest import IngestService
+from ca4_worker.persistence.memory import (
+    InMemoryDeadLetters,
+    InMemoryEventStore,
+    InMemoryProjections,
+)
+
+from tests.unit.worker.factories import event_body, record
+
+
+@pytest.fixture
+def parts() -> tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetters]:
+    return InMemoryEventStore(), InMemoryProjections(), InMemoryDeadLetters()
+
+
+def service(
+    parts: tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetters],
+) -> IngestService:
+    store, projections, letters = parts
+    return IngestService(
+        store=store, projections=projections, dead_letters=letters, max_backoff_s=0.01
+    )
+
+
+async def test_poison_is_dead_lettered_and_good_events_flow(parts) -> None:  # type: ignore[no-untyped-def]
+    _, projections, letters = parts
+    good = [event_body(session_id="s1") for _ in range(3)]
+    records = [
+        record(good[0], offset=0),
+        record(b"{oops", offset=1),
+        record(good[1], offset=2),
+        record(json.dumps({**good[2], "schema_version": 7}).encode(), offset=3),
+        record(json.dumps({**good[2], "labels": {"$bad": "x"}}).encode(), offset=4),
+        record(None, offset=5),
+    ]
+    outcome = await service(parts).handle_batch(records)
+    assert (outcome.stored, outcome.duplicate, outcome.dead_lettered) == (2, 0, 4)
+    assert [letter.error_class for letter in letters.letters] == [
+        "invalid_json",
+        "unknown_schema_version",
+        "schema_invalid",
+        "invalid_event",
+    ]
+    assert letters.letters[0].record.value == b"{oops"
+    view = await projections.session("s1")
+    assert view is not None
+    assert view.sample_count == 2
+
+
+async def test_redelivered_batch_counts_once(parts) -> None:  # type: ignore[no-untyped-def]
+    _, projections, _ = parts
+    records = [record(event_body(session_id="s1"), offset=index) for index in range(5)]
+    ingest = service(parts)
+    await ingest.handle_batch(records)
+    again = await ingest.handle_batch(records)
+    assert (again.stored, again.duplicate) == (0, 5)
+    view = await projections.session("s1")
+    assert view is not None
+    assert view.sample_count == 5
+
+
+async def test_client_retry_inside_one_batch_is_one_event(parts) -> None:  # type: ignore[no-untyped-def]
+    _, projections, _ = parts
+    body = event_body(session_id="s1")
+    outcome = await service(parts).handle_batch([record(body, offset=0), record(body, offset=1)])
+    assert (outcome.stored, outcome.duplicate) == (1, 1)
+    view = await projections.session("s1")
+    assert view is not None
+    assert view.sample_count == 1
+
+
+async def test_crash_between_store_and_projection_is_repaired_on_redelivery(parts) -> None:  # type: ignore[no-untyped-def]
+    store, projections, _ = parts
+    records = [record(event_body(session_id="s1"), offset=index) for index in range(3)]
+    projections.outage.down = True
+    ingest = service(parts)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ingest.handle_batch(records), timeout=0.3)
+    assert await store.count() == 3  # stored, never projected: the "crash"
+    projections.outage.down = False
+    await ingest.handle_batch(records)  # redelivery after restart
+    view = await projections.session("s1")
+    assert view is not None
+    assert view.sample_count == 3
+
+
+async def test_transient_store_failures_are_retried_not_dead_lettered(parts) -> None:  # type: ignore[no-untyped-def]
+    store, _, letters = parts
+    store.outage.failures_left = 3
+    outcome = await service(parts).handle_batch([record(event_body(), offset=0)])
+    assert outcome.stored == 1
+    assert letters.letters == []
