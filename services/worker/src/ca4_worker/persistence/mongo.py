@@ -1,26 +1,30 @@
 """MongoDB adapters (FerretDB locally, DocumentDB in production) for the store and projections.
 
 Only features FerretDB v1 and DocumentDB share are used: unordered ``insert_many``, unique
-``_id``, single-document updates with ``$set/$inc/$min/$max/$addToSet`` and upserts; no
-transactions and no aggregation pipelines. Each projection update carries its own guard in the
-filter, so it is atomic on one document and a repeat is a no-op.
+``_id``, unordered ``bulk_write`` of single-document updates with
+``$set/$inc/$min/$max/$addToSet``; no upserts in bulks, no transactions and no aggregation
+pipelines. Each projection update carries its own guard in the filter, so it is atomic on one
+document and a repeat is a no-op.
+
+Projections cost a constant number of round trips per batch (read the aggregates' positions,
+insert the new ones, one bulk of guarded updates per collection) rather than one per aggregate:
+on FerretDB every write operation costs milliseconds whatever it does, so the per-batch count of
+operations, not their size, bounds the worker's throughput.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from beanie import init_beanie
 from ca4_schemas import decode_event
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from ca4_worker.application.ports import AppendOutcome, UnavailableError
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
@@ -37,7 +41,6 @@ from ca4_worker.domain.records import Position, PositionedEvent
 from ca4_worker.persistence.documents import DOCUMENT_MODELS
 
 DUPLICATE_KEY = 11000
-MAX_CONCURRENT_UPDATES = 32
 Doc = dict[str, Any]
 
 
@@ -237,6 +240,58 @@ def _gpu_update(latest: GpuLatest) -> Doc:
     }
 
 
+def _past_applied(
+    group: list[PositionedEvent], applied: dict[str, int] | None, partition: int
+) -> list[PositionedEvent]:
+    """The events of ``group`` (one session and partition) after the session's applied offset."""
+    offset = (applied or {}).get(applied_key(partition))
+    return [item for item in group if offset is None or item.position.offset > offset]
+
+
+def _new_session_document(delta: SessionDelta) -> Doc:
+    """A session document holding exactly ``delta`` (what the guarded update would build)."""
+    return {
+        "_id": delta.session_id,
+        "applied": {applied_key(delta.partition): delta.last_offset},
+        "first_seen": delta.first_seen,
+        "last_seen": delta.last_seen,
+        "sample_count": delta.sample_count,
+        "gpu_models": sorted(delta.gpu_models),
+        "peak_memory_used_mib": delta.peak_memory_used_mib,
+        "utilization_sum_millipct": delta.utilization_sum_millipct,
+        "utilization_samples": delta.utilization_samples,
+        "labels": delta.labels,
+        "runtime": delta.runtime,
+        "hostname": delta.hostname,
+    }
+
+
+def _new_gpu_document(latest: GpuLatest) -> Doc:
+    return {"_id": latest.gpu_uuid, **_gpu_update(latest)["$set"]}
+
+
+async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]) -> set[str]:
+    """Insert ``documents`` unordered; the ids inserted (a duplicate means another writer won).
+
+    Creating documents by insert rather than by upsert keeps every later write a plain
+    guarded update: FerretDB v1 answers an unordered bulk whose upsert hits a duplicate key
+    without ``nModified``, which the driver cannot parse.
+    """
+    if not documents:
+        return set()
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        write_errors = error.details.get("writeErrors", [])
+        if error.details.get("writeConcernErrors") or any(
+            item.get("code") != DUPLICATE_KEY for item in write_errors
+        ):
+            raise
+        rejected = {int(item["index"]) for item in write_errors}
+        return {doc["_id"] for index, doc in enumerate(documents) if index not in rejected}
+    return {doc["_id"] for doc in documents}
+
+
 def _session_view(doc: Doc) -> SessionView:
     return SessionView(
         session_id=doc["_id"],
@@ -273,72 +328,86 @@ class MongoProjections:
         self._gpus: AsyncCollection[Doc] = database["gpus"]
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
-        """One guarded upsert per session and per GPU; a rejected guard takes the slow path."""
+        """A handful of round trips per batch, whatever its size (see the module docstring)."""
         with unavailable_on_driver_errors():
             await self._apply_sessions(events)
             await self._apply_gpus(events)
 
     async def _apply_sessions(self, events: Sequence[PositionedEvent]) -> None:
-        groups = group_by_session(events)
-        await self._bounded_gather(
-            self._apply_session_group(session_id, partition, group)
-            for (session_id, partition), group in groups.items()
-        )
+        """Fold each (session, partition) group past its applied offset into one guarded write.
 
-    async def _apply_session_group(
-        self, session_id: str, partition: int, group: list[PositionedEvent]
-    ) -> None:
-        """Fold the group into one guarded upsert; if the guard rejects it, apply the rest."""
-        try:
-            await self._sessions.update_one(
-                _position_guard(session_id, partition, group[0].position.offset),
-                _session_update(fold_session(group)),
-                upsert=True,
+        Reads the applied offsets first, so a redelivered batch costs one read and no write;
+        creates unknown sessions with one unordered insert; updates the rest in one bulk.
+        A guard that matches nothing means another writer moved the position since the read:
+        read again and apply whatever is still fresh.
+        """
+        pending = group_by_session(events)
+        while pending:
+            applied = await self._applied_offsets({session_id for session_id, _ in pending})
+            pending = {
+                key: fresh
+                for key, group in pending.items()
+                if (fresh := _past_applied(group, applied.get(key[0]), key[1]))
+            }
+            creations: dict[str, tuple[str, int]] = {}
+            for session_id, partition in pending:
+                if session_id not in applied:
+                    creations.setdefault(session_id, (session_id, partition))
+            created = await _insert_missing(
+                self._sessions,
+                [_new_session_document(fold_session(pending[key])) for key in creations.values()],
             )
-        except DuplicateKeyError:
-            await self._apply_session_events_after_applied(session_id, partition, group)
-
-    async def _apply_session_events_after_applied(
-        self, session_id: str, partition: int, group: list[PositionedEvent]
-    ) -> None:
-        """Apply only the events past the session's applied offset (after a partial apply)."""
-        while True:
-            applied = await self.applied_offset(session_id, partition)
-            fresh = [item for item in group if applied is None or item.position.offset > applied]
-            if not fresh:
+            for session_id in created:
+                del pending[creations[session_id]]
+            if not pending:
                 return
-            try:
-                await self._sessions.update_one(
-                    _position_guard(session_id, partition, fresh[0].position.offset),
-                    _session_update(fold_session(fresh)),
-                    upsert=True,
-                )
-            except DuplicateKeyError:
-                continue  # another writer moved the position meanwhile; look again
-            return
+            result = await self._sessions.bulk_write(
+                [
+                    UpdateOne(
+                        _position_guard(session_id, partition, group[0].position.offset),
+                        _session_update(fold_session(group)),
+                    )
+                    for (session_id, partition), group in pending.items()
+                ],
+                ordered=False,
+            )
+            if result.matched_count == len(pending):
+                return
+
+    async def _applied_offsets(self, session_ids: Iterable[str]) -> dict[str, dict[str, int]]:
+        """``applied`` of each existing session among ``session_ids``."""
+        cursor = self._sessions.find({"_id": {"$in": sorted(session_ids)}}, {"applied": 1})
+        return {doc["_id"]: doc.get("applied", {}) async for doc in cursor}
 
     async def _apply_gpus(self, events: Sequence[PositionedEvent]) -> None:
-        await self._bounded_gather(self._apply_gpu(latest) for latest in latest_gpu_samples(events))
+        """Write each GPU's newest sample where it is newer than the stored one.
 
-    async def _apply_gpu(self, latest: GpuLatest) -> None:
-        # A duplicate key means the stored sample is newer: nothing to do.
-        with contextlib.suppress(DuplicateKeyError):
-            await self._gpus.update_one(_gpu_guard(latest), _gpu_update(latest), upsert=True)
-
-    async def _bounded_gather(self, updates: Iterable[Awaitable[None]]) -> None:
-        """Run single-document updates concurrently, at most ``MAX_CONCURRENT_UPDATES`` at once.
-
-        One ``update_one`` per document rather than ``bulk_write``: FerretDB v1 answers an
-        unordered bulk update containing a duplicate-key upsert without ``nModified``, which
-        the driver cannot parse.
+        A guard that matches nothing means a newer sample landed meanwhile: nothing to do.
         """
-        semaphore = asyncio.Semaphore(MAX_CONCURRENT_UPDATES)
-
-        async def bounded(update: Awaitable[None]) -> None:
-            async with semaphore:
-                await update
-
-        await asyncio.gather(*(bounded(update) for update in updates))
+        candidates = latest_gpu_samples(events)
+        if not candidates:
+            return
+        cursor = self._gpus.find(
+            {"_id": {"$in": [latest.gpu_uuid for latest in candidates]}},
+            {"last_seen": 1, "event_id": 1},
+        )
+        stored = {doc["_id"]: (doc["last_seen"], doc["event_id"]) async for doc in cursor}
+        newer = [
+            latest
+            for latest in candidates
+            if latest.gpu_uuid not in stored or latest.order_key > stored[latest.gpu_uuid]
+        ]
+        created = await _insert_missing(
+            self._gpus,
+            [_new_gpu_document(latest) for latest in newer if latest.gpu_uuid not in stored],
+        )
+        updates = [
+            UpdateOne(_gpu_guard(latest), _gpu_update(latest))
+            for latest in newer
+            if latest.gpu_uuid not in created
+        ]
+        if updates:
+            await self._gpus.bulk_write(updates, ordered=False)
 
     async def reset(self) -> None:
         """Remove every projected document."""
