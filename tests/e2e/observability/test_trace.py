@@ -2,7 +2,8 @@
 
 Both apps run in this process against the real Kafka and database, and every span lands in an
 in-memory exporter. The processor's HTTP request span and Kafka publish span, and the worker's
-consume / database-write spans, must all carry the trace id of the request.
+consume span (a child of the publish span, continued from the Kafka headers) and its
+database-write spans must all carry the trace id of the request.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from tests.support.services import Endpoints
 
@@ -110,14 +112,6 @@ def trace_ids(spans: Sequence[ReadableSpan], scope_prefix: str) -> set[int]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the worker does not yet continue the trace: it never calls "
-        "ca4_telemetry.extract_context(record.headers) around handling a record, so its "
-        "consume/store spans start new traces; remove this marker when it does"
-    ),
-)
 async def test_one_trace_spans_processor_and_worker(
     apps: tuple[httpx.AsyncClient, httpx.AsyncClient], spans: InMemorySpanExporter
 ) -> None:
@@ -150,3 +144,18 @@ async def test_one_trace_spans_processor_and_worker(
         f"worker spans {sorted(span.name for span in finished)} do not continue trace "
         f"{request_trace:032x}"
     )
+    (publish_span,) = (span for span in publish if span.context.trace_id == request_trace)
+    consume = [
+        span
+        for span in finished
+        if span.kind is SpanKind.CONSUMER and span.context.trace_id == request_trace
+    ]
+    assert len(consume) == 1, [span.name for span in consume]
+    assert consume[0].parent is not None
+    assert consume[0].parent.span_id == publish_span.context.span_id
+    writes = {
+        span.name
+        for span in finished
+        if span.parent is not None and span.parent.span_id == consume[0].context.span_id
+    }
+    assert {"insert events", "update projections"} <= writes

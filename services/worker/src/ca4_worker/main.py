@@ -76,6 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             ),
             gpu_gauges=gauges,
             max_backoff_s=settings.retry_max_backoff_s,
+            consumer_group=settings.kafka_store_group,
         )
         broker = build_broker(settings, ingest)
         await broker.start()
