@@ -121,6 +121,22 @@ class ProjectionsContract:
         await projections.apply(events)
         assert await snapshot(projections) == partial_then_full
 
+    async def test_a_session_on_several_partitions_counts_each_event_once(
+        self, projections: Projections
+    ) -> None:
+        events = [
+            positioned(partition, offset, session_id="moved", occurred_at=BASE_TIME)
+            for partition in range(3)
+            for offset in range(4)
+        ]
+        await projections.apply(events[:5])
+        await projections.apply(events)
+        await projections.apply(events)
+        view = await projections.session("moved")
+        assert view is not None
+        assert view.sample_count == 12
+        assert [await projections.applied_offset("moved", p) for p in range(3)] == [3, 3, 3]
+
     async def test_any_batching_gives_the_same_result(self, projections: Projections) -> None:
         events = session_stream(sessions=5, events_per_session=12)
         await projections.apply(events)

@@ -349,30 +349,36 @@ class MongoProjections:
                 for key, group in pending.items()
                 if (fresh := _past_applied(group, applied.get(key[0]), key[1]))
             }
-            creations: dict[str, tuple[str, int]] = {}
-            for session_id, partition in pending:
-                if session_id not in applied:
-                    creations.setdefault(session_id, (session_id, partition))
+            # One write per document per round: FerretDB v1 stalls on an unordered bulk that
+            # updates one document twice (a session seen on several partitions, rare).
+            this_round: dict[str, tuple[str, int]] = {}
+            for key in pending:
+                this_round.setdefault(key[0], key)
             created = await _insert_missing(
                 self._sessions,
-                [_new_session_document(fold_session(pending[key])) for key in creations.values()],
+                [
+                    _new_session_document(fold_session(pending[key]))
+                    for session_id, key in this_round.items()
+                    if session_id not in applied
+                ],
             )
             for session_id in created:
-                del pending[creations[session_id]]
-            if not pending:
-                return
+                del pending[this_round.pop(session_id)]
+            if not this_round:
+                continue
             result = await self._sessions.bulk_write(
                 [
                     UpdateOne(
-                        _position_guard(session_id, partition, group[0].position.offset),
-                        _session_update(fold_session(group)),
+                        _position_guard(*key, pending[key][0].position.offset),
+                        _session_update(fold_session(pending[key])),
                     )
-                    for (session_id, partition), group in pending.items()
+                    for key in this_round.values()
                 ],
                 ordered=False,
             )
-            if result.matched_count == len(pending):
-                return
+            if result.matched_count == len(this_round):
+                for key in this_round.values():
+                    del pending[key]
 
     async def _applied_offsets(self, session_ids: Iterable[str]) -> dict[str, dict[str, int]]:
         """``applied`` of each existing session among ``session_ids``."""
