@@ -158,4 +158,4 @@ async def test_one_trace_spans_processor_and_worker(
         for span in finished
         if span.parent is not None and span.parent.span_id == consume[0].context.span_id
     }
-    assert {"insert events", "update projections"} <= writes
+    assert "insert events" in writes

@@ -150,16 +150,11 @@ class IngestService:
                 )
             to_project = outcome.to_project
             if to_project:
-                with spans.database_write(
-                    "update projections",
-                    (item.position for item in to_project),
-                    collection="sessions gpus",
-                ):
-                    await until_available(
-                        lambda: self._projections.apply(to_project),
-                        what="apply projections",
-                        max_backoff_s=self._max_backoff_s,
-                    )
+                await until_available(
+                    lambda: self._projections.apply(to_project),
+                    what="apply projections",
+                    max_backoff_s=self._max_backoff_s,
+                )
                 if self._gpu_gauges is not None:
                     self._gpu_gauges.update(latest_gpu_samples(to_project))
             if log.is_enabled_for(logging.DEBUG):
