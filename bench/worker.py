@@ -1,31 +1,39 @@
 """Worker benchmark: topic -> store throughput vs a bare ``insert_many``, and end-to-end
 latency at a steady 1,000 events/s. Writes ``worker.json`` and ``worker.png`` under results.
 
-Needs the dev stack (``eval "$(uv run ca4 devstack env)"``). The worker runs in this process
-(archive consumer off, so only the store path is measured) and shares the CPU with the producer.
+Needs the dev stack (``eval "$(uv run ca4 devstack env)"``). The worker runs as its own
+uvicorn process, as in production (archive consumer off, so only the store path is measured),
+and progress is read from its ``/metrics``. Throughput is measured on a topic filled before the
+worker starts (steady-state consumption, no producer competing for the 2 CPUs); the baseline
+runs before and after the worker, and the better of the two is the reference.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import statistics
+import sys
+import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from asgi_lifespan import LifespanManager
 from ca4_schemas import GpuMetadataReported
-from ca4_worker.core import metrics
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.records import Position, PositionedEvent
-from ca4_worker.main import create_app
 from ca4_worker.persistence.mongo import connect, event_document
+
+from bench.common import free_port, wait_for_http
 
 THROUGHPUT_EVENTS = int(os.environ.get("CA4_BENCH_WORKER_EVENTS", "20000"))
 LATENCY_RATE = 1000
@@ -69,10 +77,6 @@ def _body(index: int) -> dict[str, Any]:
     }
 
 
-def _stored_total() -> float:
-    return float(metrics.EVENTS.labels("stored")._value.get())
-
-
 async def _baseline(settings: Settings, bodies: list[dict[str, Any]]) -> float:
     """Events/s of a bare insert_many of the same documents in batches of the same size."""
     client = connect(settings.mongo_url)
@@ -85,12 +89,15 @@ async def _baseline(settings: Settings, bodies: list[dict[str, Any]]) -> float:
         )
         for index, body in enumerate(bodies)
     ]
-    started = time.perf_counter()
-    for start in range(0, len(documents), settings.store_max_records):
-        await collection.insert_many(documents[start : start + settings.store_max_records])
-    elapsed = time.perf_counter() - started
-    await client.close()
-    return len(documents) / elapsed
+    try:
+        started = time.perf_counter()
+        for start in range(0, len(documents), settings.store_max_records):
+            await collection.insert_many(documents[start : start + settings.store_max_records])
+        elapsed = time.perf_counter() - started
+        return len(documents) / elapsed
+    finally:
+        await collection.drop()
+        await client.close()
 
 
 async def _produce(settings: Settings, bodies: list[dict[str, Any]], rate: float | None) -> None:
@@ -120,66 +127,145 @@ async def _produce(settings: Settings, bodies: list[dict[str, Any]], rate: float
         await producer.stop()
 
 
+@contextlib.asynccontextmanager
+async def _worker_process(settings: Settings, log_path: Path) -> AsyncIterator[str]:
+    """A worker (uvicorn, as deployed) for ``settings``; yields its base URL once it answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CA4_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CA4_KAFKA_TOPIC": settings.kafka_topic,
+        "CA4_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
+        "CA4_KAFKA_STORE_GROUP": settings.kafka_store_group,
+        "CA4_MONGO_URL": settings.mongo_url,
+        "CA4_MONGO_DB": settings.mongo_db,
+        "CA4_ARCHIVE_ENABLED": "false",
+        "CA4_LAG_POLL_INTERVAL_S": "5",
+        "CA4_LOG_LEVEL": "WARNING",
+    }
+    with log_path.open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "ca4_worker.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            env=env,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await asyncio.to_thread(wait_for_http, f"{url}/healthz", 60.0)
+            yield url
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # it may have died already
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def _stored_total(url: str) -> float:
+    """``ca4_worker_events_total{result="stored"}`` scraped from the worker."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith('ca4_worker_events_total{result="stored"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _wait_stored(url: str, count: int, timeout_s: float) -> list[tuple[float, float]]:
+    """Poll the worker until it stored ``count`` events; the (time, stored) samples."""
+    samples: list[tuple[float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = await asyncio.to_thread(_stored_total, url)
+        samples.append((time.perf_counter(), done))
+        if done >= count:
+            return samples
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"worker stored {samples[-1][1]:.0f} of {count} in {timeout_s}s")
+
+
+async def _latencies_ms(settings: Settings) -> list[float]:
+    """received_at -> stored_at of every steady-stream event (warm-up sessions left out)."""
+    client = connect(settings.mongo_url)
+    try:
+        cursor = client[settings.mongo_db]["events"].find(
+            {}, {"stored_at": 1, "received_at": 1, "session_id": 1}
+        )
+        return sorted(
+            [
+                (doc["stored_at"] - doc["received_at"]).total_seconds() * 1000
+                async for doc in cursor
+                if not doc["session_id"].startswith("warmup-")
+            ]
+        )
+    finally:
+        await client.close()
+
+
 async def _measure(results_dir: Path) -> dict[str, Any]:
     suffix = uuid.uuid4().hex[:8]
     settings = Settings(
         kafka_topic=f"bench-worker-{suffix}",
         kafka_dlq_topic=f"bench-worker-{suffix}.dlq",
+        kafka_store_group=f"bench-worker-{suffix}",
         mongo_db=f"bench_worker_{suffix}",
         archive_enabled=False,
-        lag_poll_interval_s=5,
     )
+    latency_settings = settings.model_copy(
+        update={
+            "kafka_topic": f"{settings.kafka_topic}-latency",
+            "mongo_db": f"{settings.mongo_db}_latency",
+        }
+    )
+    topics = [settings.kafka_topic, latency_settings.kafka_topic]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
-    latency_topic = f"{settings.kafka_topic}-latency"
-    await admin.create_topics(
-        [NewTopic(name, 3, 1) for name in (settings.kafka_topic, latency_topic)]
-    )
-    client = connect(settings.mongo_url)
+    await admin.create_topics([NewTopic(name, 3, 1) for name in topics])
+    log_path = Path(tempfile.gettempdir()) / f"ca4-worker-bench-{suffix}.log"
     try:
         bodies = [_body(index) for index in range(THROUGHPUT_EVENTS)]
-        baseline = await _baseline(settings, bodies)
-        await client[settings.mongo_db]["baseline_events"].drop()
+        baseline_before = await _baseline(settings, bodies)
         await _produce(settings, bodies, rate=None)
-
-        samples: list[tuple[float, float]] = []
-        start_total = _stored_total()
-        async with LifespanManager(create_app(settings), startup_timeout=60):
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                done = _stored_total() - start_total
-                samples.append((time.perf_counter(), done))
-                if done >= THROUGHPUT_EVENTS:
-                    break
-                await asyncio.sleep(0.05)
+        async with _worker_process(settings, log_path) as url:
+            samples = await _wait_stored(url, THROUGHPUT_EVENTS, 600)
         low = next(t for t, done in samples if done >= 0.1 * THROUGHPUT_EVENTS)
         high = next(t for t, done in samples if done >= 0.9 * THROUGHPUT_EVENTS)
         worker_rate = 0.8 * THROUGHPUT_EVENTS / (high - low)
+        baseline_after = await _baseline(settings, bodies)
+        baseline = max(baseline_before, baseline_after)
 
-        latency_settings = settings.model_copy(
-            update={"kafka_topic": latency_topic, "mongo_db": f"{settings.mongo_db}_latency"}
-        )
-        latency_bodies = [_body(index) for index in range(LATENCY_RATE * LATENCY_SECONDS)]
-        async with LifespanManager(create_app(latency_settings), startup_timeout=60):
-            await asyncio.sleep(5)  # group joined before the steady stream starts
-            await _produce(latency_settings, latency_bodies, rate=LATENCY_RATE)
-            events = client[latency_settings.mongo_db]["events"]
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if await events.count_documents({}) >= len(latency_bodies):
-                    break
-                await asyncio.sleep(0.5)
-            latencies_ms = sorted(
-                [
-                    (doc["stored_at"] - doc["received_at"]).total_seconds() * 1000
-                    async for doc in events.find({}, {"stored_at": 1, "received_at": 1})
-                ]
-            )
+        warmup = [_body(index) for index in range(SESSIONS)]
+        for body in warmup:
+            body["session_id"] = f"warmup-{body['session_id']}"
+        steady = [_body(index) for index in range(LATENCY_RATE * LATENCY_SECONDS)]
+        async with _worker_process(latency_settings, log_path) as url:
+            # Once the warm-up is stored the group has joined and the consumer is polling.
+            await _produce(latency_settings, warmup, rate=None)
+            await _wait_stored(url, len(warmup), 120)
+            await _produce(latency_settings, steady, rate=LATENCY_RATE)
+            await _wait_stored(url, len(warmup) + len(steady), 120)
+        latencies_ms = await _latencies_ms(latency_settings)
         quantiles = statistics.quantiles(latencies_ms, n=100)
         result = {
             "events": THROUGHPUT_EVENTS,
+            "sessions": SESSIONS,
+            "partitions": 3,
             "store_batch_max_records": settings.store_max_records,
             "bare_insert_many_events_per_s": round(baseline, 1),
+            "bare_insert_many_runs_events_per_s": [
+                round(baseline_before, 1),
+                round(baseline_after, 1),
+            ],
             "worker_topic_to_store_events_per_s": round(worker_rate, 1),
             "worker_vs_bare_ratio": round(worker_rate / baseline, 3),
             "target_ratio": 0.7,
@@ -187,15 +273,25 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
             "latency_events": len(latencies_ms),
             "end_to_end_latency_ms_p50": round(quantiles[49], 1),
             "end_to_end_latency_ms_p99": round(quantiles[98], 1),
+            "setup": {
+                "worker": "separate uvicorn process, archive off, log level WARNING",
+                "throughput": "topic filled before the worker starts; rate between 10% and 90%",
+                "baseline": "insert_many of the same documents and batch size, before and after "
+                "the worker run; the faster run is the reference",
+                "latency": "received_at (set by the producer) to the stored document's stored_at",
+                "cpus": os.cpu_count(),
+                "worker_log": str(log_path),
+            },
         }
         _plot(results_dir / "worker.png", result, latencies_ms)
         (results_dir / "worker.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
     finally:
-        for name in (settings.mongo_db, f"{settings.mongo_db}_latency"):
+        client = connect(settings.mongo_url)
+        for name in (settings.mongo_db, latency_settings.mongo_db):
             await client.drop_database(name)
         await client.close()
-        await admin.delete_topics([settings.kafka_topic, latency_topic])
+        await admin.delete_topics(topics)
         await admin.close()
 
 
