@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +24,11 @@ class CliResult:
     stderr: str
 
 
-async def run_devstack(*args: str, timeout_s: float = 300.0) -> CliResult:
-    """Run ``ca4 devstack ARGS`` in a child process (its services outlive it, detached)."""
+async def run_devstack(*args: str, timeout_s: float = 240.0) -> CliResult:
+    """Run ``ca4 devstack ARGS`` in a child process (its services outlive it, detached).
+
+    If it hangs, it is sent SIGABRT so faulthandler prints where, and that goes in the error.
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -32,13 +37,17 @@ async def run_devstack(*args: str, timeout_s: float = 300.0) -> CliResult:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
+    communicating = asyncio.ensure_future(proc.communicate())
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        out, err = await asyncio.wait_for(asyncio.shield(communicating), timeout_s)
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
+        proc.send_signal(signal.SIGABRT)
+        _out, err = await communicating
+        raise RuntimeError(
+            f"`ca4 devstack {' '.join(args)}` hung for {timeout_s:.0f}s:\n{err.decode()[-4000:]}"
+        ) from None
     return CliResult(proc.returncode or 0, out.decode(), err.decode())
 
 

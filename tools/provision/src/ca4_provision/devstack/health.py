@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -57,13 +58,20 @@ async def mongo_ready(url: str) -> None:
     """The ``ping`` command succeeds."""
     from pymongo import AsyncMongoClient
 
+    # pymongo 4.x's async client leaks a socket when it is closed while its monitor is still
+    # connecting to a down server (ResourceWarning); a plain TCP probe first avoids that case.
+    address = urlsplit(url)
+    if address.hostname and address.port and not await port_open(address.hostname, address.port):
+        raise UnhealthyError(f"nothing listens on {address.hostname}:{address.port}")
+    timeout_ms = int(CHECK_TIMEOUT_S * 1000)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         url,
-        serverSelectionTimeoutMS=int(CHECK_TIMEOUT_S * 1000),
-        connectTimeoutMS=int(CHECK_TIMEOUT_S * 1000),
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=timeout_ms,
     )
     try:
-        reply = await client.admin.command("ping")
+        reply = await asyncio.wait_for(client.admin.command("ping"), CHECK_TIMEOUT_S + 1)
         if reply.get("ok") != 1:
             raise UnhealthyError(f"ping answered {reply!r}")
     except UnhealthyError:

@@ -17,6 +17,8 @@ from ca4_provision.devstack.process import alive
 from ca4_provision.devstack.services import SERVICE_NAMES, Service, catalog
 from ca4_provision.devstack.settings import HOST, DevstackSettings
 
+CHECK_DEADLINE_S = 10.0
+
 ALIASES = {
     "s3": "minio",
     "mongo": "ferretdb",
@@ -88,12 +90,20 @@ class Stack:
 
     # --- status -------------------------------------------------------------------------------
 
+    @staticmethod
+    async def check(service: Service) -> None:
+        """Run the service's health check with a hard time limit (a hung server is unhealthy)."""
+        try:
+            await asyncio.wait_for(service.check(), CHECK_DEADLINE_S)
+        except TimeoutError as exc:
+            raise UnhealthyError(f"health check gave no answer in {CHECK_DEADLINE_S:.0f}s") from exc
+
     async def status_of(self, service: Service) -> ServiceStatus:
         """Is it ours, running and healthy?"""
         pid = service.process.owned_pid(service.markers)
         state: State
         try:
-            await service.check()
+            await self.check(service)
         except UnhealthyError as exc:
             state, detail = ("unhealthy" if pid else "stopped"), str(exc)
         else:
@@ -130,7 +140,7 @@ class Stack:
                             f"{service.name} exited with code {proc.returncode} while starting; "
                             f"log {service.process.log_file}:\n{tail(service.process.log_file)}"
                         )
-                    await service.check()
+                    await self.check(service)
         except UnhealthyError as exc:
             raise DevstackError(
                 f"{service.name} not healthy after {deadline:.0f}s ({exc}); "
@@ -146,7 +156,7 @@ class Stack:
             await self._wait_healthy(service, None)
         elif await port_open(HOST, service.port):
             try:
-                await service.check()
+                await self.check(service)
             except UnhealthyError as exc:
                 raise DevstackError(
                     f"port {service.port} for {service.name} is taken by another process "
