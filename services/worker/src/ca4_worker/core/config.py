@@ -27,8 +27,11 @@ class Settings(BaseSettings):
     """Consumer group of the event-store subscriber."""
     kafka_archive_group: str = "ca4-archive"
     """Consumer group of the S3 archiver, separate so an S3 outage never slows the store."""
-    store_max_records: int = Field(default=1000, ge=1, le=100_000)
-    """Most records one store batch holds: bigger batches mean fewer round trips."""
+    store_max_records: int = Field(default=5000, ge=1, le=100_000)
+    """Most records one store batch holds: projection writes cost per aggregate per batch, so
+    bigger batches under load mean fewer round trips per event."""
+    store_max_partition_fetch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Most bytes fetched per partition per request, enough to fill a store batch when behind."""
     store_batch_timeout_ms: int = Field(default=100, ge=1, le=60_000)
     """How long the store subscriber waits to fill a batch; bounds the added latency."""
 

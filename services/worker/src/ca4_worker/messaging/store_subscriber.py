@@ -32,6 +32,7 @@ def build_broker(settings: Settings, ingest: IngestService) -> KafkaBroker:
         group_id=settings.kafka_store_group,
         batch=True,
         max_records=settings.store_max_records,
+        max_partition_fetch_bytes=settings.store_max_partition_fetch_bytes,
         batch_timeout_ms=settings.store_batch_timeout_ms,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
