@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 
@@ -11,6 +12,14 @@ from ca4_provision.devstack import configs
 from ca4_provision.devstack.settings import DevstackSettings, find_repo_root
 from ca4_provision.devstack.stack import DevstackError, resolve_names
 from ca4_provision.devstack.tools import MissingToolError, require
+
+
+@pytest.fixture(autouse=True)
+def _no_devstack_knobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from the defaults, whatever the shell running pytest exports."""
+    for name in list(os.environ):
+        if name.startswith("CA4_DEVSTACK_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

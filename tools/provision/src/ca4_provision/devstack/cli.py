@@ -28,6 +28,13 @@ app = typer.Typer(
     name="devstack",
     help="Run Kafka, FerretDB, MinIO and Prometheus locally (no Docker); see `ca4 devstack env`.",
     no_args_is_help=True,
+    epilog=(
+        "Environment knobs: CA4_DEVSTACK_HOME (state: data, logs, PIDs; default <repo>/.devstack), "
+        "CA4_DEVSTACK_CACHE (installs; default ~/.cache/ca4/devstack), "
+        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,S3,S3_CONSOLE,PROMETHEUS,"
+        "PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 9000 9001 9090 8000 8001), "
+        "CA4_DEVSTACK_KAFKA_HEAP (512m), CA4_DEVSTACK_HEALTH_TIMEOUT (120 s)."
+    ),
 )
 
 out = Console()
