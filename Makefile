@@ -14,7 +14,9 @@ PROMETHEUS_URL ?= http://127.0.0.1:9090
 
 .PHONY: help
 help: ## Show this list of targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' \
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} \
+		/^[a-zA-Z0-9_.-]+:.*## / {printf "  %s%-22s%s %s\n", on, $$1, off, $$2}' \
 		$(MAKEFILE_LIST) | sort -u
 
 .PHONY: install
@@ -59,10 +61,10 @@ format: ## Apply ruff's fixes and formatting
 
 .PHONY: bench
 bench: ## Run the benchmarks in bench/ (python -m bench)
-	@if [ -f bench/__init__.py ] || [ -f bench/__main__.py ]; then \
+	@if [ -f bench/__main__.py ]; then \
 		$(UV) run python -m bench; \
 	else \
-		echo "bench/ has no runnable package yet"; \
+		echo "bench/ has no __main__.py yet: nothing to run"; \
 	fi
 
 .PHONY: devstack-up
