@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -273,4 +274,6 @@ def logs(
     for log_file in files:
         if len(files) > 1:
             out.rule(log_file.stem)
-        out.print(tail(log_file, lines), markup=False, highlight=False)
+        # Raw text, not Rich: log lines must not be re-wrapped or re-coloured.
+        sys.stdout.write(tail(log_file, lines) + "\n")
+        sys.stdout.flush()
