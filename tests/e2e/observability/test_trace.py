@@ -20,10 +20,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from asgi_lifespan import LifespanManager
 from ca4_provision.verify.checks import build_test_report
 from ca4_provision.verify.settings import VerifySettings
-from ca4_telemetry import configure_tracing
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from ca4_telemetry import export_spans_to
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -39,11 +37,7 @@ STORE_TIMEOUT_S = 60.0
 def spans() -> InMemorySpanExporter:
     """Collect every span of this process, whoever configured tracing first."""
     exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-    else:
-        configure_tracing("ca4-e2e", extra_exporter=exporter)
+    export_spans_to(exporter, "ca4-e2e")
     return exporter
 
 

@@ -9,10 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from ca4_telemetry import export_spans_to
 from fastapi import Request
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
@@ -137,9 +135,7 @@ async def test_unavailable_kafka_is_503_with_retry_after_and_never_202(
 
 async def test_traceparent_from_the_caller_is_continued(client: httpx.AsyncClient) -> None:
     exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    export_spans_to(exporter)
     trace_id = uuid.uuid4().hex
 
     response = await client.post(

@@ -7,6 +7,7 @@ library each for contract and for operations, and never depend on each other.
 from ca4_telemetry.logging import configure_logging
 from ca4_telemetry.tracing import (
     configure_tracing,
+    export_spans_to,
     extract_context,
     headers_with_trace_context,
     tracer,
@@ -15,6 +16,7 @@ from ca4_telemetry.tracing import (
 __all__ = [
     "configure_logging",
     "configure_tracing",
+    "export_spans_to",
     "extract_context",
     "headers_with_trace_context",
     "tracer",

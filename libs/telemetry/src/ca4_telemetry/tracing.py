@@ -19,9 +19,57 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    DEFAULT_ON,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
 
 Exporter = Literal["none", "console", "otlp"]
 KafkaHeaders = Sequence[tuple[str, bytes]]
+
+
+class RecordOnceExported(Sampler):
+    """Drops every span (ids still propagate) until :func:`export_spans_to` adds an exporter,
+    then samples parent-based always-on."""
+
+    def __init__(self) -> None:
+        self.exporting = False
+
+    def should_sample(  # noqa: PLR0917 - the SDK's signature
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        """Delegate to always-off or parent-based always-on."""
+        sampler = DEFAULT_ON if self.exporting else ALWAYS_OFF
+        return sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        """Name shown in SDK diagnostics."""
+        return "RecordOnceExported"
+
+
+def export_spans_to(exporter: SpanExporter, service: str = "ca4") -> None:
+    """Send every span of this process to ``exporter`` from now on (tests, debugging),
+    whatever :func:`configure_tracing` chose before."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        configure_tracing(service, extra_exporter=exporter)
+        return
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if isinstance(provider.sampler, RecordOnceExported):
+        provider.sampler.exporting = True
 
 
 def configure_tracing(
@@ -33,10 +81,16 @@ def configure_tracing(
 ) -> TracerProvider:
     """Install a tracer provider for ``service``.
 
-    With ``exporter="none"`` spans are still created (so trace ids reach logs and Kafka
-    headers) but go nowhere. ``extra_exporter`` lets tests collect spans in memory.
+    With ``exporter="none"`` spans carry trace ids (so they reach logs and Kafka headers) but
+    are never recorded: recording spans nobody exports cost the worker a fifth of its CPU.
+    Otherwise the SDK's sampler applies (``OTEL_TRACES_SAMPLER``, parent-based always-on by
+    default). ``extra_exporter`` lets tests collect spans in memory.
     """
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    exported = exporter != "none" or extra_exporter is not None
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service}),
+        sampler=None if exported else RecordOnceExported(),
+    )
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "otlp":
