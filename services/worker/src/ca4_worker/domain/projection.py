@@ -81,27 +81,30 @@ class SessionDelta:
             hostname=event.payload.host.hostname,
         )
 
-    def then(self, later: SessionDelta) -> SessionDelta:
-        """This delta followed by a later one of the same session and partition."""
-        peaks = [
-            p for p in (self.peak_memory_used_mib, later.peak_memory_used_mib) if p is not None
-        ]
-        return SessionDelta(
-            session_id=self.session_id,
-            partition=self.partition,
-            first_offset=self.first_offset,
-            last_offset=later.last_offset,
-            first_seen=min(self.first_seen, later.first_seen),
-            last_seen=max(self.last_seen, later.last_seen),
-            sample_count=self.sample_count + later.sample_count,
-            gpu_models=self.gpu_models | later.gpu_models,
-            peak_memory_used_mib=max(peaks) if peaks else None,
-            utilization_sum_millipct=self.utilization_sum_millipct + later.utilization_sum_millipct,
-            utilization_samples=self.utilization_samples + later.utilization_samples,
-            labels=later.labels,
-            runtime=later.runtime,
-            hostname=later.hostname,
-        )
+    def absorb(self, later: PositionedEvent) -> None:
+        """Fold in the next event of the same session and partition (in offset order).
+
+        In place: a batch folds thousands of events per session, and one object per event
+        cost a third of the projection step.
+        """
+        event = later.event
+        occurred_at = to_millis(event.occurred_at)
+        self.last_offset = later.position.offset
+        self.first_seen = min(self.first_seen, occurred_at)
+        self.last_seen = max(self.last_seen, occurred_at)
+        self.sample_count += 1
+        for gpu in event.payload.gpus:
+            self.gpu_models.add(gpu.name)
+            if gpu.memory_used_mib is not None and (
+                self.peak_memory_used_mib is None or gpu.memory_used_mib > self.peak_memory_used_mib
+            ):
+                self.peak_memory_used_mib = gpu.memory_used_mib
+            if gpu.utilization_gpu_pct is not None:
+                self.utilization_sum_millipct += round(gpu.utilization_gpu_pct * 1000)
+                self.utilization_samples += 1
+        self.labels = dict(event.labels)
+        self.runtime = event.source.runtime
+        self.hostname = event.payload.host.hostname
 
 
 def group_by_session(
@@ -117,12 +120,13 @@ def group_by_session(
 
 def fold_session(events: Iterable[PositionedEvent]) -> SessionDelta:
     """One delta for consecutive events of one session and partition (in offset order)."""
-    folded: SessionDelta | None = None
-    for positioned in events:
-        delta = SessionDelta.of(positioned)
-        folded = delta if folded is None else folded.then(delta)
-    if folded is None:
+    remaining = iter(events)
+    first = next(remaining, None)
+    if first is None:
         raise ValueError("fold_session needs at least one event")
+    folded = SessionDelta.of(first)
+    for positioned in remaining:
+        folded.absorb(positioned)
     return folded
 
 
@@ -146,22 +150,25 @@ class GpuLatest:
 
 
 def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
-    """The newest sample per GPU UUID among ``events``."""
-    latest: dict[str, GpuLatest] = {}
+    """The newest sample per GPU UUID among ``events`` (only the winners are serialised)."""
+    newest: dict[str, tuple[tuple[datetime, str], PositionedEvent, Any]] = {}
     for positioned in events:
         event = positioned.event
+        order_key = (to_millis(event.occurred_at), positioned.event_id)
         for gpu in event.payload.gpus:
-            candidate = GpuLatest(
-                gpu_uuid=gpu.uuid,
-                gpu_name=gpu.name,
-                session_id=event.session_id,
-                occurred_at=to_millis(event.occurred_at),
-                event_id=positioned.event_id,
-                partition=positioned.position.partition,
-                offset=positioned.position.offset,
-                sample=gpu.model_dump(mode="json"),
-            )
-            current = latest.get(gpu.uuid)
-            if current is None or candidate.order_key > current.order_key:
-                latest[gpu.uuid] = candidate
-    return list(latest.values())
+            current = newest.get(gpu.uuid)
+            if current is None or order_key > current[0]:
+                newest[gpu.uuid] = (order_key, positioned, gpu)
+    return [
+        GpuLatest(
+            gpu_uuid=gpu.uuid,
+            gpu_name=gpu.name,
+            session_id=positioned.event.session_id,
+            occurred_at=order_key[0],
+            event_id=positioned.event_id,
+            partition=positioned.position.partition,
+            offset=positioned.position.offset,
+            sample=gpu.model_dump(mode="json"),
+        )
+        for order_key, positioned, gpu in newest.values()
+    ]
