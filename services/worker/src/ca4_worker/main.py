@@ -31,6 +31,7 @@ from ca4_worker.persistence.mongo import (
     MongoEventStore,
     MongoProjections,
     connect,
+    guards_belong_in_filters,
     init_database,
 )
 from ca4_worker.persistence.s3 import S3ObjectStore
@@ -60,7 +61,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_backoff_s=settings.retry_max_backoff_s,
         )
         store = MongoEventStore(database, topic=settings.kafka_topic)
-        projections = MongoProjections(database)
+        guards_in_filters = await until_available(
+            lambda: guards_belong_in_filters(database),
+            what="read the database's build info",
+            max_backoff_s=settings.retry_max_backoff_s,
+        )
+        projections = MongoProjections(database, guards_in_filters=guards_in_filters)
 
         producer = kafka_producer(settings.kafka_bootstrap_servers)
         await producer.start()
@@ -77,6 +83,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             gpu_gauges=gauges,
             max_backoff_s=settings.retry_max_backoff_s,
             consumer_group=settings.kafka_store_group,
+            insert_chunk=settings.store_insert_chunk,
+            insert_concurrency=settings.store_insert_concurrency,
         )
         broker = build_broker(settings, ingest)
         await broker.start()

@@ -7,6 +7,7 @@ Each record's trace continues from its Kafka headers (see :mod:`ca4_worker.core.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from ca4_schemas import EventDecodeError, decode_event
 from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
-from ca4_worker.application.ports import DeadLetterSink, EventStore, Projections
+from ca4_worker.application.ports import AppendOutcome, DeadLetterSink, EventStore, Projections
 from ca4_worker.application.retry import until_available
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
@@ -79,6 +80,8 @@ class IngestService:
         max_backoff_s: float = 5.0,
         consumer_group: str | None = None,
         tracer: Tracer | None = None,
+        insert_chunk: int = 2500,
+        insert_concurrency: int = 2,
     ) -> None:
         self._store = store
         self._projections = projections
@@ -87,6 +90,8 @@ class IngestService:
         self._max_backoff_s = max_backoff_s
         self._consumer_group = consumer_group
         self._tracer = tracer
+        self._insert_chunk = insert_chunk
+        self._insert_concurrency = insert_concurrency
 
     async def handle_batch(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Process one batch; returns only when everything in it is durable."""
@@ -112,62 +117,106 @@ class IngestService:
         return outcome
 
     async def _handle(self, records: Sequence[RawRecord], spans: BatchSpans) -> BatchOutcome:
-        decoded = [decode_record(record) for record in records]
-        letters = [item for item in decoded if isinstance(item, DeadLetter)]
-        events = [item for item in decoded if isinstance(item, PositionedEvent)]
-
+        """Decode and append in chunks, up to ``insert_concurrency`` appends in flight, so the
+        next chunk is decoded while the database stores the last; then project the batch."""
+        letters: list[DeadLetter] = []
+        appended: list[AppendOutcome] = []
+        ordered = sorted(records, key=lambda record: record.position)
+        try:
+            await self._decode_and_append(ordered, spans, letters, appended)
+        except BaseExceptionGroup as group:
+            raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
         if letters:
+            await self._dead_letter(letters, spans)
+
+        to_project = [item for outcome in appended for item in outcome.to_project]
+        if to_project:
             await until_available(
-                lambda: self._dead_letters.publish(letters),
-                what="publish dead letters",
+                lambda: self._projections.apply(to_project),
+                what="apply projections",
                 max_backoff_s=self._max_backoff_s,
             )
-            for letter in letters:
-                metrics.DEAD_LETTERS.labels(letter.error_class).inc()
-                log.warning(
-                    "dead-lettered",
-                    error_class=letter.error_class,
-                    partition=letter.record.partition,
-                    offset=letter.record.offset,
-                    trace_id=spans.trace_id(letter.record.position),
+            if self._gpu_gauges is not None:
+                self._gpu_gauges.update(latest_gpu_samples(to_project))
+        stored = [item for outcome in appended for item in outcome.stored]
+        if log.is_enabled_for(logging.DEBUG):
+            for positioned in stored:
+                log.debug(
+                    "event stored",
+                    event_id=positioned.event_id,
+                    session_id=positioned.event.session_id,
+                    partition=positioned.position.partition,
+                    offset=positioned.position.offset,
+                    trace_id=spans.trace_id(positioned.position),
                 )
+        # Every other record repeats an event id: within the batch, or one already stored.
+        duplicate_count = len(records) - len(letters) - len(stored)
+        return BatchOutcome(len(stored), duplicate_count, len(letters))
 
-        first, in_batch_duplicates = first_per_event_id(events)
-        stored_count = duplicate_count = 0
-        if first:
+    async def _decode_and_append(
+        self,
+        ordered: Sequence[RawRecord],
+        spans: BatchSpans,
+        letters: list[DeadLetter],
+        appended: list[AppendOutcome],
+    ) -> None:
+        """Decode chunk by chunk; append each chunk's first copies of event ids in a task."""
+        seen: set[str] = set()
+        slots = asyncio.Semaphore(self._insert_concurrency)
+        async with asyncio.TaskGroup() as appends:
+            for start in range(0, len(ordered), self._insert_chunk):
+                first: list[PositionedEvent] = []
+                for item in map(decode_record, ordered[start : start + self._insert_chunk]):
+                    if isinstance(item, DeadLetter):
+                        letters.append(item)
+                    elif item.event_id in seen:
+                        continue
+                    else:
+                        seen.add(item.event_id)
+                        first.append(item)
+                if first:
+                    await slots.acquire()
+                    appends.create_task(self._append(first, spans, slots, appended))
+                await asyncio.sleep(0)  # let the append start, and the API answer, between chunks
+
+    async def _append(
+        self,
+        events: list[PositionedEvent],
+        spans: BatchSpans,
+        slot: asyncio.Semaphore,
+        outcomes: list[AppendOutcome],
+    ) -> None:
+        """Append one chunk (retrying while the database is down) and free its slot."""
+        try:
             with spans.database_write(
-                "insert events", (item.position for item in first), collection="events"
+                "insert events", (item.position for item in events), collection="events"
             ):
                 outcome = await until_available(
-                    lambda: self._store.append(first),
+                    lambda: self._store.append(events),
                     what="append events",
                     max_backoff_s=self._max_backoff_s,
                 )
-            stored_at = datetime.now(UTC)
-            for positioned in outcome.stored:
-                metrics.END_TO_END_SECONDS.observe(
-                    max(0.0, (stored_at - positioned.event.received_at).total_seconds())
-                )
-            to_project = outcome.to_project
-            if to_project:
-                await until_available(
-                    lambda: self._projections.apply(to_project),
-                    what="apply projections",
-                    max_backoff_s=self._max_backoff_s,
-                )
-                if self._gpu_gauges is not None:
-                    self._gpu_gauges.update(latest_gpu_samples(to_project))
-            if log.is_enabled_for(logging.DEBUG):
-                for positioned in outcome.stored:
-                    log.debug(
-                        "event stored",
-                        event_id=positioned.event_id,
-                        session_id=positioned.event.session_id,
-                        partition=positioned.position.partition,
-                        offset=positioned.position.offset,
-                        trace_id=spans.trace_id(positioned.position),
-                    )
-            stored_count = len(outcome.stored)
-            duplicate_count = len(outcome.redelivered) + len(outcome.duplicates)
-        duplicate_count += len(in_batch_duplicates)
-        return BatchOutcome(stored_count, duplicate_count, len(letters))
+        finally:
+            slot.release()
+        stored_at = datetime.now(UTC)
+        for positioned in outcome.stored:
+            metrics.END_TO_END_SECONDS.observe(
+                max(0.0, (stored_at - positioned.event.received_at).total_seconds())
+            )
+        outcomes.append(outcome)
+
+    async def _dead_letter(self, letters: list[DeadLetter], spans: BatchSpans) -> None:
+        await until_available(
+            lambda: self._dead_letters.publish(letters),
+            what="publish dead letters",
+            max_backoff_s=self._max_backoff_s,
+        )
+        for letter in letters:
+            metrics.DEAD_LETTERS.labels(letter.error_class).inc()
+            log.warning(
+                "dead-lettered",
+                error_class=letter.error_class,
+                partition=letter.record.partition,
+                offset=letter.record.offset,
+                trace_id=spans.trace_id(letter.record.position),
+            )

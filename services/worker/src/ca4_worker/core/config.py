@@ -27,9 +27,16 @@ class Settings(BaseSettings):
     """Consumer group of the event-store subscriber."""
     kafka_archive_group: str = "ca4-archive"
     """Consumer group of the S3 archiver, separate so an S3 outage never slows the store."""
-    store_max_records: int = Field(default=5000, ge=1, le=100_000)
-    """Most records one store batch holds: projection writes cost per aggregate per batch, so
-    bigger batches under load mean fewer round trips per event."""
+    store_max_records: int = Field(default=20_000, ge=1, le=100_000)
+    """Most records one store batch holds. Projection writes cost per aggregate per batch, so
+    when the worker is behind, big batches amortise them (20,000 reached 78% of a bare
+    insert_many on FerretDB, 5,000 only 52%); when it keeps up, batches stay small on their own.
+    Memory grows with it: about 300 MiB peak at 20,000 records of 1 KiB."""
+    store_insert_chunk: int = Field(default=2500, ge=1, le=100_000)
+    """Records per ``insert_many`` within a store batch: the next chunk is decoded while the
+    database stores this one, and the event loop stays responsive between chunks."""
+    store_insert_concurrency: int = Field(default=2, ge=1, le=16)
+    """Store inserts in flight at once; 2 kept both CPUs busy on FerretDB (25% faster than 1)."""
     store_max_partition_fetch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Most bytes fetched per partition per request, enough to fill a store batch when behind."""
     store_batch_timeout_ms: int = Field(default=100, ge=1, le=60_000)
