@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from ca4_worker.persistence.mongo import Doc, MongoEventStore, MongoProjections
+from ca4_worker.persistence.mongo import (
+    Doc,
+    MongoEventStore,
+    MongoProjections,
+    guards_belong_in_filters,
+)
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.unit.worker.contracts import EventStoreContract, ProjectionsContract
@@ -18,9 +23,20 @@ class TestMongoEventStore(EventStoreContract):
 
 
 class TestMongoProjections(ProjectionsContract):
-    @pytest.fixture
-    def projections(self, database: AsyncDatabase[Doc]) -> MongoProjections:
-        return MongoProjections(database)
+    """Both ways of guarding writes keep the contract, whichever database runs the tests."""
+
+    @pytest.fixture(params=[True, False], ids=["guards-in-filters", "guards-read-first"])
+    def projections(
+        self, database: AsyncDatabase[Doc], request: pytest.FixtureRequest
+    ) -> MongoProjections:
+        return MongoProjections(database, guards_in_filters=request.param)
+
+
+async def test_ferretdb_is_detected_and_gets_id_only_filters(
+    database: AsyncDatabase[Doc],
+) -> None:
+    info = await database.client.admin.command("buildInfo")
+    assert await guards_belong_in_filters(database) is ("ferretdbVersion" not in info)
 
 
 async def test_events_collection_has_its_indexes(database: AsyncDatabase[Doc]) -> None:

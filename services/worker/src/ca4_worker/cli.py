@@ -27,6 +27,7 @@ from ca4_worker.persistence.mongo import (
     MongoEventStore,
     MongoProjections,
     connect,
+    guards_belong_in_filters,
     init_database,
 )
 from ca4_worker.persistence.s3 import S3ObjectStore
@@ -133,7 +134,9 @@ async def _replay(
     try:
         database = client[settings.mongo_db]
         await init_database(database)
-        projections = MongoProjections(database)
+        projections = MongoProjections(
+            database, guards_in_filters=await guards_belong_in_filters(database)
+        )
         if source == "events":
             store = MongoEventStore(database, topic=settings.kafka_topic)
             advance(0, await store.count())

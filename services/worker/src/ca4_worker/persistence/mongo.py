@@ -14,6 +14,7 @@ operations, not their size, bounds the worker's throughput.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -320,18 +321,33 @@ def _gpu_view(doc: Doc) -> GpuView:
     )
 
 
+async def guards_belong_in_filters(database: AsyncDatabase[Doc]) -> bool:
+    """Whether projection guards should travel in the update filter (MongoDB, DocumentDB).
+
+    Not on FerretDB v1: it reads and decodes the whole collection for every update whose filter
+    is more than ``{_id: ...}`` (SQLite backend), which made each guarded write cost O(sessions),
+    and it does not make an update's read and write atomic anyway (``handler/msg_update.go``).
+    There the guard is checked against the state read at the start of each round and the write
+    filters on ``_id`` alone: redelivery and replay stay exactly-once; only two workers writing
+    the same session at the same instant (FerretDB's own lost update) are not covered.
+    """
+    with unavailable_on_driver_errors():
+        info = await database.client.admin.command("buildInfo")
+    return "ferretdbVersion" not in info
+
+
 class MongoProjections:
     """The ``sessions`` and ``gpus`` collections."""
 
-    def __init__(self, database: AsyncDatabase[Doc]) -> None:
+    def __init__(self, database: AsyncDatabase[Doc], *, guards_in_filters: bool = True) -> None:
         self._sessions: AsyncCollection[Doc] = database["sessions"]
         self._gpus: AsyncCollection[Doc] = database["gpus"]
+        self._guards_in_filters = guards_in_filters
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
         """A handful of round trips per batch, whatever its size (see the module docstring)."""
         with unavailable_on_driver_errors():
-            await self._apply_sessions(events)
-            await self._apply_gpus(events)
+            await asyncio.gather(self._apply_sessions(events), self._apply_gpus(events))
 
     async def _apply_sessions(self, events: Sequence[PositionedEvent]) -> None:
         """Fold each (session, partition) group past its applied offset into one guarded write.
@@ -369,7 +385,9 @@ class MongoProjections:
             result = await self._sessions.bulk_write(
                 [
                     UpdateOne(
-                        _position_guard(*key, pending[key][0].position.offset),
+                        _position_guard(*key, pending[key][0].position.offset)
+                        if self._guards_in_filters
+                        else {"_id": key[0]},
                         _session_update(fold_session(pending[key])),
                     )
                     for key in this_round.values()
@@ -408,7 +426,10 @@ class MongoProjections:
             [_new_gpu_document(latest) for latest in newer if latest.gpu_uuid not in stored],
         )
         updates = [
-            UpdateOne(_gpu_guard(latest), _gpu_update(latest))
+            UpdateOne(
+                _gpu_guard(latest) if self._guards_in_filters else {"_id": latest.gpu_uuid},
+                _gpu_update(latest),
+            )
             for latest in newer
             if latest.gpu_uuid not in created
         ]
