@@ -109,6 +109,9 @@ async def test_events_are_stored_projected_dead_lettered_and_archived(
             "ca4_worker_archive_lag{",
             "ca4_worker_archive_objects_total",
             'ca4_gpu_utilization_pct{gpu_name="Tesla T4",gpu_uuid="GPU-3"',
+            # The read API's own request metrics, by route template and status.
+            'ca4_http_requests_total{handler="/v1/sessions/{session_id}",method="GET",status="4xx"}',
+            'ca4_http_request_duration_seconds_count{handler="/v1/gpus/{gpu_uuid}",method="GET"}',
         ):
             assert name in metrics, name
 
