@@ -55,10 +55,13 @@ def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
 
 
 def first_per_event_id(
-    events: Sequence[PositionedEvent],
+    events: Sequence[PositionedEvent], seen: set[str] | None = None
 ) -> tuple[list[PositionedEvent], list[PositionedEvent]]:
-    """Split a batch into the first copy of each event id (by position) and later copies."""
-    seen: set[str] = set()
+    """Split events into the first copy of each event id (by position) and later copies.
+
+    ``seen`` carries the ids of earlier chunks of the same batch, and is updated.
+    """
+    seen = set() if seen is None else seen
     first: list[PositionedEvent] = []
     later: list[PositionedEvent] = []
     for positioned in sorted(events, key=lambda item: item.position):
@@ -165,15 +168,13 @@ class IngestService:
         slots = asyncio.Semaphore(self._insert_concurrency)
         async with asyncio.TaskGroup() as appends:
             for start in range(0, len(ordered), self._insert_chunk):
-                first: list[PositionedEvent] = []
+                events: list[PositionedEvent] = []
                 for item in map(decode_record, ordered[start : start + self._insert_chunk]):
                     if isinstance(item, DeadLetter):
                         letters.append(item)
-                    elif item.event_id in seen:
-                        continue
                     else:
-                        seen.add(item.event_id)
-                        first.append(item)
+                        events.append(item)
+                first, _ = first_per_event_id(events, seen)
                 if first:
                     await slots.acquire()
                     appends.create_task(self._append(first, spans, slots, appended))

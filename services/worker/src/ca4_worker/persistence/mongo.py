@@ -344,6 +344,11 @@ class MongoProjections:
         self._gpus: AsyncCollection[Doc] = database["gpus"]
         self._guards_in_filters = guards_in_filters
 
+    def _filter(self, guarded: Doc) -> Doc:
+        """The update filter for a guarded write: whole, or ``_id`` alone (see
+        :func:`guards_belong_in_filters`; the guard was then checked on the round's read)."""
+        return guarded if self._guards_in_filters else {"_id": guarded["_id"]}
+
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
         """A handful of round trips per batch, whatever its size (see the module docstring)."""
         with unavailable_on_driver_errors():
@@ -385,9 +390,7 @@ class MongoProjections:
             result = await self._sessions.bulk_write(
                 [
                     UpdateOne(
-                        _position_guard(*key, pending[key][0].position.offset)
-                        if self._guards_in_filters
-                        else {"_id": key[0]},
+                        self._filter(_position_guard(*key, pending[key][0].position.offset)),
                         _session_update(fold_session(pending[key])),
                     )
                     for key in this_round.values()
@@ -426,10 +429,7 @@ class MongoProjections:
             [_new_gpu_document(latest) for latest in newer if latest.gpu_uuid not in stored],
         )
         updates = [
-            UpdateOne(
-                _gpu_guard(latest) if self._guards_in_filters else {"_id": latest.gpu_uuid},
-                _gpu_update(latest),
-            )
+            UpdateOne(self._filter(_gpu_guard(latest)), _gpu_update(latest))
             for latest in newer
             if latest.gpu_uuid not in created
         ]
