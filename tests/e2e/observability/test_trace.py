@@ -121,12 +121,18 @@ async def test_one_trace_spans_processor_and_worker(
     )
     assert response.status_code == 202, response.text
 
+    # The worker ends a record's span when its whole batch is done (stored and projected),
+    # which is after the event shows as stored: wait for the span itself.
     async with asyncio.timeout(STORE_TIMEOUT_S):
         while True:
-            status = await worker.get(f"/v1/events/{report['event_id']}")
-            if status.json().get("stored"):
+            if any(
+                span.kind is SpanKind.CONSUMER and span.name.endswith(" process")
+                for span in spans.get_finished_spans()
+            ):
                 break
             await asyncio.sleep(0.2)
+    status = await worker.get(f"/v1/events/{report['event_id']}")
+    assert status.json().get("stored"), status.text
 
     finished = spans.get_finished_spans()
     publish = [span for span in finished if span.name.startswith("send ")]

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 from pymongo.errors import PyMongoError
 
@@ -160,10 +161,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or get_settings()
     for router in (health.router, sessions.router, gpus.router, events.router):
         app.include_router(router)
-    # Request counts and latencies of the read API (ca4_http_*), exposed by the own /metrics.
-    Instrumentator(excluded_handlers=["/metrics", "/healthz", "/readyz"]).instrument(
-        app, metric_namespace="ca4"
-    )
+    # Request counts and latencies of the read API (ca4_http_*), in a registry per app (the
+    # instrumentator skips metrics already in a registry, so tests building several apps would
+    # otherwise count nothing); /metrics exposes it next to the process-wide one.
+    app.state.http_registry = CollectorRegistry()
+    Instrumentator(
+        registry=app.state.http_registry, excluded_handlers=["/metrics", "/healthz", "/readyz"]
+    ).instrument(app, metric_namespace="ca4")
     return app
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ca4_worker.api.deps import RuntimeDep
@@ -27,6 +27,7 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, object]:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus exposition of the worker's metrics."""
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of the worker's metrics and this app's HTTP request metrics."""
+    body = generate_latest(REGISTRY) + generate_latest(request.app.state.http_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
