@@ -68,10 +68,23 @@ def test_unknown_future_version_raises_for_the_dlq(version: int) -> None:
     assert str(version) in str(caught.value)
 
 
-@pytest.mark.parametrize("version", [0, -1, "1", True, None, 1.5])
-def test_malformed_version_is_a_decode_error(version: object) -> None:
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["object", "bytes"])
+@pytest.mark.parametrize("version", [0, -1, "1", True, None, 1.5, 1.0])
+def test_malformed_version_is_a_decode_error(version: object, as_bytes: bool) -> None:
+    body = _event_body(schema_version=version)
+
     with pytest.raises(EventDecodeError) as caught:
-        decode_event(_event_body(schema_version=version))
+        decode_event(json.dumps(body).encode() if as_bytes else body)
+
+    assert caught.value.error_class == "invalid_event"
+
+
+def test_missing_version_is_a_decode_error() -> None:
+    body = _event_body()
+    del body["schema_version"]
+
+    with pytest.raises(EventDecodeError) as caught:
+        decode_event(json.dumps(body).encode())
 
     assert caught.value.error_class == "invalid_event"
 

@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 from ca4_schemas.constants import HEADER_TRACEPARENT
 from ca4_worker.application.ingest import IngestService
+from ca4_worker.core import tracing
+from ca4_worker.domain.records import Position
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,
     InMemoryEventStore,
@@ -88,3 +90,23 @@ async def test_a_failed_batch_marks_its_spans(exporter: InMemorySpanExporter) ->
     spans = exporter.get_finished_spans()
     assert {span.name for span in spans} == {"gpu-metadata process", "insert events"}
     assert all(span.status.status_code is StatusCode.ERROR for span in spans)
+
+
+def test_without_recording_no_span_is_made_and_logs_read_the_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tracing, "spans_recorded", lambda: False)
+    traced = dataclasses.replace(
+        record(event_body(session_id="s1"), offset=0),
+        headers=((HEADER_TRACEPARENT, traceparent(PRODUCER_TRACE, PRODUCER_SPAN)),),
+    )
+    untraced = record(event_body(session_id="s2"), offset=1)
+
+    spans = tracing.BatchSpans([traced, untraced])
+    with spans.database_write("insert events", [traced.position], collection="events"):
+        pass
+    spans.end()
+
+    assert spans.trace_id(traced.position) == f"{PRODUCER_TRACE:032x}"
+    assert spans.trace_id(untraced.position) is None
+    assert spans.trace_id(Position(9, 9)) is None

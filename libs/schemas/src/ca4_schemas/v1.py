@@ -248,7 +248,7 @@ class GpuMetadataReportV1(_Frozen):
     event_type: Literal["gpu.metadata.reported"] = EVENT_TYPE_GPU_METADATA_REPORTED
     """Always ``gpu.metadata.reported``."""
     schema_version: Literal[1] = 1
-    """Version of this contract."""
+    """Version of this contract: the integer 1 (``1.0`` or ``true`` are refused)."""
     occurred_at: AwareDatetime
     """When the sample was taken, by the client's clock (timezone required)."""
     source: Source
@@ -261,6 +261,14 @@ class GpuMetadataReportV1(_Frozen):
     """Small string map, e.g. project, notebook, run."""
     payload: GpuMetadataPayloadV1
     """Host facts and GPU samples."""
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _integer_version(cls, version: object) -> object:
+        # Literal[1] alone lets 1.0 and true through; a consumer then could not tell versions apart.
+        if type(version) is not int:
+            raise ValueError("schema_version must be an integer")
+        return version
 
     @field_validator("occurred_at")
     @classmethod

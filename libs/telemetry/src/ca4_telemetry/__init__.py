@@ -10,6 +10,7 @@ from ca4_telemetry.tracing import (
     export_spans_to,
     extract_context,
     headers_with_trace_context,
+    spans_recorded,
     tracer,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "export_spans_to",
     "extract_context",
     "headers_with_trace_context",
+    "spans_recorded",
     "tracer",
 ]

@@ -103,6 +103,20 @@ def configure_tracing(
     return provider
 
 
+def spans_recorded() -> bool:
+    """Whether this process may record spans at all.
+
+    False where nothing exports them (no provider, or :class:`RecordOnceExported` without an
+    exporter): a hot path can then skip creating spans that would only be dropped, and read
+    trace ids straight from the incoming headers.
+    """
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        return False
+    sampler = provider.sampler
+    return sampler.exporting if isinstance(sampler, RecordOnceExported) else True
+
+
 def tracer(name: str) -> trace.Tracer:
     """The tracer for one module (``tracer(__name__)``)."""
     return trace.get_tracer(name)

@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 
 from ca4_worker.application.ingest import IngestService
 from ca4_worker.core.config import Settings
+from ca4_worker.core.gc_pause import gc_paused
 from ca4_worker.messaging.records import raw_record
 
 
@@ -42,6 +43,7 @@ def build_broker(settings: Settings, ingest: IngestService) -> KafkaBroker:
         """Store, project or dead-letter one batch of records."""
         records = message.raw_message
         batch = records if isinstance(records, (tuple, list)) else (records,)
-        await ingest.handle_batch([raw_record(record) for record in batch])
+        with gc_paused():
+            await ingest.handle_batch([raw_record(record) for record in batch])
 
     return broker

@@ -1,0 +1,62 @@
+"""The collector is paused for exactly as long as a store batch is in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+
+import pytest
+from ca4_worker.core.gc_pause import gc_paused
+
+
+@pytest.fixture(autouse=True)
+def collector_enabled() -> Iterator[None]:
+    gc.enable()
+    yield
+    gc.enable()
+
+
+def test_paused_inside_and_enabled_after_even_on_error() -> None:
+    enabled_inside: list[bool] = []
+
+    def failing_batch() -> None:
+        with gc_paused():
+            enabled_inside.append(gc.isenabled())
+            raise RuntimeError("batch failed")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
+
+    assert enabled_inside == [False]
+    assert gc.isenabled()
+
+
+async def test_overlapping_pauses_resume_when_the_last_ends() -> None:
+    first_in, second_in, first_may_leave = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        with gc_paused():
+            first_in.set()
+            await first_may_leave.wait()
+        assert not gc.isenabled()  # the second is still inside
+
+    async def second() -> None:
+        await first_in.wait()
+        with gc_paused():
+            second_in.set()
+            first_may_leave.set()
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(first(), second())
+
+    assert gc.isenabled()
+
+
+def test_a_collector_disabled_by_someone_else_stays_disabled() -> None:
+    gc.disable()
+
+    with gc_paused():
+        assert not gc.isenabled()
+
+    assert not gc.isenabled()
