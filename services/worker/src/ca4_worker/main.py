@@ -28,7 +28,6 @@ from ca4_worker.core.version import WORKER_VERSION
 from ca4_worker.messaging.archive_consumer import ArchiveConsumer
 from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
 from ca4_worker.messaging.lag import LagMonitor
-from ca4_worker.messaging.store_pipeline import StorePipeline
 from ca4_worker.messaging.store_subscriber import build_broker
 from ca4_worker.persistence.mongo import (
     MongoEventStore,
@@ -89,11 +88,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             insert_chunk=settings.store_insert_chunk,
             insert_concurrency=settings.store_insert_concurrency,
         )
-        pipeline = StorePipeline(ingest)
-        broker = build_broker(settings, pipeline)
+        broker = build_broker(settings, ingest)
         await broker.start()
         stack.push_async_callback(broker.stop)
-        stack.push_async_callback(pipeline.close)  # before the consumer stops: commit its batch
 
         archive: ArchiveConsumer | None = None
         if settings.archive_enabled:

@@ -1,8 +1,7 @@
-"""The store pipeline for one batch: decode, dead-letter, append, then project.
+"""The store pipeline for one batch: decode, dead-letter, append, project.
 
-Storing and projecting are separate steps so the subscriber can project one batch while it
-stores the next; either way the caller commits a batch's offsets only after both are durable,
-so a crash anywhere means redelivery, which the store and the projection guard absorb.
+Every step finishes durably before the batch returns, and the caller commits offsets only
+after that; a crash anywhere means redelivery, which the store and the projection guard absorb.
 Each record's trace continues from its Kafka headers (see :mod:`ca4_worker.core.tracing`).
 """
 
@@ -40,17 +39,6 @@ class BatchOutcome:
     stored: int
     duplicate: int
     dead_lettered: int
-
-
-@dataclass
-class StoredBatch:
-    """A batch durable in the event store (and its dead letters published), not yet projected."""
-
-    outcome: BatchOutcome
-    to_project: list[PositionedEvent]
-    spans: BatchSpans
-    started: float
-    """``time.perf_counter()`` when the batch arrived, for the processing-time metric."""
 
 
 def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
@@ -109,25 +97,19 @@ class IngestService:
         self._insert_concurrency = insert_concurrency
 
     async def handle_batch(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        """Store and project one batch; returns only when everything in it is durable."""
-        stored = await self.store_batch(records)
-        await self.project_batch(stored)
-        return stored.outcome
-
-    async def store_batch(self, records: Sequence[RawRecord]) -> StoredBatch:
-        """Decode, dead-letter and append one batch: durable when this returns, but not yet
-        projected (:meth:`project_batch` does that; offsets may be committed only after)."""
+        """Process one batch; returns only when everything in it is durable."""
         started = time.perf_counter()
         spans = BatchSpans(records, consumer_group=self._consumer_group, span_tracer=self._tracer)
         try:
-            stored = await self._store_records(records, spans, started)
+            outcome = await self._handle(records, spans)
         except BaseException as error:
             spans.end(error)
             raise
-        outcome = stored.outcome
+        spans.end()
         metrics.EVENTS.labels("stored").inc(outcome.stored)
         metrics.EVENTS.labels("duplicate").inc(outcome.duplicate)
         metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
         log.info(
             "batch stored",
             records=len(records),
@@ -135,30 +117,11 @@ class IngestService:
             duplicate=outcome.duplicate,
             dead_lettered=outcome.dead_lettered,
         )
-        return stored
+        return outcome
 
-    async def project_batch(self, stored: StoredBatch) -> None:
-        """Apply a stored batch to the projections (retrying while the database is down)."""
-        try:
-            if stored.to_project:
-                await until_available(
-                    lambda: self._projections.apply(stored.to_project),
-                    what="apply projections",
-                    max_backoff_s=self._max_backoff_s,
-                )
-                if self._gpu_gauges is not None:
-                    self._gpu_gauges.update(latest_gpu_samples(stored.to_project))
-        except BaseException as error:
-            stored.spans.end(error)
-            raise
-        stored.spans.end()
-        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - stored.started)
-
-    async def _store_records(
-        self, records: Sequence[RawRecord], spans: BatchSpans, started: float
-    ) -> StoredBatch:
+    async def _handle(self, records: Sequence[RawRecord], spans: BatchSpans) -> BatchOutcome:
         """Decode and append in chunks, up to ``insert_concurrency`` appends in flight, so the
-        next chunk is decoded while the database stores the last."""
+        next chunk is decoded while the database stores the last; then project the batch."""
         letters: list[DeadLetter] = []
         appended: list[AppendOutcome] = []
         ordered = sorted(records, key=lambda record: record.position)
@@ -169,6 +132,15 @@ class IngestService:
         if letters:
             await self._dead_letter(letters, spans)
 
+        to_project = [item for outcome in appended for item in outcome.to_project]
+        if to_project:
+            await until_available(
+                lambda: self._projections.apply(to_project),
+                what="apply projections",
+                max_backoff_s=self._max_backoff_s,
+            )
+            if self._gpu_gauges is not None:
+                self._gpu_gauges.update(latest_gpu_samples(to_project))
         stored = [item for outcome in appended for item in outcome.stored]
         if log.is_enabled_for(logging.DEBUG):
             for positioned in stored:
@@ -182,12 +154,7 @@ class IngestService:
                 )
         # Every other record repeats an event id: within the batch, or one already stored.
         duplicate_count = len(records) - len(letters) - len(stored)
-        return StoredBatch(
-            outcome=BatchOutcome(len(stored), duplicate_count, len(letters)),
-            to_project=[item for outcome in appended for item in outcome.to_project],
-            spans=spans,
-            started=started,
-        )
+        return BatchOutcome(len(stored), duplicate_count, len(letters))
 
     async def _decode_and_append(
         self,

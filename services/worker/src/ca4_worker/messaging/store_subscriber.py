@@ -1,23 +1,22 @@
 """The event-store subscriber: a FastStream batch subscriber in consumer group ``ca4-store``.
 
-Auto-commit is off and acknowledgement manual: :class:`StorePipeline` commits each batch's
-offsets, per partition, once the batch is stored and projected, while the next batch is being
-stored. The handler waits out database outages itself (backoff, no commit); an unexpected error
-rewinds every partition to its oldest uncommitted offset, so nothing past it is committed.
+Auto-commit is off (``NACK_ON_ERROR``): FastStream commits the consumer's position after the
+handler returns, i.e. after the batch is durable in the store and projections. The handler
+waits out database outages itself (backoff, no commit); an unexpected error nacks the batch,
+which seeks back to its first offsets so nothing past it is committed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 
+from ca4_worker.application.ingest import IngestService
 from ca4_worker.core.config import Settings
 from ca4_worker.core.gc_pause import gc_paused
 from ca4_worker.messaging.records import raw_record
-from ca4_worker.messaging.store_pipeline import Offsets, StorePipeline
 
 
 async def _keep_bytes(message: Any) -> None:
@@ -25,20 +24,7 @@ async def _keep_bytes(message: Any) -> None:
     return
 
 
-class _NoOffsets:
-    """Stands in for the consumer under FastStream's in-memory test broker, which has none."""
-
-    def assignment(self) -> set[TopicPartition]:
-        return set()
-
-    async def commit(self, offsets: Offsets) -> None:
-        return
-
-    def seek(self, partition: TopicPartition, offset: int) -> None:
-        return
-
-
-def build_broker(settings: Settings, pipeline: StorePipeline) -> KafkaBroker:
+def build_broker(settings: Settings, ingest: IngestService) -> KafkaBroker:
     """A broker with the store subscriber registered (started by the app's lifespan)."""
     broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id="ca4-worker")
 
@@ -49,8 +35,7 @@ def build_broker(settings: Settings, pipeline: StorePipeline) -> KafkaBroker:
         max_records=settings.store_max_records,
         max_partition_fetch_bytes=settings.store_max_partition_fetch_bytes,
         batch_timeout_ms=settings.store_batch_timeout_ms,
-        ack_policy=AckPolicy.MANUAL,
-        listener=pipeline.rebalance_listener(),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         decoder=_keep_bytes,
     )
@@ -58,11 +43,7 @@ def build_broker(settings: Settings, pipeline: StorePipeline) -> KafkaBroker:
         """Store, project or dead-letter one batch of records."""
         records = message.raw_message
         batch = records if isinstance(records, (tuple, list)) else (records,)
-        consumer = message.consumer
         with gc_paused():
-            await pipeline.handle(
-                [raw_record(record) for record in batch],
-                consumer if isinstance(consumer, AIOKafkaConsumer) else _NoOffsets(),
-            )
+            await ingest.handle_batch([raw_record(record) for record in batch])
 
     return broker
