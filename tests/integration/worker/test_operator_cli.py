@@ -14,7 +14,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner, Result
 
 from tests.integration.worker.checks import projected_sample_total
-from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
 from tests.unit.worker.contracts import snapshot
 from tests.unit.worker.factories import event_body
 
@@ -67,12 +67,24 @@ async def test_dead_letters_are_listed_and_redriven_once(
         assert shown.exit_code == 0
         assert "redriven" in shown.output
 
-        for _ in range(2):  # re-driving twice still stores the event once
-            redriven = await ca4(
-                cli_env, "dlq", "redrive", "--error-class", "schema_invalid", "--yes"
-            )
-            assert redriven.exit_code == 0, redriven.output
-            assert "Re-drove 1 dead letters" in redriven.output
+        redrive = ("dlq", "redrive", "--error-class", "schema_invalid", "--yes")
+        first = await ca4(cli_env, *redrive)
+        assert first.exit_code == 0, first.output
+        assert "Re-drove 1 dead letters" in first.output
+        # Each letter is re-driven once, and the list says when.
+        second = await ca4(cli_env, *redrive)
+        assert second.exit_code == 0, second.output
+        assert "Nothing to re-drive. 1 re-driven before were skipped" in second.output
+        listed = (await ca4(cli_env, "dlq", "list", "--error-class", "schema_invalid")).output
+        assert "(x1)" in listed
+        # Asked again, it re-drives again, and the store still keeps the event once.
+        again = await ca4(cli_env, *redrive, "--again")
+        assert again.exit_code == 0, again.output
+        assert "Re-drove 1 dead letters" in again.output
+        listed = (await ca4(cli_env, "dlq", "list", "--error-class", "schema_invalid")).output
+        assert "(x2)" in listed
+        redrives = await database["dead_letter_redrives"].find({}).to_list()
+        assert [(doc["target_topic"], doc["times"]) for doc in redrives] == [(topic, 2)]
 
         async def stored_once() -> bool:
             return await projected_sample_total(database) == 1
@@ -85,3 +97,30 @@ async def test_dead_letters_are_listed_and_redriven_once(
     assert replayed.exit_code == 0, replayed.output
     assert "Applied 1 events" in replayed.output
     assert await snapshot(MongoProjections(database)) == live
+
+
+async def test_redrive_refuses_when_it_cannot_read_its_records(
+    cli_env: CliRunner, worker_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = worker_settings.kafka_topic
+    bootstrap = worker_settings.kafka_bootstrap_servers
+    await produce(
+        bootstrap,
+        worker_settings.kafka_dlq_topic,
+        [event_body(session_id="not-redriven")],
+        headers=[(HEADER_ERROR_CLASS, b"schema_invalid"), (HEADER_SOURCE_TOPIC, topic.encode())],
+    )
+    # A database that cannot be reached. (A refused or hung-up connection would do too, but
+    # pymongo's async client then leaves a socket for the garbage collector to warn about.)
+    monkeypatch.setenv("CA4_MONGO_URL", "mongodb://ca4-no-such-database.invalid:27017")
+    monkeypatch.setenv("CA4_MONGO_TIMEOUT_MS", "500")
+    get_settings.cache_clear()
+
+    refused = await ca4(cli_env, "dlq", "redrive", "--yes")
+    listed = await ca4(cli_env, "dlq", "list")  # listing still works, without the records
+
+    assert refused.exit_code == 1
+    assert "Nothing re-driven: cannot read the re-drive records" in refused.output
+    assert await read_topic(bootstrap, topic) == []
+    assert listed.exit_code == 0, listed.output
+    assert "schema_invalid: 1" in listed.output

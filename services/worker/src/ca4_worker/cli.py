@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import typer
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ca4_worker.application.ports import UnavailableError
 from ca4_worker.application.replay import (
     ReplayOutcome,
     archive_keys,
@@ -22,7 +23,12 @@ from ca4_worker.application.replay import (
     replay_from_store,
 )
 from ca4_worker.core.config import Settings, get_settings
-from ca4_worker.messaging.dlq_tools import StoredDeadLetter, read_dead_letters, redrive
+from ca4_worker.messaging.dlq_tools import (
+    StoredDeadLetter,
+    destination,
+    read_dead_letters,
+    redrive,
+)
 from ca4_worker.persistence.mongo import (
     MongoEventStore,
     MongoProjections,
@@ -30,6 +36,7 @@ from ca4_worker.persistence.mongo import (
     guards_belong_in_filters,
     init_database,
 )
+from ca4_worker.persistence.redrives import MongoRedriveLog, Redrive, redrive_key
 from ca4_worker.persistence.s3 import S3ObjectStore
 
 console = Console()
@@ -48,13 +55,52 @@ def _letters(settings: Settings, error_class: str | None) -> list[StoredDeadLett
     )
 
 
+def _key(settings: Settings, letter: StoredDeadLetter) -> str:
+    return redrive_key(settings.kafka_dlq_topic, letter.partition, letter.offset)
+
+
+async def _past_redrives(settings: Settings, letters: list[StoredDeadLetter]) -> dict[str, Redrive]:
+    client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
+    try:
+        log = MongoRedriveLog(client[settings.mongo_db])
+        return await log.find([_key(settings, letter) for letter in letters])
+    finally:
+        await client.close()
+
+
+async def _redrive_and_record(
+    settings: Settings, letters: list[StoredDeadLetter], target_topic: str | None
+) -> int:
+    """Publish first, then record: a crash between re-drives once more, never loses one."""
+    targets = {_key(settings, letter): destination(letter, target_topic) for letter in letters}
+    count = await redrive(settings.kafka_bootstrap_servers, letters, target_topic=target_topic)
+    client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
+    try:
+        await MongoRedriveLog(client[settings.mongo_db]).record(targets, at=datetime.now(UTC))
+    finally:
+        await client.close()
+    return count
+
+
+def _redrive_column(redrive: Redrive | None) -> str:
+    if redrive is None:
+        return ""
+    when = redrive.redriven_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{when} (x{redrive.times})"
+
+
 @dlq_app.command("list")
 def list_dead_letters(error_class: ErrorClassOption = None) -> None:
     """List dead letters with their error class and source position."""
     settings = get_settings()
     letters = _letters(settings, error_class)
+    try:
+        redrives = asyncio.run(_past_redrives(settings, letters))
+    except UnavailableError as error:
+        console.print(f"[yellow]Re-drive records unavailable ({error}); listing without them.")
+        redrives = {}
     table = Table(title=f"{settings.kafka_dlq_topic}: {len(letters)} dead letters")
-    for column in ("ref", "error class", "source", "event id", "error"):
+    for column in ("ref", "error class", "source", "event id", "error", "re-driven (UTC)"):
         table.add_column(column)
     for letter in letters:
         table.add_row(
@@ -63,6 +109,7 @@ def list_dead_letters(error_class: ErrorClassOption = None) -> None:
             letter.source,
             letter.event_id,
             letter.error_message[:80],
+            _redrive_column(redrives.get(_key(settings, letter))),
         )
     console.print(table)
     counts: dict[str, int] = {}
@@ -97,18 +144,36 @@ def redrive_dead_letters(
     topic: Annotated[
         str | None, typer.Option(help="Publish here instead of each letter's source topic.")
     ] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Also re-drive letters that were re-driven before.")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Re-inject dead letters into their source topic once the cause is fixed."""
+    """Re-inject dead letters into their source topic once the cause is fixed.
+
+    Each letter is re-driven once: those re-driven before are skipped unless ``--again``.
+    """
     settings = get_settings()
     letters = _letters(settings, error_class)
-    if not letters:
-        console.print("Nothing to re-drive.")
+    try:
+        redriven = asyncio.run(_past_redrives(settings, letters))
+    except UnavailableError as error:
+        console.print(f"[red]Nothing re-driven: cannot read the re-drive records ({error}).")
+        raise typer.Exit(code=1) from error
+    pending = [item for item in letters if again or _key(settings, item) not in redriven]
+    skipped = len(letters) - len(pending)
+    skipped_note = (
+        f" {skipped} re-driven before were skipped (--again repeats them)." if skipped else ""
+    )
+    if not pending:
+        console.print(f"Nothing to re-drive.{skipped_note}")
         return
     if not yes:
-        typer.confirm(f"Re-drive {len(letters)} dead letters?", abort=True)
-    count = asyncio.run(redrive(settings.kafka_bootstrap_servers, letters, target_topic=topic))
-    console.print(f"Re-drove {count} dead letters; the store deduplicates them by event id.")
+        typer.confirm(f"Re-drive {len(pending)} dead letters?", abort=True)
+    count = asyncio.run(_redrive_and_record(settings, pending, topic))
+    console.print(
+        f"Re-drove {count} dead letters; the store deduplicates them by event id.{skipped_note}"
+    )
 
 
 def _progress() -> Progress:

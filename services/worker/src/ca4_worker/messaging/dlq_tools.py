@@ -117,6 +117,14 @@ async def read_dead_letters(
     return letters
 
 
+def destination(letter: StoredDeadLetter, target_topic: str | None = None) -> str:
+    """Where re-driving ``letter`` publishes it: ``target_topic``, else its source topic."""
+    topic = target_topic or letter.header(HEADER_SOURCE_TOPIC)
+    if not topic:
+        raise ValueError(f"dead letter {letter.ref} names no source topic")
+    return topic
+
+
 async def redrive(
     bootstrap_servers: str,
     letters: Sequence[StoredDeadLetter],
@@ -132,9 +140,7 @@ async def redrive(
     try:
         futures = []
         for letter in letters:
-            topic = target_topic or letter.header(HEADER_SOURCE_TOPIC)
-            if not topic:
-                raise ValueError(f"dead letter {letter.ref} names no source topic")
+            topic = destination(letter, target_topic)
             headers = [(name, value) for name, value in letter.headers if name not in ERROR_HEADERS]
             futures.append(
                 await producer.send(topic, value=letter.value, key=letter.key, headers=headers)
