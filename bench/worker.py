@@ -256,7 +256,7 @@ def _steady_rate(samples: list[tuple[float, float]], total: int) -> float:
     return (high_done - low_done) / (high_t - low_t)
 
 
-async def _latencies_ms(settings: Settings) -> list[float]:
+async def _stored_latencies_ms(settings: Settings) -> list[float]:
     """received_at -> stored_at of every steady-stream event (warm-up sessions left out)."""
     client = connect(settings.mongo_url)
     try:
@@ -323,7 +323,7 @@ async def _round(index: int, bodies: list[dict[str, Any]], log_path: Path) -> di
     }
 
 
-async def _latency_ms(log_path: Path) -> list[float]:
+async def _steady_stream_latencies_ms(log_path: Path) -> list[float]:
     """received_at -> stored of 10 s of events at 1,000/s (after a warm-up per session)."""
     settings = _bench_settings("latency")
     warmup = [_body(index) for index in range(SESSIONS)]
@@ -337,14 +337,14 @@ async def _latency_ms(log_path: Path) -> list[float]:
             await _wait_stored(url, len(warmup), 120)
             await _produce(settings, steady, rate=LATENCY_RATE)
             await _wait_stored(url, len(warmup) + len(steady), 120)
-        return await _latencies_ms(settings)
+        return await _stored_latencies_ms(settings)
 
 
 async def _measure(results_dir: Path) -> dict[str, Any]:
     log_path = Path(tempfile.gettempdir()) / f"ca4-worker-bench-{uuid.uuid4().hex[:8]}.log"
     bodies = [_body(index) for index in range(THROUGHPUT_EVENTS)]
     rounds = [await _round(index, bodies, log_path) for index in range(ROUNDS)]
-    latencies_ms = await _latency_ms(log_path)
+    latencies_ms = await _steady_stream_latencies_ms(log_path)
     quantiles = statistics.quantiles(latencies_ms, n=100)
 
     def median(key: str) -> float:

@@ -6,7 +6,8 @@ Registered on the root ``ca4`` command by ``ca4_provision.cli``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -59,13 +60,18 @@ def _key(settings: Settings, letter: StoredDeadLetter) -> str:
     return redrive_key(settings.kafka_dlq_topic, letter.partition, letter.offset)
 
 
-async def _past_redrives(settings: Settings, letters: list[StoredDeadLetter]) -> dict[str, Redrive]:
+@asynccontextmanager
+async def _redrive_log(settings: Settings) -> AsyncIterator[MongoRedriveLog]:
     client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
     try:
-        log = MongoRedriveLog(client[settings.mongo_db])
-        return await log.find([_key(settings, letter) for letter in letters])
+        yield MongoRedriveLog(client[settings.mongo_db])
     finally:
         await client.close()
+
+
+async def _past_redrives(settings: Settings, letters: list[StoredDeadLetter]) -> dict[str, Redrive]:
+    async with _redrive_log(settings) as redrives:
+        return await redrives.find([_key(settings, letter) for letter in letters])
 
 
 async def _redrive_and_record(
@@ -74,11 +80,8 @@ async def _redrive_and_record(
     """Publish first, then record: a crash between re-drives once more, never loses one."""
     targets = {_key(settings, letter): destination(letter, target_topic) for letter in letters}
     count = await redrive(settings.kafka_bootstrap_servers, letters, target_topic=target_topic)
-    client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
-    try:
-        await MongoRedriveLog(client[settings.mongo_db]).record(targets, at=datetime.now(UTC))
-    finally:
-        await client.close()
+    async with _redrive_log(settings) as redrives:
+        await redrives.record(targets, at=datetime.now(UTC))
     return count
 
 
