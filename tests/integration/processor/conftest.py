@@ -20,6 +20,8 @@ from tests.support.services import Endpoints
 from tests.unit.processor.bad_inputs import KEY_HASHES, VALID_KEY
 
 AUTH = {"Authorization": f"Bearer {VALID_KEY}"}
+CLAIMS_DATABASE = "test_ca4_processor"
+"""Where the processor tests' session claims go (every test reports as tenant ``tests``)."""
 PARTITIONS = 3
 
 
@@ -99,6 +101,8 @@ async def start_processor(
             KAFKA_TOPIC=topic,
             API_KEY_HASHES=KEY_HASHES,
             RATE_LIMIT_PER_SECOND=0,
+            MONGO_URL=services.mongo_url,
+            MONGO_DB=CLAIMS_DATABASE,
             **settings,
         )
     )

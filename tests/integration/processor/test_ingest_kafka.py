@@ -8,7 +8,7 @@ import pytest
 from ca4_schemas import GpuMetadataReport, decode_event
 
 from tests.integration.processor.conftest import AUTH, RunningProcessor
-from tests.unit.schemas.factories import make_report
+from tests.unit.schemas.factories import make_report, stamped
 
 pytestmark = pytest.mark.kafka
 
@@ -29,13 +29,15 @@ async def test_one_post_puts_exactly_one_message_with_key_headers_and_body(
     assert record.key == b"colab-abc123"
     headers = dict(record.headers)
     assert headers["ca4-event-id"] == report["event_id"].encode()
-    assert headers["ca4-schema-version"] == b"1"
+    assert headers["ca4-schema-version"] == b"2"
     assert headers["content-type"] == b"application/json"
     assert headers["traceparent"].startswith(b"00-" + b"a" * 32)
     event = decode_event(record.value)
     assert str(event.event_id) == report["event_id"]
     assert event.session_id == "colab-abc123"
-    assert event == GpuMetadataReport.model_validate(report).received(event.received_at)
+    assert event == stamped(
+        GpuMetadataReport.model_validate(report), event.received_at, key_id="tests", tenant="tests"
+    )
     assert event.received_at >= event.occurred_at
 
 

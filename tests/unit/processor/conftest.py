@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import count
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from ca4_processor.core.config import Settings
 from ca4_processor.main import create_api
+from ca4_processor.ownership import OwnershipUnavailableError, SessionOwners
 from ca4_processor.publishing import PublishUnavailableError
 from ca4_schemas import GpuMetadataReported
 from ca4_schemas.api import Receipt
@@ -44,6 +45,35 @@ class FakePublisher:
         return self.available
 
 
+class FakeSessionClaims:
+    """First-writer-wins claims in a dict; can act like a database that is down or slow."""
+
+    def __init__(self) -> None:
+        self.owners: dict[str, str] = {}
+        self.calls = 0
+        self.available = True
+        self.delay_s = 0.0
+
+    async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        if not self.available:
+            raise OwnershipUnavailableError("database down (fake)")
+        return {
+            session_id: self.owners.setdefault(session_id, tenant)
+            for session_id, tenant in claims.items()
+        }
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def fake_claims() -> FakeSessionClaims:
+    """Fresh in-memory session claims per test."""
+    return FakeSessionClaims()
+
+
 @pytest.fixture
 def fake_publisher() -> FakePublisher:
     """A fresh fake publisher per test."""
@@ -52,12 +82,18 @@ def fake_publisher() -> FakePublisher:
 
 @pytest.fixture
 def make_client(
-    fake_publisher: FakePublisher,
+    fake_publisher: FakePublisher, fake_claims: FakeSessionClaims
 ) -> Callable[..., Any]:
     """Build ``async with make_client(**settings) as (client, app)``."""
 
     def build(**settings: Any) -> _AppClient:
-        return _AppClient(create_api(Settings(**settings), publisher=fake_publisher))
+        config = Settings(**settings)
+        owners = SessionOwners(
+            fake_claims,
+            timeout_s=config.SESSION_OWNER_TIMEOUT_S,
+            cache_size=config.SESSION_OWNER_CACHE_SIZE,
+        )
+        return _AppClient(create_api(config, publisher=fake_publisher, session_owners=owners))
 
     return build
 

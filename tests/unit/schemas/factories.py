@@ -7,6 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ca4_schemas import GpuMetadataReport, GpuMetadataReported
+
 _GPU: dict[str, Any] = {
     "uuid": "GPU-5a1c3e8f-2b4d-6f80-91a2-b3c4d5e6f708",
     "index": 0,
@@ -55,3 +57,20 @@ def make_report(
     }
     report.update(overrides)
     return report
+
+
+TEST_KEY_ID = "test-key"
+TEST_TENANT = "test-tenant"
+
+
+def stamped(
+    report: GpuMetadataReport,
+    received_at: datetime | None = None,
+    *,
+    key_id: str = TEST_KEY_ID,
+    tenant: str = TEST_TENANT,
+) -> GpuMetadataReported:
+    """The event the processor would publish for ``report`` sent with key ``key_id``."""
+    return GpuMetadataReported.stamped(
+        report, received_at=received_at or datetime.now(UTC), key_id=key_id, tenant=tenant
+    )

@@ -11,7 +11,7 @@ import pytest
 from ca4_schemas import GpuMetadataReport
 from pydantic import ValidationError
 
-from tests.unit.schemas.factories import make_report
+from tests.unit.schemas.factories import make_report, stamped
 
 Mutation = Callable[[dict[str, Any]], None]
 
@@ -121,4 +121,4 @@ def test_received_requires_an_aware_time() -> None:
     report = GpuMetadataReport.model_validate_json(json.dumps(make_report()))
 
     with pytest.raises(ValueError, match="timezone-aware"):
-        report.received(datetime.now(UTC).replace(tzinfo=None))
+        stamped(report, datetime.now(UTC).replace(tzinfo=None))

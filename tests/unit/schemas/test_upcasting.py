@@ -18,11 +18,11 @@ from ca4_schemas import (
 )
 from pydantic import ValidationError
 
-from tests.unit.schemas.factories import make_report
+from tests.unit.schemas.factories import make_report, stamped
 
 
 def _event_body(**overrides: Any) -> dict[str, Any]:
-    event = GpuMetadataReport.model_validate(make_report()).received(datetime.now(UTC))
+    event = stamped(GpuMetadataReport.model_validate(make_report()))
     return {**json.loads(event.model_dump_json()), **overrides}
 
 
@@ -59,7 +59,7 @@ def test_decode_event_reads_the_current_version() -> None:
     assert event.received_at.tzinfo is not None
 
 
-@pytest.mark.parametrize("version", [2, 99])
+@pytest.mark.parametrize("version", [3, 99])
 def test_unknown_future_version_raises_for_the_dlq(version: int) -> None:
     with pytest.raises(UnknownSchemaVersionError) as caught:
         decode_event(json.dumps(_event_body(schema_version=version)).encode())
@@ -69,7 +69,7 @@ def test_unknown_future_version_raises_for_the_dlq(version: int) -> None:
 
 
 @pytest.mark.parametrize("as_bytes", [False, True], ids=["object", "bytes"])
-@pytest.mark.parametrize("version", [0, -1, "1", True, None, 1.5, 1.0])
+@pytest.mark.parametrize("version", [0, -1, "2", True, None, 1.5, 2.0])
 def test_malformed_version_is_a_decode_error(version: object, as_bytes: bool) -> None:
     body = _event_body(schema_version=version)
 

@@ -6,6 +6,7 @@ Import the newest models by their unversioned names (:data:`GpuMetadataReported`
 
 from ca4_schemas.constants import (
     EVENT_TYPE_GPU_METADATA_REPORTED,
+    LEGACY_TENANT,
     TOPIC_GPU_METADATA,
     TOPIC_GPU_METADATA_DLQ,
 )
@@ -32,6 +33,7 @@ from ca4_schemas.v1 import (
 __all__ = [
     "EVENT_TYPE_GPU_METADATA_REPORTED",
     "LATEST_SCHEMA_VERSION",
+    "LEGACY_TENANT",
     "TOPIC_GPU_METADATA",
     "TOPIC_GPU_METADATA_DLQ",
     "CollectorStatus",

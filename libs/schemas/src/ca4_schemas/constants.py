@@ -5,6 +5,14 @@ from typing import Final
 EVENT_TYPE_GPU_METADATA_REPORTED: Final = "gpu.metadata.reported"
 """The ``event_type`` of every GPU metadata report."""
 
+LEGACY_TENANT: Final = "legacy"
+"""The tenant of events published before tenancy (schema version 1), set by the upcaster.
+
+No API key may belong to it, so pre-tenancy data is visible to ``read:all`` keys only and no
+tenant can write into a pre-tenancy session."""
+LEGACY_KEY_ID: Final = "legacy"
+"""The key id the upcaster gives version-1 events (which recorded none)."""
+
 TOPIC_GPU_METADATA: Final = "gpu-metadata"
 """Default topic for reported events (configurable per service)."""
 

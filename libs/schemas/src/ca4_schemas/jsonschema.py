@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ca4_schemas.v1 import GpuMetadataReportedV1, GpuMetadataReportV1
+from ca4_schemas.v2 import GpuMetadataReportedV2
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "jsonschema"
 """``libs/schemas/jsonschema`` in the source tree."""
@@ -20,6 +21,7 @@ SCHEMA_DIR = Path(__file__).resolve().parents[2] / "jsonschema"
 MODELS: dict[str, type[BaseModel]] = {
     "gpu.metadata.report.v1.json": GpuMetadataReportV1,
     "gpu.metadata.reported.v1.json": GpuMetadataReportedV1,
+    "gpu.metadata.reported.v2.json": GpuMetadataReportedV2,
 }
 
 

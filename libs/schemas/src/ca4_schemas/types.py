@@ -48,6 +48,16 @@ Identifier = Annotated[
 ]
 """An opaque id such as a session id: ASCII letters, digits and ``. _ : -``, at most 128."""
 
+OWNER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+"""API key ids and tenants: ASCII letters, digits and ``. _ -``, at most 64, never ``/`` or ``:``
+(a GPU projection's id is ``<tenant>/<gpu uuid>``; the keys file separates fields with ``:``)."""
+
+KeyId = Annotated[str, StringConstraints(strict=True, pattern=OWNER_ID_PATTERN)]
+"""The id of an API key (never the key)."""
+
+TenantId = Annotated[str, StringConstraints(strict=True, pattern=OWNER_ID_PATTERN)]
+"""The owner of an API key and of everything written with it."""
+
 LabelKey = Annotated[
     str,
     StringConstraints(strict=True, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"),

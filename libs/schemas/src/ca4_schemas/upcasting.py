@@ -14,24 +14,21 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from ca4_schemas.v1 import GpuMetadataReportedV1, GpuMetadataReportV1
+from ca4_schemas.v1 import GpuMetadataReportV1
+from ca4_schemas.v2 import GpuMetadataReportedV2, upcast_v1_v2
 
 JsonObject = dict[str, Any]
 
-LATEST_SCHEMA_VERSION: Final = 1
+LATEST_SCHEMA_VERSION: Final = 2
 """The version this code writes."""
 
-GpuMetadataReported = GpuMetadataReportedV1
+GpuMetadataReported = GpuMetadataReportedV2
 """The newest event model; code outside this package uses this name."""
 GpuMetadataReport = GpuMetadataReportV1
-"""The newest client report model."""
+"""The newest client report model (version 2 changed only what the processor stamps)."""
 
-UPCASTERS: dict[int, Callable[[JsonObject], JsonObject]] = {}
-"""``UPCASTERS[n]`` turns a version-``n`` object into a version-``n + 1`` object.
-
-Version 1 is the first published contract, so the chain is empty today; the next version adds
-``UPCASTERS[1] = upcast_v1_v2``.
-"""
+UPCASTERS: dict[int, Callable[[JsonObject], JsonObject]] = {1: upcast_v1_v2}
+"""``UPCASTERS[n]`` turns a version-``n`` object into a version-``n + 1`` object."""
 
 
 class EventDecodeError(ValueError):
@@ -76,7 +73,7 @@ def decode_event(body: bytes | str | JsonObject) -> GpuMetadataReported:
     """
     if not isinstance(body, dict):
         # The common case, newest version: validate the text once, in pydantic-core (the
-        # version field is strict, so this accepts exactly ``"schema_version": 1``). Anything
+        # version field is strict, so this accepts exactly the latest integer version). Anything
         # else is parsed and classified below, which costs only the events that are not.
         with contextlib.suppress(ValidationError):
             event = GpuMetadataReported.model_validate_json(body)

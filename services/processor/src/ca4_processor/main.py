@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ca4_auth import ApiKeyRing
 from ca4_schemas import GpuMetadataReport
 from ca4_schemas.api import BatchRequest
 from ca4_telemetry import configure_logging, configure_tracing
@@ -29,8 +30,9 @@ from ca4_processor.api.routes import health, metadata
 from ca4_processor.core.config import Settings, get_settings
 from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT
 from ca4_processor.metrics import IngestMetrics
+from ca4_processor.ownership import MongoSessionClaims, SessionOwners
 from ca4_processor.publishing import EventPublisher, KafkaEventPublisher
-from ca4_processor.security import ApiKeyRing, RateLimiter
+from ca4_processor.security import RateLimiter
 
 SERVICE_NAME = "ca4-processor"
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -72,7 +74,16 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
         readiness_timeout_s=settings.READINESS_TIMEOUT_S,
         latency=metrics.publish_latency,
     )
-    api = create_api(settings, publisher=publisher, metrics=metrics)
+    session_owners = SessionOwners(
+        MongoSessionClaims(
+            settings.MONGO_URL,
+            database=settings.MONGO_DB,
+            timeout_s=settings.SESSION_OWNER_TIMEOUT_S,
+        ),
+        timeout_s=settings.SESSION_OWNER_TIMEOUT_S,
+        cache_size=settings.SESSION_OWNER_CACHE_SIZE,
+    )
+    api = create_api(settings, publisher=publisher, session_owners=session_owners, metrics=metrics)
     # FastStream's FastAPI integration (faststream-fastapi, which replaces the deprecated
     # faststream.kafka.fastapi): one lifespan for HTTP and broker, AsyncAPI docs at /asyncapi.
     return FastStreamAPI(broker, application=api, asyncapi_path="/asyncapi", safe_connection=True)
@@ -82,11 +93,16 @@ def create_api(
     settings: Settings,
     *,
     publisher: EventPublisher,
+    session_owners: SessionOwners,
     metrics: IngestMetrics | None = None,
 ) -> FastAPI:
-    """The HTTP API over any :class:`EventPublisher` (unit tests pass a fake)."""
+    """The HTTP API over any :class:`EventPublisher` and session claims (unit tests pass fakes)."""
     _configure_observability(settings)
-    key_ring = ApiKeyRing.from_settings(settings)
+    key_ring = ApiKeyRing.configured(
+        environment=settings.ENVIRONMENT,
+        inline_hashes=settings.API_KEY_HASHES,
+        keys_file=settings.API_KEYS_FILE,
+    )
     metrics = metrics or IngestMetrics.create()
 
     @contextlib.asynccontextmanager
@@ -98,6 +114,7 @@ def create_api(
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
+            await session_owners.close()
 
     app = FastAPI(
         title="CA4 processor",
@@ -119,6 +136,7 @@ def create_api(
     app.state.metrics = metrics
     app.state.key_ring = key_ring
     app.state.publisher = publisher
+    app.state.session_owners = session_owners
     app.state.rate_limiter = RateLimiter(
         rate=settings.RATE_LIMIT_PER_SECOND, burst=settings.RATE_LIMIT_BURST
     )

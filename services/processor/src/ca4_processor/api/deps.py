@@ -1,4 +1,4 @@
-"""Dependencies of the routes, as ``Annotated`` aliases (``SettingsDep``, ``ApiKeyIdDep``, ...).
+"""Dependencies of the routes, as ``Annotated`` aliases (``SettingsDep``, ``ApiKeyDep``, ...).
 
 All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which costs
 latency on every request and would lose the structlog context they bind.
@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import structlog
+from ca4_auth import ApiKey, ApiKeyRing, Scope
+from ca4_auth.http import BearerCredentials, identify_bearer, require_scope
 from fastapi import Depends, HTTPException, Request, status
 
 from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
+from ca4_processor.ownership import SessionOwners
 from ca4_processor.publishing import EventPublisher
-from ca4_processor.security import ApiKeyRing, RateLimiter
+from ca4_processor.security import RateLimiter
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -35,43 +38,45 @@ async def get_metrics(request: Request) -> IngestMetrics:
     return metrics
 
 
+async def get_session_owners(request: Request) -> SessionOwners:
+    """Who owns each session (claims in the database; in-memory claims in unit tests)."""
+    owners: SessionOwners = request.app.state.session_owners
+    return owners
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 MetricsDep = Annotated[IngestMetrics, Depends(get_metrics)]
+SessionOwnersDep = Annotated[SessionOwners, Depends(get_session_owners)]
 
 
-async def authenticate(request: Request, metrics: MetricsDep) -> str:
-    """The id of the caller's API key; ``401`` without a valid one, ``429`` over its rate."""
+async def authenticate_writer(
+    request: Request, metrics: MetricsDep, credentials: BearerCredentials
+) -> ApiKey:
+    """The caller's API key: ``401`` without a valid one, ``403`` without the ``write`` scope,
+    ``429`` over its rate."""
     key_ring: ApiKeyRing = request.app.state.key_ring
     limiter: RateLimiter = request.app.state.rate_limiter
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    try:
+        key = identify_bearer(key_ring, credentials)
+        structlog.contextvars.bind_contextvars(key_id=key.key_id, tenant=key.tenant)
+        require_scope(key, Scope.WRITE)
+    except HTTPException as error:
         metrics.count("rejected")
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    key_id = key_ring.identify(presented.strip())
-    if key_id is None:
-        metrics.count("rejected")
-        structlog.get_logger(__name__).warning("auth.rejected", reason="unknown or revoked key")
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "invalid or revoked API key",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    structlog.contextvars.bind_contextvars(key_id=key_id)
-    wait_s = limiter.try_acquire(key_id)
+        if error.status_code != status.HTTP_401_UNAUTHORIZED or credentials is not None:
+            structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
+        raise
+    wait_s = limiter.try_acquire(key.key_id)
     if wait_s > 0:
         metrics.count("rejected")
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of {limiter.rate:g} requests/s for key {key_id!r} exceeded; "
+            f"rate limit of {limiter.rate:g} requests/s for key {key.key_id!r} exceeded; "
             "retry after the Retry-After seconds",
             headers={"Retry-After": RateLimiter.retry_after_header(wait_s)},
         )
-    return key_id
+    return key
 
 
-ApiKeyIdDep = Annotated[str, Depends(authenticate)]
+ApiKeyDep = Annotated[ApiKey, Depends(authenticate_writer)]
+"""The authenticated key of a report; its id and tenant are stamped on every event."""

@@ -2,63 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
+from ca4_auth import accepts_dev_key, check_key_settings
 from ca4_schemas.api import DEFAULT_MAX_BATCH_SIZE
 from ca4_schemas.constants import TOPIC_GPU_METADATA
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-DEV_API_KEY = "ca4-dev-key"
-"""The well-known development key, accepted only in ``dev`` when no key is configured."""
-DEV_API_KEY_ID = "dev"
-"""The key id logged for :data:`DEV_API_KEY`."""
-
-#: Values people leave in templates; a key hash equal to the hash of one of them is refused.
-PLACEHOLDER_KEYS = frozenset(
-    {"changethis", "changeme", "change-me", "secret", "password", "xxx", "todo", DEV_API_KEY}
-)
-_KEY_HASH_ENTRY = re.compile(
-    r"^(?P<key_id>[A-Za-z0-9][A-Za-z0-9._\-]{0,63}):(?P<digest>[0-9a-f]{64})$"
-)
-
-
-class ApiKeyConfigError(ValueError):
-    """A ``key_id:sha256hex`` entry is malformed or hashes a placeholder key."""
-
-
-def parse_key_hashes(text: str, *, source: str) -> dict[str, str]:
-    """Parse ``key_id:sha256hex`` entries (comma- or newline-separated) into ``{digest: key_id}``.
-
-    Lines starting with ``#`` are comments, so a mounted secret file can explain itself.
-    """
-    placeholder_digests = {hashlib.sha256(key.encode()).hexdigest() for key in PLACEHOLDER_KEYS}
-    digests: dict[str, str] = {}
-    for raw_entry in re.split(r"[,\n]", text):
-        entry = raw_entry.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        match = _KEY_HASH_ENTRY.match(_lower_digest(entry))
-        if match is None:
-            raise ApiKeyConfigError(
-                f"{source}: entry {entry.split(':', 1)[0]!r}... is not 'key_id:<64 hex sha256>'"
-            )
-        if match["digest"] in placeholder_digests:
-            raise ApiKeyConfigError(
-                f"{source}: key {match['key_id']!r} is a placeholder or the public dev key; "
-                "generate a real one (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        digests[match["digest"]] = match["key_id"]
-    return digests
-
-
-def _lower_digest(entry: str) -> str:
-    key_id, _, digest = entry.partition(":")
-    return f"{key_id}:{digest.lower()}"
 
 
 class Settings(BaseSettings):
@@ -91,11 +43,24 @@ class Settings(BaseSettings):
     """How long ``/readyz`` waits for the broker to answer."""
 
     API_KEY_HASHES: str = ""
-    """Comma-separated ``key_id:sha256hex`` entries: the SHA-256 of each key, never the key."""
+    """Comma-separated ``key_id:sha256hex[:tenant[:scope+scope]]`` entries: the SHA-256 of each
+    key (never the key), its owner and scopes (``write``, ``read``, ``read:all``); ``id:hash``
+    alone means tenant = id, scope ``write``."""
     API_KEYS_FILE: Path | None = None
-    """A mounted secret with one ``key_id:sha256hex`` per line, re-read when it changes."""
+    """A mounted secret with one ``key_id:sha256hex[:tenant[:scopes]]`` per line, re-read when it
+    changes (the worker mounts the same file)."""
     API_KEYS_RELOAD_INTERVAL_S: PositiveFloat = 5.0
     """How often the keys file is checked, so a revoked key stops working without a restart."""
+
+    MONGO_URL: str = "mongodb://127.0.0.1:27017"
+    """The MongoDB-compatible database holding ``session_owners`` (the worker's database)."""
+    MONGO_DB: str = "ca4"
+    """Database name (the same as the worker's)."""
+    SESSION_OWNER_TIMEOUT_S: PositiveFloat = 2.0
+    """Deadline of a session-ownership check; past it the request answers ``503``."""
+    SESSION_OWNER_CACHE_SIZE: PositiveInt = 100_000
+    """Session owners remembered in process (claims never change), so a known session costs
+    no database round trip; about 200 bytes each."""
 
     RATE_LIMIT_PER_SECOND: float = Field(default=50.0, ge=0.0)
     """Requests per second per API key (token bucket refill); ``0`` disables rate limiting."""
@@ -122,26 +87,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_configured_outside_dev(self) -> Self:
-        parse_key_hashes(self.API_KEY_HASHES, source="CA4_API_KEY_HASHES")
-        if (
-            self.ENVIRONMENT == "prod"
-            and not self.API_KEY_HASHES.strip()
-            and not self.API_KEYS_FILE
-        ):
-            raise ValueError(
-                "CA4_ENVIRONMENT=prod needs API keys: set CA4_API_KEY_HASHES='id:<sha256 hex>' "
-                "or mount CA4_API_KEYS_FILE; the public dev key is never accepted in prod"
-            )
+        check_key_settings(self.ENVIRONMENT, self.API_KEY_HASHES, self.API_KEYS_FILE)
         return self
 
     @property
     def uses_dev_key(self) -> bool:
         """True when no key is configured and the dev key is accepted instead."""
-        return (
-            self.ENVIRONMENT != "prod"
-            and not self.API_KEY_HASHES.strip()
-            and not self.API_KEYS_FILE
-        )
+        return accepts_dev_key(self.ENVIRONMENT, self.API_KEY_HASHES, self.API_KEYS_FILE)
 
 
 @lru_cache

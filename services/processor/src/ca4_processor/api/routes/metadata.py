@@ -16,7 +16,19 @@ from ca4_schemas.api import (
 )
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from ca4_processor.api.deps import ApiKeyIdDep, MetricsDep, PublisherDep, SettingsDep
+from ca4_processor.api.deps import (
+    ApiKeyDep,
+    MetricsDep,
+    PublisherDep,
+    SessionOwnersDep,
+    SettingsDep,
+)
+from ca4_processor.api.tenancy import (
+    foreign_sessions,
+    session_forbidden_item,
+    session_forbidden_message,
+    stamp,
+)
 from ca4_processor.body import read_json_body
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.publishing import EventPublisher, PublishUnavailableError
@@ -29,6 +41,10 @@ _JSON = "application/json"
 _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": MessageErrorBody, "description": "Body is not valid gzip"},
     401: {"model": MessageErrorBody, "description": "Missing, invalid or revoked API key"},
+    403: {
+        "model": MessageErrorBody,
+        "description": "The key lacks the write scope, or the session belongs to another tenant",
+    },
     413: {
         "model": MessageErrorBody,
         "description": "Body over the size cap (before or after gzip)",
@@ -37,8 +53,9 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": MessageErrorBody, "description": "Rate limit of this key; see Retry-After"},
     503: {
         "model": MessageErrorBody,
-        "description": "Kafka did not acknowledge in time; nothing was accepted, retry after "
-        "Retry-After with the same event_id (safe: the worker deduplicates)",
+        "description": "Kafka did not acknowledge in time, or session ownership could not be "
+        "checked; nothing was accepted, retry after Retry-After with the same event_id (safe: "
+        "the worker deduplicates)",
     },
 }
 
@@ -93,10 +110,12 @@ async def _publish(
 )
 async def create_report(
     request: Request,
-    key_id: ApiKeyIdDep,
+    *,
+    key: ApiKeyDep,
     settings: SettingsDep,
     publisher: PublisherDep,
     metrics: MetricsDep,
+    owners: SessionOwnersDep,
 ) -> Response:
     """Publish one report; the receipt names its Kafka partition and offset."""
     body = await _read_body(request, settings, metrics)
@@ -106,7 +125,10 @@ async def create_report(
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
-    event = report.received(datetime.now(UTC))
+    event = stamp(report, key, datetime.now(UTC))
+    if await foreign_sessions([event], key, owners, metrics, settings):
+        metrics.count("rejected")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id))
     (receipt,) = await _publish([event], publisher, metrics, settings)
     log.info(
         "ingest.accepted",
@@ -137,15 +159,18 @@ async def create_report(
 )
 async def create_reports(
     request: Request,
-    key_id: ApiKeyIdDep,
+    *,
+    key: ApiKeyDep,
     settings: SettingsDep,
     publisher: PublisherDep,
     metrics: MetricsDep,
+    owners: SessionOwnersDep,
 ) -> Response:
     """Publish every valid report of a batch, even when others are rejected.
 
     ``202`` when all are accepted, ``207`` when some are rejected, ``422`` when none is
-    accepted. Each result carries its receipt or its errors.
+    accepted. Each result carries its receipt or its errors; a report of another tenant's
+    session is rejected with the error type ``session_forbidden``.
     """
     body = await _read_body(request, settings, metrics)
     try:
@@ -154,31 +179,38 @@ async def create_reports(
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
-    metrics.count("rejected", len(parsed.rejected))
     received_at = datetime.now(UTC)
-    indexes = sorted(parsed.reports)
-    events = [parsed.reports[index].received(received_at) for index in indexes]
-    receipts = dict(zip(indexes, await _publish(events, publisher, metrics, settings), strict=True))
+    stamped = {index: stamp(report, key, received_at) for index, report in parsed.reports.items()}
+    foreign = await foreign_sessions(list(stamped.values()), key, owners, metrics, settings)
+    rejected = dict(parsed.rejected)
+    for index, event in stamped.items():
+        if event.session_id in foreign:
+            rejected[index] = [session_forbidden_item(index)]
+    metrics.count("rejected", len(rejected))
+    indexes = sorted(stamped.keys() - rejected.keys())
+    events = [stamped[index] for index in indexes]
+    published = await _publish(events, publisher, metrics, settings) if events else []
+    receipts = dict(zip(indexes, published, strict=True))
     results = [
         BatchItemResult(index=index, status="accepted", receipt=receipts[index])
         if index in receipts
-        else BatchItemResult(index=index, status="rejected", errors=parsed.rejected[index])
+        else BatchItemResult(index=index, status="rejected", errors=rejected[index])
         for index in range(parsed.size)
     ]
     log.info(
         "ingest.batch",
         accepted=len(receipts),
-        rejected=len(parsed.rejected),
+        rejected=len(rejected),
         event_ids=[str(event.event_id) for event in events],
         session_ids=sorted({event.session_id for event in events}),
     )
-    if not parsed.rejected:
+    if not rejected:
         status_code = status.HTTP_202_ACCEPTED
     elif receipts:
         status_code = status.HTTP_207_MULTI_STATUS
     else:
         status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
-    response = BatchResponse(accepted=len(receipts), rejected=len(parsed.rejected), results=results)
+    response = BatchResponse(accepted=len(receipts), rejected=len(rejected), results=results)
     return Response(
         response.model_dump_json(exclude_none=True), status_code=status_code, media_type=_JSON
     )

@@ -1,0 +1,31 @@
+"""API keys shared by the processor (``write``) and the worker's read API (``read``, ``read:all``).
+
+Services depend on this library, never on each other; see :mod:`ca4_auth.keys` for the keys
+file format and :mod:`ca4_auth.http` for the FastAPI Bearer scheme.
+"""
+
+from ca4_auth.keys import (
+    DEV_API_KEY,
+    DEV_API_KEY_ID,
+    DEV_TENANT,
+    ApiKey,
+    ApiKeyConfigError,
+    ApiKeyRing,
+    Scope,
+    accepts_dev_key,
+    check_key_settings,
+    parse_key_entries,
+)
+
+__all__ = [
+    "DEV_API_KEY",
+    "DEV_API_KEY_ID",
+    "DEV_TENANT",
+    "ApiKey",
+    "ApiKeyConfigError",
+    "ApiKeyRing",
+    "Scope",
+    "accepts_dev_key",
+    "check_key_settings",
+    "parse_key_entries",
+]

@@ -1,0 +1,62 @@
+"""The HTTP side of the key ring: one Bearer scheme and one set of answers for every service.
+
+Declaring the scheme as a FastAPI security dependency puts it in the OpenAPI document, so
+"Authorize" in ``/docs`` sends the key; both services answer a missing or unknown key with the
+same ``401`` body, and a key without the needed scope with ``403``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import HTTPException, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ca4_auth.keys import ApiKey, ApiKeyRing, Scope
+
+MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>'"
+"""``detail`` of the ``401`` without a Bearer key."""
+INVALID_KEY = "invalid or revoked API key"
+"""``detail`` of the ``401`` for a key the ring does not hold (never says which)."""
+
+BEARER = HTTPBearer(
+    scheme_name="ApiKey",
+    description="An API key: `Authorization: Bearer <key>`. Keys have an owner (tenant) and "
+    "scopes: `write` reports, `read` reads its own tenant's data, `read:all` reads every "
+    "tenant's.",
+    auto_error=False,
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+"""The Bearer credentials, or ``None`` when the header is absent or not ``Bearer``."""
+
+
+class InvalidKeyError(HTTPException):
+    """``401``: no key, or a key the ring does not hold."""
+
+    def __init__(self, detail: str, *, invalid_token: bool) -> None:
+        challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
+        super().__init__(
+            status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": challenge}
+        )
+
+
+def identify_bearer(
+    key_ring: ApiKeyRing, credentials: HTTPAuthorizationCredentials | None
+) -> ApiKey:
+    """The key behind ``credentials``; raises :class:`InvalidKeyError` without a valid one."""
+    presented = credentials.credentials.strip() if credentials is not None else ""
+    if not presented:
+        raise InvalidKeyError(MISSING_KEY, invalid_token=False)
+    key = key_ring.identify(presented)
+    if key is None:
+        raise InvalidKeyError(INVALID_KEY, invalid_token=True)
+    return key
+
+
+def require_scope(key: ApiKey, scope: Scope) -> None:
+    """Raise ``403`` unless ``key`` holds ``scope``."""
+    if not key.allows(scope):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"API key {key.key_id!r} lacks the {scope.value!r} scope",
+        )

@@ -1,0 +1,77 @@
+"""Stamping and session ownership on the ingest path: which reports a key may publish.
+
+A session belongs to the tenant whose key reported it first (:mod:`ca4_processor.ownership`);
+reports of another tenant's session are refused with ``403`` (per report in a batch), and the
+answer never names the owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+from ca4_auth import ApiKey
+from ca4_schemas import GpuMetadataReport, GpuMetadataReported
+from ca4_schemas.api import ErrorItem
+from fastapi import HTTPException, status
+
+from ca4_processor.core.config import Settings
+from ca4_processor.metrics import IngestMetrics
+from ca4_processor.ownership import OwnershipUnavailableError, SessionOwners
+
+log = structlog.get_logger(__name__)
+
+SESSION_FORBIDDEN = "session_forbidden"
+"""``type`` of the batch error item for a report of another tenant's session."""
+
+
+def session_forbidden_message(session_id: str) -> str:
+    """Why a report of another tenant's session was refused (never says whose it is)."""
+    return (
+        f"session {session_id!r} belongs to another tenant; report under a session_id of your own"
+    )
+
+
+def session_forbidden_item(index: int) -> ErrorItem:
+    """The batch error for report ``index`` of another tenant's session."""
+    return ErrorItem(
+        loc=["body", "reports", index, "session_id"],
+        msg="session belongs to another tenant; report under a session_id of your own",
+        type=SESSION_FORBIDDEN,
+    )
+
+
+def stamp(report: GpuMetadataReport, key: ApiKey, received_at: datetime) -> GpuMetadataReported:
+    """The event for ``report``: its key id and tenant come from the key, never the body."""
+    return GpuMetadataReported.stamped(
+        report, received_at=received_at, key_id=key.key_id, tenant=key.tenant
+    )
+
+
+async def foreign_sessions(
+    events: Sequence[GpuMetadataReported],
+    key: ApiKey,
+    owners: SessionOwners,
+    metrics: IngestMetrics,
+    settings: Settings,
+) -> set[str]:
+    """The session ids among ``events`` owned by another tenant (new ones are claimed).
+
+    ``503`` when ownership cannot be established in time: nothing is published unchecked.
+    """
+    try:
+        owned = await owners.owners({event.session_id: key.tenant for event in events})
+    except OwnershipUnavailableError as error:
+        metrics.count("unavailable", len(events))
+        log.warning("ingest.ownership_unavailable", events=len(events), error=str(error))
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "session ownership cannot be checked right now; nothing was accepted, retry later "
+            "with the same event_id",
+            headers={"Retry-After": str(settings.RETRY_AFTER_S)},
+        ) from None
+    foreign = {session_id for session_id, owner in owned.items() if owner != key.tenant}
+    if foreign:
+        log.warning("ingest.session_forbidden", session_ids=sorted(foreign))
+    return foreign

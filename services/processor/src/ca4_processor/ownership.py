@@ -1,0 +1,134 @@
+"""Which tenant owns each session: the first tenant to report it, for good.
+
+The processor has no other state, so ownership is a claim in the MongoDB-compatible database the
+worker uses: one document per session in ``session_owners``, ``_id`` = session id. A claim is an
+``insert`` (atomic on the unique ``_id``, so two replicas racing for a new session agree on one
+winner); a duplicate key means the session was claimed before, and one read says by whom.
+Claims never change, so a bounded in-process LRU answers repeat sessions without a round trip.
+Every database call has a deadline; when a claim cannot be checked the request gets ``503``
+(nothing is published unchecked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, PyMongoError
+
+DUPLICATE_KEY = 11000
+COLLECTION = "session_owners"
+
+
+class OwnershipUnavailableError(Exception):
+    """The owners of some sessions could not be established in time: answer ``503``."""
+
+
+class SessionClaims(Protocol):
+    """Durable, first-writer-wins claims of session ids by tenants."""
+
+    async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
+        """Claim each ``{session_id: tenant}`` not claimed yet; the owner of every session."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class SessionOwners:
+    """Claims with a deadline, behind a bounded LRU of owners already confirmed."""
+
+    def __init__(self, claims: SessionClaims, *, timeout_s: float, cache_size: int) -> None:
+        self._claims = claims
+        self._timeout_s = timeout_s
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, str] = OrderedDict()
+
+    async def owners(self, claims: Mapping[str, str]) -> dict[str, str]:
+        """The owner of each session in ``{session_id: claiming tenant}``, claiming new ones."""
+        owners: dict[str, str] = {}
+        missing: dict[str, str] = {}
+        for session_id, tenant in claims.items():
+            owner = self._cache.get(session_id)
+            if owner is None:
+                missing[session_id] = tenant
+            else:
+                self._cache.move_to_end(session_id)
+                owners[session_id] = owner
+        if missing:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    confirmed = await self._claims.claim(missing)
+            except (TimeoutError, PyMongoError) as error:
+                raise OwnershipUnavailableError(
+                    f"session owners not confirmed within {self._timeout_s:g}s "
+                    f"({type(error).__name__})"
+                ) from error
+            for session_id, owner in confirmed.items():
+                self._remember(session_id, owner)
+            owners.update(confirmed)
+        return owners
+
+    def _remember(self, session_id: str, owner: str) -> None:
+        self._cache[session_id] = owner
+        self._cache.move_to_end(session_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def close(self) -> None:
+        """Release the claims store's connections."""
+        await self._claims.close()
+
+
+class MongoSessionClaims:
+    """``session_owners`` in the MongoDB-compatible database (FerretDB, DocumentDB)."""
+
+    def __init__(self, url: str, *, database: str, timeout_s: float) -> None:
+        timeout_ms = max(1, int(timeout_s * 1000))
+        self._client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            timeoutMS=timeout_ms,
+        )
+        self._owners: AsyncCollection[dict[str, Any]] = self._client[database][COLLECTION]
+
+    async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
+        """One unordered insert; for sessions claimed before, one read of their owners."""
+        now = datetime.now(UTC)
+        documents = [
+            {"_id": session_id, "tenant": tenant, "claimed_at": now}
+            for session_id, tenant in claims.items()
+        ]
+        taken: list[str] = []
+        try:
+            await self._owners.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            write_errors = error.details.get("writeErrors", [])
+            if error.details.get("writeConcernErrors") or any(
+                item.get("code") != DUPLICATE_KEY for item in write_errors
+            ):
+                raise
+            taken = [str(documents[int(item["index"])]["_id"]) for item in write_errors]
+        owners = {
+            session_id: tenant for session_id, tenant in claims.items() if session_id not in taken
+        }
+        if taken:
+            cursor = self._owners.find({"_id": {"$in": taken}}, {"tenant": 1})
+            owners.update({doc["_id"]: doc["tenant"] async for doc in cursor})
+        missing = set(taken) - owners.keys()
+        if missing:
+            # A duplicate key whose document then cannot be read: never guess an owner.
+            raise OwnershipUnavailableError(f"{len(missing)} claimed sessions could not be read")
+        return owners
+
+    async def close(self) -> None:
+        """Close the client."""
+        await self._client.close()
