@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
+from ca4_auth import ApiKeyRing
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -45,6 +47,18 @@ async def _sweep_gpu_gauges(gauges: metrics.GpuGauges, interval_s: float) -> Non
     while True:
         await asyncio.sleep(interval_s)
         gauges.sweep()
+
+
+def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until ``stack`` closes, then cancel it."""
+    task = asyncio.create_task(work)
+
+    async def _cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(_cancel)
 
 
 @asynccontextmanager
@@ -124,14 +138,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         )
         await lag.start()
         stack.push_async_callback(lag.stop)
-        sweeper = asyncio.create_task(_sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
-
-        async def _cancel_sweeper() -> None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-
-        stack.push_async_callback(_cancel_sweeper)
+        _in_background(stack, _sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
+        key_ring: ApiKeyRing = app.state.key_ring
+        _in_background(stack, key_ring.reload_forever(settings.api_keys_reload_interval_s))
 
         async def readiness() -> dict[str, bool]:
             try:
@@ -152,13 +161,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The worker app for ``settings`` (tests pass their own topic, database and bucket)."""
+    settings = settings or get_settings()
     app = FastAPI(
         title="CA4 worker",
         summary="Event store, projections, dead letters, S3 archive and read API.",
+        description="Read API: send `Authorization: Bearer <key>` with the keys the processor "
+        "accepts. A `read` key sees its own tenant's sessions, GPUs and events, a `read:all` "
+        "key every tenant's; another tenant's resource answers exactly like a missing one.",
         version=WORKER_VERSION,
         lifespan=lifespan,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
+    # Built here, not in the lifespan, so a key problem fails at start-up and tests that
+    # drive the routes without the lifespan still authenticate.
+    app.state.key_ring = ApiKeyRing.configured(
+        environment=settings.environment,
+        inline_hashes=settings.api_key_hashes,
+        keys_file=settings.api_keys_file,
+    )
     for router in (health.router, sessions.router, gpus.router, events.router):
         app.include_router(router)
     # Request counts and latencies of the read API (ca4_http_*), in a registry per app (the

@@ -6,7 +6,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+import structlog
+from ca4_auth import ApiKey, ApiKeyRing, Scope
+from ca4_auth.http import BearerCredentials, identify_bearer, require_scope
+from fastapi import Depends, HTTPException, Request
 
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.core.config import Settings
@@ -43,3 +46,31 @@ def get_projections(runtime: RuntimeDep) -> Projections:
 
 StoreDep = Annotated[EventStore, Depends(get_store)]
 ProjectionsDep = Annotated[Projections, Depends(get_projections)]
+
+
+async def authenticate_reader(request: Request, credentials: BearerCredentials) -> ApiKey:
+    """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``.
+
+    The same key ring (file, reloads, constant-time compare) and the same ``401`` bodies as
+    the processor's.
+    """
+    key_ring: ApiKeyRing = request.app.state.key_ring
+    try:
+        key = identify_bearer(key_ring, credentials)
+        structlog.contextvars.bind_contextvars(key_id=key.key_id, tenant=key.tenant)
+        require_scope(key, Scope.READ)
+    except HTTPException as error:
+        if credentials is not None:
+            structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
+        raise
+    return key
+
+
+async def get_read_tenant(key: Annotated[ApiKey, Depends(authenticate_reader)]) -> str | None:
+    """The tenant every read is confined to; ``None`` for a ``read:all`` key."""
+    return key.read_tenant
+
+
+ReadTenantDep = Annotated[str | None, Depends(get_read_tenant)]
+"""The tenant a read is confined to (``None``: every tenant). Every read route takes it, and
+every query the routes make passes it to the database."""

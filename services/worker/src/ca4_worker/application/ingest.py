@@ -21,10 +21,12 @@ from pydantic import ValidationError
 
 from ca4_worker.application.ports import AppendOutcome, DeadLetterSink, EventStore, Projections
 from ca4_worker.application.retry import until_available
+from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
 from ca4_worker.domain.projection import latest_gpu_samples
 from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
+from ca4_worker.domain.tenancy import ERROR_FOREIGN_TENANT, foreign_reason
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,20 @@ def first_per_event_id(
     return first, later
 
 
+def _foreign_letters(
+    records: Sequence[RawRecord], foreign: Sequence[PositionedEvent], owners: dict[str, str]
+) -> list[DeadLetter]:
+    by_position = {record.position: record for record in records}
+    return [
+        DeadLetter(
+            by_position[item.position],
+            ERROR_FOREIGN_TENANT,
+            foreign_reason(item, owners[item.event.session_id]),
+        )
+        for item in foreign
+    ]
+
+
 class IngestService:
     """Turns batches of raw records into stored, projected events and dead letters."""
 
@@ -95,6 +111,7 @@ class IngestService:
         self._tracer = tracer
         self._insert_chunk = insert_chunk
         self._insert_concurrency = insert_concurrency
+        self._tenants = TenantGuard(projections, max_backoff_s=max_backoff_s)
 
     async def handle_batch(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Process one batch; returns only when everything in it is durable."""
@@ -165,15 +182,21 @@ class IngestService:
     ) -> None:
         """Decode chunk by chunk; append each chunk's first copies of event ids in a task."""
         seen: set[str] = set()
+        owners: dict[str, str] = {}
         slots = asyncio.Semaphore(self._insert_concurrency)
         async with asyncio.TaskGroup() as appends:
             for start in range(0, len(ordered), self._insert_chunk):
+                chunk = ordered[start : start + self._insert_chunk]
                 events: list[PositionedEvent] = []
-                for item in map(decode_record, ordered[start : start + self._insert_chunk]):
+                for item in map(decode_record, chunk):
                     if isinstance(item, DeadLetter):
                         letters.append(item)
                     else:
                         events.append(item)
+                # Tenancy guard (issue 16): never store or project another tenant's event
+                # into a session; it goes to the DLQ with the reason instead.
+                events, foreign = await self._tenants.split(events, owners)
+                letters.extend(_foreign_letters(chunk, foreign, owners))
                 first, _ = first_per_event_id(events, seen)
                 if first:
                     await slots.acquire()

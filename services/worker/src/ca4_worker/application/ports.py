@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -41,8 +41,9 @@ class EventStore(Protocol):
         """Store events not stored yet; never fails on a duplicate."""
         ...
 
-    async def get(self, event_id: str) -> PositionedEvent | None:
-        """The stored event with its canonical position, if stored."""
+    async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
+        """The stored event with its canonical position, if stored and of ``tenant`` (``None``:
+        any tenant)."""
         ...
 
     def scan(
@@ -75,16 +76,20 @@ class Projections(Protocol):
         """The offset of the last event of ``session_id`` applied from ``partition``."""
         ...
 
-    async def session(self, session_id: str) -> SessionView | None:
-        """One session."""
+    async def session_owners(self, session_ids: Iterable[str]) -> dict[str, str]:
+        """The owner tenant of each session among ``session_ids`` that has a document."""
+        ...
+
+    async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
+        """One session, if it belongs to ``tenant`` (``None``: any tenant)."""
         ...
 
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions."""
         ...
 
-    async def gpu(self, gpu_uuid: str) -> GpuView | None:
-        """One GPU."""
+    async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
+        """``tenant``'s view of one GPU (``None``: the newest sample of any tenant)."""
         ...
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from ca4_worker.application.ingest import decode_record, first_per_event_id
+from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.application.ports import EventStore, ObjectStore, Projections
 from ca4_worker.domain.archive import decode_archive_object
 from ca4_worker.domain.records import Position, PositionedEvent
@@ -129,6 +130,9 @@ async def replay_from_archive(
     if rebuild:
         await projections.reset()
     seen_ids: set[str] = set()
+    # The archive holds the raw topic, so also the events the store dead-lettered as another
+    # tenant's: the same owner check keeps them out of the rebuilt projections.
+    tenants, owners = TenantGuard(projections, max_backoff_s=5.0), dict[str, str]()
     applied = skipped_total = 0
     async for events, skipped in _archived_events(objects, keys):
         first, later = first_per_event_id(
@@ -136,10 +140,11 @@ async def replay_from_archive(
         )
         fresh = [item for item in first if item.event_id not in seen_ids]
         seen_ids.update(item.event_id for item in fresh)
-        if fresh:
-            await projections.apply(fresh)
-        applied += len(fresh)
-        skipped_total += skipped + len(later) + len(first) - len(fresh)
+        own, foreign = await tenants.split(fresh, owners)
+        if own:
+            await projections.apply(own)
+        applied += len(own)
+        skipped_total += skipped + len(later) + len(first) - len(fresh) + len(foreign)
         if progress:
             progress(1)
     return ReplayOutcome(events=applied, skipped=skipped_total)

@@ -16,6 +16,8 @@ class SessionView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     session_id: str
+    tenant: str
+    """The tenant whose key reported the session first, its owner."""
     first_seen: datetime
     last_seen: datetime
     sample_count: int
@@ -34,6 +36,8 @@ class GpuView(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     gpu_uuid: str
+    tenant: str
+    """The tenant that reported this sample (each tenant has its own view of a GPU UUID)."""
     gpu_name: str
     session_id: str
     last_seen: datetime
@@ -64,6 +68,9 @@ class Page(BaseModel, Generic[ItemT]):
 class SessionQuery(BaseModel):
     """Filters and paging for sessions; results are ordered by session id."""
 
+    tenant: str | None
+    """Only this tenant's sessions; ``None`` (a ``read:all`` key) for every tenant's. Required,
+    so no caller reads across tenants by forgetting it."""
     label: tuple[str, str] | None = None
     gpu_model: str | None = None
     runtime: str | None = None
@@ -74,8 +81,10 @@ class SessionQuery(BaseModel):
 
 
 class GpuQuery(BaseModel):
-    """Filters and paging for GPUs; results are ordered by GPU UUID."""
+    """Filters and paging for GPUs; ordered by tenant, then GPU UUID."""
 
+    tenant: str | None
+    """Only this tenant's GPUs; ``None`` (a ``read:all`` key) for every tenant's. Required."""
     session_id: str | None = None
     gpu_name: str | None = None
     after: str | None = None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
+from ca4_auth import check_key_settings
 from ca4_schemas import TOPIC_GPU_METADATA, TOPIC_GPU_METADATA_DLQ
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -16,6 +18,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CA4_", extra="ignore", use_attribute_docstrings=True
     )
+
+    environment: Literal["dev", "test", "prod"] = "dev"
+    """``prod`` refuses to start without API keys; ``dev`` without keys accepts the dev key."""
+    api_key_hashes: str = ""
+    """Comma-separated ``key_id:sha256hex[:tenant[:scope+scope]]`` entries, as the processor's;
+    the read API wants ``read`` (own tenant) or ``read:all`` (every tenant)."""
+    api_keys_file: Path | None = None
+    """The keys file the processor mounts too, re-read when it changes."""
+    api_keys_reload_interval_s: float = Field(default=5.0, gt=0)
+    """How often the keys file is checked, so a revoked key stops reading without a restart."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma-separated."""
@@ -83,6 +95,11 @@ class Settings(BaseSettings):
     """Where spans go."""
     otel_endpoint: str | None = None
     """OTLP/HTTP endpoint when ``otel_exporter`` is ``otlp``."""
+
+    @model_validator(mode="after")
+    def _keys_configured_outside_dev(self) -> Self:
+        check_key_settings(self.environment, self.api_key_hashes, self.api_keys_file)
+        return self
 
 
 @cache

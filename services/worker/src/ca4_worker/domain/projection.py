@@ -40,6 +40,8 @@ class SessionDelta:
     """The effect of consecutive events of one session (in offset order) on its document."""
 
     session_id: str
+    tenant: str
+    """The session's owner (every event of a delta has it: see :mod:`ca4_worker.domain.tenancy`)."""
     partition: int
     first_offset: int
     last_offset: int
@@ -66,6 +68,7 @@ class SessionDelta:
         ]
         return cls(
             session_id=event.session_id,
+            tenant=event.tenant,
             partition=positioned.position.partition,
             first_offset=positioned.position.offset,
             last_offset=positioned.position.offset,
@@ -130,11 +133,19 @@ def fold_session(events: Iterable[PositionedEvent]) -> SessionDelta:
     return folded
 
 
+def gpu_document_id(tenant: str, gpu_uuid: str) -> str:
+    """A GPU projection's id: one document per tenant and GPU, so a tenant reporting another
+    tenant's GPU UUID (a Colab GPU handed to the next user, or a forged report) never touches
+    the other tenant's document. Tenants never contain ``/``."""
+    return f"{tenant}/{gpu_uuid}"
+
+
 @dataclass(frozen=True)
 class GpuLatest:
-    """The newest sample of one GPU."""
+    """The newest sample of one GPU, as reported by one tenant."""
 
     gpu_uuid: str
+    tenant: str
     gpu_name: str
     session_id: str
     occurred_at: datetime
@@ -144,24 +155,31 @@ class GpuLatest:
     sample: dict[str, Any]
 
     @property
+    def document_id(self) -> str:
+        """The id of this tenant's document for this GPU."""
+        return gpu_document_id(self.tenant, self.gpu_uuid)
+
+    @property
     def order_key(self) -> tuple[datetime, str]:
         """The total order that picks the latest sample."""
         return (self.occurred_at, self.event_id)
 
 
 def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
-    """The newest sample per GPU UUID among ``events`` (only the winners are serialised)."""
-    newest: dict[str, tuple[tuple[datetime, str], PositionedEvent, Any]] = {}
+    """The newest sample per tenant and GPU UUID among ``events`` (only the winners are
+    serialised)."""
+    newest: dict[tuple[str, str], tuple[tuple[datetime, str], PositionedEvent, Any]] = {}
     for positioned in events:
         event = positioned.event
         order_key = (to_millis(event.occurred_at), positioned.event_id)
         for gpu in event.payload.gpus:
-            current = newest.get(gpu.uuid)
+            current = newest.get((event.tenant, gpu.uuid))
             if current is None or order_key > current[0]:
-                newest[gpu.uuid] = (order_key, positioned, gpu)
+                newest[(event.tenant, gpu.uuid)] = (order_key, positioned, gpu)
     return [
         GpuLatest(
             gpu_uuid=gpu.uuid,
+            tenant=positioned.event.tenant,
             gpu_name=gpu.name,
             session_id=positioned.event.session_id,
             occurred_at=order_key[0],

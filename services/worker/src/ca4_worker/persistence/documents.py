@@ -39,6 +39,9 @@ class SessionDocument(Document):
     """The ``sessions`` projection; ``applied`` maps ``p<partition>`` to the last offset."""
 
     id: str  # type: ignore[assignment]
+    tenant: str
+    """The owner: the tenant of the session's first event (documents from before tenancy have
+    none and read as the legacy tenant)."""
     applied: dict[str, int]
     first_seen: datetime
     last_seen: datetime
@@ -54,14 +57,19 @@ class SessionDocument(Document):
     class Settings:
         name = "sessions"
         indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("last_seen", ASCENDING)], name="last_seen")
+            IndexModel([("last_seen", ASCENDING)], name="last_seen"),
+            # A tenant's list filters on tenant and pages by _id.
+            IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="tenant"),
         ]
 
 
 class GpuDocument(Document):
-    """The ``gpus`` projection: one document per GPU UUID with its latest sample."""
+    """The ``gpus`` projection: one document per tenant and GPU UUID with its latest sample;
+    ``_id`` is ``<tenant>/<gpu uuid>`` (:func:`~ca4_worker.domain.projection.gpu_document_id`)."""
 
     id: str  # type: ignore[assignment]
+    gpu_uuid: str
+    tenant: str
     gpu_name: str
     session_id: str
     last_seen: datetime
@@ -73,7 +81,10 @@ class GpuDocument(Document):
     class Settings:
         name = "gpus"
         indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("session_id", ASCENDING)], name="session_id")
+            IndexModel([("session_id", ASCENDING)], name="session_id"),
+            IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="tenant"),
+            # GET /v1/gpus/{uuid} with a read:all key looks across tenants.
+            IndexModel([("gpu_uuid", ASCENDING)], name="gpu_uuid"),
         ]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
+
+from ca4_schemas import LEGACY_TENANT
 
 from ca4_worker.application.ports import AppendOutcome, UnavailableError
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
@@ -58,10 +60,13 @@ class InMemoryEventStore:
                 outcome.duplicates.append(positioned)
         return outcome
 
-    async def get(self, event_id: str) -> PositionedEvent | None:
-        """The stored event."""
+    async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
+        """The stored event, if of ``tenant``."""
         self.outage.check()
-        return self.events.get(event_id)
+        stored = self.events.get(event_id)
+        if stored is None or (tenant is not None and stored.event.tenant != tenant):
+            return None
+        return stored
 
     async def scan(
         self,
@@ -91,6 +96,7 @@ class InMemoryEventStore:
 def session_document_update(doc: dict[str, Any], delta: SessionDelta) -> dict[str, Any]:
     """``doc`` with ``delta`` applied (the in-memory twin of the MongoDB update)."""
     updated = copy.deepcopy(doc)
+    updated.setdefault("tenant", delta.tenant)
     updated.setdefault("applied", {})[applied_key(delta.partition)] = delta.last_offset
     updated["first_seen"] = min(doc.get("first_seen", delta.first_seen), delta.first_seen)
     updated["last_seen"] = max(doc.get("last_seen", delta.last_seen), delta.last_seen)
@@ -115,6 +121,7 @@ def session_view(session_id: str, doc: dict[str, Any]) -> SessionView:
     samples = doc.get("utilization_samples", 0)
     return SessionView(
         session_id=session_id,
+        tenant=doc.get("tenant", LEGACY_TENANT),
         first_seen=doc["first_seen"],
         last_seen=doc["last_seen"],
         sample_count=doc["sample_count"],
@@ -133,6 +140,7 @@ class InMemoryProjections:
     def __init__(self) -> None:
         self.session_docs: dict[str, dict[str, Any]] = {}
         self.gpu_docs: dict[str, GpuView] = {}
+        """By :func:`gpu_document_id`, like the ``gpus`` collection."""
         self.outage = Outage()
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
@@ -145,10 +153,11 @@ class InMemoryProjections:
             if fresh:
                 self.session_docs[session_id] = session_document_update(doc, fold_session(fresh))
         for latest in latest_gpu_samples(events):
-            current = self.gpu_docs.get(latest.gpu_uuid)
+            current = self.gpu_docs.get(latest.document_id)
             if current is None or (current.last_seen, current.event_id) < latest.order_key:
-                self.gpu_docs[latest.gpu_uuid] = GpuView(
+                self.gpu_docs[latest.document_id] = GpuView(
                     gpu_uuid=latest.gpu_uuid,
+                    tenant=latest.tenant,
                     gpu_name=latest.gpu_name,
                     session_id=latest.session_id,
                     last_seen=latest.occurred_at,
@@ -167,10 +176,20 @@ class InMemoryProjections:
         value = doc.get("applied", {}).get(applied_key(partition))
         return int(value) if value is not None else None
 
-    async def session(self, session_id: str) -> SessionView | None:
-        """One session."""
+    async def session_owners(self, session_ids: Iterable[str]) -> dict[str, str]:
+        """The owner of each known session."""
+        self.outage.check()
+        return {
+            session_id: self.session_docs[session_id].get("tenant", LEGACY_TENANT)
+            for session_id in session_ids
+            if session_id in self.session_docs
+        }
+
+    async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
+        """One session, if of ``tenant``."""
         doc = self.session_docs.get(session_id)
-        return session_view(session_id, doc) if doc else None
+        view = session_view(session_id, doc) if doc else None
+        return view if view is not None and tenant in (None, view.tenant) else None
 
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions ordered by id."""
@@ -178,7 +197,8 @@ class InMemoryProjections:
         selected = [
             view
             for view in views
-            if (query.after is None or view.session_id > query.after)
+            if query.tenant in (None, view.tenant)
+            and (query.after is None or view.session_id > query.after)
             and (query.label is None or view.labels.get(query.label[0]) == query.label[1])
             and (query.gpu_model is None or query.gpu_model in view.gpu_models)
             and (query.runtime is None or view.runtime == query.runtime)
@@ -189,22 +209,28 @@ class InMemoryProjections:
         more = len(selected) > query.limit
         return Page(items=page, next_cursor=page[-1].session_id if more else None)
 
-    async def gpu(self, gpu_uuid: str) -> GpuView | None:
-        """One GPU."""
-        return self.gpu_docs.get(gpu_uuid)
+    async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
+        """``tenant``'s view of one GPU, or the newest of any tenant's."""
+        views = [
+            view
+            for view in self.gpu_docs.values()
+            if view.gpu_uuid == gpu_uuid and tenant in (None, view.tenant)
+        ]
+        return max(views, key=lambda view: (view.last_seen, view.event_id), default=None)
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
-        """A page of GPUs ordered by UUID."""
+        """A page of GPUs ordered by document id (tenant, then UUID)."""
         selected = [
-            view
-            for _, view in sorted(self.gpu_docs.items())
-            if (query.after is None or view.gpu_uuid > query.after)
+            (document_id, view)
+            for document_id, view in sorted(self.gpu_docs.items())
+            if query.tenant in (None, view.tenant)
+            and (query.after is None or document_id > query.after)
             and (query.session_id is None or view.session_id == query.session_id)
             and (query.gpu_name is None or view.gpu_name == query.gpu_name)
         ]
         page = selected[: query.limit]
         more = len(selected) > query.limit
-        return Page(items=page, next_cursor=page[-1].gpu_uuid if more else None)
+        return Page(items=[view for _, view in page], next_cursor=page[-1][0] if more else None)
 
 
 class InMemoryDeadLetters:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from beanie import init_beanie
-from ca4_schemas import decode_event
+from ca4_schemas import LEGACY_TENANT, decode_event
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,6 +34,7 @@ from ca4_worker.domain.projection import (
     SessionDelta,
     applied_key,
     fold_session,
+    gpu_document_id,
     group_by_session,
     latest_gpu_samples,
     mean_utilization_pct,
@@ -143,10 +144,17 @@ class MongoEventStore:
             cursor = self._events.find({"_id": {"$in": event_ids}}, {"partition": 1, "offset": 1})
             return {doc["_id"]: Position(doc["partition"], doc["offset"]) async for doc in cursor}
 
-    async def get(self, event_id: str) -> PositionedEvent | None:
-        """The stored event, if any."""
+    async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
+        """The stored event, if any and of ``tenant``.
+
+        Version-1 events have no ``event.tenant`` and so match only ``tenant=None``: they
+        belong to :data:`LEGACY_TENANT`, which no key holds.
+        """
+        conditions: Doc = {"_id": event_id}
+        if tenant is not None:
+            conditions["event.tenant"] = tenant
         with unavailable_on_driver_errors():
-            doc = await self._events.find_one({"_id": event_id})
+            doc = await self._events.find_one(conditions)
         return positioned_from_document(doc) if doc else None
 
     async def scan(
@@ -219,7 +227,7 @@ def _session_update(delta: SessionDelta) -> Doc:
 
 def _gpu_guard(latest: GpuLatest) -> Doc:
     return {
-        "_id": latest.gpu_uuid,
+        "_id": latest.document_id,
         "$or": [
             {"last_seen": {"$lt": latest.occurred_at}},
             {"last_seen": latest.occurred_at, "event_id": {"$lt": latest.event_id}},
@@ -230,6 +238,8 @@ def _gpu_guard(latest: GpuLatest) -> Doc:
 def _gpu_update(latest: GpuLatest) -> Doc:
     return {
         "$set": {
+            "gpu_uuid": latest.gpu_uuid,
+            "tenant": latest.tenant,
             "gpu_name": latest.gpu_name,
             "session_id": latest.session_id,
             "last_seen": latest.occurred_at,
@@ -253,6 +263,7 @@ def _new_session_document(delta: SessionDelta) -> Doc:
     """A session document holding exactly ``delta`` (what the guarded update would build)."""
     return {
         "_id": delta.session_id,
+        "tenant": delta.tenant,
         "applied": {applied_key(delta.partition): delta.last_offset},
         "first_seen": delta.first_seen,
         "last_seen": delta.last_seen,
@@ -268,7 +279,7 @@ def _new_session_document(delta: SessionDelta) -> Doc:
 
 
 def _new_gpu_document(latest: GpuLatest) -> Doc:
-    return {"_id": latest.gpu_uuid, **_gpu_update(latest)["$set"]}
+    return {"_id": latest.document_id, **_gpu_update(latest)["$set"]}
 
 
 async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]) -> set[str]:
@@ -296,6 +307,7 @@ async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]
 def _session_view(doc: Doc) -> SessionView:
     return SessionView(
         session_id=doc["_id"],
+        tenant=doc.get("tenant", LEGACY_TENANT),
         first_seen=doc["first_seen"],
         last_seen=doc["last_seen"],
         sample_count=doc["sample_count"],
@@ -312,13 +324,20 @@ def _session_view(doc: Doc) -> SessionView:
 
 def _gpu_view(doc: Doc) -> GpuView:
     return GpuView(
-        gpu_uuid=doc["_id"],
+        # Documents written before tenancy have the bare UUID as their id and no tenant.
+        gpu_uuid=doc.get("gpu_uuid", doc["_id"]),
+        tenant=doc.get("tenant", LEGACY_TENANT),
         gpu_name=doc["gpu_name"],
         session_id=doc["session_id"],
         last_seen=doc["last_seen"],
         event_id=doc["event_id"],
         sample=doc["sample"],
     )
+
+
+def _tenant_filter(tenant: str | None) -> Doc:
+    """The query condition that keeps a read inside ``tenant`` (``None``: every tenant)."""
+    return {} if tenant is None else {"tenant": tenant}
 
 
 async def guards_belong_in_filters(database: AsyncDatabase[Doc]) -> bool:
@@ -415,23 +434,23 @@ class MongoProjections:
         if not candidates:
             return
         cursor = self._gpus.find(
-            {"_id": {"$in": [latest.gpu_uuid for latest in candidates]}},
+            {"_id": {"$in": [latest.document_id for latest in candidates]}},
             {"last_seen": 1, "event_id": 1},
         )
         stored = {doc["_id"]: (doc["last_seen"], doc["event_id"]) async for doc in cursor}
         newer = [
             latest
             for latest in candidates
-            if latest.gpu_uuid not in stored or latest.order_key > stored[latest.gpu_uuid]
+            if latest.document_id not in stored or latest.order_key > stored[latest.document_id]
         ]
         created = await _insert_missing(
             self._gpus,
-            [_new_gpu_document(latest) for latest in newer if latest.gpu_uuid not in stored],
+            [_new_gpu_document(latest) for latest in newer if latest.document_id not in stored],
         )
         updates = [
             UpdateOne(self._filter(_gpu_guard(latest)), _gpu_update(latest))
             for latest in newer
-            if latest.gpu_uuid not in created
+            if latest.document_id not in created
         ]
         if updates:
             await self._gpus.bulk_write(updates, ordered=False)
@@ -451,15 +470,21 @@ class MongoProjections:
         value = doc.get("applied", {}).get(applied_key(partition))
         return int(value) if value is not None else None
 
-    async def session(self, session_id: str) -> SessionView | None:
-        """One session."""
+    async def session_owners(self, session_ids: Iterable[str]) -> dict[str, str]:
+        """The owner of each session with a document (pre-tenancy ones: the legacy tenant)."""
         with unavailable_on_driver_errors():
-            doc = await self._sessions.find_one({"_id": session_id})
+            cursor = self._sessions.find({"_id": {"$in": sorted(session_ids)}}, {"tenant": 1})
+            return {doc["_id"]: doc.get("tenant", LEGACY_TENANT) async for doc in cursor}
+
+    async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
+        """One session, if of ``tenant`` (filtered in the query)."""
+        with unavailable_on_driver_errors():
+            doc = await self._sessions.find_one({"_id": session_id, **_tenant_filter(tenant)})
         return _session_view(doc) if doc else None
 
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions ordered by id."""
-        conditions: Doc = {}
+        conditions: Doc = _tenant_filter(query.tenant)
         if query.after is not None:
             conditions["_id"] = {"$gt": query.after}
         if query.label is not None:
@@ -479,15 +504,26 @@ class MongoProjections:
         more = len(docs) > query.limit
         return Page(items=items, next_cursor=items[-1].session_id if more else None)
 
-    async def gpu(self, gpu_uuid: str) -> GpuView | None:
-        """One GPU."""
+    async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
+        """``tenant``'s view of one GPU (its own document), or the newest of any tenant's."""
         with unavailable_on_driver_errors():
-            doc = await self._gpus.find_one({"_id": gpu_uuid})
+            if tenant is not None:
+                doc = await self._gpus.find_one(
+                    {"_id": gpu_document_id(tenant, gpu_uuid), "tenant": tenant}
+                )
+            else:
+                cursor = (
+                    self._gpus.find({"$or": [{"gpu_uuid": gpu_uuid}, {"_id": gpu_uuid}]})
+                    .sort([("last_seen", -1), ("event_id", -1)])
+                    .limit(1)
+                )
+                newest = [doc async for doc in cursor]
+                doc = newest[0] if newest else None
         return _gpu_view(doc) if doc else None
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
-        """A page of GPUs ordered by UUID."""
-        conditions: Doc = {}
+        """A page of GPUs ordered by document id (tenant, then UUID); the cursor is opaque."""
+        conditions: Doc = _tenant_filter(query.tenant)
         if query.after is not None:
             conditions["_id"] = {"$gt": query.after}
         if query.session_id is not None:
@@ -497,6 +533,8 @@ class MongoProjections:
         with unavailable_on_driver_errors():
             cursor = self._gpus.find(conditions).sort("_id", 1).limit(query.limit + 1)
             docs = [doc async for doc in cursor]
-        items = [_gpu_view(doc) for doc in docs[: query.limit]]
+        page = docs[: query.limit]
         more = len(docs) > query.limit
-        return Page(items=items, next_cursor=items[-1].gpu_uuid if more else None)
+        return Page(
+            items=[_gpu_view(doc) for doc in page], next_cursor=page[-1]["_id"] if more else None
+        )

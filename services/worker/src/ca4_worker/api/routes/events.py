@@ -6,16 +6,22 @@ from uuid import UUID
 
 from fastapi import APIRouter
 
-from ca4_worker.api.deps import ProjectionsDep, StoreDep
+from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep, StoreDep
+from ca4_worker.api.routes import READ_ERRORS
 from ca4_worker.application.views import EventStatus
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=READ_ERRORS)
 
 
 @router.get("/{event_id}", response_model=EventStatus)
-async def read_event(event_id: UUID, store: StoreDep, projections: ProjectionsDep) -> EventStatus:
-    """The event and its status; ``stored: false`` until the worker has it (poll this)."""
-    stored = await store.get(str(event_id))
+async def read_event(
+    event_id: UUID, store: StoreDep, projections: ProjectionsDep, tenant: ReadTenantDep
+) -> EventStatus:
+    """The event and its status; ``stored: false`` until the worker has it (poll this).
+
+    Another tenant's event answers ``stored: false``, exactly like one not stored (yet).
+    """
+    stored = await store.get(str(event_id), tenant=tenant)
     if stored is None:
         return EventStatus(event_id=str(event_id), stored=False, projected=False)
     applied = await projections.applied_offset(stored.event.session_id, stored.position.partition)

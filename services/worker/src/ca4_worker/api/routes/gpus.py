@@ -6,29 +6,35 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from ca4_worker.api.deps import ProjectionsDep
+from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep
+from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS
 from ca4_worker.application.views import GpuQuery, GpuView, Page
 
-router = APIRouter(prefix="/v1/gpus", tags=["gpus"])
+router = APIRouter(prefix="/v1/gpus", tags=["gpus"], responses=READ_ERRORS)
 
 
 @router.get("", response_model=Page[GpuView])
-async def read_gpus(
+async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by keyword
     projections: ProjectionsDep,
+    tenant: ReadTenantDep,
     session_id: Annotated[str | None, Query(max_length=128)] = None,
     gpu_name: Annotated[str | None, Query(max_length=128)] = None,
-    cursor: Annotated[str | None, Query(max_length=128)] = None,
+    cursor: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[GpuView]:
-    """List GPUs ordered by UUID; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    query = GpuQuery(session_id=session_id, gpu_name=gpu_name, after=cursor, limit=limit)
+    """List the key's tenant's GPUs (every tenant's for ``read:all``) ordered by UUID; pass
+    ``next_cursor`` back as ``cursor`` for the next page."""
+    query = GpuQuery(
+        tenant=tenant, session_id=session_id, gpu_name=gpu_name, after=cursor, limit=limit
+    )
     return await projections.gpus(query)
 
 
-@router.get("/{gpu_uuid}", response_model=GpuView)
-async def read_gpu(gpu_uuid: str, projections: ProjectionsDep) -> GpuView:
-    """One GPU."""
-    view = await projections.gpu(gpu_uuid)
+@router.get("/{gpu_uuid}", response_model=GpuView, responses=NOT_FOUND)
+async def read_gpu(gpu_uuid: str, projections: ProjectionsDep, tenant: ReadTenantDep) -> GpuView:
+    """The key's tenant's view of one GPU (``read:all``: the newest of any tenant's); a GPU only
+    another tenant reported is ``404``, exactly like one nobody reported."""
+    view = await projections.gpu(gpu_uuid, tenant=tenant)
     if view is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="GPU not found")
     return view

@@ -7,10 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from ca4_worker.api.deps import ProjectionsDep
+from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep
+from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS
 from ca4_worker.application.views import Page, SessionQuery, SessionView
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=READ_ERRORS)
 
 
 def _label(raw: str | None) -> tuple[str, str] | None:
@@ -28,6 +29,7 @@ def _label(raw: str | None) -> tuple[str, str] | None:
 @router.get("", response_model=Page[SessionView])
 async def read_sessions(  # noqa: PLR0917 - FastAPI passes each query parameter by keyword
     projections: ProjectionsDep,
+    tenant: ReadTenantDep,
     label: Annotated[str | None, Query(description="key:value", max_length=330)] = None,
     gpu_model: Annotated[str | None, Query(max_length=128)] = None,
     runtime: Annotated[str | None, Query(max_length=32)] = None,
@@ -36,8 +38,10 @@ async def read_sessions(  # noqa: PLR0917 - FastAPI passes each query parameter 
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[SessionView]:
-    """List sessions ordered by id; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """List the key's tenant's sessions (every tenant's for ``read:all``) ordered by id; pass
+    ``next_cursor`` back as ``cursor`` for the next page."""
     query = SessionQuery(
+        tenant=tenant,
         label=_label(label),
         gpu_model=gpu_model,
         runtime=runtime,
@@ -49,10 +53,12 @@ async def read_sessions(  # noqa: PLR0917 - FastAPI passes each query parameter 
     return await projections.sessions(query)
 
 
-@router.get("/{session_id}", response_model=SessionView)
-async def read_session(session_id: str, projections: ProjectionsDep) -> SessionView:
-    """One session."""
-    view = await projections.session(session_id)
+@router.get("/{session_id}", response_model=SessionView, responses=NOT_FOUND)
+async def read_session(
+    session_id: str, projections: ProjectionsDep, tenant: ReadTenantDep
+) -> SessionView:
+    """One session; another tenant's is ``404``, exactly like one that does not exist."""
+    view = await projections.session(session_id, tenant=tenant)
     if view is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="Session not found")
     return view

@@ -1,0 +1,63 @@
+"""The owner check before events are stored: see :mod:`ca4_worker.domain.tenancy`.
+
+Owners come from the ``sessions`` projection, which is current when a batch starts (a batch is
+projected before the next one is handled), plus the first event of each new session within the
+batch. Confirmed owners never change, so a bounded LRU spares the read for sessions seen before.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ca4_worker.application.ports import Projections
+from ca4_worker.application.retry import until_available
+from ca4_worker.domain.records import PositionedEvent
+from ca4_worker.domain.tenancy import split_by_owner
+
+OWNER_CACHE_SIZE = 50_000
+"""Session owners remembered between batches (about 200 bytes each)."""
+
+
+class TenantGuard:
+    """Splits events into their session owner's and foreign ones."""
+
+    def __init__(
+        self,
+        projections: Projections,
+        *,
+        max_backoff_s: float,
+        cache_size: int = OWNER_CACHE_SIZE,
+    ) -> None:
+        self._projections = projections
+        self._max_backoff_s = max_backoff_s
+        self._cache_size = cache_size
+        self._confirmed: OrderedDict[str, str] = OrderedDict()
+
+    async def split(
+        self, events: Sequence[PositionedEvent], owners: dict[str, str]
+    ) -> tuple[list[PositionedEvent], list[PositionedEvent]]:
+        """``(own, foreign)``; ``owners`` carries the batch's owners from chunk to chunk."""
+        unknown = {item.event.session_id for item in events} - owners.keys()
+        for session_id in list(unknown):
+            owner = self._confirmed.get(session_id)
+            if owner is not None:
+                self._confirmed.move_to_end(session_id)
+                owners[session_id] = owner
+                unknown.discard(session_id)
+        if unknown:
+            stored = await until_available(
+                lambda: self._projections.session_owners(unknown),
+                what="read session owners",
+                max_backoff_s=self._max_backoff_s,
+            )
+            for session_id, owner in stored.items():
+                self._remember(session_id, owner)
+            owners.update(stored)
+        return split_by_owner(events, owners)
+
+    def _remember(self, session_id: str, owner: str) -> None:
+        self._confirmed[session_id] = owner
+        self._confirmed.move_to_end(session_id)
+        while len(self._confirmed) > self._cache_size:
+            self._confirmed.popitem(last=False)
