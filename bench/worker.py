@@ -55,9 +55,11 @@ def _body(index: int) -> dict[str, Any]:
     return {
         "event_id": str(uuid.uuid4()),
         "event_type": "gpu.metadata.reported",
-        "schema_version": 1,
+        "schema_version": 2,
         "occurred_at": now,
         "received_at": now,
+        "key_id": "bench",
+        "tenant": "bench",
         "source": {"sdk": "ca4-sdk", "sdk_version": "0.1.0", "runtime": "colab"},
         "session_id": f"bench-{index % SESSIONS}",
         "labels": {"project": "bench"},

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
 
 POISON = [
     b"{not json",
-    json.dumps({"event_id": "x", "schema_version": 1}).encode(),
+    json.dumps({"event_id": "x", "schema_version": 2}).encode(),
     json.dumps({**event_body(), "schema_version": 99}).encode(),
 ]
 

@@ -9,16 +9,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ca4_worker.application.ports import EventStore, Projections
-from ca4_worker.application.views import GpuQuery, SessionQuery
+from ca4_worker.application.views import GpuQuery, Page, SessionQuery
 from ca4_worker.domain.records import Position, PositionedEvent
 
-from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned, session_stream
+from tests.unit.worker.factories import (
+    BASE_TIME,
+    TENANT_A,
+    TENANT_B,
+    gpu_sample,
+    positioned,
+    session_stream,
+)
 
 
 async def snapshot(projections: Projections) -> tuple[list[object], list[object]]:
     """Every session and GPU view, for equality checks."""
-    sessions = (await projections.sessions(SessionQuery(limit=500))).items
-    gpus = (await projections.gpus(GpuQuery(limit=500))).items
+    sessions = (await projections.sessions(SessionQuery(tenant=None, limit=500))).items
+    gpus = (await projections.gpus(GpuQuery(tenant=None, limit=500))).items
     return list(sessions), list(gpus)
 
 
@@ -30,7 +37,7 @@ class EventStoreContract:
         outcome = await store.append(events)
         assert outcome.stored == events
         assert await store.count() == 2
-        fetched = await store.get(events[1].event_id)
+        fetched = await store.get(events[1].event_id, tenant=None)
         assert fetched is not None
         assert fetched.position == Position(0, 1)
         assert fetched.event == events[1].event
@@ -62,7 +69,19 @@ class EventStoreContract:
         assert [item.event_id for item in found] == [late.event_id]
 
     async def test_missing_event_is_none(self, store: EventStore) -> None:
-        assert await store.get("00000000-0000-0000-0000-000000000000") is None
+        assert await store.get("00000000-0000-0000-0000-000000000000", tenant=None) is None
+
+    async def test_get_is_confined_to_the_tenant(self, store: EventStore) -> None:
+        mine, theirs = positioned(0, 0, tenant=TENANT_A), positioned(0, 1, tenant=TENANT_B)
+        await store.append([mine, theirs])
+
+        own = await store.get(mine.event_id, tenant=TENANT_A)
+        assert own is not None
+        assert (own.event.tenant, own.event.key_id) == (TENANT_A, f"{TENANT_A}-key")
+        assert await store.get(theirs.event_id, tenant=TENANT_A) is None
+        every = await store.get(theirs.event_id, tenant=None)
+        assert every is not None
+        assert every.event.tenant == TENANT_B
 
 
 class ProjectionsContract:
@@ -90,7 +109,7 @@ class ProjectionsContract:
             ),
         ]
         await projections.apply(events)
-        view = await projections.session("s1")
+        view = await projections.session("s1", tenant=None)
         assert view is not None
         assert view.sample_count == 2
         assert view.first_seen == BASE_TIME
@@ -132,7 +151,7 @@ class ProjectionsContract:
         await projections.apply(events[:5])
         await projections.apply(events)
         await projections.apply(events)
-        view = await projections.session("moved")
+        view = await projections.session("moved", tenant=None)
         assert view is not None
         assert view.sample_count == 12
         assert [await projections.applied_offset("moved", p) for p in range(3)] == [3, 3, 3]
@@ -161,7 +180,7 @@ class ProjectionsContract:
         )
         await projections.apply([newer])
         await projections.apply([older])
-        gpu = await projections.gpu("GPU-00000000-test")
+        gpu = await projections.gpu("GPU-00000000-test", tenant=None)
         assert gpu is not None
         assert gpu.session_id == "s2"
         assert gpu.sample["utilization_gpu_pct"] == 99.0
@@ -179,13 +198,71 @@ class ProjectionsContract:
             for index in range(5)
         ]
         await projections.apply(events)
-        first = await projections.sessions(SessionQuery(limit=2))
+        first = await projections.sessions(SessionQuery(tenant=None, limit=2))
         assert [view.session_id for view in first.items] == ["s0", "s1"]
         assert first.next_cursor == "s1"
-        rest = await projections.sessions(SessionQuery(limit=10, after=first.next_cursor))
+        rest = await projections.sessions(
+            SessionQuery(tenant=None, limit=10, after=first.next_cursor)
+        )
         assert [view.session_id for view in rest.items] == ["s2", "s3", "s4"]
         assert rest.next_cursor is None
-        even = await projections.sessions(SessionQuery(label=("project", "even")))
+        even = await projections.sessions(SessionQuery(tenant=None, label=("project", "even")))
         assert [view.session_id for view in even.items] == ["s0", "s2", "s4"]
-        gpus = await projections.gpus(GpuQuery(session_id="s3"))
+        gpus = await projections.gpus(GpuQuery(tenant=None, session_id="s3"))
         assert [view.gpu_uuid for view in gpus.items] == ["GPU-3"]
+
+    async def test_reads_are_confined_to_the_tenant(self, projections: Projections) -> None:
+        shared_gpu = "GPU-shared-by-two-tenants"
+        await projections.apply(
+            [
+                positioned(
+                    0,
+                    0,
+                    session_id="a1",
+                    tenant=TENANT_A,
+                    occurred_at=BASE_TIME,
+                    gpus=[gpu_sample(0, uuid_=shared_gpu, utilization=10.0)],
+                ),
+                positioned(
+                    1,
+                    0,
+                    session_id="b1",
+                    tenant=TENANT_B,
+                    occurred_at=BASE_TIME + timedelta(minutes=1),
+                    gpus=[gpu_sample(0, uuid_=shared_gpu, utilization=90.0)],
+                ),
+                positioned(0, 1, session_id="a2", tenant=TENANT_A, gpus=[]),
+            ]
+        )
+
+        own = await projections.sessions(SessionQuery(tenant=TENANT_A))
+        assert [(view.session_id, view.tenant) for view in own.items] == [
+            ("a1", TENANT_A),
+            ("a2", TENANT_A),
+        ]
+        every = await projections.sessions(SessionQuery(tenant=None))
+        assert [view.session_id for view in every.items] == ["a1", "a2", "b1"]
+        assert await projections.session("b1", tenant=TENANT_A) is None
+        assert await projections.session("b1", tenant=None) is not None
+        assert await projections.session_owners(["a1", "b1", "nope"]) == {
+            "a1": TENANT_A,
+            "b1": TENANT_B,
+        }
+        # B reported A's GPU UUID later: A still sees its own sample, B its own.
+        mine = await projections.gpu(shared_gpu, tenant=TENANT_A)
+        assert mine is not None
+        assert (mine.tenant, mine.session_id, mine.sample["utilization_gpu_pct"]) == (
+            TENANT_A,
+            "a1",
+            10.0,
+        )
+        newest = await projections.gpu(shared_gpu, tenant=None)
+        assert newest is not None
+        assert (newest.tenant, newest.session_id) == (TENANT_B, "b1")
+        gpus_a = await projections.gpus(GpuQuery(tenant=TENANT_A))
+        assert [(view.gpu_uuid, view.tenant) for view in gpus_a.items] == [(shared_gpu, TENANT_A)]
+        assert await projections.gpus(GpuQuery(tenant=TENANT_A, session_id="b1")) == Page(items=[])
+        all_gpus = await projections.gpus(GpuQuery(tenant=None, limit=1))
+        assert len(all_gpus.items) == 1
+        rest = await projections.gpus(GpuQuery(tenant=None, after=all_gpus.next_cursor))
+        assert {view.tenant for view in [*all_gpus.items, *rest.items]} == {TENANT_A, TENANT_B}

@@ -13,6 +13,14 @@ from ca4_schemas.constants import HEADER_EVENT_ID
 from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
 
 BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+TENANT_A = "tenant-a"
+TENANT_B = "tenant-b"
+
+
+def v1_body(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as a version-1 event (before tenancy: no key id, no tenant)."""
+    legacy = {key: value for key, value in body.items() if key not in {"key_id", "tenant"}}
+    return {**legacy, "schema_version": 1}
 
 
 def gpu_sample(
@@ -47,15 +55,19 @@ def event_body(
     gpus: list[dict[str, Any]] | None = None,
     labels: dict[str, str] | None = None,
     event_id: str | None = None,
+    tenant: str = TENANT_A,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
-    """A valid ``GpuMetadataReported`` as a JSON-ready dict."""
+    """A valid ``GpuMetadataReported`` as a JSON-ready dict, sent by ``tenant``'s key."""
     occurred = occurred_at or datetime.now(UTC)
     return {
         "event_id": event_id or str(uuid.uuid4()),
         "event_type": "gpu.metadata.reported",
-        "schema_version": 1,
+        "schema_version": 2,
         "occurred_at": occurred.isoformat(),
         "received_at": (received_at or occurred + timedelta(milliseconds=5)).isoformat(),
+        "key_id": key_id or f"{tenant}-key",
+        "tenant": tenant,
         "source": {"sdk": "ca4-sdk", "sdk_version": "0.1.0", "runtime": "colab"},
         "session_id": session_id,
         "labels": labels if labels is not None else {"project": "tests"},

@@ -50,7 +50,7 @@ async def test_poison_is_dead_lettered_and_good_events_flow(parts) -> None:  # t
         "invalid_event",
     ]
     assert letters.letters[0].record.value == b"{oops"
-    view = await projections.session("s1")
+    view = await projections.session("s1", tenant=None)
     assert view is not None
     assert view.sample_count == 2
 
@@ -62,7 +62,7 @@ async def test_redelivered_batch_counts_once(parts) -> None:  # type: ignore[no-
     await ingest.handle_batch(records)
     again = await ingest.handle_batch(records)
     assert (again.stored, again.duplicate) == (0, 5)
-    view = await projections.session("s1")
+    view = await projections.session("s1", tenant=None)
     assert view is not None
     assert view.sample_count == 5
 
@@ -72,7 +72,7 @@ async def test_client_retry_inside_one_batch_is_one_event(parts) -> None:  # typ
     body = event_body(session_id="s1")
     outcome = await service(parts).handle_batch([record(body, offset=0), record(body, offset=1)])
     assert (outcome.stored, outcome.duplicate) == (1, 1)
-    view = await projections.session("s1")
+    view = await projections.session("s1", tenant=None)
     assert view is not None
     assert view.sample_count == 1
 
@@ -80,14 +80,14 @@ async def test_client_retry_inside_one_batch_is_one_event(parts) -> None:  # typ
 async def test_crash_between_store_and_projection_is_repaired_on_redelivery(parts) -> None:  # type: ignore[no-untyped-def]
     store, projections, _ = parts
     records = [record(event_body(session_id="s1"), offset=index) for index in range(3)]
-    projections.outage.down = True
+    projections.apply_outage.down = True
     ingest = service(parts)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(ingest.handle_batch(records), timeout=0.3)
     assert await store.count() == 3  # stored, never projected: the "crash"
-    projections.outage.down = False
+    projections.apply_outage.down = False
     await ingest.handle_batch(records)  # redelivery after restart
-    view = await projections.session("s1")
+    view = await projections.session("s1", tenant=None)
     assert view is not None
     assert view.sample_count == 3
 

@@ -142,10 +142,13 @@ class InMemoryProjections:
         self.gpu_docs: dict[str, GpuView] = {}
         """By :func:`gpu_document_id`, like the ``gpus`` collection."""
         self.outage = Outage()
+        self.apply_outage = Outage()
+        """Fails only :meth:`apply`: a crash between storing a batch and projecting it."""
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
         """Apply each event at most once per session position."""
         self.outage.check()
+        self.apply_outage.check()
         for (session_id, partition), group in group_by_session(events).items():
             doc = self.session_docs.get(session_id, {})
             applied = doc.get("applied", {}).get(applied_key(partition), -1)

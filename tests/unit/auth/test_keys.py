@@ -1,0 +1,129 @@
+"""The shared key ring: file format (old and new), tenants, scopes, errors, reloads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from ca4_auth import ApiKey, ApiKeyConfigError, ApiKeyRing, Scope, parse_key_entries
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def ring_of(text: str) -> ApiKeyRing:
+    return ApiKeyRing(inline_hashes=text, keys_file=None, dev_key=False)
+
+
+def test_old_id_hash_lines_mean_own_tenant_and_write_only() -> None:
+    ring = ring_of(f"colab:{digest('k-colab')}")
+
+    assert ring.identify("k-colab") == ApiKey("colab", "colab", frozenset({Scope.WRITE}))
+
+
+def test_new_lines_carry_tenant_and_scopes() -> None:
+    ring = ring_of(
+        f"# comment\n"
+        f"nb:{digest('k-nb')}:acme:write+read\n"
+        f"ops:{digest('k-ops')}:platform:read:all, ci:{digest('k-ci')}:acme\n"
+    )
+
+    assert ring.identify("k-nb") == ApiKey("nb", "acme", frozenset({Scope.WRITE, Scope.READ}))
+    assert ring.identify("k-ops") == ApiKey("ops", "platform", frozenset({Scope.READ_ALL}))
+    assert ring.identify("k-ci") == ApiKey("ci", "acme", frozenset({Scope.WRITE}))
+    assert ring.identify("k-nb-") is None
+    assert ring.identify("ca4-dev-key") is None
+
+
+def test_scopes_decide_what_a_key_may_read() -> None:
+    writer = ApiKey("w", "acme", frozenset({Scope.WRITE}))
+    reader = ApiKey("r", "acme", frozenset({Scope.READ}))
+    operator = ApiKey("o", "ops", frozenset({Scope.READ_ALL}))
+
+    assert (writer.allows(Scope.READ), reader.allows(Scope.READ), operator.allows(Scope.READ)) == (
+        False,
+        True,
+        True,
+    )
+    assert not operator.allows(Scope.WRITE)
+    assert (reader.read_tenant, operator.read_tenant) == ("acme", None)
+
+
+def test_the_dev_key_writes_and_reads_the_dev_tenant() -> None:
+    ring = ApiKeyRing.configured(environment="dev", inline_hashes="", keys_file=None)
+
+    assert ring.identify("ca4-dev-key") == ApiKey(
+        "dev", "dev", frozenset({Scope.WRITE, Scope.READ})
+    )
+    assert ApiKeyRing.configured(
+        environment="dev", inline_hashes=f"a:{digest('k-a')}", keys_file=None
+    ).identify("ca4-dev-key") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("k-plain-secret-pasted-by-mistake", "line 1: expected key_id:<64 hex sha256>"),
+        ("# ok\n\nid:1234", "line 3: field 2 must be the 64 hex digit SHA-256"),
+        ("id:" + "g" * 64, "line 1: field 2 must be"),
+        (":" + "a" * 64, "line 1: the key id (field 1)"),
+        ("id:" + "a" * 64 + ":acme/evil", "line 1: the tenant (field 3)"),
+        ("id:" + "a" * 64 + ":acme:write+admin", "line 1: scopes (field 4)"),
+        ("id:" + "a" * 64 + ":acme:", "line 1: scopes (field 4)"),
+        ("legacy:" + "a" * 64, "tenant 'legacy' is reserved"),
+        ("id:" + "a" * 64 + ":legacy:read", "tenant 'legacy' is reserved"),
+        (f"a:{'a' * 64}\nb:{'a' * 64}", "line 2: the same key hash appears twice"),
+        (f"a:{'a' * 64}:t1\na:{'b' * 64}:t2", "line 2: key id 'a' is listed with two tenants"),
+        (f"prod:{digest('changethis')}", "placeholder"),
+    ],
+)
+def test_invalid_lines_name_the_line_never_the_key(text: str, message: str) -> None:
+    with pytest.raises(ApiKeyConfigError, match="keys") as caught:
+        parse_key_entries(text, source="keys")
+
+    assert message in str(caught.value)
+    assert "k-plain-secret" not in str(caught.value)
+    assert "a" * 64 not in str(caught.value)
+
+
+def test_a_rotated_key_keeps_its_id_and_tenant_with_two_hashes() -> None:
+    ring = ring_of(f"nb:{digest('old')}:acme:write\nnb:{digest('new')}:acme:write")
+
+    assert ring.identify("old") == ring.identify("new")
+
+
+async def test_file_edits_revoke_and_rescope_without_a_restart(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"a:{digest('k-a')}:acme:read\nb:{digest('k-b')}:acme:read\n")
+    ring = ApiKeyRing(inline_hashes="", keys_file=keys_file, dev_key=False)
+
+    # Same size, same second: the text decides, not the file's size or mtime.
+    keys_file.write_text(f"a:{digest('k-a')}:acme:read\nc:{digest('k-c')}:acme:read\n")
+    await ring.reload()
+
+    assert ring.identify("k-b") is None
+    assert ring.identify("k-c") is not None
+    assert ring.key_ids == {"a", "c"}
+
+
+async def test_a_broken_file_keeps_the_previous_keys(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"colab:{digest('k-colab')}")
+    ring = ApiKeyRing(inline_hashes="", keys_file=keys_file, dev_key=False)
+
+    keys_file.write_text("colab:not-a-hash")
+    await ring.reload()
+
+    assert ring.identify("k-colab") is not None
+
+
+def test_a_broken_file_at_start_up_fails_naming_the_line(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"ok:{digest('k')}\nsecret-key-here\n")
+
+    with pytest.raises(ApiKeyConfigError, match=r"api-keys line 2") as caught:
+        ApiKeyRing(inline_hashes="", keys_file=keys_file, dev_key=False)
+
+    assert "secret-key-here" not in str(caught.value)

@@ -1,0 +1,191 @@
+"""Keys know their owner: stamping, session ownership and scopes on the ingest path."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from tests.unit.processor.conftest import FakePublisher, FakeSessionClaims
+from tests.unit.schemas.factories import make_report
+
+
+def _entry(key_id: str, key: str, tenant: str, scopes: str) -> str:
+    return f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:{tenant}:{scopes}"
+
+
+KEYS = ",".join(
+    [
+        _entry("a-writer", "k-a", "tenant-a", "write+read"),
+        _entry("b-writer", "k-b", "tenant-b", "write"),
+        _entry("a-reader", "k-a-read", "tenant-a", "read"),
+    ]
+)
+AS_A = {"Authorization": "Bearer k-a"}
+AS_B = {"Authorization": "Bearer k-b"}
+
+
+def _client(make_client: Callable[..., Any], **settings: Any) -> Any:
+    return make_client(API_KEY_HASHES=KEYS, RATE_LIMIT_PER_SECOND=0, **settings)
+
+
+async def test_every_event_carries_the_key_id_and_tenant_of_its_key(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with _client(make_client) as (client, _app):
+        one = await client.post("/v1/metadata", json=make_report(session_id="a-1"), headers=AS_A)
+        batch = await client.post(
+            "/v1/metadata/batch",
+            json={"reports": [make_report(session_id="a-2"), make_report(session_id="a-3")]},
+            headers=AS_A,
+        )
+
+    assert (one.status_code, batch.status_code) == (202, 202)
+    assert [(e.key_id, e.tenant, e.schema_version) for e in fake_publisher.published] == [
+        ("a-writer", "tenant-a", 2)
+    ] * 3
+
+
+async def test_a_body_cannot_name_its_own_key_or_tenant(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with _client(make_client) as (client, _app):
+        forged = await client.post(
+            "/v1/metadata",
+            json=make_report(session_id="a-1", tenant="tenant-b", key_id="b-writer"),
+            headers=AS_A,
+        )
+
+    assert forged.status_code == 422
+    assert {(tuple(item["loc"]), item["type"]) for item in forged.json()["detail"]} == {
+        (("body", "tenant"), "extra_forbidden"),
+        (("body", "key_id"), "extra_forbidden"),
+    }
+    assert fake_publisher.published == []
+
+
+async def test_another_tenants_session_is_refused_with_403(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with _client(make_client) as (client, _app):
+        created = await client.post(
+            "/v1/metadata", json=make_report(session_id="shared"), headers=AS_A
+        )
+        intruding = await client.post(
+            "/v1/metadata", json=make_report(session_id="shared"), headers=AS_B
+        )
+        again = await client.post(
+            "/v1/metadata", json=make_report(session_id="shared"), headers=AS_A
+        )
+
+    assert (created.status_code, intruding.status_code, again.status_code) == (202, 403, 202)
+    assert intruding.json() == {
+        "detail": "session 'shared' belongs to another tenant; "
+        "report under a session_id of your own"
+    }
+    assert [event.tenant for event in fake_publisher.published] == ["tenant-a", "tenant-a"]
+
+
+async def test_a_batch_refuses_only_the_reports_of_another_tenants_session(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with _client(make_client) as (client, _app):
+        await client.post("/v1/metadata", json=make_report(session_id="a-owned"), headers=AS_A)
+        mixed = await client.post(
+            "/v1/metadata/batch",
+            json={
+                "reports": [make_report(session_id="b-own"), make_report(session_id="a-owned")]
+            },
+            headers=AS_B,
+        )
+        only_foreign = await client.post(
+            "/v1/metadata/batch",
+            json={"reports": [make_report(session_id="a-owned")]},
+            headers=AS_B,
+        )
+
+    assert mixed.status_code == 207
+    body = mixed.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert body["results"][0]["status"] == "accepted"
+    assert body["results"][1] == {
+        "index": 1,
+        "status": "rejected",
+        "errors": [
+            {
+                "loc": ["body", "reports", 1, "session_id"],
+                "msg": "session belongs to another tenant; report under a session_id of your own",
+                "type": "session_forbidden",
+            }
+        ],
+    }
+    assert only_foreign.status_code == 422
+    assert only_foreign.json()["results"][0]["errors"][0]["type"] == "session_forbidden"
+    assert [(e.session_id, e.tenant) for e in fake_publisher.published] == [
+        ("a-owned", "tenant-a"),
+        ("b-own", "tenant-b"),
+    ]
+
+
+async def test_a_key_without_write_scope_cannot_report(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with _client(make_client) as (client, _app):
+        response = await client.post(
+            "/v1/metadata", json=make_report(), headers={"Authorization": "Bearer k-a-read"}
+        )
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "API key 'a-reader' lacks the 'write' scope"}
+    assert fake_publisher.published == []
+
+
+async def test_ownership_that_cannot_be_checked_answers_503_and_publishes_nothing(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher, fake_claims: FakeSessionClaims
+) -> None:
+    async with _client(make_client, SESSION_OWNER_TIMEOUT_S=0.05) as (client, _app):
+        fake_claims.available = False
+        down = await client.post("/v1/metadata", json=make_report(session_id="x"), headers=AS_A)
+        fake_claims.available, fake_claims.delay_s = True, 0.5
+        slow = await client.post(
+            "/v1/metadata/batch",
+            json={"reports": [make_report(session_id="y")]},
+            headers=AS_A,
+        )
+
+    for response in (down, slow):
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json() == {
+            "detail": "session ownership cannot be checked right now; nothing was accepted, "
+            "retry later with the same event_id"
+        }
+    assert fake_publisher.published == []
+
+
+async def test_known_sessions_cost_no_database_round_trip(
+    make_client: Callable[..., Any], fake_claims: FakeSessionClaims
+) -> None:
+    async with _client(make_client) as (client, _app):
+        for _ in range(5):
+            response = await client.post(
+                "/v1/metadata", json=make_report(session_id="steady"), headers=AS_A
+            )
+            assert response.status_code == 202
+        fake_claims.available = False  # cached owners still answer while the database is down
+        cached = await client.post(
+            "/v1/metadata", json=make_report(session_id="steady"), headers=AS_A
+        )
+
+    assert cached.status_code == 202
+    assert fake_claims.calls == 1
+
+
+async def test_the_owner_cache_is_bounded(
+    make_client: Callable[..., Any], fake_claims: FakeSessionClaims
+) -> None:
+    async with _client(make_client, SESSION_OWNER_CACHE_SIZE=2) as (client, _app):
+        for session_id in ["s1", "s2", "s3", "s1"]:
+            await client.post("/v1/metadata", json=make_report(session_id=session_id), headers=AS_A)
+
+    assert fake_claims.calls == 4  # s1 was evicted by s3, so it is asked for again
