@@ -57,9 +57,12 @@ def test_the_dev_key_writes_and_reads_the_dev_tenant() -> None:
     assert ring.identify("ca4-dev-key") == ApiKey(
         "dev", "dev", frozenset({Scope.WRITE, Scope.READ})
     )
-    assert ApiKeyRing.configured(
-        environment="dev", inline_hashes=f"a:{digest('k-a')}", keys_file=None
-    ).identify("ca4-dev-key") is None
+    assert (
+        ApiKeyRing.configured(
+            environment="dev", inline_hashes=f"a:{digest('k-a')}", keys_file=None
+        ).identify("ca4-dev-key")
+        is None
+    )
 
 
 @pytest.mark.parametrize(

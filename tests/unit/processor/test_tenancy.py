@@ -93,9 +93,7 @@ async def test_a_batch_refuses_only_the_reports_of_another_tenants_session(
         await client.post("/v1/metadata", json=make_report(session_id="a-owned"), headers=AS_A)
         mixed = await client.post(
             "/v1/metadata/batch",
-            json={
-                "reports": [make_report(session_id="b-own"), make_report(session_id="a-owned")]
-            },
+            json={"reports": [make_report(session_id="b-own"), make_report(session_id="a-owned")]},
             headers=AS_B,
         )
         only_foreign = await client.post(
