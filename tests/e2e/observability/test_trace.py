@@ -131,7 +131,9 @@ async def test_one_trace_spans_processor_and_worker(
             ):
                 break
             await asyncio.sleep(0.2)
-    status = await worker.get(f"/v1/events/{report['event_id']}")
+    status = await worker.get(
+        f"/v1/events/{report['event_id']}", headers={"Authorization": "Bearer ca4-dev-key"}
+    )
     assert status.json().get("stored"), status.text
 
     finished = spans.get_finished_spans()

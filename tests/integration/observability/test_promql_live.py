@@ -51,7 +51,9 @@ async def send_traffic(pipeline: Pipeline) -> None:
             await producer.stop()
         deadline = time.monotonic() + 60
         while True:
-            status = await http.get(f"{pipeline.worker_url}/v1/events/{report['event_id']}")
+            status = await http.get(
+                f"{pipeline.worker_url}/v1/events/{report['event_id']}", headers=AUTH
+            )
             if status.status_code == 200 and status.json().get("stored"):
                 return
             assert time.monotonic() < deadline, f"worker never stored the event: {status.text}"

@@ -16,6 +16,8 @@ from pymongo import MongoClient
 
 from tests.integration.sdk.conftest import DEV_API_KEY, SdkPipeline
 
+DEV_AUTH = {"Authorization": f"Bearer {DEV_API_KEY}"}
+
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.e2e, pytest.mark.slow]
 
 OUTAGE_S = 30.0
@@ -62,7 +64,9 @@ def _stored_event_ids(pipeline: SdkPipeline, session_id: str) -> list[str]:
 
 
 def _session(pipeline: SdkPipeline, session_id: str) -> dict[str, Any] | None:
-    response = requests.get(f"{pipeline.worker.url}/v1/sessions/{session_id}", timeout=5)
+    response = requests.get(
+        f"{pipeline.worker.url}/v1/sessions/{session_id}", headers=DEV_AUTH, timeout=5
+    )
     return response.json() if response.status_code == 200 else None
 
 
@@ -107,7 +111,9 @@ def test_reports_arrive_and_are_stored(sdk_pipeline: SdkPipeline, tmp_path: Path
     assert session["labels"] == {"project": "sdk-integration"}
     assert session["runtime"] == reporter.runtime
     status = requests.get(
-        f"{sdk_pipeline.worker.url}/v1/events/{reporter.built_ids[0]}", timeout=5
+        f"{sdk_pipeline.worker.url}/v1/events/{reporter.built_ids[0]}",
+        headers=DEV_AUTH,
+        timeout=5,
     ).json()
     assert status["stored"] is True
     assert reporter.self_check is not None

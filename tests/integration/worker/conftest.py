@@ -11,6 +11,7 @@ from ca4_worker.persistence.mongo import Doc, connect, init_database
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tests.integration.worker.support import OPERATOR_KEY_HASHES
 from tests.support.services import Endpoints
 
 PARTITIONS = 3
@@ -65,6 +66,7 @@ def worker_settings(
         retry_max_backoff_s=0.5,
         lag_poll_interval_s=0.5,
         mongo_timeout_ms=1000,
+        api_key_hashes=OPERATOR_KEY_HASHES,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -15,6 +16,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from asgi_lifespan import LifespanManager
 from ca4_worker.core.config import Settings
 from ca4_worker.main import create_app
+
+OPERATOR_KEY = "tests-operator-key-5b1e"
+"""A ``read:all`` key the worker tests read every tenant's data with."""
+OPERATOR_KEY_HASHES = (
+    f"tests-operator:{hashlib.sha256(OPERATOR_KEY.encode()).hexdigest()}:operators:read:all"
+)
 
 
 async def produce(
@@ -92,11 +99,16 @@ async def wait_for(
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A worker app with its consumers running, and an HTTP client for its API."""
+    """A worker app with its consumers running, and an HTTP client for its API (sending
+    :data:`OPERATOR_KEY`, which ``settings`` should accept)."""
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://worker",
+            headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
+        ) as client:
             yield client
 
 

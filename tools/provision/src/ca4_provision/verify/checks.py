@@ -197,7 +197,10 @@ async def worker_processed(ctx: VerifyContext) -> str:
 
     async def fetch() -> dict[str, Any]:
         try:
-            response = await ctx.http.get(url)
+            # The same key reads its own event back: it needs the write and read scopes.
+            response = await ctx.http.get(
+                url, headers={"Authorization": f"Bearer {ctx.settings.API_KEY}"}
+            )
         except httpx.TransportError as error:
             raise _NotYetError(f"nothing answers on {ctx.settings.WORKER_URL}: {error}") from error
         if response.status_code == httpx.codes.NOT_FOUND:

@@ -28,7 +28,8 @@ class VerifySettings(BaseSettings):
     EDGE_API_URL: str = "http://127.0.0.1:8000"
     """The processor's base URL (the SDK's ``CA4_EDGE_API_URL``)."""
     API_KEY: str = Field(default="ca4-dev-key", repr=False)
-    """API key sent as ``Authorization: Bearer``; the dev stack accepts ``ca4-dev-key``."""
+    """API key sent as ``Authorization: Bearer`` to the processor and to the worker's read API
+    (scopes ``write+read``); the dev stack accepts ``ca4-dev-key``."""
     WORKER_URL: str = "http://127.0.0.1:8001"
     """The worker's read API."""
     KAFKA_BOOTSTRAP_SERVERS: str = "127.0.0.1:9092"

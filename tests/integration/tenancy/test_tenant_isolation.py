@@ -1,0 +1,246 @@
+"""Tenant isolation against the real services: the processor (real Kafka, claims in the real
+database) and the worker (real Kafka, FerretDB, MinIO) read the same mounted keys file.
+
+Tenant A cannot write into or read B's sessions, GPUs and events (and the other way round), a
+``read:all`` key reads both, the stored events carry the key id and tenant the processor
+stamped, an event that gets past the processor is dead-lettered instead of projected, and a
+key removed from the file stops working on both services within the reload interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from ca4_processor.core.config import Settings as ProcessorSettings
+from ca4_processor.main import create_app as create_processor
+from ca4_schemas.constants import HEADER_ERROR_CLASS
+from ca4_worker.core.config import Settings as WorkerSettings
+from ca4_worker.persistence.mongo import Doc
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.support.services import Endpoints
+from tests.unit.schemas.factories import make_report
+from tests.unit.worker.factories import event_body
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
+
+RELOAD_INTERVAL_S = 0.2
+SHARED_GPU = "GPU-on-both-tenants"
+KEYS = {
+    "k-tenant-a": ("a-writer", "tenant-a", "write+read"),
+    "k-tenant-b": ("b-writer", "tenant-b", "write+read"),
+    "k-operator": ("operator", "platform", "read:all"),
+    "k-leaver": ("leaver", "tenant-c", "write+read"),
+}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def keys_text(keys: dict[str, tuple[str, str, str]]) -> str:
+    lines = [
+        f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:{tenant}:{scopes}"
+        for key, (key_id, tenant, scopes) in keys.items()
+    ]
+    return "# the keys file both services mount\n" + "\n".join(lines) + "\n"
+
+
+@contextlib.asynccontextmanager
+async def running_processor(
+    services: Endpoints, topic: str, database_name: str, keys_file: Path
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_processor(
+        ProcessorSettings(
+            KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,
+            KAFKA_TOPIC=topic,
+            MONGO_URL=services.mongo_url,
+            MONGO_DB=database_name,
+            API_KEYS_FILE=keys_file,
+            API_KEYS_RELOAD_INTERVAL_S=RELOAD_INTERVAL_S,
+            RATE_LIMIT_PER_SECOND=0,
+        )
+    )
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(manager.app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://processor", timeout=30
+        ) as client:
+            yield client
+
+
+@pytest.fixture
+def keys_file(tmp_path: Path) -> Path:
+    path = tmp_path / "api-keys"
+    path.write_text(keys_text(KEYS))
+    return path
+
+
+@pytest.fixture
+def tenancy_settings(worker_settings: WorkerSettings, keys_file: Path) -> WorkerSettings:
+    return worker_settings.model_copy(
+        update={
+            "api_key_hashes": "",
+            "api_keys_file": keys_file,
+            "api_keys_reload_interval_s": RELOAD_INTERVAL_S,
+        }
+    )
+
+
+async def _post(processor: httpx.AsyncClient, key: str, session_id: str) -> httpx.Response:
+    report = make_report(session_id=session_id)
+    report["payload"]["gpus"][0]["uuid"] = SHARED_GPU
+    return await processor.post("/v1/metadata", json=report, headers=bearer(key))
+
+
+async def _wait_projected(worker: httpx.AsyncClient, event_ids: list[str]) -> None:
+    async def projected() -> bool:
+        for event_id in event_ids:
+            status = await worker.get(f"/v1/events/{event_id}", headers=bearer("k-operator"))
+            if not status.json()["projected"]:
+                return False
+        return True
+
+    await wait_for(projected, timeout_s=60, what=f"{len(event_ids)} events projected")
+
+
+async def _reads(worker: httpx.AsyncClient, key: str) -> dict[str, Any]:
+    sessions = await worker.get("/v1/sessions", headers=bearer(key))
+    gpus = await worker.get("/v1/gpus", headers=bearer(key))
+    return {
+        "sessions": sorted(item["session_id"] for item in sessions.json()["items"]),
+        "gpus": sorted((item["gpu_uuid"], item["tenant"]) for item in gpus.json()["items"]),
+    }
+
+
+async def test_tenants_cannot_write_or_read_each_others_data(
+    services: Endpoints,
+    tenancy_settings: WorkerSettings,
+    database: AsyncDatabase[Doc],
+    keys_file: Path,
+) -> None:
+    topic = tenancy_settings.kafka_topic
+    a_session, b_session = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_processor(services, topic, tenancy_settings.mongo_db, keys_file) as processor,
+        running_worker(tenancy_settings) as worker,
+    ):
+        a_created = await _post(processor, "k-tenant-a", a_session)
+        b_intrudes = await _post(processor, "k-tenant-b", a_session)
+        b_created = await _post(processor, "k-tenant-b", b_session)
+        b_batch = await processor.post(
+            "/v1/metadata/batch",
+            json={
+                "reports": [make_report(session_id=b_session), make_report(session_id=a_session)]
+            },
+            headers=bearer("k-tenant-b"),
+        )
+        assert (a_created.status_code, b_intrudes.status_code, b_created.status_code) == (
+            202,
+            403,
+            202,
+        )
+        assert b_intrudes.json() == {
+            "detail": f"session {a_session!r} belongs to another tenant; "
+            "report under a session_id of your own"
+        }
+        assert b_batch.status_code == 207
+        assert [item["status"] for item in b_batch.json()["results"]] == ["accepted", "rejected"]
+        a_event, b_event = a_created.json()["event_id"], b_created.json()["event_id"]
+        await _wait_projected(worker, [a_event, b_event])
+
+        # Reads: each tenant its own; read:all both.
+        assert await _reads(worker, "k-tenant-a") == {
+            "sessions": [a_session],
+            "gpus": [(SHARED_GPU, "tenant-a")],
+        }
+        assert await _reads(worker, "k-tenant-b") == {
+            "sessions": [b_session],
+            "gpus": [(SHARED_GPU, "tenant-b")],
+        }
+        assert await _reads(worker, "k-operator") == {
+            "sessions": sorted([a_session, b_session]),
+            "gpus": [(SHARED_GPU, "tenant-a"), (SHARED_GPU, "tenant-b")],
+        }
+        foreign = await worker.get(f"/v1/sessions/{b_session}", headers=bearer("k-tenant-a"))
+        assert (foreign.status_code, foreign.json()) == (404, {"detail": "Session not found"})
+        foreign_event = await worker.get(f"/v1/events/{b_event}", headers=bearer("k-tenant-a"))
+        assert foreign_event.json()["stored"] is False
+        own_gpu = await worker.get(f"/v1/gpus/{SHARED_GPU}", headers=bearer("k-tenant-a"))
+        assert own_gpu.json()["session_id"] == a_session
+        b_sessions = await worker.get(
+            "/v1/gpus", params={"session_id": a_session}, headers=bearer("k-tenant-b")
+        )
+        assert b_sessions.json()["items"] == []
+
+        # What the processor stamped is what the store holds, whatever the body said.
+        stored = await database["events"].find_one({"_id": a_event})
+        assert stored is not None
+        assert (stored["event"]["key_id"], stored["event"]["tenant"]) == ("a-writer", "tenant-a")
+        b_session_count = (
+            await worker.get(f"/v1/sessions/{b_session}", headers=bearer("k-tenant-b"))
+        ).json()["sample_count"]
+        assert b_session_count == 2
+
+        # Defence in depth: an event forged straight onto the topic for A's session, as B.
+        forged = event_body(session_id=a_session, tenant="tenant-b", key_id="b-writer")
+        await produce(tenancy_settings.kafka_bootstrap_servers, topic, [forged])
+
+        async def dead_lettered() -> bool:
+            letters = await read_topic(
+                tenancy_settings.kafka_bootstrap_servers, tenancy_settings.kafka_dlq_topic
+            )
+            return any(
+                json.loads(letter.value)["event_id"] == forged["event_id"] for letter in letters
+            )
+
+        await wait_for(dead_lettered, timeout_s=60, what="the forged event dead-lettered")
+        (letter,) = await read_topic(
+            tenancy_settings.kafka_bootstrap_servers, tenancy_settings.kafka_dlq_topic
+        )
+        assert dict(letter.headers)[HEADER_ERROR_CLASS] == b"foreign_tenant"
+        assert await database["events"].find_one({"_id": forged["event_id"]}) is None
+        a_view = await worker.get(f"/v1/sessions/{a_session}", headers=bearer("k-tenant-a"))
+        assert (a_view.json()["tenant"], a_view.json()["sample_count"]) == ("tenant-a", 1)
+
+
+async def test_a_key_removed_from_the_file_stops_working_on_both_services_without_restart(
+    services: Endpoints,
+    tenancy_settings: WorkerSettings,
+    database: AsyncDatabase[Doc],
+    keys_file: Path,
+) -> None:
+    topic = tenancy_settings.kafka_topic
+    session_id = f"c-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_processor(services, topic, tenancy_settings.mongo_db, keys_file) as processor,
+        running_worker(tenancy_settings) as worker,
+    ):
+        before_write = await _post(processor, "k-leaver", session_id)
+        before_read = await worker.get("/v1/sessions", headers=bearer("k-leaver"))
+        assert (before_write.status_code, before_read.status_code) == (202, 200)
+
+        remaining = keys_text({k: v for k, v in KEYS.items() if k != "k-leaver"})
+        await asyncio.to_thread(keys_file.write_text, remaining)
+
+        async def revoked_on_both() -> bool:
+            write = await _post(processor, "k-leaver", session_id)
+            read = await worker.get("/v1/sessions", headers=bearer("k-leaver"))
+            return (write.status_code, read.status_code) == (401, 401)
+
+        await wait_for(revoked_on_both, timeout_s=RELOAD_INTERVAL_S * 10, what="key revoked")
+        read = await worker.get("/v1/sessions", headers=bearer("k-leaver"))
+        assert read.json() == {"detail": "invalid or revoked API key"}
+        still = await _post(processor, "k-tenant-a", f"a-{uuid.uuid4().hex[:8]}")
+        assert still.status_code == 202
