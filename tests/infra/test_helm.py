@@ -161,7 +161,17 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
         for e in pod_spec(d)["containers"][0]["env"]
         if "valueFrom" in e
     }
-    assert secret_env == {"CA4_MONGO_URL", "CA4_API_KEY_HASHES"}
+    assert secret_env == {"CA4_MONGO_URL"}
+    for deployment in deployments.values():  # one keys file, mounted by both, reloaded live
+        spec = pod_spec(deployment)
+        container = spec["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CA4_API_KEYS_FILE"] == "/etc/ca4/keys/api-keys"
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+        assert (mount["mountPath"], mount["readOnly"]) == ("/etc/ca4/keys", True)
+        volume = next(v for v in spec["volumes"] if v["name"] == "api-keys")
+        assert "subPath" not in mount, "a subPath mount is never refreshed by the kubelet"
+        assert volume["secret"]["items"] == [{"key": "api-key-hashes", "path": "api-keys"}]
     config = by_kind["ConfigMap"][0]["data"]
     assert config["CA4_KAFKA_TOPIC"] == "gpu-metadata"
     assert config["CA4_KAFKA_DLQ_TOPIC"] == "gpu-metadata.dlq"
@@ -195,6 +205,10 @@ def test_app_network_policies(rendered: Any, value_set: str) -> None:
         s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources
     }
     assert namespaces == {"kube-system", "monitoring"}, "processor: only Traefik and Prometheus"
+    egress_ports = {
+        p["port"] for rule in processor["spec"]["egress"] for p in rule.get("ports", [])
+    }
+    assert 27017 in egress_ports, "processor: session ownership claims live in the database"
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -83,7 +83,7 @@ def test_dependencies_wait_for_health_or_completion() -> None:
 def test_secrets_are_required_not_defaulted() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     for variable in (
-        "CA4_API_KEY_HASHES",
+        "CA4_API_KEYS_FILE",
         "CA4_S3_ACCESS_KEY_ID",
         "CA4_S3_SECRET_ACCESS_KEY",
         "GRAFANA_ADMIN_PASSWORD",
@@ -91,6 +91,14 @@ def test_secrets_are_required_not_defaulted() -> None:
         uses = re.findall(r"\$\{" + variable + r"(:?[?\-][^}]*)?\}", text)
         assert uses, variable
         assert all(use.startswith(":?") for use in uses), f"{variable} must use ${{VAR:?...}}"
+
+
+def test_processor_and_worker_mount_the_same_keys_file() -> None:
+    services = compose()["services"]
+    for name in ("processor", "worker"):
+        assert services[name]["secrets"] == ["api_keys"]
+        assert services[name]["environment"]["CA4_API_KEYS_FILE"] == "/run/secrets/api_keys"
+        assert "CA4_API_KEY_HASHES" not in services[name]["environment"]
 
 
 def test_ports_bind_to_loopback_only() -> None:

@@ -112,6 +112,8 @@ Return every values problem the schema cannot express, then fail once with all o
 
 {{/*
 Return one component's Deployment. Usage: include "ca4-app.deployment" (dict "root" $ "component" "processor" "values" .Values.processor "secretEnv" (list ...))
+Every component mounts the Secret's `api-key-hashes` as the keys file (CA4_API_KEYS_FILE): the
+kubelet refreshes a mounted Secret, so a revoked key stops working without a restart.
 */}}
 {{- define "ca4-app.deployment" -}}
 {{- $root := .root -}}
@@ -180,6 +182,8 @@ spec:
             - configMapRef:
                 name: {{ include "ca4-app.fullname" $root }}-config
           env:
+            - name: CA4_API_KEYS_FILE
+              value: /etc/ca4/keys/api-keys
             {{- range .secretEnv }}
             - name: {{ .name }}
               valueFrom:
@@ -199,10 +203,20 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            - name: api-keys
+              mountPath: /etc/ca4/keys
+              readOnly: true
       volumes:
         - name: tmp
           emptyDir:
             sizeLimit: 64Mi
+        - name: api-keys
+          secret:
+            secretName: {{ include "ca4-app.secretName" $root }}
+            defaultMode: 0440
+            items:
+              - key: api-key-hashes
+                path: api-keys
       {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
