@@ -141,6 +141,8 @@ async def test_10k_events_through_the_processor_with_a_worker_killed_mid_stream(
         "CA4_RATE_LIMIT_PER_SECOND": "100000",
         "CA4_RATE_LIMIT_BURST": "100000",
         "CA4_PUBLISH_TIMEOUT_S": "30",
+        "CA4_MONGO_URL": e2e_settings.mongo_url,
+        "CA4_MONGO_DB": e2e_settings.mongo_db,
     }
     _, processor_port = processes.start("ca4_processor.main:app", processor_env, "processor")
     worker_env = _worker_env(e2e_settings)
@@ -149,7 +151,11 @@ async def test_10k_events_through_the_processor_with_a_worker_killed_mid_stream(
     await wait_for(lambda: _ready(worker_port), timeout_s=60, what="worker ready")
 
     events = _events(10_000)
-    reports = [{k: v for k, v in event.items() if k != "received_at"} for event in events]
+    stamped = {"received_at", "key_id", "tenant"}  # the processor's to set, never the body's
+    reports = [
+        {**{k: v for k, v in event.items() if k not in stamped}, "schema_version": 1}
+        for event in events
+    ]
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{processor_port}",
         headers={"Authorization": f"Bearer {DEV_KEY}"},
