@@ -80,6 +80,20 @@ async def running_processor(
             yield client
 
 
+@contextlib.asynccontextmanager
+async def both_services(
+    services: Endpoints, worker_settings: WorkerSettings, keys_file: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """The processor and the worker on one topic and database, reading one keys file."""
+    async with (
+        running_processor(
+            services, worker_settings.kafka_topic, worker_settings.mongo_db, keys_file
+        ) as processor,
+        running_worker(worker_settings) as worker,
+    ):
+        yield processor, worker
+
+
 @pytest.fixture
 def keys_file(tmp_path: Path) -> Path:
     path = tmp_path / "api-keys"
@@ -98,10 +112,14 @@ def tenancy_settings(worker_settings: WorkerSettings, keys_file: Path) -> Worker
     )
 
 
-async def _post(processor: httpx.AsyncClient, key: str, session_id: str) -> httpx.Response:
+def _report(session_id: str) -> dict[str, Any]:
     report = make_report(session_id=session_id)
     report["payload"]["gpus"][0]["uuid"] = SHARED_GPU
-    return await processor.post("/v1/metadata", json=report, headers=bearer(key))
+    return report
+
+
+async def _post(processor: httpx.AsyncClient, key: str, session_id: str) -> httpx.Response:
+    return await processor.post("/v1/metadata", json=_report(session_id), headers=bearer(key))
 
 
 async def _wait_projected(worker: httpx.AsyncClient, event_ids: list[str]) -> None:
@@ -132,18 +150,13 @@ async def test_tenants_cannot_write_or_read_each_others_data(
 ) -> None:
     topic = tenancy_settings.kafka_topic
     a_session, b_session = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
-    async with (
-        running_processor(services, topic, tenancy_settings.mongo_db, keys_file) as processor,
-        running_worker(tenancy_settings) as worker,
-    ):
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
         a_created = await _post(processor, "k-tenant-a", a_session)
         b_intrudes = await _post(processor, "k-tenant-b", a_session)
         b_created = await _post(processor, "k-tenant-b", b_session)
         b_batch = await processor.post(
             "/v1/metadata/batch",
-            json={
-                "reports": [make_report(session_id=b_session), make_report(session_id=a_session)]
-            },
+            json={"reports": [_report(b_session), _report(a_session)]},
             headers=bearer("k-tenant-b"),
         )
         assert (a_created.status_code, b_intrudes.status_code, b_created.status_code) == (
@@ -158,7 +171,8 @@ async def test_tenants_cannot_write_or_read_each_others_data(
         assert b_batch.status_code == 207
         assert [item["status"] for item in b_batch.json()["results"]] == ["accepted", "rejected"]
         a_event, b_event = a_created.json()["event_id"], b_created.json()["event_id"]
-        await _wait_projected(worker, [a_event, b_event])
+        b_batch_event = b_batch.json()["results"][0]["receipt"]["event_id"]
+        await _wait_projected(worker, [a_event, b_event, b_batch_event])
 
         # Reads: each tenant its own; read:all both.
         assert await _reads(worker, "k-tenant-a") == {
@@ -221,12 +235,8 @@ async def test_a_key_removed_from_the_file_stops_working_on_both_services_withou
     database: AsyncDatabase[Doc],
     keys_file: Path,
 ) -> None:
-    topic = tenancy_settings.kafka_topic
     session_id = f"c-{uuid.uuid4().hex[:8]}"
-    async with (
-        running_processor(services, topic, tenancy_settings.mongo_db, keys_file) as processor,
-        running_worker(tenancy_settings) as worker,
-    ):
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
         before_write = await _post(processor, "k-leaver", session_id)
         before_read = await worker.get("/v1/sessions", headers=bearer("k-leaver"))
         assert (before_write.status_code, before_read.status_code) == (202, 200)

@@ -13,7 +13,7 @@ from ca4_worker.persistence.memory import (
     InMemoryProjections,
 )
 
-from tests.unit.worker.factories import event_body, record
+from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, record, v1_body
 
 
 @pytest.fixture
@@ -98,3 +98,43 @@ async def test_transient_store_failures_are_retried_not_dead_lettered(parts) -> 
     outcome = await service(parts).handle_batch([record(event_body(), offset=0)])
     assert outcome.stored == 1
     assert letters.letters == []
+
+
+# Tenancy (issue 16): the store never projects another tenant's event into a session.
+
+
+async def test_another_tenants_event_for_a_session_is_dead_lettered_not_projected(parts) -> None:  # type: ignore[no-untyped-def]
+    store, projections, letters = parts
+    ingest = service(parts)
+    owner_first = event_body(session_id="s1", tenant=TENANT_A)
+    intruder_same_batch = event_body(session_id="s1", tenant=TENANT_B)
+    await ingest.handle_batch(
+        [record(owner_first, offset=0), record(intruder_same_batch, offset=1)]
+    )
+    intruder_later = event_body(session_id="s1", tenant=TENANT_B, key_id="b-key")
+    later = await ingest.handle_batch([record(intruder_later, offset=2)])
+
+    assert (later.stored, later.dead_lettered) == (0, 1)
+    assert [letter.error_class for letter in letters.letters] == ["foreign_tenant"] * 2
+    assert letters.letters[1].record.offset == 2
+    assert letters.letters[1].error_message == (
+        "session 's1' belongs to tenant 'tenant-a'; this event came from tenant 'tenant-b' "
+        "(key 'b-key') and was not stored or projected"
+    )
+    assert set(store.events) == {owner_first["event_id"]}
+    view = await projections.session("s1", tenant=None)
+    assert view is not None
+    assert (view.tenant, view.sample_count) == (TENANT_A, 1)
+
+
+async def test_a_pre_tenancy_session_belongs_to_the_legacy_tenant(parts) -> None:  # type: ignore[no-untyped-def]
+    _, projections, letters = parts
+    ingest = service(parts)
+    await ingest.handle_batch([record(v1_body(event_body(session_id="old")), offset=0)])
+    await ingest.handle_batch([record(event_body(session_id="old", tenant=TENANT_A), offset=1)])
+
+    view = await projections.session("old", tenant=None)
+    assert view is not None
+    assert (view.tenant, view.sample_count) == ("legacy", 1)
+    assert await projections.session("old", tenant=TENANT_A) is None
+    assert [letter.error_class for letter in letters.letters] == ["foreign_tenant"]

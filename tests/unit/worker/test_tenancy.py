@@ -11,11 +11,9 @@ from typing import Any
 import httpx
 import pytest
 from ca4_worker.api.deps import WorkerRuntime
-from ca4_worker.application.ingest import IngestService
 from ca4_worker.core.config import Settings
 from ca4_worker.main import create_app
 from ca4_worker.persistence.memory import (
-    InMemoryDeadLetters,
     InMemoryEventStore,
     InMemoryProjections,
 )
@@ -23,11 +21,8 @@ from ca4_worker.persistence.memory import (
 from tests.unit.worker.factories import (
     TENANT_A,
     TENANT_B,
-    event_body,
     gpu_sample,
     positioned,
-    record,
-    v1_body,
 )
 
 SHARED_GPU = "GPU-on-both-tenants"
@@ -220,52 +215,3 @@ async def test_the_openapi_document_declares_the_bearer_scheme(api: Any) -> None
     for path in ("/v1/sessions", "/v1/sessions/{session_id}", "/v1/gpus", "/v1/events/{event_id}"):
         assert document["paths"][path]["get"]["security"] == [{"ApiKey": []}]
         assert {"401", "403"} <= set(document["paths"][path]["get"]["responses"])
-
-
-async def test_another_tenants_event_for_a_session_is_dead_lettered_not_projected() -> None:
-    store, projections, letters = (
-        InMemoryEventStore(),
-        InMemoryProjections(),
-        InMemoryDeadLetters(),
-    )
-    ingest = IngestService(
-        store=store, projections=projections, dead_letters=letters, max_backoff_s=0.01
-    )
-    owner_first = event_body(session_id="s1", tenant=TENANT_A)
-    intruder_same_batch = event_body(session_id="s1", tenant=TENANT_B)
-    await ingest.handle_batch(
-        [record(owner_first, offset=0), record(intruder_same_batch, offset=1)]
-    )
-    intruder_later = event_body(session_id="s1", tenant=TENANT_B, key_id="b-key")
-    later = await ingest.handle_batch([record(intruder_later, offset=2)])
-
-    assert (later.stored, later.dead_lettered) == (0, 1)
-    assert [letter.error_class for letter in letters.letters] == ["foreign_tenant"] * 2
-    assert letters.letters[1].record.offset == 2
-    assert letters.letters[1].error_message == (
-        "session 's1' belongs to tenant 'tenant-a'; this event came from tenant 'tenant-b' "
-        "(key 'b-key') and was not stored or projected"
-    )
-    assert set(store.events) == {owner_first["event_id"]}
-    view = await projections.session("s1", tenant=None)
-    assert view is not None
-    assert (view.tenant, view.sample_count) == (TENANT_A, 1)
-
-
-async def test_a_pre_tenancy_session_belongs_to_the_legacy_tenant() -> None:
-    store, projections, letters = (
-        InMemoryEventStore(),
-        InMemoryProjections(),
-        InMemoryDeadLetters(),
-    )
-    ingest = IngestService(
-        store=store, projections=projections, dead_letters=letters, max_backoff_s=0.01
-    )
-    await ingest.handle_batch([record(v1_body(event_body(session_id="old")), offset=0)])
-    await ingest.handle_batch([record(event_body(session_id="old", tenant=TENANT_A), offset=1)])
-
-    view = await projections.session("old", tenant=None)
-    assert view is not None
-    assert (view.tenant, view.sample_count) == ("legacy", 1)
-    assert await projections.session("old", tenant=TENANT_A) is None
-    assert [letter.error_class for letter in letters.letters] == ["foreign_tenant"]

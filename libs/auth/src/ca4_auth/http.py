@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import HTTPException, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -60,3 +61,22 @@ def require_scope(key: ApiKey, scope: Scope) -> None:
             status.HTTP_403_FORBIDDEN,
             f"API key {key.key_id!r} lacks the {scope.value!r} scope",
         )
+
+
+def authorize(
+    key_ring: ApiKeyRing, credentials: HTTPAuthorizationCredentials | None, scope: Scope
+) -> ApiKey:
+    """The key behind ``credentials`` if it holds ``scope``; ``401``/``403`` otherwise.
+
+    Binds the key id and tenant to the request's log context, and logs each refused key by
+    reason (never the key).
+    """
+    try:
+        key = identify_bearer(key_ring, credentials)
+        structlog.contextvars.bind_contextvars(key_id=key.key_id, tenant=key.tenant)
+        require_scope(key, scope)
+    except HTTPException as error:
+        if credentials is not None:
+            structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
+        raise
+    return key

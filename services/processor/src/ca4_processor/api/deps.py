@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import structlog
 from ca4_auth import ApiKey, ApiKeyRing, Scope
-from ca4_auth.http import BearerCredentials, identify_bearer, require_scope
+from ca4_auth.http import BearerCredentials, authorize
 from fastapi import Depends, HTTPException, Request, status
 
 from ca4_processor.core.config import Settings
@@ -58,13 +57,9 @@ async def authenticate_writer(
     key_ring: ApiKeyRing = request.app.state.key_ring
     limiter: RateLimiter = request.app.state.rate_limiter
     try:
-        key = identify_bearer(key_ring, credentials)
-        structlog.contextvars.bind_contextvars(key_id=key.key_id, tenant=key.tenant)
-        require_scope(key, Scope.WRITE)
-    except HTTPException as error:
+        key = authorize(key_ring, credentials, Scope.WRITE)
+    except HTTPException:
         metrics.count("rejected")
-        if error.status_code != status.HTTP_401_UNAUTHORIZED or credentials is not None:
-            structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
         raise
     wait_s = limiter.try_acquire(key.key_id)
     if wait_s > 0:

@@ -6,10 +6,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-import structlog
 from ca4_auth import ApiKey, ApiKeyRing, Scope
-from ca4_auth.http import BearerCredentials, identify_bearer, require_scope
-from fastapi import Depends, HTTPException, Request
+from ca4_auth.http import BearerCredentials, authorize
+from fastapi import Depends, Request
 
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.core.config import Settings
@@ -55,15 +54,7 @@ async def authenticate_reader(request: Request, credentials: BearerCredentials) 
     the processor's.
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
-    try:
-        key = identify_bearer(key_ring, credentials)
-        structlog.contextvars.bind_contextvars(key_id=key.key_id, tenant=key.tenant)
-        require_scope(key, Scope.READ)
-    except HTTPException as error:
-        if credentials is not None:
-            structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
-        raise
-    return key
+    return authorize(key_ring, credentials, Scope.READ)
 
 
 async def get_read_tenant(key: Annotated[ApiKey, Depends(authenticate_reader)]) -> str | None:
