@@ -203,7 +203,9 @@ async def _replay(
         database = client[settings.mongo_db]
         await init_database(database)
         projections = MongoProjections(
-            database, guards_in_filters=await guards_belong_in_filters(database)
+            database,
+            guards_in_filters=await guards_belong_in_filters(database),
+            limits=settings.projection_limits(),
         )
         if source == "events":
             store = MongoEventStore(database, topic=settings.kafka_topic)

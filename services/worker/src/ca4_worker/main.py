@@ -76,13 +76,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             what="initialise database",
             max_backoff_s=settings.retry_max_backoff_s,
         )
-        store = MongoEventStore(database, topic=settings.kafka_topic)
+        store = MongoEventStore(
+            database,
+            topic=settings.kafka_topic,
+            deadline_s=settings.mongo_operation_timeout_ms / 1000,
+        )
         guards_in_filters = await until_available(
             lambda: guards_belong_in_filters(database),
             what="read the database's build info",
             max_backoff_s=settings.retry_max_backoff_s,
         )
-        projections = MongoProjections(database, guards_in_filters=guards_in_filters)
+        projections = MongoProjections(
+            database, guards_in_filters=guards_in_filters, limits=settings.projection_limits()
+        )
 
         producer = kafka_producer(settings.kafka_bootstrap_servers)
         await producer.start()
@@ -101,6 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             consumer_group=settings.kafka_store_group,
             insert_chunk=settings.store_insert_chunk,
             insert_concurrency=settings.store_insert_concurrency,
+            max_attempts=settings.store_max_attempts,
         )
         broker = build_broker(settings, ingest)
         await broker.start()

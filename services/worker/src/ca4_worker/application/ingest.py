@@ -3,6 +3,13 @@
 Every step finishes durably before the batch returns, and the caller commits offsets only
 after that; a crash anywhere means redelivery, which the store and the projection guard absorb.
 Each record's trace continues from its Kafka headers (see :mod:`ca4_worker.core.tracing`).
+
+Failures are handled by cause. An outage (:class:`UnavailableError`) is waited out with
+backoff and commits nothing. A timeout shrinks the call (:mod:`ca4_worker.application.bounded`).
+A refusal that would repeat on every try (:class:`RejectedError`), or any other error that
+outlasts ``max_attempts`` tries, is poison: the work is split in halves until the offending
+events are alone, those are dead-lettered with the error, and the rest is stored, projected
+and committed. So no batch is retried in a hot loop, and one bad event never stops a partition.
 """
 
 from __future__ import annotations
@@ -10,16 +17,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import structlog
 from ca4_schemas import EventDecodeError, decode_event
 from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
-from ca4_worker.application.ports import AppendOutcome, DeadLetterSink, EventStore, Projections
+from ca4_worker.application.bounded import WriteLimits, in_bounded_calls, task_group
+from ca4_worker.application.ports import (
+    AppendOutcome,
+    DeadLetterSink,
+    EventStore,
+    Projections,
+    RejectedError,
+)
 from ca4_worker.application.retry import until_available
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
@@ -29,9 +44,20 @@ from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
 from ca4_worker.domain.tenancy import ERROR_FOREIGN_TENANT, foreign_reason
 
 log = structlog.get_logger(__name__)
+ResultT = TypeVar("ResultT")
 
 ERROR_SCHEMA_INVALID = "schema_invalid"
+ERROR_UNEXPECTED = "unexpected_error"
 MAX_ERROR_MESSAGE = 1000
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An event the store or the projections refused for good, and why."""
+
+    event: PositionedEvent
+    error_class: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -51,7 +77,8 @@ def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
         event = decode_event(record.value)
     except EventDecodeError as error:
         return DeadLetter(record, error.error_class, str(error)[:MAX_ERROR_MESSAGE])
-    except ValidationError as error:
+    except (ValidationError, ValueError, RecursionError) as error:
+        # ValueError too: an integer past Python's digit limit fails before validation.
         return DeadLetter(record, ERROR_SCHEMA_INVALID, str(error)[:MAX_ERROR_MESSAGE])
     return PositionedEvent(event=event, position=record.position, headers=record.headers)
 
@@ -101,6 +128,7 @@ class IngestService:
         tracer: Tracer | None = None,
         insert_chunk: int = 2500,
         insert_concurrency: int = 2,
+        max_attempts: int = 5,
     ) -> None:
         self._store = store
         self._projections = projections
@@ -111,6 +139,7 @@ class IngestService:
         self._tracer = tracer
         self._insert_chunk = insert_chunk
         self._insert_concurrency = insert_concurrency
+        self._max_attempts = max_attempts
         self._tenants = TenantGuard(projections, max_backoff_s=max_backoff_s)
 
     async def handle_batch(self, records: Sequence[RawRecord]) -> BatchOutcome:
@@ -141,23 +170,27 @@ class IngestService:
         next chunk is decoded while the database stores the last; then project the batch."""
         letters: list[DeadLetter] = []
         appended: list[AppendOutcome] = []
+        rejected: list[Rejection] = []
         ordered = sorted(records, key=lambda record: record.position)
-        try:
-            await self._decode_and_append(ordered, spans, letters, appended)
-        except BaseExceptionGroup as group:
-            raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
+        await self._decode_and_append(ordered, spans, letters, appended, rejected)
+
+        to_project = sorted(
+            (item for outcome in appended for item in outcome.to_project),
+            key=lambda item: item.position,
+        )
+        if to_project:
+            _, refused = await self._isolating_poison(to_project, self._project, stage="projection")
+            rejected.extend(refused)
+            if self._gpu_gauges is not None:
+                left_out = {item.event.position for item in refused}
+                self._gpu_gauges.update(
+                    latest_gpu_samples(item for item in to_project if item.position not in left_out)
+                )
+        if rejected:
+            raw = {record.position: record for record in ordered}
+            letters.extend(_dead_letter_of(item, raw[item.event.position]) for item in rejected)
         if letters:
             await self._dead_letter(letters, spans)
-
-        to_project = [item for outcome in appended for item in outcome.to_project]
-        if to_project:
-            await until_available(
-                lambda: self._projections.apply(to_project),
-                what="apply projections",
-                max_backoff_s=self._max_backoff_s,
-            )
-            if self._gpu_gauges is not None:
-                self._gpu_gauges.update(latest_gpu_samples(to_project))
         stored = [item for outcome in appended for item in outcome.stored]
         if log.is_enabled_for(logging.DEBUG):
             for positioned in stored:
@@ -170,8 +203,55 @@ class IngestService:
                     trace_id=spans.trace_id(positioned.position),
                 )
         # Every other record repeats an event id: within the batch, or one already stored.
-        duplicate_count = len(records) - len(letters) - len(stored)
+        # A stored event whose projection was refused counts as stored and as dead-lettered.
+        undecoded = len(letters) - len(rejected)
+        store_refused = sum(1 for item in rejected if item.error_class.startswith("store_"))
+        duplicate_count = len(records) - undecoded - store_refused - len(stored)
         return BatchOutcome(len(stored), duplicate_count, len(letters))
+
+    async def _isolating_poison(
+        self,
+        events: Sequence[PositionedEvent],
+        operation: Callable[[Sequence[PositionedEvent]], Awaitable[ResultT]],
+        *,
+        stage: str,
+    ) -> tuple[list[ResultT], list[Rejection]]:
+        """``operation(events)``; on poison, the same on each half until the poison is alone.
+
+        Returns the results of the parts that went through (in position order) and the events
+        refused for good. Halves run in order, so a session's events still apply in order.
+        """
+        attempts = 0
+        while True:
+            try:
+                return [await operation(events)], []
+            except RejectedError as error:
+                cause = (f"{stage}_{error.error_class}", str(error))
+                break
+            except Exception as error:  # an unknown failure gets a budget of tries, then is poison
+                attempts += 1
+                if attempts >= self._max_attempts:
+                    cause = (f"{stage}_{ERROR_UNEXPECTED}", f"{type(error).__name__}: {error}")
+                    break
+                log.warning(
+                    "unexpected error, retrying",
+                    stage=stage,
+                    attempt=attempts,
+                    of=self._max_attempts,
+                    events=len(events),
+                    error=f"{type(error).__name__}: {error}",
+                )
+                await asyncio.sleep(min(0.1 * 2**attempts, self._max_backoff_s))
+        if len(events) == 1:
+            error_class, message = cause
+            return [], [Rejection(events[0], error_class, message[:MAX_ERROR_MESSAGE])]
+        log.warning(
+            "refused, isolating the poison", stage=stage, events=len(events), error=cause[1]
+        )
+        half = len(events) // 2
+        first, first_refused = await self._isolating_poison(events[:half], operation, stage=stage)
+        second, second_refused = await self._isolating_poison(events[half:], operation, stage=stage)
+        return first + second, first_refused + second_refused
 
     async def _decode_and_append(
         self,
@@ -179,12 +259,13 @@ class IngestService:
         spans: BatchSpans,
         letters: list[DeadLetter],
         appended: list[AppendOutcome],
+        rejected: list[Rejection],
     ) -> None:
         """Decode chunk by chunk; append each chunk's first copies of event ids in a task."""
         seen: set[str] = set()
         owners: dict[str, str] = {}
         slots = asyncio.Semaphore(self._insert_concurrency)
-        async with asyncio.TaskGroup() as appends:
+        async with task_group() as appends:
             for start in range(0, len(ordered), self._insert_chunk):
                 chunk = ordered[start : start + self._insert_chunk]
                 events: list[PositionedEvent] = []
@@ -200,7 +281,7 @@ class IngestService:
                 first, _ = first_per_event_id(events, seen)
                 if first:
                     await slots.acquire()
-                    appends.create_task(self._append(first, spans, slots, appended))
+                    appends.create_task(self._append(first, spans, slots, appended, rejected))
                 await asyncio.sleep(0)  # let the append start, and the API answer, between chunks
 
     async def _append(
@@ -209,25 +290,50 @@ class IngestService:
         spans: BatchSpans,
         slot: asyncio.Semaphore,
         outcomes: list[AppendOutcome],
+        rejected: list[Rejection],
     ) -> None:
-        """Append one chunk (retrying while the database is down) and free its slot."""
+        """Append one chunk (waiting out outages, halving on timeouts, isolating poison) and
+        free its slot."""
         try:
             with spans.database_write(
                 "insert events", (item.position for item in events), collection="events"
             ):
-                outcome = await until_available(
-                    lambda: self._store.append(events),
-                    what="append events",
-                    max_backoff_s=self._max_backoff_s,
+                appended, refused = await self._isolating_poison(
+                    events, self._append_bounded, stage="store"
                 )
         finally:
             slot.release()
         stored_at = datetime.now(UTC)
-        for positioned in outcome.stored:
-            metrics.END_TO_END_SECONDS.observe(
-                max(0.0, (stored_at - positioned.event.received_at).total_seconds())
-            )
-        outcomes.append(outcome)
+        for outcome in appended:
+            for positioned in outcome.stored:
+                metrics.END_TO_END_SECONDS.observe(
+                    max(0.0, (stored_at - positioned.event.received_at).total_seconds())
+                )
+        outcomes.extend(appended)
+        rejected.extend(refused)
+
+    async def _project(self, events: Sequence[PositionedEvent]) -> None:
+        await until_available(
+            lambda: self._projections.apply(events),
+            what="apply projections",
+            max_backoff_s=self._max_backoff_s,
+        )
+
+    async def _append_bounded(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
+        """One append; halves of it after a timeout, merged into one outcome."""
+        parts = await in_bounded_calls(
+            events,
+            self._store.append,
+            limits=WriteLimits(chunk=len(events), max_backoff_s=self._max_backoff_s),
+            slots=asyncio.Semaphore(1),
+            what="append events",
+        )
+        merged = AppendOutcome()
+        for part in parts:
+            merged.stored.extend(part.stored)
+            merged.redelivered.extend(part.redelivered)
+            merged.duplicates.extend(part.duplicates)
+        return merged
 
     async def _dead_letter(self, letters: list[DeadLetter], spans: BatchSpans) -> None:
         await until_available(
@@ -244,3 +350,7 @@ class IngestService:
                 offset=letter.record.offset,
                 trace_id=spans.trace_id(letter.record.position),
             )
+
+
+def _dead_letter_of(rejection: Rejection, record: RawRecord) -> DeadLetter:
+    return DeadLetter(record, rejection.error_class, rejection.message)

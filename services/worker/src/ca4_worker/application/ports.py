@@ -15,6 +15,21 @@ class UnavailableError(Exception):
     """A dependency (database, Kafka, S3) is down or unreachable: retry, never drop."""
 
 
+class TimedOutError(UnavailableError):
+    """A call missed its deadline: retry with less work in it, never the same call on top."""
+
+
+class RejectedError(Exception):
+    """The dependency refused this data, and would refuse it again on every try: poison.
+
+    ``error_class`` names the cause for the dead letter (e.g. ``document_too_large``).
+    """
+
+    def __init__(self, error_class: str, message: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
 @dataclass
 class AppendOutcome:
     """What an append did with each event.

@@ -22,6 +22,9 @@ class SessionView(BaseModel):
     last_seen: datetime
     sample_count: int
     gpu_models: list[str]
+    """Distinct GPU models seen, at most ``SESSION_MAX_GPU_MODELS`` (64)."""
+    gpu_models_dropped: int = 0
+    """GPU samples whose model was not recorded because the session reached that cap."""
     peak_memory_used_mib: float | None
     mean_utilization_pct: float | None
     """Mean GPU utilisation over every GPU sample of the session that reported one."""

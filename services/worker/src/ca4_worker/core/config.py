@@ -11,6 +11,8 @@ from ca4_schemas import TOPIC_GPU_METADATA, TOPIC_GPU_METADATA_DLQ
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ca4_worker.application.bounded import WriteLimits
+
 
 class Settings(BaseSettings):
     """Worker configuration; defaults match the local dev stack."""
@@ -53,6 +55,15 @@ class Settings(BaseSettings):
     """Most bytes fetched per partition per request, enough to fill a store batch when behind."""
     store_batch_timeout_ms: int = Field(default=100, ge=1, le=60_000)
     """How long the store subscriber waits to fill a batch; bounds the added latency."""
+    store_max_attempts: int = Field(default=5, ge=1, le=100)
+    """Tries of a store or projection call that fails neither as an outage nor as known
+    poison; past them the batch is split to isolate the events that fail, which are
+    dead-lettered. Outages (database or Kafka down) are retried without limit."""
+    projection_bulk_chunk: int = Field(default=100, ge=1, le=10_000)
+    """Most sessions (or GPUs) one projection call writes: bounds the statements in one bulk,
+    so a round finishes well inside the deadline whatever the number of aggregates."""
+    projection_concurrency: int = Field(default=2, ge=1, le=16)
+    """Projection calls in flight at once (sessions and GPUs share them)."""
 
     mongo_url: str = "mongodb://127.0.0.1:27017"
     """MongoDB-compatible database (FerretDB locally, DocumentDB in production)."""
@@ -60,6 +71,9 @@ class Settings(BaseSettings):
     """Database holding ``events``, ``sessions`` and ``gpus``."""
     mongo_timeout_ms: int = Field(default=5000, ge=100)
     """Server selection timeout: how soon a database outage surfaces as a retryable error."""
+    mongo_operation_timeout_ms: int = Field(default=10_000, ge=100)
+    """Deadline of each store and projection call. A call past it is split in half and the
+    halves tried in turn, never sent again whole on top of the one still running."""
 
     s3_endpoint_url: str | None = None
     """S3 endpoint (MinIO locally); unset means AWS S3."""
@@ -100,6 +114,15 @@ class Settings(BaseSettings):
     def _keys_configured_outside_dev(self) -> Self:
         check_key_settings(self.environment, self.api_key_hashes, self.api_keys_file)
         return self
+
+    def projection_limits(self) -> WriteLimits:
+        """The bounds of each projection call."""
+        return WriteLimits(
+            chunk=self.projection_bulk_chunk,
+            concurrency=self.projection_concurrency,
+            deadline_s=self.mongo_operation_timeout_ms / 1000,
+            max_backoff_s=self.retry_max_backoff_s,
+        )
 
 
 @cache

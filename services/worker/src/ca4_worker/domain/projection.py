@@ -9,12 +9,19 @@ same sample twice, or samples in any order, always converges to the same documen
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from ca4_worker.domain.records import PositionedEvent
+
+SESSION_MAX_GPU_MODELS: Final = 64
+"""Most distinct GPU model names one session document records (a report holds at most 64
+GPUs). Every other projected field is bounded by the contract (labels, one sample per GPU
+document) or by the topic (one applied offset per partition); this is the one set a client
+could grow without limit. Samples whose model falls past the cap are counted in
+``gpu_models_dropped``, not stored."""
 
 
 def to_millis(moment: datetime) -> datetime:
@@ -49,6 +56,9 @@ class SessionDelta:
     last_seen: datetime
     sample_count: int
     gpu_models: set[str]
+    """At most :data:`SESSION_MAX_GPU_MODELS` names (bounds a batch's memory too)."""
+    gpu_models_dropped: int
+    """GPU samples whose model did not fit under the cap."""
     peak_memory_used_mib: float | None
     utilization_sum_millipct: int
     """Sum in thousandths of a percent: integer sums are exact in any order or batching."""
@@ -66,6 +76,7 @@ class SessionDelta:
         utilization = [
             gpu.utilization_gpu_pct for gpu in gpus if gpu.utilization_gpu_pct is not None
         ]
+        kept = set(sorted({gpu.name for gpu in gpus})[:SESSION_MAX_GPU_MODELS])
         return cls(
             session_id=event.session_id,
             tenant=event.tenant,
@@ -75,7 +86,8 @@ class SessionDelta:
             first_seen=to_millis(event.occurred_at),
             last_seen=to_millis(event.occurred_at),
             sample_count=1,
-            gpu_models={gpu.name for gpu in gpus},
+            gpu_models=kept,
+            gpu_models_dropped=sum(1 for gpu in gpus if gpu.name not in kept),
             peak_memory_used_mib=max(memory) if memory else None,
             utilization_sum_millipct=sum(round(value * 1000) for value in utilization),
             utilization_samples=len(utilization),
@@ -97,7 +109,10 @@ class SessionDelta:
         self.last_seen = max(self.last_seen, occurred_at)
         self.sample_count += 1
         for gpu in event.payload.gpus:
-            self.gpu_models.add(gpu.name)
+            if gpu.name in self.gpu_models or len(self.gpu_models) < SESSION_MAX_GPU_MODELS:
+                self.gpu_models.add(gpu.name)
+            else:
+                self.gpu_models_dropped += 1
             if gpu.memory_used_mib is not None and (
                 self.peak_memory_used_mib is None or gpu.memory_used_mib > self.peak_memory_used_mib
             ):
@@ -108,6 +123,14 @@ class SessionDelta:
         self.labels = dict(event.labels)
         self.runtime = event.source.runtime
         self.hostname = event.payload.host.hostname
+
+
+def capped_gpu_models(stored: Collection[str], delta: SessionDelta) -> tuple[list[str], int]:
+    """The models of ``delta`` to add to the ``stored`` ones under the cap, and the samples
+    counted as dropped (``delta``'s own plus one per new model that does not fit)."""
+    new = sorted(delta.gpu_models.difference(stored))
+    room = max(0, SESSION_MAX_GPU_MODELS - len(stored))
+    return new[:room], delta.gpu_models_dropped + len(new[room:])
 
 
 def group_by_session(

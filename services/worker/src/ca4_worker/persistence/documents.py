@@ -47,6 +47,7 @@ class SessionDocument(Document):
     last_seen: datetime
     sample_count: int
     gpu_models: list[str]
+    gpu_models_dropped: int = 0
     peak_memory_used_mib: float | None = None
     utilization_sum_millipct: int
     utilization_samples: int

@@ -14,6 +14,7 @@ from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, 
 from ca4_worker.domain.projection import (
     SessionDelta,
     applied_key,
+    capped_gpu_models,
     fold_session,
     group_by_session,
     latest_gpu_samples,
@@ -101,7 +102,10 @@ def session_document_update(doc: dict[str, Any], delta: SessionDelta) -> dict[st
     updated["first_seen"] = min(doc.get("first_seen", delta.first_seen), delta.first_seen)
     updated["last_seen"] = max(doc.get("last_seen", delta.last_seen), delta.last_seen)
     updated["sample_count"] = doc.get("sample_count", 0) + delta.sample_count
-    updated["gpu_models"] = sorted(set(doc.get("gpu_models", [])) | delta.gpu_models)
+    stored_models = doc.get("gpu_models", [])
+    added, dropped = capped_gpu_models(stored_models, delta)
+    updated["gpu_models"] = sorted([*stored_models, *added])
+    updated["gpu_models_dropped"] = doc.get("gpu_models_dropped", 0) + dropped
     peaks = [
         p for p in (doc.get("peak_memory_used_mib"), delta.peak_memory_used_mib) if p is not None
     ]
@@ -126,6 +130,7 @@ def session_view(session_id: str, doc: dict[str, Any]) -> SessionView:
         last_seen=doc["last_seen"],
         sample_count=doc["sample_count"],
         gpu_models=sorted(doc.get("gpu_models", [])),
+        gpu_models_dropped=doc.get("gpu_models_dropped", 0),
         peak_memory_used_mib=doc.get("peak_memory_used_mib"),
         mean_utilization_pct=mean_utilization_pct(doc["utilization_sum_millipct"], samples),
         labels=doc.get("labels", {}),

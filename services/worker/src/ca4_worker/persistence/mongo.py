@@ -6,10 +6,15 @@ Only features FerretDB v1 and DocumentDB share are used: unordered ``insert_many
 pipelines. Each projection update carries its own guard in the filter, so it is atomic on one
 document and a repeat is a no-op.
 
-Projections cost a constant number of round trips per batch (read the aggregates' positions,
+Projections cost a few round trips per chunk of aggregates (read the aggregates' positions,
 insert the new ones, one bulk of guarded updates per collection) rather than one per aggregate:
-on FerretDB every write operation costs milliseconds whatever it does, so the per-batch count of
-operations, not their size, bounds the worker's throughput.
+on FerretDB every write operation costs milliseconds whatever it does, so the count of
+operations, not their size, bounds the worker's throughput. Every call carries at most
+``WriteLimits.chunk`` statements and a deadline (see :mod:`ca4_worker.application.bounded`).
+
+Driver errors are sorted by cause in one place (:func:`database_call`): an unreachable or slow
+database is an outage (retried), a refusal that would repeat on every try is poison
+(:class:`~ca4_worker.application.ports.RejectedError`, dead-lettered by the caller).
 """
 
 from __future__ import annotations
@@ -20,19 +25,34 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import bson
+import pymongo
 from beanie import init_beanie
+from bson.errors import InvalidDocument
 from ca4_schemas import LEGACY_TENANT, decode_event
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 
-from ca4_worker.application.ports import AppendOutcome, UnavailableError
+from ca4_worker.application.bounded import WriteLimits, in_bounded_calls, task_group
+from ca4_worker.application.ports import (
+    AppendOutcome,
+    RejectedError,
+    TimedOutError,
+    UnavailableError,
+)
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
 from ca4_worker.domain.projection import (
     GpuLatest,
     SessionDelta,
     applied_key,
+    capped_gpu_models,
     fold_session,
     gpu_document_id,
     group_by_session,
@@ -46,13 +66,85 @@ DUPLICATE_KEY = 11000
 Doc = dict[str, Any]
 
 
+# Server error codes that mean "not now" rather than "never": shutdown, elections, network,
+# time limits, lock and write conflicts, DocumentDB throttling. Every other server error about
+# a write is taken as the data's fault (poison).
+TRANSIENT_SERVER_CODES = frozenset(
+    {6, 7, 24, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500}
+)
+DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+PROJECTION_MAX_BYTES = 1024 * 1024
+"""Size guard for one projection write: far below the 16 MiB document limit, far above what
+the capped read models need (a session document is a few KiB, a GPU document one sample)."""
+
+
+def _server_error_is_transient(code: int | None, labels: Iterable[str]) -> bool:
+    return code in TRANSIENT_SERVER_CODES or bool(
+        {"RetryableWriteError", "TransientTransactionError"} & set(labels)
+    )
+
+
+def classify_driver_error(error: Exception) -> Exception:
+    """The worker's view of a driver error: timeout, outage or poison (see module docstring)."""
+    if isinstance(error, InvalidDocument | OverflowError):
+        # Refused by the driver before sending (too large, or an int BSON cannot hold).
+        too_large = "too large" in str(error).lower()
+        return RejectedError("document_too_large" if too_large else "invalid_document", str(error))
+    if not isinstance(error, PyMongoError):
+        return error
+    if error.timeout:
+        return TimedOutError(f"database call timed out: {error}")
+    return _server_rejection(error) or UnavailableError(f"database unavailable: {error}")
+
+
+def _server_rejection(error: PyMongoError) -> RejectedError | None:
+    """The refusal in ``error`` when the server refused the data itself; None for an outage."""
+    labels: list[str] = []
+    if isinstance(error, BulkWriteError):
+        if error.details.get("writeConcernErrors"):
+            return None
+        failures = error.details.get("writeErrors", [])
+        codes = {item.get("code") for item in failures}
+        message = str(failures[0].get("errmsg", error)) if failures else str(error)
+    elif isinstance(error, OperationFailure) and not isinstance(error, WriteConcernError):
+        codes = {error.code}
+        message = str(error)
+        labels = list((error.details or {}).get("errorLabels", []))
+    else:  # connection failures, write concern errors: the database, not the data
+        return None
+    if not codes or all(_server_error_is_transient(code, labels) for code in codes):
+        return None
+    if codes & DOCUMENT_TOO_LARGE_CODES:
+        return RejectedError("document_too_large", message)
+    return RejectedError("database_rejected", f"codes {sorted(map(str, codes))}: {message}")
+
+
 @contextmanager
-def unavailable_on_driver_errors() -> Iterator[None]:
-    """Turn driver errors into :class:`UnavailableError`, so callers retry instead of losing."""
+def database_call(deadline_s: float | None = None) -> Iterator[None]:
+    """One call to the database: under ``deadline_s`` (client-side), errors sorted by cause.
+
+    Callers retry :class:`UnavailableError` (an outage), split the work on
+    :class:`TimedOutError` and dead-letter on :class:`RejectedError`.
+    """
     try:
-        yield
-    except PyMongoError as error:
-        raise UnavailableError(f"database error: {error}") from error
+        if deadline_s is None:
+            yield
+        else:
+            with pymongo.timeout(deadline_s):
+                yield
+    except (PyMongoError, InvalidDocument, OverflowError) as error:
+        raise classify_driver_error(error) from error
+
+
+def ensure_fits(document: Doc, *, what: str) -> Doc:
+    """``document`` unchanged, or :class:`RejectedError` when it is past the size guard."""
+    size = len(bson.encode(document))
+    if size > PROJECTION_MAX_BYTES:
+        raise RejectedError(
+            "document_too_large",
+            f"{what} would be {size} bytes, over the {PROJECTION_MAX_BYTES}-byte guard",
+        )
+    return document
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
@@ -73,7 +165,7 @@ async def init_database(database: AsyncDatabase[Doc]) -> None:
     connection when one call lists several indexes that already exist, which is what
     ``init_beanie`` sends on every restart.
     """
-    with unavailable_on_driver_errors():
+    with database_call():
         await init_beanie(database=database, document_models=DOCUMENT_MODELS, skip_indexes=True)
         for model in DOCUMENT_MODELS:
             collection = database[model.get_collection_name()]
@@ -106,9 +198,12 @@ def positioned_from_document(doc: Doc) -> PositionedEvent:
 class MongoEventStore:
     """The ``events`` collection."""
 
-    def __init__(self, database: AsyncDatabase[Doc], *, topic: str) -> None:
+    def __init__(
+        self, database: AsyncDatabase[Doc], *, topic: str, deadline_s: float | None = None
+    ) -> None:
         self._events: AsyncCollection[Doc] = database["events"]
         self._topic = topic
+        self._deadline_s = deadline_s
 
     async def append(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
         """Bulk unordered insert; duplicate keys are sorted into redelivered or duplicate."""
@@ -116,17 +211,8 @@ class MongoEventStore:
         documents = [
             event_document(item, topic=self._topic, stored_at=stored_at) for item in events
         ]
-        duplicate_indexes: set[int] = set()
-        with unavailable_on_driver_errors():
-            try:
-                await self._events.insert_many(documents, ordered=False)
-            except BulkWriteError as error:
-                write_errors = error.details.get("writeErrors", [])
-                if any(item.get("code") != DUPLICATE_KEY for item in write_errors):
-                    raise
-                if error.details.get("writeConcernErrors"):
-                    raise
-                duplicate_indexes = {int(item["index"]) for item in write_errors}
+        with database_call(self._deadline_s):
+            duplicate_indexes = await insert_ignoring_duplicates(self._events, documents)
         outcome = AppendOutcome()
         duplicates = [events[index] for index in sorted(duplicate_indexes)]
         outcome.stored = [item for i, item in enumerate(events) if i not in duplicate_indexes]
@@ -140,7 +226,7 @@ class MongoEventStore:
         return outcome
 
     async def _positions(self, event_ids: list[str]) -> dict[str, Position]:
-        with unavailable_on_driver_errors():
+        with database_call():
             cursor = self._events.find({"_id": {"$in": event_ids}}, {"partition": 1, "offset": 1})
             return {doc["_id"]: Position(doc["partition"], doc["offset"]) async for doc in cursor}
 
@@ -153,7 +239,7 @@ class MongoEventStore:
         conditions: Doc = {"_id": event_id}
         if tenant is not None:
             conditions["event.tenant"] = tenant
-        with unavailable_on_driver_errors():
+        with database_call():
             doc = await self._events.find_one(conditions)
         return positioned_from_document(doc) if doc else None
 
@@ -171,12 +257,12 @@ class MongoEventStore:
         if until is not None:
             window["$lt"] = until
         base: Doc = {"received_at": window} if window else {}
-        with unavailable_on_driver_errors():
+        with database_call():
             partitions = sorted(await self._events.distinct("partition", base))
         for partition in partitions:
             last_offset = -1
             while True:
-                with unavailable_on_driver_errors():
+                with database_call():
                     cursor = (
                         self._events.find(
                             {**base, "partition": partition, "offset": {"$gt": last_offset}}
@@ -192,7 +278,7 @@ class MongoEventStore:
 
     async def count(self) -> int:
         """How many events are stored."""
-        with unavailable_on_driver_errors():
+        with database_call():
             return await self._events.count_documents({})
 
 
@@ -201,7 +287,8 @@ def _position_guard(session_id: str, partition: int, offset: int) -> Doc:
     return {"_id": session_id, "$or": [{field: {"$lt": offset}}, {field: {"$exists": False}}]}
 
 
-def _session_update(delta: SessionDelta) -> Doc:
+def _session_update(delta: SessionDelta, stored_models: list[str]) -> Doc:
+    models, dropped = capped_gpu_models(stored_models, delta)
     update: Doc = {
         "$set": {
             f"applied.{applied_key(delta.partition)}": delta.last_offset,
@@ -215,14 +302,16 @@ def _session_update(delta: SessionDelta) -> Doc:
             "sample_count": delta.sample_count,
             "utilization_sum_millipct": delta.utilization_sum_millipct,
             "utilization_samples": delta.utilization_samples,
+            "gpu_models_dropped": dropped,
         },
-        "$addToSet": {"gpu_models": {"$each": sorted(delta.gpu_models)}},
     }
+    if models:
+        update["$addToSet"] = {"gpu_models": {"$each": models}}
     if delta.peak_memory_used_mib is not None:
         update["$max"]["peak_memory_used_mib"] = delta.peak_memory_used_mib
     else:
         update["$setOnInsert"] = {"peak_memory_used_mib": None}
-    return update
+    return ensure_fits(update, what=f"update of session {delta.session_id}")
 
 
 def _gpu_guard(latest: GpuLatest) -> Doc:
@@ -251,6 +340,17 @@ def _gpu_update(latest: GpuLatest) -> Doc:
     }
 
 
+def _groups_per_session(
+    events: Iterable[PositionedEvent],
+) -> dict[str, dict[int, list[PositionedEvent]]]:
+    """Events per session, then per partition: a chunk of sessions keeps all of a session's
+    partitions together, so no two calls in flight write the same document."""
+    sessions: dict[str, dict[int, list[PositionedEvent]]] = {}
+    for (session_id, partition), group in group_by_session(events).items():
+        sessions.setdefault(session_id, {})[partition] = group
+    return sessions
+
+
 def _past_applied(
     group: list[PositionedEvent], applied: dict[str, int] | None, partition: int
 ) -> list[PositionedEvent]:
@@ -261,14 +361,16 @@ def _past_applied(
 
 def _new_session_document(delta: SessionDelta) -> Doc:
     """A session document holding exactly ``delta`` (what the guarded update would build)."""
-    return {
+    models, dropped = capped_gpu_models((), delta)
+    document = {
         "_id": delta.session_id,
         "tenant": delta.tenant,
         "applied": {applied_key(delta.partition): delta.last_offset},
         "first_seen": delta.first_seen,
         "last_seen": delta.last_seen,
         "sample_count": delta.sample_count,
-        "gpu_models": sorted(delta.gpu_models),
+        "gpu_models": models,
+        "gpu_models_dropped": dropped,
         "peak_memory_used_mib": delta.peak_memory_used_mib,
         "utilization_sum_millipct": delta.utilization_sum_millipct,
         "utilization_samples": delta.utilization_samples,
@@ -276,18 +378,19 @@ def _new_session_document(delta: SessionDelta) -> Doc:
         "runtime": delta.runtime,
         "hostname": delta.hostname,
     }
+    return ensure_fits(document, what=f"session {delta.session_id}")
 
 
 def _new_gpu_document(latest: GpuLatest) -> Doc:
-    return {"_id": latest.document_id, **_gpu_update(latest)["$set"]}
+    return ensure_fits({"_id": latest.document_id, **_gpu_update(latest)["$set"]}, what="GPU")
 
 
-async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]) -> set[str]:
-    """Insert ``documents`` unordered; the ids inserted (a duplicate means another writer won).
+async def insert_ignoring_duplicates(
+    collection: AsyncCollection[Doc], documents: list[Doc]
+) -> set[int]:
+    """Insert ``documents`` unordered; the indexes refused as duplicates (already stored).
 
-    Creating documents by insert rather than by upsert keeps every later write a plain
-    guarded update: FerretDB v1 answers an unordered bulk whose upsert hits a duplicate key
-    without ``nModified``, which the driver cannot parse.
+    Any other refusal is raised (and classified by :func:`database_call`).
     """
     if not documents:
         return set()
@@ -299,9 +402,19 @@ async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]
             item.get("code") != DUPLICATE_KEY for item in write_errors
         ):
             raise
-        rejected = {int(item["index"]) for item in write_errors}
-        return {doc["_id"] for index, doc in enumerate(documents) if index not in rejected}
-    return {doc["_id"] for doc in documents}
+        return {int(item["index"]) for item in write_errors}
+    return set()
+
+
+async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]) -> set[str]:
+    """Insert ``documents`` unordered; the ids inserted (a duplicate means another writer won).
+
+    Creating documents by insert rather than by upsert keeps every later write a plain
+    guarded update: FerretDB v1 answers an unordered bulk whose upsert hits a duplicate key
+    without ``nModified``, which the driver cannot parse.
+    """
+    rejected = await insert_ignoring_duplicates(collection, documents)
+    return {doc["_id"] for index, doc in enumerate(documents) if index not in rejected}
 
 
 def _session_view(doc: Doc) -> SessionView:
@@ -312,6 +425,7 @@ def _session_view(doc: Doc) -> SessionView:
         last_seen=doc["last_seen"],
         sample_count=doc["sample_count"],
         gpu_models=sorted(doc.get("gpu_models", [])),
+        gpu_models_dropped=doc.get("gpu_models_dropped", 0),
         peak_memory_used_mib=doc.get("peak_memory_used_mib"),
         mean_utilization_pct=mean_utilization_pct(
             doc["utilization_sum_millipct"], doc["utilization_samples"]
@@ -350,7 +464,7 @@ async def guards_belong_in_filters(database: AsyncDatabase[Doc]) -> bool:
     filters on ``_id`` alone: redelivery and replay stay exactly-once; only two workers writing
     the same session at the same instant (FerretDB's own lost update) are not covered.
     """
-    with unavailable_on_driver_errors():
+    with database_call():
         info = await database.client.admin.command("buildInfo")
     return "ferretdbVersion" not in info
 
@@ -358,10 +472,17 @@ async def guards_belong_in_filters(database: AsyncDatabase[Doc]) -> bool:
 class MongoProjections:
     """The ``sessions`` and ``gpus`` collections."""
 
-    def __init__(self, database: AsyncDatabase[Doc], *, guards_in_filters: bool = True) -> None:
+    def __init__(
+        self,
+        database: AsyncDatabase[Doc],
+        *,
+        guards_in_filters: bool = True,
+        limits: WriteLimits | None = None,
+    ) -> None:
         self._sessions: AsyncCollection[Doc] = database["sessions"]
         self._gpus: AsyncCollection[Doc] = database["gpus"]
         self._guards_in_filters = guards_in_filters
+        self._limits = limits or WriteLimits()
 
     def _filter(self, guarded: Doc) -> Doc:
         """The update filter for a guarded write: whole, or ``_id`` alone (see
@@ -369,11 +490,32 @@ class MongoProjections:
         return guarded if self._guards_in_filters else {"_id": guarded["_id"]}
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
-        """A handful of round trips per batch, whatever its size (see the module docstring)."""
-        with unavailable_on_driver_errors():
-            await asyncio.gather(self._apply_sessions(events), self._apply_gpus(events))
+        """Sessions and GPUs in chunks of aggregates, at most ``limits.concurrency`` calls in
+        flight between them, each call at most ``limits.chunk`` statements."""
+        slots = asyncio.Semaphore(self._limits.concurrency)
+        async with task_group() as group:
+            group.create_task(
+                in_bounded_calls(
+                    list(_groups_per_session(events).items()),
+                    self._apply_sessions,
+                    limits=self._limits,
+                    slots=slots,
+                    what="project sessions",
+                )
+            )
+            group.create_task(
+                in_bounded_calls(
+                    latest_gpu_samples(events),
+                    self._apply_gpus,
+                    limits=self._limits,
+                    slots=slots,
+                    what="project GPUs",
+                )
+            )
 
-    async def _apply_sessions(self, events: Sequence[PositionedEvent]) -> None:
+    async def _apply_sessions(
+        self, sessions: Sequence[tuple[str, dict[int, list[PositionedEvent]]]]
+    ) -> None:
         """Fold each (session, partition) group past its applied offset into one guarded write.
 
         Reads the applied offsets first, so a redelivered batch costs one read and no write;
@@ -381,89 +523,101 @@ class MongoProjections:
         A guard that matches nothing means another writer moved the position since the read:
         read again and apply whatever is still fresh.
         """
-        pending = group_by_session(events)
+        deadline = self._limits.deadline_s
+        pending = {
+            (session_id, partition): group
+            for session_id, groups in sessions
+            for partition, group in groups.items()
+        }
         while pending:
-            applied = await self._applied_offsets({session_id for session_id, _ in pending})
+            with database_call(deadline):
+                stored = await self._stored_sessions({session_id for session_id, _ in pending})
             pending = {
                 key: fresh
                 for key, group in pending.items()
-                if (fresh := _past_applied(group, applied.get(key[0]), key[1]))
+                if (fresh := _past_applied(group, stored.get(key[0], {}).get("applied"), key[1]))
             }
             # One write per document per round: FerretDB v1 stalls on an unordered bulk that
             # updates one document twice (a session seen on several partitions, rare).
             this_round: dict[str, tuple[str, int]] = {}
             for key in pending:
                 this_round.setdefault(key[0], key)
-            created = await _insert_missing(
-                self._sessions,
-                [
-                    _new_session_document(fold_session(pending[key]))
-                    for session_id, key in this_round.items()
-                    if session_id not in applied
-                ],
-            )
+            new_documents = [
+                _new_session_document(fold_session(pending[key]))
+                for session_id, key in this_round.items()
+                if session_id not in stored
+            ]
+            with database_call(deadline):
+                created = await _insert_missing(self._sessions, new_documents)
             for session_id in created:
                 del pending[this_round.pop(session_id)]
             if not this_round:
                 continue
-            result = await self._sessions.bulk_write(
-                [
-                    UpdateOne(
-                        self._filter(_position_guard(*key, pending[key][0].position.offset)),
-                        _session_update(fold_session(pending[key])),
-                    )
-                    for key in this_round.values()
-                ],
-                ordered=False,
-            )
+            updates = [
+                UpdateOne(
+                    self._filter(_position_guard(*key, pending[key][0].position.offset)),
+                    _session_update(
+                        fold_session(pending[key]), stored.get(key[0], {}).get("gpu_models", [])
+                    ),
+                )
+                for key in this_round.values()
+            ]
+            with database_call(deadline):
+                result = await self._sessions.bulk_write(updates, ordered=False)
             if result.matched_count == len(this_round):
                 for key in this_round.values():
                     del pending[key]
 
-    async def _applied_offsets(self, session_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-        """``applied`` of each existing session among ``session_ids``."""
-        cursor = self._sessions.find({"_id": {"$in": sorted(session_ids)}}, {"applied": 1})
-        return {doc["_id"]: doc.get("applied", {}) async for doc in cursor}
+    async def _stored_sessions(self, session_ids: Iterable[str]) -> dict[str, Doc]:
+        """``applied`` and ``gpu_models`` of each existing session among ``session_ids``."""
+        cursor = self._sessions.find(
+            {"_id": {"$in": sorted(session_ids)}}, {"applied": 1, "gpu_models": 1}
+        )
+        return {doc["_id"]: doc async for doc in cursor}
 
-    async def _apply_gpus(self, events: Sequence[PositionedEvent]) -> None:
+    async def _apply_gpus(self, candidates: Sequence[GpuLatest]) -> None:
         """Write each GPU's newest sample where it is newer than the stored one.
 
         A guard that matches nothing means a newer sample landed meanwhile: nothing to do.
         """
-        candidates = latest_gpu_samples(events)
-        if not candidates:
-            return
-        cursor = self._gpus.find(
-            {"_id": {"$in": [latest.document_id for latest in candidates]}},
-            {"last_seen": 1, "event_id": 1},
-        )
-        stored = {doc["_id"]: (doc["last_seen"], doc["event_id"]) async for doc in cursor}
+        deadline = self._limits.deadline_s
+        with database_call(deadline):
+            cursor = self._gpus.find(
+                {"_id": {"$in": [latest.document_id for latest in candidates]}},
+                {"last_seen": 1, "event_id": 1},
+            )
+            stored = {doc["_id"]: (doc["last_seen"], doc["event_id"]) async for doc in cursor}
         newer = [
             latest
             for latest in candidates
             if latest.document_id not in stored or latest.order_key > stored[latest.document_id]
         ]
-        created = await _insert_missing(
-            self._gpus,
-            [_new_gpu_document(latest) for latest in newer if latest.document_id not in stored],
-        )
+        new_documents = [
+            _new_gpu_document(latest) for latest in newer if latest.document_id not in stored
+        ]
+        with database_call(deadline):
+            created = await _insert_missing(self._gpus, new_documents)
         updates = [
-            UpdateOne(self._filter(_gpu_guard(latest)), _gpu_update(latest))
+            UpdateOne(
+                self._filter(_gpu_guard(latest)),
+                ensure_fits(_gpu_update(latest), what=f"update of GPU {latest.gpu_uuid}"),
+            )
             for latest in newer
             if latest.document_id not in created
         ]
         if updates:
-            await self._gpus.bulk_write(updates, ordered=False)
+            with database_call(deadline):
+                await self._gpus.bulk_write(updates, ordered=False)
 
     async def reset(self) -> None:
         """Remove every projected document."""
-        with unavailable_on_driver_errors():
+        with database_call():
             await self._sessions.delete_many({})
             await self._gpus.delete_many({})
 
     async def applied_offset(self, session_id: str, partition: int) -> int | None:
         """The offset of the last event of the session applied from ``partition``."""
-        with unavailable_on_driver_errors():
+        with database_call():
             doc = await self._sessions.find_one({"_id": session_id}, {"applied": 1})
         if doc is None:
             return None
@@ -472,13 +626,13 @@ class MongoProjections:
 
     async def session_owners(self, session_ids: Iterable[str]) -> dict[str, str]:
         """The owner of each session with a document (pre-tenancy ones: the legacy tenant)."""
-        with unavailable_on_driver_errors():
+        with database_call():
             cursor = self._sessions.find({"_id": {"$in": sorted(session_ids)}}, {"tenant": 1})
             return {doc["_id"]: doc.get("tenant", LEGACY_TENANT) async for doc in cursor}
 
     async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
         """One session, if of ``tenant`` (filtered in the query)."""
-        with unavailable_on_driver_errors():
+        with database_call():
             doc = await self._sessions.find_one({"_id": session_id, **_tenant_filter(tenant)})
         return _session_view(doc) if doc else None
 
@@ -497,7 +651,7 @@ class MongoProjections:
             conditions["last_seen"] = {"$gte": query.seen_since}
         if query.seen_until is not None:
             conditions["first_seen"] = {"$lt": query.seen_until}
-        with unavailable_on_driver_errors():
+        with database_call():
             cursor = self._sessions.find(conditions).sort("_id", 1).limit(query.limit + 1)
             docs = [doc async for doc in cursor]
         items = [_session_view(doc) for doc in docs[: query.limit]]
@@ -506,7 +660,7 @@ class MongoProjections:
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU (its own document), or the newest of any tenant's."""
-        with unavailable_on_driver_errors():
+        with database_call():
             if tenant is not None:
                 doc = await self._gpus.find_one(
                     {"_id": gpu_document_id(tenant, gpu_uuid), "tenant": tenant}
@@ -530,7 +684,7 @@ class MongoProjections:
             conditions["session_id"] = query.session_id
         if query.gpu_name is not None:
             conditions["gpu_name"] = query.gpu_name
-        with unavailable_on_driver_errors():
+        with database_call():
             cursor = self._gpus.find(conditions).sort("_id", 1).limit(query.limit + 1)
             docs = [doc async for doc in cursor]
         page = docs[: query.limit]

@@ -16,7 +16,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ca4_worker.persistence.mongo import Doc, unavailable_on_driver_errors
+from ca4_worker.persistence.mongo import Doc, database_call
 
 COLLECTION = "dead_letter_redrives"
 
@@ -45,7 +45,7 @@ class MongoRedriveLog:
         """The recorded re-drives among ``keys``."""
         if not keys:
             return {}
-        with unavailable_on_driver_errors():
+        with database_call():
             return {
                 doc["_id"]: Redrive(doc["redriven_at"], doc["target_topic"], doc["times"])
                 async for doc in self._redrives.find({"_id": {"$in": list(keys)}})
@@ -55,7 +55,7 @@ class MongoRedriveLog:
         """Record that each key in ``targets`` was re-driven to its topic at ``at``."""
         if not targets:
             return
-        with unavailable_on_driver_errors():
+        with database_call():
             await self._redrives.bulk_write(
                 [
                     UpdateOne(
