@@ -104,3 +104,29 @@ def test_known_version_breaking_the_contract_raises_validation_error() -> None:
 
     with pytest.raises(ValidationError):
         decode_event(json.dumps(body).encode())
+
+
+def test_a_version_1_event_is_read_as_the_legacy_tenants() -> None:
+    v1 = {k: v for k, v in _event_body().items() if k not in {"key_id", "tenant"}}
+    v1["schema_version"] = 1
+
+    event = decode_event(json.dumps(v1).encode())
+
+    assert (event.schema_version, event.key_id, event.tenant) == (2, "legacy", "legacy")
+    assert str(event.event_id) == v1["event_id"]
+
+
+def test_a_version_1_event_cannot_bring_its_own_tenant() -> None:
+    forged = {**_event_body(), "schema_version": 1, "tenant": "victim", "key_id": "victim-key"}
+
+    event = decode_event(json.dumps(forged).encode())
+
+    assert (event.key_id, event.tenant) == ("legacy", "legacy")
+
+
+def test_a_version_2_event_without_its_owner_is_refused() -> None:
+    body = _event_body()
+    del body["tenant"]
+
+    with pytest.raises(ValidationError, match="tenant"):
+        decode_event(json.dumps(body).encode())
