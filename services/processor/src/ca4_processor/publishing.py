@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Protocol
 
 import structlog
@@ -99,41 +99,38 @@ class KafkaEventPublisher:
     async def connected(self) -> AsyncIterator[None]:
         """Connect, settle the message limit, and on exit flush what is in flight and close."""
         settings = self._settings
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-            client_id=f"{settings.KAFKA_CLIENT_ID}-admin",
-            request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
-        )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
-            client_id=settings.KAFKA_CLIENT_ID,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.KAFKA_LINGER_MS,
-            compression_type=settings.KAFKA_COMPRESSION,
-            request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
-            max_request_size=settings.KAFKA_MAX_REQUEST_SIZE,
-        )
-        await admin.start()
-        try:
+        async with AsyncExitStack() as stack:
+            # Each client is closed even when its start fails (aiokafka warns about it otherwise).
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                client_id=f"{settings.KAFKA_CLIENT_ID}-admin",
+                request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
+            )
+            stack.push_async_callback(admin.close)
+            await admin.start()
+            producer = AIOKafkaProducer(
+                bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS,
+                client_id=settings.KAFKA_CLIENT_ID,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=settings.KAFKA_LINGER_MS,
+                compression_type=settings.KAFKA_COMPRESSION,
+                request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
+                max_request_size=settings.KAFKA_MAX_REQUEST_SIZE,
+            )
+            stack.push_async_callback(producer.stop)
             await producer.start()
-            try:
-                if settings.KAFKA_MAX_MESSAGE_BYTES is None:
-                    topic_limit = await _topic_message_limit(admin, self._topic)
-                    self.max_message_bytes = min(
-                        topic_limit or settings.KAFKA_MAX_REQUEST_SIZE,
-                        settings.KAFKA_MAX_REQUEST_SIZE,
-                    )
-                log.info(
-                    "kafka.connected", topic=self._topic, max_message_bytes=self.max_message_bytes
+            if settings.KAFKA_MAX_MESSAGE_BYTES is None:
+                topic_limit = await _topic_message_limit(admin, self._topic)
+                self.max_message_bytes = min(
+                    topic_limit or settings.KAFKA_MAX_REQUEST_SIZE, settings.KAFKA_MAX_REQUEST_SIZE
                 )
-                self._producer, self._admin = producer, admin
+            log.info("kafka.connected", topic=self._topic, max_message_bytes=self.max_message_bytes)
+            self._producer, self._admin = producer, admin
+            try:
                 yield
             finally:
                 self._producer = self._admin = None
-                await producer.stop()
-        finally:
-            await admin.close()
 
     async def publish(self, events: Sequence[GpuMetadataReported]) -> list[Receipt]:
         """Send all, then await every acknowledgement concurrently (see :class:`EventPublisher`)."""
