@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from ca4_processor.core.config import Settings
+from ca4_processor.main import create_api
 from jsonschema import Draft202012Validator
 
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
@@ -112,9 +114,6 @@ SCENARIOS: dict[str, Scenario] = {
 @pytest.fixture(scope="module")
 def openapi() -> dict[str, Any]:
     """The processor's OpenAPI document (the same for every setting the scenarios use)."""
-    from ca4_processor.core.config import Settings
-    from ca4_processor.main import create_api
-
     return create_api(Settings(), publisher=FakePublisher()).openapi()
 
 
