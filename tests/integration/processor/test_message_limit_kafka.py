@@ -6,7 +6,11 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from ca4_processor.core.config import Settings
+from ca4_processor.main import create_app
 
 from tests.integration.processor.conftest import (
     AUTH,
@@ -15,6 +19,7 @@ from tests.integration.processor.conftest import (
     start_processor,
 )
 from tests.support.services import Endpoints
+from tests.unit.processor.bad_inputs import KEY_HASHES
 from tests.unit.schemas.factories import make_report
 
 pytestmark = pytest.mark.kafka
@@ -79,3 +84,29 @@ async def test_configured_limit_overrides_the_topic(services: Endpoints, topic_n
 
     assert response.status_code == 413
     assert "over the limit of 1500 bytes" in response.json()["detail"]
+
+
+async def test_without_a_topic_config_the_producer_request_size_is_the_limit(
+    services: Endpoints, topic_name: str
+) -> None:
+    # The topic does not exist at start, so the broker has no max.message.bytes to tell.
+    report = make_report(gpus=64)
+    for gpu in report["payload"]["gpus"]:
+        gpu["processes"] = [{"pid": pid, "name": "p" * 100} for pid in range(256)]
+    app = create_app(
+        Settings(
+            KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,
+            KAFKA_TOPIC=topic_name,
+            API_KEY_HASHES=KEY_HASHES,
+        )
+    )
+    async with (
+        LifespanManager(app, startup_timeout=30) as running,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(running.app), base_url="http://processor", timeout=60
+        ) as client,
+    ):
+        response = await client.post("/v1/metadata", json=report, headers=AUTH)
+
+    assert response.status_code == 413, response.text[:500]
+    assert f"over the limit of {1024 * 1024} bytes" in response.json()["detail"]
