@@ -47,7 +47,8 @@ THROUGHPUT_EVENTS = int(os.environ.get("CA4_BENCH_WORKER_EVENTS", "100000"))
 ROUNDS = int(os.environ.get("CA4_BENCH_WORKER_ROUNDS", "3"))
 LATENCY_RATE = 1000
 LATENCY_SECONDS = 10
-SESSIONS = 50
+SESSIONS = int(os.environ.get("CA4_BENCH_WORKER_SESSIONS", "50"))
+GPUS_PER_SESSION = int(os.environ.get("CA4_BENCH_WORKER_GPUS_PER_SESSION", "1"))
 
 
 def _body(index: int) -> dict[str, Any]:
@@ -73,8 +74,8 @@ def _body(index: int) -> dict[str, Any]:
             },
             "gpus": [
                 {
-                    "uuid": f"GPU-bench-{index % SESSIONS}",
-                    "index": 0,
+                    "uuid": f"GPU-bench-{index % SESSIONS}-{gpu}",
+                    "index": gpu,
                     "name": "Tesla T4",
                     "memory_total_mib": 15360.0,
                     "memory_used_mib": float(index % 15000),
@@ -82,6 +83,7 @@ def _body(index: int) -> dict[str, Any]:
                     "temperature_gpu_c": 60.0,
                     "power_draw_w": 40.0,
                 }
+                for gpu in range(GPUS_PER_SESSION)
             ],
             "collector": {"collector": "nvml"},
         },
@@ -362,6 +364,7 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
         "events": THROUGHPUT_EVENTS,
         "rounds": len(rounds),
         "sessions": SESSIONS,
+        "gpus_per_session": GPUS_PER_SESSION,
         "partitions": 3,
         "store_batch_max_records": settings.store_max_records,
         "store_insert_chunk": settings.store_insert_chunk,

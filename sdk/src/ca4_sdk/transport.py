@@ -49,6 +49,8 @@ class SendOutcome:
     """Why the reports in ``retry`` weren't delivered."""
     auth_failed: bool = False
     """The API key was refused: retrying soon will not help."""
+    rate_limited: bool = False
+    """The key's rate limit (one token per report) refused them: send again after Retry-After."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -156,6 +158,7 @@ class Transport:
             outcome.error = f"HTTP {status}: {_detail(response)}"
             outcome.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
             outcome.auth_failed = status in AUTH_STATUS
+            outcome.rate_limited = status == 429
         else:
             reason = f"HTTP {status}: {_detail(response)}"
             outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)

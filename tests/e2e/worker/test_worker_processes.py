@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -226,3 +228,74 @@ async def test_two_workers_in_one_group_one_killed(
     await wait_for(projected, timeout_s=60, what="4,000 projected")
     assert await database["events"].count_documents({}) == 4000
     assert await projected_sample_total(database) == 4000
+
+
+FLEET_REPORTS = int(os.environ.get("CA4_TEST_FLEET_REPORTS", "50000"))
+FLEET_SESSIONS = 500
+
+
+async def test_a_fleet_of_500_sessions_at_full_speed_is_stored_and_projected_exactly(
+    e2e_settings: Settings,
+    database: AsyncDatabase[Doc],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """``ca4 send`` as a user runs it: 500 sessions of several GPUs each, as fast as it goes."""
+    digest = hashlib.sha256(DEV_KEY.encode()).hexdigest()
+    processor_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CA4_")},
+        "CA4_KAFKA_BOOTSTRAP_SERVERS": e2e_settings.kafka_bootstrap_servers,
+        "CA4_KAFKA_TOPIC": e2e_settings.kafka_topic,
+        "CA4_API_KEY_HASHES": f"e2e:{digest}",
+        "CA4_RATE_LIMIT_PER_SECOND": "1000000",
+        "CA4_RATE_LIMIT_BURST": "1000000",
+    }
+    _, processor_port = processes.start("ca4_processor.main:app", processor_env, "processor")
+    worker_settings = e2e_settings.model_copy(update={"archive_enabled": False})
+    _, worker_port = processes.start("ca4_worker.main:app", _worker_env(worker_settings), "worker")
+    await wait_for(lambda: _ready(processor_port), timeout_s=60, what="processor ready")
+    await wait_for(lambda: _ready(worker_port), timeout_s=60, what="worker ready")
+
+    began = time.monotonic()
+    sent = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(Path(sys.executable).parent / "ca4"), "send",
+            "--count", str(FLEET_REPORTS), "--rate", "0", "--sessions", str(FLEET_SESSIONS),
+            "--batch-size", "100", "--concurrency", "8", "--seed", "10",
+            "--url", f"http://127.0.0.1:{processor_port}", "--api-key", DEV_KEY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    sending_s = time.monotonic() - began
+    await wait_for(
+        _counter(database, FLEET_REPORTS),  # type: ignore[arg-type]
+        timeout_s=600,
+        what=f"{FLEET_REPORTS} stored",
+    )
+
+    async def projected() -> bool:
+        return await projected_sample_total(database) >= FLEET_REPORTS
+
+    await wait_for(projected, timeout_s=300, what=f"{FLEET_REPORTS} projected")
+    took_s = time.monotonic() - began
+
+    per_session: Counter[str] = Counter()
+    async for doc in database["events"].find({}, {"session_id": 1}):
+        per_session[doc["session_id"]] += 1
+    sessions = {doc["_id"]: doc async for doc in database["sessions"].find({})}
+    assert sum(per_session.values()) == FLEET_REPORTS
+    assert len(sessions) == FLEET_SESSIONS
+    assert {key: doc["sample_count"] for key, doc in sessions.items()} == dict(per_session)
+    gpus = await database["gpus"].count_documents({})
+    assert gpus >= 2 * FLEET_SESSIONS  # several GPUs each
+    worker_log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "database call timed out" not in worker_log
+    assert "refused, isolating the poison" not in worker_log
+    print(
+        f"fleet: {FLEET_REPORTS} reports from {FLEET_SESSIONS} sessions ({gpus} GPUs) sent in "
+        f"{sending_s:.0f} s, all stored and projected {took_s:.0f} s after the first was sent"
+    )

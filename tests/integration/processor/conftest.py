@@ -25,13 +25,25 @@ CLAIMS_DATABASE = "test_ca4_processor"
 PARTITIONS = 3
 
 
-async def create_topic(bootstrap_servers: str, topic: str, partitions: int = PARTITIONS) -> None:
+async def create_topic(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int = PARTITIONS,
+    configs: dict[str, str] | None = None,
+) -> None:
     """Create the test's own topic with several partitions, so keying by session_id matters."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    topic_configs=configs or {},
+                )
+            ]
         )
     finally:
         await admin.close()
@@ -91,10 +103,10 @@ class RunningProcessor:
 
 
 async def start_processor(
-    services: Endpoints, topic: str, **settings: Any
+    services: Endpoints, topic: str, topic_configs: dict[str, str] | None = None, **settings: Any
 ) -> tuple[LifespanManager, httpx.AsyncClient]:
     """Create the topic, then start the real app (real Kafka) publishing to it."""
-    await create_topic(services.kafka_bootstrap_servers, topic)
+    await create_topic(services.kafka_bootstrap_servers, topic, configs=topic_configs)
     app = create_app(
         Settings(
             KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,

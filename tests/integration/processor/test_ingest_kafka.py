@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
+from asgi_lifespan import LifespanManager
+from ca4_processor.core.config import Settings
+from ca4_processor.main import create_app
 from ca4_schemas import GpuMetadataReport, decode_event
 
 from tests.integration.processor.conftest import AUTH, RunningProcessor
+from tests.unit.processor.bad_inputs import KEY_HASHES
 from tests.unit.schemas.factories import make_report, stamped
 
 pytestmark = pytest.mark.kafka
@@ -94,3 +99,25 @@ async def test_readiness_reflects_the_broker(processor: RunningProcessor) -> Non
 
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "kafka": "connected"}
+
+
+async def test_seed_path_post_metadata_publishes_like_v1(processor: RunningProcessor) -> None:
+    report = make_report(session_id="colab-seed-client")
+
+    response = await processor.client.post("/metadata", json=report, headers=AUTH)
+
+    assert response.status_code == 202, response.text
+    receipt = response.json()
+    (record,) = await processor.topic.read(expected=1)
+    assert (record.partition, record.offset) == (receipt["partition"], receipt["offset"])
+    assert record.key == b"colab-seed-client"
+    assert dict(record.headers)["ca4-event-id"] == report["event_id"].encode()
+    assert str(decode_event(record.value).event_id) == report["event_id"]
+
+
+async def test_start_up_fails_while_kafka_is_unreachable() -> None:
+    app = create_app(Settings(KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:9", API_KEY_HASHES=KEY_HASHES))
+
+    with pytest.raises(KafkaConnectionError):
+        async with LifespanManager(app, startup_timeout=30):
+            pass

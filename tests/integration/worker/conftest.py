@@ -55,6 +55,9 @@ def worker_settings(
         kafka_bootstrap_servers=services.kafka_bootstrap_servers,
         kafka_topic=topic,
         kafka_dlq_topic=f"{topic}.dlq",
+        # Groups of their own: tests running at once never rebalance each other's consumers.
+        kafka_store_group=f"{topic}-store",
+        kafka_archive_group=f"{topic}-archive",
         mongo_url=services.mongo_url,
         mongo_db=database_name,
         s3_endpoint_url=services.s3_endpoint_url,

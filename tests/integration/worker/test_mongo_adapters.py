@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from ca4_worker.application.bounded import WriteLimits
 from ca4_worker.persistence.mongo import (
     Doc,
     MongoEventStore,
@@ -29,7 +30,12 @@ class TestMongoProjections(ProjectionsContract):
     def projections(
         self, database: AsyncDatabase[Doc], request: pytest.FixtureRequest
     ) -> MongoProjections:
-        return MongoProjections(database, guards_in_filters=request.param)
+        # Small chunks, so every contract scenario also runs split over several calls.
+        return MongoProjections(
+            database,
+            guards_in_filters=request.param,
+            limits=WriteLimits(chunk=16, concurrency=2),
+        )
 
 
 async def test_ferretdb_is_detected_and_gets_id_only_filters(

@@ -124,3 +124,34 @@ async def test_redrive_refuses_when_it_cannot_read_its_records(
     assert await read_topic(bootstrap, topic) == []
     assert listed.exit_code == 0, listed.output
     assert "schema_invalid: 1" in listed.output
+
+
+async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_whole(
+    cli_env: CliRunner, worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    bootstrap, topic = worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic
+    events = [event_body(session_id=f"live-{index % 7}") for index in range(70)]
+    async with running_worker(worker_settings.model_copy(update={"archive_enabled": False})):
+        await produce(bootstrap, topic, events[:40])
+
+        async def first_projected() -> bool:
+            return await projected_sample_total(database) == 40
+
+        await wait_for(first_projected, timeout_s=60, what="40 events projected")
+        refused = await ca4(cli_env, "replay", "--rebuild-projections")
+        await produce(bootstrap, topic, events[40:])
+
+        async def all_projected() -> bool:
+            return await projected_sample_total(database) == 70
+
+        await wait_for(all_projected, timeout_s=60, what="70 events projected")
+        live = await snapshot(MongoProjections(database))
+
+    assert refused.exit_code == 1, refused.output
+    group = worker_settings.kafka_store_group
+    assert f"Refused: consumer group {group} has 1 live member(s)" in refused.output
+    assert "Stop the workers first" in refused.output
+    # The live projections equal a rebuild from scratch, made once the worker stopped.
+    rebuilt = await ca4(cli_env, "replay", "--rebuild-projections")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert await snapshot(MongoProjections(database)) == live

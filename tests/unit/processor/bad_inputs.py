@@ -137,6 +137,37 @@ BAD_REQUESTS: dict[str, BadRequest] = {
     "future timestamp": BadRequest(
         _json(make_report(occurred_at="2999-01-01T00:00:00Z")), 422, "future"
     ),
+    "year 1 east of UTC": BadRequest(
+        _json(make_report(occurred_at="0001-01-01T00:00:00+01:00")),
+        422,
+        "occurred_at: Value error, occurred_at is outside the range UTC can represent",
+    ),
+    "year 9999 west of UTC": BadRequest(
+        _json(make_report(occurred_at="9999-12-31T23:00:00-05:00")), 422, "occurred_at"
+    ),
+    "year 1 east of UTC in a batch": BadRequest(
+        _json({"reports": [make_report(occurred_at="0001-01-01T00:00:00+01:00")]}),
+        422,
+        "reports.0.occurred_at",
+        path="/v1/metadata/batch",
+    ),
+    "400-digit integer": BadRequest(
+        _VALID.replace(b'"cpu_count": 2', b'"cpu_count": ' + b"9" * 400), 422, "cpu_count"
+    ),
+    "5000-digit integer": BadRequest(
+        _VALID.replace(b'"cpu_count": 2', b'"cpu_count": ' + b"9" * 5000), 422, "out of range"
+    ),
+    "400-digit integer in a batch": BadRequest(
+        b'{"reports": [' + _VALID.replace(b'"cpu_count": 2', b'"cpu_count": ' + b"9" * 400) + b"]}",
+        422,
+        "reports.0.payload.host.cpu_count",
+        path="/v1/metadata/batch",
+    ),
+    "huge integer for a float": BadRequest(
+        _VALID.replace(b'"power_draw_w": 63.4', b'"power_draw_w": 1' + b"0" * 400),
+        422,
+        "power_draw_w",
+    ),
     "future schema version": BadRequest(
         _json(make_report(schema_version=2)), 422, "schema_version"
     ),

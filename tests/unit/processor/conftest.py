@@ -13,7 +13,7 @@ from asgi_lifespan import LifespanManager
 from ca4_processor.core.config import Settings
 from ca4_processor.main import create_api
 from ca4_processor.ownership import OwnershipUnavailableError, SessionOwners
-from ca4_processor.publishing import PublishUnavailableError
+from ca4_processor.publishing import MessageTooLargeError, PublishUnavailableError
 from ca4_schemas import GpuMetadataReported
 from ca4_schemas.api import Receipt
 from fastapi import FastAPI
@@ -22,15 +22,22 @@ DEV_HEADERS = {"Authorization": "Bearer ca4-dev-key"}
 
 
 class FakePublisher:
-    """Records what would go to Kafka; can be switched to act like a broker that is down."""
+    """Records what would go to Kafka; can act like a broker that is down or has a size limit."""
 
     def __init__(self) -> None:
         self.published: list[GpuMetadataReported] = []
         self.available = True
+        self.max_message_bytes: int | None = None
+        """Refuse events whose JSON is longer, like a topic's ``max.message.bytes``."""
         self._offsets = count()
 
     async def publish(self, events: Sequence[GpuMetadataReported]) -> list[Receipt]:
         await asyncio.sleep(0)
+        if self.max_message_bytes is not None:
+            sizes = {i: len(e.model_dump_json()) for i, e in enumerate(events)}
+            oversized = {i: size for i, size in sizes.items() if size > self.max_message_bytes}
+            if oversized:
+                raise MessageTooLargeError(oversized, self.max_message_bytes)
         if not self.available:
             raise PublishUnavailableError("Kafka did not acknowledge within 0.1s (fake)")
         self.published.extend(events)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
@@ -54,3 +56,16 @@ async def test_openapi_documents_request_bodies_with_examples(client: httpx.Asyn
     batch = schema["paths"]["/v1/metadata/batch"]["post"]
     assert "207" in batch["responses"]
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_asyncapi_documents_the_topic_without_connecting_to_kafka(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/asyncapi.json")).json()
+    page = await client.get("/asyncapi")
+
+    (channel,) = document["channels"].values()
+    assert channel["address"] == "gpu-metadata"
+    assert "GpuMetadataReportedV2" in json.dumps(document["components"]["schemas"])
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")

@@ -169,3 +169,93 @@ async def test_forwarded_headers_are_honoured_from_trusted_proxies(
         )
 
     assert response.json() == {"host": "203.0.113.7", "scheme": "https"}
+
+
+async def test_report_over_the_kafka_message_limit_is_413_with_the_limit(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    fake_publisher.max_message_bytes = 2000
+
+    response = await client.post("/v1/metadata", json=make_report(gpus=10), headers=DEV_HEADERS)
+
+    assert response.status_code == 413
+    detail = response.json()["detail"]
+    assert "over the limit of 2000 bytes per Kafka message" in detail
+    assert "retry-after" not in response.headers
+    assert fake_publisher.published == []
+
+
+async def test_batch_rejects_only_the_report_over_the_message_limit(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    fake_publisher.max_message_bytes = 2000
+    reports = [make_report(), make_report(gpus=10), make_report()]
+
+    response = await client.post(
+        "/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS
+    )
+
+    assert response.status_code == 207
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted"]
+    (error,) = body["results"][1]["errors"]
+    assert error["loc"] == ["body", "reports", 1]
+    assert error["type"] == "message_too_large"
+    assert "over the limit of 2000 bytes per Kafka message" in error["msg"]
+    assert [str(e.event_id) for e in fake_publisher.published] == [
+        reports[0]["event_id"],
+        reports[2]["event_id"],
+    ]
+    metrics = (await client.get("/metrics")).text
+    assert 'ca4_ingest_events_total{outcome="accepted"} 2.0' in metrics
+    assert 'ca4_ingest_events_total{outcome="rejected"} 1.0' in metrics
+
+
+async def test_batch_with_every_report_over_the_message_limit_is_422_batch_response(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    fake_publisher.max_message_bytes = 2000
+
+    response = await client.post(
+        "/v1/metadata/batch",
+        json={"reports": [make_report(gpus=10), make_report(gpus=10)]},
+        headers=DEV_HEADERS,
+    )
+
+    assert response.status_code == 422
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (0, 2)
+    assert {r["errors"][0]["type"] for r in body["results"]} == {"message_too_large"}
+    assert fake_publisher.published == []
+
+
+async def test_seed_path_post_metadata_is_an_alias_of_v1(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    report = make_report()
+
+    accepted = await client.post("/metadata", json=report, headers=DEV_HEADERS)
+    invalid = await client.post("/metadata", json={"bad": 1}, headers=DEV_HEADERS)
+    unauthenticated = await client.post("/metadata", json=report)
+
+    assert accepted.status_code == 202
+    assert accepted.json() == {
+        "event_id": report["event_id"],
+        "topic": "gpu-metadata",
+        "partition": 0,
+        "offset": 0,
+    }
+    assert invalid.status_code == 422
+    assert (
+        invalid.json()
+        == (await client.post("/v1/metadata", json={"bad": 1}, headers=DEV_HEADERS)).json()
+    )
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.json() == {
+        "detail": "missing API key: send 'Authorization: Bearer <key>'"
+    }
+    assert [str(e.event_id) for e in fake_publisher.published] == [report["event_id"]]
+    operation = (await client.get("/openapi.json")).json()["paths"]["/metadata"]["post"]
+    assert operation["deprecated"] is True
+    assert "alias of POST /v1/metadata" in operation["summary"]

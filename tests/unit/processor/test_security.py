@@ -10,12 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ca4_auth import ApiKeyRing
 from ca4_processor.core.config import Settings
 from ca4_processor.security import RateLimiter
 from pydantic import ValidationError
 
+from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
 from tests.unit.schemas.factories import make_report
 
 
@@ -70,6 +72,57 @@ async def test_rate_limit_answers_429_with_retry_after(make_client: Callable[...
     assert [r.status_code for r in statuses] == [202, 202, 429]
     assert statuses[2].headers["retry-after"] == "2"
     assert "rate limit" in statuses[2].json()["detail"]
+
+
+async def _post_batch(client: httpx.AsyncClient, reports: int) -> httpx.Response:
+    return await client.post(
+        "/v1/metadata/batch",
+        json={"reports": [make_report() for _ in range(reports)]},
+        headers=DEV_HEADERS,
+    )
+
+
+async def test_a_batch_costs_one_token_per_report(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with make_client(RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=10) as (client, _app):
+        batch = await _post_batch(client, 10)
+        single = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+
+    assert batch.status_code == 202
+    assert single.status_code == 429
+    assert "rate limit of 0.5 reports/s" in single.json()["detail"]
+    assert len(fake_publisher.published) == 10
+
+
+async def test_a_batch_the_bucket_cannot_pay_yet_is_429_and_costs_nothing_more(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with make_client(RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=10) as (client, _app):
+        first = await _post_batch(client, 6)
+        second = await _post_batch(client, 6)
+        smaller = await _post_batch(client, 2)
+
+    assert (first.status_code, second.status_code, smaller.status_code) == (202, 429, 202)
+    # 4 tokens were left and authentication took one; the retry needs 6: 3 more at 0.5/s.
+    assert second.headers["retry-after"] == "6"
+    assert "this request carries 6" in second.json()["detail"]
+    assert len(fake_publisher.published) == 8
+
+
+async def test_a_batch_larger_than_the_burst_is_413_never_429(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with make_client(RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=10) as (client, _app):
+        response = await _post_batch(client, 11)
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "11 reports in one request are more than the rate-limit burst of 10 reports "
+        "for key 'dev'; send at most 10 per request"
+    }
+    assert "retry-after" not in response.headers
+    assert fake_publisher.published == []
 
 
 def test_token_bucket_refills_at_its_rate() -> None:

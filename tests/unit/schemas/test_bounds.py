@@ -75,6 +75,8 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "session id with slash": (_top("session_id", "a/b"), "session_id"),
     "naive timestamp": (_naive_occurred_at, "occurred_at"),
     "future timestamp": (_future_occurred_at, "occurred_at"),
+    "year 1 east of UTC": (_top("occurred_at", "0001-01-01T00:00:00+01:00"), "occurred_at"),
+    "year 9999 west of UTC": (_top("occurred_at", "9999-12-31T23:00:00-05:00"), "occurred_at"),
     "bad event id": (_top("event_id", "not-a-uuid"), "event_id"),
     "future schema version": (_top("schema_version", 2), "schema_version"),
     "wrong event type": (_top("event_type", "gpu.other"), "event_type"),
@@ -102,6 +104,24 @@ def test_nan_and_infinity_are_rejected(literal: str) -> None:
 
     with pytest.raises(ValidationError):
         GpuMetadataReport.model_validate_json(wire)
+
+
+@pytest.mark.parametrize("occurred_at", ["0001-01-01T00:00:00+01:00", "0001-01-01T00:59:59+01:00"])
+def test_time_before_year_1_in_utc_is_a_field_error(occurred_at: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReport.model_validate_json(json.dumps(make_report(occurred_at=occurred_at)))
+
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("occurred_at",)
+    assert "outside the range UTC can represent" in error["msg"]
+
+
+def test_year_1_in_utc_is_still_valid() -> None:
+    report = GpuMetadataReport.model_validate_json(
+        json.dumps(make_report(occurred_at="0001-01-01T01:00:00+01:00"))
+    )
+
+    assert report.occurred_at == datetime(1, 1, 1, tzinfo=UTC)
 
 
 def test_cpu_runtime_with_zero_gpus_is_valid() -> None:

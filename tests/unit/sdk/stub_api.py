@@ -18,6 +18,8 @@ class StubState:
     """What the stub answers and what it has seen."""
 
     status: int = 202
+    first_statuses: list[int] = field(default_factory=list)
+    """Answered (in order) before ``status``, one per request."""
     retry_after: str | None = None
     delay_s: float = 0.0
     reject_event_ids: set[str] = field(default_factory=set)
@@ -46,8 +48,10 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 )
             if state.delay_s:
                 time.sleep(state.delay_s)
-            if state.status not in (202, 207):
-                self._answer(state.status, {"detail": "stub says no"})
+            with state.lock:
+                status = state.first_statuses.pop(0) if state.first_statuses else state.status
+            if status not in (202, 207):
+                self._answer(status, {"detail": "stub says no"})
                 return
             results = []
             for index, report in enumerate(body["reports"]):

@@ -59,6 +59,22 @@ def test_report_once_sends_synchronously(tmp_path: Path) -> None:
     assert state.accepted_ids() == [result.event_id]
 
 
+def test_report_too_large_for_kafka_is_counted_and_never_retried(tmp_path: Path) -> None:
+    with stub_api() as (url, state):
+        state.status = 413
+        reporter = _reporter(url, tmp_path)
+        result = reporter.report_once()
+        flushed = reporter.flush()
+    assert not result.delivered
+    assert result.error is not None
+    assert "413" in result.error
+    assert reporter.stats.rejected == 1
+    assert reporter.stats.send_failures == 0
+    assert flushed
+    assert len(reporter.spool) == 0
+    assert len(state.requests) == 1
+
+
 def test_outage_spools_then_delivers_every_report_once_with_same_ids(tmp_path: Path) -> None:
     with stub_api() as (url, state):
         state.status = 503

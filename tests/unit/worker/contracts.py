@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.views import GpuQuery, Page, SessionQuery
+from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
 from ca4_worker.domain.records import Position, PositionedEvent
 
 from tests.unit.worker.factories import (
@@ -155,6 +156,45 @@ class ProjectionsContract:
         assert view is not None
         assert view.sample_count == 12
         assert [await projections.applied_offset("moved", p) for p in range(3)] == [3, 3, 3]
+
+    async def test_a_fleet_of_sessions_with_several_gpus_counts_exactly(
+        self, projections: Projections
+    ) -> None:
+        events = session_stream(sessions=60, events_per_session=4, gpus_per_event=4)
+        await projections.apply(events[:100])
+        await projections.apply(events)  # a redelivery overlapping the first batch
+        sessions = (await projections.sessions(SessionQuery(tenant=None, limit=500))).items
+        gpus = (await projections.gpus(GpuQuery(tenant=None, limit=500))).items
+        assert len(sessions) == 60
+        assert all(view.sample_count == 4 for view in sessions)
+        assert len(gpus) == 240
+        newest = {}
+        for item in events:
+            for gpu in item.event.payload.gpus:
+                newest[gpu.uuid] = max(newest.get(gpu.uuid, ""), str(item.event.event_id))
+        assert {gpu.gpu_uuid for gpu in gpus} == set(newest)
+
+    async def test_gpu_models_stop_at_the_cap_and_the_rest_is_counted(
+        self, projections: Projections
+    ) -> None:
+        for report in range(5):  # one apply per report: the cap holds across writes
+            await projections.apply(
+                [
+                    positioned(
+                        0,
+                        report,
+                        session_id="bloat",
+                        occurred_at=BASE_TIME + timedelta(seconds=report),
+                        gpus=[gpu_sample(i, name=f"model-{report}-{i:02d}") for i in range(64)],
+                    )
+                ]
+            )
+        view = await projections.session("bloat", tenant=None)
+        assert view is not None
+        assert len(view.gpu_models) == SESSION_MAX_GPU_MODELS
+        assert view.gpu_models == sorted(f"model-0-{i:02d}" for i in range(64))
+        assert view.gpu_models_dropped == 4 * 64
+        assert view.sample_count == 5
 
     async def test_any_batching_gives_the_same_result(self, projections: Projections) -> None:
         events = session_stream(sessions=5, events_per_session=12)

@@ -126,6 +126,7 @@ def session_stream(
     events_per_session: int = 20,
     partitions: int = 3,
     seed: int = 7,
+    gpus_per_event: int = 1,
 ) -> list[PositionedEvent]:
     """Interleaved events of several sessions, positioned as Kafka would (key = session)."""
     rng = random.Random(seed)
@@ -143,12 +144,13 @@ def session_stream(
             occurred_at=BASE_TIME + timedelta(seconds=step, microseconds=rng.randrange(10**6)),
             gpus=[
                 gpu_sample(
-                    0,
-                    uuid_=f"GPU-{session_id}-0",
+                    gpu,
+                    uuid_=f"GPU-{session_id}-{gpu}",
                     name=rng.choice(["Tesla T4", "NVIDIA A100"]),
                     utilization=round(rng.uniform(0, 100), 3),
                     memory_used=round(rng.uniform(0, 15000), 1),
                 )
+                for gpu in range(gpus_per_event)
             ],
             labels={"project": "p", "step": str(step)},
         )

@@ -233,7 +233,7 @@ async def test_an_integer_past_the_digit_limit_is_a_dead_letter_not_a_crash(
     )
     outcome = await service(parts).handle_batch([record(body.encode(), offset=0)])
     assert outcome.dead_lettered == 1
-    assert letters.letters[0].error_class == "schema_invalid"
+    assert letters.letters[0].error_class == "invalid_json"
 
 
 @pytest.mark.parametrize(

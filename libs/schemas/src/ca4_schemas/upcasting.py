@@ -81,7 +81,8 @@ def decode_event(body: bytes | str | JsonObject) -> GpuMetadataReported:
                 return event
         try:
             raw = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        # ValueError covers bad UTF-8, bad JSON and integers past Python's digit limit.
+        except (ValueError, RecursionError) as error:
             raise InvalidJsonError(f"body is not valid JSON: {error}") from error
         if not isinstance(raw, dict):
             raise InvalidJsonError(f"body must be a JSON object, got {type(raw).__name__}")

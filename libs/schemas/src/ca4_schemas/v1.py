@@ -276,12 +276,13 @@ class ReportEnvelope(_Frozen):
 
     @field_validator("occurred_at")
     @classmethod
-    def _not_in_future(cls, occurred_at: datetime) -> datetime:
-        if occurred_at - datetime.now(UTC) > MAX_CLOCK_SKEW:
+    def _in_utc_and_not_in_future(cls, occurred_at: datetime) -> datetime:
+        in_utc = _to_utc(occurred_at, "occurred_at")
+        if in_utc - datetime.now(UTC) > MAX_CLOCK_SKEW:
             raise ValueError(
                 f"occurred_at is more than {MAX_CLOCK_SKEW} in the future; check the client clock"
             )
-        return occurred_at.astimezone(UTC)
+        return in_utc
 
 
 class GpuMetadataReportV1(ReportEnvelope):
@@ -300,4 +301,20 @@ class GpuMetadataReportedV1(GpuMetadataReportV1):
     @field_validator("received_at")
     @classmethod
     def _received_in_utc(cls, received_at: datetime) -> datetime:
-        return received_at.astimezone(UTC)
+        return _to_utc(received_at, "received_at")
+
+
+def _to_utc(moment: datetime, field: str) -> datetime:
+    """``moment`` in UTC, or a validation error when UTC cannot hold it.
+
+    ``0001-01-01T00:00:00+01:00`` is a valid ISO 8601 time whose UTC equivalent falls before
+    year 1; Python raises ``OverflowError`` there, which pydantic would not turn into a field
+    error (a ``500`` in the processor, an unclassified failure in the worker).
+    """
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"{field} is outside the range UTC can represent (years 1 to 9999 in UTC); "
+            "check the client clock"
+        ) from None

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ca4_auth import ApiKeyRing
@@ -19,14 +18,13 @@ from ca4_schemas.api import BatchRequest
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from faststream.kafka import KafkaBroker
-from faststream_fastapi import FastStreamAPI
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic.json_schema import models_json_schema
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import ca4_processor
 from ca4_processor.api.routes import health, metadata
+from ca4_processor.asyncapi import asyncapi_router
 from ca4_processor.core.config import Settings, get_settings
 from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT
 from ca4_processor.metrics import IngestMetrics
@@ -47,33 +45,16 @@ def _configure_observability(settings: Settings) -> None:
         _tracing_configured = True
 
 
-def create_app(settings: Settings | None = None) -> FastStreamAPI:
-    """The processor: the HTTP API plus the Kafka broker, started and drained in its lifespan.
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The processor: the HTTP API publishing on its own Kafka producer.
 
-    ``safe_connection`` makes start-up fail when Kafka is unreachable, so an orchestrator
-    restarts the pod instead of leaving a replica that can never publish.
+    The producer is connected in the app's lifespan, before the first request is served:
+    start-up fails while Kafka is unreachable, so an orchestrator restarts the pod instead of
+    keeping a replica that can never publish. Shutdown flushes what is still in flight.
     """
     settings = settings or get_settings()
-    _configure_observability(settings)
-    broker = KafkaBroker(
-        settings.KAFKA_BOOTSTRAP_SERVERS,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=settings.KAFKA_LINGER_MS,
-        compression_type=settings.KAFKA_COMPRESSION,
-        request_timeout_ms=settings.KAFKA_REQUEST_TIMEOUT_MS,
-        client_id=settings.KAFKA_CLIENT_ID,
-        logger=logging.getLogger("ca4_processor.kafka"),
-        description="Kafka cluster holding the gpu-metadata event log",
-    )
     metrics = IngestMetrics.create()
-    publisher = KafkaEventPublisher(
-        broker,
-        topic=settings.KAFKA_TOPIC,
-        publish_timeout_s=settings.PUBLISH_TIMEOUT_S,
-        readiness_timeout_s=settings.READINESS_TIMEOUT_S,
-        latency=metrics.publish_latency,
-    )
+    publisher = KafkaEventPublisher(settings, latency=metrics.publish_latency)
     session_owners = SessionOwners(
         MongoSessionClaims(
             settings.MONGO_URL,
@@ -83,10 +64,13 @@ def create_app(settings: Settings | None = None) -> FastStreamAPI:
         timeout_s=settings.SESSION_OWNER_TIMEOUT_S,
         cache_size=settings.SESSION_OWNER_CACHE_SIZE,
     )
-    api = create_api(settings, publisher=publisher, session_owners=session_owners, metrics=metrics)
-    # FastStream's FastAPI integration (faststream-fastapi, which replaces the deprecated
-    # faststream.kafka.fastapi): one lifespan for HTTP and broker, AsyncAPI docs at /asyncapi.
-    return FastStreamAPI(broker, application=api, asyncapi_path="/asyncapi", safe_connection=True)
+    return create_api(
+        settings,
+        publisher=publisher,
+        session_owners=session_owners,
+        metrics=metrics,
+        connect=publisher.connected,
+    )
 
 
 def create_api(
@@ -95,8 +79,12 @@ def create_api(
     publisher: EventPublisher,
     session_owners: SessionOwners,
     metrics: IngestMetrics | None = None,
+    connect: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None = None,
 ) -> FastAPI:
-    """The HTTP API over any :class:`EventPublisher` and session claims (unit tests pass fakes)."""
+    """The HTTP API over any :class:`EventPublisher` and session claims (unit tests pass fakes).
+
+    ``connect`` opens what the publisher needs (the Kafka clients) for the app's lifetime.
+    """
     _configure_observability(settings)
     key_ring = ApiKeyRing.configured(
         environment=settings.ENVIRONMENT,
@@ -106,15 +94,20 @@ def create_api(
     metrics = metrics or IngestMetrics.create()
 
     @contextlib.asynccontextmanager
-    async def reload_keys(_app: FastAPI) -> AsyncIterator[None]:
-        reloader = asyncio.create_task(key_ring.reload_forever(settings.API_KEYS_RELOAD_INTERVAL_S))
-        try:
-            yield
-        finally:
-            reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reloader
-            await session_owners.close()
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(session_owners.close)
+            if connect is not None:
+                await stack.enter_async_context(connect())
+            reloader = asyncio.create_task(
+                key_ring.reload_forever(settings.API_KEYS_RELOAD_INTERVAL_S)
+            )
+            try:
+                yield
+            finally:
+                reloader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reloader
 
     app = FastAPI(
         title="CA4 processor",
@@ -122,7 +115,7 @@ def create_api(
         description="Edge API: authenticates, validates and publishes GPU metadata reports to "
         "Kafka. Send `Authorization: Bearer <key>`; bodies may be gzip-compressed. A report is "
         "accepted (`202`) only once Kafka has acknowledged it.",
-        lifespan=reload_keys,
+        lifespan=lifespan,
         # FastAPI's native OpenTelemetry: a server span per request, continuing the caller's
         # traceparent. Per-dependency spans and OTel metrics are off: Prometheus has the
         # metrics, and the hot path stays cheap.
@@ -142,6 +135,8 @@ def create_api(
     )
     app.include_router(health.router)
     app.include_router(metadata.router)
+    app.include_router(metadata.legacy_router)
+    app.include_router(asyncapi_router(settings))
     Instrumentator(
         registry=metrics.registry,
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
@@ -166,11 +161,13 @@ def _openapi_with_request_bodies(app: FastAPI) -> dict[str, Any]:
     schema.setdefault("components", {}).setdefault("schemas", {}).update(
         definitions.get("$defs", {})
     )
+    single_report_examples = {
+        "colab_t4": {"summary": "Colab T4 session", "value": COLAB_T4_REPORT},
+        "cpu_runtime": {"summary": "CPU-only runtime", "value": CPU_RUNTIME_REPORT},
+    }
     bodies = {
-        ("/v1/metadata", GpuMetadataReport.__name__): {
-            "colab_t4": {"summary": "Colab T4 session", "value": COLAB_T4_REPORT},
-            "cpu_runtime": {"summary": "CPU-only runtime", "value": CPU_RUNTIME_REPORT},
-        },
+        ("/v1/metadata", GpuMetadataReport.__name__): single_report_examples,
+        ("/metadata", GpuMetadataReport.__name__): single_report_examples,
         ("/v1/metadata/batch", BatchRequest.__name__): {
             "two_reports": {
                 "summary": "Two reports",

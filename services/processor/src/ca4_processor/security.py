@@ -15,7 +15,7 @@ class _Bucket:
 
 @dataclass
 class RateLimiter:
-    """Token bucket per key id: ``rate`` requests per second, bursts up to ``burst``.
+    """Token bucket per key id: ``rate`` reports per second, bursts up to ``burst`` reports.
 
     In-process state: with several replicas, each enforces its own share.
     """
@@ -24,8 +24,11 @@ class RateLimiter:
     burst: int
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
-    def try_acquire(self, key_id: str, now: float | None = None) -> float:
-        """Take one token; return ``0`` when allowed, else seconds until a token is available."""
+    def try_acquire(self, key_id: str, now: float | None = None, *, tokens: int = 1) -> float:
+        """Take ``tokens``; return ``0`` when allowed, else seconds until that many are available.
+
+        A refused call takes nothing, so a large request never starves the small ones.
+        """
         if self.rate <= 0:
             return 0.0
         now = time.monotonic() if now is None else now
@@ -34,10 +37,10 @@ class RateLimiter:
             bucket = self._buckets[key_id] = _Bucket(tokens=float(self.burst), updated=now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        if bucket.tokens >= tokens:
+            bucket.tokens -= tokens
             return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        return (tokens - bucket.tokens) / self.rate
 
     @staticmethod
     def retry_after_header(wait_s: float) -> str:

@@ -30,6 +30,7 @@ from ca4_worker.messaging.dlq_tools import (
     read_dead_letters,
     redrive,
 )
+from ca4_worker.messaging.groups import LiveConsumersError, ensure_group_idle
 from ca4_worker.persistence.mongo import (
     MongoEventStore,
     MongoProjections,
@@ -198,6 +199,10 @@ async def _replay(
     rebuild: bool,
     advance: Callable[[int, int | None], None],
 ) -> ReplayOutcome:
+    if rebuild:
+        await ensure_group_idle(
+            settings.kafka_bootstrap_servers, settings.kafka_store_group, settings.kafka_topic
+        )
     client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
     try:
         database = client[settings.mongo_db]
@@ -274,14 +279,19 @@ def replay(
                 progress.update(task, total=total)
             progress.advance(task, done)
 
-        outcome = asyncio.run(
-            _replay(
-                settings=settings,
-                source="s3" if source == "s3" else "events",
-                since=since_utc,
-                until=until_utc,
-                rebuild=rebuild_projections,
-                advance=advance,
+        try:
+            outcome = asyncio.run(
+                _replay(
+                    settings=settings,
+                    source="s3" if source == "s3" else "events",
+                    since=since_utc,
+                    until=until_utc,
+                    rebuild=rebuild_projections,
+                    advance=advance,
+                )
             )
-        )
+        except LiveConsumersError as error:
+            progress.stop()
+            console.print(f"[red]Refused: {error}[/red]")
+            raise typer.Exit(code=1) from error
     console.print(f"Applied {outcome.events} events ({outcome.skipped} skipped).")

@@ -61,17 +61,46 @@ async def authenticate_writer(
     except HTTPException:
         metrics.count("rejected")
         raise
+    # Every request costs at least one token, taken before its body is read, so an exhausted
+    # key is refused cheaply; charge_reports takes the rest once the reports are counted.
     wait_s = limiter.try_acquire(key.key_id)
     if wait_s > 0:
         metrics.count("rejected")
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"rate limit of {limiter.rate:g} requests/s for key {key.key_id!r} exceeded; "
-            "retry after the Retry-After seconds",
-            headers={"Retry-After": RateLimiter.retry_after_header(wait_s)},
-        )
+        raise _rate_limited(limiter, key.key_id, wait_s, reports=1)
     return key
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(authenticate_writer)]
 """The authenticated key of a report; its id and tenant are stamped on every event."""
+
+
+def charge_reports(request: Request, key_id: str, reports: int, metrics: IngestMetrics) -> None:
+    """Take the tokens of a request's other ``reports - 1`` reports: one token per report.
+
+    ``413`` when the request holds more reports than the key's bucket can ever hold (retrying
+    could never help; the SDK halves a batch on ``413``), ``429`` while the bucket is short.
+    """
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if reports <= 1 or limiter.rate <= 0:
+        return
+    if reports > limiter.burst:
+        metrics.count("rejected", reports)
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"{reports} reports in one request are more than the rate-limit burst of "
+            f"{limiter.burst} reports for key {key_id!r}; send at most {limiter.burst} per request",
+        )
+    wait_s = limiter.try_acquire(key_id, tokens=reports - 1)
+    if wait_s > 0:
+        metrics.count("rejected", reports)
+        # The retry pays its first token in authenticate again, hence one token's time more.
+        raise _rate_limited(limiter, key_id, wait_s + 1 / limiter.rate, reports=reports)
+
+
+def _rate_limited(limiter: RateLimiter, key_id: str, wait_s: float, *, reports: int) -> Exception:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"rate limit of {limiter.rate:g} reports/s for key {key_id!r} exceeded "
+        f"(this request carries {reports}, one token each); retry after the Retry-After seconds",
+        headers={"Retry-After": RateLimiter.retry_after_header(wait_s)},
+    )

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     """Producer compression (JSON compresses well; off by default to save the CPU)."""
     KAFKA_REQUEST_TIMEOUT_MS: PositiveInt = 10_000
     """aiokafka's request timeout; the publish timeout below is what the client waits."""
+    KAFKA_MAX_REQUEST_SIZE: PositiveInt = 1024 * 1024
+    """The producer's ``max_request_size``: no message is ever larger than this."""
+    KAFKA_MAX_MESSAGE_BYTES: PositiveInt | None = None
+    """Largest message the topic takes; unset reads the topic's ``max.message.bytes`` at start
+    (falling back to ``KAFKA_MAX_REQUEST_SIZE`` when the broker won't say). A report whose
+    event is larger gets ``413``."""
     PUBLISH_TIMEOUT_S: PositiveFloat = 5.0
     """Longest wait for Kafka's acknowledgement before answering ``503``."""
     RETRY_AFTER_S: PositiveInt = 5
@@ -62,10 +68,12 @@ class Settings(BaseSettings):
     """Session owners remembered in process (claims never change), so a known session costs
     no database round trip; about 200 bytes each."""
 
-    RATE_LIMIT_PER_SECOND: float = Field(default=50.0, ge=0.0)
-    """Requests per second per API key (token bucket refill); ``0`` disables rate limiting."""
-    RATE_LIMIT_BURST: PositiveInt = 100
-    """Token bucket size: how many requests a key may send at once after being idle."""
+    RATE_LIMIT_PER_SECOND: float = Field(default=1000.0, ge=0.0)
+    """Reports per second per API key (token bucket refill; a batch of N reports costs N
+    tokens); ``0`` disables rate limiting."""
+    RATE_LIMIT_BURST: PositiveInt = 2000
+    """Token bucket size: how many reports a key may send at once after being idle; a batch
+    with more reports than this is refused with ``413`` (split it)."""
 
     MAX_BODY_BYTES: PositiveInt = 5 * 1024 * 1024
     """Largest request body on the wire (compressed or not)."""

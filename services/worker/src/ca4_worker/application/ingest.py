@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -67,6 +67,7 @@ class BatchOutcome:
     stored: int
     duplicate: int
     dead_lettered: int
+    stored_per_partition: dict[int, int] = field(default_factory=dict)
 
 
 def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
@@ -153,6 +154,8 @@ class IngestService:
             raise
         spans.end()
         metrics.EVENTS.labels("stored").inc(outcome.stored)
+        for partition, count in outcome.stored_per_partition.items():
+            metrics.PARTITION_STORED.labels(str(partition)).inc(count)
         metrics.EVENTS.labels("duplicate").inc(outcome.duplicate)
         metrics.EVENTS.labels("dead_lettered").inc(outcome.dead_lettered)
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
@@ -207,7 +210,11 @@ class IngestService:
         undecoded = len(letters) - len(rejected)
         store_refused = sum(1 for item in rejected if item.error_class.startswith("store_"))
         duplicate_count = len(records) - undecoded - store_refused - len(stored)
-        return BatchOutcome(len(stored), duplicate_count, len(letters))
+        per_partition: dict[int, int] = {}
+        for positioned in stored:
+            partition = positioned.position.partition
+            per_partition[partition] = per_partition.get(partition, 0) + 1
+        return BatchOutcome(len(stored), duplicate_count, len(letters), per_partition)
 
     async def _isolating_poison(
         self,

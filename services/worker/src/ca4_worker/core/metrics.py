@@ -16,6 +16,11 @@ EVENTS = Counter(
     "Events handled by the store subscriber, by result.",
     ["result"],
 )
+PARTITION_STORED = Counter(
+    "ca4_worker_partition_events_stored",
+    "Events newly stored, per partition: with the consumer lag, shows a partition that stalls.",
+    ["partition"],
+)
 PROCESSING_SECONDS = Histogram(
     "ca4_worker_processing_seconds",
     "Time to decode, store and project one batch.",

@@ -10,6 +10,7 @@ from ca4_schemas import GpuMetadataReported
 from ca4_schemas.api import (
     BatchItemResult,
     BatchResponse,
+    ErrorItem,
     MessageErrorBody,
     Receipt,
     ValidationErrorBody,
@@ -22,6 +23,7 @@ from ca4_processor.api.deps import (
     PublisherDep,
     SessionOwnersDep,
     SettingsDep,
+    charge_reports,
 )
 from ca4_processor.api.tenancy import (
     foreign_sessions,
@@ -31,13 +33,16 @@ from ca4_processor.api.tenancy import (
 )
 from ca4_processor.body import read_json_body
 from ca4_processor.metrics import IngestMetrics
-from ca4_processor.publishing import EventPublisher, PublishUnavailableError
+from ca4_processor.publishing import EventPublisher, MessageTooLargeError, PublishUnavailableError
 from ca4_processor.validation import RequestValidationFailedError, parse_batch, parse_report
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/metadata", tags=["metadata"])
+legacy_router = APIRouter(tags=["metadata"])
+"""``POST /metadata``: the seed's path, kept as an alias for clients written against it."""
 
 _JSON = "application/json"
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": MessageErrorBody, "description": "Body is not valid gzip"},
     401: {"model": MessageErrorBody, "description": "Missing, invalid or revoked API key"},
@@ -45,17 +50,41 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": MessageErrorBody,
         "description": "The key lacks the write scope, or the session belongs to another tenant",
     },
-    413: {
-        "model": MessageErrorBody,
-        "description": "Body over the size cap (before or after gzip)",
-    },
     415: {"model": MessageErrorBody, "description": "Not application/json, or unknown encoding"},
-    429: {"model": MessageErrorBody, "description": "Rate limit of this key; see Retry-After"},
+    429: {
+        "model": MessageErrorBody,
+        "description": "Rate limit of this key (one token per report); see Retry-After",
+        "headers": _RETRY_AFTER,
+    },
     503: {
         "model": MessageErrorBody,
         "description": "Kafka did not acknowledge in time, or session ownership could not be "
         "checked; nothing was accepted, retry after Retry-After with the same event_id (safe: "
         "the worker deduplicates)",
+        "headers": _RETRY_AFTER,
+    },
+}
+_SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_COMMON_ERRORS,
+    413: {
+        "model": MessageErrorBody,
+        "description": "Body over the size cap (before or after gzip), or the encoded event "
+        "over the largest message Kafka takes (the limit is in the message); never retry",
+    },
+    422: {"model": ValidationErrorBody, "description": "The report breaks the contract"},
+}
+_BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_COMMON_ERRORS,
+    207: {"model": BatchResponse, "description": "Some reports accepted, some rejected"},
+    413: {
+        "model": MessageErrorBody,
+        "description": "Body over the size cap (before or after gzip), or more reports than "
+        "the key's rate-limit burst; split the batch",
+    },
+    422: {
+        "model": ValidationErrorBody | BatchResponse,
+        "description": "The request itself is unusable (not JSON, no reports list, too many "
+        "reports: a ValidationErrorBody) or every report was rejected (a BatchResponse)",
     },
 }
 
@@ -85,7 +114,30 @@ async def _publish(
     publisher: EventPublisher,
     metrics: IngestMetrics,
     settings: SettingsDep,
+) -> dict[int, Receipt | str]:
+    """Publish every event that fits in one Kafka message; the others get why they don't.
+
+    Keys are positions in ``events``; a value is the receipt, or the reason it was refused.
+    """
+    try:
+        return dict(enumerate(await _publish_all(events, publisher, metrics, settings)))
+    except MessageTooLargeError as too_large:
+        metrics.count("rejected", len(too_large.sizes))
+        log.info("ingest.too_large", sizes=too_large.sizes, limit=too_large.limit)
+        fitting = [position for position in range(len(events)) if position not in too_large.sizes]
+        receipts = await _publish_all([events[p] for p in fitting], publisher, metrics, settings)
+        refused = {position: too_large.reason(position) for position in too_large.sizes}
+        return {**dict(zip(fitting, receipts, strict=True)), **refused}
+
+
+async def _publish_all(
+    events: list[GpuMetadataReported],
+    publisher: EventPublisher,
+    metrics: IngestMetrics,
+    settings: SettingsDep,
 ) -> list[Receipt]:
+    if not events:
+        return []
     try:
         receipts = await publisher.publish(events)
     except PublishUnavailableError as error:
@@ -101,13 +153,6 @@ async def _publish(
     return receipts
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Receipt,
-    responses={**_COMMON_ERRORS, 422: {"model": ValidationErrorBody}},
-    summary="Report GPU metadata",
-)
 async def create_report(
     request: Request,
     *,
@@ -129,34 +174,21 @@ async def create_report(
     if await foreign_sessions([event], key, owners, metrics, settings):
         metrics.count("rejected")
         raise HTTPException(status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id))
-    (receipt,) = await _publish([event], publisher, metrics, settings)
+    outcome = (await _publish([event], publisher, metrics, settings))[0]
+    if isinstance(outcome, str):
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"report refused: {outcome}")
     log.info(
         "ingest.accepted",
         event_id=str(event.event_id),
         session_id=event.session_id,
-        partition=receipt.partition,
-        offset=receipt.offset,
+        partition=outcome.partition,
+        offset=outcome.offset,
     )
     return Response(
-        receipt.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=_JSON
+        outcome.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=_JSON
     )
 
 
-@router.post(
-    "/batch",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=BatchResponse,
-    responses={
-        **_COMMON_ERRORS,
-        207: {"model": BatchResponse, "description": "Some reports accepted, some rejected"},
-        422: {
-            "model": ValidationErrorBody,
-            "description": "The request itself is unusable (not JSON, no reports list, too many "
-            "reports) or every report was rejected (body is then a BatchResponse)",
-        },
-    },
-    summary="Report several GPU metadata samples at once",
-)
 async def create_reports(
     request: Request,
     *,
@@ -170,7 +202,8 @@ async def create_reports(
 
     ``202`` when all are accepted, ``207`` when some are rejected, ``422`` when none is
     accepted. Each result carries its receipt or its errors; a report of another tenant's
-    session is rejected with the error type ``session_forbidden``.
+    session is rejected with the error type ``session_forbidden``. Each report costs one token
+    of the key's rate limit.
     """
     body = await _read_body(request, settings, metrics)
     try:
@@ -179,38 +212,81 @@ async def create_reports(
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
+    charge_reports(request, key.key_id, parsed.size, metrics)
     received_at = datetime.now(UTC)
     stamped = {index: stamp(report, key, received_at) for index, report in parsed.reports.items()}
     foreign = await foreign_sessions(list(stamped.values()), key, owners, metrics, settings)
-    rejected = dict(parsed.rejected)
+    invalid = dict(parsed.rejected)
     for index, event in stamped.items():
         if event.session_id in foreign:
-            rejected[index] = [session_forbidden_item(index)]
-    metrics.count("rejected", len(rejected))
-    indexes = sorted(stamped.keys() - rejected.keys())
+            invalid[index] = [session_forbidden_item(index)]
+    metrics.count("rejected", len(invalid))
+    indexes = sorted(stamped.keys() - invalid.keys())
     events = [stamped[index] for index in indexes]
-    published = await _publish(events, publisher, metrics, settings) if events else []
-    receipts = dict(zip(indexes, published, strict=True))
+    outcomes = await _publish(events, publisher, metrics, settings)
+    by_index = {index: outcomes[position] for position, index in enumerate(indexes)}
     results = [
-        BatchItemResult(index=index, status="accepted", receipt=receipts[index])
-        if index in receipts
-        else BatchItemResult(index=index, status="rejected", errors=rejected[index])
-        for index in range(parsed.size)
+        _batch_item(index, by_index.get(index), invalid.get(index)) for index in range(parsed.size)
     ]
+    accepted = sum(result.status == "accepted" for result in results)
+    rejected = parsed.size - accepted
     log.info(
         "ingest.batch",
-        accepted=len(receipts),
-        rejected=len(rejected),
+        accepted=accepted,
+        rejected=rejected,
         event_ids=[str(event.event_id) for event in events],
         session_ids=sorted({event.session_id for event in events}),
     )
     if not rejected:
         status_code = status.HTTP_202_ACCEPTED
-    elif receipts:
+    elif accepted:
         status_code = status.HTTP_207_MULTI_STATUS
     else:
         status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
-    response = BatchResponse(accepted=len(receipts), rejected=len(rejected), results=results)
+    response = BatchResponse(accepted=accepted, rejected=rejected, results=results)
     return Response(
         response.model_dump_json(exclude_none=True), status_code=status_code, media_type=_JSON
     )
+
+
+def _batch_item(
+    index: int, outcome: Receipt | str | None, errors: list[ErrorItem] | None
+) -> BatchItemResult:
+    """One report's result: its receipt, why Kafka can't take it, or its validation errors."""
+    if isinstance(outcome, Receipt):
+        return BatchItemResult(index=index, status="accepted", receipt=outcome)
+    if isinstance(outcome, str):
+        errors = [ErrorItem(loc=["body", "reports", index], msg=outcome, type="message_too_large")]
+    return BatchItemResult(index=index, status="rejected", errors=errors)
+
+
+def _add_single_report_route(target: APIRouter, path: str, **documentation: Any) -> None:
+    target.add_api_route(
+        path,
+        create_report,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Receipt,
+        responses=_SINGLE_RESPONSES,
+        **documentation,
+    )
+
+
+_add_single_report_route(router, "", summary="Report GPU metadata")
+router.add_api_route(
+    "/batch",
+    create_reports,
+    methods=["POST"],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchResponse,
+    responses=_BATCH_RESPONSES,
+    summary="Report several GPU metadata samples at once",
+)
+_add_single_report_route(
+    legacy_router,
+    "/metadata",
+    summary="Report GPU metadata (alias of POST /v1/metadata)",
+    description="The seed's path, kept for clients written against it: the same handling, "
+    "answers and limits as `POST /v1/metadata`. New clients use `/v1/metadata`.",
+    deprecated=True,
+)
