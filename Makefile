@@ -51,6 +51,7 @@ lint: ## ruff check, ruff format --check, mypy (strict), shellcheck when install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run mypy --python-version 3.10 -p ca4_sdk  # the SDK runs on 3.10 (requires-python)
 	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; \
 	else echo "(shellcheck not installed: skipped)"; fi
 
