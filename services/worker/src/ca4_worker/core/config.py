@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     projection_concurrency: int = Field(default=2, ge=1, le=16)
     """Projection calls in flight at once (sessions and GPUs share them)."""
 
+    operator_kafka_timeout_s: float = Field(default=15.0, gt=0)
+    """How long ``ca4 dlq`` waits on Kafka before saying it is down (each request, each read)."""
+
     mongo_url: str = "mongodb://127.0.0.1:27017"
     """MongoDB-compatible database (FerretDB locally, DocumentDB in production)."""
     mongo_db: str = "ca4"

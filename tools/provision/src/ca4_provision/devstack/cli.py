@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from ca4_worker.cli_support import confirm_destructive
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -165,11 +166,19 @@ def down(
         typer.Option(help="Stop only the services named in this file (see `up --started-file`)."),
     ] = None,
     purge: Annotated[
-        bool, typer.Option("--purge", help="Also delete the state dir (all data and logs).")
+        bool,
+        typer.Option("--purge", help="Also delete the state dir (all data and logs); asks first."),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before deleting with --purge.")
     ] = False,
 ) -> None:
     """Stop the services this dev stack started (by PID), apps first."""
     settings = _settings()
+    if purge and not services and services_file is None:
+        confirm_destructive(
+            f"Delete every dev stack service's data and logs in {settings.home}?", yes=yes
+        )
     names = _names(services)
     if services_file is not None:
         listed = services_file.read_text(encoding="utf-8").split() if services_file.exists() else []
@@ -200,7 +209,7 @@ def start(services: Annotated[list[str], typer.Argument(help="Services to start.
 @app.command()
 def stop(services: Annotated[list[str], typer.Argument(help="Services to stop.")]) -> None:
     """Stop the named services (e.g. to simulate an outage in a test)."""
-    down(services=services, services_file=None, purge=False)
+    down(services=services, services_file=None, purge=False, yes=False)
 
 
 @app.command()
