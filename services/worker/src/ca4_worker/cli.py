@@ -302,13 +302,17 @@ def replay(
     since: Annotated[
         datetime | None,
         typer.Option(
-            formats=TIME_FORMATS, help=f"Only events received at or after this time. {_TIME_HELP}"
+            formats=TIME_FORMATS,
+            metavar="TIME",
+            help=f"Only events received at or after this time. {_TIME_HELP}",
         ),
     ] = None,
     until: Annotated[
         datetime | None,
         typer.Option(
-            formats=TIME_FORMATS, help=f"Only events received before this time. {_TIME_HELP}"
+            formats=TIME_FORMATS,
+            metavar="TIME",
+            help=f"Only events received before this time. {_TIME_HELP}",
         ),
     ] = None,
     rebuild_projections: Annotated[
