@@ -168,6 +168,8 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
     ingress = by_kind["Ingress"][0]
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
     assert backend.endswith("-processor"), "only the processor is exposed"
+    paths = {path["path"] for path in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert "/sdk" in paths, "notebooks install the SDK from the edge"
     pdbs = by_kind.get("PodDisruptionBudget", [])
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
     if value_set == "dev":  # one replica each: no autoscaling, no disruption budget
