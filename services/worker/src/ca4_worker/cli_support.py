@@ -101,11 +101,12 @@ _UNREACHABLE = (
     BotoConnectionError,
     TimeoutError,
     ConnectionError,
+    UnavailableError,
 )
 
 
 def _driver_error(error: BaseException) -> BaseException:
-    """The innermost error a driver raised (ours wrap them, e.g. :class:`UnavailableError`)."""
+    """The driver's error behind ``error`` (ours wrap them, e.g. :class:`UnavailableError`)."""
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, KafkaError | PyMongoError | BotoCoreError | ClientError):
@@ -126,7 +127,7 @@ def _endpoint_of(error: BaseException, settings: Settings) -> Endpoint | None:
 
 @contextmanager
 def reaching(endpoint: Endpoint, settings: Settings) -> Iterator[None]:
-    """Turn a service's failures into one-line :class:`OperatorError`\\ s.
+    """Turn a service's failures into one-line operator errors.
 
     The driver that raised decides which service is blamed (a replay from S3 talks to S3 and
     the database at once); a bare timeout or socket error blames ``endpoint``.
