@@ -3,7 +3,8 @@
 
 A notebook then installs exactly the SDK that matches the API it talks to, from no public index
 (where the name could be squatted). The routes are public and read-only: pip cannot easily send
-an API key, and the wheel holds nothing secret.
+an API key, and the wheel holds nothing secret. They stay out of the OpenAPI document, which
+describes the JSON API: PEP 503 is their contract.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse, HTMLResponse
@@ -25,11 +25,8 @@ from ca4_processor.api.deps import SettingsDep
 PROJECT = "ca4-sdk"
 """The distribution's normalized name (PEP 503), the only project this index lists."""
 _WHEEL_GLOB = "ca4_sdk-*.whl"
-_NOT_HERE: dict[int | str, dict[str, Any]] = {
-    404: {"description": "This edge was deployed without an SDK wheel"}
-}
 
-router = APIRouter(prefix="/sdk", tags=["sdk"])
+router = APIRouter(prefix="/sdk", include_in_schema=False)
 
 
 @dataclass(frozen=True)
@@ -97,14 +94,14 @@ def _page(title: str, links: list[str]) -> HTMLResponse:
     )
 
 
-@router.get("/", response_class=HTMLResponse, responses=_NOT_HERE)
+@router.get("/")
 async def read_sdk_index(settings: SettingsDep) -> HTMLResponse:
     """The index root: the one project it serves."""
     _available(settings)
     return _page("Simple index", [f'<a href="{PROJECT}/">{PROJECT}</a>'])
 
 
-@router.get(f"/{PROJECT}/", response_class=HTMLResponse, responses=_NOT_HERE)
+@router.get(f"/{PROJECT}/")
 async def read_sdk_project(settings: SettingsDep) -> HTMLResponse:
     """The project page: each wheel with its sha256 (pip checks it) and ``Requires-Python``."""
     links = []
@@ -119,14 +116,7 @@ async def read_sdk_project(settings: SettingsDep) -> HTMLResponse:
     return _page(f"Links for {PROJECT}", links)
 
 
-@router.get(
-    "/{filename}",
-    response_class=FileResponse,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The wheel"},
-        **_NOT_HERE,
-    },
-)
+@router.get("/{filename}")
 async def read_sdk_wheel(filename: str, settings: SettingsDep) -> FileResponse:
     """The wheel under its own filename; only files the index lists are ever served."""
     for wheel in _available(settings):
