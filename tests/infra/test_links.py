@@ -673,3 +673,30 @@ def test_the_notebook_reads_back_through_the_edge_url() -> None:
     }
     urls = {n for n in re.findall(r"\bCA4_[A-Z0-9_]+_URL\b", code) if n not in sdk_reads}
     assert not urls, f"one edge URL serves ingest and reads; the notebook also wants {urls}"
+
+
+# --- DocumentDB: TLS with the CA bundle where the chart mounts it, no retryable writes ---------
+
+
+def test_documentdb_ca_bundle_is_mounted_where_the_documented_url_points(
+    rendered: Rendered,
+) -> None:
+    spec = pod_spec(app_deployment(rendered, "prod", "worker"))
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    bundles = {
+        v["name"]: v["configMap"]
+        for v in spec["volumes"]
+        if "configMap" in v and v["name"] in mounts
+    }
+    assert bundles, "prod mounts no CA bundle: TLS to DocumentDB cannot verify its certificate"
+    files = {
+        f"{mounts[name]['mountPath']}/{item['path']}"
+        for name, source in bundles.items()
+        for item in source["items"]
+    }
+    guide = (REPO / "docs/provisioning.md").read_text(encoding="utf-8")
+    (documented,) = set(re.findall(r"`(mongodb://[^`]*docdb[^`]*|mongodb://<user>[^`]*)`", guide))
+    ca_file = re.search(r"tlsCAFile=([^&]+)", documented)
+    assert ca_file, documented
+    assert ca_file.group(1) in files, f"the guide's tlsCAFile is not among the mounted {files}"
+    assert "retryWrites=false" in documented
