@@ -633,8 +633,20 @@ def prefix_matches(prefix: str, path: str) -> bool:
     return path == prefix or path.startswith(prefix.rstrip("/") + "/")
 
 
+# Operational routes: probes, metrics and API docs stay inside the cluster.
+PRIVATE_ROUTES = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/asyncapi",
+)
+
+
 def is_public(path: str) -> bool:
-    return path.startswith("/v1/")
+    return not any(prefix_matches(private, path) for private in PRIVATE_ROUTES)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
