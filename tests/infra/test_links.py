@@ -527,13 +527,14 @@ def endpoints(
     if env.get("CA4_OTEL_EXPORTER") == "otlp":
         url = urlsplit(env["CA4_OTEL_ENDPOINT"])
         out.append(("trace collector", service_peer(docs, url.hostname or ""), url.port or 80))
-    if component == "worker":
+    if "CA4_MONGO_URL" in env:  # a Secret: where it points is the deployment's choice
         if value_set == "prod":  # DocumentDB instances in both private subnets
             out += [("DocumentDB", Peer(address=private_address("prod", z)), 27017) for z in (0, 1)]
         else:  # an in-cluster database in the platform namespace
             out.append(
                 ("database", Peer("platform", {"app.kubernetes.io/name": "ferretdb"}), 27017)
             )
+    if component == "worker":
         if env.get("CA4_S3_ENDPOINT_URL"):
             url = urlsplit(env["CA4_S3_ENDPOINT_URL"])
             out.append(("S3", service_peer(docs, url.hostname or ""), url.port or 443))
@@ -693,22 +694,24 @@ def test_the_notebook_reads_back_through_the_edge_url() -> None:
 def test_documentdb_ca_bundle_is_mounted_where_the_documented_url_points(
     rendered: Rendered,
 ) -> None:
-    spec = pod_spec(app_deployment(rendered, "prod", "worker"))
-    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
-    bundles = {
-        v["name"]: v["configMap"]
-        for v in spec["volumes"]
-        if "configMap" in v and v["name"] in mounts
-    }
-    assert bundles, "prod mounts no CA bundle: TLS to DocumentDB cannot verify its certificate"
-    files = {
-        f"{mounts[name]['mountPath']}/{item['path']}"
-        for name, source in bundles.items()
-        for item in source["items"]
-    }
     guide = (REPO / "docs/provisioning.md").read_text(encoding="utf-8")
-    (documented,) = set(re.findall(r"`(mongodb://[^`]*docdb[^`]*|mongodb://<user>[^`]*)`", guide))
+    (documented,) = set(re.findall(r"`(mongodb://<user>[^`]*)`", guide))
     ca_file = re.search(r"tlsCAFile=([^&]+)", documented)
     assert ca_file, documented
-    assert ca_file.group(1) in files, f"the guide's tlsCAFile is not among the mounted {files}"
     assert "retryWrites=false" in documented
+    docs = rendered[("ca4-app", "prod")]
+    users = [w for w in workloads(docs) if "CA4_MONGO_URL" in pod_env(docs, w)]
+    assert users
+    for workload in users:  # every pod that connects to the database verifies its certificate
+        spec = pod_spec(workload)
+        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0].get("volumeMounts", [])}
+        files = {
+            f"{mounts[volume['name']]}/{item['path']}"
+            for volume in spec["volumes"]
+            if "configMap" in volume and volume["name"] in mounts
+            for item in volume["configMap"].get("items", [])
+        }
+        assert ca_file.group(1) in files, (
+            f"{workload['metadata']['name']}: the guide's tlsCAFile {ca_file.group(1)} is not "
+            f"mounted (mounted: {files}); TLS to DocumentDB cannot verify its certificate"
+        )
