@@ -134,12 +134,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_configured_outside_dev(self) -> Self:
-        parse_key_hashes(self.API_KEY_HASHES, source="CA4_API_KEY_HASHES")
-        if (
-            self.ENVIRONMENT == "prod"
-            and not self.API_KEY_HASHES.strip()
-            and not self.API_KEYS_FILE
-        ):
+        inline_keys = parse_key_hashes(self.API_KEY_HASHES, source="CA4_API_KEY_HASHES")
+        if self.ENVIRONMENT == "prod" and not inline_keys and not self.API_KEYS_FILE:
             raise ValueError(
                 "CA4_ENVIRONMENT=prod needs API keys: set CA4_API_KEY_HASHES='id:<sha256 hex>' "
                 "or mount CA4_API_KEYS_FILE; the public dev key is never accepted in prod"

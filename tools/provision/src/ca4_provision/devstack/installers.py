@@ -132,9 +132,9 @@ KAFKA_POM = """<?xml version="1.0" encoding="UTF-8"?>
       <version>{kafka}</version>
     </dependency>
     <dependency>
-      <groupId>org.slf4j</groupId>
-      <artifactId>slf4j-reload4j</artifactId>
-      <version>{slf4j}</version>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j_slf4j}</version>
     </dependency>
   </dependencies>
 </project>
@@ -160,7 +160,7 @@ async def install_kafka(cache: Path) -> Path:
                 KAFKA_POM.format(
                     kafka=versions.KAFKA_VERSION,
                     scala=versions.SCALA_BINARY_VERSION,
-                    slf4j=versions.SLF4J_RELOAD4J_VERSION,
+                    log4j_slf4j=versions.LOG4J_SLF4J_VERSION,
                 ),
                 encoding="utf-8",
             )

@@ -122,12 +122,12 @@ class Kafka(Service):
         await installers.install_kafka(self.settings.cache)
 
     def _java(self, libs: Path, *jvm_options: str) -> list[str]:
-        log4j = self.dir / "log4j.properties"
+        log4j = self.dir / "log4j2.properties"
         return [
             require("java"),
             *jvm_options,
             "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dlog4j2.configurationFile={log4j}",
             f"-Dkafka.logs.dir={self.settings.home / 'logs'}",
             "-cp",
             f"{libs}/*",
@@ -141,7 +141,7 @@ class Kafka(Service):
         self.server_properties.write_text(
             configs.kafka_server_properties(self.settings, data), encoding="utf-8"
         )
-        (self.dir / "log4j.properties").write_text(configs.KAFKA_LOG4J, encoding="utf-8")
+        (self.dir / "log4j2.properties").write_text(configs.KAFKA_LOG4J2, encoding="utf-8")
         if not (data / "meta.properties").is_file():
             await installers.run_logged(
                 [
