@@ -617,7 +617,8 @@ def test_kafka_accepts_clients_from_the_app_namespace_and_tunnels_from_the_basti
 
 @cache
 def app_routes(component: str) -> frozenset[str]:
-    """The routes an app documents (its OpenAPI paths; /metrics is undocumented and private)."""
+    """The routes an app serves: its OpenAPI paths, plus the SDK index (PEP 503, not JSON API,
+    so left out of the OpenAPI document); /metrics is undocumented and private."""
     from ca4_processor.main import create_api
     from ca4_processor.publishing import EventPublisher
     from ca4_worker.main import create_app
@@ -626,7 +627,12 @@ def app_routes(component: str) -> frozenset[str]:
         app = create_api(ProcessorSettings(), publisher=cast(EventPublisher, object()))
     else:
         app = create_app(WorkerSettings())
-    return frozenset(app.openapi()["paths"])
+    paths = set(app.openapi()["paths"])
+    if component == "processor":
+        from ca4_processor.api.routes.sdk import router as sdk_index
+
+        paths |= {str(getattr(route, "path", "")) for route in sdk_index.routes}
+    return frozenset(paths)
 
 
 def prefix_matches(prefix: str, path: str) -> bool:
