@@ -23,6 +23,17 @@ HEALTH_DATABASE = "ca4_devstack"
 HEALTH_COLLECTION = "health"
 
 
+def import_clients() -> None:
+    """Import the client libraries before checks run concurrently.
+
+    They are imported on use to keep ``ca4 devstack env`` fast, but an import inside a running
+    check blocks the event loop for seconds on a busy machine, and the timers of the checks
+    already waiting run out meanwhile (a healthy service reported down).
+    """
+    import aiokafka.client  # noqa: F401
+    import pymongo  # noqa: F401
+
+
 class UnhealthyError(RuntimeError):
     """A service did not answer its health check; the message says how."""
 

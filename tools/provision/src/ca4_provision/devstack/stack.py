@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ca4_provision.devstack.health import UnhealthyError, port_open
+from ca4_provision.devstack.health import UnhealthyError, import_clients, port_open
 from ca4_provision.devstack.installers import tail
 from ca4_provision.devstack.process import alive
 from ca4_provision.devstack.services import SERVICE_NAMES, Service, catalog
@@ -131,6 +131,7 @@ class Stack:
 
     async def status(self, names: Sequence[str] | None = None) -> list[ServiceStatus]:
         """Status of each service, checked concurrently."""
+        import_clients()
         return list(await asyncio.gather(*(self.status_of(s) for s in self.select(names))))
 
     # --- start --------------------------------------------------------------------------------
@@ -229,6 +230,7 @@ class Stack:
         Within a group a service waits for its ``depends_on`` to be healthy before it launches.
         """
         selected = self.select(names, with_app=with_app, with_dependencies=True)
+        import_clients()
         for group in ("infra", "app"):
             batch = [s for s in selected if s.group == group]
             starts: dict[str, asyncio.Future[StartOutcome]] = {}
