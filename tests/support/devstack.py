@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ca4_provision.devstack.documentdb import PostgresInstall
-from ca4_provision.devstack.health import HEALTH_COLLECTION, HEALTH_DATABASE, psql
+from ca4_provision.devstack.health import HEALTH_COLLECTION, HEALTH_DATABASE, PSQL_OPTIONS, psql
 from ca4_provision.devstack.settings import DevstackSettings
 from ca4_provision.devstack.stack import resolve_names
 
@@ -116,10 +116,8 @@ async def health_collection_locked() -> AsyncIterator[None]:
     )
     holder = await asyncio.create_subprocess_exec(
         str(program),
-        "--no-psqlrc",
+        *PSQL_OPTIONS,
         "--quiet",
-        "--tuples-only",
-        "--no-align",
         url,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 CHECK_TIMEOUT_S = 3.0
 QUERY_DEADLINE_S = 5.0
 """How long a real query may take before the database counts as wedged."""
+PSQL_OPTIONS = ("--no-psqlrc", "--tuples-only", "--no-align")
+"""Plain answers: no ~/.psqlrc, no headers, no padding."""
 HEALTH_DATABASE = "ca4_devstack"
 HEALTH_COLLECTION = "health"
 
@@ -129,9 +131,7 @@ async def psql(
     """Run one SQL statement with ``psql``; return its unaligned output (no header)."""
     proc = await asyncio.create_subprocess_exec(
         str(psql_program),
-        "--no-psqlrc",
-        "--tuples-only",
-        "--no-align",
+        *PSQL_OPTIONS,
         "--set=ON_ERROR_STOP=1",
         f"--command={sql}",
         url,

@@ -25,6 +25,8 @@ ALIASES = {
     "mongodb": "ferretdb",
     "db": "ferretdb",
     "database": "ferretdb",
+    "pg": "postgres",
+    "postgresql": "postgres",
 }
 
 State = Literal["healthy", "unhealthy", "stopped", "external"]
