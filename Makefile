@@ -77,7 +77,7 @@ bench: ## Run the benchmarks in bench/ (python -m bench)
 	fi
 
 .PHONY: devstack-up
-devstack-up: ## Start Kafka, FerretDB, MinIO and Prometheus (installs pinned versions once)
+devstack-up: ## Start Kafka, PostgreSQL + FerretDB v2, MinIO and Prometheus (installs pinned versions once)
 	$(CA4) devstack up
 
 .PHONY: devstack-down

@@ -28,14 +28,25 @@ from ca4_provision.devstack.tools import MissingToolError
 
 app = typer.Typer(
     name="devstack",
-    help="Run Kafka, FerretDB, MinIO and Prometheus locally (no Docker); see `ca4 devstack env`.",
+    help="Run Kafka, PostgreSQL + FerretDB v2, MinIO and Prometheus locally (no Docker); "
+    "see `ca4 devstack env`.",
     no_args_is_help=True,
     epilog=(
         "Environment knobs: CA4_DEVSTACK_HOME (state: data, logs, PIDs; default <repo>/.devstack), "
-        "CA4_DEVSTACK_CACHE (installs; default ~/.cache/ca4/devstack), "
-        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,S3,S3_CONSOLE,PROMETHEUS,"
-        "PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 9000 9001 9090 8000 8001), "
-        "CA4_DEVSTACK_KAFKA_HEAP (512m), CA4_DEVSTACK_HEALTH_TIMEOUT (120 s)."
+        "CA4_DEVSTACK_CACHE (installs and builds; default ~/.cache/ca4/devstack), "
+        "CA4_DEVSTACK_VENDOR (the pinned source archives DocumentDB is built from, checked by "
+        "sha256; default <repo>/../shared/vendor), "
+        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,POSTGRES,S3,S3_CONSOLE,"
+        "PROMETHEUS,PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 5433 9000 9001 9090 "
+        "8000 8001), CA4_DEVSTACK_KAFKA_HEAP (512m), CA4_DEVSTACK_HEALTH_TIMEOUT (120 s). "
+        "PostgreSQL: Debian's postgresql-15 (apt-get installs it and the build packages when "
+        "missing and run as root), run as the `postgres` user with its data in the state dir. "
+        "Outside the cache and the state dir the dev stack writes only what PostgreSQL loads "
+        "from its own folders: pg_documentdb_core.so, pg_documentdb.so, pg_cron.so and vector.so "
+        "in /usr/lib/postgresql/15/lib, and their .control and .sql files in "
+        "/usr/share/postgresql/15/extension (copied from the cached build when they differ). "
+        "The FerretDB health check is a real query with a 5 s deadline: a database that pings "
+        "but answers no query shows as unhealthy (wedged)."
     ),
 )
 
@@ -46,8 +57,8 @@ T = TypeVar("T")
 ServicesArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Services (kafka, ferretdb|mongo, minio|s3, prometheus, processor, worker); "
-        "default: all."
+        help="Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, prometheus, processor, "
+        "worker); default: all. Starting ferretdb starts postgres first."
     ),
 ]
 
