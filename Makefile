@@ -11,6 +11,8 @@ CA4 := $(UV) run ca4
 PROCESSOR_URL ?= http://127.0.0.1:8000
 WORKER_URL ?= http://127.0.0.1:8001
 PROMETHEUS_URL ?= http://127.0.0.1:9090
+# Where the SDK wheel is built and where the processor serves it from (its CA4_SDK_WHEEL_DIR).
+export CA4_SDK_WHEEL_DIR ?= dist/sdk
 
 .PHONY: help
 help: ## Show this list of targets
@@ -24,8 +26,13 @@ install: ## Install the workspace (uv sync, frozen lock file)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --all-packages --frozen
 
+.PHONY: sdk-wheel
+sdk-wheel: ## Build the SDK wheel the processor serves at /sdk/ (into $(CA4_SDK_WHEEL_DIR))
+	@mkdir -p $(CA4_SDK_WHEEL_DIR) && rm -f $(CA4_SDK_WHEEL_DIR)/ca4_sdk-*.whl
+	$(UV) build --package ca4-sdk --wheel --quiet -o $(CA4_SDK_WHEEL_DIR)
+
 .PHONY: dev
-dev: install ## Start the dev stack plus processor and worker, send a demo report, say where to look
+dev: install sdk-wheel ## Start the dev stack plus processor and worker, send a demo report, say where to look
 	$(CA4) devstack up --with-app
 	@if $(CA4) send --help >/dev/null 2>&1; then \
 		$(CA4) send --count 1; \
@@ -35,6 +42,7 @@ dev: install ## Start the dev stack plus processor and worker, send a demo repor
 	@echo
 	@echo "CA4 is running:"
 	@echo "  API docs          $(PROCESSOR_URL)/docs"
+	@echo "  SDK for notebooks $(PROCESSOR_URL)/sdk/   (pip install --no-deps --index-url $(PROCESSOR_URL)/sdk/ ca4-sdk)"
 	@echo "  processor metrics $(PROCESSOR_URL)/metrics"
 	@echo "  stored sessions   $(WORKER_URL)/v1/sessions   (worker read API)"
 	@echo "  worker metrics    $(WORKER_URL)/metrics"
@@ -51,6 +59,7 @@ lint: ## ruff check, ruff format --check, mypy (strict), shellcheck when install
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run mypy --python-version 3.10 -p ca4_sdk  # the SDK runs on 3.10 (requires-python)
 	@if command -v shellcheck >/dev/null; then shellcheck scripts/*.sh .ci/run; \
 	else echo "(shellcheck not installed: skipped)"; fi
 
@@ -68,7 +77,7 @@ bench: ## Run the benchmarks in bench/ (python -m bench)
 	fi
 
 .PHONY: devstack-up
-devstack-up: ## Start Kafka, FerretDB, MinIO and Prometheus (installs pinned versions once)
+devstack-up: ## Start Kafka, PostgreSQL + FerretDB v2, MinIO and Prometheus (installs pinned versions once)
 	$(CA4) devstack up
 
 .PHONY: devstack-down

@@ -80,6 +80,8 @@ fi
 step "ruff check" uv run ruff check .
 step "ruff format --check" uv run ruff format --check .
 step "mypy (strict)" uv run mypy
+# The SDK declares Python >= 3.10 (sdk/pyproject.toml): type-check it against 3.10's stdlib.
+step "mypy (SDK on Python 3.10)" uv run mypy --python-version 3.10 -p ca4_sdk
 step "pytest (not disruptive)" pytest_pass no -m "not disruptive" "${xdist[@]}" "$@"
 # Disruptive tests stop and restart services, so they never share the stack with other tests.
 step "pytest (disruptive)" pytest_pass yes -m disruptive "$@"

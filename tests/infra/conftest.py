@@ -11,8 +11,10 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HELM_VERSION = "v3.21.4"
@@ -21,6 +23,11 @@ CHECKOV_VERSION = "3.3.30"
 K3S_VERSION = "v1.33.5+k3s1"
 KUBE_VERSION = "1.33.5"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ca4-infra"
+CHARTS = {"ca4-app": "app", "ca4-platform": "platform"}
+VALUE_SETS = ["default", "dev", "prod"]
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+Manifest = dict[str, Any]
+Rendered = dict[tuple[str, str], list[Manifest]]
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -80,3 +87,56 @@ def checkov_cmd() -> list[str]:
         pytest.fail("neither uvx nor uv is on PATH: install uv to run checkov")
     prefix = [uvx] if uvx.endswith("uvx") else [uvx, "tool", "run"]
     return [*prefix, "--from", f"checkov=={CHECKOV_VERSION}", "checkov"]
+
+
+def chart_dir(chart: str) -> Path:
+    """The chart's folder."""
+    return REPO / "infra" / "helm" / chart
+
+
+def values_args(chart: str, value_set: str) -> list[str]:
+    """The ``-f values-<set>.yaml`` arguments of a value set (none for the chart defaults)."""
+    if value_set == "default":
+        return []
+    return ["-f", str(chart_dir(chart) / f"values-{value_set}.yaml")]
+
+
+def template(helm: str, chart: str, *args: str) -> tuple[int, str, str]:
+    """``helm template`` the chart into its namespace for the targeted Kubernetes version."""
+    result = run(
+        [
+            helm,
+            "template",
+            chart,
+            str(chart_dir(chart)),
+            "--namespace",
+            CHARTS[chart],
+            "--kube-version",
+            KUBE_VERSION,
+            *args,
+        ]
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="session")
+def rendered(helm: str) -> Rendered:
+    """Every chart x value set, rendered once."""
+    out: Rendered = {}
+    for chart in CHARTS:
+        for value_set in VALUE_SETS:
+            code, stdout, stderr = template(helm, chart, *values_args(chart, value_set))
+            assert code == 0, f"{chart}/{value_set} does not render:\n{stderr}"
+            out[(chart, value_set)] = [d for d in yaml.safe_load_all(stdout) if d]
+    return out
+
+
+def workloads(docs: list[Manifest]) -> list[Manifest]:
+    """The manifests that run pods."""
+    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+
+
+def pod_spec(doc: Manifest) -> Manifest:
+    """The pod spec of a workload."""
+    spec: Manifest = doc["spec"]["template"]["spec"]
+    return spec

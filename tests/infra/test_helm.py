@@ -3,71 +3,31 @@ against the Kubernetes schemas of the targeted K3s minor; the security propertie
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.infra.conftest import KUBE_VERSION, REPO, run
+from tests.infra.conftest import (
+    CHARTS,
+    KUBE_VERSION,
+    REPO,
+    VALUE_SETS,
+    chart_dir,
+    pod_spec,
+    run,
+    template,
+    values_args,
+    workloads,
+)
 
-CHARTS = {"ca4-app": "app", "ca4-platform": "platform"}
-VALUE_SETS = ["default", "dev", "prod"]
 SCHEMA_VERSION = ".".join(KUBE_VERSION.split(".")[:2]) + ".0"
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # Promtail reads root-owned pod logs from the host: the one documented root container.
 ROOT_ALLOWED = {"promtail"}
 
 
-def chart_dir(chart: str) -> Path:
-    return REPO / "infra" / "helm" / chart
-
-
-def values_args(chart: str, value_set: str) -> list[str]:
-    if value_set == "default":
-        return []
-    return ["-f", str(chart_dir(chart) / f"values-{value_set}.yaml")]
-
-
-def template(helm: str, chart: str, *args: str) -> tuple[int, str, str]:
-    result = run(
-        [
-            helm,
-            "template",
-            chart,
-            str(chart_dir(chart)),
-            "--namespace",
-            CHARTS[chart],
-            "--kube-version",
-            KUBE_VERSION,
-            *args,
-        ]
-    )
-    return result.returncode, result.stdout, result.stderr
-
-
-@pytest.fixture(scope="session")
-def rendered(helm: str) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Every chart x value set, rendered once."""
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for chart in CHARTS:
-        for value_set in VALUE_SETS:
-            code, stdout, stderr = template(helm, chart, *values_args(chart, value_set))
-            assert code == 0, f"{chart}/{value_set} does not render:\n{stderr}"
-            out[(chart, value_set)] = [d for d in yaml.safe_load_all(stdout) if d]
-    return out
-
-
 CASES = [(c, v) for c in CHARTS for v in VALUE_SETS]
-
-
-def workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] in WORKLOAD_KINDS]
-
-
-def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
-    return doc["spec"]["template"]["spec"]
 
 
 @pytest.mark.parametrize(("chart", "value_set"), CASES)
@@ -175,9 +135,14 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
     config = by_kind["ConfigMap"][0]["data"]
     assert config["CA4_KAFKA_TOPIC"] == "gpu-metadata"
     assert config["CA4_KAFKA_DLQ_TOPIC"] == "gpu-metadata.dlq"
-    ingress = by_kind["Ingress"][0]
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
-    assert backend.endswith("-processor"), "only the processor is exposed"
+    (ingress,) = by_kind["Ingress"]
+    backends = {
+        path["backend"]["service"]["name"].rsplit("-", 1)[-1]
+        for path in ingress["spec"]["rules"][0]["http"]["paths"]
+    }
+    assert backends == {"processor", "worker"}, "one edge URL: ingest and read routes"
+    paths = {path["path"] for path in ingress["spec"]["rules"][0]["http"]["paths"]}
+    assert "/sdk" in paths, "notebooks install the SDK from the edge"
     pdbs = by_kind.get("PodDisruptionBudget", [])
     hpas = by_kind.get("HorizontalPodAutoscaler", [])
     if value_set == "dev":  # one replica each: no autoscaling, no disruption budget
@@ -284,6 +249,18 @@ BAD_VALUES = [
     ("ca4-platform", ["--set", "kafka.defaultReplicationFactor=3"], "exceeds kafka.replicas"),
     ("ca4-platform", ["--set", "kafka.tunnel.nodePortBase=80"], "nodePortBase"),
     ("ca4-platform", ["--set", "kafka.image.tag=latest"], "kafka/image/tag"),
+    ("ca4-platform", ["--set", "kafka.tunnel.sourceCidrs={0.0.0.0/0}"], "sourceCidrs"),
+    (
+        "ca4-app",
+        ["--set", "config.otel.exporter=otlp", "--set", "config.otel.endpoint=http://c.m.svc:4317"],
+        "not an OTLP/HTTP traces URL",
+    ),
+    (
+        "ca4-app",
+        ["--set", "networkPolicy.databaseNamespace="],
+        "reaches no database",
+    ),
+    ("ca4-app", ["--set", "ingress.routes[0].component=grafana"], "ingress/routes/0/component"),
 ]
 
 

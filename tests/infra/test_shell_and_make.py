@@ -297,7 +297,10 @@ def test_dev_targets(sandbox: Sandbox) -> None:
     assert result.returncode == 0, result.stderr
     calls = sandbox.calls()
     tunnel = next(c["argv"] for c in calls if c["tool"] == "ssh")
-    assert "127.0.0.1:1:10.40.10.11:30094" in tunnel
+    # The tunnel NodePort keeps the bastion's address (Local), so it ends on the broker's node.
+    lookup = next(c["argv"] for c in calls if c["tool"] == "kubectl")
+    assert lookup[lookup.index("get") : lookup.index("get") + 3] == ["get", "pod", "kafka-0"]
+    assert "127.0.0.1:1:10.40.11.21:30094" in tunnel
     assert "ubuntu@203.0.113.10" in tunnel
     assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8000"]
     assert "uvicorn" in next(c["argv"] for c in calls if c["tool"] == "uv")

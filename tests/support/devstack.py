@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ca4_provision.devstack.documentdb import PostgresInstall
+from ca4_provision.devstack.health import HEALTH_COLLECTION, HEALTH_DATABASE, PSQL_OPTIONS, psql
+from ca4_provision.devstack.settings import DevstackSettings
 from ca4_provision.devstack.stack import resolve_names
 
-DEVSTACK_SERVICES = ("kafka", "ferretdb", "minio", "prometheus")
+DEVSTACK_SERVICES = ("kafka", "postgres", "ferretdb", "minio", "prometheus")
 
 
 @dataclass(frozen=True)
@@ -91,3 +96,44 @@ class DevstackControl:
         """Restart everything this control stopped."""
         for service in sorted(self.stopped):
             await self.start(service)
+
+
+@contextlib.asynccontextmanager
+async def health_collection_locked() -> AsyncIterator[None]:
+    """Hold an exclusive PostgreSQL lock on the health check's collection: it pings, no query ends.
+
+    A wedged database without stopping anything: only the scratch collection is locked, so other
+    data stays usable, and the lock ends with the block.
+    """
+    url = DevstackSettings.from_env().postgres_url
+    program = PostgresInstall.debian().program("psql")
+    table = await psql(
+        url,
+        "SELECT 'documentdb_data.documents_' || collection_id "
+        "FROM documentdb_api_catalog.collections "
+        f"WHERE database_name = '{HEALTH_DATABASE}' AND collection_name = '{HEALTH_COLLECTION}'",
+        psql_program=program,
+    )
+    holder = await asyncio.create_subprocess_exec(
+        str(program),
+        *PSQL_OPTIONS,
+        "--quiet",
+        url,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None
+    assert holder.stdout is not None
+    holder.stdin.write(
+        f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n".encode()
+    )
+    await holder.stdin.drain()
+    try:
+        line = await asyncio.wait_for(holder.stdout.readline(), 30)
+        if line.strip() != b"locked":
+            raise RuntimeError(f"could not lock {table}: psql said {line!r}")
+        yield
+    finally:
+        holder.stdin.write(b"ROLLBACK;\n")
+        holder.stdin.close()
+        await asyncio.wait_for(holder.wait(), 30)

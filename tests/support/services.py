@@ -10,6 +10,12 @@ import os
 import socket
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
+
+from ca4_provision.devstack.versions import IMAGE_TAGS
+
+if TYPE_CHECKING:
+    from testcontainers.core.container import DockerContainer
 
 START_HINT = (
     "No CA4 services found. Start the local stack with `uv run ca4 devstack up` and export its "
@@ -67,20 +73,59 @@ def endpoints() -> Endpoints:
     raise RuntimeError(START_HINT)
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kafka_container(host_port: int) -> DockerContainer:
+    """The official Apache Kafka image at the dev stack's version, single-node KRaft.
+
+    testcontainers' ``KafkaContainer`` drives Confluent's image scripts (its ``with_kraft()``
+    rejects any tag below Confluent's 7.0.0), so the Apache image is configured directly. The
+    host listener is bound to a fixed host port and advertises it, so clients stay on it after
+    bootstrap.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    return (
+        DockerContainer(f"apache/kafka:{IMAGE_TAGS['kafka']}")
+        .with_bind_ports(9092, host_port)
+        .with_envs(
+            KAFKA_NODE_ID="1",
+            KAFKA_PROCESS_ROLES="broker,controller",
+            KAFKA_LISTENERS="HOST://:9092,CONTROLLER://:9093",
+            KAFKA_ADVERTISED_LISTENERS=f"HOST://localhost:{host_port}",
+            KAFKA_LISTENER_SECURITY_PROTOCOL_MAP="HOST:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            KAFKA_CONTROLLER_LISTENER_NAMES="CONTROLLER",
+            KAFKA_CONTROLLER_QUORUM_VOTERS="1@localhost:9093",
+            KAFKA_INTER_BROKER_LISTENER_NAME="HOST",
+            KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
+            KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
+            KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+            KAFKA_NUM_PARTITIONS="3",
+        )
+        .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
+    )
+
+
 def _start_testcontainers() -> Endpoints:
     """Start Kafka, MongoDB and MinIO with testcontainers (only where a Docker engine runs)."""
-    from testcontainers.kafka import KafkaContainer
     from testcontainers.minio import MinioContainer
     from testcontainers.mongodb import MongoDbContainer
 
-    kafka = KafkaContainer("apache/kafka:3.9.1").with_kraft()
-    mongo = MongoDbContainer("mongo:7.0")
-    minio = MinioContainer("minio/minio:RELEASE.2025-04-22T22-12-26Z")
+    kafka_port = _free_port()
+    kafka = kafka_container(kafka_port)
+    mongo = MongoDbContainer(f"mongo:{IMAGE_TAGS['mongo']}")
+    minio = MinioContainer(f"minio/minio:{IMAGE_TAGS['minio']}")
     for container in (kafka, mongo, minio):
         container.start()
     minio_config = minio.get_config()
     return Endpoints(
-        kafka_bootstrap_servers=kafka.get_bootstrap_server(),
+        kafka_bootstrap_servers=f"localhost:{kafka_port}",
         mongo_url=mongo.get_connection_url(),
         s3_endpoint_url=f"http://{minio_config['endpoint']}",
         s3_access_key_id=minio_config["access_key"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ca4_sdk._version import SDK_NAME, SDK_VERSION
@@ -60,12 +60,12 @@ def build_report(
     }
     if privacy_salt is not None:
         payload = apply_privacy(payload, privacy_salt)
-    when = occurred_at or datetime.now(UTC)
+    when = occurred_at or datetime.now(timezone.utc)
     return {
         "event_id": str(event_id or uuid.uuid4()),
         "event_type": "gpu.metadata.reported",
         "schema_version": 1,
-        "occurred_at": when.astimezone(UTC).isoformat(timespec="milliseconds"),
+        "occurred_at": when.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
         "source": {"sdk": SDK_NAME, "sdk_version": SDK_VERSION, "runtime": runtime},
         "session_id": session_id,
         "labels": dict(labels or {}),

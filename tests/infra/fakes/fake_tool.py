@@ -21,6 +21,8 @@ OUTPUTS = {
     "archive_bucket_name": "ca4-dev-archive-123456789012",
     "archive_bucket_region": "eu-west-1",
 }
+# Where the fake cluster runs each broker: an agent, not the first server.
+KAFKA_POD_NODE = "10.40.11.21"
 SSH_VALUE_OPTIONS = {"-o", "-J", "-i", "-F", "-L", "-R", "-D", "-p", "-l"}
 
 
@@ -74,6 +76,8 @@ def main() -> None:
         _ssh(argv)
     elif tool == "kubectl" and "--dry-run=client" in argv:
         print("apiVersion: v1\nkind: Object")
+    elif tool == "kubectl" and "jsonpath={.status.hostIP}" in argv:
+        print(KAFKA_POD_NODE, end="")
 
 
 if __name__ == "__main__":

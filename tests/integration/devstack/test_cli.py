@@ -23,7 +23,8 @@ async def test_status_reports_every_service_healthy() -> None:
     for name in DEVSTACK_SERVICES:
         assert name in table.stdout
     states = {row["name"]: row["state"] for row in rows}
-    assert {states[name] for name in DEVSTACK_SERVICES} <= {"healthy", "external"}
+    details = {row["name"]: row["detail"] for row in rows}
+    assert {states[name] for name in DEVSTACK_SERVICES} <= {"healthy", "external"}, details
     assert set(states) == {*DEVSTACK_SERVICES, "processor", "worker"}
 
 

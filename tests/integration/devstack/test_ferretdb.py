@@ -1,13 +1,15 @@
-"""The dev stack's MongoDB-compatible database: insert and query through Beanie 2."""
+"""The dev stack's MongoDB-compatible database: Beanie 2, and the bulk that wedged FerretDB v1."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import pytest
 from beanie import Document, Indexed, init_beanie
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from tests.support.services import Endpoints
@@ -57,3 +59,33 @@ async def test_unique_index_rejects_a_second_copy() -> None:
         await ProbeEvent(event_id="e-1", session_id="s-1", gpu_count=1).insert()
 
     assert await ProbeEvent.count() == 1
+
+
+async def test_one_unordered_bulk_of_300_updates_completes_in_seconds(
+    services: Endpoints, database_name: str
+) -> None:
+    """FerretDB v1 on SQLite hung on this until killed (the pool deadlock of the store wedge)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(services.mongo_url)
+    sessions = client[database_name]["sessions"]
+    try:
+        await sessions.insert_many([{"_id": f"s-{i}", "n": 0, "seen": 0} for i in range(300)])
+        updates = [
+            UpdateOne(
+                {"_id": f"s-{i}"},
+                {"$set": {"gpu_model": "H200"}, "$inc": {"n": 1}, "$max": {"seen": i}},
+            )
+            for i in range(300)
+        ]
+
+        began = time.monotonic()
+        result = await asyncio.wait_for(sessions.bulk_write(updates, ordered=False), 60)
+        elapsed = time.monotonic() - began
+
+        assert result.matched_count == 300
+        assert result.modified_count == 300
+        assert elapsed < 10, f"300 updates took {elapsed:.1f}s"
+        assert await sessions.count_documents({"n": 1, "gpu_model": "H200"}) == 300
+        assert (await sessions.find_one({"_id": "s-299"}) or {})["seen"] == 299
+    finally:
+        await client.drop_database(database_name)
+        await client.close()

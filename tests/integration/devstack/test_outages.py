@@ -6,7 +6,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from ca4_provision.devstack.health import UnhealthyError, http_ok, kafka_ready, mongo_ready
 
-from tests.support.devstack import DevstackControl
+from tests.support.devstack import DevstackControl, health_collection_locked
 from tests.support.services import Endpoints
 
 pytestmark = [pytest.mark.disruptive, pytest.mark.slow]
@@ -37,6 +37,24 @@ async def test_database_outage_and_recovery(services: Endpoints, devstack: Devst
         await mongo_ready(services.mongo_url)
 
     await devstack.start("mongo")
+    await mongo_ready(services.mongo_url)
+
+
+@pytest.mark.mongo
+async def test_a_database_that_pings_but_answers_no_query_is_reported_wedged(
+    services: Endpoints, devstack: DevstackControl
+) -> None:
+    """The store wedge of FerretDB v1: ping answered while every query waited for the pool."""
+    await devstack.require_ours("postgres")
+    await mongo_ready(services.mongo_url)  # creates the health check's scratch collection
+
+    async with health_collection_locked():
+        with pytest.raises(UnhealthyError, match=r"^wedged: ping answers but a query on "):
+            await mongo_ready(services.mongo_url, query_deadline_s=2)
+        status = (await devstack.status())["ferretdb"]
+
+    assert status["state"] == "unhealthy"
+    assert status["detail"].startswith("wedged: ping answers but a query on ca4_devstack.health")
     await mongo_ready(services.mongo_url)
 
 

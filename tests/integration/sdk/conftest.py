@@ -119,8 +119,14 @@ class SdkPipeline:
 
 
 @pytest.fixture(scope="module")
+def extra_app_env() -> dict[str, str]:
+    """More ``CA4_*`` variables for the apps; a test module overrides this fixture to add some."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def sdk_pipeline(
-    services: Endpoints, tmp_path_factory: pytest.TempPathFactory
+    services: Endpoints, tmp_path_factory: pytest.TempPathFactory, extra_app_env: dict[str, str]
 ) -> Iterator[SdkPipeline]:
     suffix = uuid.uuid4().hex[:10]
     topic, database = f"test-gpu-metadata-{suffix}", f"test_ca4_{suffix}"
@@ -139,6 +145,7 @@ def sdk_pipeline(
         "CA4_ARCHIVE_ENABLED": "false",
         "CA4_ENVIRONMENT": "dev",
         "CA4_LOG_LEVEL": "WARNING",
+        **extra_app_env,
     }
     env.pop("CA4_API_KEY_HASHES", None)
     env.pop("CA4_API_KEYS_FILE", None)

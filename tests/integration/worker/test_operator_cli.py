@@ -93,7 +93,7 @@ async def test_dead_letters_are_listed_and_redriven_once(
         live = await snapshot(MongoProjections(database))
 
     assert await database["events"].count_documents({}) == 1
-    replayed = await ca4(cli_env, "replay", "--source", "events", "--rebuild-projections")
+    replayed = await ca4(cli_env, "replay", "--source", "events", "--rebuild-projections", "--yes")
     assert replayed.exit_code == 0, replayed.output
     assert "Applied 1 events" in replayed.output
     assert await snapshot(MongoProjections(database)) == live
@@ -138,7 +138,7 @@ async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_who
             return await projected_sample_total(database) == 40
 
         await wait_for(first_projected, timeout_s=60, what="40 events projected")
-        refused = await ca4(cli_env, "replay", "--rebuild-projections")
+        refused = await ca4(cli_env, "replay", "--rebuild-projections", "--yes")
         await produce(bootstrap, topic, events[40:])
 
         async def all_projected() -> bool:
@@ -152,6 +152,6 @@ async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_who
     assert f"Refused: consumer group {group} has 1 live member(s)" in refused.output
     assert "Stop the workers first" in refused.output
     # The live projections equal a rebuild from scratch, made once the worker stopped.
-    rebuilt = await ca4(cli_env, "replay", "--rebuild-projections")
+    rebuilt = await ca4(cli_env, "replay", "--rebuild-projections", "--yes")
     assert rebuilt.exit_code == 0, rebuilt.output
     assert await snapshot(MongoProjections(database)) == live

@@ -6,7 +6,14 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from ca4_auth import ApiKey, ApiKeyConfigError, ApiKeyRing, Scope, parse_key_entries
+from ca4_auth import (
+    ApiKey,
+    ApiKeyConfigError,
+    ApiKeyRing,
+    Scope,
+    check_key_settings,
+    parse_key_entries,
+)
 
 
 def digest(key: str) -> str:
@@ -130,3 +137,15 @@ def test_a_broken_file_at_start_up_fails_naming_the_line(tmp_path: Path) -> None
         ApiKeyRing(inline_hashes="", keys_file=keys_file, dev_key=False)
 
     assert "secret-key-here" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", " , \n"])
+def test_prod_refuses_a_keys_file_without_a_usable_key(tmp_path: Path, text: str) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(text)
+
+    with pytest.raises(ValueError, match="CA4_ENVIRONMENT=prod needs API keys"):
+        check_key_settings("prod", "", keys_file)
+    check_key_settings("dev", "", keys_file)  # dev starts, and accepts no key at all
+    keys_file.write_text(f"ops:{digest('k')}:platform:read:all")
+    check_key_settings("prod", "", keys_file)

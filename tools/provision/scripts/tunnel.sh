@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Open an SSH tunnel through the bastion, in the background, unless its local port already answers.
 #   tunnel.sh api     localhost:6443 -> first K3s server :6443 (kubectl, helm)
-#   tunnel.sh kafka   localhost:9092+N -> NodePort 30094+N of broker N (the TUNNEL listener
-#                     advertises localhost:9092+N, so clients keep using the tunnel after bootstrap)
+#   tunnel.sh kafka   localhost:9092+N -> NodePort 30094+N of broker N on its node (the TUNNEL
+#                     listener advertises localhost:9092+N, so clients keep using the tunnel)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,7 +28,12 @@ if [[ "${kind}" == api ]]; then
 else
   local_port="${CA4_KAFKA_TUNNEL_PORT:-9092}"
   for ((i = 0; i < ${CA4_KAFKA_BROKERS:-1}; i++)); do
-    forwards+=(-L "127.0.0.1:$((local_port + i)):${servers[0]}:$((${CA4_KAFKA_NODE_PORT_BASE:-30094} + i))")
+    # The tunnel NodePorts keep the client's address (externalTrafficPolicy Local), so each one
+    # answers only on the node that runs its broker.
+    node="$(kubectl --kubeconfig "${CA4_KUBECONFIG}" -n "${CA4_PLATFORM_NAMESPACE:-platform}" \
+      get pod "kafka-${i}" -o jsonpath='{.status.hostIP}')" || node=""
+    [[ -n "${node}" ]] || die "cannot find the node of kafka-${i}: open the API tunnel first (make ca4-api-tunnel)"
+    forwards+=(-L "127.0.0.1:$((local_port + i)):${node}:$((${CA4_KAFKA_NODE_PORT_BASE:-30094} + i))")
   done
 fi
 

@@ -92,6 +92,20 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- if and (eq .Values.config.otel.exporter "otlp") (not .Values.config.otel.endpoint) -}}
 {{- $messages = append $messages "config.otel: exporter otlp needs config.otel.endpoint" -}}
 {{- end -}}
+{{- if and (eq .Values.config.otel.exporter "otlp") .Values.config.otel.endpoint -}}
+{{- $otlp := urlParse .Values.config.otel.endpoint -}}
+{{- if or (not (hasSuffix "/v1/traces" $otlp.path)) (hasSuffix ":4317" $otlp.host) -}}
+{{- $messages = append $messages (printf "config.otel.endpoint: %q is not an OTLP/HTTP traces URL; the services export OTLP over HTTP (port 4318, path /v1/traces), 4317 is gRPC" .Values.config.otel.endpoint) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.databaseCidrs) (not .Values.networkPolicy.databaseNamespace) -}}
+{{- $messages = append $messages "networkPolicy: set databaseCidrs or databaseNamespace, or the worker reaches no database" -}}
+{{- end -}}
+{{- range .Values.ingress.routes -}}
+{{- if not (has .component (list "processor" "worker")) -}}
+{{- $messages = append $messages (printf "ingress.routes %s: component %q is neither processor nor worker" .path .component) -}}
+{{- end -}}
+{{- end -}}
 {{- $as := .Values.processor.autoscaling -}}
 {{- if and $as.enabled (gt (int $as.minReplicas) (int $as.maxReplicas)) -}}
 {{- $messages = append $messages (printf "processor.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" (int $as.minReplicas) (int $as.maxReplicas)) -}}
@@ -102,8 +116,8 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- $messages = append $messages (printf "processor.pdb: minAvailable (%d) must be below the replica count (%d), or no node could ever be drained" (int .Values.processor.pdb.minAvailable) (int $replicas)) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.processor.ingress.tlsSecretName (not .Values.processor.ingress.host) -}}
-{{- $messages = append $messages "processor.ingress: tlsSecretName needs a host" -}}
+{{- if and .Values.ingress.tlsSecretName (not .Values.ingress.host) -}}
+{{- $messages = append $messages "ingress: tlsSecretName needs a host" -}}
 {{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
@@ -206,6 +220,12 @@ spec:
             - name: api-keys
               mountPath: /etc/ca4/keys
               readOnly: true
+            {{- if and .caBundle .caBundle.configMap }}
+            # The database's CA bundle: the mongo-url Secret names tlsCAFile=<mountDir>/<key>.
+            - name: db-ca
+              mountPath: {{ .caBundle.mountDir }}
+              readOnly: true
+            {{- end }}
       volumes:
         - name: tmp
           emptyDir:
@@ -217,6 +237,14 @@ spec:
             items:
               - key: api-key-hashes
                 path: api-keys
+        {{- if and .caBundle .caBundle.configMap }}
+        - name: db-ca
+          configMap:
+            name: {{ .caBundle.configMap }}
+            items:
+              - key: {{ .caBundle.key }}
+                path: {{ .caBundle.key }}
+        {{- end }}
       {{- with $v.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
@@ -260,4 +288,45 @@ Return the egress rules every component needs: cluster DNS and the Kafka client 
           kubernetes.io/metadata.name: {{ .Values.networkPolicy.kafkaNamespace }}
   ports:
     - {port: {{ .Values.networkPolicy.kafkaPort }}, protocol: TCP}
+{{- end -}}
+
+
+{{/*
+Return the egress rule to the database (config.mongo.port, to networkPolicy.databaseCidrs or
+databaseNamespace): the worker's store and the processor's session ownership claims.
+*/}}
+{{- define "ca4-app.egressDatabase" -}}
+{{- $np := .Values.networkPolicy -}}
+- ports:
+    - {port: {{ .Values.config.mongo.port }}, protocol: TCP}
+  to:
+    {{- range $np.databaseCidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- with $np.databaseNamespace }}
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{/*
+Return one egress rule to the host and port of a URL: its namespace when the host is a cluster
+service name (<svc>.<ns>.svc[.cluster.local]), any address otherwise. Usage: include "ca4-app.egressToUrl" "http://minio.platform.svc:9000"
+*/}}
+{{- define "ca4-app.egressToUrl" -}}
+{{- $url := urlParse . -}}
+{{- $hostPort := splitList ":" $url.host -}}
+{{- $hostname := first $hostPort -}}
+{{- $port := ternary (last $hostPort) (ternary "443" "80" (eq $url.scheme "https")) (eq (len $hostPort) 2) -}}
+{{- $labels := splitList "." $hostname -}}
+- ports:
+    - {port: {{ $port }}, protocol: TCP}
+  {{- if and (gt (len $labels) 2) (eq (index $labels 2) "svc") }}
+  to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ index $labels 1 }}
+  {{- end }}
 {{- end -}}

@@ -160,12 +160,23 @@ def accepts_dev_key(environment: str, inline_hashes: str, keys_file: Path | None
 
 
 def check_key_settings(environment: str, inline_hashes: str, keys_file: Path | None) -> None:
-    """Fail start-up on malformed inline keys, and in ``prod`` without any configured key."""
-    parse_key_entries(inline_hashes, source="CA4_API_KEY_HASHES")
-    if environment == "prod" and not inline_hashes.strip() and keys_file is None:
+    """Fail start-up on malformed inline keys, and in ``prod`` without a usable key (blank
+    entries and comments are none)."""
+    inline_keys = parse_key_entries(inline_hashes, source="CA4_API_KEY_HASHES")
+    if environment != "prod" or inline_keys:
+        return
+    file_keys: dict[str, ApiKey] = {}
+    if keys_file is not None:
+        try:
+            text = keys_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read CA4_API_KEYS_FILE {keys_file}: {error}") from None
+        file_keys = parse_key_entries(text, source=str(keys_file))
+    if not file_keys:
         raise ValueError(
             "CA4_ENVIRONMENT=prod needs API keys: set CA4_API_KEY_HASHES='id:<sha256 hex>' "
-            "or mount CA4_API_KEYS_FILE; the public dev key is never accepted in prod"
+            "or mount CA4_API_KEYS_FILE with at least one key; the public dev key is never "
+            "accepted in prod"
         )
 
 

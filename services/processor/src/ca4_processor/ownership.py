@@ -97,6 +97,9 @@ class MongoSessionClaims:
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
             timeoutMS=timeout_ms,
+            # DocumentDB refuses retryable writes; a claim needs none (a repeated insert is a
+            # duplicate key, answered by reading the owner).
+            retryWrites=False,
         )
         self._owners: AsyncCollection[dict[str, Any]] = self._client[database][COLLECTION]
 

@@ -9,19 +9,26 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ca4_worker.application.ports import UnavailableError
 from ca4_worker.application.replay import (
     ReplayOutcome,
     archive_keys,
     replay_from_archive,
     replay_from_store,
+)
+from ca4_worker.cli_support import (
+    OperatorError,
+    confirm_destructive,
+    database_endpoint,
+    kafka_endpoint,
+    reaching,
 )
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.messaging.dlq_tools import (
@@ -50,11 +57,15 @@ ErrorClassOption = Annotated[
 
 
 def _letters(settings: Settings, error_class: str | None) -> list[StoredDeadLetter]:
-    return asyncio.run(
-        read_dead_letters(
-            settings.kafka_bootstrap_servers, settings.kafka_dlq_topic, error_class=error_class
+    with reaching(kafka_endpoint(settings), settings):
+        return asyncio.run(
+            read_dead_letters(
+                settings.kafka_bootstrap_servers,
+                settings.kafka_dlq_topic,
+                error_class=error_class,
+                timeout_s=settings.operator_kafka_timeout_s,
+            )
         )
-    )
 
 
 def _key(settings: Settings, letter: StoredDeadLetter) -> str:
@@ -71,8 +82,9 @@ async def _redrive_log(settings: Settings) -> AsyncIterator[MongoRedriveLog]:
 
 
 async def _past_redrives(settings: Settings, letters: list[StoredDeadLetter]) -> dict[str, Redrive]:
-    async with _redrive_log(settings) as redrives:
-        return await redrives.find([_key(settings, letter) for letter in letters])
+    with reaching(database_endpoint(settings), settings):
+        async with _redrive_log(settings) as redrives:
+            return await redrives.find([_key(settings, letter) for letter in letters])
 
 
 async def _redrive_and_record(
@@ -80,9 +92,16 @@ async def _redrive_and_record(
 ) -> int:
     """Publish first, then record: a crash between re-drives once more, never loses one."""
     targets = {_key(settings, letter): destination(letter, target_topic) for letter in letters}
-    count = await redrive(settings.kafka_bootstrap_servers, letters, target_topic=target_topic)
-    async with _redrive_log(settings) as redrives:
-        await redrives.record(targets, at=datetime.now(UTC))
+    with reaching(kafka_endpoint(settings), settings):
+        count = await redrive(
+            settings.kafka_bootstrap_servers,
+            letters,
+            target_topic=target_topic,
+            timeout_s=settings.operator_kafka_timeout_s,
+        )
+    with reaching(database_endpoint(settings), settings):
+        async with _redrive_log(settings) as redrives:
+            await redrives.record(targets, at=datetime.now(UTC))
     return count
 
 
@@ -100,7 +119,7 @@ def list_dead_letters(error_class: ErrorClassOption = None) -> None:
     letters = _letters(settings, error_class)
     try:
         redrives = asyncio.run(_past_redrives(settings, letters))
-    except UnavailableError as error:
+    except OperatorError as error:
         console.print(f"[yellow]Re-drive records unavailable ({error}); listing without them.")
         redrives = {}
     table = Table(title=f"{settings.kafka_dlq_topic}: {len(letters)} dead letters")
@@ -161,9 +180,10 @@ def redrive_dead_letters(
     letters = _letters(settings, error_class)
     try:
         redriven = asyncio.run(_past_redrives(settings, letters))
-    except UnavailableError as error:
-        console.print(f"[red]Nothing re-driven: cannot read the re-drive records ({error}).")
-        raise typer.Exit(code=1) from error
+    except OperatorError as error:
+        raise OperatorError(
+            f"Nothing re-driven: cannot read the re-drive records ({error})"
+        ) from error
     pending = [item for item in letters if again or _key(settings, item) not in redriven]
     skipped = len(letters) - len(pending)
     skipped_note = (
@@ -172,12 +192,36 @@ def redrive_dead_letters(
     if not pending:
         console.print(f"Nothing to re-drive.{skipped_note}")
         return
-    if not yes:
-        typer.confirm(f"Re-drive {len(pending)} dead letters?", abort=True)
+    confirm_destructive(f"Re-drive {len(pending)} dead letters?", yes=yes)
     count = asyncio.run(_redrive_and_record(settings, pending, topic))
     console.print(
         f"Re-drove {count} dead letters; the store deduplicates them by event id.{skipped_note}"
     )
+
+
+class ReplaySource(StrEnum):
+    """Where ``ca4 replay`` reads events from."""
+
+    EVENTS = "events"
+    S3 = "s3"
+
+
+TIME_FORMATS = [
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%d %H:%M:%S%z",
+]
+"""What ``--since``/``--until`` accept: a date, a time, or a time with its UTC offset (or Z)."""
+_TIME_HELP = "A time without an offset is UTC, e.g. 2026-11-30T09:00:00 or ...T10:00:00+01:00."
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """``moment`` in UTC, reading a naive time as UTC (never as this machine's local time)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _progress() -> Progress:
@@ -187,22 +231,26 @@ def _progress() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
+        # Only on a terminal, and gone when the replay ends: the summary or one error line stays.
+        transient=True,
+        disable=not console.is_terminal,
     )
 
 
 async def _replay(
     *,
     settings: Settings,
-    source: Literal["events", "s3"],
+    source: ReplaySource,
     since: datetime | None,
     until: datetime | None,
     rebuild: bool,
     advance: Callable[[int, int | None], None],
 ) -> ReplayOutcome:
     if rebuild:
-        await ensure_group_idle(
-            settings.kafka_bootstrap_servers, settings.kafka_store_group, settings.kafka_topic
-        )
+        with reaching(kafka_endpoint(settings), settings):
+            await ensure_group_idle(
+                settings.kafka_bootstrap_servers, settings.kafka_store_group, settings.kafka_topic
+            )
     client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
     try:
         database = client[settings.mongo_db]
@@ -212,7 +260,7 @@ async def _replay(
             guards_in_filters=await guards_belong_in_filters(database),
             limits=settings.projection_limits(),
         )
-        if source == "events":
+        if source is ReplaySource.EVENTS:
             store = MongoEventStore(database, topic=settings.kafka_topic)
             advance(0, await store.count())
             return await replay_from_store(
@@ -248,31 +296,49 @@ async def _replay(
 
 def replay(
     source: Annotated[
-        str, typer.Option(help="Read from the event store (events) or the S3 archive (s3).")
-    ] = "events",
+        ReplaySource,
+        typer.Option(help="Read from the event store (events) or the S3 archive (s3)."),
+    ] = ReplaySource.EVENTS,
     since: Annotated[
-        datetime | None, typer.Option(help="Only events received at or after this time (UTC).")
+        datetime | None,
+        typer.Option(
+            formats=TIME_FORMATS,
+            metavar="TIME",
+            help=f"Only events received at or after this time. {_TIME_HELP}",
+        ),
     ] = None,
     until: Annotated[
-        datetime | None, typer.Option(help="Only events received before this time (UTC).")
+        datetime | None,
+        typer.Option(
+            formats=TIME_FORMATS,
+            metavar="TIME",
+            help=f"Only events received before this time. {_TIME_HELP}",
+        ),
     ] = None,
     rebuild_projections: Annotated[
         bool,
         typer.Option(
             "--rebuild-projections/--apply-only",
-            help="Empty the projections first (else only fill what is missing).",
+            help="Empty the projections first (else only fill what is missing); asks first.",
         ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before emptying the projections.")
     ] = False,
 ) -> None:
     """Rebuild the session and GPU projections from the event store or the S3 archive."""
-    if source not in ("events", "s3"):
-        raise typer.BadParameter("--source must be events or s3")
+    if rebuild_projections:
+        confirm_destructive(
+            f"Empty the session and GPU projections and rebuild them from {source.value}?",
+            yes=yes,
+        )
     settings = get_settings()
-    since_utc = since.astimezone() if since and since.tzinfo is None else since
-    until_utc = until.astimezone() if until and until.tzinfo is None else until
-    unit = "events" if source == "events" else "objects"
-    with _progress() as progress:
-        task = progress.add_task(f"replay from {source} ({unit})", total=None)
+    unit = "events" if source is ReplaySource.EVENTS else "objects"
+    with (
+        reaching(database_endpoint(settings), settings),
+        _progress() as progress,
+    ):
+        task = progress.add_task(f"replay from {source.value} ({unit})", total=None)
 
         def advance(done: int, total: int | None) -> None:
             if total is not None:
@@ -283,15 +349,13 @@ def replay(
             outcome = asyncio.run(
                 _replay(
                     settings=settings,
-                    source="s3" if source == "s3" else "events",
-                    since=since_utc,
-                    until=until_utc,
+                    source=source,
+                    since=as_utc(since),
+                    until=as_utc(until),
                     rebuild=rebuild_projections,
                     advance=advance,
                 )
             )
         except LiveConsumersError as error:
-            progress.stop()
-            console.print(f"[red]Refused: {error}[/red]")
-            raise typer.Exit(code=1) from error
+            raise OperatorError(f"Refused: {error}") from error
     console.print(f"Applied {outcome.events} events ({outcome.skipped} skipped).")

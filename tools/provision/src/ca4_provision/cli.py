@@ -1,22 +1,90 @@
-"""Root of the ``ca4`` command; each tool adds its own Typer sub-application here."""
+"""Root of the ``ca4`` command; each tool adds its own Typer sub-application here.
+
+Failures reach the operator as one line on stderr and exit code 1; ``ca4 --debug ...`` (or
+``CA4_DEBUG=1``) prints the traceback first.
+"""
+
+import logging
+import traceback
+from importlib.metadata import version
+from typing import Annotated, Any
 
 import typer
 from ca4_worker.cli import dlq_app, replay
+from ca4_worker.cli_support import OperatorError
+from typer._click.core import Context  # Typer vendors Click; this is its Context
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from ca4_provision.devstack.cli import app as devstack_app
 from ca4_provision.sdk_cli import sdk_app, send
 from ca4_provision.verify import app as verify_app
 
+PACKAGE = "ca4-provision"
+
+
+class OneLineErrors(TyperGroup):
+    """Prints any error a command raises as one line, with the traceback only under --debug.
+
+    Typer's own outcomes (usage errors, ``typer.Exit``, an answered "no") pass through.
+    """
+
+    def invoke(self, ctx: Context) -> Any:
+        """Run the command; report what it raises."""
+        try:
+            return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                typer.echo("".join(traceback.format_exception(error)), err=True)
+            typer.echo(f"error: {_one_line(error)}", err=True)
+            raise typer.Exit(1) from error
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OperatorError):
+        return str(error)
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first_line} (ca4 --debug shows the traceback)"
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"ca4 {version(PACKAGE)}")
+        raise typer.Exit
+
+
 app = typer.Typer(
     name="ca4",
+    cls=OneLineErrors,
     help="CA4: local dev stack, provisioning, verification and operator tools.",
     no_args_is_help=True,
 )
 
 
 @app.callback()
-def main() -> None:
+def main(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="CA4_DEBUG", help="Print the traceback of a failure."),
+    ] = False,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
     """CA4 operator and developer tools."""
+    if debug:
+        logging.basicConfig(level=logging.INFO)
+    else:
+        # Client libraries log each failed connection attempt; the one-line error says it all.
+        logging.getLogger().addHandler(logging.NullHandler())
 
 
 app.add_typer(devstack_app, name="devstack")

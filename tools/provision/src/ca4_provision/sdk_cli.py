@@ -10,6 +10,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import partial
 from typing import Annotated, Any
 
@@ -51,17 +52,26 @@ class SendTally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class CollectorName(StrEnum):
+    """The collectors ``ca4 sdk probe --collector`` can force."""
+
+    NVML = "nvml"
+    NVIDIA_SMI = "nvidia-smi"
+    NONE = "none"
+
+
 @sdk_app.command("probe")
 def probe(
     collector: Annotated[
-        str | None, typer.Option(help="Force a collector: nvml, nvidia-smi or none.")
+        CollectorName | None,
+        typer.Option(help="Force a collector (default: the best one that works)."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the whole report as JSON.")
     ] = False,
 ) -> None:
     """Show what the collector sees on this host: host facts, GPUs and the self-check."""
-    report = run_probe(collector)
+    report = run_probe(collector.value if collector else None)
     if as_json:
         console.print_json(json.dumps(report))
         return

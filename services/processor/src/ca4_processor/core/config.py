@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     """Proxies (comma-separated IPs/CIDRs, or ``*``) whose ``X-Forwarded-*`` headers the app
     honours itself; empty leaves it to ``uvicorn --proxy-headers --forwarded-allow-ips``."""
 
+    SDK_WHEEL_DIR: Path = Path("dist/sdk")
+    """Where the SDK wheel this edge serves at ``/sdk/`` lies (relative to the working
+    directory; the image and ``make dev`` build it there)."""
+
     LOG_LEVEL: str = "INFO"
     """Minimum log level."""
     OTEL_EXPORTER: Literal["none", "console", "otlp"] = "none"

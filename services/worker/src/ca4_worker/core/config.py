@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ca4_auth import check_key_settings
 from ca4_schemas import TOPIC_GPU_METADATA, TOPIC_GPU_METADATA_DLQ
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ca4_worker.application.bounded import WriteLimits
+
+_DOCUMENTDB_HOST = re.compile(r"\.docdb(-elastic)?\.amazonaws\.com(:\d+)?$", re.IGNORECASE)
+
+
+def without_retryable_writes(mongo_url: str) -> str:
+    """``mongo_url`` with ``retryWrites=false`` when it points at Amazon DocumentDB.
+
+    DocumentDB has no retryable writes, and pymongo retries writes by default, so every write
+    would fail there. A URL that asks for ``retryWrites=true`` is refused rather than rewritten.
+    """
+    parts = urlsplit(mongo_url)
+    hosts = parts.netloc.rpartition("@")[2].split(",")
+    if not any(_DOCUMENTDB_HOST.search(host) for host in hosts):
+        return mongo_url
+    retry = [v for k, v in parse_qsl(parts.query) if k.lower() == "retrywrites"]
+    if retry and retry[-1].lower() != "false":
+        raise ValueError("CA4_MONGO_URL: DocumentDB has no retryable writes; use retryWrites=false")
+    if retry:
+        return mongo_url
+    query = f"{parts.query}&retryWrites=false" if parts.query else "retryWrites=false"
+    return urlunsplit(parts._replace(path=parts.path or "/", query=query))
 
 
 class Settings(BaseSettings):
     """Worker configuration; defaults match the local dev stack."""
 
+    # Errors never echo input: CA4_MONGO_URL carries the database password.
     model_config = SettingsConfigDict(
-        env_prefix="CA4_", extra="ignore", use_attribute_docstrings=True
+        env_prefix="CA4_", extra="ignore", use_attribute_docstrings=True, hide_input_in_errors=True
     )
 
     environment: Literal["dev", "test", "prod"] = "dev"
@@ -65,8 +89,17 @@ class Settings(BaseSettings):
     projection_concurrency: int = Field(default=2, ge=1, le=16)
     """Projection calls in flight at once (sessions and GPUs share them)."""
 
+    operator_kafka_timeout_s: float = Field(default=15.0, gt=0)
+    """How long ``ca4 dlq`` waits on Kafka before saying it is down (each request, each read)."""
+
     mongo_url: str = "mongodb://127.0.0.1:27017"
     """MongoDB-compatible database (FerretDB locally, DocumentDB in production)."""
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _documentdb_without_retryable_writes(cls, mongo_url: str) -> str:
+        return without_retryable_writes(mongo_url)
+
     mongo_db: str = "ca4"
     """Database holding ``events``, ``sessions`` and ``gpus``."""
     mongo_timeout_ms: int = Field(default=5000, ge=100)

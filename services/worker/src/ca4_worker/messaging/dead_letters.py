@@ -46,13 +46,14 @@ def dead_letter_headers(letter: DeadLetter, worker_version: str) -> list[tuple[s
     ]
 
 
-def kafka_producer(bootstrap_servers: str) -> AIOKafkaProducer:
+def kafka_producer(bootstrap_servers: str, *, request_timeout_ms: int = 40_000) -> AIOKafkaProducer:
     """An idempotent, ``acks=all`` producer that keeps bytes as they are."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        request_timeout_ms=request_timeout_ms,
     )
 
 

@@ -19,6 +19,9 @@ from ca4_schemas.constants import (
 
 from ca4_worker.messaging.dead_letters import ERROR_HEADERS, kafka_producer
 
+DEFAULT_TIMEOUT_S = 15.0
+"""How long an operator command waits on Kafka before calling it down."""
+
 
 @dataclass(frozen=True)
 class StoredDeadLetter:
@@ -67,15 +70,25 @@ class StoredDeadLetter:
 
 
 async def read_dead_letters(
-    bootstrap_servers: str, topic: str, *, error_class: str | None = None
+    bootstrap_servers: str,
+    topic: str,
+    *,
+    error_class: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> list[StoredDeadLetter]:
-    """Every dead letter on ``topic`` now (no consumer group, nothing committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+    """Every dead letter on ``topic`` now (no consumer group, nothing committed).
+
+    Raises :class:`TimeoutError` when Kafka does not answer, or stops delivering records,
+    for ``timeout_s``: an operator command must not hang on a broker that went away.
+    """
+    timeout_ms = int(timeout_s * 1000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    async with asyncio.timeout(timeout_s):
+        await admin.start()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
     partitions = [
         TopicPartition(topic, item["partition"])
         for entry in described
@@ -84,31 +97,41 @@ async def read_dead_letters(
     ]
     if not partitions:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        request_timeout_ms=timeout_ms,
+    )
     letters: list[StoredDeadLetter] = []
     try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Explicit seeks: seek_to_beginning() resolves lazily and position() may not see it.
-        for tp, start in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(tp, start)
-        remaining = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+        async with asyncio.timeout(timeout_s):
+            await consumer.start()
+            consumer.assign(partitions)
+            ends = await consumer.end_offsets(partitions)
+            # Explicit seeks: seek_to_beginning() resolves lazily and position() may not see it.
+            for tp, start in (await consumer.beginning_offsets(partitions)).items():
+                consumer.seek(tp, start)
+            remaining = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
         while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=1000)
-            for records in batch.values():
-                letters.extend(
-                    StoredDeadLetter(
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=tuple((name, value or b"") for name, value in record.headers or ()),
+            # Each round must deliver within the deadline (getmany would wait longer, so a round
+            # without records ends in TimeoutError); reading a long topic may take longer.
+            async with asyncio.timeout(timeout_s):
+                batch = await consumer.getmany(*remaining, timeout_ms=2 * timeout_ms)
+                for records in batch.values():
+                    letters.extend(
+                        StoredDeadLetter(
+                            partition=record.partition,
+                            offset=record.offset,
+                            key=record.key,
+                            value=record.value,
+                            headers=tuple(
+                                (name, value or b"") for name, value in record.headers or ()
+                            ),
+                        )
+                        for record in records
+                        if record.offset < ends[TopicPartition(topic, record.partition)]
                     )
-                    for record in records
-                    if record.offset < ends[TopicPartition(topic, record.partition)]
-                )
-            remaining = [tp for tp in remaining if await consumer.position(tp) < ends[tp]]
+                remaining = [tp for tp in remaining if await consumer.position(tp) < ends[tp]]
     finally:
         await consumer.stop()
     letters.sort(key=lambda letter: (letter.partition, letter.offset))
@@ -130,14 +153,17 @@ async def redrive(
     letters: Sequence[StoredDeadLetter],
     *,
     target_topic: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> int:
     """Publish letters back to their source topic (original key, bytes and headers).
 
     Re-driven events are ordinary events again: the store deduplicates them by event id.
+    Raises :class:`TimeoutError` when Kafka does not answer within ``timeout_s``.
     """
-    producer = kafka_producer(bootstrap_servers)
-    await producer.start()
+    producer = kafka_producer(bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
     try:
+        async with asyncio.timeout(timeout_s):
+            await producer.start()
         futures = []
         for letter in letters:
             topic = destination(letter, target_topic)
@@ -145,7 +171,8 @@ async def redrive(
             futures.append(
                 await producer.send(topic, value=letter.value, key=letter.key, headers=headers)
             )
-        await asyncio.gather(*futures)
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*futures)
     finally:
         await producer.stop()
     return len(letters)

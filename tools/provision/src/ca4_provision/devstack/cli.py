@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from ca4_worker.cli_support import confirm_destructive
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -27,14 +28,25 @@ from ca4_provision.devstack.tools import MissingToolError
 
 app = typer.Typer(
     name="devstack",
-    help="Run Kafka, FerretDB, MinIO and Prometheus locally (no Docker); see `ca4 devstack env`.",
+    help="Run Kafka, PostgreSQL + FerretDB v2, MinIO and Prometheus locally (no Docker); "
+    "see `ca4 devstack env`.",
     no_args_is_help=True,
     epilog=(
         "Environment knobs: CA4_DEVSTACK_HOME (state: data, logs, PIDs; default <repo>/.devstack), "
-        "CA4_DEVSTACK_CACHE (installs; default ~/.cache/ca4/devstack), "
-        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,S3,S3_CONSOLE,PROMETHEUS,"
-        "PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 9000 9001 9090 8000 8001), "
-        "CA4_DEVSTACK_KAFKA_HEAP (512m), CA4_DEVSTACK_HEALTH_TIMEOUT (120 s)."
+        "CA4_DEVSTACK_CACHE (installs and builds; default ~/.cache/ca4/devstack), "
+        "CA4_DEVSTACK_VENDOR (the pinned source archives DocumentDB is built from, checked by "
+        "sha256; default <repo>/../shared/vendor), "
+        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,POSTGRES,S3,S3_CONSOLE,"
+        "PROMETHEUS,PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 5433 9000 9001 9090 "
+        "8000 8001), CA4_DEVSTACK_KAFKA_HEAP (512m), CA4_DEVSTACK_HEALTH_TIMEOUT (120 s). "
+        "PostgreSQL: Debian's postgresql-15 (apt-get installs it and the build packages when "
+        "missing and run as root), run as the `postgres` user with its data in the state dir. "
+        "Outside the cache and the state dir the dev stack writes only what PostgreSQL loads "
+        "from its own folders: pg_documentdb_core.so, pg_documentdb.so, pg_cron.so and vector.so "
+        "in /usr/lib/postgresql/15/lib, and their .control and .sql files in "
+        "/usr/share/postgresql/15/extension (copied from the cached build when they differ). "
+        "The FerretDB health check is a real query with a 5 s deadline: a database that pings "
+        "but answers no query shows as unhealthy (wedged)."
     ),
 )
 
@@ -45,8 +57,8 @@ T = TypeVar("T")
 ServicesArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Services (kafka, ferretdb|mongo, minio|s3, prometheus, processor, worker); "
-        "default: all."
+        help="Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, prometheus, processor, "
+        "worker); default: all. Starting ferretdb starts postgres first."
     ),
 ]
 
@@ -165,11 +177,19 @@ def down(
         typer.Option(help="Stop only the services named in this file (see `up --started-file`)."),
     ] = None,
     purge: Annotated[
-        bool, typer.Option("--purge", help="Also delete the state dir (all data and logs).")
+        bool,
+        typer.Option("--purge", help="Also delete the state dir (all data and logs); asks first."),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask before deleting with --purge.")
     ] = False,
 ) -> None:
     """Stop the services this dev stack started (by PID), apps first."""
     settings = _settings()
+    if purge and not services and services_file is None:
+        confirm_destructive(
+            f"Delete every dev stack service's data and logs in {settings.home}?", yes=yes
+        )
     names = _names(services)
     if services_file is not None:
         listed = services_file.read_text(encoding="utf-8").split() if services_file.exists() else []
@@ -200,7 +220,7 @@ def start(services: Annotated[list[str], typer.Argument(help="Services to start.
 @app.command()
 def stop(services: Annotated[list[str], typer.Argument(help="Services to stop.")]) -> None:
     """Stop the named services (e.g. to simulate an outage in a test)."""
-    down(services=services, services_file=None, purge=False)
+    down(services=services, services_file=None, purge=False, yes=False)
 
 
 @app.command()

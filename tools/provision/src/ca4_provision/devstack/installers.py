@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import shutil
-import stat
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +36,14 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 async def run_logged(
-    argv: list[str], log: Path, *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    argv: list[str],
+    log: Path,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    user: str | None = None,
 ) -> None:
-    """Run a command to completion, appending its output to ``log``; raise on failure."""
+    """Run a command (as ``user``), appending its output to ``log``; raise on failure."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         out.write(f"$ {' '.join(argv)}\n".encode())
@@ -52,6 +55,7 @@ async def run_logged(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=asyncio.subprocess.STDOUT,
+            user=user,
         )
         code = await proc.wait()
     if code != 0:
@@ -93,7 +97,7 @@ class Artifact:
 
 
 @contextlib.asynccontextmanager
-async def _staging(artifact: Artifact) -> AsyncIterator[Path | None]:
+async def staging_for(artifact: Artifact) -> AsyncIterator[Path | None]:
     """Yield an empty staging folder, or None if another process finished the install."""
     async with _file_lock(artifact.cache / "locks" / f"{artifact.name}.lock"):
         if artifact.installed():
@@ -132,9 +136,9 @@ KAFKA_POM = """<?xml version="1.0" encoding="UTF-8"?>
       <version>{kafka}</version>
     </dependency>
     <dependency>
-      <groupId>org.slf4j</groupId>
-      <artifactId>slf4j-reload4j</artifactId>
-      <version>{slf4j}</version>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j_slf4j}</version>
     </dependency>
   </dependencies>
 </project>
@@ -153,14 +157,14 @@ async def install_kafka(cache: Path) -> Path:
         return artifact.root / "libs"
     require("java")
     mvn = require("mvn")
-    async with _staging(artifact) as staging:
+    async with staging_for(artifact) as staging:
         if staging is not None:
             pom = staging / "pom.xml"
             pom.write_text(
                 KAFKA_POM.format(
                     kafka=versions.KAFKA_VERSION,
                     scala=versions.SCALA_BINARY_VERSION,
-                    slf4j=versions.SLF4J_RELOAD4J_VERSION,
+                    log4j_slf4j=versions.LOG4J_SLF4J_VERSION,
                 ),
                 encoding="utf-8",
             )
@@ -197,58 +201,12 @@ def ferretdb_artifact(cache: Path) -> Artifact:
 
 
 async def install_ferretdb(cache: Path) -> Path:
-    """Build FerretDB from its module source; return the binary.
+    """``go install`` the pinned FerretDB v2 into the cache; return the binary.
 
-    A plain ``go install …@v1.24.0`` builds a binary that panics at start: FerretDB embeds
-    ``build/version/version.txt``, which its release tooling generates and the module zip lacks.
-    So we copy the module source, write that file (as the FerretDB docs suggest) and build it.
+    v2 embeds its version through the module's build info, so a plain ``go install`` works
+    (v1 needed a generated ``build/version/version.txt`` and a build from a source copy).
     """
-    artifact = ferretdb_artifact(cache)
-    binary = artifact.root / "bin" / "ferretdb"
-    if artifact.installed():
-        return binary
-    go = require("go")
-    async with _staging(artifact) as staging:
-        if staging is not None:
-            module = f"{versions.FERRETDB_MODULE}@{versions.FERRETDB_VERSION}"
-            listing = staging / "download.json"
-            with listing.open("wb") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    go, "mod", "download", "-json", module, stdout=out, env=_go_env()
-                )
-                if await proc.wait() != 0:
-                    raise InstallError(f"`go mod download {module}` failed")
-            source_dir = Path(json.loads(listing.read_text(encoding="utf-8"))["Dir"])
-            source = staging / "src"
-            await asyncio.to_thread(_copy_writable, source_dir, source)
-            version_dir = source / "build" / "version"
-            (version_dir / "version.txt").write_text(versions.FERRETDB_VERSION + "\n", "utf-8")
-            (version_dir / "package.txt").write_text("ca4-devstack\n", encoding="utf-8")
-            await run_logged(
-                [
-                    go,
-                    "build",
-                    "-buildvcs=false",
-                    "-o",
-                    str(staging / "bin" / "ferretdb"),
-                    "./cmd/ferretdb",
-                ],
-                artifact.log,
-                cwd=source,
-                env=_go_env(),
-            )
-            await asyncio.to_thread(shutil.rmtree, source)
-            listing.unlink()
-    return binary
-
-
-def _copy_writable(source: Path, target: Path) -> None:
-    """Copy a read-only Go module tree and make the copy writable."""
-    shutil.copytree(source, target, copy_function=shutil.copyfile)
-    for folder, _dirs, files in os.walk(target):
-        os.chmod(folder, stat.S_IRWXU)
-        for name in files:
-            os.chmod(os.path.join(folder, name), stat.S_IRUSR | stat.S_IWUSR)
+    return await _go_install(ferretdb_artifact(cache), f"{versions.FERRETDB_MODULE}/cmd/ferretdb")
 
 
 def minio_artifact(cache: Path) -> Artifact:
@@ -258,19 +216,62 @@ def minio_artifact(cache: Path) -> Artifact:
 
 async def install_minio(cache: Path) -> Path:
     """``go install`` the pinned MinIO into the cache; return the binary."""
-    artifact = minio_artifact(cache)
-    binary = artifact.root / "bin" / "minio"
+    return await _go_install(minio_artifact(cache), versions.MINIO_MODULE)
+
+
+async def _go_install(artifact: Artifact, package: str) -> Path:
+    """``go install PACKAGE@VERSION`` into the artifact's ``bin``; return the binary."""
+    binary = artifact.root / "bin" / package.rsplit("/", 1)[-1]
     if artifact.installed():
         return binary
     go = require("go")
-    async with _staging(artifact) as staging:
+    async with staging_for(artifact) as staging:
         if staging is not None:
             await run_logged(
-                [go, "install", f"{versions.MINIO_MODULE}@{versions.MINIO_VERSION}"],
+                [go, "install", f"{package}@{artifact.version}"],
                 artifact.log,
                 env=_go_env({"GOBIN": str(staging / "bin")}),
             )
     return binary
+
+
+# --- Debian packages ------------------------------------------------------------------------
+
+
+async def missing_debian_packages(packages: Sequence[str]) -> list[str]:
+    """The packages of ``packages`` that dpkg does not list as installed."""
+    missing = []
+    for package in packages:
+        proc = await asyncio.create_subprocess_exec(
+            "dpkg-query",
+            "--show",
+            "--showformat=${Status}",
+            package,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        out, _ = await proc.communicate()
+        if proc.returncode != 0 or b"install ok installed" not in out:
+            missing.append(package)
+    return missing
+
+
+async def apt_install(cache: Path, packages: Sequence[str], *, log_name: str) -> None:
+    """``apt-get update`` and install what is missing of ``packages`` (as root), or a hint."""
+    if shutil.which("dpkg-query") is None:
+        return  # not Debian: the build or start that follows names what it lacks
+    missing = await missing_debian_packages(packages)
+    if not missing:
+        return
+    command = f"apt-get install -y --no-install-recommends {' '.join(missing)}"
+    if os.geteuid() != 0:
+        raise MissingToolError(f"missing Debian packages: run `sudo {command}`.")
+    apt = require("apt-get")
+    log = cache / "logs" / f"{log_name}.install.log"
+    env = _go_env({"DEBIAN_FRONTEND": "noninteractive"})
+    async with _file_lock(cache / "locks" / "apt.lock"):
+        await run_logged([apt, "update"], log, env=env)
+        await run_logged([apt, *command.split()[1:]], log, env=env)
 
 
 # --- Prometheus: the distribution package ---------------------------------------------------
@@ -289,20 +290,7 @@ async def install_prometheus(cache: Path) -> Path:
     binary = prometheus_binary()
     if binary is not None:
         return binary
-    if os.geteuid() != 0:
-        raise MissingToolError(
-            "prometheus not found: install it (Debian: sudo apt-get install -y prometheus)."
-        )
-    apt = require("apt-get")
-    log = cache / "logs" / "prometheus.install.log"
-    env = _go_env({"DEBIAN_FRONTEND": "noninteractive"})
-    async with _file_lock(cache / "locks" / "apt.lock"):
-        await run_logged([apt, "update"], log, env=env)
-        await run_logged(
-            [apt, "install", "-y", "--no-install-recommends", versions.PROMETHEUS_DEBIAN_PACKAGE],
-            log,
-            env=env,
-        )
+    await apt_install(cache, [versions.PROMETHEUS_DEBIAN_PACKAGE], log_name="prometheus")
     binary = prometheus_binary()
     if binary is None:
         raise InstallError(f"apt installed {versions.PROMETHEUS_DEBIAN_PACKAGE} but no binary")

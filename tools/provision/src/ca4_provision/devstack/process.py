@@ -29,6 +29,8 @@ class LaunchSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     """Extra environment on top of ours."""
     cwd: Path | None = None
+    user: str | None = None
+    """Run as this user (when we are root and the server refuses to run as root)."""
 
 
 def _cmdline(pid: int) -> str | None:
@@ -103,17 +105,24 @@ class ServiceProcess:
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                user=spec.user,
             )
         self.pid_file.write_text(f"{proc.pid}\n", encoding="utf-8")
         return proc
 
-    async def stop(self, markers: Sequence[str], *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM our process group, SIGKILL it after ``timeout_s``; True if one was running."""
+    async def stop(
+        self,
+        markers: Sequence[str],
+        *,
+        timeout_s: float = 30.0,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> bool:
+        """Signal our process group, SIGKILL it after ``timeout_s``; True if one was running."""
         pid = self.owned_pid(markers)
         if pid is None:
             self.forget()
             return False
-        _signal_group(pid, signal.SIGTERM)
+        _signal_group(pid, stop_signal)
         if not await wait_gone(pid, timeout_s):
             _signal_group(pid, signal.SIGKILL)
             await wait_gone(pid, 10.0)

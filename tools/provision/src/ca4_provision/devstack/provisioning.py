@@ -6,10 +6,12 @@ Client libraries are imported inside the functions so `ca4 devstack env` starts 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from ca4_provision.devstack.health import quiet_kafka_client
+from ca4_provision.devstack.health import UnhealthyError, psql, quiet_kafka_client
 
+EXTENSION_TIMEOUT_S = 120.0  # DocumentDB's CASCADE creates six extensions; seconds on 2 cores
 _KAFKA_OK = 0
 _KAFKA_TOPIC_ALREADY_EXISTS = 36
 
@@ -70,3 +72,24 @@ async def ensure_bucket(
                 raise ProvisioningError(f"creating bucket {bucket} failed: {exc}") from exc
             return False
     return True
+
+
+async def ensure_documentdb(url: str, *, psql_program: str | Path) -> str | None:
+    """``CREATE EXTENSION documentdb CASCADE`` unless it exists; a note when it was created."""
+    try:
+        exists = await psql(
+            url,
+            "SELECT count(*) FROM pg_extension WHERE extname = 'documentdb'",
+            psql_program=psql_program,
+        )
+        if exists == "1":
+            return None
+        await psql(
+            url,
+            "CREATE EXTENSION IF NOT EXISTS documentdb CASCADE",
+            psql_program=psql_program,
+            timeout_s=EXTENSION_TIMEOUT_S,
+        )
+    except UnhealthyError as exc:
+        raise ProvisioningError(f"creating the documentdb extension failed: {exc}") from exc
+    return "created extension documentdb"

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pwd
+import signal
+import stat
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ca4_provision.devstack import configs, health, installers, provisioning, versions
+from ca4_provision.devstack import configs, documentdb, health, installers, provisioning, versions
 from ca4_provision.devstack.process import LaunchSpec, ServiceProcess
 from ca4_provision.devstack.settings import (
     HOST,
     KAFKA_TOPIC_PARTITIONS,
     KAFKA_TOPICS,
+    POSTGRES_SUPERUSER,
     S3_ACCESS_KEY_ID,
     S3_BUCKET,
     S3_SECRET_ACCESS_KEY,
@@ -29,6 +35,9 @@ class Service(ABC):
     name: ClassVar[str]
     group: ClassVar[Group] = "infra"
     stop_timeout_s: ClassVar[float] = 20.0
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    """Services of the same group that must be healthy before this one starts."""
 
     def __init__(self, settings: DevstackSettings) -> None:
         self.settings = settings
@@ -122,12 +131,12 @@ class Kafka(Service):
         await installers.install_kafka(self.settings.cache)
 
     def _java(self, libs: Path, *jvm_options: str) -> list[str]:
-        log4j = self.dir / "log4j.properties"
+        log4j = self.dir / "log4j2.properties"
         return [
             require("java"),
             *jvm_options,
             "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{log4j}",
+            f"-Dlog4j2.configurationFile={log4j}",
             f"-Dkafka.logs.dir={self.settings.home / 'logs'}",
             "-cp",
             f"{libs}/*",
@@ -141,7 +150,7 @@ class Kafka(Service):
         self.server_properties.write_text(
             configs.kafka_server_properties(self.settings, data), encoding="utf-8"
         )
-        (self.dir / "log4j.properties").write_text(configs.KAFKA_LOG4J, encoding="utf-8")
+        (self.dir / "log4j2.properties").write_text(configs.KAFKA_LOG4J2, encoding="utf-8")
         if not (data / "meta.properties").is_file():
             await installers.run_logged(
                 [
@@ -184,10 +193,146 @@ class Kafka(Service):
         return f"created topics {', '.join(created)}" if created else None
 
 
+class Postgres(Service):
+    """PostgreSQL from the distribution with the DocumentDB extension: FerretDB's storage."""
+
+    name = "postgres"
+    # SIGINT is PostgreSQL's "fast" shutdown: it ends sessions, checkpoints and exits, where
+    # SIGTERM ("smart") would wait for FerretDB's pooled connections to close on their own.
+    stop_signal = signal.SIGINT
+    stop_timeout_s = 60.0
+
+    @property
+    def install_dirs(self) -> documentdb.PostgresInstall:
+        """The distribution's PostgreSQL folders."""
+        return documentdb.PostgresInstall.debian()
+
+    @property
+    def port(self) -> int:
+        """The SQL listener."""
+        return self.settings.ports.postgres
+
+    @property
+    def address(self) -> str:
+        """``postgres://postgres@127.0.0.1:5433/postgres``."""
+        return self.settings.postgres_url
+
+    @property
+    def config_file(self) -> Path:
+        """The generated ``postgresql.conf`` (outside the data dir, rewritten on every start)."""
+        return self.dir / "postgresql.conf"
+
+    @property
+    def data(self) -> Path:
+        """The cluster's data dir, owned by the user the server runs as."""
+        return self.dir / "data"
+
+    @property
+    def markers(self) -> list[str]:
+        """Our config path on its command line."""
+        return ["postgres", f"config_file={self.config_file}"]
+
+    async def version(self) -> str:
+        """PostgreSQL's major version and the pinned DocumentDB commit."""
+        return f"{versions.POSTGRES_MAJOR} + documentdb {versions.DOCUMENTDB.commit}"
+
+    def installed(self) -> bool:
+        """True once PostgreSQL is installed and the extensions are built."""
+        built = documentdb.documentdb_artifact(self.settings.cache).installed()
+        return built and self.install_dirs.installed()
+
+    async def install(self) -> None:
+        """``apt-get install postgresql-15``; build DocumentDB and its libraries once."""
+        await self._built()
+
+    async def _built(self) -> Path:
+        if not self.install_dirs.installed():
+            await installers.apt_install(
+                self.settings.cache, [versions.POSTGRES_DEBIAN_PACKAGE], log_name="postgres"
+            )
+        return await documentdb.build_documentdb(
+            self.settings.cache, self.settings.vendor, self.install_dirs
+        )
+
+    async def prepare(self) -> LaunchSpec:
+        """Put the extensions where PostgreSQL loads them, ``initdb`` once, write the config."""
+        pg = self.install_dirs
+        built = await self._built()
+        await asyncio.to_thread(documentdb.install_into_postgres, built, pg)
+        owner = server_user()
+        self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if owner is not None:
+            _give_to(owner, self.data)
+        if not (self.data / "PG_VERSION").is_file():
+            await installers.run_logged(
+                [
+                    str(pg.program("initdb")),
+                    f"--pgdata={self.data}",
+                    f"--username={POSTGRES_SUPERUSER}",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                self.process.log_file,
+                cwd=self.dir,
+                user=owner.pw_name if owner else None,
+            )
+        self.config_file.write_text(configs.postgresql_conf(self.settings), encoding="utf-8")
+        self.config_file.chmod(0o644)
+        return LaunchSpec(
+            argv=[
+                str(pg.program("postgres")),
+                "-D",
+                str(self.data),
+                "-c",
+                f"config_file={self.config_file}",
+            ],
+            markers=self.markers,
+            cwd=self.dir,
+            user=owner.pw_name if owner else None,
+        )
+
+    async def check(self) -> None:
+        """A ``SELECT 1`` through psql."""
+        await health.postgres_ready(self.address, self.install_dirs.program("psql"))
+
+    async def provision(self) -> str | None:
+        """``CREATE EXTENSION documentdb CASCADE`` unless it exists."""
+        return await provisioning.ensure_documentdb(
+            self.address, psql_program=self.install_dirs.program("psql")
+        )
+
+
+def server_user() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: as root it runs as Debian's ``postgres`` user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(POSTGRES_SUPERUSER)
+    except KeyError:
+        raise installers.InstallError(
+            f"no `{POSTGRES_SUPERUSER}` user to run PostgreSQL as (Debian's postgresql package "
+            "creates it); create one with `useradd --system postgres`."
+        ) from None
+
+
+def _give_to(owner: pwd.struct_passwd, data: Path) -> None:
+    """Hand the data dir to the server's user, and fail early if it cannot reach it."""
+    os.chown(data, owner.pw_uid, owner.pw_gid)
+    for folder in data.parents:
+        mode = folder.stat()
+        if mode.st_uid != owner.pw_uid and not mode.st_mode & stat.S_IXOTH:
+            raise installers.InstallError(
+                f"PostgreSQL runs as {owner.pw_name}, which cannot enter {folder}: allow it "
+                f"(chmod o+x {folder}) or set CA4_DEVSTACK_HOME to a folder it can reach."
+            )
+
+
 class FerretDB(Service):
-    """FerretDB 1.x on SQLite: the MongoDB wire protocol for the event store."""
+    """FerretDB v2: the MongoDB wire protocol in front of PostgreSQL with DocumentDB."""
 
     name = "ferretdb"
+    depends_on = ("postgres",)
 
     @property
     def port(self) -> int:
@@ -201,8 +346,8 @@ class FerretDB(Service):
 
     @property
     def markers(self) -> list[str]:
-        """Our state dir on its command line."""
-        return ["ferretdb", f"--state-dir={self.dir / 'state'}"]
+        """Our state dir and the PostgreSQL flag (v1, on SQLite, had the same state dir)."""
+        return ["ferretdb", f"--state-dir={self.dir / 'state'}", "--postgresql-url="]
 
     async def version(self) -> str:
         """The pinned FerretDB version."""
@@ -213,25 +358,24 @@ class FerretDB(Service):
         return installers.ferretdb_artifact(self.settings.cache).installed()
 
     async def install(self) -> None:
-        """Build FerretDB from source with Go."""
+        """``go install`` FerretDB."""
         await installers.install_ferretdb(self.settings.cache)
 
     async def prepare(self) -> LaunchSpec:
-        """Create the state and SQLite dirs."""
+        """Create the state dir (FerretDB keeps a little state there, its data is in PostgreSQL)."""
         binary = await installers.install_ferretdb(self.settings.cache)
-        for sub in ("state", "data"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        state = self.dir / "state"
+        state.mkdir(parents=True, exist_ok=True)
         return LaunchSpec(
             argv=[
                 str(binary),
-                "--handler=sqlite",
-                f"--sqlite-url=file:{self.dir / 'data'}/",
-                f"--state-dir={self.dir / 'state'}",
+                f"--postgresql-url={self.settings.postgres_url}",
+                f"--state-dir={state}",
                 f"--listen-addr={HOST}:{self.port}",
                 f"--debug-addr={HOST}:{self.settings.ports.ferretdb_debug}",
+                "--no-auth",
                 "--telemetry=disable",
-                # WARN logs every failed command in full (e.g. pymongo's endSessions, which
-                # FerretDB 1.x lacks); errors and panics are what matter here.
+                # WARN logs every failed command in full; errors and panics are what matter here.
                 "--log-level=error",
             ],
             markers=self.markers,
@@ -239,7 +383,7 @@ class FerretDB(Service):
         )
 
     async def check(self) -> None:
-        """A ``ping`` through pymongo."""
+        """A ``ping`` and a real query with a deadline (a wedged database still pings)."""
         await health.mongo_ready(self.address)
 
 
@@ -445,7 +589,15 @@ class Worker(App):
         return self.settings.ports.worker
 
 
-SERVICE_TYPES: tuple[type[Service], ...] = (Kafka, FerretDB, MinIO, Prometheus, Processor, Worker)
+SERVICE_TYPES: tuple[type[Service], ...] = (
+    Kafka,
+    Postgres,
+    FerretDB,
+    MinIO,
+    Prometheus,
+    Processor,
+    Worker,
+)
 SERVICE_NAMES = tuple(kind.name for kind in SERVICE_TYPES)
 
 

@@ -5,8 +5,11 @@ Knobs (defaults in brackets):
 - ``CA4_DEVSTACK_CACHE`` [``~/.cache/ca4/devstack``]: installed jars and binaries, shared by
   every clone on the machine.
 - ``CA4_DEVSTACK_HOME`` [``<repo>/.devstack``]: runtime state (data dirs, logs, PID files).
+- ``CA4_DEVSTACK_VENDOR`` [``<repo>/../shared/vendor``]: the pinned source archives DocumentDB
+  is built from (checked against their sha256).
 - ``CA4_DEVSTACK_KAFKA_PORT`` [9092], ``CA4_DEVSTACK_KAFKA_CONTROLLER_PORT`` [9093],
   ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
+  ``CA4_DEVSTACK_POSTGRES_PORT`` [5433],
   ``CA4_DEVSTACK_S3_PORT`` [9000], ``CA4_DEVSTACK_S3_CONSOLE_PORT`` [9001],
   ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000],
   ``CA4_DEVSTACK_WORKER_PORT`` [8001].
@@ -26,6 +29,7 @@ S3_SECRET_ACCESS_KEY = "ca4dev-secret"  # noqa: S105 - local dev stack only, bou
 S3_BUCKET = "ca4-archive"
 KAFKA_TOPICS = ("gpu-metadata", "gpu-metadata.dlq")
 KAFKA_TOPIC_PARTITIONS = 3
+POSTGRES_SUPERUSER = "postgres"  # the role initdb creates; local trust auth on 127.0.0.1 only
 
 
 def _port(name: str, default: int) -> int:
@@ -59,6 +63,7 @@ class Ports:
     kafka_controller: int
     mongo: int
     ferretdb_debug: int
+    postgres: int
     s3: int
     s3_console: int
     prometheus: int
@@ -73,6 +78,7 @@ class DevstackSettings:
     repo_root: Path
     home: Path
     cache: Path
+    vendor: Path
     ports: Ports
     kafka_heap: str
     health_timeout_s: float
@@ -88,11 +94,16 @@ class DevstackSettings:
         cache = Path(
             env.get("CA4_DEVSTACK_CACHE") or Path.home() / ".cache" / "ca4" / "devstack"
         ).expanduser()
+        vendor = Path(
+            env.get("CA4_DEVSTACK_VENDOR") or repo_root.parent / "shared" / "vendor"
+        ).expanduser()
         ports = Ports(
             kafka=_port("CA4_DEVSTACK_KAFKA_PORT", 9092),
             kafka_controller=_port("CA4_DEVSTACK_KAFKA_CONTROLLER_PORT", 9093),
             mongo=_port("CA4_DEVSTACK_MONGO_PORT", 27017),
             ferretdb_debug=_port("CA4_DEVSTACK_FERRETDB_DEBUG_PORT", 8088),
+            # Not 5432: a distribution's own PostgreSQL cluster usually listens there.
+            postgres=_port("CA4_DEVSTACK_POSTGRES_PORT", 5433),
             s3=_port("CA4_DEVSTACK_S3_PORT", 9000),
             s3_console=_port("CA4_DEVSTACK_S3_CONSOLE_PORT", 9001),
             prometheus=_port("CA4_DEVSTACK_PROMETHEUS_PORT", 9090),
@@ -103,6 +114,7 @@ class DevstackSettings:
             repo_root=repo_root,
             home=home.resolve(),
             cache=cache.resolve(),
+            vendor=vendor.resolve(),
             ports=ports,
             kafka_heap=env.get("CA4_DEVSTACK_KAFKA_HEAP", "512m"),
             health_timeout_s=float(env.get("CA4_DEVSTACK_HEALTH_TIMEOUT", "120")),
@@ -117,6 +129,13 @@ class DevstackSettings:
     def mongo_url(self) -> str:
         """MongoDB connection string of FerretDB."""
         return f"mongodb://{HOST}:{self.ports.mongo}"
+
+    @property
+    def postgres_url(self) -> str:
+        """libpq URL of the PostgreSQL that FerretDB stores into (superuser, trust auth)."""
+        return (
+            f"postgres://{POSTGRES_SUPERUSER}@{HOST}:{self.ports.postgres}/postgres?sslmode=disable"
+        )
 
     @property
     def s3_endpoint_url(self) -> str:

@@ -11,13 +11,13 @@ from typing import Literal, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ca4_provision.devstack.health import UnhealthyError, port_open
+from ca4_provision.devstack.health import UnhealthyError, import_clients, port_open
 from ca4_provision.devstack.installers import tail
 from ca4_provision.devstack.process import alive
 from ca4_provision.devstack.services import SERVICE_NAMES, Service, catalog
 from ca4_provision.devstack.settings import HOST, DevstackSettings
 
-CHECK_DEADLINE_S = 10.0
+CHECK_DEADLINE_S = 12.0
 
 ALIASES = {
     "s3": "minio",
@@ -25,6 +25,8 @@ ALIASES = {
     "mongodb": "ferretdb",
     "db": "ferretdb",
     "database": "ferretdb",
+    "pg": "postgres",
+    "postgresql": "postgres",
 }
 
 State = Literal["healthy", "unhealthy", "stopped", "external"]
@@ -82,11 +84,21 @@ class Stack:
         self.outcomes: dict[str, StartOutcome] = {}
         """What ``up`` did to each service so far (kept when a later service fails)."""
 
-    def select(self, names: Sequence[str] | None, *, with_app: bool = True) -> list[Service]:
-        """The named services (all of them, or all infra ones, when no names are given)."""
-        if names:
-            return [self.services[name] for name in resolve_names(names)]
-        return [s for s in self.services.values() if with_app or s.group == "infra"]
+    def select(
+        self, names: Sequence[str] | None, *, with_app: bool = True, with_dependencies: bool = False
+    ) -> list[Service]:
+        """The named services (all of them, or all infra ones, when no names are given).
+
+        ``with_dependencies`` adds what the named ones need (``up ferretdb`` starts PostgreSQL).
+        """
+        if not names:
+            return [s for s in self.services.values() if with_app or s.group == "infra"]
+        wanted = set(resolve_names(names))
+        while with_dependencies and (
+            needed := {d for n in wanted for d in self.services[n].depends_on} - wanted
+        ):
+            wanted |= needed
+        return [s for s in self.services.values() if s.name in wanted]
 
     # --- status -------------------------------------------------------------------------------
 
@@ -121,6 +133,7 @@ class Stack:
 
     async def status(self, names: Sequence[str] | None = None) -> list[ServiceStatus]:
         """Status of each service, checked concurrently."""
+        import_clients()
         return list(await asyncio.gather(*(self.status_of(s) for s in self.select(names))))
 
     # --- start --------------------------------------------------------------------------------
@@ -147,8 +160,13 @@ class Stack:
                 f"log {service.process.log_file}:\n{tail(service.process.log_file)}"
             ) from exc
 
-    async def start(self, service: Service) -> StartOutcome:
-        """Start one service unless it already runs; wait for health; provision it."""
+    async def start(
+        self, service: Service, dependencies: Sequence[asyncio.Future[StartOutcome]] = ()
+    ) -> StartOutcome:
+        """Start one service unless it already runs; wait for health; provision it.
+
+        It installs while its ``dependencies`` start, and launches only once they are healthy.
+        """
         outcome: StartOutcome
         pid = service.process.owned_pid(service.markers)
         if pid is not None:
@@ -173,6 +191,7 @@ class Stack:
                 await service.install()
                 self.reporter.end(service.name, "installing")
                 self.reporter.note(service.name, f"installed in {time.monotonic() - began:.0f}s")
+            await self._wait_for(service, dependencies)
             self.reporter.begin(service.name, "starting")
             began = time.monotonic()
             spec = await service.prepare()
@@ -180,7 +199,9 @@ class Stack:
             try:
                 await self._wait_healthy(service, proc)
             except BaseException:
-                await service.process.stop(service.markers, timeout_s=10)
+                await service.process.stop(
+                    service.markers, timeout_s=10, stop_signal=service.stop_signal
+                )
                 raise
             finally:
                 self.reporter.end(service.name, "starting")
@@ -194,12 +215,31 @@ class Stack:
             self.reporter.note(service.name, note)
         return outcome
 
+    @staticmethod
+    async def _wait_for(
+        service: Service, dependencies: Sequence[asyncio.Future[StartOutcome]]
+    ) -> None:
+        try:
+            await asyncio.gather(*dependencies)
+        except Exception as exc:
+            raise DevstackError(
+                f"{service.name} not started: {', '.join(service.depends_on)} did not start"
+            ) from exc
+
     async def up(self, names: Sequence[str] | None, *, with_app: bool) -> dict[str, StartOutcome]:
-        """Start infra services in parallel, then the apps (which need the infra)."""
-        selected = self.select(names, with_app=with_app)
+        """Start infra services in parallel, then the apps (which need the infra).
+
+        Within a group a service waits for its ``depends_on`` to be healthy before it launches.
+        """
+        selected = self.select(names, with_app=with_app, with_dependencies=True)
+        import_clients()
         for group in ("infra", "app"):
             batch = [s for s in selected if s.group == group]
-            results = await asyncio.gather(*(self.start(s) for s in batch), return_exceptions=True)
+            starts: dict[str, asyncio.Future[StartOutcome]] = {}
+            for service in batch:  # dependencies come first in the catalog
+                needs = [starts[d] for d in service.depends_on if d in starts]
+                starts[service.name] = asyncio.ensure_future(self.start(service, needs))
+            results = await asyncio.gather(*starts.values(), return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             if len(errors) == 1:
                 raise errors[0]
@@ -211,19 +251,25 @@ class Stack:
 
     async def stop(self, service: Service) -> bool:
         """Stop one service if we started it; True if it was running."""
-        stopped = await service.process.stop(service.markers, timeout_s=service.stop_timeout_s)
+        stopped = await service.process.stop(
+            service.markers, timeout_s=service.stop_timeout_s, stop_signal=service.stop_signal
+        )
         if stopped:
             self.reporter.note(service.name, "stopped")
         return stopped
 
     async def down(self, names: Sequence[str] | None = None) -> list[str]:
-        """Stop the apps first, then the infra, each group in parallel."""
+        """Stop the apps first, then the infra, each group in parallel after its dependents."""
         selected = self.select(names)
         stopped: list[str] = []
         for group in ("app", "infra"):
             batch = [s for s in selected if s.group == group]
-            results = await asyncio.gather(*(self.stop(s) for s in batch))
-            stopped += [s.name for s, was in zip(batch, results, strict=True) if was]
+            while batch:  # dependents before what they need (FerretDB before PostgreSQL)
+                needed = {d for s in batch for d in s.depends_on}
+                wave = [s for s in batch if s.name not in needed]
+                results = await asyncio.gather(*(self.stop(s) for s in wave))
+                stopped += [s.name for s, was in zip(wave, results, strict=True) if was]
+                batch = [s for s in batch if s not in wave]
         return stopped
 
     def running_pids(self) -> dict[str, int]:

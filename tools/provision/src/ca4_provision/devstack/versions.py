@@ -4,16 +4,100 @@ Bump a pin here and the next ``ca4 devstack up`` installs the new version beside
 (the cache is keyed by version), so switching back is instant.
 """
 
+from dataclasses import dataclass
 from typing import Final
 
-# Kafka 3.9.x still speaks the old protocol versions aiokafka 0.14 uses; 4.x removed some.
-KAFKA_VERSION: Final = "3.9.1"
+# The one Kafka version: the dev stack's jars, the compose image and the Helm chart's image
+# (tests/infra/test_links.py compares them). aiokafka 0.14 passes the integration tests on 4.1.
+KAFKA_VERSION: Final = "4.1.0"
 SCALA_BINARY_VERSION: Final = "2.13"
-# Kafka 3.9 logs through slf4j 1.7 onto log4j 1.x; reload4j is the maintained log4j 1.x drop-in.
-SLF4J_RELOAD4J_VERSION: Final = "1.7.36"
+# Kafka 4 logs through slf4j 1.7 onto log4j 2 (log4j-core comes with the broker); this is the
+# binding between them, at the log4j version the broker itself depends on.
+LOG4J_SLF4J_VERSION: Final = "2.24.3"
 
-FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB"
-FERRETDB_VERSION: Final = "v1.24.0"
+#: Third-party image tags of docker-compose.yml, the Helm charts and the testcontainers fallback,
+#: by image name (the last path part, whatever the registry); tests/infra/test_links.py fails when
+#: any of them names another tag.
+IMAGE_TAGS: Final = {
+    "kafka": KAFKA_VERSION,
+    "prometheus": "v3.5.0",
+    "loki": "3.5.3",
+    "promtail": "3.5.3",
+    "grafana": "12.1.1",
+    "mongo": "7.0.16",
+    "minio": "RELEASE.2025-04-22T22-12-26Z",
+    "mc": "RELEASE.2025-04-16T18-13-26Z",
+    "curl": "8.11.1",
+    "all-in-one": "1.64.0",
+}
+
+# FerretDB v2 speaks the MongoDB protocol and stores through PostgreSQL's DocumentDB extension.
+FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB/v2"
+FERRETDB_VERSION: Final = "v2.7.0"
+
+# PostgreSQL comes from the distribution; the extensions DocumentDB needs that Debian lacks (or
+# ships too old) are built from the pinned archives below.
+POSTGRES_MAJOR: Final = "15"
+POSTGRES_DEBIAN_PACKAGE: Final = f"postgresql-{POSTGRES_MAJOR}"
+DOCUMENTDB_BUILD_DEBIAN_PACKAGES: Final = (
+    "build-essential",
+    "pkg-config",
+    "cmake",
+    f"postgresql-server-dev-{POSTGRES_MAJOR}",
+    f"postgresql-{POSTGRES_MAJOR}-postgis-3",
+    f"postgresql-{POSTGRES_MAJOR}-rum",
+    "libpcre2-dev",
+    "libintelrdfpmath-dev",
+    "libicu-dev",
+    "libkrb5-dev",
+)
+
+
+@dataclass(frozen=True)
+class PinnedSource:
+    """A source archive of a public repository, checked by its sha256 before use."""
+
+    name: str
+    archive: str
+    repository: str
+    commit: str
+    sha256: str
+
+
+# The archives live in ``../shared/vendor/`` beside the repository (see its README for provenance).
+DOCUMENTDB: Final = PinnedSource(
+    "documentdb",
+    "documentdb-3f80da90.tar.gz",
+    "github.com/FerretDB/documentdb",
+    "3f80da90",
+    "e284df4ac88bfe808d621e72fab81d3ceb7742a3b7dfe810dde3f3cfbf9f34b7",
+)
+LIBBSON: Final = PinnedSource(
+    "mongo-c-driver",
+    "mongo-c-driver-1.28.0.tar.gz",
+    "github.com/mongodb/mongo-c-driver",
+    "a463a46c38",
+    "e1a4e1e8f9c67c2439bd217f2d960026954afbebc464847e474206a900d55abf",
+)
+PGVECTOR: Final = PinnedSource(
+    "pgvector",
+    "pgvector-v0.8.0.tar.gz",
+    "github.com/pgvector/pgvector",
+    "2627c5f",
+    "958aa543a05a60c3696f7fc3bc5722be5a1c413b0ee0e1811f898128526b9c8a",
+)
+PG_CRON: Final = PinnedSource(
+    "pg_cron",
+    "pg_cron-v1.6.3.tar.gz",
+    "github.com/citusdata/pg_cron",
+    "9d0576c",
+    "c525dbe88dc22c2a58fe82565bb9602690e1c05c4ffd3d2ccee971ac52d59904",
+)
+DOCUMENTDB_SOURCES: Final = (LIBBSON, PGVECTOR, PG_CRON, DOCUMENTDB)
+# The cache key of the built extensions: every pinned commit and the PostgreSQL major version.
+DOCUMENTDB_BUILD: Final = f"pg{POSTGRES_MAJOR}-" + "-".join(
+    source.commit for source in DOCUMENTDB_SOURCES
+)
 
 MINIO_MODULE: Final = "github.com/minio/minio"
 # MinIO tags releases as RELEASE.<date>, which Go turns into a pseudo-version.

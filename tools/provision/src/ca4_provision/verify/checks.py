@@ -30,6 +30,8 @@ T = TypeVar("T")
 
 VERIFY_LABELS = {"purpose": "ca4-verify"}
 DASHBOARD_UIDS = frozenset({"ca4-pipeline", "ca4-gpus"})
+#: The Loki stream selector of step 8: every log pipeline (compose and Helm) sets ``service``.
+LOKI_SERVICE_SELECTOR = '{service=~".+"}'
 INGEST_ACCEPTED = 'sum(ca4_ingest_events_total{outcome="accepted"})'
 WORKER_STORED = 'sum(ca4_worker_events_total{result="stored"})'
 
@@ -345,7 +347,7 @@ async def loki_holds_log_lines(ctx: VerifyContext) -> str:
     await _answers(ctx, f"{base}/ready")
     ctx.require_receipt()
     params = {
-        "query": f'{{service=~".+"}} |= "{ctx.event_id}"',
+        "query": f'{LOKI_SERVICE_SELECTOR} |= "{ctx.event_id}"',
         "start": str(int((ctx.started_at - 60) * 1e9)),
         "limit": "200",
     }

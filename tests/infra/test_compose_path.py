@@ -1,0 +1,100 @@
+"""The compose path, which cannot run here (no Docker engine), checked at its links: what the
+README tells people to set, the ports ``ca4 verify`` uses, and the testcontainers fallback."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from ca4_provision.devstack.versions import IMAGE_TAGS
+from ca4_provision.verify.settings import VerifySettings
+
+from tests.infra.conftest import REPO
+from tests.support import services
+
+COMPOSE = REPO / "docker-compose.yml"
+
+
+def readme_compose_section() -> str:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## With Docker")
+    end = readme.index("\n## ", start + 1)
+    return readme[start:end]
+
+
+def test_readme_compose_instructions_name_every_variable_compose_requires() -> None:
+    lines = COMPOSE.read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+    assert len(required) >= 4, required
+    section = readme_compose_section()
+    missing = {name for name in required if not re.search(rf"\b{name}=", section)}
+    assert not missing, f"compose refuses to start without {sorted(missing)}; the README omits them"
+
+
+def published_host_port(service: str, container_port: int) -> int:
+    compose: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    for mapping in compose["services"][service].get("ports", []):
+        host_ip, host_port, inner = str(mapping).split(":")
+        if int(inner) == container_port:
+            assert host_ip == "127.0.0.1"
+            return int(host_port)
+    raise AssertionError(f"compose publishes no port of {service} for {container_port}")
+
+
+# Each ca4 verify endpoint and the compose service (and container port) that answers it.
+VERIFY_TO_COMPOSE = {
+    "EDGE_API_URL": ("processor", 8000),
+    "WORKER_URL": ("worker", 8001),
+    "KAFKA_BOOTSTRAP_SERVERS": ("kafka", 29092),  # the HOST listener, advertised on the host
+    "MONGO_URL": ("mongo", 27017),
+    "PROMETHEUS_URL": ("prometheus", 9090),
+    "GRAFANA_URL": ("grafana", 3000),
+    "LOKI_URL": ("loki", 3100),
+}
+
+
+@pytest.mark.parametrize("setting", sorted(VERIFY_TO_COMPOSE))
+def test_ca4_verify_defaults_use_the_ports_compose_publishes(setting: str) -> None:
+    default = str(VerifySettings.model_fields[setting].default)
+    port = urlsplit(default if "://" in default else f"tcp://{default}").port
+    assert port == published_host_port(*VERIFY_TO_COMPOSE[setting]), f"CA4_{setting}={default}"
+
+
+def test_compose_kafka_advertises_the_published_host_listener() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    env = compose["services"]["kafka"]["environment"]
+    host_port = published_host_port("kafka", 29092)
+    assert f"HOST://127.0.0.1:{host_port}" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+
+
+class _NoEngine:
+    """Stands in for testcontainers' Docker client: configuring a container needs no engine."""
+
+    def __init__(self, **_: object) -> None:
+        pass
+
+
+def test_testcontainers_kafka_fallback_configures_the_apache_image_without_an_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import testcontainers.core.container
+
+    monkeypatch.setattr(testcontainers.core.container, "DockerClient", _NoEngine)
+    kafka = services.kafka_container(host_port=39092)
+    assert kafka.image.endswith(f"apache/kafka:{IMAGE_TAGS['kafka']}")
+    assert kafka.ports == {"9092": 39092}
+    env = kafka.env
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "HOST://localhost:39092"
+    listeners = dict(item.split("://") for item in env["KAFKA_LISTENERS"].split(","))
+    assert listeners == {"HOST": ":9092", "CONTROLLER": ":9093"}
+    voter_port = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].rsplit(":", 1)[1]
+    assert listeners[env["KAFKA_CONTROLLER_LISTENER_NAMES"]] == f":{voter_port}"
+    mapped = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert mapped.keys() == listeners.keys()

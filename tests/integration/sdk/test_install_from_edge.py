@@ -1,0 +1,145 @@
+"""A fresh venv installs the SDK from the running processor (no package index for the SDK) and
+reports through it: what the README and the notebook's first cell tell users to do.
+
+The venv runs the oldest Python the SDK declares (``requires-python``) when this machine has
+it, so the declaration is tested, not just written.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.sdk.conftest import DEV_API_KEY, REPO_ROOT, SdkPipeline
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.e2e, pytest.mark.slow]
+
+REPORT_ONCE = """
+import json, sys
+from ca4_sdk import AutoCollector, Reporter, __version__
+reporter = Reporter(url=sys.argv[1], api_key=sys.argv[2], collector=AutoCollector(prefer="none"),
+                    spool_dir=sys.argv[3], labels={"project": "edge-install"})
+result = reporter.report_once()
+print(json.dumps({"version": __version__, "python": list(sys.version_info[:2]),
+                  "event_id": result.event_id, "delivered": result.delivered,
+                  "error": result.error, "session_id": reporter.session_id}))
+"""
+
+
+def declared_minimum_python() -> tuple[int, int]:
+    """The ``X.Y`` of the SDK's ``requires-python = ">=X.Y"``."""
+    project = tomllib.loads((REPO_ROOT / "sdk" / "pyproject.toml").read_text("utf-8"))
+    major, minor = project["project"]["requires-python"].removeprefix(">=").split(".")[:2]
+    return int(major), int(minor)
+
+
+def find_python(version: tuple[int, int]) -> str | None:
+    """An interpreter of exactly ``version``: uv's, one on PATH, or one pyenv installed."""
+    wanted = f"{version[0]}.{version[1]}"
+    found = subprocess.run(
+        ["uv", "python", "find", wanted], capture_output=True, text=True, check=False
+    )
+    candidates = [found.stdout.strip()] if found.returncode == 0 else []
+    candidates += [shutil.which(f"python{wanted}") or ""]
+    candidates += sorted(glob.glob(str(Path.home() / f".pyenv/versions/{wanted}*/bin/python3")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == wanted:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def sdk_wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SDK wheel, built as ``make dev`` and the processor image build it."""
+    out = tmp_path_factory.mktemp("sdk-wheel")
+    subprocess.run(
+        ["uv", "build", "--package", "ca4-sdk", "--wheel", "-o", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def extra_app_env(sdk_wheel_dir: Path) -> dict[str, str]:
+    """The processor serves the wheel just built."""
+    return {"CA4_SDK_WHEEL_DIR": str(sdk_wheel_dir)}
+
+
+def _pip(python: Path, *args: str) -> str:
+    done = subprocess.run(
+        [str(python), "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_fresh_venv_installs_the_sdk_from_the_edge_and_reports(
+    sdk_pipeline: SdkPipeline, sdk_wheel_dir: Path, tmp_path: Path
+) -> None:
+    minimum = declared_minimum_python()
+    interpreter = find_python(minimum) or sys.executable
+    venv = tmp_path / "venv"
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    edge = sdk_pipeline.processor.url
+    (wheel,) = sdk_wheel_dir.glob("ca4_sdk-*.whl")
+
+    # The notebook's first cell: the SDK from the edge's index only, then its dependencies.
+    from_edge = _pip(python, "install", "--no-deps", "--index-url", f"{edge}/sdk/", "ca4-sdk")
+    deps = _pip(python, "install", "ca4-sdk[nvml]")
+    # The direct form: the wheel's URL under its own filename.
+    _pip(
+        python, "download", "--no-deps", "-d", str(tmp_path / "direct"), f"{edge}/sdk/{wheel.name}"
+    )
+
+    assert f"{edge}/sdk/" in from_edge
+    assert "Requirement already satisfied: ca4-sdk" in deps
+    assert (tmp_path / "direct" / wheel.name).read_bytes() == wheel.read_bytes()
+    ran = subprocess.run(
+        [str(python), "-c", REPORT_ONCE, edge, DEV_API_KEY, str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,  # not the repository: the venv must import its own ca4_sdk
+    )
+    assert ran.returncode == 0, ran.stderr
+    outcome = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert outcome["delivered"] is True, outcome["error"]
+    assert outcome["version"] == wheel.name.split("-")[1]
+    if interpreter != sys.executable:
+        assert tuple(outcome["python"]) == minimum
+
+    deadline = time.monotonic() + 60
+    while True:
+        status = requests.get(
+            f"{sdk_pipeline.worker.url}/v1/events/{outcome['event_id']}", timeout=5
+        ).json()
+        if status.get("stored"):
+            break
+        assert time.monotonic() < deadline, f"event never stored: {status}"
+        time.sleep(0.5)
+    assert status["event"]["source"]["sdk_version"] == outcome["version"]
+    assert status["event"]["session_id"] == outcome["session_id"]

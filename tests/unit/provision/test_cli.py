@@ -1,0 +1,237 @@
+"""The ``ca4`` command as an operator meets it: one-line errors that name the endpoint and the
+fix, deadlines on services that do not answer, ``--version``, validated choices, confirmation
+before anything destructive, and times read as UTC.
+
+"Down" services are a closed port on 127.0.0.1 (refused at once) or a socket that accepts and
+never answers (a hung broker), with short deadlines so the tests stay fast.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ca4_provision.cli import app
+from ca4_worker import cli as worker_cli
+from ca4_worker.application.replay import ReplayOutcome
+from ca4_worker.core.config import get_settings
+from typer.testing import CliRunner, Result
+
+FIX = "start it with `uv run ca4 devstack up`"
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def hung_server() -> Iterator[int]:
+    """A loopback port that accepts connections and never says a word."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def operator_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fresh settings per test, short deadlines, nothing pointing at the shared dev stack."""
+    monkeypatch.setenv("CA4_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("CA4_MONGO_URL", "mongodb://ca4-no-such-database.invalid:27017")
+    monkeypatch.setenv("CA4_MONGO_TIMEOUT_MS", "300")
+    monkeypatch.setenv("CA4_OPERATOR_KAFKA_TIMEOUT_S", "1")
+    monkeypatch.delenv("CA4_DEBUG", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def ca4(*args: str, **kwargs: Any) -> Result:
+    return CliRunner().invoke(app, list(args), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("dlq", "list"), ("dlq", "show", "0:0"), ("dlq", "redrive", "--yes")],
+    ids=" ".join,
+)
+def test_dlq_commands_name_the_kafka_they_cannot_reach_in_one_line(
+    command: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("CA4_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+
+    result = ca4(*command)
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: cannot reach Kafka at 127.0.0.1:{port}: {FIX} or set CA4_KAFKA_BOOTSTRAP_SERVERS\n"
+    )
+
+
+def test_a_kafka_that_never_answers_fails_at_the_deadline(
+    hung_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CA4_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{hung_server}")
+    started = time.monotonic()
+
+    result = ca4("dlq", "list")
+
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: cannot reach Kafka at 127.0.0.1:{hung_server}: ")
+
+
+def test_replay_names_the_database_it_cannot_reach_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CA4_MONGO_URL", "mongodb://ca4:s3cret@ca4-no-such-database.invalid:27017")
+
+    result = ca4("replay")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: cannot reach the database at mongodb://ca4-no-such-database.invalid:27017: "
+        f"{FIX} or set CA4_MONGO_URL\n"
+    )
+
+
+def test_debug_shows_the_traceback_before_the_one_line_error() -> None:
+    result = ca4("--debug", "dlq", "list")
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Traceback (most recent call last):")
+    assert "KafkaConnectionError" in result.output
+    assert result.output.splitlines()[-1].startswith("error: cannot reach Kafka at 127.0.0.1:")
+
+
+def test_version_prints_the_package_version() -> None:
+    result = ca4("--version")
+
+    assert result.exit_code == 0
+    assert result.output == f"ca4 {version('ca4-provision')}\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "choices"),
+    [
+        (("sdk", "probe", "--collector", "bogus"), "'nvml', 'nvidia-smi', 'none'"),
+        (("replay", "--source", "bogus"), "'events', 's3'"),
+        (("verify", "--target", "bogus"), "'local', 'k3s'"),
+    ],
+    ids=lambda value: value[0] if isinstance(value, tuple) else "",
+)
+def test_options_with_a_fixed_set_refuse_anything_else_and_list_the_choices(
+    command: tuple[str, ...], choices: str
+) -> None:
+    result = ca4(*command)
+
+    assert result.exit_code == 2
+    assert "Invalid value for" in result.output
+    assert f"'bogus' is not one of {choices}" in " ".join(result.output.split()).replace("│ ", "")
+
+
+def test_rebuild_projections_refuses_without_a_terminal_or_yes() -> None:
+    result = ca4("replay", "--rebuild-projections")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: Empty the session and GPU projections and rebuild them from events? "
+        "Refusing without confirmation: stdin is not a terminal; pass --yes to go ahead.\n"
+    )
+
+
+def test_rebuild_projections_asks_on_a_terminal_and_no_stops_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("ca4_worker.cli_support.interactive", lambda: True)
+    replays: list[dict[str, Any]] = []
+    monkeypatch.setattr(worker_cli, "_replay", _recording(replays))
+
+    result = ca4("replay", "--rebuild-projections", input="n\n")
+
+    assert result.exit_code == 1
+    assert "Empty the session and GPU projections and rebuild them from events? [y/N]" in (
+        result.output
+    )
+    assert "Aborted" in result.output
+    assert replays == []
+
+
+def test_yes_skips_the_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    replays: list[dict[str, Any]] = []
+    monkeypatch.setattr(worker_cli, "_replay", _recording(replays))
+
+    result = ca4("replay", "--rebuild-projections", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert result.output == "Applied 0 events (0 skipped).\n"
+    assert [call["rebuild"] for call in replays] == [True]
+
+
+def test_devstack_purge_refuses_without_a_terminal_or_yes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CA4_DEVSTACK_HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+
+    result = ca4("devstack", "down", "--purge")
+
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"error: Delete every dev stack service's data and logs in {tmp_path}? Refusing"
+    )
+    assert (tmp_path / "data").is_dir()
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This machine's local time is UTC+9 for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo")
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2026-11-30T09:00:00",
+        "2026-11-30 09:00:00",
+        "2026-11-30T18:00:00+09:00",
+        "2026-11-30T09:00:00Z",
+    ],
+)
+def test_since_and_until_read_naive_times_as_utc_on_a_machine_in_another_zone(
+    since: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replays: list[dict[str, Any]] = []
+    monkeypatch.setattr(worker_cli, "_replay", _recording(replays))
+
+    result = ca4("replay", "--since", since, "--until", "2026-12-01")
+
+    assert result.exit_code == 0, result.output
+    assert replays[0]["since"] == datetime(2026, 11, 30, 9, tzinfo=UTC)
+    assert replays[0]["until"] == datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _recording(calls: list[dict[str, Any]]) -> Any:
+    """A stand-in for the replay itself that records what the command asked for."""
+
+    async def replay(**kwargs: Any) -> ReplayOutcome:
+        calls.append(kwargs)
+        return ReplayOutcome(events=0, skipped=0)
+
+    return replay

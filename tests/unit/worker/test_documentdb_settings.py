@@ -1,0 +1,40 @@
+"""DocumentDB has no retryable writes: the worker's settings guarantee retryWrites=false there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ca4_worker.core.config import Settings
+from pydantic import ValidationError
+from pymongo.uri_parser import parse_uri
+
+DOCDB = "ca4.cluster-c1x2y3.eu-west-1.docdb.amazonaws.com:27017"
+
+
+def test_documentdb_url_without_retry_option_gets_retry_writes_false(tmp_path: Path) -> None:
+    ca_file = tmp_path / "global-bundle.pem"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    url = f"mongodb://ca4:secret@{DOCDB}/?tls=true&tlsCAFile={ca_file}&replicaSet=rs0"
+    options = parse_uri(Settings(mongo_url=url).mongo_url)["options"]
+    assert options["retryWrites"] is False
+    assert options["tlsCAFile"] == str(ca_file)
+    assert options["replicaSet"] == "rs0"
+
+
+def test_documentdb_url_without_path_or_query_gets_retry_writes_false() -> None:
+    options = parse_uri(Settings(mongo_url=f"mongodb://ca4:secret@{DOCDB}").mongo_url)["options"]
+    assert options["retryWrites"] is False
+
+
+def test_documentdb_url_asking_for_retryable_writes_is_refused_without_echoing_it() -> None:
+    with pytest.raises(ValidationError, match="DocumentDB has no retryable writes") as error:
+        Settings(mongo_url=f"mongodb://ca4:secret@{DOCDB}/?retryWrites=true")
+    assert "secret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["mongodb://127.0.0.1:27017", "mongodb://mongo:27017/?retryWrites=true"]
+)
+def test_other_databases_keep_their_url(url: str) -> None:
+    assert Settings(mongo_url=url).mongo_url == url
