@@ -14,7 +14,13 @@ from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.worker.checks import archived_positions, projected_sample_total
-from tests.integration.worker.support import TcpProxy, produce, running_worker, wait_for
+from tests.integration.worker.support import (
+    TcpProxy,
+    produce,
+    read_topic,
+    running_worker,
+    wait_for,
+)
 from tests.integration.worker.test_worker_pipeline import good_events
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3, pytest.mark.slow]
@@ -67,6 +73,8 @@ async def test_database_down_20s_delays_but_loses_nothing(
         await wait_for(lambda: _projected(database, 400), timeout_s=60, what="all 400 projected")
     assert await database["events"].count_documents({}) == 400
     assert await projected_sample_total(database) == 400
+    # An outage is waited out, never mistaken for poison: nothing was dead-lettered.
+    assert await read_topic(bootstrap, settings.kafka_dlq_topic) == []
 
 
 async def test_s3_down_delays_only_the_archive(
