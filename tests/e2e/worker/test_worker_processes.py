@@ -247,6 +247,8 @@ async def test_a_fleet_of_500_sessions_at_full_speed_is_stored_and_projected_exa
         "CA4_KAFKA_BOOTSTRAP_SERVERS": e2e_settings.kafka_bootstrap_servers,
         "CA4_KAFKA_TOPIC": e2e_settings.kafka_topic,
         "CA4_API_KEY_HASHES": f"e2e:{digest}",
+        "CA4_MONGO_URL": e2e_settings.mongo_url,  # session claims in this test's database
+        "CA4_MONGO_DB": e2e_settings.mongo_db,
         "CA4_RATE_LIMIT_PER_SECOND": "1000000",
         "CA4_RATE_LIMIT_BURST": "1000000",
     }
