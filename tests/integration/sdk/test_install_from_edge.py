@@ -135,7 +135,9 @@ def test_fresh_venv_installs_the_sdk_from_the_edge_and_reports(
     deadline = time.monotonic() + 60
     while True:
         status = requests.get(
-            f"{sdk_pipeline.worker.url}/v1/events/{outcome['event_id']}", timeout=5
+            f"{sdk_pipeline.worker.url}/v1/events/{outcome['event_id']}",
+            headers={"Authorization": f"Bearer {DEV_API_KEY}"},  # the read API takes the key too
+            timeout=5,
         ).json()
         if status.get("stored"):
             break
