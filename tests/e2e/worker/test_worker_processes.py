@@ -51,6 +51,23 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _processor_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """A processor on this test's topic and database (session claims), with its own key and
+    a rate limit no test reaches."""
+    digest = hashlib.sha256(DEV_KEY.encode()).hexdigest()
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CA4_")},
+        "CA4_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "CA4_KAFKA_TOPIC": settings.kafka_topic,
+        "CA4_API_KEY_HASHES": f"e2e:{digest}",
+        "CA4_MONGO_URL": settings.mongo_url,
+        "CA4_MONGO_DB": settings.mongo_db,
+        "CA4_RATE_LIMIT_PER_SECOND": "1000000",
+        "CA4_RATE_LIMIT_BURST": "1000000",
+        **extra,
+    }
+
+
 class Processes:
     """Starts uvicorn subprocesses and always stops them."""
 
@@ -134,18 +151,7 @@ async def test_10k_events_through_the_processor_with_a_worker_killed_mid_stream(
     bucket: S3ObjectStore,
     processes: Processes,
 ) -> None:
-    digest = hashlib.sha256(DEV_KEY.encode()).hexdigest()
-    processor_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CA4_")},
-        "CA4_KAFKA_BOOTSTRAP_SERVERS": e2e_settings.kafka_bootstrap_servers,
-        "CA4_KAFKA_TOPIC": e2e_settings.kafka_topic,
-        "CA4_API_KEY_HASHES": f"e2e:{digest}",
-        "CA4_RATE_LIMIT_PER_SECOND": "100000",
-        "CA4_RATE_LIMIT_BURST": "100000",
-        "CA4_PUBLISH_TIMEOUT_S": "30",
-        "CA4_MONGO_URL": e2e_settings.mongo_url,
-        "CA4_MONGO_DB": e2e_settings.mongo_db,
-    }
+    processor_env = _processor_env(e2e_settings, CA4_PUBLISH_TIMEOUT_S="30")
     _, processor_port = processes.start("ca4_processor.main:app", processor_env, "processor")
     worker_env = _worker_env(e2e_settings)
     worker, worker_port = processes.start("ca4_worker.main:app", worker_env, "worker-1")
@@ -241,17 +247,7 @@ async def test_a_fleet_of_500_sessions_at_full_speed_is_stored_and_projected_exa
     tmp_path: Path,
 ) -> None:
     """``ca4 send`` as a user runs it: 500 sessions of several GPUs each, as fast as it goes."""
-    digest = hashlib.sha256(DEV_KEY.encode()).hexdigest()
-    processor_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CA4_")},
-        "CA4_KAFKA_BOOTSTRAP_SERVERS": e2e_settings.kafka_bootstrap_servers,
-        "CA4_KAFKA_TOPIC": e2e_settings.kafka_topic,
-        "CA4_API_KEY_HASHES": f"e2e:{digest}",
-        "CA4_MONGO_URL": e2e_settings.mongo_url,  # session claims in this test's database
-        "CA4_MONGO_DB": e2e_settings.mongo_db,
-        "CA4_RATE_LIMIT_PER_SECOND": "1000000",
-        "CA4_RATE_LIMIT_BURST": "1000000",
-    }
+    processor_env = _processor_env(e2e_settings)
     _, processor_port = processes.start("ca4_processor.main:app", processor_env, "processor")
     worker_settings = e2e_settings.model_copy(update={"archive_enabled": False})
     _, worker_port = processes.start("ca4_worker.main:app", _worker_env(worker_settings), "worker")
