@@ -18,7 +18,7 @@ from ca4_worker.application.ports import (
     UnavailableError,
 )
 from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
-from ca4_worker.domain.records import PositionedEvent
+from ca4_worker.domain.records import PositionedEvent, RawRecord
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,
     InMemoryEventStore,
@@ -51,6 +51,11 @@ def service(parts: Parts, **kwargs: int) -> IngestService:
     )
 
 
+def batch_of(bodies: list[dict[str, object]]) -> list[RawRecord]:
+    """One record per body, at consecutive offsets of partition 0."""
+    return [record(body, offset=index) for index, body in enumerate(bodies)]
+
+
 def refusing(
     operation: object, poison_ids: set[str], error: Exception
 ) -> object:  # a port method that refuses any call holding a poison event
@@ -71,9 +76,7 @@ async def test_a_document_the_store_refuses_is_dead_lettered_and_the_rest_stored
     store.append = refusing(  # type: ignore[method-assign]
         store.append, {poison}, RejectedError("document_too_large", "BSON document too large")
     )
-    outcome = await service(parts).handle_batch(
-        [record(body, offset=index) for index, body in enumerate(bodies)]
-    )
+    outcome = await service(parts).handle_batch(batch_of(bodies))
     assert (outcome.stored, outcome.duplicate, outcome.dead_lettered) == (9, 0, 1)
     assert poison not in store.events
     assert len(store.events) == 9
@@ -96,9 +99,7 @@ async def test_an_event_the_projection_refuses_is_dead_lettered_later_ones_still
     projections.apply = refusing(  # type: ignore[method-assign]
         projections.apply, {poison}, RejectedError("database_rejected", "codes ['2']: bad")
     )
-    outcome = await service(parts).handle_batch(
-        [record(body, offset=index) for index, body in enumerate(bodies)]
-    )
+    outcome = await service(parts).handle_batch(batch_of(bodies))
     assert (outcome.stored, outcome.dead_lettered) == (8, 1)
     assert len(store.events) == 8  # stored, only its projection was refused
     assert [letter.error_class for letter in letters.letters] == ["projection_database_rejected"]
@@ -121,9 +122,7 @@ async def test_an_unknown_error_gets_a_budget_of_tries_then_is_poison(parts: Par
         return await InMemoryEventStore.append(store, events)
 
     store.append = broken  # type: ignore[method-assign]
-    outcome = await service(parts, max_attempts=3).handle_batch(
-        [record(body, offset=index) for index, body in enumerate(bodies)]
-    )
+    outcome = await service(parts, max_attempts=3).handle_batch(batch_of(bodies))
     assert (outcome.stored, outcome.dead_lettered) == (3, 1)
     assert letters.letters[0].error_class == "store_unexpected_error"
     assert "OverflowError: int too big" in letters.letters[0].error_message

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -173,14 +174,16 @@ class IngestService:
         next chunk is decoded while the database stores the last; then project the batch."""
         letters: list[DeadLetter] = []
         appended: list[AppendOutcome] = []
-        rejected: list[Rejection] = []
+        refused_by_store: list[Rejection] = []
         ordered = sorted(records, key=lambda record: record.position)
-        await self._decode_and_append(ordered, spans, letters, appended, rejected)
+        await self._decode_and_append(ordered, spans, letters, appended, refused_by_store)
+        undecoded = len(letters)
 
         to_project = sorted(
             (item for outcome in appended for item in outcome.to_project),
             key=lambda item: item.position,
         )
+        rejected = list(refused_by_store)
         if to_project:
             _, refused = await self._isolating_poison(to_project, self._project, stage="projection")
             rejected.extend(refused)
@@ -207,14 +210,9 @@ class IngestService:
                 )
         # Every other record repeats an event id: within the batch, or one already stored.
         # A stored event whose projection was refused counts as stored and as dead-lettered.
-        undecoded = len(letters) - len(rejected)
-        store_refused = sum(1 for item in rejected if item.error_class.startswith("store_"))
-        duplicate_count = len(records) - undecoded - store_refused - len(stored)
-        per_partition: dict[int, int] = {}
-        for positioned in stored:
-            partition = positioned.position.partition
-            per_partition[partition] = per_partition.get(partition, 0) + 1
-        return BatchOutcome(len(stored), duplicate_count, len(letters), per_partition)
+        duplicate_count = len(records) - undecoded - len(refused_by_store) - len(stored)
+        per_partition = Counter(positioned.position.partition for positioned in stored)
+        return BatchOutcome(len(stored), duplicate_count, len(letters), dict(per_partition))
 
     async def _isolating_poison(
         self,
