@@ -138,3 +138,27 @@ def test_starting_ferretdb_starts_postgres_first_but_stopping_it_does_not() -> N
 
     assert [s.name for s in starts] == ["postgres", "ferretdb"]
     assert [s.name for s in stops] == ["ferretdb"]
+
+
+def test_postgres_lives_outside_a_home_its_user_cannot_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pwd
+
+    from ca4_provision.devstack import services
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    owner = pwd.struct_passwd(("postgres", "x", 4242, 4242, "", "/", "/bin/sh"))
+    monkeypatch.setattr(services, "server_user", lambda: owner)
+    assert services._blocked_folder(owner, locked / "postgres") == locked
+    key_dir = services.UNREACHABLE_HOME_FALLBACK
+    service = services.Postgres.__new__(services.Postgres)
+    monkeypatch.setattr(services.Postgres, "dir", property(lambda self: locked / "postgres"))
+    assert service.cluster_dir.parent == key_dir
+    assert service.data == service.cluster_dir / "data"
+    open_home = tmp_path / "open"
+    open_home.mkdir(mode=0o755)
+    if services._blocked_folder(owner, open_home) is None:
+        monkeypatch.setattr(services.Postgres, "dir", property(lambda self: open_home / "postgres"))
+        assert service.cluster_dir == open_home / "postgres"

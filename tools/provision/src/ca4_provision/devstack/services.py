@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pwd
 import signal
@@ -218,14 +219,25 @@ class Postgres(Service):
         return self.settings.postgres_url
 
     @property
+    def cluster_dir(self) -> Path:
+        """Where the cluster's config and data live: beside the other services, unless the
+        server's user cannot enter that folder (a clone in a 0700 temp dir or home); then in
+        :data:`UNREACHABLE_HOME_FALLBACK`, one folder per dev stack home."""
+        owner = server_user()
+        if owner is None or _blocked_folder(owner, self.dir) is None:
+            return self.dir
+        key = hashlib.sha256(str(self.dir).encode()).hexdigest()[:16]
+        return UNREACHABLE_HOME_FALLBACK / key
+
+    @property
     def config_file(self) -> Path:
         """The generated ``postgresql.conf`` (outside the data dir, rewritten on every start)."""
-        return self.dir / "postgresql.conf"
+        return self.cluster_dir / "postgresql.conf"
 
     @property
     def data(self) -> Path:
         """The cluster's data dir, owned by the user the server runs as."""
-        return self.dir / "data"
+        return self.cluster_dir / "data"
 
     @property
     def markers(self) -> list[str]:
@@ -260,6 +272,7 @@ class Postgres(Service):
         built = await self._built()
         await asyncio.to_thread(documentdb.install_into_postgres, built, pg)
         owner = server_user()
+        self.cluster_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         self.data.mkdir(parents=True, exist_ok=True, mode=0o700)
         if owner is not None:
             _give_to(owner, self.data)
@@ -274,7 +287,7 @@ class Postgres(Service):
                     "--locale=C",
                 ],
                 self.process.log_file,
-                cwd=self.dir,
+                cwd=self.cluster_dir,
                 user=owner.pw_name if owner else None,
             )
         self.config_file.write_text(configs.postgresql_conf(self.settings), encoding="utf-8")
@@ -288,7 +301,7 @@ class Postgres(Service):
                 f"config_file={self.config_file}",
             ],
             markers=self.markers,
-            cwd=self.dir,
+            cwd=self.cluster_dir,
             user=owner.pw_name if owner else None,
         )
 
@@ -316,16 +329,30 @@ def server_user() -> pwd.struct_passwd | None:
         ) from None
 
 
+UNREACHABLE_HOME_FALLBACK = Path("/var/lib/ca4-devstack")
+"""PostgreSQL's folder when the dev stack home is out of the server user's reach (root only)."""
+
+
+def _blocked_folder(owner: pwd.struct_passwd, path: Path) -> Path | None:
+    """The first of ``path`` and its parents that ``owner`` cannot enter, if any."""
+    for folder in (path, *path.parents):
+        if not folder.exists():
+            continue
+        mode = folder.stat()
+        if mode.st_uid != owner.pw_uid and not mode.st_mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
 def _give_to(owner: pwd.struct_passwd, data: Path) -> None:
     """Hand the data dir to the server's user, and fail early if it cannot reach it."""
     os.chown(data, owner.pw_uid, owner.pw_gid)
-    for folder in data.parents:
-        mode = folder.stat()
-        if mode.st_uid != owner.pw_uid and not mode.st_mode & stat.S_IXOTH:
-            raise installers.InstallError(
-                f"PostgreSQL runs as {owner.pw_name}, which cannot enter {folder}: allow it "
-                f"(chmod o+x {folder}) or set CA4_DEVSTACK_HOME to a folder it can reach."
-            )
+    blocked = _blocked_folder(owner, data.parent)
+    if blocked is not None:
+        raise installers.InstallError(
+            f"PostgreSQL runs as {owner.pw_name}, which cannot enter {blocked}: allow it "
+            f"(chmod o+x {blocked}) or set CA4_DEVSTACK_HOME to a folder it can reach."
+        )
 
 
 class FerretDB(Service):
