@@ -119,6 +119,20 @@ class SdkPipeline:
 
 
 @pytest.fixture(scope="module")
+def sdk_wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SDK wheel, built as ``make dev`` and the processor image build it."""
+    out = tmp_path_factory.mktemp("sdk-wheel")
+    subprocess.run(
+        ["uv", "build", "--package", "ca4-sdk", "--wheel", "-o", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
 def extra_app_env() -> dict[str, str]:
     """More ``CA4_*`` variables for the apps; a test module overrides this fixture to add some."""
     return {}

@@ -64,20 +64,6 @@ def find_python(version: tuple[int, int]) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def sdk_wheel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The SDK wheel, built as ``make dev`` and the processor image build it."""
-    out = tmp_path_factory.mktemp("sdk-wheel")
-    subprocess.run(
-        ["uv", "build", "--package", "ca4-sdk", "--wheel", "-o", str(out)],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
 def extra_app_env(sdk_wheel_dir: Path) -> dict[str, str]:
     """The processor serves the wheel just built."""
     return {"CA4_SDK_WHEEL_DIR": str(sdk_wheel_dir)}
