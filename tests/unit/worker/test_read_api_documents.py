@@ -1,0 +1,42 @@
+"""The worker's read API answers what its OpenAPI document says, body schema included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.unit.worker.test_tenancy import KEYS, ReadApi, bearer
+
+SCENARIOS = {
+    "label without a colon": ("/v1/sessions?label=project", "/v1/sessions", 422),
+    "label with an empty key": ("/v1/sessions?label=:x", "/v1/sessions", 422),
+    "no such session": ("/v1/sessions/nope", "/v1/sessions/{session_id}", 404),
+    "no such GPU": ("/v1/gpus/nope", "/v1/gpus/{gpu_uuid}", 404),
+    "no key": ("/v1/gpus", "/v1/gpus", 401),
+    "limit out of range": ("/v1/gpus?limit=0", "/v1/gpus", 422),
+    "a label": ("/v1/sessions?label=project:x", "/v1/sessions", 200),
+}
+
+
+@pytest.mark.parametrize(("url", "route", "status"), SCENARIOS.values(), ids=SCENARIOS.keys())
+async def test_the_answer_is_documented_with_its_body_schema(
+    tmp_path: Path, url: str, route: str, status: int
+) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(KEYS)
+    read_api = ReadApi(keys_file)
+    headers = {} if status == 401 else bearer("k-a")
+    transport = httpx.ASGITransport(read_api.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        document: dict[str, Any] = (await client.get("/openapi.json")).json()
+        response = await client.get(url, headers=headers)
+
+    assert response.status_code == status, response.text
+    documented = document["paths"][route]["get"]["responses"]
+    schema = documented[str(status)]["content"]["application/json"]["schema"]
+    validator = Draft202012Validator({**schema, "components": document["components"]})
+    assert [error.message for error in validator.iter_errors(response.json())] == []
