@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import socket
 import threading
 import time
@@ -67,13 +66,16 @@ class WebhookReceiver(_Server):
     """Records every JSON body POSTed to it, with the path it was POSTed to."""
 
     def __init__(self) -> None:
-        self.received: queue.Queue[tuple[str, Notification]] = queue.Queue()
-        received = self.received
+        self.received: list[tuple[str, Notification]] = []
+        self._arrived = threading.Condition()
+        received, arrived = self.received, self._arrived
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                received.put((self.path, json.loads(body)))
+                with arrived:
+                    received.append((self.path, json.loads(body)))
+                    arrived.notify_all()
                 self.send_response(200)
                 self.end_headers()
 
@@ -85,17 +87,21 @@ class WebhookReceiver(_Server):
     def wait_for(
         self, matches: Callable[[str, Notification], bool], timeout_s: float
     ) -> Notification:
-        """The first notification (of those not yet taken) ``matches`` accepts."""
+        """The first notification received (so far or within ``timeout_s``) that ``matches``
+        accepts, whatever arrived before or between."""
         deadline = time.monotonic() + timeout_s
-        seen: list[str] = []
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                path, notification = self.received.get(timeout=left)
-            except queue.Empty:
-                break
-            if matches(path, notification):
-                return notification
-            seen.append(f"{path}: {notification.get('status')} {notification.get('groupLabels')}")
+        with self._arrived:
+            while True:
+                for path, notification in self.received:
+                    if matches(path, notification):
+                        return notification
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrived.wait(left)
+            seen = [
+                f"{path}: {n.get('status')} {n.get('groupLabels')}" for path, n in self.received
+            ]
         raise AssertionError(f"no matching notification within {timeout_s:.0f} s; got {seen}")
 
 

@@ -36,7 +36,7 @@ POSTGRES_SUPERUSER = "postgres"  # the role initdb creates; local trust auth on 
 #: The page alert rules link into (``<base>#<alertname>``): Prometheus's external label
 #: ``runbook_base_url`` everywhere, defaulting to this in compose and the Helm chart too
 #: (tests/infra/test_links.py compares them).
-RUNBOOK_BASE_URL = "https://github.com/ca4-dev/ca4/blob/main/observability/runbooks.md"
+RUNBOOK_BASE_URL = "https://github.com/ca4-project/ca4/blob/main/observability/runbooks.md"
 
 
 def _port(name: str, default: int) -> int:
