@@ -23,8 +23,6 @@ from tests.infra.conftest import (
 )
 
 SCHEMA_VERSION = ".".join(KUBE_VERSION.split(".")[:2]) + ".0"
-# Promtail reads root-owned pod logs from the host: the one documented root container.
-ROOT_ALLOWED = {"promtail"}
 
 
 CASES = [(c, v) for c in CHARTS for v in VALUE_SETS]
@@ -79,11 +77,11 @@ def test_containers_have_probes_resources_and_hardened_contexts(
             assert ctx["readOnlyRootFilesystem"] is True, where
             assert ctx["capabilities"]["drop"] == ["ALL"], where
             assert not ctx.get("privileged", False), where
-            if name not in ROOT_ALLOWED:
-                assert ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot"), (
-                    f"{where} may run as root"
-                )
-                assert pod_ctx.get("runAsUser", 1) != 0, where
+            # No exception: Alloy tails pod logs through the API server, not from the host.
+            assert ctx.get("runAsNonRoot") or pod_ctx.get("runAsNonRoot"), (
+                f"{where} may run as root"
+            )
+            assert pod_ctx.get("runAsUser", 1) != 0, where
             limits = container["resources"]["limits"]
             requests = container["resources"]["requests"]
             assert {"cpu", "memory"} <= set(limits), where
@@ -167,9 +165,15 @@ def test_app_network_policies(rendered: Any, value_set: str) -> None:
     processor = next(p for n, p in policies.items() if n.endswith("-processor"))
     sources = processor["spec"]["ingress"][0]["from"]
     namespaces = {
-        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for s in sources
+        if "namespaceSelector" in s
     }
     assert namespaces == {"kube-system", "monitoring"}, "processor: only Traefik and Prometheus"
+    same_namespace = [s["podSelector"] for s in sources if "namespaceSelector" not in s]
+    assert same_namespace == [{"matchLabels": {"app.kubernetes.io/name": "ca4-app-test"}}], (
+        "processor: in its own namespace, only the helm test pod"
+    )
     egress_ports = {
         p["port"] for rule in processor["spec"]["egress"] for p in rule.get("ports", [])
     }

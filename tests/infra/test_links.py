@@ -36,6 +36,7 @@ from tests.infra.conftest import (
     pod_spec,
     workloads,
 )
+from tests.support import alloy
 
 COMPOSE = REPO / "docker-compose.yml"
 OBSERVABILITY = REPO / "observability"
@@ -182,37 +183,21 @@ def _loki_targets(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield panel["title"], target["expr"]
 
 
-def promtail_labels(config: dict[str, Any]) -> set[str]:
-    """The stream labels a Promtail config attaches (relabelling, pipeline and static labels)."""
-    labels: set[str] = set()
-    for job in config["scrape_configs"]:
-        for rule in job.get("relabel_configs", []):
-            target = rule.get("target_label", "")
-            if target and not target.startswith("__"):
-                labels.add(target)
-        for stage in job.get("pipeline_stages", []):
-            labels |= set(stage.get("labels") or {})
-            labels |= set((stage.get("static_labels") or {}).keys())
-        for static in job.get("static_configs", []):
-            labels |= set(static.get("labels", {})) - {"__path__"}
-    return labels
-
-
-def log_pipelines(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield (
-        "compose promtail",
-        yaml.safe_load((OBSERVABILITY / "promtail/promtail.yml").read_text(encoding="utf-8")),
-    )
+def log_pipelines(rendered: Rendered) -> Iterator[tuple[str, set[str]]]:
+    """Each Alloy config (compose, and the chart for every value set) with the stream labels it
+    attaches; parsing it is also its syntax check (Alloy itself cannot be installed here)."""
+    compose_config = (OBSERVABILITY / "alloy/config.alloy").read_text(encoding="utf-8")
+    yield "compose alloy", alloy.stream_labels(alloy.parse(compose_config))
     for value_set in VALUE_SETS:
-        config = by_name(rendered[("ca4-platform", value_set)], "ConfigMap", "promtail-config")
-        yield f"helm-{value_set} promtail", yaml.safe_load(config["data"]["promtail.yaml"])
+        config = by_name(rendered[("ca4-platform", value_set)], "ConfigMap", "alloy-config")
+        labels = alloy.stream_labels(alloy.parse(config["data"]["config.alloy"]))
+        yield f"helm-{value_set} alloy", labels
 
 
 def test_every_filtered_log_label_is_produced_by_every_log_pipeline(rendered: Rendered) -> None:
     consumers = log_label_consumers()
     assert len(consumers) >= 3, consumers
-    for pipeline, config in log_pipelines(rendered):
-        produced = promtail_labels(config)
+    for pipeline, produced in log_pipelines(rendered):
         for consumer, labels in consumers.items():
             missing = labels - produced
             assert not missing, f"{consumer} filters on {missing}; {pipeline} sets only {produced}"
@@ -276,6 +261,8 @@ def test_every_ca4_variable_the_docs_set_is_read_by_something() -> None:
     read |= setting_names(VerifySettings)
     for path in READERS:
         read |= set(re.findall(r"\bCA4_[A-Z0-9_]+\b", path.read_text(encoding="utf-8")))
+    # Compose reads what it interpolates (a secret's file, a container's environment).
+    read |= set(re.findall(r"\$\{(CA4_[A-Z0-9_]+)", COMPOSE.read_text(encoding="utf-8")))
     for document, names in documented_assignments().items():
         unread = names - read
         assert not unread, f"{document} sets {sorted(unread)}, which nothing reads (a typo?)"

@@ -17,7 +17,7 @@ from ca4_provision.devstack.health import HEALTH_COLLECTION, HEALTH_DATABASE, PS
 from ca4_provision.devstack.settings import DevstackSettings
 from ca4_provision.devstack.stack import resolve_names
 
-DEVSTACK_SERVICES = ("kafka", "postgres", "ferretdb", "minio", "prometheus")
+DEVSTACK_SERVICES = ("kafka", "postgres", "ferretdb", "minio", "alertmanager", "prometheus")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import string
 from pathlib import Path
 
 import pytest
+import yaml
 from ca4_provision.devstack import configs
-from ca4_provision.devstack.settings import DevstackSettings, find_repo_root
+from ca4_provision.devstack.settings import RUNBOOK_BASE_URL, DevstackSettings, find_repo_root
 from ca4_provision.devstack.stack import DevstackError, resolve_names
 from ca4_provision.devstack.tools import MissingToolError, require
 
@@ -75,6 +76,45 @@ def test_prometheus_scrapes_our_jobs_and_loads_rules(settings: DevstackSettings)
     assert config["global"]["scrape_interval"] == "5s"
     assert config["rule_files"] == [
         str(settings.repo_root / "observability" / "prometheus" / "rules" / "*.yml")
+    ]
+
+
+def test_prometheus_sends_alerts_to_the_dev_alertmanager_with_absolute_runbook_links(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CA4_RUNBOOK_BASE_URL", raising=False)
+    config = json.loads(configs.prometheus_config(DevstackSettings.from_env()).split("\n", 1)[1])
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"] == [{"targets": ["127.0.0.1:9094"]}]
+    assert config["global"]["external_labels"]["runbook_base_url"] == RUNBOOK_BASE_URL
+    monkeypatch.setenv("CA4_RUNBOOK_BASE_URL", "https://docs.example.test/runbooks")
+    config = json.loads(configs.prometheus_config(DevstackSettings.from_env()).split("\n", 1)[1])
+    labels = config["global"]["external_labels"]
+    assert labels["runbook_base_url"] == "https://docs.example.test/runbooks"
+
+
+def test_alertmanager_keeps_the_shared_routing_and_posts_to_the_dev_webhook(
+    settings: DevstackSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = yaml.safe_load((settings.repo_root / configs.ALERTMANAGER_ROUTING).read_text())
+    config = json.loads(configs.alertmanager_config(settings).split("\n", 1)[1])
+    assert (
+        config["route"]["group_by"]
+        == shared["route"]["group_by"]
+        == [
+            "alertname",
+            "session_id",
+        ]
+    )
+    assert config["inhibit_rules"] == shared["inhibit_rules"]
+    assert config["receivers"] == [{"name": "ca4-default"}]  # no webhook: alerts stay in it
+    monkeypatch.setenv("CA4_DEVSTACK_ALERT_WEBHOOK_URL", "http://127.0.0.1:5001/hook")
+    config = json.loads(configs.alertmanager_config(DevstackSettings.from_env()).split("\n", 1)[1])
+    assert config["receivers"] == [
+        {
+            "name": "ca4-default",
+            "webhook_configs": [{"url": "http://127.0.0.1:5001/hook", "send_resolved": True}],
+        }
     ]
 
 

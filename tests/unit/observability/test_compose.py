@@ -16,8 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILES = [REPO_ROOT / "services" / name / "Dockerfile" for name in ("processor", "worker")]
 REQUIRED_SERVICES = {
-    "kafka", "mongo", "minio", "minio-bucket", "prometheus", "grafana", "loki", "promtail",
-    "processor", "worker",
+    "kafka", "mongo", "minio", "minio-bucket", "prometheus", "alertmanager", "grafana", "loki",
+    "alloy", "processor", "worker",
 }  # fmt: skip
 ONE_SHOT = {"kafka-jmx-agent", "kafka-topics", "minio-bucket"}
 
@@ -64,7 +64,9 @@ def test_long_running_services_have_healthchecks_or_are_leaves() -> None:
     }
     for name in depended_on:
         assert "healthcheck" in services[name], f"{name} is waited on but has no healthcheck"
-    for name in ("kafka", "mongo", "minio", "processor", "worker", "prometheus", "grafana"):
+    for name in (
+        "kafka", "mongo", "minio", "processor", "worker", "prometheus", "alertmanager", "grafana"
+    ):  # fmt: skip
         assert "healthcheck" in services[name], name
 
 
@@ -87,6 +89,7 @@ def test_secrets_are_required_not_defaulted() -> None:
         "CA4_S3_ACCESS_KEY_ID",
         "CA4_S3_SECRET_ACCESS_KEY",
         "GRAFANA_ADMIN_PASSWORD",
+        "CA4_ALERT_WEBHOOK_URL_FILE",
     ):
         uses = re.findall(r"\$\{" + variable + r"(:?[?\-][^}]*)?\}", text)
         assert uses, variable

@@ -85,7 +85,7 @@ def test_every_alert_has_for_severity_summary_and_runbook() -> None:
         assert labels["severity"] in {"critical", "warning", "info"}, name
         assert annotations.get("summary"), f"{name} has no summary"
         runbook = str(annotations["runbook_url"])
-        assert runbook == f"observability/runbooks.md#{name.lower()}", name
+        assert runbook == "{{ $externalLabels.runbook_base_url }}#" + name.lower(), name
         assert f"## {name.lower()}" in runbook_text, f"{name} has no runbook section"
 
 

@@ -14,10 +14,11 @@ dest="${repo_root}/infra/helm/ca4-platform/files/observability"
 # The subset the chart uses. Paths are relative to observability/.
 patterns=(
   "prometheus/prometheus-k8s.yml"
+  "alertmanager/alertmanager.yml"
   "prometheus/rules/*.yml"
   "grafana/dashboards/*.json"
   "loki/loki-k8s.yml"
-  "promtail/promtail-k8s.yml"
+  "alloy/alloy-k8s.alloy"
   "kafka/jmx-exporter.yml"
 )
 

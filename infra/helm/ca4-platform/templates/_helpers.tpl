@@ -90,7 +90,34 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- if and $k.tunnel.enabled (gt (add (int $k.tunnel.nodePortBase) (int $k.replicas)) 32768) -}}
 {{- $messages = append $messages "kafka.tunnel.nodePortBase + kafka.replicas leaves the NodePort range (30000-32767)" -}}
 {{- end -}}
+{{- $am := .Values.alertmanager -}}
+{{- if and $am.enabled (or $am.receivers.webhook.enabled $am.receivers.slack.enabled $am.receivers.email.enabled) (not $am.existingSecret) -}}
+{{- $messages = append $messages "alertmanager.existingSecret is empty: the enabled receivers read their URLs and passwords from it (never from values)" -}}
+{{- end -}}
+{{- if and $am.enabled $am.receivers.email.enabled (not (and $am.receivers.email.to $am.receivers.email.from $am.receivers.email.smarthost)) -}}
+{{- $messages = append $messages "alertmanager.receivers.email needs to, from and smarthost" -}}
+{{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Return the Alertmanager config: route and inhibitions from the synced observability/alertmanager/alertmanager.yml, one receiver built from alertmanager.receivers (secrets as *_file paths into the mounted Secret).
+*/}}
+{{- define "ca4-platform.alertmanagerConfig" -}}
+{{- $shared := required "files/observability/alertmanager/alertmanager.yml is missing: run make helm-sync" (.Files.Get "files/observability/alertmanager/alertmanager.yml") | fromYaml -}}
+{{- $r := .Values.alertmanager.receivers -}}
+{{- $secrets := "/etc/alertmanager/secrets" -}}
+{{- $receiver := dict "name" $shared.route.receiver -}}
+{{- if $r.webhook.enabled -}}
+{{- $_ := set $receiver "webhook_configs" (list (dict "url_file" (printf "%s/webhook-url" $secrets) "send_resolved" true)) -}}
+{{- end -}}
+{{- if $r.slack.enabled -}}
+{{- $_ := set $receiver "slack_configs" (list (dict "api_url_file" (printf "%s/slack-api-url" $secrets) "channel" $r.slack.channel "send_resolved" true "text" (.Files.Get "files/defaults/alertmanager-slack.tmpl"))) -}}
+{{- end -}}
+{{- if $r.email.enabled -}}
+{{- $_ := set $receiver "email_configs" (list (dict "to" $r.email.to "from" $r.email.from "smarthost" $r.email.smarthost "auth_username" $r.email.authUsername "auth_password_file" (printf "%s/smtp-password" $secrets) "send_resolved" true)) -}}
+{{- end -}}
+{{- toYaml (dict "route" $shared.route "inhibit_rules" $shared.inhibit_rules "receivers" (list $receiver)) -}}
 {{- end -}}

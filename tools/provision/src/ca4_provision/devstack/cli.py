@@ -28,7 +28,8 @@ from ca4_provision.devstack.tools import MissingToolError
 
 app = typer.Typer(
     name="devstack",
-    help="Run Kafka, PostgreSQL + FerretDB v2, MinIO and Prometheus locally (no Docker); "
+    help="Run Kafka, PostgreSQL + FerretDB v2, MinIO, Alertmanager and Prometheus locally "
+    "(no Docker); "
     "see `ca4 devstack env`.",
     no_args_is_help=True,
     epilog=(
@@ -37,8 +38,12 @@ app = typer.Typer(
         "CA4_DEVSTACK_VENDOR (the pinned source archives DocumentDB is built from, checked by "
         "sha256; default <repo>/../shared/vendor), "
         "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,POSTGRES,S3,S3_CONSOLE,"
-        "PROMETHEUS,PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 5433 9000 9001 9090 "
-        "8000 8001), CA4_DEVSTACK_KAFKA_HEAP (512m), CA4_DEVSTACK_HEALTH_TIMEOUT (120 s). "
+        "PROMETHEUS,ALERTMANAGER,PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 5433 9000 "
+        "9001 9090 9094 8000 8001), CA4_DEVSTACK_KAFKA_HEAP (512m), "
+        "CA4_DEVSTACK_HEALTH_TIMEOUT (120 s), CA4_DEVSTACK_ALERT_WEBHOOK_URL (where Alertmanager "
+        "posts; default none: alerts stay in Alertmanager), CA4_RUNBOOK_BASE_URL (the runbooks "
+        "page alert links point into). Alertmanager and amtool are built from the pinned Go "
+        "module (without the web UI, which the module does not ship). "
         "PostgreSQL: Debian's postgresql-15 (apt-get installs it and the build packages when "
         "missing and run as root), run as the `postgres` user with its data in the state dir. "
         "Outside the cache and the state dir the dev stack writes only what PostgreSQL loads "
@@ -57,8 +62,8 @@ T = TypeVar("T")
 ServicesArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, prometheus, processor, "
-        "worker); default: all. Starting ferretdb starts postgres first."
+        help="Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, alertmanager, prometheus, "
+        "processor, worker); default: all. Starting ferretdb starts postgres first."
     ),
 ]
 

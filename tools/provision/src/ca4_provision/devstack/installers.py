@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -233,6 +234,87 @@ async def _go_install(artifact: Artifact, package: str) -> Path:
                 env=_go_env({"GOBIN": str(staging / "bin")}),
             )
     return binary
+
+
+# --- Alertmanager: a Go build from the module source -----------------------------------------
+
+ALERTMANAGER_PROGRAMS = ("alertmanager", "amtool")
+
+
+def alertmanager_artifact(cache: Path) -> Artifact:
+    """The cached Alertmanager build (``bin/alertmanager`` and ``bin/amtool``)."""
+    return Artifact(cache, "alertmanager", versions.ALERTMANAGER_VERSION)
+
+
+async def install_alertmanager(cache: Path) -> Path:
+    """Build the pinned Alertmanager and amtool into the cache; return the ``bin`` folder.
+
+    ``go install`` cannot build it: the server embeds ``ui/app/dist``, which the release
+    process generates with npm and the module zip leaves out. We build from a copy of the
+    module with a one-page stand-in for the web UI; the API, which is all we use, is complete.
+    """
+    artifact = alertmanager_artifact(cache)
+    if artifact.installed():
+        return artifact.root / "bin"
+    go = require("go")
+    module = f"{versions.ALERTMANAGER_MODULE}@{artifact.version}"
+    async with staging_for(artifact) as staging:
+        if staging is not None:
+            source = staging / "src"
+            downloaded = await _go_module_dir(go, module)
+            await asyncio.to_thread(_copy_writable, downloaded, source)
+            for ui in ("elm", "mantine"):
+                page = source / "ui" / "app" / "dist" / ui / "index.html"
+                page.parent.mkdir(parents=True, exist_ok=True)
+                page.write_text(
+                    "<p>The dev stack's Alertmanager is built without its web UI; "
+                    "use the API or amtool.</p>\n",
+                    encoding="utf-8",
+                )
+            await run_logged(
+                [
+                    go,
+                    "build",
+                    # What ``alertmanager --version`` reports (the release Makefile sets it too).
+                    f"-ldflags=-X github.com/prometheus/common/version.Version="
+                    f"{artifact.version.removeprefix('v')}",
+                    "-o",
+                    str(staging / "bin") + "/",
+                    *(f"./cmd/{program}" for program in ALERTMANAGER_PROGRAMS),
+                ],
+                artifact.log,
+                cwd=source,
+                env=_go_env(),
+            )
+            await asyncio.to_thread(shutil.rmtree, source)
+    return artifact.root / "bin"
+
+
+async def _go_module_dir(go: str, module: str) -> Path:
+    """Download ``module`` into the Go module cache; return its folder there."""
+    proc = await asyncio.create_subprocess_exec(
+        go,
+        "mod",
+        "download",
+        "-json",
+        module,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_go_env(),
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise InstallError(f"`go mod download {module}` failed:\n{out.decode(errors='replace')}")
+    return Path(json.loads(out)["Dir"])
+
+
+def _copy_writable(source: Path, target: Path) -> None:
+    """Copy a read-only module cache folder into a build folder we may write to."""
+    shutil.copytree(source, target, copy_function=shutil.copy)
+    for folder, _, files in os.walk(target):
+        os.chmod(folder, 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
 
 
 # --- Debian packages ------------------------------------------------------------------------

@@ -486,6 +486,71 @@ class MinIO(Service):
         return f"created bucket {S3_BUCKET}" if created else None
 
 
+class Alertmanager(Service):
+    """Alertmanager built from its pinned Go module, with the shared routing tree."""
+
+    name = "alertmanager"
+
+    @property
+    def port(self) -> int:
+        """The web and API listener."""
+        return self.settings.ports.alertmanager
+
+    @property
+    def address(self) -> str:
+        """``http://127.0.0.1:9094``."""
+        return self.settings.alertmanager_url
+
+    @property
+    def config_file(self) -> Path:
+        """The generated ``alertmanager.yml``."""
+        return self.dir / "alertmanager.yml"
+
+    @property
+    def markers(self) -> list[str]:
+        """Our config path on its command line."""
+        return ["alertmanager", f"--config.file={self.config_file}"]
+
+    async def version(self) -> str:
+        """The pinned Alertmanager version."""
+        return versions.ALERTMANAGER_VERSION
+
+    def installed(self) -> bool:
+        """True once the build is cached."""
+        return installers.alertmanager_artifact(self.settings.cache).installed()
+
+    async def install(self) -> None:
+        """Build Alertmanager and amtool."""
+        await installers.install_alertmanager(self.settings.cache)
+
+    async def prepare(self) -> LaunchSpec:
+        """Render the config and check it with amtool before the server reads it."""
+        programs = await installers.install_alertmanager(self.settings.cache)
+        data = self.dir / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(configs.alertmanager_config(self.settings), encoding="utf-8")
+        await installers.run_logged(
+            [str(programs / "amtool"), "check-config", str(self.config_file)],
+            self.process.log_file,
+        )
+        return LaunchSpec(
+            argv=[
+                str(programs / "alertmanager"),
+                f"--config.file={self.config_file}",
+                f"--storage.path={data}",
+                f"--web.listen-address={HOST}:{self.port}",
+                # One instance: no gossip listener (it would take port 9094 on every address).
+                "--cluster.listen-address=",
+            ],
+            markers=self.markers,
+            cwd=self.dir,
+        )
+
+    async def check(self) -> None:
+        """``/-/ready``."""
+        await health.http_ok(f"{self.address}/-/ready")
+
+
 class Prometheus(Service):
     """Prometheus from the distribution package, with our own config and data dir."""
 
@@ -621,6 +686,7 @@ SERVICE_TYPES: tuple[type[Service], ...] = (
     Postgres,
     FerretDB,
     MinIO,
+    Alertmanager,
     Prometheus,
     Processor,
     Worker,

@@ -11,8 +11,11 @@ Knobs (defaults in brackets):
   ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
   ``CA4_DEVSTACK_POSTGRES_PORT`` [5433],
   ``CA4_DEVSTACK_S3_PORT`` [9000], ``CA4_DEVSTACK_S3_CONSOLE_PORT`` [9001],
-  ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000],
-  ``CA4_DEVSTACK_WORKER_PORT`` [8001].
+  ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_ALERTMANAGER_PORT`` [9094],
+  ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000], ``CA4_DEVSTACK_WORKER_PORT`` [8001].
+- ``CA4_DEVSTACK_ALERT_WEBHOOK_URL`` [none]: where Alertmanager posts notifications; without
+  it alerts stay in Alertmanager (its API and ``amtool alert query`` show them).
+- ``CA4_RUNBOOK_BASE_URL`` [:data:`RUNBOOK_BASE_URL`]: the runbooks page alert links point into.
 - ``CA4_DEVSTACK_KAFKA_HEAP`` [``512m``]: the broker's maximum Java heap.
 - ``CA4_DEVSTACK_HEALTH_TIMEOUT`` [120]: seconds ``up`` waits for a service to turn healthy.
 """
@@ -30,6 +33,10 @@ S3_BUCKET = "ca4-archive"
 KAFKA_TOPICS = ("gpu-metadata", "gpu-metadata.dlq")
 KAFKA_TOPIC_PARTITIONS = 3
 POSTGRES_SUPERUSER = "postgres"  # the role initdb creates; local trust auth on 127.0.0.1 only
+#: The page alert rules link into (``<base>#<alertname>``): Prometheus's external label
+#: ``runbook_base_url`` everywhere, defaulting to this in compose and the Helm chart too
+#: (tests/infra/test_links.py compares them).
+RUNBOOK_BASE_URL = "https://github.com/ca4-project/ca4/blob/main/observability/runbooks.md"
 
 
 def _port(name: str, default: int) -> int:
@@ -67,6 +74,7 @@ class Ports:
     s3: int
     s3_console: int
     prometheus: int
+    alertmanager: int
     processor: int
     worker: int
 
@@ -82,6 +90,8 @@ class DevstackSettings:
     ports: Ports
     kafka_heap: str
     health_timeout_s: float
+    alert_webhook_url: str | None
+    runbook_base_url: str
 
     @classmethod
     def from_env(cls) -> DevstackSettings:
@@ -107,6 +117,8 @@ class DevstackSettings:
             s3=_port("CA4_DEVSTACK_S3_PORT", 9000),
             s3_console=_port("CA4_DEVSTACK_S3_CONSOLE_PORT", 9001),
             prometheus=_port("CA4_DEVSTACK_PROMETHEUS_PORT", 9090),
+            # Not 9093, Alertmanager's usual port: the Kafka controller listens there.
+            alertmanager=_port("CA4_DEVSTACK_ALERTMANAGER_PORT", 9094),
             processor=_port("CA4_DEVSTACK_PROCESSOR_PORT", 8000),
             worker=_port("CA4_DEVSTACK_WORKER_PORT", 8001),
         )
@@ -118,6 +130,8 @@ class DevstackSettings:
             ports=ports,
             kafka_heap=env.get("CA4_DEVSTACK_KAFKA_HEAP", "512m"),
             health_timeout_s=float(env.get("CA4_DEVSTACK_HEALTH_TIMEOUT", "120")),
+            alert_webhook_url=env.get("CA4_DEVSTACK_ALERT_WEBHOOK_URL") or None,
+            runbook_base_url=env.get("CA4_RUNBOOK_BASE_URL") or RUNBOOK_BASE_URL,
         )
 
     @property
@@ -146,6 +160,11 @@ class DevstackSettings:
     def prometheus_url(self) -> str:
         """HTTP endpoint of Prometheus."""
         return f"http://{HOST}:{self.ports.prometheus}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        """HTTP endpoint of Alertmanager."""
+        return f"http://{HOST}:{self.ports.alertmanager}"
 
     def client_env(self) -> dict[str, str]:
         """The ``CA4_*`` variables that point services and tests at this stack."""

@@ -21,8 +21,9 @@ LOG4J_SLF4J_VERSION: Final = "2.24.3"
 IMAGE_TAGS: Final = {
     "kafka": KAFKA_VERSION,
     "prometheus": "v3.5.0",
+    "alertmanager": "v0.35.0",
     "loki": "3.5.3",
-    "promtail": "3.5.3",
+    "alloy": "v1.10.2",
     "grafana": "12.1.1",
     "mongo": "7.0.16",
     "minio": "RELEASE.2025-04-22T22-12-26Z",
@@ -105,3 +106,7 @@ MINIO_VERSION: Final = "v0.0.0-20260212201848-7aac2a2c5b7c"  # master of 2026-02
 
 # Prometheus comes from the distribution (Debian bookworm ships 2.42.0); we report what is there.
 PROMETHEUS_DEBIAN_PACKAGE: Final = "prometheus"
+
+# Alertmanager builds from its Go module; amtool (``check-config``) comes from the same module.
+ALERTMANAGER_MODULE: Final = "github.com/prometheus/alertmanager"
+ALERTMANAGER_VERSION: Final = IMAGE_TAGS["alertmanager"]
