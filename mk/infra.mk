@@ -19,15 +19,18 @@ CA4_KUBECONFIG ?= $(HOME)/.kube/ca4-$(ENV).yaml
 CA4_APP_NAMESPACE ?= app
 CA4_PLATFORM_NAMESPACE ?= platform
 CA4_HELM_TIMEOUT ?= 10m
-CA4_IMAGE_TAG ?=
+# The tag `make ca4-images` built and shipped (the git commit); CA4_IMAGE_TAG overrides it.
+CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
+CA4_IMAGE_TAG ?= $(shell cat '$(CA4_STATE_DIR)/image-tag' 2>/dev/null)
 DESTROY_ARCHIVE ?= no
 
-CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-api-tunnel ca4-platform-setup \
+CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-api-tunnel ca4-platform-setup \
 	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
 # Exported to these targets only, so the root Makefile's other targets see no change.
 $(CA4_INFRA_TARGETS): export CA4_ENV := $(ENV)
 $(CA4_INFRA_TARGETS): export CA4_TF_DIR := $(CA4_TF_DIR)
 $(CA4_INFRA_TARGETS): export CA4_KUBECONFIG := $(CA4_KUBECONFIG)
+$(CA4_INFRA_TARGETS): export CA4_STATE_DIR := $(CA4_STATE_DIR)
 $(CA4_INFRA_TARGETS): export KUBECONFIG := $(CA4_KUBECONFIG)
 
 # Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
@@ -58,6 +61,11 @@ ca4-bootstrap-k3s: ## 2. Install K3s on the nodes through the bastion, fetch the
 	@$(CA4_PREFLIGHT) $@ terraform ssh
 	$(CA4_SCRIPTS)/k3s-bootstrap.sh
 
+.PHONY: ca4-images
+ca4-images: ## 2b. Build the processor and worker images (tag = git commit) and import them on every node
+	@$(CA4_PREFLIGHT) $@ terraform ssh git
+	$(CA4_SCRIPTS)/images.sh
+
 .PHONY: ca4-api-tunnel
 ca4-api-tunnel: ## Open the Kubernetes API tunnel (localhost:6443) through the bastion, if not open
 	@$(CA4_PREFLIGHT) $@ terraform ssh
@@ -82,7 +90,8 @@ ca4-platform-setup: ## 3. Helm: namespaces, Kafka (KRaft), Prometheus, Loki, Pro
 .PHONY: ca4-deploy-app
 ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO_URL, CA4_API_KEY_HASHES)
 	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform) && \
-		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES CA4_IMAGE_TAG
+		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES
+	@[[ -n "$(CA4_IMAGE_TAG)" ]] || { echo "$@: no image tag: run 'make ca4-images' (or set CA4_IMAGE_TAG)" >&2; exit 1; }
 	@# The Secret is applied outside Helm so that its values never enter the release history.
 	secret_dir="$$(mktemp -d)"; trap 'rm -rf "$$secret_dir"' EXIT; \
 	printf '%s' "$$CA4_MONGO_URL" > "$$secret_dir/mongo-url"; \

@@ -17,7 +17,11 @@ import pytest
 
 from tests.infra.conftest import K3S_VERSION, REPO, run
 
-FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl"]
+FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker"]
+# The tag the fake git's commit gives the images.
+IMAGE_TAG = "0123456789ab"
+IMAGES = [f"ghcr.io/ca4-project/ca4-{service}:{IMAGE_TAG}" for service in ("processor", "worker")]
+NODES = ["10.40.10.11", "10.40.11.21", "10.40.10.22"]
 # What the fake curl serves as the K3s installer, and the pin the tests give the scripts.
 FAKE_INSTALLER = b"#!/bin/sh\n# stand-in for the K3s installer\necho installed\n"
 # What the recipes and scripts need from the system besides the faked tools.
@@ -51,11 +55,19 @@ SYSTEM_TOOLS = [
 GUIDE_TARGETS = [
     "ca4-apply",
     "ca4-bootstrap-k3s",
+    "ca4-images",
     "ca4-platform-setup",
     "ca4-deploy-app",
     "ca4-verify-e2e",
 ]
-ALL_TARGETS = [*GUIDE_TARGETS, "ca4-destroy", "dev-api", "dev-ngrok", "dev-kafka-tunnel"]
+ALL_TARGETS = [
+    *GUIDE_TARGETS,
+    "ca4-images",
+    "ca4-destroy",
+    "dev-api",
+    "dev-ngrok",
+    "dev-kafka-tunnel",
+]
 
 
 def shell_scripts() -> list[Path]:
@@ -151,7 +163,6 @@ class Sandbox:
             "CA4_SSH_PUBLIC_KEY_FILE": str(self.pubkey),
             "CA4_MONGO_URL": "mongodb://user:pw@docdb.example:27017/?tls=true",
             "CA4_API_KEY_HASHES": "ci:" + "a" * 64,
-            "CA4_IMAGE_TAG": "0.1.0",
             "NGROK_AUTHTOKEN": "fake",
             "CA4_KAFKA_TUNNEL_PORT": "1",  # a port nothing listens on, so the tunnel is opened
         }
@@ -214,7 +225,7 @@ def steps(calls: list[dict[str, Any]]) -> list[str]:
 
 
 def test_guide_sequence(sandbox: Sandbox) -> None:
-    result = sandbox.make("ca4-apply", "ca4-bootstrap-k3s")
+    result = sandbox.make("ca4-apply", "ca4-bootstrap-k3s", "ca4-images")
     assert result.returncode == 0, result.stderr
     # The kubeconfig now exists, so the Kubernetes targets can run.
     result = sandbox.make("ca4-platform-setup", "ca4-deploy-app", "ca4-verify-e2e")
@@ -242,7 +253,8 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     for agent in installs[1:]:
         assert "--token-file=/etc/rancher/k3s/ca4-token" in " ".join(agent["argv"])
         assert "K10fake" not in " ".join(agent["argv"]), "the token never appears on a command line"
-    assert "kubectl wait --for=condition=Ready nodes" in " ".join(ssh_calls[-1]["argv"])
+    bootstrap = [c for c in ssh_calls if "k3s ctr" not in " ".join(c["argv"])]
+    assert "kubectl wait --for=condition=Ready nodes" in " ".join(bootstrap[-1]["argv"])
     kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
     assert "server: https://127.0.0.1:6443" in kubeconfig.read_text()
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
@@ -256,7 +268,7 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     assert after_ssh[-1] == "uv run"
     app = helm_calls[1]["argv"]
     assert "config.s3.bucket=ca4-dev-archive-123456789012" in app
-    assert "image.tag=0.1.0" in app
+    assert f"image.tag={IMAGE_TAG}" in app
     secret_apply = [c for c in calls if c["tool"] == "kubectl" and c["argv"][:2] == ["apply", "-f"]]
     assert len(secret_apply) == 2  # the platform namespace, then the app Secret
     assert "mongodb://" not in json.dumps([c["argv"] for c in calls]), (
@@ -340,8 +352,98 @@ def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:
     assert installs == []
 
 
+def image_steps(calls: list[dict[str, Any]]) -> list[str]:
+    """Builds, saves and node imports, as `verb ref` / `import node ref` strings, in call order."""
+    out = []
+    for call in calls:
+        argv = call["argv"]
+        if call["tool"] == "docker" and argv[0] in {"build", "save"}:
+            ref = argv[argv.index("-t") + 1] if argv[0] == "build" else argv[-1]
+            out.append(f"{argv[0]} {ref}")
+        elif call["tool"] == "ssh" and "images import" in " ".join(argv):
+            node = argv[argv.index("-F") + 2].split("@")[1]
+            out.append(f"import {node} {call['stdin'].split()[-1]}")
+    return out
+
+
+def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None:
+    """The whole first deploy, non-interactive: the images built at the commit are the ones every
+    node imports and the one tag Helm deploys; a second run builds, ships and installs nothing."""
+    guide = ["ca4-apply", "ca4-bootstrap-k3s", "ca4-images"]
+    cluster = ["ca4-platform-setup", "ca4-deploy-app", "ca4-verify-e2e"]
+    for run_number in (1, 2):
+        sandbox.reset()
+        for targets in (guide, cluster):
+            result = sandbox.make(*targets, env={"CA4_SSH_IDENTITY": str(sandbox.identity)})
+            assert result.returncode == 0, result.stderr
+        calls = sandbox.calls()
+        order = [s for s in steps(calls) if s.split()[0] in {"terraform", "docker", "helm", "uv"}]
+        assert order[:3] == ["terraform init", "terraform plan", "terraform apply"]
+        assert order[-3:] == ["helm upgrade", "helm upgrade", "uv run"]
+        helm = [c["argv"] for c in calls if c["tool"] == "helm"]
+        assert f"image.tag={IMAGE_TAG}" in helm[1]
+        ssh_policies = [side for c in calls if c["tool"] == "ssh" for side in c["policy"].values()]
+        assert all(side["batchmode"] == ["yes"] for side in ssh_policies), "ssh could prompt"
+        if run_number == 1:
+            assert image_steps(calls) == [
+                *[f"build {IMAGES[0]}", f"save {IMAGES[0]}"],
+                *[f"import {node} {IMAGES[0]}" for node in NODES],
+                *[f"build {IMAGES[1]}", f"save {IMAGES[1]}"],
+                *[f"import {node} {IMAGES[1]}" for node in NODES],
+            ]
+            state = {p: p.read_bytes() for p in sandbox.state_dir.rglob("*") if p.is_file()}
+            kubeconfig = (sandbox.home / ".kube" / "ca4-dev.yaml").stat().st_mtime_ns
+        else:
+            assert image_steps(calls) == [], "second run rebuilt or reshipped"
+            assert not [c for c in calls if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
+            after = {p: p.read_bytes() for p in sandbox.state_dir.rglob("*") if p.is_file()}
+            assert after == state
+            assert (sandbox.home / ".kube" / "ca4-dev.yaml").stat().st_mtime_ns == kubeconfig
+    assert (sandbox.state_dir / "image-tag").read_text().strip() == IMAGE_TAG
+
+
+def test_images_refuse_uncommitted_changes(sandbox: Sandbox) -> None:
+    result = sandbox.make("ca4-images", env={"CA4_FAKE_GIT_STATUS": " M services/worker/x.py\n"})
+    assert result.returncode != 0
+    assert "uncommitted changes" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "docker"]
+
+
+@pytest.mark.parametrize("tool", ["podman", "buildah"])
+def test_images_use_whichever_tool_exists(sandbox: Sandbox, tool: str) -> None:
+    (sandbox.bin / "docker").unlink()
+    sandbox.add_fake(tool, (Path(__file__).parent / "fakes" / "fake_tool.py").read_text())
+    result = sandbox.make("ca4-images")
+    assert result.returncode == 0, result.stderr
+    verbs = [
+        c["argv"][0]
+        for c in sandbox.calls()
+        if c["tool"] == tool and c["argv"][0] not in {"image", "inspect"}
+    ]
+    assert verbs[:1] == ["bud" if tool == "buildah" else "build"]
+
+
+def test_images_name_the_missing_tool(sandbox: Sandbox) -> None:
+    (sandbox.bin / "docker").unlink()
+    result = sandbox.make("ca4-images")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[:1] == [
+        "images.sh: missing tool: docker, podman or buildah "
+        "(install one to build the images, or set CA4_IMAGE_TOOL)"
+    ]
+
+
+def test_deploy_without_a_built_tag_is_refused(sandbox: Sandbox) -> None:
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-deploy-app")
+    assert result.returncode != 0
+    assert "ca4-deploy-app: no image tag: run 'make ca4-images'" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "helm"]
+
+
 def test_helm_targets_are_idempotent_upgrades(sandbox: Sandbox) -> None:
-    assert sandbox.make("ca4-bootstrap-k3s").returncode == 0
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
     for _ in range(2):
         sandbox.reset()
         result = sandbox.make("ca4-platform-setup", "ca4-deploy-app")

@@ -1,4 +1,5 @@
-"""A stand-in for terraform, ssh, kubectl, helm, ngrok, uv and curl that records every call.
+"""A stand-in for terraform, ssh, kubectl, helm, ngrok, uv, curl, git and the image tools (docker,
+podman, buildah) that records every call.
 
 Installed under each tool's name (a copy whose first line points at this interpreter). Each call
 appends one JSON line ``{"tool": ..., "argv": [...], "stdin": ...}`` to ``$CA4_FAKE_LOG``. ``ssh``
@@ -26,6 +27,8 @@ OUTPUTS = {
     "archive_bucket_name": "ca4-dev-archive-123456789012",
     "archive_bucket_region": "eu-west-1",
 }
+# The commit the fake git reports: the image tag is its first 12 digits.
+FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # Where the fake cluster runs each broker: an agent, not the first server.
 KAFKA_POD_NODE = "10.40.11.21"
 SSH_VALUE_OPTIONS = {"-o", "-J", "-i", "-F", "-L", "-R", "-D", "-p", "-l"}
@@ -125,6 +128,14 @@ def _ssh(argv: list[str], stdin: str) -> None:
             print(K3S_VERSION)
     elif "INSTALL_K3S_VERSION" in remote:
         state.write_text("installed")
+    elif "images ls -q name==" in remote:
+        ref = remote.split("name==", 1)[1].split()[0]
+        if ref in _lines(state.parent / f"{state.name}.images"):
+            print(ref)
+    elif "images import" in remote:
+        ref = stdin.removeprefix("docker-archive ").strip()
+        with (state.parent / f"{state.name}.images").open("a", encoding="utf-8") as images:
+            images.write(ref + "\n")
     elif "node-token" in remote:
         print("K10fake::server:token")
     elif "k3s.yaml" in remote:
@@ -132,6 +143,31 @@ def _ssh(argv: list[str], stdin: str) -> None:
             "apiVersion: v1\nclusters:\n- cluster:\n"
             "    server: https://127.0.0.1:6443\n  name: default"
         )
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _image_tool(argv: list[str]) -> None:
+    """docker/podman/buildah: build (or bud) marks the image built; save writes a tiny archive."""
+    built = Path(os.environ["CA4_FAKE_STATE"]) / "built-images"
+    if argv[:2] in (["image", "inspect"], ["inspect", "--type"]):
+        sys.exit(0 if argv[-1] in _lines(built) else 1)
+    if argv[0] in {"build", "bud"}:
+        with built.open("a", encoding="utf-8") as images:
+            images.write(argv[argv.index("-t") + 1] + "\n")
+    elif argv[0] == "save":
+        Path(argv[argv.index("-o") + 1]).write_text(f"docker-archive {argv[-1]}\n")
+    elif argv[0] == "push":
+        Path(argv[-1].split(":")[1]).write_text(f"docker-archive {argv[1]}\n")
+
+
+def _git(argv: list[str]) -> None:
+    if "rev-parse" in argv:
+        print(FAKE_COMMIT[:12])
+    elif "status" in argv:
+        print(os.environ.get("CA4_FAKE_GIT_STATUS", ""), end="")
 
 
 def _curl(argv: list[str]) -> None:
@@ -159,6 +195,10 @@ def main() -> None:
         print("apiVersion: v1\nkind: Object")
     elif tool == "curl":
         _curl(argv)
+    elif tool == "git":
+        _git(argv)
+    elif tool in {"docker", "podman", "buildah"}:
+        _image_tool(argv)
     elif tool == "kubectl" and "jsonpath={.status.hostIP}" in argv:
         print(KAFKA_POD_NODE, end="")
 
