@@ -23,6 +23,10 @@ CA4_HELM_TIMEOUT ?= 10m
 CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
 CA4_IMAGE_TAG ?= $(shell cat '$(CA4_STATE_DIR)/image-tag' 2>/dev/null)
 DESTROY_ARCHIVE ?= no
+# DocumentDB's CA bundle and the ConfigMap/key the ca4-app chart mounts it from (config.mongo.caBundle).
+CA4_DB_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+CA4_DB_CA_CONFIGMAP := ca4-db-ca-bundle
+CA4_DB_CA_KEY := global-bundle.pem
 
 CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-api-tunnel ca4-platform-setup \
 	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
@@ -89,7 +93,7 @@ ca4-platform-setup: ## 3. Helm: namespaces, Kafka (KRaft), Prometheus, Loki, Pro
 
 .PHONY: ca4-deploy-app
 ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO_URL, CA4_API_KEY_HASHES)
-	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform) && \
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl) && \
 		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES
 	@[[ -n "$(CA4_IMAGE_TAG)" ]] || { echo "$@: no image tag: run 'make ca4-images' (or set CA4_IMAGE_TAG)" >&2; exit 1; }
 	@# The Secret is applied outside Helm so that its values never enter the release history.
@@ -97,6 +101,14 @@ ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO
 	printf '%s' "$$CA4_MONGO_URL" > "$$secret_dir/mongo-url"; \
 	printf '%s' "$$CA4_API_KEY_HASHES" > "$$secret_dir/api-key-hashes"; \
 	kubectl -n $(CA4_APP_NAMESPACE) create secret generic ca4-app-secrets --from-file="$$secret_dir" \
+		--dry-run=client -o yaml | kubectl apply -f -
+	@# The RDS CA bundle, fetched now so it is current, in the ConfigMap the chart mounts at
+	@# config.mongo.caBundle (public certificates: a ConfigMap, not a Secret).
+	ca_dir="$$(mktemp -d)"; trap 'rm -rf "$$ca_dir"' EXIT; \
+	curl -sfL --proto '=https' -o "$$ca_dir/$(CA4_DB_CA_KEY)" "$(CA4_DB_CA_URL)" && \
+	grep -q 'BEGIN CERTIFICATE' "$$ca_dir/$(CA4_DB_CA_KEY)" || \
+		{ echo "$@: cannot fetch the database CA bundle from $(CA4_DB_CA_URL)" >&2; exit 1; }; \
+	kubectl -n $(CA4_APP_NAMESPACE) create configmap $(CA4_DB_CA_CONFIGMAP) --from-file="$$ca_dir" \
 		--dry-run=client -o yaml | kubectl apply -f -
 	helm upgrade --install ca4-app $(CA4_HELM_DIR)/ca4-app \
 		--namespace $(CA4_APP_NAMESPACE) \

@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import K3S_VERSION, REPO, run
+from tests.infra.conftest import K3S_VERSION, REPO, Rendered, pod_spec, run, workloads
 
 FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker"]
+FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIfake\n-----END CERTIFICATE-----\n"
 # The tag the fake git's commit gives the images.
 IMAGE_TAG = "0123456789ab"
 IMAGES = [f"ghcr.io/ca4-project/ca4-{service}:{IMAGE_TAG}" for service in ("processor", "worker")]
@@ -143,6 +144,7 @@ class Sandbox:
         self.downloads = root / "downloads"
         self.downloads.mkdir()
         (self.downloads / "install.sh").write_bytes(FAKE_INSTALLER)
+        (self.downloads / "global-bundle.pem").write_text(FAKE_CA_BUNDLE)
         self.state_dir = root / "ca4-state"
         real_ssh = shutil.which("ssh")
         if real_ssh is None:
@@ -270,7 +272,7 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     assert "config.s3.bucket=ca4-dev-archive-123456789012" in app
     assert f"image.tag={IMAGE_TAG}" in app
     secret_apply = [c for c in calls if c["tool"] == "kubectl" and c["argv"][:2] == ["apply", "-f"]]
-    assert len(secret_apply) == 2  # the platform namespace, then the app Secret
+    assert len(secret_apply) == 3  # the platform namespace, the app Secret, the CA bundle
     assert "mongodb://" not in json.dumps([c["argv"] for c in calls]), (
         "secrets never on a command line"
     )
@@ -400,6 +402,37 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
             assert after == state
             assert (sandbox.home / ".kube" / "ca4-dev.yaml").stat().st_mtime_ns == kubeconfig
     assert (sandbox.state_dir / "image-tag").read_text().strip() == IMAGE_TAG
+
+
+def test_deploy_fetches_the_db_ca_bundle_into_what_the_chart_mounts(
+    sandbox: Sandbox, rendered: Rendered
+) -> None:
+    """The RDS CA bundle is downloaded at deploy time into the ConfigMap and key the prod chart
+    mounts, before the chart is installed; the master password never enters the cluster."""
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    sandbox.reset()
+    result = sandbox.make("ca4-deploy-app")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    fetch = next(i for i, c in enumerate(calls) if c["tool"] == "curl")
+    assert calls[fetch]["argv"][-1] == (
+        "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+    )
+    create = next(
+        c["argv"] for c in calls[fetch:] if c["tool"] == "kubectl" and "configmap" in c["argv"]
+    )
+    helm = next(i for i, c in enumerate(calls) if c["tool"] == "helm")
+    assert fetch < helm
+    volumes = [
+        v
+        for w in workloads(rendered[("ca4-app", "prod")])
+        for v in pod_spec(w).get("volumes", [])
+        if "configMap" in v
+    ]
+    mounted = {(v["configMap"]["name"], i["key"]) for v in volumes for i in v["configMap"]["items"]}
+    name = create[create.index("configmap") + 1]
+    assert {(name, "global-bundle.pem")} <= mounted, mounted
+    assert "secretsmanager" not in json.dumps([c["argv"] for c in calls])
 
 
 def test_images_refuse_uncommitted_changes(sandbox: Sandbox) -> None:
