@@ -120,8 +120,11 @@ ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO
 
 .PHONY: ca4-verify-e2e
 ca4-verify-e2e: ## 5. End-to-end check on K3s: report -> Kafka -> store -> archive (ca4 verify)
-	@$(CA4_PREFLIGHT) $@ uv -- file:CA4_KUBECONFIG
-	uv run ca4 verify --target k3s
+	@$(CA4_PREFLIGHT) $@ uv kubectl terraform -- file:CA4_KUBECONFIG CA4_API_KEY CA4_GRAFANA_TOKEN
+	@# ca4 verify opens its own kubectl port-forwards; the archive is read with your AWS credentials.
+	CA4_S3_BUCKET="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
+	CA4_S3_REGION="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_region)" \
+		uv run ca4 verify --target k3s
 
 .PHONY: ca4-destroy
 ca4-destroy: ## 6. Terraform destroy, keeping the archive bucket unless DESTROY_ARCHIVE=yes

@@ -166,6 +166,8 @@ class Sandbox:
             "CA4_MONGO_URL": "mongodb://user:pw@docdb.example:27017/?tls=true",
             "CA4_API_KEY_HASHES": "ci:" + "a" * 64,
             "NGROK_AUTHTOKEN": "fake",
+            "CA4_API_KEY": "ca4-verify-key",
+            "CA4_GRAFANA_TOKEN": "glsa_viewer",
             "CA4_KAFKA_TUNNEL_PORT": "1",  # a port nothing listens on, so the tunnel is opened
         }
 

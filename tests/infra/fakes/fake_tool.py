@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 K3S_VERSION = os.environ.get("CA4_K3S_VERSION", "v1.33.5+k3s1")
@@ -181,6 +182,38 @@ def _curl(argv: list[str]) -> None:
     target.write_bytes(source.read_bytes())
 
 
+def _port_forward(argv: list[str]) -> None:
+    """Announce the stub port ``$CA4_FAKE_FORWARDS`` maps the Service to, then hold it open."""
+    service = next(a for a in argv if a.startswith("svc/"))
+    ports = json.loads(os.environ["CA4_FAKE_FORWARDS"])
+    if service not in ports:
+        print(f'error: services "{service[4:]}" not found', file=sys.stderr)
+        sys.exit(1)
+    pids = Path(os.environ["CA4_FAKE_STATE"]) / "port-forward.pids"
+    with pids.open("a", encoding="utf-8") as out:
+        out.write(f"{os.getpid()}\n")
+    remote = next(a for a in argv if a.startswith(":"))[1:]
+    print(f"Forwarding from 127.0.0.1:{ports[service]} -> {remote}", flush=True)
+    time.sleep(3600)
+
+
+def _exec(argv: list[str]) -> None:
+    """kubectl exec: the Kafka console consumer or the worker's database lookup, answered from
+    the event the stub processor accepted (``$CA4_FAKE_STATE/accepted.json``)."""
+    accepted = Path(os.environ["CA4_FAKE_STATE"]) / "accepted.json"
+    event = json.loads(accepted.read_text()) if accepted.exists() else None
+    command = " ".join(argv)
+    if "kafka-console-consumer.sh" in command:
+        if event is not None:
+            body = json.dumps({"event_id": event["event_id"]})
+            print(f"Offset:{event['offset']}\t{body}")
+    elif "pymongo" in command:
+        found = None
+        if event is not None:
+            found = {"_id": event["event_id"], "partition": 0, "offset": event["offset"]}
+        print(json.dumps(found))
+
+
 def main() -> None:
     tool = Path(sys.argv[0]).name
     argv = sys.argv[1:]
@@ -199,6 +232,10 @@ def main() -> None:
         _git(argv)
     elif tool in {"docker", "podman", "buildah"}:
         _image_tool(argv)
+    elif tool == "kubectl" and "port-forward" in argv:
+        _port_forward(argv)
+    elif tool == "kubectl" and "exec" in argv:
+        _exec(argv)
     elif tool == "kubectl" and "jsonpath={.status.hostIP}" in argv:
         print(KAFKA_POD_NODE, end="")
 
