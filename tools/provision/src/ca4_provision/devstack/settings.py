@@ -8,13 +8,16 @@ Knobs (defaults in brackets):
 - ``CA4_DEVSTACK_VENDOR`` [``<repo>/../shared/vendor``]: the pinned source archives DocumentDB
   is built from (checked against their sha256).
 - ``CA4_DEVSTACK_KAFKA_PORT`` [9092], ``CA4_DEVSTACK_KAFKA_CONTROLLER_PORT`` [9093],
-  ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
+  ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_MONGO_TLS_PORT`` [27018],
+  ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
   ``CA4_DEVSTACK_POSTGRES_PORT`` [5433],
   ``CA4_DEVSTACK_S3_PORT`` [9000], ``CA4_DEVSTACK_S3_CONSOLE_PORT`` [9001],
   ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000],
   ``CA4_DEVSTACK_WORKER_PORT`` [8001].
 - ``CA4_DEVSTACK_KAFKA_HEAP`` [``512m``]: the broker's maximum Java heap.
 - ``CA4_DEVSTACK_HEALTH_TIMEOUT`` [120]: seconds ``up`` waits for a service to turn healthy.
+- ``CA4_DEVSTACK_TLS`` [off]: FerretDB also serves TLS on the TLS port, with a certificate of a
+  local CA (``ca4 devstack up --tls`` turns it on and keeps it on for this state dir).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ S3_SECRET_ACCESS_KEY = "ca4dev-secret"  # noqa: S105 - local dev stack only, bou
 S3_BUCKET = "ca4-archive"
 KAFKA_TOPICS = ("gpu-metadata", "gpu-metadata.dlq")
 KAFKA_TOPIC_PARTITIONS = 3
+#: Under the state dir: the local CA and FerretDB's certificate, and the file that keeps TLS on.
+TLS_DIR = "tls"
+TLS_MARKER = f"{TLS_DIR}/enabled"
 POSTGRES_SUPERUSER = "postgres"  # the role initdb creates; local trust auth on 127.0.0.1 only
 
 
@@ -62,6 +68,7 @@ class Ports:
     kafka: int
     kafka_controller: int
     mongo: int
+    mongo_tls: int
     ferretdb_debug: int
     postgres: int
     s3: int
@@ -82,6 +89,8 @@ class DevstackSettings:
     ports: Ports
     kafka_heap: str
     health_timeout_s: float
+    tls: bool = False
+    """FerretDB also serves TLS (``CA4_DEVSTACK_TLS``, or ``up --tls`` once for this state dir)."""
 
     @classmethod
     def from_env(cls) -> DevstackSettings:
@@ -101,6 +110,7 @@ class DevstackSettings:
             kafka=_port("CA4_DEVSTACK_KAFKA_PORT", 9092),
             kafka_controller=_port("CA4_DEVSTACK_KAFKA_CONTROLLER_PORT", 9093),
             mongo=_port("CA4_DEVSTACK_MONGO_PORT", 27017),
+            mongo_tls=_port("CA4_DEVSTACK_MONGO_TLS_PORT", 27018),
             ferretdb_debug=_port("CA4_DEVSTACK_FERRETDB_DEBUG_PORT", 8088),
             # Not 5432: a distribution's own PostgreSQL cluster usually listens there.
             postgres=_port("CA4_DEVSTACK_POSTGRES_PORT", 5433),
@@ -110,8 +120,10 @@ class DevstackSettings:
             processor=_port("CA4_DEVSTACK_PROCESSOR_PORT", 8000),
             worker=_port("CA4_DEVSTACK_WORKER_PORT", 8001),
         )
+        tls_asked = env.get("CA4_DEVSTACK_TLS", "").lower() in {"1", "true", "yes", "on"}
         return cls(
             repo_root=repo_root,
+            tls=tls_asked or (home.resolve() / TLS_MARKER).is_file(),
             home=home.resolve(),
             cache=cache.resolve(),
             vendor=vendor.resolve(),
@@ -129,6 +141,17 @@ class DevstackSettings:
     def mongo_url(self) -> str:
         """MongoDB connection string of FerretDB."""
         return f"mongodb://{HOST}:{self.ports.mongo}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The local CA and FerretDB's server certificate."""
+        return self.home / TLS_DIR
+
+    @property
+    def mongo_tls_url(self) -> str:
+        """FerretDB's TLS listener, trusting the local CA, as a DocumentDB URL trusts the RDS CA."""
+        ca = self.tls_dir / "ca.pem"
+        return f"mongodb://{HOST}:{self.ports.mongo_tls}/?tls=true&tlsCAFile={ca}"
 
     @property
     def postgres_url(self) -> str:
@@ -149,7 +172,11 @@ class DevstackSettings:
 
     def client_env(self) -> dict[str, str]:
         """The ``CA4_*`` variables that point services and tests at this stack."""
-        return {
+        tls = {
+            "CA4_DEVSTACK_MONGO_TLS_URL": self.mongo_tls_url,
+            "CA4_DEVSTACK_MONGO_TLS_CA_FILE": str(self.tls_dir / "ca.pem"),
+        }
+        return (tls if self.tls else {}) | {
             "CA4_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "CA4_MONGO_URL": self.mongo_url,
             "CA4_S3_ENDPOINT_URL": self.s3_endpoint_url,
