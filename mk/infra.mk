@@ -28,7 +28,7 @@ CA4_DB_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.p
 CA4_DB_CA_CONFIGMAP := ca4-db-ca-bundle
 CA4_DB_CA_KEY := global-bundle.pem
 
-CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-api-tunnel ca4-platform-setup \
+CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-db-user ca4-api-tunnel ca4-platform-setup \
 	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
 # Exported to these targets only, so the root Makefile's other targets see no change.
 $(CA4_INFRA_TARGETS): export CA4_ENV := $(ENV)
@@ -69,6 +69,11 @@ ca4-bootstrap-k3s: ## 2. Install K3s on the nodes through the bastion, fetch the
 ca4-images: ## 2b. Build the processor and worker images (tag = git commit) and import them on every node
 	@$(CA4_PREFLIGHT) $@ terraform ssh git
 	$(CA4_SCRIPTS)/images.sh
+
+.PHONY: ca4-db-user
+ca4-db-user: ## 2c. DocumentDB: the app's user, readWrite on the CA4 database only (master stays in Secrets Manager)
+	@$(CA4_PREFLIGHT) $@ terraform ssh curl uv -- aws
+	CA4_DB_CA_URL='$(CA4_DB_CA_URL)' $(CA4_SCRIPTS)/db-user.sh
 
 .PHONY: ca4-api-tunnel
 ca4-api-tunnel: ## Open the Kubernetes API tunnel (localhost:6443) through the bastion, if not open

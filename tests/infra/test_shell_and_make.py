@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 
 from tests.infra.conftest import K3S_VERSION, REPO, Rendered, pod_spec, run, workloads
+from tests.infra.fakes.fake_tool import MASTER_SECRET
 
-FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker"]
+FAKE_TOOLS = [
+    *["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker", "aws"],
+]
 FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIfake\n-----END CERTIFICATE-----\n"
 # The tag the fake git's commit gives the images.
 IMAGE_TAG = "0123456789ab"
@@ -52,11 +55,13 @@ SYSTEM_TOOLS = [
     "printf",
     "sha256sum",
     "mv",
+    "od",
 ]
 GUIDE_TARGETS = [
     "ca4-apply",
     "ca4-bootstrap-k3s",
     "ca4-images",
+    "ca4-db-user",
     "ca4-platform-setup",
     "ca4-deploy-app",
     "ca4-verify-e2e",
@@ -373,7 +378,7 @@ def image_steps(calls: list[dict[str, Any]]) -> list[str]:
 def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None:
     """The whole first deploy, non-interactive: the images built at the commit are the ones every
     node imports and the one tag Helm deploys; a second run builds, ships and installs nothing."""
-    guide = ["ca4-apply", "ca4-bootstrap-k3s", "ca4-images"]
+    guide = ["ca4-apply", "ca4-bootstrap-k3s", "ca4-images", "ca4-db-user"]
     cluster = ["ca4-platform-setup", "ca4-deploy-app", "ca4-verify-e2e"]
     for run_number in (1, 2):
         sandbox.reset()
@@ -386,6 +391,14 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
         assert order[-3:] == ["helm upgrade", "helm upgrade", "uv run"]
         helm = [c["argv"] for c in calls if c["tool"] == "helm"]
         assert f"image.tag={IMAGE_TAG}" in helm[1]
+        # The app's database user: the master secret only on the stdin of `ca4 db-user`.
+        db_user = next(c for c in calls if c["tool"] == "uv" and "db-user" in c["argv"])
+        assert db_user["stdin"].splitlines()[0] == MASTER_SECRET
+        master_password = "master-pw-never-in-argv"
+        assert master_password not in json.dumps([c["argv"] for c in calls])
+        assert not [
+            c for c in calls if c["tool"] in {"kubectl", "helm"} and master_password in c["stdin"]
+        ]
         ssh_policies = [side for c in calls if c["tool"] == "ssh" for side in c["policy"].values()]
         assert all(side["batchmode"] == ["yes"] for side in ssh_policies), "ssh could prompt"
         if run_number == 1:
@@ -399,6 +412,7 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
             kubeconfig = (sandbox.home / ".kube" / "ca4-dev.yaml").stat().st_mtime_ns
         else:
             assert image_steps(calls) == [], "second run rebuilt or reshipped"
+            assert not [c for c in calls if "create-secret" in c["argv"]], "a second app secret"
             assert not [c for c in calls if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
             after = {p: p.read_bytes() for p in sandbox.state_dir.rglob("*") if p.is_file()}
             assert after == state

@@ -27,7 +27,11 @@ OUTPUTS = {
     "k3s_agent_private_ips": ["10.40.11.21", "10.40.10.22"],
     "archive_bucket_name": "ca4-dev-archive-123456789012",
     "archive_bucket_region": "eu-west-1",
+    "documentdb_endpoint": "ca4-dev.cluster-c1x2y3.eu-west-1.docdb.amazonaws.com",
+    "documentdb_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!cluster-1",
 }
+# What the fake Secrets Manager holds for the master user (the app user's secret is created).
+MASTER_SECRET = '{"username":"ca4admin","password":"master-pw-never-in-argv"}'
 # The commit the fake git reports: the image tag is its first 12 digits.
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # Where the fake cluster runs each broker: an agent, not the first server.
@@ -164,6 +168,22 @@ def _image_tool(argv: list[str]) -> None:
         Path(argv[-1].split(":")[1]).write_text(f"docker-archive {argv[1]}\n")
 
 
+def _aws(argv: list[str], stdin: str) -> None:
+    """secretsmanager get-secret-value / create-secret, the app secret kept in the state dir."""
+    app_secret = Path(os.environ["CA4_FAKE_STATE"]) / "app-db-secret"
+    if "get-secret-value" in argv:
+        secret_id = argv[argv.index("--secret-id") + 1]
+        if secret_id.startswith("arn:"):
+            print(MASTER_SECRET)
+        elif app_secret.exists():
+            print(app_secret.read_text())
+        else:
+            print("An error occurred (ResourceNotFoundException)", file=sys.stderr)
+            sys.exit(254)
+    elif "create-secret" in argv:
+        app_secret.write_text(stdin)
+
+
 def _git(argv: list[str]) -> None:
     if "rev-parse" in argv:
         print(FAKE_COMMIT[:12])
@@ -230,6 +250,8 @@ def main() -> None:
         _curl(argv)
     elif tool == "git":
         _git(argv)
+    elif tool == "aws":
+        _aws(argv, stdin)
     elif tool in {"docker", "podman", "buildah"}:
         _image_tool(argv)
     elif tool == "kubectl" and "port-forward" in argv:
