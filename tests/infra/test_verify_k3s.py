@@ -157,6 +157,8 @@ def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster
     for server in servers:
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     ports = {svc: s.server_address[1] for svc, s in zip(SERVICES, servers, strict=False)}
+    for name in [n for n in os.environ if n.startswith("CA4_")]:
+        monkeypatch.delenv(name)  # e.g. `eval "$(ca4 devstack env)"` in the shell running pytest
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("CA4_FAKE_LOG", str(tmp_path / "calls.jsonl"))
     monkeypatch.setenv("CA4_FAKE_STATE", str(state))
@@ -257,6 +259,25 @@ def test_k3s_refuses_loopback_endpoints(
     assert result.exit_code == 2, result.output
     assert "--target k3s checks the cluster, not this machine" in result.output
     assert kubectl_calls(tmp_path) == [], "nothing was opened"
+
+
+def test_k3s_refuses_a_shell_pointed_at_the_dev_stack(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eval "$(ca4 devstack env)"` left in the operator's shell must not turn a cluster check
+    into a check of this machine."""
+    for name, value in {
+        "CA4_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+        "CA4_MONGO_URL": "mongodb://127.0.0.1:27017",
+        "CA4_PROMETHEUS_URL": "http://127.0.0.1:9090",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(ca4, ["verify", "--target", "k3s", "--json"])
+    assert result.exit_code == 2, result.output
+    assert (
+        "so remove PROMETHEUS_URL=http://127.0.0.1:9090, KAFKA_BOOTSTRAP_SERVERS" in result.output
+    )
+    assert kubectl_calls(tmp_path) == []
 
 
 def test_k3s_names_a_failed_port_forward(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
