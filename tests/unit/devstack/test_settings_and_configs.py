@@ -137,3 +137,28 @@ def test_missing_tool_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(MissingToolError, match="apt-get install -y maven"):
         require("mvn")
+
+
+def test_tls_is_off_by_default_and_env_then_exports_nothing_new(settings: DevstackSettings) -> None:
+    assert not settings.tls
+    assert not any("TLS" in name for name in settings.client_env())
+
+
+def test_tls_knob_exports_the_tls_url_and_ca_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CA4_DEVSTACK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CA4_DEVSTACK_MONGO_TLS_PORT", "28018")
+    monkeypatch.setenv("CA4_DEVSTACK_TLS", "1")
+    env = DevstackSettings.from_env().client_env()
+    ca = tmp_path / "home" / "tls" / "ca.pem"
+    assert env["CA4_DEVSTACK_MONGO_TLS_CA_FILE"] == str(ca)
+    assert (
+        env["CA4_DEVSTACK_MONGO_TLS_URL"] == f"mongodb://127.0.0.1:28018/?tls=true&tlsCAFile={ca}"
+    )
+    # `up --tls` leaves a marker, so later commands of this state dir keep TLS on.
+    monkeypatch.delenv("CA4_DEVSTACK_TLS")
+    assert not DevstackSettings.from_env().tls
+    (tmp_path / "home" / "tls").mkdir(parents=True)
+    (tmp_path / "home" / "tls" / "enabled").touch()
+    assert DevstackSettings.from_env().tls

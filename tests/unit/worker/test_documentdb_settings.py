@@ -38,3 +38,11 @@ def test_documentdb_url_asking_for_retryable_writes_is_refused_without_echoing_i
 )
 def test_other_databases_keep_their_url(url: str) -> None:
     assert Settings(mongo_url=url).mongo_url == url
+
+
+def test_a_missing_ca_file_is_named_when_the_worker_starts(tmp_path: Path) -> None:
+    missing = tmp_path / "db-ca" / "global-bundle.pem"
+    with pytest.raises(ValidationError, match=f"tlsCAFile={missing} does not exist") as error:
+        Settings(mongo_url=f"mongodb://ca4:secret@{DOCDB}/?tls=true&tlsCAFile={missing}")
+    assert "config.mongo.caBundle" in str(error.value)
+    assert "secret" not in str(error.value)

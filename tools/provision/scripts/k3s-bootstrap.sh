@@ -19,7 +19,7 @@ SSH_USER="$(tf_output ssh_user)"
 read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"
 read -r -a agents <<<"$(tf_output_list k3s_agent_private_ips)"
 [[ -n "${bastion}" && ${#servers[@]} -gt 0 ]] || die "terraform outputs are empty: run 'make ca4-apply' first"
-ssh_opts "${bastion}" "${SSH_USER}"
+ssh_opts "${bastion}" "${SSH_USER}" "${servers[@]}" "${agents[@]}"
 first="${servers[0]}"
 
 # installed_version HOST: the K3s version running on HOST, empty when none.
@@ -32,6 +32,22 @@ push_token() {
   printf '%s' "$2" | remote "$1" 'sudo sh -c "umask 077; mkdir -p /etc/rancher/k3s; cat > /etc/rancher/k3s/ca4-token"'
 }
 
+# pinned_installer: path of the K3s installer, downloaded once per version and refused unless its
+# sha256 is CA4_K3S_INSTALLER_SHA256 (never `curl | sh` from a moving URL).
+pinned_installer() {
+  local installer="${CA4_STATE_DIR}/k3s-install-${CA4_K3S_VERSION}.sh"
+  [[ -n "${CA4_K3S_INSTALLER_SHA256}" ]] ||
+    die "CA4_K3S_INSTALLER_SHA256 is not pinned for ${CA4_K3S_VERSION}: see the comment in lib.sh"
+  if ! printf '%s  %s\n' "${CA4_K3S_INSTALLER_SHA256}" "${installer}" | sha256sum --check --status 2>/dev/null; then
+    curl -sfL --proto '=https' -o "${installer}.part" "${CA4_K3S_INSTALLER_URL}" ||
+      die "cannot download the K3s installer from ${CA4_K3S_INSTALLER_URL}"
+    printf '%s  %s\n' "${CA4_K3S_INSTALLER_SHA256}" "${installer}.part" | sha256sum --check --status ||
+      { rm -f "${installer}.part"; die "the K3s installer at ${CA4_K3S_INSTALLER_URL} does not match its pinned sha256"; }
+    mv "${installer}.part" "${installer}"
+  fi
+  printf '%s' "${installer}"
+}
+
 install_k3s() {
   local host="$1" role="$2"
   shift 2
@@ -42,7 +58,9 @@ install_k3s() {
     return 0
   fi
   log "${role} ${host}: installing K3s ${CA4_K3S_VERSION} (found '${current:-none}')"
-  remote "${host}" "curl -sfL https://get.k3s.io | sudo INSTALL_K3S_VERSION='${CA4_K3S_VERSION}' sh -s - $*"
+  local installer
+  installer="$(pinned_installer)"
+  remote "${host}" "sudo INSTALL_K3S_VERSION='${CA4_K3S_VERSION}' sh -s - $*" <"${installer}"
 }
 
 server_flags=(

@@ -8,6 +8,12 @@ CA4_TF_DIR="${CA4_TF_DIR:-${CA4_REPO_ROOT}/infra/terraform/stacks/ca4}"
 CA4_KUBECONFIG="${CA4_KUBECONFIG:-${HOME}/.kube/ca4-${CA4_ENV}.yaml}"
 # K3s release pinned for every node; the Helm charts and the schema tests target the same minor.
 CA4_K3S_VERSION="${CA4_K3S_VERSION:-v1.33.5+k3s1}"
+# The K3s installer of that release, fetched on the operator's machine and run on a node only when
+# its sha256 is this pinned one (the installer then checks the k3s binary against the release's
+# sha256sum file). Pin it when CA4_K3S_VERSION changes:
+#   curl -sfL "https://raw.githubusercontent.com/k3s-io/k3s/<version>/install.sh" | sha256sum
+CA4_K3S_INSTALLER_URL="${CA4_K3S_INSTALLER_URL:-https://raw.githubusercontent.com/k3s-io/k3s/${CA4_K3S_VERSION}/install.sh}"
+CA4_K3S_INSTALLER_SHA256="${CA4_K3S_INSTALLER_SHA256:-}"
 
 log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
@@ -20,27 +26,47 @@ tf_output_list() {
   terraform -chdir="${CA4_TF_DIR}" output -json "$1" | tr -d '[]" \n' | tr ',' ' '
 }
 
-# ssh_opts BASTION USER: fills the SSH_OPTS array. Host keys are pinned per environment in a
-# dedicated known_hosts file (accept-new: first contact is trusted, a changed key is refused).
+# Project-local state of the provisioning scripts (ssh config, known_hosts, downloads); git-ignored.
+CA4_STATE_DIR="${CA4_STATE_DIR:-${CA4_REPO_ROOT}/.ca4/${CA4_ENV}}"
+CA4_SSH_CONFIG="${CA4_STATE_DIR}/ssh_config"
+CA4_KNOWN_HOSTS="${CA4_STATE_DIR}/known_hosts"
+
+# ssh_opts BASTION USER [PRIVATE_HOST...]: write the ssh config every ssh of these scripts reads
+# (-F), and fill SSH_OPTS and SSH_JUMP. Options given on the ssh command line (-o, -i) do not reach
+# a ProxyJump hop, which OpenSSH starts as `ssh -F CONFIG -W ...`: so the host-key policy
+# (accept-new: first contact is trusted, a changed key is refused), the project-local known_hosts,
+# BatchMode and CA4_SSH_IDENTITY live in the config file, which both the hop and the target read.
 ssh_opts() {
   local bastion="$1" user="$2"
-  mkdir -p "${HOME}/.ssh"
-  SSH_OPTS=(
-    -o BatchMode=yes
-    -o ConnectTimeout=15
-    -o StrictHostKeyChecking=accept-new
-    -o "UserKnownHostsFile=${HOME}/.ssh/known_hosts.ca4-${CA4_ENV}"
-    -o ServerAliveInterval=30
-  )
-  if [[ -n "${CA4_SSH_IDENTITY:-}" ]]; then
-    SSH_OPTS+=(-i "${CA4_SSH_IDENTITY}")
+  shift 2
+  mkdir -p "${CA4_STATE_DIR}"
+  chmod 700 "${CA4_STATE_DIR}"
+  local new_config
+  new_config="$(mktemp)"
+  {
+    printf '# Written by tools/provision/scripts/lib.sh for ENV=%s; rewritten on every run.\n' "${CA4_ENV}"
+    if [[ $# -gt 0 ]]; then
+      printf 'Host %s\n  User %s\n  ProxyJump %s@%s\n' "$*" "${user}" "${user}" "${bastion}"
+    fi
+    printf 'Host *\n'
+    printf '  %s\n' 'BatchMode yes' 'ConnectTimeout 15' 'ServerAliveInterval 30' \
+      'StrictHostKeyChecking accept-new' "UserKnownHostsFile \"${CA4_KNOWN_HOSTS}\""
+    if [[ -n "${CA4_SSH_IDENTITY:-}" ]]; then
+      printf '  IdentityFile "%s"\n  IdentitiesOnly yes\n' "${CA4_SSH_IDENTITY}"
+    fi
+  } >"${new_config}"
+  if ! cmp -s "${new_config}" "${CA4_SSH_CONFIG}"; then
+    install -m 600 "${new_config}" "${CA4_SSH_CONFIG}"
   fi
+  rm -f "${new_config}"
+  SSH_OPTS=(-F "${CA4_SSH_CONFIG}")
   SSH_JUMP="${user}@${bastion}"
 }
 
-# remote HOST COMMAND: run COMMAND on a private node through the bastion (ProxyJump).
+# remote HOST COMMAND: run COMMAND on a private node through the bastion (the config's ProxyJump).
 remote() {
   local host="$1"
   shift
-  ssh "${SSH_OPTS[@]}" -J "${SSH_JUMP}" "${SSH_USER}@${host}" "$@"
+  # shellcheck disable=SC2029 # the callers build the remote command line on purpose
+  ssh "${SSH_OPTS[@]}" "${SSH_USER}@${host}" "$@"
 }

@@ -87,6 +87,16 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- $messages = append $messages (printf "kafka.topics %s: replicationFactor (%d) exceeds kafka.replicas (%d)" .name (int .replicationFactor) (int $k.replicas)) -}}
 {{- end -}}
 {{- end -}}
+{{- if and $k.enabled (hasSuffix "Gi" (toString $k.persistence.size)) -}}
+{{- $partitions := 0 -}}
+{{- range $k.topics -}}{{- $partitions = add $partitions (int .partitions) -}}{{- end -}}
+{{- $needMi := div (mul $partitions (add (int64 $k.logRetentionBytesPerPartition) (int64 $k.logSegmentBytes))) 1048576 -}}
+{{- if gt (int64 $needMi) (mul 1024 (int64 (trimSuffix "Gi" (toString $k.persistence.size)))) -}}
+{{- $messages = append $messages (printf "kafka.persistence.size (%s) is smaller than %d partitions x (logRetentionBytesPerPartition + logSegmentBytes) = %dMi: the brokers would fill their volumes" $k.persistence.size $partitions (int64 $needMi)) -}}
+{{- end -}}
+{{- else if $k.enabled -}}
+{{- $messages = append $messages (printf "kafka.persistence.size (%s) must be given in Gi" $k.persistence.size) -}}
+{{- end -}}
 {{- if and $k.tunnel.enabled (gt (add (int $k.tunnel.nodePortBase) (int $k.replicas)) 32768) -}}
 {{- $messages = append $messages "kafka.tunnel.nodePortBase + kafka.replicas leaves the NodePort range (30000-32767)" -}}
 {{- end -}}

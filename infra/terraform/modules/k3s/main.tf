@@ -79,6 +79,24 @@ resource "aws_iam_instance_profile" "nodes" {
 # Nodes
 ################################################################################
 
+locals {
+  data_device_name = "/dev/sdf"
+  # Formats the data disk once (label ca4-data) and mounts it where K3s local-path keeps volumes.
+  # On Nitro instances /dev/sdf appears as an NVMe disk: it is the one disk that is not the root's.
+  data_volume_user_data = <<-EOT
+    #!/bin/bash
+    set -euo pipefail
+    mount_point=/var/lib/rancher/k3s/storage
+    mountpoint -q "$mount_point" && exit 0
+    root_disk="$(lsblk -no PKNAME "$(findmnt -no SOURCE /)")"
+    data_disk="$(lsblk -dpno NAME,TYPE | awk -v root="/dev/$root_disk" '$2 == "disk" && $1 != root {print $1; exit}')"
+    blkid "$data_disk" >/dev/null || mkfs.ext4 -L ca4-data "$data_disk"
+    mkdir -p "$mount_point"
+    grep -q 'LABEL=ca4-data' /etc/fstab || echo "LABEL=ca4-data $mount_point ext4 defaults,nofail 0 2" >> /etc/fstab
+    mount "$mount_point"
+  EOT
+}
+
 resource "aws_instance" "node" {
   for_each = local.nodes
 
@@ -105,6 +123,19 @@ resource "aws_instance" "node" {
     volume_type = "gp3"
     volume_size = var.root_volume_size_gb
   }
+
+  # The data disk: K3s local-path PVCs (each Kafka broker's log, Loki, Prometheus) live on it, so
+  # a full Kafka volume never fills the root disk. Mounted by the user data before K3s is installed.
+  ebs_block_device {
+    device_name           = local.data_device_name
+    encrypted             = true
+    kms_key_id            = var.kms_key_arn
+    volume_type           = "gp3"
+    volume_size           = var.data_volume_size_gb
+    delete_on_termination = true
+  }
+
+  user_data = local.data_volume_user_data
 
   tags        = merge(local.tags, { Name = "${var.name}-k3s-${each.key}", "ca4:k3s-role" = each.value.role })
   volume_tags = local.tags

@@ -103,13 +103,24 @@ variable "key_name" {
 }
 
 variable "root_volume_size_gb" {
-  description = "(Optional) Size of each node's encrypted root volume in GiB (Kafka and Loki PVCs live here via local-path)."
+  description = "(Optional) Size of each node's encrypted root volume in GiB (OS, images, K3s state; the PVCs live on the data volume)."
   type        = number
   default     = 50
 
   validation {
     condition     = var.root_volume_size_gb >= 20 && var.root_volume_size_gb <= 1000
     error_message = "root_volume_size_gb must be between 20 and 1000."
+  }
+}
+
+variable "data_volume_size_gb" {
+  description = "(Optional) Size of each node's encrypted data volume in GiB, mounted at /var/lib/rancher/k3s/storage: the local-path PVCs (a Kafka broker's log: kafka.persistence.size) live there."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.data_volume_size_gb >= 20 && var.data_volume_size_gb <= 4000
+    error_message = "data_volume_size_gb must be between 20 and 4000."
   }
 }
 

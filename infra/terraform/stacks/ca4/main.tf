@@ -64,6 +64,7 @@ module "k3s" {
   agent_count                = var.k3s_agent_count
   server_instance_type       = var.k3s_server_instance_type
   agent_instance_type        = var.k3s_agent_instance_type
+  data_volume_size_gb        = var.k3s_data_volume_size_gb
   key_name                   = aws_key_pair.operator.key_name
   kms_key_arn                = aws_kms_key.this.arn
   archive_bucket_arn         = module.archive_bucket.bucket_arn

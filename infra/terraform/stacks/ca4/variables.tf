@@ -129,6 +129,12 @@ variable "k3s_agent_instance_type" {
   default     = "t3.large"
 }
 
+variable "k3s_data_volume_size_gb" {
+  description = "(Optional) GiB of each node's data volume (local-path PVCs: a Kafka broker's kafka.persistence.size, Prometheus, Loki)."
+  type        = number
+  default     = 100
+}
+
 ################################################################################
 # Archive bucket
 ################################################################################

@@ -16,6 +16,7 @@ from typer._click.core import Context  # Typer vendors Click; this is its Contex
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from ca4_provision.db_user import db_user
 from ca4_provision.devstack.cli import app as devstack_app
 from ca4_provision.sdk_cli import sdk_app, send
 from ca4_provision.verify import app as verify_app
@@ -93,3 +94,4 @@ app.add_typer(sdk_app, name="sdk")
 app.command("send")(send)
 app.add_typer(dlq_app, name="dlq")
 app.command("replay")(replay)
+app.command("db-user")(db_user)

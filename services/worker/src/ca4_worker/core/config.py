@@ -37,6 +37,21 @@ def without_retryable_writes(mongo_url: str) -> str:
     return urlunsplit(parts._replace(path=parts.path or "/", query=query))
 
 
+def require_ca_file(mongo_url: str) -> str:
+    """``mongo_url``, refused when its ``tlsCAFile`` is not a file.
+
+    pymongo would fail on the first connection with a bare ``FileNotFoundError``; a worker whose
+    CA bundle is not mounted should say so when it starts.
+    """
+    ca_files = [v for k, v in parse_qsl(urlsplit(mongo_url).query) if k.lower() == "tlscafile"]
+    if ca_files and not Path(ca_files[-1]).is_file():
+        raise ValueError(
+            f"CA4_MONGO_URL: tlsCAFile={ca_files[-1]} does not exist: mount the database's CA "
+            "bundle there (ca4-app chart: config.mongo.caBundle)"
+        )
+    return mongo_url
+
+
 class Settings(BaseSettings):
     """Worker configuration; defaults match the local dev stack."""
 
@@ -98,7 +113,7 @@ class Settings(BaseSettings):
     @field_validator("mongo_url")
     @classmethod
     def _documentdb_without_retryable_writes(cls, mongo_url: str) -> str:
-        return without_retryable_writes(mongo_url)
+        return without_retryable_writes(require_ca_file(mongo_url))
 
     mongo_db: str = "ca4"
     """Database holding ``events``, ``sessions`` and ``gpus``."""

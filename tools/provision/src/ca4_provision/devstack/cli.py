@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from ca4_provision.devstack.installers import InstallError, tail
 from ca4_provision.devstack.provisioning import ProvisioningError
-from ca4_provision.devstack.settings import DevstackSettings
+from ca4_provision.devstack.settings import TLS_MARKER, DevstackSettings
 from ca4_provision.devstack.stack import DevstackError, Stack, resolve_names
 from ca4_provision.devstack.tools import MissingToolError
 
@@ -154,9 +155,23 @@ def up(
         Path | None,
         typer.Option(help="Write the names of the services this command started, one a line."),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="FerretDB also serves TLS (CA4_DEVSTACK_MONGO_TLS_PORT) with a local CA's "
+            "certificate, from now on for this state dir; `env` prints its URL and CA file. "
+            "A FerretDB already running keeps its listeners until restarted.",
+        ),
+    ] = False,
 ) -> None:
     """Install what is missing, start what is not running, wait until all are healthy."""
     settings = _settings()
+    if tls:
+        marker = settings.home / TLS_MARKER
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        settings = dataclasses.replace(settings, tls=True)
     names = _names(services)
     with _state_lock(settings), _reporting() as reporter:
         stack = Stack(settings, reporter)

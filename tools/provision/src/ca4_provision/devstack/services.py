@@ -13,7 +13,15 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ca4_provision.devstack import configs, documentdb, health, installers, provisioning, versions
+from ca4_provision.devstack import (
+    configs,
+    documentdb,
+    health,
+    installers,
+    provisioning,
+    tls,
+    versions,
+)
 from ca4_provision.devstack.process import LaunchSpec, ServiceProcess
 from ca4_provision.devstack.settings import (
     HOST,
@@ -393,12 +401,21 @@ class FerretDB(Service):
         binary = await installers.install_ferretdb(self.settings.cache)
         state = self.dir / "state"
         state.mkdir(parents=True, exist_ok=True)
+        listeners = [f"--listen-addr={HOST}:{self.port}"]
+        if self.settings.tls:
+            # Server TLS only: a --listen-tls-ca-file would demand client certificates.
+            files = await tls.ensure_certificates(self.settings.tls_dir)
+            listeners += [
+                f"--listen-tls={HOST}:{self.settings.ports.mongo_tls}",
+                f"--listen-tls-cert-file={files.cert}",
+                f"--listen-tls-key-file={files.key}",
+            ]
         return LaunchSpec(
             argv=[
                 str(binary),
                 f"--postgresql-url={self.settings.postgres_url}",
                 f"--state-dir={state}",
-                f"--listen-addr={HOST}:{self.port}",
+                *listeners,
                 f"--debug-addr={HOST}:{self.settings.ports.ferretdb_debug}",
                 "--no-auth",
                 "--telemetry=disable",

@@ -8,7 +8,8 @@ Knobs (defaults in brackets):
 - ``CA4_DEVSTACK_VENDOR`` [``<repo>/../shared/vendor``]: the pinned source archives DocumentDB
   is built from (checked against their sha256).
 - ``CA4_DEVSTACK_KAFKA_PORT`` [9092], ``CA4_DEVSTACK_KAFKA_CONTROLLER_PORT`` [9093],
-  ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
+  ``CA4_DEVSTACK_MONGO_PORT`` [27017], ``CA4_DEVSTACK_MONGO_TLS_PORT`` [27018],
+  ``CA4_DEVSTACK_FERRETDB_DEBUG_PORT`` [8088],
   ``CA4_DEVSTACK_POSTGRES_PORT`` [5433],
   ``CA4_DEVSTACK_S3_PORT`` [9000], ``CA4_DEVSTACK_S3_CONSOLE_PORT`` [9001],
   ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_ALERTMANAGER_PORT`` [9094],
@@ -18,6 +19,8 @@ Knobs (defaults in brackets):
 - ``CA4_RUNBOOK_BASE_URL`` [:data:`RUNBOOK_BASE_URL`]: the runbooks page alert links point into.
 - ``CA4_DEVSTACK_KAFKA_HEAP`` [``512m``]: the broker's maximum Java heap.
 - ``CA4_DEVSTACK_HEALTH_TIMEOUT`` [120]: seconds ``up`` waits for a service to turn healthy.
+- ``CA4_DEVSTACK_TLS`` [off]: FerretDB also serves TLS on the TLS port, with a certificate of a
+  local CA (``ca4 devstack up --tls`` turns it on and keeps it on for this state dir).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ S3_SECRET_ACCESS_KEY = "ca4dev-secret"  # noqa: S105 - local dev stack only, bou
 S3_BUCKET = "ca4-archive"
 KAFKA_TOPICS = ("gpu-metadata", "gpu-metadata.dlq")
 KAFKA_TOPIC_PARTITIONS = 3
+#: Under the state dir: the local CA and FerretDB's certificate, and the file that keeps TLS on.
+TLS_DIR = "tls"
+TLS_MARKER = f"{TLS_DIR}/enabled"
 POSTGRES_SUPERUSER = "postgres"  # the role initdb creates; local trust auth on 127.0.0.1 only
 #: The page alert rules link into (``<base>#<alertname>``): Prometheus's external label
 #: ``runbook_base_url`` everywhere, defaulting to this in compose and the Helm chart too
@@ -69,6 +75,7 @@ class Ports:
     kafka: int
     kafka_controller: int
     mongo: int
+    mongo_tls: int
     ferretdb_debug: int
     postgres: int
     s3: int
@@ -92,6 +99,8 @@ class DevstackSettings:
     health_timeout_s: float
     alert_webhook_url: str | None
     runbook_base_url: str
+    tls: bool = False
+    """FerretDB also serves TLS (``CA4_DEVSTACK_TLS``, or ``up --tls`` once for this state dir)."""
 
     @classmethod
     def from_env(cls) -> DevstackSettings:
@@ -111,6 +120,7 @@ class DevstackSettings:
             kafka=_port("CA4_DEVSTACK_KAFKA_PORT", 9092),
             kafka_controller=_port("CA4_DEVSTACK_KAFKA_CONTROLLER_PORT", 9093),
             mongo=_port("CA4_DEVSTACK_MONGO_PORT", 27017),
+            mongo_tls=_port("CA4_DEVSTACK_MONGO_TLS_PORT", 27018),
             ferretdb_debug=_port("CA4_DEVSTACK_FERRETDB_DEBUG_PORT", 8088),
             # Not 5432: a distribution's own PostgreSQL cluster usually listens there.
             postgres=_port("CA4_DEVSTACK_POSTGRES_PORT", 5433),
@@ -122,8 +132,10 @@ class DevstackSettings:
             processor=_port("CA4_DEVSTACK_PROCESSOR_PORT", 8000),
             worker=_port("CA4_DEVSTACK_WORKER_PORT", 8001),
         )
+        tls_asked = env.get("CA4_DEVSTACK_TLS", "").lower() in {"1", "true", "yes", "on"}
         return cls(
             repo_root=repo_root,
+            tls=tls_asked or (home.resolve() / TLS_MARKER).is_file(),
             home=home.resolve(),
             cache=cache.resolve(),
             vendor=vendor.resolve(),
@@ -143,6 +155,17 @@ class DevstackSettings:
     def mongo_url(self) -> str:
         """MongoDB connection string of FerretDB."""
         return f"mongodb://{HOST}:{self.ports.mongo}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The local CA and FerretDB's server certificate."""
+        return self.home / TLS_DIR
+
+    @property
+    def mongo_tls_url(self) -> str:
+        """FerretDB's TLS listener, trusting the local CA, as a DocumentDB URL trusts the RDS CA."""
+        ca = self.tls_dir / "ca.pem"
+        return f"mongodb://{HOST}:{self.ports.mongo_tls}/?tls=true&tlsCAFile={ca}"
 
     @property
     def postgres_url(self) -> str:
@@ -168,7 +191,11 @@ class DevstackSettings:
 
     def client_env(self) -> dict[str, str]:
         """The ``CA4_*`` variables that point services and tests at this stack."""
-        return {
+        tls = {
+            "CA4_DEVSTACK_MONGO_TLS_URL": self.mongo_tls_url,
+            "CA4_DEVSTACK_MONGO_TLS_CA_FILE": str(self.tls_dir / "ca.pem"),
+        }
+        return (tls if self.tls else {}) | {
             "CA4_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "CA4_MONGO_URL": self.mongo_url,
             "CA4_S3_ENDPOINT_URL": self.s3_endpoint_url,

@@ -11,6 +11,8 @@ INSTALL_HINTS = {
     "go": "go not found: install Go 1.22+ from https://go.dev/dl and put it on PATH.",
     "apt-get": "apt-get not found: install Prometheus yourself and put `prometheus` on PATH.",
     "prometheus": "prometheus not found: install it (Debian: apt-get install -y prometheus).",
+    "openssl": "openssl not found: install it to serve FerretDB over TLS (Debian: apt-get "
+    "install -y openssl).",
 }
 
 

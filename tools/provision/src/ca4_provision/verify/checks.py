@@ -24,6 +24,7 @@ from ca4_schemas.constants import HEADER_EVENT_ID
 from pymongo import AsyncMongoClient
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from ca4_provision.verify import cluster
 from ca4_provision.verify.settings import VerifySettings
 
 T = TypeVar("T")
@@ -62,6 +63,8 @@ class VerifyContext:
 
     settings: VerifySettings
     http: httpx.AsyncClient
+    in_cluster: bool = False
+    """True for ``--target k3s``: Kafka and the database are read with kubectl exec."""
     started_at: float = field(default_factory=time.time)
     session_id: str = field(default_factory=lambda: f"ca4-verify-{uuid.uuid4().hex[:12]}")
     report: dict[str, Any] | None = None
@@ -159,9 +162,37 @@ async def processor_accepted(ctx: VerifyContext) -> str:
 # --- 3. Kafka -------------------------------------------------------------------------------
 
 
+KAFKA_CONSOLE_CONSUMER = "/opt/kafka/bin/kafka-console-consumer.sh"
+
+
+async def kafka_holds_event_in_cluster(ctx: VerifyContext, receipt: Receipt) -> str:
+    """The broker's own console consumer, in the kafka-0 pod, reads the receipt's offset."""
+    output = await cluster.kubectl_exec(
+        ctx.settings.PLATFORM_NAMESPACE,
+        "pod/kafka-0",
+        KAFKA_CONSOLE_CONSUMER,
+        "--bootstrap-server=localhost:9092",
+        f"--topic={receipt.topic}",
+        f"--partition={receipt.partition}",
+        f"--offset={receipt.offset}",
+        "--max-messages=1",
+        "--timeout-ms=20000",
+        "--property=print.offset=true",
+        seconds=ctx.settings.VERIFY_TIMEOUT_S,
+    )
+    if f"Offset:{receipt.offset}" not in output or str(ctx.event_id) not in output:
+        raise StepFailedError(
+            f"{receipt.topic}/{receipt.partition}@{receipt.offset} does not hold event "
+            f"{ctx.event_id}: {output.strip()[:200]!r}"
+        )
+    return f"record at offset {receipt.offset} (read in pod kafka-0)"
+
+
 async def kafka_holds_event(ctx: VerifyContext) -> str:
     """Read the record back at the receipt's partition and offset and match its event id."""
     receipt = ctx.require_receipt()
+    if ctx.in_cluster:
+        return await kafka_holds_event_in_cluster(ctx, receipt)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=ctx.settings.KAFKA_BOOTSTRAP_SERVERS,
         enable_auto_commit=False,
@@ -224,9 +255,43 @@ async def worker_processed(ctx: VerifyContext) -> str:
 # --- 5. database ----------------------------------------------------------------------------
 
 
+#: Run by the worker's own Python in its pod: its URL, CA bundle and network path.
+FIND_EVENT_IN_WORKER = (
+    "import json, os, sys\n"
+    "from pymongo import MongoClient\n"
+    "client = MongoClient(os.environ['CA4_MONGO_URL'], serverSelectionTimeoutMS=10000)\n"
+    "events = client[os.environ.get('CA4_MONGO_DB', 'ca4')]['events']\n"
+    "print(json.dumps(events.find_one({'_id': sys.argv[1]}, {'partition': 1, 'offset': 1})))\n"
+)
+
+
+async def find_event_in_cluster(ctx: VerifyContext) -> dict[str, Any]:
+    """The events document, read from inside the worker's pod (DocumentDB is VPC-only)."""
+
+    async def find() -> dict[str, Any]:
+        output = await cluster.kubectl_exec(
+            ctx.settings.APP_NAMESPACE,
+            f"deploy/{ctx.settings.APP_RELEASE}-worker",
+            "python",
+            "-c",
+            FIND_EVENT_IN_WORKER,
+            str(ctx.event_id),
+            seconds=ctx.settings.VERIFY_TIMEOUT_S,
+        )
+        document: dict[str, Any] | None = json.loads(output.strip() or "null")
+        if document is None:
+            raise _NotYetError(f"no events document with _id {ctx.event_id}")
+        return document
+
+    return await poll(find, ctx.settings)
+
+
 async def database_holds_record(ctx: VerifyContext) -> str:
     """The ``events`` collection holds the event, at the receipt's Kafka position."""
     receipt = ctx.require_receipt()
+    if ctx.in_cluster:
+        document = await find_event_in_cluster(ctx)
+        return _at_receipt_position(ctx, receipt, document)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         ctx.settings.MONGO_URL, serverSelectionTimeoutMS=5000
     )
@@ -242,6 +307,10 @@ async def database_holds_record(ctx: VerifyContext) -> str:
         document = await poll(find, ctx.settings)
     finally:
         await client.close()
+    return _at_receipt_position(ctx, receipt, document)
+
+
+def _at_receipt_position(ctx: VerifyContext, receipt: Receipt, document: dict[str, Any]) -> str:
     position = (document.get("partition"), document.get("offset"))
     if position != (receipt.partition, receipt.offset):
         raise StepFailedError(
@@ -326,8 +395,18 @@ async def grafana_serves_dashboards(ctx: VerifyContext) -> str:
         if ctx.settings.GRAFANA_USER
         else None
     )
+    headers = {}
+    if ctx.settings.GRAFANA_TOKEN:
+        headers["Authorization"] = f"Bearer {ctx.settings.GRAFANA_TOKEN}"
+    elif ctx.in_cluster:
+        raise StepFailedError(
+            "set CA4_GRAFANA_TOKEN: a token of a Grafana service account with the Viewer role"
+        )
     response = await ctx.http.get(
-        f"{base}/api/search", params={"type": "dash-db", "tag": "ca4"}, auth=auth
+        f"{base}/api/search",
+        params={"type": "dash-db", "tag": "ca4"},
+        auth=auth,
+        headers=headers,
     )
     if response.status_code != httpx.codes.OK:
         raise StepFailedError(f"GET /api/search: HTTP {response.status_code} {response.text[:200]}")
@@ -368,3 +447,44 @@ async def loki_holds_log_lines(ctx: VerifyContext) -> str:
     return ", ".join(
         f"{service}: {count} line(s)" for service, count in sorted(per_service.items())
     )
+
+
+# --- 9. S3 archive --------------------------------------------------------------------------
+
+
+def _start_offset(key: str) -> int:
+    return int(key.rsplit("+", 1)[1].split(".", 1)[0])
+
+
+async def archive_holds_event(ctx: VerifyContext) -> str:
+    """An archive object of the receipt's partition holds the record at the receipt's offset."""
+    from ca4_worker.domain.archive import decode_archive_object
+    from ca4_worker.persistence.s3 import S3ObjectStore
+
+    receipt = ctx.require_receipt()
+    settings = ctx.settings
+    if not settings.S3_BUCKET:
+        raise NotDeployedError("no archive bucket configured (CA4_S3_BUCKET)")
+    day = time.strftime("%Y-%m-%d", time.gmtime(ctx.started_at))
+    prefix = f"{settings.ARCHIVE_PREFIX}/{receipt.topic}/dt={day}/partition={receipt.partition}/"
+    store = S3ObjectStore(
+        bucket=settings.S3_BUCKET,
+        endpoint_url=settings.S3_ENDPOINT_URL,
+        region=settings.S3_REGION,
+        access_key_id=settings.S3_ACCESS_KEY_ID,
+        secret_access_key=settings.S3_SECRET_ACCESS_KEY,
+    )
+
+    async def find(s3: S3ObjectStore) -> str:
+        keys = [k for k in await s3.list_keys(prefix) if _start_offset(k) <= receipt.offset]
+        for key in sorted(keys, key=_start_offset, reverse=True)[:3]:
+            for record in decode_archive_object(await s3.get(key)):
+                if record.offset == receipt.offset:
+                    if str(ctx.event_id) not in (record.value or b"").decode("utf-8", "replace"):
+                        raise StepFailedError(f"{key} holds another event at {receipt.offset}")
+                    return key
+        raise _NotYetError(f"no object under s3://{settings.S3_BUCKET}/{prefix} holds it")
+
+    async with store as s3:
+        key = await poll(lambda: find(s3), settings)
+    return f"s3://{settings.S3_BUCKET}/{key}"

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ca4_provision.verify.cluster import ClusterAccessError
 from ca4_provision.verify.results import StepStatus, VerifyReport
 from ca4_provision.verify.runner import run_verification
 from ca4_provision.verify.settings import VerifySettings
@@ -80,7 +81,7 @@ def verify(  # noqa: PLR0917 - Typer maps each option to one parameter
         float | None, typer.Option(help="Seconds a step may wait [CA4_VERIFY_TIMEOUT_S].")
     ] = None,
 ) -> None:
-    """Run the eight end-to-end checks; exit 1 if any deployed step fails."""
+    """Run the end-to-end checks; exit 1 if any deployed step fails, 2 if k3s access fails."""
     overrides: dict[str, Any] = {
         "EDGE_API_URL": edge_api_url,
         "WORKER_URL": worker_url,
@@ -96,8 +97,12 @@ def verify(  # noqa: PLR0917 - Typer maps each option to one parameter
         **{key: value for key, value in overrides.items() if value is not None}
     )
     console = Console(stderr=json_output)
-    with console.status("running the end-to-end checks...", spinner="dots"):
-        report = asyncio.run(run_verification(settings, target.value))
+    try:
+        with console.status("running the end-to-end checks...", spinner="dots"):
+            report = asyncio.run(run_verification(settings, target.value))
+    except ClusterAccessError as refused:
+        typer.echo(f"ca4 verify: {refused}", err=True)
+        raise typer.Exit(2) from None
     if json_output:
         typer.echo(report.model_dump_json(indent=2))
     else:

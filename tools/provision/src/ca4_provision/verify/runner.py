@@ -1,4 +1,4 @@
-"""Runs the eight checks in order and times each one."""
+"""Runs the checks in order and times each one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
-from ca4_provision.verify import checks
+from ca4_provision.verify import checks, cluster
 from ca4_provision.verify.results import StepResult, StepStatus, VerifyReport
 from ca4_provision.verify.settings import OPTIONAL_COMPONENTS, Target, VerifySettings
 
@@ -34,6 +34,7 @@ STEPS: tuple[Step, ...] = (
     Step("Prometheus counters moved", "prometheus", checks.prometheus_counters_moved),
     Step("Grafana serves the dashboards", "grafana", checks.grafana_serves_dashboards),
     Step("Loki holds the event's log lines", "loki", checks.loki_holds_log_lines),
+    Step("S3 archive holds the event", "archive", checks.archive_holds_event),
 )
 
 
@@ -71,10 +72,22 @@ async def run_verification(
     target: Target,
     on_step: Callable[[StepResult], None] | None = None,
 ) -> VerifyReport:
-    """All eight checks against ``target``; ``on_step`` sees each result as it lands."""
+    """Every check against ``target``; ``on_step`` sees each result as it lands. For k3s the
+    run opens its own port-forwards first and closes them when it ends."""
+    if target == "k3s":
+        async with cluster.port_forwards(settings) as forwarded:
+            return await _run_steps(forwarded, target, on_step)
+    return await _run_steps(settings, target, on_step)
+
+
+async def _run_steps(
+    settings: VerifySettings,
+    target: Target,
+    on_step: Callable[[StepResult], None] | None,
+) -> VerifyReport:
     results: list[StepResult] = []
     async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as http:
-        ctx = checks.VerifyContext(settings=settings, http=http)
+        ctx = checks.VerifyContext(settings=settings, http=http, in_cluster=target == "k3s")
         await checks.snapshot_counters(ctx)
         for number, step in enumerate(STEPS, start=1):
             result = await run_step(number, step, ctx, target)

@@ -11,7 +11,7 @@ Target = Literal["local", "k3s"]
 
 #: Components that may be absent from a target; absent means "not deployed", never "pass".
 OPTIONAL_COMPONENTS: dict[Target, frozenset[str]] = {
-    "local": frozenset({"grafana", "loki"}),
+    "local": frozenset({"grafana", "loki", "archive"}),
     "k3s": frozenset(),
 }
 
@@ -19,8 +19,9 @@ OPTIONAL_COMPONENTS: dict[Target, frozenset[str]] = {
 class VerifySettings(BaseSettings):
     """Endpoints and limits of one verification run.
 
-    For ``--target k3s`` the URLs are the local ends of ``ca4`` tunnels (or ingress URLs); for
-    ``--target local`` the defaults match the dev stack and the services on 8000/8001.
+    For ``--target k3s`` the run opens its own kubectl port-forwards and replaces the URLs with
+    them (loopback URLs given to it are refused); for ``--target local`` the defaults match the
+    dev stack and the services on 8000/8001.
     """
 
     model_config = SettingsConfigDict(env_prefix="CA4_", extra="ignore", frozen=True)
@@ -46,6 +47,28 @@ class VerifySettings(BaseSettings):
     """Grafana user for the search API (anonymous access when unset)."""
     GRAFANA_PASSWORD: str | None = Field(default=None, repr=False)
     """Password of ``GRAFANA_USER``."""
+    GRAFANA_TOKEN: str | None = Field(default=None, repr=False)
+    """Token of a Grafana service account with the Viewer role (required by ``--target k3s``)."""
+    S3_BUCKET: str | None = None
+    """The archive bucket (``make ca4-verify-e2e`` passes the Terraform output); unset: no check."""
+    S3_REGION: str = "eu-west-1"
+    """Region of the archive bucket."""
+    S3_ENDPOINT_URL: str | None = None
+    """S3 endpoint (MinIO locally); unset means AWS, with the operator's AWS credentials."""
+    S3_ACCESS_KEY_ID: str | None = Field(default=None, repr=False)
+    """Access key for a non-AWS endpoint (AWS uses its own credential chain)."""
+    S3_SECRET_ACCESS_KEY: str | None = Field(default=None, repr=False)
+    """Secret key for a non-AWS endpoint."""
+    ARCHIVE_PREFIX: str = "raw"
+    """Key prefix of the archive objects (the worker's ``CA4_ARCHIVE_PREFIX``)."""
+    APP_RELEASE: str = "ca4-app"
+    """Helm release of the app chart (its Services are ``<release>-processor``/``-worker``)."""
+    APP_NAMESPACE: str = "app"
+    """Namespace of the processor and worker on K3s."""
+    PLATFORM_NAMESPACE: str = "platform"
+    """Namespace of Kafka on K3s."""
+    MONITORING_NAMESPACE: str = "monitoring"
+    """Namespace of Prometheus, Grafana and Loki on K3s."""
     LOKI_URL: str = "http://127.0.0.1:3100"
     """Loki HTTP API."""
     VERIFY_TIMEOUT_S: float = 45.0
