@@ -25,7 +25,7 @@ from ca4_processor.core.config import Settings as ProcessorSettings
 from ca4_processor.main import create_app as create_processor
 from ca4_schemas.constants import HEADER_ERROR_CLASS
 from ca4_worker.core.config import Settings as WorkerSettings
-from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.documents import Doc
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.worker.support import produce, read_topic, running_worker, wait_for

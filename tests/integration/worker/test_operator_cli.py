@@ -9,7 +9,8 @@ import pytest
 from ca4_provision.cli import app
 from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC
 from ca4_worker.core.config import Settings, get_settings
-from ca4_worker.persistence.mongo import Doc, MongoProjections
+from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.projections import MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner, Result
 

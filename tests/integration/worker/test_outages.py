@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 

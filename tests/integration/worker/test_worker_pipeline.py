@@ -15,7 +15,9 @@ from ca4_schemas.constants import (
 )
 from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import Doc, MongoEventStore, MongoProjections
+from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.events import MongoEventStore
+from ca4_worker.persistence.projections import MongoProjections
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
