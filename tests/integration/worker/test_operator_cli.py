@@ -15,7 +15,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner, Result
 
 from tests.integration.worker.checks import projected_sample_total
-from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
 from tests.unit.worker.factories import event_body
 

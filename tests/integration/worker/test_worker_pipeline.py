@@ -26,7 +26,8 @@ from tests.integration.worker.checks import (
     projected_sample_total,
     stored_event_ids,
 )
-from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
 from tests.unit.worker.factories import event_body, gpu_sample
 
