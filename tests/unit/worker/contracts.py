@@ -388,6 +388,17 @@ def _fields_that_change_and_go_missing() -> Batches:
     ]
 
 
+def _driver_upgrade() -> Batches:
+    """The driver changes mid-session; the latest report's version is the one kept."""
+    return [
+        [positioned(0, 0, session_id="s", driver_version="535.104.05")],
+        [
+            positioned(0, 1, session_id="s", driver_version="550.54.15"),
+            positioned(0, 2, session_id="other"),
+        ],
+    ]
+
+
 def _in_batches(events: list[PositionedEvent], size: int) -> Batches:
     return [events[start : start + size] for start in range(0, len(events), size)]
 
@@ -407,4 +418,5 @@ def projection_scenarios() -> dict[str, Batches]:
         "gpu-samples-out-of-order": _out_of_order_gpu_samples(),
         "two-tenants": _two_tenants(),
         "fields-change-and-go-missing": _fields_that_change_and_go_missing(),
+        "driver-upgrade": _driver_upgrade(),
     }

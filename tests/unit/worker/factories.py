@@ -58,6 +58,7 @@ def event_body(
     event_id: str | None = None,
     tenant: str = TENANT_A,
     key_id: str | None = None,
+    driver_version: str | None = None,
 ) -> dict[str, Any]:
     """A valid ``GpuMetadataReported`` as a JSON-ready dict: :func:`make_report`'s report as
     the processor stamps it for ``tenant``'s key."""
@@ -69,6 +70,8 @@ def event_body(
     )
     report["payload"]["gpus"] = gpus if gpus is not None else [gpu_sample()]
     report["payload"]["collector"] = {"collector": "nvml"}
+    if driver_version is not None:
+        report["payload"]["host"]["driver_version"] = driver_version
     return {
         **report,
         "event_id": event_id or report["event_id"],

@@ -33,6 +33,8 @@ class SessionView(BaseModel):
     labels: dict[str, str]
     runtime: str
     hostname: str
+    driver_version: str | None = None
+    """The NVIDIA driver version of the session's latest report (none: it reported none)."""
 
 
 class GpuView(BaseModel):

@@ -100,6 +100,7 @@ def _host_facts(event: GpuMetadataReported) -> dict[str, Any]:
         "labels": dict(event.labels),
         "runtime": event.source.runtime,
         "hostname": event.payload.host.hostname,
+        "driver_version": event.payload.host.driver_version,
     }
 
 
@@ -130,6 +131,7 @@ class SessionState:
     labels: dict[str, str] = field(default_factory=dict, metadata=merging(Merge.LATEST))
     runtime: str = field(metadata=merging(Merge.LATEST))
     hostname: str = field(metadata=merging(Merge.LATEST))
+    driver_version: str | None = field(default=None, metadata=merging(Merge.LATEST))
 
     @classmethod
     def of(cls, event: GpuMetadataReported) -> SessionState:
@@ -218,6 +220,7 @@ class SessionState:
             labels=self.labels,
             runtime=self.runtime,
             hostname=self.hostname,
+            driver_version=self.driver_version,
         )
 
 
