@@ -1,4 +1,5 @@
-"""Pure folds from events to projection updates.
+"""The read models' pure state types (:class:`SessionState`, :class:`GpuLatest`) and the folds
+from events to them; no I/O.
 
 Sessions are not idempotent on their own (counts and sums), so each session document keeps
 the Kafka position of the last event applied per partition and an update only applies when the
