@@ -35,10 +35,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ca4_schemas import GpuMetadataReported
+from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.records import Position, PositionedEvent
-from ca4_worker.persistence.documents import EventDocument
-from ca4_worker.persistence.mongo import connect, event_document
+from ca4_worker.persistence.database import COLLECTIONS, connect
+from ca4_worker.persistence.documents import EVENTS, event_document
 from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.common import free_port, wait_for_http
@@ -112,7 +113,6 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
     """Events/s of bare ``insert_many`` calls storing the same documents into a collection with
     the same indexes as ``events``, in two ways: ``sequential`` (one call per store batch, the
     plain client) and ``pipelined`` (the worker's chunk size and concurrency)."""
-    client = connect(settings.mongo_url)
     documents = [
         event_document(
             PositionedEvent(GpuMetadataReported.model_validate(body), Position(0, index)),
@@ -126,18 +126,17 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
         "pipelined": (settings.store_insert_chunk, settings.store_insert_concurrency),
     }
     rates = {}
-    try:
+    async with bootstrap(settings, dead_letters=False, archive=False, patient=False) as adapters:
+        assert adapters.database is not None
         for name, (chunk, concurrency) in shapes.items():
-            collection = client[settings.mongo_db]["baseline_events"]
-            for index in EventDocument.Settings.indexes:  # the store's indexes cost inserts too
-                await collection.create_indexes([index])
+            collection = adapters.database["baseline_events"]
+            # The store's indexes cost inserts too.
+            await collection.create_indexes(COLLECTIONS[EVENTS])
             started = time.perf_counter()
             await _insert_all(collection, documents, chunk=chunk, concurrency=concurrency)
             rates[name] = len(documents) / (time.perf_counter() - started)
             await collection.drop()
-        return rates
-    finally:
-        await client.close()
+    return rates
 
 
 async def _produce(settings: Settings, bodies: list[dict[str, Any]], rate: float | None) -> None:
@@ -262,9 +261,9 @@ def _steady_rate(samples: list[tuple[float, float]], total: int) -> float:
 
 async def _stored_latencies_ms(settings: Settings) -> list[float]:
     """received_at -> stored_at of every steady-stream event (warm-up sessions left out)."""
-    client = connect(settings.mongo_url)
-    try:
-        cursor = client[settings.mongo_db]["events"].find(
+    async with bootstrap(settings, dead_letters=False, archive=False, patient=False) as adapters:
+        assert adapters.database is not None
+        cursor = adapters.database[EVENTS].find(
             {}, {"stored_at": 1, "received_at": 1, "session_id": 1}
         )
         return sorted(
@@ -274,8 +273,6 @@ async def _stored_latencies_ms(settings: Settings) -> list[float]:
                 if not doc["session_id"].startswith("warmup-")
             ]
         )
-    finally:
-        await client.close()
 
 
 def _bench_settings(name: str) -> Settings:

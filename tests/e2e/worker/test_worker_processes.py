@@ -20,7 +20,7 @@ from typing import BinaryIO
 import httpx
 import pytest
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 

@@ -1,15 +1,16 @@
-"""The dev stack's MongoDB-compatible database: Beanie 2, and the bulk that wedged FerretDB v1."""
+"""The dev stack's MongoDB-compatible database: unique indexes, and the bulk that wedged
+FerretDB v1."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
-from beanie import Document, Indexed, init_beanie
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from tests.support.services import Endpoints
@@ -17,48 +18,50 @@ from tests.support.services import Endpoints
 pytestmark = [pytest.mark.mongo]
 
 
-class ProbeEvent(Document):
-    """A stand-in for a stored event: unique on its id, queried by session."""
-
-    event_id: Annotated[str, Indexed(unique=True)]
-    session_id: str
-    gpu_count: int
-
-    class Settings:
-        name = "probe_events"
+Doc = dict[str, Any]
 
 
 @pytest.fixture
-async def beanie_db(services: Endpoints, database_name: str) -> AsyncIterator[None]:
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(services.mongo_url)
+async def probe_events(
+    services: Endpoints, database_name: str
+) -> AsyncIterator[AsyncCollection[Doc]]:
+    """A stand-in for the stored events: unique on its event id, indexed by session."""
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(services.mongo_url)
     try:
-        await init_beanie(database=client[database_name], document_models=[ProbeEvent])
-        yield
+        collection = client[database_name]["probe_events"]
+        await collection.create_indexes(
+            [
+                IndexModel([("event_id", ASCENDING)], unique=True),
+                IndexModel([("session_id", ASCENDING)]),
+            ]
+        )
+        yield collection
     finally:
         await client.drop_database(database_name)
         await client.close()
 
 
-@pytest.mark.usefixtures("beanie_db")
-async def test_insert_and_query() -> None:
-    await ProbeEvent(event_id="e-1", session_id="s-1", gpu_count=1).insert()
-    await ProbeEvent(event_id="e-2", session_id="s-1", gpu_count=2).insert()
-    await ProbeEvent(event_id="e-3", session_id="s-2", gpu_count=0).insert()
+async def test_insert_and_query(probe_events: AsyncCollection[Doc]) -> None:
+    await probe_events.insert_many(
+        [
+            {"event_id": "e-1", "session_id": "s-1", "gpu_count": 1},
+            {"event_id": "e-2", "session_id": "s-1", "gpu_count": 2},
+            {"event_id": "e-3", "session_id": "s-2", "gpu_count": 0},
+        ]
+    )
 
-    found = await ProbeEvent.find(ProbeEvent.session_id == "s-1").sort("+event_id").to_list()
+    found = probe_events.find({"session_id": "s-1"}).sort("event_id", ASCENDING)
 
-    assert [e.event_id for e in found] == ["e-1", "e-2"]
-    assert await ProbeEvent.find(ProbeEvent.gpu_count >= 1).count() == 2
+    assert [doc["event_id"] async for doc in found] == ["e-1", "e-2"]
+    assert await probe_events.count_documents({"gpu_count": {"$gte": 1}}) == 2
 
 
-@pytest.mark.usefixtures("beanie_db")
-async def test_unique_index_rejects_a_second_copy() -> None:
-    await ProbeEvent(event_id="e-1", session_id="s-1", gpu_count=1).insert()
+async def test_unique_index_rejects_a_second_copy(probe_events: AsyncCollection[Doc]) -> None:
+    await probe_events.insert_one({"event_id": "e-1", "session_id": "s-1", "gpu_count": 1})
 
     with pytest.raises(DuplicateKeyError):
-        await ProbeEvent(event_id="e-1", session_id="s-1", gpu_count=1).insert()
-
-    assert await ProbeEvent.count() == 1
+        await probe_events.insert_one({"event_id": "e-1", "session_id": "s-1", "gpu_count": 1})
+    assert await probe_events.count_documents({}) == 1
 
 
 async def test_one_unordered_bulk_of_300_updates_completes_in_seconds(

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from asgi_lifespan import LifespanManager
 from ca4_processor.core.config import Settings
 from ca4_processor.main import create_app
 
+from tests.support.kafka import TopicReader
 from tests.support.services import Endpoints
 from tests.unit.processor.bad_inputs import KEY_HASHES, VALID_KEY
 
@@ -47,51 +46,6 @@ async def create_topic(
         )
     finally:
         await admin.close()
-
-
-@dataclass
-class TopicReader:
-    """Reads a topic from the beginning without a consumer group (nothing to clean up)."""
-
-    bootstrap_servers: str
-    topic: str
-
-    async def _consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False
-        )
-        await consumer.start()
-        partitions = [TopicPartition(self.topic, p) for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        return consumer
-
-    async def message_count(self) -> int:
-        """How many messages the topic holds (sum of end offsets)."""
-        consumer = await self._consumer()
-        try:
-            offsets = await consumer.end_offsets(list(consumer.assignment()))
-            return sum(offsets.values())
-        finally:
-            await consumer.stop()
-
-    async def read(self, expected: int, timeout_s: float = 30.0) -> list[ConsumerRecord[Any, Any]]:
-        """Every message, once at least ``expected`` arrived (fails after ``timeout_s``)."""
-        consumer = await self._consumer()
-        records: list[ConsumerRecord[Any, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        try:
-            while len(records) < expected and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=500)
-                for batch in batches.values():
-                    records.extend(batch)
-            # One more short poll, so an unexpected extra message is seen too.
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-        finally:
-            await consumer.stop()
-        assert len(records) >= expected, f"only {len(records)} of {expected} messages arrived"
-        return records
 
 
 @dataclass

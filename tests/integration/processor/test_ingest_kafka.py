@@ -12,8 +12,8 @@ from ca4_processor.main import create_app
 from ca4_schemas import GpuMetadataReport, decode_event
 
 from tests.integration.processor.conftest import AUTH, RunningProcessor
+from tests.support.reports import make_report, stamped
 from tests.unit.processor.bad_inputs import KEY_HASHES
-from tests.unit.schemas.factories import make_report, stamped
 
 pytestmark = pytest.mark.kafka
 

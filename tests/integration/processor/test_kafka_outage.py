@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.processor.conftest import AUTH, RunningProcessor
 from tests.support.devstack import DevstackControl
-from tests.unit.schemas.factories import make_report
+from tests.support.reports import make_report
 
 pytestmark = [pytest.mark.kafka, pytest.mark.disruptive, pytest.mark.slow]
 

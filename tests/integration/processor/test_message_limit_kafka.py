@@ -18,9 +18,9 @@ from tests.integration.processor.conftest import (
     TopicReader,
     start_processor,
 )
+from tests.support.reports import make_report
 from tests.support.services import Endpoints
 from tests.unit.processor.bad_inputs import KEY_HASHES
-from tests.unit.schemas.factories import make_report
 
 pytestmark = pytest.mark.kafka
 

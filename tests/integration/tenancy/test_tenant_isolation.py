@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -25,12 +24,14 @@ from ca4_processor.core.config import Settings as ProcessorSettings
 from ca4_processor.main import create_app as create_processor
 from ca4_schemas.constants import HEADER_ERROR_CLASS
 from ca4_worker.core.config import Settings as WorkerSettings
-from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.documents import Doc
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.kafka import read_topic
+from tests.support.keys import key_entry
+from tests.support.reports import make_report
 from tests.support.services import Endpoints
-from tests.unit.schemas.factories import make_report
 from tests.unit.worker.factories import event_body
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
@@ -51,8 +52,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def keys_text(keys: dict[str, tuple[str, str, str]]) -> str:
     lines = [
-        f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:{tenant}:{scopes}"
-        for key, (key_id, tenant, scopes) in keys.items()
+        key_entry(key_id, key, tenant, scopes) for key, (key_id, tenant, scopes) in keys.items()
     ]
     return "# the keys file both services mount\n" + "\n".join(lines) + "\n"
 

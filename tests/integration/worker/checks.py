@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ca4_worker.domain.archive import decode_archive_object
-from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 

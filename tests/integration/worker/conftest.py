@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import Doc, connect, init_database
+from ca4_worker.persistence.database import connect, init_database
+from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 

@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from asgi_lifespan import LifespanManager
 from ca4_worker.core.config import Settings
 from ca4_worker.main import create_app
@@ -48,41 +47,6 @@ async def produce(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-async def read_topic(bootstrap_servers: str, topic: str) -> list[Any]:
-    """Every record currently on ``topic`` (no consumer group)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    try:
-        partitions = await topic_partitions(bootstrap_servers, topic)
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        # Explicit seeks: seek_to_beginning() resolves lazily and position() may not see it.
-        for tp, start in (await consumer.beginning_offsets(partitions)).items():
-            consumer.seek(tp, start)
-        records: list[Any] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-            batch = await consumer.getmany(timeout_ms=1000)
-            for items in batch.values():
-                records.extend(items)
-        return records
-    finally:
-        await consumer.stop()
-
-
-async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    """The topic's partitions, straight from the broker."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    ids = sorted(item["partition"] for entry in described for item in entry["partitions"])
-    return [TopicPartition(topic, partition) for partition in ids]
 
 
 async def wait_for(

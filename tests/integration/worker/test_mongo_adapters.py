@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 from ca4_worker.application.bounded import WriteLimits
-from ca4_worker.persistence.mongo import (
-    Doc,
-    MongoEventStore,
-    MongoProjections,
-    guards_belong_in_filters,
-)
+from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.events import MongoEventStore
+from ca4_worker.persistence.projections import MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.unit.worker.contracts import EventStoreContract, ProjectionsContract
@@ -24,25 +21,10 @@ class TestMongoEventStore(EventStoreContract):
 
 
 class TestMongoProjections(ProjectionsContract):
-    """Both ways of guarding writes keep the contract, whichever database runs the tests."""
-
-    @pytest.fixture(params=[True, False], ids=["guards-in-filters", "guards-read-first"])
-    def projections(
-        self, database: AsyncDatabase[Doc], request: pytest.FixtureRequest
-    ) -> MongoProjections:
+    @pytest.fixture
+    def projections(self, database: AsyncDatabase[Doc]) -> MongoProjections:
         # Small chunks, so every contract scenario also runs split over several calls.
-        return MongoProjections(
-            database,
-            guards_in_filters=request.param,
-            limits=WriteLimits(chunk=16, concurrency=2),
-        )
-
-
-async def test_ferretdb_is_detected_and_gets_id_only_filters(
-    database: AsyncDatabase[Doc],
-) -> None:
-    info = await database.client.admin.command("buildInfo")
-    assert await guards_belong_in_filters(database) is ("ferretdbVersion" not in info)
+        return MongoProjections(database, limits=WriteLimits(chunk=16, concurrency=2))
 
 
 async def test_events_collection_has_its_indexes(database: AsyncDatabase[Doc]) -> None:

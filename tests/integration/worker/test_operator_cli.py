@@ -9,12 +9,14 @@ import pytest
 from ca4_provision.cli import app
 from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC
 from ca4_worker.core.config import Settings, get_settings
-from ca4_worker.persistence.mongo import Doc, MongoProjections
+from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.projections import MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner, Result
 
 from tests.integration.worker.checks import projected_sample_total
-from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
 from tests.unit.worker.factories import event_body
 

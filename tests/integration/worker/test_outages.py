@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import Doc
+from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -17,11 +17,11 @@ from tests.integration.worker.checks import archived_positions, projected_sample
 from tests.integration.worker.support import (
     TcpProxy,
     produce,
-    read_topic,
     running_worker,
     wait_for,
 )
 from tests.integration.worker.test_worker_pipeline import good_events
+from tests.support.kafka import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3, pytest.mark.slow]
 

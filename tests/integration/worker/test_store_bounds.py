@@ -9,11 +9,13 @@ import pytest
 from ca4_schemas.constants import HEADER_ERROR_CLASS
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
-from ca4_worker.persistence import mongo
+from ca4_worker.persistence import events as event_store
+from ca4_worker.persistence.documents import Doc
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.worker.checks import stored_event_ids
-from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.kafka import read_topic
 from tests.unit.worker.factories import event_body, gpu_sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo]
@@ -25,13 +27,13 @@ OVER_THE_MESSAGE_LIMIT = "x" * 49_000_000
 
 async def test_a_document_too_large_is_dead_lettered_and_the_partition_moves_on(
     worker_settings: Settings,
-    database: AsyncDatabase[mongo.Doc],
+    database: AsyncDatabase[Doc],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every event on one partition (one session), the poison in the middle of them.
     events = [event_body(session_id="one-partition") for _ in range(40)]
     poison = str(events[17]["event_id"])
-    real_document = mongo.event_document
+    real_document = event_store.event_document
 
     def padded(positioned, **kwargs):  # type: ignore[no-untyped-def]
         document = real_document(positioned, **kwargs)
@@ -39,7 +41,7 @@ async def test_a_document_too_large_is_dead_lettered_and_the_partition_moves_on(
             document["padding"] = OVER_THE_MESSAGE_LIMIT  # the driver refuses it: DocumentTooLarge
         return document
 
-    monkeypatch.setattr(mongo, "event_document", padded)
+    monkeypatch.setattr(event_store, "event_document", padded)
     bootstrap, topic = worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic
     await produce(bootstrap, topic, events)
     worker_settings = worker_settings.model_copy(update={"archive_enabled": False})
@@ -69,7 +71,7 @@ async def test_a_document_too_large_is_dead_lettered_and_the_partition_moves_on(
 
 
 async def test_a_bloating_session_stays_capped_and_ordinary_reports_flow(
-    worker_settings: Settings, database: AsyncDatabase[mongo.Doc]
+    worker_settings: Settings, database: AsyncDatabase[Doc]
 ) -> None:
     # A hostile key holder: one session, 64 GPUs a report, every GPU name new.
     bloat = [

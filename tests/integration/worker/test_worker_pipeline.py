@@ -15,7 +15,9 @@ from ca4_schemas.constants import (
 )
 from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import Doc, MongoEventStore, MongoProjections
+from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.events import MongoEventStore
+from ca4_worker.persistence.projections import MongoProjections
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -24,7 +26,8 @@ from tests.integration.worker.checks import (
     projected_sample_total,
     stored_event_ids,
 )
-from tests.integration.worker.support import produce, read_topic, running_worker, wait_for
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
 from tests.unit.worker.factories import event_body, gpu_sample
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.unit.schemas.factories import make_report
+from tests.support.reports import make_report
 
 VALID_KEY = "test-key-7f3c2a9d1e"
 """The only key the table's app accepts (the dev key is not configured there)."""

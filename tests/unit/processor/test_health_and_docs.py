@@ -6,8 +6,8 @@ import json
 
 import httpx
 
+from tests.support.reports import make_report
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
-from tests.unit.schemas.factories import make_report
 
 
 async def test_liveness_and_readiness(

@@ -13,8 +13,8 @@ from ca4_telemetry import export_spans_to
 from fastapi import Request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests.support.reports import make_report
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
-from tests.unit.schemas.factories import make_report
 
 
 async def test_report_is_accepted_with_a_receipt(

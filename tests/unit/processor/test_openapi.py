@@ -21,8 +21,8 @@ from ca4_processor.main import create_api
 from ca4_processor.ownership import SessionOwners
 from jsonschema import Draft202012Validator
 
+from tests.support.reports import make_report
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher, FakeSessionClaims
-from tests.unit.schemas.factories import make_report
 
 _JSON = {**DEV_HEADERS, "Content-Type": "application/json"}
 _SINGLE_PATHS = ("/v1/metadata", "/metadata")

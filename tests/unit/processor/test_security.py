@@ -17,8 +17,8 @@ from ca4_processor.core.config import Settings
 from ca4_processor.security import RateLimiter
 from pydantic import ValidationError
 
+from tests.support.reports import make_report
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
-from tests.unit.schemas.factories import make_report
 
 
 def _entry(key_id: str, key: str) -> str:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
+from tests.support.keys import key_entry
+from tests.support.reports import make_report
 from tests.unit.processor.conftest import FakePublisher, FakeSessionClaims
-from tests.unit.schemas.factories import make_report
-
-
-def _entry(key_id: str, key: str, tenant: str, scopes: str) -> str:
-    return f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:{tenant}:{scopes}"
-
 
 KEYS = ",".join(
     [
-        _entry("a-writer", "k-a", "tenant-a", "write+read"),
-        _entry("b-writer", "k-b", "tenant-b", "write"),
-        _entry("a-reader", "k-a-read", "tenant-a", "read"),
+        key_entry("a-writer", "k-a", "tenant-a", "write+read"),
+        key_entry("b-writer", "k-b", "tenant-b", "write"),
+        key_entry("a-reader", "k-a-read", "tenant-a", "read"),
     ]
 )
 AS_A = {"Authorization": "Bearer k-a"}

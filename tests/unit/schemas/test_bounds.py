@@ -11,7 +11,7 @@ import pytest
 from ca4_schemas import GpuMetadataReport
 from pydantic import ValidationError
 
-from tests.unit.schemas.factories import make_report, stamped
+from tests.support.reports import make_report, stamped
 
 Mutation = Callable[[dict[str, Any]], None]
 

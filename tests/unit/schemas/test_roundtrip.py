@@ -8,7 +8,7 @@ from typing import Any
 from ca4_schemas import GpuMetadataReport, GpuMetadataReported, decode_event
 from hypothesis import HealthCheck, given, settings
 
-from tests.unit.schemas.factories import TEST_KEY_ID, TEST_TENANT, stamped
+from tests.support.reports import TEST_KEY_ID, TEST_TENANT, stamped
 from tests.unit.schemas.strategies import report_bodies
 
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,7 @@ from ca4_schemas import (
 )
 from pydantic import ValidationError
 
-from tests.unit.schemas.factories import make_report, stamped
+from tests.support.reports import make_report, stamped
 
 
 def _event_body(**overrides: Any) -> dict[str, Any]:

@@ -306,3 +306,117 @@ class ProjectionsContract:
         assert len(all_gpus.items) == 1
         rest = await projections.gpus(GpuQuery(tenant=None, after=all_gpus.next_cursor))
         assert {view.tenant for view in [*all_gpus.items, *rest.items]} == {TENANT_A, TENANT_B}
+
+
+Batches = list[list[PositionedEvent]]
+"""A projection scenario: the batches ``apply`` is called with, in order."""
+
+
+def _models_past_the_cap() -> Batches:
+    return [
+        [
+            positioned(
+                0,
+                report,
+                session_id="bloat",
+                occurred_at=BASE_TIME + timedelta(seconds=report),
+                gpus=[gpu_sample(i, name=f"model-{report}-{i:02d}") for i in range(64)],
+            )
+        ]
+        for report in range(3)
+    ]
+
+
+def _several_partitions() -> Batches:
+    events = [
+        positioned(partition, offset, session_id="moved", occurred_at=BASE_TIME)
+        for partition in range(3)
+        for offset in range(4)
+    ]
+    return [events[:5], events, events]
+
+
+def _out_of_order_gpu_samples() -> Batches:
+    older = positioned(
+        0, 0, session_id="s1", occurred_at=BASE_TIME, gpus=[gpu_sample(0, utilization=1.0)]
+    )
+    newer = positioned(
+        1,
+        0,
+        session_id="s2",
+        occurred_at=BASE_TIME + timedelta(minutes=1),
+        gpus=[gpu_sample(0, utilization=99.0, memory_used=None)],
+    )
+    return [[newer], [older]]
+
+
+def _two_tenants() -> Batches:
+    shared = "GPU-shared-by-two-tenants"
+    return [
+        [
+            positioned(0, 0, session_id="a1", tenant=TENANT_A, gpus=[gpu_sample(0, uuid_=shared)]),
+            positioned(1, 0, session_id="b1", tenant=TENANT_B, gpus=[gpu_sample(0, uuid_=shared)]),
+            positioned(0, 1, session_id="a2", tenant=TENANT_A, gpus=[]),
+        ]
+    ]
+
+
+def _fields_that_change_and_go_missing() -> Batches:
+    """Labels replaced, then a report without utilisation or memory (``None`` never wins)."""
+    return [
+        [
+            positioned(
+                0,
+                0,
+                session_id="s",
+                occurred_at=BASE_TIME,
+                labels={"run": "r1"},
+                gpus=[gpu_sample(0, memory_used=700.0)],
+            )
+        ],
+        [
+            positioned(
+                0,
+                1,
+                session_id="s",
+                occurred_at=BASE_TIME - timedelta(seconds=5),
+                labels={},
+                gpus=[gpu_sample(0, name="NVIDIA A100", utilization=None, memory_used=None)],
+            ),
+            positioned(0, 2, session_id="s", occurred_at=BASE_TIME, gpus=[]),
+        ],
+    ]
+
+
+def _driver_upgrade() -> Batches:
+    """The driver changes mid-session; the latest report's version is the one kept."""
+    return [
+        [positioned(0, 0, session_id="s", driver_version="535.104.05")],
+        [
+            positioned(0, 1, session_id="s", driver_version="550.54.15"),
+            positioned(0, 2, session_id="other"),
+        ],
+    ]
+
+
+def _in_batches(events: list[PositionedEvent], size: int) -> Batches:
+    return [events[start : start + size] for start in range(0, len(events), size)]
+
+
+def projection_scenarios() -> dict[str, Batches]:
+    """Every projection scenario, fresh events each call (run one against two adapters)."""
+    stream = session_stream(sessions=4, events_per_session=15)
+    fleet = session_stream(sessions=30, events_per_session=3, gpus_per_event=3)
+    return {
+        "one-batch": [session_stream(sessions=3, events_per_session=5)],
+        "repeated": [stream, stream, stream[5:20]],
+        "partial-then-redelivered": [stream[:23], stream],
+        "batches-of-7": _in_batches(stream, 7),
+        "several-partitions": _several_partitions(),
+        "fleet-with-overlap": [fleet[:40], fleet],
+        "gpu-models-past-the-cap": _models_past_the_cap(),
+        "gpu-samples-out-of-order": _out_of_order_gpu_samples(),
+        "two-tenants": _two_tenants(),
+        "fields-change-and-go-missing": _fields_that_change_and_go_missing(),
+        "driver-upgrade": _driver_upgrade(),
+    }

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ca4_schemas import GpuMetadataReported
 from ca4_schemas.constants import HEADER_EVENT_ID
 from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
+
+from tests.support.reports import make_report
 
 BASE_TIME = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 TENANT_A = "tenant-a"
@@ -57,31 +58,27 @@ def event_body(
     event_id: str | None = None,
     tenant: str = TENANT_A,
     key_id: str | None = None,
+    driver_version: str | None = None,
 ) -> dict[str, Any]:
-    """A valid ``GpuMetadataReported`` as a JSON-ready dict, sent by ``tenant``'s key."""
+    """A valid ``GpuMetadataReported`` as a JSON-ready dict: :func:`make_report`'s report as
+    the processor stamps it for ``tenant``'s key."""
     occurred = occurred_at or datetime.now(UTC)
+    report = make_report(
+        session_id=session_id,
+        occurred_at=occurred.isoformat(),
+        labels=labels if labels is not None else {"project": "tests"},
+    )
+    report["payload"]["gpus"] = gpus if gpus is not None else [gpu_sample()]
+    report["payload"]["collector"] = {"collector": "nvml"}
+    if driver_version is not None:
+        report["payload"]["host"]["driver_version"] = driver_version
     return {
-        "event_id": event_id or str(uuid.uuid4()),
-        "event_type": "gpu.metadata.reported",
+        **report,
+        "event_id": event_id or report["event_id"],
         "schema_version": 2,
-        "occurred_at": occurred.isoformat(),
         "received_at": (received_at or occurred + timedelta(milliseconds=5)).isoformat(),
         "key_id": key_id or f"{tenant}-key",
         "tenant": tenant,
-        "source": {"sdk": "ca4-sdk", "sdk_version": "0.1.0", "runtime": "colab"},
-        "session_id": session_id,
-        "labels": labels if labels is not None else {"project": "tests"},
-        "payload": {
-            "host": {
-                "hostname": "test-host",
-                "os": "Linux",
-                "python_version": "3.11.9",
-                "cpu_count": 2,
-                "ram_total_mib": 12976.0,
-            },
-            "gpus": gpus if gpus is not None else [gpu_sample()],
-            "collector": {"collector": "nvml"},
-        },
     }
 
 

@@ -19,12 +19,12 @@ from ca4_worker.application.ports import (
 )
 from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
 from ca4_worker.domain.records import PositionedEvent, RawRecord
+from ca4_worker.persistence.database import classify_driver_error
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,
     InMemoryEventStore,
     InMemoryProjections,
 )
-from ca4_worker.persistence.mongo import classify_driver_error
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,

@@ -3,14 +3,14 @@ keys, and the store never projecting another tenant's event into a session."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from ca4_worker.api.deps import WorkerRuntime
+from asgi_lifespan import LifespanManager
+from ca4_worker.bootstrap import in_memory_adapters
 from ca4_worker.core.config import Settings
 from ca4_worker.main import create_app
 from ca4_worker.persistence.memory import (
@@ -18,6 +18,8 @@ from ca4_worker.persistence.memory import (
     InMemoryProjections,
 )
 
+from tests.support.keys import key_entry
+from tests.support.worker_app import given
 from tests.unit.worker.factories import (
     TENANT_A,
     TENANT_B,
@@ -28,16 +30,12 @@ from tests.unit.worker.factories import (
 SHARED_GPU = "GPU-on-both-tenants"
 
 
-def _entry(key_id: str, key: str, tenant: str, scopes: str) -> str:
-    return f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:{tenant}:{scopes}"
-
-
 KEYS = "\n".join(
     [
-        _entry("a-reader", "k-a", TENANT_A, "read"),
-        _entry("b-reader", "k-b", TENANT_B, "write+read"),
-        _entry("ops", "k-ops", "platform", "read:all"),
-        _entry("a-writer", "k-a-write", TENANT_A, "write"),
+        key_entry("a-reader", "k-a", TENANT_A, "read"),
+        key_entry("b-reader", "k-b", TENANT_B, "write+read"),
+        key_entry("ops", "k-ops", "platform", "read:all"),
+        key_entry("a-writer", "k-a-write", TENANT_A, "write"),
     ]
 )
 
@@ -60,16 +58,12 @@ class ReadApi:
                 1, 0, session_id="b-1", tenant=TENANT_B, gpus=[gpu_sample(0, uuid_=SHARED_GPU)]
             ),
         }
-        self.app = create_app(Settings(api_keys_file=keys_file, api_keys_reload_interval_s=0.05))
-
-        async def ready() -> dict[str, bool]:
-            return {"database": True}
-
-        self.app.state.runtime = WorkerRuntime(
-            settings=self.app.state.settings,
-            store=self.store,
-            projections=self.projections,
-            readiness=ready,
+        adapters = in_memory_adapters()
+        adapters.store, adapters.projections = self.store, self.projections
+        self.app = create_app(
+            Settings(api_keys_file=keys_file, api_keys_reload_interval_s=0.05),
+            adapters=given(adapters),
+            kafka_consumers=False,
         )
 
     async def fill(self) -> None:
@@ -84,7 +78,10 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[ReadApi, httpx.AsyncClient]
     read_api = ReadApi(keys_file)
     await read_api.fill()
     transport = httpx.ASGITransport(read_api.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+    async with (
+        LifespanManager(read_api.app),
+        httpx.AsyncClient(transport=transport, base_url="http://worker") as client,
+    ):
         yield read_api, client
 
 
@@ -197,7 +194,7 @@ async def test_a_revoked_key_stops_reading_after_a_reload(api: Any, tmp_path: Pa
     before = await client.get("/v1/sessions", headers=bearer("k-a"))
 
     (tmp_path / "api-keys").write_text(
-        KEYS.replace(_entry("a-reader", "k-a", TENANT_A, "read"), "")
+        KEYS.replace(key_entry("a-reader", "k-a", TENANT_A, "read"), "")
     )
     await read_api.app.state.key_ring.reload()
     after = await client.get("/v1/sessions", headers=bearer("k-a"))

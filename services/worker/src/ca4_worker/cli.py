@@ -23,6 +23,7 @@ from ca4_worker.application.replay import (
     replay_from_archive,
     replay_from_store,
 )
+from ca4_worker.bootstrap import bootstrap
 from ca4_worker.cli_support import (
     OperatorError,
     confirm_destructive,
@@ -38,15 +39,7 @@ from ca4_worker.messaging.dlq_tools import (
     redrive,
 )
 from ca4_worker.messaging.groups import LiveConsumersError, ensure_group_idle
-from ca4_worker.persistence.mongo import (
-    MongoEventStore,
-    MongoProjections,
-    connect,
-    guards_belong_in_filters,
-    init_database,
-)
 from ca4_worker.persistence.redrives import MongoRedriveLog, Redrive, redrive_key
-from ca4_worker.persistence.s3 import S3ObjectStore
 
 console = Console()
 dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
@@ -74,11 +67,8 @@ def _key(settings: Settings, letter: StoredDeadLetter) -> str:
 
 @asynccontextmanager
 async def _redrive_log(settings: Settings) -> AsyncIterator[MongoRedriveLog]:
-    client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
-    try:
-        yield MongoRedriveLog(client[settings.mongo_db])
-    finally:
-        await client.close()
+    async with bootstrap(settings, dead_letters=False, archive=False, patient=False) as adapters:
+        yield adapters.redrives
 
 
 async def _past_redrives(settings: Settings, letters: list[StoredDeadLetter]) -> dict[str, Redrive]:
@@ -251,47 +241,38 @@ async def _replay(
             await ensure_group_idle(
                 settings.kafka_bootstrap_servers, settings.kafka_store_group, settings.kafka_topic
             )
-    client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
-    try:
-        database = client[settings.mongo_db]
-        await init_database(database)
-        projections = MongoProjections(
-            database,
-            guards_in_filters=await guards_belong_in_filters(database),
-            limits=settings.projection_limits(),
-        )
-        if source is ReplaySource.EVENTS:
-            store = MongoEventStore(database, topic=settings.kafka_topic)
-            advance(0, await store.count())
+    from_archive = source is ReplaySource.S3
+    async with bootstrap(
+        settings, dead_letters=False, archive=from_archive, patient=False
+    ) as adapters:
+        if adapters.objects is None:
+            advance(0, await adapters.store.count())
             return await replay_from_store(
-                store,
-                projections,
+                adapters.store,
+                adapters.projections,
                 since=since,
                 until=until,
                 rebuild=rebuild,
                 progress=lambda done: advance(done, None),
             )
-        async with S3ObjectStore.from_settings(settings) as objects:
-            keys = await archive_keys(
-                objects,
-                prefix=settings.archive_prefix,
-                topic=settings.kafka_topic,
-                since=since,
-                until=until,
-            )
-            advance(0, len(keys))
-            return await replay_from_archive(
-                objects,
-                projections,
-                prefix=settings.archive_prefix,
-                topic=settings.kafka_topic,
-                since=since,
-                until=until,
-                rebuild=rebuild,
-                progress=lambda done: advance(done, None),
-            )
-    finally:
-        await client.close()
+        keys = await archive_keys(
+            adapters.objects,
+            prefix=settings.archive_prefix,
+            topic=settings.kafka_topic,
+            since=since,
+            until=until,
+        )
+        advance(0, len(keys))
+        return await replay_from_archive(
+            adapters.objects,
+            adapters.projections,
+            prefix=settings.archive_prefix,
+            topic=settings.kafka_topic,
+            since=since,
+            until=until,
+            rebuild=rebuild,
+            progress=lambda done: advance(done, None),
+        )
 
 
 def replay(

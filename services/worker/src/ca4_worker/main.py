@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -17,28 +17,19 @@ from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
-from pymongo.errors import PyMongoError
 
 from ca4_worker.api.deps import WorkerRuntime
 from ca4_worker.api.routes import events, gpus, health, sessions
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.retry import until_available
+from ca4_worker.bootstrap import AdapterFactory, WorkerAdapters, bootstrap
 from ca4_worker.core import metrics
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.core.version import WORKER_VERSION
 from ca4_worker.messaging.archive_consumer import ArchiveConsumer
-from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
 from ca4_worker.messaging.lag import LagMonitor
 from ca4_worker.messaging.store_subscriber import build_broker
-from ca4_worker.persistence.mongo import (
-    MongoEventStore,
-    MongoProjections,
-    connect,
-    guards_belong_in_filters,
-    init_database,
-)
-from ca4_worker.persistence.s3 import S3ObjectStore
 
 SERVICE_NAME = "ca4-worker"
 
@@ -61,113 +52,110 @@ def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> No
     stack.push_async_callback(_cancel)
 
 
+async def _start_consumers(
+    stack: AsyncExitStack, settings: Settings, adapters: WorkerAdapters
+) -> Callable[[], dict[str, bool]]:
+    """Start the store subscriber, the archive consumer and the lag monitor until ``stack``
+    closes; what they report to readiness."""
+    if adapters.dead_letters is None:
+        raise RuntimeError("the store subscriber needs a dead-letter sink")
+    gauges = metrics.GpuGauges(ttl_s=settings.gpu_series_ttl_s, max_series=settings.gpu_series_max)
+    ingest = IngestService(
+        store=adapters.store,
+        projections=adapters.projections,
+        dead_letters=adapters.dead_letters,
+        gpu_gauges=gauges,
+        max_backoff_s=settings.retry_max_backoff_s,
+        consumer_group=settings.kafka_store_group,
+        insert_chunk=settings.store_insert_chunk,
+        insert_concurrency=settings.store_insert_concurrency,
+        max_attempts=settings.store_max_attempts,
+    )
+    broker = build_broker(settings, ingest)
+    await broker.start()
+    stack.push_async_callback(broker.stop)
+
+    archive: ArchiveConsumer | None = None
+    objects = adapters.objects
+    if objects is not None:
+        archive = ArchiveConsumer(
+            Archiver(
+                objects,
+                prefix=settings.archive_prefix,
+                max_records=settings.archive_max_records,
+                max_age_s=settings.archive_max_age_s,
+                max_backoff_s=settings.retry_max_backoff_s,
+            ),
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic=settings.kafka_topic,
+            group_id=settings.kafka_archive_group,
+            before_start=lambda: until_available(
+                objects.ensure_bucket,
+                what="ensure archive bucket",
+                max_backoff_s=settings.retry_max_backoff_s,
+            ),
+        )
+        await archive.start()
+        stack.push_async_callback(archive.stop)
+
+    lag = LagMonitor(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.kafka_topic,
+        store_group=settings.kafka_store_group,
+        archive_group=settings.kafka_archive_group if archive is not None else None,
+        interval_s=settings.lag_poll_interval_s,
+    )
+    await lag.start()
+    stack.push_async_callback(lag.stop)
+    _in_background(stack, _sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
+
+    def running() -> dict[str, bool]:
+        checks = {"store_consumer": broker.running}
+        if archive is not None:
+            checks["archive_consumer"] = archive.running
+        return checks
+
+    return running
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Connect to the database, Kafka and S3, start the consumers, stop them on shutdown."""
+    """Build the adapters, start the consumers, stop them on shutdown."""
     settings: Settings = app.state.settings
     configure_logging(SERVICE_NAME, settings.log_level)
     configure_tracing(SERVICE_NAME, settings.otel_exporter, settings.otel_endpoint)
+    factory: AdapterFactory = app.state.adapters
     async with AsyncExitStack() as stack:
-        client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
-        stack.push_async_callback(client.close)
-        database = client[settings.mongo_db]
-        await until_available(
-            lambda: init_database(database),
-            what="initialise database",
-            max_backoff_s=settings.retry_max_backoff_s,
-        )
-        store = MongoEventStore(
-            database,
-            topic=settings.kafka_topic,
-            deadline_s=settings.mongo_operation_timeout_ms / 1000,
-        )
-        guards_in_filters = await until_available(
-            lambda: guards_belong_in_filters(database),
-            what="read the database's build info",
-            max_backoff_s=settings.retry_max_backoff_s,
-        )
-        projections = MongoProjections(
-            database, guards_in_filters=guards_in_filters, limits=settings.projection_limits()
-        )
-
-        producer = kafka_producer(settings.kafka_bootstrap_servers)
-        await producer.start()
-        stack.push_async_callback(producer.stop)
-        gauges = metrics.GpuGauges(
-            ttl_s=settings.gpu_series_ttl_s, max_series=settings.gpu_series_max
-        )
-        ingest = IngestService(
-            store=store,
-            projections=projections,
-            dead_letters=KafkaDeadLetterSink(
-                producer, topic=settings.kafka_dlq_topic, worker_version=WORKER_VERSION
-            ),
-            gpu_gauges=gauges,
-            max_backoff_s=settings.retry_max_backoff_s,
-            consumer_group=settings.kafka_store_group,
-            insert_chunk=settings.store_insert_chunk,
-            insert_concurrency=settings.store_insert_concurrency,
-            max_attempts=settings.store_max_attempts,
-        )
-        broker = build_broker(settings, ingest)
-        await broker.start()
-        stack.push_async_callback(broker.stop)
-
-        archive: ArchiveConsumer | None = None
-        if settings.archive_enabled:
-            objects = await stack.enter_async_context(S3ObjectStore.from_settings(settings))
-            archive = ArchiveConsumer(
-                Archiver(
-                    objects,
-                    prefix=settings.archive_prefix,
-                    max_records=settings.archive_max_records,
-                    max_age_s=settings.archive_max_age_s,
-                    max_backoff_s=settings.retry_max_backoff_s,
-                ),
-                bootstrap_servers=settings.kafka_bootstrap_servers,
-                topic=settings.kafka_topic,
-                group_id=settings.kafka_archive_group,
-                before_start=lambda: until_available(
-                    objects.ensure_bucket,
-                    what="ensure archive bucket",
-                    max_backoff_s=settings.retry_max_backoff_s,
-                ),
-            )
-            await archive.start()
-            stack.push_async_callback(archive.stop)
-
-        lag = LagMonitor(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            topic=settings.kafka_topic,
-            store_group=settings.kafka_store_group,
-            archive_group=settings.kafka_archive_group if settings.archive_enabled else None,
-            interval_s=settings.lag_poll_interval_s,
-        )
-        await lag.start()
-        stack.push_async_callback(lag.stop)
-        _in_background(stack, _sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
+        adapters = await stack.enter_async_context(factory(settings))
+        consumers: Callable[[], dict[str, bool]] = dict
+        if app.state.kafka_consumers:
+            consumers = await _start_consumers(stack, settings, adapters)
         key_ring: ApiKeyRing = app.state.key_ring
         _in_background(stack, key_ring.reload_forever(settings.api_keys_reload_interval_s))
 
         async def readiness() -> dict[str, bool]:
-            try:
-                await database.command("ping")
-                database_ok = True
-            except PyMongoError:
-                database_ok = False
-            checks = {"database": database_ok, "store_consumer": broker.running}
-            if archive is not None:
-                checks["archive_consumer"] = archive.running
-            return checks
+            return {"database": await adapters.database_ok(), **consumers()}
 
         app.state.runtime = WorkerRuntime(
-            settings=settings, store=store, projections=projections, readiness=readiness
+            settings=settings,
+            store=adapters.store,
+            projections=adapters.projections,
+            readiness=readiness,
         )
         yield
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The worker app for ``settings`` (tests pass their own topic, database and bucket)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    adapters: AdapterFactory = bootstrap,
+    kafka_consumers: bool = True,
+) -> FastAPI:
+    """The worker app for ``settings`` (tests pass their own topic, database and bucket).
+
+    ``adapters`` builds what the app talks to (tests pass the in-memory fakes);
+    ``kafka_consumers=False`` serves the read API alone.
+    """
     settings = settings or get_settings()
     app = FastAPI(
         title="CA4 worker",
@@ -179,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.adapters = adapters
+    app.state.kafka_consumers = kafka_consumers
     # Built here, not in the lifespan, so a key problem fails at start-up and tests that
     # drive the routes without the lifespan still authenticate.
     app.state.key_ring = ApiKeyRing.configured(

@@ -123,6 +123,10 @@ class DeadLetterSink(Protocol):
 class ObjectStore(Protocol):
     """The archive bucket."""
 
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist."""
+        ...
+
     async def put(self, key: str, data: bytes) -> None:
         """Write (or overwrite) one object."""
         ...

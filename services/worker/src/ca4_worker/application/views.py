@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 ItemT = TypeVar("ItemT")
+RowT = TypeVar("RowT")
 
 
 class SessionView(BaseModel):
@@ -31,6 +33,8 @@ class SessionView(BaseModel):
     labels: dict[str, str]
     runtime: str
     hostname: str
+    driver_version: str | None = None
+    """The NVIDIA driver version of the session's latest report (none: it reported none)."""
 
 
 class GpuView(BaseModel):
@@ -66,6 +70,20 @@ class Page(BaseModel, Generic[ItemT]):
 
     items: list[ItemT]
     next_cursor: str | None = None
+
+
+def page_of(
+    rows: Sequence[RowT],
+    limit: int,
+    *,
+    view: Callable[[RowT], ItemT],
+    cursor: Callable[[RowT], str],
+) -> Page[ItemT]:
+    """A page from rows fetched in cursor order, up to ``limit + 1`` of them: the extra row
+    is not shown, it only tells that there is a next page (whose cursor is the last row's)."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return Page(items=[view(row) for row in shown], next_cursor=cursor(shown[-1]) if more else None)
 
 
 class SessionQuery(BaseModel):

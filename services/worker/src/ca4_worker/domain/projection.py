@@ -1,4 +1,5 @@
-"""Pure folds from events to projection updates.
+"""The read models' pure state types (:class:`SessionState`, :class:`GpuLatest`) and the folds
+from events to them; no I/O.
 
 Sessions are not idempotent on their own (counts and sums), so each session document keeps
 the Kafka position of the last event applied per partition and an update only applies when the
@@ -10,10 +11,14 @@ same sample twice, or samples in any order, always converges to the same documen
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
+from enum import Enum
 from typing import Any, Final
 
+from ca4_schemas import LEGACY_TENANT, GpuMetadataReported
+
+from ca4_worker.application.views import GpuView, SessionView
 from ca4_worker.domain.records import PositionedEvent
 
 SESSION_MAX_GPU_MODELS: Final = 64
@@ -42,47 +47,104 @@ def applied_key(partition: int) -> str:
     return f"p{partition}"
 
 
-@dataclass
-class SessionDelta:
-    """The effect of consecutive events of one session (in offset order) on its document."""
+class Merge(Enum):
+    """How a read-model field combines what is stored with what a newer delta brings.
 
-    session_id: str
-    tenant: str
-    """The session's owner (every event of a delta has it: see :mod:`ca4_worker.domain.tenancy`)."""
-    partition: int
-    first_offset: int
-    last_offset: int
-    first_seen: datetime
-    last_seen: datetime
-    sample_count: int
-    gpu_models: set[str]
-    """At most :data:`SESSION_MAX_GPU_MODELS` names (bounds a batch's memory too)."""
-    gpu_models_dropped: int
+    One declaration per field drives the pure :meth:`SessionState.apply`, the stored document
+    and the database's update statement (:mod:`ca4_worker.persistence.documents`), so the three
+    cannot drift apart.
+    """
+
+    FIRST = "first"
+    """Set when the document is created, never changed (the owner)."""
+    LATEST = "latest"
+    """The newest delta's value wins (``$set``)."""
+    MIN = "min"
+    """The smallest (``$min``); ``None`` never wins."""
+    MAX = "max"
+    """The largest (``$max``); ``None`` never wins."""
+    SUM = "sum"
+    """Added up (``$inc``): integers, so any batching gives the same total."""
+    UNION = "union"
+    """Appended when new, in the order given (``$addToSet`` with ``$each``)."""
+
+
+def merging(how: Merge) -> dict[str, Merge]:
+    """A state field's metadata: how it merges (its default is what a document without it
+    reads as)."""
+    return {"merge": how}
+
+
+def merge_kinds(state_type: type[Any]) -> dict[str, Merge]:
+    """Each field of a state dataclass and how it merges."""
+    return {item.name: item.metadata["merge"] for item in fields(state_type)}
+
+
+def _merge(how: Merge, stored: Any, new: Any) -> Any:
+    if how is Merge.FIRST:
+        return stored
+    if how is Merge.LATEST:
+        return new
+    if how is Merge.SUM:
+        return stored + new
+    if how is Merge.UNION:
+        return [*stored, *(item for item in new if item not in stored)]
+    present = [value for value in (stored, new) if value is not None]
+    if not present:
+        return None
+    return min(present) if how is Merge.MIN else max(present)
+
+
+def _host_facts(event: GpuMetadataReported) -> dict[str, Any]:
+    """The fields a report sets outright (the latest report wins)."""
+    return {
+        "labels": dict(event.labels),
+        "runtime": event.source.runtime,
+        "hostname": event.payload.host.hostname,
+        "driver_version": event.payload.host.driver_version,
+    }
+
+
+@dataclass(kw_only=True)
+class SessionState:
+    """The ``sessions`` read model of one session: pure, no I/O.
+
+    A state folded from a few events is also the delta that :meth:`apply` merges into the
+    stored one. Adding a field: declare it here with its :class:`Merge`, fill it in
+    :meth:`of` (and :meth:`absorb` unless it is in :func:`_host_facts`), show it in
+    :meth:`to_view`; the document and the update statement follow.
+    """
+
+    tenant: str = field(default=LEGACY_TENANT, metadata=merging(Merge.FIRST))
+    """The owner: the tenant of the session's first event (documents from before tenancy have
+    none and read as the legacy tenant)."""
+    first_seen: datetime = field(metadata=merging(Merge.MIN))
+    last_seen: datetime = field(metadata=merging(Merge.MAX))
+    sample_count: int = field(default=0, metadata=merging(Merge.SUM))
+    gpu_models: list[str] = field(default_factory=list, metadata=merging(Merge.UNION))
+    """At most :data:`SESSION_MAX_GPU_MODELS` names."""
+    gpu_models_dropped: int = field(default=0, metadata=merging(Merge.SUM))
     """GPU samples whose model did not fit under the cap."""
-    peak_memory_used_mib: float | None
-    utilization_sum_millipct: int
+    peak_memory_used_mib: float | None = field(default=None, metadata=merging(Merge.MAX))
+    utilization_sum_millipct: int = field(default=0, metadata=merging(Merge.SUM))
     """Sum in thousandths of a percent: integer sums are exact in any order or batching."""
-    utilization_samples: int
-    labels: dict[str, str]
-    runtime: str
-    hostname: str
+    utilization_samples: int = field(default=0, metadata=merging(Merge.SUM))
+    labels: dict[str, str] = field(default_factory=dict, metadata=merging(Merge.LATEST))
+    runtime: str = field(metadata=merging(Merge.LATEST))
+    hostname: str = field(metadata=merging(Merge.LATEST))
+    driver_version: str | None = field(default=None, metadata=merging(Merge.LATEST))
 
     @classmethod
-    def of(cls, positioned: PositionedEvent) -> SessionDelta:
-        """The delta of a single event."""
-        event = positioned.event
+    def of(cls, event: GpuMetadataReported) -> SessionState:
+        """The state of a session that saw only ``event``."""
         gpus = event.payload.gpus
         memory = [gpu.memory_used_mib for gpu in gpus if gpu.memory_used_mib is not None]
         utilization = [
             gpu.utilization_gpu_pct for gpu in gpus if gpu.utilization_gpu_pct is not None
         ]
-        kept = set(sorted({gpu.name for gpu in gpus})[:SESSION_MAX_GPU_MODELS])
+        kept = sorted({gpu.name for gpu in gpus})[:SESSION_MAX_GPU_MODELS]
         return cls(
-            session_id=event.session_id,
             tenant=event.tenant,
-            partition=positioned.position.partition,
-            first_offset=positioned.position.offset,
-            last_offset=positioned.position.offset,
             first_seen=to_millis(event.occurred_at),
             last_seen=to_millis(event.occurred_at),
             sample_count=1,
@@ -91,26 +153,24 @@ class SessionDelta:
             peak_memory_used_mib=max(memory) if memory else None,
             utilization_sum_millipct=sum(round(value * 1000) for value in utilization),
             utilization_samples=len(utilization),
-            labels=dict(event.labels),
-            runtime=event.source.runtime,
-            hostname=event.payload.host.hostname,
+            **_host_facts(event),
         )
 
-    def absorb(self, later: PositionedEvent) -> None:
-        """Fold in the next event of the same session and partition (in offset order).
+    def absorb(self, event: GpuMetadataReported) -> None:
+        """Fold in the next event of the same session (in offset order).
 
         In place: a batch folds thousands of events per session, and one object per event
         cost a third of the projection step.
         """
-        event = later.event
         occurred_at = to_millis(event.occurred_at)
-        self.last_offset = later.position.offset
         self.first_seen = min(self.first_seen, occurred_at)
         self.last_seen = max(self.last_seen, occurred_at)
         self.sample_count += 1
         for gpu in event.payload.gpus:
-            if gpu.name in self.gpu_models or len(self.gpu_models) < SESSION_MAX_GPU_MODELS:
-                self.gpu_models.add(gpu.name)
+            if gpu.name in self.gpu_models:
+                pass
+            elif len(self.gpu_models) < SESSION_MAX_GPU_MODELS:
+                self.gpu_models.append(gpu.name)
             else:
                 self.gpu_models_dropped += 1
             if gpu.memory_used_mib is not None and (
@@ -120,17 +180,76 @@ class SessionDelta:
             if gpu.utilization_gpu_pct is not None:
                 self.utilization_sum_millipct += round(gpu.utilization_gpu_pct * 1000)
                 self.utilization_samples += 1
-        self.labels = dict(event.labels)
-        self.runtime = event.source.runtime
-        self.hostname = event.payload.host.hostname
+        for name, value in _host_facts(event).items():
+            setattr(self, name, value)
+
+    def capped_against(self, stored_models: Collection[str]) -> SessionState:
+        """This delta as it merges into a state holding ``stored_models``: only the new models
+        that fit under the cap (sorted), the rest counted in ``gpu_models_dropped``."""
+        new = sorted(set(self.gpu_models).difference(stored_models))
+        room = max(0, SESSION_MAX_GPU_MODELS - len(stored_models))
+        return replace(
+            self,
+            gpu_models=new[:room],
+            gpu_models_dropped=self.gpu_models_dropped + len(new[room:]),
+        )
+
+    def apply(self, delta: SessionState) -> SessionState:
+        """This state with a newer ``delta`` merged in (field by field, see :class:`Merge`)."""
+        capped = delta.capped_against(self.gpu_models)
+        return SessionState(
+            **{
+                name: _merge(how, getattr(self, name), getattr(capped, name))
+                for name, how in merge_kinds(SessionState).items()
+            }
+        )
+
+    def to_view(self, session_id: str) -> SessionView:
+        """What the read API answers for this session."""
+        return SessionView(
+            session_id=session_id,
+            tenant=self.tenant,
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            sample_count=self.sample_count,
+            gpu_models=sorted(self.gpu_models),
+            gpu_models_dropped=self.gpu_models_dropped,
+            peak_memory_used_mib=self.peak_memory_used_mib,
+            mean_utilization_pct=mean_utilization_pct(
+                self.utilization_sum_millipct, self.utilization_samples
+            ),
+            labels=self.labels,
+            runtime=self.runtime,
+            hostname=self.hostname,
+            driver_version=self.driver_version,
+        )
 
 
-def capped_gpu_models(stored: Collection[str], delta: SessionDelta) -> tuple[list[str], int]:
-    """The models of ``delta`` to add to the ``stored`` ones under the cap, and the samples
-    counted as dropped (``delta``'s own plus one per new model that does not fit)."""
-    new = sorted(delta.gpu_models.difference(stored))
-    room = max(0, SESSION_MAX_GPU_MODELS - len(stored))
-    return new[:room], delta.gpu_models_dropped + len(new[room:])
+@dataclass
+class SessionDelta:
+    """Consecutive events of one session and partition (in offset order), folded."""
+
+    session_id: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    state: SessionState
+
+    @classmethod
+    def of(cls, positioned: PositionedEvent) -> SessionDelta:
+        """The delta of a single event."""
+        return cls(
+            session_id=positioned.event.session_id,
+            partition=positioned.position.partition,
+            first_offset=positioned.position.offset,
+            last_offset=positioned.position.offset,
+            state=SessionState.of(positioned.event),
+        )
+
+    def absorb(self, later: PositionedEvent) -> None:
+        """Fold in the next event of the same session and partition (in offset order)."""
+        self.last_offset = later.position.offset
+        self.state.absorb(later.event)
 
 
 def group_by_session(
@@ -165,7 +284,7 @@ def gpu_document_id(tenant: str, gpu_uuid: str) -> str:
 
 @dataclass(frozen=True)
 class GpuLatest:
-    """The newest sample of one GPU, as reported by one tenant."""
+    """The ``gpus`` read model of one tenant's GPU: its newest sample. Pure, no I/O."""
 
     gpu_uuid: str
     tenant: str
@@ -186,6 +305,22 @@ class GpuLatest:
     def order_key(self) -> tuple[datetime, str]:
         """The total order that picks the latest sample."""
         return (self.occurred_at, self.event_id)
+
+    def apply(self, candidate: GpuLatest) -> GpuLatest:
+        """Whichever of this state and ``candidate`` holds the newer sample."""
+        return candidate if candidate.order_key > self.order_key else self
+
+    def to_view(self) -> GpuView:
+        """What the read API answers for this GPU."""
+        return GpuView(
+            gpu_uuid=self.gpu_uuid,
+            tenant=self.tenant,
+            gpu_name=self.gpu_name,
+            session_id=self.session_id,
+            last_seen=self.occurred_at,
+            event_id=self.event_id,
+            sample=self.sample,
+        )
 
 
 def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:

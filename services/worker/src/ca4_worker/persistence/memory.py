@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 from ca4_schemas import LEGACY_TENANT
 
 from ca4_worker.application.ports import AppendOutcome, UnavailableError
-from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
+from ca4_worker.application.views import (
+    GpuQuery,
+    GpuView,
+    Page,
+    SessionQuery,
+    SessionView,
+    page_of,
+)
 from ca4_worker.domain.projection import (
-    SessionDelta,
     applied_key,
-    capped_gpu_models,
     fold_session,
     group_by_session,
     latest_gpu_samples,
-    mean_utilization_pct,
 )
 from ca4_worker.domain.records import DeadLetter, PositionedEvent
+from ca4_worker.persistence.documents import (
+    GPUS,
+    SESSIONS,
+    Doc,
+    gpu_document,
+    gpu_state,
+    new_session_document,
+    session_document,
+    session_state,
+)
+from ca4_worker.persistence.queries import document_id, gpu_view, session_view
 
 
 class Outage:
@@ -94,84 +107,50 @@ class InMemoryEventStore:
         return len(self.events)
 
 
-def session_document_update(doc: dict[str, Any], delta: SessionDelta) -> dict[str, Any]:
-    """``doc`` with ``delta`` applied (the in-memory twin of the MongoDB update)."""
-    updated = copy.deepcopy(doc)
-    updated.setdefault("tenant", delta.tenant)
-    updated.setdefault("applied", {})[applied_key(delta.partition)] = delta.last_offset
-    updated["first_seen"] = min(doc.get("first_seen", delta.first_seen), delta.first_seen)
-    updated["last_seen"] = max(doc.get("last_seen", delta.last_seen), delta.last_seen)
-    updated["sample_count"] = doc.get("sample_count", 0) + delta.sample_count
-    stored_models = doc.get("gpu_models", [])
-    added, dropped = capped_gpu_models(stored_models, delta)
-    updated["gpu_models"] = sorted([*stored_models, *added])
-    updated["gpu_models_dropped"] = doc.get("gpu_models_dropped", 0) + dropped
-    peaks = [
-        p for p in (doc.get("peak_memory_used_mib"), delta.peak_memory_used_mib) if p is not None
-    ]
-    updated["peak_memory_used_mib"] = max(peaks) if peaks else None
-    updated["utilization_sum_millipct"] = (
-        doc.get("utilization_sum_millipct", 0) + delta.utilization_sum_millipct
-    )
-    updated["utilization_samples"] = doc.get("utilization_samples", 0) + delta.utilization_samples
-    updated["labels"] = delta.labels
-    updated["runtime"] = delta.runtime
-    updated["hostname"] = delta.hostname
-    return updated
-
-
-def session_view(session_id: str, doc: dict[str, Any]) -> SessionView:
-    """The API view of a session document."""
-    samples = doc.get("utilization_samples", 0)
-    return SessionView(
-        session_id=session_id,
-        tenant=doc.get("tenant", LEGACY_TENANT),
-        first_seen=doc["first_seen"],
-        last_seen=doc["last_seen"],
-        sample_count=doc["sample_count"],
-        gpu_models=sorted(doc.get("gpu_models", [])),
-        gpu_models_dropped=doc.get("gpu_models_dropped", 0),
-        peak_memory_used_mib=doc.get("peak_memory_used_mib"),
-        mean_utilization_pct=mean_utilization_pct(doc["utilization_sum_millipct"], samples),
-        labels=doc.get("labels", {}),
-        runtime=doc["runtime"],
-        hostname=doc["hostname"],
-    )
-
-
 class InMemoryProjections:
-    """Session and GPU projections with the position guard of the MongoDB adapter."""
+    """Session and GPU projections holding the same documents as the database, built by the
+    same state types and mapping (:mod:`ca4_worker.persistence.documents`)."""
 
     def __init__(self) -> None:
-        self.session_docs: dict[str, dict[str, Any]] = {}
-        self.gpu_docs: dict[str, GpuView] = {}
+        self.session_docs: dict[str, Doc] = {}
+        self.gpu_docs: dict[str, Doc] = {}
         """By :func:`gpu_document_id`, like the ``gpus`` collection."""
         self.outage = Outage()
         self.apply_outage = Outage()
         """Fails only :meth:`apply`: a crash between storing a batch and projecting it."""
+
+    def documents(self) -> dict[str, list[Doc]]:
+        """Every stored document per collection, in id order (what the database would hold)."""
+        return {
+            SESSIONS: [self.session_docs[key] for key in sorted(self.session_docs)],
+            GPUS: [self.gpu_docs[key] for key in sorted(self.gpu_docs)],
+        }
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
         """Apply each event at most once per session position."""
         self.outage.check()
         self.apply_outage.check()
         for (session_id, partition), group in group_by_session(events).items():
-            doc = self.session_docs.get(session_id, {})
-            applied = doc.get("applied", {}).get(applied_key(partition), -1)
-            fresh = [item for item in group if item.position.offset > applied]
-            if fresh:
-                self.session_docs[session_id] = session_document_update(doc, fold_session(fresh))
+            doc = self.session_docs.get(session_id)
+            applied = dict(doc["applied"]) if doc else {}
+            fresh = [
+                item
+                for item in group
+                if item.position.offset > applied.get(applied_key(partition), -1)
+            ]
+            if not fresh:
+                continue
+            delta = fold_session(fresh)
+            if doc is None:
+                self.session_docs[session_id] = new_session_document(delta)
+                continue
+            applied[applied_key(partition)] = delta.last_offset
+            state = session_state(doc).apply(delta.state)
+            self.session_docs[session_id] = session_document(session_id, applied, state)
         for latest in latest_gpu_samples(events):
             current = self.gpu_docs.get(latest.document_id)
-            if current is None or (current.last_seen, current.event_id) < latest.order_key:
-                self.gpu_docs[latest.document_id] = GpuView(
-                    gpu_uuid=latest.gpu_uuid,
-                    tenant=latest.tenant,
-                    gpu_name=latest.gpu_name,
-                    session_id=latest.session_id,
-                    last_seen=latest.occurred_at,
-                    event_id=latest.event_id,
-                    sample=latest.sample,
-                )
+            newest = latest if current is None else gpu_state(current).apply(latest)
+            self.gpu_docs[latest.document_id] = gpu_document(newest)
 
     async def reset(self) -> None:
         """Forget every projection."""
@@ -196,15 +175,14 @@ class InMemoryProjections:
     async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
         """One session, if of ``tenant``."""
         doc = self.session_docs.get(session_id)
-        view = session_view(session_id, doc) if doc else None
+        view = session_view(doc) if doc else None
         return view if view is not None and tenant in (None, view.tenant) else None
 
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions ordered by id."""
-        views = [session_view(key, doc) for key, doc in sorted(self.session_docs.items())]
         selected = [
             view
-            for view in views
+            for view in map(session_view, self.documents()[SESSIONS])
             if query.tenant in (None, view.tenant)
             and (query.after is None or view.session_id > query.after)
             and (query.label is None or view.labels.get(query.label[0]) == query.label[1])
@@ -213,15 +191,18 @@ class InMemoryProjections:
             and (query.seen_since is None or view.last_seen >= query.seen_since)
             and (query.seen_until is None or view.first_seen < query.seen_until)
         ]
-        page = selected[: query.limit]
-        more = len(selected) > query.limit
-        return Page(items=page, next_cursor=page[-1].session_id if more else None)
+        return page_of(
+            selected[: query.limit + 1],
+            query.limit,
+            view=lambda view: view,
+            cursor=lambda view: view.session_id,
+        )
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU, or the newest of any tenant's."""
         views = [
             view
-            for view in self.gpu_docs.values()
+            for view in map(gpu_view, self.gpu_docs.values())
             if view.gpu_uuid == gpu_uuid and tenant in (None, view.tenant)
         ]
         return max(views, key=lambda view: (view.last_seen, view.event_id), default=None)
@@ -229,16 +210,14 @@ class InMemoryProjections:
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
         """A page of GPUs ordered by document id (tenant, then UUID)."""
         selected = [
-            (document_id, view)
-            for document_id, view in sorted(self.gpu_docs.items())
-            if query.tenant in (None, view.tenant)
-            and (query.after is None or document_id > query.after)
-            and (query.session_id is None or view.session_id == query.session_id)
-            and (query.gpu_name is None or view.gpu_name == query.gpu_name)
+            doc
+            for doc in self.documents()[GPUS]
+            if query.tenant in (None, doc["tenant"])
+            and (query.after is None or doc["_id"] > query.after)
+            and (query.session_id is None or doc["session_id"] == query.session_id)
+            and (query.gpu_name is None or doc["gpu_name"] == query.gpu_name)
         ]
-        page = selected[: query.limit]
-        more = len(selected) > query.limit
-        return Page(items=[view for _, view in page], next_cursor=page[-1][0] if more else None)
+        return page_of(selected[: query.limit + 1], query.limit, view=gpu_view, cursor=document_id)
 
 
 class InMemoryDeadLetters:
@@ -261,6 +240,10 @@ class InMemoryObjectStore:
         self.objects: dict[str, bytes] = {}
         self.outage = Outage()
         self.puts = 0
+
+    async def ensure_bucket(self) -> None:
+        """The bucket always exists."""
+        self.outage.check()
 
     async def put(self, key: str, data: bytes) -> None:
         """Write one object."""

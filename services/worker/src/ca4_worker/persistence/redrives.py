@@ -16,7 +16,8 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ca4_worker.persistence.mongo import Doc, database_call
+from ca4_worker.persistence.database import database_call
+from ca4_worker.persistence.documents import Doc
 
 COLLECTION = "dead_letter_redrives"
 

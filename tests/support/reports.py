@@ -1,4 +1,5 @@
-"""Valid report bodies to start from; tests change one thing and expect one error."""
+"""The one report factory: valid report bodies (what the SDK sends) and the events the
+processor makes of them. Tests change one thing and expect one result."""
 
 from __future__ import annotations
 

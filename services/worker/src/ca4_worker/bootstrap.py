@@ -1,0 +1,134 @@
+"""The worker's composition seam: every adapter (database, Kafka dead letters, S3) is built
+here, for the service (:mod:`ca4_worker.main`), the operator commands (:mod:`ca4_worker.cli`)
+and the bench alike; tests build the same container from the in-memory fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from ca4_worker.application.ports import DeadLetterSink, EventStore, ObjectStore, Projections
+from ca4_worker.application.retry import until_available
+from ca4_worker.core.config import Settings
+from ca4_worker.core.version import WORKER_VERSION
+from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
+from ca4_worker.persistence.database import connect, init_database
+from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.events import MongoEventStore
+from ca4_worker.persistence.memory import (
+    InMemoryDeadLetters,
+    InMemoryEventStore,
+    InMemoryObjectStore,
+    InMemoryProjections,
+)
+from ca4_worker.persistence.projections import MongoProjections
+from ca4_worker.persistence.redrives import MongoRedriveLog
+from ca4_worker.persistence.s3 import S3ObjectStore
+
+ResultT = TypeVar("ResultT")
+
+
+@dataclass
+class WorkerAdapters:
+    """What the worker talks to, behind the application's ports."""
+
+    store: EventStore
+    projections: Projections
+    database_ok: Callable[[], Awaitable[bool]]
+    """Whether the database answers (readiness)."""
+    dead_letters: DeadLetterSink | None = None
+    """Built only when asked for (the service; not the read-only commands)."""
+    objects: ObjectStore | None = None
+    """The archive bucket, when asked for."""
+    database: AsyncDatabase[Doc] | None = None
+    """The real database, for what only it has (re-drive records, the bench's baselines)."""
+
+    @property
+    def redrives(self) -> MongoRedriveLog:
+        """The re-drive records (the database's ``dead_letter_redrives``)."""
+        if self.database is None:
+            raise RuntimeError("re-drive records need the real database")
+        return MongoRedriveLog(self.database)
+
+
+AdapterFactory = Callable[[Settings], AbstractAsyncContextManager[WorkerAdapters]]
+"""How the service gets its adapters: :func:`bootstrap`, or a test's fakes."""
+
+
+@asynccontextmanager
+async def bootstrap(
+    settings: Settings,
+    *,
+    dead_letters: bool = True,
+    archive: bool | None = None,
+    patient: bool = True,
+) -> AsyncIterator[WorkerAdapters]:
+    """The real adapters for ``settings``, closed on exit.
+
+    ``archive`` defaults to ``settings.archive_enabled``. ``patient`` (the service) waits out
+    an unavailable database; the operator commands fail at once with the cause instead.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def ready(operation: Callable[[], Awaitable[ResultT]], what: str) -> ResultT:
+            if not patient:
+                return await operation()
+            return await until_available(
+                operation, what=what, max_backoff_s=settings.retry_max_backoff_s
+            )
+
+        client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
+        stack.push_async_callback(client.close)
+        database = client[settings.mongo_db]
+        await ready(lambda: init_database(database), "initialise database")
+
+        async def database_ok() -> bool:
+            try:
+                await database.command("ping")
+            except PyMongoError:
+                return False
+            return True
+
+        adapters = WorkerAdapters(
+            store=MongoEventStore(
+                database,
+                topic=settings.kafka_topic,
+                deadline_s=settings.mongo_operation_timeout_ms / 1000,
+            ),
+            projections=MongoProjections(database, limits=settings.projection_limits()),
+            database_ok=database_ok,
+            database=database,
+        )
+        if dead_letters:
+            producer = kafka_producer(settings.kafka_bootstrap_servers)
+            await producer.start()
+            stack.push_async_callback(producer.stop)
+            adapters.dead_letters = KafkaDeadLetterSink(
+                producer, topic=settings.kafka_dlq_topic, worker_version=WORKER_VERSION
+            )
+        if settings.archive_enabled if archive is None else archive:
+            objects = await stack.enter_async_context(S3ObjectStore.from_settings(settings))
+            adapters.objects = objects
+        yield adapters
+
+
+def in_memory_adapters() -> WorkerAdapters:
+    """The same container from the in-memory fakes (unit tests)."""
+    projections = InMemoryProjections()
+
+    async def database_ok() -> bool:
+        return not projections.outage.down
+
+    return WorkerAdapters(
+        store=InMemoryEventStore(),
+        projections=projections,
+        database_ok=database_ok,
+        dead_letters=InMemoryDeadLetters(),
+        objects=InMemoryObjectStore(),
+    )

@@ -1,0 +1,178 @@
+"""The database (FerretDB locally, MongoDB or DocumentDB in production): connecting, the
+collections and their indexes, and what a driver error means.
+
+Only features FerretDB and DocumentDB share are used: unordered ``insert_many``, unique
+``_id``, unordered ``bulk_write`` of single-document updates with
+``$set/$inc/$min/$max/$addToSet``; no upserts in bulks, no transactions and no aggregation
+pipelines. The adapters are split by job: :mod:`.events` (the store), :mod:`.projections`
+(writes) and :mod:`.queries` (the read API's reads).
+
+Driver errors are sorted by cause in one place (:func:`database_call`): an unreachable or slow
+database is an outage (retried), a refusal that would repeat on every try is poison
+(:class:`~ca4_worker.application.ports.RejectedError`, dead-lettered by the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import bson
+import pymongo
+from bson.errors import InvalidDocument
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    BulkWriteError,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
+
+from ca4_worker.application.ports import RejectedError, TimedOutError, UnavailableError
+from ca4_worker.persistence.documents import EVENTS, GPUS, SESSIONS, Doc
+
+DUPLICATE_KEY = 11000
+
+
+# Server error codes that mean "not now" rather than "never": shutdown, elections, network,
+# time limits, lock and write conflicts, DocumentDB throttling. Every other server error about
+# a write is taken as the data's fault (poison).
+TRANSIENT_SERVER_CODES = frozenset(
+    {6, 7, 24, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500}
+)
+DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+PROJECTION_MAX_BYTES = 1024 * 1024
+"""Size guard for one projection write: far below the 16 MiB document limit, far above what
+the capped read models need (a session document is a few KiB, a GPU document one sample)."""
+
+
+def _server_error_is_transient(code: int | None, labels: Iterable[str]) -> bool:
+    return code in TRANSIENT_SERVER_CODES or bool(
+        {"RetryableWriteError", "TransientTransactionError"} & set(labels)
+    )
+
+
+def classify_driver_error(error: Exception) -> Exception:
+    """The worker's view of a driver error: timeout, outage or poison (see module docstring)."""
+    if isinstance(error, InvalidDocument | OverflowError):
+        # Refused by the driver before sending (too large, or an int BSON cannot hold).
+        too_large = "too large" in str(error).lower()
+        return RejectedError("document_too_large" if too_large else "invalid_document", str(error))
+    if not isinstance(error, PyMongoError):
+        return error
+    if error.timeout:
+        return TimedOutError(f"database call timed out: {error}")
+    return _server_rejection(error) or UnavailableError(f"database unavailable: {error}")
+
+
+def _server_rejection(error: PyMongoError) -> RejectedError | None:
+    """The refusal in ``error`` when the server refused the data itself; None for an outage."""
+    labels: list[str] = []
+    if isinstance(error, BulkWriteError):
+        if error.details.get("writeConcernErrors"):
+            return None
+        failures = error.details.get("writeErrors", [])
+        codes = {item.get("code") for item in failures}
+        message = str(failures[0].get("errmsg", error)) if failures else str(error)
+    elif isinstance(error, OperationFailure) and not isinstance(error, WriteConcernError):
+        codes = {error.code}
+        message = str(error)
+        labels = list((error.details or {}).get("errorLabels", []))
+    else:  # connection failures, write concern errors: the database, not the data
+        return None
+    if not codes or all(_server_error_is_transient(code, labels) for code in codes):
+        return None
+    if codes & DOCUMENT_TOO_LARGE_CODES:
+        return RejectedError("document_too_large", message)
+    return RejectedError("database_rejected", f"codes {sorted(map(str, codes))}: {message}")
+
+
+@contextmanager
+def database_call(deadline_s: float | None = None) -> Iterator[None]:
+    """One call to the database: under ``deadline_s`` (client-side), errors sorted by cause.
+
+    Callers retry :class:`UnavailableError` (an outage), split the work on
+    :class:`TimedOutError` and dead-letter on :class:`RejectedError`.
+    """
+    try:
+        if deadline_s is None:
+            yield
+        else:
+            with pymongo.timeout(deadline_s):
+                yield
+    except (PyMongoError, InvalidDocument, OverflowError) as error:
+        raise classify_driver_error(error) from error
+
+
+def ensure_fits(document: Doc, *, what: str) -> Doc:
+    """``document`` unchanged, or :class:`RejectedError` when it is past the size guard."""
+    size = len(bson.encode(document))
+    if size > PROJECTION_MAX_BYTES:
+        raise RejectedError(
+            "document_too_large",
+            f"{what} would be {size} bytes, over the {PROJECTION_MAX_BYTES}-byte guard",
+        )
+    return document
+
+
+def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
+    """A client whose operations fail fast (then get retried) while the database is down."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms * 6, 30_000),
+    )
+
+
+COLLECTIONS: Final[dict[str, list[IndexModel]]] = {
+    EVENTS: [
+        IndexModel([("partition", ASCENDING), ("offset", ASCENDING)], name="position"),
+        IndexModel([("session_id", ASCENDING)], name="session_id"),
+    ],
+    SESSIONS: [
+        IndexModel([("last_seen", ASCENDING)], name="last_seen"),
+        # A tenant's list filters on tenant and pages by _id.
+        IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="tenant"),
+    ],
+    GPUS: [
+        IndexModel([("session_id", ASCENDING)], name="session_id"),
+        IndexModel([("tenant", ASCENDING), ("_id", ASCENDING)], name="tenant"),
+        # GET /v1/gpus/{uuid} with a read:all key looks across tenants.
+        IndexModel([("gpu_uuid", ASCENDING)], name="gpu_uuid"),
+    ],
+}
+"""The worker's collections and their secondary indexes (every ``_id`` is the primary key).
+Their shapes are in :mod:`ca4_worker.persistence.documents`."""
+
+
+async def init_database(database: AsyncDatabase[Doc]) -> None:
+    """Create each collection's indexes (a no-op when they exist)."""
+    with database_call():
+        for name, indexes in COLLECTIONS.items():
+            await database[name].create_indexes(indexes)
+
+
+async def insert_ignoring_duplicates(
+    collection: AsyncCollection[Doc], documents: list[Doc]
+) -> set[int]:
+    """Insert ``documents`` unordered; the indexes refused as duplicates (already stored).
+
+    Any other refusal is raised (and classified by :func:`database_call`).
+    """
+    if not documents:
+        return set()
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        write_errors = error.details.get("writeErrors", [])
+        if error.details.get("writeConcernErrors") or any(
+            item.get("code") != DUPLICATE_KEY for item in write_errors
+        ):
+            raise
+        return {int(item["index"]) for item in write_errors}
+    return set()

@@ -1,0 +1,106 @@
+"""The ``events`` collection: the append-only event store, unique on event id."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ca4_worker.application.ports import AppendOutcome
+from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.persistence.database import database_call, insert_ignoring_duplicates
+from ca4_worker.persistence.documents import (
+    EVENTS,
+    Doc,
+    event_document,
+    positioned_from_document,
+)
+
+
+class MongoEventStore:
+    """The ``events`` collection."""
+
+    def __init__(
+        self, database: AsyncDatabase[Doc], *, topic: str, deadline_s: float | None = None
+    ) -> None:
+        self._events: AsyncCollection[Doc] = database[EVENTS]
+        self._topic = topic
+        self._deadline_s = deadline_s
+
+    async def append(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
+        """Bulk unordered insert; duplicate keys are sorted into redelivered or duplicate."""
+        stored_at = datetime.now(UTC)
+        documents = [
+            event_document(item, topic=self._topic, stored_at=stored_at) for item in events
+        ]
+        with database_call(self._deadline_s):
+            duplicate_indexes = await insert_ignoring_duplicates(self._events, documents)
+        outcome = AppendOutcome()
+        duplicates = [events[index] for index in sorted(duplicate_indexes)]
+        outcome.stored = [item for i, item in enumerate(events) if i not in duplicate_indexes]
+        if duplicates:
+            canonical = await self._positions([item.event_id for item in duplicates])
+            for item in duplicates:
+                if canonical.get(item.event_id) == item.position:
+                    outcome.redelivered.append(item)
+                else:
+                    outcome.duplicates.append(item)
+        return outcome
+
+    async def _positions(self, event_ids: list[str]) -> dict[str, Position]:
+        with database_call():
+            cursor = self._events.find({"_id": {"$in": event_ids}}, {"partition": 1, "offset": 1})
+            return {doc["_id"]: Position(doc["partition"], doc["offset"]) async for doc in cursor}
+
+    async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
+        """The stored event, if any and of ``tenant``.
+
+        Version-1 events have no ``event.tenant`` and so match only ``tenant=None``: they
+        belong to :data:`LEGACY_TENANT`, which no key holds.
+        """
+        conditions: Doc = {"_id": event_id}
+        if tenant is not None:
+            conditions["event.tenant"] = tenant
+        with database_call():
+            doc = await self._events.find_one(conditions)
+        return positioned_from_document(doc) if doc else None
+
+    async def scan(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[list[PositionedEvent]]:
+        """Stored events in (partition, offset) order, paged by offset per partition."""
+        window: Doc = {}
+        if since is not None:
+            window["$gte"] = since
+        if until is not None:
+            window["$lt"] = until
+        base: Doc = {"received_at": window} if window else {}
+        with database_call():
+            partitions = sorted(await self._events.distinct("partition", base))
+        for partition in partitions:
+            last_offset = -1
+            while True:
+                with database_call():
+                    cursor = (
+                        self._events.find(
+                            {**base, "partition": partition, "offset": {"$gt": last_offset}}
+                        )
+                        .sort("offset", 1)
+                        .limit(batch_size)
+                    )
+                    page = [positioned_from_document(doc) async for doc in cursor]
+                if not page:
+                    break
+                last_offset = page[-1].position.offset
+                yield page
+
+    async def count(self) -> int:
+        """How many events are stored."""
+        with database_call():
+            return await self._events.count_documents({})

@@ -1,0 +1,131 @@
+"""The read API's reads of the ``sessions`` and ``gpus`` collections, every one confined to a
+tenant in the query itself (``None``: a ``read:all`` key, every tenant)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ca4_schemas import LEGACY_TENANT
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ca4_worker.application.views import (
+    GpuQuery,
+    GpuView,
+    Page,
+    SessionQuery,
+    SessionView,
+    page_of,
+)
+from ca4_worker.domain.projection import applied_key, gpu_document_id
+from ca4_worker.persistence.database import database_call
+from ca4_worker.persistence.documents import GPUS, SESSIONS, Doc, gpu_state, session_state
+
+
+def session_view(doc: Doc) -> SessionView:
+    """The API view of a stored session."""
+    return session_state(doc).to_view(doc["_id"])
+
+
+def gpu_view(doc: Doc) -> GpuView:
+    """The API view of a stored GPU."""
+    return gpu_state(doc).to_view()
+
+
+def document_id(doc: Doc) -> str:
+    """A document's id, the cursor of the pages that end with it."""
+    return str(doc["_id"])
+
+
+def _tenant_filter(tenant: str | None) -> Doc:
+    """The query condition that keeps a read inside ``tenant`` (``None``: every tenant)."""
+    return {} if tenant is None else {"tenant": tenant}
+
+
+def _session_conditions(query: SessionQuery) -> Doc:
+    """The filter of a page of sessions."""
+    conditions: Doc = _tenant_filter(query.tenant)
+    if query.after is not None:
+        conditions["_id"] = {"$gt": query.after}
+    if query.label is not None:
+        conditions[f"labels.{query.label[0]}"] = query.label[1]
+    if query.gpu_model is not None:
+        conditions["gpu_models"] = query.gpu_model
+    if query.runtime is not None:
+        conditions["runtime"] = query.runtime
+    if query.seen_since is not None:
+        conditions["last_seen"] = {"$gte": query.seen_since}
+    if query.seen_until is not None:
+        conditions["first_seen"] = {"$lt": query.seen_until}
+    return conditions
+
+
+class MongoReadModels:
+    """Reads of the ``sessions`` and ``gpus`` collections."""
+
+    def __init__(self, database: AsyncDatabase[Doc]) -> None:
+        self._sessions: AsyncCollection[Doc] = database[SESSIONS]
+        self._gpus: AsyncCollection[Doc] = database[GPUS]
+
+    async def _page(
+        self, collection: AsyncCollection[Doc], conditions: Doc, limit: int
+    ) -> list[Doc]:
+        """Up to ``limit + 1`` documents in id order (see :func:`page_of`)."""
+        with database_call():
+            cursor = collection.find(conditions).sort("_id", 1).limit(limit + 1)
+            return [doc async for doc in cursor]
+
+    async def applied_offset(self, session_id: str, partition: int) -> int | None:
+        """The offset of the last event of the session applied from ``partition``."""
+        with database_call():
+            doc = await self._sessions.find_one({"_id": session_id}, {"applied": 1})
+        if doc is None:
+            return None
+        value = doc.get("applied", {}).get(applied_key(partition))
+        return int(value) if value is not None else None
+
+    async def session_owners(self, session_ids: Iterable[str]) -> dict[str, str]:
+        """The owner of each session with a document (pre-tenancy ones: the legacy tenant)."""
+        with database_call():
+            cursor = self._sessions.find({"_id": {"$in": sorted(session_ids)}}, {"tenant": 1})
+            return {doc["_id"]: doc.get("tenant", LEGACY_TENANT) async for doc in cursor}
+
+    async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
+        """One session, if of ``tenant`` (filtered in the query)."""
+        with database_call():
+            doc = await self._sessions.find_one({"_id": session_id, **_tenant_filter(tenant)})
+        return session_view(doc) if doc else None
+
+    async def sessions(self, query: SessionQuery) -> Page[SessionView]:
+        """A page of sessions ordered by id."""
+        docs = await self._page(self._sessions, _session_conditions(query), query.limit)
+        return page_of(docs, query.limit, view=session_view, cursor=document_id)
+
+    async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
+        """``tenant``'s view of one GPU (its own document), or the newest of any tenant's."""
+        with database_call():
+            if tenant is not None:
+                doc = await self._gpus.find_one(
+                    {"_id": gpu_document_id(tenant, gpu_uuid), "tenant": tenant}
+                )
+            else:
+                cursor = (
+                    self._gpus.find({"$or": [{"gpu_uuid": gpu_uuid}, {"_id": gpu_uuid}]})
+                    .sort([("last_seen", -1), ("event_id", -1)])
+                    .limit(1)
+                )
+                newest = [doc async for doc in cursor]
+                doc = newest[0] if newest else None
+        return gpu_view(doc) if doc else None
+
+    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
+        """A page of GPUs ordered by document id (tenant, then UUID); the cursor is opaque."""
+        conditions: Doc = _tenant_filter(query.tenant)
+        if query.after is not None:
+            conditions["_id"] = {"$gt": query.after}
+        if query.session_id is not None:
+            conditions["session_id"] = query.session_id
+        if query.gpu_name is not None:
+            conditions["gpu_name"] = query.gpu_name
+        docs = await self._page(self._gpus, conditions, query.limit)
+        return page_of(docs, query.limit, view=gpu_view, cursor=document_id)

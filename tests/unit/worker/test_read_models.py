@@ -1,0 +1,49 @@
+"""The read models' pure state types: folding, merging and their stored documents."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ca4_worker.domain.projection import SessionState, fold_session
+from ca4_worker.persistence.documents import new_session_document, session_state
+
+from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned
+
+
+def test_merging_deltas_equals_folding_every_event_at_once() -> None:
+    events = [
+        positioned(
+            0,
+            offset,
+            session_id="s",
+            occurred_at=BASE_TIME + timedelta(seconds=(offset * 7) % 5),
+            gpus=[gpu_sample(0, name=f"model-{offset % 3}", utilization=10.0 * offset)],
+            driver_version=f"55{offset}.0",
+        )
+        for offset in range(6)
+    ]
+
+    merged = fold_session(events[:2]).state.apply(fold_session(events[2:]).state)
+
+    assert merged == fold_session(events).state
+
+
+def test_the_session_shows_the_driver_of_its_latest_report() -> None:
+    events = [
+        positioned(0, 0, session_id="s", driver_version="535.104.05"),
+        positioned(0, 1, session_id="s", driver_version="550.54.15"),
+    ]
+
+    view = fold_session(events).state.to_view("s")
+
+    assert view.driver_version == "550.54.15"
+
+
+def test_a_document_from_before_a_field_existed_reads_as_its_default() -> None:
+    document = new_session_document(fold_session([positioned(0, 0, session_id="s")]))
+    del document["driver_version"], document["gpu_models_dropped"]
+
+    state = session_state(document)
+
+    assert (state.driver_version, state.gpu_models_dropped) == (None, 0)
+    assert isinstance(state, SessionState)
