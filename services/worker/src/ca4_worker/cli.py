@@ -47,6 +47,7 @@ from ca4_worker.persistence.mongo import (
 )
 from ca4_worker.persistence.redrives import MongoRedriveLog, Redrive, redrive_key
 from ca4_worker.persistence.s3 import S3ObjectStore
+from ca4_worker.persistence.usage_mongo import with_usage
 
 console = Console()
 dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help=True)
@@ -255,10 +256,14 @@ async def _replay(
     try:
         database = client[settings.mongo_db]
         await init_database(database)
-        projections = MongoProjections(
+        guards_in_filters = await guards_belong_in_filters(database)
+        projections, _ = await with_usage(
+            MongoProjections(
+                database, guards_in_filters=guards_in_filters, limits=settings.projection_limits()
+            ),
             database,
-            guards_in_filters=await guards_belong_in_filters(database),
-            limits=settings.projection_limits(),
+            settings,
+            guards_in_filters=guards_in_filters,
         )
         if source is ReplaySource.EVENTS:
             store = MongoEventStore(database, topic=settings.kafka_topic)
@@ -326,7 +331,7 @@ def replay(
         bool, typer.Option("--yes", "-y", help="Do not ask before emptying the projections.")
     ] = False,
 ) -> None:
-    """Rebuild the session and GPU projections from the event store or the S3 archive."""
+    """Rebuild the session, GPU and usage projections from the event store or the S3 archive."""
     if rebuild_projections:
         confirm_destructive(
             f"Empty the session and GPU projections and rebuild them from {source.value}?",

@@ -20,7 +20,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from pymongo.errors import PyMongoError
 
 from ca4_worker.api.deps import WorkerRuntime
-from ca4_worker.api.routes import events, gpus, health, sessions
+from ca4_worker.api.routes import events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.retry import until_available
@@ -39,6 +39,7 @@ from ca4_worker.persistence.mongo import (
     init_database,
 )
 from ca4_worker.persistence.s3 import S3ObjectStore
+from ca4_worker.persistence.usage_mongo import with_usage
 
 SERVICE_NAME = "ca4-worker"
 
@@ -86,8 +87,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             what="read the database's build info",
             max_backoff_s=settings.retry_max_backoff_s,
         )
-        projections = MongoProjections(
-            database, guards_in_filters=guards_in_filters, limits=settings.projection_limits()
+        projections, app.state.usage = await with_usage(
+            MongoProjections(
+                database, guards_in_filters=guards_in_filters, limits=settings.projection_limits()
+            ),
+            database,
+            settings,
+            guards_in_filters=guards_in_filters,
         )
 
         producer = kafka_producer(settings.kafka_bootstrap_servers)
@@ -186,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inline_hashes=settings.api_key_hashes,
         keys_file=settings.api_keys_file,
     )
-    for router in (health.router, sessions.router, gpus.router, events.router):
+    for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)
     # Request counts and latencies of the read API (ca4_http_*), in a registry per app (the
     # instrumentator skips metrics already in a registry, so tests building several apps would
