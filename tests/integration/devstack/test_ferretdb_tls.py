@@ -35,7 +35,8 @@ CA4 = str(Path(sys.executable).parent / "ca4")
 PROBE = """
 import asyncio, json
 from ca4_worker.core.config import Settings
-from ca4_worker.persistence.mongo import MongoEventStore, connect
+from ca4_worker.persistence.database import connect
+from ca4_worker.persistence.events import MongoEventStore
 from tests.unit.worker.factories import positioned
 
 async def main() -> None:

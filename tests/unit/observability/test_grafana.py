@@ -40,15 +40,16 @@ def used_datasources(node: object) -> list[dict[str, str]]:
     return []
 
 
-def test_both_dashboards_exist_with_stable_uids() -> None:
+def test_every_dashboard_exists_with_a_stable_uid() -> None:
     dashboards = load_dashboards()
     assert {name: d["uid"] for name, d in dashboards.items()} == {
+        "fleet": "ca4-fleet",
         "gpus": "ca4-gpus",
         "pipeline": "ca4-pipeline",
     }
 
 
-@pytest.mark.parametrize("name", ["pipeline", "gpus"])
+@pytest.mark.parametrize("name", ["pipeline", "gpus", "fleet"])
 def test_dashboard_uses_only_provisioned_datasources(name: str) -> None:
     sources = provisioned_datasources()
     dashboard = load_dashboards()[name]
@@ -57,7 +58,7 @@ def test_dashboard_uses_only_provisioned_datasources(name: str) -> None:
         assert datasource["type"] == sources[datasource["uid"]]["type"], datasource
 
 
-@pytest.mark.parametrize("name", ["pipeline", "gpus"])
+@pytest.mark.parametrize("name", ["pipeline", "gpus", "fleet"])
 def test_panels_have_unique_ids_titles_and_queries(name: str) -> None:
     panels = iter_panels(load_dashboards()[name])
     ids = [panel["id"] for panel in panels]
@@ -93,6 +94,17 @@ def test_gpu_dashboard_shows_every_gauge_per_gpu_and_session() -> None:
         "ca4_gpu_power_draw_w",
     ):
         assert any(gauge in expr and "session_id" in expr for expr in gpu_exprs), gauge
+
+
+def test_fleet_dashboard_shows_held_busy_idle_and_top_idle_sessions() -> None:
+    panels = {panel["title"]: panel for panel in iter_panels(load_dashboards()["fleet"])}
+    exprs = {
+        title: " ".join(t["expr"] for t in panel["targets"]) for title, panel in panels.items()
+    }
+    assert "count(DCGM_FI_DEV_GPU_UTIL)" in exprs["GPUs held"]
+    assert "by (project)" in exprs["Busy vs idle GPU hours by project (time range)"]
+    assert "topk(10, sum by (session_id, project)" in exprs["Top idle sessions (time range)"]
+    assert exprs["Average GPU utilisation by model"] == "avg by (modelName) (DCGM_FI_DEV_GPU_UTIL)"
 
 
 def test_log_panel_queries_loki_and_loki_links_trace_ids() -> None:

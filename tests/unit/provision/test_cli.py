@@ -235,3 +235,20 @@ def _recording(calls: list[dict[str, Any]]) -> Any:
         return ReplayOutcome(events=0, skipped=0)
 
     return replay
+
+
+def test_usage_names_the_database_it_cannot_reach_in_one_line() -> None:
+    result = ca4("usage", "--json")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: cannot reach the database at mongodb://ca4-no-such-database.invalid:27017: "
+        f"{FIX} or set CA4_MONGO_URL\n"
+    )
+
+
+def test_usage_refuses_an_unknown_grouping() -> None:
+    result = ca4("usage", "--group-by", "host")
+
+    assert result.exit_code == 2
+    assert "use label:<key>, gpu_model or runtime" in result.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ca4_worker.core.metrics import GpuGauges
-from ca4_worker.domain.projection import latest_gpu_samples
 from prometheus_client import REGISTRY
 
 from tests.unit.worker.factories import gpu_sample, positioned
@@ -21,12 +20,12 @@ def test_series_move_with_the_session_and_expire() -> None:
     first = positioned(
         0, 0, session_id="g-s1", gpus=[gpu_sample(0, uuid_="GPU-g1", utilization=5.0)]
     )
-    gauges.update(latest_gpu_samples([first]), now=0)
+    gauges.update([first], now=0)
     assert _value("g-s1", "GPU-g1") == 5.0
     moved = positioned(
         0, 1, session_id="g-s2", gpus=[gpu_sample(0, uuid_="GPU-g1", utilization=9.0)]
     )
-    gauges.update(latest_gpu_samples([moved]), now=1)
+    gauges.update([moved], now=1)
     assert _value("g-s1", "GPU-g1") is None
     assert _value("g-s2", "GPU-g1") == 9.0
     gauges.sweep(now=100)
@@ -42,5 +41,5 @@ def test_cardinality_is_capped() -> None:
         )
         for index in range(5)
     ]
-    gauges.update(latest_gpu_samples(events), now=0)
+    gauges.update(events, now=0)
     assert len(gauges) == 3

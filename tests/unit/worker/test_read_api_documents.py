@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from jsonschema import Draft202012Validator
 
 from tests.unit.worker.test_tenancy import KEYS, ReadApi, bearer
@@ -31,7 +32,10 @@ async def test_the_answer_is_documented_with_its_body_schema(
     read_api = ReadApi(keys_file)
     headers = {} if status == 401 else bearer("k-a")
     transport = httpx.ASGITransport(read_api.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+    async with (
+        LifespanManager(read_api.app),
+        httpx.AsyncClient(transport=transport, base_url="http://worker") as client,
+    ):
         document: dict[str, Any] = (await client.get("/openapi.json")).json()
         response = await client.get(url, headers=headers)
 

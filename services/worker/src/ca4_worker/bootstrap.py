@@ -15,8 +15,10 @@ from pymongo.errors import PyMongoError
 
 from ca4_worker.application.ports import DeadLetterSink, EventStore, ObjectStore, Projections
 from ca4_worker.application.retry import until_available
+from ca4_worker.application.usage import ProjectionsWithUsage, UsageProjection
 from ca4_worker.core.config import Settings
 from ca4_worker.core.version import WORKER_VERSION
+from ca4_worker.domain.usage import UsageRules
 from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
 from ca4_worker.persistence.database import connect, init_database
 from ca4_worker.persistence.documents import Doc
@@ -30,6 +32,8 @@ from ca4_worker.persistence.memory import (
 from ca4_worker.persistence.projections import MongoProjections
 from ca4_worker.persistence.redrives import MongoRedriveLog
 from ca4_worker.persistence.s3 import S3ObjectStore
+from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
+from ca4_worker.persistence.usage_mongo import with_usage
 
 ResultT = TypeVar("ResultT")
 
@@ -48,6 +52,8 @@ class WorkerAdapters:
     """The archive bucket, when asked for."""
     database: AsyncDatabase[Doc] | None = None
     """The real database, for what only it has (re-drive records, the bench's baselines)."""
+    usage: UsageProjection | None = None
+    """GPU usage accounting (inside ``projections`` too), or ``None`` when it is off."""
 
     @property
     def redrives(self) -> MongoRedriveLog:
@@ -95,15 +101,19 @@ async def bootstrap(
                 return False
             return True
 
+        projections, usage = await with_usage(
+            MongoProjections(database, limits=settings.projection_limits()), database, settings
+        )
         adapters = WorkerAdapters(
             store=MongoEventStore(
                 database,
                 topic=settings.kafka_topic,
                 deadline_s=settings.mongo_operation_timeout_ms / 1000,
             ),
-            projections=MongoProjections(database, limits=settings.projection_limits()),
+            projections=projections,
             database_ok=database_ok,
             database=database,
+            usage=usage,
         )
         if dead_letters:
             producer = kafka_producer(settings.kafka_bootstrap_servers)
@@ -118,17 +128,20 @@ async def bootstrap(
         yield adapters
 
 
-def in_memory_adapters() -> WorkerAdapters:
-    """The same container from the in-memory fakes (unit tests)."""
+def in_memory_adapters(usage: UsageRules | None = None) -> WorkerAdapters:
+    """The same container from the in-memory fakes (unit tests); with usage accounting under
+    the ``usage`` rules when given."""
     projections = InMemoryProjections()
+    accounting = UsageProjection(InMemoryUsageRecords(), rules=usage) if usage else None
 
     async def database_ok() -> bool:
         return not projections.outage.down
 
     return WorkerAdapters(
         store=InMemoryEventStore(),
-        projections=projections,
+        projections=ProjectionsWithUsage(projections, accounting) if accounting else projections,
         database_ok=database_ok,
         dead_letters=InMemoryDeadLetters(),
         objects=InMemoryObjectStore(),
+        usage=accounting,
     )

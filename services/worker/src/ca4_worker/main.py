@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from ca4_worker.api.deps import WorkerRuntime
-from ca4_worker.api.routes import events, gpus, health, sessions
+from ca4_worker.api.routes import events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.retry import until_available
@@ -136,6 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def readiness() -> dict[str, bool]:
             return {"database": await adapters.database_ok(), **consumers()}
 
+        app.state.usage = adapters.usage
         app.state.runtime = WorkerRuntime(
             settings=settings,
             store=adapters.store,
@@ -176,7 +177,7 @@ def create_app(
         inline_hashes=settings.api_key_hashes,
         keys_file=settings.api_keys_file,
     )
-    for router in (health.router, sessions.router, gpus.router, events.router):
+    for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)
     # Request counts and latencies of the read API (ca4_http_*), in a registry per app (the
     # instrumentator skips metrics already in a registry, so tests building several apps would

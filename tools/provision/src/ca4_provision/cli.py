@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from ca4_worker.cli import dlq_app, replay
 from ca4_worker.cli_support import OperatorError
+from ca4_worker.usage_cli import usage
 from typer._click.core import Context  # Typer vendors Click; this is its Context
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -95,3 +96,4 @@ app.command("send")(send)
 app.add_typer(dlq_app, name="dlq")
 app.command("replay")(replay)
 app.command("db-user")(db_user)
+app.command("usage")(usage)

@@ -40,7 +40,6 @@ from ca4_worker.application.retry import until_available
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
-from ca4_worker.domain.projection import latest_gpu_samples
 from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
 from ca4_worker.domain.tenancy import ERROR_FOREIGN_TENANT, foreign_reason
 
@@ -190,7 +189,7 @@ class IngestService:
             if self._gpu_gauges is not None:
                 left_out = {item.event.position for item in refused}
                 self._gpu_gauges.update(
-                    latest_gpu_samples(item for item in to_project if item.position not in left_out)
+                    item for item in to_project if item.position not in left_out
                 )
         if rejected:
             raw = {record.position: record for record in ordered}

@@ -151,6 +151,21 @@ class Settings(BaseSettings):
     gpu_series_max: int = Field(default=2000, ge=1)
     """Upper bound on per-GPU gauge series; the least recently updated go first."""
 
+    usage_enabled: bool = True
+    """Keep the GPU usage projection (held, busy and idle seconds per GPU per day)."""
+    usage_busy_above_pct: float = Field(default=10.0, ge=0, le=100)
+    """An interval is busy when the report closing it shows utilisation above this."""
+    usage_idle_memory_above_mib: float = Field(default=0.0, ge=0)
+    """An interval is idle when both its reports show utilisation at or under the busy
+    threshold and more memory in use than this (the GPU is allocated but unused)."""
+    usage_max_gap_s: float = Field(default=120.0, gt=0)
+    """Two reports of a GPU further apart than this are a gap: the time between is not billed."""
+    usage_prices: dict[str, float] = Field(default_factory=dict)
+    """Price per GPU hour by GPU model name (JSON, e.g. ``{"Tesla T4": 0.35}``); turns held
+    hours into cost in ``/v1/usage`` and ``ca4 usage``. Empty: no cost column."""
+    usage_currency: str = "USD"
+    """Currency of ``usage_prices``."""
+
     log_level: str = "INFO"
     """Root log level."""
     otel_exporter: Literal["none", "console", "otlp"] = "none"

@@ -5,11 +5,16 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
+from ca4_schemas import GpuMetadataReported, GpuSample
 from prometheus_client import Counter, Gauge, Histogram
 
-from ca4_worker.domain.projection import GpuLatest
+from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS, dcgm_labels
+from ca4_worker.domain.projection import to_millis
+from ca4_worker.domain.records import PositionedEvent
 
 EVENTS = Counter(
     "ca4_worker_events",
@@ -51,32 +56,57 @@ ARCHIVE_OBJECTS = Counter(
     "Archive objects uploaded to S3.",
 )
 GPU_LABELS = ["session_id", "gpu_uuid", "gpu_name"]
+"""Labels of the original five ``ca4_gpu_*`` gauges, kept while dashboards and alerts move to
+the DCGM names (see :mod:`ca4_worker.core.gpu_fields`)."""
 GPU_UTILIZATION = Gauge("ca4_gpu_utilization_pct", "Latest GPU utilisation.", GPU_LABELS)
 GPU_MEMORY_USED = Gauge("ca4_gpu_memory_used_mib", "Latest GPU memory used.", GPU_LABELS)
 GPU_MEMORY_TOTAL = Gauge("ca4_gpu_memory_total_mib", "GPU memory size.", GPU_LABELS)
 GPU_TEMPERATURE = Gauge("ca4_gpu_temperature_c", "Latest GPU temperature.", GPU_LABELS)
 GPU_POWER = Gauge("ca4_gpu_power_draw_w", "Latest GPU power draw.", GPU_LABELS)
-_GPU_GAUGES = {
+_LEGACY_GAUGES = {
     "utilization_gpu_pct": GPU_UTILIZATION,
     "memory_used_mib": GPU_MEMORY_USED,
     "memory_total_mib": GPU_MEMORY_TOTAL,
     "temperature_gpu_c": GPU_TEMPERATURE,
     "power_draw_w": GPU_POWER,
 }
+DCGM_GAUGES = {field.metric: Gauge(field.metric, field.help, DCGM_LABELS) for field in GPU_FIELDS}
+"""One gauge per exported contract field, DCGM-named where DCGM has the field."""
 
 
 @dataclass
 class _Series:
-    labels: tuple[str, str, str]
-    occurred_at_key: tuple[object, ...]
+    legacy_labels: tuple[str, str, str]
+    labels: tuple[str, ...]
+    order_key: tuple[datetime, str]
     updated: float
+
+
+@dataclass(frozen=True)
+class _Newest:
+    order_key: tuple[datetime, str]
+    event: GpuMetadataReported
+    sample: GpuSample
+
+
+def _newest_per_gpu(events: Iterable[PositionedEvent]) -> dict[str, _Newest]:
+    """The newest sample of each GPU UUID among ``events`` (by occurred_at, then event id)."""
+    newest: dict[str, _Newest] = {}
+    for positioned in events:
+        order_key = (to_millis(positioned.event.occurred_at), positioned.event_id)
+        for sample in positioned.event.payload.gpus:
+            current = newest.get(sample.uuid)
+            if current is None or order_key > current.order_key:
+                newest[sample.uuid] = _Newest(order_key, positioned.event, sample)
+    return newest
 
 
 class GpuGauges:
     """Per-GPU gauges with bounded cardinality.
 
-    One series set per GPU UUID: when a GPU shows up in a new session its old series go, series
-    not updated for ``ttl_s`` go, and beyond ``max_series`` the least recently updated go.
+    One series set per GPU UUID: when a GPU shows up with new labels (another session, host or
+    project) its old series go, series not updated for ``ttl_s`` go (a silent session), and
+    beyond ``max_series`` the least recently updated go.
     """
 
     def __init__(self, *, ttl_s: float, max_series: int) -> None:
@@ -87,24 +117,29 @@ class GpuGauges:
     def __len__(self) -> int:
         return len(self._series)
 
-    def update(self, samples: list[GpuLatest], *, now: float | None = None) -> None:
-        """Set the gauges from the newest samples, then drop stale series."""
+    def update(self, events: Iterable[PositionedEvent], *, now: float | None = None) -> None:
+        """Set the gauges from the newest sample of each GPU in ``events``, then drop stale
+        series."""
         now = time.monotonic() if now is None else now
-        for latest in samples:
-            labels = (latest.session_id, latest.gpu_uuid, latest.gpu_name)
-            current = self._series.get(latest.gpu_uuid)
-            if current is not None and current.occurred_at_key > latest.order_key:
+        for uuid, newest in _newest_per_gpu(events).items():
+            event, sample = newest.event, newest.sample
+            current = self._series.get(uuid)
+            if current is not None and current.order_key > newest.order_key:
                 continue
-            if current is not None and current.labels != labels:
-                self._remove(current.labels)
-            for field_name, gauge in _GPU_GAUGES.items():
-                value = latest.sample.get(field_name)
-                if value is None:
-                    self._remove_one(gauge, labels)
-                else:
-                    gauge.labels(*labels).set(float(value))
-            self._series[latest.gpu_uuid] = _Series(labels, latest.order_key, now)
-            self._series.move_to_end(latest.gpu_uuid)
+            series = _Series(
+                legacy_labels=(event.session_id, uuid, sample.name),
+                labels=dcgm_labels(sample, event),
+                order_key=newest.order_key,
+                updated=now,
+            )
+            if current is not None and current.labels != series.labels:
+                self._remove(current)
+            for field_name, gauge in _LEGACY_GAUGES.items():
+                _set_or_remove(gauge, series.legacy_labels, getattr(sample, field_name))
+            for field in GPU_FIELDS:
+                _set_or_remove(DCGM_GAUGES[field.metric], series.labels, field.value(sample))
+            self._series[uuid] = series
+            self._series.move_to_end(uuid)
         self.sweep(now=now)
 
     def sweep(self, *, now: float | None = None) -> None:
@@ -114,14 +149,24 @@ class GpuGauges:
             uuid, oldest = next(iter(self._series.items()))
             if now - oldest.updated <= self._ttl_s and len(self._series) <= self._max_series:
                 break
-            self._remove(oldest.labels)
+            self._remove(oldest)
             del self._series[uuid]
 
     @staticmethod
-    def _remove_one(gauge: Gauge, labels: tuple[str, str, str]) -> None:
-        with contextlib.suppress(KeyError):
-            gauge.remove(*labels)
+    def _remove(series: _Series) -> None:
+        for gauge in _LEGACY_GAUGES.values():
+            _remove_one(gauge, series.legacy_labels)
+        for gauge in DCGM_GAUGES.values():
+            _remove_one(gauge, series.labels)
 
-    def _remove(self, labels: tuple[str, str, str]) -> None:
-        for gauge in _GPU_GAUGES.values():
-            self._remove_one(gauge, labels)
+
+def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+    if value is None:
+        _remove_one(gauge, labels)
+    else:
+        gauge.labels(*labels).set(value)
+
+
+def _remove_one(gauge: Gauge, labels: tuple[str, ...]) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

@@ -1,0 +1,253 @@
+"""GPU-time accounting: a pure fold from events to seconds held, busy and idle per GPU per day.
+
+**Intervals.** A GPU is *held* between two consecutive reports of it within one session, when
+they are at most ``max_gap_s`` apart: the interval ``(previous, current]`` is billed to the
+current report. A longer silence is a gap and is not billed at all (the runtime may have been
+gone), nor is anything before a GPU's first report. So the report cadence sets the interval,
+and the max-gap knob bounds it.
+
+**Busy and idle.** NVML's utilisation describes the period before a reading, so an interval is
+*busy* when the report that closes it has utilisation above ``busy_above_pct``. It is *idle*
+when the reports at both ends have utilisation at or under that threshold and memory in use
+above ``idle_memory_above_mib``: the GPU was held, allocated and unused for the whole
+interval. An interval can be neither (no utilisation reported, or memory freed): it is still
+held. Intervals are split at UTC midnight, so each day gets exactly its share.
+
+**Exactly once.** Per session, a marks record keeps the last report per GPU and the Kafka
+position applied last per partition; per session and day, a day record keeps the seconds and
+its own applied positions. Events are folded in (partition, offset) order, which replay
+reproduces, so a refold gives the same intervals, and each record takes only contributions
+of events past its own applied position: a redelivered, duplicated or replayed event changes
+nothing. Day records are written before marks, so a crash between them refolds from the old
+marks and the day guards skip what was already counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Final
+
+from ca4_worker.domain.projection import applied_key, to_millis
+from ca4_worker.domain.records import PositionedEvent
+
+USAGE_MAX_GPUS_PER_SESSION: Final = 64
+"""Most GPUs one session's marks (and each of its day records) track; a report holds at most 64.
+Samples of GPUs past the cap are counted in ``gpus_dropped``, not billed."""
+
+
+@dataclass(frozen=True)
+class UsageRules:
+    """The thresholds that turn reports into held, busy and idle seconds."""
+
+    busy_above_pct: float = 10.0
+    idle_memory_above_mib: float = 0.0
+    max_gap_s: float = 120.0
+
+
+@dataclass
+class GpuMark:
+    """The last report of one GPU in one session."""
+
+    gpu_uuid: str
+    at: datetime
+    idle: bool
+    """Whether that report alone looked idle (allocated, utilisation under the threshold)."""
+
+
+@dataclass
+class GpuUsage:
+    """Milliseconds one GPU was held, busy and idle (integers: exact in any order)."""
+
+    gpu_uuid: str
+    gpu_model: str
+    held_ms: int = 0
+    busy_ms: int = 0
+    idle_ms: int = 0
+
+
+@dataclass
+class UsageMarks:
+    """One session's accounting state: last report per GPU, applied position per partition."""
+
+    session_id: str
+    tenant: str
+    applied: dict[str, int] = field(default_factory=dict)
+    marks: dict[str, GpuMark] = field(default_factory=dict)
+    gpus_dropped: int = 0
+
+
+@dataclass
+class UsageDay:
+    """One session's GPU time on one UTC day."""
+
+    session_id: str
+    day: date
+    tenant: str
+    labels: dict[str, str]
+    """The labels of the newest event counted on this day (project and friends)."""
+    runtime: str
+    applied: dict[str, int] = field(default_factory=dict)
+    gpus: dict[str, GpuUsage] = field(default_factory=dict)
+
+    @property
+    def document_id(self) -> str:
+        """The id of this record: session and day."""
+        return usage_day_id(self.session_id, self.day)
+
+
+def usage_day_id(session_id: str, day: date) -> str:
+    """A day record's id: the session, then the day."""
+    return f"{session_id}/{day.isoformat()}"
+
+
+def _is_idle(utilization: float | None, memory_used: float | None, rules: UsageRules) -> bool:
+    return (
+        utilization is not None
+        and utilization <= rules.busy_above_pct
+        and memory_used is not None
+        and memory_used > rules.idle_memory_above_mib
+    )
+
+
+def split_by_day(start: datetime, end: datetime) -> list[tuple[date, int]]:
+    """``(start, end]`` as milliseconds per UTC day."""
+    pieces: list[tuple[date, int]] = []
+    cursor = start.astimezone(UTC)
+    end = end.astimezone(UTC)
+    while cursor < end:
+        midnight = datetime.combine(cursor.date() + timedelta(days=1), time(), tzinfo=UTC)
+        stop = min(midnight, end)
+        pieces.append((cursor.date(), _millis(stop - cursor)))
+        cursor = stop
+    return pieces
+
+
+def _millis(span: timedelta) -> int:
+    return span.days * 86_400_000 + span.seconds * 1000 + span.microseconds // 1000
+
+
+@dataclass
+class UsageFold:
+    """The outcome of folding one session's events: the marks and day records to write."""
+
+    marks: UsageMarks
+    marks_changed: bool
+    days: dict[str, UsageDay]
+    """Day records that gained seconds, by id."""
+
+
+def fold_usage(
+    session_id: str,
+    events: Sequence[PositionedEvent],
+    *,
+    marks: UsageMarks | None,
+    stored_days: dict[str, UsageDay],
+    rules: UsageRules,
+) -> UsageFold:
+    """Fold ``events`` (one session, in position order) into its marks and day records.
+
+    ``stored_days`` holds the session's stored day records the events may touch (by id; a
+    missing one is new). Events at or before the marks' applied position are skipped; an
+    interval counts on a day only when its event is past that day's applied position.
+    """
+    current = (
+        replace(marks, applied=dict(marks.applied), marks=dict(marks.marks))
+        if marks is not None
+        else UsageMarks(session_id=session_id, tenant=events[0].event.tenant)
+    )
+    changed_days: dict[str, UsageDay] = {}
+    baselines: dict[str, dict[str, int]] = {}
+    dirty: set[str] = set()
+    marks_changed = False
+    for positioned in events:
+        key = applied_key(positioned.position.partition)
+        offset = positioned.position.offset
+        if offset <= current.applied.get(key, -1):
+            continue
+        event = positioned.event
+        at = to_millis(event.occurred_at)
+        for sample in event.payload.gpus:
+            previous = current.marks.get(sample.uuid)
+            if previous is None and len(current.marks) >= USAGE_MAX_GPUS_PER_SESSION:
+                current.gpus_dropped += 1
+                continue
+            idle_now = _is_idle(sample.utilization_gpu_pct, sample.memory_used_mib, rules)
+            if previous is not None and previous.at >= at:
+                continue  # an older or repeated reading: no interval, the mark stays
+            if previous is not None and (at - previous.at).total_seconds() <= rules.max_gap_s:
+                busy = (
+                    sample.utilization_gpu_pct is not None
+                    and sample.utilization_gpu_pct > rules.busy_above_pct
+                )
+                idle = previous.idle and idle_now
+                for day, millis in split_by_day(previous.at, at):
+                    record = _day_record(day, positioned, stored_days, changed_days, baselines)
+                    if offset <= baselines[record.document_id].get(key, -1):
+                        continue  # counted on this day before (redelivery, replay)
+                    usage = record.gpus.get(sample.uuid)
+                    if usage is None:
+                        usage = record.gpus[sample.uuid] = GpuUsage(sample.uuid, sample.name)
+                    usage.held_ms += millis
+                    usage.busy_ms += millis if busy else 0
+                    usage.idle_ms += millis if idle else 0
+                    record.applied[key] = offset
+                    record.labels = dict(event.labels)
+                    record.runtime = event.source.runtime
+                    dirty.add(record.document_id)
+            current.marks[sample.uuid] = GpuMark(sample.uuid, at, idle_now)
+        current.applied[key] = offset
+        marks_changed = True
+    return UsageFold(
+        marks=current,
+        marks_changed=marks_changed,
+        days={document_id: changed_days[document_id] for document_id in sorted(dirty)},
+    )
+
+
+def _day_record(
+    day: date,
+    positioned: PositionedEvent,
+    stored: dict[str, UsageDay],
+    changed: dict[str, UsageDay],
+    baselines: dict[str, dict[str, int]],
+) -> UsageDay:
+    """The day record to add to (a copy of the stored one, or a new one); notes its applied
+    positions as stored, which the guard compares against."""
+    document_id = usage_day_id(positioned.event.session_id, day)
+    record = changed.get(document_id)
+    if record is not None:
+        return record
+    found = stored.get(document_id)
+    if found is None:
+        record = UsageDay(
+            session_id=positioned.event.session_id,
+            day=day,
+            tenant=positioned.event.tenant,
+            labels=dict(positioned.event.labels),
+            runtime=positioned.event.source.runtime,
+        )
+    else:
+        record = replace(
+            found,
+            applied=dict(found.applied),
+            gpus={uuid: replace(usage) for uuid, usage in found.gpus.items()},
+        )
+    baselines[document_id] = dict(record.applied)
+    changed[document_id] = record
+    return record
+
+
+def touched_days(events: Iterable[PositionedEvent], max_gap_s: float) -> set[str]:
+    """Ids of the day records ``events`` may add to (their days and, for an interval that
+    starts before midnight, the days before it within the max gap)."""
+    ids: set[str] = set()
+    for positioned in events:
+        at = to_millis(positioned.event.occurred_at).astimezone(UTC)
+        earliest = at - timedelta(seconds=max_gap_s)
+        day = earliest.date()
+        while day <= at.date():
+            ids.add(usage_day_id(positioned.event.session_id, day))
+            day += timedelta(days=1)
+    return ids

@@ -1,0 +1,127 @@
+"""GPU usage accounting through the real Kafka and FerretDB: exact seconds, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+from ca4_provision.cli import app
+from ca4_worker.application.replay import replay_from_store
+from ca4_worker.bootstrap import bootstrap
+from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.persistence.documents import Doc
+from pymongo.asynchronous.database import AsyncDatabase
+from typer.testing import CliRunner
+
+from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.unit.worker.usage_scenario import (
+    EXPECTED_BY_PROJECT,
+    nlp_reports,
+    seconds,
+    vision_reports,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
+
+WINDOW = {"from": "2026-01-05", "to": "2026-01-07"}
+
+
+def _by_project(body: dict[str, Any]) -> dict[str, dict[str, float]]:
+    return {row["group"]: seconds(row) for row in body["rows"]}
+
+
+async def test_known_stretches_give_exact_seconds_and_replay_reproduces_them(
+    worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    reports = [*vision_reports(), *nlp_reports()]
+    settings = worker_settings.model_copy(update={"archive_enabled": False})
+    await produce(settings.kafka_bootstrap_servers, settings.kafka_topic, reports)
+    # A client retrying: the same event ids again, at new Kafka positions.
+    await produce(settings.kafka_bootstrap_servers, settings.kafka_topic, reports[3:9])
+
+    async with running_worker(settings) as api:
+
+        async def all_counted() -> bool:
+            body = (await api.get("/v1/usage", params=WINDOW)).json()
+            return await database["events"].count_documents({}) == len(reports) and (
+                _by_project(body) == EXPECTED_BY_PROJECT
+            )
+
+        await wait_for(all_counted, timeout_s=90, what="every report stored and counted")
+        live = (await api.get("/v1/usage", params=WINDOW)).json()
+        by_day = (await api.get("/v1/usage", params={**WINDOW, "group_by": "gpu_model"})).json()
+
+    assert _by_project(live) == EXPECTED_BY_PROJECT
+    assert {row["group"]: row["held_seconds"] for row in by_day["rows"]} == {
+        "Tesla T4": 720.0,
+        "NVIDIA A100-SXM4-40GB": 150.0,
+    }
+    stored_days = sorted([doc["_id"] async for doc in database["usage_days"].find({}, {"_id": 1})])
+    assert stored_days == [
+        "usage-nlp/2026-01-05",
+        "usage-vision/2026-01-05",
+        "usage-vision/2026-01-06",
+    ]
+
+    snapshot = await _usage_documents(database)
+    async with bootstrap(settings, dead_letters=False, patient=False) as adapters:
+        assert adapters.usage is not None
+        # Redelivery: every stored event applied again, on top of the live records.
+        await replay_from_store(adapters.store, adapters.projections, rebuild=False)
+        assert await _usage_documents(database) == snapshot
+        # Rebuild from the event store: the same records, field for field (versions aside).
+        await replay_from_store(adapters.store, adapters.projections, rebuild=True)
+        assert await _usage_documents(database) == snapshot
+
+
+async def test_ca4_usage_prints_json_csv_and_a_table(
+    worker_settings: Settings, database: AsyncDatabase[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = worker_settings.model_copy(update={"archive_enabled": False})
+    await produce(settings.kafka_bootstrap_servers, settings.kafka_topic, vision_reports())
+    async with running_worker(settings) as api:
+
+        async def counted() -> bool:
+            body = (await api.get("/v1/usage", params=WINDOW)).json()
+            return _by_project(body) == {"vision": EXPECTED_BY_PROJECT["vision"]}
+
+        await wait_for(counted, timeout_s=90, what="the vision session counted")
+    monkeypatch.setenv("CA4_MONGO_URL", settings.mongo_url)
+    monkeypatch.setenv("CA4_MONGO_DB", settings.mongo_db)
+    monkeypatch.setenv("CA4_USAGE_PRICES", json.dumps({"Tesla T4": 0.5}))
+    get_settings.cache_clear()
+    try:
+        window = ["--from", WINDOW["from"], "--to", WINDOW["to"]]
+        as_json = await _ca4("usage", *window, "--json")
+        as_csv = await _ca4("usage", *window, "--csv")
+        table = await _ca4("usage", *window)
+    finally:
+        get_settings.cache_clear()
+    assert (as_json.exit_code, as_csv.exit_code, table.exit_code) == (0, 0, 0)
+    body = json.loads(as_json.stdout)
+    assert _by_project(body) == {"vision": EXPECTED_BY_PROJECT["vision"]}
+    assert (body["currency"], body["rows"][0]["cost"]) == ("USD", 0.1)
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert [(row["group"], row["held_seconds"], row["idle_seconds"]) for row in rows] == [
+        ("vision", "720.0", "360.0")
+    ]
+    assert "vision" in table.stdout
+    assert "cost (USD)" in table.stdout
+
+
+async def _ca4(*args: str) -> Any:
+    """Run ``ca4 ARGS`` in a thread (the CLI runs its own event loop)."""
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+
+async def _usage_documents(database: AsyncDatabase[Doc]) -> dict[str, Any]:
+    """Every usage record without its write counter (a rebuild writes fewer times)."""
+    documents: dict[str, Any] = {}
+    for name in ("usage_days", "usage_marks"):
+        async for doc in database[name].find({}, {"version": 0}):
+            documents[f"{name}/{doc['_id']}"] = doc
+    return documents

@@ -1,0 +1,204 @@
+"""GPU usage accounting on the in-memory records: exact seconds, exactly once, the read API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ca4_schemas import GpuMetadataReported
+from ca4_worker.application.usage import UsageProjection, roll_up
+from ca4_worker.core.config import Settings
+from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.domain.usage import GpuUsage, UsageDay, UsageRules, split_by_day
+from ca4_worker.main import create_app
+from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
+
+from tests.unit.worker.factories import TENANT_A, TENANT_B
+from tests.unit.worker.usage_scenario import (
+    EXPECTED_BY_PROJECT,
+    EXPECTED_VISION_BY_DAY,
+    START,
+    nlp_reports,
+    seconds,
+    vision_reports,
+)
+
+RULES = UsageRules(busy_above_pct=10.0, idle_memory_above_mib=0.0, max_gap_s=120.0)
+
+
+def scenario_events() -> list[PositionedEvent]:
+    """Both sessions as Kafka would position them (one partition each, in report order)."""
+    return [
+        PositionedEvent(
+            event=GpuMetadataReported.model_validate_json(json.dumps(body)),
+            position=Position(partition, offset),
+        )
+        for partition, reports in ((0, vision_reports()), (1, nlp_reports()))
+        for offset, body in enumerate(reports)
+    ]
+
+
+async def _by_project(records: InMemoryUsageRecords) -> dict[str, dict[str, float]]:
+    days = await records.days_between(START.date(), START.date().replace(day=7), tenant=None)
+    return {row.group: seconds(row.model_dump()) for row in roll_up(days, group_by="label:project")}
+
+
+async def _applied_in(batches: Sequence[Sequence[PositionedEvent]]) -> InMemoryUsageRecords:
+    records = InMemoryUsageRecords()
+    projection = UsageProjection(records, rules=RULES)
+    for batch in batches:
+        await projection.apply(batch)
+    return records
+
+
+async def test_known_stretches_give_exact_seconds_per_project_and_day() -> None:
+    records = await _applied_in([scenario_events()])
+    assert await _by_project(records) == EXPECTED_BY_PROJECT
+    vision = {
+        item.record.day.isoformat(): _day_seconds(item.record)
+        for item in records.days.values()
+        if item.record.session_id == "usage-vision"
+    }
+    assert vision == EXPECTED_VISION_BY_DAY
+
+
+def _day_seconds(day: UsageDay) -> dict[str, float]:
+    usage = day.gpus["GPU-usage-t4"]
+    return {
+        "held_seconds": usage.held_ms / 1000,
+        "busy_seconds": usage.busy_ms / 1000,
+        "idle_seconds": usage.idle_ms / 1000,
+    }
+
+
+async def test_batching_redelivery_and_duplicates_change_nothing() -> None:
+    events = scenario_events()
+    one_by_one = await _applied_in([[event] for event in events])
+    redelivered = await _applied_in([events[:7], events[3:12], events, events[10:]])
+    assert await _by_project(one_by_one) == EXPECTED_BY_PROJECT
+    assert await _by_project(redelivered) == EXPECTED_BY_PROJECT
+
+
+async def test_a_crash_between_days_and_marks_counts_nothing_twice() -> None:
+    records = InMemoryUsageRecords()
+    projection = UsageProjection(records, rules=RULES)
+    events = scenario_events()
+    await projection.apply(events[:8])
+
+    async def crash(_: object) -> None:
+        raise RuntimeError("worker killed")
+
+    save_marks = records.save_marks
+    records.save_marks = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await projection.apply(events[8:])
+    records.save_marks = save_marks  # type: ignore[method-assign]
+    await projection.apply(events[6:])  # redelivery from before the crash
+    assert await _by_project(records) == EXPECTED_BY_PROJECT
+
+
+async def test_rebuild_after_reset_reproduces_the_records() -> None:
+    records = await _applied_in([scenario_events()])
+    before = await _by_project(records)
+    await records.reset()
+    await UsageProjection(records, rules=RULES).apply(scenario_events())
+    assert await _by_project(records) == before == EXPECTED_BY_PROJECT
+
+
+def test_roll_ups_by_model_and_runtime_and_prices() -> None:
+    day = UsageDay(
+        session_id="s",
+        day=START.date(),
+        tenant=TENANT_A,
+        labels={"project": "p"},
+        runtime="colab",
+    )
+
+    day.gpus = {
+        "g1": GpuUsage("g1", "Tesla T4", held_ms=7_200_000, busy_ms=3_600_000, idle_ms=0),
+        "g2": GpuUsage("g2", "L4", held_ms=3_600_000, busy_ms=0, idle_ms=3_600_000),
+    }
+    by_model = roll_up([day], group_by="gpu_model", prices={"Tesla T4": 0.35})
+    assert [(row.group, row.held_hours, row.cost, row.unpriced_hours) for row in by_model] == [
+        ("Tesla T4", 2.0, 0.7, 0.0),
+        ("L4", 1.0, 0.0, 1.0),
+    ]
+    by_runtime = roll_up([day], group_by="runtime")
+    assert [(row.group, row.held_hours, row.idle_hours, row.gpus) for row in by_runtime] == [
+        ("colab", 3.0, 1.0, 2)
+    ]
+    assert roll_up([day], group_by="label:team")[0].group == "(none)"
+
+
+def test_intervals_split_at_utc_midnight() -> None:
+    before = START.replace(hour=23, minute=59, second=30)
+    after = before.replace(day=6, hour=0, minute=0, second=45)
+    assert [(day.isoformat(), ms) for day, ms in split_by_day(before, after)] == [
+        ("2026-01-05", 30_000),
+        ("2026-01-06", 45_000),
+    ]
+
+
+def _key_entry(key_id: str, key: str, tenant: str, scopes: str) -> str:
+    return f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:{tenant}:{scopes}"
+
+
+@pytest.fixture
+async def usage_api(tmp_path: Path) -> Any:
+    keys = tmp_path / "keys"
+    keys.write_text(
+        "\n".join(
+            [
+                _key_entry("a", "k-a", TENANT_A, "read"),
+                _key_entry("b", "k-b", TENANT_B, "read"),
+                _key_entry("ops", "k-ops", "platform", "read:all"),
+                _key_entry("w", "k-w", TENANT_A, "write"),
+            ]
+        )
+    )
+    app = create_app(Settings(api_keys_file=keys, usage_prices={"Tesla T4": 0.35}))
+    records = await _applied_in([scenario_events()])
+    app.state.usage = UsageProjection(records, rules=RULES)
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        yield client
+
+
+async def _get(client: httpx.AsyncClient, key: str, **params: str) -> httpx.Response:
+    return await client.get("/v1/usage", params=params, headers={"Authorization": f"Bearer {key}"})
+
+
+async def test_the_usage_route_answers_per_project_within_the_tenant(usage_api: Any) -> None:
+    window = {"from": "2026-01-05", "to": "2026-01-07"}
+    own = await _get(usage_api, "k-a", **window)
+    assert own.status_code == 200
+    body = own.json()
+    assert (body["from"], body["to"], body["group_by"], body["currency"]) == (
+        "2026-01-05",
+        "2026-01-07",
+        "label:project",
+        "USD",
+    )
+    assert {row["group"]: seconds(row) for row in body["rows"]} == EXPECTED_BY_PROJECT
+    vision = next(row for row in body["rows"] if row["group"] == "vision")
+    assert vision["cost"] == pytest.approx(720 / 3600 * 0.35)
+    other = await _get(usage_api, "k-b", **window)
+    assert other.json()["rows"] == []
+    every = await _get(usage_api, "k-ops", **window, group_by="gpu_model")
+    assert [row["group"] for row in every.json()["rows"]] == ["Tesla T4", "NVIDIA A100-SXM4-40GB"]
+
+
+async def test_the_usage_route_refuses_bad_input_and_keys(usage_api: Any) -> None:
+    backwards = await _get(usage_api, "k-a", **{"from": "2026-01-07", "to": "2026-01-05"})
+    assert (backwards.status_code, backwards.json()) == (
+        422,
+        {"detail": "from must be before to, at most 366 days apart"},
+    )
+    assert (await _get(usage_api, "k-a", group_by="host")).status_code == 422
+    assert (await _get(usage_api, "k-w")).status_code == 403
+    assert (await usage_api.get("/v1/usage")).status_code == 401

@@ -1,0 +1,64 @@
+"""Synthetic sessions with known busy and idle stretches, a reporting gap and a midnight, and
+the GPU seconds they must give (shared by the unit and the real-stack tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.unit.worker.factories import event_body, gpu_sample
+
+START = datetime(2026, 1, 5, 23, 50, tzinfo=UTC)
+"""Ten minutes before midnight: the vision session's idle stretch ends exactly at midnight."""
+
+
+def _report(session: str, project: str, offset_s: int, gpu: dict[str, Any]) -> dict[str, Any]:
+    return event_body(
+        session_id=session,
+        occurred_at=START + timedelta(seconds=offset_s),
+        gpus=[gpu],
+        labels={"project": project, "notebook": "usage.ipynb"},
+    )
+
+
+def vision_reports() -> list[dict[str, Any]]:
+    """One T4 every 60 s: 5 busy intervals (300 s), 1 interval leaving busy (60 s held only),
+    4 idle (240 s, up to midnight), a 300 s gap (not billed), then 2 idle intervals (120 s)."""
+
+    def t4(utilization: float) -> dict[str, Any]:
+        return gpu_sample(0, uuid_="GPU-usage-t4", utilization=utilization, memory_used=1000.0)
+
+    busy = [_report("usage-vision", "vision", 60 * step, t4(90.0)) for step in range(6)]
+    idle = [_report("usage-vision", "vision", 60 * step, t4(0.0)) for step in range(6, 11)]
+    after_gap = [_report("usage-vision", "vision", s, t4(0.0)) for s in (900, 960, 1020)]
+    return [*busy, *idle, *after_gap]
+
+
+def nlp_reports() -> list[dict[str, Any]]:
+    """One A100 every 30 s: 3 busy intervals (90 s), then 2 with no memory in use (60 s held,
+    neither busy nor idle)."""
+
+    def a100(utilization: float, memory: float) -> dict[str, Any]:
+        return gpu_sample(
+            0, uuid_="GPU-usage-a100", name="NVIDIA A100-SXM4-40GB", utilization=utilization,
+            memory_used=memory,
+        )  # fmt: skip
+
+    busy = [_report("usage-nlp", "nlp", 30 * step, a100(50.0, 2000.0)) for step in range(4)]
+    freed = [_report("usage-nlp", "nlp", 30 * step, a100(0.0, 0.0)) for step in range(4, 6)]
+    return [*busy, *freed]
+
+
+EXPECTED_BY_PROJECT = {
+    "vision": {"held_seconds": 720.0, "busy_seconds": 300.0, "idle_seconds": 360.0},
+    "nlp": {"held_seconds": 150.0, "busy_seconds": 90.0, "idle_seconds": 0.0},
+}
+EXPECTED_VISION_BY_DAY = {
+    "2026-01-05": {"held_seconds": 600.0, "busy_seconds": 300.0, "idle_seconds": 240.0},
+    "2026-01-06": {"held_seconds": 120.0, "busy_seconds": 0.0, "idle_seconds": 120.0},
+}
+
+
+def seconds(row: dict[str, Any]) -> dict[str, float]:
+    """The three second counts of a usage row."""
+    return {key: row[key] for key in ("held_seconds", "busy_seconds", "idle_seconds")}
