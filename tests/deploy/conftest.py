@@ -1,0 +1,104 @@
+"""The deploy tier's fixtures: rendered charts, the pod runner, and the prod platform running.
+
+Everything the tier starts lives under one state folder in /var/tmp and one block of loopback
+addresses (127.0.77.x); every pod is stopped and every mount point made is removed on the way out,
+whether the tests passed or not. The shared dev stack is only read from (FerretDB, MinIO).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy import tier
+from tests.deploy.cluster import LocalCluster, Manifest, Pod, find
+from tests.deploy.images import ImageMap
+from tests.infra.conftest import helm, template, values_args
+
+__all__ = ["helm"]
+
+HERE = Path(__file__).resolve().parent
+# Resources only: three brokers with the chart's 1 GB heaps do not fit a 2-core CI box.
+PLATFORM_SETS = ["--set", "kafka.heapOpts=-Xms128m -Xmx256m"]
+
+
+def render(helm_path: str, chart: str, value_set: str, *extra: str) -> list[Manifest]:
+    """``helm template`` one chart with one value set, as a list of manifests."""
+    code, stdout, stderr = template(helm_path, chart, *values_args(chart, value_set), *extra)
+    assert code == 0, f"{chart}/{value_set} does not render:\n{stderr}"
+    return [d for d in yaml.safe_load_all(stdout) if d]
+
+
+@pytest.fixture(scope="session")
+def state() -> Iterator[Path]:
+    """The tier's working folder (pods' volumes, logs, the Kafka image layout); removed after."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("the deploy tier runs pods in mount namespaces: run it as root with unshare")
+    folder = Path(tempfile.mkdtemp(prefix="ca4-deploy-", dir="/var/tmp"))
+    yield folder
+    if os.environ.get("CA4_DEPLOY_KEEP_STATE") != "1":
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def podnet(state: Path) -> Path:
+    """The preload library that gives each pod its own address (built from podnet.c)."""
+    library = state / "podnet.so"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("the deploy tier needs a C compiler (apt-get install gcc) for podnet.c")
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", library, HERE / "podnet.c", "-ldl"],
+        check=True,
+    )
+    return library
+
+
+@dataclass
+class Platform:
+    """The prod ca4-platform's Kafka running here: the cluster, its brokers and the topics Job."""
+
+    cluster: LocalCluster
+    docs: list[Manifest]
+    brokers: list[Pod]
+    topics_job: Pod
+    seconds_to_quorum: float
+
+
+@pytest.fixture(scope="session")
+async def platform(helm: str, state: Path, podnet: Path) -> AsyncIterator[Platform]:
+    """Render ca4-platform with prod values, start the Kafka StatefulSet, run its topics Job."""
+    docs = render(helm, "ca4-platform", "prod", *PLATFORM_SETS)
+    cluster = LocalCluster(state, list(docs), ImageMap(state), podnet, stand_ins=tier.stand_ins())
+    try:
+        began = asyncio.get_running_loop().time()
+        brokers = cluster.plan(find(docs, "StatefulSet", "kafka"))
+        await asyncio.gather(*(cluster.start(b) for b in brokers))
+        await asyncio.gather(*(cluster.wait_ready(b, within_s=150) for b in brokers))
+        seconds = asyncio.get_running_loop().time() - began
+        job = await cluster.run_job(find(docs, "Job", "kafka-topics"))
+        yield Platform(cluster, docs, brokers, job, seconds)
+    finally:
+        await cluster.close()
+
+
+def python_client(*args: str) -> list[str]:
+    """The argv of a client from clients.py, run by this interpreter."""
+    return [sys.executable, "-m", "tests.deploy.clients", *args]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the tier executed and what it only checked, with why."""
+    if tier.RESULTS:
+        terminalreporter.write_sep("=", "deploy tier: executed vs only checked")
+        terminalreporter.write_line(tier.table())
