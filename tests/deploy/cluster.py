@@ -376,14 +376,15 @@ class LocalCluster:
                 start_new_session=True,
             )
 
-    async def start(self, pod: Pod) -> None:
-        """Start a planned pod's container as rendered."""
+    async def start(self, pod: Pod, stand_in_env: Mapping[str, str] | None = None) -> None:
+        """Start a planned pod's container as rendered (plus env that stands in for AWS)."""
         container = pod.container
         image = await self.images.resolve(container["image"])
         pod.folder.mkdir(parents=True, exist_ok=True)
         pod.mounts = self._mounts(pod, image)
         argv = image.argv(container.get("command"), container.get("args"))
-        await self._launch(pod, argv, self.env(pod, image), image.workdir)
+        env = {**self.env(pod, image), **(stand_in_env or {})}
+        await self._launch(pod, argv, env, image.workdir)
 
     async def exec_in(
         self,

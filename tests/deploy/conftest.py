@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ca4_worker.persistence.s3 import S3ObjectStore
 
 from tests.deploy import tier
 from tests.deploy.cluster import LocalCluster, Manifest, Pod, find
 from tests.deploy.images import ImageMap
 from tests.infra.conftest import helm, template, values_args
+from tests.support.services import Endpoints
 
 __all__ = ["helm"]
 
@@ -90,6 +93,72 @@ async def platform(helm: str, state: Path, podnet: Path) -> AsyncIterator[Platfo
         yield Platform(cluster, docs, brokers, job, seconds)
     finally:
         await cluster.close()
+
+
+@dataclass
+class App:
+    """The prod ca4-app's processor and worker running here, with the key they were given."""
+
+    cluster: LocalCluster
+    processor: Pod
+    worker: Pod
+    api_key: str
+    database: str
+    bucket: str
+    seconds_to_ready: dict[str, float]
+
+    def url(self, pod: Pod, path: str) -> str:
+        """A URL on a pod's http port."""
+        return f"http://{pod.address}:{pod.port('http')}{path}"
+
+
+@pytest.fixture(scope="session")
+async def app(helm: str, platform: Platform, services: Endpoints) -> AsyncIterator[App]:
+    """Render ca4-app with prod values, provide its Secret and CA ConfigMap, start both pods.
+
+    The database and the bucket get names of their own (``--set``, as an operator names them) so
+    nothing the shared dev stack holds is read or overwritten; both are removed afterwards.
+    """
+    suffix = secrets.token_hex(4)
+    database, bucket = f"ca4_deploy_{suffix}", f"ca4-deploy-{suffix}"
+    docs = render(
+        helm,
+        "ca4-app",
+        "prod",
+        *("--set", f"config.mongo.db={database}", "--set", f"config.s3.bucket={bucket}"),
+        *("--set", f"config.s3.endpointUrl={services.s3_endpoint_url}"),
+    )
+    api_key = secrets.token_urlsafe(24)
+    cluster = platform.cluster
+    cluster.add(docs)
+    cluster.add(tier.operator_objects(api_key, services.mongo_url))
+    objects = S3ObjectStore(
+        bucket=bucket,
+        endpoint_url=services.s3_endpoint_url,
+        region="eu-west-1",
+        access_key_id=services.s3_access_key_id,
+        secret_access_key=services.s3_secret_access_key,
+    )
+    async with objects:
+        await objects.ensure_bucket()  # Terraform's job in prod
+        processor = cluster.plan(find(docs, "Deployment", "ca4-app-processor"), replicas=1)[0]
+        worker = cluster.plan(find(docs, "Deployment", "ca4-app-worker"), replicas=1)[0]
+        instance_profile = tier.instance_profile_credentials(services)
+        try:
+            await asyncio.gather(*(cluster.start(p, instance_profile) for p in (processor, worker)))
+            ready = await asyncio.gather(*(cluster.wait_ready(p) for p in (processor, worker)))
+            yield App(
+                cluster,
+                processor,
+                worker,
+                api_key,
+                database,
+                bucket,
+                {"processor": ready[0], "worker": ready[1]},
+            )
+        finally:
+            await asyncio.gather(*(cluster.stop(p) for p in (processor, worker)))
+            await tier.remove_stand_in_data(services, database, bucket)
 
 
 def python_client(*args: str) -> list[str]:

@@ -5,9 +5,19 @@ Tests mark their row as passed; the conftest prints the table at the end of the 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
+
+import aioboto3
+from ca4_worker.domain.archive import decode_archive_object
+from pymongo import AsyncMongoClient
+
+from tests.support.services import Endpoints
 
 # The DocumentDB cluster endpoint the prod mongo-url Secret names; /etc/hosts maps it to FerretDB.
 DOCUMENTDB_HOST = "ca4.cluster-deploytier.eu-west-1.docdb.amazonaws.com"
@@ -109,3 +119,75 @@ def stand_ins() -> dict[str, str]:
     """Names the prod pods resolve to local stand-ins: DocumentDB's endpoint -> FerretDB's host."""
     mongo = urlsplit(os.environ.get("CA4_MONGO_URL", "mongodb://127.0.0.1:27017"))
     return {DOCUMENTDB_HOST: mongo.hostname or "127.0.0.1"}
+
+
+def operator_objects(api_key: str, mongo_url: str) -> list[dict[str, Any]]:
+    """What ``make ca4-deploy-app`` creates outside Helm under prod values: the app Secret (the
+    keys file with one real key, the DocumentDB URL) and the RDS CA bundle ConfigMap."""
+    port = urlsplit(mongo_url).port or 27017
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    data = {
+        "mongo-url": f"mongodb://{DOCUMENTDB_HOST}:{port}/?retryWrites=false",
+        "api-key-hashes": f"deploy-tier:{digest}:deploy-tier:write+read\n",
+    }
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "ca4-app-secrets", "namespace": "app"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+    bundle = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ca4-db-ca-bundle", "namespace": "app"},
+        "data": {"global-bundle.pem": "# stand-in: the local FerretDB serves no TLS\n"},
+    }
+    return [secret, bundle]
+
+
+def instance_profile_credentials(services: Endpoints) -> dict[str, str]:
+    """The AWS_* variables that stand in for the EC2 instance profile (MinIO's keys)."""
+    return {
+        "AWS_ACCESS_KEY_ID": services.s3_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": services.s3_secret_access_key,
+    }
+
+
+async def remove_stand_in_data(services: Endpoints, database: str, bucket: str) -> None:
+    """Drop the tier's database, and its bucket with every object in it."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(services.mongo_url)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=services.s3_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=services.s3_access_key_id,
+        aws_secret_access_key=services.s3_secret_access_key,
+    ) as s3:
+        listed = await s3.list_objects_v2(Bucket=bucket)
+        for item in listed.get("Contents", []):
+            await s3.delete_object(Bucket=bucket, Key=item["Key"])
+        await s3.delete_bucket(Bucket=bucket)
+
+
+async def archived_event_ids(services: Endpoints, bucket: str) -> set[str]:
+    """Every event id in the archive objects of a bucket (gzipped JSON lines)."""
+    ids: set[str] = set()
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=services.s3_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=services.s3_access_key_id,
+        aws_secret_access_key=services.s3_secret_access_key,
+    ) as s3:
+        listed = await s3.list_objects_v2(Bucket=bucket)
+        for item in listed.get("Contents", []):
+            body = await (await s3.get_object(Bucket=bucket, Key=item["Key"]))["Body"].read()
+            for record in decode_archive_object(body):
+                ids.add(json.loads(record.value)["event_id"])
+    return ids
