@@ -76,6 +76,7 @@ class Pod:
     labels: Mapping[str, str]
     spec: Manifest
     subdomain: str | None = None
+    annotations: Mapping[str, str] | None = None
     folder: Path = Path()
     process: asyncio.subprocess.Process | None = None
     log: Path = Path()
@@ -135,6 +136,17 @@ class LocalCluster:
         """Add manifests (another chart, or objects an operator creates by hand)."""
         self.docs.extend(docs)
 
+    def replace_data(self, kind: str, namespace: str, name: str, key: str, value: str) -> None:
+        """Change one key of a ConfigMap (a stand-in where the rendered file cannot run here)."""
+        doc = next(
+            d
+            for d in self.docs
+            if d["kind"] == kind
+            and d["metadata"]["name"] == name
+            and d["metadata"].get("namespace") == namespace
+        )
+        doc["data"][key] = value
+
     def _data(self, kind: str, namespace: str, name: str) -> dict[str, str]:
         doc = next(
             (
@@ -188,6 +200,7 @@ class LocalCluster:
             if kind == "StatefulSet":
                 labels["statefulset.kubernetes.io/pod-name"] = name
             pod = Pod(name, namespace, self._allocate(), labels, template["spec"], subdomain)
+            pod.annotations = dict(template["metadata"].get("annotations", {}))
             pod.folder = self.state / "pods" / namespace / name
             pod.log = pod.folder / "log"
             self.pods.append(pod)
@@ -382,7 +395,7 @@ class LocalCluster:
         image = await self.images.resolve(container["image"])
         pod.folder.mkdir(parents=True, exist_ok=True)
         pod.mounts = self._mounts(pod, image)
-        argv = image.argv(container.get("command"), container.get("args"))
+        argv = image.argv(container.get("command"), container.get("args"), pod.address)
         env = {**self.env(pod, image), **(stand_in_env or {})}
         await self._launch(pod, argv, env, image.workdir)
 

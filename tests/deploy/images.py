@@ -7,7 +7,9 @@
   (broker plus the command-line tools' jar), laid out as the image's ``/opt/kafka`` with the
   ``bin/*.sh`` scripts the chart calls, each starting the same main class as upstream's script.
 - ``prometheus/prometheus:<tag>``: the Debian binary (its version differs from the tag; the
-  config and rules are the rendered ones).
+  config and rules are the rendered ones). Go programs make their own system calls, so the
+  preload library cannot move their wildcard bind: the image's default listen address
+  (``:9090``) is passed as ``--web.listen-address=<pod IP>:9090`` instead.
 """
 
 from __future__ import annotations
@@ -64,12 +66,18 @@ class Image:
     env: dict[str, str]
     workdir: Path
     mounts: list[tuple[Path, str]] = field(default_factory=list)
+    # Arguments that put a wildcard listener on the pod's address ({pod_ip}), for programs the
+    # preload library cannot reach (Go); appended after the rendered ones.
+    pod_address_args: tuple[str, ...] = ()
 
-    def argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
+    def argv(
+        self, command: list[str] | None, args: list[str] | None, pod_ip: str = ""
+    ) -> list[str]:
         """Kubernetes' rule: command replaces ENTRYPOINT (and drops CMD), args replace CMD."""
+        extra = [arg.format(pod_ip=pod_ip) for arg in self.pod_address_args]
         if command:
-            return [*command, *(args or [])]
-        return [*self.entrypoint, *(self.cmd if args is None else args)]
+            return [*command, *(args or []), *extra]
+        return [*self.entrypoint, *(self.cmd if args is None else args), *extra]
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -112,7 +120,14 @@ class ImageMap:
         if name == "kafka":
             return await self._kafka(reference, tag)
         if name == "prometheus":
-            return Image(reference, ["/usr/bin/prometheus"], [], {"PATH": SYSTEM_PATH}, Path("/"))
+            return Image(
+                reference,
+                ["/usr/bin/prometheus"],
+                [],
+                {"PATH": SYSTEM_PATH},
+                Path("/"),
+                pod_address_args=("--web.listen-address={pod_ip}:9090",),
+            )
         raise UnmappedImageError(f"{reference}: no local program for this image")
 
     def _app(self, reference: str, service: str, tag: str) -> Image:
