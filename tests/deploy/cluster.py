@@ -118,7 +118,7 @@ class LocalCluster:
         podnet: Path,
         *,
         stand_ins: Mapping[str, str] | None = None,
-        address_block: int = 77,
+        address_block: int,
     ) -> None:
         self.state = state
         self.docs = docs

@@ -1,13 +1,15 @@
 """The deploy tier's fixtures: rendered charts, the pod runner, and the prod platform running.
 
 Everything the tier starts lives under one state folder in /var/tmp and one block of loopback
-addresses (127.0.77.x); every pod is stopped and every mount point made is removed on the way out,
-whether the tests passed or not. The shared dev stack is only read from (FerretDB, MinIO).
+addresses (127.0.<block>.x, its own); every pod is stopped and every mount point made is removed
+on the way out, whether the tests passed or not. Of the shared dev stack it uses FerretDB and
+MinIO, in a database and a bucket of its own that it removes afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import secrets
 import shutil
@@ -25,10 +27,10 @@ from ca4_worker.persistence.s3 import S3ObjectStore
 from tests.deploy import tier
 from tests.deploy.cluster import LocalCluster, Manifest, Pod, find
 from tests.deploy.images import ImageMap
-from tests.infra.conftest import helm, template, values_args
+from tests.infra.conftest import helm, rendered, template, values_args
 from tests.support.services import Endpoints
 
-__all__ = ["helm"]
+__all__ = ["helm", "rendered"]
 
 HERE = Path(__file__).resolve().parent
 # Resources only: three brokers with the chart's 1 GB heaps do not fit a 2-core CI box.
@@ -44,13 +46,39 @@ def render(helm_path: str, chart: str, value_set: str, *extra: str) -> list[Mani
 
 @pytest.fixture(scope="session")
 def state() -> Iterator[Path]:
-    """The tier's working folder (pods' volumes, logs, the Kafka image layout); removed after."""
+    """The tier's working folder (pods' volumes, logs, the Kafka image layout); removed after.
+
+    ``CA4_DEPLOY_KEEP_STATE=1`` keeps it (pod logs, hosts files, enter.sh) for debugging.
+    """
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.fail("the deploy tier runs pods in mount namespaces: run it as root with unshare")
     folder = Path(tempfile.mkdtemp(prefix="ca4-deploy-", dir="/var/tmp"))
     yield folder
     if os.environ.get("CA4_DEPLOY_KEEP_STATE") != "1":
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def address_block() -> Iterator[int]:
+    """A block of loopback addresses (127.0.<block>.x) no other tier run on this machine holds.
+
+    Two runs at once (two clones, or pytest-xdist workers) would otherwise start pods on the
+    same addresses; each run holds a lock file for its block while it lasts.
+    """
+    for block in range(77, 100):
+        handle = Path(f"/run/lock/ca4-deploy-tier-{block}.lock").open("a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        try:
+            yield block
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+        return
+    pytest.fail("every deploy tier address block (127.0.77-99.x) is held by another run")
 
 
 @pytest.fixture(scope="session")
@@ -79,10 +107,19 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
-async def platform(helm: str, state: Path, podnet: Path) -> AsyncIterator[Platform]:
+async def platform(
+    helm: str, state: Path, podnet: Path, address_block: int
+) -> AsyncIterator[Platform]:
     """Render ca4-platform with prod values, start the Kafka StatefulSet, run its topics Job."""
     docs = render(helm, "ca4-platform", "prod", *PLATFORM_SETS)
-    cluster = LocalCluster(state, list(docs), ImageMap(state), podnet, stand_ins=tier.stand_ins())
+    cluster = LocalCluster(
+        state,
+        list(docs),
+        ImageMap(state),
+        podnet,
+        stand_ins=tier.stand_ins(),
+        address_block=address_block,
+    )
     try:
         began = asyncio.get_running_loop().time()
         brokers = cluster.plan(find(docs, "StatefulSet", "kafka"))
