@@ -67,7 +67,7 @@ ROWS = [
     Row(
         "S3 (prod, AWS)",
         "stand-in",
-        "CA4_S3_ENDPOINT_URL -> the dev stack's MinIO, AWS_* keys stand in for instance-profile "
+        "config.s3.endpointUrl -> the dev stack's MinIO, own bucket; AWS_* env for the instance-profile "
         "credentials",
     ),
     Row(
@@ -80,12 +80,13 @@ ROWS = [
     Row(
         "grafana",
         "checked",
-        "datasource uids of the rendered provisioning vs every dashboard (no Grafana binary here)",
+        "no binary here: datasource uids vs every dashboard, datasource URLs vs rendered Services",
     ),
     Row(
         "loki / promtail",
         "checked",
-        "rendered configs parse; promtail pushes to the rendered Loki service:port (no binaries)",
+        "no binaries (promtail needs a kubelet's logs): labels the dashboards filter on, push "
+        "URL and port vs the rendered Loki Service",
     ),
     Row(
         "otel collector",
@@ -95,7 +96,8 @@ ROWS = [
     Row(
         "K3s (API server, kubelet, NetworkPolicy, Ingress)",
         "checked",
-        "schema-validated manifests in tests/infra (no cluster can run here)",
+        "no cluster here: manifests schema-valid for K3s' Kubernetes; NetworkPolicies and the "
+        "Ingress are not enforced (tests/infra/test_links.py checks them statically)",
     ),
 ]
 
