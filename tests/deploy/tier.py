@@ -67,8 +67,8 @@ ROWS = [
     Row(
         "S3 (prod, AWS)",
         "stand-in",
-        "config.s3.endpointUrl -> the dev stack's MinIO, own bucket; AWS_* env for the instance-profile "
-        "credentials",
+        "config.s3.endpointUrl -> the dev stack's MinIO, own bucket; AWS_* env stands in for "
+        "the instance profile's credentials",
     ),
     Row(
         "prometheus (Deployment)",
