@@ -372,6 +372,10 @@ class LocalCluster:
         full_env = {**env, "LD_PRELOAD": str(self.podnet), "DEPLOY_TIER_POD_IP": pod.address}
         with pod.log.open("ab") as log:
             pod.process = await asyncio.create_subprocess_exec(
+                # Killed with the test run, even a SIGKILLed one: no pod outlives the tier.
+                "setpriv",
+                "--pdeathsig",
+                "KILL",
                 "unshare",
                 "--mount",
                 "--uts",
