@@ -9,6 +9,7 @@ MinIO, in a database and a bucket of its own that it removes afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import secrets
@@ -58,8 +59,8 @@ def state() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def address_block() -> Iterator[int]:
+@contextlib.contextmanager
+def claimed_block() -> Iterator[int]:
     """A block of loopback addresses (127.0.<block>.x) no other tier run on this machine holds.
 
     Two runs at once (two clones, or pytest-xdist workers) would otherwise start pods on the
@@ -82,6 +83,13 @@ def address_block() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
+def address_block() -> Iterator[int]:
+    """The run's block of loopback addresses (see claimed_block)."""
+    with claimed_block() as block:
+        yield block
+
+
+@pytest.fixture(scope="session")
 def podnet(state: Path) -> Path:
     """The preload library that gives each pod its own address (built from podnet.c)."""
     library = state / "podnet.so"
@@ -97,7 +105,7 @@ def podnet(state: Path) -> Path:
 
 @dataclass
 class Platform:
-    """The prod ca4-platform's Kafka running here: the cluster, its brokers and the topics Job."""
+    """ca4-platform's Kafka running here: the cluster, its brokers and the topics Job."""
 
     cluster: LocalCluster
     docs: list[Manifest]
@@ -106,19 +114,20 @@ class Platform:
     seconds_to_quorum: float
 
 
-@pytest.fixture(scope="session")
-async def platform(
-    helm: str, state: Path, podnet: Path, address_block: int
+@contextlib.asynccontextmanager
+async def running_platform(
+    helm: str, value_set: str, state: Path, podnet: Path, block: int
 ) -> AsyncIterator[Platform]:
-    """Render ca4-platform with prod values, start the Kafka StatefulSet, run its topics Job."""
-    docs = render(helm, "ca4-platform", "prod", *PLATFORM_SETS)
+    """Render ca4-platform with a value set, start its Kafka StatefulSet, run its topics Job."""
+    docs = render(helm, "ca4-platform", value_set, *PLATFORM_SETS)
+    folder = state / value_set
     cluster = LocalCluster(
-        state,
+        folder,
         list(docs),
-        ImageMap(state),
+        ImageMap(folder),
         podnet,
         stand_ins=tier.stand_ins(),
-        address_block=address_block,
+        address_block=block,
     )
     try:
         began = asyncio.get_running_loop().time()
@@ -126,10 +135,44 @@ async def platform(
         await asyncio.gather(*(cluster.start(b) for b in brokers))
         await asyncio.gather(*(cluster.wait_ready(b, within_s=150) for b in brokers))
         seconds = asyncio.get_running_loop().time() - began
+        tier.TIMINGS[f"{value_set}: {len(brokers)} broker(s) ready"] = seconds
         job = await cluster.run_job(find(docs, "Job", "kafka-topics"))
         yield Platform(cluster, docs, brokers, job, seconds)
     finally:
         await cluster.close()
+
+
+@pytest.fixture(scope="session")
+async def platforms(
+    helm: str, state: Path, podnet: Path, address_block: int
+) -> AsyncIterator[dict[str, Platform]]:
+    """ca4-platform under prod values (three brokers) and dev values (one), started together;
+    dev gets a block of addresses of its own (the two render the same names)."""
+    async with contextlib.AsyncExitStack() as stack:
+        dev_block = stack.enter_context(claimed_block())
+        # Both finish entering (or fail) before anything unwinds: no half-started set leaks.
+        started = await asyncio.gather(
+            stack.enter_async_context(running_platform(helm, "prod", state, podnet, address_block)),
+            stack.enter_async_context(running_platform(helm, "dev", state, podnet, dev_block)),
+            return_exceptions=True,
+        )
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        prod, dev = (outcome for outcome in started if isinstance(outcome, Platform))
+        yield {"prod": prod, "dev": dev}
+
+
+@pytest.fixture(scope="session")
+def platform(platforms: dict[str, Platform]) -> Platform:
+    """ca4-platform under prod values: three brokers and the topics Job."""
+    return platforms["prod"]
+
+
+@pytest.fixture(scope="session")
+def dev_platform(platforms: dict[str, Platform]) -> Platform:
+    """ca4-platform under dev values: one broker and the topics Job."""
+    return platforms["dev"]
 
 
 @dataclass
@@ -184,6 +227,7 @@ async def app(helm: str, platform: Platform, services: Endpoints) -> AsyncIterat
         try:
             await asyncio.gather(*(cluster.start(p, instance_profile) for p in (processor, worker)))
             ready = await asyncio.gather(*(cluster.wait_ready(p) for p in (processor, worker)))
+            tier.TIMINGS["prod: processor and worker ready"] = max(ready)
             yield App(
                 cluster,
                 processor,
@@ -208,3 +252,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if tier.RESULTS:
         terminalreporter.write_sep("=", "deploy tier: executed vs only checked")
         terminalreporter.write_line(tier.table())
+        for what, seconds in tier.TIMINGS.items():
+            terminalreporter.write_line(f"{what}: {seconds:.1f} s")

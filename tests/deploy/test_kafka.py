@@ -15,11 +15,11 @@ from tests.infra.conftest import chart_dir
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 
-def prod_kafka_values() -> dict[str, Any]:
-    """The chart's Kafka values with the prod overrides on top (what the tier rendered)."""
+def kafka_values(value_set: str) -> dict[str, Any]:
+    """The chart's Kafka values with a value set's overrides on top (what the tier rendered)."""
     defaults = yaml.safe_load((chart_dir("ca4-platform") / "values.yaml").read_text())["kafka"]
-    prod = yaml.safe_load((chart_dir("ca4-platform") / "values-prod.yaml").read_text())["kafka"]
-    return merged(defaults, prod)
+    path = chart_dir("ca4-platform") / f"values-{value_set}.yaml"
+    return merged(defaults, yaml.safe_load(path.read_text())["kafka"])
 
 
 def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -56,17 +56,19 @@ async def test_three_brokers_form_a_kraft_quorum(platform: Platform) -> None:
     tier.passed("kafka (StatefulSet, prod: 3)")
 
 
-async def test_topics_job_creates_the_configured_topics(platform: Platform) -> None:
-    """Partitions, replication and min.insync.replicas as values-prod.yaml configures them."""
-    values = prod_kafka_values()
-    names = [t["name"] for t in values["topics"]]
+async def described_topics(platform: Platform, values: dict[str, Any]) -> dict[str, Any]:
+    """What the admin client, from a pod in the app namespace, says about the chart's topics."""
     pod = platform.cluster.debug_pod("app", "topics-check")
     bootstrap = "kafka.platform.svc.cluster.local:9092"
-    described = result_line(
+    names = [t["name"] for t in values["topics"]]
+    return result_line(
         await platform.cluster.exec_in(pod, python_client("topics", bootstrap, *names))
     )
-    assert described["brokers"] == [0, 1, 2]
-    expected = {
+
+
+def configured_topics(values: dict[str, Any]) -> dict[str, Any]:
+    """The topics as the values configure them, in the admin client's terms."""
+    return {
         t["name"]: {
             "error_code": 0,
             "partitions": t["partitions"],
@@ -76,14 +78,32 @@ async def test_topics_job_creates_the_configured_topics(platform: Platform) -> N
         }
         for t in values["topics"]
     }
-    assert described["topics"] == expected
-    assert expected["gpu-metadata"]["partitions"] == 12  # prod's, not the chart default's 6
+
+
+async def test_topics_job_creates_the_configured_topics(platform: Platform) -> None:
+    """Partitions, replication and min.insync.replicas as values-prod.yaml configures them."""
+    values = kafka_values("prod")
+    described = await described_topics(platform, values)
+    assert described["brokers"] == [0, 1, 2]
+    assert described["topics"] == configured_topics(values)
+    assert described["topics"]["gpu-metadata"]["partitions"] == 12  # prod's, not the default 6
+    assert described["topics"]["gpu-metadata"]["min_insync_replicas"] == 2
     tier.passed("kafka-topics (Job, prod)")
+
+
+async def test_dev_values_run_one_broker_with_the_default_topics(dev_platform: Platform) -> None:
+    """Under values-dev.yaml: a single-voter quorum, the chart's default topics, replication 1."""
+    values = kafka_values("dev")
+    described = await described_topics(dev_platform, values)
+    assert described["brokers"] == [0]
+    assert described["topics"] == configured_topics(values)
+    assert described["topics"]["gpu-metadata"]["partitions"] == 6
+    tier.passed("kafka + kafka-topics (dev: 1 broker)")
 
 
 async def test_tunnel_listener_through_a_local_forward(platform: Platform) -> None:
     """Through stand-ins for ``ssh -L``, metadata advertises localhost; produce and consume."""
-    values = prod_kafka_values()
+    values = kafka_values("prod")
     tunnel = values["tunnel"]
     targets = [f"{b.address}:{b.port('tunnel')}" for b in platform.brokers]
     laptop = platform.cluster.debug_pod("laptop", "developer")

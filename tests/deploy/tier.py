@@ -40,6 +40,11 @@ ROWS = [
         "heap set to 256m with --set (resources only)",
     ),
     Row(
+        "kafka + kafka-topics (dev: 1 broker)",
+        "executed",
+        "the same, under values-dev.yaml: a one-voter quorum and the chart's default topics",
+    ),
+    Row(
         "kafka-topics (Job, prod)",
         "executed",
         "its rendered bash script; topics checked with the admin client",
@@ -102,6 +107,7 @@ ROWS = [
 ]
 
 RESULTS: dict[str, bool] = {}
+TIMINGS: dict[str, float] = {}
 
 
 def passed(component: str) -> None:
