@@ -54,6 +54,11 @@ dev: install sdk-wheel ## Start the dev stack plus processor and worker, send a 
 test: ## Install, start the dev stack if needed, run ruff, mypy and pytest, stop what was started
 	./scripts/test.sh
 
+.PHONY: test-deploy
+test-deploy: ## Deploy tier: render both Helm charts, run their pods here as processes (root; uses the dev stack's FerretDB and MinIO)
+	@if [ -z "$${CA4_MONGO_URL:-}" ]; then eval "$$($(CA4) devstack env)"; fi; \
+		$(UV) run pytest -m deploy tests/deploy
+
 .PHONY: lint
 lint: ## ruff check, ruff format --check, mypy (strict), shellcheck when installed
 	$(UV) run ruff check .

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: install, start the dev stack unless the CA4_* endpoints are already set, then run
-# ruff, mypy and pytest (non-disruptive tests first, then the ones that stop and start services).
+# ruff, mypy and pytest (non-disruptive tests first, then the deploy tier, then the ones that stop
+# and start services).
 # Stops only the services it started, on success, failure or Ctrl-C. Extra arguments go to pytest.
 #
 # Knobs: PYTEST_WORKERS=N runs each pytest pass with pytest-xdist (-n N); CA4_DEVSTACK_* (see
@@ -82,7 +83,9 @@ step "ruff format --check" uv run ruff format --check .
 step "mypy (strict)" uv run mypy
 # The SDK declares Python >= 3.10 (sdk/pyproject.toml): type-check it against 3.10's stdlib.
 step "mypy (SDK on Python 3.10)" uv run mypy --python-version 3.10 -p ca4_sdk
-step "pytest (not disruptive)" pytest_pass no -m "not disruptive" "${xdist[@]}" "$@"
+step "pytest (not disruptive)" pytest_pass no -m "not disruptive and not deploy" "${xdist[@]}" "$@"
+# The deploy tier (make test-deploy) starts its own Kafka quorum and app pods: one pass, no xdist.
+step "pytest (deploy tier)" pytest_pass yes -m deploy "${@:-tests/deploy}"
 # Disruptive tests stop and restart services, so they never share the stack with other tests.
 step "pytest (disruptive)" pytest_pass yes -m disruptive "$@"
 

@@ -140,20 +140,34 @@ KAFKA_POM = """<?xml version="1.0" encoding="UTF-8"?>
       <groupId>org.apache.logging.log4j</groupId>
       <artifactId>log4j-slf4j-impl</artifactId>
       <version>{log4j_slf4j}</version>
-    </dependency>
+    </dependency>{tools}
   </dependencies>
 </project>
 """
 
 
-def kafka_artifact(cache: Path) -> Artifact:
-    """The cached Kafka classpath (``libs/*.jar``)."""
-    return Artifact(cache, "kafka", versions.KAFKA_VERSION)
+# The command-line tools (kafka-topics.sh and friends) live in their own jar, which the broker
+# does not need; the apache/kafka image ships it in /opt/kafka/libs, so the deploy tier asks for it.
+KAFKA_TOOLS_DEPENDENCY = """
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version>
+    </dependency>"""
 
 
-async def install_kafka(cache: Path) -> Path:
-    """Resolve the Kafka broker jars with Maven; return the ``libs`` folder."""
-    artifact = kafka_artifact(cache)
+def kafka_artifact(
+    cache: Path, version: str = versions.KAFKA_VERSION, *, with_tools: bool = False
+) -> Artifact:
+    """The cached Kafka classpath (``libs/*.jar``), with the command-line tools' jar if asked."""
+    return Artifact(cache, "kafka-with-tools" if with_tools else "kafka", version)
+
+
+async def install_kafka(
+    cache: Path, version: str = versions.KAFKA_VERSION, *, with_tools: bool = False
+) -> Path:
+    """Resolve the Kafka broker jars (plus the tools jar) with Maven; return the ``libs`` folder."""
+    artifact = kafka_artifact(cache, version, with_tools=with_tools)
     if artifact.installed():
         return artifact.root / "libs"
     require("java")
@@ -163,9 +177,10 @@ async def install_kafka(cache: Path) -> Path:
             pom = staging / "pom.xml"
             pom.write_text(
                 KAFKA_POM.format(
-                    kafka=versions.KAFKA_VERSION,
+                    kafka=version,
                     scala=versions.SCALA_BINARY_VERSION,
                     log4j_slf4j=versions.LOG4J_SLF4J_VERSION,
+                    tools=KAFKA_TOOLS_DEPENDENCY.format(kafka=version) if with_tools else "",
                 ),
                 encoding="utf-8",
             )

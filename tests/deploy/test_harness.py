@@ -1,0 +1,123 @@
+"""The pod runner itself: what a pod sees, its own address, and nothing left behind."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy.cluster import LocalCluster
+from tests.deploy.images import ImageMap
+
+pytestmark = [pytest.mark.deploy]
+
+MOUNT = "/etc/ca4-deploy-tier-check"
+# Serves what the pod sees: its mounted ConfigMap, its env, its hostname, how it resolves names.
+SERVER = """
+import json, os, socket
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        seen = {
+            "config": open("/etc/ca4-deploy-tier-check/greeting").read(),
+            "namespace": os.environ["POD_NAMESPACE"],
+            "from_config_map": os.environ["GREETING"],
+            "hostname": socket.gethostname(),
+            "own_name": socket.gethostbyname(os.environ["HOSTNAME"]),
+            "service": socket.gethostbyname("probe.checks.svc.cluster.local"),
+            "short_service": socket.gethostbyname("probe"),
+        }
+        body = json.dumps(seen).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+HTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"""
+
+
+def manifests() -> list[dict[str, Any]]:
+    """A Deployment with a ConfigMap volume, fieldRef and configMapKeyRef env, and a Service."""
+    labels = {"app.kubernetes.io/name": "probe"}
+    image = f"ghcr.io/ca4-project/ca4-processor:{importlib.metadata.version('ca4-processor')}"
+    config = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "probe-config", "namespace": "checks"},
+        "data": {"greeting": "hello from the ConfigMap"},
+    }
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "probe", "namespace": "checks"},
+        "spec": {"selector": labels, "ports": [{"port": 8080}]},
+    }
+    container = {
+        "name": "probe",
+        "image": image,
+        "command": ["python", "-c", SERVER],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+        "env": [
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+            {
+                "name": "GREETING",
+                "valueFrom": {"configMapKeyRef": {"name": "probe-config", "key": "greeting"}},
+            },
+        ],
+        "volumeMounts": [{"name": "config", "mountPath": MOUNT, "readOnly": True}],
+    }
+    deployment = {
+        "kind": "Deployment",
+        "metadata": {"name": "probe", "namespace": "checks"},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": "probe-config"}}],
+                },
+            },
+        },
+    }
+    return [config, service, deployment]
+
+
+def host_sees(path: str) -> list[str] | None:
+    """What the test's own (host) mount namespace has at ``path``: None if nothing."""
+    folder = Path(path)
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else None
+
+
+async def test_a_pod_sees_its_volumes_env_names_and_own_address(
+    tmp_path: Path, podnet: Path, address_block: int
+) -> None:
+    docs = manifests()
+    cluster = LocalCluster(tmp_path, docs, ImageMap(tmp_path), podnet, address_block=address_block)
+    (pod,) = cluster.plan(docs[2])
+    try:
+        await cluster.start(pod)
+        await cluster.wait_ready(pod, within_s=30)
+        async with httpx.AsyncClient(timeout=5) as http:
+            seen = (await http.get(f"http://{pod.address}:8080/")).json()
+            with pytest.raises(httpx.ConnectError):  # the wildcard bind moved to the pod's address
+                await http.get("http://127.0.0.1:8080/")
+        assert seen == {
+            "config": "hello from the ConfigMap",
+            "namespace": "checks",
+            "from_config_map": "hello from the ConfigMap",
+            "hostname": "probe-0",
+            "own_name": pod.address,
+            "service": pod.address,
+            "short_service": pod.address,
+        }
+        assert not host_sees(MOUNT)  # mounted inside the pod only (absent or empty here)
+    finally:
+        await cluster.close()
+    assert pod.process is not None
+    assert pod.process.returncode is not None
+    assert host_sees(MOUNT) is None  # the mount point the pod needed is gone with it
