@@ -14,8 +14,8 @@ from pymongo import AsyncMongoClient
 
 from tests.deploy import tier
 from tests.deploy.conftest import App
+from tests.support.reports import make_report
 from tests.support.services import Endpoints
-from tests.unit.schemas.factories import make_report
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 

@@ -16,6 +16,7 @@ from tests.deploy.conftest import render
 from tests.deploy.images import ImageMap, UnmappedImageError, split_reference
 from tests.infra import test_helm, test_links
 from tests.infra.conftest import Rendered, pod_spec, workloads
+from tests.support import alloy
 
 pytestmark = [pytest.mark.deploy]
 
@@ -23,7 +24,11 @@ pytestmark = [pytest.mark.deploy]
 NOT_RUNNABLE = {
     "grafana": "no Grafana binary in Debian or on a package registry this tier may use",
     "loki": "no Loki binary in Debian (Go module build not attempted: minutes of CPU)",
-    "promtail": "needs the Kubernetes API and /var/log/pods of a kubelet",
+    "alloy": "not installable here (the Go proxy refuses github.com/grafana/alloy, no Debian "
+    "package); tails pods through the Kubernetes API",
+    "alertmanager": "runs outside the pod runner: tests/integration/alerting/"
+    "test_helm_alertmanager.py starts it on this chart's rendered prod config and delivers to a "
+    "webhook",
 }
 VALUE_SETS = ["dev", "prod"]
 
@@ -82,23 +87,25 @@ def test_grafana_panels_find_their_datasources(rendered: Rendered) -> None:
     tier.passed("grafana")
 
 
-def test_promtail_ships_to_the_rendered_loki_with_the_filtered_labels(rendered: Rendered) -> None:
+def test_alloy_ships_to_the_rendered_loki_with_the_filtered_labels(rendered: Rendered) -> None:
     test_links.test_every_filtered_log_label_is_produced_by_every_log_pipeline(rendered)
     for value_set in VALUE_SETS:
         docs = rendered[("ca4-platform", value_set)]
-        promtail = yaml.safe_load(
-            find(docs, "ConfigMap", "promtail-config")["data"]["promtail.yaml"]
-        )
+        config = alloy.parse(find(docs, "ConfigMap", "alloy-config")["data"]["config.alloy"])
+        writers = [
+            block for key, block in alloy.components(config).items() if key.startswith("loki.write")
+        ]
         loki = find(docs, "Service", "loki")
         loki_ports = {p["port"] for p in loki["spec"]["ports"]}
-        for client in promtail["clients"]:
-            url = urlsplit(client["url"])
+        assert writers, "Alloy writes to no Loki"
+        for endpoint in (item for writer in writers for item in writer.children("endpoint")):
+            url = urlsplit(endpoint.attributes["url"])
             assert url.hostname == f"loki.{loki['metadata']['namespace']}.svc.cluster.local"
             assert url.port in loki_ports
             assert url.path == "/loki/api/v1/push"
         loki_config = yaml.safe_load(find(docs, "ConfigMap", "loki-config")["data"]["loki.yaml"])
         assert loki_config["server"]["http_listen_port"] in loki_ports
-    tier.passed("loki / promtail")
+    tier.passed("loki / alloy")
 
 
 def test_trace_export_is_off_in_prod_or_reaches_a_collector(rendered: Rendered) -> None:

@@ -67,7 +67,8 @@ ROWS = [
     Row(
         "DocumentDB (prod)",
         "stand-in",
-        f"{DOCUMENTDB_HOST} -> the shared dev stack's FerretDB, no TLS (FerretDB TLS not landed)",
+        f"{DOCUMENTDB_HOST} -> the shared dev stack's FerretDB without TLS (TLS with the CA "
+        "at the chart's mount path: tests/integration/devstack/test_ferretdb_tls.py)",
     ),
     Row(
         "S3 (prod, AWS)",
@@ -88,10 +89,17 @@ ROWS = [
         "no binary here: datasource uids vs every dashboard, datasource URLs vs rendered Services",
     ),
     Row(
-        "loki / promtail",
+        "loki / alloy",
         "checked",
-        "no binaries (promtail needs a kubelet's logs): labels the dashboards filter on, push "
-        "URL and port vs the rendered Loki Service",
+        "no binaries (Alloy is not installable here and tails pods through the Kubernetes API): "
+        "its config parsed, labels the dashboards filter on, push URL and port vs the rendered "
+        "Loki Service",
+    ),
+    Row(
+        "alertmanager",
+        "checked",
+        "not a tier pod: tests/integration/alerting/test_helm_alertmanager.py runs it on the "
+        "rendered prod config and delivers a test alert to a local webhook",
     ),
     Row(
         "otel collector",
