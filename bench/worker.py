@@ -206,7 +206,7 @@ async def _worker_process(settings: Settings, log_path: Path) -> AsyncIterator[t
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            await asyncio.to_thread(wait_for_http, f"{url}/healthz", 60.0)
+            await asyncio.to_thread(wait_for_http, f"{url}/healthz", 180.0)
             yield url, process.pid
         finally:
             with contextlib.suppress(ProcessLookupError):  # it may have died already
@@ -420,9 +420,17 @@ async def _fresh_topic_and_database(settings: Settings) -> AsyncIterator[None]:
 
 async def _round(index: int, bodies: list[dict[str, Any]], log_path: Path) -> dict[str, Any]:
     """One baseline, the worker on a topic filled with the same events, then a steady stream."""
+    load_before = round(os.getloadavg()[0], 1)
     throughput = await _throughput_round(index, bodies, log_path)
     latencies = await _steady_stream_latencies(log_path)
-    return {**throughput, **latencies.summary(), "_latencies": latencies}
+    return {
+        **throughput,
+        **latencies.summary(),
+        # The machine is shared: a 1-minute load average far above the CPU count means the
+        # round measured contention as much as the worker.
+        "load_average_1m": [load_before, round(os.getloadavg()[0], 1)],
+        "_latencies": latencies,
+    }
 
 
 async def _throughput_round(
