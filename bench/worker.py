@@ -355,7 +355,9 @@ async def _latencies(
 
 
 def _scrape(url: str) -> str:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+    """The worker's ``/metrics`` text. The timeout is long because the worker's event loop
+    answers between insert chunks only, which on a loaded machine can take seconds."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=60) as response:
         return str(response.read().decode())
 
 
