@@ -36,6 +36,20 @@ END_TO_END_SECONDS = Histogram(
     "From the processor's received_at to the event being stored.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+PROJECTED_SECONDS = Histogram(
+    "ca4_worker_projected_latency_seconds",
+    "From the processor's received_at to the event being visible in the session projection.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+STORE_STAGE_SECONDS = Histogram(
+    "ca4_worker_store_stage_seconds",
+    "Time per store cycle in each stage: fetch_wait (handler return to the next batch, idle "
+    "time included), decode, append, projection, dead_letters, commit. Shows where a "
+    "report's latency goes.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+STORE_STAGES = ("fetch_wait", "decode", "append", "projection", "dead_letters", "commit")
 CONSUMER_LAG = Gauge(
     "ca4_worker_consumer_lag",
     "Messages on the topic not yet committed by a consumer group, per partition.",
