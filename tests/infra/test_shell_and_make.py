@@ -331,13 +331,13 @@ def test_bootstrap_hop_uses_the_operator_identity(sandbox: Sandbox) -> None:
 
 
 def test_bootstrap_runs_only_the_pinned_installer(sandbox: Sandbox) -> None:
-    """The installer is fetched at the pinned release, checked against its sha256 and fed to the
-    node's shell; nothing is piped from the internet on the node."""
+    """The installer is fetched at its pinned tag, checked against its sha256 and fed to the
+    node's shell with the pinned K3s release; nothing is piped from the internet on the node."""
     result = sandbox.make("ca4-bootstrap-k3s")
     assert result.returncode == 0, result.stderr
     fetches = [c["argv"] for c in sandbox.calls() if c["tool"] == "curl"]
     assert fetches == [
-        [*fetches[0][:-1], f"https://raw.githubusercontent.com/k3s-io/k3s/{K3S_VERSION}/install.sh"]
+        [*fetches[0][:-1], "https://raw.githubusercontent.com/k3s-io/k3s/v1.36.4%2Bk3s1/install.sh"]
     ]
     installs = [
         c
@@ -350,6 +350,7 @@ def test_bootstrap_runs_only_the_pinned_installer(sandbox: Sandbox) -> None:
         assert "curl" not in remote, remote
         assert "get.k3s.io" not in remote, remote
         assert call["stdin"] == FAKE_INSTALLER.decode()
+        assert f"INSTALL_K3S_VERSION='{K3S_VERSION}'" in remote, remote
 
 
 def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:

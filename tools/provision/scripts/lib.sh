@@ -8,12 +8,15 @@ CA4_TF_DIR="${CA4_TF_DIR:-${CA4_REPO_ROOT}/infra/terraform/stacks/ca4}"
 CA4_KUBECONFIG="${CA4_KUBECONFIG:-${HOME}/.kube/ca4-${CA4_ENV}.yaml}"
 # K3s release pinned for every node; the Helm charts and the schema tests target the same minor.
 CA4_K3S_VERSION="${CA4_K3S_VERSION:-v1.33.5+k3s1}"
-# The K3s installer of that release, fetched on the operator's machine and run on a node only when
-# its sha256 is this pinned one (the installer then checks the k3s binary against the release's
-# sha256sum file). Pin it when CA4_K3S_VERSION changes:
-#   curl -sfL "https://raw.githubusercontent.com/k3s-io/k3s/<version>/install.sh" | sha256sum
-CA4_K3S_INSTALLER_URL="${CA4_K3S_INSTALLER_URL:-https://raw.githubusercontent.com/k3s-io/k3s/${CA4_K3S_VERSION}/install.sh}"
-CA4_K3S_INSTALLER_SHA256="${CA4_K3S_INSTALLER_SHA256:-}"
+# The K3s installer (install.sh installs whichever release INSTALL_K3S_VERSION names), fetched on
+# the operator's machine at a pinned tag and run on a node only when its sha256 is this pinned one
+# (the installer then checks the k3s binary against the release's sha256sum file). The pin is
+# install.sh at v1.36.4+k3s1, the digest two unrelated public projects pin for that file; it
+# could not be recomputed from this project's build machines (no GitHub access). To re-pin:
+#   curl -sfL "https://raw.githubusercontent.com/k3s-io/k3s/<tag>/install.sh" | sha256sum
+CA4_K3S_INSTALLER_TAG="${CA4_K3S_INSTALLER_TAG:-v1.36.4%2Bk3s1}"
+CA4_K3S_INSTALLER_URL="${CA4_K3S_INSTALLER_URL:-https://raw.githubusercontent.com/k3s-io/k3s/${CA4_K3S_INSTALLER_TAG}/install.sh}"
+CA4_K3S_INSTALLER_SHA256="${CA4_K3S_INSTALLER_SHA256:-46177d4c99440b4c0311b67233823a8e8a2fc09693f6c89af1a7161e152fbfad}"
 
 log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
