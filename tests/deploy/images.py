@@ -10,6 +10,8 @@
   config and rules are the rendered ones). Go programs make their own system calls, so the
   preload library cannot move their wildcard bind: the image's default listen address
   (``:9090``) is passed as ``--web.listen-address=<pod IP>:9090`` instead.
+- ``prometheus/alertmanager:<tag>``: the dev stack's build of exactly that tag (the same
+  ``IMAGE_TAGS`` pin), its listen address passed the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ca4_provision.devstack import configs, installers
+from ca4_provision.devstack import configs, installers, versions
 from ca4_provision.devstack.settings import DevstackSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,6 +129,20 @@ class ImageMap:
                 {"PATH": SYSTEM_PATH},
                 Path("/"),
                 pod_address_args=("--web.listen-address={pod_ip}:9090",),
+            )
+        if name == "alertmanager":
+            if tag != versions.ALERTMANAGER_VERSION:
+                raise UnmappedImageError(
+                    f"{reference}: the dev stack builds {versions.ALERTMANAGER_VERSION}"
+                )
+            programs = await installers.install_alertmanager(DevstackSettings.from_env().cache)
+            return Image(
+                reference,
+                [str(programs / "alertmanager")],
+                [],
+                {"PATH": SYSTEM_PATH},
+                Path("/"),
+                pod_address_args=("--web.listen-address={pod_ip}:9093",),
             )
         raise UnmappedImageError(f"{reference}: no local program for this image")
 

@@ -26,9 +26,6 @@ NOT_RUNNABLE = {
     "loki": "no Loki binary in Debian (Go module build not attempted: minutes of CPU)",
     "alloy": "not installable here (the Go proxy refuses github.com/grafana/alloy, no Debian "
     "package); tails pods through the Kubernetes API",
-    "alertmanager": "runs outside the pod runner: tests/integration/alerting/"
-    "test_helm_alertmanager.py starts it on this chart's rendered prod config and delivers to a "
-    "webhook",
 }
 VALUE_SETS = ["dev", "prod"]
 
@@ -52,6 +49,7 @@ async def test_every_workload_maps_to_a_local_program_or_is_listed(
     docs = render(helm, chart, value_set)
     cluster = LocalCluster(tmp_path, list(docs), ImageMap(tmp_path), podnet, address_block=0)
     cluster.add(tier.operator_objects("not-a-real-key", "mongodb://127.0.0.1:27017"))
+    cluster.add(tier.alertmanager_receivers(list(docs), "http://127.0.0.1:9"))
     for workload in workloads(docs):
         for pod in cluster.plan(workload, replicas=1):
             try:

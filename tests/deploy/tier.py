@@ -96,10 +96,10 @@ ROWS = [
         "Loki Service",
     ),
     Row(
-        "alertmanager",
-        "checked",
-        "not a tier pod: tests/integration/alerting/test_helm_alertmanager.py runs it on the "
-        "rendered prod config and delivers a test alert to a local webhook",
+        "alertmanager (Deployment, prod)",
+        "executed",
+        "the dev stack's build of the chart's tag, rendered config and receiver Secret; webhook "
+        "and Slack receivers point at a local recorder, the email smarthost is unreachable",
     ),
     Row(
         "otel collector",
@@ -161,6 +161,32 @@ def operator_objects(api_key: str, mongo_url: str) -> list[dict[str, Any]]:
         "data": {"global-bundle.pem": "# stand-in: the local FerretDB serves no TLS\n"},
     }
     return [secret, bundle]
+
+
+def alertmanager_receivers(docs: list[dict[str, Any]], receiver_url: str) -> list[dict[str, Any]]:
+    """The receivers Secret the operator creates before installing ca4-platform (see its
+    values.yaml), when the rendered Alertmanager mounts one: the webhook and Slack URLs point at
+    ``receiver_url`` (``/webhook``, ``/slack``); the email password is a placeholder."""
+    data = {
+        "webhook-url": f"{receiver_url}/webhook",
+        "slack-api-url": f"{receiver_url}/slack",
+        "smtp-password": "unused: the smarthost is unreachable here",
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": volume["secret"]["secretName"],
+                "namespace": doc["metadata"]["namespace"],
+            },
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        for doc in docs
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "alertmanager"
+        for volume in doc["spec"]["template"]["spec"].get("volumes", [])
+        if "secret" in volume
+    ]
 
 
 def instance_profile_credentials(services: Endpoints) -> dict[str, str]:
