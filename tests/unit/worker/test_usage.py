@@ -195,10 +195,21 @@ async def test_the_usage_route_answers_per_project_within_the_tenant(usage_api: 
 
 async def test_the_usage_route_refuses_bad_input_and_keys(usage_api: Any) -> None:
     backwards = await _get(usage_api, "k-a", **{"from": "2026-01-07", "to": "2026-01-05"})
-    assert (backwards.status_code, backwards.json()) == (
-        422,
-        {"detail": "from must be before to, at most 366 days apart"},
-    )
+    too_long = await _get(usage_api, "k-a", **{"from": "2000-01-01", "to": "2026-01-05"})
+    for refused, start in ((backwards, "2026-01-07"), (too_long, "2000-01-01")):
+        assert (refused.status_code, refused.json()) == (
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "value_error",
+                        "loc": ["query", "from"],
+                        "msg": "from must be before to, at most 366 days apart",
+                        "input": start,
+                    }
+                ]
+            },
+        )
     assert (await _get(usage_api, "k-a", group_by="host")).status_code == 422
     assert (await _get(usage_api, "k-w")).status_code == 403
     assert (await usage_api.get("/v1/usage")).status_code == 401

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from ca4_schemas.api import MessageErrorBody
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 
 from ca4_worker.api.deps import ReadTenantDep
 from ca4_worker.api.routes import READ_ERRORS
@@ -62,9 +63,16 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     end = to_day or datetime.now(UTC).date() + timedelta(days=1)
     start = from_day or end - timedelta(days=DEFAULT_DAYS)
     if not start < end or (end - start).days > MAX_DAYS:
-        raise HTTPException(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"from must be before to, at most {MAX_DAYS} days apart",
+        # The documented 422 body (FastAPI's validation errors), like every other bad query.
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("query", "from"),
+                    "msg": f"from must be before to, at most {MAX_DAYS} days apart",
+                    "input": start.isoformat(),
+                }
+            ]
         )
     return await usage_report(
         usage.records,
