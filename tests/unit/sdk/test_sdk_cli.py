@@ -55,6 +55,16 @@ def test_send_waits_out_the_rate_limit_and_resends() -> None:
     assert "waits for the rate limit (429)" in result.output
 
 
+def test_send_resends_after_a_transient_failure() -> None:
+    with stub_api() as (url, state):
+        state.first_statuses = [503]
+        result = CliRunner().invoke(app, ["send", "--count", "3", "--rate", "0", "--url", url])
+    assert result.exit_code == 0, result.output
+    assert len(state.accepted_ids()) == 3
+    assert len(state.requests) == 2
+    assert "resent after a transient failure" in result.output
+
+
 def test_probe_prints_the_self_check() -> None:
     result = CliRunner().invoke(app, ["sdk", "probe", "--collector", "none"])
     assert result.exit_code == 0, result.output

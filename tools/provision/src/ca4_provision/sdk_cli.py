@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from ca4_sdk.probe import probe as run_probe
 from ca4_sdk.synthetic import make_sessions
-from ca4_sdk.transport import Transport
+from ca4_sdk.transport import Backoff, SendOutcome, Transport
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -47,6 +47,7 @@ class SendTally:
     rejected: int = 0
     failed: int = 0
     rate_limited: int = 0
+    retried: int = 0
     latencies_s: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -113,6 +114,37 @@ def probe(
     )
 
 
+def _deliver(
+    transport: Transport, batch: list[dict[str, Any]], tally: SendTally, retries: int
+) -> SendOutcome:
+    """POST one batch until it is delivered or refused for good.
+
+    The processor's rate limit paces the load rather than failing it: wait and resend. A
+    transient failure (the edge shedding load with 503, a timeout) gets ``retries`` resends with
+    backoff, as the SDK's spool would; the same event ids, so the pipeline stores each once.
+    """
+    outcome = transport.send(batch)
+    backoff, transient_left = Backoff(base_s=0.5, max_s=10.0), retries
+    while outcome.retry and not outcome.auth_failed:
+        if outcome.rate_limited:
+            delay = outcome.retry_after_s or 1.0
+            with tally.lock:
+                tally.rate_limited += 1
+        elif transient_left > 0:
+            transient_left -= 1
+            delay = backoff.next_delay(outcome.retry_after_s)
+            with tally.lock:
+                tally.retried += 1
+        else:
+            break
+        time.sleep(delay)
+        earlier = outcome
+        outcome = transport.send(earlier.retry)
+        outcome.accepted = earlier.accepted + outcome.accepted
+        outcome.rejected = earlier.rejected + outcome.rejected
+    return outcome
+
+
 def send(  # noqa: PLR0917 - Typer maps each option to one parameter
     count: Annotated[int, typer.Option(min=1, help="How many reports to send.")] = 100,
     rate: Annotated[
@@ -126,6 +158,14 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
     ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key (default CA4_API_KEY).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sessions.")] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Resends of a batch after a transient failure (503, timeout), with backoff; "
+            "safe because the pipeline drops repeated event ids.",
+        ),
+    ] = 3,
 ) -> None:
     """Send realistic synthetic GPU reports (several GPU models) and print a summary."""
     edge_url = url or os.environ.get("CA4_EDGE_API_URL", DEV_EDGE_URL)
@@ -143,16 +183,7 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
         if not hasattr(local, "transport"):
             local.transport = Transport(edge_url, key)
         started = time.perf_counter()
-        outcome = local.transport.send(batch)
-        # The processor's rate limit paces the load rather than failing it: wait and resend.
-        while outcome.rate_limited and outcome.retry:
-            with tally.lock:
-                tally.rate_limited += 1
-            time.sleep(outcome.retry_after_s or 1.0)
-            earlier = outcome
-            outcome = local.transport.send(earlier.retry)
-            outcome.accepted = earlier.accepted + outcome.accepted
-            outcome.rejected = earlier.rejected + outcome.rejected
+        outcome = _deliver(local.transport, batch, tally, retries)
         with tally.lock:
             tally.latencies_s.append(time.perf_counter() - started)
             tally.accepted += len(outcome.accepted)
@@ -209,6 +240,7 @@ def _print_summary(tally: SendTally, count: int, sessions: int, elapsed: float, 
         ("rejected", str(tally.rejected)),
         ("failed (retryable)", str(tally.failed)),
         ("waits for the rate limit (429)", str(tally.rate_limited)),
+        ("resent after a transient failure", str(tally.retried)),
         ("elapsed", f"{elapsed:.2f} s"),
         ("throughput", f"{tally.accepted / elapsed:.1f} reports/s" if elapsed else "-"),
         ("POST latency p50", f"{statistics.median(latencies) * 1000:.1f} ms" if latencies else "-"),
