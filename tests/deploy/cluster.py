@@ -353,11 +353,22 @@ class LocalCluster:
             "set -eu",
         ]
         lines.append(f"hostname {shlex.quote(pod.name)}")
+        # The workspace the app images run from must stay visible when a volume covers one of
+        # its parents (an emptyDir at /tmp hides a checkout under /tmp): set it aside first,
+        # put it back after the volumes.
+        hidden = [m for m in pod.mounts if REPO.is_relative_to(m.target) and m.target != "/"]
+        aside = shlex.quote(str(pod.folder / "workspace"))
+        if hidden:
+            (pod.folder / "workspace").mkdir(parents=True, exist_ok=True)
+            lines.append(f"mount --bind {shlex.quote(str(REPO))} {aside}")
         for mount in pod.mounts:
             source, target = shlex.quote(str(mount.source)), shlex.quote(mount.target)
             lines.append(f"mount --bind {source} {target}")
             if mount.read_only:
                 lines.append(f"mount -o remount,bind,ro {target}")
+        if hidden:
+            repo = shlex.quote(str(REPO))
+            lines += [f"mkdir -p {repo}", f"mount --bind {aside} {repo}"]
         lines.append('exec "$@"')
         script = pod.folder / "enter.sh"
         script.write_text("\n".join(lines) + "\n", encoding="utf-8")
