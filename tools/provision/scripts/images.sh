@@ -64,12 +64,7 @@ save() {
   mv "${archive}.part" "${archive}"
 }
 
-bastion="$(tf_output bastion_public_ip)"
-SSH_USER="$(tf_output ssh_user)"
-read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"
-read -r -a agents <<<"$(tf_output_list k3s_agent_private_ips)"
-[[ -n "${bastion}" && ${#servers[@]} -gt 0 ]] || die "terraform outputs are empty: run 'make ca4-apply' first"
-ssh_opts "${bastion}" "${SSH_USER}" "${servers[@]}" "${agents[@]}"
+cluster_hosts
 
 mkdir -p "${CA4_STATE_DIR}/images"
 for service in "${SERVICES[@]}"; do

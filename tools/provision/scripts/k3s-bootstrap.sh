@@ -14,12 +14,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 API_TUNNEL_ADDR="${CA4_API_TUNNEL_ADDR:-127.0.0.1}"
 API_TUNNEL_PORT="${CA4_API_TUNNEL_PORT:-6443}"
 
-bastion="$(tf_output bastion_public_ip)"
-SSH_USER="$(tf_output ssh_user)"
-read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"
-read -r -a agents <<<"$(tf_output_list k3s_agent_private_ips)"
-[[ -n "${bastion}" && ${#servers[@]} -gt 0 ]] || die "terraform outputs are empty: run 'make ca4-apply' first"
-ssh_opts "${bastion}" "${SSH_USER}" "${servers[@]}" "${agents[@]}"
+cluster_hosts
 first="${servers[0]}"
 
 # installed_version HOST: the K3s version running on HOST, empty when none.

@@ -66,6 +66,17 @@ ssh_opts() {
   SSH_JUMP="${user}@${bastion}"
 }
 
+# cluster_hosts: read the bastion, the SSH user and the K3s nodes from Terraform's outputs into
+# bastion, SSH_USER, servers and agents, and write the ssh config for them (ssh_opts).
+cluster_hosts() {
+  bastion="$(tf_output bastion_public_ip)"
+  SSH_USER="$(tf_output ssh_user)"
+  read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"
+  read -r -a agents <<<"$(tf_output_list k3s_agent_private_ips)"
+  [[ -n "${bastion}" && ${#servers[@]} -gt 0 ]] || die "terraform outputs are empty: run 'make ca4-apply' first"
+  ssh_opts "${bastion}" "${SSH_USER}" "${servers[@]}" "${agents[@]}"
+}
+
 # remote HOST COMMAND: run COMMAND on a private node through the bastion (the config's ProxyJump).
 remote() {
   local host="$1"

@@ -15,12 +15,7 @@ esac
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-bastion="$(tf_output bastion_public_ip)"
-SSH_USER="$(tf_output ssh_user)"
-read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"
-read -r -a agents <<<"$(tf_output_list k3s_agent_private_ips)"
-[[ -n "${bastion}" && ${#servers[@]} -gt 0 ]] || die "terraform outputs are empty: run 'make ca4-apply' first"
-ssh_opts "${bastion}" "${SSH_USER}" "${servers[@]}" "${agents[@]}"
+cluster_hosts
 
 forwards=()
 if [[ "${kind}" == api ]]; then
