@@ -39,7 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from ca4_schemas import GpuMetadataReported
 from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings
-from ca4_worker.core.metrics import STORE_STAGES
+from ca4_worker.core.metrics import PROJECTION_STAGES, STORE_STAGES
 from ca4_worker.domain.projection import applied_key
 from ca4_worker.domain.records import Position, PositionedEvent
 from ca4_worker.persistence.database import COLLECTIONS, connect
@@ -184,6 +184,7 @@ async def _worker_process(settings: Settings, log_path: Path) -> AsyncIterator[t
         "CA4_KAFKA_TOPIC": settings.kafka_topic,
         "CA4_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
         "CA4_KAFKA_STORE_GROUP": settings.kafka_store_group,
+        "CA4_KAFKA_PROJECT_GROUP": settings.kafka_project_group,
         "CA4_MONGO_URL": settings.mongo_url,
         "CA4_MONGO_DB": settings.mongo_db,
         "CA4_ARCHIVE_ENABLED": "false",
@@ -234,12 +235,14 @@ STORED = 'ca4_worker_events_total{result="stored"}'
 PROJECTED = "ca4_worker_projected_latency_seconds_count"
 
 
-def _scraped_value(url: str, series: str) -> float:
-    """The value of ``series`` (a whole sample name with labels) scraped from the worker."""
+def _scraped_values(url: str, series: tuple[str, ...]) -> list[float]:
+    """The values of ``series`` (whole sample names with labels) scraped from the worker."""
+    values = dict.fromkeys(series, 0.0)
     for line in _scrape(url).splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        name, _, value = line.rpartition(" ")
+        if name in values:
+            values[name] = float(value)
+    return [values[name] for name in series]
 
 
 async def _wait_stored(
@@ -247,15 +250,24 @@ async def _wait_stored(
 ) -> list[tuple[float, float]]:
     """Poll the worker until ``series`` (stored events by default) reaches ``count``; the
     (time, value) samples."""
-    samples: list[tuple[float, float]] = []
+    samples = await _wait_all(url, count, timeout_s, (series,))
+    return [(at, values[0]) for at, values in samples]
+
+
+async def _wait_all(
+    url: str, count: int, timeout_s: float, series: tuple[str, ...]
+) -> list[tuple[float, list[float]]]:
+    """Poll the worker until every one of ``series`` reaches ``count``; the (time, values)
+    samples."""
+    samples: list[tuple[float, list[float]]] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        done = await asyncio.to_thread(_scraped_value, url, series)
-        samples.append((time.perf_counter(), done))
-        if done >= count:
+        values = await asyncio.to_thread(_scraped_values, url, series)
+        samples.append((time.perf_counter(), values))
+        if min(values) >= count:
             return samples
         await asyncio.sleep(0.1)
-    raise TimeoutError(f"worker reached {samples[-1][1]:.0f} of {count} in {timeout_s}s")
+    raise TimeoutError(f"worker reached {samples[-1][1]} of {count} in {timeout_s}s")
 
 
 def _steady_rate(samples: list[tuple[float, float]], total: int) -> float:
@@ -279,6 +291,7 @@ class _Latencies:
     stored_ms: list[float]
     projected_ms: list[float]
     stages: dict[str, dict[str, float]]
+    projection_stages: dict[str, dict[str, float]]
 
     def summary(self) -> dict[str, Any]:
         stored, projected = _p50_p99(self.stored_ms), _p50_p99(self.projected_ms)
@@ -290,6 +303,7 @@ class _Latencies:
             "latency_events": len(self.stored_ms),
             "projected_events": len(self.projected_ms),
             "store_stages": self.stages,
+            "projection_stages": self.projection_stages,
         }
 
 
@@ -361,26 +375,34 @@ def _scrape(url: str) -> str:
         return str(response.read().decode())
 
 
-def _stage_totals(metrics_text: str) -> dict[str, tuple[float, float]]:
-    """(sum seconds, count) of each store-cycle stage in a ``/metrics`` scrape."""
-    totals = {stage: [0.0, 0.0] for stage in STORE_STAGES}
+STAGE_FAMILIES = {
+    "store": ("ca4_worker_store_stage_seconds", STORE_STAGES),
+    "projection": ("ca4_worker_projection_stage_seconds", PROJECTION_STAGES),
+}
+
+
+def _stage_totals(metrics_text: str, family_name: str) -> dict[str, tuple[float, float]]:
+    """(sum seconds, count) of each stage of ``family_name`` in a ``/metrics`` scrape."""
+    totals: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(metrics_text):
-        if family.name != "ca4_worker_store_stage_seconds":
+        if family.name != family_name:
             continue
         for sample in family.samples:
             stage = sample.labels.get("stage", "")
-            if stage in totals and sample.name.endswith("_sum"):
-                totals[stage][0] = sample.value
-            elif stage in totals and sample.name.endswith("_count"):
-                totals[stage][1] = sample.value
+            if sample.name.endswith("_sum"):
+                totals.setdefault(stage, [0.0, 0.0])[0] = sample.value
+            elif sample.name.endswith("_count"):
+                totals.setdefault(stage, [0.0, 0.0])[1] = sample.value
     return {stage: (total, count) for stage, (total, count) in totals.items()}
 
 
-def _stage_breakdown(before: str, after: str) -> dict[str, dict[str, float]]:
-    """Per stage between two scrapes: cycles, mean ms per cycle, and share of the time."""
-    start, end = _stage_totals(before), _stage_totals(after)
-    spent = {stage: end[stage][0] - start[stage][0] for stage in STORE_STAGES}
-    cycles = {stage: end[stage][1] - start[stage][1] for stage in STORE_STAGES}
+def _stage_breakdown(before: str, after: str, kind: str) -> dict[str, dict[str, float]]:
+    """Per stage of the ``kind`` cycle between two scrapes: cycles, mean ms per cycle, and
+    share of the cycle's time."""
+    family_name, stages = STAGE_FAMILIES[kind]
+    start, end = _stage_totals(before, family_name), _stage_totals(after, family_name)
+    spent = {s: end.get(s, (0, 0))[0] - start.get(s, (0, 0))[0] for s in stages}
+    cycles = {s: end.get(s, (0, 0))[1] - start.get(s, (0, 0))[1] for s in stages}
     total = sum(spent.values()) or 1.0
     return {
         stage: {
@@ -388,7 +410,7 @@ def _stage_breakdown(before: str, after: str) -> dict[str, dict[str, float]]:
             "mean_ms": round(1000 * spent[stage] / cycles[stage], 2) if cycles[stage] else 0.0,
             "share": round(spent[stage] / total, 3),
         }
-        for stage in STORE_STAGES
+        for stage in stages
     }
 
 
@@ -399,6 +421,7 @@ def _bench_settings(name: str) -> Settings:
         kafka_topic=f"bench-worker-{suffix}",
         kafka_dlq_topic=f"bench-worker-{suffix}.dlq",
         kafka_store_group=f"bench-worker-{suffix}",
+        kafka_project_group=f"bench-worker-{suffix}-project",
         mongo_db=f"bench_worker_{suffix}".replace("-", "_"),
         archive_enabled=False,
     )
@@ -445,10 +468,14 @@ async def _throughput_round(
         await _produce(settings, bodies, rate=None)
         await asyncio.to_thread(os.sync)
         async with _worker_process(settings, log_path) as (url, pid):
-            samples = await _wait_stored(url, len(bodies), 600)
+            samples = await _wait_all(url, len(bodies), 600, (STORED, PROJECTED))
             peak_rss_mib = _peak_rss_mib(pid)
-    worker = _steady_rate(samples, len(bodies))
+    worker = _steady_rate([(at, values[0]) for at, values in samples], len(bodies))
+    projected = _steady_rate([(at, values[1]) for at, values in samples], len(bodies))
     return {
+        # The projection stage follows the store on the same CPUs and database; its own rate
+        # over the same backlog shows it keeps up.
+        "worker_topic_to_projected_events_per_s": round(projected, 1),
         "bare_insert_many_events_per_s": round(baseline["sequential"], 1),
         "bare_pipelined_insert_many_events_per_s": round(baseline["pipelined"], 1),
         "worker_topic_to_store_events_per_s": round(worker, 1),
@@ -484,7 +511,12 @@ async def _steady_stream_latencies(log_path: Path) -> _Latencies:
             stop.set()
             await watching
         stored, projected = await _latencies(settings, watch)
-        return _Latencies(stored, projected, _stage_breakdown(before, after))
+        return _Latencies(
+            stored,
+            projected,
+            _stage_breakdown(before, after, "store"),
+            _stage_breakdown(before, after, "projection"),
+        )
 
 
 async def _measure(results_dir: Path) -> dict[str, Any]:
@@ -496,15 +528,16 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
     def median(key: str) -> float:
         return round(statistics.median(item[key] for item in rounds), 1)
 
-    def median_stages() -> dict[str, dict[str, float]]:
+    def median_stages(kind: str) -> dict[str, dict[str, float]]:
         return {
             stage: {
                 measure: round(
-                    statistics.median(item["store_stages"][stage][measure] for item in rounds), 3
+                    statistics.median(item[f"{kind}_stages"][stage][measure] for item in rounds),
+                    3,
                 )
                 for measure in ("cycles", "mean_ms", "share")
             }
-            for stage in STORE_STAGES
+            for stage in STAGE_FAMILIES[kind][1]
         }
 
     bare, pipelined = (
@@ -525,6 +558,7 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
         "bare_insert_many_events_per_s": bare,
         "bare_pipelined_insert_many_events_per_s": pipelined,
         "worker_topic_to_store_events_per_s": worker,
+        "worker_topic_to_projected_events_per_s": median("worker_topic_to_projected_events_per_s"),
         "worker_vs_bare_ratio": round(worker / bare, 3),
         "worker_vs_pipelined_bare_ratio": round(worker / pipelined, 3),
         "worker_vs_bare_ratio_per_round": [item["worker_vs_bare_ratio"] for item in rounds],
@@ -538,7 +572,8 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
             for kind in ("stored", "projected")
             for quantile in ("p50", "p99")
         },
-        "store_stages": median_stages(),
+        "store_stages": median_stages("store"),
+        "projection_stages": median_stages("projection"),
         "setup": {
             "worker": "separate uvicorn process, archive off, log level WARNING",
             "throughput": "topic filled before the worker starts; rate between the first "

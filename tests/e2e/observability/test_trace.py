@@ -77,6 +77,7 @@ async def apps(
             kafka_dlq_topic=f"{topic_name}.dlq",
             kafka_store_group=f"e2e-store-{unique_suffix}",
             kafka_archive_group=f"e2e-archive-{unique_suffix}",
+            kafka_project_group=f"e2e-project-{unique_suffix}",
             mongo_url=services.mongo_url,
             mongo_db=database_name,
             archive_enabled=False,

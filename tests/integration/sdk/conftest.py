@@ -151,6 +151,7 @@ def sdk_pipeline(
         "CA4_KAFKA_DLQ_TOPIC": f"{topic}.dlq",
         "CA4_KAFKA_STORE_GROUP": f"test-store-{suffix}",
         "CA4_KAFKA_ARCHIVE_GROUP": f"test-archive-{suffix}",
+        "CA4_KAFKA_PROJECT_GROUP": f"test-project-{suffix}",
         "CA4_MONGO_URL": services.mongo_url,
         "CA4_MONGO_DB": database,
         "CA4_S3_ENDPOINT_URL": services.s3_endpoint_url,

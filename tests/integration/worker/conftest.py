@@ -59,6 +59,7 @@ def worker_settings(
         # Groups of their own: tests running at once never rebalance each other's consumers.
         kafka_store_group=f"{topic}-store",
         kafka_archive_group=f"{topic}-archive",
+        kafka_project_group=f"{topic}-project",
         mongo_url=services.mongo_url,
         mongo_db=database_name,
         s3_endpoint_url=services.s3_endpoint_url,

@@ -1,4 +1,5 @@
-"""The store pipeline with in-memory adapters: decode, dead-letter, store, project."""
+"""The store and projection stages with in-memory adapters: decode, dead-letter, store,
+project."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import json
 
 import pytest
-from ca4_worker.application.ingest import IngestService
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,
     InMemoryEventStore,
@@ -14,6 +14,7 @@ from ca4_worker.persistence.memory import (
 )
 
 from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, record, v1_body
+from tests.unit.worker.stages import StoreThenProject
 
 
 @pytest.fixture
@@ -23,11 +24,8 @@ def parts() -> tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetter
 
 def service(
     parts: tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetters],
-) -> IngestService:
-    store, projections, letters = parts
-    return IngestService(
-        store=store, projections=projections, dead_letters=letters, max_backoff_s=0.01
-    )
+) -> StoreThenProject:
+    return StoreThenProject(*parts)
 
 
 async def test_poison_is_dead_lettered_and_good_events_flow(parts) -> None:  # type: ignore[no-untyped-def]

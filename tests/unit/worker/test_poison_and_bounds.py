@@ -10,7 +10,6 @@ from collections.abc import Sequence
 import pytest
 from bson.errors import InvalidDocument
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls
-from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.ports import (
     AppendOutcome,
     RejectedError,
@@ -35,6 +34,7 @@ from pymongo.errors import (
 )
 
 from tests.unit.worker.factories import event_body, gpu_sample, record
+from tests.unit.worker.stages import StoreThenProject
 
 Parts = tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetters]
 
@@ -44,11 +44,8 @@ def parts() -> Parts:
     return InMemoryEventStore(), InMemoryProjections(), InMemoryDeadLetters()
 
 
-def service(parts: Parts, **kwargs: int) -> IngestService:
-    store, projections, letters = parts
-    return IngestService(
-        store=store, projections=projections, dead_letters=letters, max_backoff_s=0.01, **kwargs
-    )
+def service(parts: Parts, **kwargs: int) -> StoreThenProject:
+    return StoreThenProject(*parts, **kwargs)
 
 
 def batch_of(bodies: list[dict[str, object]]) -> list[RawRecord]:

@@ -1,7 +1,7 @@
 """ASGI entry point: ``uvicorn ca4_worker.main:app``.
 
 One process serves the read API and runs the Kafka consumers; the FastAPI lifespan starts and
-stops them together (store subscriber, archive consumer, lag monitor).
+stops them together (store stage, projection stage, archive consumer, lag monitor).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ca4_worker.api.deps import WorkerRuntime
 from ca4_worker.api.routes import events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
+from ca4_worker.application.projector import ProjectionService, StoreHandoff
 from ca4_worker.application.retry import until_available
 from ca4_worker.bootstrap import AdapterFactory, WorkerAdapters, bootstrap
 from ca4_worker.core import metrics
@@ -29,7 +30,8 @@ from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.core.version import WORKER_VERSION
 from ca4_worker.messaging.archive_consumer import ArchiveConsumer
 from ca4_worker.messaging.lag import LagMonitor
-from ca4_worker.messaging.store_subscriber import build_broker
+from ca4_worker.messaging.stages import projection_consumer, store_consumer
+from ca4_worker.messaging.store_progress import StoreWatermark
 
 SERVICE_NAME = "ca4-worker"
 
@@ -55,25 +57,45 @@ def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> No
 async def _start_consumers(
     stack: AsyncExitStack, settings: Settings, adapters: WorkerAdapters
 ) -> Callable[[], dict[str, bool]]:
-    """Start the store subscriber, the archive consumer and the lag monitor until ``stack``
-    closes; what they report to readiness."""
+    """Start the store and projection stages, the archive consumer and the lag monitor until
+    ``stack`` closes; what they report to readiness."""
     if adapters.dead_letters is None:
-        raise RuntimeError("the store subscriber needs a dead-letter sink")
+        raise RuntimeError("the store and projection stages need a dead-letter sink")
     gauges = metrics.GpuGauges(ttl_s=settings.gpu_series_ttl_s, max_series=settings.gpu_series_max)
+    watermark = StoreWatermark(
+        store_group=settings.kafka_store_group,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        poll_s=settings.store_progress_poll_s,
+    )
+    await watermark.start()
+    stack.push_async_callback(watermark.stop)
     ingest = IngestService(
         store=adapters.store,
         projections=adapters.projections,
         dead_letters=adapters.dead_letters,
-        gpu_gauges=gauges,
         max_backoff_s=settings.retry_max_backoff_s,
         consumer_group=settings.kafka_store_group,
         insert_chunk=settings.store_insert_chunk,
         insert_concurrency=settings.store_insert_concurrency,
         max_attempts=settings.store_max_attempts,
     )
-    broker = build_broker(settings, ingest)
-    await broker.start()
-    stack.push_async_callback(broker.stop)
+    handoff = StoreHandoff(max_positions=2 * settings.store_max_records)
+    projector = ProjectionService(
+        store=adapters.store,
+        projections=adapters.projections,
+        dead_letters=adapters.dead_letters,
+        progress=watermark,
+        handoff=handoff,
+        gpu_gauges=gauges,
+        max_backoff_s=settings.retry_max_backoff_s,
+        max_attempts=settings.store_max_attempts,
+    )
+    store = store_consumer(settings, ingest, watermark, handoff)
+    project = projection_consumer(settings, projector, watermark)
+    # Stopped in reverse: the projection stage first, since it waits on the store's progress.
+    for stage in (store, project):
+        await stage.start()
+        stack.push_async_callback(stage.stop)
 
     archive: ArchiveConsumer | None = None
     objects = adapters.objects
@@ -102,6 +124,7 @@ async def _start_consumers(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=settings.kafka_topic,
         store_group=settings.kafka_store_group,
+        project_group=settings.kafka_project_group,
         archive_group=settings.kafka_archive_group if archive is not None else None,
         interval_s=settings.lag_poll_interval_s,
     )
@@ -110,7 +133,7 @@ async def _start_consumers(
     _in_background(stack, _sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
 
     def running() -> dict[str, bool]:
-        checks = {"store_consumer": broker.running}
+        checks = {"store_consumer": store.running, "projection_consumer": project.running}
         if archive is not None:
             checks["archive_consumer"] = archive.running
         return checks

@@ -1,15 +1,16 @@
-"""The store pipeline for one batch: decode, dead-letter, append, project.
+"""The store stage for one batch: decode, tenancy guard, dead-letter, append.
 
 Every step finishes durably before the batch returns, and the caller commits offsets only
-after that; a crash anywhere means redelivery, which the store and the projection guard absorb.
-Each record's trace continues from its Kafka headers (see :mod:`ca4_worker.core.tracing`).
+after that; a crash anywhere means redelivery, which the store absorbs (the event id is the
+primary key). Projections are not part of it: they follow at their own pace
+(:mod:`ca4_worker.application.projector`), so storing an event never waits for a projection
+round. Each record's trace continues from its Kafka headers (see
+:mod:`ca4_worker.core.tracing`).
 
 Failures are handled by cause. An outage (:class:`UnavailableError`) is waited out with
 backoff and commits nothing. A timeout shrinks the call (:mod:`ca4_worker.application.bounded`).
-A refusal that would repeat on every try (:class:`RejectedError`), or any other error that
-outlasts ``max_attempts`` tries, is poison: the work is split in halves until the offending
-events are alone, those are dead-lettered with the error, and the rest is stored, projected
-and committed. So no batch is retried in a hot loop, and one bad event never stops a partition.
+Poison is isolated and dead-lettered (:mod:`ca4_worker.application.poison`), and the rest is
+stored and committed.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeVar
 
 import structlog
 from ca4_schemas import EventDecodeError, decode_event
@@ -30,14 +30,18 @@ from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls, task_group
+from ca4_worker.application.poison import (
+    MAX_ERROR_MESSAGE,
+    Rejection,
+    isolating_poison,
+    publish_dead_letters,
+)
 from ca4_worker.application.ports import (
     AppendOutcome,
     DeadLetterSink,
     EventStore,
     Projections,
-    RejectedError,
 )
-from ca4_worker.application.retry import until_available
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
@@ -45,20 +49,8 @@ from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
 from ca4_worker.domain.tenancy import ERROR_FOREIGN_TENANT, foreign_reason
 
 log = structlog.get_logger(__name__)
-ResultT = TypeVar("ResultT")
 
 ERROR_SCHEMA_INVALID = "schema_invalid"
-ERROR_UNEXPECTED = "unexpected_error"
-MAX_ERROR_MESSAGE = 1000
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """An event the store or the projections refused for good, and why."""
-
-    event: PositionedEvent
-    error_class: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +61,8 @@ class BatchOutcome:
     duplicate: int
     dead_lettered: int
     stored_per_partition: dict[int, int] = field(default_factory=dict)
+    to_project: list[PositionedEvent] = field(default_factory=list)
+    """The events stored from their own position (now or by an earlier delivery)."""
 
 
 def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
@@ -116,7 +110,7 @@ def _foreign_letters(
 
 
 class IngestService:
-    """Turns batches of raw records into stored, projected events and dead letters."""
+    """Turns batches of raw records into stored events and dead letters."""
 
     def __init__(
         self,
@@ -124,7 +118,6 @@ class IngestService:
         store: EventStore,
         projections: Projections,
         dead_letters: DeadLetterSink,
-        gpu_gauges: metrics.GpuGauges | None = None,
         max_backoff_s: float = 5.0,
         consumer_group: str | None = None,
         tracer: Tracer | None = None,
@@ -133,19 +126,17 @@ class IngestService:
         max_attempts: int = 5,
     ) -> None:
         self._store = store
-        self._projections = projections
         self._dead_letters = dead_letters
-        self._gpu_gauges = gpu_gauges
         self._max_backoff_s = max_backoff_s
         self._consumer_group = consumer_group
         self._tracer = tracer
         self._insert_chunk = insert_chunk
         self._insert_concurrency = insert_concurrency
         self._max_attempts = max_attempts
-        self._tenants = TenantGuard(projections, max_backoff_s=max_backoff_s)
+        self._tenants = TenantGuard(projections, store, max_backoff_s=max_backoff_s)
 
     async def handle_batch(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        """Process one batch; returns only when everything in it is durable."""
+        """Store one batch; returns only when everything in it is durable."""
         started = time.perf_counter()
         spans = BatchSpans(records, consumer_group=self._consumer_group, span_tracer=self._tracer)
         try:
@@ -171,37 +162,27 @@ class IngestService:
 
     async def _handle(self, records: Sequence[RawRecord], spans: BatchSpans) -> BatchOutcome:
         """Decode and append in chunks, up to ``insert_concurrency`` appends in flight, so the
-        next chunk is decoded while the database stores the last; then project the batch."""
+        next chunk is decoded while the database stores the last; then dead-letter."""
         letters: list[DeadLetter] = []
         appended: list[AppendOutcome] = []
-        refused_by_store: list[Rejection] = []
+        refused: list[Rejection] = []
         ordered = sorted(records, key=lambda record: record.position)
-        await self._decode_and_append(ordered, spans, letters, appended, refused_by_store)
+        await self._decode_and_append(ordered, spans, letters, appended, refused)
         undecoded = len(letters)
-
-        to_project = sorted(
-            (item for outcome in appended for item in outcome.to_project),
-            key=lambda item: item.position,
-        )
-        rejected = list(refused_by_store)
-        if to_project:
-            with metrics.STORE_STAGE_SECONDS.labels("projection").time():
-                _, refused = await self._isolating_poison(
-                    to_project, self._project, stage="projection"
-                )
-            rejected.extend(refused)
-            left_out = {item.event.position for item in refused}
-            projected = [item for item in to_project if item.position not in left_out]
-            _observe_since_received(metrics.PROJECTED_SECONDS, projected)
-            if self._gpu_gauges is not None:
-                self._gpu_gauges.update(projected)
-        if rejected:
+        if refused:
             raw = {record.position: record for record in ordered}
-            letters.extend(_dead_letter_of(item, raw[item.event.position]) for item in rejected)
+            letters.extend(item.dead_letter(raw[item.event.position]) for item in refused)
         if letters:
             with metrics.STORE_STAGE_SECONDS.labels("dead_letters").time():
-                await self._dead_letter(letters, spans)
+                await publish_dead_letters(
+                    self._dead_letters,
+                    letters,
+                    max_backoff_s=self._max_backoff_s,
+                    trace_id=lambda record: spans.trace_id(record.position),
+                )
         stored = [item for outcome in appended for item in outcome.stored]
+        to_project = [item for outcome in appended for item in outcome.to_project]
+        self._tenants.confirm(to_project)
         if log.is_enabled_for(logging.DEBUG):
             for positioned in stored:
                 log.debug(
@@ -213,54 +194,11 @@ class IngestService:
                     trace_id=spans.trace_id(positioned.position),
                 )
         # Every other record repeats an event id: within the batch, or one already stored.
-        # A stored event whose projection was refused counts as stored and as dead-lettered.
-        duplicate_count = len(records) - undecoded - len(refused_by_store) - len(stored)
+        duplicate_count = len(records) - undecoded - len(refused) - len(stored)
         per_partition = Counter(positioned.position.partition for positioned in stored)
-        return BatchOutcome(len(stored), duplicate_count, len(letters), dict(per_partition))
-
-    async def _isolating_poison(
-        self,
-        events: Sequence[PositionedEvent],
-        operation: Callable[[Sequence[PositionedEvent]], Awaitable[ResultT]],
-        *,
-        stage: str,
-    ) -> tuple[list[ResultT], list[Rejection]]:
-        """``operation(events)``; on poison, the same on each half until the poison is alone.
-
-        Returns the results of the parts that went through (in position order) and the events
-        refused for good. Halves run in order, so a session's events still apply in order.
-        """
-        attempts = 0
-        while True:
-            try:
-                return [await operation(events)], []
-            except RejectedError as error:
-                cause = (f"{stage}_{error.error_class}", str(error))
-                break
-            except Exception as error:  # an unknown failure gets a budget of tries, then is poison
-                attempts += 1
-                if attempts >= self._max_attempts:
-                    cause = (f"{stage}_{ERROR_UNEXPECTED}", f"{type(error).__name__}: {error}")
-                    break
-                log.warning(
-                    "unexpected error, retrying",
-                    stage=stage,
-                    attempt=attempts,
-                    of=self._max_attempts,
-                    events=len(events),
-                    error=f"{type(error).__name__}: {error}",
-                )
-                await asyncio.sleep(min(0.1 * 2**attempts, self._max_backoff_s))
-        if len(events) == 1:
-            error_class, message = cause
-            return [], [Rejection(events[0], error_class, message[:MAX_ERROR_MESSAGE])]
-        log.warning(
-            "refused, isolating the poison", stage=stage, events=len(events), error=cause[1]
+        return BatchOutcome(
+            len(stored), duplicate_count, len(letters), dict(per_partition), to_project
         )
-        half = len(events) // 2
-        first, first_refused = await self._isolating_poison(events[:half], operation, stage=stage)
-        second, second_refused = await self._isolating_poison(events[half:], operation, stage=stage)
-        return first + second, first_refused + second_refused
 
     async def _decode_and_append(
         self,
@@ -290,8 +228,8 @@ class IngestService:
                         letters.append(item)
                     else:
                         events.append(item)
-                # Tenancy guard (issue 16): never store or project another tenant's event
-                # into a session; it goes to the DLQ with the reason instead.
+                # Tenancy guard (issue 16): never store another tenant's event into a
+                # session; it goes to the DLQ with the reason instead.
                 events, foreign = await self._tenants.split(events, owners)
                 letters.extend(_foreign_letters(chunk, foreign, owners))
                 first, _ = first_per_event_id(events, seen)
@@ -319,22 +257,19 @@ class IngestService:
             with spans.database_write(
                 "insert events", (item.position for item in events), collection="events"
             ):
-                appended, refused = await self._isolating_poison(
-                    events, self._append_bounded, stage="store"
+                appended, refused = await isolating_poison(
+                    events,
+                    self._append_bounded,
+                    stage="store",
+                    max_attempts=self._max_attempts,
+                    max_backoff_s=self._max_backoff_s,
                 )
         finally:
             slot.release()
         for outcome in appended:
-            _observe_since_received(metrics.END_TO_END_SECONDS, outcome.stored)
+            observe_since_received(metrics.END_TO_END_SECONDS, outcome.stored)
         outcomes.extend(appended)
         rejected.extend(refused)
-
-    async def _project(self, events: Sequence[PositionedEvent]) -> None:
-        await until_available(
-            lambda: self._projections.apply(events),
-            what="apply projections",
-            max_backoff_s=self._max_backoff_s,
-        )
 
     async def _append_bounded(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
         """One append; halves of it after a timeout, merged into one outcome."""
@@ -352,29 +287,9 @@ class IngestService:
             merged.duplicates.extend(part.duplicates)
         return merged
 
-    async def _dead_letter(self, letters: list[DeadLetter], spans: BatchSpans) -> None:
-        await until_available(
-            lambda: self._dead_letters.publish(letters),
-            what="publish dead letters",
-            max_backoff_s=self._max_backoff_s,
-        )
-        for letter in letters:
-            metrics.DEAD_LETTERS.labels(letter.error_class).inc()
-            log.warning(
-                "dead-lettered",
-                error_class=letter.error_class,
-                partition=letter.record.partition,
-                offset=letter.record.offset,
-                trace_id=spans.trace_id(letter.record.position),
-            )
 
-
-def _observe_since_received(histogram: Histogram, events: Sequence[PositionedEvent]) -> None:
+def observe_since_received(histogram: Histogram, events: Sequence[PositionedEvent]) -> None:
     """Observe, per event, the seconds from the processor's ``received_at`` to now."""
     now = datetime.now(UTC)
     for positioned in events:
         histogram.observe(max(0.0, (now - positioned.event.received_at).total_seconds()))
-
-
-def _dead_letter_of(rejection: Rejection, record: RawRecord) -> DeadLetter:
-    return DeadLetter(record, rejection.error_class, rejection.message)

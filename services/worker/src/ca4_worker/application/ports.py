@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
-from ca4_worker.domain.records import DeadLetter, PositionedEvent
+from ca4_worker.domain.records import DeadLetter, Position, PositionedEvent
 
 
 class UnavailableError(Exception):
@@ -54,6 +54,15 @@ class EventStore(Protocol):
 
     async def append(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
         """Store events not stored yet; never fails on a duplicate."""
+        ...
+
+    async def positions(self, event_ids: Collection[str]) -> dict[str, Position]:
+        """The canonical position (where it was first stored from) of each stored event among
+        ``event_ids``."""
+        ...
+
+    async def session_owners(self, session_ids: Collection[str]) -> dict[str, str]:
+        """The owner tenant of each session among ``session_ids`` with a stored event."""
         ...
 
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
@@ -109,6 +118,15 @@ class Projections(Protocol):
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
         """A page of GPUs."""
+        ...
+
+
+class StoreProgress(Protocol):
+    """How far the store stage has handled each partition (stored, duplicate or
+    dead-lettered), which projections must never pass."""
+
+    async def wait_until_stored(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
+        """Return once every ``(topic, partition)`` is handled up to its next offset."""
         ...
 
 

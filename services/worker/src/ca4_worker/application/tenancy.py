@@ -1,16 +1,18 @@
 """The owner check before events are stored: see :mod:`ca4_worker.domain.tenancy`.
 
-Owners come from the ``sessions`` projection, which is current when a batch starts (a batch is
-projected before the next one is handled), plus the first event of each new session within the
-batch. Confirmed owners never change, so a bounded LRU spares the read for sessions seen before.
+A session's owner is the tenant of its first stored event, and only the owner's events are
+stored, so any stored event names it. Owners come, in this order, from a bounded LRU (confirmed
+owners never change), the ``sessions`` projection (one read by id), and the event store for
+the sessions the projection has not reached yet (projections follow the store at their own
+pace); a session none of them knows belongs to the tenant of its first event in the batch.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from ca4_worker.application.ports import Projections
+from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.retry import until_available
 from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.domain.tenancy import split_by_owner
@@ -25,11 +27,13 @@ class TenantGuard:
     def __init__(
         self,
         projections: Projections,
+        store: EventStore | None = None,
         *,
         max_backoff_s: float,
         cache_size: int = OWNER_CACHE_SIZE,
     ) -> None:
         self._projections = projections
+        self._store = store
         self._max_backoff_s = max_backoff_s
         self._cache_size = cache_size
         self._confirmed: OrderedDict[str, str] = OrderedDict()
@@ -51,10 +55,25 @@ class TenantGuard:
                 what="read session owners",
                 max_backoff_s=self._max_backoff_s,
             )
+            unprojected = unknown - stored.keys()
+            store = self._store
+            if unprojected and store is not None:
+                stored |= await until_available(
+                    lambda: store.session_owners(unprojected),
+                    what="read session owners from the event store",
+                    max_backoff_s=self._max_backoff_s,
+                )
             for session_id, owner in stored.items():
                 self._remember(session_id, owner)
             owners.update(stored)
         return split_by_owner(events, owners)
+
+    def confirm(self, stored: Iterable[PositionedEvent]) -> None:
+        """Remember the owners of sessions whose events were just stored (they passed the
+        guard, so their tenant owns the session)."""
+        for positioned in stored:
+            if positioned.event.session_id not in self._confirmed:
+                self._remember(positioned.event.session_id, positioned.event.tenant)
 
     def _remember(self, session_id: str, owner: str) -> None:
         self._confirmed[session_id] = owner

@@ -78,12 +78,15 @@ class Settings(BaseSettings):
     """Topic dead letters go to (original bytes, error in headers)."""
     kafka_store_group: str = "ca4-store"
     """Consumer group of the event-store subscriber."""
+    kafka_project_group: str = "ca4-project"
+    """Consumer group of the projection stage, which follows the store group and never passes
+    it, so storing never waits for a projection round."""
     kafka_archive_group: str = "ca4-archive"
     """Consumer group of the S3 archiver, separate so an S3 outage never slows the store."""
     store_max_records: int = Field(default=20_000, ge=1, le=100_000)
-    """Most records one store batch holds. Projection writes cost per aggregate per batch, so
-    when the worker is behind, big batches amortise them; when it keeps up, batches stay small
-    on their own. Memory grows with it: about 360 MiB peak RSS at 20,000 events of 0.7 KiB."""
+    """Most records one store batch holds. A batch is everything that arrived while the last
+    one was stored: small and immediate when the worker keeps up, up to this when behind.
+    Memory grows with it: about 360 MiB peak RSS at 20,000 events of 0.7 KiB."""
     store_insert_chunk: int = Field(default=2500, ge=1, le=100_000)
     """Records per ``insert_many`` within a store batch: the next chunk is decoded while the
     database stores this one, and the event loop stays responsive between chunks."""
@@ -92,12 +95,16 @@ class Settings(BaseSettings):
     no faster."""
     store_max_partition_fetch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Most bytes fetched per partition per request, enough to fill a store batch when behind."""
-    store_batch_timeout_ms: int = Field(default=100, ge=1, le=60_000)
-    """How long the store subscriber waits to fill a batch; bounds the added latency."""
     store_max_attempts: int = Field(default=5, ge=1, le=100)
     """Tries of a store or projection call that fails neither as an outage nor as known
     poison; past them the batch is split to isolate the events that fail, which are
     dead-lettered. Outages (database or Kafka down) are retried without limit."""
+    projection_max_records: int = Field(default=20_000, ge=1, le=100_000)
+    """Most records one projection round holds. Projection writes cost per session and GPU
+    per round, so a round amortises them over everything that arrived during the last one."""
+    store_progress_poll_s: float = Field(default=1.0, gt=0)
+    """How often a projection round waiting for the store asks Kafka for the store group's
+    committed offsets, for partitions another worker stores (its own are known at once)."""
     projection_bulk_chunk: int = Field(default=100, ge=1, le=10_000)
     """Most sessions (or GPUs) one projection call writes: bounds the statements in one bulk,
     so a round finishes well inside the deadline whatever the number of aggregates."""

@@ -28,7 +28,7 @@ PARTITION_STORED = Counter(
 )
 PROCESSING_SECONDS = Histogram(
     "ca4_worker_processing_seconds",
-    "Time to decode, store and project one batch.",
+    "Time to decode and store one batch (projection has its own stages).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 END_TO_END_SECONDS = Histogram(
@@ -41,15 +41,33 @@ PROJECTED_SECONDS = Histogram(
     "From the processor's received_at to the event being visible in the session projection.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STORE_STAGE_SECONDS = Histogram(
     "ca4_worker_store_stage_seconds",
-    "Time per store cycle in each stage: fetch_wait (handler return to the next batch, idle "
-    "time included), decode, append, projection, dead_letters, commit. Shows where a "
-    "report's latency goes.",
+    "Time per store cycle in each stage: fetch_wait (last commit to the next batch, idle "
+    "time included), decode, append, dead_letters, commit. Shows where a report's latency "
+    "to stored goes.",
     ["stage"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=STAGE_BUCKETS,
 )
-STORE_STAGES = ("fetch_wait", "decode", "append", "projection", "dead_letters", "commit")
+STORE_STAGES = ("fetch_wait", "decode", "append", "dead_letters", "commit")
+PROJECTION_STAGE_SECONDS = Histogram(
+    "ca4_worker_projection_stage_seconds",
+    "Time per projection cycle in each stage: fetch_wait, wait_store (until the store has "
+    "handled the batch), decode, resolve (which records the store kept), apply, "
+    "dead_letters, commit. Shows where a report's latency to projected goes.",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
+PROJECTION_STAGES = (
+    "fetch_wait",
+    "wait_store",
+    "decode",
+    "resolve",
+    "apply",
+    "dead_letters",
+    "commit",
+)
 CONSUMER_LAG = Gauge(
     "ca4_worker_consumer_lag",
     "Messages on the topic not yet committed by a consumer group, per partition.",

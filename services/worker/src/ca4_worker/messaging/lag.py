@@ -28,10 +28,12 @@ class LagMonitor:
         topic: str,
         store_group: str,
         archive_group: str | None,
+        project_group: str | None = None,
         interval_s: float,
     ) -> None:
         self._topic = topic
         self._store_group = store_group
+        self._project_group = project_group
         self._archive_group = archive_group
         self._interval_s = interval_s
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
@@ -68,7 +70,11 @@ class LagMonitor:
             return {}
         ends = await self._offsets.end_offsets(partitions)
         starts = await self._offsets.beginning_offsets(partitions)
-        groups = [self._store_group] + ([self._archive_group] if self._archive_group else [])
+        groups = [
+            group
+            for group in (self._store_group, self._project_group, self._archive_group)
+            if group is not None
+        ]
         lags: dict[str, dict[int, int]] = {}
         for group in groups:
             committed = await self._admin.list_consumer_group_offsets(group, partitions=partitions)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -41,7 +41,7 @@ class MongoEventStore:
         duplicates = [events[index] for index in sorted(duplicate_indexes)]
         outcome.stored = [item for i, item in enumerate(events) if i not in duplicate_indexes]
         if duplicates:
-            canonical = await self._positions([item.event_id for item in duplicates])
+            canonical = await self.positions([item.event_id for item in duplicates])
             for item in duplicates:
                 if canonical.get(item.event_id) == item.position:
                     outcome.redelivered.append(item)
@@ -49,10 +49,25 @@ class MongoEventStore:
                     outcome.duplicates.append(item)
         return outcome
 
-    async def _positions(self, event_ids: list[str]) -> dict[str, Position]:
-        with database_call():
-            cursor = self._events.find({"_id": {"$in": event_ids}}, {"partition": 1, "offset": 1})
+    async def positions(self, event_ids: Collection[str]) -> dict[str, Position]:
+        """Canonical positions of the stored events among ``event_ids``."""
+        if not event_ids:
+            return {}
+        with database_call(self._deadline_s):
+            cursor = self._events.find(
+                {"_id": {"$in": list(event_ids)}}, {"partition": 1, "offset": 1}
+            )
             return {doc["_id"]: Position(doc["partition"], doc["offset"]) async for doc in cursor}
+
+    async def session_owners(self, session_ids: Collection[str]) -> dict[str, str]:
+        """The tenant of the stored events of each session (only its owner's are stored)."""
+        if not session_ids:
+            return {}
+        with database_call(self._deadline_s):
+            cursor = self._events.find(
+                {"session_id": {"$in": list(session_ids)}}, {"session_id": 1, "event.tenant": 1}
+            )
+            return {doc["session_id"]: doc["event"]["tenant"] async for doc in cursor}
 
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
         """The stored event, if any and of ``tenant``.

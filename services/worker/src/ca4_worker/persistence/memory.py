@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 
 from ca4_schemas import LEGACY_TENANT
@@ -22,7 +22,7 @@ from ca4_worker.domain.projection import (
     group_by_session,
     latest_gpu_samples,
 )
-from ca4_worker.domain.records import DeadLetter, PositionedEvent
+from ca4_worker.domain.records import DeadLetter, Position, PositionedEvent
 from ca4_worker.persistence.documents import (
     GPUS,
     SESSIONS,
@@ -73,6 +73,25 @@ class InMemoryEventStore:
             else:
                 outcome.duplicates.append(positioned)
         return outcome
+
+    async def positions(self, event_ids: Collection[str]) -> dict[str, Position]:
+        """Canonical positions of the stored events among ``event_ids``."""
+        self.outage.check()
+        return {
+            event_id: self.events[event_id].position
+            for event_id in event_ids
+            if event_id in self.events
+        }
+
+    async def session_owners(self, session_ids: Collection[str]) -> dict[str, str]:
+        """The tenant of the stored events of each session."""
+        self.outage.check()
+        wanted = set(session_ids)
+        return {
+            item.event.session_id: item.event.tenant
+            for item in self.events.values()
+            if item.event.session_id in wanted
+        }
 
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
         """The stored event, if of ``tenant``."""

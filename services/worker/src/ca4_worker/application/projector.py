@@ -1,0 +1,182 @@
+"""The projection stage: applies stored events to the read models, behind the store.
+
+It reads the topic in its own consumer group (``ca4-project``) and never passes the store:
+a batch waits until the store stage has handled every record in it (:class:`StoreProgress`).
+It then projects exactly what the store kept, each event at the position it was stored from:
+a record the store dead-lettered (unreadable, another tenant's, refused) is not in the store,
+and a later copy of a stored event id (a client retry) is at another position; both are
+skipped. The position guards make a repeat a no-op, so redelivery, a second worker or a replay
+apply each event once.
+
+When the store stage runs in the same process, it hands over what it decided
+(:class:`StoreHandoff`), so those records are neither decoded again nor looked up; records it
+did not handle here (another worker stores that partition, or after a restart) are.
+
+So storing never waits for a projection round, and a projection round amortises its
+statements over everything that arrived while the last one ran (they cost per session and
+GPU, not per event). An event refused by the projections for good is dead-lettered as
+``projection_<cause>``: it stays stored, and later events of its session still apply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from ca4_worker.application.ingest import decode_record, observe_since_received
+from ca4_worker.application.poison import isolating_poison, publish_dead_letters
+from ca4_worker.application.ports import DeadLetterSink, EventStore, Projections, StoreProgress
+from ca4_worker.application.retry import until_available
+from ca4_worker.core import metrics
+from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
+
+log = structlog.get_logger(__name__)
+
+NOT_HANDED_OVER: Final = object()
+
+
+class StoreHandoff:
+    """What the store stage of this process decided for each record position: the event it
+    kept, or ``None`` (a duplicate, or dead-lettered). Bounded: the oldest go first, and the
+    projection stage then decodes and looks those up itself."""
+
+    def __init__(self, max_positions: int = 50_000) -> None:
+        self._max_positions = max_positions
+        self._decided: OrderedDict[Position, PositionedEvent | None] = OrderedDict()
+
+    def put(self, handled: Iterable[Position], kept: Iterable[PositionedEvent]) -> None:
+        """Record a durable store batch: every position ``handled``, the ``kept`` events."""
+        for position in handled:
+            self._decided[position] = None
+        for item in kept:
+            self._decided[item.position] = item
+        while len(self._decided) > self._max_positions:
+            self._decided.popitem(last=False)
+
+    def take(self, position: Position) -> PositionedEvent | object | None:
+        """The decision for ``position``, once, or :data:`NOT_HANDED_OVER`."""
+        return self._decided.pop(position, NOT_HANDED_OVER)
+
+    def __len__(self) -> int:
+        return len(self._decided)
+
+
+@dataclass(frozen=True)
+class ProjectionOutcome:
+    """Counts of one projection batch."""
+
+    projected: int
+    skipped: int
+    dead_lettered: int
+
+
+class ProjectionService:
+    """Projects batches of raw records once the store has handled them."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        projections: Projections,
+        dead_letters: DeadLetterSink,
+        progress: StoreProgress,
+        handoff: StoreHandoff | None = None,
+        gpu_gauges: metrics.GpuGauges | None = None,
+        max_backoff_s: float = 5.0,
+        max_attempts: int = 5,
+    ) -> None:
+        self._store = store
+        self._projections = projections
+        self._dead_letters = dead_letters
+        self._progress = progress
+        self._handoff = handoff
+        self._gpu_gauges = gpu_gauges
+        self._max_backoff_s = max_backoff_s
+        self._max_attempts = max_attempts
+
+    async def handle_batch(self, records: Sequence[RawRecord]) -> ProjectionOutcome:
+        """Project one batch; returns only when its projections are durable."""
+        next_offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            key = (record.topic, record.partition)
+            next_offsets[key] = max(next_offsets.get(key, 0), record.offset + 1)
+        with _stage("wait_store"):
+            await self._progress.wait_until_stored(next_offsets)
+        handed: list[PositionedEvent] = []
+        left: list[RawRecord] = []
+        handoff = self._handoff
+        for record in records:
+            decided = NOT_HANDED_OVER if handoff is None else handoff.take(record.position)
+            if decided is NOT_HANDED_OVER:
+                left.append(record)
+            elif isinstance(decided, PositionedEvent):
+                handed.append(decided)
+        with _stage("decode"):
+            raw = {record.position: record for record in records}
+            decoded = [
+                item for item in map(decode_record, left) if isinstance(item, PositionedEvent)
+            ]
+        with _stage("resolve"):
+            kept = sorted(handed + await self._as_stored(decoded), key=lambda item: item.position)
+        with _stage("apply"):
+            _, refused = await isolating_poison(
+                kept,
+                self._apply,
+                stage="projection",
+                max_attempts=self._max_attempts,
+                max_backoff_s=self._max_backoff_s,
+            )
+        left_out = {item.event.position for item in refused}
+        projected = [item for item in kept if item.position not in left_out]
+        observe_since_received(metrics.PROJECTED_SECONDS, projected)
+        if self._gpu_gauges is not None:
+            self._gpu_gauges.update(projected)
+        if refused:
+            with _stage("dead_letters"):
+                await publish_dead_letters(
+                    self._dead_letters,
+                    [item.dead_letter(raw[item.event.position]) for item in refused],
+                    max_backoff_s=self._max_backoff_s,
+                )
+            metrics.EVENTS.labels("dead_lettered").inc(len(refused))
+        log.info(
+            "batch projected",
+            records=len(records),
+            handed_over=len(records) - len(left),
+            projected=len(projected),
+            refused=len(refused),
+        )
+        return ProjectionOutcome(len(projected), len(records) - len(kept), len(refused))
+
+    async def _as_stored(self, events: list[PositionedEvent]) -> list[PositionedEvent]:
+        """The events stored from their own position."""
+        if not events:
+            return []
+        canonical = await until_available(
+            lambda: self._store.positions({item.event_id for item in events}),
+            what="read stored positions",
+            max_backoff_s=self._max_backoff_s,
+        )
+        return [item for item in events if canonical.get(item.event_id) == item.position]
+
+    async def _apply(self, events: Sequence[PositionedEvent]) -> None:
+        await until_available(
+            lambda: self._projections.apply(events),
+            what="apply projections",
+            max_backoff_s=self._max_backoff_s,
+        )
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.PROJECTION_STAGE_SECONDS.labels(name).observe(time.perf_counter() - started)

@@ -1,0 +1,269 @@
+"""A consumer-group member whose every batch is what arrived since the last one.
+
+aiokafka fetches a partition again only once its buffered records are consumed. A loop that
+polls, handles and polls again (FastStream's batch subscriber, or a plain ``getmany`` loop)
+therefore handles, in each cycle, the few records fetched right after the previous poll, while
+everything that arrived during the cycle waits on the broker for the next one: a record waits
+one to two cycles instead of at most one. Here a pump task keeps polling while the batch is
+handled, into a buffer bounded by ``max_records``, and the next batch is the whole buffer.
+Batches are small and immediate when the group keeps up, and large when it is behind.
+
+Offsets are committed per batch, exactly those of the batch (never the consumer's position,
+which the pump has moved ahead), in the background: the next batch is handled while the commit
+travels, commits stay in order (one in flight), and a crash before one lands only means
+redelivery, which the handlers absorb. A handler that raises has its partitions sought back to the
+batch's first records, and their buffered records dropped, so nothing past it is committed.
+A rebalance waits for the batch in flight (and its commit) before partitions are given up,
+and drops what was buffered for them: their next owner reads on from the committed offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
+from prometheus_client import Histogram
+
+log = structlog.get_logger(__name__)
+
+Record = Any
+"""An aiokafka ``ConsumerRecord`` (untyped upstream)."""
+Handler = Callable[[Sequence[Record]], Awaitable[None]]
+Offsets = dict[TopicPartition, int]
+
+POLL_TIMEOUT_MS = 1000
+"""How long one poll waits for records when the topic is idle."""
+RETRY_AFTER_ERROR_S = 1.0
+"""Pause after a failed poll, or after a handler raised, before trying again."""
+
+
+class BatchConsumer:
+    """Hands ``handler`` batches of fresh records and commits each batch when it returns."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap_servers: str,
+        topic: str,
+        group_id: str,
+        handler: Handler,
+        max_records: int,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        stage_seconds: Histogram | None = None,
+        on_assigned: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]]
+        | None = None,
+        after_batch: Callable[[Mapping[TopicPartition, int]], None] | None = None,
+        revoke_wait_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self._topic = topic
+        self._handler = handler
+        self._max_records = max_records
+        self._stage_seconds = stage_seconds
+        self._on_assigned = on_assigned
+        self._after_batch = after_batch
+        self._revoke_wait_s = revoke_wait_s
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            client_id=f"ca4-worker-{name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
+        )
+        self._buffer: dict[TopicPartition, list[Record]] = {}
+        self._buffered = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._handling = asyncio.Lock()
+        # The offset each partition's next polled record must have: after a rewind, a poll
+        # that was in flight may still return records fetched before the seek.
+        self._expected: dict[TopicPartition, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._committing: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Join the group and start polling and handling in the background."""
+        self.consumer.subscribe([self._topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        self._tasks = [
+            asyncio.create_task(self._pump(), name=f"ca4-{self.name}-poll"),
+            asyncio.create_task(self._work(), name=f"ca4-{self.name}-handle"),
+        ]
+
+    async def stop(self, wait_s: float = 10.0) -> None:
+        """Let the batch in flight finish (up to ``wait_s``), then leave the group.
+
+        What is not committed by then is redelivered, which the handlers absorb.
+        """
+        if self._tasks:
+            pump, work = self._tasks
+            await _cancelled(pump)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._handling.acquire(), wait_s)
+            await _cancelled(work)
+            await self._commit_landed()
+        await self.consumer.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether both loops are alive."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    @property
+    def buffered(self) -> int:
+        """Records polled and not yet handed to the handler."""
+        return self._buffered
+
+    async def _pump(self) -> None:
+        while True:
+            await self._room.wait()
+            try:
+                fetched = await self.consumer.getmany(
+                    timeout_ms=POLL_TIMEOUT_MS,
+                    max_records=max(1, self._max_records - self._buffered),
+                )
+            except (ConsumerStoppedError, IllegalStateError):
+                raise
+            except KafkaError as error:
+                log.warning("poll failed, retrying", consumer=self.name, error=repr(error))
+                await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                continue
+            for partition, records in fetched.items():
+                expected = self._expected.get(partition, records[0].offset)
+                if records[0].offset != expected:
+                    continue  # fetched before a rewind: the seek fetches them again
+                self._expected[partition] = records[-1].offset + 1
+                self._buffer.setdefault(partition, []).extend(records)
+                self._buffered += len(records)
+            if self._buffered:
+                self._arrived.set()
+            if self._buffered >= self._max_records:
+                self._room.clear()
+
+    async def _work(self) -> None:
+        done = time.perf_counter()
+        while True:
+            await self._arrived.wait()
+            async with self._handling:
+                batch = self._take()
+                if not batch:
+                    continue
+                self._observe("fetch_wait", time.perf_counter() - done)
+                try:
+                    await self._handler(batch)
+                except Exception:
+                    log.exception("batch failed, it will be handled again", consumer=self.name)
+                    self._rewind(batch)
+                    await asyncio.sleep(RETRY_AFTER_ERROR_S)
+                    done = time.perf_counter()
+                    continue
+                offsets = _next_offsets(batch)
+                if self._after_batch is not None:
+                    self._after_batch(offsets)
+                started = time.perf_counter()
+                await self._commit_landed()  # the previous batch's, almost always done
+                self._committing = asyncio.create_task(self._commit(offsets))
+                done = time.perf_counter()
+                self._observe("commit", done - started)
+
+    def _take(self) -> list[Record]:
+        batch = [record for records in self._buffer.values() for record in records]
+        self._buffer.clear()
+        self._buffered = 0
+        self._arrived.clear()
+        self._room.set()
+        return batch
+
+    def _drop(self, partitions: Iterable[TopicPartition]) -> None:
+        for partition in partitions:
+            self._expected.pop(partition, None)
+            self._buffered -= len(self._buffer.pop(partition, ()))
+        if not self._buffered:
+            self._arrived.clear()
+        self._room.set()
+
+    def _rewind(self, batch: Sequence[Record]) -> None:
+        """Seek each partition of ``batch`` back to its first record in it."""
+        first: Offsets = {}
+        for record in batch:
+            partition = TopicPartition(record.topic, record.partition)
+            first[partition] = min(first.get(partition, record.offset), record.offset)
+        self._drop(first)
+        owned = self.consumer.assignment()
+        for partition, offset in first.items():
+            if partition in owned:
+                self.consumer.seek(partition, offset)
+                self._expected[partition] = offset
+
+    async def _commit_landed(self) -> None:
+        if self._committing is not None:
+            await self._committing
+            self._committing = None
+
+    async def _commit(self, offsets: Offsets) -> None:
+        """Commit ``offsets`` of the partitions still owned; a refused commit means the next
+        owner redelivers the batch, which the handlers absorb."""
+        owned = self.consumer.assignment()
+        mine = {partition: offset for partition, offset in offsets.items() if partition in owned}
+        if not mine:
+            return
+        try:
+            await self.consumer.commit(mine)
+        except Exception as error:  # rebalanced, stopped, or Kafka down: all mean redelivery
+            log.warning("offsets not committed", consumer=self.name, error=repr(error))
+
+    async def _revoking(self, revoked: list[TopicPartition]) -> None:
+        try:
+            await asyncio.wait_for(self._handling.acquire(), self._revoke_wait_s)
+        except TimeoutError:
+            log.warning("rebalance did not wait for the batch in flight", consumer=self.name)
+            self._drop(revoked)
+            return
+        try:
+            await self._commit_landed()
+            self._drop(revoked)
+        finally:
+            self._handling.release()
+
+    async def _assigned(self, assigned: list[TopicPartition]) -> None:
+        if self._on_assigned is not None and assigned:
+            await self._on_assigned(self.consumer, assigned)
+
+    def _observe(self, stage: str, seconds: float) -> None:
+        if self._stage_seconds is not None:
+            self._stage_seconds.labels(stage).observe(seconds)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: BatchConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._owner._revoking(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._owner._assigned(list(assigned))
+
+
+def _next_offsets(batch: Sequence[Record]) -> Offsets:
+    """The offset after the last record of each partition in ``batch``."""
+    offsets: Offsets = {}
+    for record in batch:
+        partition = TopicPartition(record.topic, record.partition)
+        offsets[partition] = max(offsets.get(partition, 0), record.offset + 1)
+    return offsets
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

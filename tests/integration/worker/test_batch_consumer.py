@@ -1,0 +1,194 @@
+"""The worker's consumer loop against the real Kafka: fresh batches, exact commits, rewinds,
+rebalances, and the store watermark the projection stage waits on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from ca4_worker.core.config import Settings
+from ca4_worker.messaging.batch_consumer import BatchConsumer
+from ca4_worker.messaging.store_progress import StoreWatermark
+
+from tests.integration.worker.support import produce, wait_for
+
+
+class Recorder:
+    """A handler that records each batch's (partition, offset) pairs; it can be held (each
+    batch waits for ``release``) or made to fail once."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self.fail_next = False
+
+    async def __call__(self, batch: Sequence[Any]) -> None:
+        self.batches.append([(record.partition, record.offset) for record in batch])
+        await self.hold.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("handler bug")
+
+    def handled(self) -> list[tuple[int, int]]:
+        return [position for batch in self.batches for position in batch]
+
+
+@contextlib.asynccontextmanager
+async def consuming(
+    settings: Settings, handler: Recorder, group: str, **options: Any
+) -> AsyncIterator[BatchConsumer]:
+    consumer = BatchConsumer(
+        name="test",
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.kafka_topic,
+        group_id=group,
+        handler=handler,
+        max_records=options.pop("max_records", 10_000),
+        **options,
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def committed(settings: Settings, group: str) -> dict[int, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+
+
+def bodies(count: int, *, session: str = "s") -> list[dict[str, Any]]:
+    return [{"session_id": f"{session}-{index % 3}", "n": index} for index in range(count)]
+
+
+async def test_records_that_arrive_during_a_batch_are_all_in_the_next_one(
+    worker_settings: Settings,
+) -> None:
+    """A loop that polls only between batches hands over, next, just the few records fetched
+    right after its last poll; the rest wait a whole further cycle on the broker."""
+    handler = Recorder()
+    group = f"{worker_settings.kafka_topic}-fresh"
+    async with consuming(worker_settings, handler, group) as consumer:
+        handler.hold.clear()
+        await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, [
+            {"session_id": "first"}
+        ])  # fmt: skip
+        await wait_for(
+            lambda: _true(len(handler.batches) == 1), timeout_s=60, what="the first batch"
+        )
+        for round_ in range(10):  # ten produce requests, each landing while the batch runs
+            await produce(
+                worker_settings.kafka_bootstrap_servers,
+                worker_settings.kafka_topic,
+                bodies(20, session=f"r{round_}"),
+            )
+            await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: _true(consumer.buffered == 200), timeout_s=30, what="200 records polled"
+        )
+        handler.hold.set()
+        await wait_for(
+            lambda: _true(len(handler.batches) == 2), timeout_s=30, what="the second batch"
+        )
+    assert len(handler.batches[1]) == 200
+
+
+async def test_a_failed_batch_is_handled_again_and_commits_stay_exact(
+    worker_settings: Settings,
+) -> None:
+    handler = Recorder()
+    handler.fail_next = True
+    group = f"{worker_settings.kafka_topic}-rewind"
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, bodies(90))
+    async with consuming(worker_settings, handler, group):
+        await wait_for(
+            lambda: _true(len(set(handler.handled())) == 90 and len(handler.batches) >= 2),
+            timeout_s=60,
+            what="every record handled after the failure",
+        )
+        failed = set(handler.batches[0])
+        # Everything in the failed batch came again, and nothing else came twice.
+        again = [position for batch in handler.batches[1:] for position in batch]
+        assert failed <= set(again)
+        assert len(again) == len(set(again))
+
+        async def all_committed() -> bool:
+            return sum((await committed(worker_settings, group)).values()) == 90
+
+        await wait_for(all_committed, timeout_s=30, what="offsets committed")
+
+
+async def test_a_rebalance_during_a_batch_loses_nothing(worker_settings: Settings) -> None:
+    """The first member holds a batch when a second joins: every record is handled, and the
+    group ends up committed to the end (a batch whose commit the rebalance refused is handled
+    again by the new owner, which the stages absorb)."""
+    group = f"{worker_settings.kafka_topic}-rebalance"
+    first, second = Recorder(), Recorder()
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, bodies(60))
+    async with consuming(worker_settings, first, group):
+        first.hold.clear()
+        await wait_for(lambda: _true(bool(first.batches)), timeout_s=60, what="a held batch")
+        async with consuming(worker_settings, second, group):
+            await asyncio.sleep(1.0)  # the second member is joining: the rebalance waits
+            first.hold.set()
+
+            async def all_handled() -> bool:
+                return len(set(first.handled()) | set(second.handled())) == 60
+
+            await wait_for(all_handled, timeout_s=60, what="all 60 records handled")
+
+            async def all_committed() -> bool:
+                return sum((await committed(worker_settings, group)).values()) == 60
+
+            await wait_for(all_committed, timeout_s=30, what="offsets committed to the end")
+
+
+async def test_the_watermark_follows_the_store_groups_commits_in_kafka(
+    worker_settings: Settings,
+) -> None:
+    """A partition another worker stores is known from the store group's commits."""
+    store_group = f"{worker_settings.kafka_topic}-other-store"
+    watermark = StoreWatermark(
+        store_group=store_group,
+        bootstrap_servers=worker_settings.kafka_bootstrap_servers,
+        poll_s=0.2,
+    )
+    await watermark.start()
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, bodies(30))
+    partition = TopicPartition(worker_settings.kafka_topic, 0)
+    waiting = asyncio.create_task(
+        watermark.wait_until_stored({(worker_settings.kafka_topic, 0): 5})
+    )
+    try:
+        await asyncio.sleep(1.0)
+        assert not waiting.done()  # nothing committed by the store group yet
+        other_worker = AIOKafkaConsumer(
+            bootstrap_servers=worker_settings.kafka_bootstrap_servers,
+            group_id=store_group,
+            enable_auto_commit=False,
+        )
+        await other_worker.start()
+        try:
+            other_worker.assign([partition])
+            await other_worker.commit({partition: 5})
+        finally:
+            await other_worker.stop()
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        waiting.cancel()
+        await watermark.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -1,0 +1,113 @@
+"""The projection stage on the in-memory adapters: it never passes the store, projects exactly
+what the store kept, and gives the same read models with or without the store's handoff."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+from ca4_worker.application.ingest import IngestService
+from ca4_worker.application.projector import NOT_HANDED_OVER, ProjectionService, StoreHandoff
+from ca4_worker.domain.records import RawRecord
+from ca4_worker.messaging.store_progress import StoreWatermark
+from ca4_worker.persistence.memory import (
+    InMemoryDeadLetters,
+    InMemoryEventStore,
+    InMemoryProjections,
+)
+
+from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, gpu_sample, record
+from tests.unit.worker.stages import next_offsets
+
+
+def mixed_batch() -> list[RawRecord]:
+    """Several sessions of several GPUs, with a client retry, another tenant's event for an
+    owned session, an unreadable record and a redelivery of the first record."""
+    bodies = [
+        event_body(
+            session_id=f"s{index % 4}",
+            tenant=TENANT_A,
+            gpus=[gpu_sample(gpu) for gpu in range(1 + index % 3)],
+        )
+        for index in range(24)
+    ]
+    records = [record(body, offset=offset) for offset, body in enumerate(bodies)]
+    records.append(record(bodies[5], offset=24))  # client retry: same event id, later offset
+    records.append(record(event_body(session_id="s1", tenant=TENANT_B), offset=25))
+    records.append(record(b"{not json", offset=26))
+    return records
+
+
+async def stored_then_projected(
+    records: list[RawRecord], *, handoff: StoreHandoff | None
+) -> tuple[InMemoryProjections, InMemoryDeadLetters]:
+    store, projections, letters = InMemoryEventStore(), InMemoryProjections(), InMemoryDeadLetters()
+    ingest = IngestService(
+        store=store, projections=projections, dead_letters=letters, max_backoff_s=0.01
+    )
+    watermark = StoreWatermark(store_group="ca4-store")
+    projector = ProjectionService(
+        store=store,
+        projections=projections,
+        dead_letters=letters,
+        progress=watermark,
+        handoff=handoff,
+        max_backoff_s=0.01,
+    )
+    for start in (0, 10):  # two store batches, then one projection round over all of them
+        part = records[start : start + 10] if start == 0 else records[start:]
+        outcome = await ingest.handle_batch(part)
+        if handoff is not None:
+            handoff.put((item.position for item in part), outcome.to_project)
+        watermark.advance(next_offsets(part))
+    await projector.handle_batch(records)
+    return projections, letters
+
+
+async def test_the_handoff_and_the_lookup_give_the_same_read_models() -> None:
+    """What the store stage hands over in-process and what the projection stage works out on
+    its own (another worker stored it, or after a restart) project identically."""
+    records = mixed_batch()
+    handoff = StoreHandoff()
+    with_handoff, letters = await stored_then_projected(records, handoff=handoff)
+    looked_up, _ = await stored_then_projected(records, handoff=None)
+    assert with_handoff.documents() == looked_up.documents()
+    assert len(handoff) == 0  # every decision taken once
+    sessions = {doc["_id"]: doc["sample_count"] for doc in with_handoff.documents()["sessions"]}
+    assert sessions == {"s0": 6, "s1": 6, "s2": 6, "s3": 6}
+    assert sorted(letter.error_class for letter in letters.letters) == [
+        "foreign_tenant",
+        "invalid_json",
+    ]
+
+
+async def test_a_round_waits_until_the_store_has_handled_its_records() -> None:
+    store, projections, letters = InMemoryEventStore(), InMemoryProjections(), InMemoryDeadLetters()
+    watermark = StoreWatermark(store_group="ca4-store")
+    projector = ProjectionService(
+        store=store, projections=projections, dead_letters=letters, progress=watermark
+    )
+    ingest = IngestService(store=store, projections=projections, dead_letters=letters)
+    records = [record(event_body(session_id="w"), offset=offset) for offset in range(5)]
+    round_ = asyncio.create_task(projector.handle_batch(records))
+    await ingest.handle_batch(records[:3])
+    watermark.advance(next_offsets(records[:3]))
+    await asyncio.sleep(0.05)
+    assert not round_.done()  # two of its records are not handled by the store yet
+    assert await projections.session("w", tenant=None) is None
+    await ingest.handle_batch(records[3:])
+    watermark.advance({TopicPartition(records[0].topic, 0): 5})
+    outcome = await asyncio.wait_for(round_, 5)
+    assert outcome.projected == 5
+    view = await projections.session("w", tenant=None)
+    assert view is not None
+    assert view.sample_count == 5
+
+
+async def test_the_handoff_is_bounded_and_oldest_decisions_go_first() -> None:
+    handoff = StoreHandoff(max_positions=3)
+    records = [record(event_body(), offset=offset) for offset in range(5)]
+    handoff.put((item.position for item in records), [])
+    assert len(handoff) == 3
+    assert handoff.take(records[0].position) is NOT_HANDED_OVER  # evicted
+    assert handoff.take(records[4].position) is None  # handled, nothing to project
