@@ -75,6 +75,11 @@ async def test_events_are_stored_projected_dead_lettered_and_archived(
         await wait_for(all_archived, timeout_s=60, what="323 records archived")
         ids = await stored_event_ids(database)
         assert sorted(ids) == sorted(str(event["event_id"]) for event in events)
+
+        async def all_projected() -> bool:  # the projection stage follows the store
+            return await projected_sample_total(database) >= 300
+
+        await wait_for(all_projected, timeout_s=60, what="300 events projected")
         assert await projected_sample_total(database) == 300
 
         status = (await api.get(f"/v1/events/{events[0]['event_id']}")).json()
@@ -178,3 +183,38 @@ async def _group_caught_up(api: httpx.AsyncClient) -> bool:
         if line.startswith('ca4_worker_consumer_lag{group="ca4-store-redelivery"')
     ]
     return len(lines) == 3 and all(line.endswith(" 0.0") for line in lines)
+
+
+async def test_stored_events_are_projected_by_the_projection_stage_later(
+    worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    """A worker that only stores (projection stage off) answers ``stored: true, projected:
+    false``; a worker started later with the stage on projects them from where the
+    ``ca4-project`` group stands, exactly once."""
+    events = good_events(120, sessions=6)
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, events)
+    store_only = worker_settings.model_copy(
+        update={"projection_enabled": False, "archive_enabled": False}
+    )
+    async with running_worker(store_only) as api:
+
+        async def all_stored() -> bool:
+            return await database["events"].count_documents({}) >= 120
+
+        await wait_for(all_stored, timeout_s=60, what="120 events stored")
+        status = (await api.get(f"/v1/events/{events[-1]['event_id']}")).json()
+        assert (status["stored"], status["projected"]) == (True, False)
+        assert await database["sessions"].count_documents({}) == 0
+        ready = (await api.get("/readyz")).json()
+        assert "projection_consumer" not in ready["checks"]
+
+    async with running_worker(worker_settings.model_copy(update={"archive_enabled": False})) as api:
+
+        async def all_projected() -> bool:
+            return await projected_sample_total(database) >= 120
+
+        await wait_for(all_projected, timeout_s=60, what="120 events projected")
+        status = (await api.get(f"/v1/events/{events[-1]['event_id']}")).json()
+        assert (status["stored"], status["projected"]) == (True, True)
+        assert (await api.get("/readyz")).json()["checks"]["projection_consumer"] is True
+    assert await projected_sample_total(database) == 120

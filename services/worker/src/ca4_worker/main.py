@@ -79,21 +79,26 @@ async def _start_consumers(
         insert_concurrency=settings.store_insert_concurrency,
         max_attempts=settings.store_max_attempts,
     )
-    handoff = StoreHandoff(max_positions=2 * settings.store_max_records)
-    projector = ProjectionService(
-        store=adapters.store,
-        projections=adapters.projections,
-        dead_letters=adapters.dead_letters,
-        progress=watermark,
-        handoff=handoff,
-        gpu_gauges=gauges,
-        max_backoff_s=settings.retry_max_backoff_s,
-        max_attempts=settings.store_max_attempts,
-    )
-    store = store_consumer(settings, ingest, watermark, handoff)
-    project = projection_consumer(settings, projector, watermark)
+    if not settings.projection_enabled:
+        stages = [store_consumer(settings, ingest, watermark)]
+    else:
+        handoff = StoreHandoff(max_positions=settings.store_max_records)
+        projector = ProjectionService(
+            store=adapters.store,
+            projections=adapters.projections,
+            dead_letters=adapters.dead_letters,
+            progress=watermark,
+            handoff=handoff,
+            gpu_gauges=gauges,
+            max_backoff_s=settings.retry_max_backoff_s,
+            max_attempts=settings.store_max_attempts,
+        )
+        stages = [
+            store_consumer(settings, ingest, watermark, handoff),
+            projection_consumer(settings, projector, watermark),
+        ]
     # Stopped in reverse: the projection stage first, since it waits on the store's progress.
-    for stage in (store, project):
+    for stage in stages:
         await stage.start()
         stack.push_async_callback(stage.stop)
 
@@ -133,7 +138,7 @@ async def _start_consumers(
     _in_background(stack, _sweep_gpu_gauges(gauges, settings.lag_poll_interval_s))
 
     def running() -> dict[str, bool]:
-        checks = {"store_consumer": store.running, "projection_consumer": project.running}
+        checks = {f"{stage.name}_consumer": stage.running for stage in stages}
         if archive is not None:
             checks["archive_consumer"] = archive.running
         return checks

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     """Tries of a store or projection call that fails neither as an outage nor as known
     poison; past them the batch is split to isolate the events that fail, which are
     dead-lettered. Outages (database or Kafka down) are retried without limit."""
+    projection_enabled: bool = True
+    """Run the projection stage in this process. Off, this worker stores only, and the
+    ``ca4-project`` group's other members (or this one, started again with it on) project from
+    where the group left off: a way to scale or pause projections apart from the store."""
     projection_max_records: int = Field(default=20_000, ge=1, le=100_000)
     """Most records one projection round holds. Projection writes cost per session and GPU
     per round, so a round amortises them over everything that arrived during the last one."""

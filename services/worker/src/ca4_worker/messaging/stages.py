@@ -62,7 +62,7 @@ def projection_consumer(
             await projector.handle_batch([raw_record(record) for record in batch])
 
     return BatchConsumer(
-        name="project",
+        name="projection",
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=settings.kafka_topic,
         group_id=settings.kafka_project_group,
