@@ -82,7 +82,11 @@ async def _start_consumers(
     if not settings.projection_enabled:
         stages = [store_consumer(settings, ingest, watermark)]
     else:
-        handoff = StoreHandoff(max_positions=settings.store_max_records)
+        # Room for one store batch and a projection round's worth before it: the projection
+        # stage takes decisions as soon as the store has handled them.
+        handoff = StoreHandoff(
+            max_positions=settings.store_max_records + settings.projection_max_records
+        )
         projector = ProjectionService(
             store=adapters.store,
             projections=adapters.projections,

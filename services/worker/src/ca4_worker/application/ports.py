@@ -125,6 +125,10 @@ class StoreProgress(Protocol):
     """How far the store stage has handled each partition (stored, duplicate or
     dead-lettered), which projections must never pass."""
 
+    def handled(self, topic: str, partition: int) -> int:
+        """The offset the store stage has handled ``partition`` up to, as known now."""
+        ...
+
     async def wait_until_stored(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
         """Return once every ``(topic, partition)`` is handled up to its next offset."""
         ...

@@ -106,17 +106,20 @@ class ProjectionService:
         for record in records:
             key = (record.topic, record.partition)
             next_offsets[key] = max(next_offsets.get(key, 0), record.offset + 1)
-        with _stage("wait_store"):
-            await self._progress.wait_until_stored(next_offsets)
-        handed: list[PositionedEvent] = []
-        left: list[RawRecord] = []
-        handoff = self._handoff
+        # Decisions of records the store has handled already are taken before waiting for
+        # the rest, so a round that spans two store batches finds the first one's still there.
+        progress = self._progress
+        early: list[RawRecord] = []
+        late: list[RawRecord] = []
         for record in records:
-            decided = NOT_HANDED_OVER if handoff is None else handoff.take(record.position)
-            if decided is NOT_HANDED_OVER:
-                left.append(record)
-            elif isinstance(decided, PositionedEvent):
-                handed.append(decided)
+            handled = record.offset < progress.handled(record.topic, record.partition)
+            (early if handled else late).append(record)
+        handed, left = self._handed_over(early)
+        with _stage("wait_store"):
+            await progress.wait_until_stored(next_offsets)
+        handed_late, left_late = self._handed_over(late)
+        handed += handed_late
+        left += left_late
         with _stage("decode"):
             raw = {record.position: record for record in records}
             decoded = [
@@ -153,6 +156,23 @@ class ProjectionService:
             refused=len(refused),
         )
         return ProjectionOutcome(len(projected), len(records) - len(kept), len(refused))
+
+    def _handed_over(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[PositionedEvent], list[RawRecord]]:
+        """The events the store stage here kept among ``records``, and the records it did not
+        decide here (to decode and look up)."""
+        handed: list[PositionedEvent] = []
+        left: list[RawRecord] = []
+        for record in records:
+            decided = (
+                NOT_HANDED_OVER if self._handoff is None else self._handoff.take(record.position)
+            )
+            if decided is NOT_HANDED_OVER:
+                left.append(record)
+            elif isinstance(decided, PositionedEvent):
+                handed.append(decided)
+        return handed, left
 
     async def _as_stored(self, events: list[PositionedEvent]) -> list[PositionedEvent]:
         """The events stored from their own position."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ca4_schemas import GpuMetadataReported
 
@@ -41,9 +42,10 @@ class PositionedEvent:
     position: Position
     headers: tuple[tuple[str, bytes], ...] = field(default=(), compare=False)
 
-    @property
+    @cached_property
     def event_id(self) -> str:
-        """The event id as text (the store's primary key)."""
+        """The event id as text (the store's primary key); formatted once, since a batch asks
+        for it several times per event."""
         return str(self.event.event_id)
 
 

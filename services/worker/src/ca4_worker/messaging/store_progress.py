@@ -63,6 +63,10 @@ class StoreWatermark:
         self._advanced.set()
         self._advanced = asyncio.Event()
 
+    def handled(self, topic: str, partition: int) -> int:
+        """The offset ``partition`` is handled up to, as known now (-1: nothing known)."""
+        return self._handled.get((topic, partition), -1)
+
     async def wait_until_stored(self, next_offsets: Mapping[tuple[str, int], int]) -> None:
         """Return once every partition is handled up to its offset in ``next_offsets``."""
         while True:
