@@ -30,3 +30,23 @@ class TestMongoProjections(ProjectionsContract):
 async def test_events_collection_has_its_indexes(database: AsyncDatabase[Doc]) -> None:
     names = {index["name"] async for index in await database["events"].list_indexes()}
     assert {"_id_", "position", "session_id"} <= names
+
+
+async def test_session_owners_come_from_stored_events_old_and_many(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """Owners for the tenancy guard, read from the event store: a version-1 document (no
+    ``event.tenant``) is the legacy tenant's, and a session with many stored events does not
+    crowd another out of the bounded read."""
+    busy = [
+        {"_id": f"busy-{n}", "session_id": "busy", "partition": 0, "offset": n,
+         "event": {"tenant": "tenant-a"}}
+        for n in range(40)
+    ]  # fmt: skip
+    quiet = {"_id": "quiet-0", "session_id": "quiet", "partition": 1, "offset": 0,
+             "event": {"tenant": "tenant-b"}}  # fmt: skip
+    old = {"_id": "old-0", "session_id": "old", "partition": 2, "offset": 0, "event": {}}
+    await database["events"].insert_many([*busy, quiet, old])
+    store = MongoEventStore(database, topic="t")
+    owners = await store.session_owners(["busy", "quiet", "old", "new"])
+    assert owners == {"busy": "tenant-a", "quiet": "tenant-b", "old": "legacy"}

@@ -34,6 +34,7 @@ from ca4_worker.application.poison import isolating_poison, publish_dead_letters
 from ca4_worker.application.ports import DeadLetterSink, EventStore, Projections, StoreProgress
 from ca4_worker.application.retry import until_available
 from ca4_worker.core import metrics
+from ca4_worker.core.gc_pause import gc_paused
 from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
 
 log = structlog.get_logger(__name__)
@@ -118,8 +119,16 @@ class ProjectionService:
         with _stage("wait_store"):
             await progress.wait_until_stored(next_offsets)
         handed_late, left_late = self._handed_over(late)
-        handed += handed_late
-        left += left_late
+        with gc_paused():  # not across the wait above: the store stage runs meanwhile
+            return await self._project(records, handed + handed_late, left + left_late)
+
+    async def _project(
+        self,
+        records: Sequence[RawRecord],
+        handed: list[PositionedEvent],
+        left: list[RawRecord],
+    ) -> ProjectionOutcome:
+        """Project the ``handed`` events and what the store kept among the ``left`` records."""
         with _stage("decode"):
             raw = {record.position: record for record in records}
             decoded = [

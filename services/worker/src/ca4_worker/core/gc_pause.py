@@ -11,14 +11,21 @@ again, for the rare cycle, once the batch is done.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+COLLECT_EVERY_S = 10.0
+"""Young generations are collected at least this often, even when the two stages' pauses
+overlap without a break (a worker that is behind is never idle)."""
+
 
 class _OpenPauses:
-    """How many ``gc_paused`` blocks are open, across tasks."""
+    """How many ``gc_paused`` blocks are open, across tasks, and when the young generations
+    were last collected."""
 
     count = 0
+    collected_at = time.monotonic()
 
 
 @contextmanager
@@ -35,3 +42,12 @@ def gc_paused() -> Iterator[None]:
         _OpenPauses.count -= 1
         if _OpenPauses.count == 0:
             gc.enable()
+
+
+def collect_garbage_now_and_then() -> None:
+    """Collect the young generations when ``COLLECT_EVERY_S`` passed since the last time, so
+    cycles (tracebacks, futures) are freed even if some pause is always open."""
+    now = time.monotonic()
+    if now - _OpenPauses.collected_at >= COLLECT_EVERY_S:
+        _OpenPauses.collected_at = now
+        gc.collect(1)

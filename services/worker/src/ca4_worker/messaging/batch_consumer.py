@@ -11,8 +11,9 @@ Batches are small and immediate when the group keeps up, and large when it is be
 Offsets are committed per batch, exactly those of the batch (never the consumer's position,
 which the pump has moved ahead), in the background: the next batch is handled while the commit
 travels, commits stay in order (one in flight), and a crash before one lands only means
-redelivery, which the handlers absorb. A handler that raises has its partitions sought back to the
-batch's first records, and their buffered records dropped, so nothing past it is committed.
+redelivery, which the handlers absorb. ``after_commit`` hears what each commit made final.
+A handler that raises has its partitions sought back to the batch's first records, and their
+buffered records dropped, so nothing past it is committed.
 A rebalance waits for the batch in flight (and its commit) before partitions are given up,
 and drops what was buffered for them: their next owner reads on from the committed offsets.
 """
@@ -59,7 +60,7 @@ class BatchConsumer:
         stage_seconds: Histogram | None = None,
         on_assigned: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]]
         | None = None,
-        after_batch: Callable[[Mapping[TopicPartition, int]], None] | None = None,
+        after_commit: Callable[[Mapping[TopicPartition, int]], None] | None = None,
         revoke_wait_s: float = 30.0,
     ) -> None:
         self.name = name
@@ -68,7 +69,7 @@ class BatchConsumer:
         self._max_records = max_records
         self._stage_seconds = stage_seconds
         self._on_assigned = on_assigned
-        self._after_batch = after_batch
+        self._after_commit = after_commit
         self._revoke_wait_s = revoke_wait_s
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -84,11 +85,9 @@ class BatchConsumer:
         self._room = asyncio.Event()
         self._room.set()
         self._handling = asyncio.Lock()
-        # The offset each partition's next polled record must have: after a rewind, a poll
-        # that was in flight may still return records fetched before the seek.
-        self._expected: dict[TopicPartition, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._committing: asyncio.Task[None] | None = None
+        self._committing: asyncio.Future[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         """Join the group and start polling and handling in the background."""
@@ -104,13 +103,19 @@ class BatchConsumer:
 
         What is not committed by then is redelivered, which the handlers absorb.
         """
+        self._stopping = True  # a rebalance from now on does not wait for the lock
         if self._tasks:
             pump, work = self._tasks
             await _cancelled(pump)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._handling.acquire(), wait_s)
+            except TimeoutError:
+                log.warning("stopping with a batch in flight", consumer=self.name)
+            else:
+                self._handling.release()
             await _cancelled(work)
-            await self._commit_landed()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._commit_landed()
         await self.consumer.stop()
 
     @property
@@ -137,11 +142,9 @@ class BatchConsumer:
                 log.warning("poll failed, retrying", consumer=self.name, error=repr(error))
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
                 continue
+            # aiokafka drops what was fetched for a partition before a seek or a new
+            # assignment, so everything returned here is from the current position.
             for partition, records in fetched.items():
-                expected = self._expected.get(partition, records[0].offset)
-                if records[0].offset != expected:
-                    continue  # fetched before a rewind: the seek fetches them again
-                self._expected[partition] = records[-1].offset + 1
                 self._buffer.setdefault(partition, []).extend(records)
                 self._buffered += len(records)
             if self._buffered:
@@ -166,12 +169,12 @@ class BatchConsumer:
                     await asyncio.sleep(RETRY_AFTER_ERROR_S)
                     done = time.perf_counter()
                     continue
-                offsets = _next_offsets(batch)
-                if self._after_batch is not None:
-                    self._after_batch(offsets)
                 started = time.perf_counter()
                 await self._commit_landed()  # the previous batch's, almost always done
-                self._committing = asyncio.create_task(self._commit(offsets))
+                # Shielded: a commit once sent is let land even if the loop is cancelled.
+                self._committing = asyncio.ensure_future(
+                    asyncio.shield(self._commit(_next_offsets(batch)))
+                )
                 done = time.perf_counter()
                 self._observe("commit", done - started)
 
@@ -185,7 +188,6 @@ class BatchConsumer:
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
         for partition in partitions:
-            self._expected.pop(partition, None)
             self._buffered -= len(self._buffer.pop(partition, ()))
         if not self._buffered:
             self._arrived.clear()
@@ -202,7 +204,6 @@ class BatchConsumer:
         for partition, offset in first.items():
             if partition in owned:
                 self.consumer.seek(partition, offset)
-                self._expected[partition] = offset
 
     async def _commit_landed(self) -> None:
         if self._committing is not None:
@@ -210,18 +211,24 @@ class BatchConsumer:
             self._committing = None
 
     async def _commit(self, offsets: Offsets) -> None:
-        """Commit ``offsets`` of the partitions still owned; a refused commit means the next
-        owner redelivers the batch, which the handlers absorb."""
+        """Commit ``offsets`` of the partitions still owned, then report what was committed
+        (nothing, when refused: the next owner redelivers the batch, which the handlers
+        absorb)."""
         owned = self.consumer.assignment()
         mine = {partition: offset for partition, offset in offsets.items() if partition in owned}
-        if not mine:
-            return
         try:
-            await self.consumer.commit(mine)
+            if mine:
+                await self.consumer.commit(mine)
         except Exception as error:  # rebalanced, stopped, or Kafka down: all mean redelivery
             log.warning("offsets not committed", consumer=self.name, error=repr(error))
+            mine = {}
+        if self._after_commit is not None:
+            self._after_commit(mine)
 
     async def _revoking(self, revoked: list[TopicPartition]) -> None:
+        if self._stopping:
+            self._drop(revoked)
+            return
         try:
             await asyncio.wait_for(self._handling.acquire(), self._revoke_wait_s)
         except TimeoutError:

@@ -12,16 +12,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+from aiokafka import TopicPartition
 
 from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.projector import ProjectionService, StoreHandoff
 from ca4_worker.core import metrics
 from ca4_worker.core.config import Settings
-from ca4_worker.core.gc_pause import gc_paused
+from ca4_worker.core.gc_pause import collect_garbage_now_and_then, gc_paused
+from ca4_worker.domain.records import Position, PositionedEvent
 from ca4_worker.messaging.batch_consumer import BatchConsumer, Record
 from ca4_worker.messaging.records import raw_record
 from ca4_worker.messaging.store_progress import StoreWatermark
+
+PROJECTION_FETCH_BYTES = 1024 * 1024
+"""Bytes the projection stage fetches per partition per request: it keeps polling while a
+round runs, so it needs no large fetch to keep up, and each stage's fetch buffers count
+against the worker's memory."""
 
 
 def store_consumer(
@@ -30,14 +39,33 @@ def store_consumer(
     watermark: StoreWatermark,
     handoff: StoreHandoff | None = None,
 ) -> BatchConsumer:
-    """The store stage's consumer (not started); it hands its decisions to ``handoff``."""
+    """The store stage's consumer (not started).
+
+    A batch counts as handled for the projection stage (watermark, handoff) only once its
+    commit landed: a batch whose commit was refused is handled again by the partition's next
+    owner, whose decisions may differ (an event dead-lettered here after unexpected errors may
+    be stored there).
+    """
+    decided: deque[tuple[list[Position], list[PositionedEvent]]] = deque()
 
     async def store(batch: Sequence[Record]) -> None:
         with gc_paused():
             records = [raw_record(record) for record in batch]
             outcome = await ingest.handle_batch(records)
+        decided.append(([record.position for record in records], outcome.to_project))
+        collect_garbage_now_and_then()
+
+    def committed(offsets: Mapping[TopicPartition, int]) -> None:
+        positions, kept = decided.popleft()
+        if not offsets:
+            return
         if handoff is not None:
-            handoff.put((record.position for record in records), outcome.to_project)
+            done = {partition.partition for partition in offsets}
+            handoff.put(
+                (position for position in positions if position.partition in done),
+                (item for item in kept if item.position.partition in done),
+            )
+        watermark.advance(offsets)
 
     return BatchConsumer(
         name="store",
@@ -48,7 +76,7 @@ def store_consumer(
         max_records=settings.store_max_records,
         max_partition_fetch_bytes=settings.store_max_partition_fetch_bytes,
         stage_seconds=metrics.STORE_STAGE_SECONDS,
-        after_batch=watermark.advance,
+        after_commit=committed,
     )
 
 
@@ -58,8 +86,8 @@ def projection_consumer(
     """The projection stage's consumer (not started)."""
 
     async def project(batch: Sequence[Record]) -> None:
-        with gc_paused():
-            await projector.handle_batch([raw_record(record) for record in batch])
+        await projector.handle_batch([raw_record(record) for record in batch])
+        collect_garbage_now_and_then()
 
     return BatchConsumer(
         name="projection",
@@ -68,6 +96,6 @@ def projection_consumer(
         group_id=settings.kafka_project_group,
         handler=project,
         max_records=settings.projection_max_records,
-        max_partition_fetch_bytes=settings.store_max_partition_fetch_bytes,
+        max_partition_fetch_bytes=PROJECTION_FETCH_BYTES,
         stage_seconds=metrics.PROJECTION_STAGE_SECONDS,
     )

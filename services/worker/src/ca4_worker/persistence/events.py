@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime
 
+from ca4_schemas import LEGACY_TENANT
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -17,6 +18,12 @@ from ca4_worker.persistence.documents import (
     event_document,
     positioned_from_document,
 )
+
+OWNER_DOCUMENTS_PER_SESSION = 4
+
+
+def _tenant_of(doc: Doc) -> str:
+    return str(doc.get("event", {}).get("tenant", LEGACY_TENANT))
 
 
 class MongoEventStore:
@@ -60,14 +67,27 @@ class MongoEventStore:
             return {doc["_id"]: Position(doc["partition"], doc["offset"]) async for doc in cursor}
 
     async def session_owners(self, session_ids: Collection[str]) -> dict[str, str]:
-        """The tenant of the stored events of each session (only its owner's are stored)."""
+        """The tenant of the stored events of each session (only its owner's are stored).
+
+        One read for all of them, bounded: a few documents per session are enough, and
+        sessions with many stored events that the bound cut off get a read of one document
+        each. Version-1 documents have no ``event.tenant``: they are the legacy tenant's.
+        """
         if not session_ids:
             return {}
+        wanted = list(session_ids)
+        limit = OWNER_DOCUMENTS_PER_SESSION * len(wanted)
+        fields = {"session_id": 1, "event.tenant": 1}
         with database_call(self._deadline_s):
-            cursor = self._events.find(
-                {"session_id": {"$in": list(session_ids)}}, {"session_id": 1, "event.tenant": 1}
-            )
-            return {doc["session_id"]: doc["event"]["tenant"] async for doc in cursor}
+            cursor = self._events.find({"session_id": {"$in": wanted}}, fields).limit(limit)
+            found = [doc async for doc in cursor]
+            owners = {doc["session_id"]: _tenant_of(doc) for doc in found}
+            if len(found) == limit:
+                for session_id in set(wanted) - owners.keys():
+                    doc = await self._events.find_one({"session_id": session_id}, fields)
+                    if doc is not None:
+                        owners[session_id] = _tenant_of(doc)
+        return owners
 
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
         """The stored event, if any and of ``tenant``.
