@@ -55,6 +55,13 @@ ROUNDS = int(os.environ.get("CA4_BENCH_WORKER_ROUNDS", "3"))
 LATENCY_RATE = 1000
 LATENCY_SECONDS = int(os.environ.get("CA4_BENCH_WORKER_LATENCY_SECONDS", "10"))
 PROJECTION_POLL_S = 0.02
+GOALS = {
+    "worker_vs_bare_ratio": 0.9,
+    "worker_vs_pipelined_bare_ratio": 0.7,
+    "stored_latency_ms_p99": 250.0,
+    "projected_latency_ms_p99": 1000.0,
+}
+"""Issue 17's goals at a steady 1,000 events/s, drawn on the plot and kept in the JSON."""
 SESSIONS = int(os.environ.get("CA4_BENCH_WORKER_SESSIONS", "50"))
 GPUS_PER_SESSION = int(os.environ.get("CA4_BENCH_WORKER_GPUS_PER_SESSION", "1"))
 
@@ -564,7 +571,8 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
         "worker_vs_bare_ratio_per_round": [item["worker_vs_bare_ratio"] for item in rounds],
         "worker_peak_rss_mib": max(item["worker_peak_rss_mib"] or 0.0 for item in rounds),
         "per_round": rounds,
-        "target_ratio": 0.7,
+        # Issue 17's goals; the ratio of 0.7 to sequential insert_many was the bench's before.
+        "targets": GOALS,
         "latency_rate_events_per_s": LATENCY_RATE,
         "latency_seconds": LATENCY_SECONDS,
         **{
@@ -626,15 +634,19 @@ def _plot(path: Path, result: dict[str, Any], latencies: list[_Latencies]) -> No
     left.set_xticks(range(len(keys)), [label for label, _, _ in keys])
     left.set_ylabel("events/s (bars: median, dots: rounds)")
     left.set_title(
-        f"Throughput: {result['worker_vs_bare_ratio']:.2f} of bare (target 0.70), "
-        f"{result['worker_vs_pipelined_bare_ratio']:.2f} of pipelined"
+        f"Throughput: {result['worker_vs_bare_ratio']:.2f} of bare (goal "
+        f"{GOALS['worker_vs_bare_ratio']:.2f}), "
+        f"{result['worker_vs_pipelined_bare_ratio']:.2f} of pipelined (goal "
+        f"{GOALS['worker_vs_pipelined_bare_ratio']:.2f})"
     )
     stored = [value for item in latencies for value in item.stored_ms]
     projected = [value for item in latencies for value in item.projected_ms]
     bins = 60
     right.hist(stored, bins=bins, color="tab:green", alpha=0.6, label="stored")
     right.hist(projected, bins=bins, color="tab:orange", alpha=0.6, label="projected")
-    right.axvline(250, color="tab:green", linestyle="--", linewidth=1, label="stored goal p99")
+    for kind, color in (("stored", "tab:green"), ("projected", "tab:orange")):
+        goal = GOALS[f"{kind}_latency_ms_p99"]
+        right.axvline(goal, color=color, linestyle="--", linewidth=1, label=f"{kind} goal p99")
     right.set_xlabel("received_at -> stored / projected (ms), all rounds")
     right.legend()
     right.set_title(
