@@ -69,6 +69,19 @@ class EventStoreContract:
         found = [item async for page in store.scan(since=since) for item in page]
         assert [item.event_id for item in found] == [late.event_id]
 
+    async def test_canonical_and_stored_positions(self, store: EventStore) -> None:
+        """What the projection stage asks the store: where each event id was stored from, and
+        which record positions hold a stored event."""
+        first, other = positioned(0, 4), positioned(2, 9)
+        await store.append([first, other, PositionedEvent(first.event, Position(1, 6))])
+        missing = "00000000-0000-0000-0000-000000000000"
+        assert await store.positions([first.event_id, other.event_id, missing]) == {
+            first.event_id: Position(0, 4),
+            other.event_id: Position(2, 9),
+        }
+        asked = {Position(0, 4), Position(1, 6), Position(2, 9), Position(2, 10)}
+        assert await store.stored_positions(asked) == {Position(0, 4), Position(2, 9)}
+
     async def test_missing_event_is_none(self, store: EventStore) -> None:
         assert await store.get("00000000-0000-0000-0000-000000000000", tenant=None) is None
 

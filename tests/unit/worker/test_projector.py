@@ -4,11 +4,18 @@ what the store kept, and gives the same read models with or without the store's 
 from __future__ import annotations
 
 import asyncio
+import json
 
+import pytest
 from aiokafka import TopicPartition
-from ca4_worker.application.ingest import IngestService
-from ca4_worker.application.projector import NOT_HANDED_OVER, ProjectionService, StoreHandoff
-from ca4_worker.domain.records import RawRecord
+from ca4_worker.application.ingest import IngestService, decode_record
+from ca4_worker.application.projector import (
+    NOT_HANDED_OVER,
+    ProjectionService,
+    StoredEventUnreadableError,
+    StoreHandoff,
+)
+from ca4_worker.domain.records import PositionedEvent, RawRecord
 from ca4_worker.messaging.store_progress import StoreWatermark
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,
@@ -111,3 +118,27 @@ async def test_the_handoff_is_bounded_and_oldest_decisions_go_first() -> None:
     assert len(handoff) == 3
     assert handoff.take(records[0].position) is NOT_HANDED_OVER  # evicted
     assert handoff.take(records[4].position) is None  # handled, nothing to project
+
+
+async def test_a_stored_event_this_worker_cannot_read_fails_the_round_instead_of_a_skip() -> None:
+    """A rolling upgrade: a newer worker stored an event of a schema version this one does not
+    know. Skipping it would leave it unprojected for good; a dead-lettered unreadable record,
+    which the store does not hold, is skipped."""
+    store, projections, letters = InMemoryEventStore(), InMemoryProjections(), InMemoryDeadLetters()
+    watermark = StoreWatermark(store_group="ca4-store")
+    projector = ProjectionService(
+        store=store, projections=projections, dead_letters=letters, progress=watermark
+    )
+    newer = json.dumps({**event_body(session_id="n"), "schema_version": 99}).encode()
+    stored_by_a_newer_worker = record(newer, offset=0)
+    dead_lettered = record(newer, offset=1)
+    # What the newer worker stored at offset 0 (this worker cannot build it from the bytes).
+    what_it_stored = decode_record(record(event_body(session_id="n"), offset=0))
+    assert isinstance(what_it_stored, PositionedEvent)
+    await store.append([what_it_stored])
+    watermark.advance(next_offsets([stored_by_a_newer_worker, dead_lettered]))
+
+    with pytest.raises(StoredEventUnreadableError, match="upgrade this worker"):
+        await projector.handle_batch([stored_by_a_newer_worker, dead_lettered])
+    outcome = await projector.handle_batch([dead_lettered])
+    assert (outcome.projected, outcome.skipped) == (0, 1)

@@ -65,6 +65,10 @@ class EventStore(Protocol):
         """The owner tenant of each session among ``session_ids`` with a stored event."""
         ...
 
+    async def stored_positions(self, positions: Collection[Position]) -> set[Position]:
+        """Which of ``positions`` an event was stored from."""
+        ...
+
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
         """The stored event with its canonical position, if stored and of ``tenant`` (``None``:
         any tenant)."""

@@ -68,6 +68,10 @@ class StoreHandoff:
         return len(self._decided)
 
 
+class StoredEventUnreadableError(Exception):
+    """The store holds an event this worker cannot decode (a newer schema version)."""
+
+
 @dataclass(frozen=True)
 class ProjectionOutcome:
     """Counts of one projection batch."""
@@ -131,9 +135,15 @@ class ProjectionService:
         """Project the ``handed`` events and what the store kept among the ``left`` records."""
         with _stage("decode"):
             raw = {record.position: record for record in records}
-            decoded = [
-                item for item in map(decode_record, left) if isinstance(item, PositionedEvent)
-            ]
+            decoded: list[PositionedEvent] = []
+            unreadable: list[RawRecord] = []
+            for record, item in zip(left, map(decode_record, left), strict=True):
+                if isinstance(item, PositionedEvent):
+                    decoded.append(item)
+                else:
+                    unreadable.append(record)
+        if unreadable:
+            await self._refuse_if_stored(unreadable)
         with _stage("resolve"):
             kept = sorted(handed + await self._as_stored(decoded), key=lambda item: item.position)
         with _stage("apply"):
@@ -182,6 +192,24 @@ class ProjectionService:
             elif isinstance(decided, PositionedEvent):
                 handed.append(decided)
         return handed, left
+
+    async def _refuse_if_stored(self, unreadable: Sequence[RawRecord]) -> None:
+        """Skip records the store dead-lettered; raise for one it stored anyway.
+
+        A record this worker cannot read but another stored is a newer schema version (a
+        rolling upgrade): skipping it would leave that event unprojected for good, so the
+        round fails and is tried again until a worker that reads it projects it.
+        """
+        stored = await until_available(
+            lambda: self._store.stored_positions({record.position for record in unreadable}),
+            what="read stored positions",
+            max_backoff_s=self._max_backoff_s,
+        )
+        if stored:
+            raise StoredEventUnreadableError(
+                f"{len(stored)} stored event(s) this worker cannot decode, first at "
+                f"{min(stored)}: upgrade this worker; the round is tried again until then"
+            )
 
     async def _as_stored(self, events: list[PositionedEvent]) -> list[PositionedEvent]:
         """The events stored from their own position."""

@@ -89,6 +89,20 @@ class MongoEventStore:
                         owners[session_id] = _tenant_of(doc)
         return owners
 
+    async def stored_positions(self, positions: Collection[Position]) -> set[Position]:
+        """Which of ``positions`` an event was stored from (the ``position`` index)."""
+        by_partition: dict[int, list[int]] = {}
+        for position in positions:
+            by_partition.setdefault(position.partition, []).append(position.offset)
+        found: set[Position] = set()
+        with database_call(self._deadline_s):
+            for partition, offsets in by_partition.items():
+                cursor = self._events.find(
+                    {"partition": partition, "offset": {"$in": offsets}}, {"offset": 1}
+                )
+                found.update({Position(partition, doc["offset"]) async for doc in cursor})
+        return found
+
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
         """The stored event, if any and of ``tenant``.
 

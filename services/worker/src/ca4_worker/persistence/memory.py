@@ -93,6 +93,12 @@ class InMemoryEventStore:
             if item.event.session_id in wanted
         }
 
+    async def stored_positions(self, positions: Collection[Position]) -> set[Position]:
+        """Which of ``positions`` an event was stored from."""
+        self.outage.check()
+        stored = {item.position for item in self.events.values()}
+        return stored & set(positions)
+
     async def get(self, event_id: str, *, tenant: str | None) -> PositionedEvent | None:
         """The stored event, if of ``tenant``."""
         self.outage.check()
