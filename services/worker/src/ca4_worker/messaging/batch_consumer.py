@@ -58,8 +58,6 @@ class BatchConsumer:
         max_records: int,
         max_partition_fetch_bytes: int = 1024 * 1024,
         stage_seconds: Histogram | None = None,
-        on_assigned: Callable[[AIOKafkaConsumer, list[TopicPartition]], Awaitable[None]]
-        | None = None,
         after_commit: Callable[[Mapping[TopicPartition, int]], None] | None = None,
         revoke_wait_s: float = 30.0,
     ) -> None:
@@ -68,7 +66,6 @@ class BatchConsumer:
         self._handler = handler
         self._max_records = max_records
         self._stage_seconds = stage_seconds
-        self._on_assigned = on_assigned
         self._after_commit = after_commit
         self._revoke_wait_s = revoke_wait_s
         self.consumer = AIOKafkaConsumer(
@@ -241,10 +238,6 @@ class BatchConsumer:
         finally:
             self._handling.release()
 
-    async def _assigned(self, assigned: list[TopicPartition]) -> None:
-        if self._on_assigned is not None and assigned:
-            await self._on_assigned(self.consumer, assigned)
-
     def _observe(self, stage: str, seconds: float) -> None:
         if self._stage_seconds is not None:
             self._stage_seconds.labels(stage).observe(seconds)
@@ -258,7 +251,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._owner._revoking(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._owner._assigned(list(assigned))
+        return
 
 
 def _next_offsets(batch: Sequence[Record]) -> Offsets:
