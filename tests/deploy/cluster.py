@@ -229,7 +229,14 @@ class LocalCluster:
         ]
 
     def hosts(self, pod: Pod) -> str:
-        """The pod's /etc/hosts: itself, every service and StatefulSet pod, the stand-ins."""
+        """The pod's /etc/hosts: itself, every service and StatefulSet pod, the stand-ins.
+
+        Unlike the kubelet's file, the pod's address resolves back to "localhost" (its first
+        name): pods share the host's loopback here, so "localhost" must mean the pod's own
+        address. Kept deliberately: a program that advertises its canonical host name instead
+        of a configured one fails here (test_kafka's leader endpoints) where Kubernetes happens
+        to give it the pod's DNS name.
+        """
         lines = [
             "# Written by the deploy tier (tests/deploy): the cluster's DNS, one pod's view.",
             f"{pod.address}\tlocalhost {' '.join(pod.dns_names())}",

@@ -26,7 +26,7 @@ import yaml
 from ca4_worker.persistence.s3 import S3ObjectStore
 
 from tests.deploy import tier
-from tests.deploy.cluster import LocalCluster, Manifest, Pod, find
+from tests.deploy.cluster import LocalCluster, Manifest, Pod, PodFailedError, find, log_tail
 from tests.deploy.images import ImageMap
 from tests.infra.conftest import helm, rendered, template, values_args
 from tests.support.services import Endpoints
@@ -114,6 +114,32 @@ class Platform:
     seconds_to_quorum: float
 
 
+async def start_quorum(cluster: LocalCluster, brokers: list[Pod]) -> None:
+    """Start the brokers together (the chart's Parallel policy) and wait for all to be ready.
+
+    A quorum that does not form fails with every broker's log tail and the listeners on Kafka's
+    ports: one broker's tail rarely says why the others will not vote for it.
+    """
+    await asyncio.gather(*(cluster.start(b) for b in brokers))
+    try:
+        await asyncio.gather(*(cluster.wait_ready(b, within_s=150) for b in brokers))
+    except PodFailedError as stuck:
+        raise PodFailedError(f"{stuck}\n{quorum_diagnosis(brokers)}") from stuck
+
+
+def quorum_diagnosis(brokers: list[Pod]) -> str:
+    """Every broker's log tail, and every listener on Kafka's ports (any address, wildcards too)."""
+    ports = {str(p["containerPort"]) for b in brokers for p in b.container.get("ports", [])}
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=False)
+    on_ports = [
+        line for line in listening.stdout.splitlines() if any(f":{port} " in line for port in ports)
+    ]
+    parts = [f"listening on {', '.join(sorted(ports))}:", *(on_ports or ["(nothing)"])]
+    for broker in brokers:
+        parts.append(f"--- {broker.name} ({broker.address}):\n{log_tail(broker.log, 15)}")
+    return "\n".join(parts)
+
+
 @contextlib.asynccontextmanager
 async def running_platform(
     helm: str, value_set: str, state: Path, podnet: Path, block: int
@@ -132,8 +158,7 @@ async def running_platform(
     try:
         began = asyncio.get_running_loop().time()
         brokers = cluster.plan(find(docs, "StatefulSet", "kafka"))
-        await asyncio.gather(*(cluster.start(b) for b in brokers))
-        await asyncio.gather(*(cluster.wait_ready(b, within_s=150) for b in brokers))
+        await start_quorum(cluster, brokers)
         seconds = asyncio.get_running_loop().time() - began
         tier.TIMINGS[f"{value_set}: {len(brokers)} broker(s) ready"] = seconds
         job = await cluster.run_job(find(docs, "Job", "kafka-topics"))

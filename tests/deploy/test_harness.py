@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from tests.deploy.cluster import LocalCluster
+from tests.deploy.conftest import claimed_block
 from tests.deploy.images import ImageMap
 
 pytestmark = [pytest.mark.deploy]
@@ -93,11 +95,18 @@ def host_sees(path: str) -> list[str] | None:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else None
 
 
+@pytest.fixture
+def own_block() -> Iterator[int]:
+    """A block of its own: the session's is the prod platform's, whose kafka-0 is 127.0.<b>.1."""
+    with claimed_block() as block:
+        yield block
+
+
 async def test_a_pod_sees_its_volumes_env_names_and_own_address(
-    tmp_path: Path, podnet: Path, address_block: int
+    tmp_path: Path, podnet: Path, own_block: int
 ) -> None:
     docs = manifests()
-    cluster = LocalCluster(tmp_path, docs, ImageMap(tmp_path), podnet, address_block=address_block)
+    cluster = LocalCluster(tmp_path, docs, ImageMap(tmp_path), podnet, address_block=own_block)
     (pod,) = cluster.plan(docs[2])
     try:
         await cluster.start(pod)

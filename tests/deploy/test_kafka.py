@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -54,6 +55,27 @@ async def test_three_brokers_form_a_kraft_quorum(platform: Platform) -> None:
     assert sorted(v["id"] for v in voters) == [0, 1, 2], output
     assert int(status["LeaderId"]) in {0, 1, 2}, output
     tier.passed("kafka (StatefulSet, prod: 3)")
+
+
+async def test_voters_reach_the_leader_by_its_pod_name(platform: Platform) -> None:
+    """The controller endpoint a leader advertises to the other voters is its pod's DNS name.
+
+    Without one in advertised.listeners Kafka advertises the host's canonical name: "localhost"
+    wherever the pod's address resolves back to that, and a follower then sends its votes and
+    fetches to itself (the quorum that, now and then, never formed here).
+    """
+    pod_names = {f"{b.name}.kafka-headless.platform.svc.cluster.local" for b in platform.brokers}
+    learned: dict[str, set[str]] = {}
+    for broker in platform.brokers:
+        log = broker.log.read_text(errors="replace")
+        hosts = set(
+            re.findall(
+                r"leaderEndpoints=Endpoints\(endpoints=\{ListenerName\(CONTROLLER\)=([^/:}]+)", log
+            )
+        )
+        learned[broker.name] = hosts
+    assert any(learned.values()), "no broker logged the leader's endpoints"
+    assert all(hosts <= pod_names for hosts in learned.values()), learned
 
 
 async def described_topics(platform: Platform, values: dict[str, Any]) -> dict[str, Any]:

@@ -200,6 +200,8 @@ def test_platform_kafka_kraft_and_tunnel_listener(rendered: Any, value_set: str)
     assert len(settings["controller.quorum.voters"].split(",")) == replicas
     assert "TUNNEL://localhost:@TUNNEL_PORT@" in settings["advertised.listeners"]
     assert "INTERNAL://@POD_HOST@:9092" in settings["advertised.listeners"]
+    # voters learn the leader's controller endpoint from it (test_kafka.py, deploy tier)
+    assert "CONTROLLER://@POD_HOST@:9093" in settings["advertised.listeners"]
     tunnels = sorted(
         (
             d
