@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ async def consuming(
         group_id=group,
         handler=handler,
         max_records=options.pop("max_records", 10_000),
+        max_bytes=options.pop("max_bytes", 64 * 1024 * 1024),
         **options,
     )
     await consumer.start()
@@ -102,6 +104,44 @@ async def test_records_that_arrive_during_a_batch_are_all_in_the_next_one(
             lambda: _true(len(handler.batches) == 2), timeout_s=30, what="the second batch"
         )
     assert len(handler.batches[1]) == 200
+
+
+async def test_large_records_make_small_batches_and_the_buffer_stays_within_its_bytes(
+    worker_settings: Settings,
+) -> None:
+    """A client that sends the largest events the topic takes must not grow the worker's memory
+    a thousandfold: batches, and what is buffered for the next, stay near ``max_bytes``."""
+    handler = Recorder()
+    group = f"{worker_settings.kafka_topic}-bytes"
+    filler = "x" * 100_000
+    sent = [{"session_id": f"big-{index % 3}", "n": index, "filler": filler} for index in range(60)]
+    for start in range(0, 60, 10):
+        await produce(
+            worker_settings.kafka_bootstrap_servers,
+            worker_settings.kafka_topic,
+            sent[start : start + 10],
+        )
+    record_size = len(json.dumps(sent[0]))
+    max_bytes = 1024 * 1024
+    handler.hold.clear()
+    most_buffered = 0
+    async with consuming(worker_settings, handler, group, max_bytes=max_bytes) as consumer:
+        await wait_for(
+            lambda: _true(len(handler.batches) == 1), timeout_s=60, what="the first batch"
+        )
+        for _ in range(20):  # the pump runs on while the first batch is held
+            await asyncio.sleep(0.1)
+            most_buffered = max(most_buffered, consumer.buffered)
+        handler.hold.set()
+        await wait_for(
+            lambda: _true(len(handler.handled()) == 60), timeout_s=60, what="all 60 handled"
+        )
+    assert len(handler.handled()) == len(set(handler.handled())) == 60  # each once
+    assert most_buffered * record_size <= max_bytes + 2 * record_size
+    later = handler.batches[1:]  # the first poll learns the record size
+    assert later
+    assert all(len(batch) * record_size <= max_bytes + 2 * record_size for batch in later)
+    assert sum((await committed(worker_settings, group)).values()) == 60
 
 
 async def test_a_failed_batch_is_handled_again_and_commits_stay_exact(

@@ -65,7 +65,7 @@ async def stored_then_projected(
         part = records[start : start + 10] if start == 0 else records[start:]
         outcome = await ingest.handle_batch(part)
         if handoff is not None:
-            handoff.put((item.position for item in part), outcome.to_project)
+            handoff.put(part, outcome.to_project)
         watermark.advance(next_offsets(part))
     await projector.handle_batch(records)
     return projections, letters
@@ -75,7 +75,7 @@ async def test_the_handoff_and_the_lookup_give_the_same_read_models() -> None:
     """What the store stage hands over in-process and what the projection stage works out on
     its own (another worker stored it, or after a restart) project identically."""
     records = mixed_batch()
-    handoff = StoreHandoff()
+    handoff = StoreHandoff(max_bytes=1024 * 1024, max_positions=1000)
     with_handoff, letters = await stored_then_projected(records, handoff=handoff)
     looked_up, _ = await stored_then_projected(records, handoff=None)
     assert with_handoff.documents() == looked_up.documents()
@@ -112,12 +112,38 @@ async def test_a_round_waits_until_the_store_has_handled_its_records() -> None:
 
 
 async def test_the_handoff_is_bounded_and_oldest_decisions_go_first() -> None:
-    handoff = StoreHandoff(max_positions=3)
+    handoff = StoreHandoff(max_bytes=1024 * 1024, max_positions=3)
     records = [record(event_body(), offset=offset) for offset in range(5)]
-    handoff.put((item.position for item in records), [])
+    handoff.put(records, [])
     assert len(handoff) == 3
     assert handoff.take(records[0].position) is NOT_HANDED_OVER  # evicted
     assert handoff.take(records[4].position) is None  # handled, nothing to project
+
+
+async def test_the_handoff_holds_at_most_its_bytes_of_kept_events() -> None:
+    """Decoded, an event takes about ten times its bytes: large events must not pile up."""
+    store = InMemoryEventStore()
+    ingest = IngestService(
+        store=store,
+        projections=InMemoryProjections(),
+        dead_letters=InMemoryDeadLetters(),
+        max_backoff_s=0.01,
+    )
+    gpus = [gpu_sample(index) for index in range(64)]
+    records = [
+        record(event_body(session_id=f"s{offset}", gpus=gpus), offset=offset)
+        for offset in range(20)
+    ]
+    last_five = sum(len(r.value or b"") for r in records[15:])
+    handoff = StoreHandoff(max_bytes=last_five, max_positions=1000)
+    handoff.put(records, (await ingest.handle_batch(records)).to_project)
+    assert handoff.held_bytes == last_five
+    assert all(handoff.take(r.position) is NOT_HANDED_OVER for r in records[:15])  # the oldest
+    kept = [handoff.take(r.position) for r in records[15:]]
+    assert [item.position.offset for item in kept if isinstance(item, PositionedEvent)] == [
+        15, 16, 17, 18, 19
+    ]  # fmt: skip
+    assert handoff.held_bytes == 0
 
 
 async def test_a_stored_event_this_worker_cannot_read_fails_the_round_instead_of_a_skip() -> None:

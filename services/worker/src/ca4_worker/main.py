@@ -85,7 +85,8 @@ async def _start_consumers(
         # Room for one store batch and a projection round's worth before it: the projection
         # stage takes decisions as soon as the store has handled them.
         handoff = StoreHandoff(
-            max_positions=settings.store_max_records + settings.projection_max_records
+            max_bytes=settings.store_max_bytes,
+            max_positions=settings.store_max_records + settings.projection_max_records,
         )
         projector = ProjectionService(
             store=adapters.store,

@@ -44,28 +44,48 @@ NOT_HANDED_OVER: Final = object()
 
 class StoreHandoff:
     """What the store stage of this process decided for each record position: the event it
-    kept, or ``None`` (a duplicate, or dead-lettered). Bounded: the oldest go first, and the
-    projection stage then decodes and looks those up itself."""
+    kept, or ``None`` (a duplicate, or dead-lettered). Bounded by the kept events' record bytes
+    (decoded, an event takes about ten times its bytes) and by positions: the oldest go first,
+    and the projection stage then decodes and looks those up itself."""
 
-    def __init__(self, max_positions: int = 50_000) -> None:
+    def __init__(self, *, max_bytes: int, max_positions: int) -> None:
+        self._max_bytes = max_bytes
         self._max_positions = max_positions
-        self._decided: OrderedDict[Position, PositionedEvent | None] = OrderedDict()
+        self._decided: OrderedDict[Position, tuple[PositionedEvent | None, int]] = OrderedDict()
+        self._bytes = 0
 
-    def put(self, handled: Iterable[Position], kept: Iterable[PositionedEvent]) -> None:
-        """Record a durable store batch: every position ``handled``, the ``kept`` events."""
-        for position in handled:
-            self._decided[position] = None
+    def put(self, handled: Iterable[RawRecord], kept: Iterable[PositionedEvent]) -> None:
+        """Record a durable store batch: every record ``handled``, the ``kept`` events."""
+        sizes: dict[Position, int] = {}
+        for record in handled:
+            self._decided[record.position] = (None, 0)
+            sizes[record.position] = len(record.value or b"")
         for item in kept:
-            self._decided[item.position] = item
-        while len(self._decided) > self._max_positions:
-            self._decided.popitem(last=False)
+            size = sizes.get(item.position, 0)
+            self._decided[item.position] = (item, size)
+            self._bytes += size
+        while self._decided and (
+            self._bytes > self._max_bytes or len(self._decided) > self._max_positions
+        ):
+            _, (_, size) = self._decided.popitem(last=False)
+            self._bytes -= size
 
     def take(self, position: Position) -> PositionedEvent | object | None:
         """The decision for ``position``, once, or :data:`NOT_HANDED_OVER`."""
-        return self._decided.pop(position, NOT_HANDED_OVER)
+        decided = self._decided.pop(position, None)
+        if decided is None:
+            return NOT_HANDED_OVER
+        item, size = decided
+        self._bytes -= size
+        return item
 
     def __len__(self) -> int:
         return len(self._decided)
+
+    @property
+    def held_bytes(self) -> int:
+        """Record bytes of the kept events held."""
+        return self._bytes
 
 
 class StoredEventUnreadableError(Exception):

@@ -85,8 +85,13 @@ class Settings(BaseSettings):
     """Consumer group of the S3 archiver, separate so an S3 outage never slows the store."""
     store_max_records: int = Field(default=20_000, ge=1, le=100_000)
     """Most records one store batch holds. A batch is everything that arrived while the last
-    one was stored: small and immediate when the worker keeps up, up to this when behind.
-    Memory grows with it: about 360 MiB peak RSS at 20,000 events of 0.7 KiB."""
+    one was stored: small and immediate when the worker keeps up, up to this (or
+    ``store_max_bytes``, whichever comes first) when behind."""
+    store_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Most record bytes one store batch holds, whatever its record count. Decoded, an event
+    takes about ten times its bytes, so this, not ``store_max_records``, bounds the worker's
+    memory when events are large (many GPUs, many processes each); a larger record is a batch of
+    its own. The store's decisions held for the projection stage are bounded by it too."""
     store_insert_chunk: int = Field(default=2500, ge=1, le=100_000)
     """Records per ``insert_many`` within a store batch: the next chunk is decoded while the
     database stores this one, and the event loop stays responsive between chunks."""
@@ -105,9 +110,10 @@ class Settings(BaseSettings):
     where the group left off: a way to scale or pause projections apart from the store."""
     projection_max_records: int = Field(default=5_000, ge=1, le=100_000)
     """Most records one projection round holds. Projection writes cost per session and GPU
-    per round, so a round amortises them over everything that arrived during the last one.
-    Memory grows with it, next to the store batch: at 20,000 events of four GPUs the worker
-    peaked at 953 MiB with 20,000 here and 685 MiB with 5,000."""
+    per round, so a round amortises them over everything that arrived during the last one
+    (up to this, or ``projection_max_bytes``, whichever comes first)."""
+    projection_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Most record bytes one projection round holds (see ``store_max_bytes``)."""
     store_progress_poll_s: float = Field(default=1.0, gt=0)
     """How often a projection round waiting for the store asks Kafka for the store group's
     committed offsets, for partitions another worker stores (its own are known at once)."""

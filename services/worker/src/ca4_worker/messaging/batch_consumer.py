@@ -5,8 +5,11 @@ polls, handles and polls again (FastStream's batch subscriber, or a plain ``getm
 therefore handles, in each cycle, the few records fetched right after the previous poll, while
 everything that arrived during the cycle waits on the broker for the next one: a record waits
 one to two cycles instead of at most one. Here a pump task keeps polling while the batch is
-handled, into a buffer bounded by ``max_records``, and the next batch is the whole buffer.
-Batches are small and immediate when the group keeps up, and large when it is behind.
+handled, into a buffer bounded by ``max_records`` and ``max_bytes``, and the next batch is the
+whole buffer. Batches are small and immediate when the group keeps up, and large when it is
+behind. The byte bound keeps memory flat whatever clients send: a batch of the largest events
+the topic takes holds as many bytes as one of the smallest, not a thousand times more (a record
+over ``max_bytes`` is a batch of its own).
 
 Offsets are committed per batch, exactly those of the batch (never the consumer's position,
 which the pump has moved ahead), in the background: the next batch is handled while the commit
@@ -40,6 +43,8 @@ Offsets = dict[TopicPartition, int]
 
 POLL_TIMEOUT_MS = 1000
 """How long one poll waits for records when the topic is idle."""
+RECORD_BYTES_WEIGHT = 0.2
+"""Weight of the latest poll in the recent mean record size."""
 RETRY_AFTER_ERROR_S = 1.0
 """Pause after a failed poll, or after a handler raised, before trying again."""
 
@@ -56,6 +61,7 @@ class BatchConsumer:
         group_id: str,
         handler: Handler,
         max_records: int,
+        max_bytes: int,
         max_partition_fetch_bytes: int = 1024 * 1024,
         stage_seconds: Histogram | None = None,
         after_commit: Callable[[Mapping[TopicPartition, int]], None] | None = None,
@@ -65,6 +71,7 @@ class BatchConsumer:
         self._topic = topic
         self._handler = handler
         self._max_records = max_records
+        self._max_bytes = max_bytes
         self._stage_seconds = stage_seconds
         self._after_commit = after_commit
         self._revoke_wait_s = revoke_wait_s
@@ -78,6 +85,8 @@ class BatchConsumer:
         )
         self._buffer: dict[TopicPartition, list[Record]] = {}
         self._buffered = 0
+        self._buffered_bytes = 0
+        self._record_bytes = 1024.0  # recent mean record size, learnt from the polls
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -130,8 +139,7 @@ class BatchConsumer:
             await self._room.wait()
             try:
                 fetched = await self.consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS,
-                    max_records=max(1, self._max_records - self._buffered),
+                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._room_for()
                 )
             except (ConsumerStoppedError, IllegalStateError):
                 raise
@@ -144,10 +152,22 @@ class BatchConsumer:
             for partition, records in fetched.items():
                 self._buffer.setdefault(partition, []).extend(records)
                 self._buffered += len(records)
+                size = sum(map(record_bytes, records))
+                self._buffered_bytes += size
+                self._record_bytes += RECORD_BYTES_WEIGHT * (
+                    size / len(records) - self._record_bytes
+                )
             if self._buffered:
                 self._arrived.set()
-            if self._buffered >= self._max_records:
+            if self._buffered >= self._max_records or self._buffered_bytes >= self._max_bytes:
                 self._room.clear()
+
+    def _room_for(self) -> int:
+        """Records the next poll may add: what is left of ``max_records``, and of ``max_bytes``
+        at the recent record size (a poll cannot be bounded by bytes, only by records)."""
+        records = self._max_records - self._buffered
+        by_bytes = (self._max_bytes - self._buffered_bytes) / max(1.0, self._record_bytes)
+        return max(1, min(records, int(by_bytes)))
 
     async def _work(self) -> None:
         done = time.perf_counter()
@@ -179,13 +199,16 @@ class BatchConsumer:
         batch = [record for records in self._buffer.values() for record in records]
         self._buffer.clear()
         self._buffered = 0
+        self._buffered_bytes = 0
         self._arrived.clear()
         self._room.set()
         return batch
 
     def _drop(self, partitions: Iterable[TopicPartition]) -> None:
         for partition in partitions:
-            self._buffered -= len(self._buffer.pop(partition, ()))
+            dropped = self._buffer.pop(partition, [])
+            self._buffered -= len(dropped)
+            self._buffered_bytes -= sum(map(record_bytes, dropped))
         if not self._buffered:
             self._arrived.clear()
         self._room.set()
@@ -252,6 +275,13 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         return
+
+
+def record_bytes(record: Record) -> int:
+    """A record's key and value bytes (aiokafka says -1 for a missing one)."""
+    key: int = record.serialized_key_size
+    value: int = record.serialized_value_size
+    return max(0, key) + max(0, value)
 
 
 def _next_offsets(batch: Sequence[Record]) -> Offsets:

@@ -22,7 +22,7 @@ from ca4_worker.application.projector import ProjectionService, StoreHandoff
 from ca4_worker.core import metrics
 from ca4_worker.core.config import Settings
 from ca4_worker.core.gc_pause import collect_garbage_now_and_then, gc_paused
-from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.domain.records import PositionedEvent, RawRecord
 from ca4_worker.messaging.batch_consumer import BatchConsumer, Record
 from ca4_worker.messaging.records import raw_record
 from ca4_worker.messaging.store_progress import StoreWatermark
@@ -46,23 +46,23 @@ def store_consumer(
     owner, whose decisions may differ (an event dead-lettered here after unexpected errors may
     be stored there).
     """
-    decided: deque[tuple[list[Position], list[PositionedEvent]]] = deque()
+    decided: deque[tuple[list[RawRecord], list[PositionedEvent]]] = deque()
 
     async def store(batch: Sequence[Record]) -> None:
         with gc_paused():
             records = [raw_record(record) for record in batch]
             outcome = await ingest.handle_batch(records)
-        decided.append(([record.position for record in records], outcome.to_project))
+        decided.append((records, outcome.to_project))
         collect_garbage_now_and_then()
 
     def committed(offsets: Mapping[TopicPartition, int]) -> None:
-        positions, kept = decided.popleft()
+        handled, kept = decided.popleft()
         if not offsets:
             return
         if handoff is not None:
             done = {partition.partition for partition in offsets}
             handoff.put(
-                (position for position in positions if position.partition in done),
+                (record for record in handled if record.partition in done),
                 (item for item in kept if item.position.partition in done),
             )
         watermark.advance(offsets)
@@ -74,6 +74,7 @@ def store_consumer(
         group_id=settings.kafka_store_group,
         handler=store,
         max_records=settings.store_max_records,
+        max_bytes=settings.store_max_bytes,
         max_partition_fetch_bytes=settings.store_max_partition_fetch_bytes,
         stage_seconds=metrics.STORE_STAGE_SECONDS,
         after_commit=committed,
@@ -96,6 +97,7 @@ def projection_consumer(
         group_id=settings.kafka_project_group,
         handler=project,
         max_records=settings.projection_max_records,
+        max_bytes=settings.projection_max_bytes,
         max_partition_fetch_bytes=PROJECTION_FETCH_BYTES,
         stage_seconds=metrics.PROJECTION_STAGE_SECONDS,
     )
