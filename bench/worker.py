@@ -55,6 +55,10 @@ ROUNDS = int(os.environ.get("CA4_BENCH_WORKER_ROUNDS", "3"))
 LATENCY_RATE = 1000
 LATENCY_SECONDS = int(os.environ.get("CA4_BENCH_WORKER_LATENCY_SECONDS", "10"))
 PROJECTION_POLL_S = 0.02
+METRICS_POLL_S = 0.5
+"""How often a run polls the worker's ``/metrics`` for its counts: each scrape costs the worker
+CPU on its event loop, so as rarely as the rate's resolution allows (docs/architecture.md,
+"Latency")."""
 GOALS = {
     "worker_vs_bare_ratio": 0.9,
     "worker_vs_pipelined_bare_ratio": 0.7,
@@ -273,7 +277,7 @@ async def _wait_all(
         samples.append((time.perf_counter(), values))
         if min(values) >= count:
             return samples
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(METRICS_POLL_S)
     raise TimeoutError(f"worker reached {samples[-1][1]} of {count} in {timeout_s}s")
 
 
@@ -585,7 +589,8 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
         "setup": {
             "worker": "separate uvicorn process, archive off, log level WARNING",
             "throughput": "topic filled before the worker starts; rate between the first "
-            "samples past 10% and 90% stored, from the counts seen there",
+            "samples past 10% and 90% stored, from the counts seen there (/metrics polled "
+            f"every {METRICS_POLL_S} s)",
             "baseline": "bare insert_many of the same documents into a collection of the "
             "same database with the events indexes, just before the worker in each round: "
             "sequential (one call per store batch, the issue's reference) and pipelined (the "
