@@ -58,6 +58,7 @@ class StoreHandoff:
         """Record a durable store batch: every record ``handled``, the ``kept`` events."""
         sizes: dict[Position, int] = {}
         for record in handled:
+            self.take(record.position)  # handled again (a redelivery): the newer decision wins
             self._decided[record.position] = (None, 0)
             sizes[record.position] = len(record.value or b"")
         for item in kept:
