@@ -11,10 +11,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
 from ca4_worker.core.config import Settings
 from ca4_worker.messaging.batch_consumer import BatchConsumer
 from ca4_worker.messaging.store_progress import StoreWatermark
 
+from tests.integration.worker.conftest import PARTITIONS
 from tests.integration.worker.support import produce, wait_for
 
 
@@ -110,11 +112,17 @@ async def test_large_records_make_small_batches_and_the_buffer_stays_within_its_
     worker_settings: Settings,
 ) -> None:
     """A client that sends the largest events the topic takes must not grow the worker's memory
-    a thousandfold: batches, and what is buffered for the next, stay near ``max_bytes``."""
+    a thousandfold: every batch, and what is buffered for the next, stay near ``max_bytes``,
+    the first included (a poll takes records from every partition, and its size is known only
+    from records already seen)."""
     handler = Recorder()
     group = f"{worker_settings.kafka_topic}-bytes"
     filler = "x" * 100_000
-    sent = [{"session_id": f"big-{index % 3}", "n": index, "filler": filler} for index in range(60)]
+    sessions = sessions_on_every_partition(PARTITIONS)
+    sent = [
+        {"session_id": sessions[index % PARTITIONS], "n": index, "filler": filler}
+        for index in range(60)
+    ]
     for start in range(0, 60, 10):
         await produce(
             worker_settings.kafka_bootstrap_servers,
@@ -137,11 +145,24 @@ async def test_large_records_make_small_batches_and_the_buffer_stays_within_its_
             lambda: _true(len(handler.handled()) == 60), timeout_s=60, what="all 60 handled"
         )
     assert len(handler.handled()) == len(set(handler.handled())) == 60  # each once
+    assert {partition for partition, _ in handler.handled()} == set(range(PARTITIONS))
     assert most_buffered * record_size <= max_bytes + 2 * record_size
-    later = handler.batches[1:]  # the first poll learns the record size
-    assert later
-    assert all(len(batch) * record_size <= max_bytes + 2 * record_size for batch in later)
+    sizes = [len(batch) * record_size for batch in handler.batches]
+    assert max(sizes) <= max_bytes + 2 * record_size, sizes
     assert sum((await committed(worker_settings, group)).values()) == 60
+
+
+def sessions_on_every_partition(partitions: int) -> list[str]:
+    """One session id per partition, as the producer's partitioner places their keys."""
+    partitioner = DefaultPartitioner()
+    found: dict[int, str] = {}
+    for index in range(1000):
+        session = f"big-{index}"
+        all_ = list(range(partitions))
+        found.setdefault(partitioner(session.encode(), all_, all_), session)
+        if len(found) == partitions:
+            return [found[partition] for partition in range(partitions)]
+    raise AssertionError("no session id found for every partition")
 
 
 async def test_a_failed_batch_is_handled_again_and_commits_stay_exact(

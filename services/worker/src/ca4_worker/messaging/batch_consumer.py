@@ -8,8 +8,12 @@ one to two cycles instead of at most one. Here a pump task keeps polling while t
 handled, into a buffer bounded by ``max_records`` and ``max_bytes``, and the next batch is the
 whole buffer. Batches are small and immediate when the group keeps up, and large when it is
 behind. The byte bound keeps memory flat whatever clients send: a batch of the largest events
-the topic takes holds as many bytes as one of the smallest, not a thousand times more (a record
-over ``max_bytes`` is a batch of its own).
+the topic takes holds as many bytes as one of the smallest, not a thousand times more. A poll
+can be bounded only in records, so each is sized from the recent record size, which starts
+unknown (the first poll takes one record), rises at once when records grow and falls slowly.
+The buffer stays within ``max_bytes`` and one record, except after the one poll that first
+meets larger records, which may take what aiokafka had fetched (``max_partition_fetch_bytes``
+per partition, memory the client held anyway).
 
 Offsets are committed per batch, exactly those of the batch (never the consumer's position,
 which the pump has moved ahead), in the background: the next batch is handled while the commit
@@ -44,7 +48,7 @@ Offsets = dict[TopicPartition, int]
 POLL_TIMEOUT_MS = 1000
 """How long one poll waits for records when the topic is idle."""
 RECORD_BYTES_WEIGHT = 0.2
-"""Weight of the latest poll in the recent mean record size."""
+"""Weight of a poll of smaller records in the recent record size (larger ones replace it)."""
 RETRY_AFTER_ERROR_S = 1.0
 """Pause after a failed poll, or after a handler raised, before trying again."""
 
@@ -86,7 +90,7 @@ class BatchConsumer:
         self._buffer: dict[TopicPartition, list[Record]] = {}
         self._buffered = 0
         self._buffered_bytes = 0
-        self._record_bytes = 1024.0  # recent mean record size, learnt from the polls
+        self._record_bytes: float | None = None  # recent record size, learnt from the polls
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -149,22 +153,35 @@ class BatchConsumer:
                 continue
             # aiokafka drops what was fetched for a partition before a seek or a new
             # assignment, so everything returned here is from the current position.
+            polled = polled_bytes = 0
             for partition, records in fetched.items():
                 self._buffer.setdefault(partition, []).extend(records)
-                self._buffered += len(records)
-                size = sum(map(record_bytes, records))
-                self._buffered_bytes += size
-                self._record_bytes += RECORD_BYTES_WEIGHT * (
-                    size / len(records) - self._record_bytes
-                )
-            if self._buffered:
+                polled += len(records)
+                polled_bytes += sum(map(record_bytes, records))
+            if polled:
+                self._buffered += polled
+                self._buffered_bytes += polled_bytes
+                self._learn_record_bytes(polled_bytes / polled)
                 self._arrived.set()
-            if self._buffered >= self._max_records or self._buffered_bytes >= self._max_bytes:
+            if not self._has_room():
                 self._room.clear()
+
+    def _learn_record_bytes(self, mean: float) -> None:
+        """Rise at once to larger records (a hostile client's first large ones must not be
+        taken at the old size), fall slowly back from them."""
+        if self._record_bytes is None or mean >= self._record_bytes:
+            self._record_bytes = mean
+        else:
+            self._record_bytes += RECORD_BYTES_WEIGHT * (mean - self._record_bytes)
+
+    def _has_room(self) -> bool:
+        return self._buffered < self._max_records and self._buffered_bytes < self._max_bytes
 
     def _room_for(self) -> int:
         """Records the next poll may add: what is left of ``max_records``, and of ``max_bytes``
-        at the recent record size (a poll cannot be bounded by bytes, only by records)."""
+        at the recent record size (one record while that size is unknown)."""
+        if self._record_bytes is None:
+            return 1
         records = self._max_records - self._buffered
         by_bytes = (self._max_bytes - self._buffered_bytes) / max(1.0, self._record_bytes)
         return max(1, min(records, int(by_bytes)))
@@ -211,7 +228,8 @@ class BatchConsumer:
             self._buffered_bytes -= sum(map(record_bytes, dropped))
         if not self._buffered:
             self._arrived.clear()
-        self._room.set()
+        if self._has_room():
+            self._room.set()
 
     def _rewind(self, batch: Sequence[Record]) -> None:
         """Seek each partition of ``batch`` back to its first record in it."""
