@@ -218,3 +218,45 @@ async def test_stored_events_are_projected_by_the_projection_stage_later(
         assert (status["stored"], status["projected"]) == (True, True)
         assert (await api.get("/readyz")).json()["checks"]["projection_consumer"] is True
     assert await projected_sample_total(database) == 120
+
+
+async def test_one_worker_projects_what_its_store_stage_handed_over(
+    worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    """On one worker the projection stage takes every record's decision from the store stage
+    (none decoded twice or looked up), on every partition: the handoff keeps only partitions
+    this process projects, so a wrong idea of them would send every record down the slow
+    path without any other sign."""
+    settings = worker_settings.model_copy(
+        # No reading of the store group's offsets from Kafka: only the store stage here tells
+        # the projection stage what is stored, as on a worker that stores what it projects.
+        update={"archive_enabled": False, "store_progress_poll_s": 60.0}
+    )
+    bootstrap, topic = settings.kafka_bootstrap_servers, settings.kafka_topic
+    async with running_worker(settings) as api:
+        await produce(bootstrap, topic, good_events(12, sessions=12))  # both stages joined
+        await wait_for(lambda: _projected(database, 12), timeout_s=60, what="warm-up projected")
+        before = _projection_records(await api.get("/metrics"))
+        events = [
+            event_body(
+                session_id=f"handoff-{index % 30}",
+                gpus=[gpu_sample(gpu, uuid_=f"GPU-{index % 30}-{gpu}") for gpu in range(4)],
+            )
+            for index in range(300)
+        ]
+        await produce(bootstrap, topic, events)
+        await wait_for(lambda: _projected(database, 312), timeout_s=60, what="300 projected")
+        after = _projection_records(await api.get("/metrics"))
+    partitions = await database["events"].distinct("partition")
+    assert len(partitions) == 3, partitions
+    assert after["handoff"] - before["handoff"] == 300
+    assert after["decoded"] - before["decoded"] == 0
+
+
+def _projection_records(response: httpx.Response) -> dict[str, float]:
+    values = {"handoff": 0.0, "decoded": 0.0}
+    for line in response.text.splitlines():
+        for source in values:
+            if line.startswith(f'ca4_worker_projection_records_total{{source="{source}"}}'):
+                values[source] = float(line.rsplit(" ", 1)[1])
+    return values

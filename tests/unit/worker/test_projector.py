@@ -111,13 +111,47 @@ async def test_a_round_waits_until_the_store_has_handled_its_records() -> None:
     assert view.sample_count == 5
 
 
-async def test_the_handoff_is_bounded_and_oldest_decisions_go_first() -> None:
+async def test_a_full_handoff_keeps_the_oldest_decisions_and_turns_new_ones_away() -> None:
     handoff = StoreHandoff(max_bytes=1024 * 1024, max_positions=3)
     records = [record(event_body(), offset=offset) for offset in range(5)]
     handoff.put(records, [])
     assert len(handoff) == 3
-    assert handoff.take(records[0].position) is NOT_HANDED_OVER  # evicted
-    assert handoff.take(records[4].position) is None  # handled, nothing to project
+    assert handoff.take(records[4].position) is NOT_HANDED_OVER  # turned away
+    assert handoff.take(records[0].position) is None  # handled, nothing to project
+
+
+async def test_a_projection_stage_far_behind_still_takes_most_decisions() -> None:
+    """After an outage the store stage runs far ahead of the projection stage. The projection
+    stage reads in order, so a handoff that evicted its oldest decisions to make room for new
+    ones lost every decision before it was taken, and each record was decoded twice."""
+    handoff = StoreHandoff(max_bytes=1024 * 1024, max_positions=100)
+    records = [record(event_body(), offset=offset) for offset in range(1000)]
+    taken = 0
+    for batch in range(10):  # the store handles 100 records per round, the projection 50
+        handoff.put(records[batch * 100 : batch * 100 + 100], [])
+        for item in records[batch * 50 : batch * 50 + 50]:
+            taken += handoff.take(item.position) is not NOT_HANDED_OVER
+    assert taken >= 250  # half: the handoff holds 100 records, the lag reaches 500
+
+
+async def test_the_handoff_keeps_only_the_partitions_this_process_projects() -> None:
+    """Another worker projects a partition this one stores: decisions kept for it would never
+    be taken and would fill the handoff for good."""
+    projected = {0, 1}
+    handoff = StoreHandoff(max_bytes=1024 * 1024, max_positions=100, projected=lambda: projected)
+    records = [
+        record(event_body(), offset=offset, partition=partition)
+        for partition in range(3)
+        for offset in range(10)
+    ]
+    handoff.put(records, [])
+    assert len(handoff) == 20
+    assert handoff.take(records[25].position) is NOT_HANDED_OVER  # partition 2
+    projected.discard(1)  # a rebalance gave partition 1 to another worker
+    handoff.put([], [])
+    assert len(handoff) == 10
+    assert handoff.take(records[15].position) is NOT_HANDED_OVER
+    assert handoff.take(records[5].position) is None
 
 
 async def test_the_handoff_holds_at_most_its_bytes_of_kept_events() -> None:
@@ -134,16 +168,17 @@ async def test_the_handoff_holds_at_most_its_bytes_of_kept_events() -> None:
         record(event_body(session_id=f"s{offset}", gpus=gpus), offset=offset)
         for offset in range(20)
     ]
-    last_five = sum(len(r.value or b"") for r in records[15:])
-    handoff = StoreHandoff(max_bytes=last_five, max_positions=1000)
+    first_five = sum(len(r.value or b"") for r in records[:5])
+    handoff = StoreHandoff(max_bytes=first_five, max_positions=1000)
     handoff.put(records, (await ingest.handle_batch(records)).to_project)
-    assert handoff.held_bytes == last_five
-    assert all(handoff.take(r.position) is NOT_HANDED_OVER for r in records[:15])  # the oldest
-    kept = [handoff.take(r.position) for r in records[15:]]
+    assert handoff.held_bytes == first_five
+    assert all(handoff.take(r.position) is NOT_HANDED_OVER for r in records[5:])  # no room
+    kept = [handoff.take(r.position) for r in records[:5]]
     assert [item.position.offset for item in kept if isinstance(item, PositionedEvent)] == [
-        15, 16, 17, 18, 19
+        0, 1, 2, 3, 4
     ]  # fmt: skip
     assert handoff.held_bytes == 0
+    assert len(handoff) == 0
 
 
 async def test_a_batch_handled_twice_is_counted_once_in_the_handoff() -> None:

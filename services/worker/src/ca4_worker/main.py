@@ -98,10 +98,9 @@ async def _start_consumers(
             max_backoff_s=settings.retry_max_backoff_s,
             max_attempts=settings.store_max_attempts,
         )
-        stages = [
-            store_consumer(settings, ingest, watermark, handoff),
-            projection_consumer(settings, projector, watermark),
-        ]
+        projection = projection_consumer(settings, projector, watermark)
+        handoff.projected = projection.assigned_partitions
+        stages = [store_consumer(settings, ingest, watermark, handoff), projection]
     # Stopped in reverse: the projection stage first, since it waits on the store's progress.
     for stage in stages:
         await stage.start()

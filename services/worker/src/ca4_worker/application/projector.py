@@ -21,8 +21,7 @@ GPU, not per event). An event refused by the projections for good is dead-letter
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -44,44 +43,69 @@ NOT_HANDED_OVER: Final = object()
 
 class StoreHandoff:
     """What the store stage of this process decided for each record position: the event it
-    kept, or ``None`` (a duplicate, or dead-lettered). Bounded by the kept events' record bytes
-    (decoded, an event takes about ten times its bytes) and by positions: the oldest go first,
-    and the projection stage then decodes and looks those up itself."""
+    kept, or ``None`` (a duplicate, or dead-lettered), for the projection stage of this process
+    to take instead of decoding the record again and looking it up.
 
-    def __init__(self, *, max_bytes: int, max_positions: int) -> None:
+    Bounded by the kept events' record bytes (decoded, an event takes about ten times its
+    bytes) and by positions. When full it keeps what it holds and turns new decisions away:
+    the projection stage reads each partition in order, so the oldest decisions are the ones
+    it takes next. (Evicting the oldest instead meant that a projection stage behind by more
+    than the handoff, as after an outage, missed nearly every record.) So that nothing waits
+    in it for good, it keeps decisions only for the partitions ``projected()`` names, the
+    projection stage's assignment here, and drops the others' on each put.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        max_positions: int,
+        projected: Callable[[], Collection[int]] | None = None,
+    ) -> None:
         self._max_bytes = max_bytes
         self._max_positions = max_positions
-        self._decided: OrderedDict[Position, tuple[PositionedEvent | None, int]] = OrderedDict()
+        self.projected = projected
+        """The partitions this process projects; ``None``: every partition."""
+        self._decided: dict[int, dict[int, tuple[PositionedEvent | None, int]]] = {}
+        self._positions = 0
         self._bytes = 0
 
     def put(self, handled: Iterable[RawRecord], kept: Iterable[PositionedEvent]) -> None:
         """Record a durable store batch: every record ``handled``, the ``kept`` events."""
-        sizes: dict[Position, int] = {}
+        projected = None if self.projected is None else set(self.projected())
+        if projected is not None:
+            for partition in [p for p in self._decided if p not in projected]:
+                self._forget(partition)
+        kept_at = {item.position: item for item in kept}
         for record in handled:
+            if projected is not None and record.partition not in projected:
+                continue
             self.take(record.position)  # handled again (a redelivery): the newer decision wins
-            self._decided[record.position] = (None, 0)
-            sizes[record.position] = len(record.value or b"")
-        for item in kept:
-            size = sizes.get(item.position, 0)
-            self._decided[item.position] = (item, size)
+            item = kept_at.get(record.position)
+            size = 0 if item is None else len(record.value or b"")
+            if self._positions >= self._max_positions or self._bytes + size > self._max_bytes:
+                continue  # full: the projection stage decodes this one and looks it up
+            self._decided.setdefault(record.partition, {})[record.offset] = (item, size)
+            self._positions += 1
             self._bytes += size
-        while self._decided and (
-            self._bytes > self._max_bytes or len(self._decided) > self._max_positions
-        ):
-            _, (_, size) = self._decided.popitem(last=False)
-            self._bytes -= size
 
     def take(self, position: Position) -> PositionedEvent | object | None:
         """The decision for ``position``, once, or :data:`NOT_HANDED_OVER`."""
-        decided = self._decided.pop(position, None)
+        decided = self._decided.get(position.partition, {}).pop(position.offset, None)
         if decided is None:
             return NOT_HANDED_OVER
         item, size = decided
+        self._positions -= 1
         self._bytes -= size
         return item
 
+    def _forget(self, partition: int) -> None:
+        for _, size in self._decided.pop(partition, {}).values():
+            self._positions -= 1
+            self._bytes -= size
+
     def __len__(self) -> int:
-        return len(self._decided)
+        return self._positions
 
     @property
     def held_bytes(self) -> int:
@@ -144,6 +168,9 @@ class ProjectionService:
         with _stage("wait_store"):
             await progress.wait_until_stored(next_offsets)
         handed_late, left_late = self._handed_over(late)
+        decoded = len(left) + len(left_late)
+        metrics.PROJECTION_RECORDS.labels("handoff").inc(len(records) - decoded)
+        metrics.PROJECTION_RECORDS.labels("decoded").inc(decoded)
         with gc_paused():  # not across the wait above: the store stage runs meanwhile
             return await self._project(records, handed + handed_late, left + left_late)
 

@@ -68,6 +68,13 @@ PROJECTION_STAGES = (
     "dead_letters",
     "commit",
 )
+PROJECTION_RECORDS = Counter(
+    "ca4_worker_projection_records",
+    "Records the projection stage read, by source: handoff (the store stage in this process "
+    "decided them) or decoded (decoded again and looked up in the event store: another worker "
+    "stores the partition, the worker restarted, or the handoff was full).",
+    ["source"],
+)
 CONSUMER_LAG = Gauge(
     "ca4_worker_consumer_lag",
     "Messages on the topic not yet committed by a consumer group, per partition.",

@@ -133,6 +133,10 @@ class BatchConsumer:
         """Whether both loops are alive."""
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
+    def assigned_partitions(self) -> set[int]:
+        """The partitions of the topic this member holds now."""
+        return {partition.partition for partition in self.consumer.assignment()}
+
     @property
     def buffered(self) -> int:
         """Records polled and not yet handed to the handler."""
