@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.devstack import DevstackControl
 from tests.support.services import Endpoints, endpoints
+
+
+@pytest.fixture(autouse=True)
+def collector_unfrozen() -> Iterator[None]:
+    """Unfreeze what a test's worker code froze (``ca4_worker.core.gc_pause``), so one test's
+    garbage cycles are not kept out of collection for the rest of the run."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

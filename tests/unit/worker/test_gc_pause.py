@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
-from ca4_worker.core.gc_pause import gc_paused
+from ca4_worker.core import gc_pause
+from ca4_worker.core.gc_pause import collect_garbage_now_and_then, gc_paused
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +63,34 @@ def test_a_collector_disabled_by_someone_else_stays_disabled() -> None:
         assert not gc.isenabled()
 
     assert not gc.isenabled()
+
+
+class _Node:
+    """A garbage-collected object that can be part of a reference cycle."""
+
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_what_outlives_a_batch_is_frozen_until_it_is_next_collected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gc_pause._OpenPauses, "collected_at", time.monotonic())
+    with gc_paused():
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first
+        cycle_alive = weakref.ref(first)
+    del first, second
+
+    assert gc.get_freeze_count() > 0
+    gc.collect()  # neither an automatic nor an explicit pass looks at frozen objects
+    assert cycle_alive() is not None
+
+    collect_garbage_now_and_then()  # the interval has not passed yet
+    assert cycle_alive() is not None
+
+    monkeypatch.setattr(gc_pause._OpenPauses, "collected_at", 0.0)
+    collect_garbage_now_and_then()
+    assert gc.get_freeze_count() == 0
+    gc.collect()  # the collector's next full pass
+    assert cycle_alive() is None
