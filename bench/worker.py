@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -130,7 +130,8 @@ async def _insert_all(
 async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[str, float]:
     """Events/s of bare ``insert_many`` calls storing the same documents into a collection with
     the same indexes as ``events``, in two ways: ``sequential`` (one call per store batch, the
-    plain client) and ``pipelined`` (the worker's chunk size and concurrency)."""
+    plain client) and ``pipelined`` (the worker's chunk size and concurrency); and the whole
+    machine's CPU per event of each (``<way>_machine_cpu_us_per_event``)."""
     documents = [
         event_document(
             PositionedEvent(GpuMetadataReported.model_validate(body), Position(0, index)),
@@ -150,9 +151,12 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
             collection = adapters.database["baseline_events"]
             # The store's indexes cost inserts too.
             await collection.create_indexes(COLLECTIONS[EVENTS])
-            started = time.perf_counter()
+            cpu_before, started = _cpu_seconds(), time.perf_counter()
             await _insert_all(collection, documents, chunk=chunk, concurrency=concurrency)
             rates[name] = len(documents) / (time.perf_counter() - started)
+            machine_us, _ = _cpu_us_per_event(cpu_before, _cpu_seconds(), len(documents))
+            if machine_us is not None:
+                rates[f"{name}_machine_cpu_us_per_event"] = machine_us
             await collection.drop()
     return rates
 
@@ -246,6 +250,50 @@ STORED = 'ca4_worker_events_total{result="stored"}'
 PROJECTED = "ca4_worker_projected_latency_seconds_count"
 
 
+class _CpuSeconds(NamedTuple):
+    """Busy CPU seconds so far: the whole machine's (all cores) and the worker process's."""
+
+    machine: float
+    process: float
+
+
+def _cpu_seconds(pid: int | None = None) -> _CpuSeconds | None:
+    """Read from ``/proc`` (Linux); None where it is absent."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (
+                int(field) for field in stat.readline().split()[1:9]
+            )
+        process = 0.0
+        if pid is not None:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                # utime and stime: fields 14 and 15, counted after the parenthesised name.
+                fields = stat.read().rsplit(")", 1)[1].split()
+            process = (int(fields[11]) + int(fields[12])) / ticks
+    except (OSError, ValueError):
+        return None
+    return _CpuSeconds((user + nice + system + irq + softirq + steal) / ticks, process)
+
+
+def _cpu_us_per_event(
+    before: _CpuSeconds | None, after: _CpuSeconds | None, events: float
+) -> tuple[float | None, float | None]:
+    """Machine and process CPU microseconds per event between two readings."""
+    if before is None or after is None or events <= 0:
+        return None, None
+    return (
+        round((after.machine - before.machine) / events * 1e6, 1),
+        round((after.process - before.process) / events * 1e6, 1),
+    )
+
+
+class _Sample(NamedTuple):
+    at: float
+    values: list[float]
+    cpu: _CpuSeconds | None
+
+
 def _scraped_values(url: str, series: tuple[str, ...]) -> list[float]:
     """The values of ``series`` (whole sample names with labels) scraped from the worker."""
     values = dict.fromkeys(series, 0.0)
@@ -262,35 +310,42 @@ async def _wait_stored(
     """Poll the worker until ``series`` (stored events by default) reaches ``count``; the
     (time, value) samples."""
     samples = await _wait_all(url, count, timeout_s, (series,))
-    return [(at, values[0]) for at, values in samples]
+    return [(sample.at, sample.values[0]) for sample in samples]
 
 
 async def _wait_all(
-    url: str, count: int, timeout_s: float, series: tuple[str, ...]
-) -> list[tuple[float, list[float]]]:
-    """Poll the worker until every one of ``series`` reaches ``count``; the (time, values)
-    samples."""
-    samples: list[tuple[float, list[float]]] = []
+    url: str, count: int, timeout_s: float, series: tuple[str, ...], pid: int | None = None
+) -> list[_Sample]:
+    """Poll the worker until every one of ``series`` reaches ``count``; the samples, with the
+    CPU seconds of the machine and of process ``pid`` at each."""
+    samples: list[_Sample] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         values = await asyncio.to_thread(_scraped_values, url, series)
-        samples.append((time.perf_counter(), values))
+        samples.append(_Sample(time.perf_counter(), values, _cpu_seconds(pid)))
         if min(values) >= count:
             return samples
         await asyncio.sleep(METRICS_POLL_S)
-    raise TimeoutError(f"worker reached {samples[-1][1]} of {count} in {timeout_s}s")
+    raise TimeoutError(f"worker reached {samples[-1].values} of {count} in {timeout_s}s")
+
+
+def _steady_window(samples: list[tuple[float, float]], total: int) -> tuple[int, int]:
+    """Indexes of the first samples past 10% and 90% of ``total``.
+
+    The stored count moves a whole batch at a time, so rates use the counts actually seen at
+    those two samples, not the nominal 80%.
+    """
+    low = next(index for index, (_, done) in enumerate(samples) if done >= 0.1 * total)
+    high = next(index for index, (_, done) in enumerate(samples) if done >= 0.9 * total)
+    if samples[high][1] <= samples[low][1]:
+        raise ValueError("too few batches to measure a rate: raise CA4_BENCH_WORKER_EVENTS")
+    return low, high
 
 
 def _steady_rate(samples: list[tuple[float, float]], total: int) -> float:
-    """Events/s between the first samples past 10% and 90% of ``total``.
-
-    The stored count moves a whole batch at a time, so the rate uses the counts actually seen
-    at those two samples, not the nominal 80%.
-    """
-    low_t, low_done = next((t, done) for t, done in samples if done >= 0.1 * total)
-    high_t, high_done = next((t, done) for t, done in samples if done >= 0.9 * total)
-    if high_done <= low_done:
-        raise ValueError("too few batches to measure a rate: raise CA4_BENCH_WORKER_EVENTS")
+    """Events/s over :func:`_steady_window`."""
+    low, high = _steady_window(samples, total)
+    (low_t, low_done), (high_t, high_done) = samples[low], samples[high]
     return (high_done - low_done) / (high_t - low_t)
 
 
@@ -316,6 +371,12 @@ class _Latencies:
             "store_stages": self.stages,
             "projection_stages": self.projection_stages,
         }
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    """The median, or None when any round could not measure it (no ``/proc``)."""
+    known = [value for value in values if value is not None]
+    return round(statistics.median(known), 1) if known and len(known) == len(values) else None
 
 
 def _p50_p99(values_ms: list[float]) -> tuple[float, float]:
@@ -479,10 +540,15 @@ async def _throughput_round(
         await _produce(settings, bodies, rate=None)
         await asyncio.to_thread(os.sync)
         async with _worker_process(settings, log_path) as (url, pid):
-            samples = await _wait_all(url, len(bodies), 600, (STORED, PROJECTED))
+            samples = await _wait_all(url, len(bodies), 600, (STORED, PROJECTED), pid)
             peak_rss_mib = _peak_rss_mib(pid)
-    worker = _steady_rate([(at, values[0]) for at, values in samples], len(bodies))
-    projected = _steady_rate([(at, values[1]) for at, values in samples], len(bodies))
+    stored = [(sample.at, sample.values[0]) for sample in samples]
+    worker = _steady_rate(stored, len(bodies))
+    projected = _steady_rate([(sample.at, sample.values[1]) for sample in samples], len(bodies))
+    low, high = _steady_window(stored, len(bodies))
+    machine_us, process_us = _cpu_us_per_event(
+        samples[low].cpu, samples[high].cpu, stored[high][1] - stored[low][1]
+    )
     return {
         # The projection stage follows the store on the same CPUs and database; its own rate
         # over the same backlog shows it keeps up.
@@ -493,6 +559,14 @@ async def _throughput_round(
         "worker_vs_bare_ratio": round(worker / baseline["sequential"], 3),
         "worker_vs_pipelined_bare_ratio": round(worker / baseline["pipelined"], 3),
         "worker_peak_rss_mib": peak_rss_mib,
+        # Where the CPU goes on a machine the worker shares with the database: per stored
+        # event over the same window as the rate, both stages and every process together,
+        # and the worker's own; next to the bare pipelined insert's.
+        "bare_pipelined_machine_cpu_us_per_event": baseline.get(
+            "pipelined_machine_cpu_us_per_event"
+        ),
+        "worker_machine_cpu_us_per_event": machine_us,
+        "worker_process_cpu_us_per_event": process_us,
     }
 
 
@@ -574,6 +648,14 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
         "worker_vs_pipelined_bare_ratio": round(worker / pipelined, 3),
         "worker_vs_bare_ratio_per_round": [item["worker_vs_bare_ratio"] for item in rounds],
         "worker_peak_rss_mib": max(item["worker_peak_rss_mib"] or 0.0 for item in rounds),
+        **{
+            key: _median_or_none([item[key] for item in rounds])
+            for key in (
+                "bare_pipelined_machine_cpu_us_per_event",
+                "worker_machine_cpu_us_per_event",
+                "worker_process_cpu_us_per_event",
+            )
+        },
         "per_round": rounds,
         # Issue 17's goals; the ratio of 0.7 to sequential insert_many was the bench's before.
         "targets": GOALS,
@@ -604,6 +686,9 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
             "rounds",
             "store_stages": "worker's ca4_worker_store_stage_seconds over the steady stream: "
             "cycles, mean ms per cycle, share of the summed stage time (medians over rounds)",
+            "cpu": "machine CPU from /proc/stat (every process: worker, database, Kafka, this "
+            "bench), the worker's from /proc/<pid>/stat; per stored event over the rate's "
+            "window, and for the bare pipelined insert over the whole call",
             "cpus": os.cpu_count(),
             "worker_log": str(log_path),
         },
