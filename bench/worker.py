@@ -259,8 +259,8 @@ class _CpuSeconds(NamedTuple):
 
 def _cpu_seconds(pid: int | None = None) -> _CpuSeconds | None:
     """Read from ``/proc`` (Linux); None where it is absent."""
-    ticks = os.sysconf("SC_CLK_TCK")
     try:
+        ticks = os.sysconf("SC_CLK_TCK")
         with open("/proc/stat", encoding="ascii") as stat:
             user, nice, system, _idle, _iowait, irq, softirq, steal = (
                 int(field) for field in stat.readline().split()[1:9]
@@ -271,7 +271,7 @@ def _cpu_seconds(pid: int | None = None) -> _CpuSeconds | None:
                 # utime and stime: fields 14 and 15, counted after the parenthesised name.
                 fields = stat.read().rsplit(")", 1)[1].split()
             process = (int(fields[11]) + int(fields[12])) / ticks
-    except (OSError, ValueError):
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows), no /proc
         return None
     return _CpuSeconds((user + nice + system + irq + softirq + steal) / ticks, process)
 

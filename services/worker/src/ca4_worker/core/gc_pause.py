@@ -63,18 +63,15 @@ def gc_paused() -> Iterator[None]:
         if _OpenPauses.count == 0:
             # Also here, not only after a batch that succeeded: a handler that keeps failing
             # (an outage) would otherwise never unfreeze.
-            if not _collect_if_due():
+            if not collect_garbage_now_and_then():
                 gc.freeze()
             gc.enable()
 
 
-def collect_garbage_now_and_then() -> None:
+def collect_garbage_now_and_then() -> bool:
     """Unfreeze and collect the young generations when ``COLLECT_EVERY_S`` passed since the last
-    time, so cycles (tracebacks, futures) are freed even if some pause is always open."""
-    _collect_if_due()
-
-
-def _collect_if_due() -> bool:
+    time, so cycles (tracebacks, futures) are freed even if some pause is always open; whether
+    it did."""
     now = time.monotonic()
     if now - _OpenPauses.collected_at < COLLECT_EVERY_S:
         return False
