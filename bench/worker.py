@@ -248,6 +248,7 @@ def _peak_rss_mib(pid: int) -> float | None:
 
 STORED = 'ca4_worker_events_total{result="stored"}'
 PROJECTED = "ca4_worker_projected_latency_seconds_count"
+HANDED_OVER = 'ca4_worker_projection_records_total{source="handoff"}'
 
 
 class _CpuSeconds(NamedTuple):
@@ -541,6 +542,7 @@ async def _throughput_round(
         await asyncio.to_thread(os.sync)
         async with _worker_process(settings, log_path) as (url, pid):
             samples = await _wait_all(url, len(bodies), 600, (STORED, PROJECTED), pid)
+            handed_over = (await asyncio.to_thread(_scraped_values, url, (HANDED_OVER,)))[0]
             peak_rss_mib = _peak_rss_mib(pid)
     stored = [(sample.at, sample.values[0]) for sample in samples]
     worker = _steady_rate(stored, len(bodies))
@@ -553,6 +555,9 @@ async def _throughput_round(
         # The projection stage follows the store on the same CPUs and database; its own rate
         # over the same backlog shows it keeps up.
         "worker_topic_to_projected_events_per_s": round(projected, 1),
+        # Records the projection stage took from the store stage's handoff instead of decoding
+        # them again and looking them up.
+        "projection_handoff_share": round(handed_over / len(bodies), 3),
         "bare_insert_many_events_per_s": round(baseline["sequential"], 1),
         "bare_pipelined_insert_many_events_per_s": round(baseline["pipelined"], 1),
         "worker_topic_to_store_events_per_s": round(worker, 1),
@@ -644,6 +649,9 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
         "bare_pipelined_insert_many_events_per_s": pipelined,
         "worker_topic_to_store_events_per_s": worker,
         "worker_topic_to_projected_events_per_s": median("worker_topic_to_projected_events_per_s"),
+        "projection_handoff_share": round(
+            statistics.median(item["projection_handoff_share"] for item in rounds), 3
+        ),
         "worker_vs_bare_ratio": round(worker / bare, 3),
         "worker_vs_pipelined_bare_ratio": round(worker / pipelined, 3),
         "worker_vs_bare_ratio_per_round": [item["worker_vs_bare_ratio"] for item in rounds],

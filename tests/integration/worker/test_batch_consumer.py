@@ -152,6 +152,32 @@ async def test_large_records_make_small_batches_and_the_buffer_stays_within_its_
     assert sum((await committed(worker_settings, group)).values()) == 60
 
 
+async def test_a_backlog_is_taken_from_every_partition_evenly(worker_settings: Settings) -> None:
+    """Over a backlog every partition has records fetched at once; taken one partition after
+    the other, a batch bounded below the backlog held one partition's, and the projection
+    stage, whose rounds span them all, waited for the store's later batches."""
+    handler = Recorder()
+    group = f"{worker_settings.kafka_topic}-even"
+    sessions = sessions_on_every_partition(PARTITIONS)
+    sent = [{"session_id": sessions[index % PARTITIONS], "n": index} for index in range(3000)]
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, sent)
+    handler.hold.clear()
+    async with consuming(worker_settings, handler, group, max_records=600) as consumer:
+        await wait_for(
+            lambda: _true(len(handler.batches) == 1 and consumer.buffered == 600),
+            timeout_s=60,
+            what="the first batch held and the next one polled",
+        )
+        handler.hold.set()
+        await wait_for(
+            lambda: _true(len(handler.batches) >= 2), timeout_s=30, what="the second batch"
+        )
+    second = handler.batches[1]
+    per_partition = {p: sum(1 for partition, _ in second if partition == p) for p in range(3)}
+    assert len(second) == 600
+    assert all(150 <= count <= 250 for count in per_partition.values()), per_partition
+
+
 def sessions_on_every_partition(partitions: int) -> list[str]:
     """One session id per partition, as the producer's partitioner places their keys."""
     partitioner = DefaultPartitioner()

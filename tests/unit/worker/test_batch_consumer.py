@@ -1,5 +1,6 @@
 """How the worker's consumer sizes its polls, on a fake aiokafka consumer: the byte bound must
-hold from the first poll, when records grow at once, and after a rebalance."""
+hold from the first poll, when records grow at once, and after a rebalance; and a batch holds
+every partition's records evenly, not one partition's first."""
 
 from __future__ import annotations
 
@@ -24,41 +25,62 @@ class FakeRecord:
     serialized_value_size: int
 
 
-class ScriptedPolls:
-    """Stands in for ``AIOKafkaConsumer.getmany``: returns the scripted polls in turn, each
-    cut to the ``max_records`` asked for, and remembers what each poll asked for."""
+class ScriptedFetches:
+    """Stands in for ``AIOKafkaConsumer``'s ``getmany`` and ``assignment`` as aiokafka behaves:
+    fetched records wait per partition until polled; a poll drains the partitions asked for
+    (every one when none is named) one after the other, in the order they were fetched, up to
+    ``max_records``; and a poll that finds nothing and may wait gets the next scripted fetch.
+    Remembers the ``max_records`` of each poll that returned records."""
 
-    def __init__(self, polls: Sequence[dict[int, tuple[int, int]]]) -> None:
-        # per poll: partition -> (records available, bytes per record)
-        self._polls = list(polls)
+    def __init__(
+        self,
+        fetches: Sequence[dict[int, tuple[int, int]]],
+        assigned: Sequence[int] = (0, 1, 2),
+    ) -> None:
+        # per fetch: partition -> (records fetched, bytes per record)
+        self._fetches = list(fetches)
+        self._assigned = {TopicPartition(TOPIC, partition) for partition in assigned}
+        self._fetched: dict[int, list[FakeRecord]] = {}
         self._next_offset: dict[int, int] = {}
         self.asked: list[int] = []
         self.idle = asyncio.Event()
 
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
     async def getmany(
-        self, timeout_ms: int, max_records: int
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
     ) -> dict[TopicPartition, list[FakeRecord]]:
-        if not self._polls:
-            self.idle.set()
-            await asyncio.Event().wait()
-        self.asked.append(max_records)
-        fetched: dict[TopicPartition, list[FakeRecord]] = {}
-        for partition, (available, size) in self._polls.pop(0).items():
-            take = min(available, max_records - sum(map(len, fetched.values())))
+        wanted = {tp.partition for tp in partitions or self._assigned}
+        if timeout_ms and not any(self._fetched.get(partition) for partition in wanted):
+            if not self._fetches:
+                self.idle.set()
+                await asyncio.Event().wait()
+            self._fetch(self._fetches.pop(0))
+        polled: dict[TopicPartition, list[FakeRecord]] = {}
+        left = max_records
+        for partition, records in self._fetched.items():
+            if partition in wanted and records and left:
+                polled[TopicPartition(TOPIC, partition)] = records[:left]
+                del records[:left]
+                left = max_records - sum(map(len, polled.values()))
+        if polled:
+            self.asked.append(max_records)
+        return polled
+
+    def _fetch(self, fetch: dict[int, tuple[int, int]]) -> None:
+        for partition, (count, size) in fetch.items():
             start = self._next_offset.get(partition, 0)
-            self._next_offset[partition] = start + take
-            if take:
-                fetched[TopicPartition(TOPIC, partition)] = [
-                    FakeRecord(TOPIC, partition, start + index, 36, size - 36)
-                    for index in range(take)
-                ]
-        return fetched
+            self._next_offset[partition] = start + count
+            self._fetched.setdefault(partition, []).extend(
+                FakeRecord(TOPIC, partition, start + index, 36, size - 36) for index in range(count)
+            )
 
 
-async def pumped(consumer: BatchConsumer, polls: ScriptedPolls) -> None:
+async def pumped(consumer: BatchConsumer, polls: ScriptedFetches) -> None:
     """Run the consumer's poll loop until the script is spent, or for 0.2 s (a full buffer
     stops the loop before)."""
-    if not isinstance(consumer.consumer, ScriptedPolls):
+    if not isinstance(consumer.consumer, ScriptedFetches):
         await consumer.consumer.stop()  # never started: only marks it closed
     consumer.consumer = polls
     pump = asyncio.create_task(consumer._pump())
@@ -88,10 +110,9 @@ async def test_the_first_poll_takes_one_record_and_the_next_are_sized_by_it() ->
     """Before any record is seen its size is unknown: a first poll of 10,000 records from a
     topic of 100 kB events would buffer a gigabyte, decoded ten."""
     subject = consumer()
-    polls = ScriptedPolls([{0: (30, 100 * KIB), 1: (30, 100 * KIB), 2: (30, 100 * KIB)}] * 3)
+    polls = ScriptedFetches([{0: (30, 100 * KIB), 1: (30, 100 * KIB), 2: (30, 100 * KIB)}] * 3)
     await pumped(subject, polls)
     assert polls.asked[0] == 1
-    assert polls.asked[1] == 9  # 1 MiB less the 100 kB buffered, at 100 kB a record
     assert subject.buffered == 11  # ten fill 1000 of 1024 KiB; a poll takes at least one
     assert subject._buffered_bytes <= 1024 * KIB + 100 * KIB
 
@@ -100,24 +121,27 @@ async def test_records_that_grow_at_once_are_taken_at_their_new_size() -> None:
     """A client that sends small events, then the largest the topic takes: the poll after the
     first large ones must be sized by them, not by a slow mean of the small ones."""
     subject = consumer(max_bytes=8 * 1024 * KIB)
-    polls = ScriptedPolls([{0: (1, 1 * KIB)}, {0: (1, 1000 * KIB)}, {0: (100, 1000 * KIB)}])
+    polls = ScriptedFetches(
+        [{0: (1, 1 * KIB)}, {0: (1, 1000 * KIB)}, {0: (100, 1000 * KIB)}], assigned=[0]
+    )
     await pumped(subject, polls)
-    assert polls.asked == [1, 8191, 7]
+    assert polls.asked[:3] == [1, 8191, 7]
     assert subject._buffered_bytes <= 8 * 1024 * KIB + 1000 * KIB
 
 
 async def test_smaller_records_bring_the_size_down_slowly() -> None:
     subject = consumer(max_bytes=8 * 1024 * KIB)
-    polls = ScriptedPolls([{0: (1, 100 * KIB)}, {1: (1, 1 * KIB)}, {1: (1, 1 * KIB)}])
+    polls = ScriptedFetches([{0: (1, 100 * KIB)}, {1: (1, 1 * KIB)}, {1: (1, 1 * KIB)}])
     await pumped(subject, polls)
-    assert polls.asked[2] < polls.asked[1] * 2  # not 100 times more at once
+    assert subject._record_bytes is not None
+    assert subject._record_bytes > 50 * KIB  # not at 1 KiB at once: 100 times more a poll
 
 
 async def test_a_rebalance_that_leaves_the_buffer_full_does_not_let_the_pump_poll() -> None:
     """Dropping a revoked partition's records makes room only if it brings the buffer under its
     bounds; otherwise the pump would poll past them until the next batch is taken."""
     subject = consumer(max_bytes=1024 * KIB)
-    await pumped(subject, ScriptedPolls([{0: (1, 100 * KIB)}, {1: (9, 200 * KIB)}]))
+    await pumped(subject, ScriptedFetches([{0: (1, 100 * KIB)}, {1: (3, 600 * KIB)}]))
     assert subject._buffered_bytes == 1900 * KIB
     assert not subject._room.is_set()
     subject._drop([TopicPartition(TOPIC, 0)])  # 1.8 MB left: still over
@@ -125,3 +149,45 @@ async def test_a_rebalance_that_leaves_the_buffer_full_does_not_let_the_pump_pol
     subject._drop([TopicPartition(TOPIC, 1)])
     assert subject._room.is_set()
     assert subject.buffered == 0
+
+
+def per_partition(subject: BatchConsumer) -> dict[int, int]:
+    return {tp.partition: len(records) for tp, records in subject._buffer.items()}
+
+
+async def test_a_batch_takes_an_even_share_of_every_partition() -> None:
+    """Over a backlog aiokafka has records fetched for every partition; drained in turn, a
+    batch bounded in records or bytes held the first partition's only (the bench's first store
+    batch: 10,885 records of one partition, 270 of another, none of the third)."""
+    subject = consumer(max_records=3000, max_bytes=1024 * 1024 * KIB)
+    fetched = dict.fromkeys(range(3), (10_000, 1 * KIB))
+    await pumped(subject, ScriptedFetches([fetched]))
+    assert subject.buffered == 3000
+    assert all(abs(count - 1000) <= 3 for count in per_partition(subject).values())
+    assert len(per_partition(subject)) == 3
+
+
+async def test_what_one_partition_lacks_goes_to_the_others() -> None:
+    subject = consumer(max_records=3000, max_bytes=1024 * 1024 * KIB)
+    fetched = {0: (10, 1 * KIB), 1: (10_000, 1 * KIB), 2: (10_000, 1 * KIB)}
+    await pumped(subject, ScriptedFetches([fetched]))
+    counts = per_partition(subject)
+    assert subject.buffered == 3000
+    assert counts[0] == 10
+    assert abs(counts[1] - counts[2]) <= 3
+
+
+async def test_the_share_is_of_the_bytes_bound_too() -> None:
+    subject = consumer(max_records=100_000, max_bytes=3 * 1024 * KIB)
+    fetched = dict.fromkeys(range(3), (10_000, 1 * KIB))
+    await pumped(subject, ScriptedFetches([fetched]))
+    assert subject._buffered_bytes <= 3 * 1024 * KIB + 1 * KIB
+    assert all(abs(count - 1024) <= 3 for count in per_partition(subject).values())
+
+
+async def test_a_partition_no_longer_assigned_is_not_polled() -> None:
+    subject = consumer(max_records=3000, max_bytes=1024 * 1024 * KIB)
+    fetched = dict.fromkeys(range(3), (10_000, 1 * KIB))
+    await pumped(subject, ScriptedFetches([fetched], assigned=[1, 2]))
+    assert set(per_partition(subject)) == {1, 2}
+    assert subject.buffered == 3000

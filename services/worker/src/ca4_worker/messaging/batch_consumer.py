@@ -5,15 +5,15 @@ polls, handles and polls again (FastStream's batch subscriber, or a plain ``getm
 therefore handles, in each cycle, the few records fetched right after the previous poll, while
 everything that arrived during the cycle waits on the broker for the next one: a record waits
 one to two cycles instead of at most one. Here a pump task keeps polling while the batch is
-handled, into a buffer bounded by ``max_records`` and ``max_bytes``, and the next batch is the
-whole buffer. Batches are small and immediate when the group keeps up, and large when it is
-behind. The byte bound keeps memory flat whatever clients send: a batch of the largest events
-the topic takes holds as many bytes as one of the smallest, not a thousand times more. A poll
-can be bounded only in records, so each is sized from the recent record size, which starts
-unknown (the first poll takes one record), rises at once when records grow and falls slowly.
-The buffer stays within ``max_bytes`` and one record, except after the one poll that first
-meets larger records, which may take what aiokafka had fetched (``max_partition_fetch_bytes``
-per partition, memory the client held anyway).
+handled, into a buffer bounded by ``max_records`` and ``max_bytes`` and shared evenly among the
+assigned partitions, and the next batch is the whole buffer. Batches are small and immediate
+when the group keeps up, and large when it is behind. The byte bound keeps memory flat whatever
+clients send: a batch of the largest events the topic takes holds as many bytes as one of the
+smallest, not a thousand times more. A poll can be bounded only in records, so each is sized
+from the recent record size, which starts unknown (the first poll takes one record), rises at
+once when records grow and falls slowly. The buffer stays within ``max_bytes`` and one record,
+except after the one poll that first meets larger records, which may take what aiokafka had
+fetched (``max_partition_fetch_bytes`` per partition, memory the client held anyway).
 
 Offsets are committed per batch, exactly those of the batch (never the consumer's position,
 which the pump has moved ahead), in the background: the next batch is handled while the commit
@@ -146,9 +146,7 @@ class BatchConsumer:
         while True:
             await self._room.wait()
             try:
-                fetched = await self.consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self._room_for()
-                )
+                fetched = await self._poll()
             except (ConsumerStoppedError, IllegalStateError):
                 raise
             except KafkaError as error:
@@ -169,6 +167,29 @@ class BatchConsumer:
                 self._arrived.set()
             if not self._has_room():
                 self._room.clear()
+
+    async def _poll(self) -> dict[TopicPartition, list[Record]]:
+        """What the next poll adds, shared evenly among the assigned partitions.
+
+        aiokafka drains fetched partitions one after the other up to ``max_records``, so over a
+        backlog a batch bounded in bytes held nearly all one partition, and the projection
+        stage, whose rounds span every partition, waited for the store's next batches while
+        the handoff filled with decisions for the others. Each poll therefore takes a share of
+        the room from every partition with records fetched, and only when none has any waits
+        for the next fetch, for one share.
+        """
+        room = self._room_for()
+        partitions = sorted(self.consumer.assignment())
+        fetched: dict[TopicPartition, list[Record]] = {}
+        if len(partitions) < 2 or room < len(partitions):
+            fetched |= await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=room)
+            return fetched
+        share = room // len(partitions)
+        for partition in partitions:
+            fetched |= await self.consumer.getmany(partition, timeout_ms=0, max_records=share)
+        if not fetched:
+            fetched |= await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=share)
+        return fetched
 
     def _learn_record_bytes(self, mean: float) -> None:
         """Rise at once to larger records (a hostile client's first large ones must not be
