@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,24 @@ def test_intervals_split_at_utc_midnight() -> None:
         ("2026-01-05", 30_000),
         ("2026-01-06", 45_000),
     ]
+
+
+def test_days_are_utc_days_whatever_offset_a_time_comes_in() -> None:
+    """A stored mark may come back in another ``tzinfo`` than the event's UTC: in UTC+2 both
+    ends of this interval fall on the same local day, but it crosses UTC midnight."""
+    plus_two = timezone(timedelta(hours=2))
+    before = START.replace(hour=23, minute=59, second=30)
+    after = before.replace(day=6, hour=0, minute=0, second=45)
+    assert [
+        (day.isoformat(), ms)
+        for day, ms in split_by_day(before.astimezone(plus_two), after.astimezone(plus_two))
+    ] == [("2026-01-05", 30_000), ("2026-01-06", 45_000)]
+    same_day = before.replace(minute=0)
+    assert [
+        (day.isoformat(), ms) for day, ms in split_by_day(same_day.astimezone(plus_two), before)
+    ] == [("2026-01-05", 3_540_000)]
+    assert split_by_day(before, before) == []
+    assert split_by_day(before, same_day) == []
 
 
 def _key_entry(key_id: str, key: str, tenant: str, scopes: str) -> str:

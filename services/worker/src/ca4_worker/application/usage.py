@@ -92,8 +92,8 @@ class UsageProjection:
         """Fold the events of each session into its records, in chunks of sessions."""
         sessions: dict[str, list[PositionedEvent]] = {}
         for positioned in sorted(events, key=lambda item: item.position):
-            if positioned.event.payload.gpus:
-                sessions.setdefault(positioned.event.session_id, []).append(positioned)
+            if positioned.gpu_readings:
+                sessions.setdefault(positioned.session_id, []).append(positioned)
         await in_bounded_calls(
             list(sessions.items()),
             self._apply_chunk,

@@ -8,12 +8,12 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from ca4_schemas import GpuMetadataReported, GpuSample
 from prometheus_client import Counter, Gauge, Histogram
 
 from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS, dcgm_labels
-from ca4_worker.domain.projection import to_millis
 from ca4_worker.domain.records import PositionedEvent
 
 EVENTS = Counter(
@@ -121,8 +121,7 @@ class _Series:
     updated: float
 
 
-@dataclass(frozen=True)
-class _Newest:
+class _Newest(NamedTuple):  # one per event and GPU: a tuple is built in C
     order_key: tuple[datetime, str]
     event: GpuMetadataReported
     sample: GpuSample
@@ -132,11 +131,11 @@ def _newest_per_gpu(events: Iterable[PositionedEvent]) -> dict[str, _Newest]:
     """The newest sample of each GPU UUID among ``events`` (by occurred_at, then event id)."""
     newest: dict[str, _Newest] = {}
     for positioned in events:
-        order_key = (to_millis(positioned.event.occurred_at), positioned.event_id)
-        for sample in positioned.event.payload.gpus:
-            current = newest.get(sample.uuid)
+        order_key = (positioned.occurred_at_ms, positioned.event_id)
+        for gpu in positioned.gpu_readings:
+            current = newest.get(gpu.uuid)
             if current is None or order_key > current.order_key:
-                newest[sample.uuid] = _Newest(order_key, positioned.event, sample)
+                newest[gpu.uuid] = _Newest(order_key, positioned.event, gpu.sample)
     return newest
 
 

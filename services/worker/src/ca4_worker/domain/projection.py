@@ -19,7 +19,7 @@ from typing import Any, Final
 from ca4_schemas import LEGACY_TENANT, GpuMetadataReported
 
 from ca4_worker.application.views import GpuView, SessionView
-from ca4_worker.domain.records import PositionedEvent
+from ca4_worker.domain.records import GpuReading, PositionedEvent
 
 SESSION_MAX_GPU_MODELS: Final = 64
 """Most distinct GPU model names one session document records (a report holds at most 64
@@ -27,14 +27,6 @@ GPUs). Every other projected field is bounded by the contract (labels, one sampl
 document) or by the topic (one applied offset per partition); this is the one set a client
 could grow without limit. Samples whose model falls past the cap are counted in
 ``gpu_models_dropped``, not stored."""
-
-
-def to_millis(moment: datetime) -> datetime:
-    """``moment`` truncated to milliseconds, the precision BSON dates keep.
-
-    Comparisons then give the same answer in Python and in the database.
-    """
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def mean_utilization_pct(sum_millipct: int, samples: int) -> float | None:
@@ -135,9 +127,10 @@ class SessionState:
     driver_version: str | None = field(default=None, metadata=merging(Merge.LATEST))
 
     @classmethod
-    def of(cls, event: GpuMetadataReported) -> SessionState:
-        """The state of a session that saw only ``event``."""
-        gpus = event.payload.gpus
+    def of(cls, positioned: PositionedEvent) -> SessionState:
+        """The state of a session that saw only ``positioned``'s event."""
+        event = positioned.event
+        gpus = positioned.gpu_readings
         memory = [gpu.memory_used_mib for gpu in gpus if gpu.memory_used_mib is not None]
         utilization = [
             gpu.utilization_gpu_pct for gpu in gpus if gpu.utilization_gpu_pct is not None
@@ -145,8 +138,8 @@ class SessionState:
         kept = sorted({gpu.name for gpu in gpus})[:SESSION_MAX_GPU_MODELS]
         return cls(
             tenant=event.tenant,
-            first_seen=to_millis(event.occurred_at),
-            last_seen=to_millis(event.occurred_at),
+            first_seen=positioned.occurred_at_ms,
+            last_seen=positioned.occurred_at_ms,
             sample_count=1,
             gpu_models=kept,
             gpu_models_dropped=sum(1 for gpu in gpus if gpu.name not in kept),
@@ -156,17 +149,18 @@ class SessionState:
             **_host_facts(event),
         )
 
-    def absorb(self, event: GpuMetadataReported) -> None:
-        """Fold in the next event of the same session (in offset order).
+    def absorb(self, positioned: PositionedEvent) -> None:
+        """Fold in the samples of the next event of the same session (in offset order); the
+        fields a report sets outright follow with :meth:`take_host_facts`, once per fold.
 
         In place: a batch folds thousands of events per session, and one object per event
         cost a third of the projection step.
         """
-        occurred_at = to_millis(event.occurred_at)
+        occurred_at = positioned.occurred_at_ms
         self.first_seen = min(self.first_seen, occurred_at)
         self.last_seen = max(self.last_seen, occurred_at)
         self.sample_count += 1
-        for gpu in event.payload.gpus:
+        for gpu in positioned.gpu_readings:
             if gpu.name in self.gpu_models:
                 pass
             elif len(self.gpu_models) < SESSION_MAX_GPU_MODELS:
@@ -180,6 +174,9 @@ class SessionState:
             if gpu.utilization_gpu_pct is not None:
                 self.utilization_sum_millipct += round(gpu.utilization_gpu_pct * 1000)
                 self.utilization_samples += 1
+
+    def take_host_facts(self, event: GpuMetadataReported) -> None:
+        """Set the fields a report sets outright from ``event``, the newest folded."""
         for name, value in _host_facts(event).items():
             setattr(self, name, value)
 
@@ -239,17 +236,12 @@ class SessionDelta:
     def of(cls, positioned: PositionedEvent) -> SessionDelta:
         """The delta of a single event."""
         return cls(
-            session_id=positioned.event.session_id,
+            session_id=positioned.session_id,
             partition=positioned.position.partition,
             first_offset=positioned.position.offset,
             last_offset=positioned.position.offset,
-            state=SessionState.of(positioned.event),
+            state=SessionState.of(positioned),
         )
-
-    def absorb(self, later: PositionedEvent) -> None:
-        """Fold in the next event of the same session and partition (in offset order)."""
-        self.last_offset = later.position.offset
-        self.state.absorb(later.event)
 
 
 def group_by_session(
@@ -258,7 +250,7 @@ def group_by_session(
     """Events per (session, partition), each list in offset order."""
     groups: dict[tuple[str, int], list[PositionedEvent]] = {}
     for positioned in sorted(events, key=lambda item: item.position):
-        key = (positioned.event.session_id, positioned.position.partition)
+        key = (positioned.session_id, positioned.position.partition)
         groups.setdefault(key, []).append(positioned)
     return groups
 
@@ -270,8 +262,12 @@ def fold_session(events: Iterable[PositionedEvent]) -> SessionDelta:
     if first is None:
         raise ValueError("fold_session needs at least one event")
     folded = SessionDelta.of(first)
-    for positioned in remaining:
-        folded.absorb(positioned)
+    newest = first
+    for newest in remaining:
+        folded.state.absorb(newest)
+    if newest is not first:
+        folded.last_offset = newest.position.offset
+        folded.state.take_host_facts(newest.event)
     return folded
 
 
@@ -326,14 +322,14 @@ class GpuLatest:
 def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
     """The newest sample per tenant and GPU UUID among ``events`` (only the winners are
     serialised)."""
-    newest: dict[tuple[str, str], tuple[tuple[datetime, str], PositionedEvent, Any]] = {}
+    newest: dict[tuple[str, str], tuple[tuple[datetime, str], PositionedEvent, GpuReading]] = {}
     for positioned in events:
-        event = positioned.event
-        order_key = (to_millis(event.occurred_at), positioned.event_id)
-        for gpu in event.payload.gpus:
-            current = newest.get((event.tenant, gpu.uuid))
+        tenant = positioned.tenant
+        order_key = (positioned.occurred_at_ms, positioned.event_id)
+        for gpu in positioned.gpu_readings:
+            current = newest.get((tenant, gpu.uuid))
             if current is None or order_key > current[0]:
-                newest[(event.tenant, gpu.uuid)] = (order_key, positioned, gpu)
+                newest[(tenant, gpu.uuid)] = (order_key, positioned, gpu)
     return [
         GpuLatest(
             gpu_uuid=gpu.uuid,
@@ -344,7 +340,7 @@ def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
             event_id=positioned.event_id,
             partition=positioned.position.partition,
             offset=positioned.position.offset,
-            sample=gpu.model_dump(mode="json"),
+            sample=gpu.sample.model_dump(mode="json"),
         )
         for order_key, positioned, gpu in newest.values()
     ]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
-from ca4_worker.domain.projection import applied_key, to_millis
+from ca4_worker.domain.projection import applied_key
 from ca4_worker.domain.records import PositionedEvent
 
 USAGE_MAX_GPUS_PER_SESSION: Final = 64
@@ -113,15 +113,21 @@ def _is_idle(utilization: float | None, memory_used: float | None, rules: UsageR
 
 def split_by_day(start: datetime, end: datetime) -> list[tuple[date, int]]:
     """``(start, end]`` as milliseconds per UTC day."""
+    cursor = _in_utc(start)
+    end = _in_utc(end)
+    if cursor.date() == end.date():  # nearly always: reports are seconds apart
+        return [(cursor.date(), _millis(end - cursor))] if cursor < end else []
     pieces: list[tuple[date, int]] = []
-    cursor = start.astimezone(UTC)
-    end = end.astimezone(UTC)
     while cursor < end:
         midnight = datetime.combine(cursor.date() + timedelta(days=1), time(), tzinfo=UTC)
         stop = min(midnight, end)
         pieces.append((cursor.date(), _millis(stop - cursor)))
         cursor = stop
     return pieces
+
+
+def _in_utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def _millis(span: timedelta) -> int:
@@ -159,16 +165,16 @@ def fold_usage(
     )
     changed_days: dict[str, UsageDay] = {}
     baselines: dict[str, dict[str, int]] = {}
-    dirty: set[str] = set()
+    by_day: dict[date, tuple[UsageDay, dict[str, int]]] = {}  # the ids, built once per day
+    counted: dict[str, PositionedEvent] = {}  # the newest event counted, per day record
     marks_changed = False
     for positioned in events:
         key = applied_key(positioned.position.partition)
         offset = positioned.position.offset
         if offset <= current.applied.get(key, -1):
             continue
-        event = positioned.event
-        at = to_millis(event.occurred_at)
-        for sample in event.payload.gpus:
+        at = positioned.occurred_at_ms
+        for sample in positioned.gpu_readings:
             previous = current.marks.get(sample.uuid)
             if previous is None and len(current.marks) >= USAGE_MAX_GPUS_PER_SESSION:
                 current.gpus_dropped += 1
@@ -183,8 +189,12 @@ def fold_usage(
                 )
                 idle = previous.idle and idle_now
                 for day, millis in split_by_day(previous.at, at):
-                    record = _day_record(day, positioned, stored_days, changed_days, baselines)
-                    if offset <= baselines[record.document_id].get(key, -1):
+                    found = by_day.get(day)
+                    if found is None:
+                        record = _day_record(day, positioned, stored_days, changed_days, baselines)
+                        found = by_day[day] = (record, baselines[record.document_id])
+                    record, baseline = found
+                    if offset <= baseline.get(key, -1):
                         continue  # counted on this day before (redelivery, replay)
                     usage = record.gpus.get(sample.uuid)
                     if usage is None:
@@ -193,16 +203,17 @@ def fold_usage(
                     usage.busy_ms += millis if busy else 0
                     usage.idle_ms += millis if idle else 0
                     record.applied[key] = offset
-                    record.labels = dict(event.labels)
-                    record.runtime = event.source.runtime
-                    dirty.add(record.document_id)
+                    counted[record.document_id] = positioned
             current.marks[sample.uuid] = GpuMark(sample.uuid, at, idle_now)
         current.applied[key] = offset
         marks_changed = True
+    for document_id, newest in counted.items():
+        changed_days[document_id].labels = dict(newest.event.labels)
+        changed_days[document_id].runtime = newest.event.source.runtime
     return UsageFold(
         marks=current,
         marks_changed=marks_changed,
-        days={document_id: changed_days[document_id] for document_id in sorted(dirty)},
+        days={document_id: changed_days[document_id] for document_id in sorted(counted)},
     )
 
 
@@ -215,7 +226,7 @@ def _day_record(
 ) -> UsageDay:
     """The day record to add to (a copy of the stored one, or a new one); notes its applied
     positions as stored, which the guard compares against."""
-    document_id = usage_day_id(positioned.event.session_id, day)
+    document_id = usage_day_id(positioned.session_id, day)
     record = changed.get(document_id)
     if record is not None:
         return record
@@ -242,12 +253,15 @@ def _day_record(
 def touched_days(events: Iterable[PositionedEvent], max_gap_s: float) -> set[str]:
     """Ids of the day records ``events`` may add to (their days and, for an interval that
     starts before midnight, the days before it within the max gap)."""
-    ids: set[str] = set()
+    gap = timedelta(seconds=max_gap_s)
+    spans: set[tuple[str, date, date]] = set()
     for positioned in events:
-        at = to_millis(positioned.event.occurred_at).astimezone(UTC)
-        earliest = at - timedelta(seconds=max_gap_s)
-        day = earliest.date()
-        while day <= at.date():
-            ids.add(usage_day_id(positioned.event.session_id, day))
+        at = _in_utc(positioned.occurred_at_ms)
+        spans.add((positioned.session_id, (at - gap).date(), at.date()))
+    ids: set[str] = set()
+    for session_id, first, last in spans:
+        day = first
+        while day <= last:
+            ids.add(usage_day_id(session_id, day))
             day += timedelta(days=1)
     return ids
