@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from ca4_schemas.constants import HEADER_TRACEPARENT
 from ca4_worker.application.ingest import IngestService
@@ -56,8 +54,7 @@ def children_of(spans: tuple[ReadableSpan, ...], parent: ReadableSpan) -> set[st
 
 
 async def test_each_record_continues_its_producers_trace(exporter: InMemorySpanExporter) -> None:
-    traced = dataclasses.replace(
-        record(event_body(session_id="s1"), offset=0),
+    traced = record(event_body(session_id="s1"), offset=0)._replace(
         headers=((HEADER_TRACEPARENT, traceparent(PRODUCER_TRACE, PRODUCER_SPAN)),),
     )
     untraced = record(event_body(session_id="s2"), offset=1)
@@ -98,8 +95,7 @@ def test_without_recording_no_span_is_made_and_logs_read_the_header(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(tracing, "spans_recorded", lambda: False)
-    traced = dataclasses.replace(
-        record(event_body(session_id="s1"), offset=0),
+    traced = record(event_body(session_id="s1"), offset=0)._replace(
         headers=((HEADER_TRACEPARENT, traceparent(PRODUCER_TRACE, PRODUCER_SPAN)),),
     )
     untraced = record(event_body(session_id="s2"), offset=1)

@@ -15,6 +15,8 @@ def raw_record(record: Any) -> RawRecord:
         offset=record.offset,
         value=record.value,
         key=record.key,
-        headers=tuple((name, value or b"") for name, value in record.headers or ()),
+        headers=(
+            tuple((name, value or b"") for name, value in record.headers) if record.headers else ()
+        ),
         timestamp_ms=record.timestamp or 0,
     )
