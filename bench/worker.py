@@ -134,7 +134,11 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
     machine's CPU per event of each (``<way>_machine_cpu_us_per_event``)."""
     documents = [
         event_document(
-            PositionedEvent(GpuMetadataReported.model_validate(body), Position(0, index)),
+            PositionedEvent(
+                GpuMetadataReported.model_validate(body),
+                Position(0, index),
+                source=_record_value(body),  # as the worker stores the record it decoded
+            ),
             topic=settings.kafka_topic,
             stored_at=datetime.now(UTC),
         )
@@ -161,6 +165,11 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
     return rates
 
 
+def _record_value(body: dict[str, Any]) -> bytes:
+    """The record the bench produces for ``body``."""
+    return json.dumps(body).encode()
+
+
 async def _produce(settings: Settings, bodies: list[dict[str, Any]], rate: float | None) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5
@@ -179,7 +188,7 @@ async def _produce(settings: Settings, bodies: list[dict[str, Any]], rate: float
             futures.append(
                 await producer.send(
                     settings.kafka_topic,
-                    json.dumps(body).encode(),
+                    _record_value(body),
                     key=str(body["session_id"]).encode(),
                 )
             )
