@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from ca4_worker.messaging.batch_consumer import BatchConsumer
 
 TOPIC = "ca4.gpu.metadata"
@@ -34,13 +35,14 @@ class ScriptedFetches:
 
     def __init__(
         self,
-        fetches: Sequence[dict[int, tuple[int, int]]],
+        fetches: Sequence[dict[int, tuple[int, int] | KafkaError]],
         assigned: Sequence[int] = (0, 1, 2),
     ) -> None:
-        # per fetch: partition -> (records fetched, bytes per record)
+        # per fetch: partition -> (records fetched, bytes per record), or the partition's error,
+        # which a poll raises once, when it reaches it with nothing drained before it
         self._fetches = list(fetches)
         self._assigned = {TopicPartition(TOPIC, partition) for partition in assigned}
-        self._fetched: dict[int, list[FakeRecord]] = {}
+        self._fetched: dict[int, list[FakeRecord] | KafkaError] = {}
         self._next_offset: dict[int, int] = {}
         self.asked: list[int] = []
         self.idle = asyncio.Event()
@@ -59,7 +61,12 @@ class ScriptedFetches:
             self._fetch(self._fetches.pop(0))
         polled: dict[TopicPartition, list[FakeRecord]] = {}
         left = max_records
-        for partition, records in self._fetched.items():
+        for partition, records in list(self._fetched.items()):
+            if partition in wanted and isinstance(records, KafkaError):
+                if polled:
+                    break
+                del self._fetched[partition]
+                raise records
             if partition in wanted and records and left:
                 polled[TopicPartition(TOPIC, partition)] = records[:left]
                 del records[:left]
@@ -68,11 +75,17 @@ class ScriptedFetches:
             self.asked.append(max_records)
         return polled
 
-    def _fetch(self, fetch: dict[int, tuple[int, int]]) -> None:
-        for partition, (count, size) in fetch.items():
+    def _fetch(self, fetch: dict[int, tuple[int, int] | KafkaError]) -> None:
+        for partition, fetched in fetch.items():
+            if isinstance(fetched, KafkaError):
+                self._fetched[partition] = fetched
+                continue
+            count, size = fetched
             start = self._next_offset.get(partition, 0)
             self._next_offset[partition] = start + count
-            self._fetched.setdefault(partition, []).extend(
+            records = self._fetched.setdefault(partition, [])
+            assert isinstance(records, list)
+            records.extend(
                 FakeRecord(TOPIC, partition, start + index, 36, size - 36) for index in range(count)
             )
 
@@ -191,3 +204,22 @@ async def test_a_partition_no_longer_assigned_is_not_polled() -> None:
     await pumped(subject, ScriptedFetches([fetched], assigned=[1, 2]))
     assert set(per_partition(subject)) == {1, 2}
     assert subject.buffered == 3000
+
+
+async def test_records_polled_before_a_partitions_error_are_kept() -> None:
+    """aiokafka raises a partition's fetch error (authorisation, a record too large) on a poll
+    that reaches it with nothing drained. Polled one partition at a time, the partitions before
+    it have already moved on: their records must reach the batch, or the next batch's commit
+    would pass over them."""
+    subject = consumer(max_records=3000, max_bytes=1024 * 1024 * KIB)
+    fetched: dict[int, tuple[int, int] | KafkaError] = {
+        0: (10, 1 * KIB),
+        1: TopicAuthorizationFailedError(),
+        2: (10, 1 * KIB),
+    }
+    await pumped(subject, ScriptedFetches([fetched, {0: (5, 1 * KIB), 2: (5, 1 * KIB)}]))
+    offsets = {
+        tp.partition: [record.offset for record in records]
+        for tp, records in subject._buffer.items()
+    }
+    assert offsets == {0: list(range(15)), 2: list(range(15))}

@@ -76,9 +76,7 @@ def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
     except (ValidationError, ValueError, RecursionError) as error:
         # ValueError too: an integer past Python's digit limit fails before validation.
         return DeadLetter(record, ERROR_SCHEMA_INVALID, str(error)[:MAX_ERROR_MESSAGE])
-    return PositionedEvent(
-        event=event, position=record.position, headers=record.headers, source=record.value
-    )
+    return PositionedEvent(event=event, position=record.position, headers=record.headers)
 
 
 def first_per_event_id(

@@ -48,9 +48,6 @@ class PositionedEvent:
     event: GpuMetadataReported
     position: Position
     headers: tuple[tuple[str, bytes], ...] = field(default=(), compare=False)
-    source: bytes | None = field(default=None, compare=False, repr=False)
-    """The record bytes the event was decoded from (what the store keeps when they hold the
-    newest version as is: :func:`ca4_worker.persistence.documents.stored_event`)."""
 
     @cached_property
     def event_id(self) -> str:

@@ -186,7 +186,18 @@ class BatchConsumer:
             return fetched
         share = room // len(partitions)
         for partition in partitions:
-            fetched |= await self.consumer.getmany(partition, timeout_ms=0, max_records=share)
+            try:
+                fetched |= await self.consumer.getmany(partition, timeout_ms=0, max_records=share)
+            except (ConsumerStoppedError, IllegalStateError):
+                raise
+            except KafkaError as error:
+                if not fetched:
+                    raise
+                # aiokafka has moved the other partitions past what they returned: dropping
+                # it would let the next batch commit over it. Keep it, and report the error
+                # (aiokafka clears it once raised, and fetches that partition again).
+                log.warning("poll failed on one partition", consumer=self.name, error=repr(error))
+                return fetched
         if not fetched:
             fetched |= await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=share)
         return fetched

@@ -8,13 +8,11 @@ cannot disagree about a field. The contract test compares whole documents from b
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
-from ca4_schemas import LATEST_SCHEMA_VERSION, LEGACY_TENANT, decode_event
-from pydantic_core import from_json
+from ca4_schemas import LEGACY_TENANT, decode_event
 
 from ca4_worker.domain.projection import (
     GpuLatest,
@@ -44,26 +42,9 @@ def event_document(positioned: PositionedEvent, *, topic: str, stored_at: dateti
         "offset": positioned.position.offset,
         "received_at": positioned.event.received_at,
         "stored_at": stored_at,
-        "event": stored_event(positioned),
+        # As JSON: microsecond timestamps kept (BSON dates keep milliseconds).
+        "event": positioned.event.model_dump(mode="json"),
     }
-
-
-def stored_event(positioned: PositionedEvent) -> Doc:
-    """The event as the store keeps it: as JSON, so timestamps keep their microseconds (BSON
-    dates keep milliseconds), and read back through :func:`decode_event`.
-
-    When the record it was decoded from holds the newest version as is, that JSON is kept: it
-    was validated as this very event, and parsing it again costs a third of dumping the model
-    (which also writes every field left at its default). Anything else (an upcast older
-    version, an event built in code) is the model dumped.
-    """
-    if positioned.source is not None:
-        with contextlib.suppress(ValueError):
-            parsed = from_json(positioned.source)
-            version = parsed.get("schema_version") if isinstance(parsed, dict) else None
-            if type(version) is int and version == LATEST_SCHEMA_VERSION:
-                return parsed  # type: ignore[no-any-return]
-    return positioned.event.model_dump(mode="json")
 
 
 def positioned_from_document(doc: Doc) -> PositionedEvent:
