@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from ca4_schemas import GpuMetadataReported
+from ca4_schemas import GpuMetadataReported, encode_event
 from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings
 from ca4_worker.core.metrics import PROJECTION_STAGES, STORE_STAGES
@@ -162,9 +162,8 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
 
 
 def _record_value(body: dict[str, Any]) -> bytes:
-    """The record the processor publishes for ``body``: the validated event as JSON, every
-    field written (about twice the bytes of the body itself at one GPU)."""
-    return GpuMetadataReported.model_validate(body).model_dump_json().encode()
+    """The record the processor publishes for ``body``."""
+    return encode_event(GpuMetadataReported.model_validate(body))
 
 
 async def _produce(settings: Settings, bodies: list[dict[str, Any]], rate: float | None) -> None:

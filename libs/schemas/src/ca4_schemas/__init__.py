@@ -18,6 +18,8 @@ from ca4_schemas.upcasting import (
     InvalidJsonError,
     UnknownSchemaVersionError,
     decode_event,
+    encode_event,
+    event_as_json_object,
     upcast,
 )
 from ca4_schemas.v1 import (
@@ -49,5 +51,7 @@ __all__ = [
     "Source",
     "UnknownSchemaVersionError",
     "decode_event",
+    "encode_event",
+    "event_as_json_object",
     "upcast",
 ]

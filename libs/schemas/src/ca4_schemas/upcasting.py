@@ -1,4 +1,4 @@
-"""Decode any stored or in-flight event into the newest model.
+"""Decode any stored or in-flight event into the newest model, and encode one.
 
 Each old version ``N`` has an upcaster ``upcast_vN_vN+1`` that rewrites the raw JSON object one
 step; :func:`decode_event` applies them in order. A version newer than this code knows raises
@@ -28,6 +28,23 @@ GpuMetadataReport = GpuMetadataReportV1
 """The newest client report model (version 2 changed only what the processor stamps)."""
 
 UPCASTERS: dict[int, Callable[[JsonObject], JsonObject]] = {1: upcast_v1_v2}
+
+
+def encode_event(event: GpuMetadataReported) -> bytes:
+    """The event as JSON, on the topic: optional fields a report left out are left out.
+
+    No field is both required and nullable, so :func:`decode_event` reads it back as the same
+    event; a sample that reports a few of its fields stays a few fields on the wire instead of
+    every one of them written as ``null`` (about half the bytes at one GPU).
+    """
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def event_as_json_object(event: GpuMetadataReported) -> JsonObject:
+    """The same JSON as :func:`encode_event`, as an object (the event store keeps this)."""
+    return event.model_dump(mode="json", exclude_none=True)
+
+
 """``UPCASTERS[n]`` turns a version-``n`` object into a version-``n + 1`` object."""
 
 

@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import RecordMetadata
-from ca4_schemas import GpuMetadataReported
+from ca4_schemas import GpuMetadataReported, encode_event
 from ca4_schemas.api import Receipt
 from ca4_schemas.constants import HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_SCHEMA_VERSION
 from ca4_telemetry import headers_with_trace_context, tracer
@@ -183,7 +183,7 @@ class KafkaEventPublisher:
         oversized: dict[int, int] = {}
         for position, event in enumerate(events):
             key = event.session_id.encode()
-            value = event.model_dump_json().encode()
+            value = encode_event(event)
             headers = [
                 (HEADER_CONTENT_TYPE, b"application/json"),
                 (HEADER_EVENT_ID, str(event.event_id).encode()),

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
-from ca4_schemas import LEGACY_TENANT, decode_event
+from ca4_schemas import LEGACY_TENANT, decode_event, event_as_json_object
 
 from ca4_worker.domain.projection import (
     GpuLatest,
@@ -43,7 +43,7 @@ def event_document(positioned: PositionedEvent, *, topic: str, stored_at: dateti
         "received_at": positioned.event.received_at,
         "stored_at": stored_at,
         # As JSON: microsecond timestamps kept (BSON dates keep milliseconds).
-        "event": positioned.event.model_dump(mode="json"),
+        "event": event_as_json_object(positioned.event),
     }
 
 
