@@ -19,7 +19,6 @@ from ca4_schemas.upcasting import (
     UnknownSchemaVersionError,
     decode_event,
     encode_event,
-    event_as_json_object,
     upcast,
 )
 from ca4_schemas.v1 import (
@@ -52,6 +51,5 @@ __all__ = [
     "UnknownSchemaVersionError",
     "decode_event",
     "encode_event",
-    "event_as_json_object",
     "upcast",
 ]

@@ -28,24 +28,18 @@ GpuMetadataReport = GpuMetadataReportV1
 """The newest client report model (version 2 changed only what the processor stamps)."""
 
 UPCASTERS: dict[int, Callable[[JsonObject], JsonObject]] = {1: upcast_v1_v2}
+"""``UPCASTERS[n]`` turns a version-``n`` object into a version-``n + 1`` object."""
 
 
 def encode_event(event: GpuMetadataReported) -> bytes:
-    """The event as JSON, on the topic: optional fields a report left out are left out.
+    """The event as the processor publishes it: JSON with every field written, ``null`` too.
 
-    No field is both required and nullable, so :func:`decode_event` reads it back as the same
-    event; a sample that reports a few of its fields stays a few fields on the wire instead of
-    every one of them written as ``null`` (about half the bytes at one GPU).
+    Not without its nulls, though that is half the bytes of a sparse sample: the worker bounds
+    its memory by record bytes, and a report of many GPUs and processes that gives only their
+    required fields decodes to about forty times its bytes without them, against ten with
+    (``docs/architecture.md``, "Latency").
     """
-    return event.model_dump_json(exclude_none=True).encode()
-
-
-def event_as_json_object(event: GpuMetadataReported) -> JsonObject:
-    """The same JSON as :func:`encode_event`, as an object (the event store keeps this)."""
-    return event.model_dump(mode="json", exclude_none=True)
-
-
-"""``UPCASTERS[n]`` turns a version-``n`` object into a version-``n + 1`` object."""
+    return event.model_dump_json().encode()
 
 
 class EventDecodeError(ValueError):

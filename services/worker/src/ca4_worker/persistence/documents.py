@@ -12,7 +12,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
-from ca4_schemas import LEGACY_TENANT, decode_event, event_as_json_object
+from ca4_schemas import LEGACY_TENANT, decode_event
 
 from ca4_worker.domain.projection import (
     GpuLatest,
@@ -42,8 +42,10 @@ def event_document(positioned: PositionedEvent, *, topic: str, stored_at: dateti
         "offset": positioned.position.offset,
         "received_at": positioned.event.received_at,
         "stored_at": stored_at,
-        # As JSON: microsecond timestamps kept (BSON dates keep milliseconds).
-        "event": event_as_json_object(positioned.event),
+        # As JSON: microsecond timestamps kept (BSON dates keep milliseconds); without the
+        # optional fields the report left out, which read back as absent (about half the bytes
+        # of a sparse sample; tests/unit/schemas/test_roundtrip.py).
+        "event": positioned.event.model_dump(mode="json", exclude_none=True),
     }
 
 
