@@ -34,10 +34,9 @@ UPCASTERS: dict[int, Callable[[JsonObject], JsonObject]] = {1: upcast_v1_v2}
 def encode_event(event: GpuMetadataReported) -> bytes:
     """The event as the processor publishes it: JSON with every field written, ``null`` too.
 
-    Not without its nulls, though that is half the bytes of a sparse sample: the worker bounds
-    its memory by record bytes, and a report of many GPUs and processes that gives only their
-    required fields decodes to about forty times its bytes without them, against ten with
-    (``docs/architecture.md``, "Latency").
+    Not without its nulls, though that would be smaller: the worker bounds its memory by record
+    bytes, which then no longer follow what a record decodes to (``docs/architecture.md``,
+    "The stored event without its null fields").
     """
     return event.model_dump_json().encode()
 

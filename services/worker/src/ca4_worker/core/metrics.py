@@ -8,12 +8,11 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
 
-from ca4_schemas import GpuMetadataReported, GpuSample
 from prometheus_client import Counter, Gauge, Histogram
 
 from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS, dcgm_labels
+from ca4_worker.domain.projection import newest_readings
 from ca4_worker.domain.records import PositionedEvent
 
 EVENTS = Counter(
@@ -121,24 +120,6 @@ class _Series:
     updated: float
 
 
-class _Newest(NamedTuple):  # one per event and GPU: a tuple is built in C
-    order_key: tuple[datetime, str]
-    event: GpuMetadataReported
-    sample: GpuSample
-
-
-def _newest_per_gpu(events: Iterable[PositionedEvent]) -> dict[str, _Newest]:
-    """The newest sample of each GPU UUID among ``events`` (by occurred_at, then event id)."""
-    newest: dict[str, _Newest] = {}
-    for positioned in events:
-        order_key = (positioned.occurred_at_ms, positioned.event_id)
-        for gpu in positioned.gpu_readings:
-            current = newest.get(gpu.uuid)
-            if current is None or order_key > current.order_key:
-                newest[gpu.uuid] = _Newest(order_key, positioned.event, gpu.sample)
-    return newest
-
-
 class GpuGauges:
     """Per-GPU gauges with bounded cardinality.
 
@@ -159,8 +140,8 @@ class GpuGauges:
         """Set the gauges from the newest sample of each GPU in ``events``, then drop stale
         series."""
         now = time.monotonic() if now is None else now
-        for uuid, newest in _newest_per_gpu(events).items():
-            event, sample = newest.event, newest.sample
+        for uuid, newest in newest_readings(events, lambda _, gpu: gpu.uuid).items():
+            event, sample = newest.positioned.event, newest.gpu.sample
             current = self._series.get(uuid)
             if current is not None and current.order_key > newest.order_key:
                 continue

@@ -10,11 +10,11 @@ same sample twice, or samples in any order, always converges to the same documen
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple, TypeVar
 
 from ca4_schemas import LEGACY_TENANT, GpuMetadataReported
 
@@ -319,17 +319,38 @@ class GpuLatest:
         )
 
 
+K = TypeVar("K")
+
+
+class NewestReading(NamedTuple):
+    """A GPU's newest reading among some events, and where it came from."""
+
+    order_key: tuple[datetime, str]
+    """``(occurred_at in milliseconds, event id)``: the total order that picks it."""
+    positioned: PositionedEvent
+    gpu: GpuReading
+
+
+def newest_readings(
+    events: Iterable[PositionedEvent], key: Callable[[PositionedEvent, GpuReading], K]
+) -> dict[K, NewestReading]:
+    """The newest reading per ``key`` among ``events``, by the order GPU documents and the GPU
+    gauges share."""
+    newest: dict[K, NewestReading] = {}
+    for positioned in events:
+        order_key = (positioned.occurred_at_ms, positioned.event_id)
+        for gpu in positioned.gpu_readings:
+            which = key(positioned, gpu)
+            current = newest.get(which)
+            if current is None or order_key > current.order_key:
+                newest[which] = NewestReading(order_key, positioned, gpu)
+    return newest
+
+
 def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
     """The newest sample per tenant and GPU UUID among ``events`` (only the winners are
     serialised)."""
-    newest: dict[tuple[str, str], tuple[tuple[datetime, str], PositionedEvent, GpuReading]] = {}
-    for positioned in events:
-        tenant = positioned.tenant
-        order_key = (positioned.occurred_at_ms, positioned.event_id)
-        for gpu in positioned.gpu_readings:
-            current = newest.get((tenant, gpu.uuid))
-            if current is None or order_key > current[0]:
-                newest[(tenant, gpu.uuid)] = (order_key, positioned, gpu)
+    newest = newest_readings(events, lambda positioned, gpu: (positioned.tenant, gpu.uuid))
     return [
         GpuLatest(
             gpu_uuid=gpu.uuid,

@@ -24,7 +24,7 @@ class Position(NamedTuple):
 class RawRecord(NamedTuple):
     """One Kafka record exactly as it arrived (bytes untouched, so a dead letter keeps them).
 
-    A named tuple: each stage builds one per record, and a frozen dataclass took twice as long.
+    A named tuple, built in C: each stage builds one per record.
     """
 
     topic: str
