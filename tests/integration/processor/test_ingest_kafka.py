@@ -44,6 +44,9 @@ async def test_one_post_puts_exactly_one_message_with_key_headers_and_body(
         GpuMetadataReport.model_validate(report), event.received_at, key_id="tests", tenant="tests"
     )
     assert event.received_at >= event.occurred_at
+    # Only what the report gave: the fields it left out are absent, not null.
+    assert "null" not in record.value.decode()
+    assert len(record.value) == len(event.model_dump_json(exclude_none=True))
 
 
 async def test_batch_of_500_lands_whole(processor: RunningProcessor) -> None:

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from ca4_worker.core.config import Settings
+from ca4_worker.domain.records import record_weight
 from ca4_worker.messaging.batch_consumer import BatchConsumer
 from ca4_worker.messaging.store_progress import StoreWatermark
 
@@ -150,6 +151,35 @@ async def test_large_records_make_small_batches_and_the_buffer_stays_within_its_
     sizes = [len(batch) * record_size for batch in handler.batches]
     assert max(sizes) <= max_bytes + 2 * record_size, sizes
     assert sum((await committed(worker_settings, group)).values()) == 60
+
+
+async def test_records_of_many_small_objects_are_bounded_by_what_they_decode_to(
+    worker_settings: Settings,
+) -> None:
+    """Reports that give only the required fields of many processes are small on the wire and
+    large decoded (each object becomes a model with every field): batches are bounded by the
+    records' weight, not their bytes, which let a 1 MiB batch of them hold about 40 MiB."""
+    handler = Recorder()
+    group = f"{worker_settings.kafka_topic}-weight"
+    sessions = sessions_on_every_partition(PARTITIONS)
+    processes = [{"pid": pid} for pid in range(1, 257)]
+    sent = [
+        {"session_id": sessions[index % PARTITIONS], "n": index, "processes": processes}
+        for index in range(300)
+    ]
+    await produce(worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic, sent)
+    value = json.dumps(sent[0]).encode()
+    weight = record_weight(value)
+    max_bytes = 256 * 1024
+    async with consuming(worker_settings, handler, group, max_bytes=max_bytes):
+        await wait_for(
+            lambda: _true(len(handler.handled()) == 300), timeout_s=60, what="all 300 handled"
+        )
+    largest = max(len(batch) for batch in handler.batches)
+    assert largest < max_bytes // len(value) // 4, largest  # counted by bytes: up to 76
+    assert largest * weight <= max_bytes + 2 * weight, (largest, weight)
+    assert weight > 6 * len(value)  # 256 objects of a dozen bytes each
+    assert sum((await committed(worker_settings, group)).values()) == 300
 
 
 async def test_a_backlog_is_taken_from_every_partition_evenly(worker_settings: Settings) -> None:

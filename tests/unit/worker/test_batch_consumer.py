@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from ca4_worker.domain.records import OBJECT_WEIGHT
 from ca4_worker.messaging.batch_consumer import BatchConsumer
 
 TOPIC = "ca4.gpu.metadata"
 KIB = 1024
+Fetched = tuple[int, int] | tuple[int, int, int]
 
 
 @dataclass
@@ -24,6 +26,12 @@ class FakeRecord:
     offset: int
     serialized_key_size: int
     serialized_value_size: int
+    objects: int = 0
+
+    @property
+    def value(self) -> bytes:
+        """Bytes of the record's size, ``objects`` of them JSON objects (``{}``)."""
+        return b"{}" * self.objects + bytes(self.serialized_value_size - 2 * self.objects)
 
 
 class ScriptedFetches:
@@ -35,10 +43,11 @@ class ScriptedFetches:
 
     def __init__(
         self,
-        fetches: Sequence[dict[int, tuple[int, int] | KafkaError]],
+        fetches: Sequence[dict[int, Fetched | KafkaError]],
         assigned: Sequence[int] = (0, 1, 2),
     ) -> None:
-        # per fetch: partition -> (records fetched, bytes per record), or the partition's error,
+        # per fetch: partition -> (records fetched, bytes per record[, JSON objects in each]),
+        # or the partition's error,
         # which a poll raises once, when it reaches it with nothing drained before it
         self._fetches = list(fetches)
         self._assigned = {TopicPartition(TOPIC, partition) for partition in assigned}
@@ -75,18 +84,19 @@ class ScriptedFetches:
             self.asked.append(max_records)
         return polled
 
-    def _fetch(self, fetch: dict[int, tuple[int, int] | KafkaError]) -> None:
+    def _fetch(self, fetch: dict[int, Fetched | KafkaError]) -> None:
         for partition, fetched in fetch.items():
             if isinstance(fetched, KafkaError):
                 self._fetched[partition] = fetched
                 continue
-            count, size = fetched
+            count, size, objects = (*fetched, 0)[:3]
             start = self._next_offset.get(partition, 0)
             self._next_offset[partition] = start + count
             records = self._fetched.setdefault(partition, [])
             assert isinstance(records, list)
             records.extend(
-                FakeRecord(TOPIC, partition, start + index, 36, size - 36) for index in range(count)
+                FakeRecord(TOPIC, partition, start + index, 36, size - 36, objects)
+                for index in range(count)
             )
 
 
@@ -140,6 +150,18 @@ async def test_records_that_grow_at_once_are_taken_at_their_new_size() -> None:
     await pumped(subject, polls)
     assert polls.asked[:3] == [1, 8191, 7]
     assert subject._buffered_bytes <= 8 * 1024 * KIB + 1000 * KIB
+
+
+async def test_records_weigh_what_they_decode_to() -> None:
+    """A report that leaves out its optional fields is small on the wire and large decoded:
+    counted by their bytes, a 1 MiB buffer of reports with 256 processes each held about 38 MiB
+    once decoded. Each JSON object in a record weighs in."""
+    subject = consumer(max_bytes=1024 * KIB)
+    polls = ScriptedFetches([{0: (1000, 4 * KIB, 256)}], assigned=[0])
+    await pumped(subject, polls)
+    weight = 4 * KIB + 256 * OBJECT_WEIGHT
+    assert subject._buffered_bytes == subject.buffered * weight
+    assert subject.buffered <= 1024 * KIB // weight + 1  # 43, where counting bytes took 256
 
 
 async def test_smaller_records_bring_the_size_down_slowly() -> None:

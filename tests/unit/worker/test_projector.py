@@ -15,7 +15,7 @@ from ca4_worker.application.projector import (
     StoredEventUnreadableError,
     StoreHandoff,
 )
-from ca4_worker.domain.records import PositionedEvent, RawRecord
+from ca4_worker.domain.records import PositionedEvent, RawRecord, record_weight
 from ca4_worker.messaging.store_progress import StoreWatermark
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,
@@ -155,7 +155,7 @@ async def test_the_handoff_keeps_only_the_partitions_this_process_projects() -> 
 
 
 async def test_the_handoff_holds_at_most_its_bytes_of_kept_events() -> None:
-    """Decoded, an event takes about ten times its bytes: large events must not pile up."""
+    """Decoded, an event takes several times its weight: large events must not pile up."""
     store = InMemoryEventStore()
     ingest = IngestService(
         store=store,
@@ -168,7 +168,7 @@ async def test_the_handoff_holds_at_most_its_bytes_of_kept_events() -> None:
         record(event_body(session_id=f"s{offset}", gpus=gpus), offset=offset)
         for offset in range(20)
     ]
-    first_five = sum(len(r.value or b"") for r in records[:5])
+    first_five = sum(record_weight(r.value) for r in records[:5])
     handoff = StoreHandoff(max_bytes=first_five, max_positions=1000)
     handoff.put(records, (await ingest.handle_batch(records)).to_project)
     assert handoff.held_bytes == first_five

@@ -34,7 +34,7 @@ from ca4_worker.application.ports import DeadLetterSink, EventStore, Projections
 from ca4_worker.application.retry import until_available
 from ca4_worker.core import metrics
 from ca4_worker.core.gc_pause import gc_paused
-from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
+from ca4_worker.domain.records import Position, PositionedEvent, RawRecord, record_weight
 
 log = structlog.get_logger(__name__)
 
@@ -46,8 +46,8 @@ class StoreHandoff:
     kept, or ``None`` (a duplicate, or dead-lettered), for the projection stage of this process
     to take instead of decoding the record again and looking it up.
 
-    Bounded by the kept events' record bytes (decoded, an event takes about ten times its
-    bytes) and by positions. When full it keeps what it holds and turns new decisions away:
+    Bounded by the kept events' weight (:func:`record_weight`, what their records decode to)
+    and by positions. When full it keeps what it holds and turns new decisions away:
     the projection stage reads each partition in order, so the oldest decisions are the ones
     it takes next. (Evicting the oldest instead meant that a projection stage behind by more
     than the handoff, as after an outage, missed nearly every record.) So that nothing waits
@@ -82,7 +82,7 @@ class StoreHandoff:
                 continue
             self.take(record.position)  # handled again (a redelivery): the newer decision wins
             item = kept_at.get(record.position)
-            size = 0 if item is None else len(record.value or b"")
+            size = 0 if item is None else record_weight(record.value)
             if self._positions >= self._max_positions or self._bytes + size > self._max_bytes:
                 continue  # full: the projection stage decodes this one and looks it up
             self._decided.setdefault(record.partition, {})[record.offset] = (item, size)
@@ -109,7 +109,7 @@ class StoreHandoff:
 
     @property
     def held_bytes(self) -> int:
-        """Record bytes of the kept events held."""
+        """Weight (:func:`record_weight`) of the kept events held."""
         return self._bytes
 
 

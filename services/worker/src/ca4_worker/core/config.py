@@ -88,10 +88,12 @@ class Settings(BaseSettings):
     one was stored: small and immediate when the worker keeps up, up to this (or
     ``store_max_bytes``, whichever comes first) when behind."""
     store_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    """Most record bytes one store batch holds, whatever its record count. Decoded, an event
-    takes about ten times its bytes, so this, not ``store_max_records``, bounds the worker's
-    memory when events are large (many GPUs, many processes each); a larger record is a batch of
-    its own. The store's decisions held for the projection stage are bounded by it too."""
+    """Most record bytes one store batch holds, whatever its record count, each record
+    weighed as what it decodes to (its bytes plus 80 per JSON object: decoded, a record then
+    takes 3 to 11 times its weight whatever fields it leaves out). So this, not
+    ``store_max_records``, bounds the worker's memory when events are large (many GPUs, many
+    processes each); a heavier record is a batch of its own. The store's decisions held for the
+    projection stage are bounded by it too."""
     store_insert_chunk: int = Field(default=2500, ge=1, le=100_000)
     """Records per ``insert_many`` within a store batch: the next chunk is decoded while the
     database stores this one, and the event loop stays responsive between chunks."""
@@ -113,7 +115,7 @@ class Settings(BaseSettings):
     per round, so a round amortises them over everything that arrived during the last one
     (up to this, or ``projection_max_bytes``, whichever comes first)."""
     projection_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    """Most record bytes one projection round holds (see ``store_max_bytes``)."""
+    """Most record bytes one projection round holds, weighed as for ``store_max_bytes``."""
     store_progress_poll_s: float = Field(default=1.0, gt=0)
     """How often a projection round waiting for the store asks Kafka for the store group's
     committed offsets, for partitions another worker stores (its own are known at once)."""

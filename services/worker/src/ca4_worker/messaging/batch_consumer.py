@@ -38,6 +38,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
 from prometheus_client import Histogram
 
+from ca4_worker.domain.records import record_weight
+
 log = structlog.get_logger(__name__)
 
 Record = Any
@@ -332,10 +334,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def record_bytes(record: Record) -> int:
-    """A record's key and value bytes (aiokafka says -1 for a missing one)."""
+    """A record's key bytes (aiokafka says -1 for a missing one) and its value's weight
+    (:func:`~ca4_worker.domain.records.record_weight`: what it decodes to, not its bytes)."""
     key: int = record.serialized_key_size
-    value: int = record.serialized_value_size
-    return max(0, key) + max(0, value)
+    return max(0, key) + record_weight(record.value)
 
 
 def _next_offsets(batch: Sequence[Record]) -> Offsets:

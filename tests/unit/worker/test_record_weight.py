@@ -1,0 +1,89 @@
+"""The worker's memory bounds count each record by its weight, and the weight must follow what
+the record decodes to whatever a client leaves out: measured here on decoded events, for the
+shapes a key holder controls (many GPUs, many processes, long lists, only required fields)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+from typing import Any
+
+import pytest
+from ca4_schemas import decode_event, encode_event
+from ca4_worker.domain.records import record_weight
+
+from tests.unit.worker.factories import event_body
+
+LOWEST_RATIO = 3
+HIGHEST_RATIO = 12
+"""What every shape decodes to, in multiples of its weight (3.4 to 10.9 when written); counted
+by bytes instead, the same shapes ranged from 3.7 to 42 times."""
+
+
+def decoded_bytes(root: object) -> int:
+    """Memory held by ``root`` and everything it references that is its own (not ``None``,
+    types, or the small integers every interpreter shares)."""
+    seen: set[int] = set()
+    total = 0
+    stack = [root]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or item is None or isinstance(item, type | bool):
+            continue
+        if isinstance(item, int) and -5 <= item <= 256:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        stack.extend(gc.get_referents(item))
+    return total
+
+
+def required_only_gpu(index: int, processes: int = 0, reasons: int = 0) -> dict[str, Any]:
+    gpu: dict[str, Any] = {"uuid": f"GPU-{index}", "index": index, "name": "H100"}
+    if processes:
+        gpu["processes"] = [{"pid": pid} for pid in range(1, processes + 1)]
+    if reasons:
+        gpu["throttle_reasons"] = [f"{reason:02d}" for reason in range(reasons)]
+    return gpu
+
+
+def full_gpu(index: int) -> dict[str, Any]:
+    return {
+        **required_only_gpu(index),
+        "memory_total_mib": 81559.0,
+        "memory_used_mib": 1024.0,
+        "utilization_gpu_pct": 97.0,
+        "temperature_gpu_c": 61.0,
+        "power_draw_w": 512.5,
+        "processes": [{"pid": 4242, "name": "python3", "used_memory_mib": 1000.0}],
+    }
+
+
+SHAPES = {
+    "one GPU": [full_gpu(0)],
+    "eight GPUs": [full_gpu(index) for index in range(8)],
+    "64 GPUs, required fields only": [required_only_gpu(index) for index in range(64)],
+    "64 GPUs x 256 processes, required fields only": [
+        required_only_gpu(index, processes=256) for index in range(64)
+    ],
+    "one GPU x 256 processes, required fields only": [required_only_gpu(0, processes=256)],
+    "64 GPUs x 32 throttle reasons": [required_only_gpu(index, reasons=32) for index in range(64)],
+}
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["every field written", "no nulls"])
+@pytest.mark.parametrize("gpus", SHAPES.values(), ids=SHAPES.keys())
+def test_every_shape_decodes_to_a_few_times_its_weight(
+    gpus: list[dict[str, Any]], sparse: bool
+) -> None:
+    event = decode_event(json.dumps(event_body(gpus=gpus)).encode())
+    value = event.model_dump_json(exclude_none=True).encode() if sparse else encode_event(event)
+    decoded = decoded_bytes(decode_event(value))
+    assert LOWEST_RATIO <= decoded / record_weight(value) <= HIGHEST_RATIO, (
+        f"{len(value)} bytes weigh {record_weight(value)} and decode to {decoded}"
+    )
+
+
+def test_a_missing_value_weighs_nothing() -> None:
+    assert record_weight(None) == 0
