@@ -43,17 +43,17 @@ def _bodies(count: int) -> list[bytes]:
 async def _bare_producer(bootstrap: str, topic: str, events: int) -> dict[str, Any]:
     """The raw client limit: the same events, settings and 500-event waves as the batch route."""
     from aiokafka import AIOKafkaProducer
-    from ca4_schemas import GpuMetadataReport, GpuMetadataReported
+    from ca4_schemas import GpuMetadataReport, GpuMetadataReported, encode_event
 
     reports = [GpuMetadataReport.model_validate_json(body) for body in _bodies(events)]
     wire = [
         (
             r.session_id.encode(),
-            GpuMetadataReported.stamped(
-                r, received_at=r.occurred_at, key_id="bench", tenant="bench"
-            )
-            .model_dump_json()
-            .encode(),
+            encode_event(
+                GpuMetadataReported.stamped(
+                    r, received_at=r.occurred_at, key_id="bench", tenant="bench"
+                )
+            ),
         )
         for r in reports
     ]

@@ -14,7 +14,7 @@ from ca4_processor.core.config import Settings
 from ca4_processor.main import create_api
 from ca4_processor.ownership import OwnershipUnavailableError, SessionOwners
 from ca4_processor.publishing import MessageTooLargeError, PublishUnavailableError
-from ca4_schemas import GpuMetadataReported
+from ca4_schemas import GpuMetadataReported, encode_event
 from ca4_schemas.api import Receipt
 from fastapi import FastAPI
 
@@ -34,7 +34,7 @@ class FakePublisher:
     async def publish(self, events: Sequence[GpuMetadataReported]) -> list[Receipt]:
         await asyncio.sleep(0)
         if self.max_message_bytes is not None:
-            sizes = {i: len(e.model_dump_json()) for i, e in enumerate(events)}
+            sizes = {i: len(encode_event(e)) for i, e in enumerate(events)}
             oversized = {i: size for i, size in sizes.items() if size > self.max_message_bytes}
             if oversized:
                 raise MessageTooLargeError(oversized, self.max_message_bytes)
