@@ -11,7 +11,7 @@ from datetime import timedelta
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.views import GpuQuery, Page, SessionQuery
 from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
-from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.domain.records import Position, PositionedEvent, event_weight
 
 from tests.unit.worker.factories import (
     BASE_TIME,
@@ -60,6 +60,17 @@ class EventStoreContract:
         pages = [page async for page in store.scan(batch_size=3)]
         positions = [item.position for page in pages for item in page]
         assert positions == [Position(0, 2), Position(0, 7), Position(1, 1), Position(1, 3)]
+
+    async def test_scan_pages_end_once_they_weigh_max_bytes(self, store: EventStore) -> None:
+        """A replay reads pages of a thousand events: crafted reports that decode to many times
+        their bytes must not make one page gigabytes."""
+        events = [positioned(0, offset, occurred_at=BASE_TIME) for offset in range(5)]
+        await store.append(events)
+        weight = event_weight(events[0].event)
+        pages = [page async for page in store.scan(batch_size=100, max_bytes=2 * weight)]
+        assert [len(page) for page in pages] == [2, 2, 1]
+        positions = [item.position for page in pages for item in page]
+        assert positions == [item.position for item in events]
 
     async def test_scan_filters_by_received_at(self, store: EventStore) -> None:
         early = positioned(0, 0, occurred_at=BASE_TIME)

@@ -3,7 +3,7 @@ status codes, exact error bodies, pagination and tenancy scoping."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,6 +14,7 @@ from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.archive import archive_key, encode_archive_object
+from ca4_worker.domain.records import PositionedEvent, event_weight, record_weight
 from ca4_worker.persistence.documents import GPUS, SESSIONS
 from ca4_worker.persistence.memory import InMemoryProjections
 
@@ -240,6 +241,53 @@ async def test_replay_from_the_store_rebuilds_the_live_documents(worker: Worker)
 
     assert (outcome.events, outcome.skipped) == (4, 0)
     assert worker.projections.documents() == live
+
+
+async def test_replays_apply_pages_that_end_once_they_weigh_max_bytes(worker: Worker) -> None:
+    """An archive object holds thousands of records and a store page a thousand events: read
+    whole, crafted reports that decode to many times their bytes made them gigabytes."""
+    adapters = in_memory_adapters()
+    assert adapters.objects is not None
+    bodies = [
+        event_body(session_id="s", tenant=TENANT_A, occurred_at=BASE_TIME + timedelta(seconds=i))
+        for i in range(5)
+    ]
+    records = [record(body, offset=offset) for offset, body in enumerate(bodies)]
+    await adapters.objects.put(
+        archive_key("raw", "gpu-metadata", records[0]), encode_archive_object(records)
+    )
+    applied: list[int] = []
+    apply = adapters.projections.apply
+
+    async def recording(events: Sequence[PositionedEvent]) -> None:
+        applied.append(len(events))
+        await apply(events)
+
+    adapters.projections.apply = recording  # type: ignore[method-assign]
+    lightest = min(record_weight(item.value) for item in records)
+
+    outcome = await replay_from_archive(
+        adapters.objects,
+        adapters.projections,
+        prefix="raw",
+        topic="gpu-metadata",
+        rebuild=True,
+        max_bytes=2 * lightest,
+    )
+    assert outcome.events == 5
+    assert applied == [2, 2, 1]
+
+    await _fill(worker, 5)
+    applied.clear()
+    stored = [item async for page in worker.adapters.store.scan() for item in page]
+    outcome = await replay_from_store(
+        worker.adapters.store,
+        adapters.projections,
+        rebuild=True,
+        max_bytes=2 * min(event_weight(item.event) for item in stored),
+    )
+    assert outcome.events == 5
+    assert applied == [2, 2, 1]
 
 
 async def test_replay_from_the_archive_counts_each_event_once_and_skips_poison() -> None:

@@ -80,8 +80,11 @@ class EventStore(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         batch_size: int = 1000,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[list[PositionedEvent]]:
-        """Stored events received in ``[since, until)``, ordered by (partition, offset)."""
+        """Stored events received in ``[since, until)``, ordered by (partition, offset), in
+        pages of at most ``batch_size`` that end early once they weigh ``max_bytes``
+        (:class:`~ca4_worker.domain.records.WeighedPage`)."""
         ...
 
     async def count(self) -> int:

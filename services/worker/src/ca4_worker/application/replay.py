@@ -6,6 +6,7 @@ position, which is how the live worker projects it, so a rebuild equals the live
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -14,7 +15,7 @@ from ca4_worker.application.ingest import decode_record, first_per_event_id
 from ca4_worker.application.ports import EventStore, ObjectStore, Projections
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.domain.archive import decode_archive_object
-from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.domain.records import Position, PositionedEvent, WeighedPage, record_weight
 
 Progress = Callable[[int], None]
 
@@ -40,13 +41,16 @@ async def replay_from_store(
     until: datetime | None = None,
     rebuild: bool = False,
     batch_size: int = 1000,
+    max_bytes: int | None = None,
     progress: Progress | None = None,
 ) -> ReplayOutcome:
-    """Apply stored events (optionally to emptied projections)."""
+    """Apply stored events (optionally to emptied projections), in pages of ``batch_size``
+    events that end early once they weigh ``max_bytes``."""
     if rebuild:
         await projections.reset()
     applied = 0
-    async for page in store.scan(since=since, until=until, batch_size=batch_size):
+    pages = store.scan(since=since, until=until, batch_size=batch_size, max_bytes=max_bytes)
+    async for page in pages:
         await projections.apply(page)
         applied += len(page)
         if progress:
@@ -96,22 +100,25 @@ async def archive_keys(
 
 
 async def _archived_events(
-    objects: ObjectStore, keys: list[str]
-) -> AsyncIterator[tuple[list[PositionedEvent], int]]:
+    objects: ObjectStore, keys: list[str], max_bytes: int | None
+) -> AsyncIterator[tuple[list[PositionedEvent], int, int]]:
+    """Each object's events, in pages that end early once their records weigh ``max_bytes``
+    (an object holds thousands); with the records skipped and the objects done by each."""
     seen_positions: set[Position] = set()
     for key in keys:
-        events: list[PositionedEvent] = []
+        page = WeighedPage[PositionedEvent](sys.maxsize, max_bytes)
         skipped = 0
         for record in decode_archive_object(await objects.get(key)):
             if record.position in seen_positions:
                 continue  # an overlapping object from a re-upload; the record counts once
             seen_positions.add(record.position)
             decoded = decode_record(record)
-            if isinstance(decoded, PositionedEvent):
-                events.append(decoded)
-            else:
+            if not isinstance(decoded, PositionedEvent):
                 skipped += 1
-        yield events, skipped
+            elif page.add(decoded, record_weight(record.value)):
+                yield page.take(), skipped, 0
+                skipped = 0
+        yield page.take(), skipped, 1
 
 
 async def replay_from_archive(
@@ -123,9 +130,11 @@ async def replay_from_archive(
     since: datetime | None = None,
     until: datetime | None = None,
     rebuild: bool = False,
+    max_bytes: int | None = None,
     progress: Progress | None = None,
 ) -> ReplayOutcome:
-    """Apply archived events, first copy of each event id only (per object progress)."""
+    """Apply archived events, first copy of each event id only (per object progress), in
+    pages that end early once their records weigh ``max_bytes``."""
     keys = await archive_keys(objects, prefix=prefix, topic=topic, since=since, until=until)
     if rebuild:
         await projections.reset()
@@ -134,7 +143,7 @@ async def replay_from_archive(
     # tenant's: the same owner check keeps them out of the rebuilt projections.
     tenants, owners = TenantGuard(projections, max_backoff_s=5.0), dict[str, str]()
     applied = skipped_total = 0
-    async for events, skipped in _archived_events(objects, keys):
+    async for events, skipped, objects_done in _archived_events(objects, keys, max_bytes):
         first, later = first_per_event_id(
             [item for item in events if _in_window(item, since, until)]
         )
@@ -145,6 +154,6 @@ async def replay_from_archive(
             await projections.apply(own)
         applied += len(own)
         skipped_total += skipped + len(later) + len(first) - len(fresh) + len(foreign)
-        if progress:
-            progress(1)
+        if progress and objects_done:
+            progress(objects_done)
     return ReplayOutcome(events=applied, skipped=skipped_total)

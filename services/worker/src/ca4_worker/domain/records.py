@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
-from ca4_schemas import GpuMetadataReported, GpuSample
+from ca4_schemas import GpuMetadataReported, GpuSample, encode_event
+
+T = TypeVar("T")
 
 
 class Position(NamedTuple):
@@ -121,6 +123,39 @@ def record_weight(value: bytes | None) -> int:
         return 0
     strings = sum(value.count(end) for end in _STRING_VALUE_ENDS)
     return len(value) + OBJECT_WEIGHT * value.count(b"{") + STRING_WEIGHT * strings
+
+
+def event_weight(event: GpuMetadataReported) -> int:
+    """:func:`record_weight` of the record published for ``event``: for events read back from
+    the store, whose records may be gone."""
+    return record_weight(encode_event(event))
+
+
+@dataclass
+class WeighedPage(Generic[T]):
+    """Items gathered into pages of at most ``max_items``, ending early once their weight
+    reaches ``max_weight`` (``None``: no weight bound); a page holds at least one item.
+
+    What replays read at once is bounded like what the live stages hold, so crafted reports
+    that decode to many times their bytes cannot make a page of a thousand events gigabytes.
+    """
+
+    max_items: int
+    max_weight: int | None
+    items: list[T] = field(default_factory=list)
+    weight: int = 0
+
+    def add(self, item: T, weight: int) -> bool:
+        """Add ``item``, weighing ``weight``; whether the page is now full."""
+        self.items.append(item)
+        self.weight += weight
+        full_by_weight = self.max_weight is not None and self.weight >= self.max_weight
+        return full_by_weight or len(self.items) >= self.max_items
+
+    def take(self) -> list[T]:
+        """The page so far, and start the next."""
+        items, self.items, self.weight = self.items, [], 0
+        return items
 
 
 def to_millis(moment: datetime) -> datetime:

@@ -10,7 +10,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ca4_worker.application.ports import AppendOutcome
-from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.domain.records import Position, PositionedEvent, WeighedPage, event_weight
 from ca4_worker.persistence.database import database_call, insert_ignoring_duplicates
 from ca4_worker.persistence.documents import (
     EVENTS,
@@ -20,6 +20,8 @@ from ca4_worker.persistence.documents import (
 )
 
 OWNER_DOCUMENTS_PER_SESSION = 4
+SCAN_FETCH = 100
+"""Documents a replay's scan takes from the database per round trip."""
 
 
 def _tenant_of(doc: Doc) -> str:
@@ -122,8 +124,13 @@ class MongoEventStore:
         since: datetime | None = None,
         until: datetime | None = None,
         batch_size: int = 1000,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[list[PositionedEvent]]:
-        """Stored events in (partition, offset) order, paged by offset per partition."""
+        """Stored events in (partition, offset) order, paged by offset per partition.
+
+        Documents come from the database ``SCAN_FETCH`` at a time, so what the driver holds
+        decoded stays small too when a page ends early by weight.
+        """
         window: Doc = {}
         if since is not None:
             window["$gte"] = since
@@ -135,6 +142,7 @@ class MongoEventStore:
         for partition in partitions:
             last_offset = -1
             while True:
+                page = WeighedPage[PositionedEvent](batch_size, max_bytes)
                 with database_call():
                     cursor = (
                         self._events.find(
@@ -142,12 +150,21 @@ class MongoEventStore:
                         )
                         .sort("offset", 1)
                         .limit(batch_size)
+                        .batch_size(SCAN_FETCH)
                     )
-                    page = [positioned_from_document(doc) async for doc in cursor]
-                if not page:
+                    try:
+                        async for doc in cursor:
+                            item = positioned_from_document(doc)
+                            weight = 0 if max_bytes is None else event_weight(item.event)
+                            if page.add(item, weight):
+                                break
+                    finally:
+                        await cursor.close()
+                if not page.items:
                     break
-                last_offset = page[-1].position.offset
-                yield page
+                page_items = page.take()
+                last_offset = page_items[-1].position.offset
+                yield page_items
 
     async def count(self) -> int:
         """How many events are stored."""

@@ -22,7 +22,13 @@ from ca4_worker.domain.projection import (
     group_by_session,
     latest_gpu_samples,
 )
-from ca4_worker.domain.records import DeadLetter, Position, PositionedEvent
+from ca4_worker.domain.records import (
+    DeadLetter,
+    Position,
+    PositionedEvent,
+    WeighedPage,
+    event_weight,
+)
 from ca4_worker.persistence.documents import (
     GPUS,
     SESSIONS,
@@ -113,6 +119,7 @@ class InMemoryEventStore:
         since: datetime | None = None,
         until: datetime | None = None,
         batch_size: int = 1000,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[list[PositionedEvent]]:
         """Stored events in (partition, offset) order."""
         selected = sorted(
@@ -124,8 +131,12 @@ class InMemoryEventStore:
             ),
             key=lambda item: item.position,
         )
-        for start in range(0, len(selected), batch_size):
-            yield selected[start : start + batch_size]
+        page = WeighedPage[PositionedEvent](batch_size, max_bytes)
+        for item in selected:
+            if page.add(item, 0 if max_bytes is None else event_weight(item.event)):
+                yield page.take()
+        if page.items:
+            yield page.take()
 
     async def count(self) -> int:
         """How many events are stored."""
