@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.archive import archive_key, encode_archive_object
-from ca4_worker.domain.records import PositionedEvent, event_weight, record_weight
+from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight, record_weight
 from ca4_worker.persistence.documents import GPUS, SESSIONS
 from ca4_worker.persistence.memory import InMemoryProjections
 
@@ -243,18 +244,29 @@ async def test_replay_from_the_store_rebuilds_the_live_documents(worker: Worker)
     assert worker.projections.documents() == live
 
 
+def _bodies(count: int) -> list[dict[str, Any]]:
+    """``count`` reports of one session, a second apart."""
+    return [
+        event_body(session_id="s", tenant=TENANT_A, occurred_at=BASE_TIME + timedelta(seconds=i))
+        for i in range(count)
+    ]
+
+
+async def _archived(adapters: WorkerAdapters, records: list[RawRecord]) -> list[RawRecord]:
+    """``records`` put into the archive as one object."""
+    assert adapters.objects is not None
+    await adapters.objects.put(
+        archive_key("raw", "gpu-metadata", records[0]), encode_archive_object(records)
+    )
+    return records
+
+
 async def test_replays_apply_pages_that_end_once_they_weigh_max_bytes(worker: Worker) -> None:
     """An archive object holds thousands of records and a store page a thousand events: read
     whole, crafted reports that decode to many times their bytes made them gigabytes."""
     adapters = in_memory_adapters()
-    assert adapters.objects is not None
-    bodies = [
-        event_body(session_id="s", tenant=TENANT_A, occurred_at=BASE_TIME + timedelta(seconds=i))
-        for i in range(5)
-    ]
-    records = [record(body, offset=offset) for offset, body in enumerate(bodies)]
-    await adapters.objects.put(
-        archive_key("raw", "gpu-metadata", records[0]), encode_archive_object(records)
+    records = await _archived(
+        adapters, [record(body, offset=offset) for offset, body in enumerate(_bodies(5))]
     )
     applied: list[int] = []
     apply = adapters.projections.apply
@@ -292,16 +304,14 @@ async def test_replays_apply_pages_that_end_once_they_weigh_max_bytes(worker: Wo
 
 async def test_replay_from_the_archive_counts_each_event_once_and_skips_poison() -> None:
     adapters = in_memory_adapters()
-    assert adapters.objects is not None
-    bodies = [
-        event_body(session_id="s", tenant=TENANT_A, occurred_at=BASE_TIME + timedelta(seconds=i))
-        for i in range(3)
-    ]
-    records = [record(body, offset=offset) for offset, body in enumerate(bodies)]
-    records.append(record(bodies[0], offset=3))  # a client retry: the same event id again
-    records.append(record(b"\xffpoison", offset=4))
-    await adapters.objects.put(
-        archive_key("raw", "gpu-metadata", records[0]), encode_archive_object(records)
+    bodies = _bodies(3)
+    await _archived(
+        adapters,
+        [
+            *(record(body, offset=offset) for offset, body in enumerate(bodies)),
+            record(bodies[0], offset=3),  # a client retry: the same event id again
+            record(b"\xffpoison", offset=4),
+        ],
     )
 
     outcome = await replay_from_archive(
