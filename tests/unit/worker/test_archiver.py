@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ca4_schemas import encode_event
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.domain.archive import archive_key, decode_archive_object, encode_archive_object
 from ca4_worker.persistence.memory import InMemoryObjectStore
 
-from tests.unit.worker.factories import event_body, record
+from tests.unit.worker.factories import event_body, make_event, record
 
 
 class Clock:
@@ -33,7 +34,20 @@ def test_objects_round_trip_even_binary_poison() -> None:
     ]
     data = encode_archive_object(records)
     assert encode_archive_object(records) == data  # byte-for-byte reproducible
-    assert decode_archive_object(data) == records
+    assert list(decode_archive_object(data)) == records
+
+
+def test_values_with_unicode_line_breaks_round_trip() -> None:
+    """Values are archived unescaped: a report's label with U+2028 (the schema takes it) or a
+    poison record's U+0085 split the object's lines where ``str.splitlines`` cut them, and the
+    whole object failed to read back, so a replay from the archive stopped there."""
+    records = [
+        record(encode_event(make_event(labels={"note": "a\u2028b\u2029c"})), offset=0),
+        record("\u0085\x1c\x1d\x1e\x0b\x0c\r".encode(), offset=1),
+        record(event_body(), offset=2),
+    ]
+    assert "\u2028".encode() in (records[0].value or b"")  # published as it came, unescaped
+    assert list(decode_archive_object(encode_archive_object(records))) == records
 
 
 async def test_flush_by_count_then_by_age() -> None:

@@ -273,6 +273,7 @@ async def _replay(
             since=since,
             until=until,
             rebuild=rebuild,
+            batch_size=settings.projection_max_records,
             max_bytes=settings.projection_max_bytes,
             progress=lambda done: advance(done, None),
         )

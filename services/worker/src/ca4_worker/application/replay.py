@@ -6,7 +6,6 @@ position, which is how the live worker projects it, so a rebuild equals the live
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -100,13 +99,14 @@ async def archive_keys(
 
 
 async def _archived_events(
-    objects: ObjectStore, keys: list[str], max_bytes: int | None
+    objects: ObjectStore, keys: list[str], batch_size: int, max_bytes: int | None
 ) -> AsyncIterator[tuple[list[PositionedEvent], int, int]]:
-    """Each object's events, in pages that end early once their records weigh ``max_bytes``
-    (an object holds thousands); with the records skipped and the objects done by each."""
+    """Each object's events, in pages of ``batch_size`` that end early once their records
+    weigh ``max_bytes`` (an object holds thousands); with the records skipped and the objects
+    done by each."""
     seen_positions: set[Position] = set()
     for key in keys:
-        page = WeighedPage[PositionedEvent](sys.maxsize, max_bytes)
+        page = WeighedPage[PositionedEvent](batch_size, max_bytes)
         skipped = 0
         for record in decode_archive_object(await objects.get(key)):
             if record.position in seen_positions:
@@ -130,11 +130,12 @@ async def replay_from_archive(
     since: datetime | None = None,
     until: datetime | None = None,
     rebuild: bool = False,
+    batch_size: int = 1000,
     max_bytes: int | None = None,
     progress: Progress | None = None,
 ) -> ReplayOutcome:
     """Apply archived events, first copy of each event id only (per object progress), in
-    pages that end early once their records weigh ``max_bytes``."""
+    pages of ``batch_size`` events that end early once their records weigh ``max_bytes``."""
     keys = await archive_keys(objects, prefix=prefix, topic=topic, since=since, until=until)
     if rebuild:
         await projections.reset()
@@ -143,7 +144,8 @@ async def replay_from_archive(
     # tenant's: the same owner check keeps them out of the rebuilt projections.
     tenants, owners = TenantGuard(projections, max_backoff_s=5.0), dict[str, str]()
     applied = skipped_total = 0
-    async for events, skipped, objects_done in _archived_events(objects, keys, max_bytes):
+    pages = _archived_events(objects, keys, batch_size, max_bytes)
+    async for events, skipped, objects_done in pages:
         first, later = first_per_event_id(
             [item for item in events if _in_window(item, since, until)]
         )

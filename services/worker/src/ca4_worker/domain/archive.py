@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,21 +66,25 @@ def encode_archive_object(records: Sequence[RawRecord]) -> bytes:
     return gzip.compress(text.encode("utf-8"), mtime=0)
 
 
-def decode_archive_object(data: bytes) -> list[RawRecord]:
-    """The records of one archive object."""
-    records: list[RawRecord] = []
-    for line in gzip.decompress(data).decode("utf-8").splitlines():
-        if not line:
-            continue
-        raw = json.loads(line)
-        if "value_b64" in raw:
-            value: bytes | None = base64.b64decode(raw["value_b64"])
-        elif raw["value"] is None:
-            value = None
-        else:
-            value = raw["value"].encode("utf-8")
-        records.append(
-            RawRecord(
+def decode_archive_object(data: bytes) -> Iterator[RawRecord]:
+    """The records of one archive object, one at a time (an object holds thousands).
+
+    Lines end at ``\n`` only: values are written unescaped (``ensure_ascii=False``), so a
+    report's U+2028 or a poison record's U+0085 stays raw in its line, where ``str.splitlines``
+    would cut it and leave the object unreadable.
+    """
+    with gzip.open(io.BytesIO(data)) as lines:
+        for line in lines:
+            if not line.strip():
+                continue
+            raw = json.loads(line)
+            if "value_b64" in raw:
+                value: bytes | None = base64.b64decode(raw["value_b64"])
+            elif raw["value"] is None:
+                value = None
+            else:
+                value = raw["value"].encode("utf-8")
+            yield RawRecord(
                 topic=raw["topic"],
                 partition=raw["partition"],
                 offset=raw["offset"],
@@ -88,5 +93,3 @@ def decode_archive_object(data: bytes) -> list[RawRecord]:
                 headers=tuple((name, base64.b64decode(val)) for name, val in raw["headers"]),
                 timestamp_ms=raw["timestamp_ms"],
             )
-        )
-    return records

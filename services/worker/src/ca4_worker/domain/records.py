@@ -145,6 +145,10 @@ class WeighedPage(Generic[T]):
     items: list[T] = field(default_factory=list)
     weight: int = 0
 
+    def __post_init__(self) -> None:
+        if self.max_items < 1:
+            raise ValueError(f"a page holds at least one item, not {self.max_items}")
+
     def add(self, item: T, weight: int) -> bool:
         """Add ``item``, weighing ``weight``; whether the page is now full."""
         self.items.append(item)

@@ -20,8 +20,11 @@ from ca4_worker.persistence.documents import (
 )
 
 OWNER_DOCUMENTS_PER_SESSION = 4
-SCAN_FETCH = 100
-"""Documents a replay's scan takes from the database per round trip."""
+SCAN_FIRST_FETCH = 16
+"""Documents the first query of a scan asks for per round trip; later queries ask for as many
+as the last page held. The driver decodes a whole reply before the first document is read (up
+to 16 MiB of BSON, which crafted reports make 160 MiB of dicts), so its reply stays about one
+page of documents, and a page that ends early by weight leaves few decoded for nothing."""
 
 
 def _tenant_of(doc: Doc) -> str:
@@ -126,11 +129,8 @@ class MongoEventStore:
         batch_size: int = 1000,
         max_bytes: int | None = None,
     ) -> AsyncIterator[list[PositionedEvent]]:
-        """Stored events in (partition, offset) order, paged by offset per partition.
-
-        Documents come from the database ``SCAN_FETCH`` at a time, so what the driver holds
-        decoded stays small too when a page ends early by weight.
-        """
+        """Stored events in (partition, offset) order, paged by offset per partition (see
+        ``SCAN_FIRST_FETCH`` for how many documents each round trip brings)."""
         window: Doc = {}
         if since is not None:
             window["$gte"] = since
@@ -139,6 +139,7 @@ class MongoEventStore:
         base: Doc = {"received_at": window} if window else {}
         with database_call():
             partitions = sorted(await self._events.distinct("partition", base))
+        fetch = SCAN_FIRST_FETCH
         for partition in partitions:
             last_offset = -1
             while True:
@@ -150,7 +151,7 @@ class MongoEventStore:
                         )
                         .sort("offset", 1)
                         .limit(batch_size)
-                        .batch_size(SCAN_FETCH)
+                        .batch_size(min(batch_size, fetch))
                     )
                     try:
                         async for doc in cursor:
@@ -163,6 +164,7 @@ class MongoEventStore:
                 if not page.items:
                     break
                 page_items = page.take()
+                fetch = len(page_items)
                 last_offset = page_items[-1].position.offset
                 yield page_items
 
