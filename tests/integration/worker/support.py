@@ -39,7 +39,8 @@ async def produce(
         futures = []
         for message in messages:
             if isinstance(message, dict):
-                value = json.dumps(message).encode()
+                # Non-ASCII written as it is, as the processor publishes it.
+                value = json.dumps(message, ensure_ascii=False).encode()
                 key = str(message.get("session_id", "none")).encode()
             else:
                 value, key = message, b"poison"

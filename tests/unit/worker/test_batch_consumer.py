@@ -137,7 +137,7 @@ async def test_the_first_poll_takes_one_record_and_the_next_are_sized_by_it() ->
     await pumped(subject, polls)
     assert polls.asked[0] == 1
     assert subject.buffered == 11  # ten fill 1000 of 1024 KiB; a poll takes at least one
-    assert subject._buffered_bytes <= 1024 * KIB + 100 * KIB
+    assert subject._buffered_weight <= 1024 * KIB + 100 * KIB
 
 
 async def test_records_that_grow_at_once_are_taken_at_their_new_size() -> None:
@@ -149,7 +149,7 @@ async def test_records_that_grow_at_once_are_taken_at_their_new_size() -> None:
     )
     await pumped(subject, polls)
     assert polls.asked[:3] == [1, 8191, 7]
-    assert subject._buffered_bytes <= 8 * 1024 * KIB + 1000 * KIB
+    assert subject._buffered_weight <= 8 * 1024 * KIB + 1000 * KIB
 
 
 async def test_records_weigh_what_they_decode_to() -> None:
@@ -160,7 +160,7 @@ async def test_records_weigh_what_they_decode_to() -> None:
     polls = ScriptedFetches([{0: (1000, 4 * KIB, 256)}], assigned=[0])
     await pumped(subject, polls)
     weight = 4 * KIB + 256 * OBJECT_WEIGHT
-    assert subject._buffered_bytes == subject.buffered * weight
+    assert subject._buffered_weight == subject.buffered * weight
     assert subject.buffered <= 1024 * KIB // weight + 1  # 43, where counting bytes took 256
 
 
@@ -168,8 +168,8 @@ async def test_smaller_records_bring_the_size_down_slowly() -> None:
     subject = consumer(max_bytes=8 * 1024 * KIB)
     polls = ScriptedFetches([{0: (1, 100 * KIB)}, {1: (1, 1 * KIB)}, {1: (1, 1 * KIB)}])
     await pumped(subject, polls)
-    assert subject._record_bytes is not None
-    assert subject._record_bytes > 50 * KIB  # not at 1 KiB at once: 100 times more a poll
+    assert subject._record_weight is not None
+    assert subject._record_weight > 50 * KIB  # not at 1 KiB at once: 100 times more a poll
 
 
 async def test_a_rebalance_that_leaves_the_buffer_full_does_not_let_the_pump_poll() -> None:
@@ -177,7 +177,7 @@ async def test_a_rebalance_that_leaves_the_buffer_full_does_not_let_the_pump_pol
     bounds; otherwise the pump would poll past them until the next batch is taken."""
     subject = consumer(max_bytes=1024 * KIB)
     await pumped(subject, ScriptedFetches([{0: (1, 100 * KIB)}, {1: (3, 600 * KIB)}]))
-    assert subject._buffered_bytes == 1900 * KIB
+    assert subject._buffered_weight == 1900 * KIB
     assert not subject._room.is_set()
     subject._drop([TopicPartition(TOPIC, 0)])  # 1.8 MB left: still over
     assert not subject._room.is_set()
@@ -216,7 +216,7 @@ async def test_the_share_is_of_the_bytes_bound_too() -> None:
     subject = consumer(max_records=100_000, max_bytes=3 * 1024 * KIB)
     fetched = dict.fromkeys(range(3), (10_000, 1 * KIB))
     await pumped(subject, ScriptedFetches([fetched]))
-    assert subject._buffered_bytes <= 3 * 1024 * KIB + 1 * KIB
+    assert subject._buffered_weight <= 3 * 1024 * KIB + 1 * KIB
     assert all(abs(count - 1024) <= 3 for count in per_partition(subject).values())
 
 

@@ -171,13 +171,13 @@ async def test_the_handoff_holds_at_most_its_bytes_of_kept_events() -> None:
     first_five = sum(record_weight(r.value) for r in records[:5])
     handoff = StoreHandoff(max_bytes=first_five, max_positions=1000)
     handoff.put(records, (await ingest.handle_batch(records)).to_project)
-    assert handoff.held_bytes == first_five
+    assert handoff.held_weight == first_five
     assert all(handoff.take(r.position) is NOT_HANDED_OVER for r in records[5:])  # no room
     kept = [handoff.take(r.position) for r in records[:5]]
     assert [item.position.offset for item in kept if isinstance(item, PositionedEvent)] == [
         0, 1, 2, 3, 4
     ]  # fmt: skip
-    assert handoff.held_bytes == 0
+    assert handoff.held_weight == 0
     assert len(handoff) == 0
 
 
@@ -193,13 +193,13 @@ async def test_a_batch_handled_twice_is_counted_once_in_the_handoff() -> None:
     records = [record(event_body(session_id=f"s{offset}"), offset=offset) for offset in range(4)]
     handoff = StoreHandoff(max_bytes=1024 * 1024, max_positions=1000)
     handoff.put(records, (await ingest.handle_batch(records)).to_project)
-    once = handoff.held_bytes
+    once = handoff.held_weight
     handoff.put(records, (await ingest.handle_batch(records)).to_project)
     assert len(handoff) == 4
-    assert handoff.held_bytes in {once, 0}  # the second pass kept its events, or found them stored
+    assert handoff.held_weight in {once, 0}  # the second pass kept its events, or found them stored
     for item in records:
         handoff.take(item.position)
-    assert handoff.held_bytes == 0
+    assert handoff.held_weight == 0
 
 
 async def test_a_stored_event_this_worker_cannot_read_fails_the_round_instead_of_a_skip() -> None:

@@ -108,7 +108,7 @@ class StoreHandoff:
         return self._positions
 
     @property
-    def held_bytes(self) -> int:
+    def held_weight(self) -> int:
         """Weight (:func:`record_weight`) of the kept events held."""
         return self._bytes
 

@@ -8,10 +8,11 @@ one to two cycles instead of at most one. Here a pump task keeps polling while t
 handled, into a buffer bounded by ``max_records`` and ``max_bytes`` and shared evenly among the
 assigned partitions, and the next batch is the whole buffer. Batches are small and immediate
 when the group keeps up, and large when it is behind. The byte bound keeps memory flat whatever
-clients send: a batch of the largest events the topic takes holds as many bytes as one of the
-smallest, not a thousand times more. A poll can be bounded only in records, so each is sized
-from the recent record size, which starts unknown (the first poll takes one record), rises at
-once when records grow and falls slowly. The buffer stays within ``max_bytes`` and one record,
+clients send: records count by their weight (:func:`weight_of`, what they decode to), so a
+batch of the heaviest events the topic takes holds as much memory as one of the lightest, not a
+thousand times more. A poll can be bounded only in records, so each is sized from the recent
+record weight, which starts unknown (the first poll takes one record), rises at once when
+records grow and falls slowly. The buffer stays within ``max_bytes`` and one record,
 except after the one poll that first meets larger records, which may take what aiokafka had
 fetched (``max_partition_fetch_bytes`` per partition, memory the client held anyway).
 
@@ -49,8 +50,8 @@ Offsets = dict[TopicPartition, int]
 
 POLL_TIMEOUT_MS = 1000
 """How long one poll waits for records when the topic is idle."""
-RECORD_BYTES_WEIGHT = 0.2
-"""Weight of a poll of smaller records in the recent record size (larger ones replace it)."""
+LIGHTER_RECORDS_SHARE = 0.2
+"""Share of a poll of lighter records in the recent record weight (heavier ones replace it)."""
 RETRY_AFTER_ERROR_S = 1.0
 """Pause after a failed poll, or after a handler raised, before trying again."""
 
@@ -91,8 +92,8 @@ class BatchConsumer:
         )
         self._buffer: dict[TopicPartition, list[Record]] = {}
         self._buffered = 0
-        self._buffered_bytes = 0
-        self._record_bytes: float | None = None  # recent record size, learnt from the polls
+        self._buffered_weight = 0
+        self._record_weight: float | None = None  # recent record weight, learnt from the polls
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -157,15 +158,15 @@ class BatchConsumer:
                 continue
             # aiokafka drops what was fetched for a partition before a seek or a new
             # assignment, so everything returned here is from the current position.
-            polled = polled_bytes = 0
+            polled = polled_weight = 0
             for partition, records in fetched.items():
                 self._buffer.setdefault(partition, []).extend(records)
                 polled += len(records)
-                polled_bytes += sum(map(record_bytes, records))
+                polled_weight += sum(map(weight_of, records))
             if polled:
                 self._buffered += polled
-                self._buffered_bytes += polled_bytes
-                self._learn_record_bytes(polled_bytes / polled)
+                self._buffered_weight += polled_weight
+                self._learn_record_weight(polled_weight / polled)
                 self._arrived.set()
             if not self._has_room():
                 self._room.clear()
@@ -204,25 +205,25 @@ class BatchConsumer:
             fetched |= await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=share)
         return fetched
 
-    def _learn_record_bytes(self, mean: float) -> None:
+    def _learn_record_weight(self, mean: float) -> None:
         """Rise at once to larger records (a hostile client's first large ones must not be
         taken at the old size), fall slowly back from them."""
-        if self._record_bytes is None or mean >= self._record_bytes:
-            self._record_bytes = mean
+        if self._record_weight is None or mean >= self._record_weight:
+            self._record_weight = mean
         else:
-            self._record_bytes += RECORD_BYTES_WEIGHT * (mean - self._record_bytes)
+            self._record_weight += LIGHTER_RECORDS_SHARE * (mean - self._record_weight)
 
     def _has_room(self) -> bool:
-        return self._buffered < self._max_records and self._buffered_bytes < self._max_bytes
+        return self._buffered < self._max_records and self._buffered_weight < self._max_bytes
 
     def _room_for(self) -> int:
         """Records the next poll may add: what is left of ``max_records``, and of ``max_bytes``
-        at the recent record size (one record while that size is unknown)."""
-        if self._record_bytes is None:
+        at the recent record weight (one record while that weight is unknown)."""
+        if self._record_weight is None:
             return 1
         records = self._max_records - self._buffered
-        by_bytes = (self._max_bytes - self._buffered_bytes) / max(1.0, self._record_bytes)
-        return max(1, min(records, int(by_bytes)))
+        by_weight = (self._max_bytes - self._buffered_weight) / max(1.0, self._record_weight)
+        return max(1, min(records, int(by_weight)))
 
     async def _work(self) -> None:
         done = time.perf_counter()
@@ -254,7 +255,7 @@ class BatchConsumer:
         batch = [record for records in self._buffer.values() for record in records]
         self._buffer.clear()
         self._buffered = 0
-        self._buffered_bytes = 0
+        self._buffered_weight = 0
         self._arrived.clear()
         self._room.set()
         return batch
@@ -263,7 +264,7 @@ class BatchConsumer:
         for partition in partitions:
             dropped = self._buffer.pop(partition, [])
             self._buffered -= len(dropped)
-            self._buffered_bytes -= sum(map(record_bytes, dropped))
+            self._buffered_weight -= sum(map(weight_of, dropped))
         if not self._buffered:
             self._arrived.clear()
         if self._has_room():
@@ -333,7 +334,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         return
 
 
-def record_bytes(record: Record) -> int:
+def weight_of(record: Record) -> int:
     """A record's key bytes (aiokafka says -1 for a missing one) and its value's weight
     (:func:`~ca4_worker.domain.records.record_weight`: what it decodes to, not its bytes)."""
     key: int = record.serialized_key_size
