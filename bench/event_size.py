@@ -18,34 +18,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ca4_sdk.synthetic import GPU_MODELS, SyntheticGpu, SyntheticSession
-
 from tests.integration.processor.conftest import AUTH, TopicReader, start_processor
+from tests.support.reports import h100_session
 from tests.support.services import endpoints
 
 GPU_COUNTS = (0, 1, 2, 4, 8)
 REPORTS_PER_SHAPE = 20
-H100 = next(model for model in GPU_MODELS if model.name.startswith("NVIDIA H100"))
-
-
-def session(gpus: int) -> SyntheticSession:
-    """A Colab-like session with ``gpus`` H100s (the widest sample: memory temperature too)."""
-    return SyntheticSession(
-        session_id=f"size-{uuid.uuid4().hex[:16]}",
-        runtime="colab",
-        hostname="colab-vm-0123",
-        gpus=[
-            SyntheticGpu(
-                model=H100,
-                uuid=f"GPU-{uuid.uuid4()}",
-                index=index,
-                pci_bus_id=f"00000000:{index + 4:02X}:00.0",
-                load=0.5,
-            )
-            for index in range(gpus)
-        ],
-        labels={"project": "capacity", "notebook": "train.ipynb", "run": "r1"},
-    )
 
 
 async def measure() -> dict[str, Any]:
@@ -54,7 +32,7 @@ async def measure() -> dict[str, Any]:
     lifespan, client = await start_processor(services, topic)
     try:
         for gpus in GPU_COUNTS:
-            shape = session(gpus)
+            shape = h100_session(gpus)
             for _ in range(REPORTS_PER_SHAPE):
                 response = await client.post("/v1/metadata", json=shape.next_report(), headers=AUTH)
                 response.raise_for_status()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ca4_schemas import GpuMetadataReport, GpuMetadataReported
+from ca4_sdk.synthetic import GPU_MODELS, SyntheticGpu, SyntheticSession
 
 _GPU: dict[str, Any] = {
     "uuid": "GPU-5a1c3e8f-2b4d-6f80-91a2-b3c4d5e6f708",
@@ -74,4 +75,28 @@ def stamped(
     """The event the processor would publish for ``report`` sent with key ``key_id``."""
     return GpuMetadataReported.stamped(
         report, received_at=received_at or datetime.now(UTC), key_id=key_id, tenant=tenant
+    )
+
+
+H100 = next(model for model in GPU_MODELS if model.name.startswith("NVIDIA H100"))
+
+
+def h100_session(gpus: int) -> SyntheticSession:
+    """A Colab-like SDK session with ``gpus`` H100s (the widest sample: memory temperature
+    too), labels and full host facts: the largest reports real clients send."""
+    return SyntheticSession(
+        session_id=f"size-{uuid.uuid4().hex[:16]}",
+        runtime="colab",
+        hostname="colab-vm-0123",
+        gpus=[
+            SyntheticGpu(
+                model=H100,
+                uuid=f"GPU-{uuid.uuid4()}",
+                index=index,
+                pci_bus_id=f"00000000:{index + 4:02X}:00.0",
+                load=0.5,
+            )
+            for index in range(gpus)
+        ],
+        labels={"project": "capacity", "notebook": "train.ipynb", "run": "r1"},
     )

@@ -9,7 +9,13 @@ import pytest
 
 from tests.integration.processor.conftest import RunningProcessor, TopicReader, start_processor
 from tests.support.services import Endpoints
-from tests.unit.processor.bad_inputs import BAD_REQUESTS, MAX_BODY_BYTES, BadRequest, error_text
+from tests.unit.processor.bad_inputs import (
+    BAD_REQUESTS,
+    MAX_BODY_BYTES,
+    MAX_BODY_WEIGHT,
+    BadRequest,
+    error_text,
+)
 from tests.unit.processor.test_bad_inputs import send
 
 pytestmark = pytest.mark.kafka
@@ -21,7 +27,9 @@ async def table_processor(services: Endpoints) -> AsyncIterator[RunningProcessor
     import uuid
 
     topic = f"test-gpu-metadata-bad-{uuid.uuid4().hex[:10]}"
-    lifespan, client = await start_processor(services, topic, MAX_BODY_BYTES=MAX_BODY_BYTES)
+    lifespan, client = await start_processor(
+        services, topic, MAX_BODY_BYTES=MAX_BODY_BYTES, MAX_BODY_WEIGHT=MAX_BODY_WEIGHT
+    )
     try:
         yield RunningProcessor(client, TopicReader(services.kafka_bootstrap_servers, topic))
     finally:

@@ -12,8 +12,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
+from ca4_schemas import record_weight
 from ca4_worker.core.config import Settings
-from ca4_worker.domain.records import record_weight
 from ca4_worker.messaging.batch_consumer import BatchConsumer
 from ca4_worker.messaging.store_progress import StoreWatermark
 

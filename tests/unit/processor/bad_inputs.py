@@ -18,6 +18,8 @@ VALID_KEY = "test-key-7f3c2a9d1e"
 KEY_HASHES = f"tests:{hashlib.sha256(VALID_KEY.encode()).hexdigest()}"
 MAX_BODY_BYTES = 1024 * 1024
 """The table's app caps bodies at 1 MiB, so the 20 MB cases stay cheap."""
+MAX_BODY_WEIGHT = 2 * MAX_BODY_BYTES
+"""And their weight at 2 MiB: as the defaults, twice the bytes (SDK reports weigh 1.3-1.9)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,22 @@ def _with_host(**fields: Any) -> bytes:
     report = make_report()
     report["payload"]["host"].update(fields)
     return _json(report)
+
+
+def _required_fields_only(gpus: int = 64, processes: int = 256) -> dict[str, Any]:
+    """A valid report as small on the wire as the schema allows for its many objects, and as
+    large decoded (each object a model with every field): 42 times its bytes."""
+    report = make_report()
+    report["payload"]["gpus"] = [
+        {
+            "uuid": f"GPU-{index}",
+            "index": index,
+            "name": "H100",
+            "processes": [{"pid": pid} for pid in range(1, processes + 1)],
+        }
+        for index in range(gpus)
+    ]
+    return report
 
 
 def _nested(depth: int) -> bytes:
@@ -181,6 +199,12 @@ BAD_REQUESTS: dict[str, BadRequest] = {
         _json({"reports": [make_report() for _ in range(501)]}),
         422,
         "at most 500",
+        path="/v1/metadata/batch",
+    ),
+    "batch of reports of many small objects": BadRequest(
+        _json({"reports": [_required_fields_only() for _ in range(4)]}),
+        413,
+        "weighs",
         path="/v1/metadata/batch",
     ),
     "batch without reports": BadRequest(b"{}", 422, "body.reports", path="/v1/metadata/batch"),

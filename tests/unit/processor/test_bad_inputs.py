@@ -12,6 +12,7 @@ from tests.unit.processor.bad_inputs import (
     BAD_REQUESTS,
     KEY_HASHES,
     MAX_BODY_BYTES,
+    MAX_BODY_WEIGHT,
     BadRequest,
     error_text,
 )
@@ -22,7 +23,10 @@ from tests.unit.processor.conftest import FakePublisher
 async def keyed_client(make_client: Callable[..., Any]) -> AsyncIterator[httpx.AsyncClient]:
     """An app that accepts only the table's key."""
     async with make_client(
-        API_KEY_HASHES=KEY_HASHES, RATE_LIMIT_PER_SECOND=0, MAX_BODY_BYTES=MAX_BODY_BYTES
+        API_KEY_HASHES=KEY_HASHES,
+        RATE_LIMIT_PER_SECOND=0,
+        MAX_BODY_BYTES=MAX_BODY_BYTES,
+        MAX_BODY_WEIGHT=MAX_BODY_WEIGHT,
     ) as (client, _app):
         yield client
 

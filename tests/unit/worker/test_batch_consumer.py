@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
-from ca4_worker.domain.records import OBJECT_WEIGHT
+from ca4_schemas import OBJECT_WEIGHT
 from ca4_worker.messaging.batch_consumer import BatchConsumer
 
 TOPIC = "ca4.gpu.metadata"

@@ -8,6 +8,7 @@ import json
 
 import pytest
 from aiokafka import TopicPartition
+from ca4_schemas import record_weight
 from ca4_worker.application.ingest import IngestService, decode_record
 from ca4_worker.application.projector import (
     NOT_HANDED_OVER,
@@ -15,7 +16,7 @@ from ca4_worker.application.projector import (
     StoredEventUnreadableError,
     StoreHandoff,
 )
-from ca4_worker.domain.records import PositionedEvent, RawRecord, record_weight
+from ca4_worker.domain.records import PositionedEvent, RawRecord
 from ca4_worker.messaging.store_progress import StoreWatermark
 from ca4_worker.persistence.memory import (
     InMemoryDeadLetters,

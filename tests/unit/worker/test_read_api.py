@@ -11,11 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from ca4_auth.http import INVALID_KEY, MISSING_KEY
+from ca4_schemas import record_weight
 from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.archive import archive_key, encode_archive_object
-from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight, record_weight
+from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight
 from ca4_worker.persistence.documents import GPUS, SESSIONS
 from ca4_worker.persistence.memory import InMemoryProjections
 

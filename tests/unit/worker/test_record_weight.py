@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ca4_schemas import decode_event, encode_event
-from ca4_worker.domain.records import record_weight
+from ca4_schemas import decode_event, encode_event, record_weight
 
 from tests.unit.worker.factories import event_body
 

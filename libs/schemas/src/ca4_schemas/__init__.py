@@ -30,11 +30,14 @@ from ca4_schemas.v1 import (
     MigInstance,
     Source,
 )
+from ca4_schemas.weight import OBJECT_WEIGHT, STRING_WEIGHT, record_weight
 
 __all__ = [
     "EVENT_TYPE_GPU_METADATA_REPORTED",
     "LATEST_SCHEMA_VERSION",
     "LEGACY_TENANT",
+    "OBJECT_WEIGHT",
+    "STRING_WEIGHT",
     "TOPIC_GPU_METADATA",
     "TOPIC_GPU_METADATA_DLQ",
     "CollectorStatus",
@@ -51,5 +54,6 @@ __all__ = [
     "UnknownSchemaVersionError",
     "decode_event",
     "encode_event",
+    "record_weight",
     "upcast",
 ]

@@ -1,4 +1,5 @@
-"""Read a request body defensively: JSON only, size-capped on the wire and after gzip.
+"""Read a request body defensively: JSON only, size-capped on the wire and after gzip, and
+weight-capped (what it decodes to).
 
 FastAPI's own body parsing reads everything into memory first, so the ingest routes read the
 stream here instead and stop at the first byte over the cap.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 
+from ca4_schemas import OBJECT_WEIGHT, STRING_WEIGHT, record_weight
 from fastapi import HTTPException, Request, status
 
 _GZIP_WINDOW = 16 + zlib.MAX_WBITS
@@ -15,12 +17,14 @@ _GZIP_WINDOW = 16 + zlib.MAX_WBITS
 
 
 async def read_json_body(
-    request: Request, *, max_body_bytes: int, max_decompressed_bytes: int
+    request: Request, *, max_body_bytes: int, max_decompressed_bytes: int, max_body_weight: int
 ) -> bytes:
     """The request body as JSON bytes, decompressed if ``Content-Encoding: gzip``.
 
     Raises ``415`` for a non-JSON content type or unknown encoding and ``413`` when the body
-    (declared or actual, compressed or decompressed) is over its cap.
+    (declared or actual, compressed or decompressed) is over its cap, or weighs more than
+    ``max_body_weight`` (:func:`ca4_schemas.record_weight`: decoded, a body of many small
+    objects takes tens of times its bytes).
     """
     _require_json_content_type(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -38,9 +42,19 @@ async def read_json_body(
         received += chunk
         if len(received) > max_body_bytes:
             raise _too_large(f"body is over the {max_body_bytes}-byte limit")
-    if encoding == "gzip":
-        return _gunzip_capped(bytes(received), max_decompressed_bytes)
-    return bytes(received)
+    body = (
+        _gunzip_capped(bytes(received), max_decompressed_bytes)
+        if encoding == "gzip"
+        else bytes(received)
+    )
+    weight = record_weight(body)
+    if weight > max_body_weight:
+        raise _too_large(
+            f"body weighs {weight} bytes, over the {max_body_weight}-byte limit (its bytes plus "
+            f"{OBJECT_WEIGHT} per JSON object and {STRING_WEIGHT} per string value); send fewer "
+            "reports per request"
+        )
+    return body
 
 
 def _require_json_content_type(request: Request) -> None:

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     """Largest request body on the wire (compressed or not)."""
     MAX_DECOMPRESSED_BYTES: PositiveInt = 5 * 1024 * 1024
     """Largest body after gzip decompression, so a zip bomb costs us nothing."""
+    MAX_BODY_WEIGHT: PositiveInt = 10 * 1024 * 1024
+    """Largest weight of a body (decompressed): its bytes plus 80 per JSON object and 8 per
+    string value (``ca4_schemas.record_weight``), which bounds what it decodes to where its
+    bytes do not. SDK reports weigh 1.3-1.9 times their bytes; a 5 MiB batch of reports giving
+    only the required fields of 64 GPUs x 256 processes weighs about 8 times and decoded to
+    208 MiB, blocking the event loop for seconds."""
     MAX_BATCH_SIZE: PositiveInt = DEFAULT_MAX_BATCH_SIZE
     """Most reports in one batch request."""
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import structlog
+from ca4_schemas import record_weight
 
 from ca4_worker.application.ingest import decode_record, observe_since_received
 from ca4_worker.application.poison import isolating_poison, publish_dead_letters
@@ -34,7 +35,7 @@ from ca4_worker.application.ports import DeadLetterSink, EventStore, Projections
 from ca4_worker.application.retry import until_available
 from ca4_worker.core import metrics
 from ca4_worker.core.gc_pause import gc_paused
-from ca4_worker.domain.records import Position, PositionedEvent, RawRecord, record_weight
+from ca4_worker.domain.records import Position, PositionedEvent, RawRecord
 
 log = structlog.get_logger(__name__)
 

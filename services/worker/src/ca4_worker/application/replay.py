@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from ca4_schemas import record_weight
+
 from ca4_worker.application.ingest import decode_record, first_per_event_id
 from ca4_worker.application.ports import EventStore, ObjectStore, Projections
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.domain.archive import decode_archive_object
-from ca4_worker.domain.records import Position, PositionedEvent, WeighedPage, record_weight
+from ca4_worker.domain.records import Position, PositionedEvent, WeighedPage
 
 Progress = Callable[[int], None]
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Generic, NamedTuple, TypeVar
 
-from ca4_schemas import GpuMetadataReported, GpuSample, encode_event
+from ca4_schemas import GpuMetadataReported, GpuSample, encode_event, record_weight
 
 T = TypeVar("T")
 
@@ -95,34 +95,6 @@ class GpuReading(NamedTuple):
     memory_used_mib: float | None
     utilization_gpu_pct: float | None
     sample: GpuSample
-
-
-OBJECT_WEIGHT = 80
-"""Bytes a record's weight adds for each JSON object in it (:func:`record_weight`)."""
-STRING_WEIGHT = 8
-"""Bytes a record's weight adds for each string value in it (:func:`record_weight`)."""
-_STRING_VALUE_ENDS = (b'",', b'"]', b'"}')
-"""How a string value ends in compact JSON (a key ends with ``":``)."""
-
-
-def record_weight(value: bytes | None) -> int:
-    """The bytes a record counts for in the worker's memory bounds: its own, plus
-    :data:`OBJECT_WEIGHT` for each JSON object and :data:`STRING_WEIGHT` for each string
-    value in it.
-
-    Decoded, an object becomes a model with every field of its class, the ones the record
-    left out too, and a string of one character takes 50 to 80 bytes, so what a record decodes
-    to follows its objects and strings more than its bytes: a report of 64 GPUs with 256
-    processes each that gives only required fields decodes to 42 times its bytes, a full
-    one-GPU report to 8. Weighed this way, every shape measured decodes to 2.7 to 9.9 times
-    its weight (``docs/architecture.md``, "Memory is bounded by bytes"), so a bound in weight is a
-    bound in memory whatever a client leaves out. Braces or quotes inside a string count too:
-    they can only make a record weigh more.
-    """
-    if value is None:
-        return 0
-    strings = sum(value.count(end) for end in _STRING_VALUE_ENDS)
-    return len(value) + OBJECT_WEIGHT * value.count(b"{") + STRING_WEIGHT * strings
 
 
 def event_weight(event: GpuMetadataReported) -> int:

@@ -37,9 +37,8 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
+from ca4_schemas import record_weight
 from prometheus_client import Histogram
-
-from ca4_worker.domain.records import record_weight
 
 log = structlog.get_logger(__name__)
 

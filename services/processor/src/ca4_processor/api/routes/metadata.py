@@ -95,6 +95,7 @@ async def _read_body(request: Request, settings: SettingsDep, metrics: IngestMet
             request,
             max_body_bytes=settings.MAX_BODY_BYTES,
             max_decompressed_bytes=settings.MAX_DECOMPRESSED_BYTES,
+            max_body_weight=settings.MAX_BODY_WEIGHT,
         )
     except HTTPException:
         metrics.count("rejected")
