@@ -19,7 +19,7 @@ KEY_HASHES = f"tests:{hashlib.sha256(VALID_KEY.encode()).hexdigest()}"
 MAX_BODY_BYTES = 1024 * 1024
 """The table's app caps bodies at 1 MiB, so the 20 MB cases stay cheap."""
 MAX_BODY_WEIGHT = 2 * MAX_BODY_BYTES
-"""And their weight at 2 MiB: as the defaults, twice the bytes (SDK reports weigh 1.3-1.9)."""
+"""And their weight at 2 MiB: as the defaults, twice the bytes."""
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,64 @@
-"""The body weight limit refuses crafted bodies and never an SDK client's."""
+"""The body weight limit: every valid report fits on its own, batches of ordinary SDK reports
+are never refused, and crafted batches are (tests/unit/processor/bad_inputs.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from typing import Any
 
 import pytest
 from ca4_processor.core.config import Settings
-from ca4_schemas import record_weight
+from ca4_schemas import GpuMetadataReport, record_weight
+from ca4_schemas.v1 import MAX_GPUS_PER_REPORT, MAX_LABELS, MAX_PROCESSES_PER_GPU
 
-from tests.support.reports import h100_session
+from tests.support.reports import h100_session, make_report
+
+SETTINGS = Settings(ENVIRONMENT="dev")
+
+
+def compact(value: Any) -> bytes:
+    """JSON as the SDK writes it."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @pytest.mark.parametrize("gpus", [0, 1, 8])
-def test_the_largest_sdk_batch_weighs_within_the_default_limit(gpus: int) -> None:
-    """A batch filling the byte limit with SDK reports of any shape stays under the weight
-    limit (SDK reports weigh 1.3-1.9 times their bytes), so no real client meets it."""
-    settings = Settings(ENVIRONMENT="dev")
+def test_a_full_batch_of_sdk_reports_weighs_under_twice_its_bytes(gpus: int) -> None:
+    """The SDK's H100 reports (a process per GPU, every field it reads, labels): the limit, at
+    twice the byte limit, never refuses a batch of them, whatever its size."""
     session = h100_session(gpus)
-    parts: list[str] = []
-    size = len('{"reports": []}')
-    while len(parts) < settings.MAX_BATCH_SIZE:
-        part = json.dumps(session.next_report())
-        if size + len(part) + 2 > settings.MAX_DECOMPRESSED_BYTES:
-            break
-        parts.append(part)
-        size += len(part) + 2
-    body = ('{"reports": [' + ", ".join(parts) + "]}").encode()
-    assert record_weight(body) <= 2 * len(body) <= settings.MAX_BODY_WEIGHT, (
-        len(parts),
-        len(body),
-        record_weight(body),
-    )
+    body = compact({"reports": [session.next_report() for _ in range(SETTINGS.MAX_BATCH_SIZE)]})
+    assert record_weight(body) <= 2 * len(body), (len(body), record_weight(body))
+    assert 2 * SETTINGS.MAX_DECOMPRESSED_BYTES <= SETTINGS.MAX_BODY_WEIGHT
+
+
+def test_the_heaviest_valid_report_fits_on_its_own() -> None:
+    """Most objects and strings the schema lets one report hold, process names as long as it
+    allows: it weighs under the limit, so a client can always send any valid report, in a
+    batch of one if need be."""
+    characters = (chr(code) for code in itertools.count(0x4E00))
+    report = make_report()
+    report["payload"]["gpus"] = [
+        {
+            "uuid": f"GPU-{index:08d}",
+            "index": index,
+            "name": "H100",
+            "mig": {"parent_uuid": "GPU-parent", "gpu_instance_id": 1, "profile": "1g.10gb"},
+            "throttle_reasons": [next(characters) for _ in range(32)],
+            "processes": [
+                {"pid": pid, "name": f"{pid:03d}".ljust(128, "x"), "used_memory_mib": 1.0}
+                for pid in range(MAX_PROCESSES_PER_GPU)
+            ],
+        }
+        for index in range(MAX_GPUS_PER_REPORT)
+    ]
+    report["labels"] = {f"k{index}": next(characters) for index in range(MAX_LABELS)}
+    report["payload"]["collector"] = {
+        "collector": "nvml",
+        "unavailable_fields": [next(characters) for _ in range(128)],
+        "errors": [next(characters) for _ in range(16)],
+    }
+    GpuMetadataReport.model_validate(report)
+    body = compact(report)
+    assert len(body) <= SETTINGS.MAX_DECOMPRESSED_BYTES
+    assert record_weight(body) < SETTINGS.MAX_BODY_WEIGHT, record_weight(body)

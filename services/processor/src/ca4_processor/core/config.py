@@ -82,9 +82,12 @@ class Settings(BaseSettings):
     MAX_BODY_WEIGHT: PositiveInt = 10 * 1024 * 1024
     """Largest weight of a body (decompressed): its bytes plus 80 per JSON object and 8 per
     string value (``ca4_schemas.record_weight``), which bounds what it decodes to where its
-    bytes do not. SDK reports weigh 1.3-1.9 times their bytes; a 5 MiB batch of reports giving
-    only the required fields of 64 GPUs x 256 processes weighs about 8 times and decoded to
-    208 MiB, blocking the event loop for seconds."""
+    bytes do not. Every valid report fits on its own (the heaviest within the byte caps weighs
+    under 7 MiB); batches of SDK reports with a process or two per GPU weigh 1.3-2 times their
+    bytes, process-heavy ones more, and get ``413`` when over it (the SDK halves a batch on
+    ``413``). A 5 MiB batch of reports giving only the required fields of 64 GPUs x 256
+    processes weighs about 8 times its bytes and decoded to 208 MiB, blocking the event loop
+    for seconds."""
     MAX_BATCH_SIZE: PositiveInt = DEFAULT_MAX_BATCH_SIZE
     """Most reports in one batch request."""
 

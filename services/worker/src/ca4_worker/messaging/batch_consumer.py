@@ -335,7 +335,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def weight_of(record: Record) -> int:
     """A record's key bytes (aiokafka says -1 for a missing one) and its value's weight
-    (:func:`~ca4_worker.domain.records.record_weight`: what it decodes to, not its bytes)."""
+    (:func:`ca4_schemas.record_weight`: what it decodes to, not its bytes)."""
     key: int = record.serialized_key_size
     return max(0, key) + record_weight(record.value)
 

@@ -68,8 +68,9 @@ _SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_COMMON_ERRORS,
     413: {
         "model": MessageErrorBody,
-        "description": "Body over the size cap (before or after gzip), or the encoded event "
-        "over the largest message Kafka takes (the limit is in the message); never retry",
+        "description": "Body over the size cap (before or after gzip) or its weight cap (what "
+        "it decodes to), or the encoded event over the largest message Kafka takes (the limit "
+        "is in the message); never retry",
     },
     422: {"model": ValidationErrorBody, "description": "The report breaks the contract"},
 }
@@ -78,8 +79,8 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     207: {"model": BatchResponse, "description": "Some reports accepted, some rejected"},
     413: {
         "model": MessageErrorBody,
-        "description": "Body over the size cap (before or after gzip), or more reports than "
-        "the key's rate-limit burst; split the batch",
+        "description": "Body over the size cap (before or after gzip) or its weight cap (what "
+        "it decodes to), or more reports than the key's rate-limit burst; split the batch",
     },
     422: {
         "model": ValidationErrorBody | BatchResponse,
