@@ -35,10 +35,11 @@ def encode_event(event: GpuMetadataReported) -> bytes:
     """The event as the processor publishes it: JSON without the fields that are ``None``.
 
     A GPU sample has about thirty optional fields and a collector reads some: writing the rest
-    as ``null`` doubled a record, and decoding the nulls was a quarter of the worker's CPU per
-    event. Every nullable field defaults to ``None``, so :func:`decode_event` reads it back as
-    the same event. (The worker's memory bounds weigh a record by its JSON objects too, since
-    decoded, a model holds every field either way.)
+    as ``null`` made every record carry them through Kafka, the archive and the worker's decode
+    (``docs/architecture.md``, "Events without their null fields"). Every nullable field
+    defaults to ``None``, so :func:`decode_event` reads it back as the same event. (Memory
+    bounds weigh a record by its objects and strings too, :func:`ca4_schemas.record_weight`,
+    since decoded, a model holds every field either way.)
     """
     return event.model_dump_json(exclude_none=True).encode()
 

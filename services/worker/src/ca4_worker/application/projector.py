@@ -69,7 +69,7 @@ class StoreHandoff:
         """The partitions this process projects; ``None``: every partition."""
         self._decided: dict[int, dict[int, tuple[PositionedEvent | None, int]]] = {}
         self._positions = 0
-        self._bytes = 0
+        self._weight = 0
 
     def put(self, handled: Iterable[RawRecord], kept: Iterable[PositionedEvent]) -> None:
         """Record a durable store batch: every record ``handled``, the ``kept`` events."""
@@ -83,27 +83,27 @@ class StoreHandoff:
                 continue
             self.take(record.position)  # handled again (a redelivery): the newer decision wins
             item = kept_at.get(record.position)
-            size = 0 if item is None else record_weight(record.value)
-            if self._positions >= self._max_positions or self._bytes + size > self._max_bytes:
+            weight = 0 if item is None else record_weight(record.value)
+            if self._positions >= self._max_positions or self._weight + weight > self._max_bytes:
                 continue  # full: the projection stage decodes this one and looks it up
-            self._decided.setdefault(record.partition, {})[record.offset] = (item, size)
+            self._decided.setdefault(record.partition, {})[record.offset] = (item, weight)
             self._positions += 1
-            self._bytes += size
+            self._weight += weight
 
     def take(self, position: Position) -> PositionedEvent | object | None:
         """The decision for ``position``, once, or :data:`NOT_HANDED_OVER`."""
         decided = self._decided.get(position.partition, {}).pop(position.offset, None)
         if decided is None:
             return NOT_HANDED_OVER
-        item, size = decided
+        item, weight = decided
         self._positions -= 1
-        self._bytes -= size
+        self._weight -= weight
         return item
 
     def _forget(self, partition: int) -> None:
-        for _, size in self._decided.pop(partition, {}).values():
+        for _, weight in self._decided.pop(partition, {}).values():
             self._positions -= 1
-            self._bytes -= size
+            self._weight -= weight
 
     def __len__(self) -> int:
         return self._positions
@@ -111,7 +111,7 @@ class StoreHandoff:
     @property
     def held_weight(self) -> int:
         """Weight (:func:`record_weight`) of the kept events held."""
-        return self._bytes
+        return self._weight
 
 
 class StoredEventUnreadableError(Exception):
