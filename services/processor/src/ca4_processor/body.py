@@ -51,8 +51,8 @@ async def read_json_body(
     if weight > max_body_weight:
         raise _too_large(
             f"body weighs {weight} bytes, over the {max_body_weight}-byte limit (its bytes plus "
-            f"{OBJECT_WEIGHT} per JSON object and {STRING_WEIGHT} per string value: a bound on "
-            "what it decodes to)"
+            f"{OBJECT_WEIGHT} per JSON object and {STRING_WEIGHT} per string, key or value: a "
+            "bound on what it decodes to)"
         )
     return body
 

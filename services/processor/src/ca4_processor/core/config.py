@@ -81,12 +81,12 @@ class Settings(BaseSettings):
     """Largest body after gzip decompression, so a zip bomb costs us nothing."""
     MAX_BODY_WEIGHT: PositiveInt = 10 * 1024 * 1024
     """Largest weight of a body (decompressed): its bytes plus 80 per JSON object and 8 per
-    string value (``ca4_schemas.record_weight``), which bounds what it decodes to where its
-    bytes do not. Every valid report fits on its own (the heaviest within the byte caps weighs
-    under 7 MiB); batches of SDK reports with a process or two per GPU weigh 1.3-2 times their
-    bytes, process-heavy ones more, and get ``413`` when over it (the SDK halves a batch on
+    string, key or value (``ca4_schemas.record_weight``), which bounds what it decodes to where
+    its bytes do not. Every valid report fits on its own (the heaviest within the byte caps
+    weighs 4.7 MB); the largest batch of SDK reports the byte caps take weighs under 9 MB,
+    process-heavy batches more, and those get ``413`` when over it (the SDK halves a batch on
     ``413``). A 5 MiB batch of reports giving only the required fields of 64 GPUs x 256
-    processes weighs about 8 times its bytes and decoded to 208 MiB, blocking the event loop
+    processes weighs about 8.5 times its bytes and decoded to 208 MiB, blocking the event loop
     for seconds."""
     MAX_BATCH_SIZE: PositiveInt = DEFAULT_MAX_BATCH_SIZE
     """Most reports in one batch request."""

@@ -89,8 +89,9 @@ class Settings(BaseSettings):
     ``store_max_bytes``, whichever comes first) when behind."""
     store_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Most record bytes one store batch holds, whatever its record count, each record
-    weighed as what it decodes to (its bytes plus 80 per JSON object and 8 per string value:
-    decoded, a record then takes 3 to 10 times its weight whatever fields it leaves out). So
+    weighed as what it decodes to (its bytes plus 80 per JSON object and 8 per string, key or
+    value: decoded, a record then takes 2 to 9 times its weight whatever fields it leaves out,
+    however it is laid out). So
     this, not ``store_max_records``, bounds the worker's memory when events are large (many
     GPUs, many processes each); a heavier record is a batch of its own. The store's decisions
     held for the projection stage are bounded by it too."""
