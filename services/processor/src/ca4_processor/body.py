@@ -1,5 +1,5 @@
 """Read a request body defensively: JSON only, size-capped on the wire and after gzip, and
-weight-capped (what it decodes to).
+weight-capped (what decoding it holds, valid or not).
 
 FastAPI's own body parsing reads everything into memory first, so the ingest routes read the
 stream here instead and stop at the first byte over the cap.
@@ -14,6 +14,29 @@ from fastapi import HTTPException, Request, status
 
 _GZIP_WINDOW = 16 + zlib.MAX_WBITS
 """zlib window bits that accept the gzip container."""
+ARRAY_WEIGHT = 64
+"""Bytes a body's weight adds for each JSON array in it (:func:`body_weight`)."""
+VALUE_WEIGHT = 32
+"""Bytes a body's weight adds for each comma in it: each value after the first of an array or
+object (:func:`body_weight`)."""
+
+
+def body_weight(body: bytes) -> int:
+    """What decoding ``body`` may hold, whether it validates or not: its record weight
+    (:func:`ca4_schemas.record_weight`, what a valid one decodes to) plus
+    :data:`ARRAY_WEIGHT` per JSON array and :data:`VALUE_WEIGHT` per comma.
+
+    A body that fails validation can hold far more than one that passes: each pydantic error
+    keeps its own copy of the value it names, and a report that lacks required fields is
+    copied once per missing field. Copies are made of values, and a value can be two bytes
+    (``[],`` or ``0,``), so the values count. Weighed this way, the crafted shapes measured
+    (arrays of empty arrays, of floats, of large integers, of empty objects, of short
+    strings, in a report without its required fields) held at most 11 times their weight
+    while they were refused; weighed by record weight alone, 129 times
+    (``tests/unit/processor/test_weight_limit.py``). Commas inside strings count too: they
+    only make a body weigh more.
+    """
+    return record_weight(body) + ARRAY_WEIGHT * body.count(b"[") + VALUE_WEIGHT * body.count(b",")
 
 
 async def read_json_body(
@@ -23,8 +46,8 @@ async def read_json_body(
 
     Raises ``415`` for a non-JSON content type or unknown encoding and ``413`` when the body
     (declared or actual, compressed or decompressed) is over its cap, or weighs more than
-    ``max_body_weight`` (:func:`ca4_schemas.record_weight`: decoded, a body of many small
-    objects takes tens of times its bytes).
+    ``max_body_weight`` (:func:`body_weight`: decoded, a body of many small values takes tens
+    of times its bytes).
     """
     _require_json_content_type(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -47,12 +70,12 @@ async def read_json_body(
         if encoding == "gzip"
         else bytes(received)
     )
-    weight = record_weight(body)
+    weight = body_weight(body)
     if weight > max_body_weight:
         raise _too_large(
             f"body weighs {weight} bytes, over the {max_body_weight}-byte limit (its bytes plus "
-            f"{OBJECT_WEIGHT} per JSON object and {STRING_WEIGHT} per string, key or value: a "
-            "bound on what it decodes to)"
+            f"{OBJECT_WEIGHT} per JSON object, {ARRAY_WEIGHT} per array, {VALUE_WEIGHT} per comma "
+            f"and {STRING_WEIGHT} per string: a bound on what decoding it holds)"
         )
     return body
 

@@ -33,7 +33,8 @@ def parse_report(body: bytes) -> GpuMetadataReport:
     try:
         return GpuMetadataReport.model_validate_json(body)
     except ValidationError as error:
-        raise RequestValidationFailedError(error_items(error.errors(), prefix=("body",))) from None
+        errors = error.errors(include_input=False, include_url=False)
+        raise RequestValidationFailedError(error_items(errors, prefix=("body",))) from None
 
 
 @dataclass(frozen=True)
@@ -54,28 +55,42 @@ def parse_batch(body: bytes, *, max_batch_size: int) -> BatchParse:
     try:
         batch = BatchRequest.model_validate_json(body)
     except ValidationError as error:
-        return _parse_batch_item_by_item(body, error, max_batch_size=max_batch_size)
-    _check_size(len(batch.reports), max_batch_size)
-    return BatchParse(reports=dict(enumerate(batch.reports)), rejected={}, size=len(batch.reports))
-
-
-def _parse_batch_item_by_item(
-    body: bytes, error: ValidationError, *, max_batch_size: int
-) -> BatchParse:
-    # Errors outside one report (not JSON, no "reports" list, extra keys) reject the request.
-    envelope_errors = [e for e in error.errors() if not _inside_one_report(e)]
+        envelope_errors = _envelope_errors(error)
+    else:
+        _check_size(len(batch.reports), max_batch_size)
+        return BatchParse(
+            reports=dict(enumerate(batch.reports)), rejected={}, size=len(batch.reports)
+        )
+    # Out of the except block, so the first pass's error is freed before the second pass: it
+    # holds a copy of each failing value's input (several of a report that lacks required
+    # fields), and keeping it alive doubled what a crafted batch held at its peak.
     if envelope_errors:
-        raise RequestValidationFailedError(error_items(envelope_errors, prefix=("body",)))
+        raise RequestValidationFailedError(envelope_errors)
+    return _parse_batch_item_by_item(body, max_batch_size=max_batch_size)
+
+
+def _envelope_errors(error: ValidationError) -> list[ErrorItem]:
+    """Errors outside one report (not JSON, no "reports" list, extra keys): they reject the
+    whole request."""
+    errors = error.errors(include_input=False, include_url=False)
+    return error_items([e for e in errors if not _inside_one_report(e)], prefix=("body",))
+
+
+def _parse_batch_item_by_item(body: bytes, *, max_batch_size: int) -> BatchParse:
     # The envelope is sound, so the bytes are a JSON object with a list under "reports".
     raw_reports: list[Any] = json.loads(body)["reports"]
     _check_size(len(raw_reports), max_batch_size)
     reports: dict[int, GpuMetadataReport] = {}
     rejected: dict[int, list[ErrorItem]] = {}
-    for index, raw in enumerate(raw_reports):
+    for index in range(len(raw_reports)):
+        # Each report's decoded copy is dropped before the report is validated: validating a
+        # report that fails makes copies of its own.
+        report_json, raw_reports[index] = json.dumps(raw_reports[index]), None
         try:
-            reports[index] = GpuMetadataReport.model_validate_json(json.dumps(raw))
+            reports[index] = GpuMetadataReport.model_validate_json(report_json)
         except ValidationError as item_error:
-            rejected[index] = error_items(item_error.errors(), prefix=("body", "reports", index))
+            errors = item_error.errors(include_input=False, include_url=False)
+            rejected[index] = error_items(errors, prefix=("body", "reports", index))
     return BatchParse(reports=reports, rejected=rejected, size=len(raw_reports))
 
 

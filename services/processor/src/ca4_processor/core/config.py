@@ -79,15 +79,15 @@ class Settings(BaseSettings):
     """Largest request body on the wire (compressed or not)."""
     MAX_DECOMPRESSED_BYTES: PositiveInt = 5 * 1024 * 1024
     """Largest body after gzip decompression, so a zip bomb costs us nothing."""
-    MAX_BODY_WEIGHT: PositiveInt = 10 * 1024 * 1024
-    """Largest weight of a body (decompressed): its bytes plus 80 per JSON object and 8 per
-    string, key or value (``ca4_schemas.record_weight``), which bounds what it decodes to where
-    its bytes do not. Every valid report fits on its own (the heaviest within the byte caps
-    weighs 4.7 MB); the largest batch of SDK reports the byte caps take weighs under 9 MB,
-    process-heavy batches more, and those get ``413`` when over it (the SDK halves a batch on
-    ``413``). A 5 MiB batch of reports giving only the required fields of 64 GPUs x 256
-    processes weighs about 8.5 times its bytes and decoded to 208 MiB, blocking the event loop
-    for seconds."""
+    MAX_BODY_WEIGHT: PositiveInt = 16 * 1024 * 1024
+    """Largest weight of a body (decompressed): its bytes plus 80 per JSON object, 64 per
+    array, 32 per comma and 8 per string (``ca4_processor.body.body_weight``), which bounds
+    what decoding it holds, valid or not, where its bytes do not: crafted bodies that fail
+    validation held up to 20 times their weight, against 129 times and more by their record
+    weight alone. The largest batch of SDK reports the byte caps take weighs 16.2 MB (3.1 times
+    its bytes); process-heavy batches weigh more, and those get ``413`` when over it (the SDK
+    halves a batch on ``413``). A report the topic takes (1 MiB) fits on its own unless its
+    text is mostly commas or quotes."""
     MAX_BATCH_SIZE: PositiveInt = DEFAULT_MAX_BATCH_SIZE
     """Most reports in one batch request."""
 
