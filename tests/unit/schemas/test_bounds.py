@@ -142,3 +142,19 @@ def test_received_requires_an_aware_time() -> None:
 
     with pytest.raises(ValueError, match="timezone-aware"):
         stamped(report, datetime.now(UTC).replace(tzinfo=None))
+
+
+def test_too_many_labels_is_one_error_however_bad_they_are() -> None:
+    """Counted before any label is validated: a dict's own ``max_length`` is checked after
+    every entry, so 10,000 labels with bad keys and values were 20,000 errors (the processor
+    held hundreds of MB listing such a body's errors)."""
+    report = make_report()
+    report["labels"] = {f"-{index}": index for index in range(10_000)}
+
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReport.model_validate_json(json.dumps(report))
+
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("labels",)
+    assert error["type"] == "too_long"
+    assert error["msg"] == "Dictionary should have at most 32 items after validation, not 10000"

@@ -29,12 +29,9 @@ def body_weight(body: bytes) -> int:
     A body that fails validation can hold far more than one that passes: each pydantic error
     keeps its own copy of the value it names, and a report that lacks required fields is
     copied once per missing field. Copies are made of values, and a value can be two bytes
-    (``[],`` or ``0,``), so the values count. Weighed this way, the crafted shapes measured
-    (arrays of empty arrays, of floats, of large integers, of empty objects, of short
-    strings, in a report without its required fields) held at most 11 times their weight
-    while they were refused; weighed by record weight alone, 129 times
-    (``tests/unit/processor/test_weight_limit.py``). Commas inside strings count too: they
-    only make a body weigh more.
+    (``[],`` or ``0,``), so the values count (``docs/architecture.md``, "A body is refused by
+    its weight too", has the measurements). Commas inside strings count too: they only make a
+    body weigh more.
     """
     return record_weight(body) + ARRAY_WEIGHT * body.count(b"[") + VALUE_WEIGHT * body.count(b",")
 

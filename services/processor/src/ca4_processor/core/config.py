@@ -81,12 +81,12 @@ class Settings(BaseSettings):
     """Largest body after gzip decompression, so a zip bomb costs us nothing."""
     MAX_BODY_WEIGHT: PositiveInt = 16 * 1024 * 1024
     """Largest weight of a body (decompressed): its bytes plus 80 per JSON object, 64 per
-    array, 32 per comma and 8 per string (``ca4_processor.body.body_weight``), which bounds
-    what decoding it holds, valid or not, where its bytes do not: crafted bodies that fail
-    validation held up to 20 times their weight, against 129 times and more by their record
-    weight alone. The largest batch of SDK reports the byte caps take weighs 16.2 MB (3.1 times
-    its bytes); process-heavy batches weigh more, and those get ``413`` when over it (the SDK
-    halves a batch on ``413``). A report the topic takes (1 MiB) fits on its own unless its
+    array, 32 per comma and 8 per string (``ca4_processor.body.body_weight``). It bounds what a
+    valid body decodes to, and most of what one that fails validation holds (docs/architecture.md,
+    "A body is refused by its weight too", says which shapes still hold more). The largest batch
+    of SDK reports the byte caps take weighs 16.2 MB (3.1 times its bytes); process-heavy
+    batches weigh more, and those get ``413`` when over it (the SDK halves a batch on
+    ``413``). A report the topic takes (1 MiB) fits on its own unless its
     text is mostly commas or quotes."""
     MAX_BATCH_SIZE: PositiveInt = DEFAULT_MAX_BATCH_SIZE
     """Most reports in one batch request."""
