@@ -181,4 +181,6 @@ def test_a_batch_of_too_many_items_is_one_error() -> None:
     (error,) = refused.value.errors
     assert error.loc == ["body", "reports"]
     assert error.type == "too_long"
-    assert error.msg == "List should have at most 500 items after validation, not 200000"
+    assert error.msg == (
+        "List should have at most 500 items after validation, not 200000; split the batch"
+    )

@@ -38,7 +38,8 @@ class ValidationErrorBody(_ApiModel):
     """The body of a ``422`` (or any error about specific fields)."""
 
     detail: list[ErrorItem]
-    """Every problem found, not just the first."""
+    """The problems found, not just the first: up to 100 per report, then one item
+    (``too_many_errors``) saying how many more there were."""
 
 
 class MessageErrorBody(_ApiModel):

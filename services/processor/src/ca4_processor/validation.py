@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Final
@@ -30,7 +31,7 @@ def error_items(
     error: ValidationError,
     *,
     prefix: tuple[str | int, ...],
-    where: Any = None,
+    where: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[ErrorItem]:
     """The first :data:`MAX_ERRORS_LISTED` of ``error`` (those ``where`` accepts, if given) as
     :class:`ErrorItem` s, without echoing the (possibly huge) input, and one item saying how
@@ -45,6 +46,8 @@ def error_items(
     position = 1  # past the opening bracket
     for _ in range(error.error_count()):
         detail, position = _ERRORS_JSON.raw_decode(text, position)
+        if text[position] not in ",]":  # pydantic-core writes the list compact
+            raise ValueError(f"unexpected validation error JSON at {position}")
         position += 1  # the comma (or the closing bracket after the last one)
         if where is not None and not where(detail):
             continue
@@ -108,9 +111,9 @@ def parse_batch(body: bytes, *, max_batch_size: int) -> BatchParse:
 
 @cache
 def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
-    """:class:`BatchRequest` with at most ``max_batch_size`` reports: the count is checked
-    before any report is validated, so a list of half a million items is one error, not one
-    per item."""
+    """:class:`BatchRequest` with at most ``max_batch_size`` reports: the count is checked as
+    the list is read (at most one report past the cap is validated), so a list of half a
+    million items is one error, not one per item."""
     capped = Annotated[list[GpuMetadataReport], Field(min_length=1, max_length=max_batch_size)]
     return create_model("BatchRequest", __base__=BatchRequest, reports=(capped, ...))
 
@@ -118,7 +121,15 @@ def batch_request_model(max_batch_size: int) -> type[BatchRequest]:
 def _envelope_errors(error: ValidationError) -> list[ErrorItem]:
     """Errors outside one report (not JSON, no "reports" list, too many reports, extra keys):
     they reject the whole request."""
-    return error_items(error, prefix=("body",), where=lambda detail: not _inside_one_report(detail))
+    items = error_items(
+        error, prefix=("body",), where=lambda detail: not _inside_one_report(detail)
+    )
+    return [
+        item.model_copy(update={"msg": f"{item.msg}; split the batch"})
+        if item.loc == ["body", "reports"] and item.type == "too_long"
+        else item
+        for item in items
+    ]
 
 
 def _parse_batch_item_by_item(body: bytes) -> BatchParse:
