@@ -11,6 +11,15 @@ from typing import Annotated, Any, Final
 from ca4_schemas import GpuMetadataReport
 from ca4_schemas.api import BatchRequest, ErrorItem
 from pydantic import Field, ValidationError, create_model
+from pydantic_core import from_json
+
+from ca4_processor.body import body_weight
+from ca4_processor.copy_cost import (
+    CHECK_ABOVE_WEIGHT,
+    MAX_COPIED_VALUES,
+    MissingField,
+    copied_values,
+)
 
 MAX_ERRORS_LISTED: Final = 100
 """Errors listed per report (or per request, outside reports); past it one more item says how
@@ -67,8 +76,56 @@ def error_items(
     return items
 
 
+def missing_field_items(
+    missing: list[MissingField], copies: int, *, prefix: tuple[str | int, ...]
+) -> list[ErrorItem]:
+    """The errors of a report refused before validation because its missing fields would
+    make pydantic copy too much: each missing field as pydantic names it, then why nothing
+    else was checked."""
+    items = [
+        ErrorItem(loc=[*prefix, *field.loc], msg="Field required", type="missing")
+        for field in missing[:MAX_ERRORS_LISTED]
+    ]
+    items.append(
+        ErrorItem(
+            loc=list(prefix),
+            msg=(
+                f"not validated further: the required fields missing here lack {copies} values "
+                "of content around them; add them and send the report again"
+            ),
+            type="missing_fields_too_costly",
+        )
+    )
+    return items
+
+
+def _too_costly(decoded: Any, prefix: tuple[str | int, ...]) -> list[ErrorItem] | None:
+    """The errors to answer instead of validating ``decoded``, when pydantic's errors for its
+    missing fields would copy more than :data:`MAX_COPIED_VALUES` values; else ``None``."""
+    copies, missing = copied_values(decoded, GpuMetadataReport)
+    if copies <= MAX_COPIED_VALUES:
+        return None
+    return missing_field_items(missing, copies, prefix=prefix)
+
+
+def _decoded_if_heavy(body: bytes) -> Any:
+    """The plain JSON decoding of a body heavy enough for its errors' copies to matter, or
+    ``None`` (light, or not JSON: pydantic says why, cheaply)."""
+    if body_weight(body) <= CHECK_ABOVE_WEIGHT:
+        return None
+    try:
+        return from_json(body)  # half the time of json.loads
+    except ValueError:
+        return None
+
+
 def parse_report(body: bytes) -> GpuMetadataReport:
     """Validate one report (JSON mode: ``"12"`` is not a number)."""
+    decoded = _decoded_if_heavy(body)
+    refused = None if decoded is None else _too_costly(decoded, ("body",))
+    del decoded
+    if refused is not None:
+        raise RequestValidationFailedError(refused)
     try:
         return GpuMetadataReport.model_validate_json(body)
     except ValidationError as error:
@@ -91,8 +148,18 @@ def parse_batch(body: bytes, *, max_batch_size: int) -> BatchParse:
     """Validate a batch, keeping every valid report even when others are invalid.
 
     The common all-valid case is one pass over the bytes; only a batch with errors is split and
-    validated report by report, so each report gets its own verdict.
+    validated report by report, so each report gets its own verdict. A heavy batch whose
+    reports lack fields around much content is split at once, and those reports are refused
+    without being validated (:mod:`ca4_processor.copy_cost`).
     """
+    decoded = _decoded_if_heavy(body)
+    reports = decoded.get("reports") if isinstance(decoded, dict) else None
+    del decoded
+    if isinstance(reports, list):
+        copies = sum(copied_values(report, GpuMetadataReport)[0] for report in reports)
+        if copies > MAX_COPIED_VALUES:
+            return _parse_reports_one_by_one(reports, max_batch_size=max_batch_size)
+    del reports
     try:
         batch = batch_request_model(max_batch_size).model_validate_json(body)
     except ValidationError as error:
@@ -106,7 +173,7 @@ def parse_batch(body: bytes, *, max_batch_size: int) -> BatchParse:
     # fields), and keeping it alive doubled what a crafted batch held at its peak.
     if envelope_errors:
         raise RequestValidationFailedError(envelope_errors)
-    return _parse_batch_item_by_item(body)
+    return _parse_reports_one_by_one(json.loads(body)["reports"], max_batch_size=max_batch_size)
 
 
 @cache
@@ -132,19 +199,38 @@ def _envelope_errors(error: ValidationError) -> list[ErrorItem]:
     ]
 
 
-def _parse_batch_item_by_item(body: bytes) -> BatchParse:
-    # The envelope is sound, so the bytes are a JSON object with a list under "reports".
-    raw_reports: list[Any] = json.loads(body)["reports"]
+def _parse_reports_one_by_one(raw_reports: list[Any], *, max_batch_size: int) -> BatchParse:
+    """Each report validated on its own, and refused unvalidated when its missing fields
+    would make pydantic copy too much."""
+    if len(raw_reports) > max_batch_size:
+        raise RequestValidationFailedError(
+            [
+                ErrorItem(
+                    loc=["body", "reports"],
+                    msg=(
+                        f"List should have at most {max_batch_size} items after validation, "
+                        f"not {len(raw_reports)}; split the batch"
+                    ),
+                    type="too_long",
+                )
+            ]
+        )
     reports: dict[int, GpuMetadataReport] = {}
     rejected: dict[int, list[ErrorItem]] = {}
     for index in range(len(raw_reports)):
+        prefix = ("body", "reports", index)
+        too_costly = _too_costly(raw_reports[index], prefix)
+        if too_costly is not None:
+            raw_reports[index] = None
+            rejected[index] = too_costly
+            continue
         # Each report's decoded copy is dropped before the report is validated: validating a
         # report that fails makes copies of its own.
         report_json, raw_reports[index] = json.dumps(raw_reports[index]), None
         try:
             reports[index] = GpuMetadataReport.model_validate_json(report_json)
         except ValidationError as item_error:
-            rejected[index] = error_items(item_error, prefix=("body", "reports", index))
+            rejected[index] = error_items(item_error, prefix=prefix)
     return BatchParse(reports=reports, rejected=rejected, size=len(raw_reports))
 
 

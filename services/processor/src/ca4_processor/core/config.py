@@ -82,8 +82,8 @@ class Settings(BaseSettings):
     MAX_BODY_WEIGHT: PositiveInt = 16 * 1024 * 1024
     """Largest weight of a body (decompressed): its bytes plus 80 per JSON object, 64 per
     array, 32 per comma and 8 per string (``ca4_processor.body.body_weight``). It bounds what a
-    valid body decodes to, and most of what one that fails validation holds (docs/architecture.md,
-    "A body is refused by its weight too", says which shapes still hold more). The largest batch
+    valid body decodes to and, with ``ca4_processor.copy_cost``, what one that fails validation
+    holds (docs/architecture.md, "A body is refused by its weight too"). The largest batch
     of SDK reports the byte caps take weighs 16.2 MB (3.1 times its bytes); process-heavy
     batches weigh more, and those get ``413`` when over it (the SDK halves a batch on
     ``413``). A report the topic takes (1 MiB) fits on its own unless its
