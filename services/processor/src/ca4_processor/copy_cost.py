@@ -1,84 +1,135 @@
-"""What pydantic's errors would copy while refusing a body, counted before it validates it.
+"""What pydantic's errors would hold while refusing a report, estimated before it validates it.
 
 Each pydantic error keeps its own Python copy of the input it names, and an object that lacks
 required fields is copied once per missing field, with everything under it: a value under a MIG
-slice of a report that lacks everything else is copied twelve times. A key holder's body of
-that shape held 32-48 times its weight while it was refused, over the processor's memory limit
-at the weight limit. Valid bodies lack no field, so they copy nothing; this counts the copies of
-a large body's objects that lack fields, on its plain JSON decoding, so the caller can refuse
-them before pydantic makes them.
+slice of a report that lacks everything else is copied twelve times. Every unknown key is an
+error of its own too. A key holder's body of such shapes held 32-48 times its weight while it
+was refused, over the processor's memory limit at the weight limit. A valid report lacks no
+field and has no unknown key, so it costs nothing here; this walks a large body's plain JSON
+decoding along the contract's models and estimates what those errors would hold, so the caller
+can refuse a report before pydantic makes them.
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Final
 
 from pydantic import BaseModel
 
 CHECK_ABOVE_WEIGHT: Final = 2 * 1024 * 1024
-"""Bodies weighing more (``ca4_processor.body.body_weight``) are counted first; below it the
+"""Bodies weighing more (``ca4_processor.body.body_weight``) are walked first; below it the
 worst shape measured holds under 100 MB while refused."""
-MAX_COPIED_VALUES: Final = 500_000
-"""Most JSON values pydantic's missing-field errors may copy for one body: about 50 MB, at the
-100 bytes or less each decoded value takes."""
+MAX_ERROR_BYTES: Final = 64 * 1024 * 1024
+"""Most bytes pydantic's errors may be estimated to hold for one body."""
+BYTES_PER_ERROR: Final = 1024
+"""What one pydantic error holds besides its input's copy (about 700 bytes measured)."""
+ERRORS_NAMED: Final = 100
+"""Errors a refused report names (the rest are counted)."""
 
 
 @dataclass(frozen=True)
 class _Shape:
+    fields: frozenset[str]
     required: frozenset[str]
-    nested: dict[str, type[BaseModel]]
-    """The model of each field holding objects (alone, in a list, or optional)."""
+    nested: dict[str, tuple[type[BaseModel], int | None]]
+    """The model of each field holding objects (alone, in a list, or optional), and the most
+    items pydantic reads of it when it is a list (it stops one past the cap)."""
 
 
 @dataclass(frozen=True)
-class MissingField:
-    """A required field an object lacks, where, and how many values its object holds."""
+class ReportError:
+    """An error pydantic would report: a missing field or an unknown key, where."""
 
     loc: tuple[str | int, ...]
-    values_under: int
+    missing: bool
 
 
-def copied_values(value: Any, model: type[BaseModel]) -> tuple[int, list[MissingField]]:
-    """The values pydantic's errors would copy validating ``value`` (plain JSON decoding) as
-    ``model``, and the missing required fields that make them copy."""
-    copies = 0
-    missing: list[MissingField] = []
+@dataclass
+class CopyCost:
+    """What refusing one report would hold, and the errors that make it."""
+
+    held_bytes: int = 0
+    errors: list[ReportError] = field(default_factory=list)
+    """The first :data:`ERRORS_NAMED` of them."""
+    error_count: int = 0
+
+
+def copy_cost(value: Any, model: type[BaseModel], *, budget: int = MAX_ERROR_BYTES) -> CopyCost:
+    """Estimate what pydantic's missing-field and unknown-key errors would hold validating
+    ``value`` (plain JSON decoding) as ``model``. Stops once over ``budget``."""
+    cost = CopyCost()
     stack: list[tuple[Any, type[BaseModel], tuple[str | int, ...]]] = [(value, model, ())]
-    while stack:
+    while stack and cost.held_bytes <= budget:
         item, item_model, loc = stack.pop()
         if not isinstance(item, dict):
-            continue  # a type error: one copy of this value, counted by the body's weight
+            continue  # a type error: one copy of this value, bounded by the body's weight
         shape = _shape(item_model)
-        absent = [name for name in shape.required if name not in item]
-        if absent:
-            under = _count_values(item)
-            copies += len(absent) * under
-            missing.extend(MissingField((*loc, name), under) for name in sorted(absent))
-        for key, child_model in shape.nested.items():
+        if not shape.required.issubset(item.keys()):
+            absent = sorted(shape.required.difference(item))
+            copy = decoded_bytes(item)
+            cost.held_bytes += len(absent) * (copy + BYTES_PER_ERROR)
+            _name(cost, [ReportError((*loc, name), missing=True) for name in absent])
+        if not shape.fields.issuperset(item.keys()):
+            unknown = [key for key in item if key not in shape.fields]
+            cost.held_bytes += sum(BYTES_PER_ERROR + decoded_bytes(item[key]) for key in unknown)
+            _name(cost, [ReportError((*loc, key), missing=False) for key in unknown])
+        for key, (child_model, most) in shape.nested.items():
             child = item.get(key)
             if isinstance(child, list):
+                read = child if most is None else child[: most + 1]
                 stack.extend(
-                    (element, child_model, (*loc, key, index))
-                    for index, element in enumerate(child)
+                    (element, child_model, (*loc, key, index)) for index, element in enumerate(read)
                 )
             elif child is not None:
                 stack.append((child, child_model, (*loc, key)))
-    return copies, missing
+    return cost
+
+
+def _name(cost: CopyCost, errors: list[ReportError]) -> None:
+    room = ERRORS_NAMED - len(cost.errors)
+    if room > 0:
+        cost.errors.extend(errors[:room])
+    cost.error_count += len(errors)
+
+
+def decoded_bytes(value: Any) -> int:
+    """An upper estimate of what a copy of ``value`` takes in Python (4 bytes a character)."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += 64 + 80 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            total += 56 + 8 * len(item)
+            stack.extend(item)
+        elif isinstance(item, str):
+            total += 80 + 4 * len(item)
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            total += 32
+    return total
 
 
 @cache
 def _shape(model: type[BaseModel]) -> _Shape:
-    nested: dict[str, type[BaseModel]] = {}
-    for name, field in model.model_fields.items():
-        found = _model_in(field.annotation)
+    nested: dict[str, tuple[type[BaseModel], int | None]] = {}
+    for name, info in model.model_fields.items():
+        found = _model_in(info.annotation)
         if found is not None:
-            nested[name] = found
-    required = frozenset(name for name, field in model.model_fields.items() if field.is_required())
-    return _Shape(required, nested)
+            nested[name] = (found, _most_items(info.metadata))
+    required = frozenset(name for name, info in model.model_fields.items() if info.is_required())
+    return _Shape(frozenset(model.model_fields), required, nested)
+
+
+def _most_items(metadata: list[Any]) -> int | None:
+    limits = [item.max_length for item in metadata if getattr(item, "max_length", None)]
+    return min(limits) if limits else None
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -92,17 +143,3 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
             if found is not None:
                 return found
     return None
-
-
-def _count_values(value: Any) -> int:
-    """Every JSON value in ``value``, itself included."""
-    count = 0
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        count += 1
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return count

@@ -14,12 +14,7 @@ from pydantic import Field, ValidationError, create_model
 from pydantic_core import from_json
 
 from ca4_processor.body import body_weight
-from ca4_processor.copy_cost import (
-    CHECK_ABOVE_WEIGHT,
-    MAX_COPIED_VALUES,
-    MissingField,
-    copied_values,
-)
+from ca4_processor.copy_cost import CHECK_ABOVE_WEIGHT, MAX_ERROR_BYTES, CopyCost, copy_cost
 
 MAX_ERRORS_LISTED: Final = 100
 """Errors listed per report (or per request, outside reports); past it one more item says how
@@ -76,36 +71,30 @@ def error_items(
     return items
 
 
-def missing_field_items(
-    missing: list[MissingField], copies: int, *, prefix: tuple[str | int, ...]
-) -> list[ErrorItem]:
-    """The errors of a report refused before validation because its missing fields would
-    make pydantic copy too much: each missing field as pydantic names it, then why nothing
-    else was checked."""
+def too_costly_items(cost: CopyCost, *, prefix: tuple[str | int, ...]) -> list[ErrorItem]:
+    """The errors of a report refused unvalidated because pydantic's errors would hold too
+    much: its missing fields and unknown keys as pydantic names them (the first hundred), then
+    why nothing else was checked."""
     items = [
-        ErrorItem(loc=[*prefix, *field.loc], msg="Field required", type="missing")
-        for field in missing[:MAX_ERRORS_LISTED]
+        ErrorItem(loc=[*prefix, *error.loc], msg="Field required", type="missing")
+        if error.missing
+        else ErrorItem(
+            loc=[*prefix, *error.loc], msg="Extra inputs are not permitted", type="extra_forbidden"
+        )
+        for error in cost.errors
     ]
     items.append(
         ErrorItem(
             loc=list(prefix),
             msg=(
-                f"not validated further: the required fields missing here lack {copies} values "
-                "of content around them; add them and send the report again"
+                f"not validated further: {cost.error_count} missing fields and unknown keys "
+                "around this much content would cost too much to check; fix those and send "
+                "the report again"
             ),
-            type="missing_fields_too_costly",
+            type="too_costly_to_validate",
         )
     )
     return items
-
-
-def _too_costly(decoded: Any, prefix: tuple[str | int, ...]) -> list[ErrorItem] | None:
-    """The errors to answer instead of validating ``decoded``, when pydantic's errors for its
-    missing fields would copy more than :data:`MAX_COPIED_VALUES` values; else ``None``."""
-    copies, missing = copied_values(decoded, GpuMetadataReport)
-    if copies <= MAX_COPIED_VALUES:
-        return None
-    return missing_field_items(missing, copies, prefix=prefix)
 
 
 def _decoded_if_heavy(body: bytes) -> Any:
@@ -122,10 +111,10 @@ def _decoded_if_heavy(body: bytes) -> Any:
 def parse_report(body: bytes) -> GpuMetadataReport:
     """Validate one report (JSON mode: ``"12"`` is not a number)."""
     decoded = _decoded_if_heavy(body)
-    refused = None if decoded is None else _too_costly(decoded, ("body",))
+    cost = None if decoded is None else copy_cost(decoded, GpuMetadataReport)
     del decoded
-    if refused is not None:
-        raise RequestValidationFailedError(refused)
+    if cost is not None and cost.held_bytes > MAX_ERROR_BYTES:
+        raise RequestValidationFailedError(too_costly_items(cost, prefix=("body",)))
     try:
         return GpuMetadataReport.model_validate_json(body)
     except ValidationError as error:
@@ -153,13 +142,18 @@ def parse_batch(body: bytes, *, max_batch_size: int) -> BatchParse:
     without being validated (:mod:`ca4_processor.copy_cost`).
     """
     decoded = _decoded_if_heavy(body)
-    reports = decoded.get("reports") if isinstance(decoded, dict) else None
-    del decoded
-    if isinstance(reports, list):
-        copies = sum(copied_values(report, GpuMetadataReport)[0] for report in reports)
-        if copies > MAX_COPIED_VALUES:
-            return _parse_reports_one_by_one(reports, max_batch_size=max_batch_size)
-    del reports
+    if isinstance(decoded, dict) and isinstance(decoded.get("reports"), list):
+        reports: list[Any] = decoded["reports"]
+        unknown = [key for key in decoded if key not in BatchRequest.model_fields]
+        del decoded
+        costs = [copy_cost(report, GpuMetadataReport) for report in reports[: max_batch_size + 1]]
+        if sum(cost.held_bytes for cost in costs) > MAX_ERROR_BYTES:
+            if unknown:
+                raise RequestValidationFailedError(_unknown_key_items(unknown))
+            return _parse_reports_one_by_one(reports, costs, max_batch_size=max_batch_size)
+        del reports, costs
+    else:
+        del decoded
     try:
         batch = batch_request_model(max_batch_size).model_validate_json(body)
     except ValidationError as error:
@@ -173,7 +167,9 @@ def parse_batch(body: bytes, *, max_batch_size: int) -> BatchParse:
     # fields), and keeping it alive doubled what a crafted batch held at its peak.
     if envelope_errors:
         raise RequestValidationFailedError(envelope_errors)
-    return _parse_reports_one_by_one(json.loads(body)["reports"], max_batch_size=max_batch_size)
+    return _parse_reports_one_by_one(
+        json.loads(body)["reports"], None, max_batch_size=max_batch_size
+    )
 
 
 @cache
@@ -199,9 +195,18 @@ def _envelope_errors(error: ValidationError) -> list[ErrorItem]:
     ]
 
 
-def _parse_reports_one_by_one(raw_reports: list[Any], *, max_batch_size: int) -> BatchParse:
-    """Each report validated on its own, and refused unvalidated when its missing fields
-    would make pydantic copy too much."""
+def _unknown_key_items(keys: list[str]) -> list[ErrorItem]:
+    return [
+        ErrorItem(loc=["body", key], msg="Extra inputs are not permitted", type="extra_forbidden")
+        for key in keys[:MAX_ERRORS_LISTED]
+    ]
+
+
+def _parse_reports_one_by_one(
+    raw_reports: list[Any], costs: list[CopyCost] | None, *, max_batch_size: int
+) -> BatchParse:
+    """Each report validated on its own, or refused unvalidated when its errors would cost too
+    much (``costs``, when the body was heavy enough to walk)."""
     if len(raw_reports) > max_batch_size:
         raise RequestValidationFailedError(
             [
@@ -219,10 +224,9 @@ def _parse_reports_one_by_one(raw_reports: list[Any], *, max_batch_size: int) ->
     rejected: dict[int, list[ErrorItem]] = {}
     for index in range(len(raw_reports)):
         prefix = ("body", "reports", index)
-        too_costly = _too_costly(raw_reports[index], prefix)
-        if too_costly is not None:
+        if costs is not None and costs[index].held_bytes > MAX_ERROR_BYTES:
             raw_reports[index] = None
-            rejected[index] = too_costly
+            rejected[index] = too_costly_items(costs[index], prefix=prefix)
             continue
         # Each report's decoded copy is dropped before the report is validated: validating a
         # report that fails makes copies of its own.
