@@ -180,7 +180,27 @@ CRAFTED = {
     "unknown keys under a MIG slice of a report lacking everything": lambda: {
         "reports": [under_a_mig_slice(150_000)]
     },
-    # A review's: just under a budget counted in values, then both shapes in one batch.
+    # Reviews': just under a budget counted in values, then both shapes in one batch; complete
+    # reports whose every process has the wrong type (an error each, none foreseeable by the
+    # walk); nulls, which cost pydantic-core more than Python.
+    "complete reports of processes of the wrong type": lambda: {
+        "reports": [
+            {
+                **make_report(),
+                "payload": {
+                    **make_report()["payload"],
+                    "gpus": [
+                        {"uuid": f"GPU-{index}", "index": 0, "name": "n", "processes": [0] * 256}
+                        for index in range(64)
+                    ],
+                },
+            }
+            for _ in range(20)
+        ]
+    },
+    "nulls under a MIG slice of a report lacking everything": lambda: {
+        "reports": [{"payload": {"gpus": [{"mig": {"x": [None] * 300_000}}]}}]
+    },
     "astral characters under a MIG slice, and a complete report of unknown keys": lambda: {
         "reports": [
             {"payload": {"gpus": [{"mig": {"x": [chr(0x10000 + i) for i in range(45_000)]}}]}},

@@ -72,11 +72,11 @@ def copy_cost(value: Any, model: type[BaseModel], *, budget: int = MAX_ERROR_BYT
             absent = sorted(shape.required.difference(item))
             copy = decoded_bytes(item)
             cost.held_bytes += len(absent) * (copy + BYTES_PER_ERROR)
-            _name(cost, [ReportError((*loc, name), missing=True) for name in absent])
+            _name(cost, loc, absent, missing=True)
         if not shape.fields.issuperset(item.keys()):
             unknown = [key for key in item if key not in shape.fields]
             cost.held_bytes += sum(BYTES_PER_ERROR + decoded_bytes(item[key]) for key in unknown)
-            _name(cost, [ReportError((*loc, key), missing=False) for key in unknown])
+            _name(cost, loc, unknown, missing=False)
         for key, (child_model, most) in shape.nested.items():
             child = item.get(key)
             if isinstance(child, list):
@@ -89,22 +89,27 @@ def copy_cost(value: Any, model: type[BaseModel], *, budget: int = MAX_ERROR_BYT
     return cost
 
 
-def _name(cost: CopyCost, errors: list[ReportError]) -> None:
+def _name(cost: CopyCost, loc: tuple[str | int, ...], keys: list[str], *, missing: bool) -> None:
     room = ERRORS_NAMED - len(cost.errors)
     if room > 0:
-        cost.errors.extend(errors[:room])
-    cost.error_count += len(errors)
+        cost.errors.extend(ReportError((*loc, key), missing=missing) for key in keys[:room])
+    cost.error_count += len(keys)
+
+
+RUST_BYTES_PER_VALUE: Final = 32
+"""What pydantic-core's own copy of an error's input takes per JSON value, beside Python's."""
 
 
 def decoded_bytes(value: Any) -> int:
-    """An upper estimate of what a copy of ``value`` takes in Python (4 bytes a character)."""
+    """An upper estimate of what an error's copy of ``value`` takes: Python's objects (4 bytes
+    a character) and pydantic-core's own copy."""
     total = 0
     stack = [value]
     while stack:
         item = stack.pop()
+        total += RUST_BYTES_PER_VALUE
         if isinstance(item, dict):
-            total += 64 + 80 * len(item)
-            stack.extend(item.keys())
+            total += 64 + 80 * len(item) + sum(80 + 4 * len(key) for key in item)
             stack.extend(item.values())
         elif isinstance(item, list):
             total += 56 + 8 * len(item)
