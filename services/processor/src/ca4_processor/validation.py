@@ -21,6 +21,8 @@ MAX_ERRORS_LISTED: Final = 100
 many were left out. A body of many bad keys makes one error each, and listing them all (as
 dicts, then items, then the response) held about 60 times the body's weight."""
 _ERRORS_JSON: Final = json.JSONDecoder()
+SPLIT_THE_BATCH: Final = "; split the batch"
+"""Added to pydantic's message for too many reports."""
 
 
 class RequestValidationFailedError(ValueError):
@@ -78,9 +80,7 @@ def too_costly_items(cost: CopyCost, *, prefix: tuple[str | int, ...]) -> list[E
     items = [
         ErrorItem(loc=[*prefix, *error.loc], msg="Field required", type="missing")
         if error.missing
-        else ErrorItem(
-            loc=[*prefix, *error.loc], msg="Extra inputs are not permitted", type="extra_forbidden"
-        )
+        else _extra_input([*prefix, *error.loc])
         for error in cost.errors
     ]
     items.append(
@@ -189,18 +189,20 @@ def _envelope_errors(error: ValidationError) -> list[ErrorItem]:
         error, prefix=("body",), where=lambda detail: not _inside_one_report(detail)
     )
     return [
-        item.model_copy(update={"msg": f"{item.msg}; split the batch"})
+        item.model_copy(update={"msg": item.msg + SPLIT_THE_BATCH})
         if item.loc == ["body", "reports"] and item.type == "too_long"
         else item
         for item in items
     ]
 
 
+def _extra_input(loc: list[str | int]) -> ErrorItem:
+    """An unknown key, as pydantic names it."""
+    return ErrorItem(loc=loc, msg="Extra inputs are not permitted", type="extra_forbidden")
+
+
 def _unknown_key_items(keys: list[str]) -> list[ErrorItem]:
-    return [
-        ErrorItem(loc=["body", key], msg="Extra inputs are not permitted", type="extra_forbidden")
-        for key in keys[:MAX_ERRORS_LISTED]
-    ]
+    return [_extra_input(["body", key]) for key in keys[:MAX_ERRORS_LISTED]]
 
 
 def _parse_reports_one_by_one(
@@ -215,7 +217,7 @@ def _parse_reports_one_by_one(
                     loc=["body", "reports"],
                     msg=(
                         f"List should have at most {max_batch_size} items after validation, "
-                        f"not {len(raw_reports)}; split the batch"
+                        f"not {len(raw_reports)}{SPLIT_THE_BATCH}"
                     ),
                     type="too_long",
                 )
