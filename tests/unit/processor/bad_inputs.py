@@ -218,6 +218,11 @@ BAD_REQUESTS: dict[str, BadRequest] = {
         413,
         "weighs",
     ),
+    "heavy report repeating a key": BadRequest(
+        b'{"payload":{"gpus":[{"mig":{"x":[' + b",".join([b"null"] * 70_000) + b'],"x":0}}]}}',
+        422,
+        "duplicate key",
+    ),
     "batch without reports": BadRequest(b"{}", 422, "body.reports", path="/v1/metadata/batch"),
     "batch of zero": BadRequest(b'{"reports": []}', 422, "too_short", path="/v1/metadata/batch"),
     "batch as bare list": BadRequest(

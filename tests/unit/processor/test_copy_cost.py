@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from typing import Any
 
 import pytest
@@ -147,7 +148,7 @@ def test_heavy_batches_of_sdk_reports_are_validated_whole(gpus: int) -> None:
 HELD_SCRIPT = """
 import json, sys
 from ca4_processor.body import body_weight
-from ca4_processor.validation import RequestValidationFailedError, parse_batch
+from ca4_processor.validation import RequestValidationFailedError, parse_batch, parse_report
 
 def rss(field):
     for line in open("/proc/self/status"):
@@ -157,18 +158,21 @@ def rss(field):
 body = sys.stdin.buffer.read()
 before = rss("VmRSS")
 try:
-    parse_batch(body, max_batch_size=500)
+    if sys.argv[1] == "batch":
+        parse_batch(body, max_batch_size=500)
+    else:
+        parse_report(body)
 except RequestValidationFailedError:
     pass
 print(rss("VmHWM") - before)
 """
 
 
-def held_while_refusing(body: bytes) -> float:
-    """Peak memory growth of a process of its own refusing ``body`` (pydantic-core's parse and
-    errors are not Python objects: tracemalloc misses them)."""
+def held_while_refusing(body: bytes, *, batch: bool = True) -> float:
+    """Peak memory growth of a process of its own refusing ``body`` as a batch or a report
+    (pydantic-core's parse and errors are not Python objects: tracemalloc misses them)."""
     run = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(HELD_SCRIPT)],
+        [sys.executable, "-c", textwrap.dedent(HELD_SCRIPT), "batch" if batch else "report"],
         input=body,
         check=True,
         capture_output=True,
@@ -217,3 +221,42 @@ def test_refusing_a_crafted_batch_holds_its_decoding_and_the_budget(crafted: Any
     """
     body = compact(crafted())
     assert held_while_refusing(body) <= 4 * body_weight(body) + MAX_ERROR_BYTES
+
+
+def repeated_key_under_a_mig_slice(nulls: int) -> bytes:
+    """A report lacking everything whose MIG slice names ``"x"`` twice, first with ``nulls``
+    nulls: the plain decoding keeps the last ``"x"``, pydantic's errors copied the first too."""
+    return b'{"payload":{"gpus":[{"mig":{"x":[' + b",".join([b"null"] * nulls) + b'],"x":0}}]}}'
+
+
+def test_a_heavy_body_repeating_a_key_is_refused() -> None:
+    report = repeated_key_under_a_mig_slice(440_000)
+    batch = b'{"reports":[' + report + b"]}"
+    assert body_weight(report) > CHECK_ABOVE_WEIGHT
+
+    for body, parse in ((report, parse_report), (batch, partial(parse_batch, max_batch_size=500))):
+        with pytest.raises(RequestValidationFailedError) as refused:
+            parse(body)
+        column = body.rindex(b'"x":') + 5  # jiter's, one-based, at the repeated key's value
+        assert [error.model_dump() for error in refused.value.errors] == [
+            {
+                "loc": ["body"],
+                "msg": (
+                    f'Detected duplicate key "x" at line 1 column {column}; '
+                    "a body this large must not repeat a key in an object"
+                ),
+                "type": "duplicate_key",
+            }
+        ]
+
+
+def test_refusing_a_heavy_report_repeating_a_key_holds_little() -> None:
+    """A review's report held 173 MB while refused: the walk saw only the last "x"."""
+    body = repeated_key_under_a_mig_slice(440_000)
+    assert held_while_refusing(body, batch=False) <= 4 * body_weight(body)
+
+
+def test_a_light_body_repeating_a_key_reads_the_last_as_pydantic_does() -> None:
+    report = compact(make_report())
+    repeated = report[:-1] + b',"session_id":"repeated"}'
+    assert parse_report(repeated).session_id == "repeated"
