@@ -5,20 +5,25 @@ The key ring itself (file format, tenants, scopes) is tested in ``tests/unit/aut
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from ca4_auth import ApiKeyRing
+from ca4_processor.body import body_weight
 from ca4_processor.core.config import Settings
 from ca4_processor.security import RateLimiter
 from pydantic import ValidationError
 
 from tests.support.reports import make_report
 from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
+
+JSON_HEADERS = {**DEV_HEADERS, "Content-Type": "application/json"}
 
 
 def _entry(key_id: str, key: str) -> str:
@@ -91,7 +96,11 @@ async def test_a_batch_costs_one_token_per_report(
 
     assert batch.status_code == 202
     assert single.status_code == 429
-    assert "rate limit of 0.5 reports/s" in single.json()["detail"]
+    assert single.json()["detail"] == (
+        "rate limit of 0.5 tokens/s for key 'dev' exceeded (this request costs 1: one per "
+        "report, or per 16384 bytes of body weight when that is more); retry after the "
+        "Retry-After seconds"
+    )
     assert len(fake_publisher.published) == 10
 
 
@@ -106,7 +115,7 @@ async def test_a_batch_the_bucket_cannot_pay_yet_is_429_and_costs_nothing_more(
     assert (first.status_code, second.status_code, smaller.status_code) == (202, 429, 202)
     # 4 tokens were left and authentication took one; the retry needs 6: 3 more at 0.5/s.
     assert second.headers["retry-after"] == "6"
-    assert "this request carries 6" in second.json()["detail"]
+    assert "this request costs 6:" in second.json()["detail"]
     assert len(fake_publisher.published) == 8
 
 
@@ -122,6 +131,122 @@ async def test_a_batch_larger_than_the_burst_is_413_never_429(
         "for key 'dev'; send at most 10 per request"
     }
     assert "retry-after" not in response.headers
+    assert fake_publisher.published == []
+
+
+async def test_a_body_that_fails_validation_still_pays_for_its_weight(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    """A batch refused whole (here by an unknown top-level key, as by 501 reports) cost one
+    token, whatever validating it cost: one key could keep a processor's event loop busy."""
+    body = {"reports": [make_report() for _ in range(20)], "x": 1}
+    settings = {"RATE_LIMIT_PER_SECOND": 0.5, "RATE_LIMIT_BURST": 40}
+    async with make_client(RATE_LIMIT_TOKEN_WEIGHT=2048, **settings) as (client, _app):
+        refused = await client.post("/v1/metadata/batch", json=body, headers=DEV_HEADERS)
+        then = await _post_batch(client, 10)
+
+    assert refused.status_code == 422
+    assert then.status_code == 429
+    assert fake_publisher.published == []
+
+
+async def test_a_body_heavier_than_the_burst_is_413_before_validation(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    body = httpx.Request("POST", "/", json={"reports": [make_report() for _ in range(4)]})
+    settings = {"RATE_LIMIT_PER_SECOND": 0.5, "RATE_LIMIT_BURST": 10}
+    async with make_client(RATE_LIMIT_TOKEN_WEIGHT=1024, **settings) as (client, _app):
+        response = await client.post(
+            "/v1/metadata/batch", content=body.read(), headers=JSON_HEADERS
+        )
+
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("a body weighing ")
+    assert response.json()["detail"].endswith(
+        " tokens (one per 1024 bytes of weight), more than the rate-limit burst of 10 for key "
+        "'dev'; send fewer reports per request"
+    )
+    assert fake_publisher.published == []
+
+
+async def test_heavy_reports_cost_their_weight(make_client: Callable[..., Any]) -> None:
+    """Four reports of about 2 KiB of weight each, at 1 KiB a token, cost their weight (more
+    than four tokens), and the bucket is then empty."""
+    body = json.dumps({"reports": [make_report() for _ in range(4)]}).encode()
+    tokens = -(-body_weight(body) // 1024)
+    assert tokens > 4
+    async with make_client(
+        RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=tokens, RATE_LIMIT_TOKEN_WEIGHT=1024
+    ) as (client, _app):
+        first = await client.post("/v1/metadata/batch", content=body, headers=JSON_HEADERS)
+        second = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+
+    assert first.status_code == 202
+    assert second.status_code == 429
+
+
+class _StalledBody:
+    """A request body that sends its first bytes, then waits for ``release``."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'{"reports": ['
+        await self.release.wait()
+        yield json.dumps(make_report()).encode() + b"]}"
+
+
+async def test_a_key_with_too_many_requests_in_flight_gets_429(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_KEY=2) as (client, _app):
+        stalled = [_StalledBody() for _ in range(2)]
+        parked = [
+            asyncio.create_task(
+                client.post("/v1/metadata/batch", content=body, headers=JSON_HEADERS)
+            )
+            for body in stalled
+        ]
+        await asyncio.sleep(0.1)
+        third = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+        for body in stalled:
+            body.release.set()
+        answered = [await task for task in parked]
+        after = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+
+    assert third.status_code == 429
+    assert third.json() == {
+        "detail": "key 'dev' already has 2 requests in flight here; retry after the "
+        "Retry-After seconds"
+    }
+    assert third.headers["retry-after"] == "1"
+    assert [response.status_code for response in answered] == [202, 202]
+    assert after.status_code == 202
+    assert len(fake_publisher.published) == 3
+
+
+async def test_a_refused_request_gives_its_in_flight_slot_back(
+    make_client: Callable[..., Any],
+) -> None:
+    async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_KEY=1) as (client, _app):
+        statuses = [
+            (await client.post("/v1/metadata", content=body, headers=JSON_HEADERS)).status_code
+            for body in (b"{", b"[]", json.dumps(make_report()).encode())
+        ]
+    assert statuses == [422, 422, 202]
+
+
+async def test_a_body_not_received_in_time_is_408(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    async with make_client(BODY_READ_TIMEOUT_S=0.2) as (client, _app):
+        stalled = _StalledBody()
+        response = await client.post("/v1/metadata/batch", content=stalled, headers=JSON_HEADERS)
+        stalled.release.set()
+
+    assert response.status_code == 408
+    assert response.json() == {"detail": "body not received within 0.2 s (13 bytes arrived)"}
     assert fake_publisher.published == []
 
 

@@ -7,7 +7,9 @@ stream here instead and stop at the first byte over the cap.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from typing import NamedTuple
 
 from ca4_schemas import OBJECT_WEIGHT, STRING_WEIGHT, record_weight
 from fastapi import HTTPException, Request, status
@@ -36,15 +38,27 @@ def body_weight(body: bytes) -> int:
     return record_weight(body) + ARRAY_WEIGHT * body.count(b"[") + VALUE_WEIGHT * body.count(b",")
 
 
+class JsonBody(NamedTuple):
+    """A request's JSON bytes and their :func:`body_weight`."""
+
+    data: bytes
+    weight: int
+
+
 async def read_json_body(
-    request: Request, *, max_body_bytes: int, max_decompressed_bytes: int, max_body_weight: int
-) -> bytes:
+    request: Request,
+    *,
+    max_body_bytes: int,
+    max_decompressed_bytes: int,
+    max_body_weight: int,
+    read_timeout_s: float,
+) -> JsonBody:
     """The request body as JSON bytes, decompressed if ``Content-Encoding: gzip``.
 
-    Raises ``415`` for a non-JSON content type or unknown encoding and ``413`` when the body
-    (declared or actual, compressed or decompressed) is over its cap, or weighs more than
-    ``max_body_weight`` (:func:`body_weight`: decoded, a body of many small values takes tens
-    of times its bytes).
+    Raises ``415`` for a non-JSON content type or unknown encoding, ``408`` when the body has
+    not arrived within ``read_timeout_s``, and ``413`` when the body (declared or actual,
+    compressed or decompressed) is over its cap, or weighs more than ``max_body_weight``
+    (:func:`body_weight`: decoded, a body of many small values takes tens of times its bytes).
     """
     _require_json_content_type(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -58,10 +72,17 @@ async def read_json_body(
         raise _too_large(f"body of {declared} bytes is over the {max_body_bytes}-byte limit")
 
     received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > max_body_bytes:
-            raise _too_large(f"body is over the {max_body_bytes}-byte limit")
+    try:
+        async with asyncio.timeout(read_timeout_s):
+            async for chunk in request.stream():
+                received += chunk
+                if len(received) > max_body_bytes:
+                    raise _too_large(f"body is over the {max_body_bytes}-byte limit")
+    except TimeoutError:
+        raise HTTPException(
+            status.HTTP_408_REQUEST_TIMEOUT,
+            f"body not received within {read_timeout_s:g} s ({len(received)} bytes arrived)",
+        ) from None
     body = (
         _gunzip_capped(bytes(received), max_decompressed_bytes)
         if encoding == "gzip"
@@ -74,7 +95,7 @@ async def read_json_body(
             f"{OBJECT_WEIGHT} per JSON object, {ARRAY_WEIGHT} per array, {VALUE_WEIGHT} per comma "
             f"and {STRING_WEIGHT} per string: a bound on what decoding it holds)"
         )
-    return body
+    return JsonBody(body, weight)
 
 
 def _require_json_content_type(request: Request) -> None:

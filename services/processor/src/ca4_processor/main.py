@@ -30,7 +30,7 @@ from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import MongoSessionClaims, SessionOwners
 from ca4_processor.publishing import EventPublisher, KafkaEventPublisher
-from ca4_processor.security import RateLimiter
+from ca4_processor.security import InFlight, RateLimiter
 
 SERVICE_NAME = "ca4-processor"
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -133,6 +133,7 @@ def create_api(
     app.state.rate_limiter = RateLimiter(
         rate=settings.RATE_LIMIT_PER_SECOND, burst=settings.RATE_LIMIT_BURST
     )
+    app.state.in_flight = InFlight()
     app.include_router(health.router)
     app.include_router(metadata.router)
     app.include_router(metadata.legacy_router)

@@ -152,7 +152,15 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
     ] = 10.0,
     sessions: Annotated[int, typer.Option(min=1, help="How many synthetic runtime sessions.")] = 5,
     batch_size: Annotated[int, typer.Option(min=1, max=500, help="Reports per POST.")] = 10,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Parallel HTTP clients.")] = 4,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Parallel HTTP clients (a processor answers 429, retried, past its "
+            "CA4_MAX_REQUESTS_IN_FLIGHT_PER_KEY, 16 by default).",
+        ),
+    ] = 4,
     url: Annotated[
         str | None, typer.Option(help="Edge API URL (default CA4_EDGE_API_URL).")
     ] = None,

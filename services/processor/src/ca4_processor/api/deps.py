@@ -6,6 +6,7 @@ latency on every request and would lose the structlog context they bind.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from ca4_auth import ApiKey, ApiKeyRing, Scope
@@ -16,7 +17,7 @@ from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import SessionOwners
 from ca4_processor.publishing import EventPublisher
-from ca4_processor.security import RateLimiter
+from ca4_processor.security import InFlight, RateLimiter
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -50,57 +51,99 @@ SessionOwnersDep = Annotated[SessionOwners, Depends(get_session_owners)]
 
 
 async def authenticate_writer(
-    request: Request, metrics: MetricsDep, credentials: BearerCredentials
-) -> ApiKey:
+    request: Request, settings: SettingsDep, metrics: MetricsDep, credentials: BearerCredentials
+) -> AsyncIterator[ApiKey]:
     """The caller's API key: ``401`` without a valid one, ``403`` without the ``write`` scope,
-    ``429`` over its rate."""
+    ``429`` over its rate or over ``MAX_REQUESTS_IN_FLIGHT_PER_KEY`` requests at once.
+
+    The key holds its in-flight slot until the request is answered.
+    """
     key_ring: ApiKeyRing = request.app.state.key_ring
     limiter: RateLimiter = request.app.state.rate_limiter
+    in_flight: InFlight = request.app.state.in_flight
     try:
         key = authorize(key_ring, credentials, Scope.WRITE)
     except HTTPException:
         metrics.count("rejected")
         raise
-    # Every request costs at least one token, taken before its body is read, so an exhausted
-    # key is refused cheaply; charge_reports takes the rest once the reports are counted.
-    wait_s = limiter.try_acquire(key.key_id)
-    if wait_s > 0:
+    if not in_flight.enter(key.key_id, settings.MAX_REQUESTS_IN_FLIGHT_PER_KEY):
         metrics.count("rejected")
-        raise _rate_limited(limiter, key.key_id, wait_s, reports=1)
-    return key
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"key {key.key_id!r} already has {settings.MAX_REQUESTS_IN_FLIGHT_PER_KEY} requests "
+            "in flight here; retry after the Retry-After seconds",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        # Every request costs at least one token, taken before its body is read, so an
+        # exhausted key is refused cheaply; charge takes the rest once the body is weighed and
+        # its reports counted.
+        wait_s = limiter.try_acquire(key.key_id)
+        if wait_s > 0:
+            metrics.count("rejected")
+            raise _rate_limited(
+                limiter, key.key_id, wait_s, tokens=1, token_weight=settings.RATE_LIMIT_TOKEN_WEIGHT
+            )
+        yield key
+    finally:
+        in_flight.leave(key.key_id)
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(authenticate_writer)]
 """The authenticated key of a report; its id and tenant are stamped on every event."""
 
 
-def charge_reports(request: Request, key_id: str, reports: int, metrics: IngestMetrics) -> None:
-    """Take the tokens of a request's other ``reports - 1`` reports: one token per report.
+def charge(
+    request: Request, key_id: str, metrics: IngestMetrics, *, weight: int, reports: int, paid: int
+) -> int:
+    """Take what a request costs beyond the ``paid`` tokens already taken, and return what it
+    has paid now: one token per report, or per ``RATE_LIMIT_TOKEN_WEIGHT`` of the body's
+    ``weight`` when that is more (``reports`` is ``0`` while they are not counted yet).
 
-    ``413`` when the request holds more reports than the key's bucket can ever hold (retrying
-    could never help; the SDK halves a batch on ``413``), ``429`` while the bucket is short.
+    ``413`` when the request costs more than the key's bucket can ever hold (retrying could
+    never help; the SDK halves a batch on ``413``), ``429`` while the bucket is short.
     """
     limiter: RateLimiter = request.app.state.rate_limiter
-    if reports <= 1 or limiter.rate <= 0:
-        return
-    if reports > limiter.burst:
-        metrics.count("rejected", reports)
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            f"{reports} reports in one request are more than the rate-limit burst of "
-            f"{limiter.burst} reports for key {key_id!r}; send at most {limiter.burst} per request",
-        )
-    wait_s = limiter.try_acquire(key_id, tokens=reports - 1)
+    settings: Settings = request.app.state.settings
+    tokens = max(reports, -(-weight // settings.RATE_LIMIT_TOKEN_WEIGHT))
+    if tokens <= paid or limiter.rate <= 0:
+        return max(tokens, paid)
+    if tokens > limiter.burst:
+        metrics.count("rejected", max(reports, 1))
+        if reports > limiter.burst:
+            message = (
+                f"{reports} reports in one request are more than the rate-limit burst of "
+                f"{limiter.burst} reports for key {key_id!r}; send at most {limiter.burst} per "
+                "request"
+            )
+        else:
+            message = (
+                f"a body weighing {weight} bytes costs {tokens} tokens (one per "
+                f"{settings.RATE_LIMIT_TOKEN_WEIGHT} bytes of weight), more than the rate-limit "
+                f"burst of {limiter.burst} for key {key_id!r}; send fewer reports per request"
+            )
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, message)
+    wait_s = limiter.try_acquire(key_id, tokens=tokens - paid)
     if wait_s > 0:
-        metrics.count("rejected", reports)
+        metrics.count("rejected", max(reports, 1))
         # The retry pays its first token in authenticate again, hence one token's time more.
-        raise _rate_limited(limiter, key_id, wait_s + 1 / limiter.rate, reports=reports)
+        raise _rate_limited(
+            limiter,
+            key_id,
+            wait_s + 1 / limiter.rate,
+            tokens=tokens,
+            token_weight=settings.RATE_LIMIT_TOKEN_WEIGHT,
+        )
+    return tokens
 
 
-def _rate_limited(limiter: RateLimiter, key_id: str, wait_s: float, *, reports: int) -> Exception:
+def _rate_limited(
+    limiter: RateLimiter, key_id: str, wait_s: float, *, tokens: int, token_weight: int
+) -> Exception:
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
-        f"rate limit of {limiter.rate:g} reports/s for key {key_id!r} exceeded "
-        f"(this request carries {reports}, one token each); retry after the Retry-After seconds",
+        f"rate limit of {limiter.rate:g} tokens/s for key {key_id!r} exceeded (this request "
+        f"costs {tokens}: one per report, or per {token_weight} bytes of body weight when that "
+        "is more); retry after the Retry-After seconds",
         headers={"Retry-After": RateLimiter.retry_after_header(wait_s)},
     )

@@ -69,11 +69,24 @@ class Settings(BaseSettings):
     no database round trip; about 200 bytes each."""
 
     RATE_LIMIT_PER_SECOND: float = Field(default=1000.0, ge=0.0)
-    """Reports per second per API key (token bucket refill; a batch of N reports costs N
-    tokens); ``0`` disables rate limiting."""
+    """Tokens per second per API key (token bucket refill): a request costs one token per
+    report, or per ``RATE_LIMIT_TOKEN_WEIGHT`` of its body's weight when that is more;
+    ``0`` disables rate limiting."""
     RATE_LIMIT_BURST: PositiveInt = 2000
-    """Token bucket size: how many reports a key may send at once after being idle; a batch
-    with more reports than this is refused with ``413`` (split it)."""
+    """Token bucket size: how many tokens a key may spend at once after being idle; a request
+    costing more than this is refused with ``413`` (split it)."""
+    RATE_LIMIT_TOKEN_WEIGHT: PositiveInt = 16 * 1024
+    """Body weight (see ``MAX_BODY_WEIGHT``) one token pays for. Validating costs CPU in
+    proportion to the weight, and this share is taken before the body is validated, so a body
+    that fails validation pays for refusing it too. SDK reports of up to 6 GPUs weigh less
+    (one token each); a 64-GPU one about nine."""
+    MAX_REQUESTS_IN_FLIGHT_PER_KEY: PositiveInt = 16
+    """Requests of one API key this process handles at once (reading the body included);
+    more get ``429``. Bounds what one key's parked uploads hold (up to ``MAX_BODY_BYTES``
+    each) and its share of the event loop."""
+    BODY_READ_TIMEOUT_S: PositiveFloat = 60.0
+    """Deadline for receiving a request's body; past it the request gets ``408`` (a client
+    that stalls mid-upload holds its buffer until then)."""
 
     MAX_BODY_BYTES: PositiveInt = 5 * 1024 * 1024
     """Largest request body on the wire (compressed or not)."""

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from ca4_auth import ApiKey
 from ca4_schemas import GpuMetadataReported
 from ca4_schemas.api import (
     BatchItemResult,
@@ -23,7 +24,7 @@ from ca4_processor.api.deps import (
     PublisherDep,
     SessionOwnersDep,
     SettingsDep,
-    charge_reports,
+    charge,
 )
 from ca4_processor.api.tenancy import (
     foreign_sessions,
@@ -90,17 +91,22 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _read_body(request: Request, settings: SettingsDep, metrics: IngestMetrics) -> bytes:
+async def _read_body(
+    request: Request, key: ApiKey, settings: SettingsDep, metrics: IngestMetrics
+) -> tuple[bytes, int]:
+    """The body, once its weight's share of the rate limit is paid; and the tokens paid."""
     try:
-        return await read_json_body(
+        body = await read_json_body(
             request,
             max_body_bytes=settings.MAX_BODY_BYTES,
             max_decompressed_bytes=settings.MAX_DECOMPRESSED_BYTES,
             max_body_weight=settings.MAX_BODY_WEIGHT,
+            read_timeout_s=settings.BODY_READ_TIMEOUT_S,
         )
     except HTTPException:
         metrics.count("rejected")
         raise
+    return body.data, charge(request, key.key_id, metrics, weight=body.weight, reports=0, paid=1)
 
 
 def _validation_error(error: RequestValidationFailedError) -> Response:
@@ -165,7 +171,7 @@ async def create_report(
     owners: SessionOwnersDep,
 ) -> Response:
     """Publish one report; the receipt names its Kafka partition and offset."""
-    body = await _read_body(request, settings, metrics)
+    body, _paid = await _read_body(request, key, settings, metrics)
     try:
         report = parse_report(body)
     except RequestValidationFailedError as error:
@@ -205,16 +211,17 @@ async def create_reports(
     ``202`` when all are accepted, ``207`` when some are rejected, ``422`` when none is
     accepted. Each result carries its receipt or its errors; a report of another tenant's
     session is rejected with the error type ``session_forbidden``. Each report costs one token
-    of the key's rate limit.
+    of the key's rate limit, or the body one per ``RATE_LIMIT_TOKEN_WEIGHT`` of its weight when
+    that is more.
     """
-    body = await _read_body(request, settings, metrics)
+    body, paid = await _read_body(request, key, settings, metrics)
     try:
         parsed = parse_batch(body, max_batch_size=settings.MAX_BATCH_SIZE)
     except RequestValidationFailedError as error:
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
-    charge_reports(request, key.key_id, parsed.size, metrics)
+    charge(request, key.key_id, metrics, weight=0, reports=parsed.size, paid=paid)
     received_at = datetime.now(UTC)
     stamped = {index: stamp(report, key, received_at) for index, report in parsed.reports.items()}
     foreign = await foreign_sessions(list(stamped.values()), key, owners, metrics, settings)
