@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from collections.abc import Sequence
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from ca4_schemas import GpuMetadataReported
-from ca4_worker.application.usage import UsageProjection, roll_up
+from ca4_worker.application.usage import UsageProjection, Versioned, roll_up, usage_report
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.records import Position, PositionedEvent
 from ca4_worker.domain.usage import GpuUsage, UsageDay, UsageRules, split_by_day
@@ -45,7 +46,12 @@ def scenario_events() -> list[PositionedEvent]:
 
 
 async def _by_project(records: InMemoryUsageRecords) -> dict[str, dict[str, float]]:
-    days = await records.days_between(START.date(), START.date().replace(day=7), tenant=None)
+    days = [
+        day
+        async for day in records.days_between(
+            START.date(), START.date().replace(day=7), tenant=None
+        )
+    ]
     return {row.group: seconds(row.model_dump()) for row in roll_up(days, group_by="label:project")}
 
 
@@ -232,3 +238,45 @@ async def test_the_usage_route_refuses_bad_input_and_keys(usage_api: Any) -> Non
     assert (await _get(usage_api, "k-a", group_by="host")).status_code == 422
     assert (await _get(usage_api, "k-w")).status_code == 403
     assert (await usage_api.get("/v1/usage")).status_code == 401
+
+
+async def test_a_usage_report_holds_its_groups_not_its_records() -> None:
+    """A review's tenant of a year of day records with 64 GPUs and long labels each: the report
+    read them all into a list (about 120 KiB a record) and ran the worker out of memory."""
+    records = InMemoryUsageRecords()
+    labels = {f"label{index}": "\N{GRINNING FACE}" * 256 for index in range(32)}
+    for session in range(3):
+        for offset in range(120):
+            day = UsageDay(
+                session_id=f"s{session}",
+                day=START.date() + timedelta(days=offset),
+                tenant=TENANT_A,
+                labels=labels,
+                runtime="colab",
+                gpus={
+                    f"GPU-{gpu}": GpuUsage(f"GPU-{gpu}", "NVIDIA H100", held_ms=60_000)
+                    for gpu in range(64)
+                },
+            )
+            records.days[day.document_id] = Versioned(day, 1)
+    end = START.date() + timedelta(days=366)
+
+    tracemalloc.start()
+    try:
+        report = await usage_report(
+            records,
+            START.date(),
+            end,
+            tenant=TENANT_A,
+            group_by="gpu_model",
+            prices={},
+            currency="USD",
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert [(row.group, row.held_hours, row.gpus, row.sessions) for row in report.rows] == [
+        ("NVIDIA H100", 3 * 120 * 64 / 60, 64, 3)
+    ]
+    assert peak < 2 * 1024 * 1024

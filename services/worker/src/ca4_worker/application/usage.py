@@ -9,7 +9,7 @@ writer and a crash) never count an interval twice. It joins the other projection
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Generic, Protocol, TypeVar
@@ -69,8 +69,11 @@ class UsageRecords(Protocol):
         """Remove every usage record (before a rebuild)."""
         ...
 
-    async def days_between(self, start: date, end: date, *, tenant: str | None) -> list[UsageDay]:
-        """Day records with ``start <= day < end`` of ``tenant`` (``None``: every tenant)."""
+    def days_between(
+        self, start: date, end: date, *, tenant: str | None
+    ) -> AsyncIterator[UsageDay]:
+        """Day records with ``start <= day < end`` of ``tenant`` (``None``: every tenant), one
+        at a time."""
         ...
 
 
@@ -234,6 +237,59 @@ def group_key(day: UsageDay, model: str, group_by: str) -> str:
     return day.labels.get(group_by.removeprefix("label:"), NO_GROUP)
 
 
+class UsageRollUp:
+    """Day records summed per group as they come, so a report holds its groups, never its
+    records (a tenant's year of day records of 64 GPUs with long labels held gigabytes)."""
+
+    def __init__(self, *, group_by: str, prices: dict[str, float] | None = None) -> None:
+        self._group_by = group_by
+        self._prices = prices
+        self._totals: dict[str, list[int]] = {}
+        # Distinct GPUs and sessions are counted by their strings' hashes: the strings
+        # themselves can be hundreds of bytes each.
+        self._gpus: dict[str, set[int]] = {}
+        self._sessions: dict[str, set[int]] = {}
+        self._costs: dict[str, float] = {}
+        self._unpriced: dict[str, int] = {}
+
+    def add(self, day: UsageDay) -> None:
+        """Count one day record."""
+        for usage in day.gpus.values():
+            key = group_key(day, usage.gpu_model, self._group_by)
+            sums = self._totals.setdefault(key, [0, 0, 0])
+            sums[0] += usage.held_ms
+            sums[1] += usage.busy_ms
+            sums[2] += usage.idle_ms
+            self._gpus.setdefault(key, set()).add(hash(usage.gpu_uuid))
+            self._sessions.setdefault(key, set()).add(hash(day.session_id))
+            price = (self._prices or {}).get(usage.gpu_model)
+            if price is None:
+                self._unpriced[key] = self._unpriced.get(key, 0) + usage.held_ms
+            else:
+                self._costs[key] = self._costs.get(key, 0.0) + usage.held_ms / 3_600_000 * price
+
+    def rows(self) -> list[UsageRow]:
+        """One row per group, largest held time first (ties by name)."""
+        prices = self._prices
+        rows = [
+            UsageRow(
+                group=key,
+                held_seconds=held / 1000,
+                busy_seconds=busy / 1000,
+                idle_seconds=idle / 1000,
+                held_hours=held / 3_600_000,
+                busy_hours=busy / 3_600_000,
+                idle_hours=idle / 3_600_000,
+                gpus=len(self._gpus[key]),
+                sessions=len(self._sessions[key]),
+                cost=round(self._costs.get(key, 0.0), 6) if prices else None,
+                unpriced_hours=self._unpriced.get(key, 0) / 3_600_000 if prices else 0.0,
+            )
+            for key, (held, busy, idle) in self._totals.items()
+        ]
+        return sorted(rows, key=lambda row: (-row.held_seconds, row.group))
+
+
 def roll_up(
     days: Iterable[UsageDay],
     *,
@@ -241,42 +297,10 @@ def roll_up(
     prices: dict[str, float] | None = None,
 ) -> list[UsageRow]:
     """Sum day records per group, largest held time first (ties by name)."""
-    totals: dict[str, list[int]] = {}
-    gpus: dict[str, set[str]] = {}
-    sessions: dict[str, set[str]] = {}
-    costs: dict[str, float] = {}
-    unpriced: dict[str, int] = {}
+    summed = UsageRollUp(group_by=group_by, prices=prices)
     for day in days:
-        for usage in day.gpus.values():
-            key = group_key(day, usage.gpu_model, group_by)
-            sums = totals.setdefault(key, [0, 0, 0])
-            sums[0] += usage.held_ms
-            sums[1] += usage.busy_ms
-            sums[2] += usage.idle_ms
-            gpus.setdefault(key, set()).add(usage.gpu_uuid)
-            sessions.setdefault(key, set()).add(day.session_id)
-            price = (prices or {}).get(usage.gpu_model)
-            if price is None:
-                unpriced[key] = unpriced.get(key, 0) + usage.held_ms
-            else:
-                costs[key] = costs.get(key, 0.0) + usage.held_ms / 3_600_000 * price
-    rows = [
-        UsageRow(
-            group=key,
-            held_seconds=held / 1000,
-            busy_seconds=busy / 1000,
-            idle_seconds=idle / 1000,
-            held_hours=held / 3_600_000,
-            busy_hours=busy / 3_600_000,
-            idle_hours=idle / 3_600_000,
-            gpus=len(gpus[key]),
-            sessions=len(sessions[key]),
-            cost=round(costs.get(key, 0.0), 6) if prices else None,
-            unpriced_hours=unpriced.get(key, 0) / 3_600_000 if prices else 0.0,
-        )
-        for key, (held, busy, idle) in totals.items()
-    ]
-    return sorted(rows, key=lambda row: (-row.held_seconds, row.group))
+        summed.add(day)
+    return summed.rows()
 
 
 async def usage_report(
@@ -291,11 +315,13 @@ async def usage_report(
 ) -> UsageReport:
     """The roll-up ``GET /v1/usage`` and ``ca4 usage`` answer: ``tenant``'s days in
     ``[start, end)`` per group, with cost when ``prices`` is not empty."""
-    days = await records.days_between(start, end, tenant=tenant)
+    summed = UsageRollUp(group_by=group_by, prices=prices or None)
+    async for day in records.days_between(start, end, tenant=tenant):
+        summed.add(day)
     return UsageReport(
         from_day=start,
         to_day=end,
         group_by=group_by,
         currency=currency if prices else None,
-        rows=roll_up(days, group_by=group_by, prices=prices or None),
+        rows=summed.rows(),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date
 
 from ca4_worker.application.usage import LostGuardError, RecordT, Versioned
@@ -39,13 +39,13 @@ class InMemoryUsageRecords:
         self.marks.clear()
         self.days.clear()
 
-    async def days_between(self, start: date, end: date, *, tenant: str | None) -> list[UsageDay]:
+    async def days_between(
+        self, start: date, end: date, *, tenant: str | None
+    ) -> AsyncIterator[UsageDay]:
         """Day records in ``[start, end)`` of ``tenant``."""
-        return [
-            copy.deepcopy(item.record)
-            for item in self.days.values()
-            if start <= item.record.day < end and tenant in (None, item.record.tenant)
-        ]
+        for item in list(self.days.values()):
+            if start <= item.record.day < end and tenant in (None, item.record.tenant):
+                yield copy.deepcopy(item.record)
 
 
 def _save(

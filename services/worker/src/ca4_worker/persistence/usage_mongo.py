@@ -8,7 +8,7 @@ operation mix as the session projection (see :mod:`ca4_worker.persistence.projec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date
 from typing import Any
 
@@ -29,6 +29,9 @@ from ca4_worker.domain.usage import GpuMark, GpuUsage, UsageDay, UsageMarks, Usa
 from ca4_worker.persistence.database import database_call, ensure_fits, insert_ignoring_duplicates
 
 Doc = dict[str, Any]
+READ_BATCH = 100
+"""Day records fetched per round trip by a usage report (a record of 64 GPUs with long labels
+and uuids decodes to about 120 KiB)."""
 USAGE_INDEXES = {
     "usage_days": [
         IndexModel([("day", ASCENDING)], name="day"),
@@ -190,13 +193,17 @@ class MongoUsageRecords:
             await self._marks.delete_many({})
             await self._days.delete_many({})
 
-    async def days_between(self, start: date, end: date, *, tenant: str | None) -> list[UsageDay]:
-        """Day records in ``[start, end)`` of ``tenant`` (``None``: every tenant)."""
+    async def days_between(
+        self, start: date, end: date, *, tenant: str | None
+    ) -> AsyncIterator[UsageDay]:
+        """Day records in ``[start, end)`` of ``tenant`` (``None``: every tenant), read
+        :data:`READ_BATCH` at a time, so a long range never sits in memory whole."""
         conditions: Doc = {"day": {"$gte": start.isoformat(), "$lt": end.isoformat()}}
         if tenant is not None:
             conditions["tenant"] = tenant
         with database_call():
-            return [day_from_document(doc).record async for doc in self._days.find(conditions)]
+            async for doc in self._days.find(conditions, batch_size=READ_BATCH):
+                yield day_from_document(doc).record
 
 
 async def with_usage(
