@@ -113,7 +113,7 @@ def test_every_config_groups_by_alert_and_session_and_shares_the_inhibitions(
     shared = yaml.safe_load((OBSERVABILITY / "alertmanager/alertmanager.yml").read_text())
     for name, path in rendered_configs(helm, tmp_path).items():
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        assert config["route"]["group_by"] == ["alertname", "session_id"], name
+        assert config["route"]["group_by"] == ["alertname", "tenant", "session_id"], name
         assert config["inhibit_rules"] == shared["inhibit_rules"], name
 
 

@@ -117,3 +117,30 @@ async def _projected(database: AsyncDatabase[Doc], count: int) -> bool:
 
 async def _archived(objects: S3ObjectStore, topic: str, count: int) -> bool:
     return sum((await archived_positions(objects, topic)).values()) >= count
+
+
+async def test_the_read_api_answers_503_while_the_database_is_away_or_slow(
+    worker_settings: Settings, database: AsyncDatabase[Doc], db_proxy: TcpProxy
+) -> None:
+    """A read the database cannot answer was a 500 after the driver's 30 s socket timeout."""
+    settings = worker_settings.model_copy(
+        update={"mongo_url": f"mongodb://127.0.0.1:{db_proxy.port}/?directConnection=true"}
+    )
+    async with running_worker(settings) as client:
+        assert (await client.get("/v1/sessions")).status_code == 200
+        await db_proxy.cut()
+        away = await client.get("/v1/sessions")
+        await db_proxy.restore()
+        back = await client.get("/v1/sessions")
+    async with running_worker(settings.model_copy(update={"read_timeout_s": 1e-6})) as client:
+        slow = await client.get("/v1/sessions")
+
+    assert (away.status_code, away.headers["retry-after"]) == (503, "5")
+    assert away.json() == {
+        "detail": "the database is unreachable; retry after the Retry-After seconds"
+    }
+    assert back.status_code == 200
+    assert slow.status_code == 503
+    assert slow.json() == {
+        "detail": "the database did not answer within 1e-06 s; retry after the Retry-After seconds"
+    }

@@ -119,12 +119,20 @@ async def test_events_are_stored_projected_dead_lettered_and_archived(
             "ca4_worker_consumer_lag{",
             "ca4_worker_archive_lag{",
             "ca4_worker_archive_objects_total",
-            'ca4_gpu_utilization_pct{gpu_name="Tesla T4",gpu_uuid="GPU-3"',
+            'ca4_gpu_utilization_pct{gpu_name="Tesla T4",gpu_uuid="GPU-3",session_id="session-3",'
+            'tenant="tenant-a"}',
             # The read API's own request metrics, by route template and status.
             'ca4_http_requests_total{handler="/v1/sessions/{session_id}",method="GET",status="4xx"}',
             'ca4_http_request_duration_seconds_count{handler="/v1/gpus/{gpu_uuid}",method="GET"}',
         ):
             assert name in metrics, name
+        # Each tenant has its own series of a GPU UUID, labelled with the tenant.
+        (dcgm,) = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("DCGM_FI_DEV_GPU_UTIL{") and 'UUID="GPU-3"' in line
+        ]
+        assert 'tenant="tenant-a"' in dcgm
 
     # Every record on the topic is archived exactly once.
     on_topic = {(record.partition, record.offset) for record in await read_topic(bootstrap, topic)}

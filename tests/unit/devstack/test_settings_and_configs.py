@@ -103,6 +103,7 @@ def test_alertmanager_keeps_the_shared_routing_and_posts_to_the_dev_webhook(
         == shared["route"]["group_by"]
         == [
             "alertname",
+            "tenant",
             "session_id",
         ]
     )

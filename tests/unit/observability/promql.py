@@ -25,6 +25,8 @@ _GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__interval": "15s",
     "$__range": "15m",
+    "${tenant}": ".*",
+    "$tenant": ".*",
     "${session_id}": ".*",
     "$session_id": ".*",
     "${gpu_uuid}": ".*",

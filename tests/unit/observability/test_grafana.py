@@ -15,6 +15,7 @@ from tests.unit.observability.promql import (
     dashboard_expressions,
     iter_panels,
     load_dashboards,
+    rule_expressions,
 )
 
 PROVISIONING = OBSERVABILITY / "grafana" / "provisioning"
@@ -93,7 +94,9 @@ def test_gpu_dashboard_shows_every_gauge_per_gpu_and_session() -> None:
         "ca4_gpu_temperature_c",
         "ca4_gpu_power_draw_w",
     ):
-        assert any(gauge in expr and "session_id" in expr for expr in gpu_exprs), gauge
+        assert any(
+            gauge in expr and "session_id" in expr and "tenant" in expr for expr in gpu_exprs
+        ), gauge
 
 
 def test_fleet_dashboard_shows_held_busy_idle_and_top_idle_sessions() -> None:
@@ -102,8 +105,10 @@ def test_fleet_dashboard_shows_held_busy_idle_and_top_idle_sessions() -> None:
         title: " ".join(t["expr"] for t in panel["targets"]) for title, panel in panels.items()
     }
     assert "count(DCGM_FI_DEV_GPU_UTIL)" in exprs["GPUs held"]
-    assert "by (project)" in exprs["Busy vs idle GPU hours by project (time range)"]
-    assert "topk(10, sum by (session_id, project)" in exprs["Top idle sessions (time range)"]
+    assert "by (tenant, project)" in exprs["Busy vs idle GPU hours by project (time range)"]
+    assert (
+        "topk(10, sum by (tenant, session_id, project)" in exprs["Top idle sessions (time range)"]
+    )
     assert exprs["Average GPU utilisation by model"] == "avg by (modelName) (DCGM_FI_DEV_GPU_UTIL)"
 
 
@@ -138,3 +143,22 @@ def test_dashboard_provider_points_where_compose_mounts_the_json() -> None:
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./observability/grafana/dashboards:{provider['options']['path']}:ro" in mounts
     assert DASHBOARDS.is_dir()
+
+
+GPU_SERIES = re.compile(r"\b(DCGM_FI_\w+|ca4_gpu_\w+)")
+GROUPING = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)")
+PER_TENANT_LABELS = {"UUID", "gpu_uuid", "session_id", "project"}
+
+
+def test_per_gpu_series_are_grouped_and_matched_with_their_tenant() -> None:
+    # Each tenant has its own series of a GPU UUID (and picks its own session ids and project
+    # names): grouping or matching on those labels without the tenant would merge two tenants'
+    # GPUs, so one tenant's reports could fake or hide another's.
+    expressions = [*dashboard_expressions(), *rule_expressions()]
+    checked = [expr for expr in expressions if GPU_SERIES.search(expr.promql)]
+    assert checked
+    for expr in checked:
+        for clause in GROUPING.findall(expr.promql):
+            labels = {label.strip() for label in clause.split(",")}
+            if labels & PER_TENANT_LABELS:
+                assert "tenant" in labels, f"{expr.origin}: ({clause}) without tenant"

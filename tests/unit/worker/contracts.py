@@ -374,6 +374,29 @@ def _out_of_order_gpu_samples() -> Batches:
     return [[newer], [older]]
 
 
+def _gpu_sample_dated_ahead() -> Batches:
+    """A report dated minutes past its receipt, then the real reports after its receipt."""
+    ahead = positioned(
+        0,
+        0,
+        session_id="s",
+        occurred_at=BASE_TIME + timedelta(minutes=4, seconds=59),
+        received_at=BASE_TIME,
+        gpus=[gpu_sample(0, utilization=1.0)],
+    )
+    real = [
+        positioned(
+            0,
+            offset,
+            session_id="s",
+            occurred_at=BASE_TIME + timedelta(seconds=offset),
+            gpus=[gpu_sample(0, utilization=60.0 + offset)],
+        )
+        for offset in (1, 2)
+    ]
+    return [[ahead], real[:1], [*real, ahead]]
+
+
 def _two_tenants() -> Batches:
     shared = "GPU-shared-by-two-tenants"
     return [
@@ -440,6 +463,7 @@ def projection_scenarios() -> dict[str, Batches]:
         "fleet-with-overlap": [fleet[:40], fleet],
         "gpu-models-past-the-cap": _models_past_the_cap(),
         "gpu-samples-out-of-order": _out_of_order_gpu_samples(),
+        "gpu-sample-dated-ahead": _gpu_sample_dated_ahead(),
         "two-tenants": _two_tenants(),
         "fields-change-and-go-missing": _fields_that_change_and_go_missing(),
         "driver-upgrade": _driver_upgrade(),

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ca4_schemas import GpuSample
+from ca4_schemas import GpuMetadataReported, GpuSample
 from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS
 from ca4_worker.core.metrics import GpuGauges
+from ca4_worker.domain.records import Position, PositionedEvent
 from prometheus_client import REGISTRY
 
-from tests.unit.worker.factories import gpu_sample, positioned
+from tests.unit.worker.factories import TENANT_A, event_body, gpu_sample, positioned
 
 DCGM_FIELDS_CSV = Path(__file__).with_name("dcgm_fields.csv")
 NOT_EXPORTED = {
@@ -63,7 +64,7 @@ def test_a_sample_becomes_dcgm_series_with_dcgm_labels_and_units() -> None:
         zip(
             DCGM_LABELS,
             ["2", "MIG-dcgm-1", "NVIDIA A100-SXM4-40GB", "test-host", "00000000:00:04.0", "3",
-             "1g.5gb", "GPU-parent", "dcgm-s1", "vision"],
+             "1g.5gb", "GPU-parent", "dcgm-s1", "vision", TENANT_A],
             strict=True,
         )
     )  # fmt: skip
@@ -81,6 +82,54 @@ def test_a_sample_becomes_dcgm_series_with_dcgm_labels_and_units() -> None:
         "DCGM_FI_DEV_SM_CLOCK": None,
     }
     assert {name: REGISTRY.get_sample_value(name, labels) for name in expected} == expected
+
+
+def test_empty_lists_are_readings_that_export_zero_as_dcgm_does() -> None:
+    idle = gpu_sample(0, uuid_="GPU-idle") | {"throttle_reasons": [], "processes": []}
+    busy = gpu_sample(1, uuid_="GPU-busy") | {
+        "throttle_reasons": ["sw_thermal_slowdown"],
+        "processes": [{"pid": 7, "name": "python3", "used_memory_mib": 900.0}],
+    }
+    event = positioned(0, 0, session_id="dcgm-lists", gpus=[idle, busy])
+    GpuGauges(ttl_s=60, max_series=10).update([event], now=0)
+
+    assert _values("GPU-idle", "GPU-busy") == {
+        "GPU-idle": (0.0, 0.0),
+        "GPU-busy": (float(0x020), 1.0),
+    }
+
+
+def test_lists_the_collector_could_not_read_have_no_value() -> None:
+    sample = GpuSample.model_validate(gpu_sample(0, uuid_="GPU-unread"))
+    unavailable = ["processes", "throttle_reasons"]  # CollectorStatus.unavailable_fields
+    by_source = {field.source: field for field in GPU_FIELDS}
+
+    assert [by_source[name].value(sample, unavailable) for name in unavailable] == [None, None]
+    assert [by_source[name].value(sample) for name in unavailable] == [0.0, 0.0]
+    assert by_source["utilization_gpu_pct"].value(sample, unavailable) == 50.0
+
+
+def test_lists_the_collector_could_not_read_export_no_series() -> None:
+    body = event_body(session_id="dcgm-unread", gpus=[gpu_sample(0, uuid_="GPU-unread")])
+    body["payload"]["collector"]["unavailable_fields"] = ["processes", "throttle_reasons"]
+    event = PositionedEvent(event=GpuMetadataReported.model_validate(body), position=Position(0, 0))
+    GpuGauges(ttl_s=60, max_series=10).update([event], now=0)
+
+    assert _values("GPU-unread") == {"GPU-unread": (None, None)}
+
+
+def _values(*uuids: str) -> dict[str, tuple[float | None, float | None]]:
+    """``(throttle mask, process count)`` per GPU UUID; ``None`` where there is no series."""
+    found: dict[str, dict[str, float]] = {uuid: {} for uuid in uuids}
+    names = {"DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "ca4_gpu_processes"}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name in names and sample.labels.get("UUID") in found:
+                found[sample.labels["UUID"]][sample.name] = sample.value
+    return {
+        uuid: (values.get("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"), values.get("ca4_gpu_processes"))
+        for uuid, values in found.items()
+    }
 
 
 def test_series_of_a_silent_session_are_removed() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ca4_worker.domain.projection import SessionState, fold_session
+from ca4_worker.domain.projection import SessionState, fold_session, latest_gpu_samples
 from ca4_worker.persistence.documents import new_session_document, session_state
 
 from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned
@@ -47,3 +47,28 @@ def test_a_document_from_before_a_field_existed_reads_as_its_default() -> None:
 
     assert (state.driver_version, state.gpu_models_dropped) == (None, 0)
     assert isinstance(state, SessionState)
+
+
+def test_a_gpu_sample_dated_past_its_receipt_counts_as_received() -> None:
+    ahead = positioned(
+        0,
+        0,
+        session_id="s",
+        occurred_at=BASE_TIME + timedelta(minutes=4, seconds=59),
+        received_at=BASE_TIME,
+        gpus=[gpu_sample(0, utilization=1.0)],
+    )
+    real = positioned(
+        0,
+        1,
+        session_id="s",
+        occurred_at=BASE_TIME + timedelta(seconds=1),
+        gpus=[gpu_sample(0, utilization=70.0)],
+    )
+
+    (alone,) = latest_gpu_samples([ahead])
+    (latest,) = latest_gpu_samples([ahead, real])
+
+    assert alone.occurred_at == BASE_TIME
+    assert alone.apply(latest) == latest
+    assert latest.sample["utilization_gpu_pct"] == 70.0

@@ -102,13 +102,20 @@ async def bootstrap(
             return True
 
         projections, usage = await with_usage(
-            MongoProjections(database, limits=settings.projection_limits()), database, settings
+            MongoProjections(
+                database,
+                limits=settings.projection_limits(),
+                read_deadline_s=settings.read_timeout_s,
+            ),
+            database,
+            settings,
         )
         adapters = WorkerAdapters(
             store=MongoEventStore(
                 database,
                 topic=settings.kafka_topic,
                 deadline_s=settings.mongo_operation_timeout_ms / 1000,
+                read_deadline_s=settings.read_timeout_s,
             ),
             projections=projections,
             database_ok=database_ok,

@@ -14,7 +14,8 @@ from typing import Any
 
 from ca4_auth import ApiKeyRing
 from ca4_telemetry import configure_logging, configure_tracing
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -22,6 +23,7 @@ from ca4_worker.api.deps import WorkerRuntime
 from ca4_worker.api.routes import events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
+from ca4_worker.application.ports import TimedOutError, UnavailableError
 from ca4_worker.application.projector import ProjectionService, StoreHandoff
 from ca4_worker.application.retry import until_available
 from ca4_worker.bootstrap import AdapterFactory, WorkerAdapters, bootstrap
@@ -61,7 +63,11 @@ async def _start_consumers(
     ``stack`` closes; what they report to readiness."""
     if adapters.dead_letters is None:
         raise RuntimeError("the store and projection stages need a dead-letter sink")
-    gauges = metrics.GpuGauges(ttl_s=settings.gpu_series_ttl_s, max_series=settings.gpu_series_max)
+    gauges = metrics.GpuGauges(
+        ttl_s=settings.gpu_series_ttl_s,
+        max_series=settings.gpu_series_max,
+        max_series_per_tenant=settings.gpu_series_max_per_tenant,
+    )
     watermark = StoreWatermark(
         store_group=settings.kafka_store_group,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -211,6 +217,8 @@ def create_app(
     )
     for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)
+    app.add_exception_handler(UnavailableError, _database_unavailable)
+    app.add_exception_handler(TimedOutError, _database_unavailable)
     # Request counts and latencies of the read API (ca4_http_*), in a registry per app (the
     # instrumentator skips metrics already in a registry, so tests building several apps would
     # otherwise count nothing); /metrics exposes it next to the process-wide one.
@@ -219,6 +227,24 @@ def create_app(
         registry=app.state.http_registry, excluded_handlers=["/metrics", "/healthz", "/readyz"]
     ).instrument(app, metric_namespace="ca4")
     return app
+
+
+async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    """A read the database did not answer in time, or at all: ``503``, try again soon."""
+    settings: Settings = request.app.state.settings
+    reason = (
+        f"did not answer within {settings.read_timeout_s:g} s"
+        if isinstance(error, TimedOutError)
+        else "is unreachable"
+    )
+    return JSONResponse(
+        {"detail": f"the database {reason}; retry after the Retry-After seconds"},
+        status_code=503,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
+DATABASE_RETRY_AFTER_S = 5
 
 
 app = create_app()

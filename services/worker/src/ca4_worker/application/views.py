@@ -38,7 +38,8 @@ class SessionView(BaseModel):
 
 
 class GpuView(BaseModel):
-    """One GPU and its latest sample (latest by ``occurred_at``, ties broken by event id)."""
+    """One GPU and its latest sample (latest by ``occurred_at`` capped at ``received_at``, ties
+    broken by event id)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -48,6 +49,8 @@ class GpuView(BaseModel):
     gpu_name: str
     session_id: str
     last_seen: datetime
+    """The sample's ``occurred_at``, or its ``received_at`` when the client's clock dated it
+    later than that."""
     event_id: str
     sample: dict[str, Any]
 

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     mongo_operation_timeout_ms: int = Field(default=10_000, ge=100)
     """Deadline of each store and projection call. A call past it is split in half and the
     halves tried in turn, never sent again whole on top of the one still running."""
+    read_timeout_s: float = Field(default=5.0, gt=0)
+    """Deadline of each read the read API makes (a session, a page, a GPU, an event and its
+    projection status); past it, or while the database is unreachable, the request answers
+    ``503`` with ``Retry-After``."""
 
     s3_endpoint_url: str | None = None
     """S3 endpoint (MinIO locally); unset means AWS S3."""
@@ -172,6 +176,10 @@ class Settings(BaseSettings):
     """Per-GPU gauge series not updated for this long are removed (stale sessions)."""
     gpu_series_max: int = Field(default=2000, ge=1)
     """Upper bound on per-GPU gauge series; the least recently updated go first."""
+    gpu_series_max_per_tenant: int = Field(default=500, ge=1)
+    """Upper bound on one tenant's per-GPU gauge series; beyond it that tenant's least recently
+    updated go, never another tenant's. Keep it under ``gpu_series_max``, so that one tenant
+    reporting many GPU UUIDs cannot push the others' series out."""
 
     usage_enabled: bool = True
     """Keep the GPU usage projection (held, busy and idle seconds per GPU per day)."""

@@ -5,8 +5,8 @@ Names and units follow NVIDIA's DCGM exporter (``etc/default-counters.csv``,
 DCGM work on these series; a field DCGM has no name for keeps a ``ca4_gpu_*`` name. Labels are
 the exporter's (``gpu``, ``UUID``, ``modelName``, ``Hostname``, ``pci_bus_id`` and, for a MIG
 slice, ``GPU_I_ID``, ``GPU_I_PROFILE``) plus ours (``session_id``, ``project``,
-``mig_parent_uuid``). ``docs/gpu-metrics.md`` is the table for people; a unit test checks this
-module against the committed DCGM field list.
+``mig_parent_uuid``, ``tenant``). ``docs/gpu-metrics.md`` is the table for people; a unit test
+checks this module against the committed DCGM field list.
 
 Every series is a gauge: the worker mirrors the newest reading a client sent, it does not count.
 DCGM declares a few of these as counters (energy, ECC totals); ``rate()`` and ``increase()``
@@ -15,7 +15,7 @@ work on them all the same.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -35,8 +35,10 @@ DCGM_LABELS: Final = [
     "mig_parent_uuid",
     "session_id",
     "project",
+    "tenant",
 ]
-"""Label names of every per-GPU series (the DCGM exporter's first, then ours)."""
+"""Label names of every per-GPU series (the DCGM exporter's first, then ours). ``tenant`` is the
+reporting key's: each tenant has its own series of a GPU UUID."""
 
 THROTTLE_REASON_BITS: Final = {
     "gpu_idle": 0x001,
@@ -62,10 +64,9 @@ COMPUTE_MODES: Final = {
 
 
 def _throttle_mask(sample: GpuSample) -> float | None:
-    # An empty list is a real reading (no throttling); a collector that could not read the
-    # reasons lists the field as unavailable, and then no series is better than a false 0.
-    if not sample.throttle_reasons:
-        return None
+    # An empty list is a real reading: no throttling, 0 as DCGM exports it. A collector that
+    # could not read the reasons lists the field as unavailable, and GpuField.value then gives
+    # no series, better than a false 0.
     return float(sum(THROTTLE_REASON_BITS.get(reason, 0) for reason in sample.throttle_reasons))
 
 
@@ -88,7 +89,7 @@ def _scaled(field_name: str, factor: float) -> Callable[[GpuSample], float | Non
 
 
 def _process_count(sample: GpuSample) -> float | None:
-    return float(len(sample.processes)) if sample.processes else None
+    return float(len(sample.processes))  # none running is 0; unreadable is unavailable
 
 
 @dataclass(frozen=True)
@@ -109,8 +110,12 @@ class GpuField:
         """Whether the metric carries a DCGM field name."""
         return self.metric.startswith("DCGM_FI_")
 
-    def value(self, sample: GpuSample) -> float | None:
-        """This metric's value for ``sample``; ``None`` when the sample lacks it."""
+    def value(self, sample: GpuSample, unavailable: Collection[str] = ()) -> float | None:
+        """This metric's value for ``sample``; ``None`` when the sample lacks it or the
+        collector listed its field in ``unavailable`` (``CollectorStatus.unavailable_fields``:
+        the only way to tell an unread list field from an empty one)."""
+        if self.source in unavailable:
+            return None
         if self.read is not None:
             return self.read(sample)
         value = getattr(sample, self.source)
@@ -245,4 +250,5 @@ def dcgm_labels(sample: GpuSample, event: GpuMetadataReported) -> tuple[str, ...
         mig.parent_uuid if mig is not None else "",
         event.session_id,
         event.labels.get(PROJECT_LABEL, ""),
+        event.tenant,
     )

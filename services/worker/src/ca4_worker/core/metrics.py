@@ -93,7 +93,7 @@ ARCHIVE_OBJECTS = Counter(
     "ca4_worker_archive_objects",
     "Archive objects uploaded to S3.",
 )
-GPU_LABELS = ["session_id", "gpu_uuid", "gpu_name"]
+GPU_LABELS = ["session_id", "gpu_uuid", "gpu_name", "tenant"]
 """Labels of the original five ``ca4_gpu_*`` gauges, kept while dashboards and alerts move to
 the DCGM names (see :mod:`ca4_worker.core.gpu_fields`)."""
 GPU_UTILIZATION = Gauge("ca4_gpu_utilization_pct", "Latest GPU utilisation.", GPU_LABELS)
@@ -111,10 +111,13 @@ _LEGACY_GAUGES = {
 DCGM_GAUGES = {field.metric: Gauge(field.metric, field.help, DCGM_LABELS) for field in GPU_FIELDS}
 """One gauge per exported contract field, DCGM-named where DCGM has the field."""
 
+_GpuKey = tuple[str, str]
+"""``(tenant, GPU UUID)``: one tenant's series set of one GPU."""
+
 
 @dataclass
 class _Series:
-    legacy_labels: tuple[str, str, str]
+    legacy_labels: tuple[str, ...]
     labels: tuple[str, ...]
     order_key: tuple[datetime, str]
     updated: float
@@ -123,30 +126,43 @@ class _Series:
 class GpuGauges:
     """Per-GPU gauges with bounded cardinality.
 
-    One series set per GPU UUID: when a GPU shows up with new labels (another session, host or
-    project) its old series go, series not updated for ``ttl_s`` go (a silent session), and
-    beyond ``max_series`` the least recently updated go.
+    One series set per tenant and GPU UUID, labelled with the tenant, so a tenant that reports
+    another tenant's GPU UUID never touches that tenant's series. A GPU's newest sample wins by
+    the order GPU documents use (``occurred_at`` capped at ``received_at``, see
+    :func:`~ca4_worker.domain.projection.newest_readings`), so a report dated ahead cannot hold
+    the series against the real ones after it. When a GPU shows up with new labels (another
+    session, host or project) its old series go, series not updated for ``ttl_s`` go (a silent
+    session), beyond ``max_series_per_tenant`` a tenant's own least recently updated go, and
+    beyond ``max_series`` the least recently updated of all go.
     """
 
-    def __init__(self, *, ttl_s: float, max_series: int) -> None:
+    def __init__(
+        self, *, ttl_s: float, max_series: int, max_series_per_tenant: int | None = None
+    ) -> None:
         self._ttl_s = ttl_s
         self._max_series = max_series
-        self._series: OrderedDict[str, _Series] = OrderedDict()
+        self._max_per_tenant = max_series_per_tenant or max_series
+        self._series: OrderedDict[_GpuKey, _Series] = OrderedDict()
+        """Every series set, least recently updated first."""
+        self._by_tenant: dict[str, OrderedDict[str, None]] = {}
+        """Each tenant's GPU UUIDs, least recently updated first."""
 
     def __len__(self) -> int:
         return len(self._series)
 
     def update(self, events: Iterable[PositionedEvent], *, now: float | None = None) -> None:
-        """Set the gauges from the newest sample of each GPU in ``events``, then drop stale
-        series."""
+        """Set the gauges from the newest sample of each tenant's GPU in ``events``, then drop
+        stale series."""
         now = time.monotonic() if now is None else now
-        for uuid, newest in newest_readings(events, lambda _, gpu: gpu.uuid).items():
+        newest_of = newest_readings(events, lambda positioned, gpu: (positioned.tenant, gpu.uuid))
+        for key, newest in newest_of.items():
             event, sample = newest.positioned.event, newest.gpu.sample
-            current = self._series.get(uuid)
+            current = self._series.get(key)
             if current is not None and current.order_key > newest.order_key:
                 continue
+            tenant, uuid = key
             series = _Series(
-                legacy_labels=(event.session_id, uuid, sample.name),
+                legacy_labels=(event.session_id, uuid, sample.name, tenant),
                 labels=dcgm_labels(sample, event),
                 order_key=newest.order_key,
                 updated=now,
@@ -155,21 +171,37 @@ class GpuGauges:
                 self._remove(current)
             for field_name, gauge in _LEGACY_GAUGES.items():
                 _set_or_remove(gauge, series.legacy_labels, getattr(sample, field_name))
+            unavailable = event.payload.collector.unavailable_fields
             for field in GPU_FIELDS:
-                _set_or_remove(DCGM_GAUGES[field.metric], series.labels, field.value(sample))
-            self._series[uuid] = series
-            self._series.move_to_end(uuid)
+                _set_or_remove(
+                    DCGM_GAUGES[field.metric], series.labels, field.value(sample, unavailable)
+                )
+            self._series[key] = series
+            self._series.move_to_end(key)
+            owned = self._by_tenant.setdefault(tenant, OrderedDict())
+            owned[uuid] = None
+            owned.move_to_end(uuid)
+            while len(owned) > self._max_per_tenant:
+                self._drop((tenant, next(iter(owned))))
         self.sweep(now=now)
 
     def sweep(self, *, now: float | None = None) -> None:
         """Remove series older than the TTL and beyond the cap."""
         now = time.monotonic() if now is None else now
         while self._series:
-            uuid, oldest = next(iter(self._series.items()))
+            key, oldest = next(iter(self._series.items()))
             if now - oldest.updated <= self._ttl_s and len(self._series) <= self._max_series:
                 break
-            self._remove(oldest)
-            del self._series[uuid]
+            self._drop(key)
+
+    def _drop(self, key: _GpuKey) -> None:
+        """Remove one tenant's series set of one GPU."""
+        tenant, uuid = key
+        self._remove(self._series.pop(key))
+        owned = self._by_tenant[tenant]
+        del owned[uuid]
+        if not owned:
+            del self._by_tenant[tenant]
 
     @staticmethod
     def _remove(series: _Series) -> None:

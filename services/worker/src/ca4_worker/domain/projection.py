@@ -3,9 +3,11 @@ from events to them; no I/O.
 
 Sessions are not idempotent on their own (counts and sums), so each session document keeps
 the Kafka position of the last event applied per partition and an update only applies when the
-event is newer. GPUs keep the latest sample, chosen by ``(occurred_at, event_id)``: a total
-order that does not depend on which partition, worker or replay delivered it, so applying the
-same sample twice, or samples in any order, always converges to the same document.
+event is newer. GPUs keep the latest sample, chosen by ``(min(occurred_at, received_at),
+event_id)``: a total order that does not depend on which partition, worker or replay delivered
+it, so applying the same sample twice, or samples in any order, always converges to the same
+document. ``received_at`` (the processor's clock) caps the client's clock, so a report dated
+minutes ahead cannot hold a GPU's document (or its gauges) against the real reports after it.
 """
 
 from __future__ import annotations
@@ -287,6 +289,8 @@ class GpuLatest:
     gpu_name: str
     session_id: str
     occurred_at: datetime
+    """The sample's ``occurred_at``, but never later than its ``received_at`` (milliseconds,
+    :attr:`~ca4_worker.domain.records.PositionedEvent.ordered_at_ms`)."""
     event_id: str
     partition: int
     offset: int
@@ -326,7 +330,8 @@ class NewestReading(NamedTuple):
     """A GPU's newest reading among some events, and where it came from."""
 
     order_key: tuple[datetime, str]
-    """``(occurred_at in milliseconds, event id)``: the total order that picks it."""
+    """``(min(occurred_at, received_at) in milliseconds, event id)``: the total order that
+    picks it."""
     positioned: PositionedEvent
     gpu: GpuReading
 
@@ -338,7 +343,7 @@ def newest_readings(
     gauges share."""
     newest: dict[K, NewestReading] = {}
     for positioned in events:
-        order_key = (positioned.occurred_at_ms, positioned.event_id)
+        order_key = (positioned.ordered_at_ms, positioned.event_id)
         for gpu in positioned.gpu_readings:
             which = key(positioned, gpu)
             current = newest.get(which)

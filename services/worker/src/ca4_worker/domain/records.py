@@ -66,7 +66,27 @@ class PositionedEvent:
     def occurred_at_ms(self) -> datetime:
         """``occurred_at`` truncated to milliseconds (:func:`to_millis`): the time every read
         model orders and bills by."""
-        return to_millis(self.event.occurred_at)
+        event = self.event
+        occurred_at = event.occurred_at
+        occurred_at_ms = to_millis(occurred_at)
+        # ordered_at_ms is read out here too, while the event is in the caches; as a cached
+        # property of its own it cost 0.7 µs more per event (the first read takes a lock).
+        received_at = event.received_at
+        self.__dict__["ordered_at_ms"] = (
+            occurred_at_ms if received_at >= occurred_at else to_millis(received_at)
+        )
+        return occurred_at_ms
+
+    @cached_property
+    def ordered_at_ms(self) -> datetime:
+        """:attr:`occurred_at_ms`, but never later than ``received_at`` (in milliseconds): the
+        time that orders a GPU's samples. ``occurred_at`` is the client's clock and may run up
+        to five minutes ahead; a sample dated past its receipt would otherwise win over every
+        real one until that time came. Set by :attr:`occurred_at_ms` (this runs only when
+        read first)."""
+        _ = self.occurred_at_ms
+        ordered_at_ms: datetime = self.__dict__["ordered_at_ms"]
+        return ordered_at_ms
 
     @cached_property
     def session_id(self) -> str:

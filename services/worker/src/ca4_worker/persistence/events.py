@@ -35,11 +35,18 @@ class MongoEventStore:
     """The ``events`` collection."""
 
     def __init__(
-        self, database: AsyncDatabase[Doc], *, topic: str, deadline_s: float | None = None
+        self,
+        database: AsyncDatabase[Doc],
+        *,
+        topic: str,
+        deadline_s: float | None = None,
+        read_deadline_s: float | None = None,
     ) -> None:
         self._events: AsyncCollection[Doc] = database[EVENTS]
         self._topic = topic
         self._deadline_s = deadline_s
+        self._read_deadline_s = read_deadline_s
+        """Deadline of :meth:`get`, the read API's lookup."""
 
     async def append(self, events: Sequence[PositionedEvent]) -> AppendOutcome:
         """Bulk unordered insert; duplicate keys are sorted into redelivered or duplicate."""
@@ -117,7 +124,7 @@ class MongoEventStore:
         conditions: Doc = {"_id": event_id}
         if tenant is not None:
             conditions["event.tenant"] = tenant
-        with database_call():
+        with database_call(self._read_deadline_s):
             doc = await self._events.find_one(conditions)
         return positioned_from_document(doc) if doc else None
 

@@ -79,8 +79,14 @@ async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]
 class MongoProjections(MongoReadModels):
     """The ``sessions`` and ``gpus`` collections: guarded writes, and the reads they inherit."""
 
-    def __init__(self, database: AsyncDatabase[Doc], *, limits: WriteLimits | None = None) -> None:
-        super().__init__(database)
+    def __init__(
+        self,
+        database: AsyncDatabase[Doc],
+        *,
+        limits: WriteLimits | None = None,
+        read_deadline_s: float | None = None,
+    ) -> None:
+        super().__init__(database, read_deadline_s=read_deadline_s)
         self._sessions: AsyncCollection[Doc] = database[SESSIONS]
         self._gpus: AsyncCollection[Doc] = database[GPUS]
         self._limits = limits or WriteLimits()

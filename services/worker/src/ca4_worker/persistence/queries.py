@@ -63,21 +63,25 @@ def _session_conditions(query: SessionQuery) -> Doc:
 class MongoReadModels:
     """Reads of the ``sessions`` and ``gpus`` collections."""
 
-    def __init__(self, database: AsyncDatabase[Doc]) -> None:
+    def __init__(
+        self, database: AsyncDatabase[Doc], *, read_deadline_s: float | None = None
+    ) -> None:
         self._sessions: AsyncCollection[Doc] = database[SESSIONS]
         self._gpus: AsyncCollection[Doc] = database[GPUS]
+        self._read_deadline_s = read_deadline_s
+        """Deadline of each read the read API makes (``None``: the driver's socket timeout)."""
 
     async def _page(
         self, collection: AsyncCollection[Doc], conditions: Doc, limit: int
     ) -> list[Doc]:
         """Up to ``limit + 1`` documents in id order (see :func:`page_of`)."""
-        with database_call():
+        with database_call(self._read_deadline_s):
             cursor = collection.find(conditions).sort("_id", 1).limit(limit + 1)
             return [doc async for doc in cursor]
 
     async def applied_offset(self, session_id: str, partition: int) -> int | None:
         """The offset of the last event of the session applied from ``partition``."""
-        with database_call():
+        with database_call(self._read_deadline_s):
             doc = await self._sessions.find_one({"_id": session_id}, {"applied": 1})
         if doc is None:
             return None
@@ -92,7 +96,7 @@ class MongoReadModels:
 
     async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
         """One session, if of ``tenant`` (filtered in the query)."""
-        with database_call():
+        with database_call(self._read_deadline_s):
             doc = await self._sessions.find_one({"_id": session_id, **_tenant_filter(tenant)})
         return session_view(doc) if doc else None
 
@@ -103,7 +107,7 @@ class MongoReadModels:
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU (its own document), or the newest of any tenant's."""
-        with database_call():
+        with database_call(self._read_deadline_s):
             if tenant is not None:
                 doc = await self._gpus.find_one(
                     {"_id": gpu_document_id(tenant, gpu_uuid), "tenant": tenant}
