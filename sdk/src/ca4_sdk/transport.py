@@ -27,7 +27,9 @@ logger = logging.getLogger("ca4_sdk")
 BATCH_PATH = "/v1/metadata/batch"
 GZIP_MIN_BYTES = 1024
 """Smaller bodies are sent plain: gzip would cost more than it saves."""
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({404, 408, 425, 429, 500, 502, 503, 504})
+"""Kept and sent again later. ``404`` too: a tunnel whose agent is down (ngrok) answers it, and
+a wrong edge URL is better fixed with the reports still spooled than after they are dropped."""
 AUTH_STATUS = frozenset({401, 403})
 SPLITTABLE_STATUS = frozenset({413, 422})
 """A whole batch refused for its size or shape: halve it, so one bad report can't sink others."""
@@ -147,6 +149,17 @@ class Transport:
             outcome.error = f"{type(error).__name__}: {error}"
             return
         status = response.status_code
+        if status not in SPLITTABLE_STATUS and status < 500 and not _from_the_api(response):
+            # A tunnel, proxy or captive portal answered with a page of its own: nothing says
+            # the reports reached the API, so keep them.
+            outcome.retry.extend(reports)
+            outcome.error = (
+                f"HTTP {status} that is not the CA4 API's answer "
+                f"({response.headers.get('Content-Type') or 'no Content-Type'}): "
+                f"{response.text[:200]}"
+            )
+            outcome.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            return
         if status in (200, 202, 207):
             self._read_results(reports, response, outcome)
         elif status in SPLITTABLE_STATUS and len(reports) > 1:
@@ -187,6 +200,12 @@ class Transport:
             else:
                 outcome.retry.append(report)
                 outcome.error = outcome.error or f"report {index}: {item.get('status')}"
+
+
+def _from_the_api(response: requests.Response) -> bool:
+    """Whether ``response`` is JSON, as every answer of the CA4 API is."""
+    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json"
 
 
 def _detail(response: requests.Response) -> str:

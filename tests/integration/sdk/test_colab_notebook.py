@@ -7,16 +7,20 @@ What a Colab user does, as far as this machine allows:
   the kernel's path reading the test's secrets; the kernel's environment has no ``CA4_*``);
 - one edge URL serves ingest and reads: no cluster here, so a local proxy stands in for the
   ingress, routing with the chart's own ``ingress.routes`` (``tests/support/edge.py``);
-- no GPU here: the collector must say so in the notebook's output and everything still runs.
+- no GPU here: the collector must say so in the notebook's output and everything still runs;
+- an edge that does not serve the SDK stops the first cell, naming the edge (``%pip`` itself
+  carries on after a failed install).
 
 The processor and worker are the SDK tests' private uvicorn processes on the real dev stack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +30,7 @@ import httpx
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from tests.integration.sdk.conftest import DEV_API_KEY, REPO_ROOT, SdkPipeline
 from tests.support.edge import local_edge
@@ -37,7 +42,7 @@ COLAB_SHIM = Path(__file__).parent / "colab_shim"
 KERNEL_NAME = "ca4-colab-like"
 KERNEL_PACKAGES = ("ipykernel", "matplotlib", "numpy", "requests", "nvidia-ml-py")
 """What a Colab runtime has before the notebook runs (the SDK's own dependencies included, so
-``%pip install "ca4-sdk[nvml]"`` finds them satisfied); no CA4 package."""
+the cell's ``%pip install`` of them by name finds them satisfied); no CA4 package."""
 SHORT_RUN = {
     "QUICKSTART_WORKLOAD_S": "12",
     "QUICKSTART_SAMPLE_EVERY_S": "3",
@@ -79,6 +84,17 @@ def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "kernels"
 
 
+def _kernel_env(home: Path, secrets: Path) -> dict[str, str]:
+    """The kernel's whole environment: no ``CA4_*``, the secrets come through the Colab shim."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),  # the SDK's spool and pip's cache: nothing of this machine's
+        "PYTHONPATH": str(COLAB_SHIM),
+        "COLAB_SECRETS_FILE": str(secrets),
+        **SHORT_RUN,
+    }
+
+
 def _outputs(notebook: nbformat.NotebookNode) -> tuple[str, set[str]]:
     """All text the code cells printed, and the MIME types of everything they displayed."""
     text, mime_types = [], set()
@@ -100,13 +116,7 @@ async def test_the_quickstart_notebook_runs_top_to_bottom_and_reads_its_session_
         {"processor": sdk_pipeline.processor.url, "worker": sdk_pipeline.worker.url}
     ) as edge:
         secrets.write_text(json.dumps({"CA4_EDGE_API_URL": edge, "CA4_API_KEY": DEV_API_KEY}))
-        kernel_env = {
-            "PATH": os.environ["PATH"],
-            "HOME": str(tmp_path),  # the SDK's spool and pip's cache: nothing of this machine's
-            "PYTHONPATH": str(COLAB_SHIM),
-            "COLAB_SECRETS_FILE": str(secrets),
-            **SHORT_RUN,
-        }
+        kernel_env = _kernel_env(tmp_path, secrets)
         client = NotebookClient(
             notebook,
             kernel_name=KERNEL_NAME,
@@ -137,3 +147,34 @@ async def test_the_quickstart_notebook_runs_top_to_bottom_and_reads_its_session_
     session: dict[str, Any] = answer.json()
     assert session["sample_count"] >= sent
     assert session["labels"] == {"project": "quickstart", "notebook": "colab_quickstart"}
+
+
+async def test_the_install_cell_stops_when_the_edge_does_not_serve_the_sdk(
+    kernel_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_dir.parent))
+    kernel_python = kernel_dir.parent / "venv" / "bin" / "python"
+    uninstall = await asyncio.create_subprocess_exec(  # a fresh runtime: no SDK from the test above
+        *["uv", "pip", "uninstall", "--python", str(kernel_python), "ca4-sdk"],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.wait_for(uninstall.wait(), timeout=60)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_edge = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    secrets = tmp_path / "colab-secrets.json"
+    secrets.write_text(json.dumps({"CA4_EDGE_API_URL": dead_edge, "CA4_API_KEY": DEV_API_KEY}))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook.cells = notebook.cells[:2]  # the introduction and the install cell
+    client = NotebookClient(
+        notebook,
+        kernel_name=KERNEL_NAME,
+        timeout=120,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+
+    with pytest.raises(CellExecutionError) as caught:
+        await client.async_execute(env=_kernel_env(tmp_path, secrets))
+
+    assert f"the CA4 SDK did not install from {dead_edge}/sdk/" in str(caught.value)

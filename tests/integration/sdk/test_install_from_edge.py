@@ -1,5 +1,6 @@
 """A fresh venv installs the SDK from the running processor (no package index for the SDK) and
-reports through it: what the README and the notebook's first cell tell users to do.
+reports through it: the notebook's first cell's ``%pip install`` lines, run as written (the
+README's are the same, ``tests/unit/sdk/test_notebook.py``).
 
 The venv runs the oldest Python the SDK declares (``requires-python``) when this machine has
 it, so the declaration is tested, not just written.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,8 @@ import requests
 from tests.integration.sdk.conftest import DEV_API_KEY, REPO_ROOT, SdkPipeline
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.e2e, pytest.mark.slow]
+
+NOTEBOOK = REPO_ROOT / "sdk" / "notebooks" / "colab_quickstart.ipynb"
 
 REPORT_ONCE = """
 import json, sys
@@ -63,6 +67,18 @@ def find_python(version: tuple[int, int]) -> str | None:
     return None
 
 
+def notebook_installs(edge: str) -> list[list[str]]:
+    """The pip arguments of the ``%pip install`` lines of the notebook's first code cell, for
+    ``edge`` and without ``--quiet`` (pip should say where it looked)."""
+    cells = json.loads(NOTEBOOK.read_text("utf-8"))["cells"]
+    source = next("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    return [
+        [arg for arg in shlex.split(line.replace("{CA4_EDGE}", edge))[1:] if arg != "--quiet"]
+        for line in source.splitlines()
+        if line.startswith("%pip install")
+    ]
+
+
 @pytest.fixture(scope="module")
 def extra_app_env(sdk_wheel_dir: Path) -> dict[str, str]:
     """The processor serves the wheel just built."""
@@ -70,6 +86,7 @@ def extra_app_env(sdk_wheel_dir: Path) -> dict[str, str]:
 
 
 def _pip(python: Path, *args: str) -> str:
+    """pip's output (stdout and stderr) after it succeeded."""
     done = subprocess.run(
         [str(python), "-m", "pip", "--disable-pip-version-check", *args],
         capture_output=True,
@@ -78,7 +95,7 @@ def _pip(python: Path, *args: str) -> str:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 def test_fresh_venv_installs_the_sdk_from_the_edge_and_reports(
@@ -92,16 +109,20 @@ def test_fresh_venv_installs_the_sdk_from_the_edge_and_reports(
     edge = sdk_pipeline.processor.url
     (wheel,) = sdk_wheel_dir.glob("ca4_sdk-*.whl")
 
-    # The notebook's first cell: the SDK from the edge's index only, then its dependencies.
-    from_edge = _pip(python, "install", "--no-deps", "--index-url", f"{edge}/sdk/", "ca4-sdk")
-    deps = _pip(python, "install", "ca4-sdk[nvml]")
+    # The notebook's first cell: the SDK from the edge's index only, then its dependencies by
+    # name (verbose: every index page pip reads is in the output).
+    sdk_install, deps_install = notebook_installs(edge)
+    from_edge = _pip(python, *sdk_install)
+    deps = _pip(python, *deps_install, "--verbose")
     # The direct form: the wheel's URL under its own filename.
     _pip(
         python, "download", "--no-deps", "-d", str(tmp_path / "direct"), f"{edge}/sdk/{wheel.name}"
     )
 
     assert f"{edge}/sdk/" in from_edge
-    assert "Requirement already satisfied: ca4-sdk" in deps
+    assert "ca4-sdk" not in deps  # no index was asked for the SDK
+    assert "ca4_sdk" not in deps
+    assert "Successfully installed" in deps
     assert (tmp_path / "direct" / wheel.name).read_bytes() == wheel.read_bytes()
     ran = subprocess.run(
         [str(python), "-c", REPORT_ONCE, edge, DEV_API_KEY, str(tmp_path / "spool")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from ca4_auth import (
     check_key_settings,
     parse_key_entries,
 )
+
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def digest(key: str) -> str:
@@ -42,6 +45,33 @@ def test_new_lines_carry_tenant_and_scopes() -> None:
     assert ring.identify("k-ci") == ApiKey("ci", "acme", frozenset({Scope.WRITE}))
     assert ring.identify("k-nb-") is None
     assert ring.identify("ca4-dev-key") is None
+
+
+def test_a_hash_starts_a_comment_on_its_own_line_or_after_entries() -> None:
+    ring = ring_of(
+        f"# key_id:sha256, tenant, scopes: one entry per line, or several, comma-separated\n"
+        f"nb:{digest('k-nb')}:acme:write+read  # notebooks, reads acme back\n"
+        f"a:{digest('k-a')}:acme, b:{digest('k-b')}:acme#no space needed, c:hash-ignored\n"
+        f"   # indented, with: colons, commas\n"
+    )
+
+    assert ring.identify("k-nb") == ApiKey("nb", "acme", frozenset({Scope.WRITE, Scope.READ}))
+    assert ring.key_ids == {"nb", "a", "b"}
+
+
+def test_the_readme_keys_file_example_parses_as_written() -> None:
+    section = README.read_text(encoding="utf-8").split("## API keys and tenants", 1)[1]
+    example = re.search(r"```text\n(.*?)```", section, re.DOTALL)
+    assert example is not None, "README: no keys file example under 'API keys and tenants'"
+
+    keys = parse_key_entries(example[1], source="README.md")
+
+    assert {key.key_id: (key.tenant, key.scopes) for key in keys.values()} == {
+        "colab": ("acme", frozenset({Scope.WRITE})),
+        "notebooks": ("acme", frozenset({Scope.WRITE, Scope.READ})),
+        "ops": ("platform", frozenset({Scope.READ_ALL})),
+        "legacy-ci": ("legacy-ci", frozenset({Scope.WRITE})),
+    }
 
 
 def test_scopes_decide_what_a_key_may_read() -> None:

@@ -23,6 +23,8 @@ class StubState:
     retry_after: str | None = None
     delay_s: float = 0.0
     reject_event_ids: set[str] = field(default_factory=set)
+    page: str | None = None
+    """Answer ``status`` with this HTML page instead (a tunnel or portal, not the API)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -50,6 +52,9 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 time.sleep(state.delay_s)
             with state.lock:
                 status = state.first_statuses.pop(0) if state.first_statuses else state.status
+            if state.page is not None:
+                self._answer_page(status, state.page)
+                return
             if status not in (202, 207):
                 self._answer(status, {"detail": "stub says no"})
                 return
@@ -75,6 +80,14 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             if state.retry_after and code >= 400:
                 self.send_header("Retry-After", state.retry_after)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _answer_page(self, code: int, page: str) -> None:
+            data = page.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 

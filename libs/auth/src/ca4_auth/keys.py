@@ -4,8 +4,12 @@ The keys file (and ``CA4_API_KEY_HASHES``) holds one entry per line (or comma-se
 
     # key_id:sha256hex[:tenant[:scope+scope...]]
     colab:9f86d081...:acme:write
-    notebooks:60303ae2...:acme:write+read
+    notebooks:60303ae2...:acme:write+read   # a comment may follow an entry
     ops:fd61a03a...:ops:read:all
+
+A ``#`` starts a comment that runs to the end of the line, whole-line or after entries (a
+comma-separated line loses the entries after its ``#`` too). No field can hold a ``#``: key ids
+and tenants are ``A-Z a-z 0-9 . _ -``, hashes are hex and scopes are the :class:`Scope` names.
 
 An entry of the old form ``key_id:sha256hex`` still works: its tenant is its key id and its
 only scope is ``write`` (exactly what such a key could do before tenancy: report, never read).
@@ -85,7 +89,8 @@ DEV_KEY: Final = ApiKey(DEV_API_KEY_ID, DEV_TENANT, frozenset({Scope.WRITE, Scop
 def parse_key_entries(text: str, *, source: str) -> dict[str, ApiKey]:
     """Parse keys entries into ``{sha256 hex: ApiKey}`` (format in the module docstring).
 
-    Lines starting with ``#`` are comments, so a mounted secret file can explain itself.
+    A ``#`` starts a comment to the end of the line (a whole line or after its entries), so a
+    mounted secret file can explain itself.
     Errors name the source, the line and the field, never the line's text: a key pasted in
     place of its hash must not end up in a log.
     """
@@ -93,9 +98,10 @@ def parse_key_entries(text: str, *, source: str) -> dict[str, ApiKey]:
     keys: dict[str, ApiKey] = {}
     tenant_of: dict[str, str] = {}
     for line_number, line in enumerate(text.splitlines(), start=1):
-        for raw_entry in line.split(","):
+        entries, _, _comment = line.partition("#")  # no field can hold a "#"
+        for raw_entry in entries.split(","):
             entry = raw_entry.strip()
-            if not entry or entry.startswith("#"):
+            if not entry:
                 continue
             where = f"{source} line {line_number}"
             digest, key = _parse_entry(entry, where)

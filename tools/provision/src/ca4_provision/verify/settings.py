@@ -24,7 +24,9 @@ class VerifySettings(BaseSettings):
     dev stack and the services on 8000/8001.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CA4_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CA4_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     EDGE_API_URL: str = "http://127.0.0.1:8000"
     """The processor's base URL (the SDK's ``CA4_EDGE_API_URL``)."""
