@@ -3,6 +3,7 @@ status codes, exact error bodies, pagination and tenancy scoping."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from ca4_auth.http import INVALID_KEY, MISSING_KEY
 from ca4_schemas import record_weight
+from ca4_worker.api.routes import health
 from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
 from ca4_worker.core.config import Settings
@@ -326,3 +328,23 @@ async def test_replay_from_the_archive_counts_each_event_once_and_skips_poison()
     assert isinstance(adapters.projections, InMemoryProjections)
     assert len(adapters.projections.documents()[SESSIONS]) == 1
     assert len(adapters.projections.documents()[GPUS]) == 1
+
+
+async def test_metrics_are_rendered_off_the_event_loop(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of GPU series with long labels took over a second to render, which on the
+    event loop stalled both stages."""
+    rendered_in: list[threading.Thread] = []
+
+    def render(registry: Any) -> bytes:
+        rendered_in.append(threading.current_thread())
+        return b"# rendered\n"
+
+    monkeypatch.setattr(health, "generate_latest", render)
+    response = await worker.client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.content == b"# rendered\n# rendered\n"
+    assert rendered_in
+    assert threading.main_thread() not in rendered_in

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -28,6 +30,11 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, object]:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of the worker's metrics and this app's HTTP request metrics."""
-    body = generate_latest(REGISTRY) + generate_latest(request.app.state.http_registry)
+    """Prometheus exposition of the worker's metrics and this app's HTTP request metrics.
+
+    Rendered in a thread: thousands of GPU series with long labels took over a second, which
+    on the event loop stalled both stages (prometheus_client collects under its own locks).
+    """
+    registries = (REGISTRY, request.app.state.http_registry)
+    body = await asyncio.to_thread(lambda: b"".join(map(generate_latest, registries)))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
