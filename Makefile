@@ -20,6 +20,11 @@ help: ## Show this list of targets
 	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} \
 		/^[a-zA-Z0-9_.-]+:.*## / {printf "  %s%-22s%s %s\n", on, $$1, off, $$2}' \
 		$(MAKEFILE_LIST) | sort -u
+	@# Targets whose help line starts with "N." are the numbered steps of a deploy: list them in order.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## [0-9]+\. / {split($$2, n, "."); print n[1], $$1}' \
+		$(MAKEFILE_LIST) | sort -n -u | \
+		awk 'NR == 1 {print "\nDeploy to AWS in this order (docs/provisioning.md, ENV=dev|prod):"} \
+			{printf "  %s. make %s\n", $$1, $$2}'
 
 .PHONY: install
 install: ## Install the workspace (uv sync, frozen lock file)

@@ -18,11 +18,29 @@ CA4_AWS_REGION ?= eu-west-1
 CA4_KUBECONFIG ?= $(HOME)/.kube/ca4-$(ENV).yaml
 CA4_APP_NAMESPACE ?= app
 CA4_PLATFORM_NAMESPACE ?= platform
+# The ca4-platform chart creates this namespace (namespaces.monitoring); the receivers Secret lives in it.
+CA4_MONITORING_NAMESPACE ?= monitoring
+CA4_PLATFORM_RELEASE := ca4-platform
+# Kubernetes version of `helm template` (offline renders default to 1.20, which the charts refuse):
+# the K3s release tools/provision/scripts/lib.sh installs (CA4_K3S_VERSION).
+CA4_KUBE_VERSION ?= 1.33.5
+CA4_PLATFORM_HELM_ARGS = $(CA4_PLATFORM_RELEASE) $(CA4_HELM_DIR)/ca4-platform --namespace $(CA4_PLATFORM_NAMESPACE) \
+	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml
 CA4_HELM_TIMEOUT ?= 10m
 # The tag `make ca4-images` built and shipped (the git commit); CA4_IMAGE_TAG overrides it.
 CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
 CA4_IMAGE_TAG ?= $(shell cat '$(CA4_STATE_DIR)/image-tag' 2>/dev/null)
 DESTROY_ARCHIVE ?= no
+# The Alertmanager receivers' secrets: each key of the Secret the chart mounts, and the variable
+# naming the file it is read from (never a value on a command line, never a Helm value).
+CA4_ALERT_SECRET_FILES := webhook-url=CA4_ALERT_WEBHOOK_URL_FILE slack-api-url=CA4_ALERT_SLACK_API_URL_FILE \
+	smtp-password=CA4_ALERT_SMTP_PASSWORD_FILE
+# The in-cluster MongoDB of ENV=dev (ca4-platform mongodb.enabled): the Secret holding its app URL,
+# and the command printing that URL (nothing when the Secret or its key is missing; the template
+# never makes kubectl dump the Secret, as a failing one would).
+CA4_DEV_MONGO_SECRET := $(CA4_PLATFORM_RELEASE)-mongodb
+CA4_DEV_MONGO_URL = kubectl -n $(CA4_PLATFORM_NAMESPACE) get secret $(CA4_DEV_MONGO_SECRET) --ignore-not-found \
+	-o go-template='{{with .data}}{{with index . "mongo-url"}}{{base64decode .}}{{end}}{{end}}'
 # DocumentDB's CA bundle and the ConfigMap/key the ca4-app chart mounts it from (config.mongo.caBundle).
 CA4_DB_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 CA4_DB_CA_CONFIGMAP := ca4-db-ca-bundle
@@ -66,17 +84,17 @@ ca4-bootstrap-k3s: ## 2. Install K3s on the nodes through the bastion, fetch the
 	$(CA4_SCRIPTS)/k3s-bootstrap.sh
 
 .PHONY: ca4-images
-ca4-images: ## 2b. Build the processor and worker images (tag = git commit) and import them on every node
+ca4-images: ## 3. Build the processor and worker images (tag = git commit) and import them on every node
 	@$(CA4_PREFLIGHT) $@ terraform ssh git
 	$(CA4_SCRIPTS)/images.sh
 
 .PHONY: ca4-db-user
-ca4-db-user: ## 2c. DocumentDB: the app's user, readWrite on the CA4 database only (master stays in Secrets Manager)
+ca4-db-user: ## 4. DocumentDB (prod; dev has none: nothing to do): the app's user, readWrite on the CA4 database only
 	@$(CA4_PREFLIGHT) $@ terraform ssh curl uv -- aws
 	CA4_DB_CA_URL='$(CA4_DB_CA_URL)' $(CA4_SCRIPTS)/db-user.sh
 
 .PHONY: ca4-api-tunnel
-ca4-api-tunnel: ## Open the Kubernetes API tunnel (localhost:6443) through the bastion, if not open
+ca4-api-tunnel: ## 5. Open the Kubernetes API tunnel (localhost:6443) through the bastion; kubectl and helm need it
 	@$(CA4_PREFLIGHT) $@ terraform ssh
 	$(CA4_SCRIPTS)/tunnel.sh api
 
@@ -85,25 +103,77 @@ helm-sync: ## Copy observability/ configs and dashboards into the ca4-platform c
 	$(CA4_SCRIPTS)/helm-sync.sh
 
 .PHONY: ca4-platform-setup
-ca4-platform-setup: ## 3. Helm: namespaces, Kafka (KRaft), Prometheus, Loki, Promtail, Grafana
+ca4-platform-setup: ## 6. Helm: namespaces, Kafka, Prometheus, Alertmanager (+ its receivers Secret), Loki, Alloy, Grafana; MongoDB in dev
 	@$(call CA4_KUBE_PREFLIGHT,helm kubectl)
 	$(CA4_SCRIPTS)/helm-sync.sh --check
+	@# The Alertmanager receivers ENV's values switch on, read from the chart as it renders: the
+	@# Secret it mounts and the keys its config reads. Every key comes from the file its
+	@# CA4_ALERT_*_FILE names (the Secret is then written whole), or else from the Secret already in
+	@# the cluster; when neither has it, stop here in one line, before anything changes, rather than
+	@# in Helm's --wait. Then make the monitoring namespace (which the chart creates) adoptable by
+	@# the release, so the Secret can exist before the first install. No secret is ever echoed.
+	@rendered="$$(helm template $(CA4_PLATFORM_HELM_ARGS) --kube-version $(CA4_KUBE_VERSION))"; \
+	secret="$$(awk '/name: receiver-secrets$$/ {f = 1} f && /secretName:/ {print $$2; exit}' <<<"$$rendered")"; \
+	keys="$$(grep -o '/etc/alertmanager/secrets/[a-z-]*' <<<"$$rendered" | sed 's,.*/,,' | sort -u || true)"; \
+	from_files=(); unset_vars=(); missing=(); \
+	for key in $$keys; do \
+		var=""; for pair in $(CA4_ALERT_SECRET_FILES); do [[ "$${pair%%=*}" != "$$key" ]] || var="$${pair#*=}"; done; \
+		[[ -n "$$var" ]] || { echo "$@: Alertmanager reads the Secret key $$key, which no CA4_ALERT_*_FILE provides" >&2; exit 1; }; \
+		if [[ -z "$${!var:-}" ]]; then unset_vars+=("$$var"); continue; fi; \
+		[[ -r "$${!var}" && -s "$${!var}" ]] || \
+			{ echo "$@: missing file: $$var=$${!var} does not exist, is unreadable or is empty" >&2; exit 1; }; \
+		from_files+=("--from-file=$$key=$${!var}"); \
+	done; \
+	where="$(CA4_MONITORING_NAMESPACE)/$$secret"; \
+	if [[ $${#unset_vars[@]} -gt 0 && $${#from_files[@]} -gt 0 ]]; then \
+		echo "$@: missing setting: $${unset_vars[*]} (the receivers Secret $$where is written whole: name a file for every enabled receiver)" >&2; exit 1; \
+	fi; \
+	if [[ $${#unset_vars[@]} -gt 0 ]]; then \
+		live="$$(kubectl -n $(CA4_MONITORING_NAMESPACE) get secret "$$secret" --ignore-not-found \
+			-o go-template='{{.metadata.name}}{{"\n"}}{{range $$k, $$v := .data}}{{$$k}}{{"\n"}}{{end}}')"; \
+		for var in "$${unset_vars[@]}"; do \
+			for pair in $(CA4_ALERT_SECRET_FILES); do \
+				[[ "$${pair#*=}" != "$$var" ]] || grep -qxF -- "$${pair%%=*}" <<<"$$live" || missing+=("$$var"); \
+			done; \
+		done; \
+		if [[ $${#missing[@]} -gt 0 ]]; then \
+			state="$$( [[ -n "$$live" ]] && echo "lacks their keys" || echo "does not exist")"; \
+			echo "$@: missing setting: $${missing[*]} (files with the enabled Alertmanager receivers' secrets: the Secret $$where $$state)" >&2; \
+			exit 1; \
+		fi; \
+	fi; \
+	kubectl create namespace $(CA4_MONITORING_NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -; \
+	kubectl label --overwrite namespace $(CA4_MONITORING_NAMESPACE) app.kubernetes.io/managed-by=Helm; \
+	kubectl annotate --overwrite namespace $(CA4_MONITORING_NAMESPACE) \
+		meta.helm.sh/release-name=$(CA4_PLATFORM_RELEASE) meta.helm.sh/release-namespace=$(CA4_PLATFORM_NAMESPACE); \
+	if [[ $${#from_files[@]} -gt 0 ]]; then \
+		kubectl -n $(CA4_MONITORING_NAMESPACE) create secret generic "$$secret" "$${from_files[@]}" \
+			--dry-run=client -o yaml | kubectl apply -f -; \
+	elif [[ -n "$$keys" ]]; then \
+		echo "$@: Alertmanager receivers: using the existing Secret $$where"; \
+	fi
 	kubectl create namespace $(CA4_PLATFORM_NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
 	kubectl label --overwrite namespace $(CA4_PLATFORM_NAMESPACE) \
 		pod-security.kubernetes.io/enforce=restricted pod-security.kubernetes.io/warn=restricted
-	helm upgrade --install ca4-platform $(CA4_HELM_DIR)/ca4-platform \
-		--namespace $(CA4_PLATFORM_NAMESPACE) \
-		-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml \
-		--wait --timeout $(CA4_HELM_TIMEOUT)
+	helm upgrade --install $(CA4_PLATFORM_HELM_ARGS) --wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-deploy-app
-ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO_URL, CA4_API_KEY_HASHES)
+ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_KEY_HASHES; CA4_MONGO_URL, in dev read from the in-cluster MongoDB)
 	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl) && \
-		$(CA4_PREFLIGHT) $@ -- CA4_MONGO_URL CA4_API_KEY_HASHES
+		$(CA4_PREFLIGHT) $@ -- $(if $(filter dev,$(ENV)),,CA4_MONGO_URL) CA4_API_KEY_HASHES
+	@[[ -n "$${CA4_MONGO_URL:-}" || -n "$$($(CA4_DEV_MONGO_URL))" ]] || { echo "$@: missing setting: CA4_MONGO_URL (ENV=dev: no in-cluster MongoDB URL in the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET): run 'make ca4-platform-setup' first, or set CA4_MONGO_URL)" >&2; exit 1; }
 	@[[ -n "$(CA4_IMAGE_TAG)" ]] || { echo "$@: no image tag: run 'make ca4-images' (or set CA4_IMAGE_TAG)" >&2; exit 1; }
-	@# The Secret is applied outside Helm so that its values never enter the release history.
-	secret_dir="$$(mktemp -d)"; trap 'rm -rf "$$secret_dir"' EXIT; \
-	printf '%s' "$$CA4_MONGO_URL" > "$$secret_dir/mongo-url"; \
+	@# The Secret is applied outside Helm so that its values never enter the release history. In dev
+	@# (no DocumentDB) an unset CA4_MONGO_URL is the app user's URL of the in-cluster MongoDB, which
+	@# ca4-platform generated (values-dev.yaml: mongodb.enabled); read into the shell, never echoed.
+	@secret_dir="$$(mktemp -d)"; trap 'rm -rf "$$secret_dir"' EXIT; \
+	mongo_url="$${CA4_MONGO_URL:-}"; \
+	if [[ -z "$$mongo_url" ]]; then \
+		mongo_url="$$($(CA4_DEV_MONGO_URL))"; \
+		[[ -n "$$mongo_url" ]] || { echo "$@: the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET) is gone" >&2; exit 1; }; \
+		echo "$@: CA4_MONGO_URL: the in-cluster MongoDB's (Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET), key mongo-url)"; \
+	fi; \
+	printf '%s' "$$mongo_url" > "$$secret_dir/mongo-url"; \
 	printf '%s' "$$CA4_API_KEY_HASHES" > "$$secret_dir/api-key-hashes"; \
 	kubectl -n $(CA4_APP_NAMESPACE) create secret generic ca4-app-secrets --from-file="$$secret_dir" \
 		--dry-run=client -o yaml | kubectl apply -f -
@@ -124,7 +194,7 @@ ca4-deploy-app: ## 4. Helm: processor and worker, with the app Secret (CA4_MONGO
 		--wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-verify-e2e
-ca4-verify-e2e: ## 5. End-to-end check on K3s: report -> Kafka -> store -> archive (ca4 verify)
+ca4-verify-e2e: ## 8. End-to-end check on K3s: report -> Kafka -> store -> archive (ca4 verify)
 	@$(CA4_PREFLIGHT) $@ uv kubectl terraform -- file:CA4_KUBECONFIG CA4_API_KEY CA4_GRAFANA_TOKEN
 	@# ca4 verify opens its own kubectl port-forwards; the archive is read with your AWS credentials.
 	CA4_S3_BUCKET="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
@@ -132,7 +202,7 @@ ca4-verify-e2e: ## 5. End-to-end check on K3s: report -> Kafka -> store -> archi
 		uv run ca4 verify --target k3s
 
 .PHONY: ca4-destroy
-ca4-destroy: ## 6. Terraform destroy, keeping the archive bucket unless DESTROY_ARCHIVE=yes
+ca4-destroy: ## Tear down: Terraform destroy, keeping the archive bucket unless DESTROY_ARCHIVE=yes
 	@$(CA4_TF_PREFLIGHT)
 	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) ca4-tf-init
 ifeq ($(DESTROY_ARCHIVE),yes)
@@ -148,7 +218,7 @@ else
 endif
 
 .PHONY: dev-api
-dev-api: ## Run the processor API locally with reload on :8000 (needs the dev stack: make dev)
+dev-api: ## Run the processor API locally with reload on :8000 (needs the dev stack: make devstack-up)
 	@$(CA4_PREFLIGHT) $@ uv
 	uv run uvicorn ca4_processor.main:app --reload --host 127.0.0.1 --port 8000
 

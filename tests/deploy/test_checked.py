@@ -26,6 +26,8 @@ NOT_RUNNABLE = {
     "loki": "no Loki binary in Debian (Go module build not attempted: minutes of CPU)",
     "alloy": "not installable here (the Go proxy refuses github.com/grafana/alloy, no Debian "
     "package); tails pods through the Kubernetes API",
+    "mongo": "dev values only (ca4-platform mongodb); no mongod binary in Debian; the tier's "
+    "database is the dev stack's FerretDB",
 }
 VALUE_SETS = ["dev", "prod"]
 
@@ -104,6 +106,13 @@ def test_alloy_ships_to_the_rendered_loki_with_the_filtered_labels(rendered: Ren
         loki_config = yaml.safe_load(find(docs, "ConfigMap", "loki-config")["data"]["loki.yaml"])
         assert loki_config["server"]["http_listen_port"] in loki_ports
     tier.passed("loki / alloy")
+
+
+def test_dev_mongodb_is_what_the_dev_app_reaches(rendered: Rendered) -> None:
+    test_links.test_dev_runs_the_database_the_app_expects_and_only_dev()
+    test_links.test_dev_mongo_url_reaches_the_rendered_mongodb_as_the_app_is_configured(rendered)
+    test_links.test_dev_mongodb_accepts_the_app_namespace_only(rendered)
+    tier.passed("mongodb (StatefulSet, dev)")
 
 
 def test_trace_export_is_off_in_prod_or_reaches_a_collector(rendered: Rendered) -> None:

@@ -102,6 +102,12 @@ ROWS = [
         "and Slack receivers point at a local recorder, the email smarthost is unreachable",
     ),
     Row(
+        "mongodb (StatefulSet, dev)",
+        "checked",
+        "no mongod here (dev values only; the tier's database is FerretDB): the URL in its Secret "
+        "vs the rendered Service and the app's database name, NetworkPolicies both ways",
+    ),
+    Row(
         "otel collector",
         "checked",
         "none deployed: prod values turn export off (CA4_OTEL_EXPORTER=none)",
@@ -164,8 +170,8 @@ def operator_objects(api_key: str, mongo_url: str) -> list[dict[str, Any]]:
 
 
 def alertmanager_receivers(docs: list[dict[str, Any]], receiver_url: str) -> list[dict[str, Any]]:
-    """The receivers Secret the operator creates before installing ca4-platform (see its
-    values.yaml), when the rendered Alertmanager mounts one: the webhook and Slack URLs point at
+    """The receivers Secret `make ca4-platform-setup` writes before installing ca4-platform (see
+    its values.yaml), when the rendered Alertmanager mounts one: the webhook and Slack URLs point at
     ``receiver_url`` (``/webhook``, ``/slack``); the email password is a placeholder."""
     data = {
         "webhook-url": f"{receiver_url}/webhook",

@@ -283,6 +283,7 @@ BAD_VALUES = [
     ("ca4-platform", ["--set", "kafka.defaultReplicationFactor=3"], "exceeds kafka.replicas"),
     ("ca4-platform", ["--set", "kafka.tunnel.nodePortBase=80"], "nodePortBase"),
     ("ca4-platform", ["--set", "kafka.image.tag=latest"], "kafka/image/tag"),
+    ("ca4-platform", ["--set", "mongodb.image.tag=latest"], "mongodb/image/tag"),
     ("ca4-platform", ["--set", "kafka.tunnel.sourceCidrs={0.0.0.0/0}"], "sourceCidrs"),
     (
         "ca4-app",
@@ -307,6 +308,13 @@ def test_bad_values_are_rejected_with_a_clear_message(
     code, _, stderr = template(helm, chart, *args)
     assert code != 0
     assert message in stderr, stderr
+
+
+def test_platform_notes_name_the_components_it_deploys() -> None:
+    """The chart ships Grafana Alloy, not Promtail (which needed hostPath and root)."""
+    notes = (chart_dir("ca4-platform") / "templates" / "NOTES.txt").read_text()
+    assert "Promtail" not in notes
+    assert "Alloy" in notes
 
 
 def test_chart_copies_of_observability_are_fresh() -> None:

@@ -7,6 +7,7 @@ check cannot show (that Grafana draws the panel, that Traefik routes the path) n
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
@@ -47,6 +48,8 @@ SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {
 OUR_IMAGES = {"ca4-processor", "ca4-worker"}
 # A collector that receives OTLP, by image name: its OTLP/HTTP port (the services export over HTTP).
 OTLP_HTTP_RECEIVERS = {"all-in-one": 4318, "opentelemetry-collector": 4318}
+# The Secret of ca4-platform's in-cluster MongoDB (dev), whose mongo-url make ca4-deploy-app reads.
+DEV_MONGO_SECRET = "ca4-platform-mongodb"
 # Addresses standing in for the world outside the cluster.
 AWS_S3_ADDRESS = "52.218.0.1"
 INSTANCE_METADATA = "169.254.169.254"
@@ -78,6 +81,12 @@ def pod_env(docs: list[Manifest], workload: Manifest) -> dict[str, str]:
     for variable in container.get("env", []):
         env[variable["name"]] = variable.get("value", "<secret>")
     return env
+
+
+def dev_mongo_url(docs: list[Manifest]) -> str:
+    """The app's URL in ca4-platform's MongoDB Secret (a password generated for this render)."""
+    secret = by_name(docs, "Secret", DEV_MONGO_SECRET)
+    return base64.b64decode(secret["data"]["mongo-url"]).decode()
 
 
 def setting_names(settings: type[BaseSettings]) -> set[str]:
@@ -524,6 +533,10 @@ def endpoints(
     if "CA4_MONGO_URL" in env:  # a Secret: where it points is the deployment's choice
         if value_set == "prod":  # DocumentDB instances in both private subnets
             out += [("DocumentDB", Peer(address=private_address("prod", z)), 27017) for z in (0, 1)]
+        elif any(d["kind"] == "Secret" and d["metadata"]["name"] == DEV_MONGO_SECRET for d in docs):
+            # dev: the URL ca4-platform's MongoDB Secret holds (make ca4-deploy-app copies it)
+            url = urlsplit(dev_mongo_url(docs))
+            out.append(("MongoDB", service_peer(docs, url.hostname or ""), url.port or 27017))
         else:  # an in-cluster database in the platform namespace
             out.append(
                 ("database", Peer("platform", {"app.kubernetes.io/name": "ferretdb"}), 27017)
@@ -604,6 +617,85 @@ def test_kafka_accepts_clients_from_the_app_namespace_and_tunnels_from_the_basti
         assert not allowed(docs, kafka, "Ingress", bastion, ports["internal"])
     for tunnel in (d for d in docs if d["metadata"]["name"].startswith("kafka-tunnel-")):
         assert tunnel["spec"]["externalTrafficPolicy"] == "Local", "SNAT would hide the bastion"
+
+
+# --- The dev database: ca4-platform's MongoDB, where ca4-app's dev values look for it ----------
+
+
+def test_dev_runs_the_database_the_app_expects_and_only_dev() -> None:
+    """ENV=dev has no DocumentDB (envs/dev.tfvars): its platform values run MongoDB, prod's and
+    the defaults do not."""
+    tfvars = (REPO / "infra/terraform/envs/dev.tfvars").read_text(encoding="utf-8")
+    assert re.search(r"^documentdb_enabled\s*=\s*false", tfvars, re.M)
+    values = {
+        value_set: yaml.safe_load((chart_dir("ca4-platform") / name).read_text(encoding="utf-8"))
+        for value_set, name in [
+            ("default", "values.yaml"),
+            ("dev", "values-dev.yaml"),
+            ("prod", "values-prod.yaml"),
+        ]
+    }
+    assert values["default"]["mongodb"]["enabled"] is False
+    assert values["dev"]["mongodb"]["enabled"] is True
+    assert "mongodb" not in values["prod"]
+
+
+def test_dev_mongo_url_reaches_the_rendered_mongodb_as_the_app_is_configured(
+    rendered: Rendered,
+) -> None:
+    platform = rendered[("ca4-platform", "dev")]
+    app = rendered[("ca4-app", "dev")]
+    url = urlsplit(dev_mongo_url(platform))
+    assert url.scheme == "mongodb"
+    assert url.username == "ca4app", "the app's user"
+    assert url.password, "with its password"
+    assert dict(parse_qsl(url.query)) == {"authSource": "admin"}
+    statefulset = by_name(platform, "StatefulSet", "mongodb")
+    container = pod_spec(statefulset)["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    # The init script creates the app's user in admin, readWrite on the app's database.
+    init = by_name(platform, "ConfigMap", "mongodb-init")["data"]["app-user.js"]
+    assert 'getSiblingDB("admin")' in init
+    assert 'role: "readWrite"' in init
+    assert env["MONGO_INITDB_CA4_APP_USER"]["value"] == url.username
+    app_config = by_name(app, "ConfigMap", "ca4-app-config")["data"]
+    assert (
+        env["MONGO_INITDB_CA4_DATABASE"]["value"]
+        == url.path.lstrip("/")
+        == app_config["CA4_MONGO_DB"]
+    )
+    for key in ("MONGO_INITDB_ROOT_PASSWORD", "MONGO_INITDB_CA4_APP_PASSWORD"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == DEV_MONGO_SECRET
+    read = set(re.findall(r"process\.env\.([A-Z0-9_]+)", init))
+    assert read <= set(env), f"the init script reads unset {sorted(read - set(env))}"
+    # The image's entrypoint unsets MONGO_INITDB_* before it starts mongod for good.
+    secret_env = [name for name, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})]
+    assert all(name.startswith("MONGO_INITDB_") for name in secret_env), secret_env
+    service = by_name(platform, "Service", "mongodb")
+    assert url.hostname == f"mongodb.{service['metadata']['namespace']}.svc.cluster.local"
+    assert url.port in {p["port"] for p in service["spec"]["ports"]}
+    assert {p["containerPort"] for p in container["ports"]} == {27017}
+    assert statefulset["spec"]["volumeClaimTemplates"], "the data lives on a PVC"
+
+
+def test_dev_mongodb_accepts_the_app_namespace_only(rendered: Rendered) -> None:
+    docs = rendered[("ca4-app", "dev")] + rendered[("ca4-platform", "dev")]
+    statefulset = by_name(docs, "StatefulSet", "mongodb")
+    mongodb = Peer("platform", statefulset["spec"]["template"]["metadata"]["labels"])
+    for component in sorted(SERVICE_SETTINGS):
+        labels = app_deployment(rendered, "dev", component)["spec"]["template"]["metadata"]
+        client = Peer("app", labels["labels"])
+        assert allowed(docs, client, "Egress", mongodb, 27017), f"{component} cannot leave"
+        assert allowed(docs, mongodb, "Ingress", client, 27017), f"{component} is not let in"
+    strangers = {
+        "Grafana": Peer("monitoring", {"app.kubernetes.io/name": "grafana"}),
+        "Kafka": Peer("platform", {"app.kubernetes.io/name": "kafka"}),
+        "a pod in default": Peer("default", {}),
+        "a node": Peer(address=private_address("dev")),
+    }
+    for who, stranger in strangers.items():
+        assert not allowed(docs, mongodb, "Ingress", stranger, 27017), f"{who} reaches MongoDB"
+    assert not allowed(docs, mongodb, "Egress", Peer(address=AWS_S3_ADDRESS), 443)
 
 
 # --- Ingress: exactly the public routes, each to the app that serves it -----------------------

@@ -3,13 +3,17 @@ executables placed first on PATH, which record their calls."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,10 @@ from tests.infra.fakes.fake_tool import MASTER_SECRET
 FAKE_TOOLS = [
     *["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker", "aws"],
 ]
+# What the receiver files hold: secrets that must never reach a command line or the output.
+WEBHOOK_URL = "https://hooks.example.org/ca4-never-on-a-command-line"
+SLACK_URL = "https://hooks.slack.com/services/T0/B0/never-on-a-command-line"
+SMTP_PASSWORD = "smtp-password-never-on-a-command-line"
 FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIfake\n-----END CERTIFICATE-----\n"
 # The tag the fake git's commit gives the images.
 IMAGE_TAG = "0123456789ab"
@@ -56,6 +64,9 @@ SYSTEM_TOOLS = [
     "sha256sum",
     "mv",
     "od",
+    "awk",
+    "sort",
+    "pgrep",
 ]
 GUIDE_TARGETS = [
     "ca4-apply",
@@ -111,6 +122,36 @@ def test_infra_scripts_are_found() -> None:
     assert {"k3s-bootstrap.sh", "tunnel.sh", "preflight.sh", "helm-sync.sh", "lib.sh"} <= names
 
 
+# The first deploy, in order: each target's prerequisites come before it (ca4-deploy-app refuses
+# without ca4-images' tag; every kubectl/helm target refuses without the API tunnel).
+DEPLOY_STEPS = [
+    "ca4-apply",
+    "ca4-bootstrap-k3s",
+    "ca4-images",
+    "ca4-db-user",
+    "ca4-api-tunnel",
+    "ca4-platform-setup",
+    "ca4-deploy-app",
+    "ca4-verify-e2e",
+]
+
+
+def test_deploy_steps_are_listed_in_the_same_order_everywhere() -> None:
+    """The numbered help lines, `make help`, the README's Production section and the guide's
+    numbered sections name every step of the first deploy, in the same order."""
+    text = (REPO / "mk" / "infra.mk").read_text()
+    numbered = sorted((int(n), t) for t, n in re.findall(r"^([a-z0-9-]+): ## (\d+)\. ", text, re.M))
+    assert numbered == list(enumerate(DEPLOY_STEPS, start=1))
+    shown = run(["make", "--no-print-directory", "help"], cwd=REPO).stdout
+    assert re.findall(r"^ +(\d+)\. make (\S+)$", shown, re.M) == [(str(n), t) for n, t in numbered]
+    readme = (REPO / "README.md").read_text()
+    production = readme.split("\n## Production\n", 1)[1].split("\n## ", 1)[0]
+    assert re.findall(r"^\d+\. `make ([a-z0-9-]+)`", production, re.M) == DEPLOY_STEPS
+    guide = (REPO / "docs" / "provisioning.md").read_text()
+    sections = re.findall(r"^## (\d+)\. `make ([a-z0-9-]+)`", guide, re.M)
+    assert sections == [(str(n), t) for n, t in numbered]
+
+
 def test_make_help_lists_every_target() -> None:
     text = (REPO / "mk" / "infra.mk").read_text()
     for target in [*ALL_TARGETS, "helm-sync"]:
@@ -123,9 +164,10 @@ def test_make_help_lists_every_target() -> None:
 
 
 class Sandbox:
-    """A PATH of fake tools plus the system tools the recipes need, and the call log."""
+    """A PATH of fake tools plus the system tools the recipes need, and the call log. The fake
+    helm renders with the real one (``helm template``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, real_helm: str) -> None:
         self.root = root
         self.bin = root / "bin"
         self.bin.mkdir()
@@ -151,6 +193,9 @@ class Sandbox:
         (self.downloads / "install.sh").write_bytes(FAKE_INSTALLER)
         (self.downloads / "global-bundle.pem").write_text(FAKE_CA_BUNDLE)
         self.state_dir = root / "ca4-state"
+        # The documented first deploy names a file for each enabled receiver (dev: the webhook).
+        self.webhook_url_file = root / "alert-webhook-url"
+        self.webhook_url_file.write_text(WEBHOOK_URL)
         real_ssh = shutil.which("ssh")
         if real_ssh is None:
             pytest.fail("ssh is missing: the fake ssh resolves options with the real `ssh -G`")
@@ -174,6 +219,8 @@ class Sandbox:
             "CA4_API_KEY": "ca4-verify-key",
             "CA4_GRAFANA_TOKEN": "glsa_viewer",
             "CA4_KAFKA_TUNNEL_PORT": "1",  # a port nothing listens on, so the tunnel is opened
+            "CA4_REAL_HELM": real_helm,
+            "CA4_ALERT_WEBHOOK_URL_FILE": str(self.webhook_url_file),
         }
 
     def add_fake(self, tool: str, source: str) -> None:
@@ -203,8 +250,8 @@ class Sandbox:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Sandbox:
-    return Sandbox(tmp_path)
+def sandbox(tmp_path: Path, helm: str) -> Sandbox:
+    return Sandbox(tmp_path, helm)
 
 
 def verb_args(argv: list[str]) -> list[str]:
@@ -269,7 +316,7 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     assert oct(kubeconfig.stat().st_mode & 0o777) == "0o600"
     # 3-5. platform chart, then the app Secret and chart, then ca4 verify
     after_ssh = [s for s in sequence[3:] if not s.startswith("ssh")]
-    helm_calls = [c for c in calls if c["tool"] == "helm"]
+    helm_calls = [c for c in calls if c["tool"] == "helm" and c["argv"][0] == "upgrade"]
     assert [c["argv"][2] for c in helm_calls] == ["ca4-platform", "ca4-app"]
     platform_install = after_ssh.index("helm upgrade")
     app_secret = after_ssh.index("kubectl create", platform_install)
@@ -279,7 +326,9 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     assert "config.s3.bucket=ca4-dev-archive-123456789012" in app
     assert f"image.tag={IMAGE_TAG}" in app
     secret_apply = [c for c in calls if c["tool"] == "kubectl" and c["argv"][:2] == ["apply", "-f"]]
-    assert len(secret_apply) == 3  # the platform namespace, the app Secret, the CA bundle
+    # the monitoring namespace, the receivers Secret, the platform namespace, the app Secret, the
+    # CA bundle
+    assert len(secret_apply) == 5
     assert "mongodb://" not in json.dumps([c["argv"] for c in calls]), (
         "secrets never on a command line"
     )
@@ -390,7 +439,7 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
         order = [s for s in steps(calls) if s.split()[0] in {"terraform", "docker", "helm", "uv"}]
         assert order[:3] == ["terraform init", "terraform plan", "terraform apply"]
         assert order[-3:] == ["helm upgrade", "helm upgrade", "uv run"]
-        helm = [c["argv"] for c in calls if c["tool"] == "helm"]
+        helm = [c["argv"] for c in calls if c["tool"] == "helm" and c["argv"][0] == "upgrade"]
         assert f"image.tag={IMAGE_TAG}" in helm[1]
         # The app's database user: the master secret only on the stdin of `ca4 db-user`.
         db_user = next(c for c in calls if c["tool"] == "uv" and "db-user" in c["argv"])
@@ -499,11 +548,12 @@ def test_helm_targets_are_idempotent_upgrades(sandbox: Sandbox) -> None:
         result = sandbox.make("ca4-platform-setup", "ca4-deploy-app")
         assert result.returncode == 0, result.stderr
         for call in sandbox.calls():
-            if call["tool"] == "helm":
+            if call["tool"] == "helm" and call["argv"][0] != "template":
                 assert call["argv"][:2] == ["upgrade", "--install"]
             if call["tool"] == "kubectl":
-                assert verb_args(call["argv"])[0] in {"version", "create", "apply", "label"}
-                if verb_args(call["argv"])[0] == "create":
+                verb = verb_args(call["argv"])[0]
+                assert verb in {"version", "create", "apply", "label", "annotate", "get"}
+                if verb == "create":
                     assert "--dry-run=client" in call["argv"]
 
 
@@ -533,6 +583,89 @@ def test_dev_targets(sandbox: Sandbox) -> None:
     assert "ubuntu@203.0.113.10" in tunnel
     assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8000"]
     assert "uvicorn" in next(c["argv"] for c in calls if c["tool"] == "uv")
+
+
+# -- tunnels: a local port that answers must be the tunnel itself ------------------------------
+
+# A stand-in for an open tunnel: listens on the port in argv[1]; the rest of argv is the ssh
+# command line tunnel.sh looks for (the process's command line, as pgrep -f sees it).
+LISTENER = (
+    "import socket, sys, time\n"
+    "s = socket.socket()\n"
+    "s.bind(('127.0.0.1', int(sys.argv[1])))\n"
+    "s.listen()\n"
+    "print('listening', flush=True)\n"
+    "time.sleep(120)\n"
+)
+TUNNELS = {
+    "dev-kafka-tunnel": ("CA4_KAFKA_TUNNEL_PORT", "{port}:10.40.11.21:30094"),
+    "ca4-api-tunnel": ("CA4_API_TUNNEL_PORT", "{port}:10.40.10.11:6443"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def listening(port: int, *command_line: str) -> Iterator[None]:
+    """A process that holds 127.0.0.1:port and shows ``command_line`` to pgrep."""
+    with subprocess.Popen(
+        [sys.executable, "-c", LISTENER, str(port), *command_line], stdout=subprocess.PIPE
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == b"listening"
+            yield
+        finally:
+            process.kill()
+
+
+@pytest.mark.parametrize("target", sorted(TUNNELS))
+def test_tunnel_refuses_a_port_another_program_holds(sandbox: Sandbox, target: str) -> None:
+    """With the local dev stack running, its Kafka holds 127.0.0.1:9092: `already answers` would
+    send the clients that think they reach the cluster to the laptop's Kafka instead."""
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    variable, _ = TUNNELS[target]
+    port = free_port()
+    with listening(port, "kafka-server-start.sh", "server.properties"):
+        result = sandbox.make(target, env={variable: str(port)})
+    assert result.returncode != 0
+    expected = f"tunnel.sh: 127.0.0.1:{port} is taken by another program, not this tunnel ("
+    assert expected in result.stderr, result.stderr
+    if target == "dev-kafka-tunnel":
+        assert "make devstack-down" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]
+
+
+@pytest.mark.parametrize("target", sorted(TUNNELS))
+def test_tunnel_already_open_is_left_alone(sandbox: Sandbox, target: str) -> None:
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    variable, forward = TUNNELS[target]
+    port = free_port()
+    spec = "127.0.0.1:" + forward.format(port=port)
+    with listening(port, "ssh", "-F", "cfg", "-f", "-N", "-L", spec, "ubuntu@203.0.113.10"):
+        result = sandbox.make(target, env={variable: str(port)})
+    assert result.returncode == 0, result.stderr
+    assert f"127.0.0.1:{port} is already this tunnel" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]
+
+
+def test_kafka_tunnel_to_an_old_node_is_named(sandbox: Sandbox) -> None:
+    """The broker moved to another node: the old tunnel holds the port but reaches nothing."""
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    port = free_port()
+    stale = f"127.0.0.1:{port}:10.40.10.22:30094"
+    with listening(port, "ssh", "-f", "-N", "-L", stale, "ubuntu@203.0.113.10"):
+        result = sandbox.make("dev-kafka-tunnel", env={"CA4_KAFKA_TUNNEL_PORT": str(port)})
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port} is an ssh tunnel to another address than 10.40.11.21:30094" in (
+        result.stderr
+    )
+    assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]
 
 
 @pytest.mark.parametrize(
@@ -605,6 +738,253 @@ def test_unreachable_api_is_named(sandbox: Sandbox) -> None:
     assert result.returncode != 0
     assert "Kubernetes API not reachable" in result.stderr
     assert "make ca4-api-tunnel" in result.stderr
+
+
+# -- ca4-platform-setup: the Alertmanager receivers' Secret on a first deploy ---------------------
+
+RECEIVER_FILE_VARIABLES = {
+    "webhook-url": "CA4_ALERT_WEBHOOK_URL_FILE",
+    "slack-api-url": "CA4_ALERT_SLACK_API_URL_FILE",
+    "smtp-password": "CA4_ALERT_SMTP_PASSWORD_FILE",
+}
+RECEIVER_VALUES = {
+    "webhook-url": WEBHOOK_URL,
+    "slack-api-url": SLACK_URL,
+    "smtp-password": SMTP_PASSWORD,
+}
+
+
+def receivers_secret(rendered: Rendered, value_set: str) -> tuple[str, str]:
+    """(namespace, name) of the Secret the rendered Alertmanager mounts."""
+    deployment = next(
+        d
+        for d in rendered[("ca4-platform", value_set)]
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "alertmanager"
+    )
+    names = [v["secret"]["secretName"] for v in pod_spec(deployment)["volumes"] if "secret" in v]
+    assert len(names) == 1, names
+    return deployment["metadata"]["namespace"], names[0]
+
+
+def kubectl_index(calls: list[dict[str, Any]], *words: str) -> int:
+    """Index of the first kubectl call whose argv holds every word."""
+    return next(
+        i for i, c in enumerate(calls) if c["tool"] == "kubectl" and set(words) <= set(c["argv"])
+    )
+
+
+def without_receiver_files(sandbox: Sandbox) -> None:
+    sandbox.env = {
+        k: v for k, v in sandbox.env.items() if k not in RECEIVER_FILE_VARIABLES.values()
+    }
+
+
+def assert_no_receiver_secret_leaked(
+    sandbox: Sandbox, result: subprocess.CompletedProcess[str]
+) -> None:
+    argv = json.dumps([c["argv"] for c in sandbox.calls()])
+    for value in RECEIVER_VALUES.values():
+        assert value not in argv, "a receiver secret on a command line"
+        assert value not in result.stdout + result.stderr, "a receiver secret in the output"
+
+
+def test_first_platform_setup_writes_the_receivers_secret_into_a_namespace_helm_adopts(
+    sandbox: Sandbox, rendered: Rendered
+) -> None:
+    """The documented first deploy: the monitoring namespace does not exist yet (the chart creates
+    it), so the target creates it with Helm's ownership metadata for the release to adopt, then
+    the Secret the dev values' webhook receiver mounts, from CA4_ALERT_WEBHOOK_URL_FILE, all
+    before the install that waits for Alertmanager."""
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    install = next(i for i, c in enumerate(calls) if c["argv"][:2] == ["upgrade", "--install"])
+    release, chart = calls[install]["argv"][2:4]
+    release_namespace = calls[install]["argv"][calls[install]["argv"].index("--namespace") + 1]
+    namespace, secret = receivers_secret(rendered, "dev")
+    created = kubectl_index(calls, "create", "namespace", namespace)
+    assert calls[created + 1]["argv"] == ["apply", "-f", "-"]
+    label = kubectl_index(calls, "label", "namespace", namespace)
+    assert "app.kubernetes.io/managed-by=Helm" in calls[label]["argv"]
+    annotate = kubectl_index(calls, "annotate", "namespace", namespace)
+    assert f"meta.helm.sh/release-name={release}" in calls[annotate]["argv"]
+    assert f"meta.helm.sh/release-namespace={release_namespace}" in calls[annotate]["argv"]
+    write = kubectl_index(calls, "create", "secret", "generic", secret)
+    assert calls[write]["argv"][calls[write]["argv"].index("-n") + 1] == namespace
+    assert "--dry-run=client" in calls[write]["argv"]
+    assert calls[write]["files"] == {"webhook-url": WEBHOOK_URL}
+    assert calls[write + 1]["argv"] == ["apply", "-f", "-"]
+    assert created < label < annotate < write < install
+    assert chart.endswith("infra/helm/ca4-platform")
+    assert_no_receiver_secret_leaked(sandbox, result)
+
+
+def test_prod_platform_setup_writes_every_enabled_receiver_from_its_file(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    for key, variable in RECEIVER_FILE_VARIABLES.items():
+        path = tmp_path / f"{key}.secret"
+        path.write_text(RECEIVER_VALUES[key] + "\n")
+        sandbox.env[variable] = str(path)
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"ENV": "prod"})
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    write = kubectl_index(calls, "create", "secret", "generic", "ca4-alertmanager-receivers")
+    assert calls[write]["files"] == {k: v + "\n" for k, v in RECEIVER_VALUES.items()}
+    assert_no_receiver_secret_leaked(sandbox, result)
+
+
+@pytest.mark.parametrize(
+    ("value_set", "variables"),
+    [("dev", {"CA4_ALERT_WEBHOOK_URL_FILE"}), ("prod", set(RECEIVER_FILE_VARIABLES.values()))],
+)
+def test_platform_setup_without_receiver_secrets_stops_before_anything_changes(
+    sandbox: Sandbox, value_set: str, variables: set[str]
+) -> None:
+    """No file and no Secret in the cluster: one line naming the variables, before any change,
+    instead of `helm --wait` waiting 10 minutes for an Alertmanager whose Secret never comes."""
+    without_receiver_files(sandbox)
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"ENV": value_set})
+    assert result.returncode != 0
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("ca4-platform-setup: missing setting: "), result.stderr
+    assert set(line.split(": missing setting: ")[1].split(" (")[0].split()) == variables
+    assert "ca4-alertmanager-receivers does not exist" in line
+    changes = [
+        c
+        for c in sandbox.calls()
+        if (c["tool"] == "helm" and c["argv"][0] != "template")
+        or (c["tool"] == "kubectl" and verb_args(c["argv"])[0] not in {"version", "get"})
+    ]
+    assert changes == []
+
+
+def test_platform_setup_keeps_using_a_receivers_secret_the_operator_created(
+    sandbox: Sandbox,
+) -> None:
+    """An operator who created the namespace and the Secret by hand (the old instructions) needs
+    no file: the Secret is left as it is, and the namespace is made adoptable by the release."""
+    without_receiver_files(sandbox)
+    secrets = {"monitoring/ca4-alertmanager-receivers": {"webhook-url": WEBHOOK_URL}}
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"CA4_FAKE_SECRETS": json.dumps(secrets)})
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    assert not [c for c in calls if {"create", "secret"} <= set(c["argv"])], "Secret rewritten"
+    annotate = kubectl_index(calls, "annotate", "namespace", "monitoring")
+    install = next(i for i, c in enumerate(calls) if c["argv"][:2] == ["upgrade", "--install"])
+    assert annotate < install
+    assert "using the existing Secret monitoring/ca4-alertmanager-receivers" in result.stdout
+
+
+def test_platform_setup_names_the_keys_an_existing_secret_lacks(sandbox: Sandbox) -> None:
+    without_receiver_files(sandbox)
+    secrets = {"monitoring/ca4-alertmanager-receivers": {"webhook-url": WEBHOOK_URL}}
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make(
+        "ca4-platform-setup", env={"ENV": "prod", "CA4_FAKE_SECRETS": json.dumps(secrets)}
+    )
+    assert result.returncode != 0
+    assert (
+        "ca4-platform-setup: missing setting: CA4_ALERT_SLACK_API_URL_FILE "
+        "CA4_ALERT_SMTP_PASSWORD_FILE (" in result.stderr
+    )
+    assert "lacks their keys" in result.stderr
+    assert not [c for c in sandbox.calls() if c["argv"][:2] == ["upgrade", "--install"]]
+
+
+def test_platform_setup_refuses_half_the_receiver_files(sandbox: Sandbox) -> None:
+    """Files for some receivers only: the Secret would be written without the others' keys."""
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"ENV": "prod"})
+    assert result.returncode != 0
+    assert (
+        "ca4-platform-setup: missing setting: CA4_ALERT_SLACK_API_URL_FILE "
+        "CA4_ALERT_SMTP_PASSWORD_FILE (the receivers Secret monitoring/ca4-alertmanager-receivers "
+        "is written whole" in result.stderr
+    )
+    assert not [c for c in sandbox.calls() if c["tool"] == "kubectl" and "apply" in c["argv"]]
+
+
+def test_platform_setup_refuses_an_empty_receiver_file(sandbox: Sandbox) -> None:
+    sandbox.webhook_url_file.write_text("")
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup")
+    assert result.returncode != 0
+    assert "ca4-platform-setup: missing file: CA4_ALERT_WEBHOOK_URL_FILE=" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "kubectl" and "apply" in c["argv"]]
+
+
+def test_make_renders_for_the_kubernetes_release_it_installs() -> None:
+    """The target's offline `helm template` needs a version the charts accept: K3s's."""
+    text = (REPO / "mk" / "infra.mk").read_text()
+    match = re.search(r"^CA4_KUBE_VERSION \?= (\S+)$", text, re.M)
+    assert match, "CA4_KUBE_VERSION is not set in mk/infra.mk"
+    assert f"v{match.group(1)}+k3s1" == K3S_VERSION
+
+
+# -- ca4-deploy-app: the database URL -----------------------------------------------------------
+
+
+def dev_mongo_url(rendered: Rendered) -> str:
+    """The app URL the dev platform chart keeps in its MongoDB Secret (a fresh password)."""
+    secret = next(
+        d
+        for d in rendered[("ca4-platform", "dev")]
+        if d["kind"] == "Secret" and d["metadata"]["name"] == "ca4-platform-mongodb"
+    )
+    assert secret["metadata"]["namespace"] == "platform"
+    return base64.b64decode(secret["data"]["mongo-url"]).decode()
+
+
+def test_dev_deploy_reads_the_in_cluster_mongo_url(sandbox: Sandbox, rendered: Rendered) -> None:
+    """ENV=dev has no DocumentDB: without CA4_MONGO_URL the app Secret gets the URL of the
+    in-cluster MongoDB that ca4-platform generated, never through a command line or the output."""
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    sandbox.reset()
+    url = dev_mongo_url(rendered)
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k != "CA4_MONGO_URL"}
+    secrets = {"platform/ca4-platform-mongodb": {"mongo-url": url}}
+    result = sandbox.make("ca4-deploy-app", env={"CA4_FAKE_SECRETS": json.dumps(secrets)})
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    app_secret = kubectl_index(calls, "create", "secret", "generic", "ca4-app-secrets")
+    assert calls[app_secret]["files"]["mongo-url"] == url
+    assert url not in json.dumps([c["argv"] for c in calls])
+    assert url not in result.stdout + result.stderr
+
+
+def test_dev_deploy_without_a_database_names_the_setting(sandbox: Sandbox) -> None:
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    sandbox.reset()
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k != "CA4_MONGO_URL"}
+    result = sandbox.make("ca4-deploy-app")
+    assert result.returncode != 0
+    assert (
+        result.stderr.strip()
+        .splitlines()[0]
+        .startswith(
+            "ca4-deploy-app: missing setting: CA4_MONGO_URL (ENV=dev: no in-cluster MongoDB URL in "
+            "the Secret platform/ca4-platform-mongodb"
+        )
+    )
+    assert not [c for c in sandbox.calls() if c["tool"] == "helm" or "apply" in c["argv"]]
+
+
+def test_prod_deploy_needs_its_mongo_url(sandbox: Sandbox) -> None:
+    """Prod never falls back to an in-cluster database: CA4_MONGO_URL names DocumentDB."""
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k != "CA4_MONGO_URL"}
+    secrets = {"platform/ca4-platform-mongodb": {"mongo-url": "mongodb://x:y@mongodb/ca4"}}
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make(
+        "ca4-deploy-app", env={"ENV": "prod", "CA4_FAKE_SECRETS": json.dumps(secrets)}
+    )
+    assert result.returncode != 0
+    assert "ca4-deploy-app: missing setting: CA4_MONGO_URL" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "helm" or "apply" in c["argv"]]
 
 
 def test_os_environ_untouched() -> None:

@@ -8,6 +8,9 @@ resolves its options with the real ``ssh -G`` (``$CA4_REAL_SSH``) for the target
 does for a ProxyJump hop (``ssh -F CONFIG -W``: command-line ``-o``/``-i`` are not passed on),
 for the hop: a host that would prompt for its key, or a hop without the operator's identity,
 fails the call the way the real ssh would (exit 255), and the resolved policy is recorded.
+``helm template`` runs the real helm (``$CA4_REAL_HELM``), so a recipe reads the chart as it
+renders; ``kubectl get secret`` answers from ``$CA4_FAKE_SECRETS`` (JSON: ``"namespace/name"`` ->
+``{key: value}``) through the go-templates the recipes use.
 """
 
 from __future__ import annotations
@@ -234,6 +237,55 @@ def _exec(argv: list[str]) -> None:
         print(json.dumps(found))
 
 
+def _from_files(argv: list[str]) -> dict[str, dict[str, str]]:
+    """``kubectl create secret|configmap --from-file=[KEY=]PATH``: what the object would hold, read
+    while the recipe's files exist, so tests can check it (this log is the tests' only)."""
+    files: dict[str, str] = {}
+    for arg in argv:
+        if not arg.startswith("--from-file="):
+            continue
+        key, _, path = arg.removeprefix("--from-file=").rpartition("=")
+        source = Path(path)
+        if source.is_dir():
+            files |= {f.name: f.read_text() for f in sorted(source.iterdir()) if f.is_file()}
+        else:
+            files[key or source.name] = source.read_text()
+    return {"files": files} if files else {}
+
+
+def _helm_template(argv: list[str]) -> None:
+    """Render with the real helm: the recipes read the receivers and Secrets from the chart."""
+    real = os.environ.get("CA4_REAL_HELM")
+    if not real:
+        return
+    result = subprocess.run([real, *argv], capture_output=True, text=True, check=False)
+    print(result.stdout, end="")
+    print(result.stderr, end="", file=sys.stderr)
+    sys.exit(result.returncode)
+
+
+def _get_secret(argv: list[str]) -> None:
+    """``kubectl -n NS get secret NAME --ignore-not-found -o go-template=...``: the Secret's name
+    and key names, or one key's decoded value, as the recipes' templates print them."""
+    namespace = argv[argv.index("-n") + 1] if "-n" in argv else "default"
+    name = argv[argv.index("secret") + 1]
+    secrets = json.loads(os.environ.get("CA4_FAKE_SECRETS", "{}"))
+    data: dict[str, str] | None = secrets.get(f"{namespace}/{name}")
+    if data is None:
+        if "--ignore-not-found" not in argv:
+            print(f'Error from server (NotFound): secrets "{name}" not found', file=sys.stderr)
+            sys.exit(1)
+        return
+    template = argv[argv.index("-o") + 1].removeprefix("go-template=")
+    if "base64decode" in template:  # {{with index . "KEY"}}{{base64decode .}}{{end}}
+        key = template.split("index . ", 1)[1].split('"')[1]
+        print(data.get(key, ""), end="")
+    else:  # {{.metadata.name}} then one key name per line
+        print(name)
+        for key in sorted(data):
+            print(key)
+
+
 def main() -> None:
     tool = Path(sys.argv[0]).name
     argv = sys.argv[1:]
@@ -241,9 +293,14 @@ def main() -> None:
     if tool == "ssh":
         _ssh(argv, stdin)
         return
-    _record(tool, argv, stdin)
+    extra = _from_files(argv) if tool == "kubectl" else {}
+    _record(tool, argv, stdin, **extra)
     if tool == "terraform":
         _terraform(argv)
+    elif tool == "helm" and argv[:1] == ["template"]:
+        _helm_template(argv)
+    elif tool == "kubectl" and "get" in argv and "secret" in argv:
+        _get_secret(argv)
     elif tool == "kubectl" and "--dry-run=client" in argv:
         print("apiVersion: v1\nkind: Object")
     elif tool == "curl":

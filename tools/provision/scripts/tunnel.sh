@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Open an SSH tunnel through the bastion, in the background, unless its local port already answers.
+# Open an SSH tunnel through the bastion, in the background, unless it is already open. A local port
+# that answers but is not this tunnel (the local dev stack's Kafka, say) is refused, by name.
 #   tunnel.sh api     localhost:6443 -> first K3s server :6443 (kubectl, helm)
 #   tunnel.sh kafka   localhost:9092+N -> NodePort 30094+N of broker N on its node (the TUNNEL
 #                     listener advertises localhost:9092+N, so clients keep using the tunnel)
@@ -15,12 +16,18 @@ esac
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# tunnel_pids SPEC: the ssh processes forwarding exactly SPEC (-L SPEC), as this script starts them.
+tunnel_pids() {
+  local pattern="ssh .*-L ${1//./[.]}( |$)"
+  pgrep -f "${pattern}" || true
+}
+
 cluster_hosts
 
 forwards=()
 if [[ "${kind}" == api ]]; then
   local_port="${CA4_API_TUNNEL_PORT:-6443}"
-  forwards+=(-L "127.0.0.1:${local_port}:${servers[0]}:6443")
+  forwards+=("127.0.0.1:${local_port}:${servers[0]}:6443")
 else
   local_port="${CA4_KAFKA_TUNNEL_PORT:-9092}"
   for ((i = 0; i < ${CA4_KAFKA_BROKERS:-1}; i++)); do
@@ -29,13 +36,30 @@ else
     node="$(kubectl --kubeconfig "${CA4_KUBECONFIG}" -n "${CA4_PLATFORM_NAMESPACE:-platform}" \
       get pod "kafka-${i}" -o jsonpath='{.status.hostIP}')" || node=""
     [[ -n "${node}" ]] || die "cannot find the node of kafka-${i}: open the API tunnel first (make ca4-api-tunnel)"
-    forwards+=(-L "127.0.0.1:$((local_port + i)):${node}:$((${CA4_KAFKA_NODE_PORT_BASE:-30094} + i))")
+    forwards+=("127.0.0.1:$((local_port + i)):${node}:$((${CA4_KAFKA_NODE_PORT_BASE:-30094} + i))")
   done
 fi
 
-if port_open "${local_port}"; then
-  log "${kind} tunnel: 127.0.0.1:${local_port} already answers, nothing to do"
-  exit 0
-fi
-ssh "${SSH_OPTS[@]}" -f -N -o ExitOnForwardFailure=yes "${forwards[@]}" "${SSH_JUMP}"
-log "${kind} tunnel open on 127.0.0.1:${local_port} (stop it with: pkill -f 'ssh.*-L 127.0.0.1:${local_port}')"
+# A local port that already answers is fine only when this tunnel holds it: anything else there
+# (the local dev stack's Kafka on 9092, a local cluster's API on 6443) would silently take the
+# clients that believe they reach the cluster.
+command -v pgrep >/dev/null 2>&1 || die "missing tool: pgrep (to tell this tunnel from another program on a local port)"
+to_open=()
+for spec in "${forwards[@]}"; do
+  port="${spec#127.0.0.1:}"
+  port="${port%%:*}"
+  if ! port_open "${port}"; then
+    to_open+=(-L "${spec}")
+  elif [[ -n "$(tunnel_pids "${spec}")" ]]; then
+    log "${kind} tunnel: 127.0.0.1:${port} is already this tunnel (${spec#*:*:}), nothing to do"
+  elif [[ -n "$(tunnel_pids "127.0.0.1:${port}:[^ ]*")" ]]; then
+    die "127.0.0.1:${port} is an ssh tunnel to another address than ${spec#*:*:} (an old one: the pod moved?): stop it (pkill -f 'ssh.*-L 127.0.0.1:${port}:') and run this again"
+  elif [[ "${kind}" == kafka ]]; then
+    die "127.0.0.1:${port} is taken by another program, not this tunnel (the local dev stack's Kafka? stop it: make devstack-down, or docker compose stop kafka), so clients would reach it instead of the cluster's Kafka"
+  else
+    die "127.0.0.1:${port} is taken by another program, not this tunnel (a local Kubernetes API?): stop it, so that kubectl reaches the cluster"
+  fi
+done
+[[ ${#to_open[@]} -gt 0 ]] || exit 0
+ssh "${SSH_OPTS[@]}" -f -N -o ExitOnForwardFailure=yes "${to_open[@]}" "${SSH_JUMP}"
+log "${kind} tunnel open on 127.0.0.1:${local_port} (stop it with: pkill -f 'ssh.*-L 127.0.0.1:${local_port}:')"
