@@ -149,12 +149,15 @@ class Transport:
             outcome.error = f"{type(error).__name__}: {error}"
             return
         status = response.status_code
-        if status not in SPLITTABLE_STATUS and status < 500 and not _from_the_api(response):
-            # A tunnel, proxy or captive portal answered with a page of its own: nothing says
-            # the reports reached the API, so keep them.
+        if status >= 500 or (status not in SPLITTABLE_STATUS and not _from_the_api(response)):
+            # A server error, or a tunnel, proxy or captive portal answering with a page of its
+            # own: nothing says the reports reached the API, so keep them.
             outcome.retry.extend(reports)
+            outcome.auth_failed = status in AUTH_STATUS
             outcome.error = (
-                f"HTTP {status} that is not the CA4 API's answer "
+                f"HTTP {status}: {_detail(response)}"
+                if _from_the_api(response)
+                else f"HTTP {status} that is not the CA4 API's answer "
                 f"({response.headers.get('Content-Type') or 'no Content-Type'}): "
                 f"{response.text[:200]}"
             )

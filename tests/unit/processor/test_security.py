@@ -113,8 +113,10 @@ async def test_a_batch_the_bucket_cannot_pay_yet_is_429_and_costs_nothing_more(
         smaller = await _post_batch(client, 2)
 
     assert (first.status_code, second.status_code, smaller.status_code) == (202, 429, 202)
-    # 4 tokens were left and authentication took one; the retry needs 6: 3 more at 0.5/s.
-    assert second.headers["retry-after"] == "6"
+    # 4 tokens were left; the second paid 2 (its first, and one more for its weight of just
+    # over 16 KiB) and needs 4 more: 4 s for those at 0.5/s, and 4 s for the 2 its retry pays
+    # again (a Retry-After of 6 s sent a retry that could never fit while the bucket was short).
+    assert second.headers["retry-after"] == "8"
     assert "this request costs 6:" in second.json()["detail"]
     assert len(fake_publisher.published) == 8
 

@@ -65,7 +65,7 @@ def test_auth_failure_is_flagged() -> None:
     assert len(outcome.retry) == 1
 
 
-@pytest.mark.parametrize("status", [200, 202, 404, 400])
+@pytest.mark.parametrize("status", [200, 202, 404, 400, 401, 520])
 def test_a_page_that_is_not_the_api_keeps_the_reports(status: int) -> None:
     """An ngrok tunnel whose agent is down answers 404 with an HTML page; a captive portal
     answers 200. Both dropped the reports (404 as refused for good, 200 as accepted)."""
@@ -80,14 +80,17 @@ def test_a_page_that_is_not_the_api_keeps_the_reports(status: int) -> None:
         f"HTTP {status} that is not the CA4 API's answer (text/html; charset=utf-8): "
         "<html>ERR_NGROK_3200: endpoint is offline</html>"
     )
+    assert outcome.auth_failed == (status == 401)
 
 
-def test_a_404_of_the_api_keeps_the_reports() -> None:
+@pytest.mark.parametrize("status", [404, 501, 507])
+def test_a_404_or_any_server_error_of_the_api_keeps_the_reports(status: int) -> None:
     with stub_api() as (url, state):
-        state.status = 404
+        state.status = status
         outcome = Transport(url, "k").send(_reports(1))
     assert len(outcome.retry) == 1
     assert outcome.rejected == []
+    assert outcome.error == f"HTTP {status}: stub says no"
 
 
 def test_too_large_batch_is_halved_until_it_fits() -> None:

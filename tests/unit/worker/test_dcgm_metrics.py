@@ -157,3 +157,13 @@ def test_the_docs_table_maps_every_field_to_its_metric() -> None:
         if f"| `{field.source}` | `{field.metric}` | {field.unit} |" not in table
     ]
     assert missing == []
+
+
+def test_a_mig_slice_has_no_throttle_reasons_of_its_own() -> None:
+    """The collectors never read throttle reasons for a slice: its empty list is no reading."""
+    sample = GpuSample.model_validate(
+        gpu_sample(0, uuid_="MIG-slice")
+        | {"throttle_reasons": [], "mig": {"parent_uuid": "GPU-parent", "gpu_instance_id": 1}}
+    )
+    by_source = {field.source: field for field in GPU_FIELDS}
+    assert by_source["throttle_reasons"].value(sample) is None

@@ -126,11 +126,12 @@ def charge(
     wait_s = limiter.try_acquire(key_id, tokens=tokens - paid)
     if wait_s > 0:
         metrics.count("rejected", max(reports, 1))
-        # The retry pays its first token in authenticate again, hence one token's time more.
+        # The retry pays again what this request has paid already (its first token, and its
+        # weight's share once validated), so it must wait for those too, or it never fits.
         raise _rate_limited(
             limiter,
             key_id,
-            wait_s + 1 / limiter.rate,
+            wait_s + paid / limiter.rate,
             tokens=tokens,
             token_weight=settings.RATE_LIMIT_TOKEN_WEIGHT,
         )

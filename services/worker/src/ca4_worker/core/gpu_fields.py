@@ -66,7 +66,10 @@ COMPUTE_MODES: Final = {
 def _throttle_mask(sample: GpuSample) -> float | None:
     # An empty list is a real reading: no throttling, 0 as DCGM exports it. A collector that
     # could not read the reasons lists the field as unavailable, and GpuField.value then gives
-    # no series, better than a false 0.
+    # no series, better than a false 0. For a MIG slice the SDK's collectors never read them
+    # (DCGM exports them per GPU), so there an empty list is no reading.
+    if sample.mig is not None and not sample.throttle_reasons:
+        return None
     return float(sum(THROTTLE_REASON_BITS.get(reason, 0) for reason in sample.throttle_reasons))
 
 
