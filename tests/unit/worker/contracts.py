@@ -17,6 +17,7 @@ from tests.unit.worker.factories import (
     BASE_TIME,
     TENANT_A,
     TENANT_B,
+    dated_ahead,
     gpu_sample,
     positioned,
     session_stream,
@@ -376,14 +377,7 @@ def _out_of_order_gpu_samples() -> Batches:
 
 def _gpu_sample_dated_ahead() -> Batches:
     """A report dated minutes past its receipt, then the real reports after its receipt."""
-    ahead = positioned(
-        0,
-        0,
-        session_id="s",
-        occurred_at=BASE_TIME + timedelta(minutes=4, seconds=59),
-        received_at=BASE_TIME,
-        gpus=[gpu_sample(0, utilization=1.0)],
-    )
+    ahead = dated_ahead()
     real = [
         positioned(
             0,

@@ -157,3 +157,16 @@ def session_stream(
         if left == 1:
             pending.pop(index)
     return stream
+
+
+def dated_ahead(utilization: float = 1.0) -> PositionedEvent:
+    """A report of session ``s`` dated 4:59 past its receipt at :data:`BASE_TIME` (the
+    processor accepts up to five minutes ahead), at position 0/0."""
+    return positioned(
+        0,
+        0,
+        session_id="s",
+        occurred_at=BASE_TIME + timedelta(minutes=4, seconds=59),
+        received_at=BASE_TIME,
+        gpus=[gpu_sample(0, utilization=utilization)],
+    )

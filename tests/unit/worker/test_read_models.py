@@ -7,7 +7,7 @@ from datetime import timedelta
 from ca4_worker.domain.projection import SessionState, fold_session, latest_gpu_samples
 from ca4_worker.persistence.documents import new_session_document, session_state
 
-from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned
+from tests.unit.worker.factories import BASE_TIME, dated_ahead, gpu_sample, positioned
 
 
 def test_merging_deltas_equals_folding_every_event_at_once() -> None:
@@ -50,14 +50,7 @@ def test_a_document_from_before_a_field_existed_reads_as_its_default() -> None:
 
 
 def test_a_gpu_sample_dated_past_its_receipt_counts_as_received() -> None:
-    ahead = positioned(
-        0,
-        0,
-        session_id="s",
-        occurred_at=BASE_TIME + timedelta(minutes=4, seconds=59),
-        received_at=BASE_TIME,
-        gpus=[gpu_sample(0, utilization=1.0)],
-    )
+    ahead = dated_ahead()
     real = positioned(
         0,
         1,

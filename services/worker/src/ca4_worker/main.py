@@ -229,6 +229,10 @@ def create_app(
     return app
 
 
+DATABASE_RETRY_AFTER_S = 5
+"""``Retry-After`` of a read the database did not serve."""
+
+
 async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
     """A read the database did not answer in time, or at all: ``503``, try again soon."""
     settings: Settings = request.app.state.settings
@@ -242,9 +246,6 @@ async def _database_unavailable(request: Request, error: Exception) -> JSONRespo
         status_code=503,
         headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
     )
-
-
-DATABASE_RETRY_AFTER_S = 5
 
 
 app = create_app()
