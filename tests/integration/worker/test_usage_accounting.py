@@ -6,21 +6,27 @@ import asyncio
 import csv
 import io
 import json
+from datetime import date
 from typing import Any
 
 import pytest
 from ca4_provision.cli import app
 from ca4_worker.application.replay import replay_from_store
+from ca4_worker.application.usage import UsageProjection, roll_up
 from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.usage_mongo import MongoUsageRecords
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner
 
 from tests.integration.worker.support import produce, running_worker, wait_for
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
+    RULES,
+    START,
     nlp_reports,
+    scenario_events,
     seconds,
     vision_reports,
 )
@@ -120,8 +126,32 @@ async def _ca4(*args: str) -> Any:
 
 async def _usage_documents(database: AsyncDatabase[Doc]) -> dict[str, Any]:
     """Every usage record without its write counter (a rebuild writes fewer times)."""
-    documents: dict[str, Any] = {}
-    for name in ("usage_days", "usage_marks"):
-        async for doc in database[name].find({}, {"version": 0}):
-            documents[f"{name}/{doc['_id']}"] = doc
-    return documents
+    return {doc["_id"]: doc async for doc in database["usage_days"].find({}, {"version": 0})}
+
+
+async def test_marks_from_before_they_moved_into_day_records_are_read_and_moved(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """A deployment upgraded mid-session: its marks are in ``usage_marks`` and its day records
+    have none. The new worker reads them there, counts exactly, and moves them."""
+    events = scenario_events()
+    records = MongoUsageRecords(database)
+    await records.create_indexes()
+    await UsageProjection(records, rules=RULES).apply(events[:8])
+    async for doc in database["usage_days"].find({"marks": {"$ne": None}}):
+        legacy = {"_id": doc["session_id"], "tenant": doc["tenant"], "version": 3}
+        legacy |= {key: doc["marks"][key] for key in ("applied", "gpus_dropped")}
+        await database["usage_marks"].insert_one(legacy | {"marks": doc["marks"]["readings"]})
+    await database["usage_days"].update_many({}, {"$unset": {"marks": ""}})
+
+    upgraded = MongoUsageRecords(database)
+    await upgraded.create_indexes()
+    await UsageProjection(upgraded, rules=RULES).apply(events[6:])
+
+    rows = roll_up(
+        [day async for day in upgraded.days_between(START.date(), date(2026, 1, 7), tenant=None)],
+        group_by="label:project",
+    )
+    assert {row.group: seconds(row.model_dump()) for row in rows} == EXPECTED_BY_PROJECT
+    holders = [doc["_id"] async for doc in database["usage_days"].find({"marks": {"$ne": None}})]
+    assert sorted(holders) == ["usage-nlp/2026-01-05", "usage-vision/2026-01-06"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
 import tracemalloc
 from collections.abc import Sequence
 from datetime import timedelta, timezone
@@ -16,33 +16,19 @@ from ca4_schemas import GpuMetadataReported
 from ca4_worker.application.usage import UsageProjection, Versioned, roll_up, usage_report
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.records import Position, PositionedEvent
-from ca4_worker.domain.usage import GpuUsage, UsageDay, UsageRules, split_by_day
+from ca4_worker.domain.usage import GpuUsage, UsageDay, split_by_day
 from ca4_worker.main import create_app
 from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 
-from tests.unit.worker.factories import TENANT_A, TENANT_B
+from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, gpu_sample
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
     EXPECTED_VISION_BY_DAY,
+    RULES,
     START,
-    nlp_reports,
+    scenario_events,
     seconds,
-    vision_reports,
 )
-
-RULES = UsageRules(busy_above_pct=10.0, idle_memory_above_mib=0.0, max_gap_s=120.0)
-
-
-def scenario_events() -> list[PositionedEvent]:
-    """Both sessions as Kafka would position them (one partition each, in report order)."""
-    return [
-        PositionedEvent(
-            event=GpuMetadataReported.model_validate_json(json.dumps(body)),
-            position=Position(partition, offset),
-        )
-        for partition, reports in ((0, vision_reports()), (1, nlp_reports()))
-        for offset, body in enumerate(reports)
-    ]
 
 
 async def _by_project(records: InMemoryUsageRecords) -> dict[str, dict[str, float]]:
@@ -91,22 +77,95 @@ async def test_batching_redelivery_and_duplicates_change_nothing() -> None:
     assert await _by_project(redelivered) == EXPECTED_BY_PROJECT
 
 
-async def test_a_crash_between_days_and_marks_counts_nothing_twice() -> None:
+def _saves_of_the_round_after(first: int) -> list[list[str]]:
+    """The record ids each save of applying ``scenario_events()[first:]`` writes, on top of
+    the records of the events before it (one batch each)."""
+    events = scenario_events()
+    records = InMemoryUsageRecords()
+    asyncio.run(UsageProjection(records, rules=RULES).apply(events[:first]))
+    calls: list[list[str]] = []
+    save = records.save
+
+    async def noted(days: Sequence[Versioned[UsageDay]]) -> None:
+        calls.append([item.record.document_id for item in days])
+        await save(days)
+
+    records.save = noted  # type: ignore[method-assign]
+    asyncio.run(UsageProjection(records, rules=RULES).apply(events[first:]))
+    return calls
+
+
+def test_a_round_across_midnight_writes_days_then_the_home_then_clears_the_old_one() -> None:
+    # Events 8-10: the vision session's last intervals before midnight, the report at midnight
+    # moves its marks to the next day (and the nlp session's reports after them).
+    assert _saves_of_the_round_after(8) == [
+        ["usage-vision/2026-01-05"],
+        ["usage-vision/2026-01-06", "usage-nlp/2026-01-05"],
+        ["usage-vision/2026-01-05"],
+    ]
+
+
+@pytest.mark.parametrize("dies_at", [0, 1, 2])
+async def test_a_crash_at_any_write_of_a_round_counts_nothing_twice(dies_at: int) -> None:
     records = InMemoryUsageRecords()
     projection = UsageProjection(records, rules=RULES)
     events = scenario_events()
     await projection.apply(events[:8])
+    save = records.save
+    calls = 0
 
-    async def crash(_: object) -> None:
-        raise RuntimeError("worker killed")
+    async def dying(days: Sequence[Versioned[UsageDay]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > dies_at:
+            raise RuntimeError("worker killed")
+        await save(days)
 
-    save_marks = records.save_marks
-    records.save_marks = crash  # type: ignore[method-assign]
+    records.save = dying  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="worker killed"):
         await projection.apply(events[8:])
-    records.save_marks = save_marks  # type: ignore[method-assign]
+    records.save = save  # type: ignore[method-assign]
     await projection.apply(events[6:])  # redelivery from before the crash
     assert await _by_project(records) == EXPECTED_BY_PROJECT
+    holding = [
+        item.record.document_id for item in records.days.values() if item.record.marks is not None
+    ]
+    assert sorted(holding) == ["usage-nlp/2026-01-05", "usage-vision/2026-01-06"]
+
+
+async def test_a_round_writes_one_record_per_session_with_its_marks() -> None:
+    """Seconds and marks in one statement: 200 sessions of 4 GPUs, two reports each (in
+    calls of at most 100 statements, the default chunk)."""
+    start = START - timedelta(hours=1)
+    events = [
+        PositionedEvent(
+            event=GpuMetadataReported.model_validate(
+                event_body(
+                    session_id=f"s-{session}",
+                    occurred_at=start + timedelta(seconds=30 * report),
+                    gpus=[gpu_sample(index) for index in range(4)],
+                )
+            ),
+            position=Position(session % 3, 2 * session + report),
+        )
+        for session in range(200)
+        for report in range(2)
+    ]
+    records = InMemoryUsageRecords()
+    projection = UsageProjection(records, rules=RULES)
+    await projection.apply(events[0::2])
+    calls: list[int] = []
+    save = records.save
+
+    async def counted(days: Sequence[Versioned[UsageDay]]) -> None:
+        calls.append(len(days))
+        await save(days)
+
+    records.save = counted  # type: ignore[method-assign]
+    await projection.apply(events[1::2])
+    assert calls == [100, 100]
+    assert all(item.record.marks is not None for item in records.days.values())
+    assert sum(len(item.record.gpus) for item in records.days.values()) == 800
 
 
 async def test_rebuild_after_reset_reproduces_the_records() -> None:

@@ -3,8 +3,13 @@ the GPU seconds they must give (shared by the unit and the real-stack tests)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from ca4_schemas import GpuMetadataReported
+from ca4_worker.domain.records import Position, PositionedEvent
+from ca4_worker.domain.usage import UsageRules
 
 from tests.unit.worker.factories import event_body, gpu_sample
 
@@ -62,3 +67,18 @@ EXPECTED_VISION_BY_DAY = {
 def seconds(row: dict[str, Any]) -> dict[str, float]:
     """The three second counts of a usage row."""
     return {key: row[key] for key in ("held_seconds", "busy_seconds", "idle_seconds")}
+
+
+RULES = UsageRules(busy_above_pct=10.0, idle_memory_above_mib=0.0, max_gap_s=120.0)
+
+
+def scenario_events() -> list[PositionedEvent]:
+    """Both sessions as Kafka would position them (one partition each, in report order)."""
+    return [
+        PositionedEvent(
+            event=GpuMetadataReported.model_validate_json(json.dumps(body)),
+            position=Position(partition, offset),
+        )
+        for partition, reports in ((0, vision_reports()), (1, nlp_reports()))
+        for offset, body in enumerate(reports)
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Generic, Protocol, TypeVar
 
@@ -22,10 +22,11 @@ from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, 
 from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.domain.usage import (
     UsageDay,
-    UsageMarks,
     UsageRules,
     fold_usage,
+    marks_home,
     touched_days,
+    usage_day_id,
 )
 
 MAX_GUARD_ROUNDS = 10
@@ -48,21 +49,19 @@ class Versioned(Generic[RecordT]):
 
 
 class UsageRecords(Protocol):
-    """Where the usage records live (database or memory)."""
+    """Where the day records live (database or memory). A session's marks travel inside the
+    day record of their newest reading (:attr:`UsageDay.marks`)."""
 
     async def load(
         self, session_ids: Iterable[str], day_ids: Iterable[str]
-    ) -> tuple[dict[str, Versioned[UsageMarks]], dict[str, Versioned[UsageDay]]]:
-        """The stored marks of ``session_ids`` and day records among ``day_ids``."""
+    ) -> dict[str, Versioned[UsageDay]]:
+        """The stored day records among ``day_ids``, and for each of ``session_ids`` whose
+        marks none of those holds, the records that hold them (by id)."""
         ...
 
-    async def save_days(self, days: Sequence[Versioned[UsageDay]]) -> None:
+    async def save(self, days: Sequence[Versioned[UsageDay]]) -> None:
         """Insert (version 0) or update (guarded by version) day records; raise
         :class:`LostGuardError` when a guard matched nothing."""
-        ...
-
-    async def save_marks(self, marks: Sequence[Versioned[UsageMarks]]) -> None:
-        """As :meth:`save_days`, for marks."""
         ...
 
     async def reset(self) -> None:
@@ -118,32 +117,84 @@ class UsageProjection:
         day_ids = set().union(
             *(touched_days(events, self.rules.max_gap_s) for _, events in sessions)
         )
-        marks, days = await self.records.load([session_id for session_id, _ in sessions], day_ids)
-        new_days: list[Versioned[UsageDay]] = []
-        new_marks: list[Versioned[UsageMarks]] = []
+        stored = await self.records.load([session_id for session_id, _ in sessions], day_ids)
+        holders = _marks_holders(stored.values())
+        before: list[Versioned[UsageDay]] = []
+        homes: list[Versioned[UsageDay]] = []
+        cleared: list[Versioned[UsageDay]] = []
         for session_id, events in sessions:
-            stored_marks = marks.get(session_id)
+            held = holders.get(session_id, [])
             fold = fold_usage(
                 session_id,
                 events,
-                marks=stored_marks.record if stored_marks else None,
-                stored_days={key: item.record for key, item in days.items()},
+                marks=held[0].record.marks if held else None,
+                stored_days={key: item.record for key, item in stored.items()},
                 rules=self.rules,
             )
-            new_days.extend(
-                Versioned(record, days[key].version if key in days else 0)
-                for key, record in fold.days.items()
-            )
+            written: dict[str, Versioned[UsageDay]] = {}
             if fold.marks_changed:
-                new_marks.append(Versioned(fold.marks, stored_marks.version if stored_marks else 0))
-        # Days first: a crash before the marks refolds from the old marks, and each day's
-        # applied position skips what it already counted.
-        await self.records.save_days(new_days)
-        await self.records.save_marks(new_marks)
+                home_day = marks_home(fold.marks, events[-1].occurred_at_ms)
+                home_id = usage_day_id(session_id, home_day)
+                written = {
+                    key: Versioned(record, stored[key].version if key in stored else 0)
+                    for key, record in fold.days.items()
+                }
+                home = written.pop(home_id, None) or _unchanged_or_new(
+                    stored.get(home_id), home_day, events[-1]
+                )
+                home.record.marks = fold.marks
+                before.extend(written.values())
+                homes.append(home)
+            elif held:  # every event was applied before, so no day changed either
+                home_id = held[0].record.document_id
+            for holder in held:
+                key = holder.record.document_id
+                if key != home_id:
+                    last = written.get(key, holder)
+                    bumped = last.version + (1 if key in written else 0)
+                    cleared.append(Versioned(replace(last.record, marks=None), bumped))
+        # Other days first: a crash before the home refolds from the old marks, and each day's
+        # applied position skips what it already counted. Old homes are cleared last.
+        for batch in (before, homes, cleared):
+            if batch:
+                await self.records.save(batch)
 
     async def reset(self) -> None:
         """Remove every usage record."""
         await self.records.reset()
+
+
+def _marks_holders(
+    days: Iterable[Versioned[UsageDay]],
+) -> dict[str, list[Versioned[UsageDay]]]:
+    """Per session, the loaded records holding marks, newest day first (an older one holds
+    marks only after a crash between a home's write and the clearing of the one before)."""
+    holders: dict[str, list[Versioned[UsageDay]]] = {}
+    for item in days:
+        if item.record.marks is not None:
+            holders.setdefault(item.record.session_id, []).append(item)
+    for held in holders.values():
+        held.sort(key=lambda item: item.record.day, reverse=True)
+    return holders
+
+
+def _unchanged_or_new(
+    stored: Versioned[UsageDay] | None, day: date, newest: PositionedEvent
+) -> Versioned[UsageDay]:
+    """The home record to write the marks into when its seconds did not change: a copy of the
+    stored one, or a new, empty one."""
+    if stored is not None:
+        return Versioned(replace(stored.record), stored.version)
+    return Versioned(
+        UsageDay(
+            session_id=newest.session_id,
+            day=day,
+            tenant=newest.event.tenant,
+            labels=dict(newest.event.labels),
+            runtime=newest.event.source.runtime,
+        ),
+        0,
+    )
 
 
 class ProjectionsWithUsage:

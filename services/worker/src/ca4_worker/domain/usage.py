@@ -13,13 +13,17 @@ above ``idle_memory_above_mib``: the GPU was held, allocated and unused for the 
 interval. An interval can be neither (no utilisation reported, or memory freed): it is still
 held. Intervals are split at UTC midnight, so each day gets exactly its share.
 
-**Exactly once.** Per session, a marks record keeps the last report per GPU and the Kafka
-position applied last per partition; per session and day, a day record keeps the seconds and
-its own applied positions. Events are folded in (partition, offset) order, which replay
-reproduces, so a refold gives the same intervals, and each record takes only contributions
-of events past its own applied position: a redelivered, duplicated or replayed event changes
-nothing. Day records are written before marks, so a crash between them refolds from the old
-marks and the day guards skip what was already counted.
+**Exactly once.** Per session, the marks keep the last report per GPU and the Kafka position
+applied last per partition; per session and day, a day record keeps the seconds and its own
+applied positions. Events are folded in (partition, offset) order, which replay reproduces, so
+a refold gives the same intervals, and each record takes only contributions of events past its
+own applied position: a redelivered, duplicated or replayed event changes nothing.
+
+**Where the marks live.** In the day record of their newest reading (:func:`marks_home`), so
+the usual round writes one record per session, seconds and marks in one guarded statement. Day
+records other than that one are written before it, so a crash between them refolds from the
+old marks and the day guards skip what was already counted; marks left behind on an older day
+are cleared after it, and until then the newest day holding marks wins.
 """
 
 from __future__ import annotations
@@ -90,6 +94,8 @@ class UsageDay:
     runtime: str
     applied: dict[str, int] = field(default_factory=dict)
     gpus: dict[str, GpuUsage] = field(default_factory=dict)
+    marks: UsageMarks | None = None
+    """The session's marks, when this is the day of their newest reading."""
 
     @property
     def document_id(self) -> str:
@@ -100,6 +106,13 @@ class UsageDay:
 def usage_day_id(session_id: str, day: date) -> str:
     """A day record's id: the session, then the day."""
     return f"{session_id}/{day.isoformat()}"
+
+
+def marks_home(marks: UsageMarks, fallback: datetime) -> date:
+    """The UTC day whose record keeps ``marks``: that of their newest reading (of ``fallback``
+    when they hold none). Readings only move forward, so a session's home never moves back."""
+    newest = max((mark.at for mark in marks.marks.values()), default=fallback)
+    return _in_utc(newest).date()
 
 
 def _is_idle(utilization: float | None, memory_used: float | None, rules: UsageRules) -> bool:

@@ -6,37 +6,45 @@ import copy
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import date
 
-from ca4_worker.application.usage import LostGuardError, RecordT, Versioned
-from ca4_worker.domain.usage import UsageDay, UsageMarks
+from ca4_worker.application.usage import LostGuardError, Versioned
+from ca4_worker.domain.usage import UsageDay
 
 
 class InMemoryUsageRecords:
-    """Marks and day records keyed by id, each with a version."""
+    """Day records keyed by id, each with a version (the marks travel inside them)."""
 
     def __init__(self) -> None:
-        self.marks: dict[str, Versioned[UsageMarks]] = {}
         self.days: dict[str, Versioned[UsageDay]] = {}
 
     async def load(
         self, session_ids: Iterable[str], day_ids: Iterable[str]
-    ) -> tuple[dict[str, Versioned[UsageMarks]], dict[str, Versioned[UsageDay]]]:
+    ) -> dict[str, Versioned[UsageDay]]:
         """Copies of the stored records (callers must not share state with the store)."""
-        return (
-            {key: copy.deepcopy(self.marks[key]) for key in session_ids if key in self.marks},
-            {key: copy.deepcopy(self.days[key]) for key in day_ids if key in self.days},
-        )
+        found = {key: copy.deepcopy(self.days[key]) for key in day_ids if key in self.days}
+        holding = {
+            item.record.session_id for item in found.values() if item.record.marks is not None
+        }
+        wanted = set(session_ids) - holding
+        for key, item in self.days.items():
+            if item.record.marks is not None and item.record.session_id in wanted:
+                found[key] = copy.deepcopy(item)
+        return found
 
-    async def save_days(self, days: Sequence[Versioned[UsageDay]]) -> None:
+    async def save(self, days: Sequence[Versioned[UsageDay]]) -> None:
         """Insert or update under the version guard."""
-        _save(self.days, [(item.record.document_id, item) for item in days])
-
-    async def save_marks(self, marks: Sequence[Versioned[UsageMarks]]) -> None:
-        """Insert or update under the version guard."""
-        _save(self.marks, [(item.record.session_id, item) for item in marks])
+        lost = False
+        for item in days:
+            key = item.record.document_id
+            current = self.days.get(key)
+            if (current.version if current else 0) != item.version:
+                lost = True
+                continue
+            self.days[key] = Versioned(copy.deepcopy(item.record), item.version + 1)
+        if lost:
+            raise LostGuardError("a usage record changed since it was read")
 
     async def reset(self) -> None:
         """Forget everything."""
-        self.marks.clear()
         self.days.clear()
 
     async def days_between(
@@ -46,17 +54,3 @@ class InMemoryUsageRecords:
         for item in list(self.days.values()):
             if start <= item.record.day < end and tenant in (None, item.record.tenant):
                 yield copy.deepcopy(item.record)
-
-
-def _save(
-    stored: dict[str, Versioned[RecordT]], items: list[tuple[str, Versioned[RecordT]]]
-) -> None:
-    lost = False
-    for key, item in items:
-        current = stored.get(key)
-        if (current.version if current else 0) != item.version:
-            lost = True
-            continue
-        stored[key] = Versioned(copy.deepcopy(item.record), item.version + 1)
-    if lost:
-        raise LostGuardError("a usage record changed since it was read")

@@ -1,15 +1,19 @@
 """The usage records in MongoDB (FerretDB locally, DocumentDB in production).
 
-Two collections: ``usage_marks`` (one per session: last report per GPU, applied positions) and
-``usage_days`` (one per session and UTC day: seconds per GPU). Writes are unordered inserts for
-new records and one bulk of ``$set`` updates guarded by ``version`` for the rest, the same
-operation mix as the session projection (see :mod:`ca4_worker.persistence.projections`).
+One collection, ``usage_days``: one record per session and UTC day (seconds per GPU), the one
+of the session's newest reading also holding its marks (last report per GPU, applied
+positions). Writes are unordered inserts for new records and one bulk of ``$set`` updates
+guarded by ``version`` for the rest, the same operation mix as the session projection (see
+:mod:`ca4_worker.persistence.projections`). Marks used to have a collection of their own,
+``usage_marks``, which cost a second statement per session every round; a worker still reads
+them there for a session none of whose day records holds marks yet, and moves them on its
+first write.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
@@ -25,49 +29,57 @@ from ca4_worker.application.usage import (
     Versioned,
 )
 from ca4_worker.core.config import Settings
-from ca4_worker.domain.usage import GpuMark, GpuUsage, UsageDay, UsageMarks, UsageRules
+from ca4_worker.domain.usage import (
+    GpuMark,
+    GpuUsage,
+    UsageDay,
+    UsageMarks,
+    UsageRules,
+    marks_home,
+    usage_day_id,
+)
 from ca4_worker.persistence.database import database_call, ensure_fits, insert_ignoring_duplicates
 
 Doc = dict[str, Any]
 READ_BATCH = 100
 """Day records fetched per round trip by a usage report (a record of 64 GPUs with long labels
 and uuids decodes to about 120 KiB)."""
+LEGACY_MARKS = "usage_marks"
 USAGE_INDEXES = {
     "usage_days": [
         IndexModel([("day", ASCENDING)], name="day"),
         IndexModel([("tenant", ASCENDING), ("day", ASCENDING)], name="tenant_day"),
+        IndexModel([("session_id", ASCENDING)], name="session"),
     ],
 }
 
 
-def marks_document(marks: UsageMarks, version: int) -> Doc:
-    """The stored form of a session's marks."""
+def marks_document(marks: UsageMarks) -> Doc:
+    """The stored form of a session's marks, inside its home day record."""
     return {
-        "_id": marks.session_id,
-        "tenant": marks.tenant,
-        "version": version,
         "applied": marks.applied,
         "gpus_dropped": marks.gpus_dropped,
-        "marks": [
+        "readings": [
             {"gpu_uuid": mark.gpu_uuid, "at": mark.at, "idle": mark.idle}
             for mark in marks.marks.values()
         ],
     }
 
 
-def marks_from_document(doc: Doc) -> Versioned[UsageMarks]:
-    """A session's marks from their stored form."""
-    marks = UsageMarks(
-        session_id=doc["_id"],
-        tenant=doc["tenant"],
+def marks_from_document(doc: Doc, *, session_id: str, tenant: str) -> UsageMarks:
+    """A session's marks from their stored form (inside a day record, or a legacy
+    ``usage_marks`` record, whose readings were called ``marks``)."""
+    readings = doc["readings"] if "readings" in doc else doc["marks"]
+    return UsageMarks(
+        session_id=session_id,
+        tenant=tenant,
         applied=dict(doc["applied"]),
         marks={
             item["gpu_uuid"]: GpuMark(item["gpu_uuid"], item["at"], item["idle"])
-            for item in doc["marks"]
+            for item in readings
         },
         gpus_dropped=doc.get("gpus_dropped", 0),
     )
-    return Versioned(marks, doc["version"])
 
 
 def day_document(day: UsageDay, version: int) -> Doc:
@@ -91,11 +103,13 @@ def day_document(day: UsageDay, version: int) -> Doc:
             }
             for usage in day.gpus.values()
         ],
+        "marks": marks_document(day.marks) if day.marks is not None else None,
     }
 
 
 def day_from_document(doc: Doc) -> Versioned[UsageDay]:
     """A session's day from its stored form."""
+    marks = doc.get("marks")
     day = UsageDay(
         session_id=doc["session_id"],
         day=date.fromisoformat(doc["day"]),
@@ -113,12 +127,17 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
             )
             for item in doc["gpus"]
         },
+        marks=(
+            marks_from_document(marks, session_id=doc["session_id"], tenant=doc["tenant"])
+            if marks is not None
+            else None
+        ),
     )
     return Versioned(day, doc["version"])
 
 
 class MongoUsageRecords:
-    """The ``usage_marks`` and ``usage_days`` collections."""
+    """The ``usage_days`` collection (and, read only, the legacy ``usage_marks``)."""
 
     def __init__(
         self,
@@ -127,47 +146,65 @@ class MongoUsageRecords:
         deadline_s: float | None = None,
     ) -> None:
         self._database = database
-        self._marks: AsyncCollection[Doc] = database["usage_marks"]
         self._days: AsyncCollection[Doc] = database["usage_days"]
+        self._legacy: AsyncCollection[Doc] = database[LEGACY_MARKS]
         self._deadline_s = deadline_s
+        self._legacy_present = False
 
     async def create_indexes(self) -> None:
-        """Create the day indexes (one call per index, as :func:`init_database` does)."""
+        """Create the day indexes (one call per index, as :func:`init_database` does), and
+        note whether legacy marks are left to read."""
         with database_call():
             for name, indexes in USAGE_INDEXES.items():
                 for index in indexes:
                     await self._database[name].create_indexes([index])
+            self._legacy_present = await self._legacy.find_one({}, {"_id": 1}) is not None
 
     async def load(
         self, session_ids: Iterable[str], day_ids: Iterable[str]
-    ) -> tuple[dict[str, Versioned[UsageMarks]], dict[str, Versioned[UsageDay]]]:
-        """The stored marks and days among the ids."""
+    ) -> dict[str, Versioned[UsageDay]]:
+        """The stored days among ``day_ids``; for sessions whose marks none of them holds, the
+        days holding them (or, before any does, the legacy marks inside their home day)."""
         with database_call(self._deadline_s):
-            marks = {
-                doc["_id"]: marks_from_document(doc)
-                async for doc in self._marks.find({"_id": {"$in": sorted(session_ids)}})
-            }
-            days = {
-                doc["_id"]: day_from_document(doc)
-                async for doc in self._days.find({"_id": {"$in": sorted(day_ids)}})
-            }
-        return marks, days
+            found = await self._find({"_id": {"$in": sorted(day_ids)}})
+            wanted = set(session_ids) - _holding(found)
+            if wanted:
+                holders = await self._find(
+                    {"session_id": {"$in": sorted(wanted)}, "marks": {"$ne": None}}
+                )
+                found = holders | found
+                wanted -= _holding(found)
+            if wanted and self._legacy_present:
+                await self._add_legacy_marks(found, wanted)
+        return found
 
-    async def save_days(self, days: Sequence[Versioned[UsageDay]]) -> None:
+    async def _find(self, conditions: Doc) -> dict[str, Versioned[UsageDay]]:
+        return {doc["_id"]: day_from_document(doc) async for doc in self._days.find(conditions)}
+
+    async def _add_legacy_marks(
+        self, found: dict[str, Versioned[UsageDay]], session_ids: set[str]
+    ) -> None:
+        """Legacy marks, each put into its home day record (loaded, or new)."""
+        legacy = [
+            marks_from_document(doc, session_id=doc["_id"], tenant=doc["tenant"])
+            async for doc in self._legacy.find({"_id": {"$in": sorted(session_ids)}})
+        ]
+        homes = {
+            usage_day_id(marks.session_id, marks_home(marks, datetime.now(UTC))): marks
+            for marks in legacy
+        }
+        found.update(await self._find({"_id": {"$in": sorted(set(homes) - set(found))}}))
+        for home_id, marks in homes.items():
+            home = found.get(home_id)
+            if home is None:
+                day = date.fromisoformat(home_id.rsplit("/", 1)[1])
+                empty = UsageDay(marks.session_id, day, marks.tenant, labels={}, runtime="")
+                home = found[home_id] = Versioned(empty, 0)
+            home.record.marks = marks
+
+    async def save(self, days: Sequence[Versioned[UsageDay]]) -> None:
         """Insert new days, update the others under their version."""
-        await self._save(
-            self._days,
-            [(day_document(item.record, item.version + 1), item.version) for item in days],
-        )
-
-    async def save_marks(self, marks: Sequence[Versioned[UsageMarks]]) -> None:
-        """Insert new marks, update the others under their version."""
-        await self._save(
-            self._marks,
-            [(marks_document(item.record, item.version + 1), item.version) for item in marks],
-        )
-
-    async def _save(self, collection: AsyncCollection[Doc], items: list[tuple[Doc, int]]) -> None:
+        items = [(day_document(item.record, item.version + 1), item.version) for item in days]
         new = [ensure_fits(doc, what="usage record") for doc, version in items if version == 0]
         updates = [
             UpdateOne(
@@ -178,20 +215,21 @@ class MongoUsageRecords:
             if version > 0
         ]
         with database_call(self._deadline_s):
-            refused = await insert_ignoring_duplicates(collection, new)
+            refused = await insert_ignoring_duplicates(self._days, new)
             matched = (
-                (await collection.bulk_write(updates, ordered=False)).matched_count
+                (await self._days.bulk_write(updates, ordered=False)).matched_count
                 if updates
                 else 0
             )
         if refused or matched < len(updates):
-            raise LostGuardError(f"{collection.name}: a record changed since it was read")
+            raise LostGuardError("usage_days: a record changed since it was read")
 
     async def reset(self) -> None:
-        """Remove every usage record."""
+        """Remove every usage record (legacy marks too)."""
         with database_call():
-            await self._marks.delete_many({})
+            await self._legacy.delete_many({})
             await self._days.delete_many({})
+        self._legacy_present = False
 
     async def days_between(
         self, start: date, end: date, *, tenant: str | None
@@ -202,8 +240,13 @@ class MongoUsageRecords:
         if tenant is not None:
             conditions["tenant"] = tenant
         with database_call():
-            async for doc in self._days.find(conditions, batch_size=READ_BATCH):
+            async for doc in self._days.find(conditions, {"marks": False}, batch_size=READ_BATCH):
                 yield day_from_document(doc).record
+
+
+def _holding(days: dict[str, Versioned[UsageDay]]) -> set[str]:
+    """The sessions whose marks one of ``days`` holds."""
+    return {item.record.session_id for item in days.values() if item.record.marks is not None}
 
 
 async def with_usage(
