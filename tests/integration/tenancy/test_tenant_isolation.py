@@ -32,7 +32,7 @@ from tests.support.kafka import read_topic
 from tests.support.keys import key_entry
 from tests.support.reports import make_report
 from tests.support.services import Endpoints
-from tests.unit.worker.factories import event_body
+from tests.unit.worker.factories import event_body, v1_body
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
 
@@ -254,3 +254,44 @@ async def test_a_key_removed_from_the_file_stops_working_on_both_services_withou
         assert read.json() == {"detail": "invalid or revoked API key"}
         still = await _post(processor, "k-tenant-a", f"a-{uuid.uuid4().hex[:8]}")
         assert still.status_code == 202
+
+
+async def test_a_session_from_before_tenancy_is_refused_at_the_edge_not_dropped_later(
+    services: Endpoints,
+    tenancy_settings: WorkerSettings,
+    keys_file: Path,
+    database: AsyncDatabase[Doc],
+) -> None:
+    """A runtime reporting across the upgrade: its session belongs to the legacy tenant, so
+    the processor must answer ``403``, not ``202`` for a report the worker would dead-letter."""
+    # Projected before the upgrade, by a worker that knew no tenants.
+    await database["sessions"].insert_one({"_id": "projected-before-tenancy", "applied": {}})
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
+        # Published by a processor from before tenancy while the new worker already runs.
+        old = v1_body(event_body(session_id="reported-during-the-upgrade"))
+        await produce(tenancy_settings.kafka_bootstrap_servers, tenancy_settings.kafka_topic, [old])
+
+        async def stored() -> bool:
+            status = await worker.get(f"/v1/events/{old['event_id']}", headers=bearer("k-operator"))
+            return bool(status.json()["stored"])
+
+        await wait_for(stored, timeout_s=60, what="the version-1 event stored")
+        answers = {
+            session_id: await _post(processor, "k-tenant-a", session_id)
+            for session_id in (
+                "projected-before-tenancy",
+                "reported-during-the-upgrade",
+                "new-after-the-upgrade",
+            )
+        }
+    assert {session_id: answer.status_code for session_id, answer in answers.items()} == {
+        "projected-before-tenancy": 403,
+        "reported-during-the-upgrade": 403,
+        "new-after-the-upgrade": 202,
+    }
+    owners = {doc["_id"]: doc["tenant"] async for doc in database["session_owners"].find({})}
+    assert owners == {
+        "projected-before-tenancy": "legacy",
+        "reported-during-the-upgrade": "legacy",
+        "new-after-the-upgrade": "tenant-a",
+    }

@@ -12,6 +12,9 @@ No API key may belong to it, so pre-tenancy data is visible to ``read:all`` keys
 tenant can write into a pre-tenancy session."""
 LEGACY_KEY_ID: Final = "legacy"
 """The key id the upcaster gives version-1 events (which recorded none)."""
+SESSION_OWNERS: Final = "session_owners"
+"""The collection of session claims (``_id`` = session id, ``tenant``): the processor claims new
+sessions there; the worker claims pre-tenancy ones for :data:`LEGACY_TENANT`."""
 
 TOPIC_GPU_METADATA: Final = "gpu-metadata"
 """Default topic for reported events (configurable per service)."""

@@ -6,7 +6,8 @@ worker uses: one document per session in ``session_owners``, ``_id`` = session i
 winner); a duplicate key means the session was claimed before, and one read says by whom.
 Claims never change, so a bounded in-process LRU answers repeat sessions without a round trip.
 Every database call has a deadline; when a claim cannot be checked the request gets ``503``
-(nothing is published unchecked).
+(nothing is published unchecked). Sessions from before tenancy are claimed for the legacy
+tenant by the worker (``ca4_worker.persistence.claims``), so they are refused here too.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ca4_schemas.constants import SESSION_OWNERS
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
 
 DUPLICATE_KEY = 11000
-COLLECTION = "session_owners"
 
 
 class OwnershipUnavailableError(Exception):
@@ -101,7 +102,7 @@ class MongoSessionClaims:
             # duplicate key, answered by reading the owner).
             retryWrites=False,
         )
-        self._owners: AsyncCollection[dict[str, Any]] = self._client[database][COLLECTION]
+        self._owners: AsyncCollection[dict[str, Any]] = self._client[database][SESSION_OWNERS]
 
     async def claim(self, claims: Mapping[str, str]) -> dict[str, str]:
         """One unordered insert; for sessions claimed before, one read of their owners."""

@@ -8,18 +8,27 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
+import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from ca4_worker.application.ports import DeadLetterSink, EventStore, ObjectStore, Projections
+from ca4_worker.application.ports import (
+    DeadLetterSink,
+    EventStore,
+    LegacyClaims,
+    ObjectStore,
+    Projections,
+)
 from ca4_worker.application.retry import until_available
 from ca4_worker.application.usage import ProjectionsWithUsage, UsageProjection
 from ca4_worker.core.config import Settings
 from ca4_worker.core.version import WORKER_VERSION
 from ca4_worker.domain.usage import UsageRules
 from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
+from ca4_worker.persistence.claims import claim_for_legacy, claim_pre_tenancy_sessions
 from ca4_worker.persistence.database import connect, init_database
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.events import MongoEventStore
@@ -36,6 +45,7 @@ from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 from ca4_worker.persistence.usage_mongo import with_usage
 
 ResultT = TypeVar("ResultT")
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -54,6 +64,9 @@ class WorkerAdapters:
     """The real database, for what only it has (re-drive records, the bench's baselines)."""
     usage: UsageProjection | None = None
     """GPU usage accounting (inside ``projections`` too), or ``None`` when it is off."""
+    legacy_claims: LegacyClaims | None = None
+    """Claims pre-tenancy sessions for the legacy tenant in the processor's session claims
+    (the service only: see :mod:`ca4_worker.persistence.claims`)."""
 
     @property
     def redrives(self) -> MongoRedriveLog:
@@ -123,6 +136,16 @@ async def bootstrap(
             usage=usage,
         )
         if dead_letters:
+            claimed = await ready(
+                lambda: claim_pre_tenancy_sessions(database), "claim pre-tenancy sessions"
+            )
+            if claimed is not None:
+                log.info("pre-tenancy sessions claimed", sessions=claimed)
+            adapters.legacy_claims = partial(
+                claim_for_legacy,
+                database,
+                deadline_s=settings.mongo_operation_timeout_ms / 1000,
+            )
             producer = kafka_producer(settings.kafka_bootstrap_servers)
             await producer.start()
             stack.push_async_callback(producer.stop)

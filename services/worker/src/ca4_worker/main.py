@@ -79,6 +79,7 @@ async def _start_consumers(
         store=adapters.store,
         projections=adapters.projections,
         dead_letters=adapters.dead_letters,
+        legacy_claims=adapters.legacy_claims,
         max_backoff_s=settings.retry_max_backoff_s,
         consumer_group=settings.kafka_store_group,
         insert_chunk=settings.store_insert_chunk,

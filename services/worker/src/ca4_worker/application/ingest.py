@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from ca4_schemas import EventDecodeError, decode_event
+from ca4_schemas import LEGACY_TENANT, EventDecodeError, decode_event
 from opentelemetry.trace import Tracer
 from prometheus_client import Histogram
 from pydantic import ValidationError
@@ -40,8 +40,10 @@ from ca4_worker.application.ports import (
     AppendOutcome,
     DeadLetterSink,
     EventStore,
+    LegacyClaims,
     Projections,
 )
+from ca4_worker.application.retry import until_available
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
@@ -49,6 +51,8 @@ from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
 from ca4_worker.domain.tenancy import ERROR_FOREIGN_TENANT, foreign_reason
 
 log = structlog.get_logger(__name__)
+LEGACY_CLAIMS_REMEMBERED = 10_000
+"""Pre-tenancy sessions remembered as claimed (a claim repeated after that is a no-op)."""
 
 ERROR_SCHEMA_INVALID = "schema_invalid"
 
@@ -124,8 +128,11 @@ class IngestService:
         insert_chunk: int = 2500,
         insert_concurrency: int = 2,
         max_attempts: int = 5,
+        legacy_claims: LegacyClaims | None = None,
     ) -> None:
         self._store = store
+        self._legacy_claims = legacy_claims
+        self._claimed_legacy: set[str] = set()
         self._dead_letters = dead_letters
         self._max_backoff_s = max_backoff_s
         self._consumer_group = consumer_group
@@ -160,6 +167,26 @@ class IngestService:
         )
         return outcome
 
+    async def _claim_legacy(self, stored: Sequence[PositionedEvent]) -> None:
+        """Claim the sessions of version-1 events just stored for the legacy tenant, so the
+        processor refuses other tenants' reports of them (see :mod:`..persistence.claims`)."""
+        claims = self._legacy_claims
+        if claims is None:
+            return
+        sessions = {
+            item.event.session_id for item in stored if item.event.tenant == LEGACY_TENANT
+        } - self._claimed_legacy
+        if not sessions:
+            return
+        await until_available(
+            lambda: claims(sessions),
+            what="claim pre-tenancy sessions",
+            max_backoff_s=self._max_backoff_s,
+        )
+        if len(self._claimed_legacy) > LEGACY_CLAIMS_REMEMBERED:
+            self._claimed_legacy.clear()
+        self._claimed_legacy |= sessions
+
     async def _handle(self, records: Sequence[RawRecord], spans: BatchSpans) -> BatchOutcome:
         """Decode and append in chunks, up to ``insert_concurrency`` appends in flight, so the
         next chunk is decoded while the database stores the last; then dead-letter."""
@@ -183,6 +210,7 @@ class IngestService:
         stored = [item for outcome in appended for item in outcome.stored]
         to_project = [item for outcome in appended for item in outcome.to_project]
         self._tenants.confirm(to_project)
+        await self._claim_legacy(to_project)
         if log.is_enabled_for(logging.DEBUG):
             for positioned in stored:
                 log.debug(

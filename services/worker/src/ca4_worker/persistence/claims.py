@@ -1,0 +1,62 @@
+"""Pre-tenancy sessions in the processor's session claims (``session_owners``).
+
+The processor lets the first tenant to report a session claim it there. A session that began
+before tenancy has no claim, but its stored events belong to the legacy tenant, so the worker
+would dead-letter every later report of it as another tenant's, after the processor had
+answered ``202``. Claiming such sessions for the legacy tenant makes the processor refuse
+those reports at once (``403``, ``session_forbidden``). The worker claims them when it starts
+(every session projected before tenancy, once per database) and whenever it stores a
+version-1 event (published by a processor from before tenancy, during an upgrade).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+
+from ca4_schemas import LEGACY_TENANT
+from ca4_schemas.constants import SESSION_OWNERS
+from pymongo.asynchronous.database import AsyncDatabase
+
+from ca4_worker.persistence.database import database_call, insert_ignoring_duplicates
+from ca4_worker.persistence.documents import SESSIONS, Doc
+
+MIGRATIONS = "migrations"
+PRE_TENANCY_CLAIMS = "pre-tenancy-session-claims"
+CLAIMS_PER_CALL = 1000
+
+
+async def claim_for_legacy(
+    database: AsyncDatabase[Doc], session_ids: Collection[str], *, deadline_s: float | None = None
+) -> None:
+    """Claim ``session_ids`` for the legacy tenant; a session claimed before keeps its owner."""
+    now = datetime.now(UTC)
+    ordered = sorted(session_ids)
+    with database_call(deadline_s):
+        for start in range(0, len(ordered), CLAIMS_PER_CALL):
+            await insert_ignoring_duplicates(
+                database[SESSION_OWNERS],
+                [
+                    {"_id": session_id, "tenant": LEGACY_TENANT, "claimed_at": now}
+                    for session_id in ordered[start : start + CLAIMS_PER_CALL]
+                ],
+            )
+
+
+async def claim_pre_tenancy_sessions(database: AsyncDatabase[Doc]) -> int | None:
+    """Claim every session projected before tenancy (no tenant, or the legacy one), once per
+    database; the number claimed, or ``None`` when an earlier start did it."""
+    with database_call():
+        if await database[MIGRATIONS].find_one({"_id": PRE_TENANCY_CLAIMS}) is not None:
+            return None
+        cursor = database[SESSIONS].find(
+            {"$or": [{"tenant": {"$exists": False}}, {"tenant": LEGACY_TENANT}]}, {"_id": 1}
+        )
+        session_ids = [doc["_id"] async for doc in cursor]
+    await claim_for_legacy(database, session_ids)
+    with database_call():
+        await insert_ignoring_duplicates(
+            database[MIGRATIONS],
+            [{"_id": PRE_TENANCY_CLAIMS, "at": datetime.now(UTC), "sessions": len(session_ids)}],
+        )
+    return len(session_ids)
