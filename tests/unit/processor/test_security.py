@@ -21,7 +21,7 @@ from ca4_processor.security import RateLimiter
 from pydantic import ValidationError
 
 from tests.support.reports import make_report
-from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
+from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher, FakeSessionClaims
 
 JSON_HEADERS = {**DEV_HEADERS, "Content-Type": "application/json"}
 
@@ -228,15 +228,75 @@ async def test_a_key_with_too_many_requests_in_flight_gets_429(
     assert len(fake_publisher.published) == 3
 
 
-async def test_a_refused_request_gives_its_in_flight_slot_back(
-    make_client: Callable[..., Any],
+async def test_waiting_on_kafka_holds_no_in_flight_slot(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
 ) -> None:
+    """A shared team key: 32 notebooks reporting at once while Kafka takes 50 ms to
+    acknowledge got 16 ``202`` and 16 ``429`` while the slot was held until the answer. The slot
+    covers reading and validating the body only, which 17 stalled uploads still overfill."""
+    fake_publisher.delay_s = 0.05
+    async with make_client() as (client, _app):
+        notebooks = await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/metadata", json=make_report(session_id=f"nb-{n}"), headers=DEV_HEADERS
+                )
+                for n in range(32)
+            )
+        )
+        stalled = [_StalledBody() for _ in range(16)]
+        parked = [
+            asyncio.create_task(
+                client.post("/v1/metadata/batch", content=body, headers=JSON_HEADERS)
+            )
+            for body in stalled
+        ]
+        await asyncio.sleep(0.1)
+        seventeenth = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+        for body in stalled:
+            body.release.set()
+        uploaded = [await task for task in parked]
+
+    assert [response.status_code for response in notebooks] == [202] * 32
+    assert seventeenth.status_code == 429
+    assert seventeenth.json() == {
+        "detail": "key 'dev' already has 16 requests in flight here; retry after the "
+        "Retry-After seconds"
+    }
+    assert [response.status_code for response in uploaded] == [202] * 16
+    assert len(fake_publisher.published) == 48
+
+
+class _BrokenBody:
+    """A request body whose connection breaks after its first bytes."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b'{"reports": ['
+        raise ConnectionResetError("peer went away")
+
+
+async def test_every_way_a_request_ends_gives_its_in_flight_slot_back(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher, fake_claims: FakeSessionClaims
+) -> None:
+    fake_claims.owners["theirs"] = "another-tenant"
     async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_KEY=1) as (client, _app):
         statuses = [
             (await client.post("/v1/metadata", content=body, headers=JSON_HEADERS)).status_code
-            for body in (b"{", b"[]", json.dumps(make_report()).encode())
+            for body in (b"{", b"[]", b"[" * 300_000)
         ]
-    assert statuses == [422, 422, 202]
+        with pytest.raises(ConnectionResetError):
+            await client.post("/v1/metadata/batch", content=_BrokenBody(), headers=JSON_HEADERS)
+        forbidden = await client.post(
+            "/v1/metadata", json=make_report(session_id="theirs"), headers=DEV_HEADERS
+        )
+        fake_publisher.available = False
+        unavailable = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+        fake_publisher.available = True
+        accepted = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+
+    assert statuses == [422, 422, 413]
+    assert (forbidden.status_code, unavailable.status_code) == (403, 503)
+    assert accepted.status_code == 202
 
 
 async def test_a_body_not_received_in_time_is_408(

@@ -11,6 +11,7 @@ import json
 import tracemalloc
 from typing import Any
 
+import httpx
 import pytest
 from ca4_processor.body import body_weight
 from ca4_processor.core.config import Settings
@@ -24,6 +25,7 @@ from ca4_schemas import GpuMetadataReport
 from ca4_schemas.v1 import MAX_GPUS_PER_REPORT, MAX_LABELS, MAX_PROCESSES_PER_GPU
 
 from tests.support.reports import h100_session, make_report
+from tests.unit.processor.conftest import DEV_HEADERS, FakePublisher
 
 SETTINGS = Settings(ENVIRONMENT="dev")
 
@@ -184,3 +186,61 @@ def test_a_batch_of_too_many_items_is_one_error() -> None:
     assert error.msg == (
         "List should have at most 500 items after validation, not 200000; split the batch"
     )
+
+
+def process_heavy_reports(count: int) -> list[dict[str, Any]]:
+    """The review's batch: one GPU of 256 processes of a bare ``{"pid": n}`` per report."""
+    reports = []
+    for _ in range(count):
+        report = make_report(occurred_at="2026-01-01T00:00:00+00:00")
+        report["payload"]["gpus"][0]["processes"] = [
+            {"pid": pid} for pid in range(MAX_PROCESSES_PER_GPU)
+        ]
+        reports.append(report)
+    return reports
+
+
+async def test_a_batch_over_the_weight_limit_is_told_how_to_split_and_its_halves_fit(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    """500 such reports are 1.88 MB, far under the byte limit, and weigh 18.3 MB. The ``413``
+    said only the weight, which no client can compute; it now says how much of such JSON fits
+    and into how many batches to split (the SDK halves a batch on ``413``)."""
+    reports = process_heavy_reports(500)
+    headers = {**DEV_HEADERS, "Content-Type": "application/json"}
+
+    whole = await client.post(
+        "/v1/metadata/batch", content=compact({"reports": reports}), headers=headers
+    )
+    halves = [
+        await client.post("/v1/metadata/batch", content=compact({"reports": half}), headers=headers)
+        for half in (reports[:250], reports[250:])
+    ]
+
+    assert whole.status_code == 413
+    assert whole.json() == {
+        "detail": "body weighs 18283633 bytes, over the 16777216-byte limit (its bytes plus 80 "
+        "per JSON object, 64 per array, 32 per comma and 8 per string: a bound on what decoding "
+        "it holds); at 9.7 times its 1883513 bytes of JSON (before gzip), at most 1728327 bytes "
+        "of such JSON fit: split the batch into at least 2 smaller ones"
+    }
+    assert [response.status_code for response in halves] == [202, 202]
+    assert len(fake_publisher.published) == 500
+
+
+async def test_a_single_report_over_the_weight_limit_is_told_to_be_smaller(
+    client: httpx.AsyncClient,
+) -> None:
+    body = b'{"payload":{"gpus":[' + b",".join([b"[]"] * 200_000) + b"]}}"
+
+    response = await client.post(
+        "/v1/metadata", content=body, headers={**DEV_HEADERS, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "body weighs 19800230 bytes, over the 16777216-byte limit (its bytes plus 80 "
+        "per JSON object, 64 per array, 32 per comma and 8 per string: a bound on what decoding "
+        "it holds); at 33.0 times its 600022 bytes of JSON (before gzip), at most 508413 bytes "
+        "of such JSON fit: send a smaller report"
+    }

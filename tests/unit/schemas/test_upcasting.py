@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from ca4_schemas import (
     upcast,
     upcasting,
 )
+from ca4_schemas.v1 import GpuMetadataReportedV1
 from pydantic import ValidationError
 
 from tests.support.reports import make_report, stamped
@@ -139,3 +141,32 @@ def test_a_version_2_event_without_its_owner_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="tenant"):
         decode_event(json.dumps(body).encode())
+
+
+def test_the_seeds_received_still_builds_a_version_1_event_with_a_deprecation_warning() -> None:
+    """Code written before tenancy called ``report.received(...)`` (an ``AttributeError`` once
+    it was removed); it gets the seed's version-1 event, which is read as the legacy tenant's."""
+    body = make_report()
+    received_at = datetime.now(UTC)
+
+    with pytest.warns(DeprecationWarning, match=r"received\(\) builds a pre-tenancy"):
+        event = GpuMetadataReport.model_validate(body).received(received_at)
+
+    assert type(event) is GpuMetadataReportedV1
+    assert event == GpuMetadataReportedV1.model_validate({**body, "received_at": received_at})
+    decoded = decode_event(event.model_dump_json().encode())
+    assert (decoded.schema_version, decoded.event_id, decoded.tenant) == (
+        2,
+        event.event_id,
+        "legacy",
+    )
+
+
+def test_the_seeds_received_requires_an_aware_time() -> None:
+    report = GpuMetadataReport.model_validate(make_report())
+
+    with (
+        pytest.warns(DeprecationWarning, match=r"received\(\) builds a pre-tenancy"),
+        pytest.raises(ValueError, match=r"^received_at must be timezone-aware$"),
+    ):
+        report.received(datetime.now(UTC).replace(tzinfo=None))

@@ -8,6 +8,7 @@ names (``_mib``, ``_w``, ``_mhz``, ``_pct``, ``_c``) so no reader ever has to gu
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
@@ -309,6 +310,25 @@ class GpuMetadataReportV1(ReportEnvelope):
 
     schema_version: Literal[1] = 1
     """Version of this contract: the integer 1 (``1.0`` or ``true`` are refused)."""
+
+    def received(self, received_at: datetime) -> GpuMetadataReportedV1:
+        """Deprecated: the pre-tenancy (version 1) event for this report, as the seed built it.
+
+        Kept so code written before tenancy still runs; the processor publishes
+        ``GpuMetadataReportedV2.stamped(...)``, which records the key and tenant. Only
+        ``received_at`` is checked: the report is already valid.
+        """
+        warnings.warn(
+            "GpuMetadataReportV1.received() builds a pre-tenancy version 1 event; use "
+            "GpuMetadataReported.stamped(report, received_at=..., key_id=..., tenant=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if received_at.tzinfo is None or received_at.utcoffset() is None:
+            raise ValueError("received_at must be timezone-aware")
+        return GpuMetadataReportedV1.model_construct(
+            **dict(self), received_at=received_at.astimezone(UTC)
+        )
 
 
 class GpuMetadataReportedV1(GpuMetadataReportV1):

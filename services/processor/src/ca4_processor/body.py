@@ -52,13 +52,15 @@ async def read_json_body(
     max_decompressed_bytes: int,
     max_body_weight: int,
     read_timeout_s: float,
+    batch: bool,
 ) -> JsonBody:
     """The request body as JSON bytes, decompressed if ``Content-Encoding: gzip``.
 
     Raises ``415`` for a non-JSON content type or unknown encoding, ``408`` when the body has
     not arrived within ``read_timeout_s``, and ``413`` when the body (declared or actual,
     compressed or decompressed) is over its cap, or weighs more than ``max_body_weight``
-    (:func:`body_weight`: decoded, a body of many small values takes tens of times its bytes).
+    (:func:`body_weight`: decoded, a body of many small values takes tens of times its bytes;
+    the message says how to split a ``batch``).
     """
     _require_json_content_type(request)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
@@ -90,12 +92,26 @@ async def read_json_body(
     )
     weight = body_weight(body)
     if weight > max_body_weight:
-        raise _too_large(
-            f"body weighs {weight} bytes, over the {max_body_weight}-byte limit (its bytes plus "
-            f"{OBJECT_WEIGHT} per JSON object, {ARRAY_WEIGHT} per array, {VALUE_WEIGHT} per comma "
-            f"and {STRING_WEIGHT} per string: a bound on what decoding it holds)"
-        )
+        raise _too_large(_too_heavy(len(body), weight, max_body_weight, batch=batch))
     return JsonBody(body, weight)
+
+
+def _too_heavy(size: int, weight: int, limit: int, *, batch: bool) -> str:
+    """Why a body is refused for its weight, in what its client controls: its JSON's bytes
+    (a client cannot weigh a body, but a batch weighs about in proportion to its reports)."""
+    ratio, fit = weight / size, limit * size // weight
+    advice = (
+        f"split the batch into at least {-(-weight // limit)} smaller ones"
+        if batch
+        else "send a smaller report"
+    )
+    return (
+        f"body weighs {weight} bytes, over the {limit}-byte limit (its bytes plus "
+        f"{OBJECT_WEIGHT} per JSON object, {ARRAY_WEIGHT} per array, {VALUE_WEIGHT} per comma "
+        f"and {STRING_WEIGHT} per string: a bound on what decoding it holds); at {ratio:.1f} "
+        f"times its {size} bytes of JSON (before gzip), at most {fit} bytes of such JSON fit: "
+        f"{advice}"
+    )
 
 
 def _require_json_content_type(request: Request) -> None:

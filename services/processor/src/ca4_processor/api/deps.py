@@ -1,4 +1,4 @@
-"""Dependencies of the routes, as ``Annotated`` aliases (``SettingsDep``, ``ApiKeyDep``, ...).
+"""Dependencies of the routes, as ``Annotated`` aliases (``SettingsDep``, ``WriterDep``, ...).
 
 All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool, which costs
 latency on every request and would lose the structlog context they bind.
@@ -7,6 +7,7 @@ latency on every request and would lose the structlog context they bind.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from ca4_auth import ApiKey, ApiKeyRing, Scope
@@ -50,13 +51,37 @@ MetricsDep = Annotated[IngestMetrics, Depends(get_metrics)]
 SessionOwnersDep = Annotated[SessionOwners, Depends(get_session_owners)]
 
 
+@dataclass(eq=False)
+class Writer:
+    """An authenticated writer: its key, and the in-flight slot it holds while its body is
+    read and validated."""
+
+    key: ApiKey
+    """The key of the report; its id and tenant are stamped on every event."""
+    _in_flight: InFlight
+    _holding: bool = True
+
+    def release_slot(self) -> None:
+        """Give the key's in-flight slot back once the body is validated (idempotent).
+
+        The slot bounds what one key makes the process hold and do (bodies in memory,
+        validation on the event loop); the ownership check and Kafka's acknowledgement that
+        follow are waits, bounded by their deadlines and the rate limit instead.
+        """
+        if self._holding:
+            self._holding = False
+            self._in_flight.leave(self.key.key_id)
+
+
 async def authenticate_writer(
     request: Request, settings: SettingsDep, metrics: MetricsDep, credentials: BearerCredentials
-) -> AsyncIterator[ApiKey]:
-    """The caller's API key: ``401`` without a valid one, ``403`` without the ``write`` scope,
-    ``429`` over its rate or over ``MAX_REQUESTS_IN_FLIGHT_PER_KEY`` requests at once.
+) -> AsyncIterator[Writer]:
+    """The caller's key: ``401`` without a valid one, ``403`` without the ``write`` scope,
+    ``429`` over its rate or over ``MAX_REQUESTS_IN_FLIGHT_PER_KEY`` bodies being read or
+    validated at once.
 
-    The key holds its in-flight slot until the request is answered.
+    The route releases the slot once the body is validated; whatever way the request ends
+    before that (an error, a disconnect), it is released here.
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
     limiter: RateLimiter = request.app.state.rate_limiter
@@ -74,6 +99,7 @@ async def authenticate_writer(
             "in flight here; retry after the Retry-After seconds",
             headers={"Retry-After": "1"},
         )
+    writer = Writer(key, in_flight)
     try:
         # Every request costs at least one token, taken before its body is read, so an
         # exhausted key is refused cheaply; charge takes the rest once the body is weighed and
@@ -84,13 +110,13 @@ async def authenticate_writer(
             raise _rate_limited(
                 limiter, key.key_id, wait_s, tokens=1, token_weight=settings.RATE_LIMIT_TOKEN_WEIGHT
             )
-        yield key
+        yield writer
     finally:
-        in_flight.leave(key.key_id)
+        writer.release_slot()
 
 
-ApiKeyDep = Annotated[ApiKey, Depends(authenticate_writer)]
-"""The authenticated key of a report; its id and tenant are stamped on every event."""
+WriterDep = Annotated[Writer, Depends(authenticate_writer)]
+"""The authenticated writer of a report (its key, and its in-flight slot)."""
 
 
 def charge(

@@ -81,9 +81,11 @@ class Settings(BaseSettings):
     that fails validation pays for refusing it too. SDK reports of up to 6 GPUs weigh less
     (one token each); a 64-GPU one about nine."""
     MAX_REQUESTS_IN_FLIGHT_PER_KEY: PositiveInt = 16
-    """Requests of one API key this process handles at once (reading the body included);
-    more get ``429``. Bounds what one key's parked uploads hold (up to ``MAX_BODY_BYTES``
-    each) and its share of the event loop."""
+    """Requests of one API key whose bodies this process is reading or validating at once;
+    more get ``429``. Bounds what one key's uploads hold (up to ``MAX_BODY_BYTES`` each) and
+    its share of the event loop. Waiting for the ownership check and Kafka's acknowledgement
+    takes no slot (the rate limit and their deadlines bound it), so a key shared by many
+    notebooks seldom has more than one or two requests here (docs/architecture.md, "Tenancy")."""
     BODY_READ_TIMEOUT_S: PositiveFloat = 60.0
     """Deadline for receiving a request's body; past it the request gets ``408`` (a client
     that stalls mid-upload holds its buffer until then)."""
@@ -98,9 +100,9 @@ class Settings(BaseSettings):
     valid body decodes to and, with ``ca4_processor.copy_cost``, what one that fails validation
     holds (docs/architecture.md, "A body is refused by its weight too"). The largest batch
     of SDK reports the byte caps take weighs 16.2 MB (3.1 times its bytes); process-heavy
-    batches weigh more, and those get ``413`` when over it (the SDK halves a batch on
-    ``413``). A report the topic takes (1 MiB) fits on its own unless its
-    text is mostly commas or quotes."""
+    batches weigh more, and those get ``413`` when over it, saying how many bytes of such JSON
+    fit and into how many batches to split (the SDK halves a batch on ``413``). A report the
+    topic takes (1 MiB) fits on its own unless its text is mostly commas or quotes."""
     MAX_BATCH_SIZE: PositiveInt = DEFAULT_MAX_BATCH_SIZE
     """Most reports in one batch request."""
 

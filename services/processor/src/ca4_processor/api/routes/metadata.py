@@ -19,11 +19,11 @@ from ca4_schemas.api import (
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from ca4_processor.api.deps import (
-    ApiKeyDep,
     MetricsDep,
     PublisherDep,
     SessionOwnersDep,
     SettingsDep,
+    WriterDep,
     charge,
 )
 from ca4_processor.api.tenancy import (
@@ -92,7 +92,7 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def _read_body(
-    request: Request, key: ApiKey, settings: SettingsDep, metrics: IngestMetrics
+    request: Request, key: ApiKey, settings: SettingsDep, metrics: IngestMetrics, *, batch: bool
 ) -> tuple[bytes, int]:
     """The body, once its weight's share of the rate limit is paid; and the tokens paid."""
     try:
@@ -102,6 +102,7 @@ async def _read_body(
             max_decompressed_bytes=settings.MAX_DECOMPRESSED_BYTES,
             max_body_weight=settings.MAX_BODY_WEIGHT,
             read_timeout_s=settings.BODY_READ_TIMEOUT_S,
+            batch=batch,
         )
     except HTTPException:
         metrics.count("rejected")
@@ -164,20 +165,26 @@ async def _publish_all(
 async def create_report(
     request: Request,
     *,
-    key: ApiKeyDep,
+    writer: WriterDep,
     settings: SettingsDep,
     publisher: PublisherDep,
     metrics: MetricsDep,
     owners: SessionOwnersDep,
 ) -> Response:
     """Publish one report; the receipt names its Kafka partition and offset."""
-    body, _paid = await _read_body(request, key, settings, metrics)
+    key = writer.key
+    body, _paid = await _read_body(request, key, settings, metrics, batch=False)
     try:
         report = parse_report(body)
     except RequestValidationFailedError as error:
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
+    finally:
+        # Validated: what follows waits on the database and Kafka, holding neither the
+        # body's bytes nor one of the key's in-flight slots.
+        del body
+        writer.release_slot()
     event = stamp(report, key, datetime.now(UTC))
     if await foreign_sessions([event], key, owners, metrics, settings):
         metrics.count("rejected")
@@ -200,7 +207,7 @@ async def create_report(
 async def create_reports(
     request: Request,
     *,
-    key: ApiKeyDep,
+    writer: WriterDep,
     settings: SettingsDep,
     publisher: PublisherDep,
     metrics: MetricsDep,
@@ -214,13 +221,19 @@ async def create_reports(
     of the key's rate limit, or the body one per ``RATE_LIMIT_TOKEN_WEIGHT`` of its weight when
     that is more.
     """
-    body, paid = await _read_body(request, key, settings, metrics)
+    key = writer.key
+    body, paid = await _read_body(request, key, settings, metrics, batch=True)
     try:
         parsed = parse_batch(body, max_batch_size=settings.MAX_BATCH_SIZE)
     except RequestValidationFailedError as error:
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
+    finally:
+        # Validated: what follows waits on the database and Kafka, holding neither the
+        # body's bytes nor one of the key's in-flight slots.
+        del body
+        writer.release_slot()
     charge(request, key.key_id, metrics, weight=0, reports=parsed.size, paid=paid)
     received_at = datetime.now(UTC)
     stamped = {index: stamp(report, key, received_at) for index, report in parsed.reports.items()}
