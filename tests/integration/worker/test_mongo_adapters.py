@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 from ca4_worker.application.bounded import WriteLimits
+from ca4_worker.application.views import GpuQuery
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.events import MongoEventStore
 from ca4_worker.persistence.projections import MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.unit.worker.contracts import EventStoreContract, ProjectionsContract
+from tests.unit.worker.factories import TENANT_A, gpu_sample, positioned
 
 pytestmark = pytest.mark.mongo
 
@@ -50,3 +52,22 @@ async def test_session_owners_come_from_stored_events_old_and_many(
     store = MongoEventStore(database, topic="t")
     owners = await store.session_owners(["busy", "quiet", "old", "new"])
     assert owners == {"busy": "tenant-a", "quiet": "tenant-b", "old": "legacy"}
+
+
+async def test_a_read_all_bare_cursor_pages_on_after_a_pre_tenancy_gpu(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """GPU documents from before tenancy keep their bare UUID as id until the rebuild, so a
+    ``read:all`` page that ends on one hands out a bare cursor, which must page on."""
+    projections = MongoProjections(database)
+    await projections.apply([positioned(0, 0, gpus=[gpu_sample(0, uuid_="GPU-new")])])
+    (stored,) = await database["gpus"].find().to_list()
+    legacy = {**stored, "_id": "GPU-old", "gpu_uuid": "GPU-old"}
+    del legacy["tenant"]
+    await database["gpus"].insert_one(legacy)
+
+    first = await projections.gpus(GpuQuery(tenant=None, limit=1))
+    rest = await projections.gpus(GpuQuery(tenant=None, after=first.next_cursor))
+
+    assert ([view.gpu_uuid for view in first.items], first.next_cursor) == (["GPU-old"], "GPU-old")
+    assert [(view.tenant, view.gpu_uuid) for view in rest.items] == [(TENANT_A, "GPU-new")]

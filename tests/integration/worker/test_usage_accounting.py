@@ -6,21 +6,24 @@ import asyncio
 import csv
 import io
 import json
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from ca4_provision.cli import app
+from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.replay import replay_from_store
-from ca4_worker.application.usage import UsageProjection, roll_up
+from ca4_worker.application.usage import UsageProjection, roll_up, usage_report
 from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.domain.usage import GpuUsage, UsageDay
 from ca4_worker.persistence.documents import Doc
-from ca4_worker.persistence.usage_mongo import MongoUsageRecords
+from ca4_worker.persistence.usage_mongo import YIELD_EVERY, MongoUsageRecords, day_document
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner
 
 from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.unit.worker.factories import TENANT_A
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
     RULES,
@@ -155,3 +158,79 @@ async def test_marks_from_before_they_moved_into_day_records_are_read_and_moved(
     assert {row.group: seconds(row.model_dump()) for row in rows} == EXPECTED_BY_PROJECT
     holders = [doc["_id"] async for doc in database["usage_days"].find({"marks": {"$ne": None}})]
     assert sorted(holders) == ["usage-nlp/2026-01-05", "usage-vision/2026-01-06"]
+
+
+async def _many_days(database: AsyncDatabase[Doc], count: int) -> MongoUsageRecords:
+    """``count`` day records of one tenant, each of 8 GPUs."""
+    gpus = {
+        f"GPU-{index}": GpuUsage(f"GPU-{index}", "NVIDIA H100", held_ms=60_000)
+        for index in range(8)
+    }
+    await database["usage_days"].insert_many(
+        [
+            day_document(
+                UsageDay(
+                    f"s{index}",
+                    START.date() + timedelta(days=index % 300),
+                    TENANT_A,
+                    labels={"project": "vision"},
+                    runtime="colab",
+                    gpus=gpus,
+                ),
+                1,
+            )
+            for index in range(count)
+        ]
+    )
+    return MongoUsageRecords(database)
+
+
+async def test_a_usage_scan_lets_the_event_loop_run_every_few_records(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """A report decodes and sums on the event loop the stages share: a whole fetched batch of
+    100 large records (tens of milliseconds) ran without a turn for anything else."""
+    records = await _many_days(database, 300)
+    read = 0
+    most_between_turns = 0
+    read_at_last_turn = 0
+    done = False
+
+    async def other_work() -> None:
+        nonlocal read_at_last_turn
+        while not done:
+            read_at_last_turn = read
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    async for _ in records.days_between(START.date(), START.date().replace(year=2027), tenant=None):
+        read += 1
+        most_between_turns = max(most_between_turns, read - read_at_last_turn)
+    done = True
+    await other
+
+    assert read == 300
+    assert most_between_turns <= YIELD_EVERY
+
+
+async def test_a_usage_report_past_its_deadline_times_out(database: AsyncDatabase[Doc]) -> None:
+    records = await _many_days(database, 2_000)
+    end = START.date().replace(year=2027)
+
+    with pytest.raises(TimedOutError, match=r"did not finish within 0\.05 s"):
+        await usage_report(
+            records,
+            START.date(),
+            end,
+            tenant=TENANT_A,
+            group_by="gpu_model",
+            prices={},
+            currency="USD",
+            deadline_s=0.05,
+        )
+    report = await usage_report(
+        records, START.date(), end, tenant=TENANT_A, group_by="gpu_model", prices={}, currency="USD"
+    )
+    assert [(row.group, row.gpus, row.sessions) for row in report.rows] == [
+        ("NVIDIA H100", 8, 2_000)
+    ]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from ca4_worker.application.ports import EventStore, Projections
-from ca4_worker.application.views import GpuQuery, Page, SessionQuery
+from ca4_worker.application.views import GpuQuery, Page, SessionQuery, UnknownCursorError
 from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
 from ca4_worker.domain.records import Position, PositionedEvent, event_weight
 
@@ -275,6 +276,42 @@ class ProjectionsContract:
         assert [view.session_id for view in even.items] == ["s0", "s2", "s4"]
         gpus = await projections.gpus(GpuQuery(tenant=None, session_id="s3"))
         assert [view.gpu_uuid for view in gpus.items] == ["GPU-3"]
+
+    async def test_pages_end_once_their_documents_weigh_max_bytes(
+        self, projections: Projections
+    ) -> None:
+        gpus = [gpu_sample(index, uuid_=f"GPU-{index}") for index in range(5)]
+        for sample in gpus:
+            sample["processes"] = [{"pid": pid, "name": "p" * 100} for pid in range(100)]
+        await projections.apply(
+            [positioned(0, index, session_id=f"s{index}", gpus=[gpus[index]]) for index in range(5)]
+        )
+        # About 15 KiB a GPU document: a page ends with the document that reaches 40 KiB.
+        pages: list[list[str]] = []
+        after = None
+        while True:
+            page = await projections.gpus(
+                GpuQuery(tenant=TENANT_A, after=after, limit=500, max_bytes=40 * 1024)
+            )
+            pages.append([view.gpu_uuid for view in page.items])
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        assert pages == [["GPU-0", "GPU-1", "GPU-2"], ["GPU-3", "GPU-4"]]
+        one_each = await projections.sessions(SessionQuery(tenant=TENANT_A, max_bytes=1))
+        assert ([view.session_id for view in one_each.items], one_each.next_cursor) == (
+            ["s0"],
+            "s0",
+        )
+
+    async def test_a_read_all_cursor_naming_no_tenant_nor_document_is_refused(
+        self, projections: Projections
+    ) -> None:
+        await projections.apply([positioned(0, 0, gpus=[gpu_sample(0, uuid_="GPU-0")])])
+        with pytest.raises(UnknownCursorError):
+            await projections.gpus(GpuQuery(tenant=None, after="GPU-0"))
+        page = await projections.gpus(GpuQuery(tenant=None, after=f"{TENANT_A}/GPU-0"))
+        assert page.items == []
 
     async def test_reads_are_confined_to_the_tenant(self, projections: Projections) -> None:
         shared_gpu = "GPU-shared-by-two-tenants"

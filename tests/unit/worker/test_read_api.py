@@ -3,18 +3,21 @@ status codes, exact error bodies, pagination and tenancy scoping."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import bson
 import httpx
 import pytest
 from ca4_auth.http import INVALID_KEY, MISSING_KEY
 from ca4_schemas import record_weight
 from ca4_worker.api.routes import health
 from ca4_worker.application.replay import replay_from_archive, replay_from_store
+from ca4_worker.application.views import GpuQuery, GpuView, Page
 from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.archive import archive_key, encode_archive_object
@@ -120,6 +123,168 @@ async def test_gpus_page_through_with_an_opaque_cursor(worker: Worker) -> None:
     assert rest.json()["items"][0]["gpu_uuid"] == f"GPU-{TENANT_A}-2"
 
 
+async def _heavy_gpus(worker: Worker, count: int) -> int:
+    """``count`` GPUs of one session, each with 256 processes; what one document weighs."""
+    gpus = [gpu_sample(index, uuid_=f"GPU-{index:03d}") for index in range(count)]
+    for sample in gpus:
+        sample["processes"] = [
+            {"pid": pid, "name": "p" * 128, "used_memory_mib": 1.5} for pid in range(256)
+        ]
+    event = positioned(0, 0, session_id="heavy", tenant=TENANT_A, gpus=gpus)
+    await worker.adapters.projections.apply([event])
+    return max(len(bson.encode(doc)) for doc in worker.projections.gpu_docs.values())
+
+
+async def _every_page(client: httpx.AsyncClient, path: str, **params: Any) -> list[list[str]]:
+    """The ids on each page, following ``next_cursor`` to the end."""
+    pages: list[list[str]] = []
+    cursor = None
+    while True:
+        response = await client.get(
+            path, params={**params, **({"cursor": cursor} if cursor else {})}, headers=A
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([item.get("gpu_uuid", item.get("session_id")) for item in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+async def test_a_page_ends_early_once_its_documents_weigh_the_byte_bound() -> None:
+    """500 GPUs of 256 processes each were one page of 23 MB and 130 MB of memory per read:
+    a page now ends, with ``next_cursor``, once its documents weigh ``read_page_max_bytes``."""
+    adapters = in_memory_adapters()
+    probe = Worker(adapters, httpx.AsyncClient())
+    weight = await _heavy_gpus(probe, 7)
+    settings = Settings(api_key_hashes=KEY_HASHES, read_page_max_bytes=2 * weight)
+    async with read_api(settings, adapters) as client:
+        pages = await _every_page(client, "/v1/gpus", limit=500)
+        counted = await _every_page(client, "/v1/gpus", limit=3)
+        sessions = await _every_page(client, "/v1/sessions", limit=500)
+
+    assert pages == [
+        [f"GPU-{index:03d}" for index in group] for group in ([0, 1], [2, 3], [4, 5], [6])
+    ]
+    assert [len(page) for page in counted] == [2, 2, 2, 1]
+    assert sessions == [["heavy"]]
+
+
+async def test_a_single_document_heavier_than_the_bound_is_a_page_of_its_own() -> None:
+    adapters = in_memory_adapters()
+    await _heavy_gpus(Worker(adapters, httpx.AsyncClient()), 2)
+    settings = Settings(api_key_hashes=KEY_HASHES, read_page_max_bytes=1024)
+    async with read_api(settings, adapters) as client:
+        pages = await _every_page(client, "/v1/gpus")
+
+    assert pages == [["GPU-000"], ["GPU-001"]]
+
+
+async def test_a_bare_gpu_uuid_cursor_pages_on_within_the_keys_tenant(worker: Worker) -> None:
+    """Clients from before tenancy pass the last GPU's UUID (the cursor was the UUID): read
+    as the key's tenant's GPU, not as a cursor before every document (page 1, forever)."""
+    await _fill(worker, 3)
+
+    response = await worker.client.get(
+        "/v1/gpus", params={"cursor": f"GPU-{TENANT_A}-0", "limit": 1}, headers=A
+    )
+
+    assert response.status_code == 200
+    assert [item["gpu_uuid"] for item in response.json()["items"]] == [f"GPU-{TENANT_A}-1"]
+    assert response.json()["next_cursor"] == f"{TENANT_A}/GPU-{TENANT_A}-1"
+
+
+async def test_a_read_all_keys_bare_cursor_must_name_a_pre_tenancy_document(
+    worker: Worker,
+) -> None:
+    """A bare id names no tenant; only documents from before tenancy (not rebuilt yet) have
+    such ids, and paging on after one of them is right. Any other is refused, not page 1."""
+    await _fill(worker, 2)
+    legacy = dict(worker.projections.gpu_docs[f"{TENANT_A}/GPU-{TENANT_A}-0"])
+    del legacy["tenant"]
+    legacy["_id"] = legacy["gpu_uuid"] = "GPU-legacy"
+    worker.projections.gpu_docs["GPU-legacy"] = legacy
+
+    unknown = await worker.client.get("/v1/gpus", params={"cursor": "GPU-nope"}, headers=OPS)
+    after_legacy = await worker.client.get("/v1/gpus", params={"cursor": "GPU-legacy"}, headers=OPS)
+
+    assert (unknown.status_code, unknown.json()) == (
+        422,
+        {
+            "detail": "cursor 'GPU-nope' names no tenant and no GPU document: a read:all key "
+            "pages with the next_cursor it was given, '<tenant>/<gpu uuid>'"
+        },
+    )
+    assert after_legacy.status_code == 200
+    assert [item["gpu_uuid"] for item in after_legacy.json()["items"]] == [
+        f"GPU-{TENANT_A}-0",
+        f"GPU-{TENANT_A}-1",
+    ]
+
+
+class HeldReads(InMemoryProjections):
+    """Projections whose GPU pages wait until released: reads in flight, on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+        self.one_more = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
+        self.held += 1
+        self.one_more.set()
+        await self.release.wait()
+        return await super().gpus(query)
+
+    async def holding(self, count: int) -> None:
+        """Return once ``count`` pages are held."""
+        while self.held < count:
+            self.one_more.clear()
+            await asyncio.wait_for(self.one_more.wait(), 5)
+
+
+async def test_reads_in_flight_are_capped_per_key_and_per_process() -> None:
+    """16 concurrent 23 MB pages of one key took the worker past its memory limit, and other
+    tenants' reads waited seconds: a key may have a few reads in flight, the process a few
+    more, and past them a read answers ``429`` at once."""
+    adapters = in_memory_adapters()
+    held = HeldReads()
+    adapters.projections = held
+    keys = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
+    settings = Settings(api_key_hashes=keys, read_max_in_flight_per_key=2, read_max_in_flight=3)
+    async with read_api(settings, adapters) as client:
+        reads = [asyncio.create_task(client.get("/v1/gpus", headers=A)) for _ in range(2)]
+        await held.holding(2)
+        third_of_key = await asyncio.wait_for(client.get("/v1/gpus", headers=A), 5)
+        reads.append(asyncio.create_task(client.get("/v1/gpus", headers=OPS)))
+        await held.holding(3)
+        other_key = await asyncio.wait_for(
+            client.get("/v1/sessions", headers={"Authorization": "Bearer k-b"}), 5
+        )
+        held.release.set()
+        answered = await asyncio.gather(*reads)
+        after = await client.get("/v1/gpus", headers=A)
+
+    assert (third_of_key.status_code, third_of_key.json()) == (
+        429,
+        {
+            "detail": "key 'a-reader' already has 2 reads in flight here; retry after the "
+            "Retry-After seconds"
+        },
+    )
+    assert (other_key.status_code, other_key.json()) == (
+        429,
+        {
+            "detail": "this worker already has 3 reads in flight; retry after the "
+            "Retry-After seconds"
+        },
+    )
+    assert third_of_key.headers["Retry-After"] == other_key.headers["Retry-After"] == "1"
+    assert [response.status_code for response in answered] == [200, 200, 200]
+    assert after.status_code == 200
+
+
 async def test_filters_and_one_session(worker: Worker) -> None:
     await _fill(worker, 4)
 
@@ -169,17 +334,36 @@ async def test_exact_error_bodies(
     assert (response.status_code, response.json()) == (status, {"detail": detail})
 
 
-async def test_out_of_range_limit_malformed_label_and_event_id_are_422(worker: Worker) -> None:
+async def test_out_of_range_limit_and_event_id_are_422(worker: Worker) -> None:
     too_many = await worker.client.get("/v1/sessions", params={"limit": 501}, headers=A)
-    no_colon = await worker.client.get("/v1/sessions", params={"label": "no-colon"}, headers=A)
     not_a_uuid = await worker.client.get("/v1/events/not-a-uuid", headers=A)
 
     assert too_many.status_code == 422
     assert [error["loc"] for error in too_many.json()["detail"]] == [["query", "limit"]]
-    assert no_colon.status_code == 422
-    assert [error["loc"] for error in no_colon.json()["detail"]] == [["query", "label"]]
     assert not_a_uuid.status_code == 422
     assert [error["loc"] for error in not_a_uuid.json()["detail"]] == [["path", "event_id"]]
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["no-colon", ":value", "a\x00b:y", "$where:y", "a.b:y", "9lives:y", "k" * 65 + ":y"],
+)
+async def test_a_bad_label_is_422_with_the_string_detail_clients_know(
+    worker: Worker, label: str
+) -> None:
+    """NUL, ``$`` or ``.`` in the key reached the database as ``labels.<key>``: a ``500``.
+    Clients from before tenancy read the ``detail`` as a string starting with this text."""
+    await _fill(worker, 1)
+
+    response = await worker.client.get("/v1/sessions", params={"label": label}, headers=A)
+
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": "label must look like key:value, the key as in reports: 1-64 ASCII "
+            "letters, digits, '_' or '-', starting with a letter or '_'"
+        },
+    )
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tracemalloc
-from collections.abc import Sequence
-from datetime import timedelta, timezone
+from collections.abc import AsyncGenerator, Sequence
+from datetime import date, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,92 @@ async def test_the_usage_route_refuses_bad_input_and_keys(usage_api: Any) -> Non
     assert (await _get(usage_api, "k-a", group_by="host")).status_code == 422
     assert (await _get(usage_api, "k-w")).status_code == 403
     assert (await usage_api.get("/v1/usage")).status_code == 401
+
+
+async def test_a_default_from_before_year_one_is_422_not_500(usage_api: Any) -> None:
+    response = await _get(usage_api, "k-a", to="0001-01-03")
+
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": [
+                {
+                    "type": "value_error",
+                    "loc": ["query", "to"],
+                    "msg": "to leaves no room for the default 7 days before it",
+                    "input": "0001-01-03",
+                }
+            ]
+        },
+    )
+
+
+class EndlessRecords(InMemoryUsageRecords):
+    """Day records that keep coming until released (a long range of a large tenant)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scans = 0
+        """Scans running: a report closes its scan however it ends."""
+        self.scanning = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def days_between(
+        self, start: date, end: date, *, tenant: str | None
+    ) -> AsyncGenerator[UsageDay]:
+        self.scans += 1
+        self.scanning.set()
+        try:
+            while not self.release.is_set():
+                await asyncio.sleep(0.01)
+                yield UsageDay("s", start, TENANT_A, labels={}, runtime="colab")
+        finally:
+            self.scans -= 1
+
+
+def _usage_app(records: InMemoryUsageRecords, **settings: Any) -> httpx.AsyncClient:
+    keys = _key_entry("a", "k-a", TENANT_A, "read")
+    app = create_app(Settings(api_key_hashes=keys, **settings))
+    app.state.usage = UsageProjection(records, rules=RULES)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://worker")
+
+
+async def test_a_usage_report_past_its_deadline_is_503_and_its_scan_closed() -> None:
+    """A report read and summed a tenant's whole range with no deadline: 8,000 large day
+    records took 7 s of the event loop, and a longer range would run for minutes."""
+    records = EndlessRecords()
+    async with _usage_app(records, usage_report_timeout_s=0.2) as client:
+        response = await asyncio.wait_for(_get(client, "k-a"), 5)
+
+    assert (response.status_code, response.json()) == (
+        503,
+        {
+            "detail": "the usage report did not finish within 0.2 s; retry after the "
+            "Retry-After seconds, or ask for fewer days"
+        },
+    )
+    assert response.headers["Retry-After"] == "5"
+    assert records.scans == 0
+
+
+async def test_usage_reports_in_flight_are_capped_per_process() -> None:
+    records = EndlessRecords()
+    async with _usage_app(records, usage_max_reports_in_flight=1) as client:
+        first = asyncio.create_task(_get(client, "k-a"))
+        await asyncio.wait_for(records.scanning.wait(), 5)
+        second = await asyncio.wait_for(_get(client, "k-a"), 5)
+        records.release.set()
+        answered = await first
+
+    assert (second.status_code, second.json()) == (
+        429,
+        {
+            "detail": "this worker already has 1 usage reports in flight; retry after the "
+            "Retry-After seconds"
+        },
+    )
+    assert second.headers["Retry-After"] == "1"
+    assert answered.status_code == 200
 
 
 async def test_a_usage_report_holds_its_groups_not_its_records() -> None:

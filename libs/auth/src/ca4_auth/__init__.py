@@ -1,9 +1,11 @@
 """API keys shared by the processor (``write``) and the worker's read API (``read``, ``read:all``).
 
 Services depend on this library, never on each other; see :mod:`ca4_auth.keys` for the keys
-file format and :mod:`ca4_auth.http` for the FastAPI Bearer scheme.
+file format, :mod:`ca4_auth.http` for the FastAPI Bearer scheme and :mod:`ca4_auth.in_flight`
+for the cap on each key's requests in flight.
 """
 
+from ca4_auth.in_flight import InFlight
 from ca4_auth.keys import (
     DEV_API_KEY,
     DEV_API_KEY_ID,
@@ -24,6 +26,7 @@ __all__ = [
     "ApiKey",
     "ApiKeyConfigError",
     "ApiKeyRing",
+    "InFlight",
     "Scope",
     "accepts_dev_key",
     "check_key_settings",

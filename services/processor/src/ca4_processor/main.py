@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from ca4_auth import ApiKeyRing
+from ca4_auth import ApiKeyRing, InFlight
 from ca4_schemas import GpuMetadataReport
 from ca4_schemas.api import BatchRequest
 from ca4_telemetry import configure_logging, configure_tracing
@@ -30,7 +30,7 @@ from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import MongoSessionClaims, SessionOwners
 from ca4_processor.publishing import EventPublisher, KafkaEventPublisher
-from ca4_processor.security import InFlight, RateLimiter
+from ca4_processor.security import RateLimiter
 
 SERVICE_NAME = "ca4-processor"
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})

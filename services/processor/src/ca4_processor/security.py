@@ -46,24 +46,3 @@ class RateLimiter:
     def retry_after_header(wait_s: float) -> str:
         """``Retry-After`` in whole seconds, never ``0``."""
         return str(max(1, math.ceil(wait_s)))
-
-
-@dataclass
-class InFlight:
-    """Requests in flight per key id, in this process."""
-
-    _counts: dict[str, int] = field(default_factory=dict)
-
-    def enter(self, key_id: str, limit: int) -> bool:
-        """Count one more request of ``key_id``, unless it already has ``limit``."""
-        count = self._counts.get(key_id, 0)
-        if count >= limit:
-            return False
-        self._counts[key_id] = count + 1
-        return True
-
-    def leave(self, key_id: str) -> None:
-        """One request of ``key_id`` is answered."""
-        count = self._counts.pop(key_id) - 1
-        if count:
-            self._counts[key_id] = count

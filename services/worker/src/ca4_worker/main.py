@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from ca4_auth import ApiKeyRing
+from ca4_auth import ApiKeyRing, InFlight
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from ca4_worker.api.deps import WorkerRuntime
-from ca4_worker.api.routes import events, gpus, health, sessions, usage
+from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.ports import TimedOutError, UnavailableError
@@ -216,6 +216,8 @@ def create_app(
         inline_hashes=settings.api_key_hashes,
         keys_file=settings.api_keys_file,
     )
+    app.state.reads_in_flight = InFlight()
+    app.state.usage_reports = asyncio.Semaphore(settings.usage_max_reports_in_flight)
     for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)
     app.add_exception_handler(UnavailableError, _database_unavailable)
@@ -228,10 +230,6 @@ def create_app(
         registry=app.state.http_registry, excluded_handlers=["/metrics", "/healthz", "/readyz"]
     ).instrument(app, metric_namespace="ca4")
     return app
-
-
-DATABASE_RETRY_AFTER_S = 5
-"""``Retry-After`` of a read the database did not serve."""
 
 
 async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from ca4_auth import ApiKey, ApiKeyRing, Scope
+from ca4_auth import ApiKey, ApiKeyRing, InFlight, Scope
 from ca4_auth.http import BearerCredentials, authorize
 from fastapi import Depends, HTTPException, Request, status
 
@@ -18,7 +18,7 @@ from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import SessionOwners
 from ca4_processor.publishing import EventPublisher
-from ca4_processor.security import InFlight, RateLimiter
+from ca4_processor.security import RateLimiter
 
 
 async def get_app_settings(request: Request) -> Settings:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from ca4_auth import ApiKey, ApiKeyRing, Scope
+from ca4_auth import ApiKey, ApiKeyRing, InFlight, Scope
 from ca4_auth.http import BearerCredentials, authorize
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.core.config import Settings
@@ -47,14 +47,48 @@ StoreDep = Annotated[EventStore, Depends(get_store)]
 ProjectionsDep = Annotated[Projections, Depends(get_projections)]
 
 
-async def authenticate_reader(request: Request, credentials: BearerCredentials) -> ApiKey:
-    """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``.
+def get_settings(runtime: RuntimeDep) -> Settings:
+    """The settings the app was built with."""
+    return runtime.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def authenticate_reader(
+    request: Request, credentials: BearerCredentials
+) -> AsyncIterator[ApiKey]:
+    """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``,
+    ``429`` while the key has ``read_max_in_flight_per_key`` reads in flight here, or the
+    process ``read_max_in_flight``.
 
     The same key ring (file, reloads, constant-time compare) and the same ``401`` bodies as
-    the processor's.
+    the processor's. A read holds its slot until its response is sent, so what it holds in
+    memory (its page, its JSON) is counted while it is alive.
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
-    return authorize(key_ring, credentials, Scope.READ)
+    settings: Settings = request.app.state.settings
+    in_flight: InFlight = request.app.state.reads_in_flight
+    key = authorize(key_ring, credentials, Scope.READ)
+    if in_flight.total >= settings.read_max_in_flight:
+        raise _too_many(f"this worker already has {settings.read_max_in_flight} reads in flight")
+    if not in_flight.enter(key.key_id, settings.read_max_in_flight_per_key):
+        raise _too_many(
+            f"key {key.key_id!r} already has {settings.read_max_in_flight_per_key} reads in "
+            "flight here"
+        )
+    try:
+        yield key
+    finally:
+        in_flight.leave(key.key_id)
+
+
+def _too_many(what: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"{what}; retry after the Retry-After seconds",
+        headers={"Retry-After": "1"},
+    )
 
 
 async def get_read_tenant(key: Annotated[ApiKey, Depends(authenticate_reader)]) -> str | None:

@@ -9,7 +9,8 @@ writer and a crash) never count an interval twice. It joins the other projection
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Generic, Protocol, TypeVar
@@ -17,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls, task_group
-from ca4_worker.application.ports import Projections
+from ca4_worker.application.ports import Projections, TimedOutError
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
 from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.domain.usage import (
@@ -70,9 +71,9 @@ class UsageRecords(Protocol):
 
     def days_between(
         self, start: date, end: date, *, tenant: str | None
-    ) -> AsyncIterator[UsageDay]:
+    ) -> AsyncGenerator[UsageDay]:
         """Day records with ``start <= day < end`` of ``tenant`` (``None``: every tenant), one
-        at a time."""
+        at a time (a generator, which a report closes when its deadline stops it)."""
         ...
 
 
@@ -363,12 +364,24 @@ async def usage_report(
     group_by: str,
     prices: dict[str, float],
     currency: str,
+    deadline_s: float | None = None,
 ) -> UsageReport:
     """The roll-up ``GET /v1/usage`` and ``ca4 usage`` answer: ``tenant``'s days in
-    ``[start, end)`` per group, with cost when ``prices`` is not empty."""
+    ``[start, end)`` per group, with cost when ``prices`` is not empty.
+
+    Reading and summing together finish within ``deadline_s`` (``None``: no deadline) or
+    raise :class:`TimedOutError`: a long range of a large tenant's records is seconds of
+    decoding, and without a deadline a read route could run for minutes.
+    """
     summed = UsageRollUp(group_by=group_by, prices=prices or None)
-    async for day in records.days_between(start, end, tenant=tenant):
-        summed.add(day)
+    try:
+        async with asyncio.timeout(deadline_s):
+            # Closed here, in this task, also when the deadline cancels the scan midway.
+            async with aclosing(records.days_between(start, end, tenant=tenant)) as days:
+                async for day in days:
+                    summed.add(day)
+    except TimeoutError as error:
+        raise TimedOutError(f"the usage report did not finish within {deadline_s:g} s") from error
     return UsageReport(
         from_day=start,
         to_day=end,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ca4_worker.domain.records import WeighedPage
 
 ItemT = TypeVar("ItemT")
 RowT = TypeVar("RowT")
@@ -75,18 +77,40 @@ class Page(BaseModel, Generic[ItemT]):
     next_cursor: str | None = None
 
 
+async def read_page(
+    rows: AsyncIterable[RowT],
+    *,
+    limit: int,
+    max_bytes: int | None,
+    weight: Callable[[RowT], int],
+) -> tuple[list[RowT], bool]:
+    """The rows of one page from ``rows`` fetched in cursor order: at most ``limit``, ending
+    early once they weigh ``max_bytes`` (``None``: no weight bound; a page holds at least one
+    row); and whether a row follows them, so there is a next page.
+
+    A count alone let one page of heavy GPU documents (hundreds of processes each) hold over
+    100 MB ("Tenancy" in ``docs/architecture.md``); the rows are weighed by their stored bytes,
+    which the reader has without decoding them.
+    """
+    page = WeighedPage[RowT](limit, max_bytes)
+    full = False
+    async for row in rows:
+        if full:
+            return page.items, True
+        full = page.add(row, 0 if max_bytes is None else weight(row))
+    return page.items, False
+
+
 def page_of(
     rows: Sequence[RowT],
-    limit: int,
     *,
+    more: bool,
     view: Callable[[RowT], ItemT],
     cursor: Callable[[RowT], str],
 ) -> Page[ItemT]:
-    """A page from rows fetched in cursor order, up to ``limit + 1`` of them: the extra row
-    is not shown, it only tells that there is a next page (whose cursor is the last row's)."""
-    shown = rows[:limit]
-    more = len(rows) > limit
-    return Page(items=[view(row) for row in shown], next_cursor=cursor(shown[-1]) if more else None)
+    """The page of ``rows`` (:func:`read_page`); its ``next_cursor`` is the last row's when
+    ``more`` follow."""
+    return Page(items=[view(row) for row in rows], next_cursor=cursor(rows[-1]) if more else None)
 
 
 class SessionQuery(BaseModel):
@@ -102,6 +126,12 @@ class SessionQuery(BaseModel):
     seen_until: datetime | None = None
     after: str | None = None
     limit: int = Field(default=50, ge=1, le=500)
+    max_bytes: int | None = None
+    """A page ends early once its stored documents weigh this (:func:`read_page`)."""
+
+
+class UnknownCursorError(ValueError):
+    """A GPU cursor that names no tenant and no document (``422``): not a ``next_cursor``."""
 
 
 class GpuQuery(BaseModel):
@@ -112,4 +142,15 @@ class GpuQuery(BaseModel):
     session_id: str | None = None
     gpu_name: str | None = None
     after: str | None = None
+    """The last document id of the previous page (``<tenant>/<gpu uuid>``; the route reads a
+    tenant's bare cursor as that tenant's GPU). A bare one with ``tenant=None`` must be the
+    id of a pre-tenancy document not rebuilt yet (their ids are bare UUIDs)."""
     limit: int = Field(default=50, ge=1, le=500)
+    max_bytes: int | None = None
+    """A page ends early once its stored documents weigh this (:func:`read_page`)."""
+
+    @property
+    def after_names_no_tenant(self) -> bool:
+        """Whether ``after`` is a bare id (``read:all`` only): the reader must find a
+        pre-tenancy document with that id, or raise :class:`UnknownCursorError`."""
+        return self.tenant is None and self.after is not None and "/" not in self.after

@@ -148,6 +148,19 @@ class Settings(BaseSettings):
     """Deadline of each read the read API makes (a session, a page, a GPU, an event and its
     projection status); past it, or while the database is unreachable, the request answers
     ``503`` with ``Retry-After``."""
+    read_page_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Most stored (BSON) bytes of the documents one page of ``/v1/sessions`` or ``/v1/gpus``
+    holds, whatever its ``limit``: past it the page ends early, with ``next_cursor`` (a page
+    holds at least one document). A read holds up to about ten times this in memory while it
+    is answered (many small processes per GPU), so this and ``read_max_in_flight`` bound what
+    reads hold. 500 GPUs without processes fit in one page; with 256 processes each, about 20."""
+    read_max_in_flight_per_key: int = Field(default=4, ge=1)
+    """Read API requests one key may have in flight in this process; more answer ``429`` with
+    ``Retry-After: 1``, so one key holder opening many connections cannot take the process
+    (and its memory) from the other tenants."""
+    read_max_in_flight: int = Field(default=16, ge=1)
+    """Read API requests in flight in this process, every key's; more answer ``429`` with
+    ``Retry-After: 1``."""
 
     s3_endpoint_url: str | None = None
     """S3 endpoint (MinIO locally); unset means AWS S3."""
@@ -195,6 +208,15 @@ class Settings(BaseSettings):
     hours into cost in ``/v1/usage`` and ``ca4 usage``. Empty: no cost column."""
     usage_currency: str = "USD"
     """Currency of ``usage_prices``."""
+    usage_report_timeout_s: float = Field(default=15.0, gt=0)
+    """Deadline of a whole usage report (``GET /v1/usage``): reading and summing every day
+    record of the range. Past it the request answers ``503`` with ``Retry-After``; a range
+    too long for it will not fit on a retry either, so ask for fewer days. Longer than
+    ``read_timeout_s``, which bounds one read, because a report reads a tenant's whole range."""
+    usage_max_reports_in_flight: int = Field(default=2, ge=1)
+    """Usage reports in flight in this process; more answer ``429`` with ``Retry-After: 1``.
+    A report decodes and sums on the event loop, which the store and projection stages
+    share."""
 
     log_level: str = "INFO"
     """Root log level."""

@@ -129,7 +129,8 @@ class WeighedPage(Generic[T]):
     reaches ``max_weight`` (``None``: no weight bound); a page holds at least one item.
 
     What replays read at once is bounded like what the live stages hold, so crafted reports
-    that decode to many times their bytes cannot make a page of a thousand events gigabytes.
+    that decode to many times their bytes cannot make a page of a thousand events gigabytes;
+    the read API's list pages are bounded the same way.
     """
 
     max_items: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from datetime import datetime
 
+import bson
 from ca4_schemas import LEGACY_TENANT
 
 from ca4_worker.application.ports import AppendOutcome, UnavailableError
@@ -14,7 +15,9 @@ from ca4_worker.application.views import (
     Page,
     SessionQuery,
     SessionView,
+    UnknownCursorError,
     page_of,
+    read_page,
 )
 from ca4_worker.domain.projection import (
     applied_key,
@@ -217,8 +220,8 @@ class InMemoryProjections:
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions ordered by id."""
         selected = [
-            view
-            for view in map(session_view, self.documents()[SESSIONS])
+            doc
+            for doc, view in ((doc, session_view(doc)) for doc in self.documents()[SESSIONS])
             if query.tenant in (None, view.tenant)
             and (query.after is None or view.session_id > query.after)
             and (query.label is None or view.labels.get(query.label[0]) == query.label[1])
@@ -227,12 +230,10 @@ class InMemoryProjections:
             and (query.seen_since is None or view.last_seen >= query.seen_since)
             and (query.seen_until is None or view.first_seen < query.seen_until)
         ]
-        return page_of(
-            selected[: query.limit + 1],
-            query.limit,
-            view=lambda view: view,
-            cursor=lambda view: view.session_id,
+        docs, more = await read_page(
+            _each(selected), limit=query.limit, max_bytes=query.max_bytes, weight=_stored_bytes
         )
+        return page_of(docs, more=more, view=session_view, cursor=document_id)
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU, or the newest of any tenant's."""
@@ -245,15 +246,30 @@ class InMemoryProjections:
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
         """A page of GPUs ordered by document id (tenant, then UUID)."""
+        if query.after_names_no_tenant and query.after not in self.gpu_docs:
+            raise UnknownCursorError(str(query.after))
         selected = [
             doc
             for doc in self.documents()[GPUS]
-            if query.tenant in (None, doc["tenant"])
+            if query.tenant in (None, doc.get("tenant", LEGACY_TENANT))
             and (query.after is None or doc["_id"] > query.after)
             and (query.session_id is None or doc["session_id"] == query.session_id)
             and (query.gpu_name is None or doc["gpu_name"] == query.gpu_name)
         ]
-        return page_of(selected[: query.limit + 1], query.limit, view=gpu_view, cursor=document_id)
+        docs, more = await read_page(
+            _each(selected), limit=query.limit, max_bytes=query.max_bytes, weight=_stored_bytes
+        )
+        return page_of(docs, more=more, view=gpu_view, cursor=document_id)
+
+
+async def _each(docs: Iterable[Doc]) -> AsyncIterator[Doc]:
+    for doc in docs:
+        yield doc
+
+
+def _stored_bytes(doc: Doc) -> int:
+    """What the database weighs a document by: its BSON bytes."""
+    return len(bson.encode(doc))
 
 
 class InMemoryDeadLetters:

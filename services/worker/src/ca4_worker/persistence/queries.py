@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import bson
+from bson.raw_bson import RawBSONDocument
 from ca4_schemas import LEGACY_TENANT
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -15,11 +17,18 @@ from ca4_worker.application.views import (
     Page,
     SessionQuery,
     SessionView,
+    UnknownCursorError,
     page_of,
+    read_page,
 )
 from ca4_worker.domain.projection import applied_key, gpu_document_id
 from ca4_worker.persistence.database import database_call
 from ca4_worker.persistence.documents import GPUS, SESSIONS, Doc, gpu_state, session_state
+
+PAGE_FETCH_BATCH = 50
+"""Documents a page fetches per round trip: the driver holds a whole batch, fetched past a
+full page too, so it is a bound in memory (50 of the heaviest GPU documents are a few MB;
+a page of 500 light ones takes 10 round trips)."""
 
 
 def session_view(doc: Doc) -> SessionView:
@@ -72,12 +81,23 @@ class MongoReadModels:
         """Deadline of each read the read API makes (``None``: the driver's socket timeout)."""
 
     async def _page(
-        self, collection: AsyncCollection[Doc], conditions: Doc, limit: int
-    ) -> list[Doc]:
-        """Up to ``limit + 1`` documents in id order (see :func:`page_of`)."""
+        self, collection: AsyncCollection[Doc], conditions: Doc, limit: int, max_bytes: int | None
+    ) -> tuple[list[Doc], bool]:
+        """One page of documents in id order and whether more follow (:func:`read_page`).
+
+        Fetched as raw BSON, weighed by their bytes and decoded only once on the page: the
+        documents fetched past a full page cost their bytes, never their decoding.
+        """
+        raw: AsyncCollection[RawBSONDocument] = collection.with_options(
+            codec_options=collection.codec_options.with_options(document_class=RawBSONDocument)
+        )
         with database_call(self._read_deadline_s):
-            cursor = collection.find(conditions).sort("_id", 1).limit(limit + 1)
-            return [doc async for doc in cursor]
+            cursor = raw.find(conditions).sort("_id", 1).limit(limit + 1)
+            async with cursor.batch_size(min(limit + 1, PAGE_FETCH_BATCH)):
+                rows, more = await read_page(
+                    cursor, limit=limit, max_bytes=max_bytes, weight=lambda row: len(row.raw)
+                )
+        return [bson.decode(row.raw, collection.codec_options) for row in rows], more
 
     async def applied_offset(self, session_id: str, partition: int) -> int | None:
         """The offset of the last event of the session applied from ``partition``."""
@@ -102,8 +122,10 @@ class MongoReadModels:
 
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions ordered by id."""
-        docs = await self._page(self._sessions, _session_conditions(query), query.limit)
-        return page_of(docs, query.limit, view=session_view, cursor=document_id)
+        docs, more = await self._page(
+            self._sessions, _session_conditions(query), query.limit, query.max_bytes
+        )
+        return page_of(docs, more=more, view=session_view, cursor=document_id)
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU (its own document), or the newest of any tenant's."""
@@ -124,6 +146,11 @@ class MongoReadModels:
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
         """A page of GPUs ordered by document id (tenant, then UUID); the cursor is opaque."""
+        if query.after_names_no_tenant:
+            with database_call(self._read_deadline_s):
+                known = await self._gpus.find_one({"_id": query.after}, {"_id": 1})
+            if known is None:
+                raise UnknownCursorError(query.after)
         conditions: Doc = _tenant_filter(query.tenant)
         if query.after is not None:
             conditions["_id"] = {"$gt": query.after}
@@ -131,5 +158,5 @@ class MongoReadModels:
             conditions["session_id"] = query.session_id
         if query.gpu_name is not None:
             conditions["gpu_name"] = query.gpu_name
-        docs = await self._page(self._gpus, conditions, query.limit)
-        return page_of(docs, query.limit, view=gpu_view, cursor=document_id)
+        docs, more = await self._page(self._gpus, conditions, query.limit, query.max_bytes)
+        return page_of(docs, more=more, view=gpu_view, cursor=document_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from datetime import date
 
 from ca4_worker.application.usage import LostGuardError, Versioned
@@ -49,7 +49,7 @@ class InMemoryUsageRecords:
 
     async def days_between(
         self, start: date, end: date, *, tenant: str | None
-    ) -> AsyncIterator[UsageDay]:
+    ) -> AsyncGenerator[UsageDay]:
         """Day records in ``[start, end)`` of ``tenant``."""
         for item in list(self.days.values()):
             if start <= item.record.day < end and tenant in (None, item.record.tenant):

@@ -12,7 +12,8 @@ first write.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -44,6 +45,9 @@ Doc = dict[str, Any]
 READ_BATCH = 100
 """Day records fetched per round trip by a usage report (a record of 64 GPUs with long labels
 and uuids decodes to about 120 KiB)."""
+YIELD_EVERY = 10
+"""Day records a usage report reads and sums between turns of the event loop (a few
+milliseconds of work for the largest records)."""
 LEGACY_MARKS = "usage_marks"
 USAGE_INDEXES = {
     "usage_days": [
@@ -233,15 +237,27 @@ class MongoUsageRecords:
 
     async def days_between(
         self, start: date, end: date, *, tenant: str | None
-    ) -> AsyncIterator[UsageDay]:
+    ) -> AsyncGenerator[UsageDay]:
         """Day records in ``[start, end)`` of ``tenant`` (``None``: every tenant), read
-        :data:`READ_BATCH` at a time, so a long range never sits in memory whole."""
+        :data:`READ_BATCH` at a time, so a long range never sits in memory whole.
+
+        Every :data:`YIELD_EVERY` records the event loop runs other work: the stages share
+        it, and a batch of large records is tens of milliseconds of decoding and summing. The
+        caller bounds the whole scan (:func:`~ca4_worker.application.usage.usage_report`); the
+        cursor is closed however the scan ends.
+        """
         conditions: Doc = {"day": {"$gte": start.isoformat(), "$lt": end.isoformat()}}
         if tenant is not None:
             conditions["tenant"] = tenant
         with database_call():
-            async for doc in self._days.find(conditions, {"marks": False}, batch_size=READ_BATCH):
-                yield day_from_document(doc).record
+            cursor = self._days.find(conditions, {"marks": False}, batch_size=READ_BATCH)
+            async with cursor:
+                read = 0
+                async for doc in cursor:
+                    yield day_from_document(doc).record
+                    read += 1
+                    if read % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
 
 
 def _holding(days: dict[str, Versioned[UsageDay]]) -> set[str]:

@@ -6,28 +6,54 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep
-from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS
-from ca4_worker.application.views import GpuQuery, GpuView, Page
+from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep, SettingsDep
+from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS, unprocessable
+from ca4_worker.application.views import GpuQuery, GpuView, Page, UnknownCursorError
+from ca4_worker.domain.projection import gpu_document_id
 
 router = APIRouter(prefix="/v1/gpus", tags=["gpus"], responses=READ_ERRORS)
 
 
-@router.get("", response_model=Page[GpuView])
+@router.get(
+    "",
+    response_model=Page[GpuView],
+    responses=unprocessable(
+        "A read:all key's cursor that names no tenant and no document, or a bad parameter"
+    ),
+)
 async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by keyword
     projections: ProjectionsDep,
     tenant: ReadTenantDep,
+    settings: SettingsDep,
     session_id: Annotated[str | None, Query(max_length=128)] = None,
     gpu_name: Annotated[str | None, Query(max_length=128)] = None,
     cursor: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[GpuView]:
     """List the key's tenant's GPUs (every tenant's for ``read:all``) ordered by UUID; pass
-    ``next_cursor`` back as ``cursor`` for the next page."""
+    ``next_cursor`` back as ``cursor`` for the next page.
+
+    A page ends early, with ``next_cursor``, once its GPUs weigh ``CA4_READ_PAGE_MAX_BYTES``.
+    A tenant's key may pass a bare GPU UUID as ``cursor`` (what clients from before tenancy
+    send): it pages on after that GPU of the tenant."""
+    if tenant is not None and cursor is not None and "/" not in cursor:
+        cursor = gpu_document_id(tenant, cursor)
     query = GpuQuery(
-        tenant=tenant, session_id=session_id, gpu_name=gpu_name, after=cursor, limit=limit
+        tenant=tenant,
+        session_id=session_id,
+        gpu_name=gpu_name,
+        after=cursor,
+        limit=limit,
+        max_bytes=settings.read_page_max_bytes,
     )
-    return await projections.gpus(query)
+    try:
+        return await projections.gpus(query)
+    except UnknownCursorError as error:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"cursor {str(error)!r} names no tenant and no GPU document: a read:all key pages "
+            "with the next_cursor it was given, '<tenant>/<gpu uuid>'",
+        ) from error
 
 
 @router.get("/{gpu_uuid}", response_model=GpuView, responses=NOT_FOUND)

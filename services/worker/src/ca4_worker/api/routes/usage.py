@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
@@ -10,7 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from ca4_worker.api.deps import ReadTenantDep
-from ca4_worker.api.routes import READ_ERRORS
+from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
+from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.usage import UsageProjection, UsageReport, usage_report
 from ca4_worker.core.config import Settings
 
@@ -61,25 +63,52 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     for the key's tenant (every tenant's for ``read:all``), with cost when prices are set."""
     settings: Settings = request.app.state.settings
     end = to_day or datetime.now(UTC).date() + timedelta(days=1)
-    start = from_day or end - timedelta(days=DEFAULT_DAYS)
+    try:
+        start = from_day or end - timedelta(days=DEFAULT_DAYS)
+    except OverflowError:  # the default from would be before year 1
+        raise _bad_query(
+            "to", f"to leaves no room for the default {DEFAULT_DAYS} days before it", end
+        ) from None
     if not start < end or (end - start).days > MAX_DAYS:
-        # The documented 422 body (FastAPI's validation errors), like every other bad query.
-        raise RequestValidationError(
-            [
-                {
-                    "type": "value_error",
-                    "loc": ("query", "from"),
-                    "msg": f"from must be before to, at most {MAX_DAYS} days apart",
-                    "input": start.isoformat(),
-                }
-            ]
+        raise _bad_query("from", f"from must be before to, at most {MAX_DAYS} days apart", start)
+    reports: asyncio.Semaphore = request.app.state.usage_reports
+    if reports.locked():
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"this worker already has {settings.usage_max_reports_in_flight} usage reports in "
+            "flight; retry after the Retry-After seconds",
+            headers={"Retry-After": "1"},
         )
-    return await usage_report(
-        usage.records,
-        start,
-        end,
-        tenant=tenant,
-        group_by=group_by,
-        prices=settings.usage_prices,
-        currency=settings.usage_currency,
+    async with reports:
+        try:
+            return await usage_report(
+                usage.records,
+                start,
+                end,
+                tenant=tenant,
+                group_by=group_by,
+                prices=settings.usage_prices,
+                currency=settings.usage_currency,
+                deadline_s=settings.usage_report_timeout_s,
+            )
+        except TimedOutError as error:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"the usage report did not finish within {settings.usage_report_timeout_s:g} s; "
+                "retry after the Retry-After seconds, or ask for fewer days",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            ) from error
+
+
+def _bad_query(name: str, message: str, value: date) -> RequestValidationError:
+    """The documented ``422`` body (FastAPI's validation errors), like every other bad query."""
+    return RequestValidationError(
+        [
+            {
+                "type": "value_error",
+                "loc": ("query", name),
+                "msg": message,
+                "input": value.isoformat(),
+            }
+        ]
     )
