@@ -194,6 +194,30 @@ async def test_a_bare_gpu_uuid_cursor_pages_on_within_the_keys_tenant(worker: Wo
     assert response.json()["next_cursor"] == f"{TENANT_A}/GPU-{TENANT_A}-1"
 
 
+async def test_a_bare_cursor_of_a_mig_device_with_slashes_pages_on_too(worker: Worker) -> None:
+    """Older drivers name MIG devices ``MIG-GPU-<uuid>/<gi>/<ci>``: a slash does not make a
+    UUID a tenant-qualified cursor (read as one, it sorted before every id: page 1 again)."""
+    uuids = [f"MIG-GPU-0000/{index}/0" for index in range(3)]
+    events = [
+        positioned(0, index, session_id=f"mig-s{index}", gpus=[gpu_sample(0, uuid_=uuid)])
+        for index, uuid in enumerate(uuids)
+    ]
+    await worker.adapters.store.append(events)
+    await worker.adapters.projections.apply(events)
+
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(5):
+        params = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+        page = (await worker.client.get("/v1/gpus", params=params, headers=A)).json()
+        seen += [item["gpu_uuid"] for item in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = seen[-1]  # what a client from before tenancy passes back
+
+    assert seen == uuids
+
+
 async def test_a_read_all_keys_bare_cursor_must_name_a_pre_tenancy_document(
     worker: Worker,
 ) -> None:

@@ -133,6 +133,61 @@ async def test_a_crash_at_any_write_of_a_round_counts_nothing_twice(dies_at: int
     assert sorted(holding) == ["usage-nlp/2026-01-05", "usage-vision/2026-01-06"]
 
 
+def _held_seconds(records: InMemoryUsageRecords) -> dict[str, dict[str, float]]:
+    return {
+        key: {uuid: usage.held_ms / 1000 for uuid, usage in item.record.gpus.items()}
+        for key, item in sorted(records.days.items())
+    }
+
+
+async def test_marks_left_behind_by_a_crash_never_bill_a_late_reading_twice() -> None:
+    """Killed before the old home is cleared, redelivered in smaller batches, then a late
+    reading that touches only the old home's day: the newer home's marks must still win."""
+    midnight = START.replace(hour=0, minute=0) + timedelta(days=1)
+
+    def report(offset: int, seconds_from_midnight: int, uuids: list[str]) -> PositionedEvent:
+        body = event_body(
+            session_id="s",
+            occurred_at=midnight + timedelta(seconds=seconds_from_midnight),
+            gpus=[gpu_sample(index, uuid_=uuid) for index, uuid in enumerate(uuids)],
+        )
+        return PositionedEvent(
+            event=GpuMetadataReported.model_validate(body), position=Position(0, offset)
+        )
+
+    events = [
+        report(0, -120, ["g", "k"]),
+        report(1, -60, ["g", "k"]),
+        report(2, -30, ["g", "k"]),
+        report(3, 300, ["g"]),  # the marks move to the next day
+        report(4, -10, ["k"]),  # a late reading of k, from before midnight
+        report(5, 60, ["k"]),
+    ]
+    once = InMemoryUsageRecords()
+    await UsageProjection(once, rules=RULES).apply(events)
+
+    records = InMemoryUsageRecords()
+    projection = UsageProjection(records, rules=RULES)
+    await projection.apply(events[:2])
+    save = records.save
+    calls = 0
+
+    async def dying(days: Sequence[Versioned[UsageDay]]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("killed before clearing the old home")
+        await save(days)
+
+    records.save = dying  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="killed"):
+        await projection.apply(events[2:4])
+    records.save = save  # type: ignore[method-assign]
+    for event in events[2:]:
+        await projection.apply([event])
+    assert _held_seconds(records) == _held_seconds(once)
+
+
 async def test_a_round_writes_one_record_per_session_with_its_marks() -> None:
     """Seconds and marks in one statement: 200 sessions of 4 GPUs, two reports each (in
     calls of at most 100 statements, the default chunk)."""

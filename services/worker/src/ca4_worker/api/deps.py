@@ -71,9 +71,11 @@ async def authenticate_reader(
     in_flight: InFlight = request.app.state.reads_in_flight
     key = authorize(key_ring, credentials, Scope.READ)
     if in_flight.total >= settings.read_max_in_flight:
-        raise _too_many(f"this worker already has {settings.read_max_in_flight} reads in flight")
+        raise too_many_in_flight(
+            f"this worker already has {settings.read_max_in_flight} reads in flight"
+        )
     if not in_flight.enter(key.key_id, settings.read_max_in_flight_per_key):
-        raise _too_many(
+        raise too_many_in_flight(
             f"key {key.key_id!r} already has {settings.read_max_in_flight_per_key} reads in "
             "flight here"
         )
@@ -83,7 +85,8 @@ async def authenticate_reader(
         in_flight.leave(key.key_id)
 
 
-def _too_many(what: str) -> HTTPException:
+def too_many_in_flight(what: str) -> HTTPException:
+    """``429`` for a cap on what is in flight: ``what`` names the cap; retry in a second."""
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
         f"{what}; retry after the Retry-After seconds",

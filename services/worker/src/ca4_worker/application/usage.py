@@ -56,8 +56,9 @@ class UsageRecords(Protocol):
     async def load(
         self, session_ids: Iterable[str], day_ids: Iterable[str]
     ) -> dict[str, Versioned[UsageDay]]:
-        """The stored day records among ``day_ids``, and for each of ``session_ids`` whose
-        marks none of those holds, the records that hold them (by id)."""
+        """The stored day records among ``day_ids``, and every record holding the marks of
+        one of ``session_ids`` (by id): more than one after a crash before the old home was
+        cleared, and the newest wins only when all of them are seen."""
         ...
 
     async def save(self, days: Sequence[Versioned[UsageDay]]) -> None:

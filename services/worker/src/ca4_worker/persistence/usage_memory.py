@@ -20,11 +20,8 @@ class InMemoryUsageRecords:
         self, session_ids: Iterable[str], day_ids: Iterable[str]
     ) -> dict[str, Versioned[UsageDay]]:
         """Copies of the stored records (callers must not share state with the store)."""
+        wanted = set(session_ids)
         found = {key: copy.deepcopy(self.days[key]) for key in day_ids if key in self.days}
-        holding = {
-            item.record.session_id for item in found.values() if item.record.marks is not None
-        }
-        wanted = set(session_ids) - holding
         for key, item in self.days.items():
             if item.record.marks is not None and item.record.session_id in wanted:
                 found[key] = copy.deepcopy(item)

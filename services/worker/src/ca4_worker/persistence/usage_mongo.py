@@ -167,17 +167,22 @@ class MongoUsageRecords:
     async def load(
         self, session_ids: Iterable[str], day_ids: Iterable[str]
     ) -> dict[str, Versioned[UsageDay]]:
-        """The stored days among ``day_ids``; for sessions whose marks none of them holds, the
-        days holding them (or, before any does, the legacy marks inside their home day)."""
+        """The stored days among ``day_ids`` and every day holding the sessions' marks (or,
+        before any holds them, the legacy marks inside their home day).
+
+        Two queries, each on an index of its own (``_id``; ``session_id``), rather than one
+        ``$or`` whose plan a backend may not split."""
+        sessions = sorted(set(session_ids))
         with database_call(self._deadline_s):
             found = await self._find({"_id": {"$in": sorted(day_ids)}})
-            wanted = set(session_ids) - _holding(found)
-            if wanted:
-                holders = await self._find(
-                    {"session_id": {"$in": sorted(wanted)}, "marks": {"$ne": None}}
-                )
-                found = holders | found
-                wanted -= _holding(found)
+            found |= await self._find(
+                {
+                    "session_id": {"$in": sessions},
+                    "marks": {"$ne": None},
+                    "_id": {"$nin": sorted(found)},
+                }
+            )
+            wanted = set(sessions) - _holding(found)
             if wanted and self._legacy_present:
                 await self._add_legacy_marks(found, wanted)
         return found

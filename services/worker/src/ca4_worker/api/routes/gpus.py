@@ -36,7 +36,7 @@ async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by k
     A page ends early, with ``next_cursor``, once its GPUs weigh ``CA4_READ_PAGE_MAX_BYTES``.
     A tenant's key may pass a bare GPU UUID as ``cursor`` (what clients from before tenancy
     send): it pages on after that GPU of the tenant."""
-    if tenant is not None and cursor is not None and "/" not in cursor:
+    if tenant is not None and cursor is not None and not cursor.startswith(f"{tenant}/"):
         cursor = gpu_document_id(tenant, cursor)
     query = GpuQuery(
         tenant=tenant,

@@ -10,7 +10,7 @@ from ca4_schemas.api import MessageErrorBody
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
-from ca4_worker.api.deps import ReadTenantDep
+from ca4_worker.api.deps import ReadTenantDep, too_many_in_flight
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
 from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.usage import UsageProjection, UsageReport, usage_report
@@ -73,11 +73,9 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         raise _bad_query("from", f"from must be before to, at most {MAX_DAYS} days apart", start)
     reports: asyncio.Semaphore = request.app.state.usage_reports
     if reports.locked():
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
+        raise too_many_in_flight(
             f"this worker already has {settings.usage_max_reports_in_flight} usage reports in "
-            "flight; retry after the Retry-After seconds",
-            headers={"Retry-After": "1"},
+            "flight"
         )
     async with reports:
         try:
