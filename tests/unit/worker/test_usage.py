@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tracemalloc
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import date, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -105,26 +106,34 @@ def test_a_round_across_midnight_writes_days_then_the_home_then_clears_the_old_o
     ]
 
 
-@pytest.mark.parametrize("dies_at", [0, 1, 2])
-async def test_a_crash_at_any_write_of_a_round_counts_nothing_twice(dies_at: int) -> None:
-    records = InMemoryUsageRecords()
-    projection = UsageProjection(records, rules=RULES)
-    events = scenario_events()
-    await projection.apply(events[:8])
+@contextlib.contextmanager
+def _killed_at_save(records: InMemoryUsageRecords, saves_first: int) -> Iterator[None]:
+    """The worker dies at the save after ``saves_first`` saves went through."""
     save = records.save
     calls = 0
 
     async def dying(days: Sequence[Versioned[UsageDay]]) -> None:
         nonlocal calls
         calls += 1
-        if calls > dies_at:
+        if calls > saves_first:
             raise RuntimeError("worker killed")
         await save(days)
 
     records.save = dying  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="worker killed"):
+    try:
+        yield
+    finally:
+        records.save = save  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("dies_at", [0, 1, 2])
+async def test_a_crash_at_any_write_of_a_round_counts_nothing_twice(dies_at: int) -> None:
+    records = InMemoryUsageRecords()
+    projection = UsageProjection(records, rules=RULES)
+    events = scenario_events()
+    await projection.apply(events[:8])
+    with pytest.raises(RuntimeError, match="worker killed"), _killed_at_save(records, dies_at):
         await projection.apply(events[8:])
-    records.save = save  # type: ignore[method-assign]
     await projection.apply(events[6:])  # redelivery from before the crash
     assert await _by_project(records) == EXPECTED_BY_PROJECT
     holding = [
@@ -169,20 +178,9 @@ async def test_marks_left_behind_by_a_crash_never_bill_a_late_reading_twice() ->
     records = InMemoryUsageRecords()
     projection = UsageProjection(records, rules=RULES)
     await projection.apply(events[:2])
-    save = records.save
-    calls = 0
-
-    async def dying(days: Sequence[Versioned[UsageDay]]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise RuntimeError("killed before clearing the old home")
-        await save(days)
-
-    records.save = dying  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="killed"):
+    # Killed before clearing the old home (the third write of the round).
+    with pytest.raises(RuntimeError, match="worker killed"), _killed_at_save(records, 2):
         await projection.apply(events[2:4])
-    records.save = save  # type: ignore[method-assign]
     for event in events[2:]:
         await projection.apply([event])
     assert _held_seconds(records) == _held_seconds(once)
