@@ -264,8 +264,13 @@ async def test_a_session_from_before_tenancy_is_refused_at_the_edge_not_dropped_
 ) -> None:
     """A runtime reporting across the upgrade: its session belongs to the legacy tenant, so
     the processor must answer ``403``, not ``202`` for a report the worker would dead-letter."""
-    # Projected before the upgrade, by a worker that knew no tenants.
-    await database["sessions"].insert_one({"_id": "projected-before-tenancy", "applied": {}})
+    # Projected before the upgrade, by a worker that knew no tenants; the second then claimed
+    # by a processor of the first tenancy release for the tenant that reported it first.
+    for session_id in ("projected-before-tenancy", "claimed-by-a-tenant-before"):
+        await database["sessions"].insert_one({"_id": session_id, "applied": {}})
+    await database["session_owners"].insert_one(
+        {"_id": "claimed-by-a-tenant-before", "tenant": "tenant-a"}
+    )
     async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
         # Published by a processor from before tenancy while the new worker already runs.
         old = v1_body(event_body(session_id="reported-during-the-upgrade"))
@@ -280,18 +285,21 @@ async def test_a_session_from_before_tenancy_is_refused_at_the_edge_not_dropped_
             session_id: await _post(processor, "k-tenant-a", session_id)
             for session_id in (
                 "projected-before-tenancy",
+                "claimed-by-a-tenant-before",
                 "reported-during-the-upgrade",
                 "new-after-the-upgrade",
             )
         }
     assert {session_id: answer.status_code for session_id, answer in answers.items()} == {
         "projected-before-tenancy": 403,
+        "claimed-by-a-tenant-before": 403,
         "reported-during-the-upgrade": 403,
         "new-after-the-upgrade": 202,
     }
     owners = {doc["_id"]: doc["tenant"] async for doc in database["session_owners"].find({})}
     assert owners == {
         "projected-before-tenancy": "legacy",
+        "claimed-by-a-tenant-before": "legacy",
         "reported-during-the-upgrade": "legacy",
         "new-after-the-upgrade": "tenant-a",
     }

@@ -271,12 +271,17 @@ class HeldReads(InMemoryProjections):
 async def test_reads_in_flight_are_capped_per_key_and_per_process() -> None:
     """16 concurrent 23 MB pages of one key took the worker past its memory limit, and other
     tenants' reads waited seconds: a key may have a few reads in flight, the process a few
-    more, and past them a read answers ``429`` at once."""
+    more, and past them (with no room to wait) a read answers ``429`` at once."""
     adapters = in_memory_adapters()
     held = HeldReads()
     adapters.projections = held
     keys = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
-    settings = Settings(api_key_hashes=keys, read_max_in_flight_per_key=2, read_max_in_flight=3)
+    settings = Settings(
+        api_key_hashes=keys,
+        read_max_in_flight_per_key=2,
+        read_max_in_flight=3,
+        read_max_waiting_per_key=0,
+    )
     async with read_api(settings, adapters) as client:
         reads = [asyncio.create_task(client.get("/v1/gpus", headers=A)) for _ in range(2)]
         await held.holding(2)
@@ -293,20 +298,56 @@ async def test_reads_in_flight_are_capped_per_key_and_per_process() -> None:
     assert (third_of_key.status_code, third_of_key.json()) == (
         429,
         {
-            "detail": "key 'a-reader' already has 2 reads in flight here; retry after the "
-            "Retry-After seconds"
+            "detail": "key 'a-reader' already has 2 reads in flight here (0 more waiting); "
+            "retry after the Retry-After seconds"
         },
     )
     assert (other_key.status_code, other_key.json()) == (
         429,
         {
-            "detail": "this worker already has 3 reads in flight; retry after the "
-            "Retry-After seconds"
+            "detail": "this worker already has 3 reads in flight (0 more waiting); retry after "
+            "the Retry-After seconds"
         },
     )
     assert third_of_key.headers["Retry-After"] == other_key.headers["Retry-After"] == "1"
     assert [response.status_code for response in answered] == [200, 200, 200]
     assert after.status_code == 200
+
+
+class SlowReads(InMemoryProjections):
+    """Projections whose GPU pages take a few milliseconds."""
+
+    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
+        await asyncio.sleep(0.005)
+        return await super().gpus(query)
+
+
+async def test_many_small_reads_of_one_key_wait_their_turn_instead_of_429() -> None:
+    """A client reading many things at once (written to the seed's API, which had no cap) is
+    served in turn; only a read that waits past the read deadline is refused."""
+    adapters = in_memory_adapters()
+    adapters.projections = SlowReads()
+    settings = Settings(api_key_hashes=KEY_HASHES, read_max_in_flight_per_key=2)
+    async with read_api(settings, adapters) as client:
+        answers = await asyncio.gather(*(client.get("/v1/gpus", headers=A) for _ in range(60)))
+    assert [answer.status_code for answer in answers] == [200] * 60
+
+    held = HeldReads()
+    adapters.projections = held
+    settings = Settings(api_key_hashes=KEY_HASHES, read_max_in_flight_per_key=1, read_timeout_s=0.2)
+    async with read_api(settings, adapters) as client:
+        first = asyncio.create_task(client.get("/v1/gpus", headers=A))
+        await held.holding(1)
+        late = await asyncio.wait_for(client.get("/v1/gpus", headers=A), 5)
+        held.release.set()
+        await first
+    assert (late.status_code, late.json()) == (
+        429,
+        {
+            "detail": "key 'a-reader' already has 1 reads in flight here (none freed within "
+            "0.2 s); retry after the Retry-After seconds"
+        },
+    )
 
 
 async def test_filters_and_one_session(worker: Worker) -> None:

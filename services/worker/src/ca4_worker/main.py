@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from ca4_auth import ApiKeyRing, InFlight
+from ca4_auth import ApiKeyRing
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from ca4_worker.api.deps import WorkerRuntime
+from ca4_worker.api.read_slots import ReadSlots
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
 from ca4_worker.application.ingest import IngestService
@@ -216,7 +217,12 @@ def create_app(
         inline_hashes=settings.api_key_hashes,
         keys_file=settings.api_keys_file,
     )
-    app.state.reads_in_flight = InFlight()
+    app.state.read_slots = ReadSlots(
+        per_key=settings.read_max_in_flight_per_key,
+        total=settings.read_max_in_flight,
+        max_waiting=settings.read_max_waiting_per_key,
+        wait_s=settings.read_timeout_s,
+    )
     app.state.usage_reports = asyncio.Semaphore(settings.usage_max_reports_in_flight)
     for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from ca4_auth import ApiKey, ApiKeyRing, InFlight, Scope
+from ca4_auth import ApiKey, ApiKeyRing, Scope
 from ca4_auth.http import BearerCredentials, authorize
 from fastapi import Depends, HTTPException, Request, status
 
+from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.core.config import Settings
 
@@ -58,31 +59,26 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 async def authenticate_reader(
     request: Request, credentials: BearerCredentials
 ) -> AsyncIterator[ApiKey]:
-    """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``,
-    ``429`` while the key has ``read_max_in_flight_per_key`` reads in flight here, or the
-    process ``read_max_in_flight``.
+    """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``;
+    a read over ``read_max_in_flight_per_key`` of the key or ``read_max_in_flight`` of the
+    process waits its turn (up to ``read_timeout_s``), and ``429`` when it got none or the key
+    already has ``read_max_waiting_per_key`` reads waiting.
 
     The same key ring (file, reloads, constant-time compare) and the same ``401`` bodies as
     the processor's. A read holds its slot until its response is sent, so what it holds in
     memory (its page, its JSON) is counted while it is alive.
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
-    settings: Settings = request.app.state.settings
-    in_flight: InFlight = request.app.state.reads_in_flight
+    slots: ReadSlots = request.app.state.read_slots
     key = authorize(key_ring, credentials, Scope.READ)
-    if in_flight.total >= settings.read_max_in_flight:
-        raise too_many_in_flight(
-            f"this worker already has {settings.read_max_in_flight} reads in flight"
-        )
-    if not in_flight.enter(key.key_id, settings.read_max_in_flight_per_key):
-        raise too_many_in_flight(
-            f"key {key.key_id!r} already has {settings.read_max_in_flight_per_key} reads in "
-            "flight here"
-        )
+    try:
+        await slots.enter(key.key_id)
+    except ReadRefusedError as error:
+        raise too_many_in_flight(str(error)) from error
     try:
         yield key
     finally:
-        in_flight.leave(key.key_id)
+        await slots.leave(key.key_id)
 
 
 def too_many_in_flight(what: str) -> HTTPException:

@@ -18,7 +18,7 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls, task_group
-from ca4_worker.application.ports import Projections, TimedOutError
+from ca4_worker.application.ports import Projections, TimedOutError, UnavailableError
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
 from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.domain.usage import (
@@ -375,14 +375,23 @@ async def usage_report(
     decoding, and without a deadline a read route could run for minutes.
     """
     summed = UsageRollUp(group_by=group_by, prices=prices or None)
+    deadline = asyncio.timeout(deadline_s)
+    late = f"the usage report did not finish within {deadline_s or 0:g} s"
     try:
-        async with asyncio.timeout(deadline_s):
-            # Closed here, in this task, also when the deadline cancels the scan midway.
-            async with aclosing(records.days_between(start, end, tenant=tenant)) as days:
-                async for day in days:
-                    summed.add(day)
+        # The scan is closed here, in this task, also when the deadline cancels it midway.
+        async with deadline, aclosing(records.days_between(start, end, tenant=tenant)) as days:
+            async for day in days:
+                summed.add(day)
     except TimeoutError as error:
-        raise TimedOutError(f"the usage report did not finish within {deadline_s:g} s") from error
+        raise TimedOutError(late) from error
+    except UnavailableError as error:
+        # The driver may turn the cancellation into an error of its own.
+        if deadline.expired():
+            raise TimedOutError(late) from error
+        raise
+    if deadline.expired():
+        # ... or swallow it and go on reading: the report is still late.
+        raise TimedOutError(late)
     return UsageReport(
         from_day=start,
         to_day=end,

@@ -155,12 +155,15 @@ class Settings(BaseSettings):
     is answered (many small processes per GPU), so this and ``read_max_in_flight`` bound what
     reads hold. 500 GPUs without processes fit in one page; with 256 processes each, about 20."""
     read_max_in_flight_per_key: int = Field(default=4, ge=1)
-    """Read API requests one key may have in flight in this process; more answer ``429`` with
-    ``Retry-After: 1``, so one key holder opening many connections cannot take the process
-    (and its memory) from the other tenants."""
+    """Read API requests one key may have in flight in this process, so one key holder opening
+    many connections cannot take the process (and its memory) from the other tenants. More
+    wait their turn, up to ``read_timeout_s``, then answer ``429`` with ``Retry-After: 1``."""
     read_max_in_flight: int = Field(default=16, ge=1)
-    """Read API requests in flight in this process, every key's; more answer ``429`` with
-    ``Retry-After: 1``."""
+    """Read API requests in flight in this process, every key's; more wait as above."""
+    read_max_waiting_per_key: int = Field(default=256, ge=0)
+    """Read API requests of one key that may wait for a slot (a client reading many small
+    things at once, such as each event's status); past it a read answers ``429`` at once.
+    A waiting request holds only its connection."""
 
     s3_endpoint_url: str | None = None
     """S3 endpoint (MinIO locally); unset means AWS S3."""

@@ -45,7 +45,12 @@ async def claim_for_legacy(
 
 async def claim_pre_tenancy_sessions(database: AsyncDatabase[Doc]) -> int | None:
     """Claim every session projected before tenancy (no tenant, or the legacy one), once per
-    database; the number claimed, or ``None`` when an earlier start did it."""
+    database; the number claimed, or ``None`` when an earlier start did it.
+
+    A processor of the first tenancy release claimed such a session for whichever tenant
+    reported it first, and the worker dead-lettered every report of it since: those claims
+    are corrected to the legacy tenant here, the one time claims change (a processor forgets
+    what it cached when it restarts)."""
     with database_call():
         if await database[MIGRATIONS].find_one({"_id": PRE_TENANCY_CLAIMS}) is not None:
             return None
@@ -55,6 +60,14 @@ async def claim_pre_tenancy_sessions(database: AsyncDatabase[Doc]) -> int | None
         session_ids = [doc["_id"] async for doc in cursor]
     await claim_for_legacy(database, session_ids)
     with database_call():
+        for start in range(0, len(session_ids), CLAIMS_PER_CALL):
+            await database[SESSION_OWNERS].update_many(
+                {
+                    "_id": {"$in": session_ids[start : start + CLAIMS_PER_CALL]},
+                    "tenant": {"$ne": LEGACY_TENANT},
+                },
+                {"$set": {"tenant": LEGACY_TENANT, "corrected_at": datetime.now(UTC)}},
+            )
         await insert_ignoring_duplicates(
             database[MIGRATIONS],
             [{"_id": PRE_TENANCY_CLAIMS, "at": datetime.now(UTC), "sessions": len(session_ids)}],

@@ -54,7 +54,11 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"model": MessageErrorBody, "description": "Not application/json, or unknown encoding"},
     429: {
         "model": MessageErrorBody,
-        "description": "Rate limit of this key (one token per report); see Retry-After",
+        "description": (
+            "Rate limit of this key (one token per report, or per RATE_LIMIT_TOKEN_WEIGHT of "
+            "body weight when more), or MAX_REQUESTS_IN_FLIGHT_PER_KEY bodies of this key "
+            "being read or validated; see Retry-After"
+        ),
         "headers": _RETRY_AFTER,
     },
     503: {

@@ -43,6 +43,20 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
     response_model_by_alias=True,
     responses={
         404: {"model": MessageErrorBody, "description": "Usage accounting is off"},
+        429: {
+            "model": MessageErrorBody,
+            "description": (
+                "Too many reads in flight for this key or worker, or "
+                "CA4_USAGE_MAX_REPORTS_IN_FLIGHT usage reports running; retry after Retry-After"
+            ),
+        },
+        503: {
+            "model": MessageErrorBody,
+            "description": (
+                "The database did not answer, or the report did not finish within "
+                "CA4_USAGE_REPORT_TIMEOUT_S; retry after Retry-After, or ask for fewer days"
+            ),
+        },
     },
 )
 async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by keyword
