@@ -350,6 +350,32 @@ async def test_many_small_reads_of_one_key_wait_their_turn_instead_of_429() -> N
     )
 
 
+async def test_what_many_keys_may_park_waiting_is_bounded_too() -> None:
+    adapters = in_memory_adapters()
+    held = HeldReads()
+    adapters.projections = held
+    keys = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
+    settings = Settings(
+        api_key_hashes=keys, read_max_in_flight=1, read_max_waiting=1, read_timeout_s=5
+    )
+    async with read_api(settings, adapters) as client:
+        reads = [asyncio.create_task(client.get("/v1/gpus", headers=A))]
+        await held.holding(1)
+        reads.append(asyncio.create_task(client.get("/v1/gpus", headers=A)))
+        await asyncio.sleep(0.05)  # the second waits for the first's slot
+        other_key = await asyncio.wait_for(
+            client.get("/v1/gpus", headers={"Authorization": "Bearer k-b"}), 5
+        )
+        held.release.set()
+        answered = await asyncio.gather(*reads)
+    assert (other_key.status_code, other_key.json()["detail"]) == (
+        429,
+        "this worker already has 1 reads in flight (1 more of every key waiting); retry after "
+        "the Retry-After seconds",
+    )
+    assert [response.status_code for response in answered] == [200, 200]
+
+
 async def test_filters_and_one_session(worker: Worker) -> None:
     await _fill(worker, 4)
 

@@ -221,6 +221,7 @@ def create_app(
         per_key=settings.read_max_in_flight_per_key,
         total=settings.read_max_in_flight,
         max_waiting=settings.read_max_waiting_per_key,
+        max_waiting_total=settings.read_max_waiting,
         wait_s=settings.read_timeout_s,
     )
     app.state.usage_reports = asyncio.Semaphore(settings.usage_max_reports_in_flight)

@@ -2,8 +2,9 @@
 
 Pages are bounded by bytes, so the caps bound what reads hold in memory; but a client that
 reads many small things at once (the status of each event it sent, say) should wait a few
-milliseconds, not get ``429``. So a read over a cap waits, up to the read deadline, and only
-a key that already has ``max_waiting`` reads waiting is refused at once.
+milliseconds, not get ``429``. So a read over a cap waits, up to the read deadline, and is
+refused at once only when its key already has ``max_waiting`` reads waiting, or the process
+``max_waiting_total`` (what many keys can park together).
 """
 
 from __future__ import annotations
@@ -20,10 +21,20 @@ class ReadRefusedError(Exception):
 class ReadSlots:
     """``per_key`` reads of one key and ``total`` of all at once; the rest wait in turn."""
 
-    def __init__(self, *, per_key: int, total: int, max_waiting: int, wait_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        per_key: int,
+        total: int,
+        max_waiting: int,
+        max_waiting_total: int,
+        wait_s: float,
+    ) -> None:
         self._per_key = per_key
         self._total = total
         self._max_waiting = max_waiting
+        self._max_waiting_total = max_waiting_total
+        self._waiting_total = 0
         self._wait_s = wait_s
         self._in_flight = InFlight()
         self._waiting: dict[str, int] = {}
@@ -46,7 +57,12 @@ class ReadSlots:
         waiting = self._waiting.get(key_id, 0)
         if waiting >= self._max_waiting:
             raise ReadRefusedError(self._cap(key_id, f"{waiting} more waiting"))
+        if self._waiting_total >= self._max_waiting_total:
+            raise ReadRefusedError(
+                self._cap(key_id, f"{self._waiting_total} more of every key waiting")
+            )
         self._waiting[key_id] = waiting + 1
+        self._waiting_total += 1
         try:
             async with asyncio.timeout(self._wait_s), self._turn:
                 await self._turn.wait_for(lambda: self._try_enter(key_id))
@@ -55,6 +71,7 @@ class ReadSlots:
                 self._cap(key_id, f"none freed within {self._wait_s:g} s")
             ) from None
         finally:
+            self._waiting_total -= 1
             left = self._waiting.pop(key_id) - 1
             if left:
                 self._waiting[key_id] = left

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     """Read API requests of one key that may wait for a slot (a client reading many small
     things at once, such as each event's status); past it a read answers ``429`` at once.
     A waiting request holds only its connection."""
+    read_max_waiting: int = Field(default=1024, ge=0)
+    """Read API requests of every key that may wait for a slot in this process: what many keys
+    can park together (a few MB); past it a read answers ``429`` at once."""
 
     s3_endpoint_url: str | None = None
     """S3 endpoint (MinIO locally); unset means AWS S3."""
