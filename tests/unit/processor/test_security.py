@@ -6,6 +6,7 @@ The key ring itself (file format, tenants, scopes) is tested in ``tests/unit/aut
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -199,22 +200,31 @@ class _StalledBody:
         yield json.dumps(make_report()).encode() + b"]}"
 
 
+@contextlib.asynccontextmanager
+async def _stalled_uploads(client: Any, count: int) -> AsyncIterator[list[Any]]:
+    """``count`` batch uploads of the dev key parked mid-body while the block runs; then
+    released, and their answers in the yielded list."""
+    stalled = [_StalledBody() for _ in range(count)]
+    parked = [
+        asyncio.create_task(client.post("/v1/metadata/batch", content=body, headers=JSON_HEADERS))
+        for body in stalled
+    ]
+    await asyncio.sleep(0.1)
+    answers: list[Any] = []
+    try:
+        yield answers
+    finally:
+        for body in stalled:
+            body.release.set()
+        answers.extend([await task for task in parked])
+
+
 async def test_a_key_with_too_many_requests_in_flight_gets_429(
     make_client: Callable[..., Any], fake_publisher: FakePublisher
 ) -> None:
     async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_KEY=2) as (client, _app):
-        stalled = [_StalledBody() for _ in range(2)]
-        parked = [
-            asyncio.create_task(
-                client.post("/v1/metadata/batch", content=body, headers=JSON_HEADERS)
-            )
-            for body in stalled
-        ]
-        await asyncio.sleep(0.1)
-        third = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
-        for body in stalled:
-            body.release.set()
-        answered = [await task for task in parked]
+        async with _stalled_uploads(client, 2) as answered:
+            third = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
         after = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
 
     assert third.status_code == 429
@@ -244,18 +254,8 @@ async def test_waiting_on_kafka_holds_no_in_flight_slot(
                 for n in range(32)
             )
         )
-        stalled = [_StalledBody() for _ in range(16)]
-        parked = [
-            asyncio.create_task(
-                client.post("/v1/metadata/batch", content=body, headers=JSON_HEADERS)
-            )
-            for body in stalled
-        ]
-        await asyncio.sleep(0.1)
-        seventeenth = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
-        for body in stalled:
-            body.release.set()
-        uploaded = [await task for task in parked]
+        async with _stalled_uploads(client, 16) as uploaded:
+            seventeenth = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
 
     assert [response.status_code for response in notebooks] == [202] * 32
     assert seventeenth.status_code == 429
