@@ -29,7 +29,7 @@ help: ## Show this list of targets
 .PHONY: install
 install: ## Install the workspace (uv sync, frozen lock file)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
-	$(UV) sync --all-packages --frozen
+	$(UV) sync --all-packages --frozen --compile-bytecode
 
 .PHONY: sdk-wheel
 sdk-wheel: ## Build the SDK wheel the processor serves at /sdk/ (into $(CA4_SDK_WHEEL_DIR))
