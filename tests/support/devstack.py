@@ -92,6 +92,18 @@ class DevstackControl:
             raise RuntimeError(f"ca4 devstack start {service} failed:\n{result.stderr}")
         self.stopped.discard(service)
 
+    @contextlib.asynccontextmanager
+    async def paused(self, service: str) -> AsyncIterator[None]:
+        """Freeze one service's process (``SIGSTOP``) while the block runs: it keeps its
+        connections but answers nothing, like a server that stalls; then ``SIGCONT``."""
+        await self.require_ours(service)
+        pid = (await self.status())[resolve_names([service])[0]]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
     async def restore(self) -> None:
         """Restart everything this control stopped."""
         for service in sorted(self.stopped):

@@ -63,13 +63,15 @@ async def start_processor(
     await create_topic(services.kafka_bootstrap_servers, topic, configs=topic_configs)
     app = create_app(
         Settings(
-            KAFKA_BOOTSTRAP_SERVERS=services.kafka_bootstrap_servers,
-            KAFKA_TOPIC=topic,
-            API_KEY_HASHES=KEY_HASHES,
-            RATE_LIMIT_PER_SECOND=0,
-            MONGO_URL=services.mongo_url,
-            MONGO_DB=CLAIMS_DATABASE,
-            **settings,
+            **{
+                "KAFKA_BOOTSTRAP_SERVERS": services.kafka_bootstrap_servers,
+                "KAFKA_TOPIC": topic,
+                "API_KEY_HASHES": KEY_HASHES,
+                "RATE_LIMIT_PER_SECOND": 0,
+                "MONGO_URL": services.mongo_url,
+                "MONGO_DB": CLAIMS_DATABASE,
+                **settings,
+            }
         )
     )
     lifespan = LifespanManager(app, startup_timeout=30)

@@ -31,10 +31,14 @@ class FakePublisher:
         """Refuse events whose JSON is longer, like a topic's ``max.message.bytes``."""
         self.delay_s = 0.0
         """How long the broker takes to acknowledge."""
+        self.acknowledging = asyncio.Event()
+        """Cleared, the broker acknowledges nothing until it is set again."""
+        self.acknowledging.set()
         self._offsets = count()
 
     async def publish(self, events: Sequence[GpuMetadataReported]) -> list[Receipt]:
         await asyncio.sleep(self.delay_s)
+        await self.acknowledging.wait()
         if self.max_message_bytes is not None:
             sizes = {i: len(encode_event(e)) for i, e in enumerate(events)}
             oversized = {i: size for i, size in sizes.items() if size > self.max_message_bytes}

@@ -134,6 +134,7 @@ def create_api(
         rate=settings.RATE_LIMIT_PER_SECOND, burst=settings.RATE_LIMIT_BURST
     )
     app.state.in_flight = InFlight()
+    app.state.waiting = InFlight()
     app.include_router(health.router)
     app.include_router(metadata.router)
     app.include_router(metadata.legacy_router)

@@ -6,7 +6,8 @@ latency on every request and would lose the structlog context they bind.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -117,6 +118,48 @@ async def authenticate_writer(
 
 WriterDep = Annotated[Writer, Depends(authenticate_writer)]
 """The authenticated writer of a report (its key, and its in-flight slot)."""
+
+
+@contextmanager
+def waiting_for_kafka(
+    request: Request, key: ApiKey, metrics: IngestMetrics, *, weight: int, reports: int
+) -> Iterator[None]:
+    """Hold the ``weight`` of ``key``'s validated reports (``reports`` of them) while they wait
+    for the ownership check and Kafka's acknowledgement.
+
+    ``429`` when that takes the key over ``MAX_WAITING_WEIGHT_PER_KEY``, ``503`` when it takes
+    the process over ``MAX_WAITING_WEIGHT``: only a slow Kafka or database lets either fill,
+    and nothing is accepted then. Without this bound, a key could park as many reports as
+    the rate limit let in over those deadlines.
+    """
+    waiting: InFlight = request.app.state.waiting
+    settings: Settings = request.app.state.settings
+    retry_after = {"Retry-After": str(settings.RETRY_AFTER_S)}
+    if not waiting.fits(key.key_id, settings.MAX_WAITING_WEIGHT_PER_KEY, weight):
+        held = waiting.held_by(key.key_id)
+        metrics.count("rejected", reports)
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"key {key.key_id!r} already has reports weighing {held} bytes waiting for Kafka "
+            f"here, and this request's {weight} would take it over "
+            f"MAX_WAITING_WEIGHT_PER_KEY ({settings.MAX_WAITING_WEIGHT_PER_KEY}); nothing was "
+            "accepted, retry after the Retry-After seconds",
+            headers=retry_after,
+        )
+    if not waiting.fits_total(settings.MAX_WAITING_WEIGHT, weight):
+        metrics.count("rejected", reports)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"this processor already holds reports weighing {waiting.total} bytes waiting for "
+            f"Kafka (MAX_WAITING_WEIGHT {settings.MAX_WAITING_WEIGHT}); nothing was accepted, "
+            "retry after the Retry-After seconds",
+            headers=retry_after,
+        )
+    waiting.add(key.key_id, weight)  # both caps checked above, with nothing awaited since
+    try:
+        yield
+    finally:
+        waiting.leave(key.key_id, weight)
 
 
 def charge(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from ca4_processor.api.deps import (
     SettingsDep,
     WriterDep,
     charge,
+    waiting_for_kafka,
 )
 from ca4_processor.api.tenancy import (
     foreign_sessions,
@@ -35,7 +37,11 @@ from ca4_processor.api.tenancy import (
 from ca4_processor.body import read_json_body
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.publishing import EventPublisher, MessageTooLargeError, PublishUnavailableError
-from ca4_processor.validation import RequestValidationFailedError, parse_batch, parse_report
+from ca4_processor.validation import (
+    RequestValidationFailedError,
+    parse_batch,
+    parse_report,
+)
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/metadata", tags=["metadata"])
@@ -56,16 +62,18 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": MessageErrorBody,
         "description": (
             "Rate limit of this key (one token per report, or per RATE_LIMIT_TOKEN_WEIGHT of "
-            "body weight when more), or MAX_REQUESTS_IN_FLIGHT_PER_KEY bodies of this key "
-            "being read or validated; see Retry-After"
+            "body weight when more), MAX_REQUESTS_IN_FLIGHT_PER_KEY bodies of this key "
+            "being read or validated, or MAX_WAITING_WEIGHT_PER_KEY of this key's reports "
+            "waiting for a slow Kafka; nothing was accepted, see Retry-After"
         ),
         "headers": _RETRY_AFTER,
     },
     503: {
         "model": MessageErrorBody,
-        "description": "Kafka did not acknowledge in time, or session ownership could not be "
-        "checked; nothing was accepted, retry after Retry-After with the same event_id (safe: "
-        "the worker deduplicates)",
+        "description": "Kafka did not acknowledge in time, session ownership could not be "
+        "checked, or MAX_WAITING_WEIGHT of every key's reports already waits for a slow Kafka; "
+        "nothing was accepted, retry after Retry-After with the same event_id (safe: the worker "
+        "deduplicates)",
         "headers": _RETRY_AFTER,
     },
 }
@@ -95,10 +103,19 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+@dataclass(frozen=True)
+class _PaidBody:
+    data: bytes
+    weight: int
+    """Its weight (``ca4_processor.body.body_weight``): what it holds once decoded."""
+    paid: int
+    """Rate-limit tokens paid for it so far."""
+
+
 async def _read_body(
     request: Request, key: ApiKey, settings: SettingsDep, metrics: IngestMetrics, *, batch: bool
-) -> tuple[bytes, int]:
-    """The body, once its weight's share of the rate limit is paid; and the tokens paid."""
+) -> _PaidBody:
+    """The body, once its weight's share of the rate limit is paid."""
     try:
         body = await read_json_body(
             request,
@@ -111,7 +128,8 @@ async def _read_body(
     except HTTPException:
         metrics.count("rejected")
         raise
-    return body.data, charge(request, key.key_id, metrics, weight=body.weight, reports=0, paid=1)
+    paid = charge(request, key.key_id, metrics, weight=body.weight, reports=0, paid=1)
+    return _PaidBody(body.data, body.weight, paid)
 
 
 def _validation_error(error: RequestValidationFailedError) -> Response:
@@ -177,35 +195,39 @@ async def create_report(
 ) -> Response:
     """Publish one report; the receipt names its Kafka partition and offset."""
     key = writer.key
-    body, _paid = await _read_body(request, key, settings, metrics, batch=False)
+    body = await _read_body(request, key, settings, metrics, batch=False)
     try:
-        report = parse_report(body)
+        report = parse_report(body.data)
     except RequestValidationFailedError as error:
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
     finally:
         # Validated: what follows waits on the database and Kafka, holding neither the
-        # body's bytes nor one of the key's in-flight slots.
+        # body's bytes nor one of the key's in-flight slots, but the weight of its report.
+        weight = body.weight
         del body
         writer.release_slot()
-    event = stamp(report, key, datetime.now(UTC))
-    if await foreign_sessions([event], key, owners, metrics, settings):
-        metrics.count("rejected")
-        raise HTTPException(status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id))
-    outcome = (await _publish([event], publisher, metrics, settings))[0]
-    if isinstance(outcome, str):
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"report refused: {outcome}")
-    log.info(
-        "ingest.accepted",
-        event_id=str(event.event_id),
-        session_id=event.session_id,
-        partition=outcome.partition,
-        offset=outcome.offset,
-    )
-    return Response(
-        outcome.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=_JSON
-    )
+    with waiting_for_kafka(request, key, metrics, weight=weight, reports=1):
+        event = stamp(report, key, datetime.now(UTC))
+        if await foreign_sessions([event], key, owners, metrics, settings):
+            metrics.count("rejected")
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id)
+            )
+        outcome = (await _publish([event], publisher, metrics, settings))[0]
+        if isinstance(outcome, str):
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"report refused: {outcome}")
+        log.info(
+            "ingest.accepted",
+            event_id=str(event.event_id),
+            session_id=event.session_id,
+            partition=outcome.partition,
+            offset=outcome.offset,
+        )
+        return Response(
+            outcome.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=_JSON
+        )
 
 
 async def create_reports(
@@ -226,53 +248,58 @@ async def create_reports(
     that is more.
     """
     key = writer.key
-    body, paid = await _read_body(request, key, settings, metrics, batch=True)
+    body = await _read_body(request, key, settings, metrics, batch=True)
     try:
-        parsed = parse_batch(body, max_batch_size=settings.MAX_BATCH_SIZE)
+        parsed = parse_batch(body.data, max_batch_size=settings.MAX_BATCH_SIZE)
     except RequestValidationFailedError as error:
         metrics.count("rejected")
         log.info("ingest.rejected", reason=str(error)[:500])
         return _validation_error(error)
     finally:
         # Validated: what follows waits on the database and Kafka, holding neither the
-        # body's bytes nor one of the key's in-flight slots.
+        # body's bytes nor one of the key's in-flight slots, but the weight of its reports.
+        weight, paid = body.weight, body.paid
         del body
         writer.release_slot()
     charge(request, key.key_id, metrics, weight=0, reports=parsed.size, paid=paid)
-    received_at = datetime.now(UTC)
-    stamped = {index: stamp(report, key, received_at) for index, report in parsed.reports.items()}
-    foreign = await foreign_sessions(list(stamped.values()), key, owners, metrics, settings)
-    invalid = dict(parsed.rejected)
-    for index, event in stamped.items():
-        if event.session_id in foreign:
-            invalid[index] = [session_forbidden_item(index)]
-    metrics.count("rejected", len(invalid))
-    indexes = sorted(stamped.keys() - invalid.keys())
-    events = [stamped[index] for index in indexes]
-    outcomes = await _publish(events, publisher, metrics, settings)
-    by_index = {index: outcomes[position] for position, index in enumerate(indexes)}
-    results = [
-        _batch_item(index, by_index.get(index), invalid.get(index)) for index in range(parsed.size)
-    ]
-    accepted = sum(result.status == "accepted" for result in results)
-    rejected = parsed.size - accepted
-    log.info(
-        "ingest.batch",
-        accepted=accepted,
-        rejected=rejected,
-        event_ids=[str(event.event_id) for event in events],
-        session_ids=sorted({event.session_id for event in events}),
-    )
-    if not rejected:
-        status_code = status.HTTP_202_ACCEPTED
-    elif accepted:
-        status_code = status.HTTP_207_MULTI_STATUS
-    else:
-        status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
-    response = BatchResponse(accepted=accepted, rejected=rejected, results=results)
-    return Response(
-        response.model_dump_json(exclude_none=True), status_code=status_code, media_type=_JSON
-    )
+    with waiting_for_kafka(request, key, metrics, weight=weight, reports=parsed.size):
+        received_at = datetime.now(UTC)
+        stamped = {
+            index: stamp(report, key, received_at) for index, report in parsed.reports.items()
+        }
+        foreign = await foreign_sessions(list(stamped.values()), key, owners, metrics, settings)
+        invalid = dict(parsed.rejected)
+        for index, event in stamped.items():
+            if event.session_id in foreign:
+                invalid[index] = [session_forbidden_item(index)]
+        metrics.count("rejected", len(invalid))
+        indexes = sorted(stamped.keys() - invalid.keys())
+        events = [stamped[index] for index in indexes]
+        outcomes = await _publish(events, publisher, metrics, settings)
+        by_index = {index: outcomes[position] for position, index in enumerate(indexes)}
+        results = [
+            _batch_item(index, by_index.get(index), invalid.get(index))
+            for index in range(parsed.size)
+        ]
+        accepted = sum(result.status == "accepted" for result in results)
+        rejected = parsed.size - accepted
+        log.info(
+            "ingest.batch",
+            accepted=accepted,
+            rejected=rejected,
+            event_ids=[str(event.event_id) for event in events],
+            session_ids=sorted({event.session_id for event in events}),
+        )
+        if not rejected:
+            status_code = status.HTTP_202_ACCEPTED
+        elif accepted:
+            status_code = status.HTTP_207_MULTI_STATUS
+        else:
+            status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+        response = BatchResponse(accepted=accepted, rejected=rejected, results=results)
+        return Response(
+            response.model_dump_json(exclude_none=True), status_code=status_code, media_type=_JSON
+        )
 
 
 def _batch_item(
