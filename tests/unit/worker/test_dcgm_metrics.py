@@ -7,9 +7,8 @@ from pathlib import Path
 
 from ca4_schemas import GpuMetadataReported, GpuSample
 from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS
-from ca4_worker.core.metrics import GpuGauges
+from ca4_worker.core.metrics import GPU_REGISTRY, GpuGauges
 from ca4_worker.domain.records import Position, PositionedEvent
-from prometheus_client import REGISTRY
 
 from tests.unit.worker.factories import TENANT_A, event_body, gpu_sample, positioned
 
@@ -81,7 +80,7 @@ def test_a_sample_becomes_dcgm_series_with_dcgm_labels_and_units() -> None:
         "DCGM_FI_DEV_COMPUTE_MODE": 3.0,
         "DCGM_FI_DEV_SM_CLOCK": None,
     }
-    assert {name: REGISTRY.get_sample_value(name, labels) for name in expected} == expected
+    assert {name: GPU_REGISTRY.get_sample_value(name, labels) for name in expected} == expected
 
 
 def test_empty_lists_are_readings_that_export_zero_as_dcgm_does() -> None:
@@ -122,7 +121,7 @@ def _values(*uuids: str) -> dict[str, tuple[float | None, float | None]]:
     """``(throttle mask, process count)`` per GPU UUID; ``None`` where there is no series."""
     found: dict[str, dict[str, float]] = {uuid: {} for uuid in uuids}
     names = {"DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", "ca4_gpu_processes"}
-    for metric in REGISTRY.collect():
+    for metric in GPU_REGISTRY.collect():
         for sample in metric.samples:
             if sample.name in names and sample.labels.get("UUID") in found:
                 found[sample.labels["UUID"]][sample.name] = sample.value
@@ -142,7 +141,7 @@ def test_series_of_a_silent_session_are_removed() -> None:
 
 
 def _utilization(uuid: str) -> float | None:
-    for metric in REGISTRY.collect():
+    for metric in GPU_REGISTRY.collect():
         for sample in metric.samples:
             if sample.name == "DCGM_FI_DEV_GPU_UTIL" and sample.labels["UUID"] == uuid:
                 return sample.value

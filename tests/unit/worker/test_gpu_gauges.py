@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from ca4_worker.core.gpu_fields import DCGM_LABELS
-from ca4_worker.core.metrics import GpuGauges
+from ca4_worker.core.metrics import GPU_REGISTRY, GpuGauges
 from ca4_worker.domain.records import PositionedEvent
-from prometheus_client import REGISTRY
 
 from tests.unit.worker.factories import TENANT_A, TENANT_B, gpu_sample, positioned
 
 
 def _value(session: str, uuid: str, tenant: str = TENANT_A) -> float | None:
-    return REGISTRY.get_sample_value(
+    return GPU_REGISTRY.get_sample_value(
         "ca4_gpu_utilization_pct",
         {"session_id": session, "gpu_uuid": uuid, "gpu_name": "Tesla T4", "tenant": tenant},
     )
@@ -22,7 +21,7 @@ def _value(session: str, uuid: str, tenant: str = TENANT_A) -> float | None:
 def _dcgm_values(uuid: str) -> dict[str, float]:
     """``DCGM_FI_DEV_GPU_UTIL`` of ``uuid`` per tenant label."""
     found: dict[str, float] = {}
-    for metric in REGISTRY.collect():
+    for metric in GPU_REGISTRY.collect():
         for sample in metric.samples:
             if sample.name == "DCGM_FI_DEV_GPU_UTIL" and sample.labels["UUID"] == uuid:
                 assert set(sample.labels) == set(DCGM_LABELS)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS, dcgm_labels
+from ca4_worker.core.series_table import SeriesTable
 from ca4_worker.domain.projection import newest_readings
 from ca4_worker.domain.records import PositionedEvent
 
@@ -93,23 +93,32 @@ ARCHIVE_OBJECTS = Counter(
     "ca4_worker_archive_objects",
     "Archive objects uploaded to S3.",
 )
-GPU_LABELS = ["session_id", "gpu_uuid", "gpu_name", "tenant"]
+GPU_LABELS = ("session_id", "gpu_uuid", "gpu_name", "tenant")
 """Labels of the original five ``ca4_gpu_*`` gauges, kept while dashboards and alerts move to
 the DCGM names (see :mod:`ca4_worker.core.gpu_fields`)."""
-GPU_UTILIZATION = Gauge("ca4_gpu_utilization_pct", "Latest GPU utilisation.", GPU_LABELS)
-GPU_MEMORY_USED = Gauge("ca4_gpu_memory_used_mib", "Latest GPU memory used.", GPU_LABELS)
-GPU_MEMORY_TOTAL = Gauge("ca4_gpu_memory_total_mib", "GPU memory size.", GPU_LABELS)
-GPU_TEMPERATURE = Gauge("ca4_gpu_temperature_c", "Latest GPU temperature.", GPU_LABELS)
-GPU_POWER = Gauge("ca4_gpu_power_draw_w", "Latest GPU power draw.", GPU_LABELS)
-_LEGACY_GAUGES = {
-    "utilization_gpu_pct": GPU_UTILIZATION,
-    "memory_used_mib": GPU_MEMORY_USED,
-    "memory_total_mib": GPU_MEMORY_TOTAL,
-    "temperature_gpu_c": GPU_TEMPERATURE,
-    "power_draw_w": GPU_POWER,
+_LEGACY_FIELDS = {
+    "ca4_gpu_utilization_pct": ("utilization_gpu_pct", "Latest GPU utilisation."),
+    "ca4_gpu_memory_used_mib": ("memory_used_mib", "Latest GPU memory used."),
+    "ca4_gpu_memory_total_mib": ("memory_total_mib", "GPU memory size."),
+    "ca4_gpu_temperature_c": ("temperature_gpu_c", "Latest GPU temperature."),
+    "ca4_gpu_power_draw_w": ("power_draw_w", "Latest GPU power draw."),
 }
-DCGM_GAUGES = {field.metric: Gauge(field.metric, field.help, DCGM_LABELS) for field in GPU_FIELDS}
+LEGACY_GPU_SERIES = SeriesTable(
+    GPU_LABELS, [(metric, documentation) for metric, (_, documentation) in _LEGACY_FIELDS.items()]
+)
+DCGM_SERIES = SeriesTable(DCGM_LABELS, [(field.metric, field.help) for field in GPU_FIELDS])
 """One gauge per exported contract field, DCGM-named where DCGM has the field."""
+GPU_REGISTRY = CollectorRegistry(auto_describe=False)
+"""Both tables, apart from the default registry: ``/metrics`` writes them from their rendered
+lines (:meth:`SeriesTable.exposition`), the rest with ``generate_latest``."""
+GPU_REGISTRY.register(LEGACY_GPU_SERIES)
+GPU_REGISTRY.register(DCGM_SERIES)
+
+
+def gpu_exposition() -> str:
+    """Every GPU series in Prometheus' text format."""
+    return LEGACY_GPU_SERIES.exposition() + DCGM_SERIES.exposition()
+
 
 _GpuKey = tuple[str, str]
 """``(tenant, GPU UUID)``: one tenant's series set of one GPU."""
@@ -169,13 +178,18 @@ class GpuGauges:
             )
             if current is not None and current.labels != series.labels:
                 self._remove(current)
-            for field_name, gauge in _LEGACY_GAUGES.items():
-                _set_or_remove(gauge, series.legacy_labels, getattr(sample, field_name))
+            LEGACY_GPU_SERIES.put(
+                series.legacy_labels,
+                {
+                    metric: getattr(sample, field_name)
+                    for metric, (field_name, _) in _LEGACY_FIELDS.items()
+                },
+            )
             unavailable = event.payload.collector.unavailable_fields
-            for field in GPU_FIELDS:
-                _set_or_remove(
-                    DCGM_GAUGES[field.metric], series.labels, field.value(sample, unavailable)
-                )
+            DCGM_SERIES.put(
+                series.labels,
+                {field.metric: field.value(sample, unavailable) for field in GPU_FIELDS},
+            )
             self._series[key] = series
             self._series.move_to_end(key)
             owned = self._by_tenant.setdefault(tenant, OrderedDict())
@@ -205,19 +219,5 @@ class GpuGauges:
 
     @staticmethod
     def _remove(series: _Series) -> None:
-        for gauge in _LEGACY_GAUGES.values():
-            _remove_one(gauge, series.legacy_labels)
-        for gauge in DCGM_GAUGES.values():
-            _remove_one(gauge, series.labels)
-
-
-def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
-    if value is None:
-        _remove_one(gauge, labels)
-    else:
-        gauge.labels(*labels).set(value)
-
-
-def _remove_one(gauge: Gauge, labels: tuple[str, ...]) -> None:
-    with contextlib.suppress(KeyError):
-        gauge.remove(*labels)
+        LEGACY_GPU_SERIES.remove(series.legacy_labels)
+        DCGM_SERIES.remove(series.labels)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ca4_worker.api.deps import RuntimeDep
+from ca4_worker.core.metrics import gpu_exposition
 
 router = APIRouter(tags=["health"])
 
@@ -32,9 +33,14 @@ async def readyz(runtime: RuntimeDep, response: Response) -> dict[str, object]:
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of the worker's metrics and this app's HTTP request metrics.
 
-    Rendered in a thread: thousands of GPU series with long labels took over a second, which
-    on the event loop stalled both stages (prometheus_client collects under its own locks).
+    Rendered in a thread (prometheus_client collects under its own locks). The GPU series, the
+    bulk of a busy worker's metrics, are joined from lines rendered when they were set
+    (:mod:`ca4_worker.core.series_table`): thousands of them took over a second through
+    ``generate_latest``.
     """
     registries = (REGISTRY, request.app.state.http_registry)
-    body = await asyncio.to_thread(lambda: b"".join(map(generate_latest, registries)))
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def render() -> bytes:
+        return b"".join(map(generate_latest, registries)) + gpu_exposition().encode()
+
+    return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE_LATEST)
