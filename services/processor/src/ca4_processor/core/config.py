@@ -16,8 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Everything the processor can be told; defaults suit the local dev stack."""
 
+    # An empty variable counts as unset, as a chart or compose file that writes every key
+    # leaves them.
     model_config = SettingsConfigDict(
-        env_prefix="CA4_", env_file=".env", extra="ignore", use_attribute_docstrings=True
+        env_prefix="CA4_",
+        env_file=".env",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        env_ignore_empty=True,
     )
 
     ENVIRONMENT: Literal["dev", "test", "prod"] = "dev"

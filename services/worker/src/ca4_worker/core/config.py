@@ -55,9 +55,14 @@ def require_ca_file(mongo_url: str) -> str:
 class Settings(BaseSettings):
     """Worker configuration; defaults match the local dev stack."""
 
-    # Errors never echo input: CA4_MONGO_URL carries the database password.
+    # Errors never echo input: CA4_MONGO_URL carries the database password. An empty variable
+    # counts as unset, as a chart or compose file that writes every key leaves them.
     model_config = SettingsConfigDict(
-        env_prefix="CA4_", extra="ignore", use_attribute_docstrings=True, hide_input_in_errors=True
+        env_prefix="CA4_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,
+        env_ignore_empty=True,
     )
 
     environment: Literal["dev", "test", "prod"] = "dev"
