@@ -1,12 +1,16 @@
-"""DocumentDB has no retryable writes: the worker's settings guarantee retryWrites=false there."""
+"""DocumentDB has no retryable writes: the worker's settings guarantee retryWrites=false there;
+and reads go to the primary, whatever the URL asks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from ca4_processor.ownership import MongoSessionClaims
 from ca4_worker.core.config import Settings
+from ca4_worker.persistence.database import connect
 from pydantic import ValidationError
+from pymongo import ReadPreference
 from pymongo.uri_parser import parse_uri
 
 DOCDB = "ca4.cluster-c1x2y3.eu-west-1.docdb.amazonaws.com:27017"
@@ -46,3 +50,18 @@ def test_a_missing_ca_file_is_named_when_the_worker_starts(tmp_path: Path) -> No
         Settings(mongo_url=f"mongodb://ca4:secret@{DOCDB}/?tls=true&tlsCAFile={missing}")
     assert "config.mongo.caBundle" in str(error.value)
     assert "secret" not in str(error.value)
+
+
+async def test_reads_go_to_the_primary_whatever_the_url_asks() -> None:
+    """The URL the docs once gave read from replicas: the worker and the processor read back
+    what they have just written, and a replica behind the primary made the projection stage
+    skip events stored by another worker for good."""
+    url = "mongodb://ca4:secret@db.internal:27017/?replicaSet=rs0&readPreference=secondaryPreferred"
+    worker_client = connect(url)
+    claims = MongoSessionClaims(url, database="ca4", timeout_s=1.0)
+    try:
+        assert worker_client.read_preference == ReadPreference.PRIMARY
+        assert claims._client.read_preference == ReadPreference.PRIMARY
+    finally:
+        await worker_client.close()
+        await claims.close()

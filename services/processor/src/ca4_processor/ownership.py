@@ -101,6 +101,9 @@ class MongoSessionClaims:
             # DocumentDB refuses retryable writes; a claim needs none (a repeated insert is a
             # duplicate key, answered by reading the owner).
             retryWrites=False,
+            # A claim refused as a duplicate reads the owner just written: on the primary,
+            # whatever the URL's readPreference says.
+            readPreference="primary",
         )
         self._owners: AsyncCollection[dict[str, Any]] = self._client[database][SESSION_OWNERS]
 

@@ -119,13 +119,19 @@ def ensure_fits(document: Doc, *, what: str) -> Doc:
 
 
 def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
-    """A client whose operations fail fast (then get retried) while the database is down."""
+    """A client whose operations fail fast (then get retried) while the database is down.
+
+    Reads go to the primary whatever ``url`` says: the worker reads back what it has just
+    written (which positions an event was stored from, owners after a duplicate key), and a
+    replica that has not caught up would make it skip events for good.
+    """
     return AsyncMongoClient(
         url,
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 6, 30_000),
+        readPreference="primary",
     )
 
 
