@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ca4_schemas import OBJECT_WEIGHT, STRING_WEIGHT, record_weight
@@ -16,6 +17,8 @@ from fastapi import HTTPException, Request, status
 
 _GZIP_WINDOW = 16 + zlib.MAX_WBITS
 """zlib window bits that accept the gzip container."""
+GUNZIP_SLICE = 256 * 1024
+"""Bytes decompressed (and weighed, and paid for) at a time."""
 ARRAY_WEIGHT = 64
 """Bytes a body's weight adds for each JSON array in it (:func:`body_weight`)."""
 VALUE_WEIGHT = 32
@@ -53,8 +56,15 @@ async def read_json_body(
     max_body_weight: int,
     read_timeout_s: float,
     batch: bool,
+    pay: Callable[[int], object],
 ) -> JsonBody:
     """The request body as JSON bytes, decompressed if ``Content-Encoding: gzip``.
+
+    A gzip body is decompressed a slice at a time, and ``pay`` is called with the weight
+    decompressed so far before the next slice (it raises to stop): a few kilobytes of gzip can
+    decompress and weigh to megabytes, and that work must cost its weight's share of the rate
+    limit, not the one token a request pays up front. A plain body's bytes were paid for in
+    bandwidth; it is weighed whole and paid for after.
 
     Raises ``415`` for a non-JSON content type or unknown encoding, ``408`` when the body has
     not arrived within ``read_timeout_s``, and ``413`` when the body (declared or actual,
@@ -85,12 +95,11 @@ async def read_json_body(
             status.HTTP_408_REQUEST_TIMEOUT,
             f"body not received within {read_timeout_s:g} s ({len(received)} bytes arrived)",
         ) from None
-    body = (
-        _gunzip_capped(bytes(received), max_decompressed_bytes)
-        if encoding == "gzip"
-        else bytes(received)
-    )
-    weight = body_weight(body)
+    if encoding == "gzip":
+        body, weight = _gunzip_paid(bytes(received), max_decompressed_bytes, pay)
+    else:
+        body = bytes(received)
+        weight = body_weight(body)
     if weight > max_body_weight:
         raise _too_large(_too_heavy(len(body), weight, max_body_weight, batch=batch))
     return JsonBody(body, weight)
@@ -124,20 +133,32 @@ def _require_json_content_type(request: Request) -> None:
         )
 
 
-def _gunzip_capped(compressed: bytes, limit: int) -> bytes:
-    """Decompress at most ``limit + 1`` bytes, so a zip bomb is refused after ``limit``."""
+def _gunzip_paid(compressed: bytes, limit: int, pay: Callable[[int], object]) -> tuple[bytes, int]:
+    """Decompress at most ``limit + 1`` bytes (a zip bomb is refused after ``limit``), a slice
+    at a time, paying for each slice's weight before the next; the body and its weight."""
     decompressor = zlib.decompressobj(_GZIP_WINDOW)
-    try:
-        body = decompressor.decompress(compressed, limit + 1)
-    except zlib.error as error:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"body is not valid gzip: {error}"
-        ) from error
-    if len(body) > limit:
-        raise _too_large(f"decompressed body is over the {limit}-byte limit")
+    slices: list[bytes] = []
+    size = weight = 0
+    pending = compressed
+    while True:
+        try:
+            piece = decompressor.decompress(pending, min(GUNZIP_SLICE, limit + 1 - size))
+        except zlib.error as error:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"body is not valid gzip: {error}"
+            ) from error
+        pending = decompressor.unconsumed_tail
+        slices.append(piece)
+        size += len(piece)
+        weight += body_weight(piece)
+        if size > limit:
+            raise _too_large(f"decompressed body is over the {limit}-byte limit")
+        if decompressor.eof or not piece:
+            break
+        pay(weight)
     if not decompressor.eof:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "gzip body is truncated")
-    return body
+    return b"".join(slices), weight
 
 
 def _too_large(message: str) -> HTTPException:

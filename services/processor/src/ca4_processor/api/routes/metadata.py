@@ -115,7 +115,18 @@ class _PaidBody:
 async def _read_body(
     request: Request, key: ApiKey, settings: SettingsDep, metrics: IngestMetrics, *, batch: bool
 ) -> _PaidBody:
-    """The body, once its weight's share of the rate limit is paid."""
+    """The body, once its weight's share of the rate limit is paid (a gzip body's as it is
+    decompressed)."""
+    paid, refused_by_charge = 1, False
+
+    def pay(weight: int) -> None:
+        nonlocal paid, refused_by_charge
+        try:
+            paid = charge(request, key.key_id, metrics, weight=weight, reports=0, paid=paid)
+        except HTTPException:
+            refused_by_charge = True  # counted by charge
+            raise
+
     try:
         body = await read_json_body(
             request,
@@ -124,11 +135,13 @@ async def _read_body(
             max_body_weight=settings.MAX_BODY_WEIGHT,
             read_timeout_s=settings.BODY_READ_TIMEOUT_S,
             batch=batch,
+            pay=pay,
         )
     except HTTPException:
-        metrics.count("rejected")
+        if not refused_by_charge:
+            metrics.count("rejected")
         raise
-    paid = charge(request, key.key_id, metrics, weight=body.weight, reports=0, paid=1)
+    pay(body.weight)
     return _PaidBody(body.data, body.weight, paid)
 
 
