@@ -419,8 +419,12 @@ async def test_a_usage_report_past_its_deadline_is_503_and_its_scan_closed() -> 
 
 
 async def test_usage_reports_in_flight_are_capped_per_process() -> None:
+    """Past the cap with no room to wait, a report is ``429`` at once (a report that can wait
+    waits its turn: ``test_usage_slots.py``)."""
     records = EndlessRecords()
-    async with _usage_app(records, usage_max_reports_in_flight=1) as client:
+    async with _usage_app(
+        records, usage_max_reports_in_flight=1, usage_max_reports_waiting=0
+    ) as client:
         first = asyncio.create_task(_get(client, "k-a"))
         await asyncio.wait_for(records.scanning.wait(), 5)
         second = await asyncio.wait_for(_get(client, "k-a"), 5)
@@ -430,8 +434,8 @@ async def test_usage_reports_in_flight_are_capped_per_process() -> None:
     assert (second.status_code, second.json()) == (
         429,
         {
-            "detail": "this worker already has 1 usage reports in flight; retry after the "
-            "Retry-After seconds"
+            "detail": "this worker already has 1 usage reports in flight (0 more of every "
+            "tenant waiting); retry after the Retry-After seconds"
         },
     )
     assert second.headers["Retry-After"] == "1"

@@ -224,7 +224,15 @@ def create_app(
         max_waiting_total=settings.read_max_waiting,
         wait_s=settings.read_timeout_s,
     )
-    app.state.usage_reports = asyncio.Semaphore(settings.usage_max_reports_in_flight)
+    app.state.usage_slots = ReadSlots(
+        per_key=settings.usage_max_reports_in_flight_per_tenant,
+        total=settings.usage_max_reports_in_flight,
+        max_waiting=settings.usage_max_reports_waiting_per_tenant,
+        max_waiting_total=settings.usage_max_reports_waiting,
+        wait_s=settings.usage_report_timeout_s,
+        what="usage reports",
+        owner="tenant",
+    )
     for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)
     app.add_exception_handler(UnavailableError, _database_unavailable)

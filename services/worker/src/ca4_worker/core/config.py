@@ -225,9 +225,23 @@ class Settings(BaseSettings):
     too long for it will not fit on a retry either, so ask for fewer days. Longer than
     ``read_timeout_s``, which bounds one read, because a report reads a tenant's whole range."""
     usage_max_reports_in_flight: int = Field(default=2, ge=1)
-    """Usage reports in flight in this process; more answer ``429`` with ``Retry-After: 1``.
-    A report decodes and sums on the event loop, which the store and projection stages
-    share."""
+    """Usage reports in flight in this process, every tenant's. A report decodes and sums on
+    the event loop, which the store and projection stages share. More wait their turn within
+    ``usage_report_timeout_s`` (waiting and reading together), then answer ``429`` with
+    ``Retry-After: 1``."""
+    usage_max_reports_in_flight_per_tenant: int = Field(default=1, ge=1)
+    """Usage reports of one tenant (the one whose records are read; every ``read:all`` key's
+    reports count as one tenant) in flight in this process, so one tenant's long reports never
+    hold every slot of ``usage_max_reports_in_flight``. More wait their turn as above."""
+    usage_max_reports_waiting_per_tenant: int = Field(default=3, ge=0)
+    """Usage reports of one tenant that may wait for a slot; past it a report answers ``429``
+    at once. The defaults let one key have all its ``read_max_in_flight_per_key`` (4) reads
+    be usage reports of its tenant: one running and three waiting. A waiting
+    report holds its key's read slot, so this and ``usage_max_reports_waiting`` keep waiting
+    reports from taking the other reads' ``read_max_in_flight``."""
+    usage_max_reports_waiting: int = Field(default=6, ge=0)
+    """Usage reports of every tenant that may wait for a slot in this process; past it a
+    report answers ``429`` at once."""
 
     log_level: str = "INFO"
     """Root log level."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from ca4_worker.api.deps import ReadTenantDep, too_many_in_flight
+from ca4_worker.api.read_slots import EVERY_TENANT, ReadRefusedError, ReadSlots
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
 from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.usage import UsageProjection, UsageReport, usage_report
@@ -46,8 +47,11 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
         429: {
             "model": MessageErrorBody,
             "description": (
-                "Too many reads in flight for this key or worker, or "
-                "CA4_USAGE_MAX_REPORTS_IN_FLIGHT usage reports running; retry after Retry-After"
+                "Too many reads in flight for this key or worker, or usage reports over "
+                "CA4_USAGE_MAX_REPORTS_IN_FLIGHT_PER_TENANT of the tenant or "
+                "CA4_USAGE_MAX_REPORTS_IN_FLIGHT of the worker that got no slot within "
+                "CA4_USAGE_REPORT_TIMEOUT_S, or with too many already waiting; retry after "
+                "Retry-After"
             ),
         },
         503: {
@@ -85,31 +89,35 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         ) from None
     if not start < end or (end - start).days > MAX_DAYS:
         raise _bad_query("from", f"from must be before to, at most {MAX_DAYS} days apart", start)
-    reports: asyncio.Semaphore = request.app.state.usage_reports
-    if reports.locked():
-        raise too_many_in_flight(
-            f"this worker already has {settings.usage_max_reports_in_flight} usage reports in "
-            "flight"
+    # One tenant's reports take at most its own slots, never every one of the worker's; a
+    # report over a cap waits its turn, and the wait counts against the report's deadline.
+    slots: ReadSlots = request.app.state.usage_slots
+    owner = EVERY_TENANT if tenant is None else tenant
+    started = time.monotonic()
+    try:
+        await slots.enter(owner)
+    except ReadRefusedError as error:
+        raise too_many_in_flight(str(error)) from error
+    try:
+        return await usage_report(
+            usage.records,
+            start,
+            end,
+            tenant=tenant,
+            group_by=group_by,
+            prices=settings.usage_prices,
+            currency=settings.usage_currency,
+            deadline_s=settings.usage_report_timeout_s - (time.monotonic() - started),
         )
-    async with reports:
-        try:
-            return await usage_report(
-                usage.records,
-                start,
-                end,
-                tenant=tenant,
-                group_by=group_by,
-                prices=settings.usage_prices,
-                currency=settings.usage_currency,
-                deadline_s=settings.usage_report_timeout_s,
-            )
-        except TimedOutError as error:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                f"the usage report did not finish within {settings.usage_report_timeout_s:g} s; "
-                "retry after the Retry-After seconds, or ask for fewer days",
-                headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
-            ) from error
+    except TimedOutError as error:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"the usage report did not finish within {settings.usage_report_timeout_s:g} s; "
+            "retry after the Retry-After seconds, or ask for fewer days",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        ) from error
+    finally:
+        await slots.leave(owner)
 
 
 def _bad_query(name: str, message: str, value: date) -> RequestValidationError:
