@@ -24,8 +24,15 @@ CA4_PLATFORM_RELEASE := ca4-platform
 # Kubernetes version of `helm template` (offline renders default to 1.20, which the charts refuse):
 # the K3s release tools/provision/scripts/lib.sh installs (CA4_K3S_VERSION).
 CA4_KUBE_VERSION ?= 1.33.5
+# The email receiver's addresses and SMTP server (values-prod.yaml leaves them empty and the chart
+# refuses empty or example.org ones while the receiver is on): alertmanager.receivers.email.<key>
+# from the variable named, passed only when it is set.
+CA4_ALERT_EMAIL_SETTINGS := to=CA4_ALERT_EMAIL_TO from=CA4_ALERT_EMAIL_FROM smarthost=CA4_ALERT_SMTP_SMARTHOST \
+	authUsername=CA4_ALERT_SMTP_USERNAME
+CA4_ALERT_EMAIL_ARGS = $(foreach pair,$(CA4_ALERT_EMAIL_SETTINGS),$(if $($(lastword $(subst =, ,$(pair)))),\
+	--set-string alertmanager.receivers.email.$(firstword $(subst =, ,$(pair)))='$($(lastword $(subst =, ,$(pair))))'))
 CA4_PLATFORM_HELM_ARGS = $(CA4_PLATFORM_RELEASE) $(CA4_HELM_DIR)/ca4-platform --namespace $(CA4_PLATFORM_NAMESPACE) \
-	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml
+	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml $(CA4_ALERT_EMAIL_ARGS)
 CA4_HELM_TIMEOUT ?= 10m
 # The tag `make ca4-images` built and shipped (the git commit); CA4_IMAGE_TAG overrides it.
 CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
@@ -45,6 +52,9 @@ CA4_DEV_MONGO_URL = kubectl -n $(CA4_PLATFORM_NAMESPACE) get secret $(CA4_DEV_MO
 CA4_DB_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 CA4_DB_CA_CONFIGMAP := ca4-db-ca-bundle
 CA4_DB_CA_KEY := global-bundle.pem
+# The API's public DNS name (ingress.host): required in prod, where it is a CNAME to the NLB
+# (terraform output ingress_dns_name) and the name the certificate in the Secret ca4-api-tls holds.
+CA4_INGRESS_HOST ?=
 
 CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-db-user ca4-api-tunnel ca4-platform-setup \
 	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
@@ -158,11 +168,12 @@ ca4-platform-setup: ## 6. Helm: namespaces, Kafka, Prometheus, Alertmanager (+ i
 	helm upgrade --install $(CA4_PLATFORM_HELM_ARGS) --wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-deploy-app
-ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_KEY_HASHES; CA4_MONGO_URL, in dev read from the in-cluster MongoDB)
+ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_KEY_HASHES; CA4_MONGO_URL, in dev read from the in-cluster MongoDB; CA4_INGRESS_HOST in prod)
 	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl) && \
 		$(CA4_PREFLIGHT) $@ -- $(if $(filter dev,$(ENV)),,CA4_MONGO_URL) CA4_API_KEY_HASHES
 	@[[ -n "$${CA4_MONGO_URL:-}" || -n "$$($(CA4_DEV_MONGO_URL))" ]] || { echo "$@: missing setting: CA4_MONGO_URL (ENV=dev: no in-cluster MongoDB URL in the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET): run 'make ca4-platform-setup' first, or set CA4_MONGO_URL)" >&2; exit 1; }
 	@[[ -n "$(CA4_IMAGE_TAG)" ]] || { echo "$@: no image tag: run 'make ca4-images' (or set CA4_IMAGE_TAG)" >&2; exit 1; }
+	@[[ "$(ENV)" != prod || -n "$(CA4_INGRESS_HOST)" ]] || { echo "$@: missing setting: CA4_INGRESS_HOST (ENV=prod: the API's public DNS name, e.g. api.ca4.<your domain>, a CNAME to 'terraform output ingress_dns_name' whose certificate is in the Secret $(CA4_APP_NAMESPACE)/ca4-api-tls; see docs/provisioning.md, \"The public edge\")" >&2; exit 1; }
 	@# The Secret is applied outside Helm so that its values never enter the release history. In dev
 	@# (no DocumentDB) an unset CA4_MONGO_URL is the app user's URL of the in-cluster MongoDB, which
 	@# ca4-platform generated (values-dev.yaml: mongodb.enabled); read into the shell, never echoed.
@@ -189,6 +200,7 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		--namespace $(CA4_APP_NAMESPACE) \
 		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml \
 		--set image.tag=$(CA4_IMAGE_TAG) \
+		$(if $(CA4_INGRESS_HOST),--set-string ingress.host='$(CA4_INGRESS_HOST)') \
 		--set config.s3.bucket="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
 		--set config.s3.region="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_region)" \
 		--wait --timeout $(CA4_HELM_TIMEOUT)

@@ -94,11 +94,34 @@ def chart_dir(chart: str) -> Path:
     return REPO / "infra" / "helm" / chart
 
 
+# What an operator passes on top of values-prod.yaml, which leaves site-specific names empty (the
+# charts refuse them empty or as example.com/.org placeholders): `make ca4-deploy-app` sets the
+# API's host from CA4_INGRESS_HOST, `make ca4-platform-setup` the email receiver's addresses and
+# SMTP server from CA4_ALERT_EMAIL_TO, _FROM, CA4_ALERT_SMTP_SMARTHOST and _USERNAME.
+PROD_INGRESS_HOST = "api.ca4-ci.test"
+PROD_EMAIL = {
+    "to": "oncall@ca4-ci.test",
+    "from": "alertmanager@ca4-ci.test",
+    "smarthost": "smtp.ca4-ci.test:587",
+    "authUsername": "alertmanager@ca4-ci.test",
+}
+PROD_SETTINGS = {
+    "ca4-app": ["--set-string", f"ingress.host={PROD_INGRESS_HOST}"],
+    "ca4-platform": [
+        arg
+        for key, value in PROD_EMAIL.items()
+        for arg in ("--set-string", f"alertmanager.receivers.email.{key}={value}")
+    ],
+}
+
+
 def values_args(chart: str, value_set: str) -> list[str]:
-    """The ``-f values-<set>.yaml`` arguments of a value set (none for the chart defaults)."""
+    """The ``-f values-<set>.yaml`` arguments of a value set (none for the chart defaults), with
+    the site-specific settings an operator gives the prod deploy (PROD_SETTINGS)."""
     if value_set == "default":
         return []
-    return ["-f", str(chart_dir(chart) / f"values-{value_set}.yaml")]
+    extra = PROD_SETTINGS[chart] if value_set == "prod" else []
+    return ["-f", str(chart_dir(chart) / f"values-{value_set}.yaml"), *extra]
 
 
 def template(helm: str, chart: str, *args: str) -> tuple[int, str, str]:

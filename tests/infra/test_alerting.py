@@ -18,7 +18,15 @@ import yaml
 from ca4_provision.devstack import configs
 from ca4_provision.devstack.settings import RUNBOOK_BASE_URL, DevstackSettings
 
-from tests.infra.conftest import KUBE_VERSION, REPO, VALUE_SETS, Rendered, run, template
+from tests.infra.conftest import (
+    KUBE_VERSION,
+    REPO,
+    VALUE_SETS,
+    Rendered,
+    run,
+    template,
+    values_args,
+)
 from tests.support.alerting import alertmanager_programs
 
 OBSERVABILITY = REPO / "observability"
@@ -33,11 +41,11 @@ RECEIVERS_ON = [
     "--set",
     "alertmanager.receivers.email.enabled=true",
     "--set",
-    "alertmanager.receivers.email.to=oncall@example.org",
+    "alertmanager.receivers.email.to=oncall@ca4-ci.test",
     "--set",
-    "alertmanager.receivers.email.from=am@example.org",
+    "alertmanager.receivers.email.from=am@ca4-ci.test",
     "--set",
-    "alertmanager.receivers.email.smarthost=smtp.example.org:587",
+    "alertmanager.receivers.email.smarthost=smtp.ca4-ci.test:587",
 ]
 OPERATOR_ON = [
     "--set",
@@ -74,9 +82,7 @@ def helm_alertmanager_config(helm: str, *args: str) -> dict[str, Any]:
 
 
 def value_args(value_set: str) -> list[str]:
-    if value_set == "default":
-        return []
-    return ["-f", str(REPO / f"infra/helm/ca4-platform/values-{value_set}.yaml")]
+    return values_args("ca4-platform", value_set)
 
 
 def rendered_configs(helm: str, tmp_path: Path) -> dict[str, Path]:
@@ -346,12 +352,7 @@ def test_operator_objects_render_schema_valid_when_on(helm: str, value_set: str)
     kinds: dict[str, dict[str, Any]] = {}
     for chart in ("ca4-app", "ca4-platform"):
         flags = OPERATOR_ON[:2] if chart == "ca4-platform" else OPERATOR_ON[2:]
-        args = (
-            []
-            if value_set == "default"
-            else ["-f", str(REPO / f"infra/helm/{chart}/values-{value_set}.yaml")]
-        )
-        code, stdout, stderr = template(helm, chart, *args, *flags)
+        code, stdout, stderr = template(helm, chart, *values_args(chart, value_set), *flags)
         assert code == 0, stderr
         docs = [d for d in yaml.safe_load_all(stdout) if d]
         for doc in docs:

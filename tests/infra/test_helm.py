@@ -296,11 +296,51 @@ BAD_VALUES = [
         "reaches no database",
     ),
     ("ca4-app", ["--set", "ingress.routes[0].component=grafana"], "ingress/routes/0/component"),
+    # values-prod.yaml leaves the public host to the operator (make ca4-deploy-app CA4_INGRESS_HOST)
+    (
+        "ca4-app",
+        ["-f", str(chart_dir("ca4-app") / "values-prod.yaml")],
+        "ingress: tlsSecretName needs a host: set ingress.host to the API's public DNS name",
+    ),
+    (
+        "ca4-app",
+        [
+            *["-f", str(chart_dir("ca4-app") / "values-prod.yaml")],
+            *["--set", "ingress.host=api.ca4.example.com"],
+        ],
+        'ingress.host: "api.ca4.example.com" is a placeholder (example.com',
+    ),
+    ("ca4-app", ["--set", "ingress.host=ca4.example.org"], "CA4_INGRESS_HOST=api.<your domain>"),
+    # and the email receiver's addresses (make ca4-platform-setup CA4_ALERT_EMAIL_TO, ...)
+    (
+        "ca4-platform",
+        ["-f", str(chart_dir("ca4-platform") / "values-prod.yaml")],
+        "alertmanager.receivers.email needs to, from and smarthost: set to (CA4_ALERT_EMAIL_TO), "
+        "from (CA4_ALERT_EMAIL_FROM), smarthost (CA4_ALERT_SMTP_SMARTHOST)",
+    ),
+    (
+        "ca4-platform",
+        [
+            *values_args("ca4-platform", "prod"),
+            *["--set-string", "alertmanager.receivers.email.to=ca4-oncall@example.org"],
+        ],
+        'alertmanager.receivers.email.to: "ca4-oncall@example.org" is a placeholder (example.org',
+    ),
+    (
+        "ca4-platform",
+        [
+            *values_args("ca4-platform", "prod"),
+            *["--set-string", "alertmanager.receivers.email.smarthost=smtp.example.org:587"],
+        ],
+        "set the real one (make ca4-platform-setup CA4_ALERT_SMTP_SMARTHOST=...)",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("chart", "args", "message"), BAD_VALUES, ids=[" ".join(a) for _, a, _ in BAD_VALUES]
+    ("chart", "args", "message"),
+    BAD_VALUES,
+    ids=[" ".join(a).replace(f"{REPO}/", "") for _, a, _ in BAD_VALUES],
 )
 def test_bad_values_are_rejected_with_a_clear_message(
     helm: str, chart: str, args: list[str], message: str
@@ -308,6 +348,29 @@ def test_bad_values_are_rejected_with_a_clear_message(
     code, _, stderr = template(helm, chart, *args)
     assert code != 0
     assert message in stderr, stderr
+
+
+def string_values(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """Every string value of a values tree, with its dotted path."""
+    if isinstance(node, dict):
+        return [kv for key, value in node.items() for kv in string_values(value, f"{path}.{key}")]
+    if isinstance(node, list):
+        return [kv for i, value in enumerate(node) for kv in string_values(value, f"{path}[{i}]")]
+    return [(path.lstrip("."), node)] if isinstance(node, str) else []
+
+
+@pytest.mark.parametrize(("chart", "value_set"), CASES)
+def test_shipped_values_hold_no_placeholder_domains(chart: str, value_set: str) -> None:
+    """A deploy with the committed values never sends the API's name or alert mail to
+    example.com/.org: those are the operator's to give (CA4_INGRESS_HOST, CA4_ALERT_EMAIL_*)."""
+    name = "values.yaml" if value_set == "default" else f"values-{value_set}.yaml"
+    values = yaml.safe_load((chart_dir(chart) / name).read_text())
+    placeholders = [
+        (path, value)
+        for path, value in string_values(values)
+        if re.search(r"(^|[.@])example\.(com|org|net)(:\d+)?$", value)
+    ]
+    assert placeholders == []
 
 
 def test_platform_notes_name_the_components_it_deploys() -> None:

@@ -19,8 +19,17 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import K3S_VERSION, REPO, Rendered, pod_spec, run, workloads
-from tests.infra.fakes.fake_tool import MASTER_SECRET
+from tests.infra.conftest import (
+    K3S_VERSION,
+    PROD_EMAIL,
+    PROD_INGRESS_HOST,
+    REPO,
+    Rendered,
+    pod_spec,
+    run,
+    workloads,
+)
+from tests.infra.fakes.fake_tool import MASTER_SECRET, OUTPUTS
 
 FAKE_TOOLS = [
     *["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker", "aws"],
@@ -221,6 +230,11 @@ class Sandbox:
             "CA4_KAFKA_TUNNEL_PORT": "1",  # a port nothing listens on, so the tunnel is opened
             "CA4_REAL_HELM": real_helm,
             "CA4_ALERT_WEBHOOK_URL_FILE": str(self.webhook_url_file),
+            # prod's email receiver (values-prod.yaml leaves them to the operator)
+            "CA4_ALERT_EMAIL_TO": PROD_EMAIL["to"],
+            "CA4_ALERT_EMAIL_FROM": PROD_EMAIL["from"],
+            "CA4_ALERT_SMTP_SMARTHOST": PROD_EMAIL["smarthost"],
+            "CA4_ALERT_SMTP_USERNAME": PROD_EMAIL["authUsername"],
         }
 
     def add_fake(self, tool: str, source: str) -> None:
@@ -309,7 +323,10 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     for agent in installs[1:]:
         assert "--token-file=/etc/rancher/k3s/ca4-token" in " ".join(agent["argv"])
         assert "K10fake" not in " ".join(agent["argv"]), "the token never appears on a command line"
-    bootstrap = [c for c in ssh_calls if "k3s ctr" not in " ".join(c["argv"])]
+    # ca4-images' calls: containerd's image list and imports, each node's architecture
+    bootstrap = [
+        c for c in ssh_calls if "k3s ctr" not in " ".join(c["argv"]) and c["argv"][-1] != "uname -m"
+    ]
     assert "kubectl wait --for=condition=Ready nodes" in " ".join(bootstrap[-1]["argv"])
     kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
     assert "server: https://127.0.0.1:6443" in kubeconfig.read_text()
@@ -421,7 +438,7 @@ def image_steps(calls: list[dict[str, Any]]) -> list[str]:
             out.append(f"{argv[0]} {ref}")
         elif call["tool"] == "ssh" and "images import" in " ".join(argv):
             node = argv[argv.index("-F") + 2].split("@")[1]
-            out.append(f"import {node} {call['stdin'].split()[-1]}")
+            out.append(f"import {node} {call['stdin'].split()[1]}")
     return out
 
 
@@ -531,6 +548,157 @@ def test_images_name_the_missing_tool(sandbox: Sandbox) -> None:
         "images.sh: missing tool: docker, podman or buildah "
         "(install one to build the images, or set CA4_IMAGE_TOOL)"
     ]
+
+
+# -- ca4-images: built for the nodes' platform, and only that platform shipped -------------------
+
+
+def node_images(sandbox: Sandbox, node: str) -> list[str]:
+    """What the fake containerd of a node holds, as `ref platform` lines."""
+    path = sandbox.state / f"ubuntu_{node}.images"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_images_build_for_the_nodes_platform(sandbox: Sandbox) -> None:
+    """The nodes are amd64 (ubuntu-noble-24.04-amd64): without --platform an Apple Silicon laptop
+    (the fake builder's default) builds arm64 images that fail on every node."""
+    result = sandbox.make("ca4-images")
+    assert result.returncode == 0, result.stderr
+    builds = [
+        c["argv"] for c in sandbox.calls() if c["tool"] == "docker" and c["argv"][0] == "build"
+    ]
+    assert len(builds) == 2
+    for argv in builds:
+        assert "--platform" in argv, argv
+        assert argv[argv.index("--platform") + 1] == "linux/amd64"
+    for node in NODES:
+        assert sorted(node_images(sandbox, node)) == [f"{ref} linux/amd64" for ref in IMAGES]
+    archives = sorted(p.name for p in (sandbox.state_dir / "images").iterdir())
+    assert archives == [
+        f"ca4-{service}-{IMAGE_TAG}-linux-amd64.tar" for service in ("processor", "worker")
+    ]
+
+
+def test_images_platform_is_part_of_what_is_already_done(sandbox: Sandbox) -> None:
+    """A run before --platform left arm64 images at this commit, built and imported: the same tag
+    is not "already built/imported" for amd64, so both are built and shipped again."""
+    (sandbox.state / "built-images").write_text("".join(f"{ref} linux/arm64\n" for ref in IMAGES))
+    for node in NODES:
+        (sandbox.state / f"ubuntu_{node}.images").write_text(
+            "".join(f"{ref} linux/arm64\n" for ref in IMAGES)
+        )
+    result = sandbox.make("ca4-images")
+    assert result.returncode == 0, result.stderr
+    assert image_steps(sandbox.calls()) == [
+        *[f"build {IMAGES[0]}", f"save {IMAGES[0]}"],
+        *[f"import {node} {IMAGES[0]}" for node in NODES],
+        *[f"build {IMAGES[1]}", f"save {IMAGES[1]}"],
+        *[f"import {node} {IMAGES[1]}" for node in NODES],
+    ]
+    assert f"{IMAGES[0]}: built for linux/arm64, not linux/amd64: building again" in result.stderr
+    assert f"{IMAGES[0]} is there for linux/arm64 only, not linux/amd64" in result.stderr
+    sandbox.reset()
+    again = sandbox.make("ca4-images")
+    assert again.returncode == 0, again.stderr
+    assert image_steps(sandbox.calls()) == [], "amd64 images already there: nothing to do"
+
+
+def test_images_refuse_an_image_of_another_architecture(sandbox: Sandbox) -> None:
+    """A builder that ignores --platform (no cross-building set up) makes an arm64 image: it is
+    inspected and refused before any node imports it."""
+    result = sandbox.make("ca4-images", env={"CA4_FAKE_BUILD_PLATFORM": "linux/arm64"})
+    assert result.returncode != 0
+    assert (
+        f"images.sh: {IMAGES[0]}: docker built it for linux/arm64, not linux/amd64 "
+        "(the nodes' platform): nothing was imported" in result.stderr
+    )
+    inspects = [c["argv"] for c in sandbox.calls() if c["argv"][:2] == ["image", "inspect"]]
+    assert inspects, "the built image is inspected"
+    assert not [c for c in sandbox.calls() if "images import" in " ".join(c["argv"])]
+    assert not (sandbox.state_dir / "image-tag").exists()
+
+
+def test_images_platform_is_overridable_and_checked_against_the_nodes(sandbox: Sandbox) -> None:
+    arm = {"CA4_IMAGE_PLATFORM": "linux/arm64"}
+    result = sandbox.make("ca4-images", env=arm)
+    assert result.returncode != 0
+    assert (
+        "images.sh: 10.40.10.11: the node is linux/amd64, the images are linux/arm64: "
+        "set CA4_IMAGE_PLATFORM=linux/amd64" in result.stderr
+    )
+    assert not [c for c in sandbox.calls() if "images import" in " ".join(c["argv"])]
+    sandbox.reset()
+    result = sandbox.make("ca4-images", env={**arm, "CA4_FAKE_NODE_MACHINE": "aarch64"})
+    assert result.returncode == 0, result.stderr
+    builds = [
+        c["argv"] for c in sandbox.calls() if c["tool"] == "docker" and c["argv"][0] == "build"
+    ]
+    assert all(a[a.index("--platform") + 1] == "linux/arm64" for a in builds)
+    assert node_images(sandbox, NODES[0]) == [f"{ref} linux/arm64" for ref in IMAGES]
+
+
+@pytest.mark.parametrize("tool", ["podman", "buildah"])
+def test_images_other_tools_build_for_the_nodes_platform(sandbox: Sandbox, tool: str) -> None:
+    (sandbox.bin / "docker").unlink()
+    sandbox.add_fake(tool, (Path(__file__).parent / "fakes" / "fake_tool.py").read_text())
+    result = sandbox.make("ca4-images")
+    assert result.returncode == 0, result.stderr
+    builds = [
+        c["argv"] for c in sandbox.calls() if c["tool"] == tool and c["argv"][0] in {"build", "bud"}
+    ]
+    assert len(builds) == 2
+    assert all(a[a.index("--platform") + 1] == "linux/amd64" for a in builds)
+    assert sorted(node_images(sandbox, NODES[0])) == [f"{ref} linux/amd64" for ref in IMAGES]
+
+
+# -- ca4-db-user: the tunnel ends where DocumentDB admits connections --------------------------
+
+DB_ENDPOINT = str(OUTPUTS["documentdb_endpoint"])
+FIRST_SERVER = "10.40.10.11"
+
+
+def test_db_user_tunnels_through_a_k3s_server_not_the_bastion(sandbox: Sandbox) -> None:
+    """DocumentDB admits 27017 from the k3s_nodes security group only and the bastion may reach
+    nothing but the nodes: the forward must end on a K3s server, reached through the bastion."""
+    result = sandbox.make("ca4-db-user")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    tunnel = next(i for i, c in enumerate(calls) if c["tool"] == "ssh" and "-L" in c["argv"])
+    argv = calls[tunnel]["argv"]
+    assert argv[argv.index("-L") + 1] == f"127.0.0.1:27117:{DB_ENDPOINT}:27017"
+    assert argv[-1] == f"ubuntu@{FIRST_SERVER}"
+    assert calls[tunnel]["policy"]["target"]["proxyjump"] == ["ubuntu@203.0.113.10"]
+    probe = next(
+        i for i, c in enumerate(calls) if c["tool"] == "ssh" and "/dev/tcp/" in " ".join(c["argv"])
+    )
+    assert f"/dev/tcp/{DB_ENDPOINT}/27017" in " ".join(calls[probe]["argv"])
+    assert "-S" in calls[probe]["argv"], "the probe uses the tunnel's own connection"
+    db_user = next(i for i, c in enumerate(calls) if c["tool"] == "uv" and "db-user" in c["argv"])
+    closed = next(
+        i
+        for i, c in enumerate(calls)
+        if c["tool"] == "ssh" and c["argv"][-2:] == ["exit", f"ubuntu@{FIRST_SERVER}"]
+    )
+    assert tunnel < probe < db_user < closed
+    assert f"through the K3s server {FIRST_SERVER}" in result.stderr
+
+
+def test_db_user_stops_when_documentdb_does_not_answer(sandbox: Sandbox) -> None:
+    """A dead forward fails in seconds, naming the host it went through and what to check,
+    instead of as the client's server-selection timeout."""
+    result = sandbox.make("ca4-db-user", env={"CA4_FAKE_DB_UNREACHABLE": "1"})
+    assert result.returncode != 0
+    assert (
+        f"db-user.sh: DocumentDB {DB_ENDPOINT}:27017 does not answer TCP within 5s from the K3s "
+        f"server {FIRST_SERVER}, which the tunnel 127.0.0.1:27117 goes through: check that the "
+        "cluster is available" in result.stderr
+    )
+    assert "k3s_nodes security group" in result.stderr
+    calls = sandbox.calls()
+    assert not [c for c in calls if c["tool"] == "uv"], "ca4 db-user never started"
+    assert any(
+        c["tool"] == "ssh" and c["argv"][-2:] == ["exit", f"ubuntu@{FIRST_SERVER}"] for c in calls
+    ), "the tunnel is closed"
 
 
 def test_deploy_without_a_built_tag_is_refused(sandbox: Sandbox) -> None:
@@ -985,6 +1153,88 @@ def test_prod_deploy_needs_its_mongo_url(sandbox: Sandbox) -> None:
     assert result.returncode != 0
     assert "ca4-deploy-app: missing setting: CA4_MONGO_URL" in result.stderr
     assert not [c for c in sandbox.calls() if c["tool"] == "helm" or "apply" in c["argv"]]
+
+
+def prod_deploy(sandbox: Sandbox, **env: str) -> subprocess.CompletedProcess[str]:
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    sandbox.reset()
+    return sandbox.make("ca4-deploy-app", env={"ENV": "prod", **env})
+
+
+def test_prod_deploy_needs_the_ingress_host(sandbox: Sandbox) -> None:
+    """values-prod.yaml has no host: the operator names the API's DNS name, before any change."""
+    result = prod_deploy(sandbox)
+    assert result.returncode != 0
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("ca4-deploy-app: missing setting: CA4_INGRESS_HOST (ENV=prod: "), line
+    assert "terraform output ingress_dns_name" in line
+    assert "app/ca4-api-tls" in line
+    assert not [c for c in sandbox.calls() if c["tool"] == "helm" or "apply" in c["argv"]]
+
+
+def test_prod_deploy_passes_the_ingress_host_the_chart_accepts(sandbox: Sandbox, helm: str) -> None:
+    result = prod_deploy(sandbox, CA4_INGRESS_HOST=PROD_INGRESS_HOST)
+    assert result.returncode == 0, result.stderr
+    upgrade = next(c["argv"] for c in sandbox.calls() if c["argv"][:2] == ["upgrade", "--install"])
+    assert upgrade[upgrade.index(f"ingress.host={PROD_INGRESS_HOST}") - 1] == "--set-string"
+    # The chart, given exactly what the target passes, renders the prod Ingress for that host.
+    args = [a for a in upgrade[2:] if a != "--wait"]
+    rendered = run([helm, "template", *args, "--kube-version", "1.33.5"])
+    assert rendered.returncode == 0, rendered.stderr
+    assert f'host: "{PROD_INGRESS_HOST}"' in rendered.stdout
+    assert "secretName: ca4-api-tls" in rendered.stdout
+
+
+def test_prod_placeholder_ingress_host_is_refused_by_the_chart(sandbox: Sandbox, helm: str) -> None:
+    result = prod_deploy(sandbox, CA4_INGRESS_HOST="api.ca4.example.com")
+    assert result.returncode == 0, "the fake helm does not render upgrades"
+    upgrade = next(c["argv"] for c in sandbox.calls() if c["argv"][:2] == ["upgrade", "--install"])
+    args = [a for a in upgrade[2:] if a != "--wait"]
+    rendered = run([helm, "template", *args, "--kube-version", "1.33.5"])
+    assert rendered.returncode != 0
+    assert 'ingress.host: "api.ca4.example.com" is a placeholder (example.com' in rendered.stderr
+
+
+def test_prod_platform_setup_passes_the_email_receiver_settings(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    for key, variable in RECEIVER_FILE_VARIABLES.items():
+        path = tmp_path / f"{key}.secret"
+        path.write_text(RECEIVER_VALUES[key])
+        sandbox.env[variable] = str(path)
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"ENV": "prod"})
+    assert result.returncode == 0, result.stderr
+    upgrade = next(c["argv"] for c in sandbox.calls() if c["argv"][:2] == ["upgrade", "--install"])
+    for key, value in PROD_EMAIL.items():
+        setting = f"alertmanager.receivers.email.{key}={value}"
+        assert upgrade[upgrade.index(setting) - 1] == "--set-string"
+
+
+def test_prod_platform_setup_without_the_email_settings_names_them(sandbox: Sandbox) -> None:
+    """values-prod.yaml leaves the email receiver's addresses to the operator (no example.org):
+    without them the chart's render stops the target before any change, naming the variables."""
+    email_variables = [
+        "CA4_ALERT_EMAIL_TO",
+        "CA4_ALERT_EMAIL_FROM",
+        "CA4_ALERT_SMTP_SMARTHOST",
+        "CA4_ALERT_SMTP_USERNAME",
+    ]
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k not in email_variables}
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"ENV": "prod"})
+    assert result.returncode != 0
+    assert (
+        "alertmanager.receivers.email needs to, from and smarthost: set to (CA4_ALERT_EMAIL_TO)"
+        in result.stderr
+    )
+    changes = [
+        c
+        for c in sandbox.calls()
+        if (c["tool"] == "helm" and c["argv"][0] != "template")
+        or (c["tool"] == "kubectl" and verb_args(c["argv"])[0] not in {"version", "get"})
+    ]
+    assert changes == []
 
 
 def test_os_environ_untouched() -> None:

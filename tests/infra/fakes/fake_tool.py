@@ -39,7 +39,9 @@ MASTER_SECRET = '{"username":"ca4admin","password":"master-pw-never-in-argv"}'
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # Where the fake cluster runs each broker: an agent, not the first server.
 KAFKA_POD_NODE = "10.40.11.21"
-SSH_VALUE_OPTIONS = {"-o", "-J", "-i", "-F", "-L", "-R", "-D", "-p", "-l"}
+SSH_VALUE_OPTIONS = {"-o", "-J", "-i", "-F", "-L", "-R", "-D", "-p", "-l", "-S", "-O"}
+# The platform an image tool builds for without --platform: an Apple Silicon laptop's.
+HOST_PLATFORM = "linux/arm64"
 # What ssh -G reports, per option, that decides whether a connection can prompt or authenticate.
 SSH_POLICY_KEYS = ("batchmode", "stricthostkeychecking", "userknownhostsfile", "identityfile")
 
@@ -136,14 +138,25 @@ def _ssh(argv: list[str], stdin: str) -> None:
             print(K3S_VERSION)
     elif "INSTALL_K3S_VERSION" in remote:
         state.write_text("installed")
-    elif "images ls -q name==" in remote:
+    elif "images ls name==" in remote:
+        # `ctr images ls`: REF TYPE DIGEST SIZE PLATFORMS LABELS (SIZE holds a space)
         ref = remote.split("name==", 1)[1].split()[0]
-        if ref in _lines(state.parent / f"{state.name}.images"):
-            print(ref)
+        print("REF TYPE DIGEST SIZE PLATFORMS LABELS")
+        for line in _lines(state.parent / f"{state.name}.images"):
+            imported, platform = line.split()
+            if imported == ref:
+                manifest = "application/vnd.docker.distribution.manifest.v2+json"
+                print(f"{ref} {manifest} sha256:{'0' * 64} 101.2 MiB {platform} -")
     elif "images import" in remote:
-        ref = stdin.removeprefix("docker-archive ").strip()
+        _, ref, platform = stdin.split()
         with (state.parent / f"{state.name}.images").open("a", encoding="utf-8") as images:
-            images.write(ref + "\n")
+            images.write(f"{ref} {platform}\n")
+    elif remote == "uname -m":
+        print(os.environ.get("CA4_FAKE_NODE_MACHINE", "x86_64"))
+    elif "/dev/tcp/" in remote:
+        # db-user.sh's probe of DocumentDB from the node the tunnel goes through
+        if os.environ.get("CA4_FAKE_DB_UNREACHABLE"):
+            sys.exit(124)
     elif "node-token" in remote:
         print("K10fake::server:token")
     elif "k3s.yaml" in remote:
@@ -158,17 +171,29 @@ def _lines(path: Path) -> list[str]:
 
 
 def _image_tool(argv: list[str]) -> None:
-    """docker/podman/buildah: build (or bud) marks the image built; save writes a tiny archive."""
+    """docker/podman/buildah: build (or bud) records the image and the platform it was built for
+    (``--platform``, else the host's, ``$CA4_FAKE_BUILD_PLATFORM`` when a builder ignores the
+    flag); inspect prints it (``--format``); save and push write a tiny archive naming both."""
     built = Path(os.environ["CA4_FAKE_STATE"]) / "built-images"
+    images = dict(line.split() for line in _lines(built))
     if argv[:2] in (["image", "inspect"], ["inspect", "--type"]):
-        sys.exit(0 if argv[-1] in _lines(built) else 1)
+        if argv[-1] not in images:
+            print(f"Error: No such image: {argv[-1]}", file=sys.stderr)
+            sys.exit(1)
+        if "--format" in argv:
+            print(images[argv[-1]])
+        return
     if argv[0] in {"build", "bud"}:
-        with built.open("a", encoding="utf-8") as images:
-            images.write(argv[argv.index("-t") + 1] + "\n")
+        platform = argv[argv.index("--platform") + 1] if "--platform" in argv else HOST_PLATFORM
+        platform = os.environ.get("CA4_FAKE_BUILD_PLATFORM", platform)
+        images[argv[argv.index("-t") + 1]] = "/".join(platform.split("/")[:2])
+        built.write_text("".join(f"{ref} {plat}\n" for ref, plat in images.items()))
     elif argv[0] == "save":
-        Path(argv[argv.index("-o") + 1]).write_text(f"docker-archive {argv[-1]}\n")
+        ref = argv[-1]
+        Path(argv[argv.index("-o") + 1]).write_text(f"docker-archive {ref} {images[ref]}\n")
     elif argv[0] == "push":
-        Path(argv[-1].split(":")[1]).write_text(f"docker-archive {argv[1]}\n")
+        ref = argv[1]
+        Path(argv[-1].split(":")[1]).write_text(f"docker-archive {ref} {images[ref]}\n")
 
 
 def _aws(argv: list[str], stdin: str) -> None:

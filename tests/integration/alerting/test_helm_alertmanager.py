@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.infra.conftest import REPO, template
+from tests.infra.conftest import template, values_args
 from tests.support.alerting import Notification, WebhookReceiver, free_port
 
 pytestmark = [pytest.mark.slow]
@@ -27,9 +27,7 @@ NOTIFY_TIMEOUT_S = 90.0
 
 
 def prod_config(helm: str) -> str:
-    code, stdout, stderr = template(
-        helm, "ca4-platform", "-f", str(REPO / "infra/helm/ca4-platform/values-prod.yaml")
-    )
+    code, stdout, stderr = template(helm, "ca4-platform", *values_args("ca4-platform", "prod"))
     assert code == 0, stderr
     (config_map,) = [
         d

@@ -76,6 +76,21 @@ Return the image reference of one component. Usage: include "ca4-app.image" (dic
 {{- end -}}
 
 {{/*
+Return the reserved documentation domain (RFC 2606/6761: example.com, example.org, example.net,
+the .example, .invalid, .localhost TLDs) a host name or address is in, or nothing. Usage: include "ca4-app.placeholderDomain" "api.ca4.example.com"
+*/}}
+{{- define "ca4-app.placeholderDomain" -}}
+{{- $host := . | default "" | lower | trimSuffix "." -}}
+{{- $found := "" -}}
+{{- range list "example.com" "example.org" "example.net" "example" "invalid" "localhost" -}}
+{{- if and (not $found) (or (eq $host .) (hasSuffix (printf ".%s" .) $host)) -}}
+{{- $found = . -}}
+{{- end -}}
+{{- end -}}
+{{- $found -}}
+{{- end -}}
+
+{{/*
 Return every values problem the schema cannot express, then fail once with all of them.
 */}}
 {{- define "ca4-app.validateValues" -}}
@@ -117,7 +132,11 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- end -}}
 {{- end -}}
 {{- if and .Values.ingress.tlsSecretName (not .Values.ingress.host) -}}
-{{- $messages = append $messages "ingress: tlsSecretName needs a host" -}}
+{{- $messages = append $messages (printf "ingress: tlsSecretName needs a host: set ingress.host to the API's public DNS name, the one the certificate in the Secret %s names (make ca4-deploy-app CA4_INGRESS_HOST=api.<your domain>)" .Values.ingress.tlsSecretName) -}}
+{{- end -}}
+{{- $placeholder := include "ca4-app.placeholderDomain" .Values.ingress.host -}}
+{{- if and .Values.ingress.enabled (eq .Values.config.environment "prod") $placeholder -}}
+{{- $messages = append $messages (printf "ingress.host: %q is a placeholder (%s, reserved for documentation): a prod edge needs the API's public DNS name, a CNAME to the NLB (terraform output ingress_dns_name) that the certificate in ingress.tlsSecretName names; run make ca4-deploy-app ENV=prod CA4_INGRESS_HOST=api.<your domain>" .Values.ingress.host $placeholder) -}}
 {{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}

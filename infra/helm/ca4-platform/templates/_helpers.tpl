@@ -65,6 +65,21 @@ Return the Kafka headless-service DNS name of broker N. Usage: include "ca4-plat
 {{- end -}}
 
 {{/*
+Return the reserved documentation domain (RFC 2606/6761: example.com, example.org, example.net,
+the .example, .invalid, .localhost TLDs) a host name is in, or nothing. Usage: include "ca4-platform.placeholderDomain" "smtp.example.org"
+*/}}
+{{- define "ca4-platform.placeholderDomain" -}}
+{{- $host := . | default "" | lower | trimSuffix "." -}}
+{{- $found := "" -}}
+{{- range list "example.com" "example.org" "example.net" "example" "invalid" "localhost" -}}
+{{- if and (not $found) (or (eq $host .) (hasSuffix (printf ".%s" .) $host)) -}}
+{{- $found = . -}}
+{{- end -}}
+{{- end -}}
+{{- $found -}}
+{{- end -}}
+
+{{/*
 Return every values problem the schema cannot express, then fail once with all of them.
 */}}
 {{- define "ca4-platform.validateValues" -}}
@@ -104,8 +119,26 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- if and $am.enabled (or $am.receivers.webhook.enabled $am.receivers.slack.enabled $am.receivers.email.enabled) (not $am.existingSecret) -}}
 {{- $messages = append $messages "alertmanager.existingSecret is empty: the enabled receivers read their URLs and passwords from it (never from values)" -}}
 {{- end -}}
-{{- if and $am.enabled $am.receivers.email.enabled (not (and $am.receivers.email.to $am.receivers.email.from $am.receivers.email.smarthost)) -}}
-{{- $messages = append $messages "alertmanager.receivers.email needs to, from and smarthost" -}}
+{{- if and $am.enabled $am.receivers.email.enabled -}}
+{{- $email := $am.receivers.email -}}
+{{- $fromMake := dict "to" "CA4_ALERT_EMAIL_TO" "from" "CA4_ALERT_EMAIL_FROM" "smarthost" "CA4_ALERT_SMTP_SMARTHOST" "authUsername" "CA4_ALERT_SMTP_USERNAME" -}}
+{{- $missing := list -}}
+{{- range list "to" "from" "smarthost" -}}
+{{- if not (get $email .) -}}
+{{- $missing = append $missing (printf "%s (%s)" . (get $fromMake .)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- $messages = append $messages (printf "alertmanager.receivers.email needs to, from and smarthost: set %s, e.g. make ca4-platform-setup ENV=prod CA4_ALERT_EMAIL_TO=oncall@<your domain> CA4_ALERT_EMAIL_FROM=alertmanager@<your domain> CA4_ALERT_SMTP_SMARTHOST=<smtp host>:587 CA4_ALERT_SMTP_USERNAME=<smtp user>, or switch the receiver off (alertmanager.receivers.email.enabled=false)" (join ", " $missing)) -}}
+{{- end -}}
+{{- range list "to" "from" "smarthost" "authUsername" -}}
+{{- $value := get $email . | default "" | toString -}}
+{{- $domain := regexReplaceAll ":[0-9]+$" (regexReplaceAll "^.*@" $value "") "" -}}
+{{- $placeholder := include "ca4-platform.placeholderDomain" $domain -}}
+{{- if $placeholder -}}
+{{- $messages = append $messages (printf "alertmanager.receivers.email.%s: %q is a placeholder (%s, reserved for documentation): no mail would ever arrive; set the real one (make ca4-platform-setup %s=...)" . $value $placeholder (get $fromMake .)) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if $messages -}}
 {{- printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages) | fail -}}
