@@ -10,6 +10,7 @@ UV ?= uv
 CA4 := $(UV) run ca4
 PROCESSOR_URL ?= http://127.0.0.1:8000
 WORKER_URL ?= http://127.0.0.1:8001
+EDGE_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_EDGE_PORT:-8002}
 PROMETHEUS_URL ?= http://127.0.0.1:9090
 # Where the SDK wheel is built and where the processor serves it from (its CA4_SDK_WHEEL_DIR).
 export CA4_SDK_WHEEL_DIR ?= dist/sdk
@@ -46,6 +47,7 @@ dev: install sdk-wheel ## Start the dev stack plus processor and worker, send a 
 	fi
 	@echo
 	@echo "CA4 is running:"
+	@echo "  edge (notebooks)  $(EDGE_URL)   (one URL for ingest, /sdk/ and reads; make dev-ngrok for Colab)"
 	@echo "  API docs          $(PROCESSOR_URL)/docs"
 	@echo "  SDK for notebooks $(PROCESSOR_URL)/sdk/   (pip install --no-deps --index-url $(PROCESSOR_URL)/sdk/ ca4-sdk)"
 	@echo "  processor metrics $(PROCESSOR_URL)/metrics"

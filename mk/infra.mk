@@ -235,9 +235,9 @@ dev-api: ## Run the processor API locally with reload on :8000 (needs the dev st
 	uv run uvicorn ca4_processor.main:app --reload --host 127.0.0.1 --port 8000
 
 .PHONY: dev-ngrok
-dev-ngrok: ## Expose the local API on a public HTTPS URL for Colab (ngrok, NGROK_AUTHTOKEN)
+dev-ngrok: ## Expose the dev edge (ingest, /sdk/ and the read API; make dev) on a public HTTPS URL for Colab (ngrok, NGROK_AUTHTOKEN)
 	@$(CA4_PREFLIGHT) $@ ngrok -- NGROK_AUTHTOKEN
-	ngrok http 127.0.0.1:8000
+	ngrok http 127.0.0.1:$${CA4_DEVSTACK_EDGE_PORT:-8002}
 
 .PHONY: dev-kafka-tunnel
 dev-kafka-tunnel: ## Tunnel the K3s Kafka to localhost:9092 through the bastion (TUNNEL listener)

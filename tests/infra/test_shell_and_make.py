@@ -749,7 +749,7 @@ def test_dev_targets(sandbox: Sandbox) -> None:
     assert lookup[lookup.index("get") : lookup.index("get") + 3] == ["get", "pod", "kafka-0"]
     assert "127.0.0.1:1:10.40.11.21:30094" in tunnel
     assert "ubuntu@203.0.113.10" in tunnel
-    assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8000"]
+    assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8002"]
     assert "uvicorn" in next(c["argv"] for c in calls if c["tool"] == "uv")
 
 

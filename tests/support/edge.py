@@ -1,89 +1,51 @@
-"""A stand-in for the cluster ingress: one local URL that routes each path to the app serving it.
+"""The dev edge, run in process: one local URL that routes each path to the app serving it.
 
 Tests that cannot run Traefik (no cluster here) still need the one edge URL a notebook user gets.
-This proxy reads the chart's own route list (``ingress.routes`` in the ca4-app values), matches
-path prefixes on segment boundaries as a Kubernetes ``Prefix`` path does (longest wins) and
-answers ``404`` for everything else, as the ingress does for probes, metrics and docs.
+This serves the dev stack's own edge (``ca4_provision.devstack.edge``, what ``make dev`` runs
+on port 8002), which reads the chart's route list (``ingress.routes`` in the ca4-app values),
+matches path prefixes on segment boundaries as a Kubernetes ``Prefix`` path does (longest wins)
+and answers ``404`` for everything else, as the ingress does for probes, metrics and docs.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-import requests
-import yaml
+import uvicorn
+from ca4_provision.devstack.edge import UVICORN_OPTIONS, EdgeProxy, chart_routes, route
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART_VALUES = REPO_ROOT / "infra" / "helm" / "ca4-app" / "values.yaml"
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "host", "content-length"}
+__all__ = ["chart_routes", "local_edge", "route"]
 
-
-def chart_routes() -> dict[str, str]:
-    """``path prefix -> component`` from the chart's default values."""
-    values = yaml.safe_load(CHART_VALUES.read_text("utf-8"))
-    return {route["path"]: route["component"] for route in values["ingress"]["routes"]}
-
-
-def route(path: str, routes: Mapping[str, str]) -> str | None:
-    """The component serving ``path`` (a ``Prefix`` match on whole segments), or None."""
-    bare = path.split("?", 1)[0]
-    matches = [p for p in routes if bare == p or bare.startswith(p.rstrip("/") + "/")]
-    return routes[max(matches, key=len)] if matches else None
-
-
-def _handler(routes: Mapping[str, str], upstreams: Mapping[str, str]) -> type:
-    class EdgeHandler(BaseHTTPRequestHandler):
-        def _forward(self) -> None:
-            component = route(self.path, routes)
-            if component is None:
-                self._answer(404, {"Content-Type": "text/plain"}, b"404 page not found\n")
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            upstream = requests.request(
-                self.command,
-                f"{upstreams[component]}{self.path}",
-                headers=headers,
-                data=self.rfile.read(length) if length else None,
-                timeout=60,
-                allow_redirects=False,
-            )
-            kept = {
-                k: v
-                for k, v in upstream.headers.items()
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"
-            }
-            self._answer(upstream.status_code, kept, upstream.content)
-
-        def _answer(self, code: int, headers: Mapping[str, str], body: bytes) -> None:
-            self.send_response(code)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_HEAD = _forward  # noqa: N815 - http.server's method names
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet: the apps log the requests."""
-
-    return EdgeHandler
+START_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def local_edge(upstreams: Mapping[str, str]) -> Iterator[str]:
+def local_edge(upstreams: Mapping[str, str], *, deadline_s: float = 60.0) -> Iterator[str]:
     """Serve the chart's routes on a free local port; ``upstreams`` maps component -> base URL."""
-    routes = chart_routes()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(routes, upstreams))
-    thread = threading.Thread(target=server.serve_forever, name="edge-proxy", daemon=True)
+    proxy = EdgeProxy(chart_routes(), upstreams, deadline_s=deadline_s)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        proxy, log_level="warning", access_log=False, lifespan="on", **UVICORN_OPTIONS
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="edge-proxy", daemon=True
+    )
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the local edge did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
+        thread.join(timeout=START_TIMEOUT_S)
+        sock.close()

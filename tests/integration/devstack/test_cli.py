@@ -25,7 +25,7 @@ async def test_status_reports_every_service_healthy() -> None:
     states = {row["name"]: row["state"] for row in rows}
     details = {row["name"]: row["detail"] for row in rows}
     assert {states[name] for name in DEVSTACK_SERVICES} <= {"healthy", "external"}, details
-    assert set(states) == {*DEVSTACK_SERVICES, "processor", "worker"}
+    assert set(states) == {*DEVSTACK_SERVICES, "processor", "worker", "edge"}
 
 
 async def test_status_check_exit_code(services: Endpoints) -> None:

@@ -38,9 +38,9 @@ app = typer.Typer(
         "CA4_DEVSTACK_CACHE (installs and builds; default ~/.cache/ca4/devstack), "
         "CA4_DEVSTACK_VENDOR (the pinned source archives DocumentDB is built from, checked by "
         "sha256; default <repo>/../shared/vendor), "
-        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,FERRETDB_DEBUG,POSTGRES,S3,S3_CONSOLE,"
-        "PROMETHEUS,ALERTMANAGER,PROCESSOR,WORKER}_PORT (defaults 9092 9093 27017 8088 5433 9000 "
-        "9001 9090 9094 8000 8001), CA4_DEVSTACK_KAFKA_HEAP (512m), "
+        "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,MONGO_TLS,FERRETDB_DEBUG,POSTGRES,S3,"
+        "S3_CONSOLE,PROMETHEUS,ALERTMANAGER,PROCESSOR,WORKER,EDGE}_PORT (defaults 9092 9093 27017 "
+        "27018 8088 5433 9000 9001 9090 9094 8000 8001 8002), CA4_DEVSTACK_KAFKA_HEAP (512m), "
         "CA4_DEVSTACK_HEALTH_TIMEOUT (120 s), CA4_DEVSTACK_ALERT_WEBHOOK_URL (where Alertmanager "
         "posts; default none: alerts stay in Alertmanager), CA4_RUNBOOK_BASE_URL (the runbooks "
         "page alert links point into). Alertmanager and amtool are built from the pinned Go "
@@ -52,7 +52,11 @@ app = typer.Typer(
         "in /usr/lib/postgresql/15/lib, and their .control and .sql files in "
         "/usr/share/postgresql/15/extension (copied from the cached build when they differ). "
         "The FerretDB health check is a real query with a 5 s deadline: a database that pings "
-        "but answers no query shows as unhealthy (wedged)."
+        "but answers no query shows as unhealthy (wedged). "
+        "With --with-app, the edge (CA4_DEVSTACK_EDGE_PORT) routes each path to the processor or "
+        "the worker by the Helm chart's ingress.routes, as the cluster ingress does: the one URL "
+        "for notebooks and the SDK (expose it with `ngrok http 127.0.0.1:8002`); it answers its "
+        "own health at /-/healthy and 404 for paths the ingress does not route."
     ),
 )
 
@@ -64,7 +68,8 @@ ServicesArg = Annotated[
     list[str] | None,
     typer.Argument(
         help="Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, alertmanager, prometheus, "
-        "processor, worker); default: all. Starting ferretdb starts postgres first."
+        "processor, worker, edge); default: all. Starting ferretdb starts postgres first, and "
+        "edge the processor and worker."
     ),
 ]
 
@@ -149,7 +154,10 @@ def _names(services: list[str] | None) -> list[str] | None:
 def up(
     services: ServicesArg = None,
     with_app: Annotated[
-        bool, typer.Option("--with-app", help="Also start the processor and the worker.")
+        bool,
+        typer.Option(
+            "--with-app", help="Also start the processor, the worker and the edge in front of them."
+        ),
     ] = False,
     started_file: Annotated[
         Path | None,
@@ -187,6 +195,12 @@ def up(
     else:
         err.print("[green]all services were already running and healthy[/green]")
     err.print('Point clients at it with: eval "$(uv run ca4 devstack env)"')
+    if "edge" in stack.outcomes:
+        address = stack.services["edge"].address
+        err.print(
+            f"One URL for notebooks and the SDK (ingest and reads): {address}; "
+            f"expose it with `ngrok http {address.removeprefix('http://')}`"
+        )
 
 
 @app.command()

@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 from ca4_provision.devstack import (
     configs,
     documentdb,
+    edge,
     health,
     installers,
     provisioning,
@@ -698,6 +699,39 @@ class Worker(App):
         return self.settings.ports.worker
 
 
+class Edge(App):
+    """The dev edge (``ca4_provision.devstack.edge``): one URL routing each path to the processor
+    or the worker by the chart's ``ingress.routes``, as the cluster ingress does. The URL a
+    notebook uses (``ngrok http 127.0.0.1:8002`` exposes it)."""
+
+    name = "edge"
+    asgi_app = "ca4_provision.devstack.edge:from_env"
+    depends_on = ("processor", "worker")
+
+    @property
+    def port(self) -> int:
+        """The HTTP listener."""
+        return self.settings.ports.edge
+
+    async def prepare(self) -> LaunchSpec:
+        """uvicorn with the edge factory, its upstreams the processor and worker of this stack."""
+        spec = await super().prepare()
+        upstreams = {
+            f"CA4_EDGE_{kind.name.upper()}_URL": kind(self.settings).address
+            for kind in (Processor, Worker)
+        }
+        return LaunchSpec(
+            argv=[*spec.argv, "--factory", *edge.UVICORN_FLAGS],
+            markers=spec.markers,
+            env={**spec.env, **upstreams},
+            cwd=spec.cwd,
+        )
+
+    async def check(self) -> None:
+        """The edge's own health path (no app behind it is asked)."""
+        await health.http_ok(f"{self.address}{edge.HEALTH_PATH}")
+
+
 SERVICE_TYPES: tuple[type[Service], ...] = (
     Kafka,
     Postgres,
@@ -707,6 +741,7 @@ SERVICE_TYPES: tuple[type[Service], ...] = (
     Prometheus,
     Processor,
     Worker,
+    Edge,
 )
 SERVICE_NAMES = tuple(kind.name for kind in SERVICE_TYPES)
 

@@ -13,7 +13,8 @@ Knobs (defaults in brackets):
   ``CA4_DEVSTACK_POSTGRES_PORT`` [5433],
   ``CA4_DEVSTACK_S3_PORT`` [9000], ``CA4_DEVSTACK_S3_CONSOLE_PORT`` [9001],
   ``CA4_DEVSTACK_PROMETHEUS_PORT`` [9090], ``CA4_DEVSTACK_ALERTMANAGER_PORT`` [9094],
-  ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000], ``CA4_DEVSTACK_WORKER_PORT`` [8001].
+  ``CA4_DEVSTACK_PROCESSOR_PORT`` [8000], ``CA4_DEVSTACK_WORKER_PORT`` [8001],
+  ``CA4_DEVSTACK_EDGE_PORT`` [8002] (the dev edge: one URL for the processor and the worker).
 - ``CA4_DEVSTACK_ALERT_WEBHOOK_URL`` [none]: where Alertmanager posts notifications; without
   it alerts stay in Alertmanager (its API and ``amtool alert query`` show them).
 - ``CA4_RUNBOOK_BASE_URL`` [:data:`RUNBOOK_BASE_URL`]: the runbooks page alert links point into.
@@ -84,6 +85,8 @@ class Ports:
     alertmanager: int
     processor: int
     worker: int
+    edge: int
+    """The dev edge, routing to the processor and the worker as the ingress does."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class DevstackSettings:
             alertmanager=_port("CA4_DEVSTACK_ALERTMANAGER_PORT", 9094),
             processor=_port("CA4_DEVSTACK_PROCESSOR_PORT", 8000),
             worker=_port("CA4_DEVSTACK_WORKER_PORT", 8001),
+            edge=_port("CA4_DEVSTACK_EDGE_PORT", 8002),
         )
         tls_asked = env.get("CA4_DEVSTACK_TLS", "").lower() in {"1", "true", "yes", "on"}
         return cls(
