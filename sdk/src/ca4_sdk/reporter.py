@@ -2,8 +2,11 @@
 
 Everything slow (NVML or nvidia-smi, HTTP, disk) happens on one daemon thread; the caller's
 thread only flips an event. No asyncio anywhere, so Jupyter's own event loop is never touched.
-Reports that can't be delivered go to the bounded on-disk spool and are sent, oldest first and
-with unchanged ``event_id``, as soon as the API answers again, and once more at interpreter exit.
+The thread's reports go to the bounded on-disk spool before they are sent, and stay there until
+the API takes them: they are sent, oldest first and with unchanged ``event_id``, as soon as the
+API answers again, and once more at interpreter exit. A reporter is active only in the process
+that started it (a child made by ``os.fork()`` inherits an inactive one), and one per session id
+runs in a process (starting another stops the earlier one; :func:`stop_all` stops them all).
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ca4_sdk.collectors import AutoCollector, GpuCollector
 from ca4_sdk.host import collect_host
@@ -25,13 +31,37 @@ from ca4_sdk.privacy import default_salt
 from ca4_sdk.report import ReportDict, build_report, validate_labels
 from ca4_sdk.runtime import SESSION_ID_PATTERN, detect_runtime, stable_session_id
 from ca4_sdk.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, Spool, default_spool_dir
-from ca4_sdk.transport import Backoff, SendOutcome, Transport
+from ca4_sdk.transport import BATCH_PATH, Backoff, SendOutcome, Transport
 
 logger = logging.getLogger("ca4_sdk")
 
 DEFAULT_MAX_BATCH = 100
 AUTH_RETRY_S = 300.0
 """A refused API key won't fix itself soon; try again rarely instead of hammering the API."""
+STOP_TIMEOUT_S = 5.0
+"""What :meth:`Reporter.stop` (and leaving ``with``) waits at most by default: the last POST
+gets what is left of it, so an edge that accepts and never answers can't freeze the notebook."""
+AT_EXIT_TIMEOUT_S = 5.0
+"""What the interpreter-exit flush waits at most."""
+API_PATHS = ("/v1/metadata/batch", "/v1/metadata", "/metadata", "/sdk")
+"""Paths of the edge that are not its base URL: a ``url`` ending in one is a setup mistake (the
+SDK would post to ``.../v1/metadata/v1/metadata/batch``). Any other path prefix is kept, for an
+edge behind a proxy under a path of its own."""
+
+
+class _Registry:
+    """This process's reporters."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[str, Reporter] = {}
+        """The reporter started last for each session id (the one a re-run cell's earlier run
+        left running, with no handle left to stop it)."""
+        self.instances: weakref.WeakSet[Reporter] = weakref.WeakSet()
+        """Every reporter, to make those a forked child inherits inactive there."""
+
+
+_registry = _Registry()
 
 
 @dataclass
@@ -43,6 +73,9 @@ class ReporterStats:
     rejected: int = 0
     send_failures: int = 0
     last_error: str | None = None
+    """Why the last delivery failed; cleared once a delivery empties the spool again."""
+    last_success_at: datetime | None = None
+    """When the API last accepted a report (UTC)."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +87,86 @@ class DeliveryResult:
     error: str | None = None
 
 
+@dataclass
+class _RunControl:
+    """One run of the background thread: its stop signal and its last POST's deadline."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    flush_deadline: float | None = None
+    """``time.monotonic()`` by which the final flush must be done (set when stopping)."""
+
+
+def stop_all(timeout: float | None = None) -> int:
+    """Stop every reporter running in this process (each as :meth:`Reporter.stop`); returns how
+    many there were. Handy in a notebook whose earlier cells lost their reporter's handle."""
+    with _registry.lock:
+        reporters = list(_registry.running.values())
+    for reporter in reporters:
+        reporter.stop(timeout)
+    return len(reporters)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: every reporter it inherits is inactive
+    there (its pid says so), and gets locks of its own, which no thread of the child holds."""
+    _registry.lock = threading.Lock()
+    _registry.running.clear()
+    for reporter in list(_registry.instances):
+        reporter._inherited_through_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _base_url(url: str) -> str:
+    """``url`` checked and without trailing ``/``; ValueError saying what to pass instead."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        hint = f"; did you mean {'http://' + url!r}?" if "://" not in url else ""
+        raise ValueError(
+            "url must start with http:// or https:// and name a host, e.g. "
+            f"https://edge.example (got {url!r}{hint})"
+        )
+    try:
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError as error:
+        raise ValueError(f"url has an invalid port (got {url!r}): {error}") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"url must be the edge's base URL, without ?query or #fragment: {url!r}")
+    path = parts.path.rstrip("/")
+    for api_path in API_PATHS:
+        if path.lower().endswith(api_path):
+            base = urlunsplit((parts.scheme, parts.netloc, path[: -len(api_path)], "", ""))
+            raise ValueError(
+                f"url {url!r} ends in the API path {api_path}: pass the edge's base URL, "
+                f"e.g. {base} (the SDK adds {BATCH_PATH} itself)"
+            )
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _reports(count: int) -> str:
+    return f"{count} report" if count == 1 else f"{count} reports"
+
+
 class Reporter:
     """Report GPU metadata to a CA4 edge API without ever blocking the notebook.
 
-    ``url`` and ``api_key`` default to ``CA4_EDGE_API_URL`` and ``CA4_API_KEY``. ``privacy``
-    hashes the hostname (salted) and drops process names. Use :meth:`start` / :meth:`stop` or
-    ``with Reporter(...):``; :meth:`report_once` collects and sends one report synchronously.
+    ``url`` (the edge's base URL) and ``api_key`` default to ``CA4_EDGE_API_URL`` and
+    ``CA4_API_KEY``; a missing key or a URL that is not an edge's base URL raise ValueError at
+    once. ``privacy`` hashes the hostname (salted) and drops process names. Use :meth:`start` /
+    :meth:`stop` or ``with Reporter(...):``; :meth:`report_once` collects and sends one report
+    synchronously. Starting a reporter stops the one started earlier in this process for the
+    same session (a notebook cell run again); :func:`stop_all` stops them all.
     """
 
     def __init__(
@@ -82,11 +189,14 @@ class Reporter:
         read_timeout_s: float = 10.0,
     ) -> None:
         resolved_url = url or os.environ.get("CA4_EDGE_API_URL")
-        if not resolved_url:
+        if not resolved_url or not resolved_url.strip():
             raise ValueError("no API URL: pass url=... or set CA4_EDGE_API_URL")
+        resolved_key = (api_key or os.environ.get("CA4_API_KEY") or "").strip()
+        if not resolved_key:
+            raise ValueError("no API key: pass api_key=... or set CA4_API_KEY")
         if interval <= 0:
             raise ValueError("interval must be positive")
-        self.url = resolved_url
+        self.url = _base_url(resolved_url)
         self.interval = float(interval)
         self.labels = validate_labels(labels)
         self.runtime = detect_runtime()
@@ -97,9 +207,7 @@ class Reporter:
             raise ValueError(f"session_id must match {SESSION_ID_PATTERN.pattern}")
         self._privacy_salt = (privacy_salt or default_salt()) if privacy else None
         self._collector = collector
-        self._transport = Transport(
-            resolved_url, api_key or os.environ.get("CA4_API_KEY"), read_timeout_s=read_timeout_s
-        )
+        self._transport = Transport(self.url, resolved_key, read_timeout_s=read_timeout_s)
         self.spool = Spool(
             Path(spool_dir) if spool_dir else default_spool_dir(self.session_id),
             max_reports=spool_max_reports,
@@ -111,38 +219,131 @@ class Reporter:
         """Which collector is active and what it could not read (set by the first collection)."""
         self._backoff = Backoff(base_s=backoff_base_s, max_s=backoff_max_s)
         self._next_send_at = 0.0
+        self._failing = False
+        """A delivery failed and the spool has not been emptied since."""
+        self._delivered_while_failing = 0
         self._delivery_lock = threading.RLock()
         self._collect_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._release_lock = threading.Lock()
+        self._control = _RunControl()
         self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        """The process that started this reporter: in any other (a forked child) it is inactive."""
+        self._close_requested = False
+        self._released = False
+        with _registry.lock:
+            _registry.instances.add(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Reporter(url={_without_userinfo(self.url)!r}, session_id={self.session_id!r}, "
+            f"running={self.running}, interval={self.interval:g}s, "
+            f"delivered={self.stats.delivered}, spooled={len(self.spool)}, "
+            f"last_error={self.stats.last_error!r})"
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def _active_here(self) -> bool:
+        """False in a process forked from the one that started this reporter."""
+        return self._pid is None or self._pid == os.getpid()
+
     def start(self) -> Reporter:
-        """Start the background thread (returns at once); a second call does nothing."""
-        if self._thread is not None and self._thread.is_alive():
+        """Start the background thread (returns at once); a second call does nothing.
+
+        A reporter of the same session started earlier in this process (the cell that makes
+        the reporter, run again) is stopped first: two would double the report rate.
+        """
+        thread = self._thread
+        if (
+            self._active_here()
+            and thread is not None
+            and thread.is_alive()
+            and not self._control.stop.is_set()
+        ):
             return self
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ca4-reporter", daemon=True)
+        with _registry.lock:
+            earlier = _registry.running.get(self.session_id)
+            _registry.running[self.session_id] = self
+        if earlier is not None and earlier is not self and earlier.running:
+            earlier.stop()
+            logger.info(
+                "ca4: stopped the reporter started earlier for session %s in this process "
+                "(cell run again)",
+                self.session_id,
+            )
+        self._pid = os.getpid()
+        self._close_requested = self._released = False
+        self._control = control = _RunControl()
+        self._thread = threading.Thread(
+            target=self._run, args=(control,), name="ca4-reporter", daemon=True
+        )
         self._thread.start()
+        atexit.unregister(self._flush_at_exit)  # still there if an earlier stop() timed out
         atexit.register(self._flush_at_exit)
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop collecting, try one last delivery, keep what's left in the spool."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop collecting, try one last delivery, keep what's left in the spool.
+
+        Returns within about ``timeout`` seconds (default :data:`STOP_TIMEOUT_S`): the last
+        POST gets what is left of it. If the thread is still waiting for the edge then, its
+        reports stay spooled and the interpreter-exit flush stays due.
+        """
+        if not self._active_here():
+            return  # inherited through fork: the thread is the parent's
+        timeout = STOP_TIMEOUT_S if timeout is None else max(0.0, timeout)
+        with _registry.lock:
+            if _registry.running.get(self.session_id) is self:
+                del _registry.running[self.session_id]
+        thread, control = self._thread, self._control
+        if thread is not None and thread.is_alive():
+            # A margin, so the thread is done with its last POST before join gives up.
+            control.flush_deadline = time.monotonic() + timeout - min(0.25, timeout / 4)
+            control.stop.set()
             thread.join(timeout)
+            if thread.is_alive():
+                kept = len(self.spool)
+                logger.warning(
+                    "ca4: edge did not answer within %gs; %s %s spooled in %s",
+                    timeout,
+                    _reports(kept),
+                    "stays" if kept == 1 else "stay",
+                    self.spool.directory,
+                )
+                return  # the exit-time flush stays registered
+        control.stop.set()
         atexit.unregister(self._flush_at_exit)
 
     def close(self) -> None:
-        """Stop and release NVML and pooled connections."""
+        """Stop and release NVML and pooled connections (once the thread is done with them)."""
+        self._close_requested = True
         self.stop()
+        if not self._active_here():
+            return
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._release()
+        # Otherwise the thread, still waiting for the edge, releases them when it ends.
+
+    def _release(self) -> None:
+        with self._release_lock:
+            if self._released:
+                return
+            self._released = True
         close = getattr(self._collector, "close", None)
         if close is not None:
             close()
         self._transport.close()
+
+    def _inherited_through_fork(self) -> None:
+        """In a forked child (see :func:`_after_fork_in_child`)."""
+        self._delivery_lock = threading.RLock()
+        self._collect_lock = threading.Lock()
+        self._release_lock = threading.Lock()
+        self._control = _RunControl()
+        self.spool.after_fork_in_child()
+        self._transport.after_fork_in_child()
 
     def __enter__(self) -> Reporter:
         return self.start()
@@ -157,8 +358,8 @@ class Reporter:
 
     @property
     def running(self) -> bool:
-        """True while the background thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        """True while the background thread is alive (never in a forked child)."""
+        return self._active_here() and self._thread is not None and self._thread.is_alive()
 
     # -- collection ------------------------------------------------------------------------
 
@@ -211,6 +412,8 @@ class Reporter:
             if outcome.retry:
                 self.spool.put(outcome.retry)
                 self._schedule_retry(outcome)
+            elif self._failing and len(self.spool) == 0:
+                self._recovered()
         return DeliveryResult(
             event_id=str(report["event_id"]),
             delivered=bool(outcome.accepted),
@@ -218,59 +421,96 @@ class Reporter:
         )
 
     def flush(self) -> bool:
-        """Send everything spooled now; True when the spool is empty afterwards."""
+        """Send everything spooled now; True when the spool is empty afterwards.
+
+        Does nothing (False) in a process forked from the one that started this reporter.
+        """
+        if not self._active_here():
+            return False
+        return self._flush(None)
+
+    def _flush(self, deadline: float | None) -> bool:
         with self._delivery_lock:
             self._next_send_at = 0.0
-            return self._deliver([])
+            return self._deliver([], deadline)
 
-    def _deliver(self, fresh: list[ReportDict]) -> bool:
-        """Send spooled reports (oldest first), then ``fresh`` ones; spool what fails.
+    def _deliver(self, fresh: list[ReportDict], deadline: float | None = None) -> bool:
+        """Spool ``fresh`` reports, then send the spool oldest first until it is empty.
 
-        Returns True when everything was delivered or refused for good.
+        Every report is on disk before it is sent, so one whose POST is still waiting for the
+        edge when the reporter is stopped is kept. Returns True when everything was delivered
+        or refused for good.
         """
         with self._delivery_lock:
+            self.spool.put(fresh)
             if time.monotonic() < self._next_send_at:
-                self.spool.put(fresh)
                 return False
             while True:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
                 spooled = self.spool.peek(self.max_batch)
-                if spooled:
-                    outcome = self._transport.send([item.report for item in spooled])
-                    self._account(outcome)
-                    retry_ids = {str(report["event_id"]) for report in outcome.retry}
-                    self.spool.remove(
-                        [i for i in spooled if str(i.report["event_id"]) not in retry_ids]
-                    )
-                elif fresh:
-                    batch, fresh = fresh[: self.max_batch], fresh[self.max_batch :]
-                    outcome = self._transport.send(batch)
-                    self._account(outcome)
-                    self.spool.put(outcome.retry)
-                else:
+                if not spooled:
                     self._backoff.reset()
+                    if self._failing:
+                        self._recovered()
                     return True
+                outcome = self._transport.send([item.report for item in spooled], deadline=deadline)
+                self._account(outcome)
+                retry_ids = {str(report["event_id"]) for report in outcome.retry}
+                self.spool.remove(
+                    [i for i in spooled if str(i.report["event_id"]) not in retry_ids]
+                )
                 if outcome.retry:
-                    self.spool.put(fresh)
                     self._schedule_retry(outcome)
                     return False
 
     def _account(self, outcome: SendOutcome) -> None:
         self.stats.delivered += len(outcome.accepted)
         self.stats.rejected += len(outcome.rejected)
+        if outcome.accepted:
+            self.stats.last_success_at = datetime.now(timezone.utc)
+            if self._failing:
+                self._delivered_while_failing += len(outcome.accepted)
         for event_id, reason in outcome.rejected:
             logger.warning("ca4 report %s refused by the API, not retried: %s", event_id, reason)
         if outcome.retry:
             self.stats.send_failures += 1
             self.stats.last_error = outcome.error
 
+    def _recovered(self) -> None:
+        """The spool is empty again after failures: say so once, and forget the error."""
+        count = self._delivered_while_failing
+        logger.info(
+            "ca4 API reachable again: delivered %d spooled %s",
+            count,
+            "report" if count == 1 else "reports",
+        )
+        self._failing = False
+        self._delivered_while_failing = 0
+        self.stats.last_error = None
+
     def _schedule_retry(self, outcome: SendOutcome) -> None:
         delay = self._backoff.next_delay(outcome.retry_after_s)
         if outcome.auth_failed:
             delay = max(delay, AUTH_RETRY_S)
-        if self._backoff.attempt == 1 or outcome.auth_failed:
+        self._failing = True
+        if outcome.auth_failed:
             logger.warning(
-                "ca4 API unreachable (%s); spooling reports to %s, next try in %.1fs",
+                "ca4 API refused the key (%s): check api_key / CA4_API_KEY; %s kept in %s, "
+                "next try in %.0fs",
                 outcome.error,
+                _reports(len(self.spool)),
+                self.spool.directory,
+                delay,
+            )
+        elif self._backoff.attempt == 1:
+            error = outcome.error
+            if outcome.status == 404:
+                error = f"{error}, from POST {self._transport.url}"
+            logger.warning(
+                "ca4 API unreachable (%s); %s kept in %s, next try in %.1fs",
+                error,
+                _reports(len(self.spool)),
                 self.spool.directory,
                 delay,
             )
@@ -278,10 +518,10 @@ class Reporter:
 
     # -- background thread -----------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, control: _RunControl) -> None:
         next_collect = time.monotonic()
         drained = False  # unknown at start: a spool left by an earlier run is sent first
-        while not self._stop.is_set():
+        while not control.stop.is_set():
             fresh: list[ReportDict] = []
             if time.monotonic() >= next_collect:
                 next_collect = time.monotonic() + self.interval
@@ -297,16 +537,26 @@ class Reporter:
                     logger.exception("ca4 delivery failed")
                     drained = False
             wake_at = next_collect if drained else min(next_collect, self._next_send_at)
-            self._stop.wait(max(0.0, wake_at - time.monotonic()))
-        try:
-            self.flush()
-        except Exception:
-            logger.exception("ca4 final flush failed")
+            control.stop.wait(max(0.0, wake_at - time.monotonic()))
+        deadline = control.flush_deadline
+        if deadline is None or time.monotonic() < deadline:
+            try:
+                self._flush(deadline)
+            except Exception:
+                logger.exception("ca4 final flush failed")
+        if self._close_requested and self._thread is threading.current_thread():
+            self._release()  # close() left them to this thread, which was still using them
 
     def _flush_at_exit(self) -> None:
-        """Interpreter exit: stop the thread and give the spool one last chance."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-        if not self.running:
-            self.flush()
+        """Interpreter exit: stop the thread and give the spool one last chance (never in a
+        forked child, whose reporter is the parent's)."""
+        if not self._active_here():
+            return
+        deadline = time.monotonic() + AT_EXIT_TIMEOUT_S
+        thread, control = self._thread, self._control
+        if thread is not None and thread.is_alive():
+            control.flush_deadline = deadline - 0.25
+            control.stop.set()
+            thread.join(AT_EXIT_TIMEOUT_S)  # its last flush is the exit flush
+        else:  # stopped earlier while waiting for the edge, and done since
+            self._flush(deadline)

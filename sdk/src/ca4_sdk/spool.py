@@ -55,6 +55,11 @@ class Spool:
         self._lock = threading.Lock()
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def after_fork_in_child(self) -> None:
+        """In a child made by ``os.fork()``: a lock of its own (a parent's thread may have held
+        the inherited one, and it does not exist in the child to release it)."""
+        self._lock = threading.Lock()
+
     def _files(self) -> list[Path]:
         return sorted(self.directory.glob("*.json"))
 

@@ -53,6 +53,8 @@ class SendOutcome:
     """The API key was refused: retrying soon will not help."""
     rate_limited: bool = False
     """The key's rate limit (one token per report) refused them: send again after Retry-After."""
+    status: int | None = None
+    """The HTTP status that made ``retry`` necessary (None: no answer, or none needed)."""
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -126,24 +128,49 @@ class Transport:
         """Close pooled connections."""
         self._session.close()
 
-    def _post(self, reports: Sequence[dict[str, Any]]) -> requests.Response:
+    def after_fork_in_child(self) -> None:
+        """In a child made by ``os.fork()``: a session of its own, with the same headers. The
+        inherited one shares pooled sockets with the parent, so it is dropped, not closed."""
+        inherited = self._session
+        self._session = requests.Session()
+        self._session.headers.update(inherited.headers)
+
+    def _post(
+        self, reports: Sequence[dict[str, Any]], timeout: tuple[float, float]
+    ) -> requests.Response:
         body = json.dumps({"reports": list(reports)}, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
         if len(body) >= GZIP_MIN_BYTES:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
-        return self._session.post(self.url, data=body, headers=headers, timeout=self._timeout)
+        return self._session.post(self.url, data=body, headers=headers, timeout=timeout)
 
-    def send(self, reports: Sequence[dict[str, Any]]) -> SendOutcome:
-        """POST ``reports`` once (halving on 413/422); never raises for network or HTTP errors."""
+    def send(
+        self, reports: Sequence[dict[str, Any]], *, deadline: float | None = None
+    ) -> SendOutcome:
+        """POST ``reports`` once (halving on 413/422); never raises for network or HTTP errors.
+
+        ``deadline`` (a ``time.monotonic()`` value) caps the connect and read timeouts of each
+        POST, so a caller that must return by then (a reporter being stopped) does.
+        """
         outcome = SendOutcome()
         if reports:
-            self._send_into(list(reports), outcome)
+            self._send_into(list(reports), outcome, deadline)
         return outcome
 
-    def _send_into(self, reports: list[dict[str, Any]], outcome: SendOutcome) -> None:
+    def _send_into(
+        self, reports: list[dict[str, Any]], outcome: SendOutcome, deadline: float | None
+    ) -> None:
+        timeout = self._timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                outcome.retry.extend(reports)
+                outcome.error = outcome.error or "no time left to send before the deadline"
+                return
+            timeout = (min(timeout[0], left), min(timeout[1], left))
         try:
-            response = self._post(reports)
+            response = self._post(reports, timeout)
         except requests.RequestException as error:
             outcome.retry.extend(reports)
             outcome.error = f"{type(error).__name__}: {error}"
@@ -154,6 +181,7 @@ class Transport:
             # own: nothing says the reports reached the API, so keep them.
             outcome.retry.extend(reports)
             outcome.auth_failed = status in AUTH_STATUS
+            outcome.status = status
             outcome.error = (
                 f"HTTP {status}: {_detail(response)}"
                 if _from_the_api(response)
@@ -167,14 +195,15 @@ class Transport:
             self._read_results(reports, response, outcome)
         elif status in SPLITTABLE_STATUS and len(reports) > 1:
             middle = len(reports) // 2
-            self._send_into(reports[:middle], outcome)
-            self._send_into(reports[middle:], outcome)
+            self._send_into(reports[:middle], outcome, deadline)
+            self._send_into(reports[middle:], outcome, deadline)
         elif status in RETRYABLE_STATUS or status in AUTH_STATUS:
             outcome.retry.extend(reports)
             outcome.error = f"HTTP {status}: {_detail(response)}"
             outcome.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
             outcome.auth_failed = status in AUTH_STATUS
             outcome.rate_limited = status == 429
+            outcome.status = status
         else:
             reason = f"HTTP {status}: {_detail(response)}"
             outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)

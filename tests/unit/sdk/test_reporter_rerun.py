@@ -1,0 +1,99 @@
+"""Running the notebook cell ``reporter = Reporter(...); reporter.start()`` again stops the
+reporter the earlier run started (it has no handle left), and ``ca4_sdk.stop_all()`` stops all."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import ca4_sdk
+import pytest
+
+from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
+from tests.unit.sdk.stub_api import stub_api
+
+RERUN_LINE = (
+    "ca4: stopped the reporter started earlier for session unit-session in this process "
+    "(cell run again)"
+)
+
+
+def _rerun_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "started earlier" in r.getMessage()]
+
+
+def test_starting_the_cell_again_stops_the_earlier_reporter_of_the_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
+) -> None:
+    caplog.set_level(logging.INFO, logger="ca4_sdk")
+    with stub_api() as (url, state):
+        first = make_reporter(url, tmp_path, interval=60).start()
+        wait_for(lambda: len(state.accepted_ids()) == 1)
+        second = make_reporter(url, tmp_path, interval=60).start()  # the cell, run again
+        try:
+            assert not first.running
+            assert second.running
+            wait_for(lambda: len(state.accepted_ids()) == 2)
+            assert _rerun_lines(caplog) == [RERUN_LINE]
+            assert fake_atexit.registered == [second._flush_at_exit]
+        finally:
+            second.stop()
+            first.stop()
+
+
+def test_starting_the_same_reporter_twice_stops_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
+) -> None:
+    caplog.set_level(logging.INFO, logger="ca4_sdk")
+    with stub_api() as (url, _state):
+        reporter = make_reporter(url, tmp_path, interval=60).start()
+        try:
+            assert reporter.start() is reporter
+            assert reporter.running
+            assert _rerun_lines(caplog) == []
+        finally:
+            reporter.stop()
+
+
+def test_reporters_of_other_sessions_keep_running(tmp_path: Path, fake_atexit: FakeAtexit) -> None:
+    with stub_api() as (url, _state):
+        first = make_reporter(url, tmp_path / "a", session_id="session-a", interval=60).start()
+        second = make_reporter(url, tmp_path / "b", session_id="session-b", interval=60).start()
+        try:
+            assert first.running
+            assert second.running
+        finally:
+            first.stop()
+            second.stop()
+
+
+def test_stop_all_stops_every_running_reporter(tmp_path: Path, fake_atexit: FakeAtexit) -> None:
+    assert "stop_all" in ca4_sdk.__all__
+    with stub_api() as (url, state):
+        first = make_reporter(url, tmp_path / "a", session_id="session-a", interval=60).start()
+        second = make_reporter(url, tmp_path / "b", session_id="session-b", interval=60).start()
+        wait_for(lambda: len(state.accepted_ids()) == 2)
+        try:
+            assert ca4_sdk.stop_all() == 2
+            assert not first.running
+            assert not second.running
+            assert fake_atexit.registered == []
+            assert ca4_sdk.stop_all() == 0
+        finally:
+            first.stop()
+            second.stop()
+
+
+def test_a_stopped_reporter_can_start_again_after_stop_all(
+    tmp_path: Path, fake_atexit: FakeAtexit
+) -> None:
+    with stub_api() as (url, state):
+        reporter = make_reporter(url, tmp_path, interval=60).start()
+        wait_for(lambda: len(state.accepted_ids()) == 1)
+        ca4_sdk.stop_all()
+        reporter.start()
+        try:
+            assert reporter.running
+            wait_for(lambda: len(state.accepted_ids()) == 2)
+        finally:
+            reporter.stop()
