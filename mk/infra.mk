@@ -29,8 +29,10 @@ CA4_KUBE_VERSION ?= 1.33.5
 # from the variable named, passed only when it is set.
 CA4_ALERT_EMAIL_SETTINGS := to=CA4_ALERT_EMAIL_TO from=CA4_ALERT_EMAIL_FROM smarthost=CA4_ALERT_SMTP_SMARTHOST \
 	authUsername=CA4_ALERT_SMTP_USERNAME
+# Commas are escaped for --set-string, so CA4_ALERT_EMAIL_TO may list several addresses.
+CA4_COMMA := ,
 CA4_ALERT_EMAIL_ARGS = $(foreach pair,$(CA4_ALERT_EMAIL_SETTINGS),$(if $($(lastword $(subst =, ,$(pair)))),\
-	--set-string alertmanager.receivers.email.$(firstword $(subst =, ,$(pair)))='$($(lastword $(subst =, ,$(pair))))'))
+	--set-string alertmanager.receivers.email.$(firstword $(subst =, ,$(pair)))='$(subst $(CA4_COMMA),\$(CA4_COMMA),$($(lastword $(subst =, ,$(pair)))))'))
 CA4_PLATFORM_HELM_ARGS = $(CA4_PLATFORM_RELEASE) $(CA4_HELM_DIR)/ca4-platform --namespace $(CA4_PLATFORM_NAMESPACE) \
 	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml $(CA4_ALERT_EMAIL_ARGS)
 CA4_HELM_TIMEOUT ?= 10m

@@ -330,6 +330,15 @@ BAD_VALUES = [
         "ca4-platform",
         [
             *values_args("ca4-platform", "prod"),
+            "--set-string",
+            r"alertmanager.receivers.email.to=ops@acme.test\,Oncall <o@example.org>",
+        ],
+        'alertmanager.receivers.email.to: "Oncall <o@example.org>" is a placeholder (example.org',
+    ),
+    (
+        "ca4-platform",
+        [
+            *values_args("ca4-platform", "prod"),
             *["--set-string", "alertmanager.receivers.email.smarthost=smtp.example.org:587"],
         ],
         "set the real one (make ca4-platform-setup CA4_ALERT_SMTP_SMARTHOST=...)",

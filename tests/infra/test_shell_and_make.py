@@ -1211,6 +1211,23 @@ def test_prod_platform_setup_passes_the_email_receiver_settings(
         assert upgrade[upgrade.index(setting) - 1] == "--set-string"
 
 
+def test_prod_platform_setup_passes_a_list_of_addresses_whole(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Alertmanager's ``to`` takes a comma-separated list, which ``--set-string`` splits at each
+    comma unless the comma is escaped (a second read found the deploy stopped on it)."""
+    for key, variable in RECEIVER_FILE_VARIABLES.items():
+        path = tmp_path / f"{key}.secret"
+        path.write_text(RECEIVER_VALUES[key])
+        sandbox.env[variable] = str(path)
+    sandbox.env["CA4_ALERT_EMAIL_TO"] = "oncall@ca4-ci.test,ops@ca4-ci.test"
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    result = sandbox.make("ca4-platform-setup", env={"ENV": "prod"})
+    assert result.returncode == 0, result.stderr
+    upgrade = next(c["argv"] for c in sandbox.calls() if c["argv"][:2] == ["upgrade", "--install"])
+    assert r"alertmanager.receivers.email.to=oncall@ca4-ci.test\,ops@ca4-ci.test" in upgrade
+
+
 def test_prod_platform_setup_without_the_email_settings_names_them(sandbox: Sandbox) -> None:
     """values-prod.yaml leaves the email receiver's addresses to the operator (no example.org):
     without them the chart's render stops the target before any change, naming the variables."""

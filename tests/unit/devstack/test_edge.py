@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import http.client
 import json
 import os
 import re
@@ -477,3 +478,27 @@ def test_every_port_is_documented_in_the_help_and_the_settings() -> None:
     assert in_help == expected
     for name, default in expected.items():
         assert f"``CA4_DEVSTACK_{name}_PORT`` [{default}]" in (settings_module.__doc__ or "")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/sessions/../../metrics",
+        "/v1/metadata/./../readyz",
+        "/v1/sessions/%2e%2e/%2e%2e/metrics",
+        "/sdk/../docs",
+    ],
+)
+def test_dot_segments_never_reach_an_app(plain_app: str, path: str) -> None:
+    """Sent as is (http.client does not clean paths): a review reached the worker's unrouted
+    ``/metrics`` through ``/v1/sessions/../../metrics``, as anyone with the ngrok URL could."""
+    with local_edge({"processor": plain_app, "worker": plain_app}) as edge:
+        connection = http.client.HTTPConnection(edge.removeprefix("http://"), timeout=10)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            status, body = response.status, response.read()
+        finally:
+            connection.close()
+
+    assert (status, body) == (404, b"404 page not found\n")

@@ -32,11 +32,11 @@ async def test_a_body_refused_after_decompression_has_paid_for_what_was_decompre
     assert len(bomb) < 10_000
     assert first.status_code == 413, first.text
     assert first.json()["detail"] == "decompressed body is over the 5242880-byte limit"
-    # The first paid one token and then the 5 MiB it decompressed (320 tokens), so the second
-    # runs the bucket dry a few slices in: it took what is left, and a report must wait.
+    # The first paid one token and then the 5 MiB and one byte it decompressed (321 tokens),
+    # so the second finds the bucket short a few slices in; a small report still fits.
     assert second.status_code == 429, second.text
     assert "rate limit of 1 tokens/s for key 'dev' exceeded" in second.json()["detail"]
-    assert small.status_code == 429
+    assert small.status_code == 202
 
 
 async def test_a_gzip_body_within_the_caps_costs_its_weight_once(
@@ -56,3 +56,20 @@ async def test_a_gzip_body_within_the_caps_costs_its_weight_once(
     assert len(decompressed) > 2 * GUNZIP_SLICE
     assert accepted.status_code == 202, accepted.text
     assert after.status_code == 429
+
+
+async def test_a_body_that_ends_in_its_first_slice_pays_for_it_before_it_is_refused(
+    make_client: Callable[..., Any],
+) -> None:
+    """289 bytes of gzip decompressing to 256 KiB of braces (21 MB of weight) paid one token
+    for its 413 when slices were paid only before the next one."""
+    braces = gzip.compress(b"{" * GUNZIP_SLICE, compresslevel=9)
+    async with make_client(RATE_LIMIT_PER_SECOND=0.001, RATE_LIMIT_BURST=40) as (client, _app):
+        answers = [
+            await client.post("/v1/metadata/batch", content=braces, headers=GZIP_HEADERS)
+            for _ in range(3)
+        ]
+
+    assert len(braces) < 1_000
+    assert [answer.status_code for answer in answers] == [413, 413, 429]
+    assert answers[0].json()["detail"].startswith("body weighs 21233664 bytes")

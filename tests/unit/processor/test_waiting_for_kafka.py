@@ -28,7 +28,7 @@ def _headers(key_id: str) -> dict[str, str]:
 
 
 def _headers_dev() -> dict[str, str]:
-    return {"Authorization": "Bearer ca4-dev-key"}
+    return {"Authorization": "Bearer ca4-dev-key", "Content-Type": "application/json"}
 
 
 def _report_body(session_id: str) -> bytes:
@@ -160,3 +160,34 @@ async def test_every_way_a_waiting_request_ends_gives_its_weight_back(
     assert [forbidden.status_code, owners_down.status_code] == [403, 503]
     assert [kafka_down.status_code, too_large.status_code] == [503, 413]
     assert left == 0
+
+
+async def test_a_batch_refused_for_waiting_pays_for_its_reports_only_when_retried(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    """A refused batch is retried as it is (the SDK does): it pays the weight of what was read
+    and validated, but its reports only once it may wait, so the retry fits the bucket the
+    first try left."""
+    token_weight = 16 * 1024
+    first = json.dumps({"reports": [make_report(session_id=f"first-{n}") for n in range(5)]})
+    second = json.dumps({"reports": [make_report(session_id=f"second-{n}") for n in range(40)]})
+    first_cost = max(5, -(-body_weight(first.encode()) // token_weight))
+    second_weight_cost = max(1, -(-body_weight(second.encode()) // token_weight))
+    second_cost = max(40, second_weight_cost)
+    fake_publisher.acknowledging.clear()
+    async with make_client(
+        RATE_LIMIT_PER_SECOND=0.001,
+        RATE_LIMIT_BURST=first_cost + second_weight_cost + second_cost,
+        MAX_WAITING_WEIGHT_PER_KEY=body_weight(first.encode()),
+    ) as (client, _app):
+        batch = "/v1/metadata/batch"
+        held = asyncio.create_task(client.post(batch, content=first, headers=_headers_dev()))
+        await asyncio.sleep(0.1)
+        refused = await client.post(batch, content=second, headers=_headers_dev())
+        fake_publisher.acknowledging.set()
+        accepted_first = await held
+        retried = await client.post(batch, content=second, headers=_headers_dev())
+
+    assert second_cost > second_weight_cost
+    assert refused.status_code == 429, refused.text
+    assert (accepted_first.status_code, retried.status_code) == (202, 202)

@@ -52,11 +52,23 @@ def test_a_missing_ca_file_is_named_when_the_worker_starts(tmp_path: Path) -> No
     assert "secret" not in str(error.value)
 
 
-async def test_reads_go_to_the_primary_whatever_the_url_asks() -> None:
+@pytest.mark.parametrize(
+    "options",
+    [
+        "readPreference=secondaryPreferred",
+        "readPreference=secondaryPreferred&maxStalenessSeconds=120",
+        "readPreference=nearest&readPreferenceTags=dc:ny&readPreferenceTags=",
+        "",
+    ],
+)
+async def test_reads_go_to_the_primary_whatever_the_url_asks(options: str) -> None:
     """The URL the docs once gave read from replicas: the worker and the processor read back
     what they have just written, and a replica behind the primary made the projection stage
-    skip events stored by another worker for good."""
-    url = "mongodb://ca4:secret@db.internal:27017/?replicaSet=rs0&readPreference=secondaryPreferred"
+    skip events stored by another worker for good. Staleness and tags, which pymongo refuses
+    beside ``primary``, are replaced too (a second read found they stopped both services)."""
+    url = "mongodb://ca4:secret@db.internal:27017/?replicaSet=rs0" + (
+        f"&{options}" if options else ""
+    )
     worker_client = connect(url)
     claims = MongoSessionClaims(url, database="ca4", timeout_s=1.0)
     try:

@@ -131,12 +131,15 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- if $missing -}}
 {{- $messages = append $messages (printf "alertmanager.receivers.email needs to, from and smarthost: set %s, e.g. make ca4-platform-setup ENV=prod CA4_ALERT_EMAIL_TO=oncall@<your domain> CA4_ALERT_EMAIL_FROM=alertmanager@<your domain> CA4_ALERT_SMTP_SMARTHOST=<smtp host>:587 CA4_ALERT_SMTP_USERNAME=<smtp user>, or switch the receiver off (alertmanager.receivers.email.enabled=false)" (join ", " $missing)) -}}
 {{- end -}}
-{{- range list "to" "from" "smarthost" "authUsername" -}}
-{{- $value := get $email . | default "" | toString -}}
-{{- $domain := regexReplaceAll ":[0-9]+$" (regexReplaceAll "^.*@" $value "") "" -}}
+{{- range $key := list "to" "from" "smarthost" "authUsername" -}}
+{{- $value := get $email $key | default "" | toString -}}
+{{- /* "to" may list several addresses, each "a@b" or "Name <a@b>": every one is checked */ -}}
+{{- range $address := splitList "," $value -}}
+{{- $domain := regexReplaceAll ":[0-9]+$" (regexReplaceAll "^.*@" (trim $address | trimSuffix ">") "") "" -}}
 {{- $placeholder := include "ca4-platform.placeholderDomain" $domain -}}
 {{- if $placeholder -}}
-{{- $messages = append $messages (printf "alertmanager.receivers.email.%s: %q is a placeholder (%s, reserved for documentation): no mail would ever arrive; set the real one (make ca4-platform-setup %s=...)" . $value $placeholder (get $fromMake .)) -}}
+{{- $messages = append $messages (printf "alertmanager.receivers.email.%s: %q is a placeholder (%s, reserved for documentation): no mail would ever arrive; set the real one (make ca4-platform-setup %s=...)" $key (trim $address) $placeholder (get $fromMake $key)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -1,6 +1,7 @@
 """Names every service agrees on: topics, the event type and Kafka header keys."""
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 EVENT_TYPE_GPU_METADATA_REPORTED: Final = "gpu.metadata.reported"
 """The ``event_type`` of every GPU metadata report."""
@@ -15,6 +16,14 @@ LEGACY_KEY_ID: Final = "legacy"
 SESSION_OWNERS: Final = "session_owners"
 """The collection of session claims (``_id`` = session id, ``tenant``): the processor claims new
 sessions there; the worker claims pre-tenancy ones for :data:`LEGACY_TENANT`."""
+PRIMARY_READS: Final[Mapping[str, Any]] = {
+    "readPreference": "primary",
+    "readPreferenceTags": "",
+    "maxStalenessSeconds": -1,
+}
+"""pymongo client options that send every read to the primary, whatever the database URL says:
+both services read back what they have just written. They replace the URL's read preference,
+tags and staleness (pymongo refuses ``primary`` combined with either of the last two)."""
 
 TOPIC_GPU_METADATA: Final = "gpu-metadata"
 """Default topic for reported events (configurable per service)."""

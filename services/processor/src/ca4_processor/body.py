@@ -60,11 +60,12 @@ async def read_json_body(
 ) -> JsonBody:
     """The request body as JSON bytes, decompressed if ``Content-Encoding: gzip``.
 
-    A gzip body is decompressed a slice at a time, and ``pay`` is called with the weight
-    decompressed so far before the next slice (it raises to stop): a few kilobytes of gzip can
-    decompress and weigh to megabytes, and that work must cost its weight's share of the rate
-    limit, not the one token a request pays up front. A plain body's bytes were paid for in
-    bandwidth; it is weighed whole and paid for after.
+    A gzip body is decompressed a slice at a time, and ``pay`` is called with the bytes
+    decompressed so far after each slice (it raises to stop): a few kilobytes of gzip can
+    decompress and weigh to megabytes, and that work, which goes by bytes, must cost its share
+    of the rate limit whether the body is then accepted or refused, not the one token a request
+    pays up front. The weight, which may be far more (what the body decodes to), is paid once
+    the body is accepted, as a plain body's is; a plain body's bytes were paid for in bandwidth.
 
     Raises ``415`` for a non-JSON content type or unknown encoding, ``408`` when the body has
     not arrived within ``read_timeout_s``, and ``413`` when the body (declared or actual,
@@ -135,7 +136,8 @@ def _require_json_content_type(request: Request) -> None:
 
 def _gunzip_paid(compressed: bytes, limit: int, pay: Callable[[int], object]) -> tuple[bytes, int]:
     """Decompress at most ``limit + 1`` bytes (a zip bomb is refused after ``limit``), a slice
-    at a time, paying for each slice's weight before the next; the body and its weight."""
+    at a time, paying for the bytes decompressed so far after each slice, before anything is
+    refused; the body and its weight."""
     decompressor = zlib.decompressobj(_GZIP_WINDOW)
     slices: list[bytes] = []
     size = weight = 0
@@ -144,18 +146,19 @@ def _gunzip_paid(compressed: bytes, limit: int, pay: Callable[[int], object]) ->
         try:
             piece = decompressor.decompress(pending, min(GUNZIP_SLICE, limit + 1 - size))
         except zlib.error as error:
+            pay(size + GUNZIP_SLICE)  # the work up to the error: at most one more slice
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST, f"body is not valid gzip: {error}"
             ) from error
         pending = decompressor.unconsumed_tail
         slices.append(piece)
         size += len(piece)
+        pay(size)
         weight += body_weight(piece)
         if size > limit:
             raise _too_large(f"decompressed body is over the {limit}-byte limit")
         if decompressor.eof or not piece:
             break
-        pay(weight)
     if not decompressor.eof:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "gzip body is truncated")
     return b"".join(slices), weight

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from ca4_schemas.constants import SESSION_OWNERS
+from ca4_schemas.constants import PRIMARY_READS, SESSION_OWNERS
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
@@ -101,9 +101,8 @@ class MongoSessionClaims:
             # DocumentDB refuses retryable writes; a claim needs none (a repeated insert is a
             # duplicate key, answered by reading the owner).
             retryWrites=False,
-            # A claim refused as a duplicate reads the owner just written: on the primary,
-            # whatever the URL's readPreference says.
-            readPreference="primary",
+            # A claim refused as a duplicate reads the owner just written: on the primary.
+            **PRIMARY_READS,
         )
         self._owners: AsyncCollection[dict[str, Any]] = self._client[database][SESSION_OWNERS]
 

@@ -229,7 +229,9 @@ def create_app(
         total=settings.usage_max_reports_in_flight,
         max_waiting=settings.usage_max_reports_waiting_per_tenant,
         max_waiting_total=settings.usage_max_reports_waiting,
-        wait_s=settings.usage_report_timeout_s,
+        # At most half the deadline waiting, so a report that got its turn has the other half
+        # at least to run.
+        wait_s=settings.usage_report_timeout_s / 2,
         what="usage reports",
         owner="tenant",
     )

@@ -92,13 +92,14 @@ class Settings(BaseSettings):
     its share of the event loop. Waiting for the ownership check and Kafka's acknowledgement
     takes no slot (``MAX_WAITING_WEIGHT_PER_KEY`` bounds it), so a key shared by many
     notebooks seldom has more than one or two requests here (docs/architecture.md, "Tenancy")."""
-    MAX_WAITING_WEIGHT_PER_KEY: PositiveInt = 8 * 1024 * 1024
+    MAX_WAITING_WEIGHT_PER_KEY: PositiveInt = 16 * 1024 * 1024
     """Weight (see ``MAX_BODY_WEIGHT``) of one API key's validated reports this process may
     hold while they wait for the ownership check and Kafka's acknowledgement; a request that
     would take the key over it gets ``429``. Only a slow Kafka or database fills it; without
     it, the rate limit and those deadlines were the only bound on what a key parks here. A
-    request always fits when its key has nothing waiting, so no valid body is refused for good
-    (docs/architecture.md, "Reports waiting on Kafka")."""
+    request always fits when its key has nothing waiting, so no valid body is refused for good;
+    as large as ``MAX_BODY_WEIGHT`` by default, so the heaviest batch also fits beside the little
+    a healthy Kafka keeps waiting (docs/architecture.md, "Reports waiting on Kafka")."""
     MAX_WAITING_WEIGHT: PositiveInt = 32 * 1024 * 1024
     """The same, for every key together: past it a request gets ``503``. What waits decodes to
     a few times its weight, so this keeps the process inside its memory limit however many

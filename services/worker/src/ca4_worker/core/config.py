@@ -226,9 +226,9 @@ class Settings(BaseSettings):
     ``read_timeout_s``, which bounds one read, because a report reads a tenant's whole range."""
     usage_max_reports_in_flight: int = Field(default=2, ge=1)
     """Usage reports in flight in this process, every tenant's. A report decodes and sums on
-    the event loop, which the store and projection stages share. More wait their turn within
-    ``usage_report_timeout_s`` (waiting and reading together), then answer ``429`` with
-    ``Retry-After: 1``."""
+    the event loop, which the store and projection stages share. More wait their turn, up to
+    half of ``usage_report_timeout_s`` (waiting and reading share that deadline, so a report
+    always has half of it at least to run), then answer ``429`` with ``Retry-After: 1``."""
     usage_max_reports_in_flight_per_tenant: int = Field(default=1, ge=1)
     """Usage reports of one tenant (the one whose records are read; every ``read:all`` key's
     reports count as one tenant) in flight in this process, so one tenant's long reports never

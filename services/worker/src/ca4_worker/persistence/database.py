@@ -21,6 +21,7 @@ from typing import Final
 import bson
 import pymongo
 from bson.errors import InvalidDocument
+from ca4_schemas.constants import PRIMARY_READS
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -131,7 +132,7 @@ def connect(url: str, *, timeout_ms: int = 5000) -> AsyncMongoClient[Doc]:
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 6, 30_000),
-        readPreference="primary",
+        **PRIMARY_READS,
     )
 
 

@@ -95,8 +95,16 @@ def chart_routes(values: Path | None = None) -> dict[str, str]:
 
 
 def route(path: str, routes: Mapping[str, str]) -> str | None:
-    """The component serving ``path`` (a ``Prefix`` match on whole segments), or None."""
+    """The component serving ``path`` (a ``Prefix`` match on whole segments), or None.
+
+    A path with a ``.`` or ``..`` segment is served by nothing: the upstream URL would drop the
+    dot segments after the match, so ``/v1/sessions/../../metrics`` reached the worker's
+    ``/metrics``, which the ingress never routes (Traefik cleans the path before it matches).
+    ``path`` is the decoded one, so ``%2e%2e`` counts too.
+    """
     bare = path.split("?", 1)[0]
+    if any(segment in {".", ".."} for segment in bare.split("/")):
+        return None
     matches = [p for p in routes if bare == p or bare.startswith(p.rstrip("/") + "/")]
     return routes[max(matches, key=len)] if matches else None
 

@@ -120,6 +120,8 @@ async def _read_body(
     paid, refused_by_charge = 1, False
 
     def pay(weight: int) -> None:
+        """Pay up to ``weight``: a gzip body's bytes as they are decompressed (never more than
+        its weight), then the body's weight."""
         nonlocal paid, refused_by_charge
         try:
             paid = charge(request, key.key_id, metrics, weight=weight, reports=0, paid=paid)
@@ -274,8 +276,9 @@ async def create_reports(
         weight, paid = body.weight, body.paid
         del body
         writer.release_slot()
-    charge(request, key.key_id, metrics, weight=0, reports=parsed.size, paid=paid)
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=parsed.size):
+        # Its reports are paid only once it may wait: a refused batch is retried as it is.
+        charge(request, key.key_id, metrics, weight=0, reports=parsed.size, paid=paid)
         received_at = datetime.now(UTC)
         stamped = {
             index: stamp(report, key, received_at) for index, report in parsed.reports.items()

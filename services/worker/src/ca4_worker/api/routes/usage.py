@@ -98,6 +98,7 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         await slots.enter(owner)
     except ReadRefusedError as error:
         raise too_many_in_flight(str(error)) from error
+    waited_s = time.monotonic() - started
     try:
         return await usage_report(
             usage.records,
@@ -107,13 +108,14 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
             group_by=group_by,
             prices=settings.usage_prices,
             currency=settings.usage_currency,
-            deadline_s=settings.usage_report_timeout_s - (time.monotonic() - started),
+            deadline_s=settings.usage_report_timeout_s - waited_s,
         )
     except TimedOutError as error:
+        waited = f" (it waited {waited_s:.1f} s of them for its turn)" if waited_s >= 0.1 else ""
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            f"the usage report did not finish within {settings.usage_report_timeout_s:g} s; "
-            "retry after the Retry-After seconds, or ask for fewer days",
+            f"the usage report did not finish within {settings.usage_report_timeout_s:g} s"
+            f"{waited}; retry after the Retry-After seconds, or ask for fewer days",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
         ) from error
     finally:
