@@ -38,7 +38,7 @@ sdk-wheel: ## Build the SDK wheel the processor serves at /sdk/ (into $(CA4_SDK_
 	$(UV) build --package ca4-sdk --wheel --quiet -o $(CA4_SDK_WHEEL_DIR)
 
 .PHONY: dev
-dev: install sdk-wheel ## Start the dev stack plus processor and worker, send a demo report, say where to look
+dev: install sdk-wheel ## Start the dev stack plus processor, worker and the edge (127.0.0.1:8002), send a demo report, say where to look
 	$(CA4) devstack up --with-app
 	@if $(CA4) send --help >/dev/null 2>&1; then \
 		$(CA4) send --count 1; \

@@ -21,7 +21,12 @@ BEGIN, END = "<!-- BEGIN CONFIG -->", "<!-- END CONFIG -->"
 HEADER = "| variable | default | meaning |\n|---|---|---|"
 
 SDK_VARIABLES = [
-    ("CA4_EDGE_API_URL", "", "Base URL of the processor the SDK reports to (`Reporter(url=...)`)."),
+    (
+        "CA4_EDGE_API_URL",
+        "",
+        "Base URL of the edge the SDK reports to (`Reporter(url=...)`): the cluster ingress, or on "
+        "the dev path the dev edge (`http://127.0.0.1:8002`, or its ngrok URL).",
+    ),
     (
         "CA4_API_KEY",
         "",

@@ -52,7 +52,8 @@ class SendOutcome:
     auth_failed: bool = False
     """The API key was refused: retrying soon will not help."""
     rate_limited: bool = False
-    """The key's rate limit (one token per report) refused them: send again after Retry-After."""
+    """The edge answered 429 (the key's rate limit, or its requests in flight or reports
+    waiting for Kafka): send again after Retry-After."""
     status: int | None = None
     """The HTTP status that made ``retry`` necessary (None: no answer, or none needed)."""
 

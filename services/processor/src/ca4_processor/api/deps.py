@@ -67,7 +67,8 @@ class Writer:
 
         The slot bounds what one key makes the process hold and do (bodies in memory,
         validation on the event loop); the ownership check and Kafka's acknowledgement that
-        follow are waits, bounded by their deadlines and the rate limit instead.
+        follow are waits, bounded by their deadlines and by the weight the key and the process
+        may have waiting instead (:func:`waiting_for_kafka`).
         """
         if self._holding:
             self._holding = False

@@ -111,7 +111,8 @@ class Settings(BaseSettings):
     MAX_BODY_BYTES: PositiveInt = 5 * 1024 * 1024
     """Largest request body on the wire (compressed or not)."""
     MAX_DECOMPRESSED_BYTES: PositiveInt = 5 * 1024 * 1024
-    """Largest body after gzip decompression, so a zip bomb costs us nothing."""
+    """Largest body after gzip decompression: a zip bomb is cut off one byte past it, and a gzip
+    body pays its decompressed bytes to the rate limit as it is decompressed."""
     MAX_BODY_WEIGHT: PositiveInt = 16 * 1024 * 1024
     """Largest weight of a body (decompressed): its bytes plus 80 per JSON object, 64 per
     array, 32 per comma and 8 per string (``ca4_processor.body.body_weight``). It bounds what a

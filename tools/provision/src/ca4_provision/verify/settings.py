@@ -25,7 +25,11 @@ class VerifySettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="CA4_", extra="ignore", frozen=True, use_attribute_docstrings=True
+        env_prefix="CA4_",
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
+        env_ignore_empty=True,
     )
 
     EDGE_API_URL: str = "http://127.0.0.1:8000"

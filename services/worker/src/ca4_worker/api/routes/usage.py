@@ -49,8 +49,8 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
             "description": (
                 "Too many reads in flight for this key or worker, or usage reports over "
                 "CA4_USAGE_MAX_REPORTS_IN_FLIGHT_PER_TENANT of the tenant or "
-                "CA4_USAGE_MAX_REPORTS_IN_FLIGHT of the worker that got no slot within "
-                "CA4_USAGE_REPORT_TIMEOUT_S, or with too many already waiting; retry after "
+                "CA4_USAGE_MAX_REPORTS_IN_FLIGHT of the worker that got no slot within half "
+                "of CA4_USAGE_REPORT_TIMEOUT_S, or with too many already waiting; retry after "
                 "Retry-After"
             ),
         },
