@@ -14,8 +14,6 @@ import pytest
 from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
 from tests.unit.sdk.stub_api import stub_api
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
 CHILD_TIMEOUT_S = 10.0
 
 

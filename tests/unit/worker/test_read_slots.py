@@ -44,6 +44,13 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _cancel(waiters: list[asyncio.Task[None]]) -> None:
+    """Cancel the waiters a test leaves, and let them finish."""
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+
+
 async def _enter(slots: ReadSlots, key_id: str, served: list[str], name: str) -> None:
     await slots.enter(key_id)
     served.append(name)
@@ -71,9 +78,7 @@ async def test_a_freed_slot_wakes_one_waiter_not_every_waiter_of_the_key() -> No
 
     assert served == ["a0", "a1", "a2"]  # first come, first served, one per freed slot
     assert max(checks) <= 4, checks
-    for waiter in waiters:
-        waiter.cancel()
-    await asyncio.gather(*waiters, return_exceptions=True)
+    await _cancel(waiters)
 
 
 async def test_a_key_at_its_cap_does_not_hold_back_other_keys_behind_it() -> None:
@@ -101,9 +106,7 @@ async def test_a_key_at_its_cap_does_not_hold_back_other_keys_behind_it() -> Non
     await _settle()
     assert served == ["c0", "a0", "a1"]
     await c_waiter
-    for waiter in a_waiters:
-        waiter.cancel()
-    await asyncio.gather(*a_waiters, return_exceptions=True)
+    await _cancel(a_waiters)
 
 
 async def test_keys_waiting_for_the_whole_worker_are_served_in_turn() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +33,7 @@ from ca4_processor.api.tenancy import (
     session_forbidden_message,
     stamp,
 )
-from ca4_processor.body import read_json_body
+from ca4_processor.body import JsonBody, read_json_body
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.publishing import EventPublisher, MessageTooLargeError, PublishUnavailableError
 from ca4_processor.validation import (
@@ -103,20 +102,11 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class _PaidBody:
-    data: bytes
-    weight: int
-    """Its weight (``ca4_processor.body.body_weight``): what it holds once decoded."""
-    paid: int
-    """Rate-limit tokens paid for it so far."""
-
-
 async def _read_body(
     request: Request, key: ApiKey, settings: SettingsDep, metrics: IngestMetrics, *, batch: bool
-) -> _PaidBody:
+) -> tuple[JsonBody, int]:
     """The body, once its weight's share of the rate limit is paid (a gzip body's as it is
-    decompressed)."""
+    decompressed); and the tokens paid so far."""
     paid, refused_by_charge = 1, False
 
     def pay(weight: int) -> None:
@@ -144,7 +134,7 @@ async def _read_body(
             metrics.count("rejected")
         raise
     pay(body.weight)
-    return _PaidBody(body.data, body.weight, paid)
+    return body, paid
 
 
 def _validation_error(error: RequestValidationFailedError) -> Response:
@@ -210,7 +200,7 @@ async def create_report(
 ) -> Response:
     """Publish one report; the receipt names its Kafka partition and offset."""
     key = writer.key
-    body = await _read_body(request, key, settings, metrics, batch=False)
+    body, _paid = await _read_body(request, key, settings, metrics, batch=False)
     try:
         report = parse_report(body.data)
     except RequestValidationFailedError as error:
@@ -263,7 +253,7 @@ async def create_reports(
     that is more.
     """
     key = writer.key
-    body = await _read_body(request, key, settings, metrics, batch=True)
+    body, paid = await _read_body(request, key, settings, metrics, batch=True)
     try:
         parsed = parse_batch(body.data, max_batch_size=settings.MAX_BATCH_SIZE)
     except RequestValidationFailedError as error:
@@ -273,7 +263,7 @@ async def create_reports(
     finally:
         # Validated: what follows waits on the database and Kafka, holding neither the
         # body's bytes nor one of the key's in-flight slots, but the weight of its reports.
-        weight, paid = body.weight, body.paid
+        weight = body.weight
         del body
         writer.release_slot()
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=parsed.size):
