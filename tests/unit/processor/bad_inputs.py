@@ -160,6 +160,14 @@ BAD_REQUESTS: dict[str, BadRequest] = {
         422,
         "occurred_at: Value error, occurred_at is outside the range UTC can represent",
     ),
+    "year 1 in UTC": BadRequest(
+        _json(make_report(occurred_at="0001-01-01T00:00:00Z")),
+        422,
+        "occurred_at: Value error, occurred_at is before 2000-01-01; check the client clock",
+    ),
+    "clock reset to the epoch": BadRequest(
+        _json(make_report(occurred_at="1970-01-01T00:00:00Z")), 422, "before 2000-01-01"
+    ),
     "year 9999 west of UTC": BadRequest(
         _json(make_report(occurred_at="9999-12-31T23:00:00-05:00")), 422, "occurred_at"
     ),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from ca4_schemas import GpuMetadataReport
+from ca4_schemas import GpuMetadataReport, GpuMetadataReported
 from pydantic import ValidationError
 
 from tests.support.reports import make_report, stamped
@@ -116,12 +116,70 @@ def test_time_before_year_1_in_utc_is_a_field_error(occurred_at: str) -> None:
     assert "outside the range UTC can represent" in error["msg"]
 
 
-def test_year_1_in_utc_is_still_valid() -> None:
+@pytest.mark.parametrize(
+    "occurred_at", ["0001-01-01T01:00:00+01:00", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59Z"]
+)
+def test_a_report_from_before_2000_is_refused(occurred_at: str) -> None:
+    # Day arithmetic on year 1 overflowed in the worker's usage fold, for every tenant's round.
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReport.model_validate_json(json.dumps(make_report(occurred_at=occurred_at)))
+
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("occurred_at",)
+    assert error["msg"] == ("Value error, occurred_at is before 2000-01-01; check the client clock")
+
+
+def test_a_report_from_2000_on_is_valid() -> None:
     report = GpuMetadataReport.model_validate_json(
-        json.dumps(make_report(occurred_at="0001-01-01T01:00:00+01:00"))
+        json.dumps(make_report(occurred_at="2000-01-01T00:00:00Z"))
     )
 
-    assert report.occurred_at == datetime(1, 1, 1, tzinfo=UTC)
+    assert report.occurred_at == datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _event_json(occurred_at: datetime, received_at: datetime) -> str:
+    event = {
+        **make_report(occurred_at=occurred_at.isoformat()),
+        "schema_version": 2,
+        "received_at": received_at.isoformat(),
+        "key_id": "colab",
+        "tenant": "acme",
+    }
+    return json.dumps(event)
+
+
+def test_an_event_stored_before_the_floor_is_still_read() -> None:
+    year_one = datetime(1, 1, 1, tzinfo=UTC)
+
+    event = GpuMetadataReported.model_validate_json(_event_json(year_one, datetime.now(UTC)))
+
+    assert event.occurred_at == year_one
+
+
+def test_an_event_is_read_the_same_whatever_the_readers_clock() -> None:
+    # A report accepted by a processor whose clock is ahead of this worker's: checked against
+    # this machine's clock, it was unreadable here (the projection round retried until the
+    # clocks agreed) and readable on another worker.
+    processor_clock = datetime.now(UTC) + timedelta(hours=1)
+
+    event = GpuMetadataReported.model_validate_json(
+        _event_json(processor_clock + timedelta(minutes=4), processor_clock)
+    )
+
+    assert event.received_at == processor_clock
+
+
+def test_an_event_whose_time_leads_its_receipt_past_the_skew_is_refused() -> None:
+    received_at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReported.model_validate_json(
+            _event_json(received_at + timedelta(minutes=7), received_at)
+        )
+
+    (error,) = caught.value.errors()
+    assert error["loc"] == ("received_at",)
+    assert "occurred_at leads received_at by more than 0:06:00" in error["msg"]
 
 
 def test_cpu_runtime_with_zero_gpus_is_valid() -> None:

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import tracemalloc
 from collections.abc import AsyncGenerator, Iterator, Sequence
-from datetime import date, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -482,3 +482,20 @@ async def test_a_usage_report_holds_its_groups_not_its_records() -> None:
         ("NVIDIA H100", 3 * 120 * 64 / 60, 64, 3)
     ]
     assert peak < 2 * 1024 * 1024
+
+
+async def test_an_event_stored_with_a_year_1_time_is_counted_like_any_other() -> None:
+    # The edge refuses such a report now, but events stored before it did are still read:
+    # the day arithmetic overflowed, which stalled every tenant's projection round.
+    year_one = datetime(1, 1, 1, 0, 0, 30, tzinfo=UTC)
+    events = [
+        PositionedEvent(
+            GpuMetadataReported.model_validate(
+                event_body(session_id="old-clock", occurred_at=at, received_at=datetime.now(UTC))
+            ),
+            Position(0, offset),
+        )
+        for offset, at in enumerate((year_one, year_one + timedelta(seconds=10)))
+    ]
+    held = _held_seconds(await _applied_in([events]))
+    assert {day: sum(gpus.values()) for day, gpus in held.items()} == {"old-clock/0001-01-01": 10.0}

@@ -13,7 +13,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ca4_schemas.constants import EVENT_TYPE_GPU_METADATA_REPORTED
@@ -52,6 +60,13 @@ def _at_most_max_labels(labels: object) -> object:
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future a client clock may be before a report is rejected."""
+EARLIEST_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+"""Reports dated before this are refused: a clock reset to the epoch or to year 1 reports
+nonsense, and day arithmetic near year 1 overflows."""
+MAX_EVENT_LEAD = MAX_CLOCK_SKEW + timedelta(minutes=1)
+"""How far an event's ``occurred_at`` may lead its ``received_at``. Checked against the event's
+own ``received_at``, never the reader's clock, so every worker decodes an event the same way;
+the minute covers a processor that stamped before it validated."""
 
 
 class _Frozen(BaseModel):
@@ -296,13 +311,8 @@ class ReportEnvelope(_Frozen):
 
     @field_validator("occurred_at")
     @classmethod
-    def _in_utc_and_not_in_future(cls, occurred_at: datetime) -> datetime:
-        in_utc = _to_utc(occurred_at, "occurred_at")
-        if in_utc - datetime.now(UTC) > MAX_CLOCK_SKEW:
-            raise ValueError(
-                f"occurred_at is more than {MAX_CLOCK_SKEW} in the future; check the client clock"
-            )
-        return in_utc
+    def _occurred_in_utc(cls, occurred_at: datetime) -> datetime:
+        return _to_utc(occurred_at, "occurred_at")
 
 
 class GpuMetadataReportV1(ReportEnvelope):
@@ -310,6 +320,22 @@ class GpuMetadataReportV1(ReportEnvelope):
 
     schema_version: Literal[1] = 1
     """Version of this contract: the integer 1 (``1.0`` or ``true`` are refused)."""
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_by_a_sane_clock(cls, occurred_at: datetime) -> datetime:
+        # Checked against this machine's clock, so only where a report arrives: an event is
+        # checked against its own received_at (see ``_event_occurred_before_received``).
+        in_utc = _to_utc(occurred_at, "occurred_at")
+        if in_utc - datetime.now(UTC) > MAX_CLOCK_SKEW:
+            raise ValueError(
+                f"occurred_at is more than {MAX_CLOCK_SKEW} in the future; check the client clock"
+            )
+        if in_utc < EARLIEST_OCCURRED_AT:
+            raise ValueError(
+                f"occurred_at is before {EARLIEST_OCCURRED_AT:%Y-%m-%d}; check the client clock"
+            )
+        return in_utc
 
     def received(self, received_at: datetime) -> GpuMetadataReportedV1:
         """Deprecated: the pre-tenancy (version 1) event for this report, as the seed built it.
@@ -337,10 +363,28 @@ class GpuMetadataReportedV1(GpuMetadataReportV1):
     received_at: AwareDatetime
     """When the processor accepted the report, by the processor's clock."""
 
+    @field_validator("occurred_at")
+    @classmethod
+    def _occurred_by_a_sane_clock(cls, occurred_at: datetime) -> datetime:
+        return _to_utc(occurred_at, "occurred_at")
+
     @field_validator("received_at")
     @classmethod
-    def _received_in_utc(cls, received_at: datetime) -> datetime:
-        return _to_utc(received_at, "received_at")
+    def _received_in_utc(cls, received_at: datetime, info: ValidationInfo) -> datetime:
+        return event_received_at(received_at, info)
+
+
+def event_received_at(received_at: datetime, info: ValidationInfo) -> datetime:
+    """``received_at`` in UTC, refused when the event's ``occurred_at`` leads it by more than
+    :data:`MAX_EVENT_LEAD` (the rule of every event version)."""
+    in_utc = _to_utc(received_at, "received_at")
+    occurred_at = info.data.get("occurred_at")
+    if isinstance(occurred_at, datetime) and occurred_at - in_utc > MAX_EVENT_LEAD:
+        raise ValueError(
+            f"occurred_at leads received_at by more than {MAX_EVENT_LEAD}; no processor "
+            "accepts such a report"
+        )
+    return in_utc
 
 
 def _to_utc(moment: datetime, field: str) -> datetime:

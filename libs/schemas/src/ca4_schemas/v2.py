@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, field_validator
+from pydantic import AwareDatetime, ValidationInfo, field_validator
 
 from ca4_schemas.constants import LEGACY_KEY_ID, LEGACY_TENANT
 from ca4_schemas.types import KeyId, TenantId
-from ca4_schemas.v1 import GpuMetadataReportV1, ReportEnvelope
+from ca4_schemas.v1 import GpuMetadataReportV1, ReportEnvelope, event_received_at
 
 
 class GpuMetadataReportedV2(ReportEnvelope):
@@ -31,8 +31,8 @@ class GpuMetadataReportedV2(ReportEnvelope):
 
     @field_validator("received_at")
     @classmethod
-    def _received_in_utc(cls, received_at: datetime) -> datetime:
-        return received_at.astimezone(UTC)
+    def _received_in_utc(cls, received_at: datetime, info: ValidationInfo) -> datetime:
+        return event_received_at(received_at, info)
 
     @classmethod
     def stamped(

@@ -263,6 +263,10 @@ def _day_record(
     return record
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+"""Stored events may predate the edge's floor on ``occurred_at`` (year 1 itself)."""
+
+
 def touched_days(events: Iterable[PositionedEvent], max_gap_s: float) -> set[str]:
     """Ids of the day records ``events`` may add to (their days and, for an interval that
     starts before midnight, the days before it within the max gap)."""
@@ -270,7 +274,8 @@ def touched_days(events: Iterable[PositionedEvent], max_gap_s: float) -> set[str
     spans: set[tuple[str, date, date]] = set()
     for positioned in events:
         at = _in_utc(positioned.occurred_at_ms)
-        spans.add((positioned.session_id, (at - gap).date(), at.date()))
+        first = (at - gap).date() if at - _EARLIEST > gap else _EARLIEST.date()
+        spans.add((positioned.session_id, first, at.date()))
     ids: set[str] = set()
     for session_id, first, last in spans:
         day = first
