@@ -7,6 +7,11 @@ the API takes them: they are sent, oldest first and with unchanged ``event_id``,
 API answers again, and once more at interpreter exit. A reporter is active only in the process
 that started it (a child made by ``os.fork()`` inherits an inactive one), and one per session id
 runs in a process (starting another stops the earlier one; :func:`stop_all` stops them all).
+
+When the API refuses the runtime's session as another tenant's (a session reported before the
+API's tenancy upgrade, or an API key moved to another tenant), the reporter switches once to a
+fresh session id and sends the refused reports again under it with their ``event_id``: a
+refused report was neither published nor stored, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ from ca4_sdk.collectors import AutoCollector, GpuCollector
 from ca4_sdk.host import collect_host
 from ca4_sdk.privacy import default_salt
 from ca4_sdk.report import ReportDict, build_report, validate_labels
-from ca4_sdk.runtime import SESSION_ID_PATTERN, detect_runtime, stable_session_id
+from ca4_sdk.runtime import (
+    SESSION_ID_PATTERN,
+    detect_runtime,
+    replace_session_id,
+    stable_session_id,
+)
 from ca4_sdk.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, Spool, default_spool_dir
 from ca4_sdk.transport import BATCH_PATH, Backoff, SendOutcome, Transport
 
@@ -167,6 +177,9 @@ class Reporter:
     :meth:`stop` or ``with Reporter(...):``; :meth:`report_once` collects and sends one report
     synchronously. Starting a reporter stops the one started earlier in this process for the
     same session (a notebook cell run again); :func:`stop_all` stops them all.
+
+    A session the API refuses as another tenant's is left once for a fresh id (logged, and
+    :attr:`session_id` says which), unless ``session_id`` or ``CA4_SESSION_ID`` chose it.
     """
 
     def __init__(
@@ -200,14 +213,20 @@ class Reporter:
         self.interval = float(interval)
         self.labels = validate_labels(labels)
         self.runtime = detect_runtime()
-        self.session_id = (
-            session_id or os.environ.get("CA4_SESSION_ID") or stable_session_id(self.runtime)
-        )
+        chosen_session_id = session_id or os.environ.get("CA4_SESSION_ID")
+        self.session_id = chosen_session_id or stable_session_id(self.runtime)
+        self._session_id_chosen = bool(chosen_session_id)
+        """The caller chose the session id: the reporter never leaves it for another."""
+        self._left_sessions: set[str] = set()
+        """Session ids this reporter left because the API refused them as another tenant's."""
+        self._kept_refused_sessions: set[str] = set()
+        """Refused session ids it could not leave (logged once each); their reports are dropped."""
         if not SESSION_ID_PATTERN.match(self.session_id):
             raise ValueError(f"session_id must match {SESSION_ID_PATTERN.pattern}")
         self._privacy_salt = (privacy_salt or default_salt()) if privacy else None
         self._collector = collector
         self._transport = Transport(self.url, resolved_key, read_timeout_s=read_timeout_s)
+        self._spool_dir_chosen = bool(spool_dir)
         self.spool = Spool(
             Path(spool_dir) if spool_dir else default_spool_dir(self.session_id),
             max_reports=spool_max_reports,
@@ -409,15 +428,23 @@ class Reporter:
         with self._delivery_lock:
             outcome = self._transport.send([report])
             self._account(outcome)
+            if outcome.session_forbidden and self._session_refused(outcome.session_forbidden):
+                # Under the session switched to (once at most: a second refusal drops it),
+                # and so are the reports spooled for the one left.
+                self._spool_under_current_session()
+                outcome = self._transport.send([dict(report, session_id=self.session_id)])
+                self._account(outcome)
+                self._session_refused(outcome.session_forbidden)
             if outcome.retry:
                 self.spool.put(outcome.retry)
                 self._schedule_retry(outcome)
             elif self._failing and len(self.spool) == 0:
                 self._recovered()
+        error = outcome.error or (outcome.rejected[0][1] if outcome.rejected else None)
+        if outcome.session_forbidden:
+            error = self.stats.last_error
         return DeliveryResult(
-            event_id=str(report["event_id"]),
-            delivered=bool(outcome.accepted),
-            error=outcome.error or (outcome.rejected[0][1] if outcome.rejected else None),
+            event_id=str(report["event_id"]), delivered=bool(outcome.accepted), error=error
         )
 
     def flush(self) -> bool:
@@ -457,9 +484,13 @@ class Reporter:
                 outcome = self._transport.send([item.report for item in spooled], deadline=deadline)
                 self._account(outcome)
                 retry_ids = {str(report["event_id"]) for report in outcome.retry}
-                self.spool.remove(
-                    [i for i in spooled if str(i.report["event_id"]) not in retry_ids]
-                )
+                # Refused as another tenant's: kept to be sent again under a fresh session, or
+                # dropped (see _session_refused).
+                again = self._session_refused(outcome.session_forbidden)
+                kept = retry_ids | again
+                self.spool.remove([i for i in spooled if str(i.report["event_id"]) not in kept])
+                if again:
+                    self._spool_under_current_session()  # sent on the next turn of this loop
                 if outcome.retry:
                     self._schedule_retry(outcome)
                     return False
@@ -476,6 +507,101 @@ class Reporter:
         if outcome.retry:
             self.stats.send_failures += 1
             self.stats.last_error = outcome.error
+
+    def _session_refused(self, refused: list[ReportDict]) -> set[str]:
+        """Reports the API refused because their session is another tenant's: the event ids to
+        send again under :attr:`session_id`, which is first switched to a fresh id when it is
+        the refused one and may be left (once per reporter, and never a caller's choice). The
+        other reports are dropped (``rejected``), with an error logged once per session.
+
+        Each report is sent again at most once: only reports of a session left here are, and
+        they then carry the current id, which is never left twice.
+        """
+        if not refused:
+            return set()
+        current = self.session_id
+        if (
+            any(report["session_id"] == current for report in refused)
+            and not self._session_id_chosen
+            and not self._left_sessions
+        ):
+            self._switch_session()
+        again = {
+            str(report["event_id"])
+            for report in refused
+            if report["session_id"] in self._left_sessions
+            and self.session_id not in self._kept_refused_sessions
+        }
+        dropped = [report for report in refused if str(report["event_id"]) not in again]
+        if dropped:
+            self._drop_refused(dropped)
+        return again
+
+    def _switch_session(self) -> None:
+        """Leave the refused session for a fresh id (the runtime's from now on)."""
+        old = self.session_id
+        self.session_id = replace_session_id(self.runtime, old)
+        self._left_sessions.add(old)
+        with _registry.lock:
+            if _registry.running.get(old) is self:
+                del _registry.running[old]
+                _registry.running.setdefault(self.session_id, self)
+        logger.warning(
+            "ca4: the API refused session %s as another tenant's (a session reported before "
+            "the API's tenancy upgrade belongs to no key, or this API key now belongs to "
+            "another tenant); reporting under the fresh session %s from now on, and sending "
+            "the refused and spooled reports again under it with their event ids (refused "
+            "reports were never stored). Read this runtime's new data under session %s.",
+            old,
+            self.session_id,
+            self.session_id,
+        )
+
+    def _spool_under_current_session(self) -> None:
+        """Spooled reports of the sessions left go under the current one, oldest first, into
+        its own default spool directory (a ``spool_dir`` the caller chose is kept)."""
+        target = self.spool
+        if not self._spool_dir_chosen:
+            directory = default_spool_dir(self.session_id)
+            if target.directory != directory:
+                target = Spool(
+                    directory, max_reports=self.spool.max_reports, max_bytes=self.spool.max_bytes
+                )
+                target.dropped = self.spool.dropped
+        self.spool.move_sessions(self._left_sessions, self.session_id, target)
+        self.spool = target
+
+    def _drop_refused(self, dropped: list[ReportDict]) -> None:
+        """Reports refused as another tenant's that will not be sent again."""
+        self.stats.rejected += len(dropped)
+        for session_id in sorted({str(report["session_id"]) for report in dropped}):
+            count = sum(report["session_id"] == session_id for report in dropped)
+            if session_id == self.session_id and self._session_id_chosen:
+                why = (
+                    "it was set with session_id= or CA4_SESSION_ID, so the reporter keeps it; "
+                    "choose a session id of your own, or leave it out for a fresh one"
+                )
+            elif session_id == self.session_id:
+                left = ", ".join(sorted(self._left_sessions))
+                why = (
+                    f"the reporter had already left session {left} for it for the same reason, "
+                    "and never switches twice: is the API key's tenant changing (keys file)? "
+                    "Set session_id= or CA4_SESSION_ID to go on"
+                )
+            elif session_id in self._left_sessions:
+                why = (
+                    f"the reporter left it, and its session now, {self.session_id}, is refused too"
+                )
+            else:
+                why = "a session this reporter does not report under"
+            message = (
+                f"the API refused session {session_id} as another tenant's; {_reports(count)} "
+                f"of it dropped, not retried: {why}"
+            )
+            self.stats.last_error = message
+            if session_id not in self._kept_refused_sessions:
+                self._kept_refused_sessions.add(session_id)
+                logger.error("ca4: %s", message)
 
     def _recovered(self) -> None:
         """The spool is empty again after failures: say so once, and forget the error."""

@@ -48,6 +48,11 @@ def session_file(runtime: str, directory: Path | None = None) -> Path:
     return (directory or Path(tempfile.gettempdir())) / f"ca4-session-{key}.id"
 
 
+def new_session_id(runtime: str) -> str:
+    """A fresh, random session id for ``runtime`` (``colab-<20 hex>``)."""
+    return f"{runtime}-{uuid.uuid4().hex[:20]}"
+
+
 def stable_session_id(runtime: str, directory: Path | None = None) -> str:
     """The session id for this runtime's life, created once and then read back."""
     path = session_file(runtime, directory)
@@ -57,7 +62,7 @@ def stable_session_id(runtime: str, directory: Path | None = None) -> str:
             return existing
     except OSError:
         pass
-    candidate = f"{runtime}-{uuid.uuid4().hex[:20]}"
+    candidate = new_session_id(runtime)
     try:
         # O_EXCL: two reporters starting at once agree on whichever id was written first.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -66,6 +71,33 @@ def stable_session_id(runtime: str, directory: Path | None = None) -> str:
     except FileExistsError:
         existing = path.read_text(encoding="ascii").strip()
         return existing if SESSION_ID_PATTERN.match(existing) else candidate
+    except OSError:
+        pass  # read-only temp dir: the id lives as long as this process
+    return candidate
+
+
+def replace_session_id(runtime: str, refused: str, directory: Path | None = None) -> str:
+    """This runtime's session id from now on, instead of ``refused`` (see :func:`session_file`).
+
+    The id another reporter of the runtime already put in place of ``refused``, or a fresh one,
+    written for the runtime's later reporters (a cell run again) to read back. Two processes
+    replacing the same id at once may each keep their own: harmless, each reports under an id
+    of its own.
+    """
+    path = session_file(runtime, directory)
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except OSError:
+        existing = ""
+    if existing and existing != refused and SESSION_ID_PATTERN.match(existing):
+        return existing
+    candidate = new_session_id(runtime)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(candidate)
+        os.replace(temp, path)
     except OSError:
         pass  # read-only temp dir: the id lives as long as this process
     return candidate

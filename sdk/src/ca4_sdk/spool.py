@@ -8,12 +8,14 @@ notebook that lost the API for a day must not fill its disk or memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,11 +78,13 @@ class Spool:
                 if event_id in existing:
                     continue
                 existing.add(event_id)
-                name = f"{time.time_ns():020d}-{event_id}.json"
-                temp = self.directory / f".{name}.tmp"
-                temp.write_bytes(json.dumps(report, separators=(",", ":")).encode())
-                os.replace(temp, self.directory / name)
+                self._write(self.directory / f"{time.time_ns():020d}-{event_id}.json", report)
             self._enforce_caps()
+
+    def _write(self, path: Path, report: dict[str, Any]) -> None:
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_bytes(json.dumps(report, separators=(",", ":")).encode())
+        os.replace(temp, path)
 
     def _enforce_caps(self) -> None:
         files = self._files()
@@ -111,6 +115,39 @@ class Spool:
                 except (OSError, ValueError):
                     path.unlink(missing_ok=True)
             return found
+
+    def move_sessions(self, session_ids: Collection[str], session_id: str, into: Spool) -> int:
+        """Give every spooled report of ``session_ids`` the session ``session_id``, keeping its
+        ``event_id`` and its place in the queue; returns how many.
+
+        ``into`` is this spool (rewritten in place) or the one that replaces it, which then
+        gets every report, the others unchanged, and this directory is removed once empty.
+        """
+        changed = 0
+        moving: list[tuple[Path, dict[str, Any]]] = []
+        with self._lock:
+            for path in self._files():
+                try:
+                    report = json.loads(path.read_bytes())
+                except (OSError, ValueError):
+                    path.unlink(missing_ok=True)
+                    continue
+                if report.get("session_id") in session_ids:
+                    report["session_id"] = session_id
+                    changed += 1
+                    if into is self:
+                        self._write(path, report)
+                if into is not self:
+                    moving.append((path, report))
+        if moving:
+            into.put([report for _, report in moving])  # written there before deleted here
+            with self._lock:
+                for path, _ in moving:
+                    path.unlink(missing_ok=True)
+        if into is not self:
+            with contextlib.suppress(OSError):  # not empty, or already gone
+                self.directory.rmdir()
+        return changed
 
     def remove(self, spooled: list[SpooledReport]) -> None:
         """Delete delivered (or permanently refused) reports."""

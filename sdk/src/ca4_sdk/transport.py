@@ -32,7 +32,10 @@ RETRYABLE_STATUS = frozenset({404, 408, 425, 429, 500, 502, 503, 504})
 a wrong edge URL is better fixed with the reports still spooled than after they are dropped."""
 AUTH_STATUS = frozenset({401, 403})
 SPLITTABLE_STATUS = frozenset({413, 422})
-"""A whole batch refused for its size or shape: halve it, so one bad report can't sink others."""
+"""A whole batch refused for its size or shape: halve it, so one bad report can't sink others.
+A ``422`` that lists a result per report (every report rejected) is read like a ``207``."""
+SESSION_FORBIDDEN = "session_forbidden"
+"""The error type of a report whose session belongs to another tenant (the processor's)."""
 
 
 @dataclass
@@ -43,6 +46,9 @@ class SendOutcome:
     """Event ids the processor acknowledged (Kafka ``acks=all``)."""
     rejected: list[tuple[str, str]] = field(default_factory=list)
     """``(event_id, reason)`` for reports the server refused for good (they break the contract)."""
+    session_forbidden: list[dict[str, Any]] = field(default_factory=list)
+    """Reports refused only because their session belongs to another tenant: valid, and
+    neither published nor stored, so they may be sent again, unchanged but for the session."""
     retry: list[dict[str, Any]] = field(default_factory=list)
     """Reports to send again later, unchanged."""
     retry_after_s: float | None = None
@@ -192,7 +198,7 @@ class Transport:
             )
             outcome.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
             return
-        if status in (200, 202, 207):
+        if status in (200, 202, 207) or (status == 422 and _has_results(response)):
             self._read_results(reports, response, outcome)
         elif status in SPLITTABLE_STATUS and len(reports) > 1:
             middle = len(reports) // 2
@@ -217,6 +223,10 @@ class Transport:
             results = response.json()["results"]
             by_index = {int(item["index"]): item for item in results}
         except (ValueError, KeyError, TypeError):
+            if response.status_code == 422:  # results that can't be read: refused all the same
+                reason = f"HTTP 422: {_detail(response)}"
+                outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)
+                return
             # A 2xx without per-item results still means the whole batch was taken.
             outcome.accepted.extend(str(report["event_id"]) for report in reports)
             return
@@ -228,11 +238,33 @@ class Transport:
                 outcome.error = outcome.error or "report missing from the batch response"
             elif item.get("status") == "accepted":
                 outcome.accepted.append(event_id)
+            elif item.get("status") == "rejected" and _only_session_forbidden(item):
+                outcome.session_forbidden.append(report)
             elif item.get("status") == "rejected":
                 outcome.rejected.append((event_id, json.dumps(item.get("errors"))[:500]))
             else:
                 outcome.retry.append(report)
                 outcome.error = outcome.error or f"report {index}: {item.get('status')}"
+
+
+def _has_results(response: requests.Response) -> bool:
+    """Whether ``response`` is a batch answer with a result per report (a ``422`` is one when
+    every report was rejected; otherwise the request as a whole was unusable)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("results"), list)
+
+
+def _only_session_forbidden(item: dict[str, Any]) -> bool:
+    """Whether a rejected result's only reason is its session's owner (the report is valid)."""
+    errors = item.get("errors")
+    return (
+        isinstance(errors, list)
+        and bool(errors)
+        and all(isinstance(e, dict) and e.get("type") == SESSION_FORBIDDEN for e in errors)
+    )
 
 
 def _from_the_api(response: requests.Response) -> bool:

@@ -166,7 +166,8 @@ async def test_tenants_cannot_write_or_read_each_others_data(
         )
         assert b_intrudes.json() == {
             "detail": f"session {a_session!r} belongs to another tenant; "
-            "report under a session_id of your own"
+            "report under a session_id of your own (a rotated key must keep its key id or "
+            "name the same tenant: key_id:<hash>:<tenant>)"
         }
         assert b_batch.status_code == 207
         assert [item["status"] for item in b_batch.json()["results"]] == ["accepted", "rejected"]

@@ -27,10 +27,23 @@ def ring_of(text: str) -> ApiKeyRing:
     return ApiKeyRing(inline_hashes=text, keys_file=None, dev_key=False)
 
 
-def test_old_id_hash_lines_mean_own_tenant_and_write_only() -> None:
+def test_old_id_hash_lines_mean_own_tenant_write_and_read() -> None:
+    # Before tenancy the read API took no key, and the seed's notebook read its session back
+    # with the key it reported with: such a key keeps reading, now its own tenant only.
     ring = ring_of(f"colab:{digest('k-colab')}")
 
-    assert ring.identify("k-colab") == ApiKey("colab", "colab", frozenset({Scope.WRITE}))
+    key = ring.identify("k-colab")
+
+    assert key == ApiKey("colab", "colab", frozenset({Scope.WRITE, Scope.READ}))
+    assert (key.allows(Scope.READ), key.read_tenant) == (True, "colab")
+
+
+def test_a_named_tenant_without_scopes_means_write_only() -> None:
+    # A named tenant may be shared: reading the other keys' reports is granted explicitly.
+    ring = ring_of(f"ci:{digest('k-ci')}:acme, rotated:{digest('k-new')}:colab")
+
+    assert ring.identify("k-ci") == ApiKey("ci", "acme", frozenset({Scope.WRITE}))
+    assert ring.identify("k-new") == ApiKey("rotated", "colab", frozenset({Scope.WRITE}))
 
 
 def test_new_lines_carry_tenant_and_scopes() -> None:
@@ -70,7 +83,7 @@ def test_the_readme_keys_file_example_parses_as_written() -> None:
         "colab": ("acme", frozenset({Scope.WRITE})),
         "notebooks": ("acme", frozenset({Scope.WRITE, Scope.READ})),
         "ops": ("platform", frozenset({Scope.READ_ALL})),
-        "legacy-ci": ("legacy-ci", frozenset({Scope.WRITE})),
+        "legacy-ci": ("legacy-ci", frozenset({Scope.WRITE, Scope.READ})),
     }
 
 

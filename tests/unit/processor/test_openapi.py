@@ -170,3 +170,12 @@ def test_ingest_routes_declare_the_bearer_scheme(openapi: dict[str, Any]) -> Non
     for path in (*_SINGLE_PATHS, _BATCH):
         assert openapi["paths"][path]["post"]["security"] == [{"ApiKey": []}]
     assert "security" not in openapi["paths"]["/readyz"]["get"]
+
+
+def test_the_422_descriptions_state_the_duplicate_key_rule(openapi: dict[str, Any]) -> None:
+    # A client can't guess that a heavy body must not repeat a key: the document says so.
+    for path in (*_SINGLE_PATHS, _BATCH):
+        description = openapi["paths"][path]["post"]["responses"]["422"]["description"]
+        assert "over 2 MiB of weight" in description, path
+        assert "repeats a key in an object" in description, path
+        assert "duplicate_key" in description, path

@@ -76,8 +76,10 @@ async def test_another_tenants_session_is_refused_with_403(
     assert (created.status_code, intruding.status_code, again.status_code) == (202, 403, 202)
     assert intruding.json() == {
         "detail": "session 'shared' belongs to another tenant; "
-        "report under a session_id of your own"
+        "report under a session_id of your own (a rotated key must keep its key id or name "
+        "the same tenant: key_id:<hash>:<tenant>)"
     }
+    assert "tenant-a" not in intruding.text  # the hint names no tenant, least of all the owner
     assert [event.tenant for event in fake_publisher.published] == ["tenant-a", "tenant-a"]
 
 
@@ -107,7 +109,9 @@ async def test_a_batch_refuses_only_the_reports_of_another_tenants_session(
         "errors": [
             {
                 "loc": ["body", "reports", 1, "session_id"],
-                "msg": "session belongs to another tenant; report under a session_id of your own",
+                "msg": "session belongs to another tenant; report under a session_id of your "
+                "own (a rotated key must keep its key id or name the same tenant: "
+                "key_id:<hash>:<tenant>)",
                 "type": "session_forbidden",
             }
         ],

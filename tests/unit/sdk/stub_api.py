@@ -1,4 +1,9 @@
-"""A tiny in-process HTTP server that speaks the processor's batch API, for SDK unit tests."""
+"""A tiny in-process HTTP server that speaks the processor's batch API, for SDK unit tests.
+
+Per-report answers have the processor's shapes: ``207`` when some reports are rejected, ``422``
+with the same body when none is accepted, and the processor's own error item for a report of
+another tenant's session (``ca4_processor.api.tenancy.session_forbidden_item``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,16 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ca4_processor.api.tenancy import session_forbidden_item
+
+
+class EverySession(set[str]):
+    """``foreign_sessions`` holding every session id: each is another tenant's (a key whose
+    tenant changes again, or a fresh session refused too)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
 
 @dataclass
 class StubState:
@@ -23,6 +38,8 @@ class StubState:
     retry_after: str | None = None
     delay_s: float = 0.0
     reject_event_ids: set[str] = field(default_factory=set)
+    foreign_sessions: set[str] = field(default_factory=set)
+    """Sessions owned by another tenant: their reports are rejected as ``session_forbidden``."""
     page: str | None = None
     """Answer ``status`` with this HTML page instead (a tunnel or portal, not the API)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -63,11 +80,15 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 if report["event_id"] in state.reject_event_ids:
                     results.append({"index": index, "status": "rejected", "errors": []})
                     continue
+                if report.get("session_id") in state.foreign_sessions:
+                    error = session_forbidden_item(index).model_dump(mode="json", exclude_none=True)
+                    results.append({"index": index, "status": "rejected", "errors": [error]})
+                    continue
                 with state.lock:
                     state.accepted.append(report["event_id"])
                 results.append({"index": index, "status": "accepted"})
             rejected = sum(r["status"] == "rejected" for r in results)
-            code = 207 if rejected else 202
+            code = (422 if rejected == len(results) else 207) if rejected else 202
             self._answer(
                 code,
                 {"accepted": len(results) - rejected, "rejected": rejected, "results": results},

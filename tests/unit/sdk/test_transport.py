@@ -102,6 +102,38 @@ def test_too_large_batch_is_halved_until_it_fits() -> None:
     assert len(outcome.rejected) == 4
 
 
+def test_a_batch_whose_every_report_is_rejected_is_read_not_halved() -> None:
+    # The processor answers 422 with a result per report when none is accepted: halving it
+    # sent 2n - 1 requests, and the last ones' results were never read.
+    reports = _reports(4)
+    with stub_api() as (url, state):
+        state.reject_event_ids = {report["event_id"] for report in reports}
+        outcome = Transport(url, "k").send(reports)
+    assert len(state.requests) == 1
+    assert [event_id for event_id, _ in outcome.rejected] == [r["event_id"] for r in reports]
+    assert (outcome.accepted, outcome.retry) == ([], [])
+
+
+def test_a_422_without_results_still_halves_the_batch() -> None:
+    with stub_api() as (url, state):
+        state.status = 422  # {"detail": ...}: the request as a whole was unusable
+        outcome = Transport(url, "k").send(_reports(2))
+    assert len(state.requests) == 3
+    assert len(outcome.rejected) == 2
+
+
+@pytest.mark.parametrize("others", [0, 2], ids=["alone (422)", "with others (207)"])
+def test_reports_of_another_tenants_session_are_set_apart_not_rejected(others: int) -> None:
+    refused = [{**report, "session_id": "theirs"} for report in _reports(2)]
+    mine = [{**report, "session_id": "mine"} for report in _reports(others)]
+    with stub_api() as (url, state):
+        state.foreign_sessions = {"theirs"}
+        outcome = Transport(url, "k").send([*refused, *mine])
+    assert outcome.session_forbidden == refused
+    assert outcome.accepted == [report["event_id"] for report in mine]
+    assert (outcome.rejected, outcome.retry, len(state.requests)) == ([], [], 1)
+
+
 def test_connection_refused_is_a_retry_not_an_exception() -> None:
     reports = _reports(1)
     outcome = Transport("http://127.0.0.1:9", "k", connect_timeout_s=0.5).send(reports)

@@ -44,3 +44,15 @@ async def test_the_answer_is_documented_with_its_body_schema(
     schema = documented[str(status)]["content"]["application/json"]["schema"]
     validator = Draft202012Validator({**schema, "components": document["components"]})
     assert [error.message for error in validator.iter_errors(response.json())] == []
+
+
+@pytest.mark.parametrize("route", ["/v1/sessions", "/v1/gpus"])
+def test_the_list_routes_say_only_a_null_cursor_ends_the_list(tmp_path: Path, route: str) -> None:
+    # A page ends early by its bytes: a client that stops at a short page loses the rest.
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(KEYS)
+
+    description = ReadApi(keys_file).app.openapi()["paths"][route]["get"]["description"]
+
+    assert "only ``next_cursor: null`` ends the list" in description
+    assert "shorter than ``limit`` is not the last one" in description

@@ -12,8 +12,12 @@ comma-separated line loses the entries after its ``#`` too). No field can hold a
 and tenants are ``A-Z a-z 0-9 . _ -``, hashes are hex and scopes are the :class:`Scope` names.
 
 An entry of the old form ``key_id:sha256hex`` still works: its tenant is its key id and its
-only scope is ``write`` (exactly what such a key could do before tenancy: report, never read).
-``tenant`` defaults the same way when only the scopes are left out.
+scopes are ``write+read``. Before tenancy the read API asked for no key at all, and clients
+(the seed's quick-start notebook among them) read their sessions back with the key they report
+with; now such a key reads only its own tenant, which holds what it reported since the upgrade
+(strictly less than before). An entry that names a tenant but leaves out the scopes gets
+``write`` alone: a named tenant may be shared by several keys, and reading what the others
+reported is granted by writing ``read`` out. :func:`default_scopes` is that rule.
 """
 
 from __future__ import annotations
@@ -146,8 +150,27 @@ def _parse_entry(entry: str, where: str) -> tuple[str, ApiKey]:
             f"{where}: tenant {LEGACY_TENANT!r} is reserved for events from before tenancy; "
             f"give key {key_id!r} another tenant (key_id:<hash>:<tenant>)"
         )
-    scopes = _parse_scopes(fields[3], where) if len(fields) > 3 else frozenset({Scope.WRITE})
+    scopes = (
+        _parse_scopes(fields[3], where)
+        if len(fields) > 3
+        else default_scopes(tenant_named=len(fields) > 2)
+    )
     return digest, ApiKey(key_id, tenant, scopes)
+
+
+def default_scopes(*, tenant_named: bool) -> frozenset[Scope]:
+    """The scopes of an entry that leaves them out (the only place this rule is written).
+
+    Without a tenant either (the old ``key_id:sha256hex`` form) the key's tenant is its own id,
+    which another entry shares only by naming it (a rotated key: ``newid:<hash>:<old id>``):
+    ``write+read``, so a client from before tenancy reads back what it reports, as it did then.
+    With a tenant named, ``write``: such a tenant may be shared, and is read only by the keys
+    given ``read`` explicitly (and widening a key's rights is never a side effect of an
+    upgrade: tenancy-era entries keep exactly what they had).
+    """
+    if tenant_named:
+        return frozenset({Scope.WRITE})
+    return frozenset({Scope.WRITE, Scope.READ})
 
 
 def _parse_scopes(text: str, where: str) -> frozenset[Scope]:

@@ -24,12 +24,21 @@ log = structlog.get_logger(__name__)
 
 SESSION_FORBIDDEN = "session_forbidden"
 """``type`` of the batch error item for a report of another tenant's session."""
+_ROTATION_HINT = (
+    "a rotated key must keep its key id or name the same tenant: key_id:<hash>:<tenant>"
+)
+"""The usual cause after an upgrade besides pre-tenancy sessions: a key replaced by one of
+another tenant. Said to every refused key alike, so it tells nothing about the owner."""
 
 
 def session_forbidden_message(session_id: str) -> str:
-    """Why a report of another tenant's session was refused (never says whose it is)."""
+    """Why a report of another tenant's session was refused (never says whose it is).
+
+    Clients match the text before the hint, which stays as it was.
+    """
     return (
-        f"session {session_id!r} belongs to another tenant; report under a session_id of your own"
+        f"session {session_id!r} belongs to another tenant; report under a session_id of your "
+        f"own ({_ROTATION_HINT})"
     )
 
 
@@ -37,7 +46,8 @@ def session_forbidden_item(index: int) -> ErrorItem:
     """The batch error for report ``index`` of another tenant's session."""
     return ErrorItem(
         loc=["body", "reports", index, "session_id"],
-        msg="session belongs to another tenant; report under a session_id of your own",
+        msg="session belongs to another tenant; report under a session_id of your own "
+        f"({_ROTATION_HINT})",
         type=SESSION_FORBIDDEN,
     )
 

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     API_KEY_HASHES: str = ""
     """Comma-separated ``key_id:sha256hex[:tenant[:scope+scope]]`` entries: the SHA-256 of each
     key (never the key), its owner and scopes (``write``, ``read``, ``read:all``); ``id:hash``
-    alone means tenant = id, scope ``write``."""
+    alone means tenant = id, scopes ``write+read``."""
     API_KEYS_FILE: Path | None = None
     """A mounted secret with one ``key_id:sha256hex[:tenant[:scopes]]`` per line, re-read when it
     changes (the worker mounts the same file)."""

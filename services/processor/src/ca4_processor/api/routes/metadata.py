@@ -34,6 +34,7 @@ from ca4_processor.api.tenancy import (
     stamp,
 )
 from ca4_processor.body import JsonBody, read_json_body
+from ca4_processor.copy_cost import CHECK_ABOVE_WEIGHT
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.publishing import EventPublisher, MessageTooLargeError, PublishUnavailableError
 from ca4_processor.validation import (
@@ -48,6 +49,7 @@ legacy_router = APIRouter(tags=["metadata"])
 """``POST /metadata``: the seed's path, kept as an alias for clients written against it."""
 
 _JSON = "application/json"
+_DUPLICATE_KEYS_CHECKED_ABOVE = f"{CHECK_ABOVE_WEIGHT // 2**20} MiB of weight"
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
 _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": MessageErrorBody, "description": "Body is not valid gzip"},
@@ -84,7 +86,11 @@ _SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "it decodes to), or the encoded event over the largest message Kafka takes (the limit "
         "is in the message); never retry",
     },
-    422: {"model": ValidationErrorBody, "description": "The report breaks the contract"},
+    422: {
+        "model": ValidationErrorBody,
+        "description": "The report breaks the contract, or the body weighs over "
+        f"{_DUPLICATE_KEYS_CHECKED_ABOVE} and repeats a key in an object (duplicate_key)",
+    },
 }
 _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_COMMON_ERRORS,
@@ -97,7 +103,9 @@ _BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {
         "model": ValidationErrorBody | BatchResponse,
         "description": "The request itself is unusable (not JSON, no reports list, too many "
-        "reports: a ValidationErrorBody) or every report was rejected (a BatchResponse)",
+        f"reports, or a body weighing over {_DUPLICATE_KEYS_CHECKED_ABOVE} that repeats a key "
+        "in an object, duplicate_key: a ValidationErrorBody; no JSON encoder repeats keys) or "
+        "every report was rejected (a BatchResponse)",
     },
 }
 

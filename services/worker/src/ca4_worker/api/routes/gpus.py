@@ -33,7 +33,8 @@ async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by k
     """List the key's tenant's GPUs (every tenant's for ``read:all``) ordered by UUID; pass
     ``next_cursor`` back as ``cursor`` for the next page.
 
-    A page ends early, with ``next_cursor``, once its GPUs weigh ``CA4_READ_PAGE_MAX_BYTES``.
+    A page ends early, with ``next_cursor``, once its GPUs weigh ``CA4_READ_PAGE_MAX_BYTES``:
+    a page shorter than ``limit`` is not the last one, only ``next_cursor: null`` ends the list.
     A tenant's key may pass a bare GPU UUID as ``cursor`` (what clients from before tenancy
     send): it pages on after that GPU of the tenant."""
     if tenant is not None and cursor is not None and not cursor.startswith(f"{tenant}/"):

@@ -62,8 +62,10 @@ async def read_sessions(  # noqa: PLR0917 - FastAPI passes each query parameter 
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[SessionView]:
     """List the key's tenant's sessions (every tenant's for ``read:all``) ordered by id; pass
-    ``next_cursor`` back as ``cursor`` for the next page (a page ends early once its sessions
-    weigh ``CA4_READ_PAGE_MAX_BYTES``)."""
+    ``next_cursor`` back as ``cursor`` for the next page.
+
+    A page ends early, with ``next_cursor``, once its sessions weigh ``CA4_READ_PAGE_MAX_BYTES``:
+    a page shorter than ``limit`` is not the last one, only ``next_cursor: null`` ends the list."""
     query = SessionQuery(
         tenant=tenant,
         label=_label(label),
