@@ -234,3 +234,59 @@ async def test_a_usage_report_past_its_deadline_times_out(database: AsyncDatabas
     assert [(row.group, row.gpus, row.sessions) for row in report.rows] == [
         ("NVIDIA H100", 8, 2_000)
     ]
+
+
+async def test_a_usage_report_read_from_the_database_folds_groups_past_its_cap(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """Group values are the tenant's: 400 distinct GPU models, a cap of 100. The rows read
+    back from the database are the cap's groups and one ``(other)``, and add up to the whole."""
+    await database["usage_days"].insert_many(
+        [
+            day_document(
+                UsageDay(
+                    f"s{session}",
+                    START.date(),
+                    TENANT_A,
+                    labels={"project": "vision"},
+                    runtime="colab",
+                    gpus={
+                        f"GPU-{session}-{gpu}": GpuUsage(
+                            f"GPU-{session}-{gpu}", f"model-{session}-{gpu}", held_ms=1_000 * gpu
+                        )
+                        for gpu in range(8)
+                    },
+                ),
+                1,
+            )
+            for session in range(50)
+        ]
+    )
+    records = MongoUsageRecords(database)
+    end = START.date() + timedelta(days=1)
+
+    capped = await usage_report(
+        records,
+        START.date(),
+        end,
+        tenant=TENANT_A,
+        group_by="gpu_model",
+        prices={},
+        currency="USD",
+        deadline_s=15,
+        max_groups=100,
+    )
+    whole = await usage_report(
+        records, START.date(), end, tenant=TENANT_A, group_by="gpu_model", prices={}, currency="USD"
+    )
+
+    assert (capped.truncated, len(capped.rows), capped.rows[-1].group) == (True, 101, "(other)")
+    assert (whole.truncated, len(whole.rows)) == (False, 400)
+    assert (
+        sum(row.held_seconds for row in capped.rows)
+        == 50 * sum(range(8))
+        == sum(row.held_seconds for row in whole.rows)
+    )
+    assert capped.rows[-1].gpus == 300
+    kept = {row.group: row for row in whole.rows}
+    assert all(row == kept[row.group] for row in capped.rows[:-1])

@@ -268,9 +268,9 @@ class HeldReads(InMemoryProjections):
             await asyncio.wait_for(self.one_more.wait(), 5)
 
 
-async def test_reads_in_flight_are_capped_per_key_and_per_process() -> None:
+async def test_reads_in_flight_are_capped_per_tenant_and_per_process() -> None:
     """16 concurrent 23 MB pages of one key took the worker past its memory limit, and other
-    tenants' reads waited seconds: a key may have a few reads in flight, the process a few
+    tenants' reads waited seconds: a tenant may have a few reads in flight, the process a few
     more, and past them (with no room to wait) a read answers ``429`` at once."""
     adapters = in_memory_adapters()
     held = HeldReads()
@@ -278,9 +278,9 @@ async def test_reads_in_flight_are_capped_per_key_and_per_process() -> None:
     keys = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
     settings = Settings(
         api_key_hashes=keys,
-        read_max_in_flight_per_key=2,
+        read_max_in_flight_per_tenant=2,
         read_max_in_flight=3,
-        read_max_waiting_per_key=0,
+        read_max_waiting_per_tenant=0,
     )
     async with read_api(settings, adapters) as client:
         reads = [asyncio.create_task(client.get("/v1/gpus", headers=A)) for _ in range(2)]
@@ -298,7 +298,7 @@ async def test_reads_in_flight_are_capped_per_key_and_per_process() -> None:
     assert (third_of_key.status_code, third_of_key.json()) == (
         429,
         {
-            "detail": "key 'a-reader' already has 2 reads in flight here (0 more waiting); "
+            "detail": "tenant 'tenant-a' already has 2 reads in flight here (0 more waiting); "
             "retry after the Retry-After seconds"
         },
     )
@@ -327,14 +327,16 @@ async def test_many_small_reads_of_one_key_wait_their_turn_instead_of_429() -> N
     served in turn; only a read that waits past the read deadline is refused."""
     adapters = in_memory_adapters()
     adapters.projections = SlowReads()
-    settings = Settings(api_key_hashes=KEY_HASHES, read_max_in_flight_per_key=2)
+    settings = Settings(api_key_hashes=KEY_HASHES, read_max_in_flight_per_tenant=2)
     async with read_api(settings, adapters) as client:
         answers = await asyncio.gather(*(client.get("/v1/gpus", headers=A) for _ in range(60)))
     assert [answer.status_code for answer in answers] == [200] * 60
 
     held = HeldReads()
     adapters.projections = held
-    settings = Settings(api_key_hashes=KEY_HASHES, read_max_in_flight_per_key=1, read_timeout_s=0.2)
+    settings = Settings(
+        api_key_hashes=KEY_HASHES, read_max_in_flight_per_tenant=1, read_timeout_s=0.2
+    )
     async with read_api(settings, adapters) as client:
         first = asyncio.create_task(client.get("/v1/gpus", headers=A))
         await held.holding(1)
@@ -344,7 +346,7 @@ async def test_many_small_reads_of_one_key_wait_their_turn_instead_of_429() -> N
     assert (late.status_code, late.json()) == (
         429,
         {
-            "detail": "key 'a-reader' already has 1 reads in flight here (none freed within "
+            "detail": "tenant 'tenant-a' already has 1 reads in flight here (none freed within "
             "0.2 s); retry after the Retry-After seconds"
         },
     )
@@ -370,10 +372,52 @@ async def test_what_many_keys_may_park_waiting_is_bounded_too() -> None:
         answered = await asyncio.gather(*reads)
     assert (other_key.status_code, other_key.json()["detail"]) == (
         429,
-        "this worker already has 1 reads in flight (1 more of every key waiting); retry after "
+        "this worker already has 1 reads in flight (1 more of every tenant waiting); retry after "
         "the Retry-After seconds",
     )
     assert [response.status_code for response in answered] == [200, 200]
+
+
+async def test_many_keys_of_one_tenant_share_its_slots_and_leave_room_for_another() -> None:
+    """A hostile-tenant review: slots were counted per key, so four read keys of one tenant
+    held all 16 of the worker's slots and all 1,024 places to wait, and another tenant's read
+    was ``429`` at once. A tenant's reads now share its slots and its places to wait,
+    whichever keys send them (here the defaults scaled down: 4 in flight and 8 waiting of 16)."""
+    adapters = in_memory_adapters()
+    held = HeldReads()
+    adapters.projections = held
+    a_keys = [key_entry(f"a{n}", f"k-a{n}", TENANT_A, "read") for n in range(4)]
+    keys = ",".join([KEY_HASHES, *a_keys, key_entry("b-reader", "k-b", TENANT_B, "read")])
+    settings = Settings(
+        api_key_hashes=keys,
+        read_max_waiting_per_tenant=8,
+        read_max_waiting=16,
+        read_timeout_s=2,
+    )
+    async with read_api(settings, adapters) as client:
+        reads = [
+            asyncio.create_task(client.get("/v1/gpus", headers={"Authorization": f"Bearer k-a{n}"}))
+            for _ in range(6)
+            for n in range(4)
+        ]
+        await held.holding(4)
+        await asyncio.sleep(0.05)  # every read of tenant A is in flight, waiting or refused
+        in_flight = held.held
+        other = await asyncio.wait_for(
+            client.get("/v1/sessions", headers={"Authorization": "Bearer k-b"}), 5
+        )
+        held.release.set()
+        answered = await asyncio.gather(*reads)
+
+    assert other.status_code == 200, other.json()
+    assert in_flight == 4
+    statuses = [response.status_code for response in answered]
+    assert (statuses.count(200), statuses.count(429)) == (4 + 8, 12)
+    refused = next(response for response in answered if response.status_code == 429)
+    assert refused.json()["detail"] == (
+        "tenant 'tenant-a' already has 4 reads in flight here (8 more waiting); retry after "
+        "the Retry-After seconds"
+    )
 
 
 async def test_filters_and_one_session(worker: Worker) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from ca4_auth import InFlight
 from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots
+from ca4_worker.core.config import Settings
 
 
 class CountingInFlight(InFlight):
@@ -22,7 +23,7 @@ class CountingInFlight(InFlight):
 
 def _slots(**caps: float) -> ReadSlots:
     settings: dict[str, float] = {
-        "per_key": 1,
+        "per_tenant": 1,
         "total": 16,
         "max_waiting": 256,
         "max_waiting_total": 1024,
@@ -30,7 +31,7 @@ def _slots(**caps: float) -> ReadSlots:
     }
     settings.update(caps)
     return ReadSlots(
-        per_key=int(settings["per_key"]),
+        per_tenant=int(settings["per_tenant"]),
         total=int(settings["total"]),
         max_waiting=int(settings["max_waiting"]),
         max_waiting_total=int(settings["max_waiting_total"]),
@@ -60,7 +61,7 @@ async def test_a_freed_slot_wakes_one_waiter_not_every_waiter_of_the_key() -> No
     """``leave`` woke all of a key's 256 waiters and each re-checked its turn on the event loop
     the store and projection stages share (0.40 ms of loop time per read): a freed slot now
     goes to the first waiter whose key has room, checked a few times, not once per waiter."""
-    slots = _slots(per_key=1, total=16)
+    slots = _slots(per_tenant=1, total=16)
     counting = CountingInFlight()
     slots._in_flight = counting  # count the turn checks of this instance
     await slots.enter("a")
@@ -82,7 +83,7 @@ async def test_a_freed_slot_wakes_one_waiter_not_every_waiter_of_the_key() -> No
 
 
 async def test_a_key_at_its_cap_does_not_hold_back_other_keys_behind_it() -> None:
-    slots = _slots(per_key=1, total=2)
+    slots = _slots(per_tenant=1, total=2)
     await slots.enter("a")
     served: list[str] = []
     a_waiters = [asyncio.create_task(_enter(slots, "a", served, f"a{n}")) for n in range(3)]
@@ -111,7 +112,7 @@ async def test_a_key_at_its_cap_does_not_hold_back_other_keys_behind_it() -> Non
 
 async def test_keys_waiting_for_the_whole_worker_are_served_in_turn() -> None:
     """With the worker full, a key with many waiters does not go before every other key's."""
-    slots = _slots(per_key=2, total=2)
+    slots = _slots(per_tenant=2, total=2)
     await slots.enter("a")
     await slots.enter("a")
     served: list[str] = []
@@ -129,7 +130,7 @@ async def test_keys_waiting_for_the_whole_worker_are_served_in_turn() -> None:
 
 
 async def test_a_waiter_past_the_deadline_is_refused_and_leaves_the_queue() -> None:
-    slots = _slots(per_key=1, total=1, max_waiting=1, wait_s=0.05)
+    slots = _slots(per_tenant=1, total=1, max_waiting=1, wait_s=0.05)
     await slots.enter("a")
     with pytest.raises(ReadRefusedError) as refused:
         await asyncio.wait_for(slots.enter("a"), 5)
@@ -146,7 +147,7 @@ async def test_a_waiter_past_the_deadline_is_refused_and_leaves_the_queue() -> N
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() -> None:
-    slots = _slots(per_key=1, total=1)
+    slots = _slots(per_tenant=1, total=1)
     await slots.enter("a")
     served: list[str] = []
     first = asyncio.create_task(_enter(slots, "a", served, "first"))
@@ -168,7 +169,7 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_is_served() 
 async def test_a_waiter_cancelled_as_it_is_handed_a_slot_gives_the_slot_back() -> None:
     """The client goes away in the same loop turn as its read is handed the freed slot: the
     slot must go to the next waiter, not stay counted for a read that never runs."""
-    slots = _slots(per_key=1, total=1)
+    slots = _slots(per_tenant=1, total=1)
     await slots.enter("a")
     served: list[str] = []
     doomed = asyncio.create_task(_enter(slots, "a", served, "doomed"))
@@ -187,15 +188,29 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_gives_the_slot_back() -
 
 
 async def test_what_may_wait_is_still_bounded_per_key_and_in_all() -> None:
-    slots = _slots(per_key=1, total=1, max_waiting=1, max_waiting_total=2)
+    slots = _slots(per_tenant=1, total=1, max_waiting=1, max_waiting_total=2)
     await slots.enter("a")
     waiting = [asyncio.create_task(slots.enter("a")), asyncio.create_task(slots.enter("b"))]
     await _settle()
     with pytest.raises(ReadRefusedError, match=r"\(1 more waiting\)"):
         await slots.enter("a")
-    with pytest.raises(ReadRefusedError, match=r"\(2 more of every key waiting\)"):
+    with pytest.raises(ReadRefusedError, match=r"\(2 more of every tenant waiting\)"):
         await slots.enter("c")
     for key_id in ("a", "a"):
         await slots.leave(key_id)
         await _settle()
     await asyncio.wait_for(asyncio.gather(*waiting), 1)
+
+
+def test_the_per_key_read_caps_of_before_still_set_the_per_tenant_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Renamed when the caps moved from keys to tenants: an operator's old variable must not
+    # be dropped in silence at the upgrade.
+    monkeypatch.setenv("CA4_READ_MAX_IN_FLIGHT_PER_KEY", "9")
+    monkeypatch.setenv("CA4_READ_MAX_WAITING_PER_KEY", "17")
+    settings = Settings()
+    assert (settings.read_max_in_flight_per_tenant, settings.read_max_waiting_per_tenant) == (9, 17)
+
+    monkeypatch.setenv("CA4_READ_MAX_IN_FLIGHT_PER_TENANT", "3")
+    assert Settings().read_max_in_flight_per_tenant == 3

@@ -218,14 +218,14 @@ def create_app(
         keys_file=settings.api_keys_file,
     )
     app.state.read_slots = ReadSlots(
-        per_key=settings.read_max_in_flight_per_key,
+        per_tenant=settings.read_max_in_flight_per_tenant,
         total=settings.read_max_in_flight,
-        max_waiting=settings.read_max_waiting_per_key,
+        max_waiting=settings.read_max_waiting_per_tenant,
         max_waiting_total=settings.read_max_waiting,
         wait_s=settings.read_timeout_s,
     )
     app.state.usage_slots = ReadSlots(
-        per_key=settings.usage_max_reports_in_flight_per_tenant,
+        per_tenant=settings.usage_max_reports_in_flight_per_tenant,
         total=settings.usage_max_reports_in_flight,
         max_waiting=settings.usage_max_reports_waiting_per_tenant,
         max_waiting_total=settings.usage_max_reports_waiting,
@@ -233,7 +233,6 @@ def create_app(
         # at least to run.
         wait_s=settings.usage_report_timeout_s / 2,
         what="usage reports",
-        owner="tenant",
     )
     for router in (health.router, sessions.router, gpus.router, events.router, usage.router):
         app.include_router(router)

@@ -10,7 +10,7 @@ from ca4_auth import ApiKey, ApiKeyRing, Scope
 from ca4_auth.http import BearerCredentials, authorize
 from fastapi import Depends, HTTPException, Request, status
 
-from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots
+from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, slot_owner
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.core.config import Settings
 
@@ -60,25 +60,28 @@ async def authenticate_reader(
     request: Request, credentials: BearerCredentials
 ) -> AsyncIterator[ApiKey]:
     """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``;
-    a read over ``read_max_in_flight_per_key`` of the key or ``read_max_in_flight`` of the
-    process waits its turn (up to ``read_timeout_s``), and ``429`` when it got none or the key
-    already has ``read_max_waiting_per_key`` reads waiting.
+    a read over ``read_max_in_flight_per_tenant`` of the tenant it reads or
+    ``read_max_in_flight`` of the process waits its turn (up to ``read_timeout_s``), and
+    ``429`` when it got none or the tenant already has ``read_max_waiting_per_tenant`` reads
+    waiting.
 
     The same key ring (file, reloads, constant-time compare) and the same ``401`` bodies as
     the processor's. A read holds its slot until its response is sent, so what it holds in
-    memory (its page, its JSON) is counted while it is alive.
+    memory (its page, its JSON) is counted while it is alive. Slots are the tenant's, not the
+    key's: a tenant's many keys share them (:func:`~ca4_worker.api.read_slots.slot_owner`).
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
     slots: ReadSlots = request.app.state.read_slots
     key = authorize(key_ring, credentials, Scope.READ)
+    owner = slot_owner(key.read_tenant)
     try:
-        await slots.enter(key.key_id)
+        await slots.enter(owner)
     except ReadRefusedError as error:
         raise too_many_in_flight(str(error)) from error
     try:
         yield key
     finally:
-        await slots.leave(key.key_id)
+        await slots.leave(owner)
 
 
 def too_many_in_flight(what: str) -> HTTPException:

@@ -276,9 +276,15 @@ class UsageReport(BaseModel):
     group_by: str
     currency: str | None = None
     rows: list[UsageRow]
+    truncated: bool = False
+    """Whether the range held more groups than a report shows (``CA4_USAGE_MAX_GROUPS``): the
+    groups met after the first ones are summed in one last row, :data:`OTHER_GROUP`, so the
+    rows still add up to the whole range."""
 
 
 NO_GROUP = "(none)"
+OTHER_GROUP = "(other)"
+"""The row summing every group past a report's cap (and a group whose value is this string)."""
 
 
 def group_key(day: UsageDay, model: str, group_by: str) -> str:
@@ -292,11 +298,31 @@ def group_key(day: UsageDay, model: str, group_by: str) -> str:
 
 class UsageRollUp:
     """Day records summed per group as they come, so a report holds its groups, never its
-    records (a tenant's year of day records of 64 GPUs with long labels held gigabytes)."""
+    records (a tenant's year of day records of 64 GPUs with long labels held gigabytes).
 
-    def __init__(self, *, group_by: str, prices: dict[str, float] | None = None) -> None:
+    At most ``max_groups`` groups (``None``: every one) get a row of their own: the first met.
+    Once that many are counted, every new group's time goes to :data:`OTHER_GROUP` and
+    :attr:`truncated` is set. The values are the tenant's (label values, GPU model names), so
+    without the cap one report of many distinct values held every one of them. First met,
+    not largest: a group's size is known only at the end, and keeping the largest exactly
+    means holding every group until then (what the cap bounds) or reading the range twice;
+    a kept group is never moved to the fold, so every row is exact.
+    """
+
+    def __init__(
+        self,
+        *,
+        group_by: str,
+        prices: dict[str, float] | None = None,
+        max_groups: int | None = None,
+    ) -> None:
         self._group_by = group_by
         self._prices = prices
+        self._max_groups = max_groups
+        self._groups = 0
+        """Groups with a row of their own (:data:`OTHER_GROUP` aside)."""
+        self.truncated = False
+        """Whether a group was summed in :data:`OTHER_GROUP` for want of room."""
         self._totals: dict[str, list[int]] = {}
         # Distinct GPUs and sessions are counted by their strings' hashes: the strings
         # themselves can be hundreds of bytes each.
@@ -308,7 +334,7 @@ class UsageRollUp:
     def add(self, day: UsageDay) -> None:
         """Count one day record."""
         for usage in day.gpus.values():
-            key = group_key(day, usage.gpu_model, self._group_by)
+            key = self._group(group_key(day, usage.gpu_model, self._group_by))
             sums = self._totals.setdefault(key, [0, 0, 0])
             sums[0] += usage.held_ms
             sums[1] += usage.busy_ms
@@ -321,8 +347,20 @@ class UsageRollUp:
             else:
                 self._costs[key] = self._costs.get(key, 0.0) + usage.held_ms / 3_600_000 * price
 
+    def _group(self, key: str) -> str:
+        """The row ``key``'s time goes to: its own, or :data:`OTHER_GROUP` once the cap's
+        groups are counted."""
+        if key in self._totals or key == OTHER_GROUP:
+            return key
+        if self._max_groups is not None and self._groups >= self._max_groups:
+            self.truncated = True
+            return OTHER_GROUP
+        self._groups += 1
+        return key
+
     def rows(self) -> list[UsageRow]:
-        """One row per group, largest held time first (ties by name)."""
+        """One row per group, largest held time first (ties by name); when :attr:`truncated`,
+        :data:`OTHER_GROUP` last."""
         prices = self._prices
         rows = [
             UsageRow(
@@ -340,7 +378,8 @@ class UsageRollUp:
             )
             for key, (held, busy, idle) in self._totals.items()
         ]
-        return sorted(rows, key=lambda row: (-row.held_seconds, row.group))
+        folded = OTHER_GROUP if self.truncated else None
+        return sorted(rows, key=lambda row: (row.group == folded, -row.held_seconds, row.group))
 
 
 def roll_up(
@@ -366,15 +405,18 @@ async def usage_report(
     prices: dict[str, float],
     currency: str,
     deadline_s: float | None = None,
+    max_groups: int | None = None,
 ) -> UsageReport:
     """The roll-up ``GET /v1/usage`` and ``ca4 usage`` answer: ``tenant``'s days in
-    ``[start, end)`` per group, with cost when ``prices`` is not empty.
+    ``[start, end)`` per group, with cost when ``prices`` is not empty, and at most
+    ``max_groups`` groups with a row of their own (``None``: every one; see
+    :class:`UsageRollUp`).
 
-    Reading and summing together finish within ``deadline_s`` (``None``: no deadline) or
-    raise :class:`TimedOutError`: a long range of a large tenant's records is seconds of
-    decoding, and without a deadline a read route could run for minutes.
+    Reading, summing and building the rows together finish within ``deadline_s`` (``None``:
+    no deadline) or raise :class:`TimedOutError`: a long range of a large tenant's records is
+    seconds of decoding, and without a deadline a read route could run for minutes.
     """
-    summed = UsageRollUp(group_by=group_by, prices=prices or None)
+    summed = UsageRollUp(group_by=group_by, prices=prices or None, max_groups=max_groups)
     deadline = asyncio.timeout(deadline_s)
     late = f"the usage report did not finish within {deadline_s or 0:g} s"
     try:
@@ -382,6 +424,14 @@ async def usage_report(
         async with deadline, aclosing(records.days_between(start, end, tenant=tenant)) as days:
             async for day in days:
                 summed.add(day)
+            report = UsageReport(
+                from_day=start,
+                to_day=end,
+                group_by=group_by,
+                currency=currency if prices else None,
+                rows=summed.rows(),
+                truncated=summed.truncated,
+            )
     except TimeoutError as error:
         raise TimedOutError(late) from error
     except UnavailableError as error:
@@ -389,13 +439,14 @@ async def usage_report(
         if deadline.expired():
             raise TimedOutError(late) from error
         raise
-    if deadline.expired():
-        # ... or swallow it and go on reading: the report is still late.
+    if deadline.expired() or _past(deadline):
+        # ... or swallow it and go on reading: the report is still late. The rows are built
+        # without an await, so a deadline that passed meanwhile has not fired: check the clock.
         raise TimedOutError(late)
-    return UsageReport(
-        from_day=start,
-        to_day=end,
-        group_by=group_by,
-        currency=currency if prices else None,
-        rows=summed.rows(),
-    )
+    return report
+
+
+def _past(deadline: asyncio.Timeout) -> bool:
+    """Whether ``deadline``'s time has come (it fires only at an await)."""
+    when = deadline.when()
+    return when is not None and asyncio.get_running_loop().time() >= when

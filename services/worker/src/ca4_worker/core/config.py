@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ca4_auth import check_key_settings
 from ca4_schemas import TOPIC_GPU_METADATA, TOPIC_GPU_METADATA_DLQ
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ca4_worker.application.bounded import WriteLimits
@@ -159,19 +159,39 @@ class Settings(BaseSettings):
     holds at least one document). A read holds up to about ten times this in memory while it
     is answered (many small processes per GPU), so this and ``read_max_in_flight`` bound what
     reads hold. 500 GPUs without processes fit in one page; with 256 processes each, about 20."""
-    read_max_in_flight_per_key: int = Field(default=4, ge=1)
-    """Read API requests one key may have in flight in this process, so one key holder opening
-    many connections cannot take the process (and its memory) from the other tenants. More
-    wait their turn, up to ``read_timeout_s``, then answer ``429`` with ``Retry-After: 1``."""
+    read_max_in_flight_per_tenant: int = Field(
+        default=4,
+        ge=1,
+        validation_alias=AliasChoices(
+            "read_max_in_flight_per_tenant",
+            "CA4_READ_MAX_IN_FLIGHT_PER_TENANT",
+            "CA4_READ_MAX_IN_FLIGHT_PER_KEY",
+        ),
+    )
+    """Read API requests of one tenant (the one read; every ``read:all`` key's count as one
+    tenant) in flight in this process, whichever of its keys sent them, so one tenant opening
+    many connections, with as many keys as it holds, cannot take the process (and its memory)
+    from the others. More wait their turn, up to ``read_timeout_s``, then answer ``429`` with
+    ``Retry-After: 1``. Replaces ``CA4_READ_MAX_IN_FLIGHT_PER_KEY``, still read when this is
+    unset."""
     read_max_in_flight: int = Field(default=16, ge=1)
-    """Read API requests in flight in this process, every key's; more wait as above."""
-    read_max_waiting_per_key: int = Field(default=256, ge=0)
-    """Read API requests of one key that may wait for a slot (a client reading many small
+    """Read API requests in flight in this process, every tenant's; more wait as above."""
+    read_max_waiting_per_tenant: int = Field(
+        default=256,
+        ge=0,
+        validation_alias=AliasChoices(
+            "read_max_waiting_per_tenant",
+            "CA4_READ_MAX_WAITING_PER_TENANT",
+            "CA4_READ_MAX_WAITING_PER_KEY",
+        ),
+    )
+    """Read API requests of one tenant that may wait for a slot (a client reading many small
     things at once, such as each event's status); past it a read answers ``429`` at once.
-    A waiting request holds only its connection."""
+    A waiting request holds only its connection. Replaces ``CA4_READ_MAX_WAITING_PER_KEY``,
+    still read when this is unset."""
     read_max_waiting: int = Field(default=1024, ge=0)
-    """Read API requests of every key that may wait for a slot in this process: what many keys
-    can park together (a few MB); past it a read answers ``429`` at once."""
+    """Read API requests of every tenant that may wait for a slot in this process: what many
+    tenants can park together (a few MB); past it a read answers ``429`` at once."""
 
     s3_endpoint_url: str | None = None
     """S3 endpoint (MinIO locally); unset means AWS S3."""
@@ -224,6 +244,14 @@ class Settings(BaseSettings):
     record of the range. Past it the request answers ``503`` with ``Retry-After``; a range
     too long for it will not fit on a retry either, so ask for fewer days. Longer than
     ``read_timeout_s``, which bounds one read, because a report reads a tenant's whole range."""
+    usage_max_groups: int = Field(default=1000, ge=1)
+    """Groups one usage report (``GET /v1/usage``) gives a row of their own: the first this
+    many met while reading. The time of every later group is summed in one last row,
+    ``(other)``, and the report says ``truncated: true``, so the rows still add up to the
+    whole range. Group values come from the reports (label values, GPU model names), so this
+    bounds what one report holds and answers however many a tenant sends; group by a label
+    with fewer values, or ask for fewer days, to see every group. ``ca4 usage`` shows every
+    group."""
     usage_max_reports_in_flight: int = Field(default=2, ge=1)
     """Usage reports in flight in this process, every tenant's. A report decodes and sums on
     the event loop, which the store and projection stages share. More wait their turn, up to
@@ -235,10 +263,10 @@ class Settings(BaseSettings):
     hold every slot of ``usage_max_reports_in_flight``. More wait their turn as above."""
     usage_max_reports_waiting_per_tenant: int = Field(default=3, ge=0)
     """Usage reports of one tenant that may wait for a slot; past it a report answers ``429``
-    at once. The defaults let one key have all its ``read_max_in_flight_per_key`` (4) reads
-    be usage reports of its tenant: one running and three waiting. A waiting
-    report holds its key's read slot, so this and ``usage_max_reports_waiting`` keep waiting
-    reports from taking the other reads' ``read_max_in_flight``."""
+    at once. The defaults let a tenant have all its ``read_max_in_flight_per_tenant`` (4)
+    reads be usage reports: one running and three waiting. A waiting report holds one of its
+    tenant's read slots, so this and ``usage_max_reports_waiting`` keep waiting reports from
+    taking the other reads' ``read_max_in_flight``."""
     usage_max_reports_waiting: int = Field(default=6, ge=0)
     """Usage reports of every tenant that may wait for a slot in this process; past it a
     report answers ``429`` at once."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from ca4_worker.api.deps import ReadTenantDep, too_many_in_flight
-from ca4_worker.api.read_slots import EVERY_TENANT, ReadRefusedError, ReadSlots
+from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, slot_owner
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
 from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.usage import UsageProjection, UsageReport, usage_report
@@ -47,7 +47,7 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
         429: {
             "model": MessageErrorBody,
             "description": (
-                "Too many reads in flight for this key or worker, or usage reports over "
+                "Too many reads in flight for this tenant or worker, or usage reports over "
                 "CA4_USAGE_MAX_REPORTS_IN_FLIGHT_PER_TENANT of the tenant or "
                 "CA4_USAGE_MAX_REPORTS_IN_FLIGHT of the worker that got no slot within half "
                 "of CA4_USAGE_REPORT_TIMEOUT_S, or with too many already waiting; retry after "
@@ -78,7 +78,9 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     ] = "label:project",
 ) -> UsageReport:
     """GPU seconds and hours held, busy and idle per group over UTC days ``[from, to)``,
-    for the key's tenant (every tenant's for ``read:all``), with cost when prices are set."""
+    for the key's tenant (every tenant's for ``read:all``), with cost when prices are set.
+    Past ``CA4_USAGE_MAX_GROUPS`` groups, the rest are summed in one last ``(other)`` row and
+    ``truncated`` is true."""
     settings: Settings = request.app.state.settings
     end = to_day or datetime.now(UTC).date() + timedelta(days=1)
     try:
@@ -92,7 +94,7 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     # One tenant's reports take at most its own slots, never every one of the worker's; a
     # report over a cap waits its turn, and the wait counts against the report's deadline.
     slots: ReadSlots = request.app.state.usage_slots
-    owner = EVERY_TENANT if tenant is None else tenant
+    owner = slot_owner(tenant)
     started = time.monotonic()
     try:
         await slots.enter(owner)
@@ -109,6 +111,7 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
             prices=settings.usage_prices,
             currency=settings.usage_currency,
             deadline_s=settings.usage_report_timeout_s - waited_s,
+            max_groups=settings.usage_max_groups,
         )
     except TimedOutError as error:
         waited = f" (it waited {waited_s:.1f} s of them for its turn)" if waited_s >= 0.1 else ""
