@@ -46,7 +46,8 @@ async def test_a_gzip_body_within_the_caps_costs_its_weight_once(
     several slices, with a bucket of exactly its cost, is accepted and leaves nothing."""
     reports = [make_report(session_id=f"gz-{n}", gpus=8) for n in range(200)]
     decompressed = json.dumps({"reports": reports}).encode()
-    cost = max(len(reports), -(-body_weight(decompressed) // TOKEN_WEIGHT))
+    gpus = sum(len(report["payload"]["gpus"]) for report in reports)
+    cost = max(len(reports), -(-body_weight(decompressed) // TOKEN_WEIGHT), -(-gpus // 4))
     async with make_client(RATE_LIMIT_PER_SECOND=0.001, RATE_LIMIT_BURST=cost) as (client, _app):
         accepted = await client.post(
             "/v1/metadata/batch", content=gzip.compress(decompressed), headers=GZIP_HEADERS

@@ -188,6 +188,57 @@ async def test_heavy_reports_cost_their_weight(make_client: Callable[..., Any]) 
     assert second.status_code == 429
 
 
+def _minimal_gpus(count: int) -> list[dict[str, Any]]:
+    """GPUs with only the required fields: the lightest way to send many."""
+    return [
+        {key: value for key, value in gpu.items() if key in {"uuid", "name", "index"}}
+        for gpu in make_report(gpus=count)["payload"]["gpus"]
+    ]
+
+
+async def test_a_report_pays_for_its_gpus_not_only_its_weight(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    """A 64-GPU report with only the required fields weighed two tokens, and cost the worker
+    32 GPU documents and 5-6 ms of CPU per token: now one token per 4 GPUs."""
+    report = make_report()
+    report["payload"]["gpus"] = _minimal_gpus(64)
+    body = json.dumps(report).encode()
+    assert -(-body_weight(body) // (16 * 1024)) <= 2  # what it paid before
+    async with make_client(RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=16) as (client, _app):
+        first = await client.post("/v1/metadata", content=body, headers=JSON_HEADERS)
+        second = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
+
+    assert first.status_code == 202
+    assert second.status_code == 429  # the 64 GPUs took the whole bucket of 16
+    assert len(fake_publisher.published) == 1
+
+
+async def test_a_batch_pays_for_the_gpus_of_its_reports(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    reports = [make_report(gpus=1) for _ in range(3)]
+    reports[0]["payload"]["gpus"] = _minimal_gpus(40)
+    async with make_client(RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=12) as (client, _app):
+        response = await client.post(
+            "/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS
+        )
+
+    # 42 GPUs cost 11 tokens: more than the 3 reports or the weight, within the burst
+    assert response.status_code == 202
+    async with make_client(RATE_LIMIT_PER_SECOND=0.5, RATE_LIMIT_BURST=10) as (client, _app):
+        refused = await client.post(
+            "/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS
+        )
+
+    assert refused.status_code == 413
+    assert refused.json()["detail"] == (
+        "reports of 42 GPUs in all cost 11 tokens (one per 4 GPUs), more than the rate-limit "
+        "burst of 10 for key 'dev'; send fewer reports per request"
+    )
+    assert len(fake_publisher.published) == 3
+
+
 class _StalledBody:
     """A request body that sends its first bytes, then waits for ``release``."""
 

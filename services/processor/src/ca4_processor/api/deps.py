@@ -164,18 +164,30 @@ def waiting_for_kafka(
 
 
 def charge(
-    request: Request, key_id: str, metrics: IngestMetrics, *, weight: int, reports: int, paid: int
+    request: Request,
+    key_id: str,
+    metrics: IngestMetrics,
+    *,
+    weight: int,
+    reports: int,
+    paid: int,
+    gpus: int = 0,
 ) -> int:
     """Take what a request costs beyond the ``paid`` tokens already taken, and return what it
-    has paid now: one token per report, or per ``RATE_LIMIT_TOKEN_WEIGHT`` of the body's
-    ``weight`` when that is more (``reports`` is ``0`` while they are not counted yet).
+    has paid now: one token per report, per ``RATE_LIMIT_TOKEN_WEIGHT`` of the body's
+    ``weight`` or per ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' ``gpus``, whichever is most
+    (``reports`` and ``gpus`` are ``0`` while they are not counted yet).
 
     ``413`` when the request costs more than the key's bucket can ever hold (retrying could
     never help; the SDK halves a batch on ``413``), ``429`` while the bucket is short.
     """
     limiter: RateLimiter = request.app.state.rate_limiter
     settings: Settings = request.app.state.settings
-    tokens = max(reports, -(-weight // settings.RATE_LIMIT_TOKEN_WEIGHT))
+    tokens = max(
+        reports,
+        -(-weight // settings.RATE_LIMIT_TOKEN_WEIGHT),
+        -(-gpus // settings.RATE_LIMIT_GPUS_PER_TOKEN),
+    )
     if tokens <= paid or limiter.rate <= 0:
         return max(tokens, paid)
     if tokens > limiter.burst:
@@ -186,11 +198,17 @@ def charge(
                 f"{limiter.burst} reports for key {key_id!r}; send at most {limiter.burst} per "
                 "request"
             )
-        else:
+        elif weight:
             message = (
                 f"a body weighing {weight} bytes costs {tokens} tokens (one per "
                 f"{settings.RATE_LIMIT_TOKEN_WEIGHT} bytes of weight), more than the rate-limit "
                 f"burst of {limiter.burst} for key {key_id!r}; send fewer reports per request"
+            )
+        else:
+            message = (
+                f"reports of {gpus} GPUs in all cost {tokens} tokens (one per "
+                f"{settings.RATE_LIMIT_GPUS_PER_TOKEN} GPUs), more than the rate-limit burst of "
+                f"{limiter.burst} for key {key_id!r}; send fewer reports per request"
             )
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, message)
     wait_s = limiter.try_acquire(key_id, tokens=tokens - paid)

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
 
     RATE_LIMIT_PER_SECOND: float = Field(default=1000.0, ge=0.0)
     """Tokens per second per API key (token bucket refill): a request costs one token per
-    report, or per ``RATE_LIMIT_TOKEN_WEIGHT`` of its body's weight when that is more;
-    ``0`` disables rate limiting."""
+    report, per ``RATE_LIMIT_TOKEN_WEIGHT`` of its body's weight or per
+    ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' GPUs, whichever is most; ``0`` disables rate
+    limiting."""
     RATE_LIMIT_BURST: PositiveInt = 2000
     """Token bucket size: how many tokens a key may spend at once after being idle; a request
     costing more than this is refused with ``413`` (split it)."""
@@ -86,6 +87,11 @@ class Settings(BaseSettings):
     proportion to the weight, and this share is taken before the body is validated, so a body
     that fails validation pays for refusing it too. SDK reports of up to 6 GPUs weigh less
     (one token each); a 64-GPU one about nine."""
+    RATE_LIMIT_GPUS_PER_TOKEN: PositiveInt = 4
+    """GPUs one token pays for, counted over a request's valid reports. The worker's cost
+    follows the GPUs (a GPU document and series each), which the weight alone undercounts: a
+    report of 64 GPUs with only the required fields weighs two tokens. Up to 4 GPUs per report
+    cost nothing more than the report itself; a 64-GPU report costs 16."""
     MAX_REQUESTS_IN_FLIGHT_PER_KEY: PositiveInt = 16
     """Requests of one API key whose bodies this process is reading or validating at once;
     more get ``429``. Bounds what one key's uploads hold (up to ``MAX_BODY_BYTES`` each) and

@@ -62,8 +62,9 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {
         "model": MessageErrorBody,
         "description": (
-            "Rate limit of this key (one token per report, or per RATE_LIMIT_TOKEN_WEIGHT of "
-            "body weight when more), MAX_REQUESTS_IN_FLIGHT_PER_KEY bodies of this key "
+            "Rate limit of this key (one token per report, per RATE_LIMIT_TOKEN_WEIGHT of "
+            "body weight or per RATE_LIMIT_GPUS_PER_TOKEN GPUs, whichever is most), "
+            "MAX_REQUESTS_IN_FLIGHT_PER_KEY bodies of this key "
             "being read or validated, or MAX_WAITING_WEIGHT_PER_KEY of this key's reports "
             "waiting for a slow Kafka; nothing was accepted, see Retry-After"
         ),
@@ -208,7 +209,7 @@ async def create_report(
 ) -> Response:
     """Publish one report; the receipt names its Kafka partition and offset."""
     key = writer.key
-    body, _paid = await _read_body(request, key, settings, metrics, batch=False)
+    body, paid = await _read_body(request, key, settings, metrics, batch=False)
     try:
         report = parse_report(body.data)
     except RequestValidationFailedError as error:
@@ -222,6 +223,15 @@ async def create_report(
         del body
         writer.release_slot()
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=1):
+        charge(
+            request,
+            key.key_id,
+            metrics,
+            weight=0,
+            reports=1,
+            gpus=len(report.payload.gpus),
+            paid=paid,
+        )
         event = stamp(report, key, datetime.now(UTC))
         if await foreign_sessions([event], key, owners, metrics, settings):
             metrics.count("rejected")
@@ -257,8 +267,8 @@ async def create_reports(
     ``202`` when all are accepted, ``207`` when some are rejected, ``422`` when none is
     accepted. Each result carries its receipt or its errors; a report of another tenant's
     session is rejected with the error type ``session_forbidden``. Each report costs one token
-    of the key's rate limit, or the body one per ``RATE_LIMIT_TOKEN_WEIGHT`` of its weight when
-    that is more.
+    of the key's rate limit, or the body one per ``RATE_LIMIT_TOKEN_WEIGHT`` of its weight or
+    per ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' GPUs, whichever is most.
     """
     key = writer.key
     body, paid = await _read_body(request, key, settings, metrics, batch=True)
@@ -276,7 +286,15 @@ async def create_reports(
         writer.release_slot()
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=parsed.size):
         # Its reports are paid only once it may wait: a refused batch is retried as it is.
-        charge(request, key.key_id, metrics, weight=0, reports=parsed.size, paid=paid)
+        charge(
+            request,
+            key.key_id,
+            metrics,
+            weight=0,
+            reports=parsed.size,
+            gpus=sum(len(report.payload.gpus) for report in parsed.reports.values()),
+            paid=paid,
+        )
         received_at = datetime.now(UTC)
         stamped = {
             index: stamp(report, key, received_at) for index, report in parsed.reports.items()
