@@ -20,12 +20,17 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import typer.main
 import yaml
 from ca4_processor.core.config import Settings as ProcessorSettings
+from ca4_provision.cli import app as ca4_cli
 from ca4_provision.devstack.versions import IMAGE_TAGS, KAFKA_VERSION
 from ca4_provision.verify.checks import LOKI_SERVICE_SELECTOR
+from ca4_provision.verify.runner import STEPS
 from ca4_provision.verify.settings import VerifySettings
+from ca4_worker.cli import dlq_app
 from ca4_worker.core.config import Settings as WorkerSettings
+from ca4_worker.domain.dead_letters import DEAD_LETTER_CLASSES
 from pydantic_settings import BaseSettings
 
 from tests.infra.conftest import (
@@ -180,6 +185,8 @@ def log_label_consumers() -> dict[str, set[str]]:
             query = source.get("jsonData", {}).get("tracesToLogsV2", {}).get("query")
             if query:
                 consumers[f"{source['name']} trace-to-logs query"] = stream_selector_labels(query)
+    for query in runbook_log_queries():
+        consumers[f"runbooks.md: {query}"] = stream_selector_labels(query)
     return consumers
 
 
@@ -812,3 +819,134 @@ def test_documentdb_ca_bundle_is_mounted_where_the_documented_url_points(
             f"{workload['metadata']['name']}: the guide's tlsCAFile {ca_file.group(1)} is not "
             f"mounted (mounted: {files}); TLS to DocumentDB cannot verify its certificate"
         )
+
+
+# --- Runbooks: the commands, names, log queries and error classes they give are real ----------
+
+RUNBOOKS = OBSERVABILITY / "runbooks.md"
+NUMBER_WORDS = {"seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
+WORKLOAD_REFERENCES = {"deploy": "Deployment", "deployment": "Deployment", "sts": "StatefulSet"}
+WORKLOAD_REFERENCES["statefulset"] = "StatefulSet"
+
+
+def runbook_code() -> list[str]:
+    """Every inline code span of the runbooks, a span broken over lines joined with spaces."""
+    text = RUNBOOKS.read_text(encoding="utf-8")
+    return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", text)]
+
+
+def runbook_section(alert: str) -> str:
+    text = RUNBOOKS.read_text(encoding="utf-8")
+    match = re.search(rf"^## {alert}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"runbooks.md has no section {alert}"
+    return match.group(1)
+
+
+def runbook_log_queries() -> list[str]:
+    """The LogQL queries the runbooks give (a stream selector on the services' labels)."""
+    return [span for span in runbook_code() if re.match(r"\{\s*service\s*=", span)]
+
+
+def _walk(command: Any, words: list[str], where: str) -> None:
+    """``words`` name subcommands of ``command`` and then its options (values, arguments and
+    placeholders such as ``CLASS`` or ``<partition:offset>`` are not checked)."""
+    words = [word.strip("[]") for word in words if word.strip("[]")]
+    while words and words[0] in getattr(command, "commands", {}):
+        command = command.commands[words.pop(0)]
+    options = {opt for param in command.params for opt in [*param.opts, *param.secondary_opts]}
+    for word in words:
+        if word.startswith("-"):
+            assert word.split("=")[0] in options, f"{where}: {command.name} has no {word}"
+
+
+def test_runbook_ca4_commands_exist_with_their_options() -> None:
+    root = typer.main.get_command(ca4_cli)
+    dlq = typer.main.get_command(dlq_app)
+    checked = 0
+    for span in runbook_code():
+        words = span.split()
+        if words[:2] == ["uv", "run"]:
+            words = words[2:]
+        if words[:1] == ["ca4"]:
+            _walk(root, words[1:], span)
+            checked += 1
+        elif "dlq_app()'" in words:  # the worker image's own entry to `ca4 dlq`
+            _walk(dlq, words[words.index("dlq_app()'") + 1 :], span)
+            checked += 1
+    assert checked >= 8
+
+
+def test_runbook_kubectl_commands_name_what_the_charts_render(rendered: Rendered) -> None:
+    """Namespaces, workloads, pods and containers as the prod charts render them."""
+    docs = rendered[("ca4-app", "prod")] + rendered[("ca4-platform", "prod")]
+    namespaces = {d["metadata"].get("namespace") for d in docs}
+    by_ref = {
+        (d["metadata"]["namespace"], d["kind"], d["metadata"]["name"]): d for d in workloads(docs)
+    }
+    pods = {
+        (namespace, f"{name}-{ordinal}"): workload
+        for (namespace, kind, name), workload in by_ref.items()
+        if kind == "StatefulSet"
+        for ordinal in range(int(workload["spec"].get("replicas", 1)))
+    }
+    commands = [span for span in runbook_code() if span.startswith("kubectl ")]
+    assert len(commands) >= 10
+    for command in commands:
+        words = command.split(" -- ")[0].split()
+        assert "-n" in words, f"{command}: no namespace"
+        namespace = words[words.index("-n") + 1]
+        assert namespace in namespaces, f"{command}: no namespace {namespace}"
+        verb, *rest = [w for i, w in enumerate(words[1:], 1) if words[i - 1] != "-n" and w != "-n"]
+        workload = None
+        for word in rest:
+            if "/" in word:
+                kind, name = word.split("/", 1)
+                workload = by_ref.get((namespace, WORKLOAD_REFERENCES[kind], name))
+                assert workload, f"{command}: no {word} in {namespace}"
+        if verb in {"exec", "logs"} and workload is None:
+            pod = next(w for w in rest if not w.startswith("-"))
+            workload = pods.get((namespace, pod))
+            assert workload, f"{command}: no pod {pod} in {namespace}"
+        if "-c" in words:
+            container = words[words.index("-c") + 1]
+            assert workload is not None, command
+            names = [c["name"] for c in pod_spec(workload)["containers"]]
+            assert container in names, f"{command}: no container {container} (only {names})"
+
+
+def test_runbook_log_queries_select_events_the_services_log_at_that_level() -> None:
+    queries = runbook_log_queries()
+    selected: set[tuple[str, str]] = set()
+    for query in queries:
+        labels = dict(re.findall(r'(\w+)\s*=\s*"([^"]*)"', query.split("}")[0]))
+        event = re.search(r'event\s*=\s*"([^"]+)"', query)
+        if event is None:
+            continue
+        service = labels["service"]
+        sources = [*(REPO / "services" / service / "src").rglob("*.py")]
+        sources += [*(REPO / "libs").glob("*/src/**/*.py")]
+        level = labels.get("level", r"\w+")
+        level = "(?:error|exception)" if level == "error" else level
+        call = re.compile(rf'log\.{level}\(\s*"{re.escape(event.group(1))}"')
+        assert any(call.search(path.read_text(encoding="utf-8")) for path in sources), (
+            f"{query}: the {service} never logs {event.group(1)!r} at {labels.get('level')}"
+        )
+        selected.add((service, event.group(1)))
+    # Both ways the ingest routes answer 503 for a dependency (the alert's first question).
+    assert {("processor", "ingest.unavailable"), ("processor", "ingest.ownership_unavailable")} <= (
+        selected
+    )
+
+
+def test_runbook_names_every_dead_letter_class_and_no_other() -> None:
+    section = runbook_section("CA4DeadLettersGrowing")
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    assert set(DEAD_LETTER_CLASSES) <= named, set(DEAD_LETTER_CLASSES) - named
+    staged = {name for name in named if re.match(r"(store|projection)_", name)}
+    assert staged <= set(DEAD_LETTER_CLASSES), staged - set(DEAD_LETTER_CLASSES)
+
+
+def test_runbook_counts_the_checks_ca4_verify_runs() -> None:
+    text = RUNBOOKS.read_text(encoding="utf-8")
+    (word,) = re.findall(r"runs the (\w+) end-to-end checks", text)
+    assert NUMBER_WORDS[word] == len(STEPS)

@@ -4,15 +4,19 @@ and a scrape target the test switches off and on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from ca4_provision.devstack import installers
 from ca4_provision.devstack.settings import HOST, DevstackSettings
 
@@ -32,6 +36,45 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def running_alertmanager(programs: Path, config: Path, folder: Path) -> Iterator[str]:
+    """Alertmanager from ``programs`` with ``config`` on a free port, its data and log in
+    ``folder``, ready; its URL. Fails the test with the log's end when it never gets ready."""
+    port = free_port()
+    log_path = folder / "alertmanager.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(programs / "alertmanager"),
+                f"--config.file={config}",
+                f"--storage.path={folder / 'data'}",
+                f"--web.listen-address={HOST}:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://{HOST}:{port}"
+        try:
+            _wait_ready(url, log_path)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def _wait_ready(url: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(log.read_text(encoding="utf-8", errors="replace")[-3000:])
 
 
 class _Server:

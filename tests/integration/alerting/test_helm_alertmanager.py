@@ -6,7 +6,6 @@ The deploy tier runs the same check against the pod; this one needs no cluster."
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from tests.infra.conftest import template, values_args
-from tests.support.alerting import Notification, WebhookReceiver, free_port
+from tests.support.alerting import Notification, WebhookReceiver, running_alertmanager
 
 pytestmark = [pytest.mark.slow]
 
@@ -58,35 +57,8 @@ def prod_alertmanager(
     )
     assert check.returncode == 0, check.stdout + check.stderr
 
-    port = free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(alertmanager_bin / "alertmanager"),
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        else:
-            pytest.fail((tmp_path / "alertmanager.log").read_text()[-3000:])
+    with running_alertmanager(alertmanager_bin, config, tmp_path) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
 
 
 def alert(name: str, stack: str = "ca4-k3s", **labels: str) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,3 +109,12 @@ def rule_expressions() -> list[Expression]:
                 name = rule.get("alert") or rule["record"]
                 found.append(Expression(origin=f"{path.name}: {name}", promql=rule["expr"]))
     return found
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run promtool (Debian's package) with ``args``; the caller checks the result."""
+    binary = shutil.which("promtool")
+    assert binary, "promtool not found: install it (Debian: apt-get install -y prometheus)"
+    return subprocess.run(
+        [binary, *map(str, args)], capture_output=True, text=True, check=False, timeout=60
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ from tests.unit.observability.promql import (
     dashboard_expressions,
     iter_panels,
     load_dashboards,
+    promtool,
     rule_expressions,
+    substitute_grafana_variables,
 )
 
 PROVISIONING = OBSERVABILITY / "grafana" / "provisioning"
@@ -104,12 +107,14 @@ def test_fleet_dashboard_shows_held_busy_idle_and_top_idle_sessions() -> None:
     exprs = {
         title: " ".join(t["expr"] for t in panel["targets"]) for title, panel in panels.items()
     }
-    assert "count(DCGM_FI_DEV_GPU_UTIL)" in exprs["GPUs held"]
+    assert "count(count by (tenant, UUID) (DCGM_FI_DEV_GPU_UTIL))" in exprs["GPUs held"]
     assert "by (tenant, project)" in exprs["Busy vs idle GPU hours by project (time range)"]
     assert (
         "topk(10, sum by (tenant, session_id, project)" in exprs["Top idle sessions (time range)"]
     )
-    assert exprs["Average GPU utilisation by model"] == "avg by (modelName) (DCGM_FI_DEV_GPU_UTIL)"
+    assert exprs["Average GPU utilisation by model"] == (
+        "avg by (modelName) (avg by (tenant, UUID, modelName) (DCGM_FI_DEV_GPU_UTIL))"
+    )
 
 
 def test_log_panel_queries_loki_and_loki_links_trace_ids() -> None:
@@ -162,3 +167,142 @@ def test_per_gpu_series_are_grouped_and_matched_with_their_tenant() -> None:
             labels = {label.strip() for label in clause.split(",")}
             if labels & PER_TENANT_LABELS:
                 assert "tenant" in labels, f"{expr.origin}: ({clause}) without tenant"
+
+
+# --- GPU counts while a partition changes owner ------------------------------------------------
+
+FROZEN_OWNER = "worker-a:8001"
+"""The worker a partition moved away from: it keeps exporting the last readings of the GPUs it
+projected until their series TTL (900 s), beside the new owner's series of the same GPUs."""
+GPU_SELECTOR = re.compile(r"\b(DCGM_FI_\w+|ca4_gpu_\w+)(\{)?")
+DCGM = (
+    'job="worker", tenant="acme", UUID="{uuid}", modelName="{model}", session_id="{session}", '
+    'project="{project}"'
+)
+LEGACY = (
+    'job="worker", tenant="acme", gpu_uuid="{uuid}", gpu_name="{model}", session_id="{session}"'
+)
+# uuid, model, session, project, utilisation; GPU-1's partition moved from worker-a to worker-b
+GPUS = [
+    ("GPU-1", "T4", "s1", "vision", 5),
+    ("GPU-3", "T4", "s3", "vision", 80),
+    ("GPU-2", "L4", "s2", "nlp", 90),
+]
+ACME_VISION = {"tenant": "acme", "project": "vision"}
+ACME_NLP = {"tenant": "acme", "project": "nlp"}
+# The output series of each panel that counts or averages GPUs, each GPU taken once.
+COUNTING_PANELS: dict[tuple[str, str, str], list[dict[str, str]]] = {
+    ("fleet", "GPUs held", "A"): [{}],
+    ("fleet", "GPUs held idle now", "A"): [{}],
+    ("fleet", "Average GPU utilisation by model", "A"): [{"modelName": "T4"}, {"modelName": "L4"}],
+    ("fleet", "GPUs held by project", "A"): [ACME_VISION, ACME_NLP],
+    ("fleet", "Busy vs idle GPU hours by project (time range)", "A"): [ACME_VISION, ACME_NLP],
+    ("fleet", "Busy vs idle GPU hours by project (time range)", "B"): [ACME_VISION],
+    ("fleet", "Top idle sessions (time range)", "A"): [
+        {"tenant": "acme", "session_id": "s1", "project": "vision"}
+    ],
+    ("gpus", "Reporting sessions", "A"): [{}],
+    ("gpus", "GPUs", "A"): [{}],
+}
+
+
+def rebalanced_series() -> list[dict[str, str]]:
+    """Every GPU on worker-b, and GPU-1 also on worker-a, frozen at its last reading."""
+    series: list[dict[str, str]] = []
+    for uuid, model, session, project, util in GPUS:
+        owners = ["worker-b:8001", FROZEN_OWNER] if uuid == "GPU-1" else ["worker-b:8001"]
+        for owner in owners:
+            dcgm = DCGM.format(uuid=uuid, model=model, session=session, project=project)
+            legacy = LEGACY.format(uuid=uuid, model=model, session=session)
+            at = f'instance="{owner}"'
+            series += [
+                {"series": f"DCGM_FI_DEV_GPU_UTIL{{{dcgm}, {at}}}", "values": f"{util}x30"},
+                {"series": f"DCGM_FI_DEV_FB_USED{{{dcgm}, {at}}}", "values": "9000x30"},
+                {"series": f"ca4_gpu_utilization_pct{{{legacy}, {at}}}", "values": f"{util}x30"},
+            ]
+    return series
+
+
+def panel_target(dashboard: str, title: str, ref: str) -> str:
+    """The PromQL of one panel target, as Grafana sends it with every variable at "All"."""
+    (panel,) = [p for p in iter_panels(load_dashboards()[dashboard]) if p["title"] == title]
+    (target,) = [t for t in panel["targets"] if t["refId"] == ref]
+    return substitute_grafana_variables(str(target["expr"]))
+
+
+def without_the_frozen_copy(promql: str) -> str:
+    """``promql`` reading only the GPU series of the partition's current owners."""
+    not_frozen = f'instance!="{FROZEN_OWNER}"'
+    return GPU_SELECTOR.sub(
+        lambda found: f"{found[1]}{{{not_frozen}" + (", " if found[2] else "}"), promql
+    )
+
+
+def test_gpu_counts_take_each_gpu_once_while_its_old_owner_still_exports_it(
+    tmp_path: Path,
+) -> None:
+    """Each panel that counts or averages GPUs must show, with the old owner's frozen copy of
+    GPU-1 present, what it shows without it (PromQL evaluated by promtool)."""
+    checks = []
+    for (dashboard, title, ref), expected in COUNTING_PANELS.items():
+        promql = panel_target(dashboard, title, ref)
+        checks.append(
+            {
+                "expr": f"({promql}) - ({without_the_frozen_copy(promql)})",
+                "eval_time": "20m",
+                "exp_samples": [
+                    {
+                        "labels": "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+                        "value": 0,
+                    }
+                    for labels in expected
+                ],
+            }
+        )
+    (tmp_path / "none.yml").write_text("groups: []\n", encoding="utf-8")
+    suite = {
+        "rule_files": ["none.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {"interval": "1m", "input_series": rebalanced_series(), "promql_expr_test": checks}
+        ],
+    }
+    path = tmp_path / "rebalanced.test.yml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    result = promtool("test", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Ingest panels: the processor's series, at a resolution a percentile needs -----------------
+
+INGEST_ROW = "Ingest (processor)"
+
+
+def ingest_row_targets() -> dict[str, list[str]]:
+    """The Prometheus expressions of the panels under the pipeline's ingest row, by title."""
+    panels = iter_panels(load_dashboards()["pipeline"])
+    rows = [index for index, panel in enumerate(panels) if panel["type"] == "row"]
+    start = next(index for index in rows if panels[index]["title"] == INGEST_ROW)
+    end = next((index for index in rows if index > start), len(panels))
+    return {
+        panel["title"]: [target["expr"] for target in panel["targets"]]
+        for panel in panels[start + 1 : end]
+    }
+
+
+def test_ingest_panels_read_the_processors_series_only() -> None:
+    # The worker's read API exports the same ca4_http_* series: without the job they mix in.
+    checked = 0
+    for title, exprs in ingest_row_targets().items():
+        for expr in exprs:
+            for metric in re.findall(r"\b(ca4_(?:ingest|publish|http)_\w+)(\{[^}]*\})?", expr):
+                assert 'job="processor"' in metric[1], f"{title}: {metric[0]} without the job"
+                checked += 1
+    assert checked >= 8
+
+
+def test_http_request_duration_uses_the_fine_histogram() -> None:
+    (exprs,) = [e for title, e in ingest_row_targets().items() if title == "HTTP request duration"]
+    assert exprs
+    for expr in exprs:
+        assert "ca4_http_request_duration_highr_seconds_bucket" in expr, expr

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import itertools
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from ca4_worker.core.config import Settings as WorkerSettings
 
-from tests.unit.observability.promql import OBSERVABILITY, RULES
+from tests.unit.observability.promql import OBSERVABILITY, RULES, promtool
 
 PROMETHEUS_DIR = OBSERVABILITY / "prometheus"
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
@@ -22,15 +23,13 @@ REQUIRED_ALERT_TOPICS = {
     "archive lag": "ca4_worker_archive_lag",
     "no reports from a live session": "ca4_gpu_utilization_pct",
     "target down": "up{",
+    "ingest stopped (no request arrives)": 'outcome="accepted"',
+    "HTTP 5xx by service": 'ca4_http_requests_total{status="5xx"}',
+    "stale lag gauges": "ca4_worker_lag_refreshed_timestamp_seconds",
+    "Kafka under-replicated partitions": "kafka_server_replicamanager_underreplicatedpartitions",
+    "Kafka offline partitions": "kafka_controller_kafkacontroller_offlinepartitionscount",
+    "Kafka active controllers": "kafka_controller_kafkacontroller_activecontrollercount",
 }
-
-
-def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    assert binary, "promtool not found: install it (Debian: apt-get install -y prometheus)"
-    return subprocess.run(
-        [binary, *map(str, args)], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 def alert_rules() -> list[dict[str, object]]:
@@ -110,3 +109,50 @@ def test_compose_scrape_jobs_match_the_names_rules_select_on() -> None:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text(encoding="utf-8"))
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     assert {"processor", "worker", "kafka"} <= jobs
+
+
+def jmx_exporter_names() -> set[str]:
+    """The metric names observability/kafka/jmx-exporter.yml gives the broker's MBeans: each
+    rule's ``name`` with its ``$N`` taken from the pattern's alternatives, lower-cased as the
+    exporter is told to."""
+    config = yaml.safe_load((OBSERVABILITY / "kafka" / "jmx-exporter.yml").read_text())
+    names: set[str] = set()
+    for rule in config["rules"]:
+        if "name" not in rule:
+            continue
+        groups = re.findall(r"\(([^()]*)\)", rule["pattern"])
+        used = sorted(set(map(int, re.findall(r"\$(\d+)", rule["name"]))))
+        options = [groups[n - 1].split("|") for n in used]
+        for chosen in itertools.product(*options):
+            name = rule["name"]
+            for n, value in zip(used, chosen, strict=True):
+                name = name.replace(f"${n}", value)
+            names.add(name.lower() if config.get("lowercaseOutputName") else name)
+    return names
+
+
+def test_kafka_alerts_read_the_names_the_jmx_exporter_exports() -> None:
+    exported = jmx_exporter_names()
+    assert "kafka_controller_kafkacontroller_activecontrollercount" in exported
+    read = {
+        metric
+        for rule in alert_rules()
+        for metric in re.findall(r"\b(kafka_\w+)", str(rule["expr"]))
+    }
+    assert read, "no alert on the broker's metrics"
+    assert read <= exported, f"not exported by the JMX exporter: {read - exported}"
+
+
+def test_consumer_groups_in_rules_and_their_tests_are_the_workers() -> None:
+    # A rule (or a test fixture) on a group the worker never reports is silently blind.
+    settings = WorkerSettings()
+    groups = {
+        settings.kafka_store_group,
+        settings.kafka_project_group,
+        settings.kafka_archive_group,
+    }
+    texts = [path.read_text(encoding="utf-8") for path in sorted(RULES.glob("*.yml"))]
+    texts += [path.read_text(encoding="utf-8") for path in RULE_TESTS]
+    named = {group for text in texts for group in re.findall(r'\bgroup="([^"]+)"', text)}
+    assert named, "no rule or test names a consumer group"
+    assert named <= groups, f"groups the worker never reports: {named - groups}"

@@ -95,7 +95,7 @@ async def test_past_the_process_wide_bound_every_key_gets_503(
     make_client: Callable[..., Any], fake_publisher: FakePublisher
 ) -> None:
     fake_publisher.acknowledging.clear()
-    async with _bounded(make_client, per_key=3, total=4) as (client, _app):
+    async with _bounded(make_client, per_key=3, total=4) as (client, app):
         waiting = [_post(client, "alice", f"session-a{n}") for n in range(3)]
         waiting.append(_post(client, "bob", "session-b0"))
         await asyncio.sleep(0.1)
@@ -104,6 +104,11 @@ async def test_past_the_process_wide_bound_every_key_gets_503(
         )
         fake_publisher.acknowledging.set()
         answered = [await task for task in waiting]
+        registry = app.state.metrics.registry
+        outcomes = {
+            outcome: registry.get_sample_value("ca4_ingest_events_total", {"outcome": outcome})
+            for outcome in ("accepted", "rejected", "unavailable")
+        }
 
     assert full.status_code == 503
     assert full.headers["retry-after"] == "5"
@@ -114,6 +119,9 @@ async def test_past_the_process_wide_bound_every_key_gets_503(
     }
     assert [response.status_code for response in answered] == [202] * 4
     assert "session-b1" not in {event.session_id for event in fake_publisher.published}
+    # A slow Kafka is our side, not the client's: counted as unavailable, like its other 503s,
+    # so CA4IngestUnavailableRatioHigh sees it (as rejected it raised the rejection alert).
+    assert outcomes == {"accepted": 4, "rejected": 0, "unavailable": 1}
 
 
 async def test_a_batch_heavier_than_the_bounds_is_taken_when_nothing_else_waits(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from ca4_schemas import LEGACY_TENANT
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.views import GpuQuery, Page, SessionQuery, UnknownCursorError
 from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
@@ -55,6 +56,31 @@ class EventStoreContract:
         assert outcome.duplicates == [republished]
         assert len(outcome.stored) == 1
         assert await store.count() == 2
+
+    async def test_another_tenants_copy_of_an_event_id_is_a_conflict(
+        self, store: EventStore
+    ) -> None:
+        # Event ids are unique across tenants: a report of tenant B under an id tenant A's
+        # event holds was counted as a duplicate and dropped with no trace.
+        theirs = positioned(0, 5, tenant=TENANT_A)
+        await store.append([theirs])
+        mine = positioned(0, 6, tenant=TENANT_B, event_id=theirs.event_id)
+        own_again = PositionedEvent(theirs.event, Position(0, 7))
+        outcome = await store.append([mine, own_again])
+        assert (outcome.conflicts, outcome.duplicates, outcome.stored) == ([mine], [own_again], [])
+        stored = await store.get(theirs.event_id, tenant=None)
+        assert stored is not None
+        assert stored.event.tenant == TENANT_A
+
+    async def test_a_copy_of_a_pre_tenancy_event_is_a_duplicate_not_a_conflict(
+        self, store: EventStore
+    ) -> None:
+        # The same report sent again across the upgrade (stored as the legacy tenant's).
+        legacy = positioned(0, 5, tenant=LEGACY_TENANT)
+        await store.append([legacy])
+        again = positioned(0, 6, tenant=TENANT_A, event_id=legacy.event_id)
+        outcome = await store.append([again])
+        assert (outcome.conflicts, outcome.duplicates) == ([], [again])
 
     async def test_scan_orders_by_partition_and_offset(self, store: EventStore) -> None:
         events = [positioned(1, 3), positioned(0, 7), positioned(1, 1), positioned(0, 2)]

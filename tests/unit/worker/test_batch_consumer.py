@@ -168,8 +168,8 @@ async def test_smaller_records_bring_the_size_down_slowly() -> None:
     subject = consumer(max_bytes=8 * 1024 * KIB)
     polls = ScriptedFetches([{0: (1, 100 * KIB)}, {1: (1, 1 * KIB)}, {1: (1, 1 * KIB)}])
     await pumped(subject, polls)
-    assert subject._record_weight is not None
-    assert subject._record_weight > 50 * KIB  # not at 1 KiB at once: 100 times more a poll
+    assert subject._poll_size.record_weight is not None
+    assert subject._poll_size.record_weight > 50 * KIB  # not at 1 KiB at once: 100 times more
 
 
 async def test_a_rebalance_that_leaves_the_buffer_full_does_not_let_the_pump_poll() -> None:

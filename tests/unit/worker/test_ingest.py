@@ -136,3 +136,27 @@ async def test_a_pre_tenancy_session_belongs_to_the_legacy_tenant(parts) -> None
     assert (view.tenant, view.sample_count) == ("legacy", 1)
     assert await projections.session("old", tenant=TENANT_A) is None
     assert [letter.error_class for letter in letters.letters] == ["foreign_tenant"]
+
+
+async def test_an_event_id_another_tenant_holds_is_dead_lettered_not_dropped(
+    parts: tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetters],
+) -> None:
+    # A duplicate is dropped in silence; one of another tenant's id was too, and /v1/events
+    # said "not stored" to its sender for good. Now operators see it, with the reason.
+    store, projections, letters = parts
+    theirs = event_body(session_id="a-1", tenant=TENANT_A)
+    mine = event_body(session_id="b-1", tenant=TENANT_B, event_id=theirs["event_id"])
+    ingest = service(parts)
+    await ingest.handle_batch([record(theirs, offset=0)])
+    outcome = await ingest.handle_batch([record(mine, offset=1)])
+    assert (outcome.stored, outcome.duplicate, outcome.dead_lettered) == (0, 0, 1)
+    [letter] = letters.letters
+    assert letter.error_class == "event_id_conflict"
+    assert letter.record.offset == 1
+    assert letter.error_message == (
+        f"event id {theirs['event_id']} is already stored for another tenant; this event of "
+        f"tenant {TENANT_B!r} (key {mine['key_id']!r}, session 'b-1') was not stored or "
+        "projected: send it again with a new event_id"
+    )
+    assert store.events[theirs["event_id"]].event.tenant == TENANT_A
+    assert await projections.session("b-1", tenant=None) is None

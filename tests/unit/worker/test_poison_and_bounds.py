@@ -115,14 +115,14 @@ async def test_an_unknown_error_gets_a_budget_of_tries_then_is_poison(parts: Par
         nonlocal calls
         calls += 1
         if any(item.event_id == bodies[0]["event_id"] for item in events):
-            raise OverflowError("int too big")  # never a PyMongoError: escaped every retry
+            raise RuntimeError("no idea")  # neither the driver's nor the data's: unknown
         return await InMemoryEventStore.append(store, events)
 
     store.append = broken  # type: ignore[method-assign]
     outcome = await service(parts, max_attempts=3).handle_batch(batch_of(bodies))
     assert (outcome.stored, outcome.dead_lettered) == (3, 1)
     assert letters.letters[0].error_class == "store_unexpected_error"
-    assert "OverflowError: int too big" in letters.letters[0].error_message
+    assert "RuntimeError: no idea" in letters.letters[0].error_message
     # 3 tries of the batch, then the half with the poison 3 times, the quarter 3 times, and
     # one try for each clean half: bounded, no hot loop.
     assert calls == 3 + 3 + 1 + 3 + 1
@@ -273,3 +273,38 @@ def test_driver_errors_are_sorted_by_cause(
     if error_class is not None:
         assert isinstance(classified, RejectedError)
         assert classified.error_class == error_class
+
+
+@pytest.mark.parametrize(
+    "error", [OverflowError("date value out of range"), ValueError("bad"), KeyError("gpu")]
+)
+async def test_an_error_of_the_data_itself_is_poison_at_once(
+    parts: Parts, error: Exception, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A projection fold that fails on one event's values fails the same way on every try:
+    # retried with backoff at every halving level, one such event held a round of 5,000
+    # other events (every tenant's) about 40 s.
+    _, projections, letters = parts
+    bodies = [event_body(session_id=f"s{index}") for index in range(4)]
+    calls = 0
+    sleeps: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        if delay:  # a backoff; sleep(0) is the event loop's turn-taking
+            sleeps.append(delay)
+
+    async def failing_on_the_first(events: Sequence[PositionedEvent]) -> None:
+        nonlocal calls
+        calls += 1
+        if any(item.event_id == bodies[0]["event_id"] for item in events):
+            raise error
+        await InMemoryProjections.apply(projections, events)
+
+    projections.apply = failing_on_the_first  # type: ignore[method-assign]
+    monkeypatch.setattr("ca4_worker.application.poison.asyncio.sleep", no_sleep)
+    outcome = await service(parts, max_attempts=5).handle_batch(batch_of(bodies))
+    assert (outcome.stored, outcome.dead_lettered) == (4, 1)
+    assert [letter.error_class for letter in letters.letters] == ["projection_unexpected_error"]
+    assert type(error).__name__ in letters.letters[0].error_message
+    # one try per halving level: the whole, both halves, both quarters of the poisoned half
+    assert (calls, sleeps) == (5, [])

@@ -35,6 +35,7 @@ def _filled_table_and_gauges() -> tuple[SeriesTable, CollectorRegistry]:
 def test_the_rendered_lines_are_what_prometheus_client_writes_for_the_same_gauges() -> None:
     table, registry = _filled_table_and_gauges()
 
+    assert table.render() == generate_latest(registry)
     assert table.exposition().encode() == generate_latest(registry)
     assert table.exposition().encode() == generate_latest(table)
 

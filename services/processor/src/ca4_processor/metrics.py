@@ -29,7 +29,8 @@ class IngestMetrics:
         events = Counter(
             "ca4_ingest_events_total",
             "Reports received, by outcome: accepted (Kafka acked), rejected (4xx), "
-            "unavailable (Kafka did not ack in time).",
+            "unavailable (503: Kafka did not ack in time, the session owner could not be "
+            "checked, or too many reports already wait for Kafka).",
             ["outcome"],
             registry=registry,
         )

@@ -122,6 +122,7 @@ async def _start_consumers(
                 objects,
                 prefix=settings.archive_prefix,
                 max_records=settings.archive_max_records,
+                max_bytes=settings.archive_max_bytes,
                 max_age_s=settings.archive_max_age_s,
                 max_backoff_s=settings.retry_max_backoff_s,
             ),

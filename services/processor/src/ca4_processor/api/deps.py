@@ -148,7 +148,8 @@ def waiting_for_kafka(
             headers=retry_after,
         )
     if not waiting.fits_total(settings.MAX_WAITING_WEIGHT, weight):
-        metrics.count("rejected", reports)
+        # Kafka (or the database) is slow for everyone: our side, like any other 503.
+        metrics.count("unavailable", reports)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"this processor already holds reports weighing {waiting.total} bytes waiting for "

@@ -47,14 +47,18 @@ from ca4_worker.application.retry import until_available
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
+from ca4_worker.domain.dead_letters import ERROR_SCHEMA_INVALID
 from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
-from ca4_worker.domain.tenancy import ERROR_FOREIGN_TENANT, foreign_reason
+from ca4_worker.domain.tenancy import (
+    ERROR_EVENT_ID_CONFLICT,
+    ERROR_FOREIGN_TENANT,
+    event_id_conflict_reason,
+    foreign_reason,
+)
 
 log = structlog.get_logger(__name__)
 LEGACY_CLAIMS_REMEMBERED = 10_000
 """Pre-tenancy sessions remembered as claimed (a claim repeated after that is a no-op)."""
-
-ERROR_SCHEMA_INVALID = "schema_invalid"
 
 
 @dataclass(frozen=True)
@@ -196,9 +200,16 @@ class IngestService:
         ordered = sorted(records, key=lambda record: record.position)
         await self._decode_and_append(ordered, spans, letters, appended, refused)
         undecoded = len(letters)
-        if refused:
+        conflicts = [item for outcome in appended for item in outcome.conflicts]
+        if refused or conflicts:
             raw = {record.position: record for record in ordered}
             letters.extend(item.dead_letter(raw[item.event.position]) for item in refused)
+            letters.extend(
+                DeadLetter(
+                    raw[item.position], ERROR_EVENT_ID_CONFLICT, event_id_conflict_reason(item)
+                )
+                for item in conflicts
+            )
         if letters:
             with metrics.STORE_STAGE_SECONDS.labels("dead_letters").time():
                 await publish_dead_letters(
@@ -222,7 +233,7 @@ class IngestService:
                     trace_id=spans.trace_id(positioned.position),
                 )
         # Every other record repeats an event id: within the batch, or one already stored.
-        duplicate_count = len(records) - undecoded - len(refused) - len(stored)
+        duplicate_count = len(records) - undecoded - len(refused) - len(conflicts) - len(stored)
         per_partition = Counter(positioned.position.partition for positioned in stored)
         return BatchOutcome(
             len(stored), duplicate_count, len(letters), dict(per_partition), to_project
@@ -313,6 +324,7 @@ class IngestService:
             merged.stored.extend(part.stored)
             merged.redelivered.extend(part.redelivered)
             merged.duplicates.extend(part.duplicates)
+            merged.conflicts.extend(part.conflicts)
         return merged
 
 

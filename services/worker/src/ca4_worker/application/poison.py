@@ -1,10 +1,11 @@
 """Poison handling shared by the store and the projection stages.
 
-A refusal that would repeat on every try (:class:`RejectedError`), or any other error that
-outlasts ``max_attempts`` tries, is poison: the work is split in halves until the offending
-events are alone, and those are dead-lettered with the error. So no batch is retried in a hot
-loop, and one bad event never stops a partition. Outages are not poison: the callers wait them
-out (:func:`~ca4_worker.application.retry.until_available`).
+A refusal that would repeat on every try (:class:`RejectedError` or one of
+:data:`DATA_ERRORS`), or any other error that outlasts ``max_attempts`` tries, is poison: the
+work is split in halves until the offending events are alone, and those are dead-lettered with
+the error. So no batch is retried in a hot loop, and one bad event never stops a partition.
+Outages are not poison: the callers wait them out
+(:func:`~ca4_worker.application.retry.until_available`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ import structlog
 from ca4_worker.application.ports import DeadLetterSink, RejectedError
 from ca4_worker.application.retry import until_available
 from ca4_worker.core import metrics
+from ca4_worker.domain.dead_letters import ERROR_UNEXPECTED, PoisonStage, staged
 from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
 
 log = structlog.get_logger(__name__)
 ResultT = TypeVar("ResultT")
 
-ERROR_UNEXPECTED = "unexpected_error"
+DATA_ERRORS: tuple[type[Exception], ...] = (ArithmeticError, LookupError, TypeError, ValueError)
+"""Errors that the same events raise again on every try: no I/O raises them (the driver's own
+failures are its own classes, outages are waited out inside the operation), so retrying them
+with backoff at every halving level only stalls every other event of the round."""
 MAX_ERROR_MESSAGE = 1000
 
 
@@ -45,7 +50,7 @@ async def isolating_poison(
     events: Sequence[PositionedEvent],
     operation: Callable[[Sequence[PositionedEvent]], Awaitable[ResultT]],
     *,
-    stage: str,
+    stage: PoisonStage,
     max_attempts: int,
     max_backoff_s: float,
 ) -> tuple[list[ResultT], list[Rejection]]:
@@ -59,12 +64,15 @@ async def isolating_poison(
         try:
             return [await operation(events)], []
         except RejectedError as error:
-            cause = (f"{stage}_{error.error_class}", str(error))
+            cause = (staged(stage, error.error_class), str(error))
+            break
+        except DATA_ERRORS as error:  # the data's own arithmetic or values: would fail again
+            cause = (staged(stage, ERROR_UNEXPECTED), f"{type(error).__name__}: {error}")
             break
         except Exception as error:  # an unknown failure gets a budget of tries, then is poison
             attempts += 1
             if attempts >= max_attempts:
-                cause = (f"{stage}_{ERROR_UNEXPECTED}", f"{type(error).__name__}: {error}")
+                cause = (staged(stage, ERROR_UNEXPECTED), f"{type(error).__name__}: {error}")
                 break
             log.warning(
                 "unexpected error, retrying",

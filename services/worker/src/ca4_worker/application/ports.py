@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from ca4_schemas import LEGACY_TENANT
+
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
+from ca4_worker.domain.dead_letters import Refusal
 from ca4_worker.domain.records import DeadLetter, Position, PositionedEvent
 
 
@@ -30,10 +33,11 @@ class TimedOutError(UnavailableError):
 class RejectedError(Exception):
     """The dependency refused this data, and would refuse it again on every try: poison.
 
-    ``error_class`` names the cause for the dead letter (e.g. ``document_too_large``).
+    ``error_class`` names the cause for the dead letter (e.g. ``document_too_large``), one of
+    the closed set of :data:`~ca4_worker.domain.dead_letters.Refusal`.
     """
 
-    def __init__(self, error_class: str, message: str) -> None:
+    def __init__(self, error_class: Refusal, message: str) -> None:
         super().__init__(message)
         self.error_class = error_class
 
@@ -49,12 +53,26 @@ class AppendOutcome:
 
     ``redelivered`` were already stored from the same Kafka position (a redelivery after a
     crash), so they still need projecting; ``duplicates`` were stored from another position
-    (a client retry or a re-drive) and were projected when that copy was.
+    (a client retry or a re-drive) and were projected when that copy was; ``conflicts`` share
+    their event id with another tenant's stored event, so they are not stored (event ids are
+    unique across tenants) and are dead-lettered instead of counted as duplicates in silence.
     """
 
     stored: list[PositionedEvent] = field(default_factory=list)
     redelivered: list[PositionedEvent] = field(default_factory=list)
     duplicates: list[PositionedEvent] = field(default_factory=list)
+    conflicts: list[PositionedEvent] = field(default_factory=list)
+
+    def add_copy(self, item: PositionedEvent, stored_at: Position, stored_tenant: str) -> None:
+        """Sort ``item``, whose event id is already stored from ``stored_at`` by
+        ``stored_tenant``. A pre-tenancy copy (the legacy tenant's) is the same report sent
+        again across the upgrade, a duplicate."""
+        if stored_tenant not in (item.event.tenant, LEGACY_TENANT):
+            self.conflicts.append(item)
+        elif stored_at == item.position:
+            self.redelivered.append(item)
+        else:
+            self.duplicates.append(item)
 
     @property
     def to_project(self) -> list[PositionedEvent]:

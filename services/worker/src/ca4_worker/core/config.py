@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     """Key prefix of archive objects."""
     archive_max_records: int = Field(default=5000, ge=1, le=1_000_000)
     """Flush a partition's archive object once it holds this many records."""
+    archive_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Flush a partition's archive object once its records weigh this much, whatever
+    ``archive_max_records`` says: an object holds at most this and one record. Records are
+    weighed as for ``store_max_bytes`` (never less than their bytes), one rule for every
+    buffer of the worker. The archive holds at most twice this across partitions: polls are
+    sized to stay within it, and past it the heaviest buffers are flushed early. Encoding an
+    object holds it compressed and a small chunk of text besides its records."""
     archive_max_age_s: float = Field(default=30.0, gt=0)
     """Flush a partition's archive object once its oldest record waited this long."""
 
@@ -217,13 +224,21 @@ class Settings(BaseSettings):
     lag_poll_interval_s: float = Field(default=10.0, gt=0)
     """How often consumer and archive lag gauges are refreshed."""
     gpu_series_ttl_s: float = Field(default=900.0, gt=0)
-    """Per-GPU gauge series not updated for this long are removed (stale sessions)."""
+    """Per-GPU gauge series not updated for this long are removed (stale sessions). A GPU's
+    series set also counts against its tenant's ``gpu_series_max_per_tenant`` for this long
+    after its creation, whatever became of it."""
     gpu_series_max: int = Field(default=2000, ge=1)
-    """Upper bound on per-GPU gauge series; the least recently updated go first."""
+    """Upper bound on per-GPU series sets (one per tenant and GPU) in this worker. At it, a new
+    set takes the least recently updated set of the tenant holding the most, and only when the
+    reporting tenant holds fewer; otherwise it is refused (``ca4_worker_gpu_series_refused``).
+    So no tenant loses a series to a tenant that holds as many."""
     gpu_series_max_per_tenant: int = Field(default=500, ge=1)
-    """Upper bound on one tenant's per-GPU gauge series; beyond it that tenant's least recently
-    updated go, never another tenant's. Keep it under ``gpu_series_max``, so that one tenant
-    reporting many GPU UUIDs cannot push the others' series out."""
+    """Upper bound on one tenant's per-GPU series sets in this worker, counting each set it had
+    until ``gpu_series_ttl_s`` after its creation. At it the tenant's new GPUs, and its GPUs'
+    new labels, get no series until its own expire, so one tenant adds at most this many sets
+    to Prometheus per ``gpu_series_ttl_s``. The default keeps one churning tenant within the
+    chart's Prometheus (docs/gpu-metrics.md); a tenant with more GPUs on one worker than this
+    needs more workers (sessions spread over them) or a higher cap and a larger Prometheus."""
 
     usage_enabled: bool = True
     """Keep the GPU usage projection (held, busy and idle seconds per GPU per day)."""

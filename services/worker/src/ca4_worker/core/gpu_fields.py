@@ -15,6 +15,7 @@ work on them all the same.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
@@ -39,6 +40,32 @@ DCGM_LABELS: Final = [
 ]
 """Label names of every per-GPU series (the DCGM exporter's first, then ours). ``tenant`` is the
 reporting key's: each tenant has its own series of a GPU UUID."""
+
+LABEL_VALUE_MAX_BYTES: Final = 64
+"""The most UTF-8 bytes of a label value a report chooses: every per-GPU label but ``tenant``
+(the key file names it) and the indexes (numbers). The contract allows 128 characters (512
+bytes) and 256 for the ``project`` label; real values fit in 64 (a GPU or MIG UUID is 40-50
+characters, a PCI bus id 16, an SDK session id about 30, a Kubernetes pod name at most 63), so
+the series caps bound ``/metrics`` in bytes too (docs/gpu-metrics.md). Bytes, not characters:
+the body, the worker's memory and Prometheus' ``label_value_length_limit`` count bytes."""
+_DIGEST_HEX: Final = 16
+"""Hex digits of SHA-256 that stand for a value's cut part (64 bits)."""
+
+
+def bounded_label(value: str) -> str:
+    """``value`` if it fits :data:`LABEL_VALUE_MAX_BYTES`; else its longest prefix that leaves
+    room for ``~`` and 16 hex digits of the whole value's SHA-256, so that values that differ
+    only past the bound (two GPUs' UUIDs, two hosts) still name different series."""
+    if len(value) <= LABEL_VALUE_MAX_BYTES and value.isascii():
+        return value
+    encoded = value.encode()
+    if len(encoded) <= LABEL_VALUE_MAX_BYTES:
+        return value
+    digest = hashlib.sha256(encoded).hexdigest()[:_DIGEST_HEX]
+    # Cut at a character boundary: a partial character at the end is dropped.
+    prefix = encoded[: LABEL_VALUE_MAX_BYTES - 1 - _DIGEST_HEX].decode(errors="ignore")
+    return f"{prefix}~{digest}"
+
 
 THROTTLE_REASON_BITS: Final = {
     "gpu_idle": 0x001,
@@ -240,18 +267,19 @@ GPU_FIELDS: Final = (
 
 
 def dcgm_labels(sample: GpuSample, event: GpuMetadataReported) -> tuple[str, ...]:
-    """The label values of ``sample``'s series, in :data:`DCGM_LABELS` order."""
+    """The label values of ``sample``'s series, in :data:`DCGM_LABELS` order, each value the
+    report chose bounded (:func:`bounded_label`)."""
     mig = sample.mig
     return (
         str(sample.index),
-        sample.uuid,
-        sample.name,
-        event.payload.host.hostname,
-        sample.pci_bus_id or "",
+        bounded_label(sample.uuid),
+        bounded_label(sample.name),
+        bounded_label(event.payload.host.hostname),
+        bounded_label(sample.pci_bus_id or ""),
         str(mig.gpu_instance_id) if mig is not None else "",
-        (mig.profile or "") if mig is not None else "",
-        mig.parent_uuid if mig is not None else "",
-        event.session_id,
-        event.labels.get(PROJECT_LABEL, ""),
+        bounded_label(mig.profile or "") if mig is not None else "",
+        bounded_label(mig.parent_uuid) if mig is not None else "",
+        bounded_label(event.session_id),
+        bounded_label(event.labels.get(PROJECT_LABEL, "")),
         event.tenant,
     )

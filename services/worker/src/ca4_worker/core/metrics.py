@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS, dcgm_labels
+from ca4_worker.core.gpu_fields import DCGM_LABELS, GPU_FIELDS, bounded_label, dcgm_labels
 from ca4_worker.core.series_table import SeriesTable
+from ca4_worker.domain.dead_letters import DEAD_LETTER_CLASSES
 from ca4_worker.domain.projection import newest_readings
 from ca4_worker.domain.records import PositionedEvent
 
@@ -79,6 +82,11 @@ CONSUMER_LAG = Gauge(
     "Messages on the topic not yet committed by a consumer group, per partition.",
     ["group", "partition"],
 )
+LAG_REFRESHED = Gauge(
+    "ca4_worker_lag_refreshed_timestamp_seconds",
+    "When the lag monitor last measured every group's lag (Unix time): the lag gauges keep "
+    "their last values while it fails, so an old time here says they are stale.",
+)
 ARCHIVE_LAG = Gauge(
     "ca4_worker_archive_lag",
     "Messages not yet archived (consumed but unflushed, plus backlog), per partition.",
@@ -89,6 +97,10 @@ DEAD_LETTERS = Counter(
     "Records sent to the dead-letter topic, by error class.",
     ["error_class"],
 )
+# Every class from the start, at 0: a series that first appears at 1 is no increase to
+# Prometheus, so a class's first dead letters would never raise CA4DeadLettersGrowing.
+for _error_class in DEAD_LETTER_CLASSES:
+    DEAD_LETTERS.labels(_error_class)
 ARCHIVE_OBJECTS = Counter(
     "ca4_worker_archive_objects",
     "Archive objects uploaded to S3.",
@@ -117,11 +129,27 @@ GPU_REGISTRY.register(DCGM_SERIES)
 
 def gpu_exposition() -> str:
     """Every GPU series in Prometheus' text format."""
-    return LEGACY_GPU_SERIES.exposition() + DCGM_SERIES.exposition()
+    return gpu_exposition_bytes().decode()
 
+
+def gpu_exposition_bytes() -> bytes:
+    """:func:`gpu_exposition` in UTF-8, as the tables keep it (no text copy of the body)."""
+    return LEGACY_GPU_SERIES.render() + DCGM_SERIES.render()
+
+
+GPU_SERIES_REFUSED = Counter(
+    "ca4_worker_gpu_series_refused",
+    "GPU readings that got no series, by tenant and reason: tenant_cap (the tenant holds "
+    "CA4_GPU_SERIES_MAX_PER_TENANT series sets, counting those gone within "
+    "CA4_GPU_SERIES_TTL_S of their creation) or series_max (the worker holds CA4_GPU_SERIES_MAX "
+    "and the tenant no fewer than any other).",
+    ["tenant", "reason"],
+)
+_Refusal = Literal["tenant_cap", "series_max"]
+_REFUSALS: tuple[_Refusal, ...] = ("tenant_cap", "series_max")
 
 _GpuKey = tuple[str, str]
-"""``(tenant, GPU UUID)``: one tenant's series set of one GPU."""
+"""``(tenant, GPU UUID)``: one tenant's series set of one GPU (the UUID as its label bounds it)."""
 
 
 @dataclass
@@ -129,20 +157,45 @@ class _Series:
     legacy_labels: tuple[str, ...]
     labels: tuple[str, ...]
     order_key: tuple[datetime, str]
+    created: float
     updated: float
 
 
+@dataclass
+class _TenantSeries:
+    live: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """The tenant's GPU UUIDs with series, least recently updated first."""
+    gone: list[float] = field(default_factory=list)
+    """A heap of when each series set the tenant no longer has stops counting against its
+    cap: ``ttl_s`` after its creation."""
+
+    def held(self, now: float) -> int:
+        """Series sets that count against the tenant's cap."""
+        while self.gone and self.gone[0] <= now:
+            heapq.heappop(self.gone)
+        return len(self.live) + len(self.gone)
+
+
 class GpuGauges:
-    """Per-GPU gauges with bounded cardinality.
+    """Per-GPU gauges with bounded cardinality and churn.
 
     One series set per tenant and GPU UUID, labelled with the tenant, so a tenant that reports
     another tenant's GPU UUID never touches that tenant's series. A GPU's newest sample wins by
     the order GPU documents use (``occurred_at`` capped at ``received_at``, see
     :func:`~ca4_worker.domain.projection.newest_readings`), so a report dated ahead cannot hold
     the series against the real ones after it. When a GPU shows up with new labels (another
-    session, host or project) its old series go, series not updated for ``ttl_s`` go (a silent
-    session), beyond ``max_series_per_tenant`` a tenant's own least recently updated go, and
-    beyond ``max_series`` the least recently updated of all go.
+    session, host or project) its old series go and the new labels are a new series set;
+    series not updated for ``ttl_s`` go (a silent session). Every label value a report chooses
+    is bounded (:func:`~ca4_worker.core.gpu_fields.bounded_label`).
+
+    A tenant holds at most ``max_series_per_tenant`` series sets, and a set it no longer has
+    counts until ``ttl_s`` after its creation. At its cap a tenant's new GPUs, and its GPUs'
+    new labels, get no series until its own expire (it never loses its older series to them),
+    so a tenant creates at most its cap of series sets in any ``ttl_s``, however many UUIDs or
+    labels it reports. At ``max_series`` in all, a new set takes the least recently updated set
+    of the tenant holding the most, and only when the reporting tenant holds fewer: a tenant
+    never loses a series to one that holds as many. Each refusal counts in
+    :data:`GPU_SERIES_REFUSED`.
     """
 
     def __init__(
@@ -153,33 +206,54 @@ class GpuGauges:
         self._max_per_tenant = max_series_per_tenant or max_series
         self._series: OrderedDict[_GpuKey, _Series] = OrderedDict()
         """Every series set, least recently updated first."""
-        self._by_tenant: dict[str, OrderedDict[str, None]] = {}
-        """Each tenant's GPU UUIDs, least recently updated first."""
+        self._by_tenant: dict[str, _TenantSeries] = {}
 
     def __len__(self) -> int:
         return len(self._series)
 
     def update(self, events: Iterable[PositionedEvent], *, now: float | None = None) -> None:
-        """Set the gauges from the newest sample of each tenant's GPU in ``events``, then drop
-        stale series."""
+        """Drop stale series, then set the gauges from the newest sample of each tenant's GPU
+        in ``events``."""
         now = time.monotonic() if now is None else now
-        newest_of = newest_readings(events, lambda positioned, gpu: (positioned.tenant, gpu.uuid))
+        self.sweep(now=now)
+        newest_of = newest_readings(
+            events, lambda positioned, gpu: (positioned.tenant, bounded_label(gpu.uuid))
+        )
+        refused: dict[tuple[str, _Refusal], int] = {}
         for key, newest in newest_of.items():
             event, sample = newest.positioned.event, newest.gpu.sample
             current = self._series.get(key)
             if current is not None and current.order_key > newest.order_key:
                 continue
             tenant, uuid = key
-            series = _Series(
-                legacy_labels=(event.session_id, uuid, sample.name, tenant),
-                labels=dcgm_labels(sample, event),
-                order_key=newest.order_key,
-                updated=now,
-            )
-            if current is not None and current.labels != series.labels:
-                self._remove(current)
+            labels = dcgm_labels(sample, event)
+            if current is not None and current.labels == labels:
+                current.order_key, current.updated = newest.order_key, now
+                self._series.move_to_end(key)
+                self._by_tenant[tenant].live.move_to_end(uuid)
+            else:
+                if current is not None:
+                    self._retire(key, now)
+                reason = self._refusal(tenant, now)
+                if reason is not None:
+                    refused[tenant, reason] = refused.get((tenant, reason), 0) + 1
+                    continue
+                current = _Series(
+                    legacy_labels=(
+                        bounded_label(event.session_id),
+                        uuid,
+                        bounded_label(sample.name),
+                        tenant,
+                    ),
+                    labels=labels,
+                    order_key=newest.order_key,
+                    created=now,
+                    updated=now,
+                )
+                self._series[key] = current
+                self._by_tenant[tenant].live[uuid] = None
             LEGACY_GPU_SERIES.put(
-                series.legacy_labels,
+                current.legacy_labels,
                 {
                     metric: getattr(sample, field_name)
                     for metric, (field_name, _) in _LEGACY_FIELDS.items()
@@ -187,37 +261,49 @@ class GpuGauges:
             )
             unavailable = event.payload.collector.unavailable_fields
             DCGM_SERIES.put(
-                series.labels,
-                {field.metric: field.value(sample, unavailable) for field in GPU_FIELDS},
+                current.labels,
+                {spec.metric: spec.value(sample, unavailable) for spec in GPU_FIELDS},
             )
-            self._series[key] = series
-            self._series.move_to_end(key)
-            owned = self._by_tenant.setdefault(tenant, OrderedDict())
-            owned[uuid] = None
-            owned.move_to_end(uuid)
-            while len(owned) > self._max_per_tenant:
-                self._drop((tenant, next(iter(owned))))
-        self.sweep(now=now)
+        for (tenant, reason), count in refused.items():
+            GPU_SERIES_REFUSED.labels(tenant, reason).inc(count)
 
     def sweep(self, *, now: float | None = None) -> None:
-        """Remove series older than the TTL and beyond the cap."""
+        """Remove series not updated for the TTL."""
         now = time.monotonic() if now is None else now
         while self._series:
             key, oldest = next(iter(self._series.items()))
-            if now - oldest.updated <= self._ttl_s and len(self._series) <= self._max_series:
+            if now - oldest.updated <= self._ttl_s:
                 break
-            self._drop(key)
-
-    def _drop(self, key: _GpuKey) -> None:
-        """Remove one tenant's series set of one GPU."""
-        tenant, uuid = key
-        self._remove(self._series.pop(key))
-        owned = self._by_tenant[tenant]
-        del owned[uuid]
-        if not owned:
+            self._retire(key, now)
+        for tenant in [tenant for tenant, owned in self._by_tenant.items() if not owned.held(now)]:
             del self._by_tenant[tenant]
 
-    @staticmethod
-    def _remove(series: _Series) -> None:
+    def _refusal(self, tenant: str, now: float) -> _Refusal | None:
+        """Why ``tenant`` may not have another series set now; ``None`` when it may (at
+        ``max_series`` the largest tenant's least recently updated set has then made room)."""
+        owned = self._by_tenant.get(tenant)
+        if owned is None:
+            owned = self._by_tenant[tenant] = _TenantSeries()
+            for reason in _REFUSALS:  # at 0 before the first, so that increase() sees it
+                GPU_SERIES_REFUSED.labels(tenant, reason)
+        if owned.held(now) >= self._max_per_tenant:
+            return "tenant_cap"
+        if len(self._series) < self._max_series:
+            return None
+        largest, most = max(self._by_tenant.items(), key=lambda item: len(item[1].live))
+        if len(most.live) <= len(owned.live):
+            return "series_max"
+        self._retire((largest, next(iter(most.live))), now)
+        return None
+
+    def _retire(self, key: _GpuKey, now: float) -> None:
+        """Remove one tenant's series set of one GPU; it counts against the tenant's cap until
+        ``ttl_s`` after its creation."""
+        tenant, uuid = key
+        series = self._series.pop(key)
         LEGACY_GPU_SERIES.remove(series.legacy_labels)
         DCGM_SERIES.remove(series.labels)
+        owned = self._by_tenant[tenant]
+        del owned.live[uuid]
+        if series.created + self._ttl_s > now:
+            heapq.heappush(owned.gone, series.created + self._ttl_s)

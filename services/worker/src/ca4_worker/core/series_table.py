@@ -36,9 +36,10 @@ def _escape_help(text: str) -> str:
 class _Family:
     name: str
     documentation: str
-    header: str
-    lines: dict[tuple[str, ...], tuple[float, str]] = field(default_factory=dict)
-    """Each series' value and rendered line, by its label values."""
+    header: bytes
+    lines: dict[tuple[str, ...], tuple[float, bytes]] = field(default_factory=dict)
+    """Each series' value and rendered line, by its label values. Lines are kept in UTF-8: a
+    ``str`` with one character beyond U+FFFF in a label takes four bytes for every character."""
 
 
 class SeriesTable(Collector):
@@ -54,7 +55,7 @@ class SeriesTable(Collector):
             name: _Family(
                 name,
                 documentation,
-                f"# HELP {name} {_escape_help(documentation)}\n# TYPE {name} gauge\n",
+                f"# HELP {name} {_escape_help(documentation)}\n# TYPE {name} gauge\n".encode(),
             )
             for name, documentation in families
         }
@@ -70,20 +71,25 @@ class SeriesTable(Collector):
                 lines.pop(labels, None)
             else:
                 number = float(value)
-                lines[labels] = (number, f"{name}{{{label_text}}} {_format_value(number)}\n")
+                line = f"{name}{{{label_text}}} {_format_value(number)}\n"
+                lines[labels] = (number, line.encode())
 
     def remove(self, labels: tuple[str, ...]) -> None:
         """Remove the series ``labels`` from every family."""
         for family in self._families.values():
             family.lines.pop(labels, None)
 
-    def exposition(self) -> str:
+    def render(self) -> bytes:
         """Every family in Prometheus' text format, as ``generate_latest`` writes it."""
-        parts: list[str] = []
+        parts: list[bytes] = []
         for family in self._families.values():
             parts.append(family.header)
             parts.extend(line for _, line in list(family.lines.values()))
-        return "".join(parts)
+        return b"".join(parts)
+
+    def exposition(self) -> str:
+        """:meth:`render` as text."""
+        return self.render().decode()
 
     def collect(self) -> Iterable[Metric]:
         """The same samples as metric families (``prometheus_client``'s collector protocol)."""

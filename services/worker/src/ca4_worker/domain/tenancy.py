@@ -14,6 +14,8 @@ from ca4_worker.domain.records import PositionedEvent
 
 ERROR_FOREIGN_TENANT = "foreign_tenant"
 """Dead-letter error class of an event whose session belongs to another tenant."""
+ERROR_EVENT_ID_CONFLICT = "event_id_conflict"
+"""Dead-letter error class of an event whose id another tenant's stored event already has."""
 
 
 def split_by_owner(
@@ -40,4 +42,14 @@ def foreign_reason(positioned: PositionedEvent, owner: str) -> str:
     return (
         f"session {event.session_id!r} belongs to tenant {owner!r}; this event came from "
         f"tenant {event.tenant!r} (key {event.key_id!r}) and was not stored or projected"
+    )
+
+
+def event_id_conflict_reason(positioned: PositionedEvent) -> str:
+    """The dead letter's message for an event whose id another tenant's event already has."""
+    event = positioned.event
+    return (
+        f"event id {positioned.event_id} is already stored for another tenant; this event "
+        f"of tenant {event.tenant!r} (key {event.key_id!r}, session {event.session_id!r}) was "
+        "not stored or projected: send it again with a new event_id"
     )

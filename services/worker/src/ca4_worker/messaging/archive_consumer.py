@@ -3,6 +3,10 @@
 FastStream's subscribers commit per handled batch; the archive must instead hold records across
 many polls, flush by age even when no message arrives, commit one partition's exact offset
 after its upload, and drop buffers of revoked partitions, which needs the consumer loop itself.
+What it holds is bounded like the stages' buffers: each poll takes what the archiver has room
+for at the recent record weight (:class:`~ca4_worker.messaging.batch_consumer.PollSizer`, as
+:class:`~ca4_worker.messaging.batch_consumer.BatchConsumer` sizes its polls), and the archiver
+flushes its heaviest buffers before they all hold more than twice an object's ``max_bytes``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ca4_worker.application.archiver import Archiver
+from ca4_worker.messaging.batch_consumer import PollSizer
 from ca4_worker.messaging.records import raw_record
 
 log = structlog.get_logger(__name__)
@@ -51,6 +56,8 @@ class ArchiveConsumer:
         self._archiver = archiver
         self._before_start = before_start
         self._topic = topic
+        self._max_poll_records = max_poll_records
+        self._poll_size = PollSizer()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
@@ -96,11 +103,21 @@ class ArchiveConsumer:
                 await asyncio.sleep(1.0)
 
     async def _poll_and_flush(self) -> None:
+        """Poll what the archive has room for, then flush until nothing is due, so the next
+        poll starts within the archive's bound again."""
         wait_s = min(MAX_POLL_WAIT_S, self._archiver.seconds_until_due())
-        batches = await self._consumer.getmany(timeout_ms=max(1, int(wait_s * 1000)))
+        batches = await self._consumer.getmany(
+            timeout_ms=max(1, int(wait_s * 1000)),
+            max_records=self._poll_size.records(self._max_poll_records, self._archiver.room()),
+        )
+        polled = polled_weight = 0
         for records in batches.values():
-            self._archiver.add(raw_record(record) for record in records)
-        for topic, partition in self._archiver.due():
-            next_offset = await self._archiver.flush(topic, partition)
-            if next_offset is not None:
-                await self._consumer.commit({TopicPartition(topic, partition): next_offset})
+            polled += len(records)
+            polled_weight += self._archiver.add(raw_record(record) for record in records)
+        if polled:
+            self._poll_size.learn(polled_weight / polled)
+        while due := self._archiver.due():
+            for topic, partition in due:
+                next_offset = await self._archiver.flush(topic, partition)
+                if next_offset is not None:
+                    await self._consumer.commit({TopicPartition(topic, partition): next_offset})

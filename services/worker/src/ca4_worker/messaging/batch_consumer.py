@@ -19,7 +19,8 @@ fetched (``max_partition_fetch_bytes`` per partition, memory the client held any
 Offsets are committed per batch, exactly those of the batch (never the consumer's position,
 which the pump has moved ahead), in the background: the next batch is handled while the commit
 travels, commits stay in order (one in flight), and a crash before one lands only means
-redelivery, which the handlers absorb. ``after_commit`` hears what each commit made final.
+redelivery, which the handlers absorb. ``after_commit`` hears what each commit made final, and
+``on_assigned`` the partitions each rebalance gives this member.
 A handler that raises has its partitions sought back to the batch's first records, and their
 buffered records dropped, so nothing past it is committed.
 A rebalance waits for the batch in flight (and its commit) before partitions are given up,
@@ -31,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -55,6 +56,32 @@ RETRY_AFTER_ERROR_S = 1.0
 """Pause after a failed poll, or after a handler raised, before trying again."""
 
 
+class PollSizer:
+    """How many records a poll may take into a buffer bounded in weight, from the recent
+    record weight (a poll can be bounded only in records); the archive consumer sizes its
+    polls with it too."""
+
+    def __init__(self) -> None:
+        self.record_weight: float | None = None
+        """The recent record weight, learnt from the polls; unknown at first."""
+
+    def learn(self, mean: float) -> None:
+        """Rise at once to larger records (a hostile client's first large ones must not be
+        taken at the old size), fall slowly back from them."""
+        if self.record_weight is None or mean >= self.record_weight:
+            self.record_weight = mean
+        else:
+            self.record_weight += LIGHTER_RECORDS_SHARE * (mean - self.record_weight)
+
+    def records(self, records_left: int, weight_left: int) -> int:
+        """``records_left``, and what ``weight_left`` holds at the recent record weight (one
+        record while that weight is unknown); at least one."""
+        if self.record_weight is None:
+            return 1
+        by_weight = weight_left / max(1.0, self.record_weight)
+        return max(1, min(records_left, int(by_weight)))
+
+
 class BatchConsumer:
     """Hands ``handler`` batches of fresh records and commits each batch when it returns."""
 
@@ -71,6 +98,7 @@ class BatchConsumer:
         max_partition_fetch_bytes: int = 1024 * 1024,
         stage_seconds: Histogram | None = None,
         after_commit: Callable[[Mapping[TopicPartition, int]], None] | None = None,
+        on_assigned: Callable[[Collection[TopicPartition]], None] | None = None,
         revoke_wait_s: float = 30.0,
     ) -> None:
         self.name = name
@@ -80,6 +108,7 @@ class BatchConsumer:
         self._max_bytes = max_bytes
         self._stage_seconds = stage_seconds
         self._after_commit = after_commit
+        self._on_assigned = on_assigned
         self._revoke_wait_s = revoke_wait_s
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -92,7 +121,7 @@ class BatchConsumer:
         self._buffer: dict[TopicPartition, list[Record]] = {}
         self._buffered = 0
         self._buffered_weight = 0
-        self._record_weight: float | None = None  # recent record weight, learnt from the polls
+        self._poll_size = PollSizer()
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -165,7 +194,7 @@ class BatchConsumer:
             if polled:
                 self._buffered += polled
                 self._buffered_weight += polled_weight
-                self._learn_record_weight(polled_weight / polled)
+                self._poll_size.learn(polled_weight / polled)
                 self._arrived.set()
             if not self._has_room():
                 self._room.clear()
@@ -204,25 +233,14 @@ class BatchConsumer:
             fetched |= await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=share)
         return fetched
 
-    def _learn_record_weight(self, mean: float) -> None:
-        """Rise at once to larger records (a hostile client's first large ones must not be
-        taken at the old size), fall slowly back from them."""
-        if self._record_weight is None or mean >= self._record_weight:
-            self._record_weight = mean
-        else:
-            self._record_weight += LIGHTER_RECORDS_SHARE * (mean - self._record_weight)
-
     def _has_room(self) -> bool:
         return self._buffered < self._max_records and self._buffered_weight < self._max_bytes
 
     def _room_for(self) -> int:
-        """Records the next poll may add: what is left of ``max_records``, and of ``max_bytes``
-        at the recent record weight (one record while that weight is unknown)."""
-        if self._record_weight is None:
-            return 1
-        records = self._max_records - self._buffered
-        by_weight = (self._max_bytes - self._buffered_weight) / max(1.0, self._record_weight)
-        return max(1, min(records, int(by_weight)))
+        """Records the next poll may add: what is left of ``max_records`` and ``max_bytes``."""
+        return self._poll_size.records(
+            self._max_records - self._buffered, self._max_bytes - self._buffered_weight
+        )
 
     async def _work(self) -> None:
         done = time.perf_counter()
@@ -317,6 +335,10 @@ class BatchConsumer:
         finally:
             self._handling.release()
 
+    def _assigning(self, assigned: list[TopicPartition]) -> None:
+        if self._on_assigned is not None:
+            self._on_assigned(assigned)
+
     def _observe(self, stage: str, seconds: float) -> None:
         if self._stage_seconds is not None:
             self._stage_seconds.labels(stage).observe(seconds)
@@ -330,7 +352,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._owner._revoking(list(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return
+        self._owner._assigning(list(assigned))
 
 
 def weight_of(record: Record) -> int:

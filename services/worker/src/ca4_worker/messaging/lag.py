@@ -1,13 +1,16 @@
 """Consumer lag per group and partition: end offset minus committed offset.
 
 Measured from the broker's committed offsets (like kafka-exporter), so the archive lag counts
-records consumed but not yet archived as well as the backlog.
+records consumed but not yet archived as well as the backlog. A refresh that fails leaves the
+gauges at their last values; ``ca4_worker_lag_refreshed_timestamp_seconds`` says when they were
+last measured (``CA4LagMonitorStale``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -64,7 +67,8 @@ class LagMonitor:
             await asyncio.sleep(self._interval_s)
 
     async def refresh(self) -> dict[str, dict[int, int]]:
-        """Measure every group's lag once and publish it."""
+        """Measure every group's lag once and publish it, with the time it was measured (not
+        when the topic has no partitions to measure)."""
         partitions = await self._partitions()
         if not partitions:
             return {}
@@ -87,6 +91,7 @@ class LagMonitor:
                 metrics.CONSUMER_LAG.labels(group, str(tp.partition)).set(lag)
                 if group == self._archive_group:
                     metrics.ARCHIVE_LAG.labels(str(tp.partition)).set(lag)
+        metrics.LAG_REFRESHED.set(time.time())
         return lags
 
     async def _partitions(self) -> list[TopicPartition]:

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from aiokafka import TopicPartition
 
@@ -67,6 +67,13 @@ def store_consumer(
             )
         watermark.advance(offsets)
 
+    def assigned(partitions: Collection[TopicPartition]) -> None:
+        # Each partition's stored counter from the moment this worker owns it, at 0: a new
+        # owner (a restart, a rebalance) that stores nothing would otherwise export no series
+        # for it, and CA4StorePartitionStalling could never fire for the partition it stalls on.
+        for partition in partitions:
+            metrics.PARTITION_STORED.labels(str(partition.partition))
+
     return BatchConsumer(
         name="store",
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -78,6 +85,7 @@ def store_consumer(
         max_partition_fetch_bytes=settings.store_max_partition_fetch_bytes,
         stage_seconds=metrics.STORE_STAGE_SECONDS,
         after_commit=committed,
+        on_assigned=assigned,
     )
 
 

@@ -60,12 +60,19 @@ class MongoEventStore:
         duplicates = [events[index] for index in sorted(duplicate_indexes)]
         outcome.stored = [item for i, item in enumerate(events) if i not in duplicate_indexes]
         if duplicates:
-            canonical = await self.positions([item.event_id for item in duplicates])
+            with database_call(self._deadline_s):
+                cursor = self._events.find(
+                    {"_id": {"$in": [item.event_id for item in duplicates]}},
+                    {"partition": 1, "offset": 1, "event.tenant": 1},
+                )
+                copies = {doc["_id"]: doc async for doc in cursor}
             for item in duplicates:
-                if canonical.get(item.event_id) == item.position:
-                    outcome.redelivered.append(item)
-                else:
+                copy = copies.get(item.event_id)
+                if copy is None:  # gone since the insert refused it: nothing to tell apart
                     outcome.duplicates.append(item)
+                    continue
+                position = Position(copy["partition"], copy["offset"])
+                outcome.add_copy(item, position, _tenant_of(copy))
         return outcome
 
     async def positions(self, event_ids: Collection[str]) -> dict[str, Position]:

@@ -77,10 +77,8 @@ class InMemoryEventStore:
             if existing is None:
                 self.events[positioned.event_id] = positioned
                 outcome.stored.append(positioned)
-            elif existing.position == positioned.position:
-                outcome.redelivered.append(positioned)
             else:
-                outcome.duplicates.append(positioned)
+                outcome.add_copy(positioned, existing.position, existing.event.tenant)
         return outcome
 
     async def positions(self, event_ids: Collection[str]) -> dict[str, Position]:

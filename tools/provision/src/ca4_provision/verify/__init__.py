@@ -1,4 +1,4 @@
-"""``ca4 verify``: the eight end-to-end checks against a running deployment."""
+"""``ca4 verify``: the nine end-to-end checks against a running deployment."""
 
 from ca4_provision.verify.cli import app
 

@@ -1,4 +1,4 @@
-"""The eight checks. Each takes the shared :class:`VerifyContext` and returns a detail line,
+"""The nine checks. Each takes the shared :class:`VerifyContext` and returns a detail line,
 or raises :class:`StepFailedError` / :class:`NotDeployedError`.
 
 Checks that wait on the pipeline (worker, database, Prometheus scrapes, log shipping) poll with

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ca4_worker.api.deps import RuntimeDep
-from ca4_worker.core.metrics import gpu_exposition
+from ca4_worker.core.metrics import gpu_exposition_bytes
 
 router = APIRouter(tags=["health"])
 
@@ -41,6 +41,6 @@ async def metrics(request: Request) -> Response:
     registries = (REGISTRY, request.app.state.http_registry)
 
     def render() -> bytes:
-        return b"".join(map(generate_latest, registries)) + gpu_exposition().encode()
+        return b"".join(map(generate_latest, registries)) + gpu_exposition_bytes()
 
     return Response(await asyncio.to_thread(render), media_type=CONTENT_TYPE_LATEST)
