@@ -94,7 +94,8 @@ def replace_session_id(runtime: str, refused: str, directory: Path | None = None
     candidate = new_session_id(runtime)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A shared temp directory: never follow or reuse what another user may have put there.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(candidate)
         os.replace(temp, path)

@@ -72,6 +72,9 @@ class Spool:
     def put(self, reports: list[dict[str, Any]]) -> None:
         """Store reports (already-spooled event ids are skipped), then enforce the caps."""
         with self._lock:
+            # Another process of this runtime may have moved the shared spool away when it left
+            # a refused session (``move_sessions``): this one spools on until it is refused too.
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             existing = {path.stem.split("-", 1)[1] for path in self._files()}
             for report in reports:
                 event_id = str(report["event_id"])

@@ -99,8 +99,8 @@ async def test_a_batch_costs_one_token_per_report(
     assert single.status_code == 429
     assert single.json()["detail"] == (
         "rate limit of 0.5 tokens/s for key 'dev' exceeded (this request costs 1: one per "
-        "report, or per 16384 bytes of body weight when that is more); retry after the "
-        "Retry-After seconds"
+        "report, per 16384 bytes of body weight or per 4 GPUs, whichever is most); retry "
+        "after the Retry-After seconds"
     )
     assert len(fake_publisher.published) == 10
 
@@ -396,3 +396,11 @@ def test_dev_without_keys_accepts_the_dev_key() -> None:
 def test_placeholder_keys_are_refused(placeholder: str) -> None:
     with pytest.raises(ValidationError, match="placeholder"):
         Settings(ENVIRONMENT="prod", API_KEY_HASHES=_entry("prod", placeholder))
+
+
+def test_a_burst_that_cannot_pay_for_the_largest_report_is_flagged() -> None:
+    # A report of 64 GPUs costs 16 tokens: a smaller burst makes it 413 for good.
+    assert Settings(RATE_LIMIT_BURST=15).burst_short_of == 16
+    assert Settings(RATE_LIMIT_BURST=16).burst_short_of is None
+    assert Settings(RATE_LIMIT_BURST=15, RATE_LIMIT_GPUS_PER_TOKEN=8).burst_short_of is None
+    assert Settings(RATE_LIMIT_BURST=1, RATE_LIMIT_PER_SECOND=0).burst_short_of is None

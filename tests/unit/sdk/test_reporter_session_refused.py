@@ -173,3 +173,26 @@ def test_the_background_thread_switches_too(fake_atexit: object) -> None:
     assert _sessions_sent(state) == [[old], [reporter.session_id]]
     assert reporter.session_id != old
     assert reporter.stats.delivered == 1
+
+
+def test_another_reporter_of_the_runtime_follows_once_it_is_refused_too(
+    fake_atexit: object,
+) -> None:
+    # Two processes of one runtime (a notebook and `!python train.py`, torchrun's ranks) share
+    # the session id and so the spool directory. The first to switch moved that spool away
+    # with its directory, and the other's every delivery then failed before any POST: it
+    # never learned of the refusal and lost every report from then on.
+    with stub_api() as (url, state):
+        first, other = _reporter(url), _reporter(url, interval=3600)
+        old = first.session_id
+        assert other.spool.directory == first.spool.directory
+        state.foreign_sessions = {old}
+        first.report_once()
+        assert first.session_id != old
+
+        other.start()  # its thread spools each report before it sends it
+        wait_for(lambda: other.stats.delivered == 1)
+        other.stop()
+
+        assert other.session_id == first.session_id  # adopted from the runtime's session file
+        assert _sessions_sent(state)[-1] == [first.session_id]

@@ -302,6 +302,25 @@ def test_a_tenant_holding_fewer_takes_room_from_the_largest_for_good() -> None:
     assert _refused("share-large", "series_max") == 3 * 2
 
 
+def test_two_tenants_at_the_worker_cap_do_not_trade_a_set_back_and_forth() -> None:
+    # Six GPUs for five sets: each round the one left out took the other tenant's least
+    # recently updated set, which took it back, and every set retired so counted against its
+    # tenant's cap until the tenant was refused its own GPUs.
+    gauges = GpuGauges(ttl_s=900, max_series=5, max_series_per_tenant=4)
+    reports = {
+        tenant: [_report(tenant, index, f"GPU-{tenant}-{index}") for index in range(3)]
+        for tenant in ("trade-a", "trade-b")
+    }
+    exported = []
+    for round_ in range(8):
+        for tenant in reports:
+            gauges.update(reports[tenant], now=round_ * 15)
+        exported.append((_exported("trade-a"), _exported("trade-b")))
+
+    assert all(snapshot == exported[0] for snapshot in exported)
+    assert _refused("trade-a", "tenant_cap") == _refused("trade-b", "tenant_cap") == 0
+
+
 EMOJI = "\U0001f600"
 """Four bytes of UTF-8 each; the contract counts characters."""
 

@@ -160,3 +160,21 @@ async def test_an_event_id_another_tenant_holds_is_dead_lettered_not_dropped(
     )
     assert store.events[theirs["event_id"]].event.tenant == TENANT_A
     assert await projections.session("b-1", tenant=None) is None
+
+
+async def test_an_event_id_of_another_tenant_in_the_same_batch_is_dead_lettered_too(
+    parts: tuple[InMemoryEventStore, InMemoryProjections, InMemoryDeadLetters],
+) -> None:
+    # A repeat within one batch is set aside before the store is asked: both copies arriving
+    # close together (a store batch spans partitions) was the likely case, and it was dropped.
+    _, _, letters = parts
+    theirs = event_body(session_id="a-1", tenant=TENANT_A)
+    mine = event_body(session_id="b-1", tenant=TENANT_B, event_id=theirs["event_id"])
+    again = event_body(session_id="a-1", tenant=TENANT_A, event_id=theirs["event_id"])
+    outcome = await service(parts).handle_batch(
+        [record(theirs, offset=0), record(mine, offset=1), record(again, offset=2)]
+    )
+    assert (outcome.stored, outcome.duplicate, outcome.dead_lettered) == (1, 1, 1)
+    assert [(letter.error_class, letter.record.offset) for letter in letters.letters] == [
+        ("event_id_conflict", 1)
+    ]

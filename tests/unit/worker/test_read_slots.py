@@ -214,3 +214,11 @@ def test_the_per_key_read_caps_of_before_still_set_the_per_tenant_ones(
 
     monkeypatch.setenv("CA4_READ_MAX_IN_FLIGHT_PER_TENANT", "3")
     assert Settings().read_max_in_flight_per_tenant == 3
+
+
+def test_the_per_tenant_read_caps_take_no_variable_without_the_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("READ_MAX_IN_FLIGHT_PER_TENANT", "9")
+    assert Settings().read_max_in_flight_per_tenant == 4
+    assert Settings(read_max_in_flight_per_tenant=2).read_max_in_flight_per_tenant == 2

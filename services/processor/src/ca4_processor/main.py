@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import structlog
 from ca4_auth import ApiKeyRing, InFlight
 from ca4_schemas import GpuMetadataReport
 from ca4_schemas.api import BatchRequest
@@ -32,6 +33,7 @@ from ca4_processor.ownership import MongoSessionClaims, SessionOwners
 from ca4_processor.publishing import EventPublisher, KafkaEventPublisher
 from ca4_processor.security import RateLimiter
 
+log = structlog.get_logger(__name__)
 SERVICE_NAME = "ca4-processor"
 _UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _tracing_configured = False
@@ -92,6 +94,14 @@ def create_api(
         keys_file=settings.API_KEYS_FILE,
     )
     metrics = metrics or IngestMetrics.create()
+    if (needed := settings.burst_short_of) is not None:
+        log.warning(
+            "rate limit burst cannot pay for the largest report: reports of that many GPUs "
+            "will be 413",
+            burst=settings.RATE_LIMIT_BURST,
+            largest_report_tokens=needed,
+            fix="raise CA4_RATE_LIMIT_BURST or CA4_RATE_LIMIT_GPUS_PER_TOKEN",
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

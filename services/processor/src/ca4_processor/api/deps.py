@@ -109,9 +109,7 @@ async def authenticate_writer(
         wait_s = limiter.try_acquire(key.key_id)
         if wait_s > 0:
             metrics.count("rejected")
-            raise _rate_limited(
-                limiter, key.key_id, wait_s, tokens=1, token_weight=settings.RATE_LIMIT_TOKEN_WEIGHT
-            )
+            raise _rate_limited(limiter, key.key_id, wait_s, tokens=1, settings=settings)
         yield writer
     finally:
         writer.release_slot()
@@ -222,18 +220,19 @@ def charge(
             key_id,
             wait_s + paid / limiter.rate,
             tokens=tokens,
-            token_weight=settings.RATE_LIMIT_TOKEN_WEIGHT,
+            settings=settings,
         )
     return tokens
 
 
 def _rate_limited(
-    limiter: RateLimiter, key_id: str, wait_s: float, *, tokens: int, token_weight: int
+    limiter: RateLimiter, key_id: str, wait_s: float, *, tokens: int, settings: Settings
 ) -> Exception:
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
         f"rate limit of {limiter.rate:g} tokens/s for key {key_id!r} exceeded (this request "
-        f"costs {tokens}: one per report, or per {token_weight} bytes of body weight when that "
-        "is more); retry after the Retry-After seconds",
+        f"costs {tokens}: one per report, per {settings.RATE_LIMIT_TOKEN_WEIGHT} bytes of body "
+        f"weight or per {settings.RATE_LIMIT_GPUS_PER_TOKEN} GPUs, whichever is most); retry "
+        "after the Retry-After seconds",
         headers={"Retry-After": RateLimiter.retry_after_header(wait_s)},
     )

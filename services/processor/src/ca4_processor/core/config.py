@@ -9,6 +9,7 @@ from typing import Literal, Self
 from ca4_auth import accepts_dev_key, check_key_settings
 from ca4_schemas.api import DEFAULT_MAX_BATCH_SIZE
 from ca4_schemas.constants import TOPIC_GPU_METADATA
+from ca4_schemas.v1 import MAX_GPUS_PER_REPORT
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -150,6 +151,15 @@ class Settings(BaseSettings):
     def _keys_configured_outside_dev(self) -> Self:
         check_key_settings(self.ENVIRONMENT, self.API_KEY_HASHES, self.API_KEYS_FILE)
         return self
+
+    @property
+    def burst_short_of(self) -> int | None:
+        """Tokens one report of the most GPUs costs, when ``RATE_LIMIT_BURST`` cannot pay them
+        (such a report is ``413`` for good, and the SDK drops it); else ``None``."""
+        needed = -(-MAX_GPUS_PER_REPORT // self.RATE_LIMIT_GPUS_PER_TOKEN)
+        if self.RATE_LIMIT_PER_SECOND > 0 and needed > self.RATE_LIMIT_BURST:
+            return needed
+        return None
 
     @property
     def uses_dev_key(self) -> bool:

@@ -54,6 +54,7 @@ from ca4_worker.domain.tenancy import (
     ERROR_FOREIGN_TENANT,
     event_id_conflict_reason,
     foreign_reason,
+    is_event_id_conflict,
 )
 
 log = structlog.get_logger(__name__)
@@ -88,18 +89,19 @@ def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
 
 
 def first_per_event_id(
-    events: Sequence[PositionedEvent], seen: set[str] | None = None
+    events: Sequence[PositionedEvent], seen: dict[str, str] | None = None
 ) -> tuple[list[PositionedEvent], list[PositionedEvent]]:
     """Split events into the first copy of each event id (by position) and later copies.
 
-    ``seen`` carries the ids of earlier chunks of the same batch, and is updated.
+    ``seen`` maps the ids of earlier chunks of the same batch to their first copy's tenant,
+    and is updated.
     """
-    seen = set() if seen is None else seen
+    seen = {} if seen is None else seen
     first: list[PositionedEvent] = []
     later: list[PositionedEvent] = []
     for positioned in sorted(events, key=lambda item: item.position):
         (later if positioned.event_id in seen else first).append(positioned)
-        seen.add(positioned.event_id)
+        seen.setdefault(positioned.event_id, positioned.event.tenant)
     return first, later
 
 
@@ -114,6 +116,21 @@ def _foreign_letters(
             foreign_reason(item, owners[item.event.session_id]),
         )
         for item in foreign
+    ]
+
+
+def _conflict_letters(
+    records: Sequence[RawRecord], conflicts: Sequence[PositionedEvent]
+) -> list[DeadLetter]:
+    """The dead letters of events whose id another tenant's event holds."""
+    if not conflicts:
+        return []
+    by_position = {record.position: record for record in records}
+    return [
+        DeadLetter(
+            by_position[item.position], ERROR_EVENT_ID_CONFLICT, event_id_conflict_reason(item)
+        )
+        for item in conflicts
     ]
 
 
@@ -204,12 +221,7 @@ class IngestService:
         if refused or conflicts:
             raw = {record.position: record for record in ordered}
             letters.extend(item.dead_letter(raw[item.event.position]) for item in refused)
-            letters.extend(
-                DeadLetter(
-                    raw[item.position], ERROR_EVENT_ID_CONFLICT, event_id_conflict_reason(item)
-                )
-                for item in conflicts
-            )
+            letters.extend(_conflict_letters(ordered, conflicts))
         if letters:
             with metrics.STORE_STAGE_SECONDS.labels("dead_letters").time():
                 await publish_dead_letters(
@@ -252,7 +264,7 @@ class IngestService:
         Times the decoding (tenancy guard included) as ``decode`` and the rest of the wall time,
         spent waiting for the appends, as ``append``.
         """
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         owners: dict[str, str] = {}
         slots = asyncio.Semaphore(self._insert_concurrency)
         started = time.perf_counter()
@@ -271,7 +283,15 @@ class IngestService:
                 # session; it goes to the DLQ with the reason instead.
                 events, foreign = await self._tenants.split(events, owners)
                 letters.extend(_foreign_letters(chunk, foreign, owners))
-                first, _ = first_per_event_id(events, seen)
+                first, later = first_per_event_id(events, seen)
+                # A later copy of another tenant's id in the batch: never stored, as one the
+                # store holds already (sorted by the append), so a dead letter too.
+                letters.extend(
+                    _conflict_letters(
+                        chunk,
+                        [item for item in later if is_event_id_conflict(item, seen[item.event_id])],
+                    )
+                )
                 decoding_s += time.perf_counter() - chunk_started
                 if first:
                     await slots.acquire()

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from ca4_schemas import LEGACY_TENANT
-
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
 from ca4_worker.domain.dead_letters import Refusal
 from ca4_worker.domain.records import DeadLetter, Position, PositionedEvent
+from ca4_worker.domain.tenancy import is_event_id_conflict
 
 
 class UnavailableError(Exception):
@@ -65,9 +64,8 @@ class AppendOutcome:
 
     def add_copy(self, item: PositionedEvent, stored_at: Position, stored_tenant: str) -> None:
         """Sort ``item``, whose event id is already stored from ``stored_at`` by
-        ``stored_tenant``. A pre-tenancy copy (the legacy tenant's) is the same report sent
-        again across the upgrade, a duplicate."""
-        if stored_tenant not in (item.event.tenant, LEGACY_TENANT):
+        ``stored_tenant``."""
+        if is_event_id_conflict(item, stored_tenant):
             self.conflicts.append(item)
         elif stored_at == item.position:
             self.redelivered.append(item)

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
         use_attribute_docstrings=True,
         hide_input_in_errors=True,
         env_ignore_empty=True,
+        populate_by_name=True,  # the fields with old variable names as aliases
     )
 
     environment: Literal["dev", "test", "prod"] = "dev"
@@ -163,7 +164,6 @@ class Settings(BaseSettings):
         default=4,
         ge=1,
         validation_alias=AliasChoices(
-            "read_max_in_flight_per_tenant",
             "CA4_READ_MAX_IN_FLIGHT_PER_TENANT",
             "CA4_READ_MAX_IN_FLIGHT_PER_KEY",
         ),
@@ -180,7 +180,6 @@ class Settings(BaseSettings):
         default=256,
         ge=0,
         validation_alias=AliasChoices(
-            "read_max_waiting_per_tenant",
             "CA4_READ_MAX_WAITING_PER_TENANT",
             "CA4_READ_MAX_WAITING_PER_KEY",
         ),
@@ -230,7 +229,8 @@ class Settings(BaseSettings):
     gpu_series_max: int = Field(default=2000, ge=1)
     """Upper bound on per-GPU series sets (one per tenant and GPU) in this worker. At it, a new
     set takes the least recently updated set of the tenant holding the most, and only when the
-    reporting tenant holds fewer; otherwise it is refused (``ca4_worker_gpu_series_refused``).
+    reporting tenant holds at least two fewer; otherwise it is refused
+    (``ca4_worker_gpu_series_refused``).
     So no tenant loses a series to a tenant that holds as many."""
     gpu_series_max_per_tenant: int = Field(default=500, ge=1)
     """Upper bound on one tenant's per-GPU series sets in this worker, counting each set it had

@@ -280,7 +280,8 @@ class GpuGauges:
 
     def _refusal(self, tenant: str, now: float) -> _Refusal | None:
         """Why ``tenant`` may not have another series set now; ``None`` when it may (at
-        ``max_series`` the largest tenant's least recently updated set has then made room)."""
+        ``max_series`` the largest tenant's least recently updated set has then made room, if
+        that tenant still holds at least as many as ``tenant`` then)."""
         owned = self._by_tenant.get(tenant)
         if owned is None:
             owned = self._by_tenant[tenant] = _TenantSeries()
@@ -291,7 +292,9 @@ class GpuGauges:
         if len(self._series) < self._max_series:
             return None
         largest, most = max(self._by_tenant.items(), key=lambda item: len(item[1].live))
-        if len(most.live) <= len(owned.live):
+        if len(most.live) <= len(owned.live) + 1:
+            # Taking one would leave the largest with fewer than the taker: the two would
+            # trade that set back and forth at every update.
             return "series_max"
         self._retire((largest, next(iter(most.live))), now)
         return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping
 
+from ca4_schemas import LEGACY_TENANT
+
 from ca4_worker.domain.records import PositionedEvent
 
 ERROR_FOREIGN_TENANT = "foreign_tenant"
@@ -43,6 +45,13 @@ def foreign_reason(positioned: PositionedEvent, owner: str) -> str:
         f"session {event.session_id!r} belongs to tenant {owner!r}; this event came from "
         f"tenant {event.tenant!r} (key {event.key_id!r}) and was not stored or projected"
     )
+
+
+def is_event_id_conflict(positioned: PositionedEvent, holder: str) -> bool:
+    """Whether ``positioned`` repeats the event id of an event of tenant ``holder`` that is not
+    its own. A pre-tenancy copy (the legacy tenant's) is the same report sent again across the
+    upgrade: a duplicate."""
+    return holder not in (positioned.event.tenant, LEGACY_TENANT)
 
 
 def event_id_conflict_reason(positioned: PositionedEvent) -> str:
