@@ -10,7 +10,9 @@ root) with:
   (127.0.x.y), plus whatever stand-ins the caller maps (an AWS endpoint to a local server);
 - its env resolved from the manifests (``value``, ``valueFrom`` and ``envFrom``) on top of the
   image's, ``HOSTNAME`` set to the pod name as the kubelet does;
-- its command and args as rendered, on the program its image maps to (``images.py``).
+- its command and args as rendered, on the program its image maps to (``images.py``);
+- its init containers first, each run to completion in order, as the kubelet does (one try: a
+  failing one fails the pod with its log, where the kubelet would retry it with back-off).
 
 Pods share the host's network: a preload library (``podnet.c``) moves wildcard binds onto the
 pod's address, which is what a pod network namespace gives in Kubernetes.
@@ -266,9 +268,10 @@ class LocalCluster:
         }
         return fields[path]
 
-    def env(self, pod: Pod, image: Image) -> dict[str, str]:
-        """The container's environment as the kubelet builds it (image env underneath)."""
-        container = pod.container
+    def env(self, pod: Pod, image: Image, container: Manifest | None = None) -> dict[str, str]:
+        """A container's environment as the kubelet builds it (image env underneath); the main
+        container's unless another (an init container) is given."""
+        container = pod.container if container is None else container
         env = {**image.env, "HOSTNAME": pod.name}
         for source in container.get("envFrom", []):
             prefix = source.get("prefix", "")
@@ -313,10 +316,10 @@ class LocalCluster:
                 target.chmod(mode)
         return folder
 
-    def _mounts(self, pod: Pod, image: Image) -> list[Mount]:
+    def _mounts(self, pod: Pod, image: Image, container: Manifest) -> list[Mount]:
         volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
         mounts = [Mount(source, target) for source, target in image.mounts]
-        for mount in pod.container.get("volumeMounts", []):
+        for mount in container.get("volumeMounts", []):
             name = mount["name"]
             volume = volumes.get(name, {"name": name, "persistentVolumeClaim": {}})
             unsupported = {"hostPath", "projected", "downwardAPI", "csi"} & set(volume)
@@ -412,14 +415,43 @@ class LocalCluster:
             )
 
     async def start(self, pod: Pod, stand_in_env: Mapping[str, str] | None = None) -> None:
-        """Start a planned pod's container as rendered (plus env that stands in for AWS)."""
+        """Start a planned pod as rendered (plus env that stands in for AWS): its init containers
+        to completion, in order, then its container."""
         container = pod.container
+        for init in pod.spec.get("initContainers", []):
+            await self._run_init(pod, init)
+        if pod.spec.get("initContainers"):
+            with pod.log.open("ab") as log:
+                log.write(f"--- container {container['name']} ---\n".encode())
         image = await self.images.resolve(container["image"])
         pod.folder.mkdir(parents=True, exist_ok=True)
-        pod.mounts = self._mounts(pod, image)
+        pod.mounts = self._mounts(pod, image, container)
         argv = image.argv(container.get("command"), container.get("args"), pod.address)
         env = {**self.env(pod, image), **(stand_in_env or {})}
         await self._launch(pod, argv, env, image.workdir)
+
+    async def _run_init(self, pod: Pod, init: Manifest, within_s: float = 300) -> None:
+        """Run one init container to completion (its output goes to the pod's log)."""
+        image = await self.images.resolve(init["image"])
+        pod.folder.mkdir(parents=True, exist_ok=True)
+        with pod.log.open("ab") as log:
+            log.write(f"--- init container {init['name']} ---\n".encode())
+        pod.mounts = self._mounts(pod, image, init)
+        argv = image.argv(init.get("command"), init.get("args"), pod.address)
+        await self._launch(pod, argv, self.env(pod, image, init), image.workdir)
+        assert pod.process is not None
+        try:
+            code = await asyncio.wait_for(pod.process.wait(), within_s)
+        except TimeoutError:
+            await self.stop(pod)
+            raise PodFailedError(
+                f"{pod.name}: init container {init['name']} ran past {within_s}s:\n"
+                f"{log_tail(pod.log)}"
+            ) from None
+        if code != 0:
+            raise PodFailedError(
+                f"{pod.name}: init container {init['name']} exited {code}:\n{log_tail(pod.log)}"
+            )
 
     async def exec_in(
         self,
@@ -445,6 +477,35 @@ class LocalCluster:
         if code != 0:
             raise PodFailedError(f"{pod.name} exited {code}:\n{log_tail(pod.log)}")
         return pod.log.read_text(errors="replace")
+
+    async def exec_beside(
+        self,
+        pod: Pod,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        within_s: float = 120,
+    ) -> str:
+        """Run a command in a running pod's container, as ``kubectl exec`` does: the pod's
+        address (so its ports are taken), hostname, env (plus ``env``) and volumes; its output."""
+        image = await self.images.resolve(pod.container["image"])
+        beside = Pod(pod.name, pod.namespace, pod.address, pod.labels, pod.spec, pod.subdomain)
+        beside.folder = pod.folder / "exec"
+        beside.log = beside.folder / "log"
+        beside.log.unlink(missing_ok=True)  # this command's output only
+        beside.mounts = [m for m in pod.mounts if m.target != "/etc/hosts"]  # _launch adds it
+        await self._launch(beside, argv, {**self.env(pod, image), **(env or {})}, image.workdir)
+        assert beside.process is not None
+        try:
+            code = await asyncio.wait_for(beside.process.wait(), within_s)
+        except TimeoutError:
+            await self.stop(beside)
+            raise PodFailedError(
+                f"exec in {pod.name} ran past {within_s}s:\n{log_tail(beside.log)}"
+            ) from None
+        if code != 0:
+            raise PodFailedError(f"exec in {pod.name} exited {code}:\n{log_tail(beside.log)}")
+        return beside.log.read_text(errors="replace")
 
     async def run_job(self, job: Manifest, within_s: float = 120) -> Pod:
         """Run a Job's pod to completion, retrying up to its backoffLimit (OnFailure)."""

@@ -11,18 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from ca4_provision.devstack import installers, versions
+from ca4_provision.devstack.settings import DevstackSettings
 from ca4_worker.persistence.s3 import S3ObjectStore
 
 from tests.deploy import tier
@@ -104,6 +110,42 @@ def podnet(state: Path) -> Path:
 
 
 @dataclass
+class MavenMirror:
+    """The stand-in for Maven Central: a repository URL and the paths pods fetched from it."""
+
+    url: str
+    fetched: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+async def maven_mirror(state: Path) -> AsyncIterator[MavenMirror]:
+    """What ``kafka.metrics.agent.repositoryUrl`` names for an air-gapped cluster: a local HTTP
+    server with Maven's layout, holding the JMX exporter javaagent that the dev stack's pinned
+    download fetched from Maven Central and checked against its sha256 (``versions.py``)."""
+    pinned = versions.JMX_EXPORTER_AGENT
+    jar = await installers.install_download(DevstackSettings.from_env().cache, pinned)
+    served = state / "mirror"
+    (served / "maven2" / pinned.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(jar, served / "maven2" / pinned.path)
+    mirror = MavenMirror("")
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            mirror.fetched.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=served))
+    mirror.url = f"http://127.0.0.1:{server.server_address[1]}/maven2"
+    thread = threading.Thread(target=server.serve_forever, name="maven-mirror", daemon=True)
+    thread.start()
+    try:
+        yield mirror
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass
 class Platform:
     """ca4-platform's Kafka running here: the cluster, its brokers and the topics Job."""
 
@@ -142,10 +184,12 @@ def quorum_diagnosis(brokers: list[Pod]) -> str:
 
 @contextlib.asynccontextmanager
 async def running_platform(
-    helm: str, value_set: str, state: Path, podnet: Path, block: int
+    helm: str, value_set: str, state: Path, podnet: Path, block: int, mirror: MavenMirror
 ) -> AsyncIterator[Platform]:
-    """Render ca4-platform with a value set, start its Kafka StatefulSet, run its topics Job."""
-    docs = render(helm, "ca4-platform", value_set, *PLATFORM_SETS)
+    """Render ca4-platform with a value set, start its Kafka StatefulSet (each broker's init
+    container fetches the metrics javaagent from the mirror), run its topics Job."""
+    agent_from = ("--set", f"kafka.metrics.agent.repositoryUrl={mirror.url}")
+    docs = render(helm, "ca4-platform", value_set, *PLATFORM_SETS, *agent_from)
     folder = state / value_set
     cluster = LocalCluster(
         folder,
@@ -169,7 +213,7 @@ async def running_platform(
 
 @pytest.fixture(scope="session")
 async def platforms(
-    helm: str, state: Path, podnet: Path, address_block: int
+    helm: str, state: Path, podnet: Path, address_block: int, maven_mirror: MavenMirror
 ) -> AsyncIterator[dict[str, Platform]]:
     """ca4-platform under prod values (three brokers) and dev values (one), started together;
     dev gets a block of addresses of its own (the two render the same names)."""
@@ -177,8 +221,12 @@ async def platforms(
         dev_block = stack.enter_context(claimed_block())
         # Both finish entering (or fail) before anything unwinds: no half-started set leaks.
         started = await asyncio.gather(
-            stack.enter_async_context(running_platform(helm, "prod", state, podnet, address_block)),
-            stack.enter_async_context(running_platform(helm, "dev", state, podnet, dev_block)),
+            stack.enter_async_context(
+                running_platform(helm, "prod", state, podnet, address_block, maven_mirror)
+            ),
+            stack.enter_async_context(
+                running_platform(helm, "dev", state, podnet, dev_block, maven_mirror)
+            ),
             return_exceptions=True,
         )
         for outcome in started:

@@ -12,6 +12,9 @@
   (``:9090``) is passed as ``--web.listen-address=<pod IP>:9090`` instead.
 - ``prometheus/alertmanager:<tag>``: the dev stack's build of exactly that tag (the same
   ``IMAGE_TAGS`` pin), its listen address passed the same way.
+- ``curlimages/curl:<tag>``: the host's ``curl`` (Debian's, another version than the tag) with the
+  system's ``/bin/sh``, ``sha256sum`` and ``cut``, what the chart's scripts for that image call
+  (the image is Alpine's busybox with curl); its entrypoint is ``curl``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import shlex
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +148,13 @@ class ImageMap:
                 Path("/"),
                 pod_address_args=("--web.listen-address={pod_ip}:9093",),
             )
+        if name == "curl":
+            curl = shutil.which("curl")
+            if curl is None:
+                raise UnmappedImageError(
+                    f"{reference}: no curl on this machine (apt-get install curl)"
+                )
+            return Image(reference, [curl], [], {"PATH": SYSTEM_PATH}, Path("/"))
         raise UnmappedImageError(f"{reference}: no local program for this image")
 
     def _app(self, reference: str, service: str, tag: str) -> Image:

@@ -54,14 +54,20 @@ async def test_every_workload_maps_to_a_local_program_or_is_listed(
     cluster.add(tier.alertmanager_receivers(list(docs), "http://127.0.0.1:9"))
     for workload in workloads(docs):
         for pod in cluster.plan(workload, replicas=1):
-            try:
-                image = await cluster.images.resolve(pod.container["image"])
-            except UnmappedImageError:
-                name, _ = split_reference(pod.container["image"])
-                assert name in NOT_RUNNABLE, f"{workload['metadata']['name']}: {name} is new"
+            runnable = True
+            for container in [*pod.spec.get("initContainers", []), pod.container]:
+                try:
+                    image = await cluster.images.resolve(container["image"])
+                except UnmappedImageError:
+                    name, _ = split_reference(container["image"])
+                    where = f"{workload['metadata']['name']}/{container['name']}"
+                    assert name in NOT_RUNNABLE, f"{where}: {name} is new"
+                    runnable = False
+                    continue
+                env = cluster.env(pod, image, container)  # every valueFrom/envFrom resolves
+                assert env["HOSTNAME"] == pod.name
+            if not runnable:
                 continue
-            env = cluster.env(pod, image)  # every valueFrom/envFrom source resolves
-            assert env["HOSTNAME"] == pod.name
             for volume in pod_spec(workload).get("volumes", []):
                 if "configMap" in volume:
                     assert cluster.configmap(pod.namespace, volume["configMap"]["name"]) is not None

@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deploy.cluster import LocalCluster
+from tests.deploy.cluster import LocalCluster, PodFailedError
 from tests.deploy.conftest import claimed_block
 from tests.deploy.images import ImageMap
 
 pytestmark = [pytest.mark.deploy]
 
 MOUNT = "/etc/ca4-deploy-tier-check"
+INIT_MOUNT = "/etc/ca4-deploy-tier-init-check"
 # Serves what the pod sees: its mounted ConfigMap, its env, its hostname, how it resolves names.
 SERVER = """
 import json, os, socket
@@ -130,3 +131,70 @@ async def test_a_pod_sees_its_volumes_env_names_and_own_address(
     assert pod.process is not None
     assert pod.process.returncode is not None
     assert host_sees(MOUNT) is None  # the mount point the pod needed is gone with it
+
+
+def append_step(word: str) -> str:
+    """A Python step that appends a word to the file the init containers share."""
+    return f"open('{INIT_MOUNT}/steps', 'a').write('{word} ')"
+
+
+def job_with_init_containers(*steps: str) -> dict[str, Any]:
+    """A Job whose init containers each run one Python step, then a container that checks what
+    they left in the emptyDir they all mount."""
+    image = f"ghcr.io/ca4-project/ca4-processor:{importlib.metadata.version('ca4-processor')}"
+    shared = [{"name": "shared", "mountPath": INIT_MOUNT}]
+
+    def container(name: str, code: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": image,
+            "command": ["python", "-c", code],
+            "volumeMounts": shared,
+        }
+
+    return {
+        "kind": "Job",
+        "metadata": {"name": "init-check", "namespace": "checks"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {},
+                "spec": {
+                    "initContainers": [container(f"step-{i}", s) for i, s in enumerate(steps)],
+                    "containers": [
+                        container(
+                            "check",
+                            f"assert open('{INIT_MOUNT}/steps').read() == 'first second ', 'order'",
+                        )
+                    ],
+                    "volumes": [{"name": "shared", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+
+
+async def test_init_containers_run_first_in_order_sharing_the_pod_volumes(
+    tmp_path: Path, podnet: Path, own_block: int
+) -> None:
+    job = job_with_init_containers(append_step("first"), append_step("second"))
+    cluster = LocalCluster(tmp_path, [job], ImageMap(tmp_path), podnet, address_block=own_block)
+    try:
+        await cluster.run_job(job, within_s=60)
+    finally:
+        await cluster.close()
+    assert host_sees(INIT_MOUNT) is None
+
+
+async def test_a_failing_init_container_fails_the_pod_before_its_container_starts(
+    tmp_path: Path, podnet: Path, own_block: int
+) -> None:
+    job = job_with_init_containers(append_step("first"), "raise SystemExit(3)")
+    cluster = LocalCluster(tmp_path, [job], ImageMap(tmp_path), podnet, address_block=own_block)
+    try:
+        with pytest.raises(PodFailedError, match="init container step-1 exited 3"):
+            await cluster.run_job(job, within_s=60)
+    finally:
+        await cluster.close()
+    log = (tmp_path / "pods" / "checks" / "init-check-0" / "log").read_text()
+    assert "--- container check ---" not in log

@@ -1,16 +1,22 @@
-"""The prod Kafka quorum from ca4-platform's own rendered config, its topics Job, the tunnel."""
+"""The prod Kafka quorum from ca4-platform's own rendered config, its topics Job, the tunnel, and
+the metrics javaagent each broker runs."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
+import httpx
 import pytest
 import yaml
+from ca4_provision.devstack.versions import JMX_EXPORTER_AGENT
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy import tier
-from tests.deploy.conftest import Platform, python_client
+from tests.deploy.cluster import Pod, PodFailedError
+from tests.deploy.conftest import MavenMirror, Platform, python_client
 from tests.infra.conftest import chart_dir
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
@@ -138,3 +144,87 @@ async def test_tunnel_listener_through_a_local_forward(platform: Platform) -> No
     assert result["advertised"] == [f"localhost:{base + i}" for i in range(values["replicas"])]
     assert result["consumed_back"] is True
     tier.passed("kafka tunnel listener")
+
+
+async def scrape(pod: Pod) -> tuple[str, float]:
+    """The pod's metrics where its prometheus.io annotations point, and the seconds it took."""
+    annotations = pod.annotations or {}
+    assert annotations.get("prometheus.io/scrape") == "true", f"{pod.name} is not annotated"
+    port, path = annotations["prometheus.io/port"], annotations.get("prometheus.io/path", "/")
+    began = time.monotonic()
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"http://{pod.address}:{port}{path}")
+    response.raise_for_status()
+    return response.text, time.monotonic() - began
+
+
+def values_of(text: str, name: str) -> list[float]:
+    """Every sample of one metric in a scrape (Prometheus text format)."""
+    return [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+async def test_brokers_export_their_jmx_metrics_on_the_annotated_port(
+    platform: Platform, dev_platform: Platform, maven_mirror: MavenMirror
+) -> None:
+    """Every broker (prod's three, dev's one) runs the javaagent its init container fetched and
+    checked: a real scrape of the annotated port holds the series the alerts and the runbook read,
+    with the values a healthy quorum has (nothing under-replicated or offline, one controller)."""
+    for value_set, running in (("prod", platform), ("dev", dev_platform)):
+        scrapes = {}
+        for broker in running.brokers:
+            log = broker.log.read_text(errors="replace")
+            assert f"sha256 {JMX_EXPORTER_AGENT.sha256} as pinned" in log, log[-2000:]
+            text, seconds = await scrape(broker)
+            scrapes[broker.name] = text
+            samples = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+            tier.TIMINGS[f"{value_set}: {broker.name} /metrics, {samples} samples"] = seconds
+        for name, text in scrapes.items():
+            under_replicated = values_of(
+                text, "kafka_server_replicamanager_underreplicatedpartitions"
+            )
+            assert under_replicated == [0], name
+            assert values_of(text, "kafka_server_replicamanager_partitioncount")[0] > 0, name
+            assert values_of(text, "kafka_server_brokertopicmetrics_messagesin_total"), name
+            produce = [
+                line
+                for line in text.splitlines()
+                if line.startswith("kafka_network_requestmetrics_totaltimems{")
+                and 'request="Produce"' in line
+            ]
+            assert produce, f"{name}: the runbook's Produce latency series is missing"
+        active = [
+            value
+            for text in scrapes.values()
+            for value in values_of(text, "kafka_controller_kafkacontroller_activecontrollercount")
+        ]
+        assert sum(active) == 1, active  # one active controller in the quorum
+        offline = [
+            value
+            for text in scrapes.values()
+            for value in values_of(text, "kafka_controller_kafkacontroller_offlinepartitionscount")
+        ]
+        assert offline, "no broker exports OfflinePartitionsCount"
+        assert max(offline) == 0, offline
+    fetched = [path for path in maven_mirror.fetched if path.endswith(JMX_EXPORTER_AGENT.path)]
+    assert len(fetched) >= len(platform.brokers) + len(dev_platform.brokers), maven_mirror.fetched
+    tier.passed("kafka metrics (JMX exporter javaagent)")
+    tier.passed("Maven Central (kafka.metrics.agent.repositoryUrl)")
+
+
+async def test_a_tool_run_beside_the_broker_starts_no_second_agent(platform: Platform) -> None:
+    """``kubectl exec kafka-0 -- kafka-topics.sh`` (ca4 verify runs the console consumer so) works:
+    the javaagent joins the broker's JVM only. Had the chart put it in the container's KAFKA_OPTS,
+    every tool would start a second agent on the broker's metrics port and exit."""
+    broker = platform.brokers[0]
+    cluster = platform.cluster
+    listing = ["kafka-topics.sh", "--bootstrap-server", "localhost:9092", "--list"]
+    output = await cluster.exec_beside(broker, listing)
+    assert "gpu-metadata" in output.splitlines(), output[-2000:]
+    agent = next(e["value"] for e in broker.container["env"] if e["name"] == "BROKER_KAFKA_OPTS")
+    with pytest.raises(PodFailedError, match="Address already in use"):
+        await cluster.exec_beside(broker, listing, {"KAFKA_OPTS": agent})

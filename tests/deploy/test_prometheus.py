@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
 from tests.deploy import tier
-from tests.deploy.cluster import find
+from tests.deploy.cluster import Pod, find
 from tests.deploy.conftest import App, Platform
 from tests.deploy.discovery import with_file_discovery, write_targets
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 
-async def test_prometheus_loads_the_rules_and_scrapes_the_app_pods(
-    platform: Platform, app: App
-) -> None:
-    """Every rendered rule group loads; the relabelled jobs ``processor`` and ``worker`` are up."""
+@pytest.fixture(scope="session")
+async def prometheus(platform: Platform) -> AsyncIterator[Pod]:
+    """The rendered Prometheus, its pod discovery swapped for a file of the tier's running pods."""
     cluster = platform.cluster
     rendered = find(platform.docs, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"]
     targets = cluster.state / "prometheus-targets.json"
@@ -35,26 +36,74 @@ async def test_prometheus_loads_the_rules_and_scrapes_the_app_pods(
     try:
         await cluster.start(pod)
         await cluster.wait_ready(pod, within_s=60)
-        rules = find(platform.docs, "ConfigMap", "prometheus-rules")["data"]
-        expected_groups = sorted(
-            group["name"] for text in rules.values() for group in yaml.safe_load(text)["groups"]
-        )
-        base = f"http://{pod.address}:{pod.port('http')}"
-        async with httpx.AsyncClient(timeout=5) as http:
-            loaded = (await http.get(f"{base}/api/v1/rules")).json()["data"]["groups"]
-            assert sorted(g["name"] for g in loaded) == expected_groups
-
-            async def up() -> dict[str, str]:
-                result = (await http.get(f"{base}/api/v1/query", params={"query": "up"})).json()
-                return {s["metric"]["job"]: s["value"][1] for s in result["data"]["result"]}
-
-            for _ in range(80):
-                jobs = await up()
-                if jobs.get("processor") == "1" and jobs.get("worker") == "1":
-                    break
-                await asyncio.sleep(0.5)
-            assert jobs.get("processor") == "1", jobs
-            assert jobs.get("worker") == "1", jobs
+        yield pod
     finally:
         await cluster.stop(pod)
+
+
+async def query(pod: Pod, promql: str) -> list[dict[str, Any]]:
+    """The instant vector a query returns."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        answer = await http.get(
+            f"http://{pod.address}:{pod.port('http')}/api/v1/query", params={"query": promql}
+        )
+    result: list[dict[str, Any]] = answer.json()["data"]["result"]
+    return result
+
+
+async def up_by_job(pod: Pod, job: str, expected: int) -> list[dict[str, Any]]:
+    """``up{job=...}`` once it has ``expected`` series all 1 (or whatever it has after 60 s: the
+    default scrape interval is 15 s, the file discovery refreshes every 5 s)."""
+    series: list[dict[str, Any]] = []
+    for _ in range(120):
+        series = await query(pod, f'up{{job="{job}"}}')
+        if len(series) == expected and all(s["value"][1] == "1" for s in series):
+            break
+        await asyncio.sleep(0.5)
+    return series
+
+
+async def test_prometheus_scrapes_every_broker_as_job_kafka(
+    platform: Platform, prometheus: Pod
+) -> None:
+    """The relabelling of the rendered config keeps each broker once (its listener ports relabel
+    onto the annotated metrics port) as job ``kafka``, up; the alerts' Kafka series arrive."""
+    brokers = platform.brokers
+    series = await up_by_job(prometheus, "kafka", len(brokers))
+    assert sorted(s["metric"]["instance"] for s in series) == sorted(
+        f"{b.address}:{(b.annotations or {})['prometheus.io/port']}" for b in brokers
+    ), series
+    assert [s["value"][1] for s in series] == ["1"] * len(brokers), series
+    assert {(s["metric"]["namespace"], s["metric"]["pod"]) for s in series} == {
+        ("platform", b.name) for b in brokers
+    }
+    under_replicated = await query(
+        prometheus, 'kafka_server_replicamanager_underreplicatedpartitions{job="kafka"}'
+    )
+    assert sorted(s["metric"]["pod"] for s in under_replicated) == sorted(b.name for b in brokers)
+    assert {s["value"][1] for s in under_replicated} == {"0"}
+    controllers = await query(
+        prometheus, "sum(kafka_controller_kafkacontroller_activecontrollercount)"
+    )
+    assert [s["value"][1] for s in controllers] == ["1"], controllers
+
+
+async def test_prometheus_loads_the_rules_and_scrapes_the_app_pods(
+    platform: Platform, prometheus: Pod, app: App
+) -> None:
+    """Every rendered rule group loads; the relabelled jobs ``processor``, ``worker`` and
+    ``kafka`` (one target per broker) are up."""
+    cluster = platform.cluster
+    write_targets(cluster, cluster.state / "prometheus-targets.json")  # the app pods too now
+    rules = find(platform.docs, "ConfigMap", "prometheus-rules")["data"]
+    expected_groups = sorted(
+        group["name"] for text in rules.values() for group in yaml.safe_load(text)["groups"]
+    )
+    base = f"http://{prometheus.address}:{prometheus.port('http')}"
+    async with httpx.AsyncClient(timeout=5) as http:
+        loaded = (await http.get(f"{base}/api/v1/rules")).json()["data"]["groups"]
+    assert sorted(g["name"] for g in loaded) == expected_groups
+    for job, count in (("processor", 1), ("worker", 1), ("kafka", len(platform.brokers))):
+        series = await up_by_job(prometheus, job, count)
+        assert [s["value"][1] for s in series] == ["1"] * count, (job, series)
     tier.passed("prometheus (Deployment)")

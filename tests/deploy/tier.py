@@ -50,6 +50,19 @@ ROWS = [
         "its rendered bash script; topics checked with the admin client",
     ),
     Row(
+        "kafka metrics (JMX exporter javaagent)",
+        "executed",
+        "each broker's init container runs its rendered script (host curl and sha256sum) against "
+        "the mirror below; the broker's JVM runs the agent with the rendered rules; /metrics read "
+        "on the annotated port; a tool exec'd beside the broker starts no second agent",
+    ),
+    Row(
+        "Maven Central (kafka.metrics.agent.repositoryUrl)",
+        "stand-in",
+        "a local HTTP mirror with Maven's layout (the air-gapped knob) serving the jar the dev "
+        "stack's pinned download took from Maven Central, checked against versions.py's sha256",
+    ),
+    Row(
         "kafka tunnel listener",
         "executed",
         "asyncio forwarder stands in for ssh -L + NodePort; NetworkPolicy not enforced here",
@@ -81,7 +94,8 @@ ROWS = [
         "executed",
         "rendered args, rules and relabels on Debian's 2.42 (chart: v3.5.0); its build lacks "
         "kubernetes_sd, so the tier's pods are file_sd targets with Kubernetes' meta labels; "
-        "listens on the pod IP by flag (Go skips the preload library)",
+        "listens on the pod IP by flag (Go skips the preload library); jobs processor, worker "
+        "and kafka up",
     ),
     Row(
         "grafana",

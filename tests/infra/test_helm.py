@@ -3,18 +3,24 @@ against the Kubernetes schemas of the targeted K3s minor; the security propertie
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+from ca4_provision.devstack.versions import IMAGE_TAGS, JMX_EXPORTER_AGENT, MAVEN_CENTRAL
 
 from tests.infra.conftest import (
     CHARTS,
     KUBE_VERSION,
     REPO,
     VALUE_SETS,
+    Manifest,
     chart_dir,
     pod_spec,
     run,
@@ -22,6 +28,7 @@ from tests.infra.conftest import (
     values_args,
     workloads,
 )
+from tests.infra.test_links import Peer, allowed, by_name, compose
 
 SCHEMA_VERSION = ".".join(KUBE_VERSION.split(".")[:2]) + ".0"
 
@@ -71,7 +78,7 @@ def test_containers_have_probes_resources_and_hardened_contexts(
         name = doc["metadata"]["name"]
         pod_ctx = spec.get("securityContext", {})
         assert pod_ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-        for container in spec["containers"]:
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
             ctx = container["securityContext"]
             where = f"{name}/{container['name']}"
             assert ctx["allowPrivilegeEscalation"] is False, where
@@ -89,7 +96,7 @@ def test_containers_have_probes_resources_and_hardened_contexts(
             assert {"cpu", "memory"} <= set(requests), where
             assert ":" in container["image"], where
             assert not container["image"].endswith(":latest"), where
-            if doc["kind"] != "Job":
+            if doc["kind"] != "Job" and container in spec["containers"]:
                 assert "readinessProbe" in container, where
                 assert "livenessProbe" in container, where
 
@@ -266,6 +273,304 @@ def test_platform_namespaces_rbac_and_policies(rendered: Any, value_set: str) ->
     assert rules["data"], "alert rules from observability/ are packaged"
 
 
+# --- Kafka broker metrics: the JMX exporter javaagent, scraped as job "kafka" -------------------
+
+
+def kafka_statefulset(docs: list[Manifest]) -> Manifest:
+    """ca4-platform's Kafka StatefulSet."""
+    return by_name(docs, "StatefulSet", "kafka")
+
+
+def env_of(container: Manifest) -> dict[str, str]:
+    """A container's literal env values."""
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def mounted_volume(spec: Manifest, container: Manifest, path: str) -> tuple[Manifest, Manifest]:
+    """The volumeMount of ``container`` that holds ``path``, and the pod volume behind it."""
+    mount = next(
+        m for m in container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")
+    )
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return mount, volume
+
+
+def _relabel_label(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def discovered_targets(workload: Manifest) -> list[dict[str, str]]:
+    """What Kubernetes pod discovery (role pod) yields for one pod of a workload: one target per
+    container port, with the ``__meta_kubernetes_pod_*`` labels the relabel rules read."""
+    template_meta = workload["spec"]["template"]["metadata"]
+    base = {
+        "__meta_kubernetes_namespace": workload["metadata"]["namespace"],
+        "__meta_kubernetes_pod_name": f"{workload['metadata']['name']}-0",
+        "__meta_kubernetes_pod_ip": "10.42.0.7",
+    }
+    for key, value in template_meta.get("labels", {}).items():
+        base[f"__meta_kubernetes_pod_label_{_relabel_label(key)}"] = value
+    for key, value in template_meta.get("annotations", {}).items():
+        base[f"__meta_kubernetes_pod_annotation_{_relabel_label(key)}"] = str(value)
+    return [
+        {**base, "__address__": f"10.42.0.7:{port['containerPort']}"}
+        for container in pod_spec(workload)["containers"]
+        for port in container.get("ports", [])
+    ]
+
+
+def relabel(rules: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str] | None:
+    """Prometheus' keep and replace relabelling (anchored regexes); None when a rule drops it."""
+    out = dict(labels)
+    for rule in rules:
+        value = rule.get("separator", ";").join(out.get(s, "") for s in rule["source_labels"])
+        match = re.fullmatch(rule.get("regex", "(.*)"), value)
+        action = rule.get("action", "replace")
+        if action == "keep":
+            if match is None:
+                return None
+        elif action == "replace":
+            if match is not None:
+                replacement = re.sub(r"\$(\d+)", r"\\g<\1>", rule.get("replacement", "$1"))
+                out[rule["target_label"]] = match.expand(replacement)
+        else:
+            raise NotImplementedError(f"relabel action {action}")
+    return out
+
+
+def scrape_targets(prometheus_yml: str, docs: list[Manifest]) -> set[tuple[str, str, str]]:
+    """(job, address, metrics path) of every target the rendered Prometheus config keeps among the
+    rendered pods (pod discovery) plus its static jobs; duplicates collapse, as in Prometheus."""
+    config = yaml.safe_load(prometheus_yml)
+    targets: set[tuple[str, str, str]] = set()
+    for job in config["scrape_configs"]:
+        if "static_configs" in job:
+            targets |= {
+                (job["job_name"], address, job.get("metrics_path", "/metrics"))
+                for static in job["static_configs"]
+                for address in static["targets"]
+            }
+            continue
+        assert job["kubernetes_sd_configs"] == [{"role": "pod"}], job["job_name"]
+        for workload in (w for w in workloads(docs) if w["kind"] != "Job"):
+            for labels in discovered_targets(workload):
+                kept = relabel(job.get("relabel_configs", []), labels)
+                if kept is not None:
+                    targets.add(
+                        (
+                            kept.get("job", job["job_name"]),
+                            kept["__address__"],
+                            kept.get("__metrics_path__", "/metrics"),
+                        )
+                    )
+    return targets
+
+
+def prometheus_config(docs: list[Manifest]) -> str:
+    """The rendered prometheus.yml."""
+    text: str = by_name(docs, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"]
+    return text
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_job_the_alert_rules_select_is_scraped(rendered: Any, value_set: str) -> None:
+    """Each job an alert rule names (``up{job=~"processor|worker|kafka"}``...) is a job the
+    rendered Prometheus config gives some rendered pod of either chart: a job nothing scrapes
+    never fires its alert, nor the inhibitions keyed on it."""
+    docs = rendered[("ca4-platform", value_set)] + rendered[("ca4-app", value_set)]
+    rules = by_name(docs, "ConfigMap", "prometheus-rules")["data"]
+    named = {
+        job
+        for text in rules.values()
+        for alternatives in re.findall(r'\bjob=~?"([^"]+)"', text)
+        for job in alternatives.split("|")
+    }
+    assert "kafka" in named, "the alert rules no longer name job kafka: revisit this test"
+    scraped = {job for job, _, _ in scrape_targets(prometheus_config(docs), docs)}
+    assert named <= scraped, f"jobs the alerts name that nothing scrapes: {named - scraped}"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_platform_kafka_runs_the_jmx_exporter_agent_scraped_as_job_kafka(
+    rendered: Any, value_set: str
+) -> None:
+    """Each broker's JVM runs the pinned javaagent with the observability rules, on the port its
+    prometheus.io annotations name, and the chart's Prometheus scrapes exactly that, as kafka."""
+    docs = rendered[("ca4-platform", value_set)]
+    sts = kafka_statefulset(docs)
+    spec = pod_spec(sts)
+    (broker,) = spec["containers"]
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    port = int(annotations["prometheus.io/port"])
+    assert {"name": "metrics", "containerPort": port} in broker["ports"]
+    assert port == 9404, "docker-compose.yml and observability/prometheus/prometheus.yml use 9404"
+    assert sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "kafka"
+    kafka_targets = {
+        t for t in scrape_targets(prometheus_config(docs), docs) if t[0] == "kafka"
+    }  # one per broker pod: every declared port relabels onto the annotated one
+    assert kafka_targets == {("kafka", f"10.42.0.7:{port}", "/metrics")}
+
+    # The agent: in the broker's JVM only (start.sh), never in KAFKA_OPTS of the container, where
+    # every tool run by `kubectl exec` (ca4 verify's console consumer) would start a second one.
+    env = env_of(broker)
+    assert "KAFKA_OPTS" not in env
+    agent = re.fullmatch(
+        r"-javaagent:(?P<jar>[^=]+)=(?P<port>\d+):(?P<config>\S+)", env["BROKER_KAFKA_OPTS"]
+    )
+    assert agent, env["BROKER_KAFKA_OPTS"]
+    assert int(agent["port"]) == port
+    start = by_name(docs, "ConfigMap", "kafka-config")["data"]["start.sh"]
+    appended = start.index(
+        'export KAFKA_OPTS="${KAFKA_OPTS:+${KAFKA_OPTS} }${BROKER_KAFKA_OPTS:-}"'
+    )
+    assert start.index("kafka-storage.sh format") < appended < start.index("kafka-server-start.sh")
+
+    # The rules: observability/kafka/jmx-exporter.yml through the chart's copy, read-only.
+    mount, volume = mounted_volume(spec, broker, agent["config"])
+    assert mount["readOnly"] is True
+    rules = by_name(docs, "ConfigMap", volume["configMap"]["name"])["data"]
+    assert (
+        rules[Path(agent["config"]).name]
+        == (REPO / "observability/kafka/jmx-exporter.yml").read_text()
+    )
+
+    # The jar: downloaded by the init container into an emptyDir the broker mounts read-only.
+    (fetcher,) = spec["initContainers"]
+    fetcher_env = env_of(fetcher)
+    assert fetcher_env["AGENT_JAR"] == agent["jar"]
+    fetch_mount, jar_volume = mounted_volume(spec, fetcher, agent["jar"])
+    broker_mount, same_volume = mounted_volume(spec, broker, agent["jar"])
+    assert jar_volume is same_volume
+    assert "emptyDir" in jar_volume
+    assert fetch_mount["mountPath"] == broker_mount["mountPath"]
+    assert broker_mount["readOnly"] is True
+    assert not fetch_mount.get("readOnly")
+    # The jar of docker-compose.yml's broker, with the dev stack's pinned sha256.
+    compose_fetch = " ".join(compose()["services"]["kafka-jmx-agent"]["command"])
+    assert fetcher_env["AGENT_URL"] == JMX_EXPORTER_AGENT.url
+    assert fetcher_env["AGENT_URL"] in compose_fetch
+    assert fetcher_env["AGENT_SHA256"] == JMX_EXPORTER_AGENT.sha256
+    assert fetcher["image"].rsplit(":", 1)[1] == IMAGE_TAGS["curl"]
+    assert fetcher["command"][:2] == ["/bin/sh", "-ec"]
+
+    # Prometheus (only) reaches the exporter; the brokers may reach the repository for the jar.
+    kafka = Peer("platform", sts["spec"]["template"]["metadata"]["labels"])
+    prometheus = Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    assert allowed(docs, kafka, "Ingress", prometheus, port)
+    for stranger in (
+        Peer("monitoring", {"app.kubernetes.io/name": "grafana"}),
+        Peer("app", {"app.kubernetes.io/name": "processor"}),
+        Peer("platform", {"app.kubernetes.io/name": "kafka-topics"}),
+    ):
+        assert not allowed(docs, kafka, "Ingress", stranger, port), stranger
+    maven_central = Peer(address="151.101.0.209")  # repo1.maven.org (Fastly)
+    assert fetcher_env["AGENT_URL"].startswith(f"{MAVEN_CENTRAL}/")
+    assert allowed(docs, kafka, "Egress", maven_central, 443)
+    assert not allowed(docs, kafka, "Egress", maven_central, 80)
+
+
+def test_platform_kafka_agent_from_a_mirror_opens_only_the_mirror(helm: str) -> None:
+    """An air-gapped cluster's mirror: the jar's URL and the brokers' egress follow it."""
+    code, stdout, stderr = template(
+        helm,
+        "ca4-platform",
+        *(
+            "--set",
+            "kafka.metrics.agent.repositoryUrl=http://nexus.tools.internal:8081/repository/maven-central/",
+        ),
+        *("--set", "kafka.metrics.agent.egressCidrs={10.40.12.7/32}"),
+    )
+    assert code == 0, stderr
+    docs = [d for d in yaml.safe_load_all(stdout) if d]
+    sts = kafka_statefulset(docs)
+    (fetcher,) = pod_spec(sts)["initContainers"]
+    assert env_of(fetcher)["AGENT_URL"] == (
+        "http://nexus.tools.internal:8081/repository/maven-central/" + JMX_EXPORTER_AGENT.path
+    )
+    kafka = Peer("platform", sts["spec"]["template"]["metadata"]["labels"])
+    assert allowed(docs, kafka, "Egress", Peer(address="10.40.12.7"), 8081)
+    assert not allowed(docs, kafka, "Egress", Peer(address="10.40.12.8"), 8081)
+    assert not allowed(docs, kafka, "Egress", Peer(address="151.101.0.209"), 443)
+
+
+def test_platform_kafka_metrics_off_renders_no_agent(helm: str) -> None:
+    """kafka.metrics.enabled=false: no init container, download, annotations, port or flows."""
+    code, stdout, stderr = template(helm, "ca4-platform", "--set", "kafka.metrics.enabled=false")
+    assert code == 0, stderr
+    docs = [d for d in yaml.safe_load_all(stdout) if d]
+    sts = kafka_statefulset(docs)
+    spec = pod_spec(sts)
+    assert "initContainers" not in spec
+    assert not any(
+        k.startswith("prometheus.io/") for k in sts["spec"]["template"]["metadata"]["annotations"]
+    )
+    assert "BROKER_KAFKA_OPTS" not in env_of(spec["containers"][0])
+    assert [p["name"] for p in spec["containers"][0]["ports"]] == [
+        "internal",
+        "controller",
+        "tunnel",
+    ]
+    assert not [d for d in docs if d["metadata"]["name"] == "kafka-jmx-exporter"]
+    kafka = Peer("platform", sts["spec"]["template"]["metadata"]["labels"])
+    prometheus = Peer("monitoring", {"app.kubernetes.io/name": "prometheus"})
+    assert not allowed(docs, kafka, "Ingress", prometheus, 9404)
+    assert not allowed(docs, kafka, "Egress", Peer(address="151.101.0.209"), 443)
+    assert not {t for t in scrape_targets(prometheus_config(docs), docs) if t[0] == "kafka"}
+
+
+@pytest.fixture
+def fetch_script(rendered: Any, tmp_path: Path) -> tuple[str, dict[str, str], Path]:
+    """The rendered init container's script and env, with a ``curl`` on PATH that "downloads"
+    ``$FAKE_DOWNLOAD`` (the file the test writes) and the jar's path moved into ``tmp_path``."""
+    (fetcher,) = pod_spec(kafka_statefulset(rendered[("ca4-platform", "prod")]))["initContainers"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_curl = bin_dir / "curl"
+    fake_curl.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
+        'cp "$FAKE_DOWNLOAD" "$out"\n'
+    )
+    fake_curl.chmod(0o755)
+    (tmp_path / "agent").mkdir()
+    env = {
+        **env_of(fetcher),
+        "AGENT_JAR": str(tmp_path / "agent" / "jmx_prometheus_javaagent.jar"),
+        "FAKE_DOWNLOAD": str(tmp_path / "downloaded.jar"),
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
+    return fetcher["command"][-1], env, tmp_path
+
+
+def test_agent_fetcher_refuses_a_jar_that_is_not_the_pinned_one(
+    fetch_script: tuple[str, dict[str, str], Path],
+) -> None:
+    """The init container fails (the broker never starts) and leaves no jar behind."""
+    script, env, folder = fetch_script
+    (folder / "downloaded.jar").write_bytes(b"PK\x03\x04 a jar someone swapped in")
+    result = subprocess.run(
+        ["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert f"kafka.metrics.agent.sha256 pins {JMX_EXPORTER_AGENT.sha256}" in result.stderr
+    assert list((folder / "agent").iterdir()) == []
+
+
+def test_agent_fetcher_installs_the_jar_whose_sha256_is_pinned(
+    fetch_script: tuple[str, dict[str, str], Path],
+) -> None:
+    script, env, folder = fetch_script
+    content = b"PK\x03\x04 the pinned jar"
+    (folder / "downloaded.jar").write_bytes(content)
+    env["AGENT_SHA256"] = hashlib.sha256(content).hexdigest()
+    result = subprocess.run(
+        ["/bin/sh", "-ec", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (folder / "agent").iterdir()] == ["jmx_prometheus_javaagent.jar"]
+    assert (folder / "agent" / "jmx_prometheus_javaagent.jar").read_bytes() == content
+
+
 BAD_VALUES = [
     ("ca4-app", ["--set", "image.tag=latest"], "rolling tag"),
     ("ca4-app", ["--set", "processor.autoscaling.minReplicas=9"], "greater than maxReplicas"),
@@ -285,6 +590,19 @@ BAD_VALUES = [
     ("ca4-platform", ["--set", "kafka.image.tag=latest"], "kafka/image/tag"),
     ("ca4-platform", ["--set", "mongodb.image.tag=latest"], "mongodb/image/tag"),
     ("ca4-platform", ["--set", "kafka.tunnel.sourceCidrs={0.0.0.0/0}"], "sourceCidrs"),
+    (
+        "ca4-platform",
+        ["--set", "kafka.metrics.port=9093"],
+        "kafka.metrics.port (9093) is also kafka.ports.controller",
+    ),
+    ("ca4-platform", ["--set", "kafka.metrics.agent.sha256=f9c53eb0"], "metrics/agent/sha256"),
+    (
+        "ca4-platform",
+        ["--set", "kafka.metrics.agent.repositoryUrl=ftp://mirror.internal/maven2"],
+        "metrics/agent/repositoryUrl",
+    ),
+    ("ca4-platform", ["--set", "kafka.metrics.agent.egressCidrs=null"], "egressCidrs"),
+    ("ca4-platform", ["--set", "kafka.metrics.fetcher.image.tag=latest"], "fetcher/image/tag"),
     (
         "ca4-app",
         ["--set", "config.otel.exporter=otlp", "--set", "config.otel.endpoint=http://c.m.svc:4317"],

@@ -65,6 +65,29 @@ Return the Kafka headless-service DNS name of broker N. Usage: include "ca4-plat
 {{- end -}}
 
 {{/*
+Return the URL of the JMX exporter javaagent jar: kafka.metrics.agent.version in the Maven layout under kafka.metrics.agent.repositoryUrl.
+*/}}
+{{- define "ca4-platform.kafkaAgentUrl" -}}
+{{- $a := .Values.kafka.metrics.agent -}}
+{{- printf "%s/io/prometheus/jmx/jmx_prometheus_javaagent/%s/jmx_prometheus_javaagent-%s.jar" (trimSuffix "/" $a.repositoryUrl) $a.version $a.version -}}
+{{- end -}}
+
+{{/*
+Return the TCP port kafka.metrics.agent.repositoryUrl is reached on: the one it names, else 443 for https and 80 for http.
+*/}}
+{{- define "ca4-platform.kafkaAgentRepositoryPort" -}}
+{{- $url := urlParse .Values.kafka.metrics.agent.repositoryUrl -}}
+{{- $hostPort := splitList ":" $url.host -}}
+{{- if gt (len $hostPort) 1 -}}
+{{- last $hostPort -}}
+{{- else if eq $url.scheme "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end -}}
+
+{{/*
 Return the reserved documentation domain (RFC 2606/6761: example.com, example.org, example.net,
 the .example, .invalid, .localhost TLDs) a host name is in, or nothing. Usage: include "ca4-platform.placeholderDomain" "smtp.example.org"
 */}}
@@ -111,6 +134,15 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- end -}}
 {{- else if $k.enabled -}}
 {{- $messages = append $messages (printf "kafka.persistence.size (%s) must be given in Gi" $k.persistence.size) -}}
+{{- end -}}
+{{- if and $k.enabled $k.metrics.enabled -}}
+{{- $listeners := dict "kafka.ports.internal" $k.ports.internal "kafka.ports.controller" $k.ports.controller -}}
+{{- if $k.tunnel.enabled -}}{{- $_ := set $listeners "kafka.tunnel.containerPort" $k.tunnel.containerPort -}}{{- end -}}
+{{- range $name, $port := $listeners -}}
+{{- if eq (int $port) (int $k.metrics.port) -}}
+{{- $messages = append $messages (printf "kafka.metrics.port (%d) is also %s: the exporter and that listener cannot share a port" (int $k.metrics.port) $name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and $k.tunnel.enabled (gt (add (int $k.tunnel.nodePortBase) (int $k.replicas)) 32768) -}}
 {{- $messages = append $messages "kafka.tunnel.nodePortBase + kafka.replicas leaves the NodePort range (30000-32767)" -}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from ca4_provision.devstack import versions
 from ca4_provision.devstack.tools import MissingToolError, require
@@ -199,6 +202,57 @@ async def install_kafka(
                 artifact.log,
             )
     return artifact.root / "libs"
+
+
+# --- Pinned downloads: single files of a Maven repository, checked by their sha256 -----------
+
+
+def download_artifact(cache: Path, pinned: versions.PinnedDownload) -> Artifact:
+    """The cached download (``<name>-<version>/<filename>``)."""
+    return Artifact(cache, pinned.name, pinned.version)
+
+
+async def install_download(cache: Path, pinned: versions.PinnedDownload) -> Path:
+    """Download a pinned file into the cache once; return it.
+
+    The file is refused, and nothing is cached, unless its sha256 is the pinned one.
+    """
+    artifact = download_artifact(cache, pinned)
+    target = artifact.root / pinned.filename
+    if artifact.installed():
+        return target
+    async with staging_for(artifact) as staging:
+        if staging is not None:
+            await _download_checked(pinned, staging / pinned.filename, artifact.log)
+    return target
+
+
+async def _download_checked(pinned: versions.PinnedDownload, path: Path, log: Path) -> None:
+    """GET ``pinned.url`` into ``path``, hashing as it arrives; raise unless the sha256 matches."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async with (
+            httpx.AsyncClient(follow_redirects=True, timeout=60) as client,
+            client.stream("GET", pinned.url) as response,
+        ):
+            response.raise_for_status()
+            with path.open("wb") as out:
+                async for chunk in response.aiter_bytes():
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+    except httpx.HTTPError as error:
+        raise InstallError(f"could not download {pinned.url}: {error!r}") from error
+    actual = digest.hexdigest()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as out:
+        out.write(f"GET {pinned.url}: {size} bytes, sha256 {actual}\n")
+    if actual != pinned.sha256:
+        raise InstallError(
+            f"refusing {pinned.url}: sha256 {actual} is not the pinned {pinned.sha256} "
+            "(ca4_provision.devstack.versions)."
+        )
 
 
 # --- Go builds: FerretDB and MinIO ----------------------------------------------------------

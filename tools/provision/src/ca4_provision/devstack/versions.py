@@ -32,6 +32,47 @@ IMAGE_TAGS: Final = {
     "all-in-one": "1.64.0",
 }
 
+
+@dataclass(frozen=True)
+class PinnedDownload:
+    """A file of a public Maven repository, checked by its sha256 before use."""
+
+    name: str
+    version: str
+    #: The repository's base URL and the file's path in it (Maven's layout), apart so that a
+    #: mirror with the same layout can serve the same path.
+    repository: str
+    path: str
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        """Where the file is downloaded from."""
+        return f"{self.repository}/{self.path}"
+
+    @property
+    def filename(self) -> str:
+        """The file's name (the last part of its path)."""
+        return self.path.rsplit("/", 1)[-1]
+
+
+MAVEN_CENTRAL: Final = "https://repo1.maven.org/maven2"
+
+# The Prometheus JMX exporter javaagent in the broker's JVM: docker-compose.yml's Kafka and the
+# ca4-platform chart's brokers (kafka.metrics.agent.version and .sha256; tests/infra/test_helm.py
+# compares them). Maven Central serves no .sha256 for 1.0.1; the file this sha256 was computed
+# from matches its .sha1 (f9c53eb0aa1828c3c9cd7647238563e43a4ed68c) and .md5
+# (f525facee9d400d163e5366c02d3aa68).
+JMX_EXPORTER_VERSION: Final = "1.0.1"
+JMX_EXPORTER_AGENT: Final = PinnedDownload(
+    "jmx_prometheus_javaagent",
+    JMX_EXPORTER_VERSION,
+    MAVEN_CENTRAL,
+    f"io/prometheus/jmx/jmx_prometheus_javaagent/{JMX_EXPORTER_VERSION}/"
+    f"jmx_prometheus_javaagent-{JMX_EXPORTER_VERSION}.jar",
+    "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1",
+)
+
 # FerretDB v2 speaks the MongoDB protocol and stores through PostgreSQL's DocumentDB extension.
 FERRETDB_MODULE: Final = "github.com/FerretDB/FerretDB/v2"
 FERRETDB_VERSION: Final = "v2.7.0"
