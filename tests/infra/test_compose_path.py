@@ -47,7 +47,7 @@ def published_host_port(service: str, container_port: int) -> int:
 
 # Each ca4 verify endpoint and the compose service (and container port) that answers it.
 VERIFY_TO_COMPOSE = {
-    "EDGE_API_URL": ("processor", 8000),
+    "EDGE_API_URL": ("edge", 8002),  # the one URL notebooks use, as on K3s and with make dev
     "WORKER_URL": ("worker", 8001),
     "KAFKA_BOOTSTRAP_SERVERS": ("kafka", 29092),  # the HOST listener, advertised on the host
     "MONGO_URL": ("mongo", 27017),

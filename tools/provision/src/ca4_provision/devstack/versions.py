@@ -30,6 +30,7 @@ IMAGE_TAGS: Final = {
     "mc": "RELEASE.2025-04-16T18-13-26Z",
     "curl": "8.11.1",
     "all-in-one": "1.64.0",
+    "nginx": "1.27.5-alpine",
 }
 
 

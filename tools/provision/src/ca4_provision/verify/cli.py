@@ -62,7 +62,7 @@ def verify(  # noqa: PLR0917 - Typer maps each option to one parameter
         bool, typer.Option("--json", help="Print the report as JSON instead of a table.")
     ] = False,
     edge_api_url: Annotated[
-        str | None, typer.Option(help="Processor URL [CA4_EDGE_API_URL].")
+        str | None, typer.Option(help="Edge URL (ingest) [CA4_EDGE_API_URL].")
     ] = None,
     worker_url: Annotated[str | None, typer.Option(help="Worker URL [CA4_WORKER_URL].")] = None,
     kafka: Annotated[

@@ -21,7 +21,7 @@ class VerifySettings(BaseSettings):
 
     For ``--target k3s`` the run opens its own kubectl port-forwards and replaces the URLs with
     them (loopback URLs given to it are refused); for ``--target local`` the defaults match the
-    dev stack and the services on 8000/8001.
+    dev stack and compose: the edge on 8002, the worker on 8001.
     """
 
     model_config = SettingsConfigDict(
@@ -32,8 +32,9 @@ class VerifySettings(BaseSettings):
         env_ignore_empty=True,
     )
 
-    EDGE_API_URL: str = "http://127.0.0.1:8000"
-    """The processor's base URL (the SDK's ``CA4_EDGE_API_URL``)."""
+    EDGE_API_URL: str = "http://127.0.0.1:8002"
+    """The edge the SDK reports to (the SDK's ``CA4_EDGE_API_URL``): locally the dev edge or
+    compose's, which route ``/v1/metadata`` to the processor."""
     API_KEY: str = Field(default="ca4-dev-key", repr=False)
     """API key sent as ``Authorization: Bearer`` to the processor and to the worker's read API
     (scopes ``write+read``); the dev stack accepts ``ca4-dev-key``."""
