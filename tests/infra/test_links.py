@@ -910,7 +910,8 @@ def test_runbook_kubectl_commands_name_what_the_charts_render(rendered: Rendered
         if "-c" in words:
             container = words[words.index("-c") + 1]
             assert workload is not None, command
-            names = [c["name"] for c in pod_spec(workload)["containers"]]
+            spec = pod_spec(workload)
+            names = [c["name"] for c in spec["containers"] + spec.get("initContainers", [])]
             assert container in names, f"{command}: no container {container} (only {names})"
 
 

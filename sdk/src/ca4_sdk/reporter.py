@@ -659,9 +659,12 @@ class Reporter:
             if fresh or (not drained and time.monotonic() >= self._next_send_at):
                 try:
                     drained = self._deliver(fresh)
-                except Exception:
+                except Exception as error:
                     logger.exception("ca4 delivery failed")
                     drained = False
+                    # Backed off like any failed send: a fault that repeats (an answer this SDK
+                    # cannot read, a broken spool) tried again at once, a hundred POSTs a second.
+                    self._schedule_retry(SendOutcome(error=f"{type(error).__name__}: {error}"))
             wake_at = next_collect if drained else min(next_collect, self._next_send_at)
             control.stop.wait(max(0.0, wake_at - time.monotonic()))
         deadline = control.flush_deadline

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -22,6 +23,8 @@ from typing import Any
 
 logger = logging.getLogger("ca4_sdk")
 
+_SPOOLED = re.compile(r"[0-9]{20}-[^/]+\.json")
+"""The name of a spooled report: its time in nanoseconds, then its event id."""
 DEFAULT_MAX_REPORTS = 5000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -63,7 +66,11 @@ class Spool:
         self._lock = threading.Lock()
 
     def _files(self) -> list[Path]:
-        return sorted(self.directory.glob("*.json"))
+        # Only the spool's own names: a spool_dir shared with other files must never send,
+        # evict or delete them.
+        return sorted(
+            path for path in self.directory.glob("*.json") if _SPOOLED.fullmatch(path.name)
+        )
 
     def __len__(self) -> int:
         with self._lock:

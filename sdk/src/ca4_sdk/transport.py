@@ -222,7 +222,9 @@ class Transport:
         try:
             results = response.json()["results"]
             by_index = {int(item["index"]): item for item in results}
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, ArithmeticError, RecursionError):
+            # Whatever the edge answered (an index of 1e999, results nested 100,000 deep)
+            # reads as results that cannot be read, never as an error of the sending thread.
             if response.status_code == 422:  # results that can't be read: refused all the same
                 reason = f"HTTP 422: {_detail(response)}"
                 outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)

@@ -35,6 +35,7 @@ async def test_one_post_puts_exactly_one_message_with_key_headers_and_body(
     headers = dict(record.headers)
     assert headers["ca4-event-id"] == report["event_id"].encode()
     assert headers["ca4-schema-version"] == b"2"
+    assert headers["ca4-tenant"] == b"tests"  # the key's tenant: attributes even a dead letter
     assert headers["content-type"] == b"application/json"
     assert headers["traceparent"].startswith(b"00-" + b"a" * 32)
     event = decode_event(record.value)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from ca4_provision.cli import app
-from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC
+from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC, HEADER_TENANT
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.projections import MongoProjections
@@ -99,6 +99,59 @@ async def test_dead_letters_are_listed_and_redriven_once(
     assert replayed.exit_code == 0, replayed.output
     assert "Applied 1 events" in replayed.output
     assert await snapshot(MongoProjections(database)) == live
+
+
+async def test_dlq_tools_read_at_most_the_limit_filter_by_tenant_and_show_by_seeking(
+    cli_env: CliRunner, worker_settings: Settings
+) -> None:
+    topic = worker_settings.kafka_topic
+    bootstrap = worker_settings.kafka_bootstrap_servers
+    letters = [("acme", "bounded-a1"), ("mallory", "bounded-m1"), ("acme", "bounded-a2")]
+    letters += [("mallory", "bounded-m2"), ("acme", "bounded-a3")]
+    for tenant, session in letters:
+        await produce(
+            bootstrap,
+            worker_settings.kafka_dlq_topic,
+            [event_body(session_id=session, tenant=tenant)],
+            headers=[
+                (HEADER_ERROR_CLASS, b"event_id_conflict"),
+                (HEADER_SOURCE_TOPIC, topic.encode()),
+                (HEADER_TENANT, tenant.encode()),
+            ],
+        )
+
+    listed = await ca4(cli_env, "dlq", "list", "--tenant", "acme", "--limit", "2")
+    assert listed.exit_code == 0, listed.output
+    assert "event_id_conflict: 2" in listed.output
+    assert "Stopped at --limit 2: there may be more." in listed.output
+    assert "acme" in listed.output
+    assert "mallory" not in listed.output
+    shown = await ca4(cli_env, "dlq", "show", "0:3")
+    assert shown.exit_code == 0, shown.output
+    assert "bounded-m2" in shown.output
+    assert "ca4-tenant: mallory" in shown.output
+    missing = await ca4(cli_env, "dlq", "show", "0:99")
+    assert missing.exit_code == 1
+    assert "No dead letter at 0:99" in missing.output
+
+    redrive = ("dlq", "redrive", "--tenant", "acme", "--limit", "2", "--yes")
+    first = await ca4(cli_env, *redrive)
+    assert first.exit_code == 0, first.output
+    said = " ".join(first.output.split())  # however rich wraps it
+    assert "Re-drove 2 dead letters" in said
+    assert "Stopped at --limit 2" in said
+    second = await ca4(cli_env, *redrive)
+    assert second.exit_code == 0, second.output
+    said = " ".join(second.output.split())
+    assert "Re-drove 1 dead letters" in said
+    assert "2 re-driven before were skipped" in said
+    redriven = await read_topic(bootstrap, topic)
+    assert sorted(record.key for record in redriven) == [
+        b"bounded-a1",
+        b"bounded-a2",
+        b"bounded-a3",
+    ]
+    assert {dict(record.headers)[HEADER_TENANT] for record in redriven} == {b"acme"}
 
 
 async def test_redrive_refuses_when_it_cannot_read_its_records(

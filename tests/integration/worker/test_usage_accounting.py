@@ -114,12 +114,19 @@ async def test_ca4_usage_prints_json_csv_and_a_table(
     body = json.loads(as_json.stdout)
     assert _by_project(body) == {"vision": EXPECTED_BY_PROJECT["vision"]}
     assert (body["currency"], body["rows"][0]["cost"]) == ("USD", 0.1)
+    assert (body["rows"][0]["tenant"], body["rows"][0]["kind"]) == (TENANT_A, "value")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert [(row["group"], row["held_seconds"], row["idle_seconds"]) for row in rows] == [
-        ("vision", "720.0", "360.0")
-    ]
+    assert [
+        (row["tenant"], row["group"], row["kind"], row["held_seconds"], row["idle_seconds"])
+        for row in rows
+    ] == [(TENANT_A, "vision", "value", "720.0", "360.0")]
     assert "vision" in table.stdout
-    assert "cost (USD)" in table.stdout
+    # The tenant column comes first (an 80-column terminal wraps its values).
+    assert "┃ tenant" in table.stdout
+    assert f"│ {TENANT_A[:6]}" in table.stdout
+    # With the tenant column, an 80-column terminal wraps "cost (USD)" over two lines.
+    assert "cost" in table.stdout
+    assert "(USD)" in table.stdout
 
 
 async def _ca4(*args: str) -> Any:
@@ -290,3 +297,64 @@ async def test_a_usage_report_read_from_the_database_folds_groups_past_its_cap(
     assert capped.rows[-1].gpus == 300
     kept = {row.group: row for row in whole.rows}
     assert all(row == kept[row.group] for row in capped.rows[:-1])
+
+
+async def test_a_report_of_every_tenant_from_the_database_keeps_tenants_and_synthetic_rows_apart(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """Read back from the database, a report of every tenant's records (``read:all``, ``ca4
+    usage``) has a row per tenant and group: another tenant's time under the same project
+    name, or under a value spelled ``(none)``, keeps a row of its own, and one tenant's many
+    values leave the other's few their rows."""
+
+    def one_gpu(tenant: str, session: str, project: str | None, held_s: int) -> Doc:
+        labels = {} if project is None else {"project": project}
+        gpu = GpuUsage(f"GPU-{session}", "NVIDIA H100", held_ms=held_s * 1000)
+        day = UsageDay(session, START.date(), tenant, labels, "colab", gpus={gpu.gpu_uuid: gpu})
+        return day_document(day, 1)
+
+    noise = [one_gpu("evil", f"e{index}", f"junk{index}", 1) for index in range(60)]
+    await database["usage_days"].insert_many(
+        [
+            *noise,
+            one_gpu("evil", "e-victim", "victim-proj", 500 * 3600),
+            one_gpu("evil", "e-none", "(none)", 7),
+            one_gpu(TENANT_A, "v1", "victim-proj", 10 * 3600),
+            one_gpu(TENANT_A, "v2", None, 20),
+        ]
+    )
+    records = MongoUsageRecords(database)
+    end = START.date() + timedelta(days=1)
+
+    capped = await usage_report(
+        records, START.date(), end, tenant=None, group_by="label:project", prices={},
+        currency="USD", max_groups=20,
+    )  # fmt: skip
+    whole = await usage_report(
+        records, START.date(), end, tenant=None, group_by="label:project", prices={},
+        currency="USD",
+    )  # fmt: skip
+    own = await usage_report(
+        records, START.date(), end, tenant=TENANT_A, group_by="label:project", prices={},
+        currency="USD",
+    )  # fmt: skip
+
+    def shape(rows: list[Any]) -> list[tuple[Any, ...]]:
+        return [(row.tenant, row.group, row.kind, row.held_seconds) for row in rows]
+
+    victims = [(TENANT_A, "victim-proj", "value", 36_000.0), (TENANT_A, "(none)", "none", 20.0)]
+    assert [row for row in shape(capped.rows) if row[0] == TENANT_A] == victims
+    assert [row for row in shape(whole.rows) if row[0] == TENANT_A] == victims
+    assert shape(own.rows) == [(None, *row[1:]) for row in victims]
+    # Without a cap the other tenant's rows are its own, its "(none)" a value.
+    evil = {(row.group, row.kind): row.held_seconds for row in whole.rows if row.tenant == "evil"}
+    assert (evil[("victim-proj", "value")], evil[("(none)", "value")], len(evil)) == (
+        1_800_000.0,
+        7.0,
+        62,
+    )
+    # With the cap, that tenant's rows past its share are in its own "(other)", last of its.
+    assert capped.truncated
+    assert len(capped.rows) <= 20 + 1
+    assert [row.kind for row in capped.rows if row.tenant == "evil"][-1] == "other"
+    assert sum(row.held_seconds for row in capped.rows) == sum(evil.values()) + 36_020.0

@@ -113,7 +113,7 @@ async def test_events_are_stored_projected_dead_lettered_and_archived(
         metrics = (await api.get("/metrics")).text
         for name in (
             'ca4_worker_events_total{result="stored"}',
-            'ca4_worker_dead_letters_total{error_class="invalid_json"}',
+            'ca4_worker_dead_letters_total{error_class="invalid_json",tenant=""}',
             "ca4_worker_end_to_end_latency_seconds_bucket",
             "ca4_worker_processing_seconds_bucket",
             "ca4_worker_consumer_lag{",

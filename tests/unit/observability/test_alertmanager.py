@@ -109,7 +109,7 @@ def test_kafka_down_holds_back_ingest_stopped_and_the_stale_lag(alertmanager: st
     stack = "kafka-down"
     post(
         alertmanager,
-        alert("CA4TargetDown", stack, severity="critical", job="kafka", instance="kafka-0:9404"),
+        alert("CA4KafkaDown", stack, severity="critical"),
         alert("CA4IngestStopped", stack, severity="critical"),
         alert("CA4LagMonitorStale", stack, severity="warning", job="worker", instance="w:8001"),
     )
@@ -135,3 +135,17 @@ def test_unavailable_ingest_holds_back_the_processors_5xx_not_the_workers(
     now = settled(alertmanager, stack, {processor}, count=3)
     assert now[processor]["state"] == "suppressed", now
     assert now["CA4HttpServerErrorsHigh{job=worker,severity=warning}"]["state"] == "active"
+
+
+def test_one_broker_down_holds_back_nothing(alertmanager: str) -> None:
+    # Replication keeps a quorum of three writing with one broker down: a real ingest stop
+    # then must still page.
+    stack = "one-broker-down"
+    post(
+        alertmanager,
+        alert("CA4TargetDown", stack, severity="critical", job="kafka", instance="kafka-2:9404"),
+        alert("CA4IngestStopped", stack, severity="critical"),
+    )
+    symptom = "CA4IngestStopped{severity=critical}"
+    now = settled(alertmanager, stack, {symptom}, count=2)
+    assert now[symptom]["state"] == "active", now

@@ -251,4 +251,4 @@ def test_usage_refuses_an_unknown_grouping() -> None:
     result = ca4("usage", "--group-by", "host")
 
     assert result.exit_code == 2
-    assert "use label:<key>, gpu_model or runtime" in result.output
+    assert "use label:<key>, gpu_model, runtime or tenant" in result.output

@@ -42,6 +42,8 @@ class StubState:
     """Sessions owned by another tenant: their reports are rejected as ``session_forbidden``."""
     page: str | None = None
     """Answer ``status`` with this HTML page instead (a tunnel or portal, not the API)."""
+    raw_answer: bytes | None = None
+    """Answer ``status`` with these bytes as JSON instead (what a hostile edge could send)."""
     requests: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +74,9 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             if state.page is not None:
                 self._answer_page(status, state.page)
                 return
+            if state.raw_answer is not None:
+                self._answer_bytes(status, state.raw_answer)
+                return
             if status not in (202, 207):
                 self._answer(status, {"detail": "stub says no"})
                 return
@@ -95,7 +100,9 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             )
 
         def _answer(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
+            self._answer_bytes(code, json.dumps(body).encode())
+
+        def _answer_bytes(self, code: int, data: bytes) -> None:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))

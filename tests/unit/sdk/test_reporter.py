@@ -100,8 +100,8 @@ def test_spool_left_by_an_earlier_run_is_flushed_at_start(tmp_path: Path) -> Non
         assert len(first.spool) == 2
         state.status = 202
         with _reporter(url, tmp_path, interval=60) as second:
-            _wait_for(lambda: len(state.accepted_ids()) == 3)
-            assert len(second.spool) == 0
+            # The stub counts a report before it answers; the reporter empties its spool after.
+            _wait_for(lambda: len(state.accepted_ids()) == 3 and len(second.spool) == 0)
 
 
 def test_stop_flushes_what_is_pending(tmp_path: Path) -> None:
@@ -135,3 +135,23 @@ def test_main_thread_is_never_blocked_by_a_slow_api(tmp_path: Path) -> None:
         print(f"max main-thread gap {max_gap * 1000:.1f} ms; stop() took {stop_s:.2f} s")
     assert len(state.requests) >= 2
     assert max_gap < 0.050, f"main thread stalled {max_gap * 1000:.1f} ms"
+
+
+def test_a_delivery_that_keeps_failing_unexpectedly_is_backed_off(tmp_path: Path) -> None:
+    # Any fault the thread did not expect (a spool it cannot write, an answer it cannot read)
+    # was tried again at once, forever: hundreds of tries a second, a traceback each.
+    tries = 0
+
+    def broken_put(reports: object) -> None:
+        nonlocal tries
+        tries += 1
+        raise OSError("No space left on device")
+
+    with stub_api() as (url, state):
+        reporter = _reporter(url, tmp_path, interval=3600)
+        reporter.spool.put = broken_put  # type: ignore[method-assign]
+        reporter.start()
+        time.sleep(1.5)
+        reporter.stop(timeout=1)
+    assert 1 <= tries <= 6  # a try, its backoff, the next, and the final flush at stop
+    assert state.requests == []

@@ -55,3 +55,18 @@ def test_corrupt_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / f"{0:020d}-{uuid.uuid4()}.json").write_text("{not json")
     spool.put([_report(7)])
     assert [item.report["n"] for item in spool.peek(10)] == [7]
+
+
+def test_files_that_are_not_spooled_reports_are_never_sent_or_deleted(tmp_path: Path) -> None:
+    # A spool_dir shared with other files: they were read as reports to send (a credentials
+    # file among them), deleted when unreadable or over the caps, and a name without "-" made
+    # every put raise.
+    (tmp_path / "creds.json").write_text('{"client_secret": "s3cret"}')
+    (tmp_path / "broken.json").write_text("{oops")
+    spool = Spool(tmp_path, max_reports=1)
+    spool.put([_report(1)])
+    spool.put([_report(2)])
+    assert [item.report["n"] for item in spool.peek(10)] == [2]
+    assert len(spool) == 1
+    assert (tmp_path / "creds.json").read_text() == '{"client_secret": "s3cret"}'
+    assert (tmp_path / "broken.json").exists()

@@ -156,3 +156,22 @@ def test_full_jitter_backoff_grows_and_honours_retry_after() -> None:
 )
 def test_retry_after_parsing(header: str | None, expected: float | None) -> None:
     assert parse_retry_after(header) == expected
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"results": [{"index": 1e999, "status": "accepted"}]}',
+        b'{"results": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ],
+    ids=["infinite index", "nested 100,000 deep"],
+)
+def test_results_that_cannot_be_read_are_read_as_none_given(answer: bytes) -> None:
+    # A hostile edge (or a man in the middle of an http:// URL) made the sending thread raise
+    # OverflowError or RecursionError: a hundred POSTs a second, a traceback each.
+    reports = _reports(2)
+    with stub_api() as (url, state):
+        state.raw_answer = answer
+        outcome = Transport(url, "k").send(reports)
+    assert outcome.accepted == [str(report["event_id"]) for report in reports]
+    assert outcome.retry == []

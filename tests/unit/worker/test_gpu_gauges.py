@@ -313,8 +313,8 @@ def test_two_tenants_at_the_worker_cap_do_not_trade_a_set_back_and_forth() -> No
     }
     exported = []
     for round_ in range(8):
-        for tenant in reports:
-            gauges.update(reports[tenant], now=round_ * 15)
+        for reported in reports.values():
+            gauges.update(reported, now=round_ * 15)
         exported.append((_exported("trade-a"), _exported("trade-b")))
 
     assert all(snapshot == exported[0] for snapshot in exported)

@@ -276,7 +276,13 @@ def test_driver_errors_are_sorted_by_cause(
 
 
 @pytest.mark.parametrize(
-    "error", [OverflowError("date value out of range"), ValueError("bad"), KeyError("gpu")]
+    "error",
+    [
+        OverflowError("date value out of range"),
+        ValueError("bad"),
+        KeyError("gpu"),
+        RecursionError("maximum recursion depth exceeded"),
+    ],
 )
 async def test_an_error_of_the_data_itself_is_poison_at_once(
     parts: Parts, error: Exception, monkeypatch: pytest.MonkeyPatch

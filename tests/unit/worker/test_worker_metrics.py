@@ -51,7 +51,9 @@ EVERY_CLASS = {
         )
     ),
 }
-EXPOSITION_LINE = re.compile(r'^ca4_worker_dead_letters_total\{error_class="([^"]+)"\} (\S+)$')
+EXPOSITION_LINE = re.compile(
+    r'^ca4_worker_dead_letters_total\{error_class="([^"]+)",tenant=""\} (\S+)$'
+)
 
 
 def test_a_started_worker_exports_every_dead_letter_class_at_zero() -> None:
@@ -75,7 +77,9 @@ def test_a_started_worker_exports_every_dead_letter_class_at_zero() -> None:
 
 
 def dead_letters(error_class: str) -> float | None:
-    return REGISTRY.get_sample_value("ca4_worker_dead_letters_total", {"error_class": error_class})
+    return REGISTRY.get_sample_value(
+        "ca4_worker_dead_letters_total", {"error_class": error_class, "tenant": ""}
+    )
 
 
 async def test_every_class_the_store_stage_names_is_in_the_set() -> None:

@@ -271,6 +271,12 @@ class ApiKeyRing:
         """Ids of every accepted key (for logs, never the keys)."""
         return {key.key_id for key in (*self._inline.values(), *self._file_keys.values())}
 
+    @property
+    def tenants(self) -> frozenset[str]:
+        """The tenants of every accepted key: a bounded set the operator controls (metric
+        labels take a tenant only from it)."""
+        return frozenset(key.tenant for key in (*self._inline.values(), *self._file_keys.values()))
+
     def identify(self, presented_key: str) -> ApiKey | None:
         """The key ``presented_key`` is, or ``None``.
 

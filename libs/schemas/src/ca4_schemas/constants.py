@@ -37,6 +37,10 @@ HEADER_EVENT_ID: Final = "ca4-event-id"
 """The event id, so tools can find an event without decoding the body."""
 HEADER_SCHEMA_VERSION: Final = "ca4-schema-version"
 """The body's ``schema_version``, so consumers can route before decoding."""
+HEADER_TENANT: Final = "ca4-tenant"
+"""The tenant of the key that sent the event, set by the processor (a client cannot set
+headers), and on dead letters the tenant of the event (or of this header when the record did not
+decode), so every letter that can be attributed is."""
 HEADER_CONTENT_TYPE: Final = "content-type"
 """Always ``application/json`` for events."""
 HEADER_ERROR_CLASS: Final = "ca4-error-class"

@@ -16,7 +16,12 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import RecordMetadata
 from ca4_schemas import GpuMetadataReported, encode_event
 from ca4_schemas.api import Receipt
-from ca4_schemas.constants import HEADER_CONTENT_TYPE, HEADER_EVENT_ID, HEADER_SCHEMA_VERSION
+from ca4_schemas.constants import (
+    HEADER_CONTENT_TYPE,
+    HEADER_EVENT_ID,
+    HEADER_SCHEMA_VERSION,
+    HEADER_TENANT,
+)
 from ca4_telemetry import headers_with_trace_context, tracer
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Histogram
@@ -188,6 +193,9 @@ class KafkaEventPublisher:
                 (HEADER_CONTENT_TYPE, b"application/json"),
                 (HEADER_EVENT_ID, str(event.event_id).encode()),
                 (HEADER_SCHEMA_VERSION, str(event.schema_version).encode()),
+                # The key's tenant, so a dead letter of an event this worker cannot decode
+                # (a newer schema version) is still attributable.
+                (HEADER_TENANT, event.tenant.encode()),
                 *trace_headers,
             ]
             size = record_size(key, value, headers)

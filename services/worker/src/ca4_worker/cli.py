@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -33,8 +33,12 @@ from ca4_worker.cli_support import (
 )
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.messaging.dlq_tools import (
+    DEFAULT_LIMIT,
+    LetterFilter,
     StoredDeadLetter,
     destination,
+    iter_dead_letters,
+    read_dead_letter,
     read_dead_letters,
     redrive,
 )
@@ -47,15 +51,34 @@ dlq_app = typer.Typer(help="Inspect and re-drive dead letters.", no_args_is_help
 ErrorClassOption = Annotated[
     str | None, typer.Option("--error-class", "-e", help="Only letters of this error class.")
 ]
+TenantOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tenant", "-t", help="Only letters of this tenant ('' for letters of no tenant)."
+    ),
+]
+LimitOption = Annotated[
+    int,
+    typer.Option(
+        "--limit",
+        "-n",
+        min=1,
+        help="At most this many letters, oldest first (partition by partition, by offset).",
+    ),
+]
 
 
-def _letters(settings: Settings, error_class: str | None) -> list[StoredDeadLetter]:
+def _letters(
+    settings: Settings, wanted: LetterFilter, limit: int = DEFAULT_LIMIT
+) -> list[StoredDeadLetter]:
     with reaching(kafka_endpoint(settings), settings):
         return asyncio.run(
             read_dead_letters(
                 settings.kafka_bootstrap_servers,
                 settings.kafka_dlq_topic,
-                error_class=error_class,
+                error_class=wanted.error_class,
+                tenant=wanted.tenant,
+                limit=limit,
                 timeout_s=settings.operator_kafka_timeout_s,
             )
         )
@@ -103,22 +126,31 @@ def _redrive_column(redrive: Redrive | None) -> str:
 
 
 @dlq_app.command("list")
-def list_dead_letters(error_class: ErrorClassOption = None) -> None:
-    """List dead letters with their error class and source position."""
+def list_dead_letters(
+    error_class: ErrorClassOption = None,
+    tenant: TenantOption = None,
+    limit: LimitOption = DEFAULT_LIMIT,
+) -> None:
+    """List dead letters, oldest first, with their error class, tenant and source position.
+
+    At most ``--limit`` letters are read: narrow with ``--error-class`` and ``--tenant``.
+    """
     settings = get_settings()
-    letters = _letters(settings, error_class)
+    letters = _letters(settings, LetterFilter(error_class, tenant), limit)
     try:
         redrives = asyncio.run(_past_redrives(settings, letters))
     except OperatorError as error:
         console.print(f"[yellow]Re-drive records unavailable ({error}); listing without them.")
         redrives = {}
     table = Table(title=f"{settings.kafka_dlq_topic}: {len(letters)} dead letters")
-    for column in ("ref", "error class", "source", "event id", "error", "re-driven (UTC)"):
+    columns = ("ref", "error class", "tenant", "source", "event id", "error", "re-driven (UTC)")
+    for column in columns:
         table.add_column(column)
     for letter in letters:
         table.add_row(
             letter.ref,
             letter.error_class,
+            letter.tenant,
             letter.source,
             letter.event_id,
             letter.error_message[:80],
@@ -130,19 +162,32 @@ def list_dead_letters(error_class: ErrorClassOption = None) -> None:
         counts[letter.error_class] = counts.get(letter.error_class, 0) + 1
     for name, count in sorted(counts.items()):
         console.print(f"{name}: {count}")
+    if len(letters) >= limit:
+        console.print(f"Stopped at --limit {limit}: there may be more.")
 
 
 @dlq_app.command("show")
 def show_dead_letter(
     ref: Annotated[str, typer.Argument(help="partition:offset on the dead-letter topic")],
 ) -> None:
-    """Show one dead letter: headers and the original bytes."""
+    """Show one dead letter: headers and the original bytes (read from its offset alone)."""
     settings = get_settings()
-    matches = [letter for letter in _letters(settings, None) if letter.ref == ref]
-    if not matches:
+    partition, _, offset = ref.partition(":")
+    if not (partition.isdigit() and offset.isdigit()):
+        raise typer.BadParameter(f"{ref!r} is not partition:offset", param_hint="REF")
+    with reaching(kafka_endpoint(settings), settings):
+        letter = asyncio.run(
+            read_dead_letter(
+                settings.kafka_bootstrap_servers,
+                settings.kafka_dlq_topic,
+                int(partition),
+                int(offset),
+                timeout_s=settings.operator_kafka_timeout_s,
+            )
+        )
+    if letter is None:
         console.print(f"[red]No dead letter at {ref}[/red]")
         raise typer.Exit(code=1)
-    letter = matches[0]
     for name, value in letter.headers:
         console.print(f"[bold]{name}[/bold]: {value.decode('utf-8', 'replace')}")
     console.print("[bold]body[/bold]:")
@@ -151,9 +196,65 @@ def show_dead_letter(
     )
 
 
+def _unreadable_records(error: OperatorError) -> OperatorError:
+    return OperatorError(f"Nothing re-driven: cannot read the re-drive records ({error})")
+
+
+async def _pending_letters(
+    settings: Settings, wanted: LetterFilter, *, limit: int, again: bool
+) -> tuple[list[StoredDeadLetter], int]:
+    """Up to ``limit`` letters ``wanted`` that were not re-driven before (any with ``again``),
+    oldest first, and how many re-driven before were skipped on the way.
+
+    Letters are read in chunks of the room left, each checked against the re-drive records,
+    so no more than ``limit`` letters' values are held, however many were re-driven before.
+    """
+    pending: list[StoredDeadLetter] = []
+    skipped = 0
+    async with AsyncExitStack() as stack:
+        redrives = None  # opened at the first letter: Kafka's errors come first, as for list
+
+        async def keep_pending(chunk: list[StoredDeadLetter]) -> None:
+            nonlocal skipped, redrives
+            past: dict[str, Redrive] = {}
+            if not again:
+                try:
+                    with reaching(database_endpoint(settings), settings):
+                        if redrives is None:
+                            redrives = await stack.enter_async_context(_redrive_log(settings))
+                        past = await redrives.find([_key(settings, item) for item in chunk])
+                except OperatorError as error:
+                    raise _unreadable_records(error) from error
+            fresh = [item for item in chunk if _key(settings, item) not in past]
+            pending.extend(fresh)
+            skipped += len(chunk) - len(fresh)
+            chunk.clear()
+
+        chunk: list[StoredDeadLetter] = []
+        with reaching(kafka_endpoint(settings), settings):
+            found = iter_dead_letters(
+                settings.kafka_bootstrap_servers,
+                settings.kafka_dlq_topic,
+                wanted=wanted,
+                timeout_s=settings.operator_kafka_timeout_s,
+            )
+            async with aclosing(found):
+                async for letter in found:
+                    chunk.append(letter)
+                    if len(pending) + len(chunk) >= limit:
+                        await keep_pending(chunk)
+                        if len(pending) >= limit:
+                            break
+        await keep_pending(chunk)
+    return pending, skipped
+
+
 @dlq_app.command("redrive")
 def redrive_dead_letters(
+    *,
     error_class: ErrorClassOption = None,
+    tenant: TenantOption = None,
+    limit: LimitOption = DEFAULT_LIMIT,
     topic: Annotated[
         str | None, typer.Option(help="Publish here instead of each letter's source topic.")
     ] = None,
@@ -164,24 +265,21 @@ def redrive_dead_letters(
 ) -> None:
     """Re-inject dead letters into their source topic once the cause is fixed.
 
-    Each letter is re-driven once: those re-driven before are skipped unless ``--again``.
+    Each letter is re-driven once: those re-driven before are skipped unless ``--again``. At
+    most ``--limit`` letters per run, oldest first; run it again for the next ones.
     """
     settings = get_settings()
-    letters = _letters(settings, error_class)
-    try:
-        redriven = asyncio.run(_past_redrives(settings, letters))
-    except OperatorError as error:
-        raise OperatorError(
-            f"Nothing re-driven: cannot read the re-drive records ({error})"
-        ) from error
-    pending = [item for item in letters if again or _key(settings, item) not in redriven]
-    skipped = len(letters) - len(pending)
+    pending, skipped = asyncio.run(
+        _pending_letters(settings, LetterFilter(error_class, tenant), limit=limit, again=again)
+    )
     skipped_note = (
         f" {skipped} re-driven before were skipped (--again repeats them)." if skipped else ""
     )
     if not pending:
         console.print(f"Nothing to re-drive.{skipped_note}")
         return
+    if len(pending) >= limit:
+        skipped_note += f" Stopped at --limit {limit}: run it again for the next letters."
     confirm_destructive(f"Re-drive {len(pending)} dead letters?", yes=yes)
     count = asyncio.run(_redrive_and_record(settings, pending, topic))
     console.print(

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from ca4_auth import ApiKeyRing
+from ca4_schemas import LEGACY_TENANT
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -58,10 +59,15 @@ def _in_background(stack: AsyncExitStack, work: Coroutine[Any, Any, None]) -> No
 
 
 async def _start_consumers(
-    stack: AsyncExitStack, settings: Settings, adapters: WorkerAdapters
+    stack: AsyncExitStack, settings: Settings, adapters: WorkerAdapters, key_ring: ApiKeyRing
 ) -> Callable[[], dict[str, bool]]:
     """Start the store and projection stages, the archive consumer and the lag monitor until
     ``stack`` closes; what they report to readiness."""
+
+    def known_tenants() -> frozenset[str]:
+        # The keys' tenants (re-read with the keys file) and pre-tenancy events' owner.
+        return key_ring.tenants | {LEGACY_TENANT}
+
     if adapters.dead_letters is None:
         raise RuntimeError("the store and projection stages need a dead-letter sink")
     gauges = metrics.GpuGauges(
@@ -86,6 +92,7 @@ async def _start_consumers(
         insert_chunk=settings.store_insert_chunk,
         insert_concurrency=settings.store_insert_concurrency,
         max_attempts=settings.store_max_attempts,
+        known_tenants=known_tenants,
     )
     if not settings.projection_enabled:
         stages = [store_consumer(settings, ingest, watermark)]
@@ -105,6 +112,7 @@ async def _start_consumers(
             gpu_gauges=gauges,
             max_backoff_s=settings.retry_max_backoff_s,
             max_attempts=settings.store_max_attempts,
+            known_tenants=known_tenants,
         )
         projection = projection_consumer(settings, projector, watermark)
         handoff.projected = projection.assigned_partitions
@@ -169,9 +177,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         adapters = await stack.enter_async_context(factory(settings))
         consumers: Callable[[], dict[str, bool]] = dict
-        if app.state.kafka_consumers:
-            consumers = await _start_consumers(stack, settings, adapters)
         key_ring: ApiKeyRing = app.state.key_ring
+        if app.state.kafka_consumers:
+            consumers = await _start_consumers(stack, settings, adapters, key_ring)
         _in_background(stack, key_ring.reload_forever(settings.api_keys_reload_interval_s))
 
         async def readiness() -> dict[str, bool]:

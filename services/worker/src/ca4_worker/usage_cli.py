@@ -14,9 +14,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ca4_worker.application.usage import UsageReport, usage_report
+from ca4_worker.application.usage import UsageReport, UsageRow, usage_report
 from ca4_worker.cli_support import database_endpoint, reaching
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.persistence.database import connect
@@ -41,9 +42,10 @@ async def _report(settings: Settings, start: date, end: date, group_by: str) -> 
         await client.close()
 
 
-def _csv(report: UsageReport) -> str:
+def csv_text(report: UsageReport) -> str:
+    """The report's rows as CSV, every field of a row a column."""
     buffer = io.StringIO()
-    fields = list(report.rows[0].model_dump()) if report.rows else ["group"]
+    fields = list(UsageRow.model_fields)
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in report.rows:
@@ -51,20 +53,29 @@ def _csv(report: UsageReport) -> str:
     return buffer.getvalue()
 
 
-def _table(report: UsageReport) -> Table:
-    table = Table(
+def table(report: UsageReport) -> Table:
+    """The report as a Rich table (``ca4 usage`` reads every tenant: a tenant column)."""
+    shown = Table(
         title=f"GPU usage {report.from_day} to {report.to_day} (UTC, end excluded) "
         f"by {report.group_by}"
     )
-    columns = ["group", "held h", "busy h", "idle h", "idle %", "GPUs", "sessions"]
+    columns = ["tenant", "group", "held h", "busy h", "idle h", "idle %", "GPUs", "sessions"]
     if report.currency:
         columns.append(f"cost ({report.currency})")
     for column in columns:
-        table.add_column(column, justify="left" if column == "group" else "right")
+        if column in {"tenant", "group"}:
+            # Fold a long name over lines rather than cut it: tenants' names may share a prefix.
+            shown.add_column(column, overflow="fold", min_width=len(column))
+        else:
+            shown.add_column(column, justify="right")
     for row in report.rows:
         idle_share = 100 * row.idle_seconds / row.held_seconds if row.held_seconds else 0.0
+        # Values are the tenants' own: never markup. A synthetic row shows in italics, as a
+        # tenant's value may spell "(none)" or "(other)" too.
+        group = escape(row.group) if row.kind == "value" else f"[italic]{row.group}[/italic]"
         cells = [
-            row.group,
+            escape(row.tenant or ""),
+            group,
             f"{row.held_hours:.2f}",
             f"{row.busy_hours:.2f}",
             f"{row.idle_hours:.2f}",
@@ -74,8 +85,8 @@ def _table(report: UsageReport) -> Table:
         ]
         if report.currency:
             cells.append(f"{row.cost or 0:.2f}")
-        table.add_row(*cells)
-    return table
+        shown.add_row(*cells)
+    return shown
 
 
 def usage(
@@ -88,14 +99,18 @@ def usage(
         typer.Option("--to", formats=["%Y-%m-%d"], help="Day after the last (default: tomorrow)."),
     ] = None,
     group_by: Annotated[
-        str, typer.Option("--group-by", help="label:<key>, gpu_model or runtime.")
+        str, typer.Option("--group-by", help="label:<key>, gpu_model, runtime or tenant.")
     ] = "label:project",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /v1/usage).")] = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV, one row per group.")] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print CSV, one row per tenant and group.")
+    ] = False,
 ) -> None:
-    """GPU hours held, busy and idle (and cost, with CA4_USAGE_PRICES) per group."""
-    if not (group_by in {"gpu_model", "runtime"} or group_by.startswith("label:")):
-        raise typer.BadParameter("use label:<key>, gpu_model or runtime", param_hint="--group-by")
+    """GPU hours held, busy and idle (and cost, with CA4_USAGE_PRICES) per tenant and group."""
+    if not (group_by in {"gpu_model", "runtime", "tenant"} or group_by.startswith("label:")):
+        raise typer.BadParameter(
+            "use label:<key>, gpu_model, runtime or tenant", param_hint="--group-by"
+        )
     settings = get_settings()
     end = to_day.date() if to_day else datetime.now(UTC).date() + timedelta(days=1)
     start = from_day.date() if from_day else end - timedelta(days=7)
@@ -106,6 +121,6 @@ def usage(
     if as_json:
         typer.echo(report.model_dump_json(by_alias=True, indent=2))
     elif as_csv:
-        typer.echo(_csv(report), nl=False)
+        typer.echo(csv_text(report), nl=False)
     else:
-        console.print(_table(report))
+        console.print(table(report))

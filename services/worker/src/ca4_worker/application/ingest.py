@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,7 +48,7 @@ from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.core import metrics
 from ca4_worker.core.tracing import BatchSpans
 from ca4_worker.domain.dead_letters import ERROR_SCHEMA_INVALID
-from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
+from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord, header_tenant
 from ca4_worker.domain.tenancy import (
     ERROR_EVENT_ID_CONFLICT,
     ERROR_FOREIGN_TENANT,
@@ -81,10 +81,12 @@ def decode_record(record: RawRecord) -> PositionedEvent | DeadLetter:
             raise EventDecodeError("record has no value (tombstone)")
         event = decode_event(record.value)
     except EventDecodeError as error:
-        return DeadLetter(record, error.error_class, str(error)[:MAX_ERROR_MESSAGE])
+        message = str(error)[:MAX_ERROR_MESSAGE]
+        return DeadLetter(record, error.error_class, message, header_tenant(record))
     except (ValidationError, ValueError, RecursionError) as error:
         # ValueError too: an integer past Python's digit limit fails before validation.
-        return DeadLetter(record, ERROR_SCHEMA_INVALID, str(error)[:MAX_ERROR_MESSAGE])
+        message = str(error)[:MAX_ERROR_MESSAGE]
+        return DeadLetter(record, ERROR_SCHEMA_INVALID, message, header_tenant(record))
     return PositionedEvent(event=event, position=record.position, headers=record.headers)
 
 
@@ -114,6 +116,7 @@ def _foreign_letters(
             by_position[item.position],
             ERROR_FOREIGN_TENANT,
             foreign_reason(item, owners[item.event.session_id]),
+            item.event.tenant,
         )
         for item in foreign
     ]
@@ -128,7 +131,10 @@ def _conflict_letters(
     by_position = {record.position: record for record in records}
     return [
         DeadLetter(
-            by_position[item.position], ERROR_EVENT_ID_CONFLICT, event_id_conflict_reason(item)
+            by_position[item.position],
+            ERROR_EVENT_ID_CONFLICT,
+            event_id_conflict_reason(item),
+            item.event.tenant,
         )
         for item in conflicts
     ]
@@ -150,8 +156,12 @@ class IngestService:
         insert_concurrency: int = 2,
         max_attempts: int = 5,
         legacy_claims: LegacyClaims | None = None,
+        known_tenants: Callable[[], Collection[str]] = frozenset,
     ) -> None:
+        """``known_tenants``: the tenants dead letters are counted under (the keys' tenants);
+        a letter of any other is counted under ``""``."""
         self._store = store
+        self._known_tenants = known_tenants
         self._legacy_claims = legacy_claims
         self._claimed_legacy: set[str] = set()
         self._dead_letters = dead_letters
@@ -229,6 +239,7 @@ class IngestService:
                     letters,
                     max_backoff_s=self._max_backoff_s,
                     trace_id=lambda record: spans.trace_id(record.position),
+                    known_tenants=self._known_tenants,
                 )
         stored = [item for outcome in appended for item in outcome.stored]
         to_project = [item for outcome in appended for item in outcome.to_project]

@@ -11,7 +11,7 @@ Outages are not poison: the callers wait them out
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -26,7 +26,13 @@ from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
 log = structlog.get_logger(__name__)
 ResultT = TypeVar("ResultT")
 
-DATA_ERRORS: tuple[type[Exception], ...] = (ArithmeticError, LookupError, TypeError, ValueError)
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    ArithmeticError,
+    LookupError,
+    RecursionError,
+    TypeError,
+    ValueError,
+)
 """Errors that the same events raise again on every try: no I/O raises them (the driver's own
 failures are its own classes, outages are waited out inside the operation), so retrying them
 with backoff at every halving level only stalls every other event of the round."""
@@ -43,7 +49,7 @@ class Rejection:
 
     def dead_letter(self, record: RawRecord) -> DeadLetter:
         """The dead letter of ``record``, the raw record this event was decoded from."""
-        return DeadLetter(record, self.error_class, self.message)
+        return DeadLetter(record, self.error_class, self.message, self.event.tenant)
 
 
 async def isolating_poison(
@@ -103,16 +109,24 @@ async def publish_dead_letters(
     *,
     max_backoff_s: float,
     trace_id: Callable[[RawRecord], str | None] = lambda record: None,
+    known_tenants: Callable[[], Collection[str]] = frozenset,
 ) -> None:
-    """Publish ``letters`` (waiting out a Kafka outage), count and log each."""
+    """Publish ``letters`` (waiting out a Kafka outage), count and log each.
+
+    A letter is counted under its tenant when that is one of ``known_tenants()`` (the keys'
+    tenants: a bounded label whoever writes to the topic), else under ``""``.
+    """
     await until_available(
         lambda: sink.publish(letters), what="publish dead letters", max_backoff_s=max_backoff_s
     )
+    known = known_tenants()
     for letter in letters:
-        metrics.DEAD_LETTERS.labels(letter.error_class).inc()
+        label = letter.tenant if letter.tenant in known else metrics.UNATTRIBUTED
+        metrics.count_dead_letter(letter.error_class, label)
         log.warning(
             "dead-lettered",
             error_class=letter.error_class,
+            tenant=letter.tenant,
             partition=letter.record.partition,
             offset=letter.record.offset,
             trace_id=trace_id(letter.record),

@@ -141,10 +141,12 @@ class ProjectionService:
         gpu_gauges: metrics.GpuGauges | None = None,
         max_backoff_s: float = 5.0,
         max_attempts: int = 5,
+        known_tenants: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._store = store
         self._projections = projections
         self._dead_letters = dead_letters
+        self._known_tenants = known_tenants
         self._progress = progress
         self._handoff = handoff
         self._gpu_gauges = gpu_gauges
@@ -214,6 +216,7 @@ class ProjectionService:
                     self._dead_letters,
                     [item.dead_letter(raw[item.event.position]) for item in refused],
                     max_backoff_s=self._max_backoff_s,
+                    known_tenants=self._known_tenants,
                 )
             metrics.EVENTS.labels("dead_lettered").inc(len(refused))
         log.info(

@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Iterable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -243,13 +243,27 @@ class ProjectionsWithUsage:
         return await self.projections.gpus(query)
 
 
+RowKind = Literal["value", "none", "other"]
+"""What a usage row sums: one value's time (``value``), the time of records without the
+grouping label (``none``, shown as :data:`NO_GROUP`), or every group past the cap (``other``,
+shown as :data:`OTHER_GROUP`). A tenant's value may spell either display string, so a client
+tells the rows apart by this, never by ``group``."""
+
+
 class UsageRow(BaseModel):
     """GPU time of one group over the requested days."""
 
     model_config = ConfigDict(frozen=True)
 
+    tenant: str | None = None
+    """The tenant whose time the row sums, in a report of every tenant's records (``read:all``,
+    ``ca4 usage``); ``None`` in a report of one tenant's. Group values are the tenants' own,
+    so a report of every tenant never sums two tenants' time in one row."""
     group: str
-    """The group's value (the label's value, GPU model or runtime; ``(none)`` without one)."""
+    """The group's value (the label's value, GPU model, runtime or tenant), or the display
+    string of a synthetic row (``(none)``, ``(other)``; see :attr:`kind`)."""
+    kind: RowKind = "value"
+    """``value``, or which synthetic row this is (:data:`RowKind`)."""
     held_seconds: float
     busy_seconds: float
     idle_seconds: float
@@ -278,35 +292,53 @@ class UsageReport(BaseModel):
     rows: list[UsageRow]
     truncated: bool = False
     """Whether the range held more groups than a report shows (``CA4_USAGE_MAX_GROUPS``): the
-    groups met after the first ones are summed in one last row, :data:`OTHER_GROUP`, so the
-    rows still add up to the whole range."""
+    groups met after the first ones are summed in a row of kind ``other`` (one per tenant that
+    had more), so the rows still add up to the whole range."""
 
 
 NO_GROUP = "(none)"
+"""How the row of records without the grouping label shows (kind ``none``)."""
 OTHER_GROUP = "(other)"
-"""The row summing every group past a report's cap (and a group whose value is this string)."""
+"""How the row summing a tenant's groups past a report's cap shows (kind ``other``)."""
 
 
-def group_key(day: UsageDay, model: str, group_by: str) -> str:
-    """The value ``group_by`` (``label:<key>``, ``gpu_model`` or ``runtime``) takes."""
+def group_key(day: UsageDay, model: str, group_by: str) -> str | None:
+    """The value ``group_by`` (``label:<key>``, ``gpu_model``, ``runtime`` or ``tenant``)
+    takes; ``None`` for a record without the label."""
     if group_by == "gpu_model":
         return model
     if group_by == "runtime":
         return day.runtime
-    return day.labels.get(group_by.removeprefix("label:"), NO_GROUP)
+    if group_by == "tenant":
+        return day.tenant
+    return day.labels.get(group_by.removeprefix("label:"))
+
+
+_RowKey = tuple[str | None, RowKind, str]
+"""A row's key: (tenant or ``None``, kind, value). A synthetic row's value is empty and its
+kind is not ``value``, so no tenant's value can ever be summed in it."""
 
 
 class UsageRollUp:
     """Day records summed per group as they come, so a report holds its groups, never its
     records (a tenant's year of day records of 64 GPUs with long labels held gigabytes).
 
-    At most ``max_groups`` groups (``None``: every one) get a row of their own: the first met.
-    Once that many are counted, every new group's time goes to :data:`OTHER_GROUP` and
-    :attr:`truncated` is set. The values are the tenant's (label values, GPU model names), so
-    without the cap one report of many distinct values held every one of them. First met,
-    not largest: a group's size is known only at the end, and keeping the largest exactly
-    means holding every group until then (what the cap bounds) or reading the range twice;
-    a kept group is never moved to the fold, so every row is exact.
+    ``per_tenant`` (the default: a report of every tenant's records) keys each row by its
+    tenant too: group values are the tenants' own, and one tenant's time must never land in
+    another's row. A report of one tenant's records turns it off, and its rows' ``tenant`` is
+    ``None``.
+
+    At most ``max_groups`` groups (``None``: every one) get a row of their own, the first met
+    of each tenant; the rest of a tenant's time goes to its one :data:`OTHER_GROUP` row and
+    :attr:`truncated` is set. The values are the tenants' own (label values, GPU model names),
+    so without the cap one report of many distinct values held every one of them. Across
+    tenants the cap is shared fairly: once it is full, a group of a tenant with fewer rows than
+    its share (the cap over the tenants met so far) takes the row of the last-met group of the
+    tenant with the most, whose time moves to that tenant's ``(other)``. A tenant's kept rows
+    are so always its first met, and one tenant sending many values cannot push another's
+    few into ``(other)``. First met, not largest: a group's size is known only at the end, and
+    keeping the largest exactly means holding every group until then (what the cap bounds) or
+    reading the range twice. A group moved to ``(other)`` moves whole, so every row is exact.
     """
 
     def __init__(
@@ -315,26 +347,33 @@ class UsageRollUp:
         group_by: str,
         prices: dict[str, float] | None = None,
         max_groups: int | None = None,
+        per_tenant: bool = True,
     ) -> None:
         self._group_by = group_by
         self._prices = prices
         self._max_groups = max_groups
+        self._per_tenant = per_tenant
+        self._kept: dict[str | None, dict[_RowKey, None]] = {}
+        """Per tenant, its groups with a row of their own, first met first (synthetic rows
+        aside)."""
         self._groups = 0
-        """Groups with a row of their own (:data:`OTHER_GROUP` aside)."""
+        """Groups with a row of their own, every tenant's."""
         self.truncated = False
         """Whether a group was summed in :data:`OTHER_GROUP` for want of room."""
-        self._totals: dict[str, list[int]] = {}
+        self._totals: dict[_RowKey, list[int]] = {}
         # Distinct GPUs and sessions are counted by their strings' hashes: the strings
         # themselves can be hundreds of bytes each.
-        self._gpus: dict[str, set[int]] = {}
-        self._sessions: dict[str, set[int]] = {}
-        self._costs: dict[str, float] = {}
-        self._unpriced: dict[str, int] = {}
+        self._gpus: dict[_RowKey, set[int]] = {}
+        self._sessions: dict[_RowKey, set[int]] = {}
+        self._costs: dict[_RowKey, float] = {}
+        self._unpriced: dict[_RowKey, int] = {}
 
     def add(self, day: UsageDay) -> None:
         """Count one day record."""
+        tenant = day.tenant if self._per_tenant else None
         for usage in day.gpus.values():
-            key = self._group(group_key(day, usage.gpu_model, self._group_by))
+            value = group_key(day, usage.gpu_model, self._group_by)
+            key = self._row((tenant, "none", "") if value is None else (tenant, "value", value))
             sums = self._totals.setdefault(key, [0, 0, 0])
             sums[0] += usage.held_ms
             sums[1] += usage.busy_ms
@@ -347,39 +386,81 @@ class UsageRollUp:
             else:
                 self._costs[key] = self._costs.get(key, 0.0) + usage.held_ms / 3_600_000 * price
 
-    def _group(self, key: str) -> str:
-        """The row ``key``'s time goes to: its own, or :data:`OTHER_GROUP` once the cap's
-        groups are counted."""
-        if key in self._totals or key == OTHER_GROUP:
+    def _row(self, key: _RowKey) -> _RowKey:
+        """The row ``key``'s time goes to: its own, or its tenant's ``(other)`` once the
+        cap's groups are counted and its tenant has its share."""
+        if self._max_groups is None:
             return key
-        if self._max_groups is not None and self._groups >= self._max_groups:
-            self.truncated = True
-            return OTHER_GROUP
-        self._groups += 1
-        return key
+        tenant = key[0]
+        kept = self._kept.setdefault(tenant, {})
+        if key in kept:
+            return key
+        if self._groups < self._max_groups:
+            kept[key] = None
+            self._groups += 1
+            return key
+        share = self._max_groups // len(self._kept)
+        if len(kept) < share:
+            # Some tenant holds more than its share (the rows are full and this one holds
+            # less): its last-met group gives up its row.
+            most = max(self._kept, key=lambda other: len(self._kept[other]))
+            self._fold(most, next(reversed(self._kept[most])))
+            kept[key] = None
+            return key
+        self.truncated = True
+        return (tenant, "other", "")
+
+    def _fold(self, tenant: str | None, key: _RowKey) -> None:
+        """Move kept group ``key`` of ``tenant`` whole into the tenant's ``(other)``."""
+        del self._kept[tenant][key]
+        self.truncated = True
+        other: _RowKey = (tenant, "other", "")
+        sums = self._totals.setdefault(other, [0, 0, 0])
+        for index, value in enumerate(self._totals.pop(key)):
+            sums[index] += value
+        self._gpus.setdefault(other, set()).update(self._gpus.pop(key))
+        self._sessions.setdefault(other, set()).update(self._sessions.pop(key))
+        if key in self._costs:
+            self._costs[other] = self._costs.get(other, 0.0) + self._costs.pop(key)
+        if key in self._unpriced:
+            self._unpriced[other] = self._unpriced.get(other, 0) + self._unpriced.pop(key)
 
     def rows(self) -> list[UsageRow]:
-        """One row per group, largest held time first (ties by name); when :attr:`truncated`,
-        :data:`OTHER_GROUP` last."""
-        prices = self._prices
-        rows = [
-            UsageRow(
-                group=key,
-                held_seconds=held / 1000,
-                busy_seconds=busy / 1000,
-                idle_seconds=idle / 1000,
-                held_hours=held / 3_600_000,
-                busy_hours=busy / 3_600_000,
-                idle_hours=idle / 3_600_000,
-                gpus=len(self._gpus[key]),
-                sessions=len(self._sessions[key]),
-                cost=round(self._costs.get(key, 0.0), 6) if prices else None,
-                unpriced_hours=self._unpriced.get(key, 0) / 3_600_000 if prices else 0.0,
-            )
-            for key, (held, busy, idle) in self._totals.items()
-        ]
-        folded = OTHER_GROUP if self.truncated else None
-        return sorted(rows, key=lambda row: (row.group == folded, -row.held_seconds, row.group))
+        """One row per group: by tenant (in a report of every tenant's), each tenant's
+        ``(other)`` last among its rows, the others largest held time first (ties by
+        ``group``, then kind)."""
+        rows = [self._built(key) for key in self._totals]
+        return sorted(
+            rows,
+            key=lambda row: (
+                row.tenant or "",
+                row.kind == "other",
+                -row.held_seconds,
+                row.group,
+                row.kind,
+            ),
+        )
+
+    def _built(self, key: _RowKey) -> UsageRow:
+        """The row of ``key``, its synthetic rows shown by their display strings."""
+        tenant, kind, value = key
+        held, busy, idle = self._totals[key]
+        priced = bool(self._prices)
+        return UsageRow(
+            tenant=tenant,
+            group={"value": value, "none": NO_GROUP, "other": OTHER_GROUP}[kind],
+            kind=kind,
+            held_seconds=held / 1000,
+            busy_seconds=busy / 1000,
+            idle_seconds=idle / 1000,
+            held_hours=held / 3_600_000,
+            busy_hours=busy / 3_600_000,
+            idle_hours=idle / 3_600_000,
+            gpus=len(self._gpus[key]),
+            sessions=len(self._sessions[key]),
+            cost=round(self._costs.get(key, 0.0), 6) if priced else None,
+            unpriced_hours=self._unpriced.get(key, 0) / 3_600_000 if priced else 0.0,
+        )
 
 
 def roll_up(
@@ -387,9 +468,11 @@ def roll_up(
     *,
     group_by: str,
     prices: dict[str, float] | None = None,
+    per_tenant: bool = True,
 ) -> list[UsageRow]:
-    """Sum day records per group, largest held time first (ties by name)."""
-    summed = UsageRollUp(group_by=group_by, prices=prices)
+    """Sum day records per group (and tenant, when ``per_tenant``), in the order of
+    :meth:`UsageRollUp.rows`."""
+    summed = UsageRollUp(group_by=group_by, prices=prices, per_tenant=per_tenant)
     for day in days:
         summed.add(day)
     return summed.rows()
@@ -408,15 +491,20 @@ async def usage_report(
     max_groups: int | None = None,
 ) -> UsageReport:
     """The roll-up ``GET /v1/usage`` and ``ca4 usage`` answer: ``tenant``'s days in
-    ``[start, end)`` per group, with cost when ``prices`` is not empty, and at most
-    ``max_groups`` groups with a row of their own (``None``: every one; see
-    :class:`UsageRollUp`).
+    ``[start, end)`` per group (``tenant`` ``None``: every tenant's, per tenant and group),
+    with cost when ``prices`` is not empty, and at most ``max_groups`` groups with a row of
+    their own (``None``: every one; see :class:`UsageRollUp`).
 
     Reading, summing and building the rows together finish within ``deadline_s`` (``None``:
     no deadline) or raise :class:`TimedOutError`: a long range of a large tenant's records is
     seconds of decoding, and without a deadline a read route could run for minutes.
     """
-    summed = UsageRollUp(group_by=group_by, prices=prices or None, max_groups=max_groups)
+    summed = UsageRollUp(
+        group_by=group_by,
+        prices=prices or None,
+        max_groups=max_groups,
+        per_tenant=tenant is None,
+    )
     deadline = asyncio.timeout(deadline_s)
     late = f"the usage report did not finish within {deadline_s or 0:g} s"
     try:

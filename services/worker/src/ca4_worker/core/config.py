@@ -260,12 +260,14 @@ class Settings(BaseSettings):
     too long for it will not fit on a retry either, so ask for fewer days. Longer than
     ``read_timeout_s``, which bounds one read, because a report reads a tenant's whole range."""
     usage_max_groups: int = Field(default=1000, ge=1)
-    """Groups one usage report (``GET /v1/usage``) gives a row of their own: the first this
-    many met while reading. The time of every later group is summed in one last row,
-    ``(other)``, and the report says ``truncated: true``, so the rows still add up to the
-    whole range. Group values come from the reports (label values, GPU model names), so this
-    bounds what one report holds and answers however many a tenant sends; group by a label
-    with fewer values, or ask for fewer days, to see every group. ``ca4 usage`` shows every
+    """Groups one usage report (``GET /v1/usage``) gives a row of their own: the first met of
+    each tenant. In a report of every tenant's records (``read:all``) the cap is shared: once
+    full, a group of a tenant with fewer rows than the cap over the tenants met takes the row of
+    the last-met group of the tenant with the most. The time of every group past a tenant's rows
+    is summed in that tenant's ``(other)`` row (``kind: other``), and the report says
+    ``truncated: true``, so the rows still add up to the whole range. Group values come from the
+    reports (label values, GPU model names), so this bounds what one report holds; group by a
+    label with fewer values, or ask for fewer days, to see every group. ``ca4 usage`` shows every
     group."""
     usage_max_reports_in_flight: int = Field(default=2, ge=1)
     """Usage reports in flight in this process, every tenant's. A report decodes and sums on

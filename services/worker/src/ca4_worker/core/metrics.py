@@ -94,13 +94,33 @@ ARCHIVE_LAG = Gauge(
 )
 DEAD_LETTERS = Counter(
     "ca4_worker_dead_letters",
-    "Records sent to the dead-letter topic, by error class.",
-    ["error_class"],
+    "Records sent to the dead-letter topic, by error class and tenant (empty: not attributable "
+    "to a tenant of the keys, such as a record that never went through the processor).",
+    ["error_class", "tenant"],
 )
+UNATTRIBUTED = ""
+"""The ``tenant`` label of dead letters of no known tenant."""
 # Every class from the start, at 0: a series that first appears at 1 is no increase to
 # Prometheus, so a class's first dead letters would never raise CA4DeadLettersGrowing.
 for _error_class in DEAD_LETTER_CLASSES:
-    DEAD_LETTERS.labels(_error_class)
+    DEAD_LETTERS.labels(_error_class, UNATTRIBUTED)
+_dead_letter_tenants: set[str] = {UNATTRIBUTED}
+
+
+def count_dead_letter(error_class: str, tenant: str) -> None:
+    """Count one dead letter of ``tenant`` (a label the caller bounded to the keys' tenants).
+
+    A tenant's first letter starts every class of that tenant at 0: that first series appears
+    at 1 (the alert counts a series that is new by its value), and the tenant's later letters
+    of any class are then increases of a series that was there.
+    """
+    if tenant not in _dead_letter_tenants:
+        _dead_letter_tenants.add(tenant)
+        for error_class_ in DEAD_LETTER_CLASSES:
+            DEAD_LETTERS.labels(error_class_, tenant)
+    DEAD_LETTERS.labels(error_class, tenant).inc()
+
+
 ARCHIVE_OBJECTS = Counter(
     "ca4_worker_archive_objects",
     "Archive objects uploaded to S3.",

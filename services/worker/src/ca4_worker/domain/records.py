@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import Generic, NamedTuple, TypeVar
 
 from ca4_schemas import GpuMetadataReported, GpuSample, encode_event, record_weight
+from ca4_schemas.constants import HEADER_TENANT
 
 T = TypeVar("T")
 
@@ -170,3 +171,14 @@ class DeadLetter:
     record: RawRecord
     error_class: str
     error_message: str
+    tenant: str = ""
+    """Whose it is: the decoded event's tenant, else the processor's ``ca4-tenant`` header of
+    the record, else ``""`` (a record that never went through the processor)."""
+
+
+def header_tenant(record: RawRecord) -> str:
+    """The ``ca4-tenant`` header the processor set on ``record`` (``""`` when there is none)."""
+    for name, value in record.headers:
+        if name == HEADER_TENANT:
+            return value.decode("utf-8", "replace")
+    return ""

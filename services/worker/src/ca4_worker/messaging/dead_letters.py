@@ -13,6 +13,7 @@ from ca4_schemas.constants import (
     HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_PARTITION,
     HEADER_SOURCE_TOPIC,
+    HEADER_TENANT,
     HEADER_WORKER_VERSION,
 )
 
@@ -32,11 +33,21 @@ ERROR_HEADERS = frozenset(
 
 
 def dead_letter_headers(letter: DeadLetter, worker_version: str) -> list[tuple[str, bytes]]:
-    """The original headers (minus earlier error headers) plus this error's headers."""
+    """The original headers (minus earlier error headers) plus this error's headers.
+
+    ``ca4-tenant`` is the letter's tenant (the decoded event's wins over the record's header),
+    and stays on a re-driven record, where it is the processor's header again.
+    """
     record = letter.record
-    original = [(name, value) for name, value in record.headers if name not in ERROR_HEADERS]
+    original = [
+        (name, value)
+        for name, value in record.headers
+        if name not in ERROR_HEADERS and name != HEADER_TENANT
+    ]
+    tenant = [(HEADER_TENANT, letter.tenant.encode())] if letter.tenant else []
     return [
         *original,
+        *tenant,
         (HEADER_ERROR_CLASS, letter.error_class.encode()),
         (HEADER_ERROR_MESSAGE, letter.error_message.encode("utf-8", "replace")),
         (HEADER_SOURCE_TOPIC, record.topic.encode()),

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"], responses=READ_ERRORS)
 
 MAX_DAYS = 366
 DEFAULT_DAYS = 7
-GROUP_BY_PATTERN = r"^(label:[A-Za-z0-9_.\-]{1,64}|gpu_model|runtime)$"
+GROUP_BY_PATTERN = r"^(label:[A-Za-z0-9_.\-]{1,64}|gpu_model|runtime|tenant)$"
 
 
 def get_usage(request: Request) -> UsageProjection:
@@ -74,13 +74,16 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         date | None, Query(alias="to", description="Day after the last (default: tomorrow)")
     ] = None,
     group_by: Annotated[
-        str, Query(pattern=GROUP_BY_PATTERN, description="label:<key>, gpu_model or runtime")
+        str,
+        Query(pattern=GROUP_BY_PATTERN, description="label:<key>, gpu_model, runtime or tenant"),
     ] = "label:project",
 ) -> UsageReport:
     """GPU seconds and hours held, busy and idle per group over UTC days ``[from, to)``,
-    for the key's tenant (every tenant's for ``read:all``), with cost when prices are set.
-    Past ``CA4_USAGE_MAX_GROUPS`` groups, the rest are summed in one last ``(other)`` row and
-    ``truncated`` is true."""
+    for the key's tenant (for ``read:all``, every tenant's: a row per tenant and group, with
+    its ``tenant``), with cost when prices are set. Rows of ``kind`` ``none`` (``(none)``)
+    sum the records without the label; past ``CA4_USAGE_MAX_GROUPS`` groups (shared fairly
+    among the tenants), the rest of a tenant's are summed in its last row, of ``kind``
+    ``other`` (``(other)``), and ``truncated`` is true."""
     settings: Settings = request.app.state.settings
     end = to_day or datetime.now(UTC).date() + timedelta(days=1)
     try:
