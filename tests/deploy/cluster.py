@@ -430,8 +430,11 @@ class LocalCluster:
         env = {**self.env(pod, image), **(stand_in_env or {})}
         await self._launch(pod, argv, env, image.workdir)
 
-    async def _run_init(self, pod: Pod, init: Manifest, within_s: float = 300) -> None:
-        """Run one init container to completion (its output goes to the pod's log)."""
+    async def _run_init(self, pod: Pod, init: Manifest, within_s: float = 120) -> None:
+        """Run one init container to completion (its output goes to the pod's log).
+
+        Its deadline stays well under the tests' own timeout (300 s), so an init container that
+        hangs fails with its log tail instead of an opaque timeout of the session's fixture."""
         image = await self.images.resolve(init["image"])
         pod.folder.mkdir(parents=True, exist_ok=True)
         with pod.log.open("ab") as log:
