@@ -207,7 +207,7 @@ def run(results_dir: Path) -> dict[str, Any]:
         "CA4_API_KEY_HASHES": "",
         "CA4_API_KEYS_FILE": "",
         "CA4_RATE_LIMIT_PER_SECOND": "0",
-        "CA4_MAX_REQUESTS_IN_FLIGHT_PER_KEY": "100000",  # the open loop is one key
+        "CA4_MAX_REQUESTS_IN_FLIGHT_PER_TENANT": "100000",  # the open loop is one key
         "CA4_LOG_LEVEL": os.environ.get("BENCH_PROCESSOR_LOG_LEVEL", "WARNING"),
     }
     env.pop("CA4_API_KEYS_FILE")

@@ -1,6 +1,6 @@
-"""Against the real broker, frozen: while Kafka answers nothing, a key's reports waiting for it
-are bounded (``429`` past its share, at once), another key is still let in, and what was let in
-is published once Kafka answers again."""
+"""Against the real broker, frozen: while Kafka answers nothing, a tenant's reports waiting for
+it are bounded (``429`` past its share, at once), another tenant is still let in, and what was
+let in is published once Kafka answers again."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.disruptive, pytest.mark.slow]
 
 KEYS = {"alice": "alice-key-0123456789", "bob": "bob-key-0123456789ab"}
 KEY_HASHES = ",".join(
-    f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:tests" for key_id, key in KEYS.items()
+    f"{key_id}:{hashlib.sha256(key.encode()).hexdigest()}:tests-{key_id}"
+    for key_id, key in KEYS.items()
 )
 
 
@@ -34,30 +35,31 @@ def _headers(key_id: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[key_id]}", "Content-Type": "application/json"}
 
 
-async def test_reports_waiting_for_a_stalled_kafka_are_bounded_per_key(
+async def test_reports_waiting_for_a_stalled_kafka_are_bounded_per_tenant(
     services: Endpoints, topic_name: str, devstack: DevstackControl
 ) -> None:
-    weight = body_weight(_body("session-a0"))
+    run = topic_name[-8:]  # session claims outlive the test: ids of this run's own
+    weight = body_weight(_body(f"session-a0-{run}"))
     lifespan, client = await start_processor(
         services,
         topic_name,
         API_KEY_HASHES=KEY_HASHES,
         PUBLISH_TIMEOUT_S=60.0,
-        MAX_WAITING_WEIGHT_PER_KEY=2 * weight + weight // 2,
+        MAX_WAITING_WEIGHT_PER_TENANT=2 * weight + weight // 2,
     )
     try:
-        warm_up = await _post(client, "bob", "session-warm")
+        warm_up = await _post(client, "bob", f"session-warm-{run}")
         async with devstack.paused("kafka"):
             waiting = [
-                asyncio.create_task(_post(client, "alice", f"session-a{n}")) for n in range(2)
+                asyncio.create_task(_post(client, "alice", f"session-a{n}-{run}")) for n in range(2)
             ]
-            waiting.append(asyncio.create_task(_post(client, "bob", "session-b0")))
+            waiting.append(asyncio.create_task(_post(client, "bob", f"session-b0-{run}")))
             await asyncio.sleep(1.0)
             # Answered at once: before the bound, it waited with the others.
-            over_share = await asyncio.wait_for(_post(client, "alice", "session-a2"), 5)
+            over_share = await asyncio.wait_for(_post(client, "alice", f"session-a2-{run}"), 5)
             stalled = not any(task.done() for task in waiting)
         answered = await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
-        after = await _post(client, "alice", "session-a3")
+        after = await _post(client, "alice", f"session-a3-{run}")
     finally:
         await client.aclose()
         await asyncio.wait_for(lifespan.__aexit__(None, None, None), timeout=30)
@@ -66,7 +68,8 @@ async def test_reports_waiting_for_a_stalled_kafka_are_bounded_per_key(
     assert stalled, "a report was answered while Kafka was stopped"
     assert over_share.status_code == 429, over_share.text
     assert over_share.json()["detail"].startswith(
-        f"key 'alice' already has reports weighing {2 * weight} bytes waiting for Kafka here"
+        f"tenant 'tests-alice' already has reports weighing {2 * weight} bytes waiting for "
+        "Kafka here"
     )
     assert [response.status_code for response in answered] == [202, 202, 202]
     assert after.status_code == 202, after.text
@@ -74,7 +77,8 @@ async def test_reports_waiting_for_a_stalled_kafka_are_bounded_per_key(
         expected=5, timeout_s=30
     )
     sessions = sorted(json.loads(record.value)["session_id"] for record in records)
-    assert sessions == ["session-a0", "session-a1", "session-a3", "session-b0", "session-warm"]
+    expected = ["session-a0", "session-a1", "session-a3", "session-b0", "session-warm"]
+    assert sessions == [f"{session}-{run}" for session in expected]
 
 
 async def _post(client: httpx.AsyncClient, key_id: str, session_id: str) -> httpx.Response:

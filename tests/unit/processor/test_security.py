@@ -18,7 +18,8 @@ import pytest
 from ca4_auth import ApiKeyRing
 from ca4_processor.body import body_weight
 from ca4_processor.core.config import Settings
-from ca4_processor.security import RateLimiter
+from ca4_auth import ApiKey, Scope
+from ca4_processor.security import RateLimits, RateRefusal
 from pydantic import ValidationError
 
 from tests.support.reports import make_report
@@ -273,14 +274,15 @@ async def _stalled_uploads(client: Any, count: int) -> AsyncIterator[list[Any]]:
 async def test_a_key_with_too_many_requests_in_flight_gets_429(
     make_client: Callable[..., Any], fake_publisher: FakePublisher
 ) -> None:
-    async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_KEY=2) as (client, _app):
+    async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_TENANT=2) as (client, _app):
         async with _stalled_uploads(client, 2) as answered:
             third = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
         after = await client.post("/v1/metadata", json=make_report(), headers=DEV_HEADERS)
 
     assert third.status_code == 429
     assert third.json() == {
-        "detail": "key 'dev' already has 2 requests in flight here; retry after the "
+        "detail": "tenant 'dev' already has 2 requests in flight here "
+        "(MAX_REQUESTS_IN_FLIGHT_PER_TENANT, all its keys together); retry after the "
         "Retry-After seconds"
     }
     assert third.headers["retry-after"] == "1"
@@ -311,7 +313,8 @@ async def test_waiting_on_kafka_holds_no_in_flight_slot(
     assert [response.status_code for response in notebooks] == [202] * 32
     assert seventeenth.status_code == 429
     assert seventeenth.json() == {
-        "detail": "key 'dev' already has 16 requests in flight here; retry after the "
+        "detail": "tenant 'dev' already has 16 requests in flight here "
+        "(MAX_REQUESTS_IN_FLIGHT_PER_TENANT, all its keys together); retry after the "
         "Retry-After seconds"
     }
     assert [response.status_code for response in uploaded] == [202] * 16
@@ -330,7 +333,7 @@ async def test_every_way_a_request_ends_gives_its_in_flight_slot_back(
     make_client: Callable[..., Any], fake_publisher: FakePublisher, fake_claims: FakeSessionClaims
 ) -> None:
     fake_claims.owners["theirs"] = "another-tenant"
-    async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_KEY=1) as (client, _app):
+    async with make_client(MAX_REQUESTS_IN_FLIGHT_PER_TENANT=1) as (client, _app):
         statuses = [
             (await client.post("/v1/metadata", content=body, headers=JSON_HEADERS)).status_code
             for body in (b"{", b"[]", b"[" * 300_000)
@@ -363,13 +366,93 @@ async def test_a_body_not_received_in_time_is_408(
     assert fake_publisher.published == []
 
 
-def test_token_bucket_refills_at_its_rate() -> None:
-    limiter = RateLimiter(rate=10, burst=1)
+def _key(key_id: str, tenant: str) -> ApiKey:
+    return ApiKey(key_id, tenant, frozenset({Scope.WRITE}))
 
-    assert limiter.try_acquire("k", now=100.0) == 0
-    assert limiter.try_acquire("k", now=100.05) == pytest.approx(0.05)
-    assert limiter.try_acquire("k", now=100.11) == 0
-    assert limiter.try_acquire("other", now=100.1) == 0
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    limits = RateLimits.create(rate=10, burst=1, tenant_keys=2)
+    key, other = _key("k", "t"), _key("other", "u")
+
+    assert limits.try_acquire(key, now=100.0) is None
+    refusal = limits.try_acquire(key, now=100.05)
+    assert refusal == RateRefusal(pytest.approx(0.05), 10, "key 'k'")  # type: ignore[arg-type]
+    assert limits.try_acquire(key, now=100.11) is None
+    assert limits.try_acquire(other, now=100.1) is None
+
+
+def test_a_tenants_keys_share_its_bucket_and_a_refusal_takes_from_neither() -> None:
+    # Before the tenant bucket, each key a tenant was handed had a whole limit of its own: ten
+    # keys, ten times the share of the processors and the worker.
+    limits = RateLimits.create(rate=10, burst=4, tenant_keys=1.5)  # the tenant's: 15/s, 6
+    first, second, third = _key("a", "t"), _key("b", "t"), _key("c", "t")
+
+    assert limits.try_acquire(first, tokens=4, now=100.0) is None
+    assert limits.try_acquire(second, tokens=2, now=100.0) is None
+    refusal = limits.try_acquire(third, tokens=1, now=100.0)
+    assert refusal == RateRefusal(
+        pytest.approx(1 / 15),  # type: ignore[arg-type]
+        15,
+        "tenant 't' (all its keys together)",
+    )
+    assert limits.per_key.wait_for("c", 4, now=100.0) == 0  # the refused key paid nothing
+    assert limits.try_acquire(_key("x", "other-tenant"), tokens=4, now=100.0) is None
+    assert limits.try_acquire(third, tokens=1, now=100.07) is None
+
+
+async def test_a_tenants_keys_share_its_rate_limit_and_in_flight_slots(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    keys = {"a": "key-a-0123456789", "b": "key-b-0123456789", "x": "key-x-0123456789"}
+    tenants = {"a": "team", "b": "team", "x": "other"}
+    hashes = ",".join(f"{_entry(k, v)}:{tenants[k]}" for k, v in keys.items())
+
+    def headers(key_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {keys[key_id]}"}
+
+    settings = {"RATE_LIMIT_PER_SECOND": 0.001, "RATE_LIMIT_BURST": 2}
+    async with make_client(API_KEY_HASHES=hashes, RATE_LIMIT_TENANT_KEYS=1.5, **settings) as (
+        client,
+        _app,
+    ):
+        spent = [
+            await client.post("/v1/metadata", json=make_report(session_id=f"s-{n}"), headers=h)
+            for n, h in enumerate([headers("a"), headers("a"), headers("b")])
+        ]
+        over = await client.post("/v1/metadata", json=make_report(), headers=headers("b"))
+        other = await client.post(
+            "/v1/metadata", json=make_report(session_id="s-x"), headers=headers("x")
+        )
+    async with make_client(
+        API_KEY_HASHES=hashes, RATE_LIMIT_PER_SECOND=0, MAX_REQUESTS_IN_FLIGHT_PER_TENANT=1
+    ) as (client, _app):
+        stalled = _StalledBody()
+        parked = asyncio.create_task(
+            client.post(
+                "/v1/metadata/batch",
+                content=stalled,
+                headers={**headers("a"), "Content-Type": "application/json"},
+            )
+        )
+        await asyncio.sleep(0.1)
+        second_key = await client.post(
+            "/v1/metadata", json=make_report(session_id="s-b"), headers=headers("b")
+        )
+        other_tenant = await client.post(
+            "/v1/metadata", json=make_report(session_id="s-x2"), headers=headers("x")
+        )
+        stalled.release.set()
+        await parked
+
+    assert [response.status_code for response in spent] == [202] * 3
+    assert over.status_code == 429  # key b has a token left, its tenant none
+    assert over.json()["detail"].startswith(
+        "rate limit of 0.0015 tokens/s for tenant 'team' (all its keys together) exceeded"
+    )
+    assert other.status_code == 202
+    assert second_key.status_code == 429
+    assert "tenant 'team' already has 1 requests in flight" in second_key.json()["detail"]
+    assert other_tenant.status_code == 202
 
 
 def test_prod_without_keys_refuses_to_start() -> None:

@@ -186,3 +186,24 @@ async def test_the_owner_cache_is_bounded(
             await client.post("/v1/metadata", json=make_report(session_id=session_id), headers=AS_A)
 
     assert fake_claims.calls == 4  # s1 was evicted by s3, so it is asked for again
+
+
+async def test_two_tenants_trying_the_docs_examples_are_both_accepted(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher
+) -> None:
+    """Each reader of ``/openapi.json`` gets examples with ids of its own: with fixed ones the
+    second tenant to press "Try it out" got ``403`` for the first one's session."""
+    answers, examples = [], []
+    async with _client(make_client) as (client, _app):
+        for headers in (AS_A, AS_B):
+            spec = (await client.get("/openapi.json")).json()
+            body = spec["paths"]["/v1/metadata/batch"]["post"]["requestBody"]
+            example = body["content"]["application/json"]["examples"]["two_reports"]["value"]
+            examples.append(example)
+            answers.append(await client.post("/v1/metadata/batch", json=example, headers=headers))
+
+    assert [answer.status_code for answer in answers] == [202, 202], answers[1].text
+    first, second = ({r["session_id"] for r in example["reports"]} for example in examples)
+    assert not first & second
+    assert len(fake_publisher.published) == 4
+    assert all(session.startswith("colab-") for session in first | second)

@@ -45,7 +45,7 @@ def _bounded(make_client: Callable[..., Any], *, per_key: int, total: int) -> An
     return make_client(
         API_KEY_HASHES=KEY_HASHES,
         RATE_LIMIT_PER_SECOND=0,
-        MAX_WAITING_WEIGHT_PER_KEY=per_key * WEIGHT + WEIGHT // 2,
+        MAX_WAITING_WEIGHT_PER_TENANT=per_key * WEIGHT + WEIGHT // 2,
         MAX_WAITING_WEIGHT=total * WEIGHT + WEIGHT // 2,
     )
 
@@ -79,10 +79,10 @@ async def test_a_key_over_its_waiting_share_gets_429_and_other_keys_are_still_se
     assert over_share.status_code == 429
     assert over_share.headers["retry-after"] == "5"
     assert over_share.json() == {
-        "detail": f"key 'alice' already has reports weighing {3 * WEIGHT} bytes waiting for "
-        f"Kafka here, and this request's {WEIGHT} would take it over MAX_WAITING_WEIGHT_PER_KEY "
-        f"({3 * WEIGHT + WEIGHT // 2}); nothing was accepted, retry after the Retry-After "
-        "seconds"
+        "detail": f"tenant 'alice-tenant' already has reports weighing {3 * WEIGHT} bytes "
+        "waiting for Kafka here, and this request's "
+        f"{WEIGHT} would take it over MAX_WAITING_WEIGHT_PER_TENANT ({3 * WEIGHT + WEIGHT // 2}, "
+        "all its keys together); nothing was accepted, retry after the Retry-After seconds"
     }
     assert held == 4 * WEIGHT
     assert [response.status_code for response in answered] == [202] * 4
@@ -132,7 +132,7 @@ async def test_a_batch_heavier_than_the_bounds_is_taken_when_nothing_else_waits(
     reports = [make_report(session_id=f"session-{n:02}") for n in range(20)]
     async with make_client(
         RATE_LIMIT_PER_SECOND=0,
-        MAX_WAITING_WEIGHT_PER_KEY=WEIGHT,
+        MAX_WAITING_WEIGHT_PER_TENANT=WEIGHT,
         MAX_WAITING_WEIGHT=WEIGHT,
     ) as (client, app):
         response = await client.post(
@@ -186,7 +186,7 @@ async def test_a_batch_refused_for_waiting_pays_for_its_reports_only_when_retrie
     async with make_client(
         RATE_LIMIT_PER_SECOND=0.001,
         RATE_LIMIT_BURST=first_cost + second_weight_cost + second_cost,
-        MAX_WAITING_WEIGHT_PER_KEY=body_weight(first.encode()),
+        MAX_WAITING_WEIGHT_PER_TENANT=body_weight(first.encode()),
     ) as (client, _app):
         batch = "/v1/metadata/batch"
         held = asyncio.create_task(client.post(batch, content=first, headers=_headers_dev()))

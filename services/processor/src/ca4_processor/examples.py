@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 COLAB_T4_REPORT: dict[str, Any] = {
@@ -75,3 +76,21 @@ CPU_RUNTIME_REPORT: dict[str, Any] = {
     },
 }
 """A CPU-only runtime: zero GPUs is a valid report."""
+
+
+_EXAMPLE_EVENT_IDS = (COLAB_T4_REPORT["event_id"], CPU_RUNTIME_REPORT["event_id"])
+_EXAMPLE_SESSION_IDS = (COLAB_T4_REPORT["session_id"], CPU_RUNTIME_REPORT["session_id"])
+
+
+def with_fresh_example_ids(openapi_json: str) -> str:
+    """``openapi_json`` with new event and session ids in the examples, for each reader of the
+    docs: with fixed ones, the first tenant to try an example in ``/docs`` owned its session,
+    and every other tenant's try got ``403 session_forbidden`` and a dead letter for each event
+    id. Within one page load a retry reuses the ids, so it is a duplicate, not a second event.
+    """
+    for event_id in _EXAMPLE_EVENT_IDS:
+        openapi_json = openapi_json.replace(event_id, str(uuid.uuid4()))
+    for session_id in _EXAMPLE_SESSION_IDS:
+        prefix = session_id.rsplit("-", 1)[0]
+        openapi_json = openapi_json.replace(f'"{session_id}"', f'"{prefix}-{uuid.uuid4().hex[:8]}"')
+    return openapi_json

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,11 +29,11 @@ import ca4_processor
 from ca4_processor.api.routes import health, metadata, sdk
 from ca4_processor.asyncapi import asyncapi_router
 from ca4_processor.core.config import Settings, get_settings
-from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT
+from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT, with_fresh_example_ids
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import MongoSessionClaims, SessionOwners
 from ca4_processor.publishing import EventPublisher, KafkaEventPublisher
-from ca4_processor.security import RateLimiter
+from ca4_processor.security import RateLimits
 
 log = structlog.get_logger(__name__)
 SERVICE_NAME = "ca4-processor"
@@ -140,8 +142,10 @@ def create_api(
     app.state.key_ring = key_ring
     app.state.publisher = publisher
     app.state.session_owners = session_owners
-    app.state.rate_limiter = RateLimiter(
-        rate=settings.RATE_LIMIT_PER_SECOND, burst=settings.RATE_LIMIT_BURST
+    app.state.rate_limits = RateLimits.create(
+        rate=settings.RATE_LIMIT_PER_SECOND,
+        burst=settings.RATE_LIMIT_BURST,
+        tenant_keys=settings.RATE_LIMIT_TENANT_KEYS,
     )
     app.state.in_flight = InFlight()
     app.state.waiting = InFlight()
@@ -156,7 +160,10 @@ def create_api(
     ).instrument(app, metric_namespace="ca4").expose(app, include_in_schema=False)
     if settings.FORWARDED_ALLOW_IPS:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.FORWARDED_ALLOW_IPS)
-    app.openapi = lambda: _openapi_with_request_bodies(app)  # type: ignore[method-assign]
+    openapi_json = functools.cache(lambda: json.dumps(_openapi_with_request_bodies(app)))
+    app.openapi = lambda: json.loads(  # type: ignore[method-assign]
+        with_fresh_example_ids(openapi_json())
+    )
     return app
 
 

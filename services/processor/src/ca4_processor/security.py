@@ -1,10 +1,13 @@
-"""Per-key rate limits. The key ring itself is shared with the worker: see :mod:`ca4_auth`."""
+"""Rate limits per key and per tenant. The key ring itself is shared with the worker: see
+:mod:`ca4_auth`."""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+
+from ca4_auth import ApiKey
 
 
 @dataclass
@@ -15,7 +18,8 @@ class _Bucket:
 
 @dataclass
 class RateLimiter:
-    """Token bucket per key id: ``rate`` reports per second, bursts up to ``burst`` reports.
+    """Token bucket per id (a key's or a tenant's): ``rate`` tokens per second, bursts up to
+    ``burst`` tokens.
 
     In-process state: with several replicas, each enforces its own share.
     """
@@ -24,25 +28,80 @@ class RateLimiter:
     burst: int
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
-    def try_acquire(self, key_id: str, now: float | None = None, *, tokens: int = 1) -> float:
-        """Take ``tokens``; return ``0`` when allowed, else seconds until that many are available.
-
-        A refused call takes nothing, so a large request never starves the small ones.
-        """
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.get(key_id)
+    def wait_for(self, bucket_id: str, tokens: int, now: float) -> float:
+        """Seconds until ``bucket_id`` holds ``tokens`` (``0`` when it does now); takes none."""
+        bucket = self._buckets.get(bucket_id)
         if bucket is None:
-            bucket = self._buckets[key_id] = _Bucket(tokens=float(self.burst), updated=now)
+            bucket = self._buckets[bucket_id] = _Bucket(tokens=float(self.burst), updated=now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
-        if bucket.tokens >= tokens:
-            bucket.tokens -= tokens
-            return 0.0
-        return (tokens - bucket.tokens) / self.rate
+        return 0.0 if bucket.tokens >= tokens else (tokens - bucket.tokens) / self.rate
+
+    def take(self, bucket_id: str, tokens: int) -> None:
+        """Take ``tokens`` that :meth:`wait_for` has just found there."""
+        self._buckets[bucket_id].tokens -= tokens
 
     @staticmethod
     def retry_after_header(wait_s: float) -> str:
         """``Retry-After`` in whole seconds, never ``0``."""
         return str(max(1, math.ceil(wait_s)))
+
+
+@dataclass(frozen=True)
+class RateRefusal:
+    """Which bucket refused a request, and for how long."""
+
+    wait_s: float
+    rate: float
+    whose: str
+    """``key 'id'`` or ``tenant 'name' (all its keys together)``, for the error body."""
+
+
+@dataclass
+class RateLimits:
+    """A key's bucket and its tenant's, shared by all the tenant's keys: a request is paid
+    from both, or refused by the one that is short and takes nothing from either.
+
+    The tenant's bucket is ``tenant_keys`` times a key's (refill and burst), so handing a
+    tenant more keys (one per notebook or team) does not multiply its share of the processors,
+    while a tenant with one key never meets its tenant bucket first.
+    """
+
+    per_key: RateLimiter
+    per_tenant: RateLimiter
+
+    @classmethod
+    def create(cls, *, rate: float, burst: int, tenant_keys: float) -> RateLimits:
+        """Buckets of ``rate``/``burst`` per key and ``tenant_keys`` times that per tenant."""
+        return cls(
+            per_key=RateLimiter(rate=rate, burst=burst),
+            per_tenant=RateLimiter(rate=rate * tenant_keys, burst=math.ceil(burst * tenant_keys)),
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """``False`` when ``RATE_LIMIT_PER_SECOND`` is ``0``: no bucket refuses anything."""
+        return self.per_key.rate > 0
+
+    @property
+    def burst(self) -> int:
+        """The most tokens one request can ever pay (a key's bucket; a tenant's holds more)."""
+        return self.per_key.burst
+
+    def try_acquire(
+        self, key: ApiKey, tokens: int = 1, now: float | None = None
+    ) -> RateRefusal | None:
+        """Take ``tokens`` from ``key``'s bucket and its tenant's; ``None`` when paid."""
+        if not self.enabled:
+            return None
+        now = time.monotonic() if now is None else now
+        key_wait = self.per_key.wait_for(key.key_id, tokens, now)
+        if key_wait > 0:
+            return RateRefusal(key_wait, self.per_key.rate, f"key {key.key_id!r}")
+        tenant_wait = self.per_tenant.wait_for(key.tenant, tokens, now)
+        if tenant_wait > 0:
+            whose = f"tenant {key.tenant!r} (all its keys together)"
+            return RateRefusal(tenant_wait, self.per_tenant.rate, whose)
+        self.per_key.take(key.key_id, tokens)
+        self.per_tenant.take(key.tenant, tokens)
+        return None

@@ -158,7 +158,7 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
             min=1,
             max=64,
             help="Parallel HTTP clients (a processor answers 429, retried, past its "
-            "CA4_MAX_REQUESTS_IN_FLIGHT_PER_KEY, 16 by default).",
+            "CA4_MAX_REQUESTS_IN_FLIGHT_PER_TENANT, 16 by default).",
         ),
     ] = 4,
     url: Annotated[

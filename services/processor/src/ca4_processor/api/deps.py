@@ -19,7 +19,7 @@ from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import SessionOwners
 from ca4_processor.publishing import EventPublisher
-from ca4_processor.security import RateLimiter
+from ca4_processor.security import RateLimiter, RateLimits, RateRefusal
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -65,40 +65,41 @@ class Writer:
     def release_slot(self) -> None:
         """Give the key's in-flight slot back once the body is validated (idempotent).
 
-        The slot bounds what one key makes the process hold and do (bodies in memory,
+        The slot bounds what one tenant makes the process hold and do (bodies in memory,
         validation on the event loop); the ownership check and Kafka's acknowledgement that
         follow are waits, bounded by their deadlines and by the weight the key and the process
         may have waiting instead (:func:`waiting_for_kafka`).
         """
         if self._holding:
             self._holding = False
-            self._in_flight.leave(self.key.key_id)
+            self._in_flight.leave(self.key.tenant)
 
 
 async def authenticate_writer(
     request: Request, settings: SettingsDep, metrics: MetricsDep, credentials: BearerCredentials
 ) -> AsyncIterator[Writer]:
     """The caller's key: ``401`` without a valid one, ``403`` without the ``write`` scope,
-    ``429`` over its rate or over ``MAX_REQUESTS_IN_FLIGHT_PER_KEY`` bodies being read or
-    validated at once.
+    ``429`` over its or its tenant's rate, or over ``MAX_REQUESTS_IN_FLIGHT_PER_TENANT`` bodies
+    of its tenant being read or validated at once.
 
     The route releases the slot once the body is validated; whatever way the request ends
     before that (an error, a disconnect), it is released here.
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limits: RateLimits = request.app.state.rate_limits
     in_flight: InFlight = request.app.state.in_flight
     try:
         key = authorize(key_ring, credentials, Scope.WRITE)
     except HTTPException:
         metrics.count("rejected")
         raise
-    if not in_flight.enter(key.key_id, settings.MAX_REQUESTS_IN_FLIGHT_PER_KEY):
+    if not in_flight.enter(key.tenant, settings.MAX_REQUESTS_IN_FLIGHT_PER_TENANT):
         metrics.count("rejected")
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"key {key.key_id!r} already has {settings.MAX_REQUESTS_IN_FLIGHT_PER_KEY} requests "
-            "in flight here; retry after the Retry-After seconds",
+            f"tenant {key.tenant!r} already has {settings.MAX_REQUESTS_IN_FLIGHT_PER_TENANT} "
+            "requests in flight here (MAX_REQUESTS_IN_FLIGHT_PER_TENANT, all its keys "
+            "together); retry after the Retry-After seconds",
             headers={"Retry-After": "1"},
         )
     writer = Writer(key, in_flight)
@@ -106,10 +107,9 @@ async def authenticate_writer(
         # Every request costs at least one token, taken before its body is read, so an
         # exhausted key is refused cheaply; charge takes the rest once the body is weighed and
         # its reports counted.
-        wait_s = limiter.try_acquire(key.key_id)
-        if wait_s > 0:
+        if (refusal := limits.try_acquire(key)) is not None:
             metrics.count("rejected")
-            raise _rate_limited(limiter, key.key_id, wait_s, tokens=1, settings=settings)
+            raise _rate_limited(refusal, refusal.wait_s, tokens=1, settings=settings)
         yield writer
     finally:
         writer.release_slot()
@@ -126,23 +126,23 @@ def waiting_for_kafka(
     """Hold the ``weight`` of ``key``'s validated reports (``reports`` of them) while they wait
     for the ownership check and Kafka's acknowledgement.
 
-    ``429`` when that takes the key over ``MAX_WAITING_WEIGHT_PER_KEY``, ``503`` when it takes
-    the process over ``MAX_WAITING_WEIGHT``: only a slow Kafka or database lets either fill,
-    and nothing is accepted then. Without this bound, a key could park as many reports as
-    the rate limit let in over those deadlines.
+    ``429`` when that takes the key's tenant over ``MAX_WAITING_WEIGHT_PER_TENANT``, ``503``
+    when it takes the process over ``MAX_WAITING_WEIGHT``: only a slow Kafka or database lets
+    either fill, and nothing is accepted then. Without this bound, a tenant could park as many
+    reports as the rate limit let in over those deadlines.
     """
     waiting: InFlight = request.app.state.waiting
     settings: Settings = request.app.state.settings
     retry_after = {"Retry-After": str(settings.RETRY_AFTER_S)}
-    if not waiting.fits(key.key_id, settings.MAX_WAITING_WEIGHT_PER_KEY, weight):
-        held = waiting.held_by(key.key_id)
+    if not waiting.fits(key.tenant, settings.MAX_WAITING_WEIGHT_PER_TENANT, weight):
+        held = waiting.held_by(key.tenant)
         metrics.count("rejected", reports)
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"key {key.key_id!r} already has reports weighing {held} bytes waiting for Kafka "
-            f"here, and this request's {weight} would take it over "
-            f"MAX_WAITING_WEIGHT_PER_KEY ({settings.MAX_WAITING_WEIGHT_PER_KEY}); nothing was "
-            "accepted, retry after the Retry-After seconds",
+            f"tenant {key.tenant!r} already has reports weighing {held} bytes waiting for "
+            f"Kafka here, and this request's {weight} would take it over "
+            f"MAX_WAITING_WEIGHT_PER_TENANT ({settings.MAX_WAITING_WEIGHT_PER_TENANT}, all its "
+            "keys together); nothing was accepted, retry after the Retry-After seconds",
             headers=retry_after,
         )
     if not waiting.fits_total(settings.MAX_WAITING_WEIGHT, weight):
@@ -155,16 +155,16 @@ def waiting_for_kafka(
             "retry after the Retry-After seconds",
             headers=retry_after,
         )
-    waiting.add(key.key_id, weight)  # both caps checked above, with nothing awaited since
+    waiting.add(key.tenant, weight)  # both caps checked above, with nothing awaited since
     try:
         yield
     finally:
-        waiting.leave(key.key_id, weight)
+        waiting.leave(key.tenant, weight)
 
 
 def charge(
     request: Request,
-    key_id: str,
+    key: ApiKey,
     metrics: IngestMetrics,
     *,
     weight: int,
@@ -175,62 +175,58 @@ def charge(
     """Take what a request costs beyond the ``paid`` tokens already taken, and return what it
     has paid now: one token per report, per ``RATE_LIMIT_TOKEN_WEIGHT`` of the body's
     ``weight`` or per ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' ``gpus``, whichever is most
-    (``reports`` and ``gpus`` are ``0`` while they are not counted yet).
+    (``reports`` and ``gpus`` are ``0`` while they are not counted yet), from the key's bucket
+    and its tenant's.
 
     ``413`` when the request costs more than the key's bucket can ever hold (retrying could
-    never help; the SDK halves a batch on ``413``), ``429`` while the bucket is short.
+    never help; the SDK halves a batch on ``413``), ``429`` while either bucket is short.
     """
-    limiter: RateLimiter = request.app.state.rate_limiter
+    limits: RateLimits = request.app.state.rate_limits
     settings: Settings = request.app.state.settings
     tokens = max(
         reports,
         -(-weight // settings.RATE_LIMIT_TOKEN_WEIGHT),
         -(-gpus // settings.RATE_LIMIT_GPUS_PER_TOKEN),
     )
-    if tokens <= paid or limiter.rate <= 0:
+    if tokens <= paid or not limits.enabled:
         return max(tokens, paid)
-    if tokens > limiter.burst:
+    burst, key_id = limits.burst, key.key_id
+    if tokens > burst:
         metrics.count("rejected", max(reports, 1))
-        if reports > limiter.burst:
+        if reports > burst:
             message = (
                 f"{reports} reports in one request are more than the rate-limit burst of "
-                f"{limiter.burst} reports for key {key_id!r}; send at most {limiter.burst} per "
-                "request"
+                f"{burst} reports for key {key_id!r}; send at most {burst} per request"
             )
         elif weight:
             message = (
                 f"a body weighing {weight} bytes costs {tokens} tokens (one per "
                 f"{settings.RATE_LIMIT_TOKEN_WEIGHT} bytes of weight), more than the rate-limit "
-                f"burst of {limiter.burst} for key {key_id!r}; send fewer reports per request"
+                f"burst of {burst} for key {key_id!r}; send fewer reports per request"
             )
         else:
             message = (
                 f"reports of {gpus} GPUs in all cost {tokens} tokens (one per "
                 f"{settings.RATE_LIMIT_GPUS_PER_TOKEN} GPUs), more than the rate-limit burst of "
-                f"{limiter.burst} for key {key_id!r}; send fewer reports per request"
+                f"{burst} for key {key_id!r}; send fewer reports per request"
             )
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, message)
-    wait_s = limiter.try_acquire(key_id, tokens=tokens - paid)
-    if wait_s > 0:
+    if (refusal := limits.try_acquire(key, tokens - paid)) is not None:
         metrics.count("rejected", max(reports, 1))
         # The retry pays again what this request has paid already (its first token, and its
         # weight's share once validated), so it must wait for those too, or it never fits.
         raise _rate_limited(
-            limiter,
-            key_id,
-            wait_s + paid / limiter.rate,
-            tokens=tokens,
-            settings=settings,
+            refusal, refusal.wait_s + paid / refusal.rate, tokens=tokens, settings=settings
         )
     return tokens
 
 
 def _rate_limited(
-    limiter: RateLimiter, key_id: str, wait_s: float, *, tokens: int, settings: Settings
+    refusal: RateRefusal, wait_s: float, *, tokens: int, settings: Settings
 ) -> Exception:
     return HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,
-        f"rate limit of {limiter.rate:g} tokens/s for key {key_id!r} exceeded (this request "
+        f"rate limit of {refusal.rate:g} tokens/s for {refusal.whose} exceeded (this request "
         f"costs {tokens}: one per report, per {settings.RATE_LIMIT_TOKEN_WEIGHT} bytes of body "
         f"weight or per {settings.RATE_LIMIT_GPUS_PER_TOKEN} GPUs, whichever is most); retry "
         "after the Retry-After seconds",

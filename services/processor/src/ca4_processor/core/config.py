@@ -10,7 +10,7 @@ from ca4_auth import accepts_dev_key, check_key_settings
 from ca4_schemas.api import DEFAULT_MAX_BATCH_SIZE
 from ca4_schemas.constants import TOPIC_GPU_METADATA
 from ca4_schemas.v1 import MAX_GPUS_PER_REPORT
-from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,7 @@ class Settings(BaseSettings):
         extra="ignore",
         use_attribute_docstrings=True,
         env_ignore_empty=True,
+        populate_by_name=True,  # the fields with old variable names as aliases
     )
 
     ENVIRONMENT: Literal["dev", "test", "prod"] = "dev"
@@ -76,10 +77,10 @@ class Settings(BaseSettings):
     no database round trip; about 200 bytes each."""
 
     RATE_LIMIT_PER_SECOND: float = Field(default=1000.0, ge=0.0)
-    """Tokens per second per API key (token bucket refill): a request costs one token per
-    report, per ``RATE_LIMIT_TOKEN_WEIGHT`` of its body's weight or per
-    ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' GPUs, whichever is most; ``0`` disables rate
-    limiting."""
+    """Tokens per second per API key (token bucket refill; a tenant's keys together get
+    ``RATE_LIMIT_TENANT_KEYS`` times this): a request costs one token per report, per
+    ``RATE_LIMIT_TOKEN_WEIGHT`` of its body's weight or per ``RATE_LIMIT_GPUS_PER_TOKEN`` of
+    its reports' GPUs, whichever is most; ``0`` disables rate limiting."""
     RATE_LIMIT_BURST: PositiveInt = 2000
     """Token bucket size: how many tokens a key may spend at once after being idle; a request
     costing more than this is refused with ``413`` (split it)."""
@@ -93,24 +94,44 @@ class Settings(BaseSettings):
     follows the GPUs (a GPU document and series each), which the weight alone undercounts: a
     report of 64 GPUs with only the required fields weighs two tokens. Up to 4 GPUs per report
     cost nothing more than the report itself; a 64-GPU report costs 16."""
-    MAX_REQUESTS_IN_FLIGHT_PER_KEY: PositiveInt = 16
-    """Requests of one API key whose bodies this process is reading or validating at once;
-    more get ``429``. Bounds what one key's uploads hold (up to ``MAX_BODY_BYTES`` each) and
-    its share of the event loop. Waiting for the ownership check and Kafka's acknowledgement
-    takes no slot (``MAX_WAITING_WEIGHT_PER_KEY`` bounds it), so a key shared by many
-    notebooks seldom has more than one or two requests here (docs/architecture.md, "Tenancy")."""
-    MAX_WAITING_WEIGHT_PER_KEY: PositiveInt = 16 * 1024 * 1024
-    """Weight (see ``MAX_BODY_WEIGHT``) of one API key's validated reports this process may
-    hold while they wait for the ownership check and Kafka's acknowledgement; a request that
-    would take the key over it gets ``429``. Only a slow Kafka or database fills it; without
-    it, the rate limit and those deadlines were the only bound on what a key parks here. A
-    request always fits when its key has nothing waiting, so no valid body is refused for good;
-    as large as ``MAX_BODY_WEIGHT`` by default, so the heaviest batch also fits beside the little
-    a healthy Kafka keeps waiting (docs/architecture.md, "Reports waiting on Kafka")."""
+    RATE_LIMIT_TENANT_KEYS: float = Field(default=2.0, ge=1.0)
+    """How many keys' rate limits one tenant's keys share (its bucket refills at this many
+    times ``RATE_LIMIT_PER_SECOND`` and holds this many times ``RATE_LIMIT_BURST``): a tenant
+    with one key never meets it, and one handed a key per notebook or team does not multiply
+    its share of the processors and the worker by the number of its keys. A request is paid
+    from both buckets, or refused by the one that is short."""
+    MAX_REQUESTS_IN_FLIGHT_PER_TENANT: PositiveInt = Field(
+        default=16,
+        validation_alias=AliasChoices(
+            "CA4_MAX_REQUESTS_IN_FLIGHT_PER_TENANT", "CA4_MAX_REQUESTS_IN_FLIGHT_PER_KEY"
+        ),
+    )
+    """Requests of one tenant, whichever of its keys sent them, whose bodies this process is
+    reading or validating at once; more get ``429``. Bounds what one tenant's uploads hold (up
+    to ``MAX_BODY_BYTES`` each) and its share of the event loop. Waiting for the ownership
+    check and Kafka's acknowledgement takes no slot (``MAX_WAITING_WEIGHT_PER_TENANT`` bounds
+    it), so a tenant with many notebooks seldom has more than one or two requests here
+    (docs/architecture.md, "Tenancy"). Replaces ``CA4_MAX_REQUESTS_IN_FLIGHT_PER_KEY``, still
+    read when this is unset."""
+    MAX_WAITING_WEIGHT_PER_TENANT: PositiveInt = Field(
+        default=16 * 1024 * 1024,
+        validation_alias=AliasChoices(
+            "CA4_MAX_WAITING_WEIGHT_PER_TENANT", "CA4_MAX_WAITING_WEIGHT_PER_KEY"
+        ),
+    )
+    """Weight (see ``MAX_BODY_WEIGHT``) of one tenant's validated reports, whichever of its
+    keys sent them, this process may hold while they wait for the ownership check and Kafka's
+    acknowledgement; a request that would take the tenant over it gets ``429``. Only a slow
+    Kafka or database fills it; without it, the rate limit and those deadlines were the only
+    bound on what a tenant parks here. A request always fits when its tenant has nothing
+    waiting, so no valid body is refused for good; as large as ``MAX_BODY_WEIGHT`` by default,
+    so the heaviest batch also fits beside the little a healthy Kafka keeps waiting
+    (docs/architecture.md, "Reports waiting on Kafka"). Replaces
+    ``CA4_MAX_WAITING_WEIGHT_PER_KEY``, still read when this is unset."""
     MAX_WAITING_WEIGHT: PositiveInt = 32 * 1024 * 1024
-    """The same, for every key together: past it a request gets ``503``. What waits decodes to
-    a few times its weight, so this keeps the process inside its memory limit however many
-    keys send while Kafka is slow."""
+    """The same, for every tenant together: past it a request gets ``503``. What waits decodes
+    to a few times its weight, so this keeps the process inside its memory limit however many
+    tenants send while Kafka is slow."""
     BODY_READ_TIMEOUT_S: PositiveFloat = 60.0
     """Deadline for receiving a request's body; past it the request gets ``408`` (a client
     that stalls mid-upload holds its buffer until then)."""

@@ -62,10 +62,10 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {
         "model": MessageErrorBody,
         "description": (
-            "Rate limit of this key (one token per report, per RATE_LIMIT_TOKEN_WEIGHT of "
-            "body weight or per RATE_LIMIT_GPUS_PER_TOKEN GPUs, whichever is most), "
-            "MAX_REQUESTS_IN_FLIGHT_PER_KEY bodies of this key "
-            "being read or validated, or MAX_WAITING_WEIGHT_PER_KEY of this key's reports "
+            "Rate limit of this key or of its tenant's keys together (one token per report, "
+            "per RATE_LIMIT_TOKEN_WEIGHT of body weight or per RATE_LIMIT_GPUS_PER_TOKEN "
+            "GPUs, whichever is most), MAX_REQUESTS_IN_FLIGHT_PER_TENANT bodies of its tenant "
+            "being read or validated, or MAX_WAITING_WEIGHT_PER_TENANT of its tenant's reports "
             "waiting for a slow Kafka; nothing was accepted, see Retry-After"
         ),
         "headers": _RETRY_AFTER,
@@ -123,7 +123,7 @@ async def _read_body(
         its weight), then the body's weight."""
         nonlocal paid, refused_by_charge
         try:
-            paid = charge(request, key.key_id, metrics, weight=weight, reports=0, paid=paid)
+            paid = charge(request, key, metrics, weight=weight, reports=0, paid=paid)
         except HTTPException:
             refused_by_charge = True  # counted by charge
             raise
@@ -218,14 +218,14 @@ async def create_report(
         return _validation_error(error)
     finally:
         # Validated: what follows waits on the database and Kafka, holding neither the
-        # body's bytes nor one of the key's in-flight slots, but the weight of its report.
+        # body's bytes nor one of the tenant's in-flight slots, but the weight of its report.
         weight = body.weight
         del body
         writer.release_slot()
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=1):
         charge(
             request,
-            key.key_id,
+            key,
             metrics,
             weight=0,
             reports=1,
@@ -267,8 +267,8 @@ async def create_reports(
     ``202`` when all are accepted, ``207`` when some are rejected, ``422`` when none is
     accepted. Each result carries its receipt or its errors; a report of another tenant's
     session is rejected with the error type ``session_forbidden``. Each report costs one token
-    of the key's rate limit, or the body one per ``RATE_LIMIT_TOKEN_WEIGHT`` of its weight or
-    per ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' GPUs, whichever is most.
+    of the key's and its tenant's rate limits, or the body one per ``RATE_LIMIT_TOKEN_WEIGHT``
+    of its weight or per ``RATE_LIMIT_GPUS_PER_TOKEN`` of its reports' GPUs, whichever is most.
     """
     key = writer.key
     body, paid = await _read_body(request, key, settings, metrics, batch=True)
@@ -280,7 +280,7 @@ async def create_reports(
         return _validation_error(error)
     finally:
         # Validated: what follows waits on the database and Kafka, holding neither the
-        # body's bytes nor one of the key's in-flight slots, but the weight of its reports.
+        # body's bytes nor one of the tenant's in-flight slots, but the weight of its reports.
         weight = body.weight
         del body
         writer.release_slot()
@@ -288,7 +288,7 @@ async def create_reports(
         # Its reports are paid only once it may wait: a refused batch is retried as it is.
         charge(
             request,
-            key.key_id,
+            key,
             metrics,
             weight=0,
             reports=parsed.size,
