@@ -4,6 +4,10 @@
 ``/v1/metadata/batch``; it never sleeps and never raises for network trouble: it says which
 reports were accepted, which the server refused for good, and which should be tried again and
 when. Reports are sent as already-built dicts, so a retried report keeps its ``event_id``.
+
+An answer is read only so far: up to a cap on its decoded bytes that follows from what the
+processor can answer for the batch, and by a deadline on the whole answer. What an edge in the
+middle (a proxy, anyone on the path of an ``http://`` URL) sends past either is not read.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import gzip
 import json
 import logging
 import random
+import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import requests
@@ -36,6 +43,23 @@ SPLITTABLE_STATUS = frozenset({413, 422})
 A ``422`` that lists a result per report (every report rejected) is read like a ``207``."""
 SESSION_FORBIDDEN = "session_forbidden"
 """The error type of a report whose session belongs to another tenant (the processor's)."""
+ANSWER_FLOOR_BYTES = 1024 * 1024
+"""The cap on an answer's decoded bytes before the allowance per report: room for any answer
+about the request as a whole (a ``413``'s message, a ``422`` listing its 101 errors at most,
+a proxy's error page)."""
+ANSWER_BYTES_PER_REPORT = 32 * 1024
+"""Added to the cap for each report sent. The processor's result for a report is about 180
+bytes when accepted (its receipt) and about 12 KiB at most when rejected (100 errors, then one
+counting the rest); this leaves room for longer field paths and messages. The cap is then
+4.2 MiB for the reporter's batches of 100, 17 MiB for the processor's largest (500)."""
+ANSWER_WITHIN_S = 60.0
+"""The deadline on reading an answer's body when the caller gives none (or a later one): the
+read timeout starts again with each byte, so an edge sending one now and then would hold the
+sending thread for good. Answers are kilobytes, a few MiB at most: a minute is plenty on a
+slow link. (The status line and headers come before: only the read timeout bounds them.)"""
+_READ_CHUNK_BYTES = 16 * 1024
+"""Decoded bytes asked for per read. urllib3 before 2.6 inflates all it reads at once: up to
+about a thousand times this for gzip (16 MiB) before the cap is checked."""
 
 
 @dataclass
@@ -150,7 +174,14 @@ class Transport:
         if len(body) >= GZIP_MIN_BYTES:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
-        return self._session.post(self.url, data=body, headers=headers, timeout=timeout)
+        return self._session.post(
+            self.url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            stream=True,
+            hooks={"response": _leave_redirect_unread},
+        )
 
     def send(
         self, reports: Sequence[dict[str, Any]], *, deadline: float | None = None
@@ -158,7 +189,14 @@ class Transport:
         """POST ``reports`` once (halving on 413/422); never raises for network or HTTP errors.
 
         ``deadline`` (a ``time.monotonic()`` value) caps the connect and read timeouts of each
-        POST, so a caller that must return by then (a reporter being stopped) does.
+        POST and the reading of each answer, so a caller that must return by then (a reporter
+        being stopped) does.
+
+        An answer cut off (larger than its cap, or not read by the deadline) keeps every report
+        for retry, even a ``2xx``: a ``2xx`` read whole that lists no results is the API saying
+        it took the batch, but one cut off is not known to be that API's answer at all, nor what
+        it says of each report. Sending a report again is safe (the worker deduplicates by
+        ``event_id``); dropping one is not.
         """
         outcome = SendOutcome()
         if reports:
@@ -177,56 +215,61 @@ class Transport:
                 return
             timeout = (min(timeout[0], left), min(timeout[1], left))
         try:
-            response = self._post(reports, timeout)
+            with self._post(reports, timeout) as response:
+                read = _read_answer(response, cap=answer_cap(len(reports)), deadline=deadline)
         except requests.RequestException as error:
             outcome.retry.extend(reports)
             outcome.error = f"{type(error).__name__}: {error}"
             return
-        status = response.status_code
-        if status >= 500 or (status not in SPLITTABLE_STATUS and not _from_the_api(response)):
+        if isinstance(read, _CutOff):
+            outcome.retry.extend(reports)
+            outcome.status = read.status
+            outcome.error = f"HTTP {read.status}: {read.reason}"
+            return
+        answer = read
+        status = answer.status_code
+        if status >= 500 or (status not in SPLITTABLE_STATUS and not _from_the_api(answer)):
             # A server error, or a tunnel, proxy or captive portal answering with a page of its
             # own: nothing says the reports reached the API, so keep them.
             outcome.retry.extend(reports)
             outcome.auth_failed = status in AUTH_STATUS
             outcome.status = status
             outcome.error = (
-                f"HTTP {status}: {_detail(response)}"
-                if _from_the_api(response)
+                f"HTTP {status}: {_detail(answer)}"
+                if _from_the_api(answer)
                 else f"HTTP {status} that is not the CA4 API's answer "
-                f"({response.headers.get('Content-Type') or 'no Content-Type'}): "
-                f"{response.text[:200]}"
+                f"({answer.headers.get('Content-Type') or 'no Content-Type'}): "
+                f"{answer.text[:200]}"
             )
-            outcome.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            outcome.retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
             return
-        if status in (200, 202, 207) or (status == 422 and _has_results(response)):
-            self._read_results(reports, response, outcome)
+        if status in (200, 202, 207) or (status == 422 and _has_results(answer)):
+            self._read_results(reports, answer, outcome)
         elif status in SPLITTABLE_STATUS and len(reports) > 1:
             middle = len(reports) // 2
             self._send_into(reports[:middle], outcome, deadline)
             self._send_into(reports[middle:], outcome, deadline)
         elif status in RETRYABLE_STATUS or status in AUTH_STATUS:
             outcome.retry.extend(reports)
-            outcome.error = f"HTTP {status}: {_detail(response)}"
-            outcome.retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+            outcome.error = f"HTTP {status}: {_detail(answer)}"
+            outcome.retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
             outcome.auth_failed = status in AUTH_STATUS
             outcome.rate_limited = status == 429
             outcome.status = status
         else:
-            reason = f"HTTP {status}: {_detail(response)}"
+            reason = f"HTTP {status}: {_detail(answer)}"
             outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)
 
     @staticmethod
-    def _read_results(
-        reports: list[dict[str, Any]], response: requests.Response, outcome: SendOutcome
-    ) -> None:
+    def _read_results(reports: list[dict[str, Any]], answer: _Answer, outcome: SendOutcome) -> None:
         try:
-            results = response.json()["results"]
+            results = answer.json()["results"]
             by_index = {int(item["index"]): item for item in results}
         except (ValueError, KeyError, TypeError, ArithmeticError, RecursionError):
             # Whatever the edge answered (an index of 1e999, results nested 100,000 deep)
             # reads as results that cannot be read, never as an error of the sending thread.
-            if response.status_code == 422:  # results that can't be read: refused all the same
-                reason = f"HTTP 422: {_detail(response)}"
+            if answer.status_code == 422:  # results that can't be read: refused all the same
+                reason = f"HTTP 422: {_detail(answer)}"
                 outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)
                 return
             # A 2xx without per-item results still means the whole batch was taken.
@@ -249,12 +292,127 @@ class Transport:
                 outcome.error = outcome.error or f"report {index}: {item.get('status')}"
 
 
-def _has_results(response: requests.Response) -> bool:
-    """Whether ``response`` is a batch answer with a result per report (a ``422`` is one when
+def answer_cap(reports: int) -> int:
+    """The most decoded bytes read of the answer to a batch of ``reports``."""
+    return ANSWER_FLOOR_BYTES + ANSWER_BYTES_PER_REPORT * reports
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer read whole: what the helpers below look at."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    """Case-insensitive, as ``requests`` gives them."""
+    body: bytes
+    """Decoded (gzip and the like undone)."""
+    encoding: str | None = None
+    """The charset its ``Content-Type`` names (``requests``' reading of it)."""
+
+    @cached_property
+    def text(self) -> str:
+        try:
+            return self.body.decode(self.encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON (``ValueError`` when it is not), read as ``requests`` would."""
+        return json.loads(self.text)
+
+
+@dataclass(frozen=True)
+class _CutOff:
+    """An answer not read whole, and why."""
+
+    status: int
+    reason: str
+
+
+def _leave_redirect_unread(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+    """Close a redirect unread: ``requests`` reads its body whole (however large, however
+    slowly it comes) before following it, and nothing uses that body."""
+    if response.is_redirect:
+        response.close()
+
+
+def _read_answer(
+    response: requests.Response, *, cap: int, deadline: float | None
+) -> _Answer | _CutOff:
+    """Read ``response``'s body (decoded) up to ``cap`` bytes, by ``deadline`` or within
+    :data:`ANSWER_WITHIN_S`, whichever comes first.
+
+    The deadline is checked after each read and kept by a timer too: a read waits for all the
+    bytes it asked for, so one byte now and then holds it well past any deadline. The timer
+    shuts the socket for reading, which ends the read there.
+    """
+    status = response.status_code
+    read_by = time.monotonic() + ANSWER_WITHIN_S
+    late = f"answer not read within {ANSWER_WITHIN_S:g} s"
+    if deadline is not None and deadline <= read_by:
+        read_by, late = deadline, "answer not read within the deadline"
+    stopping = threading.Lock()
+    stopped = threading.Event()
+    finished = threading.Event()
+
+    def stop() -> None:
+        with stopping:  # never once reading has finished: the socket may be another's by then
+            if not finished.is_set():
+                stopped.set()
+                _stop_reading(response.raw)
+
+    timer = threading.Timer(max(0.0, read_by - time.monotonic()), stop)
+    timer.daemon = True
+    timer.start()
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(_READ_CHUNK_BYTES):
+            body += chunk
+            if len(body) > cap:
+                return _CutOff(status, f"answer larger than {cap} bytes; not read")
+            if time.monotonic() >= read_by:
+                return _CutOff(status, late)
+    except Exception:
+        # A read the timer ended fails any way the socket and TLS layers like.
+        if stopped.is_set():
+            return _CutOff(status, late)
+        raise
+    finally:
+        with stopping:
+            finished.set()
+        timer.cancel()
+    if stopped.is_set():  # an answer without a length ends where the timer cut it
+        return _CutOff(status, late)
+    return _Answer(status, response.headers, bytes(body), response.encoding)
+
+
+def _stop_reading(raw: Any) -> None:
+    """End a read blocked on ``raw`` (urllib3's response) from another thread: shut its socket
+    for reading, so the read returns (with what it has, or an error)."""
+    try:
+        raw.shutdown()  # urllib3 >= 2.3
+    except (AttributeError, NotImplementedError, ValueError):
+        _shut_for_reading(raw)  # an older urllib3, or a socket it did not note
+    except (OSError, RuntimeError):
+        pass  # released to the pool, or closed: no read left to stop
+
+
+def _shut_for_reading(raw: Any) -> None:
+    """Shut ``raw``'s socket for reading through a duplicate of its descriptor (closing the
+    duplicate leaves the socket open; shutting it down shuts the socket)."""
+    try:
+        with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate:
+            duplicate.shutdown(socket.SHUT_RD)
+    except (OSError, ValueError):
+        pass  # closed already: no read left to stop
+
+
+def _has_results(answer: _Answer) -> bool:
+    """Whether ``answer`` is a batch answer with a result per report (a ``422`` is one when
     every report was rejected; otherwise the request as a whole was unusable)."""
     try:
-        body = response.json()
-    except ValueError:
+        body = answer.json()
+    except (ValueError, RecursionError):
         return False
     return isinstance(body, dict) and isinstance(body.get("results"), list)
 
@@ -269,16 +427,16 @@ def _only_session_forbidden(item: dict[str, Any]) -> bool:
     )
 
 
-def _from_the_api(response: requests.Response) -> bool:
-    """Whether ``response`` is JSON, as every answer of the CA4 API is."""
-    media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+def _from_the_api(answer: _Answer) -> bool:
+    """Whether ``answer`` is JSON, as every answer of the CA4 API is."""
+    media_type = answer.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     return media_type == "application/json"
 
 
-def _detail(response: requests.Response) -> str:
+def _detail(answer: _Answer) -> str:
     try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
+        detail = answer.json().get("detail")
+    except (ValueError, AttributeError, RecursionError):
         detail = None
-    text = detail if isinstance(detail, str) else json.dumps(detail) if detail else response.text
+    text = detail if isinstance(detail, str) else json.dumps(detail) if detail else answer.text
     return text[:300]

@@ -7,6 +7,7 @@ another tenant's session (``ca4_processor.api.tenancy.session_forbidden_item``).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import threading
@@ -44,6 +45,19 @@ class StubState:
     """Answer ``status`` with this HTML page instead (a tunnel or portal, not the API)."""
     raw_answer: bytes | None = None
     """Answer ``status`` with these bytes as JSON instead (what a hostile edge could send)."""
+    padding: int = 0
+    """Bytes of JSON whitespace after each answer: megabytes from an edge that a man in the
+    middle controls, still valid JSON once read whole."""
+    gzip_answer: bool = False
+    """Send each answer gzipped, with ``Content-Encoding: gzip``; with ``padding``, a gzip bomb
+    (the padding is a few KiB on the wire, megabytes once inflated)."""
+    trickle_s: float = 0.0
+    """Send each answer's body one byte every ``trickle_s`` seconds after its headers: no read
+    waits long, yet the whole answer takes as long as the edge likes."""
+    redirects: int = 0
+    """Answer this many requests first with ``307`` back to the same path, with a body no
+    client needs that takes ``redirect_body_s`` to arrive (a byte every 20 ms)."""
+    redirect_body_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -69,6 +83,12 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 )
             if state.delay_s:
                 time.sleep(state.delay_s)
+            with state.lock:
+                redirect = state.redirects > 0
+                state.redirects -= redirect
+            if redirect:
+                self._redirect()
+                return
             with state.lock:
                 status = state.first_statuses.pop(0) if state.first_statuses else state.status
             if state.page is not None:
@@ -103,13 +123,40 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             self._answer_bytes(code, json.dumps(body).encode())
 
         def _answer_bytes(self, code: int, data: bytes) -> None:
+            padding = b" " * state.padding
+            if state.gzip_answer:
+                # Two gzip members (decoders read both): the padding's is made once.
+                data, padding = gzip.compress(data), _gzipped_spaces(state.padding)
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(len(data) + len(padding)))
+            if state.gzip_answer:
+                self.send_header("Content-Encoding", "gzip")
             if state.retry_after and code >= 400:
                 self.send_header("Retry-After", state.retry_after)
             self.end_headers()
-            self.wfile.write(data)
+            self._write(data + padding, every_s=state.trickle_s)
+
+        def _redirect(self) -> None:
+            size = int(state.redirect_body_s / 0.02)
+            self.send_response(307)
+            self.send_header("Location", self.path)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self._write(b" " * size, every_s=0.02)
+
+        def _write(self, data: bytes, *, every_s: float) -> None:
+            """Write ``data`` at once, or a byte every ``every_s`` seconds."""
+            try:
+                if not every_s:
+                    self.wfile.write(data)
+                    return
+                for byte in data:
+                    self.wfile.write(bytes((byte,)))
+                    time.sleep(every_s)
+            except OSError:
+                pass  # the client hung up on an answer it would not read whole
 
         def _answer_page(self, code: int, page: str) -> None:
             data = page.encode()
@@ -120,6 +167,11 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+@functools.cache
+def _gzipped_spaces(size: int) -> bytes:
+    return gzip.compress(b" " * size, compresslevel=9)
 
 
 @contextmanager

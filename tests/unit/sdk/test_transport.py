@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from typing import Any
 
 import pytest
+import urllib3.response
+from ca4_sdk import transport as transport_module
 from ca4_sdk.transport import Backoff, Transport, parse_retry_after
 
 from tests.unit.sdk.stub_api import stub_api
@@ -175,3 +178,101 @@ def test_results_that_cannot_be_read_are_read_as_none_given(answer: bytes) -> No
         outcome = Transport(url, "k").send(reports)
     assert outcome.accepted == [str(report["event_id"]) for report in reports]
     assert outcome.retry == []
+
+
+def test_a_422_whose_json_cannot_be_read_is_not_an_exception() -> None:
+    # Read for its per-report results before being read as a 422 of the whole request: the
+    # nesting raised RecursionError out of send().
+    with stub_api() as (url, state):
+        state.status, state.raw_answer = 422, b'{"results": ' + b"[" * 100_000 + b"]" * 100_000
+        outcome = Transport(url, "k").send(_reports(1))
+    assert len(outcome.rejected) == 1
+    assert outcome.rejected[0][1].startswith('HTTP 422: {"results": [[[')
+
+
+def _cap(reports: int) -> int:
+    return int(
+        transport_module.ANSWER_FLOOR_BYTES + transport_module.ANSWER_BYTES_PER_REPORT * reports
+    )
+
+
+def test_an_answer_over_the_cap_is_cut_off_and_its_reports_kept() -> None:
+    """An edge answering megabytes (gigabytes, for all the client knew) was read whole into
+    memory. An answer cut off is not the API's word on the reports: they are kept."""
+    reports = _reports(2)
+    with stub_api() as (url, state):
+        transport = Transport(url, "k")
+        state.padding = 4 * 1024 * 1024
+        outcome = transport.send(reports)
+        assert (outcome.retry, outcome.accepted, outcome.rejected) == (reports, [], [])
+        assert outcome.error == f"HTTP 202: answer larger than {_cap(2)} bytes; not read"
+        assert outcome.status == 202
+        # A padded answer within the cap is read, on the same transport (the cut-off
+        # connection was closed, not handed back half read).
+        state.padding = 512 * 1024
+        assert transport.send(reports).accepted == [report["event_id"] for report in reports]
+
+
+def test_a_gzip_bomb_is_cut_off_at_the_cap_on_its_inflated_bytes() -> None:
+    # About 16 KiB on the wire, far under the cap; 16 MiB once inflated.
+    reports = _reports(2)
+    with stub_api() as (url, state):
+        transport = Transport(url, "k")
+        state.gzip_answer, state.padding = True, 16 * 1024 * 1024
+        outcome = transport.send(reports)
+        assert (outcome.retry, outcome.accepted) == (reports, [])
+        assert outcome.error == f"HTTP 202: answer larger than {_cap(2)} bytes; not read"
+        state.padding = 64 * 1024  # a gzipped answer within the cap is read
+        assert transport.send(reports).accepted == [report["event_id"] for report in reports]
+
+
+@pytest.mark.parametrize("urllib3_shutdown", [True, False], ids=["urllib3 >= 2.3", "older"])
+def test_a_trickling_answer_is_given_up_at_the_deadline(
+    urllib3_shutdown: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One byte every 20 ms: no read waits as long as the read timeout, so only a deadline on
+    the whole answer stops it (older urllib3 has no ``HTTPResponse.shutdown``: the socket's
+    own ``shutdown`` wakes the blocked read instead)."""
+    if not urllib3_shutdown:
+        monkeypatch.delattr(urllib3.response.HTTPResponse, "shutdown", raising=False)
+        monkeypatch.delattr(urllib3.response.BaseHTTPResponse, "shutdown", raising=False)
+    reports = _reports(1)
+    with stub_api() as (url, state):
+        state.trickle_s, state.padding = 0.02, 200  # about 6 s for the whole answer
+        started = time.monotonic()
+        outcome = Transport(url, "k").send(reports, deadline=started + 0.3)
+        took_s = time.monotonic() - started
+    assert (outcome.retry, outcome.accepted) == (reports, [])
+    assert took_s < 1.5, f"send() took {took_s:.1f} s"
+    assert outcome.error == "HTTP 202: answer not read within the deadline"
+
+
+def test_a_trickling_answer_is_given_up_without_a_deadline_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reporter's background sends pass no deadline: a trickle held its thread (and so
+    # every collection after it) for as long as the edge liked.
+    monkeypatch.setattr(transport_module, "ANSWER_WITHIN_S", 0.3, raising=False)
+    reports = _reports(1)
+    with stub_api() as (url, state):
+        state.trickle_s, state.padding = 0.02, 200
+        started = time.monotonic()
+        outcome = Transport(url, "k").send(reports)
+        took_s = time.monotonic() - started
+    assert (outcome.retry, outcome.accepted) == (reports, [])
+    assert took_s < 1.5, f"send() took {took_s:.1f} s"
+    assert outcome.error == "HTTP 202: answer not read within 0.3 s"
+
+
+def test_a_redirects_body_is_left_unread() -> None:
+    """``requests`` reads a redirect's body whole (however large, however slowly it comes)
+    before it follows the redirect, where no cap or deadline of the transport applies."""
+    reports = _reports(1)
+    with stub_api() as (url, state):
+        state.redirects, state.redirect_body_s = 1, 4.0
+        started = time.monotonic()
+        outcome = Transport(url, "k").send(reports)
+        took_s = time.monotonic() - started
+    assert outcome.accepted == [reports[0]["event_id"]]
+    assert len(state.requests) == 2  # the POST again, where the 307 said
+    assert took_s < 1.5, f"send() took {took_s:.1f} s"
