@@ -24,6 +24,7 @@ from ca4_worker.domain.archive import archive_key, encode_archive_object
 from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight
 from ca4_worker.persistence.documents import GPUS, SESSIONS
 from ca4_worker.persistence.memory import InMemoryProjections
+from prometheus_client import REGISTRY
 
 from tests.support.keys import key_entry
 from tests.support.worker_app import read_api
@@ -667,3 +668,45 @@ async def test_metrics_are_rendered_off_the_event_loop(
     assert response.content.startswith(b"# rendered\n# rendered\n# HELP ca4_gpu_utilization_pct")
     assert rendered_in
     assert threading.main_thread() not in rendered_in
+
+
+class TimedReads(InMemoryProjections):
+    """Projections whose GPU pages take 100 ms (a heavy page, or a slow database)."""
+
+    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
+        await asyncio.sleep(0.1)
+        return await super().gpus(query)
+
+
+async def test_a_tenant_that_keeps_the_read_api_busy_waits_and_others_do_not() -> None:
+    """Reads were capped in number at once, not in time: one tenant asking again as soon as
+    answered kept the event loop the consumers share busy (another tenant's read 41 to
+    142-255 ms). Each read now pays the time it held its slot from its tenant's budget."""
+    adapters = in_memory_adapters()
+    adapters.projections = TimedReads()
+    keys = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
+    settings = Settings(api_key_hashes=keys, read_budget_per_tenant=0.1, read_budget_burst_s=0.15)
+    async with read_api(settings, adapters) as client:
+        before = _sample("ca4_worker_read_seconds_total", TENANT_A)
+        answers = [(await client.get("/v1/gpus", headers=A)).status_code for _ in range(2)]
+        refused = await client.get("/v1/gpus", headers=A)
+        other_tenant = await client.get("/v1/gpus", headers={"Authorization": "Bearer k-b"})
+        await asyncio.sleep(0.5)  # a debt of about 0.03 s, refilled at 0.1 s/s
+        again = await client.get("/v1/gpus", headers=A)
+
+    assert answers == [200, 200]  # 0.15 s saved: two 100 ms reads may start
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "detail": "tenant 'tenant-a' has spent its read time in this worker "
+        "(CA4_READ_BUDGET_PER_TENANT: 0.1 s of reads per second, 0.15 s at once); retry after "
+        "the Retry-After seconds"
+    }
+    assert refused.headers["Retry-After"] == "1"
+    assert other_tenant.status_code == 200
+    assert again.status_code == 200
+    assert 0.2 <= _sample("ca4_worker_read_seconds_total", TENANT_A) - before < 1.0
+    assert _sample("ca4_worker_reads_refused_total", TENANT_A) >= 1
+
+
+def _sample(name: str, tenant: str) -> float:
+    return REGISTRY.get_sample_value(name, {"tenant": tenant}) or 0.0

@@ -7,6 +7,7 @@ same ``401`` body, and a key without the needed scope with ``403``.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import structlog
@@ -80,3 +81,9 @@ def authorize(
             structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
         raise
     return key
+
+
+def retry_after_header(wait_s: float) -> str:
+    """``Retry-After`` for a wait of ``wait_s``: whole seconds, never ``0`` (a client reads
+    ``0`` as "at once" and would be refused again)."""
+    return str(max(1, math.ceil(wait_s)))

@@ -41,11 +41,6 @@ class RateLimiter:
         """Take ``tokens`` that :meth:`wait_for` has just found there."""
         self._buckets[bucket_id].tokens -= tokens
 
-    @staticmethod
-    def retry_after_header(wait_s: float) -> str:
-        """``Retry-After`` in whole seconds, never ``0``."""
-        return str(max(1, math.ceil(wait_s)))
-
 
 @dataclass(frozen=True)
 class RateRefusal:

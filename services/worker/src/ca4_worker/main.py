@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from ca4_worker.api.deps import WorkerRuntime
+from ca4_worker.api.read_budget import ReadBudget
 from ca4_worker.api.read_slots import ReadSlots
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
@@ -232,6 +233,9 @@ def create_app(
         max_waiting=settings.read_max_waiting_per_tenant,
         max_waiting_total=settings.read_max_waiting,
         wait_s=settings.read_timeout_s,
+    )
+    app.state.read_budget = ReadBudget(
+        rate=settings.read_budget_per_tenant, burst=settings.read_budget_burst_s
     )
     app.state.usage_slots = ReadSlots(
         per_tenant=settings.usage_max_reports_in_flight_per_tenant,

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from ca4_auth import ApiKey, ApiKeyRing, InFlight, Scope
-from ca4_auth.http import BearerCredentials, authorize
+from ca4_auth.http import BearerCredentials, authorize, retry_after_header
 from fastapi import Depends, HTTPException, Request, status
 
 from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import SessionOwners
 from ca4_processor.publishing import EventPublisher
-from ca4_processor.security import RateLimiter, RateLimits, RateRefusal
+from ca4_processor.security import RateLimits, RateRefusal
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -230,5 +230,5 @@ def _rate_limited(
         f"costs {tokens}: one per report, per {settings.RATE_LIMIT_TOKEN_WEIGHT} bytes of body "
         f"weight or per {settings.RATE_LIMIT_GPUS_PER_TOKEN} GPUs, whichever is most); retry "
         "after the Retry-After seconds",
-        headers={"Retry-After": RateLimiter.retry_after_header(wait_s)},
+        headers={"Retry-After": retry_after_header(wait_s)},
     )

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
 from ca4_auth import ApiKey, ApiKeyRing, Scope
-from ca4_auth.http import BearerCredentials, authorize
+from ca4_auth.http import BearerCredentials, authorize, retry_after_header
 from fastapi import Depends, HTTPException, Request, status
 
-from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, slot_owner
+from ca4_worker.api.read_budget import ReadBudget
+from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, owner_name, slot_owner
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.core.config import Settings
+from ca4_worker.core.metrics import READS_REFUSED
 
 
 @dataclass
@@ -62,8 +65,8 @@ async def authenticate_reader(
     """The caller's key: ``401`` without a valid one, ``403`` without ``read`` or ``read:all``;
     a read over ``read_max_in_flight_per_tenant`` of the tenant it reads or
     ``read_max_in_flight`` of the process waits its turn (up to ``read_timeout_s``), and
-    ``429`` when it got none or the tenant already has ``read_max_waiting_per_tenant`` reads
-    waiting.
+    ``429`` when it got none, the tenant already has ``read_max_waiting_per_tenant`` reads
+    waiting, or it has spent its read time (:class:`~ca4_worker.api.read_budget.ReadBudget`).
 
     The same key ring (file, reloads, constant-time compare) and the same ``401`` bodies as
     the processor's. A read holds its slot until its response is sent, so what it holds in
@@ -72,15 +75,27 @@ async def authenticate_reader(
     """
     key_ring: ApiKeyRing = request.app.state.key_ring
     slots: ReadSlots = request.app.state.read_slots
+    budget: ReadBudget = request.app.state.read_budget
     key = authorize(key_ring, credentials, Scope.READ)
     owner = slot_owner(key.read_tenant)
+    if (wait_s := budget.wait_for(owner)) > 0:
+        READS_REFUSED.labels(owner).inc()
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{owner_name(owner)} has spent its read time in this worker "
+            f"(CA4_READ_BUDGET_PER_TENANT: {budget.rate:g} s of reads per second, "
+            f"{budget.burst:g} s at once); retry after the Retry-After seconds",
+            headers={"Retry-After": retry_after_header(wait_s)},
+        )
     try:
         await slots.enter(owner)
     except ReadRefusedError as error:
         raise too_many_in_flight(str(error)) from error
+    started = time.monotonic()
     try:
         yield key
     finally:
+        budget.charge(owner, time.monotonic() - started)
         await slots.leave(owner)
 
 

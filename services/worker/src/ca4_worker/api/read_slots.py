@@ -158,10 +158,12 @@ class ReadSlots:
     def _cap(self, tenant: str, why: str) -> str:
         if self._in_flight.total >= self._total:
             return f"this worker already has {self._total} {self._what} in flight ({why})"
-        return f"{_name(tenant)} already has {self._per_tenant} {self._what} in flight here ({why})"
+        held = f"{self._per_tenant} {self._what}"
+        return f"{owner_name(tenant)} already has {held} in flight here ({why})"
 
 
-def _name(tenant: str) -> str:
+def owner_name(tenant: str) -> str:
+    """How an error body names a slot owner."""
     if tenant == EVERY_TENANT:
         return "read:all (every tenant)"
     return f"tenant {tenant!r}"

@@ -174,6 +174,17 @@ class Settings(BaseSettings):
     from the others. More wait their turn, up to ``read_timeout_s``, then answer ``429`` with
     ``Retry-After: 1``. Replaces ``CA4_READ_MAX_IN_FLIGHT_PER_KEY``, still read when this is
     unset."""
+    read_budget_per_tenant: float = Field(default=0.25, ge=0)
+    """Seconds of reads per second one tenant (every ``read:all`` key's together count as one)
+    may keep this worker's read API busy, on average: each read pays the time it held its
+    slot, and a tenant that has spent its budget gets ``429`` with ``Retry-After`` until it
+    has refilled. The read API shares its event loop with the store and projection stages, so
+    one tenant asking again as soon as answered slowed every tenant's events; ``0`` turns it
+    off. A page of ``/v1/sessions`` takes 10-100 ms here, so 0.25 s is several pages a second,
+    steadily."""
+    read_budget_burst_s: float = Field(default=10.0, gt=0)
+    """The most read time a tenant can save up and spend at once (paging through thousands of
+    sessions, a long usage report); one read may overdraw it, then the tenant waits it off."""
     read_max_in_flight: int = Field(default=16, ge=1)
     """Read API requests in flight in this process, every tenant's; more wait as above."""
     read_max_waiting_per_tenant: int = Field(

@@ -121,6 +121,18 @@ def count_dead_letter(error_class: str, tenant: str) -> None:
     DEAD_LETTERS.labels(error_class, tenant).inc()
 
 
+READ_SECONDS = Counter(
+    "ca4_worker_read_seconds",
+    "Seconds reads of the read API held a slot, by the tenant read ('*': read:all keys): who "
+    "keeps the read API (and the event loop the consumers share) busy.",
+    ["tenant"],
+)
+READS_REFUSED = Counter(
+    "ca4_worker_reads_refused",
+    "Reads answered 429 because their tenant had spent its read time "
+    "(CA4_READ_BUDGET_PER_TENANT), by the tenant read ('*': read:all keys).",
+    ["tenant"],
+)
 ARCHIVE_OBJECTS = Counter(
     "ca4_worker_archive_objects",
     "Archive objects uploaded to S3.",

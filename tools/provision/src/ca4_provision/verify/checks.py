@@ -238,6 +238,8 @@ async def worker_processed(ctx: VerifyContext) -> str:
             raise _NotYetError(f"nothing answers on {ctx.settings.WORKER_URL}: {error}") from error
         if response.status_code == httpx.codes.NOT_FOUND:
             raise _NotYetError(f"GET {url} still 404")
+        if response.status_code == httpx.codes.TOO_MANY_REQUESTS:  # the key's tenant reads a lot
+            raise _NotYetError(f"GET {url}: 429 {response.text[:200]}")
         if response.status_code != httpx.codes.OK:
             raise StepFailedError(f"GET {url}: HTTP {response.status_code} {response.text[:200]}")
         status: dict[str, Any] = response.json()
