@@ -307,8 +307,7 @@ async def test_one_tenants_many_groups_do_not_crowd_anothers_out_of_a_spanning_r
 
 
 async def test_ca4_usage_shows_each_rows_tenant_and_kind() -> None:
-    """``ca4 usage`` reads every tenant: its table and CSV name each row's tenant, and its
-    rows are never capped."""
+    """``ca4 usage`` reads every tenant: its table and CSV name each row's tenant."""
     records = _stored(
         _day(TENANT_EVIL, "e1", "victim-proj", 500),
         _day(TENANT_A, "v1", "victim-proj", 10),

@@ -256,9 +256,10 @@ class UsageRow(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     tenant: str | None = None
-    """The tenant whose time the row sums, in a report of every tenant's records (``read:all``,
-    ``ca4 usage``); ``None`` in a report of one tenant's. Group values are the tenants' own,
-    so a report of every tenant never sums two tenants' time in one row."""
+    """The tenant whose time the row sums, in an operator's report (``read:all``, ``ca4
+    usage``), also one of a single tenant's records (``tenant=``, ``--tenant``); ``None`` in a
+    tenant key's report of its own. Group values are the tenants' own, so a report of every
+    tenant never sums two tenants' time in one row."""
     group: str
     """The group's value (the label's value, GPU model, runtime or tenant), or the display
     string of a synthetic row (``(none)``, ``(other)``; see :attr:`kind`)."""
@@ -478,6 +479,11 @@ def roll_up(
     return summed.rows()
 
 
+class ReportTimedOutError(TimedOutError):
+    """A usage report missed its own deadline (a database call that timed out is a plain
+    :class:`TimedOutError`: the database did not answer)."""
+
+
 async def usage_report(
     records: UsageRecords,
     start: date,
@@ -489,21 +495,24 @@ async def usage_report(
     currency: str,
     deadline_s: float | None = None,
     max_groups: int | None = None,
+    per_tenant: bool | None = None,
 ) -> UsageReport:
     """The roll-up ``GET /v1/usage`` and ``ca4 usage`` answer: ``tenant``'s days in
     ``[start, end)`` per group (``tenant`` ``None``: every tenant's, per tenant and group),
     with cost when ``prices`` is not empty, and at most ``max_groups`` groups with a row of
-    their own (``None``: every one; see :class:`UsageRollUp`).
+    their own (``None``: every one; see :class:`UsageRollUp`). ``per_tenant`` says whether
+    the rows name their tenant (``None``: when the report is every tenant's); an operator's
+    report of one tenant's records names it too.
 
     Reading, summing and building the rows together finish within ``deadline_s`` (``None``:
-    no deadline) or raise :class:`TimedOutError`: a long range of a large tenant's records is
-    seconds of decoding, and without a deadline a read route could run for minutes.
+    no deadline) or raise :class:`ReportTimedOutError`: a long range of a large tenant's
+    records is seconds of decoding, and without a deadline a read route could run for minutes.
     """
     summed = UsageRollUp(
         group_by=group_by,
         prices=prices or None,
         max_groups=max_groups,
-        per_tenant=tenant is None,
+        per_tenant=tenant is None if per_tenant is None else per_tenant,
     )
     deadline = asyncio.timeout(deadline_s)
     late = f"the usage report did not finish within {deadline_s or 0:g} s"
@@ -521,16 +530,16 @@ async def usage_report(
                 truncated=summed.truncated,
             )
     except TimeoutError as error:
-        raise TimedOutError(late) from error
+        raise ReportTimedOutError(late) from error
     except UnavailableError as error:
         # The driver may turn the cancellation into an error of its own.
         if deadline.expired():
-            raise TimedOutError(late) from error
+            raise ReportTimedOutError(late) from error
         raise
     if deadline.expired() or _past(deadline):
         # ... or swallow it and go on reading: the report is still late. The rows are built
         # without an await, so a deadline that passed meanwhile has not fired: check the clock.
-        raise TimedOutError(late)
+        raise ReportTimedOutError(late)
     return report
 
 

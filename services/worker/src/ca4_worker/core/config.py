@@ -266,10 +266,12 @@ class Settings(BaseSettings):
     usage_currency: str = "USD"
     """Currency of ``usage_prices``."""
     usage_report_timeout_s: float = Field(default=15.0, gt=0)
-    """Deadline of a whole usage report (``GET /v1/usage``): reading and summing every day
-    record of the range. Past it the request answers ``503`` with ``Retry-After``; a range
-    too long for it will not fit on a retry either, so ask for fewer days. Longer than
-    ``read_timeout_s``, which bounds one read, because a report reads a tenant's whole range."""
+    """Deadline of a whole usage report (``GET /v1/usage``, and ``ca4 usage`` unless
+    ``--timeout``): reading and summing every day record of the range. Past it the request
+    answers ``503`` with ``Retry-After``; a range too long for it will not fit on a retry
+    either, so ask for fewer days, or, for a report of every tenant's records that misses it,
+    one tenant's (``tenant=``, ``--tenant``). Longer than ``read_timeout_s``, which bounds one
+    read, because a report reads a tenant's whole range."""
     usage_max_groups: int = Field(default=1000, ge=1)
     """Groups one usage report (``GET /v1/usage``) gives a row of their own: the first met of
     each tenant. In a report of every tenant's records (``read:all``) the cap is shared: once
@@ -278,8 +280,8 @@ class Settings(BaseSettings):
     is summed in that tenant's ``(other)`` row (``kind: other``), and the report says
     ``truncated: true``, so the rows still add up to the whole range. Group values come from the
     reports (label values, GPU model names), so this bounds what one report holds; group by a
-    label with fewer values, or ask for fewer days, to see every group. ``ca4 usage`` shows every
-    group."""
+    label with fewer values, or ask for fewer days, to see every group. ``ca4 usage`` has the
+    same cap: its table says when it cut, and ``--csv`` says so on stderr."""
     usage_max_reports_in_flight: int = Field(default=2, ge=1)
     """Usage reports in flight in this process, every tenant's. A report decodes and sums on
     the event loop, which the store and projection stages share. More wait their turn, up to

@@ -6,11 +6,13 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
+from ca4_auth import ApiKey
 from ca4_schemas.api import MessageErrorBody
+from ca4_schemas.types import OWNER_ID_PATTERN
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
-from ca4_worker.api.deps import ReadTenantDep, too_many_in_flight
+from ca4_worker.api.deps import ReadTenantDep, authenticate_reader, too_many_in_flight
 from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, slot_owner
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
 from ca4_worker.application.ports import TimedOutError
@@ -43,6 +45,13 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
     response_model=UsageReport,
     response_model_by_alias=True,
     responses={
+        403: {
+            "model": MessageErrorBody,
+            "description": (
+                "The key has neither read nor read:all, or a key without read:all asked for "
+                "another tenant's usage (tenant=)"
+            ),
+        },
         404: {"model": MessageErrorBody, "description": "Usage accounting is off"},
         429: {
             "model": MessageErrorBody,
@@ -58,7 +67,8 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
             "model": MessageErrorBody,
             "description": (
                 "The database did not answer, or the report did not finish within "
-                "CA4_USAGE_REPORT_TIMEOUT_S; retry after Retry-After, or ask for fewer days"
+                "CA4_USAGE_REPORT_TIMEOUT_S; retry after Retry-After, or ask for fewer days "
+                "(a read:all key: or one tenant's, tenant=<name>)"
             ),
         },
     },
@@ -66,7 +76,8 @@ UsageDep = Annotated[UsageProjection, Depends(get_usage)]
 async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by keyword
     request: Request,
     usage: UsageDep,
-    tenant: ReadTenantDep,
+    key: Annotated[ApiKey, Depends(authenticate_reader)],
+    key_tenant: ReadTenantDep,
     from_day: Annotated[
         date | None, Query(alias="from", description="First UTC day (default: 7 days ago)")
     ] = None,
@@ -77,13 +88,32 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         str,
         Query(pattern=GROUP_BY_PATTERN, description="label:<key>, gpu_model, runtime or tenant"),
     ] = "label:project",
+    tenant: Annotated[
+        str | None,
+        Query(
+            pattern=OWNER_ID_PATTERN,
+            description="Only this tenant's usage: any tenant for a read:all key (default: "
+            "every tenant's), the key's own for any other key (another is 403)",
+        ),
+    ] = None,
 ) -> UsageReport:
     """GPU seconds and hours held, busy and idle per group over UTC days ``[from, to)``,
     for the key's tenant (for ``read:all``, every tenant's: a row per tenant and group, with
-    its ``tenant``), with cost when prices are set. Rows of ``kind`` ``none`` (``(none)``)
-    sum the records without the label; past ``CA4_USAGE_MAX_GROUPS`` groups (shared fairly
-    among the tenants), the rest of a tenant's are summed in its last row, of ``kind``
-    ``other`` (``(other)``), and ``truncated`` is true."""
+    its ``tenant``), with cost when prices are set. ``tenant=<name>`` reads only that
+    tenant's records: a ``read:all`` key may name any tenant (its rows still carry
+    ``tenant``), a tenant's key only its own (any other is ``403``). Rows of ``kind``
+    ``none`` (``(none)``) sum the records without the label; past ``CA4_USAGE_MAX_GROUPS``
+    groups (shared fairly among the tenants), the rest of a tenant's are summed in its last
+    row, of ``kind`` ``other`` (``(other)``), and ``truncated`` is true. A report of every
+    tenant's records that misses ``CA4_USAGE_REPORT_TIMEOUT_S`` (one tenant's many records
+    can take it all) is ``503``: ask for fewer days, or one tenant's."""
+    if key_tenant is not None and tenant not in {None, key_tenant}:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"API key {key.key_id!r} lacks the 'read:all' scope: it reads only its own "
+            f"tenant's usage (leave out tenant, or pass tenant={key_tenant})",
+        )
+    read_tenant = tenant if key_tenant is None else key_tenant
     settings: Settings = request.app.state.settings
     end = to_day or datetime.now(UTC).date() + timedelta(days=1)
     try:
@@ -97,7 +127,7 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     # One tenant's reports take at most its own slots, never every one of the worker's; a
     # report over a cap waits its turn, and the wait counts against the report's deadline.
     slots: ReadSlots = request.app.state.usage_slots
-    owner = slot_owner(tenant)
+    owner = slot_owner(key_tenant)
     started = time.monotonic()
     try:
         await slots.enter(owner)
@@ -109,19 +139,23 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
             usage.records,
             start,
             end,
-            tenant=tenant,
+            tenant=read_tenant,
             group_by=group_by,
             prices=settings.usage_prices,
             currency=settings.usage_currency,
             deadline_s=settings.usage_report_timeout_s - waited_s,
             max_groups=settings.usage_max_groups,
+            # A read:all key's rows always say whose they are, also with tenant=.
+            per_tenant=key_tenant is None,
         )
     except TimedOutError as error:
         waited = f" (it waited {waited_s:.1f} s of them for its turn)" if waited_s >= 0.1 else ""
+        # Every tenant's records in one report: one tenant's many can take the whole deadline.
+        narrower = " or one tenant's (tenant=<name>)" if read_tenant is None else ""
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             f"the usage report did not finish within {settings.usage_report_timeout_s:g} s"
-            f"{waited}; retry after the Retry-After seconds, or ask for fewer days",
+            f"{waited}; retry after the Retry-After seconds, or ask for fewer days{narrower}",
             headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
         ) from error
     finally:
