@@ -20,6 +20,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 from ca4_provision.cli import app as ca4
+from ca4_provision.verify.cluster import forwards
 from ca4_provision.verify.results import StepStatus
 from ca4_provision.verify.runner import run_verification
 from ca4_provision.verify.settings import VerifySettings
@@ -289,3 +290,23 @@ def test_k3s_names_a_failed_port_forward(cluster: Cluster, monkeypatch: pytest.M
         in (result.output)
     )
     assert forwards_still_running(cluster) == []
+
+
+@pytest.mark.parametrize("value_set", ["dev", "prod"])
+def test_every_forward_names_a_port_the_rendered_service_has(
+    rendered: Any, value_set: str
+) -> None:
+    """kubectl resolves ``svc/NAME :PORT`` against the Service's own ports: the verify run
+    forwarded the app's 8000 and 8001, its containers' ports, which the Services (on 80) lack,
+    so every deploy's step 8 failed with "does not have a service port 8000"."""
+    services = {
+        (doc["metadata"].get("namespace"), doc["metadata"]["name"]): doc["spec"]["ports"]
+        for chart in ("ca4-app", "ca4-platform")
+        for doc in rendered[(chart, value_set)]
+        if doc["kind"] == "Service"
+    }
+    for forward in forwards(VerifySettings()):
+        ports = services.get((forward.namespace, forward.service))
+        assert ports is not None, f"no Service {forward.service} in {forward.namespace}"
+        names = {str(port.get("name")) for port in ports} | {str(port["port"]) for port in ports}
+        assert forward.port in names, (forward, ports)

@@ -56,7 +56,10 @@ def render_table(report: VerifyReport) -> Table:
 @app.callback(invoke_without_command=True)
 def verify(  # noqa: PLR0917 - Typer maps each option to one parameter
     target: Annotated[
-        TargetName, typer.Option(help="local: dev stack or compose; k3s: the cluster via tunnels.")
+        TargetName,
+        typer.Option(
+            help="local: dev stack or compose; k3s: the cluster through kubectl port-forwards."
+        ),
     ] = TargetName.LOCAL,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON instead of a table.")

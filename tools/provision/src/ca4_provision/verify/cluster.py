@@ -36,18 +36,20 @@ class Forward:
     setting: str
     namespace: str
     service: str
-    port: int
+    port: str = "http"
+    """The Service port's name, which kubectl resolves whatever number a values file gives it
+    (the app's Services listen on 80, not on the containers' 8000 and 8001)."""
 
 
 def forwards(settings: VerifySettings) -> tuple[Forward, ...]:
     """The Services the charts deploy, one per forwarded setting."""
     app, monitoring = settings.APP_NAMESPACE, settings.MONITORING_NAMESPACE
     return (
-        Forward("EDGE_API_URL", app, f"{settings.APP_RELEASE}-processor", 8000),
-        Forward("WORKER_URL", app, f"{settings.APP_RELEASE}-worker", 8001),
-        Forward("PROMETHEUS_URL", monitoring, "prometheus", 9090),
-        Forward("GRAFANA_URL", monitoring, "grafana", 3000),
-        Forward("LOKI_URL", monitoring, "loki", 3100),
+        Forward("EDGE_API_URL", app, f"{settings.APP_RELEASE}-processor"),
+        Forward("WORKER_URL", app, f"{settings.APP_RELEASE}-worker"),
+        Forward("PROMETHEUS_URL", monitoring, "prometheus"),
+        Forward("GRAFANA_URL", monitoring, "grafana"),
+        Forward("LOKI_URL", monitoring, "loki"),
     )
 
 
