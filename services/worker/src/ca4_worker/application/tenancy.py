@@ -5,13 +5,21 @@ stored, so any stored event names it. Owners come, in this order, from a bounded
 owners never change), the ``sessions`` projection (one read by id), and the event store for
 the sessions the projection has not reached yet (projections follow the store at their own
 pace); a session none of them knows belongs to the tenant of its first event in the batch.
+
+The event store is asked in chunks of :data:`OWNER_LOOKUP_CHUNK` sessions, one call each. How
+long a call takes follows its sessions (how many have many events), not only the database, so
+a call that times out is split in halves rather than sent again whole
+(:func:`~ca4_worker.application.bounded.in_bounded_calls`); only a single session that keeps
+timing out is waited out as an outage, as is every unavailable database.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
+from ca4_worker.application.bounded import WriteLimits, in_bounded_calls
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.retry import until_available
 from ca4_worker.domain.records import PositionedEvent
@@ -19,6 +27,9 @@ from ca4_worker.domain.tenancy import split_by_owner
 
 OWNER_CACHE_SIZE = 50_000
 """Session owners remembered between batches (about 200 bytes each)."""
+OWNER_LOOKUP_CHUNK = 500
+"""Sessions per call of the event store's owner lookup (its reads ask for a few documents per
+session, so this bounds what one call reads as well as what a timeout wastes)."""
 
 
 class TenantGuard:
@@ -58,11 +69,14 @@ class TenantGuard:
             unprojected = unknown - stored.keys()
             store = self._store
             if unprojected and store is not None:
-                stored |= await until_available(
-                    lambda: store.session_owners(unprojected),
+                for found in await in_bounded_calls(
+                    sorted(unprojected),
+                    store.session_owners,
+                    limits=WriteLimits(chunk=OWNER_LOOKUP_CHUNK, max_backoff_s=self._max_backoff_s),
+                    slots=asyncio.Semaphore(1),
                     what="read session owners from the event store",
-                    max_backoff_s=self._max_backoff_s,
-                )
+                ):
+                    stored |= found
             for session_id, owner in stored.items():
                 self._remember(session_id, owner)
             owners.update(stored)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 
 from ca4_schemas import LEGACY_TENANT
@@ -20,6 +20,9 @@ from ca4_worker.persistence.documents import (
 )
 
 OWNER_DOCUMENTS_PER_SESSION = 4
+"""Documents an owner read asks for per session: a session with more can crowd others out."""
+OWNER_READ_SPLIT = 8
+"""Pieces the unanswered rest of an owner read that hit its limit is cut into."""
 SCAN_FIRST_FETCH = 16
 """Documents the first query of a scan asks for per round trip; later queries ask for as many
 as the last page held. The driver decodes a whole reply before the first document is read (up
@@ -29,6 +32,37 @@ page of documents, and a page that ends early by weight leaves few decoded for n
 
 def _tenant_of(doc: Doc) -> str:
     return str(doc.get("event", {}).get("tenant", LEGACY_TENANT))
+
+
+OwnerRead = Callable[[list[str]], Awaitable[tuple[dict[str, str], bool]]]
+"""One bounded read of the owners of a group of sessions: those found, and whether the read
+answered for the whole group (a session it did not find has no stored event)."""
+
+
+async def owners_in_bounded_reads(session_ids: Collection[str], read: OwnerRead) -> dict[str, str]:
+    """The owner of each session among ``session_ids`` with a stored event, in bounded reads.
+
+    A read asks for a few documents per session of its group. One cut short by its limit has
+    found at least one session (the limit is at least one document) and says nothing of the
+    rest, so the rest is read again without the sessions found, cut into
+    :data:`OWNER_READ_SPLIT` pieces: a session with many events is found once and never read
+    again, and a piece without one is answered whole. Only a group holding a session with more
+    than :data:`OWNER_DOCUMENTS_PER_SESSION` events is cut short, so the number of reads follows
+    how many such sessions there are, never their sizes (one such session among many: 1 + 8
+    reads), and is never more than the number of sessions (each read answers for one at least).
+    """
+    owners: dict[str, str] = {}
+    groups = [sorted(set(session_ids))] if session_ids else []
+    while groups:
+        group = groups.pop()
+        found, whole = await read(group)
+        owners.update(found)
+        if whole:
+            continue
+        rest = [session_id for session_id in group if session_id not in found]
+        size = -(-len(rest) // OWNER_READ_SPLIT)
+        groups.extend(rest[start : start + size] for start in reversed(range(0, len(rest), size)))
+    return owners
 
 
 class MongoEventStore:
@@ -88,25 +122,25 @@ class MongoEventStore:
     async def session_owners(self, session_ids: Collection[str]) -> dict[str, str]:
         """The tenant of the stored events of each session (only its owner's are stored).
 
-        One read for all of them, bounded: a few documents per session are enough, and
-        sessions with many stored events that the bound cut off get a read of one document
-        each. Version-1 documents have no ``event.tenant``: they are the legacy tenant's.
+        Bounded reads of a few documents per session on the ``session_id`` index (see
+        :func:`owners_in_bounded_reads`), all under one deadline: callers hand it a bounded
+        number of sessions and split them when it times out. Version-1 documents have no
+        ``event.tenant``: they are the legacy tenant's.
         """
-        if not session_ids:
-            return {}
-        wanted = list(session_ids)
-        limit = OWNER_DOCUMENTS_PER_SESSION * len(wanted)
-        fields = {"session_id": 1, "event.tenant": 1}
         with database_call(self._deadline_s):
-            cursor = self._events.find({"session_id": {"$in": wanted}}, fields).limit(limit)
-            found = [doc async for doc in cursor]
-            owners = {doc["session_id"]: _tenant_of(doc) for doc in found}
-            if len(found) == limit:
-                for session_id in set(wanted) - owners.keys():
-                    doc = await self._events.find_one({"session_id": session_id}, fields)
-                    if doc is not None:
-                        owners[session_id] = _tenant_of(doc)
-        return owners
+            return await owners_in_bounded_reads(session_ids, self._owners_read)
+
+    async def _owners_read(self, group: list[str]) -> tuple[dict[str, str], bool]:
+        """One round trip: up to a few documents per session of ``group``."""
+        limit = OWNER_DOCUMENTS_PER_SESSION * len(group)
+        cursor = (
+            self._events.find({"session_id": {"$in": group}}, {"session_id": 1, "event.tenant": 1})
+            .limit(limit)
+            .batch_size(limit)  # a few small documents each: all in the first reply
+        )
+        found = [doc async for doc in cursor]
+        owners = {doc["session_id"]: _tenant_of(doc) for doc in found}
+        return owners, len(found) < limit or len(owners) == len(group)
 
     async def stored_positions(self, positions: Collection[Position]) -> set[Position]:
         """Which of ``positions`` an event was stored from (the ``position`` index)."""
