@@ -2,7 +2,8 @@
 
 Services depend on this library, never on each other; see :mod:`ca4_auth.keys` for the keys
 file format, :mod:`ca4_auth.http` for the FastAPI Bearer scheme and :mod:`ca4_auth.in_flight`
-for the cap on each key's requests in flight.
+for the cap on each key's requests in flight, and :mod:`ca4_auth.owner_cache` for the session
+owners each service remembers.
 """
 
 from ca4_auth.in_flight import InFlight
@@ -18,6 +19,7 @@ from ca4_auth.keys import (
     check_key_settings,
     parse_key_entries,
 )
+from ca4_auth.owner_cache import SessionOwnerCache
 
 __all__ = [
     "DEV_API_KEY",
@@ -28,6 +30,7 @@ __all__ = [
     "ApiKeyRing",
     "InFlight",
     "Scope",
+    "SessionOwnerCache",
     "accepts_dev_key",
     "check_key_settings",
     "parse_key_entries",

@@ -4,7 +4,8 @@ The processor has no other state, so ownership is a claim in the MongoDB-compati
 worker uses: one document per session in ``session_owners``, ``_id`` = session id. A claim is an
 ``insert`` (atomic on the unique ``_id``, so two replicas racing for a new session agree on one
 winner); a duplicate key means the session was claimed before, and one read says by whom.
-Claims never change, so a bounded in-process LRU answers repeat sessions without a round trip.
+Claims never change, so a bounded in-process cache (:class:`ca4_auth.SessionOwnerCache`, fair
+between tenants) answers repeat sessions without a round trip.
 Every database call has a deadline; when a claim cannot be checked the request gets ``503``
 (nothing is published unchecked). Sessions from before tenancy are claimed for the legacy
 tenant by the worker (``ca4_worker.persistence.claims``), so they are refused here too.
@@ -13,11 +14,11 @@ tenant by the worker (``ca4_worker.persistence.claims``), so they are refused he
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ca4_auth import SessionOwnerCache
 from ca4_schemas.constants import PRIMARY_READS, SESSION_OWNERS
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
@@ -43,13 +44,12 @@ class SessionClaims(Protocol):
 
 
 class SessionOwners:
-    """Claims with a deadline, behind a bounded LRU of owners already confirmed."""
+    """Claims with a deadline, behind a bounded cache of owners already confirmed."""
 
     def __init__(self, claims: SessionClaims, *, timeout_s: float, cache_size: int) -> None:
         self._claims = claims
         self._timeout_s = timeout_s
-        self._cache_size = cache_size
-        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache = SessionOwnerCache(cache_size)
 
     async def owners(self, claims: Mapping[str, str]) -> dict[str, str]:
         """The owner of each session in ``{session_id: claiming tenant}``, claiming new ones."""
@@ -60,7 +60,6 @@ class SessionOwners:
             if owner is None:
                 missing[session_id] = tenant
             else:
-                self._cache.move_to_end(session_id)
                 owners[session_id] = owner
         if missing:
             try:
@@ -72,15 +71,9 @@ class SessionOwners:
                     f"({type(error).__name__})"
                 ) from error
             for session_id, owner in confirmed.items():
-                self._remember(session_id, owner)
+                self._cache.put(session_id, owner)
             owners.update(confirmed)
         return owners
-
-    def _remember(self, session_id: str, owner: str) -> None:
-        self._cache[session_id] = owner
-        self._cache.move_to_end(session_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
 
     async def close(self) -> None:
         """Release the claims store's connections."""

@@ -1,10 +1,11 @@
 """The owner check before events are stored: see :mod:`ca4_worker.domain.tenancy`.
 
 A session's owner is the tenant of its first stored event, and only the owner's events are
-stored, so any stored event names it. Owners come, in this order, from a bounded LRU (confirmed
-owners never change), the ``sessions`` projection (one read by id), and the event store for
-the sessions the projection has not reached yet (projections follow the store at their own
-pace); a session none of them knows belongs to the tenant of its first event in the batch.
+stored, so any stored event names it. Owners come, in this order, from a bounded cache shared
+fairly between tenants (:class:`ca4_auth.SessionOwnerCache`; confirmed owners never change),
+the ``sessions`` projection (one read by id), and the event store for the sessions the
+projection has not reached yet (projections follow the store at their own pace); a session
+none of them knows belongs to the tenant of its first event in the batch.
 
 The event store is asked in chunks of :data:`OWNER_LOOKUP_CHUNK` sessions, one call each. How
 long a call takes follows its sessions (how many have many events), not only the database, so
@@ -16,8 +17,9 @@ timing out is waited out as an outage, as is every unavailable database.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+
+from ca4_auth import SessionOwnerCache
 
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls
 from ca4_worker.application.ports import EventStore, Projections
@@ -46,8 +48,7 @@ class TenantGuard:
         self._projections = projections
         self._store = store
         self._max_backoff_s = max_backoff_s
-        self._cache_size = cache_size
-        self._confirmed: OrderedDict[str, str] = OrderedDict()
+        self._confirmed = SessionOwnerCache(cache_size)
 
     async def split(
         self, events: Sequence[PositionedEvent], owners: dict[str, str]
@@ -57,7 +58,6 @@ class TenantGuard:
         for session_id in list(unknown):
             owner = self._confirmed.get(session_id)
             if owner is not None:
-                self._confirmed.move_to_end(session_id)
                 owners[session_id] = owner
                 unknown.discard(session_id)
         if unknown:
@@ -78,7 +78,7 @@ class TenantGuard:
                 ):
                     stored |= found
             for session_id, owner in stored.items():
-                self._remember(session_id, owner)
+                self._confirmed.put(session_id, owner)
             owners.update(stored)
         return split_by_owner(events, owners)
 
@@ -86,11 +86,4 @@ class TenantGuard:
         """Remember the owners of sessions whose events were just stored (they passed the
         guard, so their tenant owns the session)."""
         for positioned in stored:
-            if positioned.event.session_id not in self._confirmed:
-                self._remember(positioned.event.session_id, positioned.event.tenant)
-
-    def _remember(self, session_id: str, owner: str) -> None:
-        self._confirmed[session_id] = owner
-        self._confirmed.move_to_end(session_id)
-        while len(self._confirmed) > self._cache_size:
-            self._confirmed.popitem(last=False)
+            self._confirmed.put(positioned.event.session_id, positioned.event.tenant)
