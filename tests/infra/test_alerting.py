@@ -146,6 +146,20 @@ def test_receiver_secrets_come_from_files_never_from_values(helm: str) -> None:
     assert volumes["receiver-secrets"]["secret"]["secretName"] == "ca4-alertmanager-receivers"
 
 
+def test_an_smtp_relay_without_a_user_gets_no_auth(helm: str) -> None:
+    """Without a user Alertmanager sends no AUTH and ignored the password it was given, so a
+    relay that needs one got nothing, with nothing said; without a user there is now no
+    password either, and with one both go."""
+    without = helm_alertmanager_config(
+        helm, *value_args("prod"), "--set-string", "alertmanager.receivers.email.authUsername="
+    )
+    (email,) = without["receivers"][0]["email_configs"]
+    assert not {"auth_username", "auth_password_file"} & set(email)
+    (email,) = helm_alertmanager_config(helm, *value_args("prod"))["receivers"][0]["email_configs"]
+    assert email["auth_username"] == "alertmanager@ca4-ci.test"
+    assert email["auth_password_file"] == "/etc/alertmanager/secrets/smtp-password"
+
+
 def test_an_enabled_receiver_without_a_secret_fails_the_render(helm: str) -> None:
     code, _, stderr = template(
         helm, "ca4-platform", "--set", "alertmanager.receivers.webhook.enabled=true"

@@ -253,6 +253,20 @@ def test_documentdb_tls_private_encrypted() -> None:
     assert "var.private_subnet_ids" in docdb[("aws_docdb_subnet_group", "this")]["subnet_ids"]
 
 
+def test_prod_can_be_torn_down_twice() -> None:
+    """A second prod teardown failed: the final snapshot's fixed name was taken by the first
+    one's, and deletion protection (NLB and DocumentDB) could not be turned off but by editing
+    the stack."""
+    cluster = resources(TF_ROOT / "modules" / "documentdb" / "main.tf")[
+        ("aws_docdb_cluster", "this")
+    ]
+    assert "timestamp()" in cluster["final_snapshot_identifier"]
+    assert "final_snapshot_identifier" in str(cluster["lifecycle"])
+    stack = (TF_ROOT / "stacks" / "ca4" / "main.tf").read_text()
+    assert "coalesce(var.deletion_protection, local.is_prod)" in stack
+    assert stack.count("= local.deletion_protection") == 2
+
+
 # -- checkov -----------------------------------------------------------------------------------
 
 SKIP_COMMENT = re.compile(r"#checkov:skip=(CKV2?_[A-Z0-9_]+)(:?)(.*)")

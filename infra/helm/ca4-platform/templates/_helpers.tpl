@@ -195,7 +195,13 @@ Return the Alertmanager config: route and inhibitions from the synced observabil
 {{- $_ := set $receiver "slack_configs" (list (dict "api_url_file" (printf "%s/slack-api-url" $secrets) "channel" $r.slack.channel "send_resolved" true "text" (.Files.Get "files/defaults/alertmanager-slack.tmpl"))) -}}
 {{- end -}}
 {{- if $r.email.enabled -}}
-{{- $_ := set $receiver "email_configs" (list (dict "to" $r.email.to "from" $r.email.from "smarthost" $r.email.smarthost "auth_username" $r.email.authUsername "auth_password_file" (printf "%s/smtp-password" $secrets) "send_resolved" true)) -}}
+{{- $email := dict "to" $r.email.to "from" $r.email.from "smarthost" $r.email.smarthost "send_resolved" true -}}
+{{- /* Without a user Alertmanager sends no AUTH: a password alone would be ignored in silence */ -}}
+{{- if $r.email.authUsername -}}
+{{- $_ := set $email "auth_username" $r.email.authUsername -}}
+{{- $_ := set $email "auth_password_file" (printf "%s/smtp-password" $secrets) -}}
+{{- end -}}
+{{- $_ := set $receiver "email_configs" (list $email) -}}
 {{- end -}}
 {{- toYaml (dict "route" $shared.route "inhibit_rules" $shared.inhibit_rules "receivers" (list $receiver)) -}}
 {{- end -}}

@@ -48,8 +48,14 @@ resource "aws_docdb_cluster" "this" {
   enabled_cloudwatch_logs_exports = ["audit", "profiler"]
   deletion_protection             = var.deletion_protection
   skip_final_snapshot             = false
-  final_snapshot_identifier       = "${var.name}-docdb-final"
-  tags                            = local.tags
+  # Stamped at creation (then ignored): a fixed name made the teardown of a second cluster of the
+  # same name fail on the snapshot the first one left.
+  final_snapshot_identifier = "${var.name}-docdb-final-${formatdate("YYYYMMDDhhmmss", timestamp())}"
+  tags                      = local.tags
+
+  lifecycle {
+    ignore_changes = [final_snapshot_identifier]
+  }
 }
 
 resource "aws_docdb_cluster_instance" "this" {

@@ -1,7 +1,9 @@
 locals {
-  name           = "ca4-${var.environment}"
-  is_prod        = var.environment == "prod"
-  archive_bucket = var.archive_bucket_name != "" ? var.archive_bucket_name : "ca4-${var.environment}-archive-${data.aws_caller_identity.current.account_id}"
+  name    = "ca4-${var.environment}"
+  is_prod = var.environment == "prod"
+  # On in prod unless the operator turns it off to tear down (docs/provisioning.md).
+  deletion_protection = coalesce(var.deletion_protection, local.is_prod)
+  archive_bucket      = var.archive_bucket_name != "" ? var.archive_bucket_name : "ca4-${var.environment}-archive-${data.aws_caller_identity.current.account_id}"
 }
 
 data "aws_caller_identity" "current" {}
@@ -68,7 +70,7 @@ module "k3s" {
   key_name                   = aws_key_pair.operator.key_name
   kms_key_arn                = aws_kms_key.this.arn
   archive_bucket_arn         = module.archive_bucket.bucket_arn
-  enable_deletion_protection = local.is_prod
+  enable_deletion_protection = local.deletion_protection
 }
 
 module "documentdb" {
@@ -81,5 +83,5 @@ module "documentdb" {
   kms_key_arn         = aws_kms_key.this.arn
   instance_count      = var.documentdb_instance_count
   instance_class      = var.documentdb_instance_class
-  deletion_protection = local.is_prod
+  deletion_protection = local.deletion_protection
 }

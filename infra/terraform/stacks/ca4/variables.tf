@@ -162,6 +162,12 @@ variable "archive_expiration_days" {
   default     = 0
 }
 
+variable "deletion_protection" {
+  description = "(Optional) Deletion protection of the NLB and DocumentDB; null: on in prod, off in dev. Set false and apply before tearing prod down."
+  type        = bool
+  default     = null
+}
+
 ################################################################################
 # DocumentDB
 ################################################################################
