@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ca4_worker.core.metrics import READ_SECONDS
+from ca4_worker.core.metrics import READ_SECONDS, READS_REFUSED
 
 
 @dataclass
@@ -45,6 +45,7 @@ class ReadBudget:
     def charge(self, owner: str, seconds: float, now: float | None = None) -> None:
         """``owner``'s read held its slot ``seconds``."""
         READ_SECONDS.labels(owner).inc(seconds)
+        READS_REFUSED.labels(owner)  # at 0 from the tenant's first read, so a refusal shows
         if self.rate > 0:
             self._refilled(owner, time.monotonic() if now is None else now).seconds -= seconds
 
