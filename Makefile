@@ -47,11 +47,11 @@ dev: install sdk-wheel ## Start the dev stack plus processor, worker and the edg
 	fi
 	@echo
 	@echo "CA4 is running:"
-	@echo "  edge (notebooks)  $(EDGE_URL)   (one URL for ingest, /sdk/ and reads; make dev-ngrok for Colab)"
-	@echo "  API docs          $(PROCESSOR_URL)/docs"
-	@echo "  SDK for notebooks $(PROCESSOR_URL)/sdk/   (pip install --no-deps --index-url $(PROCESSOR_URL)/sdk/ ca4-sdk)"
+	@echo "  edge (notebooks)  $(EDGE_URL)   (the one URL for notebooks and the SDK: ingest, /sdk/ and reads; make dev-ngrok for Colab)"
+	@echo "  SDK for notebooks $(EDGE_URL)/sdk/   (pip install --no-deps --index-url $(EDGE_URL)/sdk/ ca4-sdk)"
+	@echo "  stored sessions   $(EDGE_URL)/v1/sessions   (read API through the edge; send the key)"
+	@echo "  API docs          $(PROCESSOR_URL)/docs   (the processor's own port: ingest only, not for notebooks)"
 	@echo "  processor metrics $(PROCESSOR_URL)/metrics"
-	@echo "  stored sessions   $(WORKER_URL)/v1/sessions   (worker read API)"
 	@echo "  worker metrics    $(WORKER_URL)/metrics"
 	@echo "  Prometheus        $(PROMETHEUS_URL)/targets"
 	@echo "  status / logs     uv run ca4 devstack status | uv run ca4 devstack logs SERVICE"

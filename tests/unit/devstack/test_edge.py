@@ -502,3 +502,110 @@ def test_dot_segments_never_reach_an_app(plain_app: str, path: str) -> None:
             connection.close()
 
     assert (status, body) == (404, b"404 page not found\n")
+
+
+# --- header values the upstream cannot carry as sent --------------------------------------------
+
+
+def test_a_pasted_keys_surrounding_whitespace_is_dropped_not_a_502(plain_app: str) -> None:
+    """A review's 502: the edge's server (httptools) keeps a trailing space in a header value,
+    and h11 then refused to send it upstream (``Illegal header value b'Bearer key '``)."""
+    with local_edge({"processor": plain_app, "worker": plain_app}) as edge:
+        connection = http.client.HTTPConnection(edge.removeprefix("http://"), timeout=10)
+        try:
+            connection.putrequest("POST", "/v1/metadata")
+            connection.putheader("Authorization", "Bearer ca4-dev-key \t")
+            connection.putheader("Content-Length", "2")
+            connection.endheaders(b"{}")
+            response = connection.getresponse()
+            status, body = response.status, response.read()
+        finally:
+            connection.close()
+
+    assert status == 429, body  # the app's own answer
+    assert json.loads(body)["headers"]["authorization"] == "Bearer ca4-dev-key"
+
+
+async def test_header_values_go_upstream_without_surrounding_whitespace(
+    upstream: Upstream,
+) -> None:
+    async with _client(_edge(upstream)) as client:
+        await client.get(
+            "/v1/sessions/s1",
+            headers={"Authorization": " Bearer ca4-dev-key \t", "X-Empty": "  "},
+        )
+    assert upstream.header(0, "authorization") == ["Bearer ca4-dev-key"]
+    assert upstream.header(0, "x-empty") == [""]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "part"),
+    [
+        (b"authorization", b"Bearer ca4-\x00dev-key", "value"),
+        (b"authorization", b"Bearer ca4-\x7fdev-key", "value"),
+        (b"x-note", b"one\r\ntwo", "value"),
+        (b"bad header", b"x", "name"),
+    ],
+)
+async def test_a_header_that_cannot_be_forwarded_is_the_clients_400_not_a_502(
+    upstream: Upstream, name: bytes, value: bytes, part: str
+) -> None:
+    proxy = _edge(upstream)
+    messages: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1/sessions/s1",
+        "raw_path": b"/v1/sessions/s1",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8002"), (name, value)],
+        "client": ("127.0.0.1", 51000),
+        "scheme": "http",
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+
+    await proxy(scope, receive, send)
+    await proxy.aclose()
+
+    assert upstream.requests == []
+    start, body = messages
+    assert start["status"] == 400
+    assert (b"content-type", b"application/json") in start["headers"]
+    detail = json.loads(body["body"])["detail"]
+    assert detail.startswith(f"request header {name.decode()!r} cannot be forwarded: its {part}")
+    assert b"ca4" not in body["body"]  # never the value: it may be a key
+
+
+async def test_what_the_upstream_client_refuses_to_send_is_a_400_that_quotes_no_value() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError("Illegal header value b'Bearer secret-key '")
+
+    proxy = EdgeProxy(chart_routes(), UPSTREAMS, transport=httpx.MockTransport(refuse))
+    async with _client(proxy) as client:
+        response = await client.get("/v1/gpus")
+    await proxy.aclose()
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "the request cannot be forwarded as sent (not valid HTTP/1.1)"
+    }
+    assert "secret" not in response.text
+
+
+# --- the make dev banner ------------------------------------------------------------------------
+
+
+def test_the_make_dev_banner_gives_notebooks_the_edge_never_the_processors_port() -> None:
+    """A user who took ``:8000`` from the banner saw ingest work and every read answer 404."""
+    makefile = (chart_values().parents[3] / "Makefile").read_text("utf-8")
+    recipe = makefile.split("\ndev:", 1)[1].split("\n.PHONY", 1)[0]
+    banner = [line for line in recipe.splitlines() if line.strip().startswith("@echo")]
+    for line in banner:
+        if "/sdk/" in line or "/v1/" in line:  # what a notebook installs from and reads
+            assert "$(PROCESSOR_URL)" not in line, line
+            assert "$(WORKER_URL)" not in line, line
+    assert any("--index-url $(EDGE_URL)/sdk/ ca4-sdk" in line for line in banner)

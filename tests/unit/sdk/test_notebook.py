@@ -1,16 +1,29 @@
 """The Colab quickstart notebook is valid nbformat 4, its code cells compile, and it (like the
-README) installs the SDK from the edge only, with the dependencies ``sdk/pyproject.toml`` names."""
+README) installs the SDK from the edge only, with the dependencies ``sdk/pyproject.toml`` names.
+
+Its cells also run here, in process, where they decide what a user sees when something goes
+wrong: a read the edge refuses, nothing delivered, nothing read back, no edge URL set.
+"""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shlex
+import socket
+import sys
+import threading
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ca4_sdk import DeliveryResult
 
 ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOK = ROOT / "sdk" / "notebooks" / "colab_quickstart.ipynb"
@@ -98,3 +111,226 @@ def test_the_sdk_comes_from_the_edge_and_its_dependencies_by_name(where: str) ->
     lines = source.splitlines()
     last_install = max(i for i, line in enumerate(lines) if line.startswith("%pip install"))
     assert any(re.match(r"\s*import ca4_sdk\b", line) for line in lines[last_install + 1 :])
+
+
+# --- the cells, run here ------------------------------------------------------------------------
+
+
+def _cell(cell_id: str) -> str:
+    """One cell's source, by its id (``cell-09``), shell magics left out."""
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    (source,) = ["".join(c["source"]) for c in notebook["cells"] if c.get("id") == cell_id]
+    return "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
+
+
+def _run(source: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    exec(compile(source, str(NOTEBOOK), "exec"), namespace)
+    return namespace
+
+
+def _definitions(source: str) -> str:
+    """A cell's imports, constants and functions, without the statements that use them."""
+    kept: list[ast.stmt] = [
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef)
+        or (
+            isinstance(node, ast.Assign)
+            and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
+        )
+    ]
+    return ast.unparse(ast.Module(body=kept, type_ignores=[]))
+
+
+@dataclass
+class _Answer:
+    status: int = 200
+    content_type: str = "application/json"
+    body: bytes = b"{}"
+    seen_authorization: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def edge() -> Iterator[tuple[str, _Answer]]:
+    """A stand-in edge answering every GET with what the test sets."""
+    answer = _Answer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer.seen_authorization.append(self.headers.get("Authorization", ""))
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.content_type)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _read_helper(edge_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The read-back cell's ``read`` and ``HEADERS``, for an edge at ``edge_url``."""
+    monkeypatch.setenv("CA4_API_KEY", " ca4-dev-key \n")  # pasted, with a stray space and newline
+    return _run(_definitions(_cell("cell-09")), {"os": os, "CA4_EDGE": edge_url})
+
+
+def test_the_read_helper_returns_the_apis_json_and_sends_the_key_stripped(
+    edge: tuple[str, _Answer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, answer = edge
+    answer.body = b'{"session_id": "s1"}'
+    cell = _read_helper(url, monkeypatch)
+
+    assert cell["HEADERS"]["Authorization"] == "Bearer ca4-dev-key"
+    assert cell["read"]("/v1/sessions/s1") == {"session_id": "s1"}
+    assert answer.seen_authorization == ["Bearer ca4-dev-key"]
+
+
+PROCESSOR_READ_404 = (
+    b'{"detail": "reads are served by the worker: use the edge (ingress) URL, which routes them"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "content_type", "body", "shown", "cause"),
+    [
+        (401, "application/json", b'{"detail": "Invalid API key"}', "Invalid API key", "the key"),
+        (403, "application/json", b'{"detail": "needs the read scope"}', "read scope", "the key"),
+        # The edge's own 404 (a path it does not route), and the processor's port taken for it.
+        (404, "text/plain", b"404 page not found\n", "404 page not found", "processor's port"),
+        (404, "application/json", b'{"detail": "Not Found"}', "Not Found", "processor's port"),
+        (404, "application/json", PROCESSOR_READ_404, "use the edge", "processor's port"),
+        (404, "text/html", b"<html><body>ERR_NGROK_3200 offline</body></html>", "ERR_NGROK", "URL"),
+        (
+            404,
+            "application/json",
+            b'{"detail": "Session not found"}',
+            "Session not found",
+            "stored",
+        ),
+        (502, "text/plain", b"Bad Gateway\n", "Bad Gateway", "worker running"),
+        (200, "text/html", b"<html>Sign in to the Wi-Fi</html>", "Wi-Fi", "not the CA4 API's JSON"),
+    ],
+)
+def test_a_failed_read_says_what_the_edge_answered_and_why_then_stops_short(
+    edge: tuple[str, _Answer],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    content_type: str,
+    body: bytes,
+    shown: str,
+    cause: str,
+) -> None:
+    """A review's first run: a wrong key ended in ``HTTPError 401`` without the API's detail."""
+    url, answer = edge
+    answer.status, answer.content_type, answer.body = status, content_type, body
+    cell = _read_helper(url, monkeypatch)
+
+    with pytest.raises(RuntimeError) as caught:
+        cell["read"]("/v1/sessions/s1")
+
+    printed = capsys.readouterr().out
+    assert f"HTTP {status}" in printed
+    assert shown in printed
+    (likely,) = [line for line in printed.splitlines() if line.startswith("Likely cause:")]
+    assert cause in likely
+    assert str(caught.value) == f"reading /v1/sessions/s1 failed: HTTP {status} (see above)"
+
+
+def test_a_read_nothing_answers_names_the_url_and_the_tunnel(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    cell = _read_helper(dead, monkeypatch)
+
+    with pytest.raises(RuntimeError, match=f"^no answer from {re.escape(dead)}$"):
+        cell["read"]("/v1/sessions/s1")
+
+    printed = capsys.readouterr().out
+    assert "ConnectionError" in printed
+    assert "Likely cause: the URL or the tunnel" in printed
+
+
+@pytest.mark.parametrize(
+    "unset", [("CA4_EDGE_API_URL",), ("CA4_API_KEY",), ("CA4_EDGE_API_URL", "CA4_API_KEY")]
+)
+def test_outside_colab_the_first_cell_says_what_to_set_instead_of_a_key_error(
+    monkeypatch: pytest.MonkeyPatch, unset: tuple[str, ...]
+) -> None:
+    monkeypatch.setitem(sys.modules, "google.colab", None)  # not on Colab
+    monkeypatch.setenv("CA4_EDGE_API_URL", "https://edge.example")
+    monkeypatch.setenv("CA4_API_KEY", "ca4-dev-key")
+    for name in unset:
+        monkeypatch.delenv(name)
+    before_install = _cell("cell-01").split("print(", 1)[0]
+
+    with pytest.raises(RuntimeError) as caught:
+        _run(before_install, {})
+
+    message = str(caught.value)
+    assert message.startswith(f"set {' and '.join(unset)} first")
+    assert "secrets" in message  # how on Colab
+    assert "environment" in message  # how elsewhere
+
+
+def test_the_first_cell_takes_a_pasted_edge_url_with_stray_whitespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "google.colab", None)
+    monkeypatch.setenv("CA4_EDGE_API_URL", " https://edge.example/ \n")
+    monkeypatch.setenv("CA4_API_KEY", "ca4-dev-key")
+
+    cell = _run(_cell("cell-01").split("print(", 1)[0], {})
+
+    assert cell["CA4_EDGE"] == "https://edge.example"
+
+
+class _RefusedReporter:
+    """A reporter whose every report the edge refused (a wrong key)."""
+
+    session_id = "s1"
+    stats = "ReporterStats(delivered=0)"
+
+    def report_once(self) -> DeliveryResult:
+        return DeliveryResult(event_id="e", delivered=False, error="HTTP 401: Invalid API key")
+
+
+def test_the_workload_cell_counts_only_the_reports_delivered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "2 reports sent from here" when the edge had refused both."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # NumPy on the CPU
+    monkeypatch.setenv("QUICKSTART_WORKLOAD_S", "0.3")
+    monkeypatch.setenv("QUICKSTART_SAMPLE_EVERY_S", "0.1")
+    reporter = _RefusedReporter()
+
+    _run(_cell("cell-07"), {"os": os, "reporter": reporter, "sent": [reporter.report_once()]})
+
+    printed = capsys.readouterr().out
+    counted = re.search(r"\b(\d+) of (\d+) reports sent from here delivered", printed)
+    assert counted is not None, printed
+    assert int(counted[1]) == 0
+    assert int(counted[2]) >= 2
+    assert "HTTP 401: Invalid API key" in printed  # why
+
+
+def test_with_nothing_read_back_the_table_and_plot_cells_say_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They ended in ``IndexError: list index out of range`` (``columns = list(rows[0])``)."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    for cell_id, says in (("cell-10", "No table"), ("cell-11", "No plot")):
+        _run(_cell(cell_id), {"events": {}, "reporter": _RefusedReporter()})
+        assert capsys.readouterr().out.startswith(says), cell_id

@@ -26,7 +26,7 @@ from pydantic.json_schema import models_json_schema
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import ca4_processor
-from ca4_processor.api.routes import health, metadata, sdk
+from ca4_processor.api.routes import health, metadata, reads, sdk
 from ca4_processor.asyncapi import asyncapi_router
 from ca4_processor.core.config import Settings, get_settings
 from ca4_processor.examples import COLAB_T4_REPORT, CPU_RUNTIME_REPORT, with_fresh_example_ids
@@ -154,6 +154,7 @@ def create_api(
     app.include_router(metadata.legacy_router)
     app.include_router(asyncapi_router(settings))
     app.include_router(sdk.router)
+    app.include_router(reads.router)
     Instrumentator(
         registry=metrics.registry,
         excluded_handlers=["/metrics", "/healthz", "/readyz"],

@@ -14,8 +14,11 @@ headers except hop-by-hop ones; the ``Host`` header passes through (as Traefik's
 the edge listens on 127.0.0.1 only, so whatever talks to it is local. The answer comes back
 as the app gave it: status, headers (``Retry-After`` included) and body bytes, streamed
 undecoded. An upstream that does not answer is a ``502``; one slower than the deadline, a
-``504`` (Traefik's answers). The edge's own health is ``GET /-/healthy``, a path the ingress
-never routes.
+``504`` (Traefik's answers). Header values lose surrounding whitespace on the way (optional
+whitespace in HTTP, and a pasted key's trailing space is common: the upstream client refuses to
+send it as is); a header that still cannot be sent is the client's error, a ``400`` whose JSON
+``detail`` names the header (never its value, which may be a key), not a ``502`` blaming the app.
+The edge's own health is ``GET /-/healthy``, a path the ingress never routes.
 
 Run it with ``ca4 devstack up --with-app`` (the ``edge`` service), or by hand with
 ``uvicorn --factory ca4_provision.devstack.edge:from_env`` plus :data:`UVICORN_FLAGS`.
@@ -26,8 +29,10 @@ the dev stack's processor and worker ports) and ``CA4_EDGE_DEADLINE_S`` (60).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +81,13 @@ HOP_BY_HOP = frozenset(
 names."""
 _NOT_FORWARDED = HOP_BY_HOP | {"expect"}  # the edge's server answers 100-continue itself
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
+_OPTIONAL_WHITESPACE = b" \t"
+_HEADER_NAME = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(
+    rb"([\x21-\x7e\x80-\xff]([\t\x20-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
+)
+"""RFC 9110's ``token`` and ``field-value`` (surrounding whitespace already gone), as h11,
+the upstream client's HTTP/1.1, checks them before sending."""
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +123,18 @@ def route(path: str, routes: Mapping[str, str]) -> str | None:
 
 class _ClientGoneError(Exception):
     """The client disconnected while its body was being forwarded."""
+
+
+class _UnforwardableHeaderError(Exception):
+    """A request header that HTTP/1.1 cannot carry upstream: the client's error, a ``400``."""
+
+    def __init__(self, name: bytes, part: str) -> None:
+        self.name = name.decode("latin-1")
+        super().__init__(
+            f"request header {self.name!r} cannot be forwarded: its {part} holds a character"
+            " HTTP does not allow there (a control character or a line break); fix what the"
+            " client sends"
+        )
 
 
 class EdgeProxy:
@@ -185,7 +209,12 @@ class EdgeProxy:
         url = self.upstreams[component] + raw_path.decode("latin-1")
         if query:
             url += "?" + query.decode("latin-1")
-        headers, has_body = _request_headers(scope)
+        try:
+            headers, has_body = _request_headers(scope)
+        except _UnforwardableHeaderError as exc:
+            log.info("%s %s: %s", scope["method"], path, exc)
+            await _answer_json(send, 400, {"detail": str(exc)})
+            return
         request = httpx.Request(
             scope["method"],
             url,
@@ -219,6 +248,16 @@ class EdgeProxy:
             log.warning("%s %s: %s gave no answer in time (%r)", *_what(request, component), exc)
             if not started:
                 await _answer(send, 504, b"Gateway Timeout\n")
+        except httpx.LocalProtocolError as exc:
+            # What the upstream client refused to send was the request as the client made it
+            # (the checks in _request_headers should catch it first). Its message may quote a
+            # header's value, a key: neither logged nor answered.
+            log.info(
+                "%s %s: not forwardable (%s)", *_what(request, component)[:2], type(exc).__name__
+            )
+            if not started:
+                detail = "the request cannot be forwarded as sent (not valid HTTP/1.1)"
+                await _answer_json(send, 400, {"detail": detail})
         except httpx.TransportError as exc:
             log.warning("%s %s: %s unreachable (%r)", *_what(request, component), exc)
             if not started:
@@ -232,8 +271,17 @@ def _what(request: httpx.Request, component: str) -> tuple[str, str, str]:
 
 
 def _request_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """What goes upstream, and whether a body comes with the request."""
-    raw: list[tuple[bytes, bytes]] = list(scope.get("headers", []))
+    """What goes upstream, and whether a body comes with the request.
+
+    Values lose surrounding whitespace; a name or value HTTP/1.1 cannot carry raises
+    :class:`_UnforwardableHeaderError`.
+    """
+    raw = [(n, v.strip(_OPTIONAL_WHITESPACE)) for n, v in scope.get("headers", [])]
+    for name, value in raw:
+        if not _HEADER_NAME.fullmatch(name):
+            raise _UnforwardableHeaderError(name, "name")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise _UnforwardableHeaderError(name, "value")
     headers = _without(raw, _NOT_FORWARDED)
     has_body = any(n.lower() in {b"content-length", b"transfer-encoding"} for n, _ in raw)
     given = {n: v for n, v in headers if n in _FORWARDED}
@@ -282,19 +330,26 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _answer(send: Send, status: int, body: bytes) -> None:
-    """A plain-text answer from the edge itself."""
+async def _answer(
+    send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8"
+) -> None:
+    """An answer from the edge itself, plain text unless ``content_type`` says otherwise."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _answer_json(send: Send, status: int, document: Mapping[str, str]) -> None:
+    """A JSON answer from the edge itself, for a client's error: ``detail`` as the API has it."""
+    await _answer(send, status, json.dumps(document).encode(), b"application/json")
 
 
 def upstreams_from_env(
