@@ -39,8 +39,9 @@ class SessionOwnerCache:
         return owner
 
     def put(self, session_id: str, owner: str) -> None:
-        """Remember ``owner`` for ``session_id`` (a confirmed owner never changes)."""
-        if self.get(session_id) is not None:
+        """Remember ``owner`` for ``session_id`` (a confirmed owner never changes, so a known
+        session is left as it is: its last :meth:`get` placed it)."""
+        if session_id in self._owner_of:
             return
         self._owner_of[session_id] = owner
         sessions = self._sessions_of.setdefault(owner, OrderedDict())
