@@ -2,9 +2,10 @@
 
 Everything slow (NVML or nvidia-smi, HTTP, disk) happens on one daemon thread; the caller's
 thread only flips an event. No asyncio anywhere, so Jupyter's own event loop is never touched.
-The thread's reports go to the bounded on-disk spool before they are sent, and stay there until
-the API takes them: they are sent, oldest first and with unchanged ``event_id``, as soon as the
-API answers again, and once more at interpreter exit. A reporter is active only in the process
+The thread's reports go to the bounded on-disk spool before they are sent (a bounded one in
+memory, with a warning, where no spool directory can be used), and stay there until the API
+takes them: they are sent, oldest first and with unchanged ``event_id``, as soon as the API
+answers again, and once more at interpreter exit. A reporter is active only in the process
 that started it (a child made by ``os.fork()`` inherits an inactive one), and one per session id
 runs in a process (starting another stops the earlier one; :func:`stop_all` stops them all).
 
@@ -21,6 +22,7 @@ import logging
 import os
 import threading
 import time
+import unicodedata
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,7 +42,15 @@ from ca4_sdk.runtime import (
     replace_session_id,
     stable_session_id,
 )
-from ca4_sdk.spool import DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, Spool, default_spool_dir
+from ca4_sdk.spool import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_REPORTS,
+    MemorySpool,
+    Spool,
+    default_spool_dir,
+    legacy_spool_dir,
+    prepare_default_spool_dir,
+)
 from ca4_sdk.transport import BATCH_PATH, Backoff, SendOutcome, Transport
 
 logger = logging.getLogger("ca4_sdk")
@@ -53,10 +63,32 @@ STOP_TIMEOUT_S = 5.0
 gets what is left of it, so an edge that accepts and never answers can't freeze the notebook."""
 AT_EXIT_TIMEOUT_S = 5.0
 """What the interpreter-exit flush waits at most."""
-API_PATHS = ("/v1/metadata/batch", "/v1/metadata", "/metadata", "/sdk")
+API_PATHS = (
+    "/v1/metadata/batch",
+    "/v1/metadata",
+    "/v1/sessions",
+    "/v1/gpus",
+    "/v1/events",
+    "/v1/usage",
+    "/v1",
+    "/metadata",
+    "/sdk",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/asyncapi",
+    "/asyncapi.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+)
 """Paths of the edge that are not its base URL: a ``url`` ending in one is a setup mistake (the
-SDK would post to ``.../v1/metadata/v1/metadata/batch``). Any other path prefix is kept, for an
-edge behind a proxy under a path of its own."""
+SDK would post to ``.../v1/metadata/v1/metadata/batch`` or ``.../docs/v1/metadata/batch``, and
+retry for good). Any other path prefix is kept, for an edge behind a proxy under a path of its
+own."""
+API_PATH_TREES = ("/v1/metadata", "/v1/sessions", "/v1/gpus", "/v1/events", "/v1/usage", "/sdk")
+"""API paths whose every sub-path is one too (a session's or a GPU's page, the SDK's wheel): a
+``url`` with one anywhere in its path is refused the same way."""
 
 
 class _Registry:
@@ -146,14 +178,94 @@ def _base_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"url must be the edge's base URL, without ?query or #fragment: {url!r}")
     path = parts.path.rstrip("/")
-    for api_path in API_PATHS:
-        if path.lower().endswith(api_path):
-            base = urlunsplit((parts.scheme, parts.netloc, path[: -len(api_path)], "", ""))
-            raise ValueError(
-                f"url {url!r} ends in the API path {api_path}: pass the edge's base URL, "
-                f"e.g. {base} (the SDK adds {BATCH_PATH} itself)"
-            )
+    found = _api_path_in(path)
+    if found is not None:
+        at, api_path = found
+        base = urlunsplit((parts.scheme, parts.netloc, path[:at], "", ""))
+        raise ValueError(
+            f"url {url!r} ends in the API path {api_path}: pass the edge's base URL, "
+            f"e.g. {base} (the SDK adds {BATCH_PATH} itself)"
+        )
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _api_path_in(path: str) -> tuple[int, str] | None:
+    """Where ``path`` (without trailing ``/``) turns into an API path, and which, or None."""
+    lowered = path.lower()
+    for tree in API_PATH_TREES:
+        at = lowered.find(tree + "/")
+        if at >= 0:
+            return at, lowered[at:]
+    for api_path in API_PATHS:
+        if lowered.endswith(api_path):
+            return len(path) - len(api_path), api_path
+    return None
+
+
+def _checked_api_key(key: str) -> str:
+    """``key`` without surrounding whitespace; ValueError for a character no API key has (a
+    curly quote or a line break pasted from a document), naming its place, never the key."""
+    key = key.strip()
+    for position, character in enumerate(key, start=1):
+        if not " " <= character <= "~":
+            name = unicodedata.name(character, "a control character")
+            raise ValueError(
+                f"the API key (api_key= or CA4_API_KEY, {len(key)} characters) has "
+                f"U+{ord(character):04X} ({name}) at position {position}: an API key is "
+                "printable ASCII only; paste it again as plain text (a document or chat may "
+                "have turned its quotes curly or added a line break)"
+            )
+    return key
+
+
+def _open_spool(chosen: Path | None, session_id: str, *, max_reports: int, max_bytes: int) -> Spool:
+    """The chosen spool directory, or the session's default one (with what an earlier SDK
+    spooled for the session moved in); without a usable directory (a read-only or missing temp
+    directory, another user's), a :class:`MemorySpool` and one warning: never an exception."""
+    try:
+        if chosen is not None:
+            return Spool(chosen, max_reports=max_reports, max_bytes=max_bytes)
+        directory = default_spool_dir(session_id)
+        prepare_default_spool_dir(directory)
+        spool = Spool(directory, max_reports=max_reports, max_bytes=max_bytes)
+    except OSError as error:
+        fix = (
+            "pass spool_dir= a directory this user can write to"
+            if chosen is not None
+            else "set TMPDIR to a directory this user can write to, or pass spool_dir="
+        )
+        logger.warning(
+            "ca4: no usable spool directory (%s): reports the API cannot take yet are kept in "
+            "memory (%d reports / %g MiB at most) and lost when this process ends; %s",
+            error,
+            max_reports,
+            max_bytes / 2**20,
+            fix,
+        )
+        return MemorySpool(max_reports=max_reports, max_bytes=max_bytes)
+    _adopt_legacy_spool(spool, session_id)
+    return spool
+
+
+def _adopt_legacy_spool(spool: Spool, session_id: str) -> None:
+    """Move what an SDK before the uid in the spool's name spooled for ``session_id`` (in the
+    directory every user shared) into ``spool``, when that directory is this user's."""
+    legacy: Path | None = None
+    try:
+        legacy = legacy_spool_dir(session_id)
+        if legacy is None or not legacy.is_dir():
+            return
+        moved = spool.adopt(legacy)
+    except OSError as error:
+        logger.debug("ca4: left the earlier spool %s alone: %s", legacy, error)
+        return
+    if moved:
+        logger.info(
+            "ca4: moved %s an earlier SDK spooled in %s to %s",
+            _reports(moved),
+            legacy,
+            spool.location,
+        )
 
 
 def _without_userinfo(url: str) -> str:
@@ -172,11 +284,12 @@ class Reporter:
     """Report GPU metadata to a CA4 edge API without ever blocking the notebook.
 
     ``url`` (the edge's base URL) and ``api_key`` default to ``CA4_EDGE_API_URL`` and
-    ``CA4_API_KEY``; a missing key or a URL that is not an edge's base URL raise ValueError at
-    once. ``privacy`` hashes the hostname (salted) and drops process names. Use :meth:`start` /
-    :meth:`stop` or ``with Reporter(...):``; :meth:`report_once` collects and sends one report
-    synchronously. Starting a reporter stops the one started earlier in this process for the
-    same session (a notebook cell run again); :func:`stop_all` stops them all.
+    ``CA4_API_KEY``; a missing key, a key that is not printable ASCII (surrounding whitespace
+    is stripped) or a URL that is not an edge's base URL raise ValueError at once. ``privacy``
+    hashes the hostname (salted) and drops process names. Use :meth:`start` / :meth:`stop` or
+    ``with Reporter(...):``; :meth:`report_once` collects and sends one report synchronously.
+    Starting a reporter stops the one started earlier in this process for the same session (a
+    notebook cell run again); :func:`stop_all` stops them all.
 
     A session the API refuses as another tenant's is left once for a fresh id (logged, and
     :attr:`session_id` says which), unless ``session_id`` or ``CA4_SESSION_ID`` chose it.
@@ -204,7 +317,7 @@ class Reporter:
         resolved_url = url or os.environ.get("CA4_EDGE_API_URL")
         if not resolved_url or not resolved_url.strip():
             raise ValueError("no API URL: pass url=... or set CA4_EDGE_API_URL")
-        resolved_key = (api_key or os.environ.get("CA4_API_KEY") or "").strip()
+        resolved_key = _checked_api_key(api_key or os.environ.get("CA4_API_KEY") or "")
         if not resolved_key:
             raise ValueError("no API key: pass api_key=... or set CA4_API_KEY")
         if interval <= 0:
@@ -227,8 +340,9 @@ class Reporter:
         self._collector = collector
         self._transport = Transport(self.url, resolved_key, read_timeout_s=read_timeout_s)
         self._spool_dir_chosen = bool(spool_dir)
-        self.spool = Spool(
-            Path(spool_dir) if spool_dir else default_spool_dir(self.session_id),
+        self.spool = _open_spool(
+            Path(spool_dir) if spool_dir else None,
+            self.session_id,
             max_reports=spool_max_reports,
             max_bytes=spool_max_bytes,
         )
@@ -240,6 +354,8 @@ class Reporter:
         self._next_send_at = 0.0
         self._failing = False
         """A delivery failed and the spool has not been emptied since."""
+        self._error_is_refusal = False
+        """``stats.last_error`` says why the API refused reports (cleared by the next success)."""
         self._delivered_while_failing = 0
         self._delivery_lock = threading.RLock()
         self._collect_lock = threading.Lock()
@@ -328,11 +444,35 @@ class Reporter:
                     timeout,
                     _reports(kept),
                     "stays" if kept == 1 else "stay",
-                    self.spool.directory,
+                    self.spool.location,
                 )
                 return  # the exit-time flush stays registered
+            self._say_what_stays_spooled()
         control.stop.set()
         atexit.unregister(self._flush_at_exit)
+
+    def _say_what_stays_spooled(self) -> None:
+        """After the final flush of a stop: one line for the reports it could not deliver."""
+        kept = len(self.spool)
+        if not kept:
+            return
+        if self.spool.on_disk:
+            logger.warning(
+                "ca4: %s %s spooled in %s; %s sent on the next run",
+                _reports(kept),
+                "stays" if kept == 1 else "stay",
+                self.spool.location,
+                "it is" if kept == 1 else "they are",
+            )
+        else:
+            logger.warning(
+                "ca4: %s %s in %s; %s sent if this reporter starts again, and lost when this "
+                "process ends",
+                _reports(kept),
+                "stays" if kept == 1 else "stay",
+                self.spool.location,
+                "it is" if kept == 1 else "they are",
+            )
 
     def close(self) -> None:
         """Stop and release NVML and pooled connections (once the thread is done with them)."""
@@ -423,29 +563,47 @@ class Reporter:
     # -- delivery --------------------------------------------------------------------------
 
     def report_once(self) -> DeliveryResult:
-        """Collect and send one report now (blocks the caller); spools it if the API is down."""
+        """Collect and send one report now (blocks the caller); spools it if the API is down.
+
+        The report is spooled before it is sent, as the background thread's are: an interrupt
+        (Ctrl-C) while the edge is slow to answer leaves it spooled, for the next delivery.
+        """
         report = self.collect()
+        event_id = str(report["event_id"])
         with self._delivery_lock:
+            spooled = self._spool_put([report])
             outcome = self._transport.send([report])
             self._account(outcome)
             if outcome.session_forbidden and self._session_refused(outcome.session_forbidden):
                 # Under the session switched to (once at most: a second refusal drops it),
-                # and so are the reports spooled for the one left.
+                # and so are the reports spooled for the one left (this one among them).
                 self._spool_under_current_session()
                 outcome = self._transport.send([dict(report, session_id=self.session_id)])
                 self._account(outcome)
                 self._session_refused(outcome.session_forbidden)
             if outcome.retry:
-                self.spool.put(outcome.retry)
+                if not spooled:
+                    self._spool_put(outcome.retry)
                 self._schedule_retry(outcome)
-            elif self._failing and len(self.spool) == 0:
-                self._recovered()
+            else:  # delivered, or refused for good
+                if spooled:
+                    self.spool.discard({event_id})
+                if self._failing and len(self.spool) == 0:
+                    self._recovered()
         error = outcome.error or (outcome.rejected[0][1] if outcome.rejected else None)
         if outcome.session_forbidden:
             error = self.stats.last_error
-        return DeliveryResult(
-            event_id=str(report["event_id"]), delivered=bool(outcome.accepted), error=error
-        )
+        return DeliveryResult(event_id=event_id, delivered=bool(outcome.accepted), error=error)
+
+    def _spool_put(self, reports: list[ReportDict]) -> bool:
+        """Spool ``reports``; False, with a warning, when the spool cannot take them (a full or
+        vanished disk): the send goes on without that safety net."""
+        try:
+            self.spool.put(reports)
+        except OSError as error:
+            logger.warning("ca4: could not spool %s: %s", _reports(len(reports)), error)
+            return False
+        return True
 
     def flush(self) -> bool:
         """Send everything spooled now; True when the spool is empty afterwards.
@@ -504,9 +662,20 @@ class Reporter:
                 self._delivered_while_failing += len(outcome.accepted)
         for event_id, reason in outcome.rejected:
             logger.warning("ca4 report %s refused by the API, not retried: %s", event_id, reason)
+        if outcome.rejected:
+            # Shown by print(reporter) too: every report dropped must not read as no error.
+            self.stats.last_error = (
+                f"{_reports(len(outcome.rejected))} refused by the API, not retried: "
+                f"{outcome.rejected[-1][1]}"
+            )
+            self._error_is_refusal = True
+        elif outcome.accepted and not outcome.retry and self._error_is_refusal:
+            self.stats.last_error = None  # reports get through again
+            self._error_is_refusal = False
         if outcome.retry:
             self.stats.send_failures += 1
             self.stats.last_error = outcome.error
+            self._error_is_refusal = False
 
     def _session_refused(self, refused: list[ReportDict]) -> set[str]:
         """Reports the API refused because their session is another tenant's: the event ids to
@@ -548,10 +717,11 @@ class Reporter:
                 _registry.running.setdefault(self.session_id, self)
         logger.warning(
             "ca4: the API refused session %s as another tenant's (a session reported before "
-            "the API's tenancy upgrade belongs to no key, or this API key now belongs to "
-            "another tenant); reporting under the fresh session %s from now on, and sending "
-            "the refused and spooled reports again under it with their event ids (refused "
-            "reports were never stored). Read this runtime's new data under session %s.",
+            "the API's tenancy upgrade belongs to no key, this API key now belongs to another "
+            "tenant, or another tenant's key reported from this runtime); reporting under the "
+            "fresh session %s from now on, and sending the refused and spooled reports again "
+            "under it with their event ids (refused reports were never stored). Read this "
+            "runtime's new data under session %s.",
             old,
             self.session_id,
             self.session_id,
@@ -561,13 +731,21 @@ class Reporter:
         """Spooled reports of the sessions left go under the current one, oldest first, into
         its own default spool directory (a ``spool_dir`` the caller chose is kept)."""
         target = self.spool
-        if not self._spool_dir_chosen:
-            directory = default_spool_dir(self.session_id)
-            if target.directory != directory:
-                target = Spool(
-                    directory, max_reports=self.spool.max_reports, max_bytes=self.spool.max_bytes
-                )
-                target.dropped = self.spool.dropped
+        if not self._spool_dir_chosen and self.spool.on_disk:
+            try:
+                directory = default_spool_dir(self.session_id)
+                if target.directory != directory:
+                    prepare_default_spool_dir(directory)
+                    target = Spool(
+                        directory,
+                        max_reports=self.spool.max_reports,
+                        max_bytes=self.spool.max_bytes,
+                    )
+                    target.dropped = self.spool.dropped
+            except OSError as error:
+                # Kept where they are, under the fresh session: sent all the same.
+                logger.warning("ca4: spooled reports stay in %s: %s", self.spool.location, error)
+                target = self.spool
         self.spool.move_sessions(self._left_sessions, self.session_id, target)
         self.spool = target
 
@@ -614,6 +792,7 @@ class Reporter:
         self._failing = False
         self._delivered_while_failing = 0
         self.stats.last_error = None
+        self._error_is_refusal = False
 
     def _schedule_retry(self, outcome: SendOutcome) -> None:
         delay = self._backoff.next_delay(outcome.retry_after_s)
@@ -626,7 +805,7 @@ class Reporter:
                 "next try in %.0fs",
                 outcome.error,
                 _reports(len(self.spool)),
-                self.spool.directory,
+                self.spool.location,
                 delay,
             )
         elif self._backoff.attempt == 1:
@@ -634,10 +813,13 @@ class Reporter:
             if outcome.status == 404:
                 error = f"{error}, from POST {self._transport.url}"
             logger.warning(
-                "ca4 API unreachable (%s); %s kept in %s, next try in %.1fs",
+                "ca4 API %s (%s); %s kept in %s, next try in %.1fs",
+                "not reached"
+                if outcome.status is not None and 300 <= outcome.status < 400
+                else "unreachable",
                 error,
                 _reports(len(self.spool)),
-                self.spool.directory,
+                self.spool.location,
                 delay,
             )
         self._next_send_at = time.monotonic() + delay

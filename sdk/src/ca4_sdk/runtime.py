@@ -2,12 +2,17 @@
 
 The session id must survive re-running a notebook cell and re-creating the Reporter, but change
 when the runtime (VM or container) is recycled. It is a random id persisted in the temp
-directory, keyed by the kernel boot id: a recycled Colab runtime has a fresh temp directory.
+directory, keyed by the user and the kernel boot id: a recycled Colab runtime has a fresh temp
+directory, and each user of a shared host (JupyterHub, a lab's GPU server) has a file of its own.
+Where that file cannot be kept (a read-only temp directory, or its name taken by another user)
+the id lives as long as this process, with one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import re
 import sys
@@ -15,7 +20,16 @@ import tempfile
 import uuid
 from pathlib import Path
 
+logger = logging.getLogger("ca4_sdk")
+
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+"""Never follow a link another user of a shared temp directory put in place (0: Windows)."""
+_SESSION_FILE_MAX_BYTES = 256
+"""A session id is at most 128 characters: a larger file is not one the SDK wrote."""
+_process_session_ids: dict[str, str] = {}
+"""The session id of each runtime whose session file could not be used, for this process's
+later reporters (a cell run again), keyed by the file (or the runtime, without a temp dir)."""
 
 
 def detect_runtime(environ: dict[str, str] | None = None) -> str:
@@ -35,6 +49,20 @@ def detect_runtime(environ: dict[str, str] | None = None) -> str:
     return "python"
 
 
+def current_uid() -> int | None:
+    """This process's user id; None where there is none (Windows, whose temp directory is the
+    user's own)."""
+    getuid = getattr(os, "getuid", None)
+    return None if getuid is None else int(getuid())
+
+
+def user_suffix() -> str:
+    """``-<uid>``, or nothing without a uid: what names a file or directory of this user in a
+    temp directory that other users share."""
+    uid = current_uid()
+    return "" if uid is None else f"-{uid}"
+
+
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
@@ -42,10 +70,23 @@ def _boot_id() -> str:
         return "no-boot-id"
 
 
+def _runtime_key(runtime: str) -> str:
+    return hashlib.sha256(f"{runtime}:{_boot_id()}".encode()).hexdigest()[:16]
+
+
 def session_file(runtime: str, directory: Path | None = None) -> Path:
-    """Where this runtime's session id is kept for its lifetime."""
-    key = hashlib.sha256(f"{runtime}:{_boot_id()}".encode()).hexdigest()[:16]
-    return (directory or Path(tempfile.gettempdir())) / f"ca4-session-{key}.id"
+    """Where this user's session id of this runtime is kept for the runtime's lifetime
+    (``<tmp>/ca4-session-<uid>-<key>.id``). OSError when there is no usable temp directory."""
+    return (directory or Path(tempfile.gettempdir())) / (
+        f"ca4-session{user_suffix()}-{_runtime_key(runtime)}.id"
+    )
+
+
+def _legacy_session_file(runtime: str, directory: Path | None = None) -> Path | None:
+    """Where SDKs before the uid in the name kept it (one file for every user of the host)."""
+    if current_uid() is None:
+        return None  # the same name as session_file's
+    return (directory or Path(tempfile.gettempdir())) / f"ca4-session-{_runtime_key(runtime)}.id"
 
 
 def new_session_id(runtime: str) -> str:
@@ -53,27 +94,89 @@ def new_session_id(runtime: str) -> str:
     return f"{runtime}-{uuid.uuid4().hex[:20]}"
 
 
+def _read_own(path: Path) -> str | None:
+    """The session id in ``path``, when it is this user's file (never a link) and holds one.
+
+    OSError when it cannot be read, or is another user's: an id another user put in place for
+    this user's runtime is not taken.
+    """
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    try:
+        uid = current_uid()
+        owner = os.fstat(fd).st_uid
+        if uid is not None and owner != uid:
+            raise PermissionError(f"{path} belongs to another user (uid {owner})")
+        data = os.read(fd, _SESSION_FILE_MAX_BYTES)
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    return text if SESSION_ID_PATTERN.match(text) else None
+
+
+def _process_key(runtime: str, path: Path | None) -> str:
+    return str(path) if path is not None else f"<no temp directory>/{runtime}"
+
+
+def _in_process_only(runtime: str, path: Path | None, error: OSError | ValueError) -> str:
+    """The session id for this process's life, when the session file cannot be used (warned
+    once per file): a cell run again keeps it, a restarted kernel gets a fresh one."""
+    key = _process_key(runtime, path)
+    existing = _process_session_ids.get(key)
+    if existing is not None:
+        return existing
+    session_id = _process_session_ids[key] = new_session_id(runtime)
+    where = f"in {path}" if path is not None else "in the temp directory"
+    logger.warning(
+        "ca4: cannot keep the session id %s (%s); session %s lasts as long as this process: "
+        "pass session_id= or set CA4_SESSION_ID to keep one across restarts",
+        where,
+        error,
+        session_id,
+    )
+    return session_id
+
+
 def stable_session_id(runtime: str, directory: Path | None = None) -> str:
-    """The session id for this runtime's life, created once and then read back."""
-    path = session_file(runtime, directory)
+    """The session id for this runtime's life, created once and then read back; never raises
+    (without a usable session file the id lives in this process only)."""
+    path: Path | None = None
     try:
-        existing = path.read_text(encoding="ascii").strip()
-        if SESSION_ID_PATTERN.match(existing):
+        path = session_file(runtime, directory)
+        try:
+            existing = _read_own(path)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None:
             return existing
-    except OSError:
-        pass
-    candidate = new_session_id(runtime)
-    try:
-        # O_EXCL: two reporters starting at once agree on whichever id was written first.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        candidate = _legacy_session_id(runtime, directory) or new_session_id(runtime)
+        try:
+            # O_EXCL: two reporters starting at once agree on whichever id was written first.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        except FileExistsError:
+            existing = _read_own(path)
+            if existing is None:
+                raise ValueError(f"{path} holds no session id") from None
+            return existing
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(candidate)
-    except FileExistsError:
-        existing = path.read_text(encoding="ascii").strip()
-        return existing if SESSION_ID_PATTERN.match(existing) else candidate
+        return candidate
+    except (OSError, ValueError) as error:
+        return _in_process_only(runtime, path, error)
+
+
+def _legacy_session_id(runtime: str, directory: Path | None) -> str | None:
+    """The id an earlier SDK kept for this runtime, when this user wrote it: kept on upgrade,
+    so the reports that SDK spooled for it are found again."""
+    legacy = _legacy_session_file(runtime, directory)
+    if legacy is None:
+        return None
+    try:
+        return _read_own(legacy)
     except OSError:
-        pass  # read-only temp dir: the id lives as long as this process
-    return candidate
+        return None
 
 
 def replace_session_id(runtime: str, refused: str, directory: Path | None = None) -> str:
@@ -84,21 +187,32 @@ def replace_session_id(runtime: str, refused: str, directory: Path | None = None
     replacing the same id at once may each keep their own: harmless, each reports under an id
     of its own.
     """
-    path = session_file(runtime, directory)
+    path: Path | None = None
     try:
-        existing = path.read_text(encoding="ascii").strip()
-    except OSError:
-        existing = ""
-    if existing and existing != refused and SESSION_ID_PATTERN.match(existing):
+        path = session_file(runtime, directory)
+        existing = _read_own(path)
+    except (OSError, ValueError):
+        # No usable file: the id this process keeps instead, if any.
+        existing = _process_session_ids.get(_process_key(runtime, path))
+    if existing and existing != refused:
         return existing
+    key = _process_key(runtime, path)
     candidate = new_session_id(runtime)
+    if path is None:
+        _process_session_ids[key] = candidate
+        return candidate
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    created = False
     try:
         # A shared temp directory: never follow or reuse what another user may have put there.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        created = True
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(candidate)
         os.replace(temp, path)
     except OSError:
-        pass  # read-only temp dir: the id lives as long as this process
+        _process_session_ids[key] = candidate  # the id lives as long as this process
+        if created:
+            with contextlib.suppress(OSError):
+                temp.unlink()
     return candidate

@@ -1,9 +1,14 @@
-"""A bounded on-disk queue of reports the API could not take yet.
+"""A bounded queue of reports the API could not take yet: on disk, or in memory without a disk.
 
 One JSON file per report, named ``<ns clock>-<event_id>.json``, written atomically (temp file +
 rename), so a crash never leaves half a report and the same event is never spooled twice. When
 the count or byte cap is reached the oldest reports go first, with a warning and a counter: a
 notebook that lost the API for a day must not fill its disk or memory.
+
+The default directory is ``<tmp>/ca4-spool-<uid>/<session id>``: each user of a shared host
+has one of their own. Without a usable directory (a read-only or missing temp directory, a
+``spool_dir`` that cannot be written) the reporter keeps its reports in a :class:`MemorySpool`
+instead, under the same caps, until the process ends.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -20,6 +26,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ca4_sdk import runtime
 
 logger = logging.getLogger("ca4_sdk")
 
@@ -30,20 +38,57 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 def default_spool_dir(session_id: str) -> Path:
-    """``<tmp>/ca4-spool/<session id>``: survives re-running a cell, not a new runtime."""
+    """``<tmp>/ca4-spool-<uid>/<session id>``: survives re-running a cell, not a new runtime.
+    OSError when there is no usable temp directory."""
+    return Path(tempfile.gettempdir()) / f"ca4-spool{runtime.user_suffix()}" / session_id
+
+
+def legacy_spool_dir(session_id: str) -> Path | None:
+    """``<tmp>/ca4-spool/<session id>``, where SDKs before the uid in the name spooled (one
+    directory for every user of the host); None where that is the default still (no uid)."""
+    if runtime.current_uid() is None:
+        return None
     return Path(tempfile.gettempdir()) / "ca4-spool" / session_id
+
+
+def prepare_default_spool_dir(directory: Path) -> None:
+    """Make the parent of a default spool directory, this user's only; OSError when it is
+    another user's (or a link), or cannot be made: a shared temp directory must not hand this
+    user's reports to another, nor send theirs with this user's key."""
+    parent = directory.parent
+    with contextlib.suppress(FileExistsError):
+        parent.mkdir(mode=0o700)
+    _check_own_directory(parent)
+
+
+def _check_own_directory(directory: Path) -> None:
+    """OSError unless ``directory`` is a directory (not a link) of this user that no one else
+    may write to."""
+    info = os.lstat(directory)
+    uid = runtime.current_uid()
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"{directory} is not a directory")
+    if uid is not None and info.st_uid != uid:
+        raise PermissionError(f"{directory} belongs to another user (uid {info.st_uid})")
+    if uid is not None and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{directory} may be written by other users")
 
 
 @dataclass(frozen=True)
 class SpooledReport:
-    """A report read back from the spool, with the file to delete once it is delivered."""
+    """A report read back from the spool, with the file to delete once it is delivered (its
+    name alone, for a :class:`MemorySpool`)."""
 
     path: Path
     report: dict[str, Any]
 
 
 class Spool:
-    """Thread-safe, bounded, oldest-first on-disk report queue."""
+    """Thread-safe, bounded, oldest-first on-disk report queue.
+
+    Its storage is a few small methods (``_names``, ``_load``, ``_store``, ``_delete``,
+    ``_size``), which :class:`MemorySpool` replaces; the queue's rules live here once.
+    """
 
     def __init__(
         self,
@@ -58,53 +103,94 @@ class Spool:
         self.dropped = 0
         """Reports deleted unsent because the spool was full."""
         self._lock = threading.Lock()
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._prepare()
+
+    @property
+    def location(self) -> str:
+        """Where the reports are kept, for messages: the directory, or ``memory``."""
+        return str(self.directory)
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the reports outlive this process (and are sent by the next run)."""
+        return True
 
     def after_fork_in_child(self) -> None:
         """In a child made by ``os.fork()``: a lock of its own (a parent's thread may have held
         the inherited one, and it does not exist in the child to release it)."""
         self._lock = threading.Lock()
 
-    def _files(self) -> list[Path]:
+    # -- storage: files in the directory -------------------------------------------------------
+
+    def _prepare(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _names(self) -> list[str]:
         # Only the spool's own names: a spool_dir shared with other files must never send,
         # evict or delete them.
         return sorted(
-            path for path in self.directory.glob("*.json") if _SPOOLED.fullmatch(path.name)
+            path.name for path in self.directory.glob("*.json") if _SPOOLED.fullmatch(path.name)
         )
+
+    def _path(self, name: str) -> Path:
+        return self.directory / name
+
+    def _load(self, name: str) -> bytes:
+        return (self.directory / name).read_bytes()
+
+    def _store(self, name: str, data: bytes) -> None:
+        path = self.directory / name
+        temp = path.with_name(f".{name}.tmp")
+        temp.write_bytes(data)
+        os.replace(temp, path)
+
+    def _delete(self, name: str) -> None:
+        (self.directory / name).unlink(missing_ok=True)
+
+    def _size(self, name: str) -> int:
+        try:
+            return (self.directory / name).stat().st_size
+        except OSError:
+            return 0
+
+    def _emptied(self) -> None:
+        """Every report moved to another spool: remove the directory, once empty."""
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            self.directory.rmdir()
+
+    # -- the queue -----------------------------------------------------------------------------
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._files())
+            return len(self._names())
 
     def put(self, reports: list[dict[str, Any]]) -> None:
         """Store reports (already-spooled event ids are skipped), then enforce the caps."""
         with self._lock:
             # Another process of this runtime may have moved the shared spool away when it left
             # a refused session (``move_sessions``): this one spools on until it is refused too.
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            existing = {path.stem.split("-", 1)[1] for path in self._files()}
+            self._prepare()
+            existing = {_event_id(name) for name in self._names()}
             for report in reports:
                 event_id = str(report["event_id"])
                 if event_id in existing:
                     continue
                 existing.add(event_id)
-                self._write(self.directory / f"{time.time_ns():020d}-{event_id}.json", report)
+                self._write(f"{time.time_ns():020d}-{event_id}.json", report)
             self._enforce_caps()
 
-    def _write(self, path: Path, report: dict[str, Any]) -> None:
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_bytes(json.dumps(report, separators=(",", ":")).encode())
-        os.replace(temp, path)
+    def _write(self, name: str, report: dict[str, Any]) -> None:
+        self._store(name, json.dumps(report, separators=(",", ":")).encode())
 
     def _enforce_caps(self) -> None:
-        files = self._files()
-        sizes = {path: _size(path) for path in files}
+        names = self._names()
+        sizes = {name: self._size(name) for name in names}
         total = sum(sizes.values())
         dropped_now = 0
-        while files and (len(files) > self.max_reports or total > self.max_bytes):
-            oldest = files.pop(0)
+        while names and (len(names) > self.max_reports or total > self.max_bytes):
+            oldest = names.pop(0)
             total -= sizes[oldest]
-            oldest.unlink(missing_ok=True)
+            self._delete(oldest)
             dropped_now += 1
         if dropped_now:
             self.dropped += dropped_now
@@ -119,11 +205,11 @@ class Spool:
         """Up to ``limit`` oldest reports; unreadable files are removed and skipped."""
         with self._lock:
             found = []
-            for path in self._files()[:limit]:
+            for name in self._names()[:limit]:
                 try:
-                    found.append(SpooledReport(path, json.loads(path.read_bytes())))
+                    found.append(SpooledReport(self._path(name), json.loads(self._load(name))))
                 except (OSError, ValueError):
-                    path.unlink(missing_ok=True)
+                    self._delete(name)
             return found
 
     def move_sessions(self, session_ids: Collection[str], session_id: str, into: Spool) -> int:
@@ -134,40 +220,102 @@ class Spool:
         gets every report, the others unchanged, and this directory is removed once empty.
         """
         changed = 0
-        moving: list[tuple[Path, dict[str, Any]]] = []
+        moving: list[tuple[str, dict[str, Any]]] = []
         with self._lock:
-            for path in self._files():
+            for name in self._names():
                 try:
-                    report = json.loads(path.read_bytes())
+                    report = json.loads(self._load(name))
                 except (OSError, ValueError):
-                    path.unlink(missing_ok=True)
+                    self._delete(name)
                     continue
                 if report.get("session_id") in session_ids:
                     report["session_id"] = session_id
                     changed += 1
                     if into is self:
-                        self._write(path, report)
+                        self._write(name, report)
                 if into is not self:
-                    moving.append((path, report))
+                    moving.append((name, report))
         if moving:
             into.put([report for _, report in moving])  # written there before deleted here
             with self._lock:
-                for path, _ in moving:
-                    path.unlink(missing_ok=True)
+                for name, _ in moving:
+                    self._delete(name)
         if into is not self:
-            with contextlib.suppress(OSError):  # not empty, or already gone
-                self.directory.rmdir()
+            self._emptied()
         return changed
+
+    def adopt(self, directory: Path) -> int:
+        """Move the reports spooled in ``directory`` (an earlier SDK's spool) into this one,
+        oldest first, when it is this user's own directory; returns how many. OSError when it
+        cannot be read or is not this user's."""
+        _check_own_directory(directory)
+        earlier = Spool(directory, max_reports=self.max_reports, max_bytes=self.max_bytes)
+        count = len(earlier)
+        earlier.move_sessions((), "", into=self)
+        with contextlib.suppress(OSError):  # the shared parent: empty only once every user's went
+            directory.parent.rmdir()
+        return count
 
     def remove(self, spooled: list[SpooledReport]) -> None:
         """Delete delivered (or permanently refused) reports."""
         with self._lock:
             for item in spooled:
-                item.path.unlink(missing_ok=True)
+                self._delete(item.path.name)
+
+    def discard(self, event_ids: Collection[str]) -> None:
+        """Delete the spooled reports of ``event_ids`` (delivered, or refused for good)."""
+        with self._lock:
+            for name in self._names():
+                if _event_id(name) in event_ids:
+                    self._delete(name)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+class MemorySpool(Spool):
+    """The spool's queue, caps and rules, in this process's memory: for a host without a
+    usable spool directory. Its reports are lost when the process ends."""
+
+    def __init__(
+        self, *, max_reports: int = DEFAULT_MAX_REPORTS, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        self._reports: dict[str, bytes] = {}
+        super().__init__(Path("<memory>"), max_reports=max_reports, max_bytes=max_bytes)
+
+    @property
+    def location(self) -> str:
+        return "memory (no usable spool directory)"
+
+    @property
+    def on_disk(self) -> bool:
+        return False
+
+    def _prepare(self) -> None:
+        pass
+
+    def _names(self) -> list[str]:
+        return sorted(self._reports)
+
+    def _path(self, name: str) -> Path:
+        return Path(name)
+
+    def _load(self, name: str) -> bytes:
+        try:
+            return self._reports[name]
+        except KeyError:
+            raise FileNotFoundError(name) from None
+
+    def _store(self, name: str, data: bytes) -> None:
+        self._reports[name] = data
+
+    def _delete(self, name: str) -> None:
+        self._reports.pop(name, None)
+
+    def _size(self, name: str) -> int:
+        return len(self._reports.get(name, b""))
+
+    def _emptied(self) -> None:
+        pass
+
+
+def _event_id(name: str) -> str:
+    """The event id in a spooled report's name (``<ns clock>-<event_id>.json``)."""
+    return name.split("-", 1)[1].removesuffix(".json")

@@ -8,15 +8,22 @@ when. Reports are sent as already-built dicts, so a retried report keeps its ``e
 An answer is read only so far: up to a cap on its decoded bytes that follows from what the
 processor can answer for the batch, and by a deadline on the whole answer. What an edge in the
 middle (a proxy, anyone on the path of an ``http://`` URL) sends past either is not read.
+
+A redirect is never followed: ``requests`` would turn the POST into a GET after a ``301`` or
+``302`` (which the API refuses for good) and drop the key on the way to another host or port
+after a ``307`` or ``308``. It is a setup error (``url`` is not the edge's own URL): the reports
+are kept, and the error names the URL to use instead.
 """
 
 from __future__ import annotations
 
 import email.utils
 import gzip
+import html
 import json
 import logging
 import random
+import re
 import socket
 import threading
 import time
@@ -24,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 
@@ -57,6 +65,11 @@ ANSWER_WITHIN_S = 60.0
 read timeout starts again with each byte, so an edge sending one now and then would hold the
 sending thread for good. Answers are kilobytes, a few MiB at most: a minute is plenty on a
 slow link. (The status line and headers come before: only the read timeout bounds them.)"""
+_QUOTED_CHARS = 200
+"""At most this much of a page, a title or a ``Location`` is quoted in an error."""
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_TITLE_WITHIN_BYTES = 64 * 1024
+"""A page's ``<title>`` is looked for in its first bytes only."""
 _READ_CHUNK_BYTES = 16 * 1024
 """Decoded bytes asked for per read. urllib3 before 2.6 inflates all it reads at once: up to
 about a thousand times this for gzip (16 MiB) before the cap is checked."""
@@ -174,12 +187,15 @@ class Transport:
         if len(body) >= GZIP_MIN_BYTES:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
+        # Redirects are answers, never followed (see the module's docstring); streamed, so
+        # that no answer is read but by _read_answer, within its cap and deadline.
         return self._session.post(
             self.url,
             data=body,
             headers=headers,
             timeout=timeout,
             stream=True,
+            allow_redirects=False,
             hooks={"response": _leave_redirect_unread},
         )
 
@@ -216,10 +232,18 @@ class Transport:
             timeout = (min(timeout[0], left), min(timeout[1], left))
         try:
             with self._post(reports, timeout) as response:
+                if 300 <= response.status_code < 400:
+                    # Its body is left unread: nothing uses it.
+                    outcome.retry.extend(reports)
+                    outcome.status = response.status_code
+                    outcome.error = f"HTTP {response.status_code}: " + self._redirect_error(
+                        response.headers.get("Location")
+                    )
+                    return
                 read = _read_answer(response, cap=answer_cap(len(reports)), deadline=deadline)
         except requests.RequestException as error:
             outcome.retry.extend(reports)
-            outcome.error = f"{type(error).__name__}: {error}"
+            outcome.error = f"{type(error).__name__}: {error}{self._hint(error)}"
             return
         if isinstance(read, _CutOff):
             outcome.retry.extend(reports)
@@ -237,9 +261,7 @@ class Transport:
             outcome.error = (
                 f"HTTP {status}: {_detail(answer)}"
                 if _from_the_api(answer)
-                else f"HTTP {status} that is not the CA4 API's answer "
-                f"({answer.headers.get('Content-Type') or 'no Content-Type'}): "
-                f"{answer.text[:200]}"
+                else self._not_the_api_error(answer)
             )
             outcome.retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
             return
@@ -259,6 +281,51 @@ class Transport:
         else:
             reason = f"HTTP {status}: {_detail(answer)}"
             outcome.rejected.extend((str(report["event_id"]), reason) for report in reports)
+
+    def _redirect_error(self, location: str | None) -> str:
+        """What a redirect of the batch's POST says to fix: the ``url`` to use instead."""
+        if not location:
+            return "the edge redirects (with no Location): is url= the edge's base URL?"
+        target = urljoin(self.url, _printable(location))
+        parts = urlsplit(target)
+        if parts.path.rstrip("/").endswith(BATCH_PATH):
+            base_path = parts.path.rstrip("/")[: -len(BATCH_PATH)]
+            base = urlunsplit((parts.scheme, parts.netloc, base_path, "", ""))
+            use = f"use {_clipped(base)} as url="
+        else:
+            use = "use that URL as url="
+        return f"the edge redirects to {_clipped(target)}: {use}"
+
+    def _hint(self, error: requests.RequestException) -> str:
+        """What to check, for the errors a setup mistake gives (appended to the error)."""
+        if isinstance(error, requests.exceptions.ProxyError):
+            return "; check HTTPS_PROXY/HTTP_PROXY, or NO_PROXY for this host"
+        text = str(error).lower()
+        if (
+            isinstance(error, requests.exceptions.SSLError)
+            and self.url.lower().startswith("https://")
+            and ("wrong_version_number" in text or "wrong version number" in text)
+        ):
+            return "; is the edge plain http? try http://"
+        return ""
+
+    def _not_the_api_error(self, answer: _Answer) -> str:
+        """The error for a page that is not the API's (a tunnel's, a proxy's, a portal's): its
+        ``ngrok-error-code`` and ``<title>`` when it has them, else its first characters."""
+        status = answer.status_code
+        media_type = answer.headers.get("Content-Type") or "no Content-Type"
+        quoted = []
+        ngrok_code = answer.headers.get("ngrok-error-code")
+        if ngrok_code:
+            quoted.append(f"ngrok-error-code {_clipped(_printable(ngrok_code))}")
+        title = _title(answer)
+        if title:
+            quoted.append(f"title {title!r}")
+        page = "; ".join(quoted) if quoted else answer.text[:_QUOTED_CHARS]
+        error = f"HTTP {status} that is not the CA4 API's answer ({media_type}): {page}"
+        if status == 404 and self.url.lower().startswith("http://"):
+            error += " (is the edge HTTPS only? try https://)"
+        return error
 
     @staticmethod
     def _read_results(reports: list[dict[str, Any]], answer: _Answer, outcome: SendOutcome) -> None:
@@ -330,8 +397,9 @@ class _CutOff:
 
 
 def _leave_redirect_unread(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
-    """Close a redirect unread: ``requests`` reads its body whole (however large, however
-    slowly it comes) before following it, and nothing uses that body."""
+    """Close a redirect unread. Even with ``allow_redirects=False``, ``requests`` reads a
+    redirect's body whole (however large, however slowly it comes: no cap or deadline of
+    ours applies) to prepare ``Response.next``; only its status and headers are used."""
     if response.is_redirect:
         response.close()
 
@@ -440,3 +508,22 @@ def _detail(answer: _Answer) -> str:
         detail = None
     text = detail if isinstance(detail, str) else json.dumps(detail) if detail else answer.text
     return text[:300]
+
+
+def _title(answer: _Answer) -> str | None:
+    """The ``<title>`` of an HTML page, unescaped, in one line (None without one)."""
+    found = _TITLE.search(answer.body[:_TITLE_WITHIN_BYTES])
+    if found is None:
+        return None
+    raw = found.group(1).decode(answer.encoding or "utf-8", errors="replace")
+    title = " ".join(_printable(html.unescape(raw)).split())
+    return _clipped(title) or None
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters (an edge's header or page, shown in a log line)."""
+    return "".join(character for character in text if character.isprintable())
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _QUOTED_CHARS else text[: _QUOTED_CHARS - 3] + "..."

@@ -43,6 +43,8 @@ class StubState:
     """Sessions owned by another tenant: their reports are rejected as ``session_forbidden``."""
     page: str | None = None
     """Answer ``status`` with this HTML page instead (a tunnel or portal, not the API)."""
+    page_headers: dict[str, str] = field(default_factory=dict)
+    """Headers sent with ``page`` (a tunnel's ``ngrok-error-code``)."""
     raw_answer: bytes | None = None
     """Answer ``status`` with these bytes as JSON instead (what a hostile edge could send)."""
     padding: int = 0
@@ -55,8 +57,12 @@ class StubState:
     """Send each answer's body one byte every ``trickle_s`` seconds after its headers: no read
     waits long, yet the whole answer takes as long as the edge likes."""
     redirects: int = 0
-    """Answer this many requests first with ``307`` back to the same path, with a body no
-    client needs that takes ``redirect_body_s`` to arrive (a byte every 20 ms)."""
+    """Answer this many requests first with ``redirect_status`` to ``redirect_to`` (the same
+    path when None), with a body no client needs that takes ``redirect_body_s`` to arrive (a
+    byte every 20 ms)."""
+    redirect_status: int = 307
+    redirect_to: str | None = None
+    """The ``Location`` of a redirect; an empty string sends none."""
     redirect_body_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     accepted: list[str] = field(default_factory=list)
@@ -71,6 +77,12 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def do_GET(self) -> None:
+            # What the API answers a POST turned into a GET by a followed 301 or 302.
+            with state.lock:
+                state.requests.append({"path": self.path, "headers": dict(self.headers)})
+            self._answer(405, {"detail": "Method Not Allowed"})
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -139,8 +151,10 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
 
         def _redirect(self) -> None:
             size = int(state.redirect_body_s / 0.02)
-            self.send_response(307)
-            self.send_header("Location", self.path)
+            location = self.path if state.redirect_to is None else state.redirect_to
+            self.send_response(state.redirect_status)
+            if location:
+                self.send_header("Location", location)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(size))
             self.end_headers()
@@ -163,6 +177,8 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             self.send_response(code)
             self.send_header("Content-Type", "text/html; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in state.page_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 

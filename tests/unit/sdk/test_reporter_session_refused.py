@@ -111,6 +111,23 @@ def test_report_once_sends_a_refused_report_again_under_the_fresh_session(
     assert [level for level, _ in _said(caplog)] == [logging.WARNING]
 
 
+def test_the_switch_names_another_tenants_key_in_this_runtime_as_a_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a shared host, or after a key swap in the notebook, another tenant's key may have
+    reported under this runtime's session first: the warning gave only the other reasons."""
+    with stub_api() as (url, state):
+        reporter = _reporter(url)
+        state.foreign_sessions = {reporter.session_id}
+        with caplog.at_level(logging.WARNING, logger="ca4_sdk"):
+            reporter.report_once()
+    ((_, warning),) = _said(caplog)
+    assert (
+        "(a session reported before the API's tenancy upgrade belongs to no key, this API key "
+        "now belongs to another tenant, or another tenant's key reported from this runtime)"
+    ) in warning
+
+
 def test_a_fresh_session_refused_too_drops_its_reports_and_never_spins(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from ca4_sdk.spool import Spool
+from ca4_sdk.spool import MemorySpool, Spool
 
 
 def _report(n: int) -> dict[str, object]:
@@ -70,3 +70,35 @@ def test_files_that_are_not_spooled_reports_are_never_sent_or_deleted(tmp_path: 
     assert len(spool) == 1
     assert (tmp_path / "creds.json").read_text() == '{"client_secret": "s3cret"}'
     assert (tmp_path / "broken.json").exists()
+
+
+def test_a_spool_in_memory_keeps_the_same_caps_and_order(caplog: pytest.LogCaptureFixture) -> None:
+    """Without a usable directory, the reporter's spool lives in memory: bounded the same way."""
+    spool = MemorySpool(max_reports=3)
+    report = _report(0)
+    spool.put([report, report])  # once
+    with caplog.at_level(logging.WARNING, logger="ca4_sdk"):
+        spool.put([_report(n) for n in range(1, 5)])
+    assert [item.report["n"] for item in spool.peek(10)] == [2, 3, 4]
+    assert spool.dropped == 2
+    assert "dropped the 2 oldest" in caplog.text
+    spool.remove(spool.peek(1))
+    assert [item.report["n"] for item in spool.peek(10)] == [3, 4]
+    assert (spool.on_disk, spool.location) == (False, "memory (no usable spool directory)")
+
+
+def test_a_spool_in_memory_has_a_byte_cap() -> None:
+    spool = MemorySpool(max_bytes=200)
+    spool.put([{"event_id": str(uuid.uuid4()), "pad": "x" * 80} for _ in range(5)])
+    assert len(spool) == 1
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["on disk", "in memory"])
+def test_discard_deletes_the_reports_of_the_event_ids_given(
+    tmp_path: Path, in_memory: bool
+) -> None:
+    spool = MemorySpool() if in_memory else Spool(tmp_path)
+    reports = [_report(n) for n in range(3)]
+    spool.put(reports)
+    spool.discard({str(reports[1]["event_id"])})
+    assert [item.report["n"] for item in spool.peek(10)] == [0, 2]
