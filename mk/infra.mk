@@ -33,12 +33,24 @@ CA4_ALERT_EMAIL_SETTINGS := to=CA4_ALERT_EMAIL_TO from=CA4_ALERT_EMAIL_FROM smar
 CA4_COMMA := ,
 CA4_ALERT_EMAIL_ARGS = $(foreach pair,$(CA4_ALERT_EMAIL_SETTINGS),$(if $($(lastword $(subst =, ,$(pair)))),\
 	--set-string alertmanager.receivers.email.$(firstword $(subst =, ,$(pair)))='$(subst $(CA4_COMMA),\$(CA4_COMMA),$($(lastword $(subst =, ,$(pair)))))'))
+# The operator's own values files (space-separated paths; preflight checks each exists), passed
+# after the shipped values-<ENV>.yaml so they override it: site settings such as
+# processor.extraEnv live in an untracked file (e.g. under .ca4/<ENV>/), not in a chart edit.
+CA4_APP_VALUES ?=
+CA4_PLATFORM_VALUES ?=
+CA4_VALUES_ARGS = $(foreach file,$(1),-f '$(file)')
 CA4_PLATFORM_HELM_ARGS = $(CA4_PLATFORM_RELEASE) $(CA4_HELM_DIR)/ca4-platform --namespace $(CA4_PLATFORM_NAMESPACE) \
-	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml $(CA4_ALERT_EMAIL_ARGS)
+	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_PLATFORM_VALUES)) $(CA4_ALERT_EMAIL_ARGS)
 CA4_HELM_TIMEOUT ?= 10m
 # The tag `make ca4-images` built and shipped (the git commit); CA4_IMAGE_TAG overrides it.
 CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
 CA4_IMAGE_TAG ?= $(shell cat '$(CA4_STATE_DIR)/image-tag' 2>/dev/null)
+# Each ENV's own Terraform data dir (TF_DATA_DIR: the backend it was initialised with, providers),
+# so dev and prod in one checkout never share a .terraform; absolute, as terraform -chdir needs.
+CA4_TF_DATA_DIR := $(abspath $(CA4_STATE_DIR))/terraform
+# Every Terraform output a target reads goes through this: it refuses a data dir that was never
+# initialised for ENV or that holds another ENV's state (lib.sh tf_check_state).
+CA4_TF_OUTPUT := $(CA4_SCRIPTS)/tf-output.sh
 DESTROY_ARCHIVE ?= no
 # The Alertmanager receivers' secrets: each key of the Secret the chart mounts, and the variable
 # naming the file it is read from (never a value on a command line, never a Helm value).
@@ -54,6 +66,18 @@ CA4_DEV_MONGO_URL = kubectl -n $(CA4_PLATFORM_NAMESPACE) get secret $(CA4_DEV_MO
 CA4_DB_CA_URL ?= https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 CA4_DB_CA_CONFIGMAP := ca4-db-ca-bundle
 CA4_DB_CA_KEY := global-bundle.pem
+# Where the chart mounts that key (config.mongo.caBundle.mountDir): a prod CA4_MONGO_URL must name
+# tlsCAFile=$(CA4_DB_CA_FILE). Set it too if your CA4_APP_VALUES moves the mount.
+CA4_DB_CA_MOUNT_DIR ?= /etc/ca4/db-ca
+CA4_DB_CA_FILE = $(CA4_DB_CA_MOUNT_DIR)/$(CA4_DB_CA_KEY)
+# The app Secret (mongo-url, api-key-hashes; the chart's secrets.existingSecret), and the command
+# printing one of its keys from the cluster (nothing when the Secret or the key is missing).
+CA4_APP_SECRET := ca4-app-secrets
+CA4_APP_SECRET_VALUE = kubectl -n $(CA4_APP_NAMESPACE) get secret $(CA4_APP_SECRET) --ignore-not-found \
+	-o go-template='{{with .data}}{{with index . "$(1)"}}{{base64decode .}}{{end}}{{end}}'
+# CA4_REVOKE_KEYS=yes lets ca4-deploy-app apply a CA4_API_KEY_HASHES without key ids the live
+# Secret holds (revoking them); otherwise it refuses and names them.
+CA4_REVOKE_KEYS ?=
 # The API's public DNS name (ingress.host): required in prod, where it is a CNAME to the NLB
 # (terraform output ingress_dns_name) and the name the certificate in the Secret ca4-api-tls holds.
 CA4_INGRESS_HOST ?=
@@ -66,11 +90,12 @@ $(CA4_INFRA_TARGETS): export CA4_TF_DIR := $(CA4_TF_DIR)
 $(CA4_INFRA_TARGETS): export CA4_KUBECONFIG := $(CA4_KUBECONFIG)
 $(CA4_INFRA_TARGETS): export CA4_STATE_DIR := $(CA4_STATE_DIR)
 $(CA4_INFRA_TARGETS): export KUBECONFIG := $(CA4_KUBECONFIG)
+$(CA4_INFRA_TARGETS): export TF_DATA_DIR := $(CA4_TF_DATA_DIR)
 
 # Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
 CA4_TF_ENV = TF_VAR_operator_cidrs='["$(CA4_OPERATOR_CIDR)"]' TF_VAR_ssh_public_key="$$(cat '$(CA4_SSH_PUBLIC_KEY_FILE)')"
 CA4_TF_PREFLIGHT = $(CA4_PREFLIGHT) $@ terraform -- aws CA4_TF_STATE_BUCKET CA4_OPERATOR_CIDR file:CA4_SSH_PUBLIC_KEY_FILE
-CA4_KUBE_PREFLIGHT = $(CA4_PREFLIGHT) $@ $(1) -- file:CA4_KUBECONFIG && \
+CA4_KUBE_PREFLIGHT = $(CA4_PREFLIGHT) $@ $(1) -- file:CA4_KUBECONFIG $(2) && \
 	{ kubectl version --request-timeout=5s >/dev/null 2>&1 || \
 	  { echo "$@: Kubernetes API not reachable through $(CA4_KUBECONFIG): run 'make ca4-api-tunnel'" >&2; exit 1; }; }
 
@@ -116,7 +141,7 @@ helm-sync: ## Copy observability/ configs and dashboards into the ca4-platform c
 
 .PHONY: ca4-platform-setup
 ca4-platform-setup: ## 6. Helm: namespaces, Kafka, Prometheus, Alertmanager (+ its receivers Secret), Loki, Alloy, Grafana; MongoDB in dev
-	@$(call CA4_KUBE_PREFLIGHT,helm kubectl)
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl,files:CA4_PLATFORM_VALUES)
 	$(CA4_SCRIPTS)/helm-sync.sh --check
 	@# The Alertmanager receivers ENV's values switch on, read from the chart as it renders: the
 	@# Secret it mounts and the keys its config reads. Every key comes from the file its
@@ -170,25 +195,51 @@ ca4-platform-setup: ## 6. Helm: namespaces, Kafka, Prometheus, Alertmanager (+ i
 	helm upgrade --install $(CA4_PLATFORM_HELM_ARGS) --wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-deploy-app
-ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_KEY_HASHES; CA4_MONGO_URL, in dev read from the in-cluster MongoDB; CA4_INGRESS_HOST in prod)
-	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl) && \
-		$(CA4_PREFLIGHT) $@ -- $(if $(filter dev,$(ENV)),,CA4_MONGO_URL) CA4_API_KEY_HASHES
-	@[[ -n "$${CA4_MONGO_URL:-}" || -n "$$($(CA4_DEV_MONGO_URL))" ]] || { echo "$@: missing setting: CA4_MONGO_URL (ENV=dev: no in-cluster MongoDB URL in the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET): run 'make ca4-platform-setup' first, or set CA4_MONGO_URL)" >&2; exit 1; }
+ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_KEY_HASHES, CA4_MONGO_URL: the live Secret's when unset, in dev else the in-cluster MongoDB's; CA4_INGRESS_HOST in prod)
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl uv,files:CA4_APP_VALUES)
+	@# Each of the Secret's values comes from its variable, else from the live Secret (a re-run
+	@# keeps what the cluster has), else, for the dev database URL, from the in-cluster MongoDB
+	@# (ca4-platform values-dev.yaml: mongodb.enabled). Read into the shell, never echoed.
+	@[[ -n "$${CA4_API_KEY_HASHES:-}" || -n "$$($(call CA4_APP_SECRET_VALUE,api-key-hashes))" ]] || { echo "$@: missing setting: CA4_API_KEY_HASHES (the API keys file: key_id:sha256hex[:tenant[:scopes]] entries; no live Secret $(CA4_APP_NAMESPACE)/$(CA4_APP_SECRET) holds any to keep)" >&2; exit 1; }
+	@[[ -n "$${CA4_MONGO_URL:-}" || -n "$$($(call CA4_APP_SECRET_VALUE,mongo-url))" ]] || \
+		[[ "$(ENV)" == dev && -n "$$($(CA4_DEV_MONGO_URL))" ]] || { \
+		if [[ "$(ENV)" == dev ]]; then \
+			echo "$@: missing setting: CA4_MONGO_URL (ENV=dev: no in-cluster MongoDB URL in the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET): run 'make ca4-platform-setup' first, or set CA4_MONGO_URL)" >&2; \
+		else \
+			echo "$@: missing setting: CA4_MONGO_URL (ENV=$(ENV): the app user's DocumentDB URL, see docs/provisioning.md; no live Secret $(CA4_APP_NAMESPACE)/$(CA4_APP_SECRET) holds one to keep)" >&2; \
+		fi; exit 1; }
 	@[[ -n "$(CA4_IMAGE_TAG)" ]] || { echo "$@: no image tag: run 'make ca4-images' (or set CA4_IMAGE_TAG)" >&2; exit 1; }
 	@[[ "$(ENV)" != prod || -n "$(CA4_INGRESS_HOST)" ]] || { echo "$@: missing setting: CA4_INGRESS_HOST (ENV=prod: the API's public DNS name, e.g. api.ca4.<your domain>, a CNAME to 'terraform output ingress_dns_name' whose certificate is in the Secret $(CA4_APP_NAMESPACE)/ca4-api-tls; see docs/provisioning.md, \"The public edge\")" >&2; exit 1; }
-	@# The Secret is applied outside Helm so that its values never enter the release history. In dev
-	@# (no DocumentDB) an unset CA4_MONGO_URL is the app user's URL of the in-cluster MongoDB, which
-	@# ca4-platform generated (values-dev.yaml: mongodb.enabled); read into the shell, never echoed.
+	@$(CA4_TF_OUTPUT) --check
+	@# The Secret is applied outside Helm so that its values never enter the release history,
+	@# and only once tools/provision/scripts/check-app-secrets.py accepts it: keys the services'
+	@# own parser takes, no live key id dropped unless CA4_REVOKE_KEYS=yes (the pods reload the
+	@# keys file live, so a dropped id is revoked even if Helm then fails), and a database URL the
+	@# services can use (prod: TLS with the mounted CA bundle). Otherwise the pods would exit at
+	@# start and `helm --wait` time out, the reason only in their logs.
 	@secret_dir="$$(mktemp -d)"; trap 'rm -rf "$$secret_dir"' EXIT; \
-	mongo_url="$${CA4_MONGO_URL:-}"; \
-	if [[ -z "$$mongo_url" ]]; then \
-		mongo_url="$$($(CA4_DEV_MONGO_URL))"; \
-		[[ -n "$$mongo_url" ]] || { echo "$@: the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET) is gone" >&2; exit 1; }; \
+	live="$$secret_dir/live"; new="$$secret_dir/new"; mkdir "$$live" "$$new"; \
+	$(call CA4_APP_SECRET_VALUE,api-key-hashes) > "$$live/api-key-hashes"; \
+	$(call CA4_APP_SECRET_VALUE,mongo-url) > "$$live/mongo-url"; \
+	if [[ -n "$${CA4_API_KEY_HASHES:-}" ]]; then \
+		printf '%s' "$$CA4_API_KEY_HASHES" > "$$new/api-key-hashes"; \
+	else \
+		cp "$$live/api-key-hashes" "$$new/api-key-hashes"; \
+		echo "$@: CA4_API_KEY_HASHES unset: keeping the keys of the live Secret $(CA4_APP_NAMESPACE)/$(CA4_APP_SECRET)"; \
+	fi; \
+	if [[ -n "$${CA4_MONGO_URL:-}" ]]; then \
+		printf '%s' "$$CA4_MONGO_URL" > "$$new/mongo-url"; \
+	elif [[ -s "$$live/mongo-url" ]]; then \
+		cp "$$live/mongo-url" "$$new/mongo-url"; \
+		echo "$@: CA4_MONGO_URL unset: keeping the database URL of the live Secret $(CA4_APP_NAMESPACE)/$(CA4_APP_SECRET)"; \
+	else \
+		$(CA4_DEV_MONGO_URL) > "$$new/mongo-url"; \
+		[[ -s "$$new/mongo-url" ]] || { echo "$@: the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET) is gone" >&2; exit 1; }; \
 		echo "$@: CA4_MONGO_URL: the in-cluster MongoDB's (Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET), key mongo-url)"; \
 	fi; \
-	printf '%s' "$$mongo_url" > "$$secret_dir/mongo-url"; \
-	printf '%s' "$$CA4_API_KEY_HASHES" > "$$secret_dir/api-key-hashes"; \
-	kubectl -n $(CA4_APP_NAMESPACE) create secret generic ca4-app-secrets --from-file="$$secret_dir" \
+	uv run python $(CA4_SCRIPTS)/check-app-secrets.py --target $@ --env $(ENV) --new "$$new" --live "$$live" \
+		--ca-file '$(CA4_DB_CA_FILE)' $(if $(filter yes,$(CA4_REVOKE_KEYS)),--revoke-keys); \
+	kubectl -n $(CA4_APP_NAMESPACE) create secret generic $(CA4_APP_SECRET) --from-file="$$new" \
 		--dry-run=client -o yaml | kubectl apply -f -
 	@# The RDS CA bundle, fetched now so it is current, in the ConfigMap the chart mounts at
 	@# config.mongo.caBundle (public certificates: a ConfigMap, not a Secret).
@@ -198,22 +249,24 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		{ echo "$@: cannot fetch the database CA bundle from $(CA4_DB_CA_URL)" >&2; exit 1; }; \
 	kubectl -n $(CA4_APP_NAMESPACE) create configmap $(CA4_DB_CA_CONFIGMAP) --from-file="$$ca_dir" \
 		--dry-run=client -o yaml | kubectl apply -f -
+	bucket="$$($(CA4_TF_OUTPUT) archive_bucket_name)"; \
+	region="$$($(CA4_TF_OUTPUT) archive_bucket_region)"; \
 	helm upgrade --install ca4-app $(CA4_HELM_DIR)/ca4-app \
 		--namespace $(CA4_APP_NAMESPACE) \
-		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml \
+		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_APP_VALUES)) \
 		--set image.tag=$(CA4_IMAGE_TAG) \
 		$(if $(CA4_INGRESS_HOST),--set-string ingress.host='$(CA4_INGRESS_HOST)') \
-		--set config.s3.bucket="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
-		--set config.s3.region="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_region)" \
+		--set config.s3.bucket="$$bucket" \
+		--set config.s3.region="$$region" \
 		--wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-verify-e2e
 ca4-verify-e2e: ## 8. End-to-end check on K3s: report -> Kafka -> store -> archive (ca4 verify)
 	@$(CA4_PREFLIGHT) $@ uv kubectl terraform -- file:CA4_KUBECONFIG CA4_API_KEY CA4_GRAFANA_TOKEN
 	@# ca4 verify opens its own kubectl port-forwards; the archive is read with your AWS credentials.
-	CA4_S3_BUCKET="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_name)" \
-	CA4_S3_REGION="$$(terraform -chdir=$(CA4_TF_DIR) output -raw archive_bucket_region)" \
-		uv run ca4 verify --target k3s
+	bucket="$$($(CA4_TF_OUTPUT) archive_bucket_name)"; \
+	region="$$($(CA4_TF_OUTPUT) archive_bucket_region)"; \
+	CA4_S3_BUCKET="$$bucket" CA4_S3_REGION="$$region" uv run ca4 verify --target k3s
 
 .PHONY: ca4-destroy
 ca4-destroy: ## Tear down: Terraform destroy, keeping the archive bucket unless DESTROY_ARCHIVE=yes

@@ -29,7 +29,7 @@ from tests.infra.conftest import (
     run,
     workloads,
 )
-from tests.infra.fakes.fake_tool import MASTER_SECRET, OUTPUTS
+from tests.infra.fakes.fake_tool import MASTER_SECRET, OUTPUTS, tf_backend
 
 FAKE_TOOLS = [
     *["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker", "aws"],
@@ -39,6 +39,11 @@ WEBHOOK_URL = "https://hooks.example.org/ca4-never-on-a-command-line"
 SLACK_URL = "https://hooks.slack.com/services/T0/B0/never-on-a-command-line"
 SMTP_PASSWORD = "smtp-password-never-on-a-command-line"
 FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIfake\n-----END CERTIFICATE-----\n"
+# The app user's DocumentDB URL, as docs/provisioning.md says to build it.
+DOCDB_URL = (
+    f"mongodb://ca4app:app-pw-never-on-a-command-line@{OUTPUTS['documentdb_endpoint']}:27017/ca4"
+    "?tls=true&tlsCAFile=/etc/ca4/db-ca/global-bundle.pem&replicaSet=rs0&retryWrites=false"
+)
 # The tag the fake git's commit gives the images.
 IMAGE_TAG = "0123456789ab"
 IMAGES = [f"ghcr.io/ca4-project/ca4-{service}:{IMAGE_TAG}" for service in ("processor", "worker")]
@@ -174,7 +179,8 @@ def test_make_help_lists_every_target() -> None:
 
 class Sandbox:
     """A PATH of fake tools plus the system tools the recipes need, and the call log. The fake
-    helm renders with the real one (``helm template``)."""
+    helm renders with the real one (``helm template``). Terraform's data dir in the state dir
+    starts initialised, as `make ca4-tf-init` leaves it, for whichever ENV a test runs."""
 
     def __init__(self, root: Path, real_helm: str) -> None:
         self.root = root
@@ -202,6 +208,8 @@ class Sandbox:
         (self.downloads / "install.sh").write_bytes(FAKE_INSTALLER)
         (self.downloads / "global-bundle.pem").write_text(FAKE_CA_BUNDLE)
         self.state_dir = root / "ca4-state"
+        (self.state_dir / "terraform").mkdir(parents=True)
+        (self.state_dir / "terraform" / "terraform.tfstate").write_text(tf_backend())
         # The documented first deploy names a file for each enabled receiver (dev: the webhook).
         self.webhook_url_file = root / "alert-webhook-url"
         self.webhook_url_file.write_text(WEBHOOK_URL)
@@ -222,7 +230,7 @@ class Sandbox:
             "CA4_TF_STATE_BUCKET": "ca4-tfstate-test",
             "CA4_OPERATOR_CIDR": "198.51.100.7/32",
             "CA4_SSH_PUBLIC_KEY_FILE": str(self.pubkey),
-            "CA4_MONGO_URL": "mongodb://user:pw@docdb.example:27017/?tls=true",
+            "CA4_MONGO_URL": DOCDB_URL,
             "CA4_API_KEY_HASHES": "ci:" + "a" * 64,
             "NGROK_AUTHTOKEN": "fake",
             "CA4_API_KEY": "ca4-verify-key",
@@ -455,7 +463,8 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
         calls = sandbox.calls()
         order = [s for s in steps(calls) if s.split()[0] in {"terraform", "docker", "helm", "uv"}]
         assert order[:3] == ["terraform init", "terraform plan", "terraform apply"]
-        assert order[-3:] == ["helm upgrade", "helm upgrade", "uv run"]
+        # the platform, the app Secret's check (uv run python), the app, then ca4 verify
+        assert order[-4:] == ["helm upgrade", "uv run", "helm upgrade", "uv run"]
         helm = [c["argv"] for c in calls if c["tool"] == "helm" and c["argv"][0] == "upgrade"]
         assert f"image.tag={IMAGE_TAG}" in helm[1]
         # The app's database user: the master secret only on the stdin of `ca4 db-user`.
@@ -873,6 +882,8 @@ def test_missing_tool_stops_the_target(sandbox: Sandbox, target: str, tool: str)
         ("ca4-apply", "CA4_TF_STATE_BUCKET", "missing setting: CA4_TF_STATE_BUCKET"),
         ("ca4-destroy", "AWS_PROFILE", "missing credential: AWS"),
         ("ca4-deploy-app", "CA4_MONGO_URL", "missing setting: CA4_MONGO_URL"),
+        # a first deploy: no live Secret whose keys a re-run would keep
+        ("ca4-deploy-app", "CA4_API_KEY_HASHES", "missing setting: CA4_API_KEY_HASHES"),
         ("dev-ngrok", "NGROK_AUTHTOKEN", "missing setting: NGROK_AUTHTOKEN"),
     ],
 )
@@ -1256,3 +1267,398 @@ def test_prod_platform_setup_without_the_email_settings_names_them(sandbox: Sand
 
 def test_os_environ_untouched() -> None:
     assert "CA4_FAKE_LOG" not in os.environ
+
+
+# -- Terraform: each ENV reads its own state -----------------------------------------------------
+
+# What reads Terraform outputs, and what each needs besides the state (a kubeconfig, a built tag).
+OUTPUT_READERS = [
+    "ca4-bootstrap-k3s",
+    "ca4-images",
+    "ca4-db-user",
+    "ca4-api-tunnel",
+    "ca4-deploy-app",
+    "ca4-verify-e2e",
+    "dev-kafka-tunnel",
+]
+
+
+def ready_for(sandbox: Sandbox, target: str) -> None:
+    """What `target` needs from the earlier steps: the kubeconfig and the images' tag."""
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+    (sandbox.state_dir / "image-tag").write_text(IMAGE_TAG + "\n")
+
+
+def changes(calls: list[dict[str, Any]]) -> list[list[str]]:
+    """The calls that change something: ssh, aws writes, kubectl/helm other than reads, uv."""
+    out = []
+    for call in calls:
+        argv = call["argv"]
+        reads = {"version", "get", "template"}
+        if (
+            call["tool"] in {"ssh", "docker", "uv"}
+            or (call["tool"] == "aws" and "create-secret" in argv)
+            or (call["tool"] in {"kubectl", "helm"} and verb_args(argv)[0] not in reads)
+        ):
+            out.append(argv)
+    return out
+
+
+def test_each_env_reads_its_own_terraform_state(sandbox: Sandbox, tmp_path: Path) -> None:
+    """dev and prod initialised in one checkout: `make ... ENV=dev` reads dev's state through
+    dev's own data dir, wherever prod was initialised last (one shared .terraform answered with
+    prod's outputs, and the dev kubeconfig got prod's cluster)."""
+    state_dirs = {env: tmp_path / f"state-{env}" for env in ("dev", "prod")}
+    for env, state_dir in state_dirs.items():
+        result = sandbox.make("ca4-tf-init", env={"ENV": env, "CA4_STATE_DIR": str(state_dir)})
+        assert result.returncode == 0, result.stderr
+    inits = [c for c in sandbox.calls() if c["tool"] == "terraform"]
+    assert [c["data_dir"] for c in inits] == [str(d / "terraform") for d in state_dirs.values()]
+    sandbox.reset()
+    dev = {"ENV": "dev", "CA4_STATE_DIR": str(state_dirs["dev"])}
+    result = sandbox.make("ca4-bootstrap-k3s", "ca4-verify-e2e", env=dev)
+    assert result.returncode == 0, result.stderr
+    outputs = [c for c in sandbox.calls() if c["tool"] == "terraform"]
+    assert outputs, "no terraform output read"
+    assert {c["state"] for c in outputs} == {"ca4/dev/terraform.tfstate"}
+    assert {c["data_dir"] for c in outputs} == {str(state_dirs["dev"] / "terraform")}
+
+
+def test_terraform_data_dir_is_per_env_and_git_ignored() -> None:
+    """Without CA4_STATE_DIR, each ENV's data dir is .ca4/<ENV>/terraform, which git ignores."""
+    env = {k: v for k, v in os.environ.items() if k not in {"CA4_STATE_DIR", "ENV"}}
+    for name in ("dev", "prod"):
+        shown = run(
+            [
+                *["make", "--no-print-directory", "-f", str(REPO / "mk" / "infra.mk")],
+                *[
+                    f"ENV={name}",
+                    "--eval",
+                    "show-tf-dir: ; @echo $(CA4_TF_DATA_DIR)",
+                    "show-tf-dir",
+                ],
+            ],
+            cwd=REPO,
+            env=env,
+        )
+        assert shown.stdout.strip() == str(REPO / ".ca4" / name / "terraform"), shown.stderr
+        path = f".ca4/{name}/terraform/terraform.tfstate"
+        assert run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
+
+
+@pytest.mark.parametrize("target", OUTPUT_READERS)
+def test_another_envs_state_is_refused(sandbox: Sandbox, target: str) -> None:
+    """One CA4_STATE_DIR for both ENVs, prod initialised last: every target that reads outputs
+    stops before any change, naming the command to run, instead of acting on prod."""
+    assert sandbox.make("ca4-tf-init", env={"ENV": "prod"}).returncode == 0
+    ready_for(sandbox, target)
+    sandbox.reset()
+    kubeconfig = (sandbox.home / ".kube" / "ca4-dev.yaml").read_text()
+    result = sandbox.make(target, env={"ENV": "dev"})
+    assert result.returncode != 0
+    assert (
+        f"the Terraform data dir {sandbox.state_dir}/terraform holds ENV=prod's state, not "
+        "ENV=dev's: run 'make ca4-tf-init ENV=dev'" in result.stderr
+    ), result.stderr
+    assert changes(sandbox.calls()) == []
+    assert (sandbox.home / ".kube" / "ca4-dev.yaml").read_text() == kubeconfig
+
+
+@pytest.mark.parametrize("target", ["ca4-bootstrap-k3s", "ca4-deploy-app", "ca4-verify-e2e"])
+def test_uninitialised_terraform_dir_is_named(sandbox: Sandbox, target: str) -> None:
+    shutil.rmtree(sandbox.state_dir / "terraform")
+    ready_for(sandbox, target)
+    result = sandbox.make(target)
+    assert result.returncode != 0
+    assert (
+        "Terraform is not initialised for ENV=dev (no backend in its data dir "
+        f"{sandbox.state_dir}/terraform): run 'make ca4-tf-init ENV=dev'" in result.stderr
+    ), result.stderr
+    assert changes(sandbox.calls()) == []
+
+
+def test_apply_and_destroy_use_the_envs_data_dir(sandbox: Sandbox) -> None:
+    for target in ("ca4-apply", "ca4-destroy"):
+        assert sandbox.make(target, env={"ENV": "prod"}).returncode == 0
+    calls = [c for c in sandbox.calls() if c["tool"] == "terraform"]
+    assert {c["data_dir"] for c in calls} == {str(sandbox.state_dir / "terraform")}
+    assert {c["state"] for c in calls[1:]} == {"ca4/prod/terraform.tfstate"}
+
+
+# -- ca4-deploy-app: the live Secret's values are kept, and checked before they go live -----------
+
+KEY_HASH = {name: hashlib.sha256(f"{name}-api-key".encode()).hexdigest() for name in "abc"}
+LIVE_KEYS = (
+    f"ci:{KEY_HASH['a']}:ci:write+read\ncolab:{KEY_HASH['b']}:acme\n"
+    f"ops:{KEY_HASH['c']}:ops:read:all\n"
+)
+
+
+def live_app_secret(**values: str) -> dict[str, str]:
+    """CA4_FAKE_SECRETS with the app Secret holding ``values`` (api-key-hashes, mongo-url)."""
+    return {"CA4_FAKE_SECRETS": json.dumps({"app/ca4-app-secrets": values})}
+
+
+def applied_app_secret(sandbox: Sandbox) -> dict[str, str]:
+    calls = sandbox.calls()
+    files: dict[str, str] = calls[kubectl_index(calls, "create", "secret", "ca4-app-secrets")][
+        "files"
+    ]
+    return files
+
+
+def redeploy(sandbox: Sandbox, *unset: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`make ca4-deploy-app` in prod after the first deploy, without the variables ``unset``."""
+    ready_for(sandbox, "ca4-deploy-app")
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k not in unset}
+    return sandbox.make(
+        "ca4-deploy-app", env={"ENV": "prod", "CA4_INGRESS_HOST": PROD_INGRESS_HOST, **env}
+    )
+
+
+def test_redeploy_keeps_the_live_keys_and_database_url(sandbox: Sandbox) -> None:
+    """Step 7 again from a fresh shell: the live Secret's values are applied as they are."""
+    live = live_app_secret(**{"api-key-hashes": LIVE_KEYS, "mongo-url": DOCDB_URL})
+    result = redeploy(sandbox, "CA4_API_KEY_HASHES", "CA4_MONGO_URL", **live)
+    assert result.returncode == 0, result.stderr
+    assert applied_app_secret(sandbox) == {"api-key-hashes": LIVE_KEYS, "mongo-url": DOCDB_URL}
+    assert "CA4_API_KEY_HASHES unset: keeping the keys of the live Secret app/ca4-app-secrets" in (
+        result.stdout
+    )
+    assert "keeping the database URL of the live Secret" in result.stdout
+    assert DOCDB_URL not in result.stdout + result.stderr
+
+
+def test_redeploy_refuses_to_drop_live_key_ids_unless_asked(sandbox: Sandbox) -> None:
+    """A partial CA4_API_KEY_HASHES would revoke the other keys as soon as the Secret is applied
+    (the pods reload it live), even if Helm then fails: refused, naming the ids only."""
+    live = live_app_secret(**{"api-key-hashes": LIVE_KEYS, "mongo-url": DOCDB_URL})
+    partial = f"ci:{KEY_HASH['a']}:ci:write+read"
+    result = redeploy(sandbox, CA4_API_KEY_HASHES=partial, **live)
+    assert result.returncode != 0
+    assert (
+        "ca4-deploy-app: CA4_API_KEY_HASHES drops key id(s) colab, ops that the live Secret "
+        "holds" in result.stderr
+    ), result.stderr
+    assert "CA4_REVOKE_KEYS=yes" in result.stderr
+    assert not [h for h in KEY_HASH.values() if h in result.stdout + result.stderr]
+    assert changes(sandbox.calls())[-1:] == [
+        next(c["argv"] for c in sandbox.calls() if c["tool"] == "uv")
+    ], "nothing but the check ran"
+    sandbox.reset()
+    result = redeploy(sandbox, CA4_API_KEY_HASHES=partial, CA4_REVOKE_KEYS="yes", **live)
+    assert result.returncode == 0, result.stderr
+    assert applied_app_secret(sandbox)["api-key-hashes"] == partial
+    assert "CA4_REVOKE_KEYS=yes: revoking key id(s) colab, ops" in result.stdout
+
+
+def test_redeploy_may_rotate_a_key_and_add_others(sandbox: Sandbox) -> None:
+    live = live_app_secret(**{"api-key-hashes": LIVE_KEYS, "mongo-url": DOCDB_URL})
+    rotated = LIVE_KEYS.replace(KEY_HASH["b"], "f" * 64) + f"new:{'e' * 64}:acme:write\n"
+    result = redeploy(sandbox, CA4_API_KEY_HASHES=rotated, **live)
+    assert result.returncode == 0, result.stderr
+    assert applied_app_secret(sandbox)["api-key-hashes"] == rotated
+
+
+RAW_KEY = "my-raw-api-key-never-in-the-output"
+
+
+@pytest.mark.parametrize(
+    ("hashes", "reason"),
+    [
+        (f"ci:{RAW_KEY}", "field 2 must be the 64 hex digit SHA-256 of the key, never the key"),
+        (f"ci:{'a' * 64}:acme:admin", "scopes (field 4) must be '+'-separated from"),
+        (f"ci:{hashlib.sha256(b'ca4-dev-key').hexdigest()}", "the public dev key"),
+        (f"ci:{'a' * 64}:legacy", "tenant 'legacy' is reserved for events from before tenancy"),
+        ("# only a comment", "holds no key (blank lines and comments only)"),
+    ],
+)
+def test_deploy_refuses_keys_the_services_refuse(
+    sandbox: Sandbox, hashes: str, reason: str
+) -> None:
+    """The services' own parser runs before the Secret is applied: pods that exit at start would
+    only show as `helm --wait` timing out after 10 minutes."""
+    result = redeploy(sandbox, CA4_API_KEY_HASHES=hashes)
+    assert result.returncode != 0
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("ca4-deploy-app: CA4_API_KEY_HASHES"), line
+    assert reason in line
+    assert line.endswith("(nothing was applied)")
+    assert RAW_KEY not in result.stdout + result.stderr
+    assert [c for c in changes(sandbox.calls()) if c[0] != "run"] == []
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        (DOCDB_URL.replace("tls=true&", ""), "does not say tls=true"),
+        (DOCDB_URL.replace("tlsCAFile=/etc/ca4/db-ca/global-bundle.pem&", ""), "no tlsCAFile"),
+        (
+            DOCDB_URL.replace("/etc/ca4/db-ca/", "/tmp/"),
+            "names tlsCAFile=/tmp/global-bundle.pem: the ca4-app chart mounts",
+        ),
+        (
+            DOCDB_URL.replace("retryWrites=false", "retryWrites=true"),
+            "DocumentDB has no retryable writes; use retryWrites=false",
+        ),
+        (
+            DOCDB_URL.replace("app-pw-never", "app@pw-never"),
+            "Username and password must be escaped",
+        ),
+        ("postgres://ca4app:app-pw-never-on-a-command-line@db/ca4", "is not a mongodb://"),
+    ],
+)
+def test_prod_deploy_refuses_a_database_url_the_services_cannot_use(
+    sandbox: Sandbox, url: str, reason: str
+) -> None:
+    result = redeploy(sandbox, CA4_MONGO_URL=url)
+    assert result.returncode != 0
+    line = result.stderr.strip().splitlines()[0]
+    assert line.startswith("ca4-deploy-app: CA4_MONGO_URL"), line
+    assert reason in line
+    assert "app-pw-never" not in result.stdout + result.stderr
+    assert [c for c in changes(sandbox.calls()) if c[0] != "run"] == []
+
+
+def test_prod_deploy_accepts_the_documented_database_url(sandbox: Sandbox) -> None:
+    result = redeploy(sandbox)
+    assert result.returncode == 0, result.stderr
+    assert applied_app_secret(sandbox) == {
+        "api-key-hashes": sandbox.env["CA4_API_KEY_HASHES"],
+        "mongo-url": DOCDB_URL,
+    }
+    check = next(c["argv"] for c in sandbox.calls() if c["tool"] == "uv")
+    assert check[:3] == [
+        "run",
+        "python",
+        str(REPO / "tools/provision/scripts/check-app-secrets.py"),
+    ]
+
+
+def test_deploy_checks_the_ca_file_the_prod_chart_mounts(rendered: Rendered) -> None:
+    """The tlsCAFile the target requires is the file the prod pods find the RDS bundle at."""
+    text = (REPO / "mk" / "infra.mk").read_text()
+    mount_dir = re.search(r"^CA4_DB_CA_MOUNT_DIR \?= (\S+)$", text, re.M)
+    key = re.search(r"^CA4_DB_CA_KEY := (\S+)$", text, re.M)
+    assert mount_dir
+    assert key
+    mounted = set()
+    for workload in workloads(rendered[("ca4-app", "prod")]):
+        spec = pod_spec(workload)
+        ca_volumes = {v["name"] for v in spec.get("volumes", []) if "configMap" in v}
+        for container in spec["containers"]:
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in ca_volumes:
+                    mounted.add(f"{mount['mountPath']}/{key.group(1)}")
+    assert mounted == {f"{mount_dir.group(1)}/{key.group(1)}"}
+
+
+# -- ca4-db-user: Secrets Manager in the stack's region -----------------------------------------
+
+
+def test_db_user_asks_secrets_manager_in_the_stacks_region(sandbox: Sandbox) -> None:
+    """No AWS_DEFAULT_REGION, and a stack outside the default region: every aws call names the
+    stack's region (aws would stop on "You must specify a region", or ask the profile's)."""
+    outputs = {"CA4_FAKE_TF_OUTPUTS": json.dumps({"aws_region": "eu-central-1"})}
+    result = sandbox.make("ca4-db-user", env=outputs)
+    assert result.returncode == 0, result.stderr
+    aws = [c for c in sandbox.calls() if c["tool"] == "aws"]
+    assert [c["region"] for c in aws] == ["eu-central-1"] * 3  # master, app (missing), create
+    assert "create-secret" in aws[-1]["argv"]
+
+
+def test_db_user_creates_its_secret_only_when_it_does_not_exist(sandbox: Sandbox) -> None:
+    """Access denied (or throttling, or a network error) is not "missing": nothing is created,
+    and the error is named."""
+    result = sandbox.make("ca4-db-user", env={"CA4_FAKE_AWS_ERROR": "AccessDeniedException"})
+    assert result.returncode != 0
+    assert (
+        "db-user.sh: cannot read the secret ca4/dev/app-db-user in eu-west-1 (nothing created): "
+        "An error occurred (AccessDeniedException)" in result.stderr
+    )
+    calls = sandbox.calls()
+    assert not [c for c in calls if "create-secret" in c["argv"]]
+    assert not [c for c in calls if c["tool"] == "uv"]
+
+
+def test_stack_outputs_the_region_db_user_reads() -> None:
+    outputs = (REPO / "infra" / "terraform" / "stacks" / "ca4" / "outputs.tf").read_text()
+    assert re.search(r'^output "aws_region" \{\n.*\n  value += var\.aws_region$', outputs, re.M)
+
+
+# -- the operator's own values files -------------------------------------------------------------
+
+
+def test_operator_values_files_follow_the_shipped_ones(
+    sandbox: Sandbox, tmp_path: Path, helm: str
+) -> None:
+    """Site settings (processor.extraEnv, labels) live in the operator's own untracked files,
+    passed after values-<ENV>.yaml so they win; no tracked edit, so ca4-images still builds."""
+    app_values = tmp_path / "app-values.yaml"
+    app_values.write_text(
+        "processor:\n  extraEnv:\n    - name: CA4_RATE_LIMIT_TENANT_KEYS\n      value: '4'\n"
+    )
+    platform_values = tmp_path / "platform-values.yaml"
+    platform_values.write_text("commonLabels:\n  team: ca4-ops\n")
+    ready_for(sandbox, "ca4-deploy-app")
+    env = {"CA4_APP_VALUES": str(app_values), "CA4_PLATFORM_VALUES": str(platform_values)}
+    result = sandbox.make("ca4-platform-setup", "ca4-deploy-app", env=env)
+    assert result.returncode == 0, result.stderr
+    helm_calls = [c["argv"] for c in sandbox.calls() if c["tool"] == "helm"]
+    assert [a[0] for a in helm_calls] == ["template", "upgrade", "upgrade"]
+    for argv, chart, extra in [
+        (helm_calls[0], "ca4-platform", platform_values),
+        (helm_calls[1], "ca4-platform", platform_values),
+        (helm_calls[2], "ca4-app", app_values),
+    ]:
+        files = [argv[i + 1] for i, a in enumerate(argv) if a == "-f"]
+        assert files == [str(REPO / "infra" / "helm" / chart / "values-dev.yaml"), str(extra)]
+    args = [a for a in helm_calls[2][2:] if a != "--wait"]
+    rendered_app = run([helm, "template", *args, "--kube-version", "1.33.5"])
+    assert rendered_app.returncode == 0, rendered_app.stderr
+    assert "name: CA4_RATE_LIMIT_TENANT_KEYS" in rendered_app.stdout
+    args = [a for a in helm_calls[1][2:] if a != "--wait"]
+    rendered_platform = run([helm, "template", *args, "--kube-version", "1.33.5"])
+    assert rendered_platform.returncode == 0, rendered_platform.stderr
+    assert "team: ca4-ops" in rendered_platform.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "variable"),
+    [("ca4-deploy-app", "CA4_APP_VALUES"), ("ca4-platform-setup", "CA4_PLATFORM_VALUES")],
+)
+def test_a_missing_values_file_stops_the_target(
+    sandbox: Sandbox, tmp_path: Path, target: str, variable: str
+) -> None:
+    present = tmp_path / "present.yaml"
+    present.write_text("{}\n")
+    missing = tmp_path / "typo.yaml"
+    ready_for(sandbox, target)
+    result = sandbox.make(target, env={variable: f"{present} {missing}"})
+    assert result.returncode != 0
+    assert (
+        f"{target}: missing file: {variable} names {missing}, which does not exist or is "
+        "unreadable" in result.stderr
+    )
+    assert changes(sandbox.calls()) == []
+
+
+# -- --help --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "script",
+    sorted(
+        p.name
+        for p in (REPO / "tools" / "provision" / "scripts").glob("*.sh")
+        if p.name != "lib.sh"
+    ),
+)
+def test_scripts_answer_help_without_starting_work(sandbox: Sandbox, script: str) -> None:
+    path = REPO / "tools" / "provision" / "scripts" / script
+    result = run([str(path), "--help"], cwd=REPO, env=sandbox.env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    header = path.read_text().splitlines()[1].removeprefix("# ")
+    assert result.stdout.splitlines()[0] == header
+    assert "set -euo pipefail" not in result.stdout
+    assert sandbox.calls() == []

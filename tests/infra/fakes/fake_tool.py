@@ -11,6 +11,16 @@ fails the call the way the real ssh would (exit 255), and the resolved policy is
 ``helm template`` runs the real helm (``$CA4_REAL_HELM``), so a recipe reads the chart as it
 renders; ``kubectl get secret`` answers from ``$CA4_FAKE_SECRETS`` (JSON: ``"namespace/name"`` ->
 ``{key: value}``) through the go-templates the recipes use.
+
+``terraform`` keeps its data dir where the real one does (``$TF_DATA_DIR``, else the stack's
+``.terraform``, stood in for by ``$CA4_FAKE_STATE/stack-dot-terraform`` so no test writes into the
+checkout): ``init`` records the backend there, ``output`` fails as the real one does when the dir
+holds none, and otherwise answers from the state at the recorded key (``ca4/<ENV>/...``; a
+backend recorded without a key is the ENV under test's, ``$CA4_ENV``): its ``environment`` output
+is that ENV, and ``$CA4_FAKE_TF_OUTPUTS`` (JSON) overrides the others. Each terraform call records
+the state key it read (``state``) and the data dir (``data_dir``).
+``uv run python SCRIPT`` runs SCRIPT with this interpreter (the project's checks); other ``uv``
+calls are only recorded. ``aws`` fails, as the real one does, without a region.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ OUTPUTS = {
     "k3s_agent_private_ips": ["10.40.11.21", "10.40.10.22"],
     "archive_bucket_name": "ca4-dev-archive-123456789012",
     "archive_bucket_region": "eu-west-1",
+    "aws_region": "eu-west-1",
     "documentdb_endpoint": "ca4-dev.cluster-c1x2y3.eu-west-1.docdb.amazonaws.com",
     "documentdb_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!cluster-1",
 }
@@ -105,10 +116,51 @@ def _refusal(policy: dict[str, dict[str, list[str]]]) -> str | None:
     return None
 
 
+def _tf_data_dir() -> Path:
+    """Where terraform keeps its backend: ``$TF_DATA_DIR``, else the stack's own ``.terraform``."""
+    found = os.environ.get("TF_DATA_DIR")
+    return Path(found) if found else Path(os.environ["CA4_FAKE_STATE"]) / "stack-dot-terraform"
+
+
+def _tf_state_key() -> str | None:
+    """The state key the data dir's backend points at, None when it was never initialised."""
+    backend = _tf_data_dir() / "terraform.tfstate"
+    if not backend.exists():
+        return None
+    config = json.loads(backend.read_text())["backend"]["config"]
+    return str(config.get("key") or f"ca4/{os.environ.get('CA4_ENV', 'dev')}/terraform.tfstate")
+
+
+def tf_backend(key: str | None = None) -> str:
+    """The data dir's record of its backend (the real one's shape), as ``init`` writes it."""
+    config = {"bucket": "ca4-tfstate-test", "region": "eu-west-1"} | ({"key": key} if key else {})
+    return json.dumps({"version": 3, "backend": {"type": "s3", "config": config}}, indent=2)
+
+
 def _terraform(argv: list[str]) -> None:
-    if "output" in argv:
+    if "init" in argv:
+        settings = dict(
+            a.removeprefix("-backend-config=").split("=", 1)
+            for a in argv
+            if a.startswith("-backend-config=")
+        )
+        _tf_data_dir().mkdir(parents=True, exist_ok=True)
+        (_tf_data_dir() / "terraform.tfstate").write_text(tf_backend(settings.get("key")))
+    elif "output" in argv:
+        key = _tf_state_key()
+        if key is None:
+            print(
+                '\u2502 Error: Backend initialization required, please run "terraform init"',
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        outputs = {**OUTPUTS, "environment": key.split("/")[1]}
+        outputs |= json.loads(os.environ.get("CA4_FAKE_TF_OUTPUTS", "{}"))
         name = argv[-1]
-        value = OUTPUTS[name]
+        if name not in outputs:
+            print(f'\u2502 Error: Output "{name}" not found', file=sys.stderr)
+            sys.exit(1)
+        value = outputs[name]
         print(json.dumps(value) if "-json" in argv else value, end="")
 
 
@@ -197,12 +249,30 @@ def _image_tool(argv: list[str]) -> None:
 
 
 def _aws(argv: list[str], stdin: str) -> None:
-    """secretsmanager get-secret-value / create-secret, the app secret kept in the state dir."""
+    """secretsmanager get-secret-value / create-secret, the app secret kept in the state dir;
+    ``$CA4_FAKE_AWS_ERROR`` is the error code reading the app secret fails with."""
+    if "--region" not in argv and not (
+        os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    ):
+        print(
+            'You must specify a region. You can also configure your region by running "aws '
+            'configure".',
+            file=sys.stderr,
+        )
+        sys.exit(253)
     app_secret = Path(os.environ["CA4_FAKE_STATE"]) / "app-db-secret"
     if "get-secret-value" in argv:
         secret_id = argv[argv.index("--secret-id") + 1]
         if secret_id.startswith("arn:"):
             print(MASTER_SECRET)
+        elif os.environ.get("CA4_FAKE_AWS_ERROR"):
+            code = os.environ["CA4_FAKE_AWS_ERROR"]
+            print(
+                f"An error occurred ({code}) when calling the GetSecretValue operation: "
+                "fake refusal",
+                file=sys.stderr,
+            )
+            sys.exit(254)
         elif app_secret.exists():
             print(app_secret.read_text())
         else:
@@ -311,6 +381,14 @@ def _get_secret(argv: list[str]) -> None:
             print(key)
 
 
+def _uv(argv: list[str], stdin: str) -> None:
+    """``uv run python SCRIPT ARGS``: the project's own check, run for real (its packages are
+    this interpreter's); anything else ``uv`` runs is only recorded."""
+    if argv[:2] == ["run", "python"]:
+        result = subprocess.run([sys.executable, *argv[2:]], input=stdin, text=True, check=False)
+        sys.exit(result.returncode)
+
+
 def main() -> None:
     tool = Path(sys.argv[0]).name
     argv = sys.argv[1:]
@@ -318,7 +396,13 @@ def main() -> None:
     if tool == "ssh":
         _ssh(argv, stdin)
         return
-    extra = _from_files(argv) if tool == "kubectl" else {}
+    extra: dict[str, object] = {}
+    if tool == "kubectl":
+        extra.update(_from_files(argv))
+    elif tool == "terraform":
+        extra = {"state": _tf_state_key(), "data_dir": str(_tf_data_dir())}
+    elif tool == "aws":
+        extra = {"region": argv[argv.index("--region") + 1] if "--region" in argv else None}
     _record(tool, argv, stdin, **extra)
     if tool == "terraform":
         _terraform(argv)
@@ -334,6 +418,8 @@ def main() -> None:
         _git(argv)
     elif tool == "aws":
         _aws(argv, stdin)
+    elif tool == "uv":
+        _uv(argv, stdin)
     elif tool in {"docker", "podman", "buildah"}:
         _image_tool(argv)
     elif tool == "kubectl" and "port-forward" in argv:

@@ -3,6 +3,8 @@
 #   1. the master secret (Terraform's documentdb_secret_arn) is read from Secrets Manager into
 #      this shell only: never a file, an argument or the cluster
 #   2. the app user's secret, ca4/<ENV>/app-db-user, is read, or created once with a random password
+#      when Secrets Manager says it does not exist (any other error stops the script). Every aws
+#      call names the stack's region (Terraform's aws_region), whatever the profile's default
 #   3. through an SSH tunnel to DocumentDB via the first K3s server (closed on exit) and the RDS
 #      CA bundle, `ca4 db-user` creates or corrects the user (both secrets on its stdin). The tunnel
 #      ends on a K3s server, reached through the bastion (the ssh config's ProxyJump): DocumentDB
@@ -15,22 +17,37 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+# ENV's own state first: the lookup below swallows errors, and must not read another ENV's.
+tf_check_state
 endpoint="$(tf_output documentdb_endpoint 2>/dev/null || true)"
 if [[ -z "${endpoint}" || "${endpoint}" == null ]]; then
   log "no DocumentDB in ENV=${CA4_ENV} (documentdb_enabled = false): no database user to create"
   exit 0
 fi
 master_arn="$(tf_output documentdb_secret_arn)"
+region="$(tf_output aws_region)"
+[[ -n "${region}" ]] || die "the Terraform output aws_region is empty: run 'make ca4-apply ENV=${CA4_ENV}'"
 app_secret="${CA4_APP_DB_SECRET:-ca4/${CA4_ENV}/app-db-user}"
 
-master="$(aws secretsmanager get-secret-value --secret-id "${master_arn}" --query SecretString --output text)"
-if ! app="$(aws secretsmanager get-secret-value --secret-id "${app_secret}" --query SecretString --output text 2>/dev/null)"; then
+master="$(aws secretsmanager get-secret-value --region "${region}" --secret-id "${master_arn}" \
+  --query SecretString --output text)"
+# aws's error text (never a secret value) is kept apart from the secret on stdout.
+errors="$(mktemp)"
+if app="$(aws secretsmanager get-secret-value --region "${region}" --secret-id "${app_secret}" \
+  --query SecretString --output text 2>"${errors}")"; then
+  rm -f "${errors}"
+elif grep -q ResourceNotFoundException "${errors}"; then
+  rm -f "${errors}"
   password="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   app="{\"username\":\"ca4app\",\"password\":\"${password}\"}"
-  printf '%s' "${app}" | aws secretsmanager create-secret --name "${app_secret}" \
+  printf '%s' "${app}" | aws secretsmanager create-secret --region "${region}" --name "${app_secret}" \
     --description "CA4 ${CA4_ENV}: the application's DocumentDB user (readWrite on ca4)" \
     --secret-string file:///dev/stdin >/dev/null
-  log "created secret ${app_secret} with a new application password"
+  log "created secret ${app_secret} in ${region} with a new application password"
+else
+  error="$(tr -s '\n' ' ' <"${errors}")"
+  rm -f "${errors}"
+  die "cannot read the secret ${app_secret} in ${region} (nothing created): ${error:-aws exited with an error}"
 fi
 
 # The tunnel's far end is the first K3s server (the ssh config routes it through the bastion).

@@ -23,7 +23,10 @@ patterns=(
 )
 
 check=0
-if [[ "${1:-}" == "--check" ]]; then
+if [[ "${1:-}" == --help || "${1:-}" == -h ]]; then
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+  exit 0
+elif [[ "${1:-}" == "--check" ]]; then
   check=1
 elif [[ $# -gt 0 ]]; then
   echo "usage: $0 [--check]" >&2

@@ -21,18 +21,50 @@ CA4_K3S_INSTALLER_SHA256="${CA4_K3S_INSTALLER_SHA256:-46177d4c99440b4c0311b67233
 log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 die() { printf '%s: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
-# tf_output NAME: one Terraform output as raw text.
-tf_output() { terraform -chdir="${CA4_TF_DIR}" output -raw "$1"; }
+# SCRIPT --help (or -h): print the script's header comment and exit, before any work. lib.sh is
+# sourced without arguments, so "$1" here is the script's own first argument.
+if [[ "${1:-}" == --help || "${1:-}" == -h ]]; then
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 && !/shellcheck/ { sub(/^# ?/, ""); print }' "$0"
+  exit 0
+fi
 
-# tf_output_list NAME: a list(string) output as whitespace-separated words.
-tf_output_list() {
-  terraform -chdir="${CA4_TF_DIR}" output -json "$1" | tr -d '[]" \n' | tr ',' ' '
-}
-
-# Project-local state of the provisioning scripts (ssh config, known_hosts, downloads); git-ignored.
+# Project-local state of the provisioning scripts (ssh config, known_hosts, downloads, Terraform's
+# data dir); git-ignored. Absolute, since terraform -chdir reads TF_DATA_DIR from its new folder.
 CA4_STATE_DIR="${CA4_STATE_DIR:-${CA4_REPO_ROOT}/.ca4/${CA4_ENV}}"
+[[ "${CA4_STATE_DIR}" == /* ]] || CA4_STATE_DIR="${PWD}/${CA4_STATE_DIR}"
 CA4_SSH_CONFIG="${CA4_STATE_DIR}/ssh_config"
 CA4_KNOWN_HOSTS="${CA4_STATE_DIR}/known_hosts"
+# Each ENV has its own Terraform data dir (the backend it was initialised with, the providers), as
+# mk/infra.mk sets it: one shared .terraform would answer with whichever ENV was initialised last.
+export TF_DATA_DIR="${CA4_STATE_DIR}/terraform"
+
+# tf_check_state: stop unless ENV's Terraform data dir is initialised and the state behind it is
+# ENV's (its `environment` output). Checked once per shell: call it before reading outputs in
+# command substitutions, which would each check again.
+CA4_TF_STATE_CHECKED=""
+tf_check_state() {
+  [[ -z "${CA4_TF_STATE_CHECKED}" ]] || return 0
+  [[ -f "${TF_DATA_DIR}/terraform.tfstate" ]] ||
+    die "Terraform is not initialised for ENV=${CA4_ENV} (no backend in its data dir ${TF_DATA_DIR}): run 'make ca4-tf-init ENV=${CA4_ENV}'"
+  local found
+  found="$(terraform -chdir="${CA4_TF_DIR}" output -raw environment)" ||
+    die "cannot read the output 'environment' of ENV=${CA4_ENV}'s Terraform state (above): run 'make ca4-tf-init ENV=${CA4_ENV}', and 'make ca4-apply ENV=${CA4_ENV}' if the stack was never applied"
+  [[ "${found}" == "${CA4_ENV}" ]] ||
+    die "the Terraform data dir ${TF_DATA_DIR} holds ENV=${found:-?}'s state, not ENV=${CA4_ENV}'s: run 'make ca4-tf-init ENV=${CA4_ENV}' (and give each ENV its own CA4_STATE_DIR)"
+  CA4_TF_STATE_CHECKED=1
+}
+
+# tf_output NAME: one Terraform output of ENV's state as raw text.
+tf_output() {
+  tf_check_state
+  terraform -chdir="${CA4_TF_DIR}" output -raw "$1"
+}
+
+# tf_output_list NAME: a list(string) output of ENV's state as whitespace-separated words.
+tf_output_list() {
+  tf_check_state
+  terraform -chdir="${CA4_TF_DIR}" output -json "$1" | tr -d '[]" \n' | tr ',' ' '
+}
 
 # ssh_opts BASTION USER [PRIVATE_HOST...]: write the ssh config every ssh of these scripts reads
 # (-F), and fill SSH_OPTS and SSH_JUMP. Options given on the ssh command line (-o, -i) do not reach
@@ -69,6 +101,7 @@ ssh_opts() {
 # cluster_hosts: read the bastion, the SSH user and the K3s nodes from Terraform's outputs into
 # bastion, SSH_USER, servers and agents, and write the ssh config for them (ssh_opts).
 cluster_hosts() {
+  tf_check_state
   bastion="$(tf_output bastion_public_ip)"
   SSH_USER="$(tf_output ssh_user)"
   read -r -a servers <<<"$(tf_output_list k3s_server_private_ips)"

@@ -4,9 +4,14 @@
 # in a single line. A requirement is one of:
 #   VAR            the environment variable VAR is set and not empty
 #   file:VAR       VAR is set and names a readable file
+#   files:VAR      every word of VAR (space-separated; VAR may be unset or empty) is a readable file
 #   aws            AWS credentials: AWS_PROFILE, or AWS_ACCESS_KEY_ID with AWS_SECRET_ACCESS_KEY
 set -euo pipefail
 
+if [[ "${1:-}" == --help || "${1:-}" == -h ]]; then
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+  exit 0
+fi
 target="${1:?usage: preflight.sh TARGET [tool...] [-- requirement...]}"
 shift
 fail() { printf '%s: %s\n' "${target}" "$*" >&2; exit 1; }
@@ -28,6 +33,14 @@ for req in "$@"; do
       var="${req#file:}"
       [[ -n "${!var:-}" ]] || fail "missing setting: ${var} (path of a file)"
       [[ -r "${!var}" ]] || fail "missing file: ${var}=${!var} does not exist or is unreadable"
+      ;;
+    files:*)
+      var="${req#files:}"
+      read -r -a files <<<"${!var:-}"
+      for file in "${files[@]}"; do
+        [[ -f "${file}" && -r "${file}" ]] ||
+          fail "missing file: ${var} names ${file}, which does not exist or is unreadable"
+      done
       ;;
     *)
       [[ -n "${!req:-}" ]] || fail "missing setting: ${req} (environment variable; see docs/provisioning.md)"

@@ -5,6 +5,11 @@ output "environment" {
   value       = var.environment
 }
 
+output "aws_region" {
+  description = "Region of the stack: its DocumentDB, secrets and nodes (db-user.sh passes it to aws as --region)."
+  value       = var.aws_region
+}
+
 output "bastion_public_ip" {
   description = "Public IP of the bastion (ProxyJump host)."
   value       = module.bastion.public_ip
