@@ -617,8 +617,12 @@ BAD_VALUES = [
     # --set turns 4 into a number, which the API server refuses at install time, not helm
     (
         "ca4-app",
-        ["--set", "processor.extraEnv[0].name=CA4_RATE_LIMIT_TENANT_KEYS"]
-        + ["--set", "processor.extraEnv[0].value=4"],
+        [
+            "--set",
+            "processor.extraEnv[0].name=CA4_RATE_LIMIT_TENANT_KEYS",
+            "--set",
+            "processor.extraEnv[0].value=4",
+        ],
         "processor/extraEnv/0/value",
     ),
     # values-prod.yaml leaves the public host to the operator (make ca4-deploy-app CA4_INGRESS_HOST)

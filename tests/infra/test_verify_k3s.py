@@ -293,9 +293,7 @@ def test_k3s_names_a_failed_port_forward(cluster: Cluster, monkeypatch: pytest.M
 
 
 @pytest.mark.parametrize("value_set", ["dev", "prod"])
-def test_every_forward_names_a_port_the_rendered_service_has(
-    rendered: Any, value_set: str
-) -> None:
+def test_every_forward_names_a_port_the_rendered_service_has(rendered: Any, value_set: str) -> None:
     """kubectl resolves ``svc/NAME :PORT`` against the Service's own ports: the verify run
     forwarded the app's 8000 and 8001, its containers' ports, which the Services (on 80) lack,
     so every deploy's step 8 failed with "does not have a service port 8000"."""

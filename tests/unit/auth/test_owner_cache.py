@@ -53,7 +53,7 @@ def test_room_comes_from_the_largest_tenant_until_they_are_even() -> None:
     _fill(cache, "a", 100)
     _fill(cache, "b", 60)
 
-    held = {tenant: 0 for tenant in ("a", "b")}
+    held = dict.fromkeys(("a", "b"), 0)
     for n in range(100):
         if cache.get(f"a-{n}") is not None:
             held["a"] += 1

@@ -15,10 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from ca4_auth import ApiKeyRing
+from ca4_auth import ApiKey, ApiKeyRing, Scope
 from ca4_processor.body import body_weight
 from ca4_processor.core.config import Settings
-from ca4_auth import ApiKey, Scope
 from ca4_processor.security import RateLimits, RateRefusal
 from pydantic import ValidationError
 
