@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 from ca4_auth.http import INVALID_KEY, MISSING_KEY
 from ca4_schemas import record_weight
 from ca4_worker.api.routes import health
+from ca4_worker.application.ports import UnavailableError
 from ca4_worker.application.replay import replay_from_archive, replay_from_store
 from ca4_worker.application.views import GpuQuery, GpuView, Page
 from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
@@ -24,6 +25,7 @@ from ca4_worker.domain.archive import archive_key, encode_archive_object
 from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight
 from ca4_worker.persistence.documents import GPUS, SESSIONS
 from ca4_worker.persistence.memory import InMemoryProjections
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 
 from tests.support.keys import key_entry
@@ -670,28 +672,56 @@ async def test_metrics_are_rendered_off_the_event_loop(
     assert threading.main_thread() not in rendered_in
 
 
+@dataclass
+class FakeClock:
+    """The read budget's clock: each GPU page takes 100 ms of it, and nothing else moves it."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class TimedReads(InMemoryProjections):
-    """Projections whose GPU pages take 100 ms (a heavy page, or a slow database)."""
+    """Projections whose GPU pages take 100 ms of ``clock`` (a heavy page, or a slow database)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
-        await asyncio.sleep(0.1)
+        self.clock.now += 0.1
+        await asyncio.sleep(0)
         return await super().gpus(query)
+
+
+def _budget_on(clock: FakeClock) -> Callable[[FastAPI], None]:
+    def configure(app: FastAPI) -> None:
+        app.state.read_budget.buckets.clock = clock
+
+    return configure
+
+
+B = {"Authorization": "Bearer k-b"}
+KEYS_A_B = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
 
 
 async def test_a_tenant_that_keeps_the_read_api_busy_waits_and_others_do_not() -> None:
     """Reads were capped in number at once, not in time: one tenant asking again as soon as
     answered kept the event loop the consumers share busy (another tenant's read 41 to
     142-255 ms). Each read now pays the time it held its slot from its tenant's budget."""
+    clock = FakeClock()
     adapters = in_memory_adapters()
-    adapters.projections = TimedReads()
-    keys = ",".join([KEY_HASHES, key_entry("b-reader", "k-b", TENANT_B, "read")])
-    settings = Settings(api_key_hashes=keys, read_budget_per_tenant=0.1, read_budget_burst_s=0.15)
-    async with read_api(settings, adapters) as client:
+    adapters.projections = TimedReads(clock)
+    settings = Settings(
+        api_key_hashes=KEYS_A_B, read_budget_per_tenant=0.1, read_budget_burst_s=0.15
+    )
+    async with read_api(settings, adapters, _budget_on(clock)) as client:
         before = _sample("ca4_worker_read_seconds_total", TENANT_A)
         answers = [(await client.get("/v1/gpus", headers=A)).status_code for _ in range(2)]
-        refused = await client.get("/v1/gpus", headers=A)
-        other_tenant = await client.get("/v1/gpus", headers={"Authorization": "Bearer k-b"})
-        await asyncio.sleep(0.5)  # a debt of about 0.03 s, refilled at 0.1 s/s
+        refused = await client.get("/v1/gpus", headers=A)  # 0.15 - 0.2 + 0.01 s: in debt
+        other_tenant = await client.get("/v1/gpus", headers=B)
+        clock.now += 1.0  # 0.1 s refilled
         again = await client.get("/v1/gpus", headers=A)
 
     assert answers == [200, 200]  # 0.15 s saved: two 100 ms reads may start
@@ -704,8 +734,57 @@ async def test_a_tenant_that_keeps_the_read_api_busy_waits_and_others_do_not() -
     assert refused.headers["Retry-After"] == "1"
     assert other_tenant.status_code == 200
     assert again.status_code == 200
-    assert 0.2 <= _sample("ca4_worker_read_seconds_total", TENANT_A) - before < 1.0
+    assert _sample("ca4_worker_read_seconds_total", TENANT_A) - before == pytest.approx(0.3)
     assert _sample("ca4_worker_reads_refused_total", TENANT_A) >= 1
+
+
+async def test_reads_let_in_together_are_checked_again_once_they_have_a_slot() -> None:
+    """The budget was checked only before a read queued for its slot: 40 reads sent at once
+    all ran and left the tenant 27 times its budget in debt. A read is checked again once it
+    has its slot, so reads let in together stop where the budget does."""
+    clock = FakeClock()
+    adapters = in_memory_adapters()
+    adapters.projections = TimedReads(clock)
+    settings = Settings(
+        api_key_hashes=KEYS_A_B,
+        read_budget_per_tenant=0.1,
+        read_budget_burst_s=0.15,
+        read_max_in_flight_per_tenant=1,
+    )
+    async with read_api(settings, adapters, _budget_on(clock)) as client:
+        answers = await asyncio.gather(*(client.get("/v1/gpus", headers=A) for _ in range(8)))
+
+    assert sorted(answer.status_code for answer in answers) == [200, 200] + [429] * 6
+
+
+class DownDatabase(InMemoryProjections):
+    """Projections whose database is down: each read fails after 5 s of ``clock``."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
+        self.clock.now += 5.0
+        raise UnavailableError("database unreachable")
+
+
+async def test_reads_failed_by_an_outage_do_not_spend_the_budget() -> None:
+    """Every read waiting out an outage would have drained every tenant's budget, and the
+    recovery would have been a storm of 429s."""
+    clock = FakeClock()
+    adapters = in_memory_adapters()
+    adapters.projections = DownDatabase(clock)
+    settings = Settings(
+        api_key_hashes=KEYS_A_B, read_budget_per_tenant=0.1, read_budget_burst_s=0.15
+    )
+    async with read_api(settings, adapters, _budget_on(clock)) as client:
+        during = [(await client.get("/v1/gpus", headers=A)).status_code for _ in range(3)]
+        adapters.projections = TimedReads(clock)
+        budget_left = await client.get("/v1/sessions", headers=A)
+
+    assert during == [503, 503, 503]
+    assert budget_left.status_code == 200
 
 
 def _sample(name: str, tenant: str) -> float:

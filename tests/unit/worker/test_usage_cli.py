@@ -191,6 +191,12 @@ def test_groups_past_the_cap_are_one_other_row_per_tenant_and_said_so(
     assert len(list(csv.DictReader(io.StringIO(as_csv.stdout)))) == 51
     assert as_csv.stderr == f"{note}\n"
     assert note in " ".join(shown.stdout.split())
+    # one tenant's report already is what --tenant gives: the note does not send it there
+    one_tenant = ca4("--group-by", "gpu_model", "--csv", "--tenant", TENANT_A)
+    assert one_tenant.stderr == (
+        "truncated: more than 50 groups (CA4_USAGE_MAX_GROUPS); each tenant's (other) row "
+        "sums the rest. Group by fewer values, ask for fewer days to see every group.\n"
+    )
 
 
 def test_a_report_of_many_groups_holds_no_more_than_the_cap(

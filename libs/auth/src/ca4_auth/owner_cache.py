@@ -6,9 +6,10 @@ database for sessions that report again. The room is bounded; a plain LRU gave a
 whoever made new sessions fastest: one key making a fresh session per report (1,000 a second
 at its rate) turned every other tenant's owners out within two minutes, and each of their
 reports then paid a database round trip again, under its deadline. Here a full cache makes
-room from the tenant holding the most owners (its least recently used one), so a tenant making
-sessions as fast as it can only turns over its own, and a tenant with most of the sessions
-still gets most of the room.
+room from the tenant holding the most owners (its least recently used one): max-min fair. A
+tenant making sessions as fast as it can takes room only from tenants holding more than it,
+and only down to its own share, so every tenant holding less than the largest shares keeps all
+of its owners; alone, a tenant has all of the room.
 """
 
 from __future__ import annotations

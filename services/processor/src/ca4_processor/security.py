@@ -4,42 +4,9 @@
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ca4_auth import ApiKey
-
-
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-@dataclass
-class RateLimiter:
-    """Token bucket per id (a key's or a tenant's): ``rate`` tokens per second, bursts up to
-    ``burst`` tokens.
-
-    In-process state: with several replicas, each enforces its own share.
-    """
-
-    rate: float
-    burst: int
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
-
-    def wait_for(self, bucket_id: str, tokens: int, now: float) -> float:
-        """Seconds until ``bucket_id`` holds ``tokens`` (``0`` when it does now); takes none."""
-        bucket = self._buckets.get(bucket_id)
-        if bucket is None:
-            bucket = self._buckets[bucket_id] = _Bucket(tokens=float(self.burst), updated=now)
-        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
-        return 0.0 if bucket.tokens >= tokens else (tokens - bucket.tokens) / self.rate
-
-    def take(self, bucket_id: str, tokens: int) -> None:
-        """Take ``tokens`` that :meth:`wait_for` has just found there."""
-        self._buckets[bucket_id].tokens -= tokens
+from ca4_auth import ApiKey, TokenBuckets
 
 
 @dataclass(frozen=True)
@@ -62,15 +29,15 @@ class RateLimits:
     while a tenant with one key never meets its tenant bucket first.
     """
 
-    per_key: RateLimiter
-    per_tenant: RateLimiter
+    per_key: TokenBuckets
+    per_tenant: TokenBuckets
 
     @classmethod
     def create(cls, *, rate: float, burst: int, tenant_keys: float) -> RateLimits:
         """Buckets of ``rate``/``burst`` per key and ``tenant_keys`` times that per tenant."""
         return cls(
-            per_key=RateLimiter(rate=rate, burst=burst),
-            per_tenant=RateLimiter(rate=rate * tenant_keys, burst=math.ceil(burst * tenant_keys)),
+            per_key=TokenBuckets(rate=rate, burst=burst),
+            per_tenant=TokenBuckets(rate=rate * tenant_keys, burst=math.ceil(burst * tenant_keys)),
         )
 
     @property
@@ -81,7 +48,7 @@ class RateLimits:
     @property
     def burst(self) -> int:
         """The most tokens one request can ever pay (a key's bucket; a tenant's holds more)."""
-        return self.per_key.burst
+        return int(self.per_key.burst)
 
     def try_acquire(
         self, key: ApiKey, tokens: int = 1, now: float | None = None
@@ -89,7 +56,7 @@ class RateLimits:
         """Take ``tokens`` from ``key``'s bucket and its tenant's; ``None`` when paid."""
         if not self.enabled:
             return None
-        now = time.monotonic() if now is None else now
+        now = self.per_key.clock() if now is None else now
         key_wait = self.per_key.wait_for(key.key_id, tokens, now)
         if key_wait > 0:
             return RateRefusal(key_wait, self.per_key.rate, f"key {key.key_id!r}")
@@ -97,6 +64,6 @@ class RateLimits:
         if tenant_wait > 0:
             whose = f"tenant {key.tenant!r} (all its keys together)"
             return RateRefusal(tenant_wait, self.per_tenant.rate, whose)
-        self.per_key.take(key.key_id, tokens)
-        self.per_tenant.take(key.tenant, tokens)
+        self.per_key.take(key.key_id, tokens, now)
+        self.per_tenant.take(key.tenant, tokens, now)
         return None

@@ -86,12 +86,14 @@ def _too_slow(timeout_s: float, *, tenant: str | None) -> UsageTimedOutError:
     )
 
 
-def truncation_note(max_groups: int | None) -> str:
-    """The line that says a report's groups were cut at ``max_groups`` (when known)."""
+def truncation_note(max_groups: int | None, *, tenant: str | None = None) -> str:
+    """The line that says a report's groups were cut at ``max_groups`` (when known); without
+    ``tenant`` (every tenant's report), one tenant's may fit."""
     cap = f"more than {max_groups} groups" if max_groups else "more groups than a report shows"
+    narrower = " or pass --tenant" if tenant is None else ""
     return (
         f"truncated: {cap} (CA4_USAGE_MAX_GROUPS); each tenant's (other) row sums the rest. "
-        "Group by fewer values, ask for fewer days or pass --tenant to see every group."
+        f"Group by fewer values, ask for fewer days{narrower} to see every group."
     )
 
 
@@ -106,13 +108,15 @@ def csv_text(report: UsageReport) -> str:
     return buffer.getvalue()
 
 
-def table(report: UsageReport, *, max_groups: int | None = None) -> Table:
+def table(
+    report: UsageReport, *, max_groups: int | None = None, tenant: str | None = None
+) -> Table:
     """The report as a Rich table (``ca4 usage`` reads as an operator: a tenant column), with
     a caption saying so when its groups were cut at ``max_groups``."""
     shown = Table(
         title=f"GPU usage {report.from_day} to {report.to_day} (UTC, end excluded) "
         f"by {report.group_by}",
-        caption=escape(truncation_note(max_groups)) if report.truncated else None,
+        caption=escape(truncation_note(max_groups, tenant=tenant)) if report.truncated else None,
         caption_style="bold",
         caption_justify="left",
     )
@@ -208,6 +212,6 @@ def usage(  # noqa: PLR0917 - Typer passes each option by keyword
     elif as_csv:
         typer.echo(csv_text(report), nl=False)
         if report.truncated:
-            typer.echo(truncation_note(settings.usage_max_groups), err=True)
+            typer.echo(truncation_note(settings.usage_max_groups, tenant=tenant), err=True)
     else:
-        console.print(table(report, max_groups=settings.usage_max_groups))
+        console.print(table(report, max_groups=settings.usage_max_groups, tenant=tenant))

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     follows the GPUs (a GPU document and series each), which the weight alone undercounts: a
     report of 64 GPUs with only the required fields weighs two tokens. Up to 4 GPUs per report
     cost nothing more than the report itself; a 64-GPU report costs 16."""
-    RATE_LIMIT_TENANT_KEYS: float = Field(default=2.0, ge=1.0)
+    RATE_LIMIT_TENANT_KEYS: float = Field(default=2.0, ge=1.0, le=10_000.0, allow_inf_nan=False)
     """How many keys' rate limits one tenant's keys share (its bucket refills at this many
     times ``RATE_LIMIT_PER_SECOND`` and holds this many times ``RATE_LIMIT_BURST``): a tenant
     with one key never meets it, and one handed a key per notebook or team does not multiply

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -13,9 +12,13 @@ from fastapi import Depends, HTTPException, Request, status
 
 from ca4_worker.api.read_budget import ReadBudget
 from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, owner_name, slot_owner
-from ca4_worker.application.ports import EventStore, Projections
+from ca4_worker.application.ports import (
+    EventStore,
+    Projections,
+    TimedOutError,
+    UnavailableError,
+)
 from ca4_worker.core.config import Settings
-from ca4_worker.core.metrics import READS_REFUSED
 
 
 @dataclass
@@ -79,24 +82,44 @@ async def authenticate_reader(
     key = authorize(key_ring, credentials, Scope.READ)
     owner = slot_owner(key.read_tenant)
     if (wait_s := budget.wait_for(owner)) > 0:
-        READS_REFUSED.labels(owner).inc()
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            f"{owner_name(owner)} has spent its read time in this worker "
-            f"(CA4_READ_BUDGET_PER_TENANT: {budget.rate:g} s of reads per second, "
-            f"{budget.burst:g} s at once); retry after the Retry-After seconds",
-            headers={"Retry-After": retry_after_header(wait_s)},
-        )
+        raise _budget_spent(budget, owner, wait_s)
     try:
         await slots.enter(owner)
     except ReadRefusedError as error:
         raise too_many_in_flight(str(error)) from error
-    started = time.monotonic()
+    if (wait_s := budget.wait_for(owner)) > 0:  # spent by reads let in while this one waited
+        await slots.leave(owner)
+        raise _budget_spent(budget, owner, wait_s)
+    started = budget.now()
+    charged = True
     try:
         yield key
+    except UnavailableError as error:
+        # The database was down: nobody's read. A read past its deadline (TimedOutError) is
+        # paid: a scan that runs to the deadline is what the budget is for.
+        charged = isinstance(error, TimedOutError)
+        raise
     finally:
-        budget.charge(owner, time.monotonic() - started)
+        if charged:
+            waited_s: float = getattr(request.state, READ_WAITED_S, 0.0)
+            budget.charge(owner, max(0.0, budget.now() - started - waited_s))
         await slots.leave(owner)
+
+
+READ_WAITED_S = "read_waited_s"
+"""``request.state`` attribute where a route notes seconds its read waited for other tenants
+(a usage report's turn for a usage slot), which its tenant's read budget does not pay."""
+
+
+def _budget_spent(budget: ReadBudget, owner: str, wait_s: float) -> HTTPException:
+    budget.refuse(owner)
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"{owner_name(owner)} has spent its read time in this worker "
+        f"(CA4_READ_BUDGET_PER_TENANT: {budget.rate:g} s of reads per second, "
+        f"{budget.burst:g} s at once); retry after the Retry-After seconds",
+        headers={"Retry-After": retry_after_header(wait_s)},
+    )
 
 
 def too_many_in_flight(what: str) -> HTTPException:

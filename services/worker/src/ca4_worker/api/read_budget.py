@@ -6,24 +6,25 @@ once, not how many it sends: four connections each asking again as soon as answe
 worker's event loop (which the consumers share) busy with one tenant's pages. So each read also
 pays for the time it held its slot, from a token bucket of seconds per tenant: refilled at
 ``rate`` seconds per second, holding at most ``burst`` seconds. A read is let in while its
-tenant's bucket is not empty and pays when it ends, so one long read (a usage report, a page
-that hit its deadline) can overdraw it, and the tenant's next reads wait that off. The time is
-wall time with the slot held: the database's share, and the loop's when it is congested, count
-too, so a tenant whose reads slow everyone down is slowed down first.
+tenant's bucket is not empty, checked again once it has its slot (reads let in meanwhile may
+have spent it), and pays when it ends, so one long read (a usage report, a page that hit its
+deadline) can overdraw it, and the tenant's next reads wait that off. The time is wall time
+with the slot held: the database's share, and the loop's when it is congested, count too, so a
+tenant whose reads slow everyone down is slowed down first. Not counted: a usage report's wait
+for its own slot (behind other tenants' reports), and a read that failed because the database
+was unavailable (an outage is nobody's read).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+
+from ca4_auth import TokenBuckets
 
 from ca4_worker.core.metrics import READ_SECONDS, READS_REFUSED
 
-
-@dataclass
-class _Balance:
-    seconds: float
-    updated: float
+_LEFT_TO_START = 1e-3
+"""Seconds a tenant must have left for a read to start: any, but not none."""
 
 
 @dataclass
@@ -33,26 +34,29 @@ class ReadBudget:
 
     rate: float
     burst: float
-    _balances: dict[str, _Balance] = field(default_factory=dict)
+    buckets: TokenBuckets = field(init=False)
 
-    def wait_for(self, owner: str, now: float | None = None) -> float:
+    def __post_init__(self) -> None:
+        self.buckets = TokenBuckets(rate=self.rate, burst=self.burst)
+
+    def now(self) -> float:
+        """The budget's clock (monotonic seconds; tests set the buckets' ``clock``)."""
+        return self.buckets.clock()
+
+    def wait_for(self, owner: str) -> float:
         """Seconds until ``owner`` may read again (``0``: now)."""
         if self.rate <= 0:
             return 0.0
-        balance = self._refilled(owner, time.monotonic() if now is None else now)
-        return 0.0 if balance.seconds > 0 else max(-balance.seconds, 1e-3) / self.rate
+        return self.buckets.wait_for(owner, _LEFT_TO_START)
 
-    def charge(self, owner: str, seconds: float, now: float | None = None) -> None:
-        """``owner``'s read held its slot ``seconds``."""
+    def refuse(self, owner: str) -> None:
+        """Count a read of ``owner`` refused for its spent budget."""
+        READS_REFUSED.labels(owner).inc()
+
+    def charge(self, owner: str, seconds: float) -> None:
+        """``owner``'s read held its slot ``seconds`` (what it waited for other tenants left
+        out by the caller)."""
         READ_SECONDS.labels(owner).inc(seconds)
         READS_REFUSED.labels(owner)  # at 0 from the tenant's first read, so a refusal shows
         if self.rate > 0:
-            self._refilled(owner, time.monotonic() if now is None else now).seconds -= seconds
-
-    def _refilled(self, owner: str, now: float) -> _Balance:
-        balance = self._balances.get(owner)
-        if balance is None:
-            balance = self._balances[owner] = _Balance(self.burst, now)
-        balance.seconds = min(self.burst, balance.seconds + (now - balance.updated) * self.rate)
-        balance.updated = now
-        return balance
+            self.buckets.take(owner, seconds)

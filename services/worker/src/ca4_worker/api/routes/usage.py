@@ -12,7 +12,12 @@ from ca4_schemas.types import OWNER_ID_PATTERN
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
-from ca4_worker.api.deps import ReadTenantDep, authenticate_reader, too_many_in_flight
+from ca4_worker.api.deps import (
+    READ_WAITED_S,
+    ReadTenantDep,
+    authenticate_reader,
+    too_many_in_flight,
+)
 from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, slot_owner
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
 from ca4_worker.application.ports import TimedOutError
@@ -134,6 +139,7 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     except ReadRefusedError as error:
         raise too_many_in_flight(str(error)) from error
     waited_s = time.monotonic() - started
+    setattr(request.state, READ_WAITED_S, waited_s)  # other tenants' reports: not its budget's
     try:
         return await usage_report(
             usage.records,
