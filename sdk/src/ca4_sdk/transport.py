@@ -7,7 +7,10 @@ when. Reports are sent as already-built dicts, so a retried report keeps its ``e
 
 An answer is read only so far: up to a cap on its decoded bytes that follows from what the
 processor can answer for the batch, and by a deadline on the whole answer. What an edge in the
-middle (a proxy, anyone on the path of an ``http://`` URL) sends past either is not read.
+middle (a proxy, anyone on the path of an ``http://`` URL) sends past either is not read. Answers
+are asked for in gzip or deflate, and the transport undoes those itself, never inflating past
+the cap whatever urllib3 does; one in any other coding (``br``, ``zstd``, codings chained) is
+not read either.
 
 A redirect is never followed: ``requests`` would turn the POST into a GET after a ``301`` or
 ``302`` (which the API refuses for good) and drop the key on the way to another host or port
@@ -17,6 +20,7 @@ are kept, and the error names the URL to use instead.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import gzip
 import html
@@ -27,13 +31,15 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 
 from ca4_sdk._version import SDK_NAME, SDK_VERSION
 
@@ -59,7 +65,7 @@ ANSWER_BYTES_PER_REPORT = 32 * 1024
 """Added to the cap for each report sent. The processor's result for a report is about 180
 bytes when accepted (its receipt) and about 12 KiB at most when rejected (100 errors, then one
 counting the rest); this leaves room for longer field paths and messages. The cap is then
-4.2 MiB for the reporter's batches of 100, 17 MiB for the processor's largest (500)."""
+about 4.1 MiB for the reporter's batches of 100, 17 MiB for the processor's largest (500)."""
 ANSWER_WITHIN_S = 60.0
 """The deadline on reading an answer's body when the caller gives none (or a later one): the
 read timeout starts again with each byte, so an edge sending one now and then would hold the
@@ -71,8 +77,12 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TITLE_WITHIN_BYTES = 64 * 1024
 """A page's ``<title>`` is looked for in its first bytes only."""
 _READ_CHUNK_BYTES = 16 * 1024
-"""Decoded bytes asked for per read. urllib3 before 2.6 inflates all it reads at once: up to
-about a thousand times this for gzip (16 MiB) before the cap is checked."""
+"""Bytes asked for per read, as they came: urllib3 undoes no coding (before 2.6 it inflates all
+it reads at once, a thousand times this for gzip). The transport inflates them itself, this
+much at a step at most, and never more than what is left of the cap."""
+ACCEPTED_CODINGS = "gzip, deflate"
+"""The ``Accept-Encoding`` sent, and the only codings read (``requests`` asks for ``br`` and
+``zstd`` too where the brotli or zstandard packages are installed)."""
 
 
 @dataclass
@@ -161,6 +171,7 @@ class Transport:
             {
                 "User-Agent": f"{SDK_NAME}/{SDK_VERSION}",
                 "Accept": "application/json",
+                "Accept-Encoding": ACCEPTED_CODINGS,
                 # Free ngrok tunnels answer browsers with an HTML warning page unless told not to.
                 "ngrok-skip-browser-warning": "1",
             }
@@ -173,11 +184,13 @@ class Transport:
         self._session.close()
 
     def after_fork_in_child(self) -> None:
-        """In a child made by ``os.fork()``: a session of its own, with the same headers. The
-        inherited one shares pooled sockets with the parent, so it is dropped, not closed."""
+        """In a child made by ``os.fork()``: a session of its own, with the same headers and
+        response hooks. The inherited one shares pooled sockets with the parent, so it is
+        dropped, not closed."""
         inherited = self._session
         self._session = requests.Session()
         self._session.headers.update(inherited.headers)
+        self._session.hooks["response"] = _response_hooks(inherited)
 
     def _post(
         self, reports: Sequence[dict[str, Any]], timeout: tuple[float, float]
@@ -188,7 +201,8 @@ class Transport:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
         # Redirects are answers, never followed (see the module's docstring); streamed, so
-        # that no answer is read but by _read_answer, within its cap and deadline.
+        # that no answer is read but by _read_answer, within its cap and deadline. A request's
+        # response hooks replace the session's: the caller's are passed on with ours.
         return self._session.post(
             self.url,
             data=body,
@@ -196,7 +210,7 @@ class Transport:
             timeout=timeout,
             stream=True,
             allow_redirects=False,
-            hooks={"response": _leave_redirect_unread},
+            hooks={"response": [*_response_hooks(self._session), _leave_redirect_unread]},
         )
 
     def send(
@@ -208,11 +222,11 @@ class Transport:
         POST and the reading of each answer, so a caller that must return by then (a reporter
         being stopped) does.
 
-        An answer cut off (larger than its cap, or not read by the deadline) keeps every report
-        for retry, even a ``2xx``: a ``2xx`` read whole that lists no results is the API saying
-        it took the batch, but one cut off is not known to be that API's answer at all, nor what
-        it says of each report. Sending a report again is safe (the worker deduplicates by
-        ``event_id``); dropping one is not.
+        An answer cut off (larger than its cap, not read by the deadline, or in a coding not
+        read) keeps every report for retry, even a ``2xx``: a ``2xx`` read whole that lists no
+        results is the API saying it took the batch, but one cut off is not known to be that
+        API's answer at all, nor what it says of each report. Sending a report again is safe
+        (the worker deduplicates by ``event_id``); dropping one is not.
         """
         outcome = SendOutcome()
         if reports:
@@ -372,7 +386,7 @@ class _Answer:
     headers: Mapping[str, str]
     """Case-insensitive, as ``requests`` gives them."""
     body: bytes
-    """Decoded (gzip and the like undone)."""
+    """Decoded (its gzip or deflate undone)."""
     encoding: str | None = None
     """The charset its ``Content-Type`` names (``requests``' reading of it)."""
 
@@ -396,6 +410,12 @@ class _CutOff:
     reason: str
 
 
+def _response_hooks(session: requests.Session) -> list[Callable[..., Any]]:
+    """``session``'s response hooks, as a list (a single callable is one too)."""
+    hooks: Any = session.hooks.get("response") or []
+    return [hooks] if callable(hooks) else list(hooks)
+
+
 def _leave_redirect_unread(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
     """Close a redirect unread. Even with ``allow_redirects=False``, ``requests`` reads a
     redirect's body whole (however large, however slowly it comes: no cap or deadline of
@@ -410,69 +430,205 @@ def _read_answer(
     """Read ``response``'s body (decoded) up to ``cap`` bytes, by ``deadline`` or within
     :data:`ANSWER_WITHIN_S`, whichever comes first.
 
-    The deadline is checked after each read and kept by a timer too: a read waits for all the
-    bytes it asked for, so one byte now and then holds it well past any deadline. The timer
-    shuts the socket for reading, which ends the read there.
+    Its bytes are read as they came and decoded by a :class:`_Decoder`, never more at a step
+    than what is left of the cap; an answer in a coding it does not undo is not read. The
+    deadline is checked after each read and kept by a :class:`_ReadTimer` too.
     """
     status = response.status_code
+    coding = response.headers.get("Content-Encoding", "")
+    decoder = _Decoder.for_coding(coding)
+    if decoder is None:
+        quoted = _clipped(_printable(coding))
+        return _CutOff(
+            status, f"answer in Content-Encoding {quoted!r}, not gzip or deflate; not read"
+        )
     read_by = time.monotonic() + ANSWER_WITHIN_S
     late = f"answer not read within {ANSWER_WITHIN_S:g} s"
     if deadline is not None and deadline <= read_by:
         read_by, late = deadline, "answer not read within the deadline"
-    stopping = threading.Lock()
-    stopped = threading.Event()
-    finished = threading.Event()
-
-    def stop() -> None:
-        with stopping:  # never once reading has finished: the socket may be another's by then
-            if not finished.is_set():
-                stopped.set()
-                _stop_reading(response.raw)
-
-    timer = threading.Timer(max(0.0, read_by - time.monotonic()), stop)
-    timer.daemon = True
-    timer.start()
-    body = bytearray()
+    timer = _ReadTimer(response.raw, read_by)
     try:
-        for chunk in response.iter_content(_READ_CHUNK_BYTES):
-            body += chunk
-            if len(body) > cap:
-                return _CutOff(status, f"answer larger than {cap} bytes; not read")
-            if time.monotonic() >= read_by:
-                return _CutOff(status, late)
+        read = _read_body(response.raw, decoder, cap=cap, read_by=read_by, late=late)
+    except zlib.error as error:
+        read = f"answer not valid {decoder.coding} ({error}); not read"
     except Exception:
         # A read the timer ended fails any way the socket and TLS layers like.
-        if stopped.is_set():
-            return _CutOff(status, late)
-        raise
+        if not timer.fired:
+            raise
+        read = late
     finally:
-        with stopping:
-            finished.set()
-        timer.cancel()
-    if stopped.is_set():  # an answer without a length ends where the timer cut it
-        return _CutOff(status, late)
-    return _Answer(status, response.headers, bytes(body), response.encoding)
+        timer.finish()
+    if timer.fired:  # an answer without a length ends where the timer cut it
+        read = late
+    if isinstance(read, str):
+        return _CutOff(status, read)
+    return _Answer(status, response.headers, read, response.encoding)
+
+
+def _read_body(raw: Any, decoder: _Decoder, *, cap: int, read_by: float, late: str) -> bytes | str:
+    """The body of ``raw`` (urllib3's response) decoded, or why it was not read whole: larger
+    than ``cap`` (as it came or decoded), or ``late`` (not read by ``read_by``)."""
+    too_large = f"answer larger than {cap} bytes; not read"
+    body = bytearray()
+    received = 0
+    for chunk in _raw_chunks(raw):
+        received += len(chunk)
+        if received > cap:  # however little it decodes to (a stream of empty gzip members)
+            return too_large
+        decoder.feed(chunk)
+        while piece := decoder.take(min(_READ_CHUNK_BYTES, cap + 1 - len(body))):
+            body += piece
+            if len(body) > cap:
+                return too_large
+        if time.monotonic() >= read_by:
+            return late
+    return bytes(body)
+
+
+def _raw_chunks(raw: Any) -> Iterator[bytes]:
+    """The body of ``raw`` (urllib3's response) as it came, no coding undone, in reads of
+    :data:`_READ_CHUNK_BYTES`; urllib3's errors raised as ``requests``' own, as
+    ``Response.iter_content`` raises them."""
+    try:
+        yield from raw.stream(_READ_CHUNK_BYTES, decode_content=False)
+    except urllib3.exceptions.ProtocolError as error:
+        raise requests.exceptions.ChunkedEncodingError(error) from error
+    except urllib3.exceptions.SSLError as error:
+        raise requests.exceptions.SSLError(error) from error
+    except urllib3.exceptions.HTTPError as error:  # ReadTimeoutError and the like
+        raise requests.exceptions.ConnectionError(error) from error
+
+
+class _ReadTimer:
+    """Ends a read of ``raw`` (urllib3's response) still going at ``at`` (a
+    ``time.monotonic()`` value) by shutting its socket for reading, unless reading has finished.
+
+    A read waits for all the bytes it asked for, so one byte now and then holds it well past
+    any deadline checked between reads. Where no thread can be started (Python 3.12.0 and
+    3.12.1 start none at interpreter shutdown, where the reporter's last flush runs), only the
+    checks between reads remain.
+    """
+
+    def __init__(self, raw: Any, at: float) -> None:
+        self._raw = raw
+        self._stopping = threading.Lock()
+        self._finished = False
+        self.fired = False
+        """Whether it ended the read (what was read is then cut off)."""
+        self._timer = threading.Timer(max(0.0, at - time.monotonic()), self._stop)
+        self._timer.daemon = True
+        with contextlib.suppress(RuntimeError):  # "can't create new thread at interpreter shutdown"
+            self._timer.start()
+
+    def _stop(self) -> None:
+        with self._stopping:  # never once reading has finished: the socket may be another's
+            if not self._finished:
+                self.fired = True
+                _stop_reading(self._raw)
+
+    def finish(self) -> None:
+        """Reading is over: the timer is not to touch the socket from now on."""
+        with self._stopping:
+            self._finished = True
+        self._timer.cancel()
+
+
+class _Decoder:
+    """Undoes an answer's ``Content-Encoding`` a step at a time: :meth:`feed` it the bytes as
+    they came, then :meth:`take` what they decode to, never more at once than asked for (zlib's
+    ``max_length``), so that a bomb is inflated no further than the reader's cap."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        """``identity``, ``gzip`` or ``deflate``."""
+        self._input = b""
+        """Fed, not yet given to zlib (or taken, for ``identity``)."""
+        self._inflater: Any = None
+        """zlib's decompressor for the stream (gzip: the member) being read."""
+        self._members = 0
+        """Gzip members read whole."""
+        self._ended = False
+        """The stream has ended: bytes after it are dropped."""
+
+    @classmethod
+    def for_coding(cls, content_encoding: str) -> _Decoder | None:
+        """The decoder for a ``Content-Encoding`` (None when it is not one undone here)."""
+        codings = [coding.strip().lower() for coding in content_encoding.split(",")]
+        codings = [coding for coding in codings if coding and coding != "identity"]
+        if not codings:
+            return cls("identity")
+        if len(codings) > 1:
+            return None  # chained: each coding multiplies the other's ratio
+        coding = {"x-gzip": "gzip"}.get(codings[0], codings[0])
+        return cls(coding) if coding in ("gzip", "deflate") else None
+
+    def feed(self, data: bytes) -> None:
+        """Give it more of the answer's bytes, as they came."""
+        if not self._ended:
+            self._input += data
+
+    def take(self, most: int) -> bytes:
+        """At most ``most`` (at least 1) decoded bytes; ``b""`` when it needs more fed first.
+        Raises ``zlib.error`` for bytes that are not the coding's."""
+        if self.coding == "identity":
+            piece, self._input = self._input[:most], self._input[most:]
+            return piece
+        while self._input and not self._ended:
+            if self._inflater is None:
+                if self.coding == "deflate" and len(self._input) < 2:
+                    return b""  # its first two bytes tell zlib-wrapped from raw deflate
+                self._inflater = zlib.decompressobj(self._window_bits())
+            try:
+                inflated: bytes = self._inflater.decompress(self._input, most)
+            except zlib.error:
+                if not self._members:
+                    raise
+                self._ended, self._input = True, b""  # what follows a gzip member: ignored,
+                return b""  # as urllib3 does (a server's padding)
+            if self._inflater.eof:
+                self._input, self._inflater = self._inflater.unused_data, None
+                self._members += 1
+                if self.coding == "deflate":  # only gzip has further members
+                    self._ended, self._input = True, b""
+            else:
+                self._input = self._inflater.unconsumed_tail
+            if inflated:
+                return inflated
+        return b""
+
+    def _window_bits(self) -> int:
+        """zlib's ``wbits`` for the stream: a gzip member, or deflate zlib-wrapped or raw
+        (servers differ), told apart by whether its first two bytes are a zlib header."""
+        if self.coding == "gzip":
+            return 16 + zlib.MAX_WBITS
+        first, second = self._input[0], self._input[1]
+        wrapped = (
+            first & 0x0F == zlib.DEFLATED and first >> 4 <= 7 and (first << 8 | second) % 31 == 0
+        )
+        return zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
 
 
 def _stop_reading(raw: Any) -> None:
     """End a read blocked on ``raw`` (urllib3's response) from another thread: shut its socket
-    for reading, so the read returns (with what it has, or an error)."""
-    try:
-        raw.shutdown()  # urllib3 >= 2.3
-    except (AttributeError, NotImplementedError, ValueError):
-        _shut_for_reading(raw)  # an older urllib3, or a socket it did not note
-    except (OSError, RuntimeError):
-        pass  # released to the pool, or closed: no read left to stop
+    for reading, so the read returns (with what it has, or an error). Never raises: it runs on
+    the timer's thread, where an exception is a traceback printed under the notebook's cell."""
+    with contextlib.suppress(Exception):  # released to the pool, or closed: no read to stop
+        try:
+            raw.shutdown()  # urllib3 >= 2.3
+        except (AttributeError, NotImplementedError, ValueError):
+            _shut_for_reading(raw)  # an older urllib3, or a socket it did not note
 
 
 def _shut_for_reading(raw: Any) -> None:
     """Shut ``raw``'s socket for reading through a duplicate of its descriptor (closing the
-    duplicate leaves the socket open; shutting it down shuts the socket)."""
-    try:
-        with socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate:
-            duplicate.shutdown(socket.SHUT_RD)
-    except (OSError, ValueError):
-        pass  # closed already: no read left to stop
+    duplicate leaves the socket open; shutting it down shuts the socket). Never raises: where
+    the read has ended already, urllib3 before 2.3 raises ``AttributeError`` for the file
+    http.client has closed, and a closed socket ``OSError``."""
+    with (
+        contextlib.suppress(Exception),
+        socket.fromfd(raw.fileno(), socket.AF_INET, socket.SOCK_STREAM) as duplicate,
+    ):
+        duplicate.shutdown(socket.SHUT_RD)
 
 
 def _has_results(answer: _Answer) -> bool:

@@ -53,6 +53,12 @@ class StubState:
     gzip_answer: bool = False
     """Send each answer gzipped, with ``Content-Encoding: gzip``; with ``padding``, a gzip bomb
     (the padding is a few KiB on the wire, megabytes once inflated)."""
+    content_encoding: str | None = None
+    """Send ``raw_answer`` as it is with this ``Content-Encoding`` (any bytes, any coding: what
+    an edge in the middle could send)."""
+    chunked: bool = False
+    """Send each answer in HTTP/1.1 with ``Transfer-Encoding: chunked`` (4 KiB chunks), not a
+    ``Content-Length``, as proxies that compress on the fly do."""
     trickle_s: float = 0.0
     """Send each answer's body one byte every ``trickle_s`` seconds after its headers: no read
     waits long, yet the whole answer takes as long as the edge likes."""
@@ -75,6 +81,10 @@ class StubState:
 
 def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        @property  # read for each request: with chunked answers, HTTP/1.1 and keep-alive
+        def protocol_version(self) -> str:  # type: ignore[override]
+            return "HTTP/1.1" if state.chunked else "HTTP/1.0"
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
@@ -91,7 +101,12 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             body = json.loads(raw)
             with state.lock:
                 state.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": body}
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": body,
+                        "connection": self.client_address,
+                    }
                 )
             if state.delay_s:
                 time.sleep(state.delay_s)
@@ -139,15 +154,22 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             if state.gzip_answer:
                 # Two gzip members (decoders read both): the padding's is made once.
                 data, padding = gzip.compress(data), _gzipped_spaces(state.padding)
+            encoding = "gzip" if state.gzip_answer else state.content_encoding
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data) + len(padding)))
-            if state.gzip_answer:
-                self.send_header("Content-Encoding", "gzip")
+            if state.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(len(data) + len(padding)))
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
             if state.retry_after and code >= 400:
                 self.send_header("Retry-After", state.retry_after)
             self.end_headers()
-            self._write(data + padding, every_s=state.trickle_s)
+            if state.chunked:
+                self._write_chunked(data + padding)
+            else:
+                self._write(data + padding, every_s=state.trickle_s)
 
         def _redirect(self) -> None:
             size = int(state.redirect_body_s / 0.02)
@@ -169,6 +191,15 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 for byte in data:
                     self.wfile.write(bytes((byte,)))
                     time.sleep(every_s)
+            except OSError:
+                pass  # the client hung up on an answer it would not read whole
+
+        def _write_chunked(self, data: bytes) -> None:
+            try:
+                for start in range(0, len(data), 4096):
+                    chunk = data[start : start + 4096]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.write(b"0\r\n\r\n")
             except OSError:
                 pass  # the client hung up on an answer it would not read whole
 

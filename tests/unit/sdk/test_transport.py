@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+import requests
 import urllib3.response
 from ca4_sdk import transport as transport_module
 from ca4_sdk.transport import Backoff, Transport, parse_retry_after
@@ -236,8 +237,9 @@ def test_a_trickling_answer_is_given_up_at_the_deadline(
     the whole answer stops it (older urllib3 has no ``HTTPResponse.shutdown``: the socket's
     own ``shutdown`` wakes the blocked read instead)."""
     if not urllib3_shutdown:
-        monkeypatch.delattr(urllib3.response.HTTPResponse, "shutdown", raising=False)
-        monkeypatch.delattr(urllib3.response.BaseHTTPResponse, "shutdown", raising=False)
+        for cls in urllib3.response.HTTPResponse.__mro__:  # BaseHTTPResponse: urllib3 2 only
+            if "shutdown" in vars(cls):
+                monkeypatch.delattr(cls, "shutdown")
     reports = _reports(1)
     with stub_api() as (url, state):
         state.trickle_s, state.padding = 0.02, 200  # about 6 s for the whole answer
@@ -280,3 +282,28 @@ def test_a_redirects_body_is_left_unread() -> None:
     assert (outcome.retry, outcome.accepted, outcome.status) == (reports, [], 307)
     assert len(state.requests) == 1  # not sent again where the 307 said
     assert took_s < 1.5, f"send() took {took_s:.1f} s"
+
+
+@pytest.mark.parametrize("as_list", [True, False], ids=["list", "callable"])
+def test_the_callers_response_hooks_still_fire_once(as_list: bool) -> None:
+    """The transport's own hook (closing a redirect unread) was passed per request, which
+    replaces the session's response hooks: a caller's hook on its session stopped firing."""
+    seen: list[int] = []
+
+    def hook(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        seen.append(response.status_code)
+
+    session = requests.Session()
+    session.hooks["response"] = [hook] if as_list else hook  # type: ignore[assignment]
+    with stub_api() as (url, state):
+        transport = Transport(url, "k", session=session)
+        assert len(transport.send(_reports(1)).accepted) == 1
+        state.redirects, state.redirect_body_s = 1, 4.0
+        started = time.monotonic()
+        outcome = transport.send(_reports(1))
+        took_s = time.monotonic() - started
+        transport.after_fork_in_child()  # the child's own session keeps the caller's hooks
+        assert len(transport.send(_reports(1)).accepted) == 1
+    assert seen == [202, 307, 202]
+    assert outcome.status == 307
+    assert took_s < 1.5, f"send() took {took_s:.1f} s"  # the redirect is still left unread
