@@ -4,28 +4,30 @@ what to do. The records are the in-memory fakes, behind the command's ``usage_re
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import tracemalloc
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from ca4_provision.cli import app
 from ca4_worker import usage_cli
-from ca4_worker.application.usage import UsageRecords, Versioned
+from ca4_worker.application.usage import UsageRecords
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.domain.usage import GpuUsage, UsageDay
-from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 from typer.testing import CliRunner, Result
 
 from tests.unit.worker.factories import TENANT_A, TENANT_B
-from tests.unit.worker.usage_scenario import START
+from tests.unit.worker.usage_scenario import (
+    START,
+    TENANT_EVIL,
+    RecordingRecords,
+    day_record,
+)
 
-TENANT_EVIL = "evil"
 """A tenant with more day records than a report reads within its deadline."""
 WINDOW = [
     "--from",
@@ -35,49 +37,6 @@ WINDOW = [
 ]
 LONG = "\N{GRINNING FACE}" * 118
 """Most of a 128-character GPU name, as the review's reports sent."""
-
-
-class RecordingRecords(InMemoryUsageRecords):
-    """In-memory day records that note the tenant of each scan; a scan that includes
-    :data:`TENANT_EVIL`'s (every tenant's, or its own) keeps yielding its records until the
-    report's deadline (or 5 s, so a report without one ends too)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: list[str | None] = []
-        """The tenant of each scan, in order (``None``: every tenant's)."""
-        self.stalling = False
-
-    def add(self, *days: UsageDay) -> None:
-        """Store ``days``."""
-        for day in days:
-            self.days[day.document_id] = Versioned(day, 1)
-
-    async def days_between(
-        self, start: date, end: date, *, tenant: str | None
-    ) -> AsyncGenerator[UsageDay]:
-        self.asked.append(tenant)
-        async for day in super().days_between(start, end, tenant=tenant):
-            yield day
-        if not self.stalling or tenant not in {None, TENANT_EVIL}:
-            return
-        loop = asyncio.get_running_loop()
-        until = loop.time() + 5
-        while loop.time() < until:
-            await asyncio.sleep(0.01)
-            yield _day(TENANT_EVIL, "e", "junk", 1)
-
-
-def _day(tenant: str, session: str, project: str, held_s: int, model: str = "H100") -> UsageDay:
-    """One day record of one GPU of ``model`` held ``held_s`` seconds, labelled ``project``."""
-    return UsageDay(
-        session_id=session,
-        day=START.date(),
-        tenant=tenant,
-        labels={"project": project},
-        runtime="colab",
-        gpus={f"GPU-{session}": GpuUsage(f"GPU-{session}", model, held_ms=held_s * 1000)},
-    )
 
 
 def _many_models(tenant: str, sessions: int, gpus: int) -> list[UsageDay]:
@@ -130,7 +89,7 @@ def ca4(*args: str) -> Result:
 
 
 def test_tenant_reads_only_that_tenants_records_and_names_it(stored: RecordingRecords) -> None:
-    stored.add(_day(TENANT_A, "a1", "vision", 36), _day(TENANT_B, "b1", "b-only", 72))
+    stored.add(day_record(TENANT_A, "a1", "vision", 36), day_record(TENANT_B, "b1", "b-only", 72))
 
     as_json = ca4("--tenant", TENANT_A, "--json")
     as_csv = ca4("--tenant", TENANT_A, "--csv")
@@ -165,7 +124,7 @@ def test_groups_past_the_cap_are_one_other_row_per_tenant_and_said_so(
     monkeypatch.setenv("CA4_USAGE_MAX_GROUPS", "50")
     stored.add(
         *_many_models(TENANT_A, sessions=30, gpus=8),  # 240 groups
-        _day(TENANT_B, "b1", "b-only", 60, model="L4"),
+        day_record(TENANT_B, "b1", "b-only", 60, model="L4"),
     )
 
     as_json = ca4("--group-by", "gpu_model", "--json")

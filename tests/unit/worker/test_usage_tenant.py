@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncGenerator
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
-from ca4_worker.application.usage import UsageProjection, Versioned
+from ca4_worker.application.usage import UsageProjection
 from ca4_worker.core.config import Settings
-from ca4_worker.domain.usage import GpuUsage, UsageDay
 from ca4_worker.main import create_app
 from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 
 from tests.unit.worker.factories import TENANT_A, TENANT_B
-from tests.unit.worker.usage_scenario import RULES, START
+from tests.unit.worker.usage_scenario import (
+    RULES,
+    START,
+    RecordingRecords,
+    day_record,
+)
 
-TENANT_EVIL = "evil"
 """A tenant with more day records than any report reads within its deadline."""
 WINDOW = {
     "from": START.date().isoformat(),
@@ -40,43 +42,14 @@ KEYS = ",".join(
 )
 
 
-def _day(tenant: str, session: str, project: str, held_s: int) -> UsageDay:
-    """One day record of one GPU held ``held_s`` seconds, labelled ``project``."""
-    return UsageDay(
-        session_id=session,
-        day=START.date(),
-        tenant=tenant,
-        labels={"project": project},
-        runtime="colab",
-        gpus={f"GPU-{session}": GpuUsage(f"GPU-{session}", "H100", held_ms=held_s * 1000)},
-    )
-
-
-class StallingRecords(InMemoryUsageRecords):
+def _stalling_records() -> RecordingRecords:
     """Tenant A's and B's few records, and a hostile tenant's that keep coming: any scan that
-    includes that tenant's (every tenant's, or its own) runs until the report's deadline (or
-    5 s, so a report without one ends too)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        for day in (_day(TENANT_A, "a1", "vision", 10), _day(TENANT_B, "b1", "b-only", 30)):
-            self.days[day.document_id] = Versioned(day, 1)
-        self.asked: list[str | None] = []
-        """The tenant of each scan, in order (``None``: every tenant's)."""
-
-    async def days_between(
-        self, start: date, end: date, *, tenant: str | None
-    ) -> AsyncGenerator[UsageDay]:
-        self.asked.append(tenant)
-        async for day in super().days_between(start, end, tenant=tenant):
-            yield day
-        if tenant not in {None, TENANT_EVIL}:
-            return
-        loop = asyncio.get_running_loop()
-        until = loop.time() + 5
-        while loop.time() < until:
-            await asyncio.sleep(0.01)
-            yield _day(TENANT_EVIL, "e", "junk", 1)
+    includes that tenant's (every tenant's, or its own) runs until the report's deadline."""
+    return RecordingRecords(
+        day_record(TENANT_A, "a1", "vision", 10),
+        day_record(TENANT_B, "b1", "b-only", 30),
+        stalling=True,
+    )
 
 
 def _client(records: InMemoryUsageRecords, **settings: Any) -> httpx.AsyncClient:
@@ -107,7 +80,7 @@ async def test_an_operator_reads_one_tenants_usage_while_another_stalls_every_te
     """A review's tenant stored ~16,000 heavy day records: every ``read:all`` report over
     those days was ``503``. One tenant's report reads only that tenant's records (its rows
     still name it), and the ``503`` of the report of every tenant says to ask for one."""
-    records = StallingRecords()
+    records = _stalling_records()
     async with _client(records, usage_report_timeout_s=0.3) as client:
         every = await _get(client, "k-ops")
         one = await _get(client, "k-ops", tenant=TENANT_A)
@@ -130,7 +103,7 @@ async def test_an_operator_reads_one_tenants_usage_while_another_stalls_every_te
 async def test_a_tenant_key_may_name_its_own_tenant_and_no_other() -> None:
     """Another tenant's name is ``403`` (the same for one that does not exist: it tells
     nothing), and nothing is read; its own reads as without it."""
-    records = StallingRecords()
+    records = _stalling_records()
     async with _client(records) as client:
         other = await _get(client, "k-a", tenant=TENANT_B)
         unknown = await _get(client, "k-a", tenant="no-such-tenant")
@@ -152,7 +125,7 @@ async def test_a_tenant_key_may_name_its_own_tenant_and_no_other() -> None:
 
 
 async def test_a_tenant_no_key_could_belong_to_is_422() -> None:
-    records = StallingRecords()
+    records = _stalling_records()
     async with _client(records) as client:
         response = await _get(client, "k-ops", tenant="a/b")
 

@@ -3,13 +3,17 @@ the GPU seconds they must give (shared by the unit and the real-stack tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncGenerator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ca4_schemas import GpuMetadataReported
+from ca4_worker.application.usage import Versioned
 from ca4_worker.domain.records import Position, PositionedEvent
-from ca4_worker.domain.usage import UsageRules
+from ca4_worker.domain.usage import GpuUsage, UsageDay, UsageRules
+from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 
 from tests.unit.worker.factories import event_body, gpu_sample
 
@@ -82,3 +86,53 @@ def scenario_events() -> list[PositionedEvent]:
         for partition, reports in ((0, vision_reports()), (1, nlp_reports()))
         for offset, body in enumerate(reports)
     ]
+
+
+TENANT_EVIL = "evil"
+"""A tenant whose day records keep coming (:class:`RecordingRecords` with ``stalling``)."""
+
+
+def day_record(
+    tenant: str, session: str, project: str, held_s: int, model: str = "H100"
+) -> UsageDay:
+    """One day record of one GPU of ``model`` held ``held_s`` seconds, labelled ``project``."""
+    return UsageDay(
+        session_id=session,
+        day=START.date(),
+        tenant=tenant,
+        labels={"project": project},
+        runtime="colab",
+        gpus={f"GPU-{session}": GpuUsage(f"GPU-{session}", model, held_ms=held_s * 1000)},
+    )
+
+
+class RecordingRecords(InMemoryUsageRecords):
+    """In-memory day records that note the tenant of each scan; with ``stalling``, a scan that
+    includes :data:`TENANT_EVIL`'s (every tenant's, or its own) keeps yielding its records until
+    the report's deadline (or 5 s, so a report without one ends too)."""
+
+    def __init__(self, *days: UsageDay, stalling: bool = False) -> None:
+        super().__init__()
+        self.asked: list[str | None] = []
+        """The tenant of each scan, in order (``None``: every tenant's)."""
+        self.stalling = stalling
+        self.add(*days)
+
+    def add(self, *days: UsageDay) -> None:
+        """Store ``days``."""
+        for day in days:
+            self.days[day.document_id] = Versioned(day, 1)
+
+    async def days_between(
+        self, start: date, end: date, *, tenant: str | None
+    ) -> AsyncGenerator[UsageDay]:
+        self.asked.append(tenant)
+        async for day in super().days_between(start, end, tenant=tenant):
+            yield day
+        if not self.stalling or tenant not in {None, TENANT_EVIL}:
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 5
+        while loop.time() < until:
+            await asyncio.sleep(0.01)
+            yield day_record(TENANT_EVIL, "e", "junk", 1)
