@@ -683,15 +683,22 @@ class FakeClock:
 
 
 class TimedReads(InMemoryProjections):
-    """Projections whose GPU pages take 100 ms of ``clock`` (a heavy page, or a slow database)."""
+    """Projections whose GPU pages take ``seconds`` of ``clock`` (a heavy page, or a slow
+    database), then fail with ``error`` when one is given (a database that is down)."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(
+        self, clock: FakeClock, seconds: float = 0.1, error: Exception | None = None
+    ) -> None:
         super().__init__()
         self.clock = clock
+        self.seconds = seconds
+        self.error = error
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:
-        self.clock.now += 0.1
+        self.clock.now += self.seconds
         await asyncio.sleep(0)
+        if self.error is not None:
+            raise self.error
         return await super().gpus(query)
 
 
@@ -757,30 +764,17 @@ async def test_reads_let_in_together_are_checked_again_once_they_have_a_slot() -
     assert sorted(answer.status_code for answer in answers) == [200, 200] + [429] * 6
 
 
-class DownDatabase(InMemoryProjections):
-    """Projections whose database is down: each read fails after 5 s of ``clock``."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-
-    async def gpus(self, query: GpuQuery) -> Page[GpuView]:
-        self.clock.now += 5.0
-        raise UnavailableError("database unreachable")
-
-
 async def test_reads_failed_by_an_outage_do_not_spend_the_budget() -> None:
     """Every read waiting out an outage would have drained every tenant's budget, and the
     recovery would have been a storm of 429s."""
     clock = FakeClock()
     adapters = in_memory_adapters()
-    adapters.projections = DownDatabase(clock)
+    adapters.projections = TimedReads(clock, 5.0, UnavailableError("database unreachable"))
     settings = Settings(
         api_key_hashes=KEYS_A_B, read_budget_per_tenant=0.1, read_budget_burst_s=0.15
     )
     async with read_api(settings, adapters, _budget_on(clock)) as client:
         during = [(await client.get("/v1/gpus", headers=A)).status_code for _ in range(3)]
-        adapters.projections = TimedReads(clock)
         budget_left = await client.get("/v1/sessions", headers=A)
 
     assert during == [503, 503, 503]
