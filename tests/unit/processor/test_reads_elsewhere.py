@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from ca4_processor.api.routes.reads import READ_PREFIXES
+from ca4_provision.devstack.edge import chart_routes
+from ca4_worker.core.config import Settings as WorkerSettings
+from ca4_worker.main import create_app as create_worker_app
 
 from tests.unit.processor.conftest import DEV_HEADERS
 
@@ -45,3 +49,17 @@ async def test_the_read_paths_stay_out_of_the_openapi_document(client: httpx.Asy
 
     assert not [p for p in paths if p.startswith(("/v1/sessions", "/v1/gpus", "/v1/events"))]
     assert not [p for p in paths if p.startswith("/v1/usage")]
+
+
+def test_the_read_prefixes_are_the_workers_routes_and_the_charts() -> None:
+    """One list in three places: a read route the worker gains must reach it through the ingress
+    (the chart's worker routes) and be pointed there by the processor."""
+    worker_app = create_worker_app(WorkerSettings(), kafka_consumers=False)
+    served = {
+        "/".join(path.split("/")[:3])
+        for path in worker_app.openapi()["paths"]
+        if path.startswith("/v1/")
+    }
+    routed = {path for path, component in chart_routes().items() if component == "worker"}
+
+    assert set(READ_PREFIXES) == served == routed
