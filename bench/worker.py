@@ -154,9 +154,10 @@ async def _baselines(settings: Settings, bodies: list[dict[str, Any]]) -> dict[s
             cpu_before, started = _cpu_seconds(), time.perf_counter()
             await _insert_all(collection, documents, chunk=chunk, concurrency=concurrency)
             rates[name] = len(documents) / (time.perf_counter() - started)
-            machine_us, _ = _cpu_us_per_event(cpu_before, _cpu_seconds(), len(documents))
-            if machine_us is not None:
-                rates[f"{name}_machine_cpu_us_per_event"] = machine_us
+            cpu_us = _cpu_us_per_event(cpu_before, _cpu_seconds(), len(documents))
+            if cpu_us is not None:
+                rates[f"{name}_machine_cpu_us_per_event"] = cpu_us.machine
+                rates[f"{name}_database_cpu_us_per_event"] = cpu_us.database
             await collection.drop()
     return rates
 
@@ -256,11 +257,40 @@ PROJECTED = "ca4_worker_projected_latency_seconds_count"
 HANDED_OVER = 'ca4_worker_projection_records_total{source="handoff"}'
 
 
+DATABASE_PROCESSES = frozenset({"postgres", "ferretdb", "mongod"})
+"""Process names of the database: FerretDB and the PostgreSQL (DocumentDB extension) under it,
+or a MongoDB."""
+
+
 class _CpuSeconds(NamedTuple):
-    """Busy CPU seconds so far: the whole machine's (all cores) and the worker process's."""
+    """Busy CPU seconds so far: the whole machine's (all cores), the worker process's and the
+    database's processes'."""
 
     machine: float
     process: float
+    database: float
+
+
+def _process_cpu_seconds(stat_text: str, ticks: int) -> float:
+    # utime and stime: fields 14 and 15, counted after the parenthesised name.
+    fields = stat_text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _database_cpu_seconds(ticks: int) -> float:
+    """CPU seconds of the live database processes (a backend that exited takes its own along)."""
+    total = 0.0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
+                text = stat.read()
+        except OSError:  # gone meanwhile
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")] in DATABASE_PROCESSES:
+            total += _process_cpu_seconds(text, ticks)
+    return total
 
 
 def _cpu_seconds(pid: int | None = None) -> _CpuSeconds | None:
@@ -274,24 +304,23 @@ def _cpu_seconds(pid: int | None = None) -> _CpuSeconds | None:
         process = 0.0
         if pid is not None:
             with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                # utime and stime: fields 14 and 15, counted after the parenthesised name.
-                fields = stat.read().rsplit(")", 1)[1].split()
-            process = (int(fields[11]) + int(fields[12])) / ticks
+                process = _process_cpu_seconds(stat.read(), ticks)
+        database = _database_cpu_seconds(ticks)
     except (AttributeError, OSError, ValueError):  # no sysconf (Windows), no /proc
         return None
-    return _CpuSeconds((user + nice + system + irq + softirq + steal) / ticks, process)
+    return _CpuSeconds((user + nice + system + irq + softirq + steal) / ticks, process, database)
 
 
 def _cpu_us_per_event(
     before: _CpuSeconds | None, after: _CpuSeconds | None, events: float
-) -> tuple[float | None, float | None]:
-    """Machine and process CPU microseconds per event between two readings."""
+) -> _CpuSeconds | None:
+    """Machine, process and database CPU microseconds per event between two readings."""
     if before is None or after is None or events <= 0:
-        return None, None
-    return (
-        round((after.machine - before.machine) / events * 1e6, 1),
-        round((after.process - before.process) / events * 1e6, 1),
+        return None
+    spent = (
+        round((late - early) / events * 1e6, 1) for early, late in zip(before, after, strict=True)
     )
+    return _CpuSeconds(*spent)
 
 
 class _Sample(NamedTuple):
@@ -553,7 +582,7 @@ async def _throughput_round(
     worker = _steady_rate(stored, len(bodies))
     projected = _steady_rate([(sample.at, sample.values[1]) for sample in samples], len(bodies))
     low, high = _steady_window(stored, len(bodies))
-    machine_us, process_us = _cpu_us_per_event(
+    cpu_us = _cpu_us_per_event(
         samples[low].cpu, samples[high].cpu, stored[high][1] - stored[low][1]
     )
     return {
@@ -575,8 +604,14 @@ async def _throughput_round(
         "bare_pipelined_machine_cpu_us_per_event": baseline.get(
             "pipelined_machine_cpu_us_per_event"
         ),
-        "worker_machine_cpu_us_per_event": machine_us,
-        "worker_process_cpu_us_per_event": process_us,
+        "worker_machine_cpu_us_per_event": cpu_us and cpu_us.machine,
+        "worker_process_cpu_us_per_event": cpu_us and cpu_us.process,
+        # The database's share of the machine's: with the worker's own, what bounds the rate
+        # on cores the two share (see docs/architecture.md, "Where the pipelined gap is").
+        "bare_pipelined_database_cpu_us_per_event": baseline.get(
+            "pipelined_database_cpu_us_per_event"
+        ),
+        "worker_database_cpu_us_per_event": cpu_us and cpu_us.database,
     }
 
 
@@ -667,6 +702,8 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
                 "bare_pipelined_machine_cpu_us_per_event",
                 "worker_machine_cpu_us_per_event",
                 "worker_process_cpu_us_per_event",
+                "bare_pipelined_database_cpu_us_per_event",
+                "worker_database_cpu_us_per_event",
             )
         },
         "per_round": rounds,
@@ -700,8 +737,9 @@ async def _measure(results_dir: Path) -> dict[str, Any]:
             "store_stages": "worker's ca4_worker_store_stage_seconds over the steady stream: "
             "cycles, mean ms per cycle, share of the summed stage time (medians over rounds)",
             "cpu": "machine CPU from /proc/stat (every process: worker, database, Kafka, this "
-            "bench), the worker's from /proc/<pid>/stat; per stored event over the rate's "
-            "window, and for the bare pipelined insert over the whole call",
+            "bench), the worker's from /proc/<pid>/stat, the database's summed over its live "
+            f"processes ({', '.join(sorted(DATABASE_PROCESSES))}); per stored event over the "
+            "rate's window, and for the bare pipelined insert over the whole call",
             "cpus": os.cpu_count(),
             "worker_log": str(log_path),
         },
