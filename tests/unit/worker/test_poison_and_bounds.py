@@ -254,6 +254,19 @@ async def test_an_integer_past_the_digit_limit_is_a_dead_letter_not_a_crash(
             "document_too_large",
         ),
         (OperationFailure("shutting down", code=91), UnavailableError, None),
+        # The worker's credentials or rights, not the data: every event would fail alike.
+        (OperationFailure("Authentication failed.", code=18), UnavailableError, None),
+        (
+            OperationFailure("not authorized on ca4 to execute command", code=13),
+            UnavailableError,
+            None,
+        ),
+        (
+            BulkWriteError({"writeErrors": [{"index": 0, "code": 13, "errmsg": "unauthorized"}]}),
+            UnavailableError,
+            None,
+        ),
+        (OperationFailure("Feature not supported", code=115), UnavailableError, None),
         (
             OperationFailure("retry me", code=1, details={"errorLabels": ["RetryableWriteError"]}),
             UnavailableError,

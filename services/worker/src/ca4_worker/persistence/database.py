@@ -8,7 +8,8 @@ pipelines. The adapters are split by job: :mod:`.events` (the store), :mod:`.pro
 (writes) and :mod:`.queries` (the read API's reads).
 
 Driver errors are sorted by cause in one place (:func:`database_call`): an unreachable or slow
-database is an outage (retried), a refusal that would repeat on every try is poison
+database, or one that refuses the worker itself (credentials, permissions), is an outage
+(retried), a refusal of the data that would repeat on every try is poison
 (:class:`~ca4_worker.application.ports.RejectedError`, dead-lettered by the caller).
 """
 
@@ -44,6 +45,12 @@ DUPLICATE_KEY = 11000
 TRANSIENT_SERVER_CODES = frozenset(
     {6, 7, 24, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500}
 )
+# Server error codes that say the deployment is wrong, not the data: authentication and
+# permissions (a rotated password the pods have not picked up yet, a user without its role) and
+# commands the server does not run. They repeat on every try, but for every event alike, so
+# taking them as poison would dead-letter the whole stream; they are outages, retried until the
+# deployment is fixed, and the store's lag alerts say so.
+DEPLOYMENT_SERVER_CODES = frozenset({11, 13, 18, 31, 59, 115, 8000})
 DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 PROJECTION_MAX_BYTES = 1024 * 1024
 """Size guard for one projection write: far below the 16 MiB document limit, far above what
@@ -51,8 +58,10 @@ the capped read models need (a session document is a few KiB, a GPU document one
 
 
 def _server_error_is_transient(code: int | None, labels: Iterable[str]) -> bool:
-    return code in TRANSIENT_SERVER_CODES or bool(
-        {"RetryableWriteError", "TransientTransactionError"} & set(labels)
+    return (
+        code in TRANSIENT_SERVER_CODES
+        or code in DEPLOYMENT_SERVER_CODES
+        or bool({"RetryableWriteError", "TransientTransactionError"} & set(labels))
     )
 
 
