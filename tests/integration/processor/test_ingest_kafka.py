@@ -24,7 +24,15 @@ async def test_one_post_puts_exactly_one_message_with_key_headers_and_body(
     report = make_report(session_id="colab-abc123")
 
     response = await processor.client.post(
-        "/v1/metadata", json=report, headers={**AUTH, "traceparent": f"00-{'a' * 32}-{'b' * 16}-01"}
+        "/v1/metadata",
+        json=report,
+        headers={
+            **AUTH,
+            "traceparent": f"00-{'a' * 32}-{'b' * 16}-01",
+            # A client's own context beyond the trace id stays out of the topic.
+            "tracestate": ",".join(f"v{index}=" + "x" * 200 for index in range(32)),
+            "baggage": "tenant=other,user=" + "y" * 4000,
+        },
     )
 
     assert response.status_code == 202, response.text
@@ -38,6 +46,8 @@ async def test_one_post_puts_exactly_one_message_with_key_headers_and_body(
     assert headers["ca4-tenant"] == b"tests"  # the key's tenant: attributes even a dead letter
     assert headers["content-type"] == b"application/json"
     assert headers["traceparent"].startswith(b"00-" + b"a" * 32)
+    assert "tracestate" not in headers
+    assert "baggage" not in headers
     event = decode_event(record.value)
     assert str(event.event_id) == report["event_id"]
     assert event.session_id == "colab-abc123"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from ca4_telemetry import export_spans_to
 from fastapi import Request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -152,6 +154,27 @@ async def test_traceparent_from_the_caller_is_continued(client: httpx.AsyncClien
     assert span.attributes is not None
     assert span.attributes["http.response.status_code"] == 202
     exporter.shutdown()
+
+
+async def test_baggage_and_tracestate_from_anyone_cost_nothing_and_log_nothing(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OpenTelemetry's default propagators parsed these for every request, before the key was
+    # checked, and logged a warning per bad baggage entry: 181 lines for one anonymous request.
+    hostile = {
+        "traceparent": f"00-{'c' * 32}-{'d' * 16}-01",
+        "tracestate": ",".join(f"v{index}=" + "x" * 200 for index in range(32)),
+        "baggage": ",".join(["xxxxx"] * 180),
+    }
+    caplog.set_level(logging.DEBUG, logger="opentelemetry")
+
+    anonymous = await client.post("/v1/metadata", json=make_report(), headers=hostile)
+    accepted = await client.post(
+        "/v1/metadata", json=make_report(), headers={**DEV_HEADERS, **hostile}
+    )
+
+    assert (anonymous.status_code, accepted.status_code) == (401, 202)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
 
 
 async def test_forwarded_headers_are_honoured_from_trusted_proxies(

@@ -1,7 +1,10 @@
 """OpenTelemetry tracing with the exporter chosen by configuration, and Kafka header helpers.
 
 The W3C ``traceparent`` travels in Kafka headers (never in the event body), so one trace spans
-the HTTP request, the Kafka message and the database write.
+the HTTP request, the Kafka message and the database write. It is the only context read from a
+request or written to a message (:class:`TraceParentOnly`): OpenTelemetry's default propagators
+also parse ``baggage`` and ``tracestate`` from anyone, before any key is checked, and copy them
+onto every message of a batch (docs/architecture.md, "Trace headers"). Nothing here uses either.
 """
 
 from __future__ import annotations
@@ -11,6 +14,14 @@ from typing import Literal
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -26,10 +37,68 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
 )
 from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
 Exporter = Literal["none", "console", "otlp"]
 KafkaHeaders = Sequence[tuple[str, bytes]]
+TRACEPARENT = "traceparent"
+
+
+class _TraceParentGetter(Getter[CarrierT]):
+    """``getter`` showing only ``traceparent``."""
+
+    def __init__(self, getter: Getter[CarrierT]) -> None:
+        self._getter = getter
+
+    def get(self, carrier: CarrierT, key: str) -> list[str] | None:
+        return self._getter.get(carrier, key) if key == TRACEPARENT else None
+
+    def keys(self, carrier: CarrierT) -> list[str]:
+        return [TRACEPARENT]
+
+
+class _TraceParentSetter(Setter[CarrierT]):
+    """``setter`` writing only ``traceparent``."""
+
+    def __init__(self, setter: Setter[CarrierT]) -> None:
+        self._setter = setter
+
+    def set(self, carrier: CarrierT, key: str, value: str) -> None:
+        if key == TRACEPARENT:
+            self._setter.set(carrier, key, value)
+
+
+class TraceParentOnly(TextMapPropagator):
+    """W3C trace context reduced to ``traceparent``: no ``tracestate``, no ``baggage``."""
+
+    _w3c = TraceContextTextMapPropagator()
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        """The caller's trace and parent span, from ``traceparent`` alone."""
+        return self._w3c.extract(carrier, context, getter=_TraceParentGetter(getter))
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        """``traceparent`` of the current span."""
+        self._w3c.inject(carrier, context, setter=_TraceParentSetter(setter))
+
+    @property
+    def fields(self) -> set[str]:
+        """The one header written."""
+        return {TRACEPARENT}
+
+
+PROPAGATOR = TraceParentOnly()
 
 
 class RecordOnceExported(Sampler):
@@ -86,6 +155,8 @@ def configure_tracing(
     Otherwise the SDK's sampler applies (``OTEL_TRACES_SAMPLER``, parent-based always-on by
     default). ``extra_exporter`` lets tests collect spans in memory.
     """
+    # FastAPI's own tracing extracts with the global propagator, before any route runs.
+    propagate.set_global_textmap(PROPAGATOR)
     exported = exporter != "none" or extra_exporter is not None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service}),
@@ -125,9 +196,9 @@ def tracer(name: str) -> trace.Tracer:
 def headers_with_trace_context(
     headers: Iterable[tuple[str, bytes]] = (),
 ) -> list[tuple[str, bytes]]:
-    """Kafka headers plus the current W3C trace context (``traceparent``, ``tracestate``)."""
+    """Kafka headers plus the current span's ``traceparent``."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    PROPAGATOR.inject(carrier)
     return [*headers, *((key, value.encode()) for key, value in carrier.items())]
 
 
@@ -136,4 +207,4 @@ def extract_context(headers: Iterable[tuple[str, bytes | None]] | None) -> Conte
     carrier = {
         key.lower(): value.decode("latin-1") for key, value in headers or () if value is not None
     }
-    return propagate.extract(carrier)
+    return PROPAGATOR.extract(carrier)
