@@ -125,9 +125,14 @@ def test_the_dev_key_writes_and_reads_the_dev_tenant() -> None:
         ("id:" + "a" * 64 + ":acme/evil", "line 1: the tenant (field 3)"),
         ("id:" + "a" * 64 + ":acme:write+admin", "line 1: scopes (field 4)"),
         ("id:" + "a" * 64 + ":acme:", "line 1: scopes (field 4)"),
-        ("legacy:" + "a" * 64, "tenant 'legacy' is reserved"),
+        # The advice keeps an old-form key's write+read (a named tenant alone means write).
+        ("legacy:" + "a" * 64, "another tenant (legacy:<hash>:<tenant>:write+read)"),
         ("id:" + "a" * 64 + ":legacy:read", "tenant 'legacy' is reserved"),
-        (f"a:{'a' * 64}\nb:{'a' * 64}", "line 2: the same key hash appears twice"),
+        (
+            f"a:{'a' * 64}\nb:{'a' * 64}",
+            "line 2: the same key hash appears twice, as key 'a' and as 'b'",
+        ),
+        (f"a:{'a' * 64}:t\na:{'a' * 64}:t:read", "line 2: the same key hash appears twice"),
         (f"a:{'a' * 64}:t1\na:{'b' * 64}:t2", "line 2: key id 'a' is listed with two tenants"),
         (f"prod:{digest('changethis')}", "placeholder"),
     ],
@@ -139,6 +144,18 @@ def test_invalid_lines_name_the_line_never_the_key(text: str, message: str) -> N
     assert message in str(caught.value)
     assert "k-plain-secret" not in str(caught.value)
     assert "a" * 64 not in str(caught.value)
+
+
+def test_an_exact_repeat_is_one_key_as_before_tenancy() -> None:
+    # Releases before tenancy took a keys file with a line pasted twice; refusing it now would
+    # stop a pod from starting on an upgrade over a harmless repeat.
+    keys = parse_key_entries(
+        f"colab:{digest('k')}\ncolab:{digest('k')}, ci:{digest('c')}:ci:write",
+        source="keys",
+    )
+
+    assert sorted(key.key_id for key in keys.values()) == ["ci", "colab"]
+    assert keys[digest("k")].scopes == {Scope.WRITE, Scope.READ}
 
 
 def test_a_rotated_key_keeps_its_id_and_tenant_with_two_hashes() -> None:

@@ -116,7 +116,15 @@ def parse_key_entries(text: str, *, source: str) -> dict[str, ApiKey]:
                     "print(secrets.token_urlsafe(32))')"
                 )
             if digest in keys:
-                raise ApiKeyConfigError(f"{where}: the same key hash appears twice")
+                if keys[digest] != key:
+                    raise ApiKeyConfigError(
+                        f"{where}: the same key hash appears twice, as key "
+                        f"{keys[digest].key_id!r} and as {key.key_id!r}; one key has one entry"
+                    )
+                # An exact repeat (files merged by hand, a line pasted twice) means one key;
+                # releases before tenancy took it, so it is not worth a start-up failure.
+                log.warning("api key listed twice", source=where, key_id=key.key_id)
+                continue
             if tenant_of.setdefault(key.key_id, key.tenant) != key.tenant:
                 raise ApiKeyConfigError(
                     f"{where}: key id {key.key_id!r} is listed with two tenants; "
@@ -146,9 +154,12 @@ def _parse_entry(entry: str, where: str) -> tuple[str, ApiKey]:
             f"{where}: the tenant (field 3) must be 1-64 of A-Z a-z 0-9 . _ - ({_FORMAT})"
         )
     if tenant == LEGACY_TENANT:
+        # An old-form entry keeps its rights when it names a tenant: say how, or the advice
+        # would cost the key its reads (a named tenant's default is ``write``).
+        form = "<tenant>" if len(fields) > 2 else "<tenant>:write+read"
         raise ApiKeyConfigError(
             f"{where}: tenant {LEGACY_TENANT!r} is reserved for events from before tenancy; "
-            f"give key {key_id!r} another tenant (key_id:<hash>:<tenant>)"
+            f"give key {key_id!r} another tenant ({key_id}:<hash>:{form})"
         )
     scopes = (
         _parse_scopes(fields[3], where)
