@@ -119,13 +119,14 @@ class Settings(BaseSettings):
             "CA4_MAX_WAITING_WEIGHT_PER_TENANT", "CA4_MAX_WAITING_WEIGHT_PER_KEY"
         ),
     )
-    """Weight (see ``MAX_BODY_WEIGHT``) of one tenant's validated reports, whichever of its
-    keys sent them, this process may hold while they wait for the ownership check and Kafka's
-    acknowledgement; a request that would take the tenant over it gets ``429``. Only a slow
-    Kafka or database fills it; without it, the rate limit and those deadlines were the only
-    bound on what a tenant parks here. A request always fits when its tenant has nothing
-    waiting, so no valid body is refused for good; as large as ``MAX_BODY_WEIGHT`` by default,
-    so the heaviest batch also fits beside the little a healthy Kafka keeps waiting
+    """Weight (see ``MAX_BODY_WEIGHT``) of one tenant's validated reports, whichever of its keys
+    sent them, this process may hold while they wait for the ownership check and Kafka's
+    acknowledgement; a request that would take the tenant over it gets ``429`` with ``Retry-After``.
+    A slow Kafka or database fills it, and so does a burst of heavy batches from one tenant on busy
+    cores (their answers wait for the event loop); without it, the rate limit and those deadlines
+    were the only bound on what a tenant parks here. A request always fits when its tenant has
+    nothing waiting, so no valid body is refused for good; as large as ``MAX_BODY_WEIGHT`` by
+    default, so the heaviest batch also fits beside the little a healthy Kafka keeps waiting
     (docs/architecture.md, "Reports waiting on Kafka"). Replaces
     ``CA4_MAX_WAITING_WEIGHT_PER_KEY``, still read when this is unset."""
     MAX_WAITING_WEIGHT: PositiveInt = 32 * 1024 * 1024

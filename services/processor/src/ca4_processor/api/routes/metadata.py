@@ -46,7 +46,7 @@ from ca4_processor.validation import (
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/v1/metadata", tags=["metadata"])
 legacy_router = APIRouter(tags=["metadata"])
-"""``POST /metadata``: the seed's path, kept as an alias for clients written against it."""
+"""``POST /metadata``: a deprecated alias of ``POST /v1/metadata``, kept for clients that use it."""
 
 _JSON = "application/json"
 _DUPLICATE_KEYS_CHECKED_ABOVE = f"{CHECK_ABOVE_WEIGHT // 2**20} MiB of weight"
@@ -371,7 +371,7 @@ _add_single_report_route(
     legacy_router,
     "/metadata",
     summary="Report GPU metadata (alias of POST /v1/metadata)",
-    description="The seed's path, kept for clients written against it: the same handling, "
+    description="Kept for clients that post here: the same handling, "
     "answers and limits as `POST /v1/metadata`. New clients use `/v1/metadata`.",
     deprecated=True,
 )

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1/events", tags=["events"], responses=READ_ERRORS)
 async def read_event(
     event_id: UUID, store: StoreDep, projections: ProjectionsDep, tenant: ReadTenantDep
 ) -> EventStatus:
-    """The event and its status; ``stored: false`` until the worker has it (poll this).
+    """The event and its status: ``stored`` once the event store has it, ``projected`` once
+    ``/v1/sessions`` and ``/v1/gpus`` show it (poll ``projected`` before reading those back).
 
     Another tenant's event answers ``stored: false``, exactly like one not stored (yet).
     """
