@@ -8,8 +8,8 @@ MAKEFLAGS += --no-print-directory
 
 UV ?= uv
 CA4 := $(UV) run ca4
-PROCESSOR_URL ?= http://127.0.0.1:8000
-WORKER_URL ?= http://127.0.0.1:8001
+PROCESSOR_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_PROCESSOR_PORT:-8000}
+WORKER_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_WORKER_PORT:-8001}
 EDGE_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_EDGE_PORT:-8002}
 PROMETHEUS_URL ?= http://127.0.0.1:9090
 # Where the SDK wheel is built and where the processor serves it from (its CA4_SDK_WHEEL_DIR).
@@ -33,7 +33,7 @@ install: ## Install the workspace (uv sync, frozen lock file)
 	$(UV) sync --all-packages --frozen --compile-bytecode
 
 .PHONY: sdk-wheel
-sdk-wheel: ## Build the SDK wheel the processor serves at /sdk/ (into $(CA4_SDK_WHEEL_DIR))
+sdk-wheel: ## Build the SDK wheel the processor serves at /sdk/ (into CA4_SDK_WHEEL_DIR, default dist/sdk)
 	@mkdir -p $(CA4_SDK_WHEEL_DIR) && rm -f $(CA4_SDK_WHEEL_DIR)/ca4_sdk-*.whl
 	$(UV) build --package ca4-sdk --wheel --quiet -o $(CA4_SDK_WHEEL_DIR)
 
@@ -89,7 +89,7 @@ bench: ## Run the benchmarks in bench/ (python -m bench)
 	fi
 
 .PHONY: devstack-up
-devstack-up: ## Start Kafka, PostgreSQL + FerretDB v2, MinIO and Prometheus (installs pinned versions once)
+devstack-up: ## Start Kafka, PostgreSQL + FerretDB v2, MinIO, Prometheus and Alertmanager (installs pinned versions once)
 	$(CA4) devstack up
 
 .PHONY: devstack-down

@@ -59,7 +59,15 @@ async def measure() -> dict[str, Any]:
             "gzip_ratio_one_record": round(single, 3),
             "gzip_ratio_20_record_batch": round(len(gzip.compress(batch)) / len(batch), 3),
         }
-    return {"topic_records": len(records), "by_gpu_count": shapes}
+    summary = ", ".join(
+        f"{gpus} GPU{'s' if gpus != 1 else ''} {shapes[str(gpus)]['bytes_per_event']:,} B"
+        for gpus in GPU_COUNTS
+    )
+    return {
+        "topic_records": len(records),
+        "by_gpu_count": shapes,
+        "summary": f"bytes per event on the topic: {summary}",
+    }
 
 
 def run(results_dir: Path) -> dict[str, Any]:

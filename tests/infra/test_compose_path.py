@@ -4,11 +4,14 @@ README tells people to set, the ports ``ca4 verify`` uses, and the testcontainer
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from ca4_auth import ApiKeyRing, Scope
 from ca4_provision.devstack.versions import IMAGE_TAGS
 from ca4_provision.verify.settings import VerifySettings
 
@@ -98,3 +101,59 @@ def test_testcontainers_kafka_fallback_configures_the_apache_image_without_an_en
         item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
     )
     assert mapped.keys() == listeners.keys()
+
+
+def _compose_header_commands() -> str:
+    """The commands in docker-compose.yml's opening comment (continuation lines joined)."""
+    lines = []
+    for line in COMPOSE.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.removeprefix("#").strip())
+    start = next(i for i, line in enumerate(lines) if line.startswith("export "))
+    commands = []
+    for line in lines[start:]:
+        if not line:
+            break
+        commands.append(line)
+    return "\n".join(commands)
+
+
+@pytest.mark.parametrize("where", ["README", "docker-compose.yml"])
+def test_the_documented_key_lines_make_a_keys_file_both_services_accept(
+    where: str, tmp_path: Path
+) -> None:
+    """Runs the setup lines up to ``docker compose up`` (no Docker engine here, so neither it
+    nor the ``ca4 verify`` after it is run), then reads the keys file as both services do."""
+    if where == "README":
+        section = readme_compose_section()
+        script = section.split("```bash\n", 1)[1].split("```", 1)[0]
+        key_variable = "MY_KEY"
+    else:
+        script = _compose_header_commands()
+        key_variable = "CA4_API_KEY"
+        assert 'CA4_GRAFANA_PASSWORD="$GRAFANA_ADMIN_PASSWORD"' in script  # verify's login
+        script = script.replace("<8+ characters>", "ca4dev-secret").replace("<yours>", "pw")
+    runnable = "\n".join(
+        line
+        for line in script.splitlines()
+        if not line.startswith(("docker compose", "uv run ca4", "CA4_GRAFANA_USER", "  uv run"))
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", f"{runnable}\nprintf '%s' \"${key_variable}\""],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    key = done.stdout
+    print(f"{where}: ran the key lines; not run here: docker compose up (no Docker engine)")
+
+    ring = ApiKeyRing.configured(
+        environment="prod", inline_hashes="", keys_file=tmp_path / ".api-keys"
+    )
+    identified = ring.identify(key)
+    assert identified is not None
+    assert identified.tenant == "me"
+    assert identified.scopes == {Scope.WRITE, Scope.READ}

@@ -44,7 +44,9 @@ def test_public_edge_steps_name_what_the_prod_chart_uses(rendered: Rendered) -> 
     namespace = ingress["metadata"]["namespace"]
     edge = section("The public edge")
     assert f"kubectl -n {namespace} create secret tls {tls['secretName']}" in edge
-    assert "output -raw ingress_dns_name" in edge
+    # The plain `terraform output` fails since each ENV has its own data dir; the script reads it.
+    assert "CA4_ENV=<env> tools/provision/scripts/tf-output.sh ingress_dns_name" in edge
+    assert "terraform -chdir" not in edge
     assert "CNAME" in edge
     assert "CA4_INGRESS_HOST=" in edge
     # dev: Traefik's self-signed certificate, and the documented way around it for Colab

@@ -1,7 +1,7 @@
 """``python -m ca4_sdk probe [nvml|nvidia-smi|none]``: print what the collector sees, as JSON.
 
-Needs only the standard library (plus ``nvidia-ml-py`` for NVML), so it runs on a bare GPU host
-where the ``ca4`` command isn't installed.
+Needs only the SDK and its dependencies (``requests``; ``nvidia-ml-py`` for NVML), not the
+``ca4`` command, so it runs on a bare GPU host with the SDK's wheel installed.
 """
 
 from __future__ import annotations

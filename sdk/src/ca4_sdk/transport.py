@@ -72,6 +72,8 @@ read timeout starts again with each byte, so an edge sending one now and then wo
 sending thread for good. Answers are kilobytes, a few MiB at most: a minute is plenty on a
 slow link. (The status line and headers come before: only the read timeout bounds them.)"""
 _QUOTED_CHARS = 200
+_SYSTEM_REASON = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
+"""The operating system's reason inside urllib3's connection errors (refused, unknown host)."""
 """At most this much of a page, a title or a ``Location`` is quoted in an error."""
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TITLE_WITHIN_BYTES = 64 * 1024
@@ -257,7 +259,7 @@ class Transport:
                 read = _read_answer(response, cap=answer_cap(len(reports)), deadline=deadline)
         except requests.RequestException as error:
             outcome.retry.extend(reports)
-            outcome.error = f"{type(error).__name__}: {error}{self._hint(error)}"
+            outcome.error = f"{type(error).__name__}: {self._describe(error)}{self._hint(error)}"
             return
         if isinstance(read, _CutOff):
             outcome.retry.extend(reports)
@@ -309,6 +311,15 @@ class Transport:
         else:
             use = "use that URL as url="
         return f"the edge redirects to {_clipped(target)}: {use}"
+
+    def _describe(self, error: requests.RequestException) -> str:
+        """``error`` in a line a person reads: a connection that failed names the URL and the
+        system's reason (``[Errno 111] Connection refused``) instead of urllib3's pool message,
+        whose reason comes last, past where a summary cuts it."""
+        reason = _SYSTEM_REASON.search(str(error))
+        if isinstance(error, requests.exceptions.ConnectionError) and reason is not None:
+            return f"cannot connect to {self.url}: {reason.group(0).rstrip()}"
+        return str(error)
 
     def _hint(self, error: requests.RequestException) -> str:
         """What to check, for the errors a setup mistake gives (appended to the error)."""

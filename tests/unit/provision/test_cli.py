@@ -8,6 +8,7 @@ never answers (a hung broker), with short deadlines so the tests stay fast.
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -120,6 +121,14 @@ def test_version_prints_the_package_version() -> None:
 
     assert result.exit_code == 0
     assert result.output == f"ca4 {version('ca4-provision')}\n"
+
+
+def test_verify_is_one_command_with_options_not_a_group() -> None:
+    result = ca4("verify", "--help")
+
+    assert result.exit_code == 0
+    assert re.search(r"Usage: ca4 verify \[OPTIONS\]\s*\n", result.output), result.output
+    assert "COMMAND" not in result.output
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
-from ca4_sdk.collectors.nvml import NvmlCollector, NvmlUnavailableError
+from ca4_sdk.collectors.nvml import NvmlCollector, NvmlUnavailableError, load_pynvml
 from ca4_sdk.host import collect_host
 from ca4_sdk.report import build_report
 
@@ -64,3 +66,15 @@ def test_missing_library_is_a_clear_unavailable_error() -> None:
 
     with pytest.raises(NvmlUnavailableError, match="nvmlInit failed"):
         NvmlCollector(NoLibrary({}))  # type: ignore[arg-type]
+
+
+def test_without_nvidia_ml_py_the_advice_names_the_package_not_a_public_pypi_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `pip install ca4-sdk[nvml]` would fetch whatever public PyPI holds under that name.
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails as when not installed
+
+    with pytest.raises(NvmlUnavailableError) as caught:
+        load_pynvml()
+
+    assert str(caught.value) == 'nvidia-ml-py is not installed (pip install "nvidia-ml-py>=12.535")'

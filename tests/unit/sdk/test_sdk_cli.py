@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlsplit
+
+import pytest
 from ca4_provision.cli import app
 from typer.testing import CliRunner
 
@@ -42,6 +46,32 @@ def test_send_exits_non_zero_when_the_api_is_down() -> None:
         result = CliRunner().invoke(app, ["send", "--count", "3", "--rate", "0", "--url", url])
     assert result.exit_code == 1
     assert "503" in result.output
+
+
+def test_send_reports_to_the_dev_edge_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It defaulted to the processor's port (8000), so `make dev`'s demo report bypassed the
+    # edge, and a moved edge (CA4_DEVSTACK_EDGE_PORT) was ignored.
+    monkeypatch.delenv("CA4_EDGE_API_URL", raising=False)
+    with stub_api() as (url, state):
+        monkeypatch.setenv("CA4_DEVSTACK_EDGE_PORT", str(urlsplit(url).port))
+        result = CliRunner().invoke(app, ["send", "--count", "2", "--rate", "0"])
+    assert result.exit_code == 0, result.output
+    assert len(state.accepted_ids()) == 2
+
+
+def test_send_to_nothing_says_in_one_line_what_it_could_not_reach() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    result = CliRunner().invoke(
+        app, ["send", "--count", "1", "--rate", "0", "--retries", "0", "--url", dead]
+    )
+    assert result.exit_code == 1
+    (line,) = [line for line in result.output.splitlines() if "ConnectionError" in line]
+    assert line.strip() == (
+        f"1 x ConnectionError: cannot connect to {dead}/v1/metadata/batch: "
+        "[Errno 111] Connection refused"
+    )
 
 
 def test_send_waits_out_the_rate_limit_and_resends() -> None:

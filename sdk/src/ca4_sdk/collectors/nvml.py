@@ -35,7 +35,8 @@ def load_pynvml() -> ModuleType:
         return importlib.import_module("pynvml")
     except ImportError as error:
         raise NvmlUnavailableError(
-            "nvidia-ml-py is not installed (pip install ca4-sdk[nvml])"
+            # Not `pip install ca4-sdk[nvml]`: that name on public PyPI is not ours.
+            'nvidia-ml-py is not installed (pip install "nvidia-ml-py>=12.535")'
         ) from error
 
 

@@ -20,7 +20,7 @@ from typer.exceptions import TyperException
 from ca4_provision.db_user import db_user
 from ca4_provision.devstack.cli import app as devstack_app
 from ca4_provision.sdk_cli import sdk_app, send
-from ca4_provision.verify import app as verify_app
+from ca4_provision.verify import verify
 
 PACKAGE = "ca4-provision"
 
@@ -90,7 +90,8 @@ def main(
 
 
 app.add_typer(devstack_app, name="devstack")
-app.add_typer(verify_app, name="verify")
+# A command, not a group: its help shows `ca4 verify [OPTIONS]`, not `COMMAND [ARGS]...`.
+app.command("verify", help="Send one test event through the pipeline and check every hop.")(verify)
 app.add_typer(sdk_app, name="sdk")
 app.command("send")(send)
 app.add_typer(dlq_app, name="dlq")

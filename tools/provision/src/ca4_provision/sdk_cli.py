@@ -30,13 +30,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ca4_provision.devstack.settings import DevstackSettings
+
 sdk_app = typer.Typer(
     help="The client SDK: see what it collects on this host.", no_args_is_help=True
 )
 console = Console()
 
-DEV_EDGE_URL = "http://127.0.0.1:8000"
 DEV_API_KEY = "ca4-dev-key"
+ERROR_CHARS = 240
+"""How much of each distinct error the summary shows (a URL and the system's reason fit)."""
 
 
 @dataclass
@@ -162,7 +165,11 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
         ),
     ] = 4,
     url: Annotated[
-        str | None, typer.Option(help="Edge API URL (default CA4_EDGE_API_URL).")
+        str | None,
+        typer.Option(
+            help="Edge API URL (default CA4_EDGE_API_URL, else the dev edge: "
+            "127.0.0.1:CA4_DEVSTACK_EDGE_PORT, 8002)."
+        ),
     ] = None,
     api_key: Annotated[str | None, typer.Option(help="API key (default CA4_API_KEY).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for reproducible sessions.")] = None,
@@ -176,7 +183,7 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
     ] = 3,
 ) -> None:
     """Send realistic synthetic GPU reports (several GPU models) and print a summary."""
-    edge_url = url or os.environ.get("CA4_EDGE_API_URL", DEV_EDGE_URL)
+    edge_url = url or os.environ.get("CA4_EDGE_API_URL") or DevstackSettings.from_env().edge_url
     key = api_key or os.environ.get("CA4_API_KEY", DEV_API_KEY)
     synthetic = make_sessions(sessions, seed=seed)
     session_cycle = itertools.cycle(synthetic)
@@ -197,10 +204,11 @@ def send(  # noqa: PLR0917 - Typer maps each option to one parameter
             tally.accepted += len(outcome.accepted)
             tally.rejected += len(outcome.rejected)
             tally.failed += len(outcome.retry)
-            if outcome.error:
-                tally.errors[outcome.error[:120]] = tally.errors.get(outcome.error[:120], 0) + 1
-            for _, reason in outcome.rejected:
-                tally.errors[reason[:120]] = tally.errors.get(reason[:120], 0) + 1
+            for error in ([outcome.error] if outcome.error else []) + [
+                reason for _, reason in outcome.rejected
+            ]:
+                shown = error[:ERROR_CHARS]
+                tally.errors[shown] = tally.errors.get(shown, 0) + 1
 
     started = time.perf_counter()
     with (
@@ -257,4 +265,4 @@ def _print_summary(tally: SendTally, count: int, sessions: int, elapsed: float, 
         table.add_row(name, value)
     console.print(table)
     for error, times in tally.errors.items():
-        console.print(f"[red]{times} x {escape(error)}")
+        console.print(f"[red]{times} x {escape(error)}", soft_wrap=True)  # one line each

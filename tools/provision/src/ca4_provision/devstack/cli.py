@@ -41,7 +41,9 @@ app = typer.Typer(
         "CA4_DEVSTACK_{KAFKA,KAFKA_CONTROLLER,MONGO,MONGO_TLS,FERRETDB_DEBUG,POSTGRES,S3,"
         "S3_CONSOLE,PROMETHEUS,ALERTMANAGER,PROCESSOR,WORKER,EDGE}_PORT (defaults 9092 9093 27017 "
         "27018 8088 5433 9000 9001 9090 9094 8000 8001 8002), CA4_DEVSTACK_KAFKA_HEAP (512m), "
-        "CA4_DEVSTACK_HEALTH_TIMEOUT (120 s), CA4_DEVSTACK_ALERT_WEBHOOK_URL (where Alertmanager "
+        "CA4_DEVSTACK_HEALTH_TIMEOUT (120 s), CA4_DEVSTACK_TLS (FerretDB also serves TLS on "
+        "CA4_DEVSTACK_MONGO_TLS_PORT with a local CA, as DocumentDB does; same as `up --tls`), "
+        "CA4_DEVSTACK_ALERT_WEBHOOK_URL (where Alertmanager "
         "posts; default none: alerts stay in Alertmanager), CA4_RUNBOOK_BASE_URL (the runbooks "
         "page alert links point into). Alertmanager and amtool are built from the pinned Go "
         "module (without the web UI, which the module does not ship). "
@@ -64,14 +66,18 @@ out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
-ServicesArg = Annotated[
+_SERVICES = (
+    "Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, alertmanager, prometheus, "
+    "processor, worker, edge); default: all."
+)
+UpServicesArg = Annotated[
     list[str] | None,
     typer.Argument(
-        help="Services (kafka, postgres|pg, ferretdb|mongo, minio|s3, alertmanager, prometheus, "
-        "processor, worker, edge); default: all. Starting ferretdb starts postgres first, and "
-        "edge the processor and worker."
+        help=f"{_SERVICES} Starting ferretdb starts postgres first, and edge the processor and "
+        "worker."
     ),
 ]
+ServicesArg = Annotated[list[str] | None, typer.Argument(help=_SERVICES)]
 
 
 class RichReporter:
@@ -152,7 +158,7 @@ def _names(services: list[str] | None) -> list[str] | None:
 
 @app.command()
 def up(
-    services: ServicesArg = None,
+    services: UpServicesArg = None,
     with_app: Annotated[
         bool,
         typer.Option(

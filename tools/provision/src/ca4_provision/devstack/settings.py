@@ -189,6 +189,11 @@ class DevstackSettings:
         return f"http://{HOST}:{self.ports.prometheus}"
 
     @property
+    def edge_url(self) -> str:
+        """The dev edge: the one URL notebooks, the SDK and ``ca4 send`` report to."""
+        return f"http://{HOST}:{self.ports.edge}"
+
+    @property
     def alertmanager_url(self) -> str:
         """HTTP endpoint of Alertmanager."""
         return f"http://{HOST}:{self.ports.alertmanager}"

@@ -1,5 +1,5 @@
 """``ca4 verify``: the nine end-to-end checks against a running deployment."""
 
-from ca4_provision.verify.cli import app
+from ca4_provision.verify.cli import verify
 
-__all__ = ["app"]
+__all__ = ["verify"]

@@ -15,11 +15,6 @@ from ca4_provision.verify.results import StepStatus, VerifyReport
 from ca4_provision.verify.runner import run_verification
 from ca4_provision.verify.settings import VerifySettings
 
-app = typer.Typer(
-    help="Send one test event through the pipeline and check every hop.",
-    no_args_is_help=False,
-)
-
 _STYLE = {
     StepStatus.PASS: "bold green",
     StepStatus.FAIL: "bold red",
@@ -53,7 +48,6 @@ def render_table(report: VerifyReport) -> Table:
     return table
 
 
-@app.callback(invoke_without_command=True)
 def verify(  # noqa: PLR0917 - Typer maps each option to one parameter
     target: Annotated[
         TargetName,
