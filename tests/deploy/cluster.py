@@ -511,7 +511,8 @@ class LocalCluster:
         return beside.log.read_text(errors="replace")
 
     async def run_job(self, job: Manifest, within_s: float = 120) -> Pod:
-        """Run a Job's pod to completion, retrying up to its backoffLimit (OnFailure)."""
+        """Run a Job's pod to completion, retrying up to its backoffLimit (a podFailurePolicy is
+        not applied: every failed try is retried)."""
         attempts = int(job["spec"].get("backoffLimit", 6)) + 1
         pod = self.plan(job)[0]
         for attempt in range(1, attempts + 1):

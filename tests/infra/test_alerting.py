@@ -46,6 +46,8 @@ RECEIVERS_ON = [
     "alertmanager.receivers.email.from=am@ca4-ci.test",
     "--set",
     "alertmanager.receivers.email.smarthost=smtp.ca4-ci.test:587",
+    "--set",
+    "alertmanager.heartbeat.enabled=true",
 ]
 OPERATOR_ON = [
     "--set",
@@ -113,6 +115,26 @@ def test_amtool_accepts_every_rendered_config(helm: str, amtool: Path, tmp_path:
         assert "SUCCESS" in result.stdout, name
 
 
+def test_watchdog_reaches_only_its_heartbeat_receiver_in_every_config(
+    helm: str, amtool: Path, tmp_path: Path
+) -> None:
+    """The always-firing alert must never page a person or post to the dev or compose webhook
+    (it did, hourly, in the dev stack and every 4 h in compose, before the shared route)."""
+    for name, path in rendered_configs(helm, tmp_path).items():
+        for labels, receivers in (
+            (["alertname=Watchdog", "severity=info"], ["ca4-heartbeat"]),
+            (["alertname=CA4TargetDown", "job=worker", "severity=critical"], ["ca4-default"]),
+        ):
+            routed = subprocess.run(
+                [str(amtool), "config", "routes", "test", f"--config.file={path}", *labels],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert routed.returncode == 0, f"{name}: {routed.stdout}{routed.stderr}"
+            assert routed.stdout.split() == receivers, f"{name} {labels}: {routed.stdout}"
+
+
 def test_every_config_groups_by_alert_and_session_and_shares_the_inhibitions(
     helm: str, tmp_path: Path
 ) -> None:
@@ -124,17 +146,24 @@ def test_every_config_groups_by_alert_and_session_and_shares_the_inhibitions(
 
 
 def test_receiver_secrets_come_from_files_never_from_values(helm: str) -> None:
-    config = helm_alertmanager_config(helm, *value_args("prod"))
-    (receiver,) = config["receivers"]
+    config = helm_alertmanager_config(
+        helm, *value_args("prod"), "--set", "alertmanager.heartbeat.enabled=true"
+    )
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert set(receivers) == {config["route"]["receiver"], "ca4-heartbeat"}
+    receiver = receivers[config["route"]["receiver"]]
     kinds = {key for key in receiver if key.endswith("_configs")}
     assert kinds == {"webhook_configs", "slack_configs", "email_configs"}, "prod: all three"
-    for kind in kinds:
-        for integration in receiver[kind]:
-            assert not SECRET_FIELDS & set(integration), f"{kind} holds a secret inline"
-            files = [value for key, value in integration.items() if key.endswith("_file")]
-            assert files, kind
-            assert all(f.startswith("/etc/alertmanager/secrets/") for f in files), kind
-            assert integration["send_resolved"] is True, kind
+    for name, each in receivers.items():
+        for kind in (key for key in each if key.endswith("_configs")):
+            for integration in each[kind]:
+                where = f"{name} {kind}"
+                assert not SECRET_FIELDS & set(integration), f"{where} holds a secret inline"
+                files = [value for key, value in integration.items() if key.endswith("_file")]
+                assert files, where
+                assert all(f.startswith("/etc/alertmanager/secrets/") for f in files), where
+                # The heartbeat pings while Watchdog fires; a resolved Watchdog is no news.
+                assert integration["send_resolved"] is (name != "ca4-heartbeat"), where
     code, stdout, _ = template(helm, "ca4-platform", *value_args("prod"))
     assert code == 0
     (deployment,) = [

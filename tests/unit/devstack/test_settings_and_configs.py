@@ -108,14 +108,17 @@ def test_alertmanager_keeps_the_shared_routing_and_posts_to_the_dev_webhook(
         ]
     )
     assert config["inhibit_rules"] == shared["inhibit_rules"]
-    assert config["receivers"] == [{"name": "ca4-default"}]  # no webhook: alerts stay in it
+    assert config["route"]["routes"] == shared["route"]["routes"]  # Watchdog's own receiver
+    # No webhook: alerts stay in it; the always-firing Watchdog goes to a receiver of its own.
+    assert config["receivers"] == [{"name": "ca4-default"}, {"name": "ca4-heartbeat"}]
     monkeypatch.setenv("CA4_DEVSTACK_ALERT_WEBHOOK_URL", "http://127.0.0.1:5001/hook")
     config = json.loads(configs.alertmanager_config(DevstackSettings.from_env()).split("\n", 1)[1])
     assert config["receivers"] == [
         {
             "name": "ca4-default",
             "webhook_configs": [{"url": "http://127.0.0.1:5001/hook", "send_resolved": True}],
-        }
+        },
+        {"name": "ca4-heartbeat"},  # never the dev webhook
     ]
 
 

@@ -103,6 +103,29 @@ the .example, .invalid, .localhost TLDs) a host name is in, or nothing. Usage: i
 {{- end -}}
 
 {{/*
+Return a size in MiB, rounded down: a PVC size (Mi, Gi, Ti) or a Prometheus size (B, KB, MB, GB, TB: powers of 2 too). Usage: include "ca4-platform.sizeMi" "10Gi"
+*/}}
+{{- define "ca4-platform.sizeMi" -}}
+{{- $size := toString . -}}
+{{- $number := regexFind "^[0-9]+" $size -}}
+{{- $unit := trimPrefix $number $size -}}
+{{- $bytes := dict "B" 1 "KB" 1024 "MB" 1048576 "Mi" 1048576 "GB" 1073741824 "Gi" 1073741824 "TB" 1099511627776 "Ti" 1099511627776 -}}
+{{- div (mul (int64 $number) (get $bytes $unit | int64)) 1048576 -}}
+{{- end -}}
+
+{{/*
+Return Prometheus's TSDB retention size: prometheus.retentionSize, or 80% of prometheus.persistence.size (in MB, Prometheus's MiB).
+*/}}
+{{- define "ca4-platform.prometheusRetentionSize" -}}
+{{- $p := .Values.prometheus -}}
+{{- if $p.retentionSize -}}
+{{- $p.retentionSize -}}
+{{- else -}}
+{{- printf "%dMB" (div (mul (include "ca4-platform.sizeMi" $p.persistence.size | int64) 8) 10) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
 Return every values problem the schema cannot express, then fail once with all of them.
 */}}
 {{- define "ca4-platform.validateValues" -}}
@@ -119,6 +142,16 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- end -}}
 {{- if and $k.enabled (eq (mod (int $k.replicas) 2) 0) -}}
 {{- $messages = append $messages (printf "kafka.replicas (%d) must be odd: a KRaft quorum of an even size tolerates no more failures than one node fewer" (int $k.replicas)) -}}
+{{- end -}}
+{{- if and $k.enabled (not $k.allowVoterChange) -}}
+{{- /* An upgrade: the release's StatefulSet (nothing under helm template, or on a first install). */ -}}
+{{- $live := lookup "apps/v1" "StatefulSet" .Release.Namespace "kafka" -}}
+{{- if $live -}}
+{{- $liveReplicas := int (dig "spec" "replicas" 0 $live) -}}
+{{- if ne $liveReplicas (int $k.replicas) -}}
+{{- $messages = append $messages (printf "kafka.replicas (%d) differs from the %d replica(s) of the live StatefulSet %s/kafka: every broker's static KRaft voter list (controller.quorum.voters) would change in a rolling restart, which a static quorum cannot take. Keep kafka.replicas=%d, or plan the downtime (docs/provisioning.md, \"Changing kafka.replicas\") and upgrade with kafka.allowVoterChange=true" (int $k.replicas) $liveReplicas .Release.Namespace $liveReplicas) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- range $k.topics -}}
 {{- if gt (int .replicationFactor) (int $k.replicas) -}}
@@ -147,9 +180,16 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- if and $k.tunnel.enabled (gt (add (int $k.tunnel.nodePortBase) (int $k.replicas)) 32768) -}}
 {{- $messages = append $messages "kafka.tunnel.nodePortBase + kafka.replicas leaves the NodePort range (30000-32767)" -}}
 {{- end -}}
+{{- $p := .Values.prometheus -}}
+{{- if $p.enabled -}}
+{{- $retention := include "ca4-platform.prometheusRetentionSize" . -}}
+{{- if ge (include "ca4-platform.sizeMi" $retention | int64) (include "ca4-platform.sizeMi" $p.persistence.size | int64) -}}
+{{- $messages = append $messages (printf "prometheus.retentionSize (%s) must be smaller than prometheus.persistence.size (%s): K3s local-path does not enforce a PVC's size, so Prometheus would fill the data disk it shares with Kafka and Loki; leave it empty for 80%% of the volume" $retention $p.persistence.size) -}}
+{{- end -}}
+{{- end -}}
 {{- $am := .Values.alertmanager -}}
-{{- if and $am.enabled (or $am.receivers.webhook.enabled $am.receivers.slack.enabled $am.receivers.email.enabled) (not $am.existingSecret) -}}
-{{- $messages = append $messages "alertmanager.existingSecret is empty: the enabled receivers read their URLs and passwords from it (never from values)" -}}
+{{- if and $am.enabled (or $am.receivers.webhook.enabled $am.receivers.slack.enabled $am.receivers.email.enabled $am.heartbeat.enabled) (not $am.existingSecret) -}}
+{{- $messages = append $messages "alertmanager.existingSecret is empty: the enabled receivers (and the heartbeat) read their URLs and passwords from it (never from values)" -}}
 {{- end -}}
 {{- if and $am.enabled $am.receivers.email.enabled -}}
 {{- $email := $am.receivers.email -}}
@@ -181,7 +221,7 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- end -}}
 
 {{/*
-Return the Alertmanager config: route and inhibitions from the synced observability/alertmanager/alertmanager.yml, one receiver built from alertmanager.receivers (secrets as *_file paths into the mounted Secret).
+Return the Alertmanager config: route and inhibitions from the synced observability/alertmanager/alertmanager.yml, one receiver built from alertmanager.receivers (secrets as *_file paths into the mounted Secret), and the receiver ca4-heartbeat the shared tree sends Watchdog to (alertmanager.heartbeat: its URL and repeat interval; no integration when off).
 */}}
 {{- define "ca4-platform.alertmanagerConfig" -}}
 {{- $shared := required "files/observability/alertmanager/alertmanager.yml is missing: run make helm-sync" (.Files.Get "files/observability/alertmanager/alertmanager.yml") | fromYaml -}}
@@ -203,5 +243,17 @@ Return the Alertmanager config: route and inhibitions from the synced observabil
 {{- end -}}
 {{- $_ := set $receiver "email_configs" (list $email) -}}
 {{- end -}}
-{{- toYaml (dict "route" $shared.route "inhibit_rules" $shared.inhibit_rules "receivers" (list $receiver)) -}}
+{{- $hb := .Values.alertmanager.heartbeat -}}
+{{- $heartbeat := dict "name" "ca4-heartbeat" -}}
+{{- if $hb.enabled -}}
+{{- $_ := set $heartbeat "webhook_configs" (list (dict "url_file" (printf "%s/heartbeat-url" $secrets) "send_resolved" false)) -}}
+{{- end -}}
+{{- /* Watchdog always fires: the shared tree routes it to ca4-heartbeat alone, which pings every repeatInterval */ -}}
+{{- $route := deepCopy $shared.route -}}
+{{- range $route.routes -}}
+{{- if eq .receiver $heartbeat.name -}}
+{{- $_ := set . "repeat_interval" $hb.repeatInterval -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "route" $route "inhibit_rules" $shared.inhibit_rules "receivers" (list $receiver $heartbeat)) -}}
 {{- end -}}

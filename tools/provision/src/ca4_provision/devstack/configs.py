@@ -120,6 +120,7 @@ def prometheus_config(settings: DevstackSettings, rule_files: Path | None = None
 ALERTMANAGER_ROUTING = Path("observability") / "alertmanager" / "alertmanager.yml"
 """The routing tree and inhibitions every Alertmanager of ours uses (relative to the repo)."""
 DEV_RECEIVER = "ca4-default"
+HEARTBEAT_RECEIVER = "ca4-heartbeat"
 
 
 def alertmanager_config(settings: DevstackSettings) -> str:
@@ -139,7 +140,14 @@ def alertmanager_config(settings: DevstackSettings) -> str:
     receiver: dict[str, object] = {"name": DEV_RECEIVER}
     if settings.alert_webhook_url:
         receiver["webhook_configs"] = [{"url": settings.alert_webhook_url, "send_resolved": True}]
-    config = {"route": route, "inhibit_rules": shared["inhibit_rules"], "receivers": [receiver]}
+    # Watchdog's receiver (the shared tree routes it there): no integration, so the dev
+    # webhook never gets the always-firing alert.
+    heartbeat = {"name": HEARTBEAT_RECEIVER}
+    config = {
+        "route": route,
+        "inhibit_rules": shared["inhibit_rules"],
+        "receivers": [receiver, heartbeat],
+    }
     return GENERATED_HEADER + json.dumps(config, indent=2) + "\n"
 
 
