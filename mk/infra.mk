@@ -55,7 +55,7 @@ DESTROY_ARCHIVE ?= no
 # The Alertmanager receivers' secrets: each key of the Secret the chart mounts, and the variable
 # naming the file it is read from (never a value on a command line, never a Helm value).
 CA4_ALERT_SECRET_FILES := webhook-url=CA4_ALERT_WEBHOOK_URL_FILE slack-api-url=CA4_ALERT_SLACK_API_URL_FILE \
-	smtp-password=CA4_ALERT_SMTP_PASSWORD_FILE
+	smtp-password=CA4_ALERT_SMTP_PASSWORD_FILE heartbeat-url=CA4_ALERT_HEARTBEAT_URL_FILE
 # The in-cluster MongoDB of ENV=dev (ca4-platform mongodb.enabled): the Secret holding its app URL,
 # and the command printing that URL (nothing when the Secret or its key is missing; the template
 # never makes kubectl dump the Secret, as a failing one would).
@@ -75,9 +75,21 @@ CA4_DB_CA_FILE = $(CA4_DB_CA_MOUNT_DIR)/$(CA4_DB_CA_KEY)
 CA4_APP_SECRET := ca4-app-secrets
 CA4_APP_SECRET_VALUE = kubectl -n $(CA4_APP_NAMESPACE) get secret $(CA4_APP_SECRET) --ignore-not-found \
 	-o go-template='{{with .data}}{{with index . "$(1)"}}{{base64decode .}}{{end}}{{end}}'
+# The app Secret's keys the pods read at start (env CA4_MONGO_URL, a secretKeyRef): ca4-deploy-app
+# passes their SHA-256, read from the live Secret, as secrets.existingSecretChecksum (the pods'
+# checksum/secret annotation), so a new database URL rolls the pods. Not api-key-hashes: the pods
+# mount it as a file and reload it live, so a key change needs no restart.
+CA4_APP_SECRET_ENV_KEYS := mongo-url
+# The SHA-256 of those keys as the live Secret holds them (the values stay in the pipe; a failing
+# kubectl fails it, under pipefail, rather than giving the checksum of nothing).
+CA4_APP_SECRET_CHECKSUM = { $(foreach key,$(CA4_APP_SECRET_ENV_KEYS),printf '%s=' '$(key)' && \
+	$(call CA4_APP_SECRET_VALUE,$(key)) && printf '\n' &&) true; } | sha256sum | cut -d' ' -f1
 # CA4_REVOKE_KEYS=yes lets ca4-deploy-app apply a CA4_API_KEY_HASHES without key ids the live
 # Secret holds (revoking them); otherwise it refuses and names them.
 CA4_REVOKE_KEYS ?=
+# CA4_ALLOW_REPLACE=yes lets ca4-apply apply a plan that deletes or replaces a node, a disk, the
+# database, the archive bucket or the KMS key (check-tf-plan.py); otherwise it refuses, naming them.
+CA4_ALLOW_REPLACE ?=
 # The API's public DNS name (ingress.host): required in prod, where it is a CNAME to the NLB
 # (terraform output ingress_dns_name) and the name the certificate in the Secret ca4-api-tls holds.
 CA4_INGRESS_HOST ?=
@@ -94,7 +106,7 @@ $(CA4_INFRA_TARGETS): export TF_DATA_DIR := $(CA4_TF_DATA_DIR)
 
 # Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
 CA4_TF_ENV = TF_VAR_operator_cidrs='["$(CA4_OPERATOR_CIDR)"]' TF_VAR_ssh_public_key="$$(cat '$(CA4_SSH_PUBLIC_KEY_FILE)')"
-CA4_TF_PREFLIGHT = $(CA4_PREFLIGHT) $@ terraform -- aws CA4_TF_STATE_BUCKET CA4_OPERATOR_CIDR file:CA4_SSH_PUBLIC_KEY_FILE
+CA4_TF_PREFLIGHT = $(CA4_PREFLIGHT) $@ terraform $(1) -- aws CA4_TF_STATE_BUCKET CA4_OPERATOR_CIDR file:CA4_SSH_PUBLIC_KEY_FILE
 CA4_KUBE_PREFLIGHT = $(CA4_PREFLIGHT) $@ $(1) -- file:CA4_KUBECONFIG $(2) && \
 	{ kubectl version --request-timeout=5s >/dev/null 2>&1 || \
 	  { echo "$@: Kubernetes API not reachable through $(CA4_KUBECONFIG): run 'make ca4-api-tunnel'" >&2; exit 1; }; }
@@ -109,9 +121,16 @@ ca4-tf-init:
 
 .PHONY: ca4-apply
 ca4-apply: ## 1. Terraform: VPC, bastion, K3s nodes, archive bucket, DocumentDB (ENV=dev|prod)
-	@$(CA4_TF_PREFLIGHT)
+	@$(call CA4_TF_PREFLIGHT,uv)
 	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) ca4-tf-init
 	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) plan -input=false -var-file=$(CA4_TFVARS) -out=$(CA4_TFPLAN)
+	@# The saved plan is applied without a prompt: first refuse one that deletes or replaces what
+	@# holds data or runs the cluster (tools/provision/scripts/check-tf-plan.py lists the types),
+	@# unless CA4_ALLOW_REPLACE=yes. A refused plan is removed, so it cannot be applied by hand.
+	@terraform -chdir=$(CA4_TF_DIR) show -json $(CA4_TFPLAN) | \
+		uv run python $(CA4_SCRIPTS)/check-tf-plan.py --target $@ \
+		$(if $(filter yes,$(CA4_ALLOW_REPLACE)),--allow-replace) || \
+		{ rm -f $(CA4_TF_DIR)/$(CA4_TFPLAN); exit 1; }
 	terraform -chdir=$(CA4_TF_DIR) apply -input=false $(CA4_TFPLAN)
 	@rm -f $(CA4_TF_DIR)/$(CA4_TFPLAN)
 
@@ -249,12 +268,16 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		{ echo "$@: cannot fetch the database CA bundle from $(CA4_DB_CA_URL)" >&2; exit 1; }; \
 	kubectl -n $(CA4_APP_NAMESPACE) create configmap $(CA4_DB_CA_CONFIGMAP) --from-file="$$ca_dir" \
 		--dry-run=client -o yaml | kubectl apply -f -
+	@# The pods read the database URL at start only: the checksum of what the live Secret now holds
+	@# rolls them when it changed (a rotated password), and only then.
 	bucket="$$($(CA4_TF_OUTPUT) archive_bucket_name)"; \
 	region="$$($(CA4_TF_OUTPUT) archive_bucket_region)"; \
+	secret_checksum="$$($(CA4_APP_SECRET_CHECKSUM))"; \
 	helm upgrade --install ca4-app $(CA4_HELM_DIR)/ca4-app \
 		--namespace $(CA4_APP_NAMESPACE) \
 		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_APP_VALUES)) \
 		--set image.tag=$(CA4_IMAGE_TAG) \
+		--set-string secrets.existingSecretChecksum="$$secret_checksum" \
 		$(if $(CA4_INGRESS_HOST),--set-string ingress.host='$(CA4_INGRESS_HOST)') \
 		--set config.s3.bucket="$$bucket" \
 		--set config.s3.region="$$region" \

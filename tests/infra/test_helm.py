@@ -741,3 +741,64 @@ def test_values_documented_with_param(chart: str) -> None:
 
     missing = {p for p in leaves(yaml.safe_load(text)) if p not in documented}
     assert not missing, f"values without a ## @param line: {sorted(missing)}"
+
+
+# --- ca4-app: the existing Secret's checksum rolls the pods (make ca4-deploy-app) ---------------
+# (day-2 fix: a rotated database URL never reached pods that read it at start)
+
+SECRET_CHECKSUM = hashlib.sha256(b"mongo-url=mongodb://rotated\n").hexdigest()
+
+
+def pod_annotations(stdout: str) -> dict[str, dict[str, str]]:
+    """Each Deployment's pod template annotations, by component name."""
+    docs = [d for d in yaml.safe_load_all(stdout) if d and d["kind"] == "Deployment"]
+    return {
+        d["metadata"]["labels"]["app.kubernetes.io/name"]: d["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        for d in docs
+    }
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_app_existing_secret_checksum_renders_as_the_pods_annotation(
+    helm: str, value_set: str
+) -> None:
+    args = values_args("ca4-app", value_set)
+    code, stdout, stderr = template(helm, "ca4-app", *args)
+    assert code == 0, stderr
+    without = pod_annotations(stdout)
+    assert set(without) == {"processor", "worker"}
+    assert all("checksum/secret" not in a for a in without.values()), "existingSecret: none"
+    checksum = f"secrets.existingSecretChecksum={SECRET_CHECKSUM}"
+    code, stdout, stderr = template(helm, "ca4-app", *args, "--set-string", checksum)
+    assert code == 0, stderr
+    for component, found in pod_annotations(stdout).items():
+        assert found["checksum/secret"] == SECRET_CHECKSUM, component
+        rest = {k: v for k, v in found.items() if k != "checksum/secret"}
+        assert rest == without[component], "nothing else changes"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["secrets.existingSecretChecksum=abc"], "existingSecretChecksum"),
+        (
+            [
+                "secrets.existingSecret=",
+                "secrets.mongoUrl=mongodb://db",
+                f"secrets.apiKeyHashes=ci:{'a' * 64}",
+                f"secrets.existingSecretChecksum={SECRET_CHECKSUM}",
+            ],
+            "secrets.existingSecretChecksum is the checksum of secrets.existingSecret",
+        ),
+    ],
+    ids=["not-a-sha256", "without-existing-secret"],
+)
+def test_app_existing_secret_checksum_is_refused_where_it_means_nothing(
+    helm: str, settings: list[str], message: str
+) -> None:
+    args = [a for s in settings for a in ("--set-string", s)]
+    code, _, stderr = template(helm, "ca4-app", *args)
+    assert code != 0
+    assert message in stderr, stderr

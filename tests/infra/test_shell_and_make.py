@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -310,8 +311,10 @@ def test_guide_sequence(sandbox: Sandbox) -> None:
     assert result.returncode == 0, result.stderr
     calls = sandbox.calls()
     sequence = steps(calls)
-    # 1. terraform init -> plan -> apply
-    assert sequence[:3] == ["terraform init", "terraform plan", "terraform apply"]
+    # 1. terraform init -> plan -> the plan's check (show -json | check-tf-plan.py) -> apply
+    assert sequence[:5] == [
+        *["terraform init", "terraform plan", "terraform show", "uv run", "terraform apply"]
+    ]
     init = calls[0]["argv"]
     assert "-backend-config=key=ca4/dev/terraform.tfstate" in init
     assert "-backend-config=bucket=ca4-tfstate-test" in init
@@ -436,6 +439,146 @@ def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:
     assert installs == []
 
 
+# -- ca4-bootstrap-k3s after Terraform replaced a server -----------------------------------------
+
+HA_SERVERS = ["10.41.10.11", "10.41.11.12", "10.41.10.13"]
+
+
+def servers_output(servers: list[str]) -> dict[str, str]:
+    """CA4_FAKE_TF_OUTPUTS naming these K3s servers (the default agents)."""
+    return {"CA4_FAKE_TF_OUTPUTS": json.dumps({"k3s_server_private_ips": servers})}
+
+
+def remote_calls(sandbox: Sandbox, *words: str) -> list[tuple[str, str]]:
+    """(host, remote command) of the ssh calls whose command holds every one of ``words``."""
+    out = []
+    for call in sandbox.calls():
+        argv = call["argv"]
+        if call["tool"] != "ssh" or "-F" not in argv or "-L" in argv:
+            continue
+        host, command = argv[argv.index("-F") + 2], " ".join(argv[argv.index("-F") + 3 :])
+        if all(word in command for word in words):
+            out.append((host.split("@", 1)[1], command))
+    return out
+
+
+def test_bootstrap_after_the_first_server_was_replaced_joins_the_running_cluster(
+    sandbox: Sandbox,
+) -> None:
+    """servers[0] replaced (new instance, new IP, no K3s) while the others run: the re-run joins
+    it to the cluster through a server that runs K3s, instead of creating a second, empty cluster
+    on it and switching kubectl and helm to that one."""
+    first = sandbox.make("ca4-bootstrap-k3s", env=servers_output(HA_SERVERS))
+    assert first.returncode == 0, first.stderr
+    # A fresh cluster is still created on the first server; every other node joins it.
+    installs = remote_calls(sandbox, "INSTALL_K3S_VERSION")
+    assert installs[0][0] == HA_SERVERS[0]
+    assert "--cluster-init" in installs[0][1]
+    for _, command in installs[1:]:
+        assert f"--server=https://{HA_SERVERS[0]}:6443" in command
+        assert "--cluster-init" not in command
+    kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
+    before = kubeconfig.read_text()
+    assert "certificate-authority-data:" in before
+    sandbox.reset()
+    replaced = ["10.41.10.99", *HA_SERVERS[1:]]
+    second = sandbox.make("ca4-bootstrap-k3s", env=servers_output(replaced))
+    assert second.returncode == 0, second.stderr
+    installs = remote_calls(sandbox, "INSTALL_K3S_VERSION")
+    assert [host for host, _ in installs] == ["10.41.10.99"], "only the new server is installed"
+    assert "--cluster-init" not in installs[0][1]
+    assert f"--server=https://{HA_SERVERS[1]}:6443" in installs[0][1]
+    assert "--token-file=/etc/rancher/k3s/ca4-token" in installs[0][1]
+    assert [host for host, _ in remote_calls(sandbox, "node-token")] == [HA_SERVERS[1]]
+    assert [host for host, _ in remote_calls(sandbox, "k3s.yaml")] == [HA_SERVERS[1]]
+    assert [host for host, _ in remote_calls(sandbox, "kubectl wait")] == [HA_SERVERS[1]]
+    assert f"the cluster runs on {HA_SERVERS[1]}" in second.stderr
+    assert kubeconfig.read_text() == before, "kubectl and helm stay on the same cluster"
+    # Once it runs K3s, the first server is the one the others join again.
+    sandbox.reset()
+    third = sandbox.make("ca4-bootstrap-k3s", env=servers_output(replaced))
+    assert third.returncode == 0, third.stderr
+    assert remote_calls(sandbox, "INSTALL_K3S_VERSION") == []
+    assert [host for host, _ in remote_calls(sandbox, "node-token")] == ["10.41.10.99"]
+    assert kubeconfig.read_text() == before
+
+
+def test_bootstrap_keeps_a_kubeconfig_of_another_cluster_unless_told(sandbox: Sandbox) -> None:
+    """A kubeconfig whose CA is not the fetched cluster's is another cluster's: it is not
+    overwritten (kubectl and helm would switch clusters) unless CA4_KUBECONFIG_REPLACE=yes."""
+    kubeconfig = sandbox.home / ".kube" / "ca4-dev.yaml"
+    other = (
+        "apiVersion: v1\nclusters:\n- cluster:\n"
+        "    certificate-authority-data: b3RoZXItY2x1c3Rlcg==\n"
+        "    server: https://127.0.0.1:6443\n  name: ca4-dev\n"
+    )
+    kubeconfig.write_text(other)
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode != 0
+    assert (
+        f"k3s-bootstrap.sh: the cluster on 10.40.10.11 is not the one {kubeconfig} is for "
+        "(another certificate authority)"
+    ) in result.stderr, result.stderr
+    assert "CA4_KUBECONFIG_REPLACE=yes" in result.stderr
+    assert kubeconfig.read_text() == other
+    assert remote_calls(sandbox, "kubectl wait") == []
+    sandbox.reset()
+    result = sandbox.make("ca4-bootstrap-k3s", env={"CA4_KUBECONFIG_REPLACE": "yes"})
+    assert result.returncode == 0, result.stderr
+    assert "b3RoZXItY2x1c3Rlcg==" not in kubeconfig.read_text()
+    assert remote_calls(sandbox, "INSTALL_K3S_VERSION") == [], "K3s was installed the first time"
+
+
+def test_bootstrap_refuses_a_new_cluster_beside_agents_of_an_old_one(sandbox: Sandbox) -> None:
+    """dev's one server replaced: the agents run K3s for a cluster that is gone. Creating a new
+    cluster would leave them out; the run stops before changing anything and says why."""
+    assert sandbox.make("ca4-bootstrap-k3s").returncode == 0
+    sandbox.reset()
+    result = sandbox.make("ca4-bootstrap-k3s", env=servers_output(["10.40.10.99"]))
+    assert result.returncode != 0
+    assert (
+        "k3s-bootstrap.sh: no server runs K3s, but the agent(s) 10.40.11.21 10.40.10.22 do"
+    ) in result.stderr, result.stderr
+    assert remote_calls(sandbox, "INSTALL_K3S_VERSION") == []
+
+
+def test_api_tunnel_goes_to_a_server_that_runs_k3s(sandbox: Sandbox) -> None:
+    """Between `make ca4-apply` replacing servers[0] and the next bootstrap, the API is on the
+    servers that still run K3s: the tunnel goes there (and to servers[0] when none does yet)."""
+    port = str(free_port())
+    env = {"CA4_API_TUNNEL_PORT": port}
+    result = sandbox.make("ca4-api-tunnel", env=env | servers_output(HA_SERVERS))
+    assert result.returncode == 0, result.stderr
+    assert "no server runs K3s yet: tunnelling to 10.41.10.11" in result.stderr
+    tunnels = [c["argv"] for c in sandbox.calls() if c["tool"] == "ssh" and "-L" in c["argv"]]
+    assert [a[a.index("-L") + 1] for a in tunnels] == [f"127.0.0.1:{port}:10.41.10.11:6443"]
+    assert sandbox.make("ca4-bootstrap-k3s", env=servers_output(HA_SERVERS)).returncode == 0
+    sandbox.reset()
+    replaced = ["10.41.10.99", *HA_SERVERS[1:]]
+    result = sandbox.make("ca4-api-tunnel", env=env | servers_output(replaced))
+    assert result.returncode == 0, result.stderr
+    tunnels = [c["argv"] for c in sandbox.calls() if c["tool"] == "ssh" and "-L" in c["argv"]]
+    assert [a[a.index("-L") + 1] for a in tunnels] == [f"127.0.0.1:{port}:10.41.11.12:6443"]
+
+
+def test_api_tunnel_to_any_server_of_the_cluster_is_kept(sandbox: Sandbox) -> None:
+    port = free_port()
+    spec = f"127.0.0.1:{port}:10.41.11.12:6443"
+    env = {"CA4_API_TUNNEL_PORT": str(port)} | servers_output(HA_SERVERS)
+    with listening(port, "ssh", "-F", "cfg", "-f", "-N", "-L", spec, "ubuntu@203.0.113.10"):
+        result = sandbox.make("ca4-api-tunnel", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"127.0.0.1:{port} is already this tunnel" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]
+    stale = f"127.0.0.1:{port}:10.41.10.7:6443"  # a server Terraform replaced
+    with listening(port, "ssh", "-F", "cfg", "-f", "-N", "-L", stale, "ubuntu@203.0.113.10"):
+        result = sandbox.make("ca4-api-tunnel", env=env)
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port} is an ssh tunnel to another address than port 6443 of a K3s " in (
+        result.stderr
+    )
+
+
 def image_steps(calls: list[dict[str, Any]]) -> list[str]:
     """Builds, saves and node imports, as `verb ref` / `import node ref` strings, in call order."""
     out = []
@@ -462,7 +605,9 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
             assert result.returncode == 0, result.stderr
         calls = sandbox.calls()
         order = [s for s in steps(calls) if s.split()[0] in {"terraform", "docker", "helm", "uv"}]
-        assert order[:3] == ["terraform init", "terraform plan", "terraform apply"]
+        assert order[:5] == [
+            *["terraform init", "terraform plan", "terraform show", "uv run", "terraform apply"]
+        ]
         # the platform, the app Secret's check (uv run python), the app, then ca4 verify
         assert order[-4:] == ["helm upgrade", "uv run", "helm upgrade", "uv run"]
         helm = [c["argv"] for c in calls if c["tool"] == "helm" and c["argv"][0] == "upgrade"]
@@ -999,6 +1144,30 @@ def test_first_platform_setup_writes_the_receivers_secret_into_a_namespace_helm_
     assert_no_receiver_secret_leaked(sandbox, result)
 
 
+def test_the_heartbeat_receiver_reads_its_url_from_a_file_like_the_others(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """alertmanager.heartbeat.enabled (values of the operator's own) mounts the key heartbeat-url:
+    the target stopped with "no CA4_ALERT_*_FILE provides" it before the key had a variable."""
+    platform_values = tmp_path / "platform-values.yaml"
+    platform_values.write_text("alertmanager:\n  heartbeat:\n    enabled: true\n")
+    heartbeat_url = tmp_path / "heartbeat-url.secret"
+    heartbeat_url.write_text("https://hc-ping.test/ca4-heartbeat\n")
+    sandbox.env["CA4_ALERT_HEARTBEAT_URL_FILE"] = str(heartbeat_url)
+    (sandbox.home / ".kube" / "ca4-dev.yaml").write_text("apiVersion: v1\n")
+
+    result = sandbox.make("ca4-platform-setup", env={"CA4_PLATFORM_VALUES": str(platform_values)})
+
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    write = kubectl_index(calls, "create", "secret", "generic", "ca4-alertmanager-receivers")
+    assert calls[write]["files"] == {
+        "webhook-url": WEBHOOK_URL,
+        "heartbeat-url": "https://hc-ping.test/ca4-heartbeat\n",
+    }
+    assert "hc-ping.test" not in json.dumps([c["argv"] for c in calls])
+
+
 def test_prod_platform_setup_writes_every_enabled_receiver_from_its_file(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -1385,6 +1554,164 @@ def test_apply_and_destroy_use_the_envs_data_dir(sandbox: Sandbox) -> None:
     assert {c["state"] for c in calls[1:]} == {"ca4/prod/terraform.tfstate"}
 
 
+# -- ca4-apply: a saved plan that deletes what holds data is applied only when asked ---------------
+
+CHECK_TF_PLAN = REPO / "tools" / "provision" / "scripts" / "check-tf-plan.py"
+# A value the plan's JSON holds in clear: the check never prints one.
+PLAN_SECRET = "user-data-value-never-printed"
+SERVER_0 = 'module.k3s.aws_instance.node["server-0"]'
+
+
+def resource_change(
+    address: str, actions: list[str], *, replace_paths: list[list[str]] | None = None
+) -> dict[str, Any]:
+    """One entry of a plan's resource_changes (``terraform show -json PLAN``)."""
+    module, _, rest = address.rpartition(".aws_")
+    kind, _, name = f"aws_{rest}".partition(".")
+    change: dict[str, Any] = {
+        "actions": actions,
+        "before": {"user_data": PLAN_SECRET},
+        "after": {"user_data": PLAN_SECRET},
+    }
+    if replace_paths:
+        change["replace_paths"] = replace_paths
+    return {
+        "address": address,
+        "module_address": module or None,
+        "mode": "managed",
+        "type": kind,
+        "name": name.split("[")[0],
+        "change": change,
+    }
+
+
+def plan_json(*changes: dict[str, Any]) -> str:
+    """A saved plan's JSON holding ``changes``."""
+    return json.dumps(
+        {"format_version": "1.2", "terraform_version": "1.11.4", "resource_changes": changes}
+    )
+
+
+# What raising k3s_data_volume_size_gb plans: ebs_block_device is ForceNew on aws_instance.
+DATA_DISK_RESIZE = plan_json(
+    resource_change(SERVER_0, ["delete", "create"], replace_paths=[["ebs_block_device"]]),
+    resource_change(
+        'module.k3s.aws_lb_target_group_attachment.traefik_https["server-0"]',
+        ["delete", "create"],
+    ),
+)
+
+
+def terraform_verbs(sandbox: Sandbox) -> list[str]:
+    return [
+        verb_args(c["argv"])[0]
+        for c in sandbox.calls()
+        if c["tool"] == "terraform" and verb_args(c["argv"])[0] != "output"
+    ]
+
+
+def test_apply_refuses_a_plan_that_replaces_a_node(sandbox: Sandbox) -> None:
+    """The documented capacity step (k3s_data_volume_size_gb) replaces every node and deletes
+    its data disk: the saved plan is read and refused, naming each resource, and nothing is
+    applied."""
+    result = sandbox.make("ca4-apply", env={"CA4_FAKE_TF_PLAN": DATA_DISK_RESIZE})
+    assert result.returncode != 0
+    assert terraform_verbs(sandbox) == ["init", "plan", "show"], "nothing applied"
+    show = next(c["argv"] for c in sandbox.calls() if "show" in c["argv"])
+    assert verb_args(show) == ["show", "-json", "ca4-dev.tfplan"]
+    assert (
+        "ca4-apply: the plan deletes or replaces resources that hold data or run the cluster "
+        f"(nothing was applied):\n  {SERVER_0}: replace (delete, create), forced by "
+        "ebs_block_device\n"
+    ) in result.stderr, result.stderr
+    assert "traefik_https" not in result.stderr, "only the types that hold data are listed"
+    assert "CA4_ALLOW_REPLACE=yes" in result.stderr
+    assert PLAN_SECRET not in result.stdout + result.stderr
+
+
+def test_apply_with_allow_replace_applies_the_replacement(sandbox: Sandbox) -> None:
+    result = sandbox.make(
+        "ca4-apply", env={"CA4_FAKE_TF_PLAN": DATA_DISK_RESIZE, "CA4_ALLOW_REPLACE": "yes"}
+    )
+    assert result.returncode == 0, result.stderr
+    assert terraform_verbs(sandbox) == ["init", "plan", "show", "apply"]
+    apply = next(c["argv"] for c in sandbox.calls() if "apply" in c["argv"])
+    assert verb_args(apply) == ["apply", "-input=false", "ca4-dev.tfplan"]
+    assert f"CA4_ALLOW_REPLACE=yes: applying a plan that deletes or replaces:\n  {SERVER_0}" in (
+        result.stdout
+    )
+
+
+def test_apply_applies_an_in_place_update_as_before(sandbox: Sandbox) -> None:
+    """Updates in place, creations and replacements of what holds no data need no flag."""
+    plan = plan_json(
+        resource_change(SERVER_0, ["update"]),
+        resource_change("module.documentdb.aws_docdb_cluster.this[0]", ["update"]),
+        resource_change('module.k3s.aws_instance.node["agent-2"]', ["create"]),
+        resource_change("module.security.aws_security_group.k3s_nodes", ["create", "delete"]),
+    )
+    result = sandbox.make("ca4-apply", env={"CA4_FAKE_TF_PLAN": plan})
+    assert result.returncode == 0, result.stderr
+    assert terraform_verbs(sandbox) == ["init", "plan", "show", "apply"]
+    assert "CA4_ALLOW_REPLACE" not in result.stdout + result.stderr
+
+
+def load_check_tf_plan() -> Any:
+    """tools/provision/scripts/check-tf-plan.py as a module (its name is not importable)."""
+    spec = importlib.util.spec_from_file_location("check_tf_plan", CHECK_TF_PLAN)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "aws_instance",
+        "aws_ebs_volume",
+        "aws_volume_attachment",
+        "aws_docdb_cluster",
+        "aws_docdb_cluster_instance",
+        "aws_s3_bucket",
+        "aws_kms_key",
+    ],
+)
+@pytest.mark.parametrize("actions", [["delete"], ["delete", "create"], ["create", "delete"]])
+def test_check_tf_plan_refuses_deleting_what_holds_data(kind: str, actions: list[str]) -> None:
+    check_tf_plan = load_check_tf_plan()
+    plan = json.loads(plan_json(resource_change(f"module.m.{kind}.this", actions)))
+    with pytest.raises(check_tf_plan.RefusedError, match=rf"module\.m\.{kind}\.this: "):
+        check_tf_plan.check(plan, allow_replace=False)
+    assert len(check_tf_plan.check(plan, allow_replace=True)) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        resource_change(SERVER_0, ["update"]),
+        resource_change(SERVER_0, ["no-op"]),
+        resource_change(SERVER_0, ["create"]),
+        resource_change("module.k3s.aws_lb_target_group.traefik_https", ["delete", "create"]),
+        {**resource_change(SERVER_0, ["delete"]), "mode": "data"},
+    ],
+    ids=["update", "no-op", "create", "other-type", "data-source"],
+)
+def test_check_tf_plan_passes_what_keeps_the_data(change: dict[str, Any]) -> None:
+    check_tf_plan = load_check_tf_plan()
+    assert check_tf_plan.check(json.loads(plan_json(change)), allow_replace=False) == []
+
+
+def test_check_tf_plan_refuses_what_is_not_a_plan(tmp_path: Path) -> None:
+    check_tf_plan = load_check_tf_plan()
+    for text in ("", "[]", '{"resource_changes": []}'):
+        (tmp_path / "plan.json").write_text(text)
+        assert check_tf_plan.main(["--plan-json", str(tmp_path / "plan.json")]) == 1
+    (tmp_path / "plan.json").write_text(plan_json())
+    assert check_tf_plan.main(["--plan-json", str(tmp_path / "plan.json")]) == 0
+
+
 # -- ca4-deploy-app: the live Secret's values are kept, and checked before they go live -----------
 
 KEY_HASH = {name: hashlib.sha256(f"{name}-api-key".encode()).hexdigest() for name in "abc"}
@@ -1551,6 +1878,81 @@ def test_deploy_checks_the_ca_file_the_prod_chart_mounts(rendered: Rendered) -> 
                 if mount["name"] in ca_volumes:
                     mounted.add(f"{mount['mountPath']}/{key.group(1)}")
     assert mounted == {f"{mount_dir.group(1)}/{key.group(1)}"}
+
+
+# -- ca4-deploy-app: a new database URL rolls the pods -------------------------------------------
+
+ROTATED_DOCDB_URL = DOCDB_URL.replace("app-pw-never", "rotated-pw-never")
+
+
+def app_secret_checksum(sandbox: Sandbox) -> str:
+    """The secrets.existingSecretChecksum the app's helm upgrade passed."""
+    argv = next(
+        c["argv"]
+        for c in sandbox.calls()
+        if c["tool"] == "helm" and c["argv"][:3] == ["upgrade", "--install", "ca4-app"]
+    )
+    prefix = "secrets.existingSecretChecksum="
+    (value,) = [a.removeprefix(prefix) for a in argv if a.startswith(prefix)]
+    assert argv[argv.index(prefix + value) - 1] == "--set-string"
+    return value
+
+
+def env_keys_checksum(mongo_url: str) -> str:
+    """What the target hashes: each key the pods read at start, as `key=value` lines."""
+    return hashlib.sha256(f"mongo-url={mongo_url}\n".encode()).hexdigest()
+
+
+def test_redeploy_with_a_new_database_url_rolls_the_pods(sandbox: Sandbox) -> None:
+    """The pods read CA4_MONGO_URL (a secretKeyRef) at start only, and the chart has no checksum
+    of a Secret it does not create: a rotated password reached the Secret but never the pods.
+    The checksum of the live Secret's URL, passed to the chart, changes with it and only then."""
+    first = redeploy(sandbox)
+    assert first.returncode == 0, first.stderr
+    checksum = app_secret_checksum(sandbox)
+    assert checksum == env_keys_checksum(DOCDB_URL)
+    # read from the Secret as applied, before the chart is installed
+    calls = sandbox.calls()
+    applied = kubectl_index(calls, "create", "secret", "ca4-app-secrets")
+    read = max(
+        i
+        for i, c in enumerate(calls)
+        if c["tool"] == "kubectl" and "get" in c["argv"] and 'index . "mongo-url"' in str(c)
+    )
+    install = next(i for i, c in enumerate(calls) if c["argv"][:2] == ["upgrade", "--install"])
+    assert applied < read < install
+    sandbox.reset()
+    same = redeploy(sandbox, "CA4_MONGO_URL")  # a re-run keeps the live URL: nothing rolls
+    assert same.returncode == 0, same.stderr
+    assert app_secret_checksum(sandbox) == checksum
+    sandbox.reset()
+    rotated = redeploy(sandbox, CA4_MONGO_URL=ROTATED_DOCDB_URL)
+    assert rotated.returncode == 0, rotated.stderr
+    assert app_secret_checksum(sandbox) == env_keys_checksum(ROTATED_DOCDB_URL) != checksum
+    # A key change alone rolls nothing: the pods reload the keys file live.
+    sandbox.reset()
+    keys = redeploy(sandbox, CA4_API_KEY_HASHES="ci:" + "b" * 64)
+    assert keys.returncode == 0, keys.stderr
+    assert app_secret_checksum(sandbox) == env_keys_checksum(ROTATED_DOCDB_URL)
+    assert "rotated-pw-never" not in json.dumps([c["argv"] for c in sandbox.calls()])
+
+
+def test_deploy_checksums_the_keys_the_pods_read_at_start(rendered: Rendered) -> None:
+    """CA4_APP_SECRET_ENV_KEYS are the Secret's keys the pods take as environment variables
+    (read at start); the keys file they mount is reloaded live and left out."""
+    text = (REPO / "mk" / "infra.mk").read_text()
+    listed = re.search(r"^CA4_APP_SECRET_ENV_KEYS := (.+)$", text, re.M)
+    assert listed
+    for value_set in ("dev", "prod"):
+        env_keys = {
+            e["valueFrom"]["secretKeyRef"]["key"]
+            for w in workloads(rendered[("ca4-app", value_set)])
+            if w["kind"] == "Deployment"
+            for container in pod_spec(w)["containers"]
+            for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        assert set(listed.group(1).split()) == env_keys, value_set
 
 
 # -- ca4-db-user: Secrets Manager in the stack's region -----------------------------------------

@@ -6,6 +6,7 @@ what can be checked offline (see docs/provisioning.md, "What CI checks").
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -265,6 +266,60 @@ def test_prod_can_be_torn_down_twice() -> None:
     stack = (TF_ROOT / "stacks" / "ca4" / "main.tf").read_text()
     assert "coalesce(var.deletion_protection, local.is_prod)" in stack
     assert stack.count("= local.deletion_protection") == 2
+
+
+# -- ca4-apply's plan check: every resource that holds data is protected -----------------------
+
+# AWS resource types whose deletion loses data or a running part of the cluster: a prefix matches
+# the family (aws_docdb_cluster, aws_docdb_cluster_instance; aws_db_instance, ...).
+DATA_TYPE_PREFIXES = (
+    "aws_instance",
+    "aws_ebs_volume",
+    "aws_volume_attachment",
+    "aws_docdb_cluster",
+    "aws_db_instance",
+    "aws_rds_cluster",
+    "aws_s3_bucket",
+    "aws_kms_key",
+    "aws_efs_file_system",
+    "aws_dynamodb_table",
+    "aws_elasticache_",
+    "aws_msk_cluster",
+)
+# What holds no data of its own, though named like what does: its deletion loses nothing.
+NOT_DATA = re.compile(r"aws_s3_bucket_.+|aws_docdb_cluster_parameter_group|aws_docdb_subnet_group")
+
+
+def test_plan_check_protects_every_resource_type_that_holds_data() -> None:
+    """`make ca4-apply` applies a saved plan without a prompt after check-tf-plan.py refused any
+    delete or replace of PROTECTED types: a data-holding type added to the stack must be listed
+    there, or its replacement would go through unasked."""
+    spec = importlib.util.spec_from_file_location(
+        "check_tf_plan", REPO / "tools" / "provision" / "scripts" / "check-tf-plan.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    used = {rtype for path in TF_FILES for rtype, _ in resources(path)}
+    holding = {t for t in used if t.startswith(DATA_TYPE_PREFIXES) and not NOT_DATA.match(t)}
+    assert {"aws_instance", "aws_docdb_cluster", "aws_s3_bucket", "aws_kms_key"} <= holding
+    assert holding <= module.PROTECTED, sorted(holding - module.PROTECTED)
+
+
+def test_k3s_data_disk_is_inline_so_resizing_it_replaces_the_node() -> None:
+    """The data disk is an ebs_block_device of aws_instance (ForceNew in the AWS provider: a new
+    volume_size replaces the node and deletes the disk), which is why ca4-apply refuses such a
+    plan and docs/provisioning.md resizes it in place. A disk moved out into aws_ebs_volume
+    would need the guide changed with it."""
+    (node,) = [
+        body
+        for (rtype, _), body in resources(TF_ROOT / "modules" / "k3s" / "main.tf").items()
+        if rtype == "aws_instance"
+    ]
+    (disk,) = node["ebs_block_device"]
+    assert disk["volume_size"] == "${var.data_volume_size_gb}"
+    assert disk["delete_on_termination"] is True
 
 
 # -- checkov -----------------------------------------------------------------------------------

@@ -3,28 +3,34 @@ podman, buildah) that records every call.
 
 Installed under each tool's name (a copy whose first line points at this interpreter). Each call
 appends one JSON line ``{"tool": ..., "argv": [...], "stdin": ...}`` to ``$CA4_FAKE_LOG``. ``ssh``
-keeps per-host state in ``$CA4_FAKE_STATE`` so that a second bootstrap sees K3s installed, and
+keeps per-host state in ``$CA4_FAKE_STATE`` so that a second bootstrap sees K3s installed (the
+file holds the node's cluster: the server it was installed on with ``--cluster-init``, or the
+cluster of the server it joined; ``k3s.yaml`` names that cluster's CA), and
 resolves its options with the real ``ssh -G`` (``$CA4_REAL_SSH``) for the target and, as OpenSSH
 does for a ProxyJump hop (``ssh -F CONFIG -W``: command-line ``-o``/``-i`` are not passed on),
 for the hop: a host that would prompt for its key, or a hop without the operator's identity,
 fails the call the way the real ssh would (exit 255), and the resolved policy is recorded.
 ``helm template`` runs the real helm (``$CA4_REAL_HELM``), so a recipe reads the chart as it
-renders; ``kubectl get secret`` answers from ``$CA4_FAKE_SECRETS`` (JSON: ``"namespace/name"`` ->
-``{key: value}``) through the go-templates the recipes use.
+renders; ``kubectl get secret`` answers from the Secrets ``kubectl apply -f -`` applied (a
+``create secret generic --dry-run=client`` manifest), else ``$CA4_FAKE_SECRETS`` (JSON:
+``"namespace/name"`` -> ``{key: value}``: the cluster before the test), through the go-templates
+the recipes use.
 
 ``terraform`` keeps its data dir where the real one does (``$TF_DATA_DIR``, else the stack's
 ``.terraform``, stood in for by ``$CA4_FAKE_STATE/stack-dot-terraform`` so no test writes into the
 checkout): ``init`` records the backend there, ``output`` fails as the real one does when the dir
 holds none, and otherwise answers from the state at the recorded key (``ca4/<ENV>/...``; a
 backend recorded without a key is the ENV under test's, ``$CA4_ENV``): its ``environment`` output
-is that ENV, and ``$CA4_FAKE_TF_OUTPUTS`` (JSON) overrides the others. Each terraform call records
-the state key it read (``state``) and the data dir (``data_dir``).
+is that ENV, and ``$CA4_FAKE_TF_OUTPUTS`` (JSON) overrides the others. ``show -json PLAN`` prints
+``$CA4_FAKE_TF_PLAN``, else a plan that changes nothing. Each terraform call records the state key
+it read (``state``) and the data dir (``data_dir``).
 ``uv run python SCRIPT`` runs SCRIPT with this interpreter (the project's checks); other ``uv``
 calls are only recorded. ``aws`` fails, as the real one does, without a region.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -44,6 +50,10 @@ OUTPUTS = {
     "documentdb_endpoint": "ca4-dev.cluster-c1x2y3.eu-west-1.docdb.amazonaws.com",
     "documentdb_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!cluster-1",
 }
+# What ``terraform show -json PLAN`` prints without ``$CA4_FAKE_TF_PLAN``: nothing to change.
+NO_CHANGES_PLAN = json.dumps(
+    {"format_version": "1.2", "terraform_version": "1.11.4", "resource_changes": []}
+)
 # What the fake Secrets Manager holds for the master user (the app user's secret is created).
 MASTER_SECRET = '{"username":"ca4admin","password":"master-pw-never-in-argv"}'
 # The commit the fake git reports: the image tag is its first 12 digits.
@@ -146,6 +156,8 @@ def _terraform(argv: list[str]) -> None:
         )
         _tf_data_dir().mkdir(parents=True, exist_ok=True)
         (_tf_data_dir() / "terraform.tfstate").write_text(tf_backend(settings.get("key")))
+    elif "show" in argv:
+        print(os.environ.get("CA4_FAKE_TF_PLAN", NO_CHANGES_PLAN))
     elif "output" in argv:
         key = _tf_state_key()
         if key is None:
@@ -189,7 +201,7 @@ def _ssh(argv: list[str], stdin: str) -> None:
         if state.exists():
             print(K3S_VERSION)
     elif "INSTALL_K3S_VERSION" in remote:
-        state.write_text("installed")
+        state.write_text(_k3s_cluster(state, remote))
     elif "images ls name==" in remote:
         # `ctr images ls`: REF TYPE DIGEST SIZE PLATFORMS LABELS (SIZE holds a space)
         ref = remote.split("name==", 1)[1].split()[0]
@@ -212,10 +224,25 @@ def _ssh(argv: list[str], stdin: str) -> None:
     elif "node-token" in remote:
         print("K10fake::server:token")
     elif "k3s.yaml" in remote:
+        cluster = state.read_text() if state.exists() else "none"
+        ca = base64.b64encode(f"fake-ca:{cluster}".encode()).decode()
         print(
-            "apiVersion: v1\nclusters:\n- cluster:\n"
+            f"apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n"
             "    server: https://127.0.0.1:6443\n  name: default"
         )
+
+
+def _k3s_cluster(state: Path, remote: str) -> str:
+    """The cluster a K3s install puts the node in: the one of the server ``--server`` names,
+    which must run K3s (else the join fails, as the real one does), or its own new one."""
+    if "--server=https://" not in remote:
+        return state.name.split("_", 1)[1]
+    server = remote.split("--server=https://", 1)[1].split(":", 1)[0]
+    joined = state.parent / f"{state.name.split('_', 1)[0]}_{server}"
+    if not joined.exists():
+        print(f"[ERROR] cannot join https://{server}:6443: connection refused", file=sys.stderr)
+        sys.exit(1)
+    return joined.read_text()
 
 
 def _lines(path: Path) -> list[str]:
@@ -359,12 +386,48 @@ def _helm_template(argv: list[str]) -> None:
     sys.exit(result.returncode)
 
 
+def _applied_secrets() -> Path:
+    """The Secrets ``kubectl apply`` wrote: JSON, ``"namespace/name"`` -> ``{key: value}``."""
+    return Path(os.environ["CA4_FAKE_STATE"]) / "applied-secrets.json"
+
+
+def _dry_run(argv: list[str], extra: dict[str, object]) -> None:
+    """``kubectl create ... --dry-run=client -o yaml``: a Secret's manifest (JSON, which is YAML;
+    the values as they are, not base64), for ``kubectl apply -f -`` to store; anything else a
+    stand-in object."""
+    if argv[argv.index("create") + 1 : argv.index("create") + 3] != ["secret", "generic"]:
+        print("apiVersion: v1\nkind: Object")
+        return
+    namespace = argv[argv.index("-n") + 1] if "-n" in argv else "default"
+    name = argv[argv.index("generic") + 1]
+    data = extra.get("files", {})
+    metadata = {"name": name, "namespace": namespace}
+    print(json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "data": data}))
+
+
+def _apply(stdin: str) -> None:
+    """``kubectl apply -f -``: a Secret from ``_dry_run`` is what ``get secret`` answers next."""
+    try:
+        manifest = json.loads(stdin)
+    except json.JSONDecodeError:
+        return
+    if manifest.get("kind") != "Secret":
+        return
+    store = _applied_secrets()
+    secrets = json.loads(store.read_text()) if store.exists() else {}
+    metadata = manifest["metadata"]
+    secrets[f"{metadata['namespace']}/{metadata['name']}"] = manifest["data"]
+    store.write_text(json.dumps(secrets))
+
+
 def _get_secret(argv: list[str]) -> None:
     """``kubectl -n NS get secret NAME --ignore-not-found -o go-template=...``: the Secret's name
     and key names, or one key's decoded value, as the recipes' templates print them."""
     namespace = argv[argv.index("-n") + 1] if "-n" in argv else "default"
     name = argv[argv.index("secret") + 1]
     secrets = json.loads(os.environ.get("CA4_FAKE_SECRETS", "{}"))
+    if _applied_secrets().exists():
+        secrets |= json.loads(_applied_secrets().read_text())
     data: dict[str, str] | None = secrets.get(f"{namespace}/{name}")
     if data is None:
         if "--ignore-not-found" not in argv:
@@ -411,7 +474,9 @@ def main() -> None:
     elif tool == "kubectl" and "get" in argv and "secret" in argv:
         _get_secret(argv)
     elif tool == "kubectl" and "--dry-run=client" in argv:
-        print("apiVersion: v1\nkind: Object")
+        _dry_run(argv, extra)
+    elif tool == "kubectl" and argv[-2:] == ["-f", "-"] and "apply" in argv:
+        _apply(stdin)
     elif tool == "curl":
         _curl(argv)
     elif tool == "git":

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Install K3s on the nodes Terraform created, through the bastion, then fetch the kubeconfig.
-#   1. first server: install (cluster-init), TLS SANs for the tunnel address and its private IP
-#   2. other servers (HA): join the first one with the node token
+#   1. the cluster: when no server runs K3s, the first one creates it (cluster-init), with TLS
+#      SANs for the tunnel address and its private IP; when one does (a server Terraform replaced
+#      comes back without K3s), every node joins the first server that runs it
+#   2. other servers (HA): join that server with its node token
 #   3. agents: join with the node token
-#   4. kubeconfig: fetched, rewritten for the SSH tunnel (https://127.0.0.1:6443), mode 600
+#   4. kubeconfig: fetched from that server, rewritten for the SSH tunnel (https://127.0.0.1:6443),
+#      mode 600; refused when the local one is for another cluster (its CA differs) unless
+#      CA4_KUBECONFIG_REPLACE=yes
 #   5. wait until every node is Ready
 # Idempotent: a node already running CA4_K3S_VERSION is left alone; the kubeconfig is only
 # rewritten when it changed.
@@ -15,12 +19,6 @@ API_TUNNEL_ADDR="${CA4_API_TUNNEL_ADDR:-127.0.0.1}"
 API_TUNNEL_PORT="${CA4_API_TUNNEL_PORT:-6443}"
 
 cluster_hosts
-first="${servers[0]}"
-
-# installed_version HOST: the K3s version running on HOST, empty when none.
-installed_version() {
-  remote "$1" 'k3s --version 2>/dev/null | head -n1 | cut -d" " -f3 || true'
-}
 
 # push_token HOST TOKEN: write the join token to a root-only file (never on a command line).
 push_token() {
@@ -47,7 +45,7 @@ install_k3s() {
   local host="$1" role="$2"
   shift 2
   local current
-  current="$(installed_version "${host}")"
+  current="$(k3s_version "${host}")"
   if [[ "${current}" == "${CA4_K3S_VERSION}" ]]; then
     log "${role} ${host}: K3s ${current} already installed, unchanged"
     return 0
@@ -58,42 +56,77 @@ install_k3s() {
   remote "${host}" "sudo INSTALL_K3S_VERSION='${CA4_K3S_VERSION}' sh -s - $*" <"${installer}"
 }
 
-server_flags=(
-  "--tls-san=${API_TUNNEL_ADDR}" "--tls-san=${first}"
-  --write-kubeconfig-mode=0600 --secrets-encryption
-)
+# server_flags HOST: every server's flags, with its own private IP as a TLS SAN.
+server_flags() {
+  printf '%s\n' "--tls-san=${API_TUNNEL_ADDR}" "--tls-san=$1" --write-kubeconfig-mode=0600 --secrets-encryption
+}
 
-install_k3s "${first}" server server --cluster-init "${server_flags[@]}"
-token="$(remote "${first}" 'sudo cat /var/lib/rancher/k3s/server/node-token')"
-[[ -n "${token}" ]] || die "no node token on ${first}"
+# The cluster lives on in any server that runs K3s: then every node joins through the first such
+# server (`join`), and none creates a cluster of its own. Only when no server runs K3s is one
+# created, on the first server. On a server whose embedded etcd already holds data, K3s starts
+# from that data: --cluster-init and --server only matter on a node's first start, so upgrading
+# the join server in place with --cluster-init keeps its membership.
+join="$(running_server)"
+if [[ -z "${join}" ]]; then
+  join="${servers[0]}"
+  # Agents that run K3s while no server does belong to a cluster whose servers are all gone (the
+  # one server of dev, replaced): a new cluster here would leave them out. Stop before changing
+  # anything.
+  orphans=()
+  for host in "${agents[@]}"; do
+    [[ -z "$(k3s_version "${host}")" ]] || orphans+=("${host}")
+  done
+  [[ ${#orphans[@]} -eq 0 ]] ||
+    die "no server runs K3s, but the agent(s) ${orphans[*]} do: their cluster's servers are gone (replaced?), with its data. To start a new cluster, uninstall K3s on them first (sudo /usr/local/bin/k3s-agent-uninstall.sh) and run this again with CA4_KUBECONFIG_REPLACE=yes; see docs/provisioning.md, \"Replacing a node\""
+  log "no server runs K3s: creating the cluster on ${join}"
+else
+  log "the cluster runs on ${join}: every other node joins it there"
+fi
+mapfile -t flags < <(server_flags "${join}")
+install_k3s "${join}" server server --cluster-init "${flags[@]}"
+token="$(remote "${join}" 'sudo cat /var/lib/rancher/k3s/server/node-token')"
+[[ -n "${token}" ]] || die "no node token on ${join}"
 
-for host in "${servers[@]:1}"; do
+for host in "${servers[@]}"; do
+  [[ "${host}" != "${join}" ]] || continue
   push_token "${host}" "${token}"
-  install_k3s "${host}" server server "--server=https://${first}:6443" --token-file=/etc/rancher/k3s/ca4-token "${server_flags[@]}"
+  mapfile -t flags < <(server_flags "${host}")
+  install_k3s "${host}" server server "--server=https://${join}:6443" --token-file=/etc/rancher/k3s/ca4-token "${flags[@]}"
 done
 
 for host in "${agents[@]}"; do
   push_token "${host}" "${token}"
-  install_k3s "${host}" agent agent "--server=https://${first}:6443" --token-file=/etc/rancher/k3s/ca4-token
+  install_k3s "${host}" agent agent "--server=https://${join}:6443" --token-file=/etc/rancher/k3s/ca4-token
 done
+
+# cluster_ca FILE: the certificate authority a kubeconfig trusts (base64), empty when none.
+cluster_ca() {
+  awk '$1 == "certificate-authority-data:" { print $2; exit }' "$1"
+}
 
 # Kubeconfig for the tunnel: K3s writes https://127.0.0.1:6443 already; pin it to the tunnel
 # address anyway and name the context after the environment.
 mkdir -p "$(dirname "${CA4_KUBECONFIG}")"
 new_config="$(mktemp)"
 trap 'rm -f "${new_config}"' EXIT
-remote "${first}" 'sudo cat /etc/rancher/k3s/k3s.yaml' |
+remote "${join}" 'sudo cat /etc/rancher/k3s/k3s.yaml' |
   sed -e "s#server: https://[^:]*:6443#server: https://${API_TUNNEL_ADDR}:${API_TUNNEL_PORT}#" \
     -e "s#: default\$#: ca4-${CA4_ENV}#" >"${new_config}"
 if [[ -f "${CA4_KUBECONFIG}" ]] && cmp -s "${new_config}" "${CA4_KUBECONFIG}"; then
   log "kubeconfig ${CA4_KUBECONFIG} unchanged"
 else
+  # Another CA is another cluster: a new, empty one when a server was replaced and the cluster
+  # re-created, to which kubectl and helm would silently switch.
+  old_ca="$([[ -f "${CA4_KUBECONFIG}" ]] && cluster_ca "${CA4_KUBECONFIG}" || true)"
+  if [[ -n "${old_ca}" && "${old_ca}" != "$(cluster_ca "${new_config}")" && "${CA4_KUBECONFIG_REPLACE:-}" != yes ]]; then
+    die "the cluster on ${join} is not the one ${CA4_KUBECONFIG} is for (another certificate authority): kubectl and helm would switch to it, and the kubeconfig was left as it is. If it replaces the old cluster on purpose (the old one is gone), run this again with CA4_KUBECONFIG_REPLACE=yes; see docs/provisioning.md, \"Replacing a node\""
+  fi
   install -m 600 "${new_config}" "${CA4_KUBECONFIG}"
   log "kubeconfig written to ${CA4_KUBECONFIG} (open the API tunnel with 'make ca4-api-tunnel')"
 fi
 
 expected=$((${#servers[@]} + ${#agents[@]}))
 log "waiting for ${expected} node(s) to be Ready"
-remote "${first}" "sudo k3s kubectl wait --for=condition=Ready nodes --all --timeout=300s && test \"\$(sudo k3s kubectl get nodes --no-headers | wc -l)\" -eq ${expected}" ||
-  die "not every node is Ready (expected ${expected}); see 'sudo k3s kubectl get nodes' on ${first}"
+remote "${join}" "sudo k3s kubectl wait --for=condition=Ready nodes --all --timeout=300s && test \"\$(sudo k3s kubectl get nodes --no-headers | wc -l)\" -eq ${expected}" ||
+  die "not every node is Ready (expected ${expected}); see 'sudo k3s kubectl get nodes' on ${join}. A node Terraform replaced stays listed, NotReady, under its old name until you delete it: kubectl delete node <old name> (docs/provisioning.md, \"Replacing a node\")"
 log "K3s ${CA4_K3S_VERSION} is up on ${expected} node(s)"

@@ -117,3 +117,21 @@ remote() {
   # shellcheck disable=SC2029 # the callers build the remote command line on purpose
   ssh "${SSH_OPTS[@]}" "${SSH_USER}@${host}" "$@"
 }
+
+# k3s_version HOST: the K3s version installed on HOST, empty when none.
+k3s_version() {
+  remote "$1" 'k3s --version 2>/dev/null | head -n1 | cut -d" " -f3 || true'
+}
+
+# running_server: the first server (cluster_hosts' servers, in order) that runs K3s, empty when
+# none does. Every server serves the Kubernetes API and can let a node join; after Terraform
+# replaced a server (new instance, new IP, no K3s), the cluster lives on in the others.
+running_server() {
+  local host
+  for host in "${servers[@]}"; do
+    if [[ -n "$(k3s_version "${host}")" ]]; then
+      printf '%s' "${host}"
+      return 0
+    fi
+  done
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Open an SSH tunnel through the bastion, in the background, unless it is already open. A local port
 # that answers but is not this tunnel (the local dev stack's Kafka, say) is refused, by name.
-#   tunnel.sh api     localhost:6443 -> first K3s server :6443 (kubectl, helm)
+#   tunnel.sh api     localhost:6443 -> K3s server :6443 (kubectl, helm): the first server that
+#                     runs K3s (every server serves the API; a replaced one may not run it yet);
+#                     an open tunnel to any server of the cluster is kept
 #   tunnel.sh kafka   localhost:9092+N -> NodePort 30094+N of broker N on its node (the TUNNEL
 #                     listener advertises localhost:9092+N, so clients keep using the tunnel)
 set -euo pipefail
@@ -16,7 +18,8 @@ esac
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# tunnel_pids SPEC: the ssh processes forwarding exactly SPEC (-L SPEC), as this script starts them.
+# tunnel_pids SPEC: the ssh processes forwarding exactly SPEC (-L SPEC), as this script starts them;
+# SPEC may hold an ERE alternation, (a|b), of its addresses.
 tunnel_pids() {
   local pattern="ssh .*-L ${1//./[.]}( |$)"
   pgrep -f "${pattern}" || true
@@ -24,10 +27,17 @@ tunnel_pids() {
 
 cluster_hosts
 
+# forwards: the -L specs to open; accepted: for each, the spec an open tunnel may hold instead,
+# and described: where that goes, in words.
 forwards=()
+accepted=()
+described=()
 if [[ "${kind}" == api ]]; then
   local_port="${CA4_API_TUNNEL_PORT:-6443}"
-  forwards+=("127.0.0.1:${local_port}:${servers[0]}:6443")
+  # The server is looked up (over ssh) only when the tunnel is to be opened: see below.
+  forwards+=("127.0.0.1:${local_port}:SERVER:6443")
+  accepted+=("127.0.0.1:${local_port}:($(IFS='|' && printf '%s' "${servers[*]}")):6443")
+  described+=("port 6443 of a K3s server: ${servers[*]}")
 else
   local_port="${CA4_KAFKA_TUNNEL_PORT:-9092}"
   for ((i = 0; i < ${CA4_KAFKA_BROKERS:-1}; i++)); do
@@ -37,6 +47,8 @@ else
       get pod "kafka-${i}" -o jsonpath='{.status.hostIP}')" || node=""
     [[ -n "${node}" ]] || die "cannot find the node of kafka-${i}: open the API tunnel first (make ca4-api-tunnel)"
     forwards+=("127.0.0.1:$((local_port + i)):${node}:$((${CA4_KAFKA_NODE_PORT_BASE:-30094} + i))")
+    accepted+=("${forwards[-1]}")
+    described+=("${forwards[-1]#*:*:}")
   done
 fi
 
@@ -45,15 +57,16 @@ fi
 # clients that believe they reach the cluster.
 command -v pgrep >/dev/null 2>&1 || die "missing tool: pgrep (to tell this tunnel from another program on a local port)"
 to_open=()
-for spec in "${forwards[@]}"; do
+for i in "${!forwards[@]}"; do
+  spec="${forwards[i]}"
   port="${spec#127.0.0.1:}"
   port="${port%%:*}"
   if ! port_open "${port}"; then
     to_open+=(-L "${spec}")
-  elif [[ -n "$(tunnel_pids "${spec}")" ]]; then
-    log "${kind} tunnel: 127.0.0.1:${port} is already this tunnel (${spec#*:*:}), nothing to do"
+  elif [[ -n "$(tunnel_pids "${accepted[i]}")" ]]; then
+    log "${kind} tunnel: 127.0.0.1:${port} is already this tunnel (${described[i]}), nothing to do"
   elif [[ -n "$(tunnel_pids "127.0.0.1:${port}:[^ ]*")" ]]; then
-    die "127.0.0.1:${port} is an ssh tunnel to another address than ${spec#*:*:} (an old one: the pod moved?): stop it (pkill -f 'ssh.*-L 127.0.0.1:${port}:') and run this again"
+    die "127.0.0.1:${port} is an ssh tunnel to another address than ${described[i]} (an old one: the pod moved, or the server was replaced?): stop it (pkill -f 'ssh.*-L 127.0.0.1:${port}:') and run this again"
   elif [[ "${kind}" == kafka ]]; then
     die "127.0.0.1:${port} is taken by another program, not this tunnel (the local dev stack's Kafka? stop it: make devstack-down, or docker compose stop kafka), so clients would reach it instead of the cluster's Kafka"
   else
@@ -61,5 +74,13 @@ for spec in "${forwards[@]}"; do
   fi
 done
 [[ ${#to_open[@]} -gt 0 ]] || exit 0
+if [[ "${kind}" == api ]]; then
+  # After Terraform replaced the first server, its new instance runs no K3s until the next
+  # `make ca4-bootstrap-k3s`; kubectl is needed before that (kubectl delete node), on a server
+  # that runs it.
+  server="$(running_server)"
+  [[ -n "${server}" ]] || { server="${servers[0]}"; log "no server runs K3s yet: tunnelling to ${server}"; }
+  to_open=("${to_open[@]/:SERVER:/:${server}:}")
+fi
 ssh "${SSH_OPTS[@]}" -f -N -o ExitOnForwardFailure=yes "${to_open[@]}" "${SSH_JUMP}"
 log "${kind} tunnel open on 127.0.0.1:${local_port} (stop it with: pkill -f 'ssh.*-L 127.0.0.1:${local_port}:')"

@@ -104,6 +104,9 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- if and .Values.secrets.existingSecret (or .Values.secrets.mongoUrl .Values.secrets.apiKeyHashes) -}}
 {{- $messages = append $messages "secrets: secrets.mongoUrl/apiKeyHashes are ignored when secrets.existingSecret is set; set only one of them" -}}
 {{- end -}}
+{{- if and .Values.secrets.existingSecretChecksum (not .Values.secrets.existingSecret) -}}
+{{- $messages = append $messages "secrets: secrets.existingSecretChecksum is the checksum of secrets.existingSecret, which is empty; the Secret the chart creates has its own" -}}
+{{- end -}}
 {{- if and (eq .Values.config.otel.exporter "otlp") (not .Values.config.otel.endpoint) -}}
 {{- $messages = append $messages "config.otel: exporter otlp needs config.otel.endpoint" -}}
 {{- end -}}
@@ -181,6 +184,9 @@ spec:
         checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
         {{- if not $root.Values.secrets.existingSecret }}
         checksum/secret: {{ include (print $root.Template.BasePath "/secret.yaml") $root | sha256sum }}
+        {{- else if $root.Values.secrets.existingSecretChecksum }}
+        {{- /* The existing Secret's env keys (CA4_MONGO_URL) are read at start only: a new checksum rolls the pods. */}}
+        checksum/secret: {{ $root.Values.secrets.existingSecretChecksum | quote }}
         {{- end }}
         {{- if $root.Values.metrics.scrapeAnnotations }}
         prometheus.io/scrape: "true"
