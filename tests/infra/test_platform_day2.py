@@ -494,3 +494,68 @@ def test_the_schema_refuses_bad_persistence_values(
     helm: str, args: list[str], message: str
 ) -> None:
     assert message in refused(helm, *args)
+
+
+# --- 5. A StatefulSet's claim size stays the live one (its volume templates cannot change) --------
+
+LIVE_CLAIM_LOOKUP = 'lookup "apps/v1" "StatefulSet" .namespace .name'
+
+
+def render_with_live_claims(
+    helm: str, tmp_path: Path, live_size: str | None, *args: str
+) -> list[Manifest]:
+    """ca4-platform rendered as if each StatefulSet of the release ran with ``data`` claims of
+    ``live_size`` (None: a first install). As above, the lookup itself cannot run here: it is
+    swapped, in a copy of the chart, for the object it would return."""
+    copy = tmp_path / "ca4-platform"
+    shutil.copytree(chart_dir("ca4-platform"), copy)
+    helpers = copy / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert text.count(LIVE_CLAIM_LOOKUP) == 1, "one lookup serves every StatefulSet's claims"
+    if live_size is not None:
+        requests = f'(dict "requests" (dict "storage" "{live_size}"))'
+        claim = f'(dict "metadata" (dict "name" "data") "spec" (dict "resources" {requests}))'
+        live = f'(dict "spec" (dict "volumeClaimTemplates" (list {claim})))'
+        helpers.write_text(text.replace(LIVE_CLAIM_LOOKUP, live))
+    result = run(
+        [
+            helm,
+            "template",
+            "ca4-platform",
+            str(copy),
+            "--namespace",
+            CHARTS["ca4-platform"],
+            "--kube-version",
+            KUBE_VERSION,
+            *args,
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def claim_sizes(docs: list[Manifest]) -> dict[str, str]:
+    return {
+        d["metadata"]["name"]: d["spec"]["volumeClaimTemplates"][0]["spec"]["resources"][
+            "requests"
+        ]["storage"]
+        for d in docs
+        if d["kind"] == "StatefulSet"
+    }
+
+
+def test_a_larger_persistence_size_keeps_the_live_claims_and_feeds_the_checks(
+    helm: str, tmp_path: Path
+) -> None:
+    """The guide's capacity step raises kafka.persistence.size with the data disk. Kubernetes
+    refuses any change to a StatefulSet's volumeClaimTemplates, so rendering the new size into
+    them made `helm upgrade` fail; the live claims' size is kept (local-path does not enforce it
+    anyway), and the new value is what the capacity check counts on."""
+    bigger = ("--set", "kafka.persistence.size=120Gi", "--set", "loki.persistence.size=80Gi")
+    prod = values_args("ca4-platform", "prod")
+
+    upgraded = claim_sizes(render_with_live_claims(helm, tmp_path / "up", "50Gi", *prod, *bigger))
+    installed = claim_sizes(render_with_live_claims(helm, tmp_path / "new", None, *prod, *bigger))
+
+    assert upgraded == {"kafka": "50Gi", "loki": "50Gi"}
+    assert installed == {"kafka": "120Gi", "loki": "80Gi"}

@@ -114,6 +114,20 @@ Return a size in MiB, rounded down: a PVC size (Mi, Gi, Ti) or a Prometheus size
 {{- end -}}
 
 {{/*
+Return the storage request of a StatefulSet's volume template "data": the live StatefulSet's when the release already runs it, else size. Kubernetes refuses every change to a StatefulSet's volumeClaimTemplates (helm upgrade would fail), and K3s's local-path does not enforce a claim's size anyway: the value then only feeds the capacity checks, which is what raising it with a larger data disk means. Usage: include "ca4-platform.claimSize" (dict "root" $ "namespace" $ns "name" "kafka" "size" $k.persistence.size)
+*/}}
+{{- define "ca4-platform.claimSize" -}}
+{{- $kept := "" -}}
+{{- $live := lookup "apps/v1" "StatefulSet" .namespace .name -}}
+{{- range (dig "spec" "volumeClaimTemplates" list $live) -}}
+{{- if eq (dig "metadata" "name" "" .) "data" -}}
+{{- $kept = dig "spec" "resources" "requests" "storage" "" . -}}
+{{- end -}}
+{{- end -}}
+{{- default .size $kept -}}
+{{- end -}}
+
+{{/*
 Return Prometheus's TSDB retention size: prometheus.retentionSize, or 80% of prometheus.persistence.size (in MB, Prometheus's MiB).
 */}}
 {{- define "ca4-platform.prometheusRetentionSize" -}}
