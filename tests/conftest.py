@@ -11,6 +11,8 @@ import pytest
 from tests.support.devstack import DevstackControl
 from tests.support.services import Endpoints, endpoints
 
+pytest_plugins = ["tests.support.stand_ins"]
+
 
 @pytest.fixture(autouse=True)
 def collector_unfrozen() -> Iterator[None]:

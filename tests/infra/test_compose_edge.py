@@ -38,6 +38,11 @@ from ca4_provision.devstack.versions import IMAGE_TAGS
 
 from tests.infra.conftest import REPO
 
+pytestmark = pytest.mark.stand_in(
+    "the compose edge container: no Docker engine here; ran instead: infra/compose/edge.conf "
+    "served by a real nginx in front of stub apps"
+)
+
 CONF = REPO / "infra" / "compose" / "edge.conf"
 COMPOSE = REPO / "docker-compose.yml"
 CONTAINER_CONF = "/etc/nginx/conf.d/default.conf"  # the nginx image reads it inside http {}

@@ -20,6 +20,11 @@ from tests.support import services
 
 COMPOSE = REPO / "docker-compose.yml"
 
+pytestmark = pytest.mark.stand_in(
+    "docker compose up: no Docker engine here; ran instead: the compose file's links (ports, "
+    "variables, images), the README's setup lines, and its nginx edge with a real nginx"
+)
+
 
 def readme_compose_section() -> str:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
@@ -148,7 +153,6 @@ def test_the_documented_key_lines_make_a_keys_file_both_services_accept(
         timeout=60,
     )
     key = done.stdout
-    print(f"{where}: ran the key lines; not run here: docker compose up (no Docker engine)")
 
     ring = ApiKeyRing.configured(
         environment="prod", inline_hashes="", keys_file=tmp_path / ".api-keys"

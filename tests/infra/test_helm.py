@@ -30,6 +30,11 @@ from tests.infra.conftest import (
 )
 from tests.infra.test_links import Peer, allowed, by_name, compose
 
+pytestmark = pytest.mark.stand_in(
+    "helm install into K3s: no Kubernetes here; ran instead: the real helm template and lint of "
+    "both charts, kubernetes schema validation (the deploy tier runs some pods as processes)"
+)
+
 SCHEMA_VERSION = ".".join(KUBE_VERSION.split(".")[:2]) + ".0"
 
 
@@ -477,7 +482,8 @@ def test_platform_kafka_agent_from_a_mirror_opens_only_the_mirror(helm: str) -> 
         "ca4-platform",
         *(
             "--set",
-            "kafka.metrics.agent.repositoryUrl=http://nexus.tools.internal:8081/repository/maven-central/",
+            "kafka.metrics.agent.repositoryUrl=http://nexus.tools.internal:8081/repository/maven-c"
+            "entral/",
         ),
         *("--set", "kafka.metrics.agent.egressCidrs={10.40.12.7/32}"),
     )

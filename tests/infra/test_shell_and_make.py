@@ -32,6 +32,12 @@ from tests.infra.conftest import (
 )
 from tests.infra.fakes.fake_tool import MASTER_SECRET, OUTPUTS, tf_backend
 
+pytestmark = pytest.mark.stand_in(
+    "terraform, aws, ssh, kubectl and helm against AWS and a cluster: no cloud and no Kubernetes "
+    "here; ran instead: the real make targets and scripts against recording fakes of those tools "
+    "(helm template is real)"
+)
+
 FAKE_TOOLS = [
     *["terraform", "ssh", "kubectl", "helm", "ngrok", "uv", "curl", "git", "docker", "aws"],
 ]

@@ -17,6 +17,11 @@ import pytest
 
 from tests.infra.conftest import REPO, run
 
+pytestmark = pytest.mark.stand_in(
+    "terraform plan/validate: the AWS provider cannot be downloaded here; ran instead: terraform "
+    "fmt, a parse of every file (python-hcl2) and checkov"
+)
+
 TF_ROOT = REPO / "infra" / "terraform"
 MODULES = ["network", "security", "bastion", "k3s", "archive_bucket", "documentdb"]
 TF_FILES = sorted(TF_ROOT.rglob("*.tf"))

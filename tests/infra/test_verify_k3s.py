@@ -28,6 +28,11 @@ from ca4_worker.domain.archive import archive_key, encode_archive_object
 from ca4_worker.domain.records import RawRecord
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.stand_in(
+    "ca4 verify --target k3s against a cluster: no Kubernetes here; ran instead: the real command "
+    "against a recording fake kubectl whose port-forwards lead to stub services"
+)
+
 BUCKET = "ca4-dev-archive-123456789012"
 GRAFANA_TOKEN = "glsa_viewer_token"
 TOPIC = "gpu-metadata"

@@ -24,7 +24,7 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An Alertmanager on a free port with the shared routes and inhibitions; its URL."""
     folder = tmp_path_factory.mktemp("alertmanager")
     config = yaml.safe_load(ROUTING.read_text(encoding="utf-8"))
-    config["receivers"] = [{"name": config["route"]["receiver"]}]
+    config["receivers"] = [{"name": receiver["name"]} for receiver in config["receivers"]]
     path = folder / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     with running_alertmanager(alertmanager_programs(), path, folder) as url:

@@ -18,6 +18,11 @@ from tests.unit.sdk.fake_nvml import FakeNvml
 from tests.unit.sdk.support import assert_valid_report, fixture_text
 from tests.unit.sdk.test_nvidia_smi_parser import FakeRunner
 
+pytestmark = pytest.mark.stand_in(
+    "NVML and nvidia-smi on a GPU: no GPU here; ran instead: answers recorded on a real H100 under "
+    "load, replayed"
+)
+
 H100_UUID = "GPU-569b46dc-f653-74d8-57e5-03443d474385"
 
 
