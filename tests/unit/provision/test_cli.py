@@ -261,3 +261,20 @@ def test_usage_refuses_an_unknown_grouping() -> None:
 
     assert result.exit_code == 2
     assert "use label:<key>, gpu_model, runtime or tenant" in result.output
+
+
+def test_logs_of_a_service_that_never_ran_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said "no log files yet in <dir>" while the dir held the other services' logs.
+    monkeypatch.setenv("CA4_DEVSTACK_HOME", str(tmp_path))
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "kafka.log").write_text("started\n")
+
+    result = ca4("devstack", "logs", "edge")
+
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()) == (
+        f"no log file of edge yet in {tmp_path / 'logs'}: it has not run in this state dir "
+        "(`uv run ca4 devstack status` lists what runs)"
+    )

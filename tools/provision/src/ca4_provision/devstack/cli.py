@@ -323,7 +323,11 @@ def logs(
     selected = stack.select(_names([service]) if service else None)
     files = [s.process.log_file for s in selected if s.process.log_file.exists()]
     if not files:
-        err.print(f"no log files yet in {settings.home / 'logs'}")
+        which = service or "any service"
+        err.print(
+            f"no log file of {which} yet in {settings.home / 'logs'}: it has not run in this "
+            "state dir (`uv run ca4 devstack status` lists what runs)"
+        )
         raise typer.Exit(1)
     if follow:
         tail_bin = shutil.which("tail")
