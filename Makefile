@@ -11,7 +11,7 @@ CA4 := $(UV) run ca4
 PROCESSOR_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_PROCESSOR_PORT:-8000}
 WORKER_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_WORKER_PORT:-8001}
 EDGE_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_EDGE_PORT:-8002}
-PROMETHEUS_URL ?= http://127.0.0.1:9090
+PROMETHEUS_URL ?= http://127.0.0.1:$${CA4_DEVSTACK_PROMETHEUS_PORT:-9090}
 # Where the SDK wheel is built and where the processor serves it from (its CA4_SDK_WHEEL_DIR).
 export CA4_SDK_WHEEL_DIR ?= dist/sdk
 
@@ -41,7 +41,7 @@ sdk-wheel: ## Build the SDK wheel the processor serves at /sdk/ (into CA4_SDK_WH
 dev: install sdk-wheel ## Start the dev stack plus processor, worker and the edge (127.0.0.1:8002), send a demo report, say where to look
 	$(CA4) devstack up --with-app
 	@if $(CA4) send --help >/dev/null 2>&1; then \
-		$(CA4) send --count 1; \
+		$(CA4) send --count 1 --sessions 1; \
 	else \
 		echo "(no demo report: \`ca4 send\` does not exist yet)"; \
 	fi
@@ -49,11 +49,12 @@ dev: install sdk-wheel ## Start the dev stack plus processor, worker and the edg
 	@echo "CA4 is running:"
 	@echo "  edge (notebooks)  $(EDGE_URL)   (the one URL for notebooks and the SDK: ingest, /sdk/ and reads; make dev-ngrok for Colab)"
 	@echo "  SDK for notebooks $(EDGE_URL)/sdk/   (pip install --no-deps --index-url $(EDGE_URL)/sdk/ ca4-sdk)"
-	@echo "  stored sessions   $(EDGE_URL)/v1/sessions   (read API through the edge; send the key)"
+	@echo "  stored sessions   $(EDGE_URL)/v1/sessions   (read API through the edge: curl -H 'Authorization: Bearer ca4-dev-key' ...)"
+	@echo "  SDK settings      export CA4_EDGE_API_URL=$(EDGE_URL) CA4_API_KEY=ca4-dev-key"
 	@echo "  API docs          $(PROCESSOR_URL)/docs   (the processor's own port: ingest only, not for notebooks)"
 	@echo "  processor metrics $(PROCESSOR_URL)/metrics"
 	@echo "  worker metrics    $(WORKER_URL)/metrics"
-	@echo "  Prometheus        $(PROMETHEUS_URL)/targets"
+	@echo "  Prometheus        $(PROMETHEUS_URL)/classic/targets   (Debian's build: the classic UI)"
 	@echo "  status / logs     uv run ca4 devstack status | uv run ca4 devstack logs SERVICE"
 	@echo "  stop everything   make devstack-down"
 

@@ -308,9 +308,10 @@ else
 endif
 
 .PHONY: dev-api
-dev-api: ## Run the processor API locally with reload on :8000 (needs the dev stack: make devstack-up)
+dev-api: ## Run the processor with reload on CA4_DEVSTACK_PROCESSOR_PORT (8000) against the dev stack (make devstack-up; after make dev, stop its processor first: uv run ca4 devstack stop processor)
 	@$(CA4_PREFLIGHT) $@ uv
-	uv run uvicorn ca4_processor.main:app --reload --host 127.0.0.1 --port 8000
+	@if [ -z "$${CA4_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then eval "$$(uv run ca4 devstack env)"; fi; \
+		set -x; uv run uvicorn ca4_processor.main:app --reload --host 127.0.0.1 --port "$${CA4_DEVSTACK_PROCESSOR_PORT:-8000}"
 
 .PHONY: dev-ngrok
 dev-ngrok: ## Expose the dev edge (ingest, /sdk/ and the read API; make dev) on a public HTTPS URL for Colab (ngrok, NGROK_AUTHTOKEN)

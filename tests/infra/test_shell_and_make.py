@@ -910,7 +910,19 @@ def test_dev_targets(sandbox: Sandbox) -> None:
     assert "127.0.0.1:1:10.40.11.21:30094" in tunnel
     assert "ubuntu@203.0.113.10" in tunnel
     assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8002"]
-    assert "uvicorn" in next(c["argv"] for c in calls if c["tool"] == "uv")
+    uvicorn = next(c["argv"] for c in calls if c["tool"] == "uv" and "uvicorn" in c["argv"])
+    assert uvicorn[uvicorn.index("--port") + 1] == "8000"
+
+
+def test_dev_api_takes_the_stacks_settings_and_the_processor_port(sandbox: Sandbox) -> None:
+    """It ran on :8000 with the services' defaults, so a moved dev stack (another checkout's on
+    the default ports) was not the one it used."""
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k != "CA4_KAFKA_BOOTSTRAP_SERVERS"}
+    result = sandbox.make("dev-api", env={"CA4_DEVSTACK_PROCESSOR_PORT": "18000"})
+    assert result.returncode == 0, result.stderr
+    uv_calls = [c["argv"] for c in sandbox.calls() if c["tool"] == "uv"]
+    assert uv_calls[0] == ["run", "ca4", "devstack", "env"]
+    assert uv_calls[1][uv_calls[1].index("--port") + 1] == "18000"
 
 
 # -- tunnels: a local port that answers must be the tunnel itself ------------------------------

@@ -76,3 +76,25 @@ async def test_unknown_service_is_a_usage_error() -> None:
     result = await run_devstack("stop", "cassandra")
     assert result.code == 2
     assert "unknown service 'cassandra'" in result.stderr
+
+
+@pytest.mark.usefixtures("services")
+async def test_up_from_another_state_dir_says_it_reuses_what_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second checkout on the same ports used to say "all services were already running and
+    healthy" and go on with another developer's stack, its data and topics."""
+    monkeypatch.setenv("CA4_DEVSTACK_HOME", str(tmp_path / "other-checkout"))
+    started_file = tmp_path / "started"
+
+    result = await run_devstack("up", "prometheus", "--started-file", str(started_file))
+
+    assert result.code == 0, result.stderr
+    assert started_file.read_text() == ""
+    said = " ".join(result.stderr.split())
+    assert "already running and healthy" not in said
+    assert (
+        f"not started by this state dir ({tmp_path / 'other-checkout'}), reused as found: "
+        "prometheus. If that is another checkout's stack, run your own with CA4_DEVSTACK_HOME "
+        "and the CA4_DEVSTACK_*_PORT variables" in said
+    )

@@ -8,8 +8,11 @@ never answers (a hung broker), with short deadlines so the tests stay fast.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -278,3 +281,33 @@ def test_logs_of_a_service_that_never_ran_names_it(
         f"no log file of edge yet in {tmp_path / 'logs'}: it has not run in this state dir "
         "(`uv run ca4 devstack status` lists what runs)"
     )
+
+
+def test_operator_commands_follow_a_dev_stack_moved_with_its_port_knobs() -> None:
+    """`ca4 usage` read the default port's database (another checkout's stack) while `ca4 send`
+    followed the moved edge. A subprocess: the command sets the environment it reads."""
+    port = closed_port()
+    env = {k: v for k, v in os.environ.items() if k != "CA4_MONGO_URL"}
+    env["CA4_DEVSTACK_MONGO_PORT"] = str(port)
+    ca4_command = Path(sys.executable).parent / "ca4"
+
+    moved = subprocess.run(
+        [str(ca4_command), "replay"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    explicit = subprocess.run(
+        [str(ca4_command), "replay"],
+        env={**env, "CA4_MONGO_URL": "mongodb://ca4-no-such-database.invalid:27017"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert moved.returncode == 1
+    assert f"cannot reach the database at mongodb://127.0.0.1:{port}" in moved.stdout + moved.stderr
+    assert "ca4-no-such-database.invalid" in explicit.stdout + explicit.stderr  # a setting wins

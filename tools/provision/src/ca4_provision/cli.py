@@ -5,6 +5,7 @@ Failures reach the operator as one line on stderr and exit code 1; ``ca4 --debug
 """
 
 import logging
+import os
 import traceback
 from importlib.metadata import version
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from typer.exceptions import TyperException
 
 from ca4_provision.db_user import db_user
 from ca4_provision.devstack.cli import app as devstack_app
+from ca4_provision.devstack.settings import DevstackSettings
 from ca4_provision.sdk_cli import sdk_app, send
 from ca4_provision.verify import verify
 
@@ -65,6 +67,27 @@ app = typer.Typer(
 )
 
 
+# The dev stack's port knob for each client setting whose default is the dev stack's default port.
+_MOVED_PORTS = {
+    "CA4_KAFKA_BOOTSTRAP_SERVERS": "CA4_DEVSTACK_KAFKA_PORT",
+    "CA4_MONGO_URL": "CA4_DEVSTACK_MONGO_PORT",
+    "CA4_PROMETHEUS_URL": "CA4_DEVSTACK_PROMETHEUS_PORT",
+}
+
+
+def _follow_moved_dev_stack() -> None:
+    """Point the operator commands (usage, replay, dlq, verify) at a dev stack moved with its
+    port knobs, as ``ca4 send`` follows the edge's: their defaults are the default ports, so
+    with the knobs set and no ``eval "$(ca4 devstack env)"`` they read another stack.
+    Only where the knob is set and the setting is not: an explicit setting always wins."""
+    moved = {name for name, knob in _MOVED_PORTS.items() if os.environ.get(knob)}
+    if not moved - os.environ.keys():
+        return
+    exports = DevstackSettings.from_env().client_env()
+    for name in moved:
+        os.environ.setdefault(name, exports[name])
+
+
 @app.callback()
 def main(
     debug: Annotated[
@@ -82,6 +105,7 @@ def main(
     ] = False,
 ) -> None:
     """CA4 operator and developer tools."""
+    _follow_moved_dev_stack()
     if debug:
         logging.basicConfig(level=logging.INFO)
     else:

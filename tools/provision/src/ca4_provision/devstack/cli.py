@@ -196,10 +196,19 @@ def up(
             started = [name for name, done in stack.outcomes.items() if done == "started"]
             if started_file is not None:
                 started_file.write_text("".join(f"{name}\n" for name in started), "utf-8")
+    external = [name for name, done in stack.outcomes.items() if done == "external"]
     if started:
         err.print(f"[green]started:[/green] {', '.join(started)}")
-    else:
+    elif not external:
         err.print("[green]all services were already running and healthy[/green]")
+    if external:
+        # Reused, not replaced: what answers there may be another checkout's stack (its data, its
+        # topics), which this command never stops.
+        err.print(
+            f"[yellow]not started by this state dir ({settings.home}), reused as found:[/yellow] "
+            f"{', '.join(external)}. If that is another checkout's stack, run your own with "
+            "CA4_DEVSTACK_HOME and the CA4_DEVSTACK_*_PORT variables (`ca4 devstack --help`)."
+        )
     err.print('Point clients at it with: eval "$(uv run ca4 devstack env)"')
     if "edge" in stack.outcomes:
         address = stack.services["edge"].address
