@@ -565,3 +565,52 @@ def test_a_larger_persistence_size_keeps_the_live_claims_and_feeds_the_checks(
 
     assert upgraded == {"kafka": "50Gi", "loki": "50Gi"}
     assert installed == {"kafka": "120Gi", "loki": "80Gi"}
+
+
+LIVE_PVC_LOOKUP = 'lookup "v1" "PersistentVolumeClaim" .namespace .name'
+LIVE_CLASS_LOOKUP = (
+    'lookup "storage.k8s.io/v1" "StorageClass" "" (dig "spec" "storageClassName" "" $live)'
+)
+
+
+@pytest.mark.parametrize(("expandable", "expected"), [(False, "10Gi"), (True, "20Gi")])
+def test_a_claim_grows_only_where_its_storage_class_can_expand_it(
+    helm: str, tmp_path: Path, expandable: bool, expected: str
+) -> None:
+    """Resizing a bound claim of K3s's local-path class is refused, so a larger
+    prometheus.persistence.size made helm upgrade fail; a class that expands volumes takes it.
+    The lookups are swapped in a copy of the chart, as above."""
+    copy = tmp_path / "ca4-platform"
+    shutil.copytree(chart_dir("ca4-platform"), copy)
+    helpers = copy / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    assert text.count(LIVE_PVC_LOOKUP) == 1
+    assert text.count(LIVE_CLASS_LOOKUP) == 1
+    live_claim = (
+        '(dict "spec" (dict "storageClassName" "local-path" "resources" '
+        '(dict "requests" (dict "storage" "10Gi"))))'
+    )
+    live_class = f'(dict "allowVolumeExpansion" {str(expandable).lower()})'
+    helpers.write_text(
+        text.replace(LIVE_PVC_LOOKUP, live_claim).replace(LIVE_CLASS_LOOKUP, live_class)
+    )
+    result = run(
+        [
+            helm,
+            "template",
+            "ca4-platform",
+            str(copy),
+            "--namespace",
+            CHARTS["ca4-platform"],
+            "--kube-version",
+            KUBE_VERSION,
+            *values_args("ca4-platform", "dev"),
+            *("--set", "prometheus.persistence.size=20Gi"),
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    claim = by_name(docs, "PersistentVolumeClaim", "prometheus-data")
+    assert claim["spec"]["resources"]["requests"]["storage"] == expected
+    flags = prometheus_flags(docs)
+    assert flags["--storage.tsdb.retention.size"] == "16384MB"  # 80% of the value: the disk

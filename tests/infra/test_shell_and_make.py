@@ -509,6 +509,24 @@ def test_bootstrap_after_the_first_server_was_replaced_joins_the_running_cluster
     assert kubeconfig.read_text() == before
 
 
+def test_a_server_that_does_not_answer_stops_the_bootstrap_before_any_install(
+    sandbox: Sandbox,
+) -> None:
+    """servers[0] replaced while the others do not answer ssh (bastion, security group): taken
+    as "no K3s there", the run created a second cluster on the new server."""
+    first = sandbox.make("ca4-bootstrap-k3s", env=servers_output(HA_SERVERS))
+    assert first.returncode == 0, first.stderr
+    sandbox.reset()
+    replaced = ["10.41.10.99", *HA_SERVERS[1:]]
+    env = {**servers_output(replaced), "CA4_FAKE_SSH_UNREACHABLE": " ".join(HA_SERVERS[1:])}
+
+    result = sandbox.make("ca4-bootstrap-k3s", env=env)
+
+    assert result.returncode != 0
+    assert f"cannot ask {HA_SERVERS[1]} whether it runs K3s" in result.stderr
+    assert remote_calls(sandbox, "INSTALL_K3S_VERSION") == []
+
+
 def test_bootstrap_keeps_a_kubeconfig_of_another_cluster_unless_told(sandbox: Sandbox) -> None:
     """A kubeconfig whose CA is not the fetched cluster's is another cluster's: it is not
     overwritten (kubectl and helm would switch clusters) unless CA4_KUBECONFIG_REPLACE=yes."""

@@ -72,9 +72,9 @@ read timeout starts again with each byte, so an edge sending one now and then wo
 sending thread for good. Answers are kilobytes, a few MiB at most: a minute is plenty on a
 slow link. (The status line and headers come before: only the read timeout bounds them.)"""
 _QUOTED_CHARS = 200
+"""At most this much of a page, a title or a ``Location`` is quoted in an error."""
 _SYSTEM_REASON = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
 """The operating system's reason inside urllib3's connection errors (refused, unknown host)."""
-"""At most this much of a page, a title or a ``Location`` is quoted in an error."""
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _TITLE_WITHIN_BYTES = 64 * 1024
 """A page's ``<title>`` is looked for in its first bytes only."""
@@ -317,7 +317,12 @@ class Transport:
         system's reason (``[Errno 111] Connection refused``) instead of urllib3's pool message,
         whose reason comes last, past where a summary cuts it."""
         reason = _SYSTEM_REASON.search(str(error))
-        if isinstance(error, requests.exceptions.ConnectionError) and reason is not None:
+        if (
+            isinstance(error, requests.exceptions.ConnectionError)
+            # A proxy's failure is not the edge's: the whole error names the proxy.
+            and not isinstance(error, requests.exceptions.ProxyError)
+            and reason is not None
+        ):
             return f"cannot connect to {self.url}: {reason.group(0).rstrip()}"
         return str(error)
 

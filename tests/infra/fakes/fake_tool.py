@@ -197,6 +197,9 @@ def _ssh(argv: list[str], stdin: str) -> None:
         sys.exit(255)
     remote = " ".join(command)
     state = Path(os.environ["CA4_FAKE_STATE"]) / host.replace("@", "_")
+    if host.split("@")[-1] in os.environ.get("CA4_FAKE_SSH_UNREACHABLE", "").split():
+        print(f"ssh: connect to host {host.split('@')[-1]} port 22: Connection timed out")
+        sys.exit(255)
     if "k3s --version" in remote:
         if state.exists():
             print(K3S_VERSION)

@@ -127,12 +127,17 @@ def test_the_dev_key_writes_and_reads_the_dev_tenant() -> None:
         ("id:" + "a" * 64 + ":acme:", "line 1: scopes (field 4)"),
         # The advice keeps an old-form key's write+read (a named tenant alone means write).
         ("legacy:" + "a" * 64, "another tenant (legacy:<hash>:<tenant>:write+read)"),
-        ("id:" + "a" * 64 + ":legacy:read", "tenant 'legacy' is reserved"),
+        # ... and a key's explicit scopes (a named tenant alone would make a read key write).
+        ("id:" + "a" * 64 + ":legacy:read", "another tenant (id:<hash>:<tenant>:read)"),
         (
             f"a:{'a' * 64}\nb:{'a' * 64}",
             "line 2: the same key hash appears twice, as key 'a' and as 'b'",
         ),
-        (f"a:{'a' * 64}:t\na:{'a' * 64}:t:read", "line 2: the same key hash appears twice"),
+        (
+            f"a:{'a' * 64}:t\na:{'a' * 64}:t:read",
+            "line 2: the same key hash appears twice, for key 'a' with another tenant or other "
+            "scopes",
+        ),
         (f"a:{'a' * 64}:t1\na:{'b' * 64}:t2", "line 2: key id 'a' is listed with two tenants"),
         (f"prod:{digest('changethis')}", "placeholder"),
     ],

@@ -118,4 +118,5 @@ def test_a_proxy_that_is_not_there_hints_at_the_proxy_settings(
     assert outcome.retry == reports
     assert outcome.error is not None
     assert outcome.error.startswith("ProxyError: ")
+    assert "cannot connect to http://edge.example" not in outcome.error  # the proxy failed
     assert outcome.error.endswith("; check HTTPS_PROXY/HTTP_PROXY, or NO_PROXY for this host")

@@ -74,7 +74,8 @@ if [[ -z "${join}" ]]; then
   # anything.
   orphans=()
   for host in "${agents[@]}"; do
-    [[ -z "$(k3s_version "${host}")" ]] || orphans+=("${host}")
+    version="$(k3s_version "${host}")"
+    [[ -z "${version}" ]] || orphans+=("${host}")
   done
   [[ ${#orphans[@]} -eq 0 ]] ||
     die "no server runs K3s, but the agent(s) ${orphans[*]} do: their cluster's servers are gone (replaced?), with its data. To start a new cluster, uninstall K3s on them first (sudo /usr/local/bin/k3s-agent-uninstall.sh) and run this again with CA4_KUBECONFIG_REPLACE=yes; see docs/provisioning.md, \"Replacing a node\""

@@ -118,18 +118,27 @@ remote() {
   ssh "${SSH_OPTS[@]}" "${SSH_USER}@${host}" "$@"
 }
 
-# k3s_version HOST: the K3s version installed on HOST, empty when none.
+# k3s_version HOST: the K3s version installed on HOST, empty when none; fails (naming HOST) when
+# HOST cannot be asked: a node that does not answer is not a node without K3s.
 k3s_version() {
-  remote "$1" 'k3s --version 2>/dev/null | head -n1 | cut -d" " -f3 || true'
+  local version
+  if ! version="$(remote "$1" 'k3s --version 2>/dev/null | head -n1 | cut -d" " -f3 || true')"; then
+    echo "${0##*/}: cannot ask ${1} whether it runs K3s (ssh through the bastion failed, above);" \
+      "fix that and run again: deciding without it could start a second cluster" >&2
+    return 1
+  fi
+  printf '%s' "${version}"
 }
 
 # running_server: the first server (cluster_hosts' servers, in order) that runs K3s, empty when
-# none does. Every server serves the Kubernetes API and can let a node join; after Terraform
-# replaced a server (new instance, new IP, no K3s), the cluster lives on in the others.
+# none does; fails when a server cannot be asked. Every server serves the Kubernetes API and can
+# let a node join; after Terraform replaced a server (new instance, new IP, no K3s), the cluster
+# lives on in the others.
 running_server() {
-  local host
+  local host version
   for host in "${servers[@]}"; do
-    if [[ -n "$(k3s_version "${host}")" ]]; then
+    version="$(k3s_version "${host}")" || return 1
+    if [[ -n "${version}" ]]; then
       printf '%s' "${host}"
       return 0
     fi

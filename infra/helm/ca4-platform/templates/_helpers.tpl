@@ -128,6 +128,21 @@ Return the storage request of a StatefulSet's volume template "data": the live S
 {{- end -}}
 
 {{/*
+Return the storage request of a PersistentVolumeClaim: the live claim's when it exists and its StorageClass cannot expand volumes (K3s's local-path cannot: resizing such a bound claim is refused, so helm upgrade would fail), else size. As for claimSize, the value then only feeds the capacity checks. Usage: include "ca4-platform.pvcSize" (dict "namespace" $ns "name" "prometheus-data" "size" $p.persistence.size)
+*/}}
+{{- define "ca4-platform.pvcSize" -}}
+{{- $size := .size -}}
+{{- $live := lookup "v1" "PersistentVolumeClaim" .namespace .name -}}
+{{- if $live -}}
+{{- $class := lookup "storage.k8s.io/v1" "StorageClass" "" (dig "spec" "storageClassName" "" $live) -}}
+{{- if not (dig "allowVolumeExpansion" false $class) -}}
+{{- $size = dig "spec" "resources" "requests" "storage" $size $live -}}
+{{- end -}}
+{{- end -}}
+{{- $size -}}
+{{- end -}}
+
+{{/*
 Return Prometheus's TSDB retention size: prometheus.retentionSize, or 80% of prometheus.persistence.size (in MB, Prometheus's MiB).
 */}}
 {{- define "ca4-platform.prometheusRetentionSize" -}}
@@ -235,7 +250,7 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- end -}}
 
 {{/*
-Return the Alertmanager config: route and inhibitions from the synced observability/alertmanager/alertmanager.yml, one receiver built from alertmanager.receivers (secrets as *_file paths into the mounted Secret), and the receiver ca4-heartbeat the shared tree sends Watchdog to (alertmanager.heartbeat: its URL and repeat interval; no integration when off).
+Return the Alertmanager config: route and inhibitions from the synced observability/alertmanager/alertmanager.yml, one receiver built from alertmanager.receivers (secrets as *_file paths into the mounted Secret), and the receiver the shared tree sends Watchdog to (alertmanager.heartbeat: its URL and repeat interval; no integration when off).
 */}}
 {{- define "ca4-platform.alertmanagerConfig" -}}
 {{- $shared := required "files/observability/alertmanager/alertmanager.yml is missing: run make helm-sync" (.Files.Get "files/observability/alertmanager/alertmanager.yml") | fromYaml -}}
@@ -257,17 +272,21 @@ Return the Alertmanager config: route and inhibitions from the synced observabil
 {{- end -}}
 {{- $_ := set $receiver "email_configs" (list $email) -}}
 {{- end -}}
+{{- /* Watchdog always fires: the shared tree routes it to a receiver of its own (named there), which pings every repeatInterval */ -}}
 {{- $hb := .Values.alertmanager.heartbeat -}}
-{{- $heartbeat := dict "name" "ca4-heartbeat" -}}
-{{- if $hb.enabled -}}
-{{- $_ := set $heartbeat "webhook_configs" (list (dict "url_file" (printf "%s/heartbeat-url" $secrets) "send_resolved" false)) -}}
-{{- end -}}
-{{- /* Watchdog always fires: the shared tree routes it to ca4-heartbeat alone, which pings every repeatInterval */ -}}
 {{- $route := deepCopy $shared.route -}}
+{{- $heartbeat := dict -}}
 {{- range $route.routes -}}
-{{- if eq .receiver $heartbeat.name -}}
+{{- if has "alertname=\"Watchdog\"" (.matchers | default list) -}}
+{{- $heartbeat = dict "name" .receiver -}}
 {{- $_ := set . "repeat_interval" $hb.repeatInterval -}}
 {{- end -}}
+{{- end -}}
+{{- if not $heartbeat -}}
+{{- fail "files/observability/alertmanager/alertmanager.yml routes Watchdog nowhere: run make helm-sync" -}}
+{{- end -}}
+{{- if $hb.enabled -}}
+{{- $_ := set $heartbeat "webhook_configs" (list (dict "url_file" (printf "%s/heartbeat-url" $secrets) "send_resolved" false)) -}}
 {{- end -}}
 {{- toYaml (dict "route" $route "inhibit_rules" $shared.inhibit_rules "receivers" (list $receiver $heartbeat)) -}}
 {{- end -}}

@@ -117,9 +117,15 @@ def parse_key_entries(text: str, *, source: str) -> dict[str, ApiKey]:
                 )
             if digest in keys:
                 if keys[digest] != key:
+                    first = keys[digest]
+                    differs = (
+                        f"as key {first.key_id!r} and as {key.key_id!r}"
+                        if first.key_id != key.key_id
+                        else f"for key {key.key_id!r} with another tenant or other scopes"
+                    )
                     raise ApiKeyConfigError(
-                        f"{where}: the same key hash appears twice, as key "
-                        f"{keys[digest].key_id!r} and as {key.key_id!r}; one key has one entry"
+                        f"{where}: the same key hash appears twice, {differs}; one key has one "
+                        "entry"
                     )
                 # An exact repeat (files merged by hand, a line pasted twice) means one key;
                 # releases before tenancy took it, so it is not worth a start-up failure.
@@ -156,7 +162,12 @@ def _parse_entry(entry: str, where: str) -> tuple[str, ApiKey]:
     if tenant == LEGACY_TENANT:
         # An old-form entry keeps its rights when it names a tenant: say how, or the advice
         # would cost the key its reads (a named tenant's default is ``write``).
-        form = "<tenant>" if len(fields) > 2 else "<tenant>:write+read"
+        if len(fields) > 3:
+            form = f"<tenant>:{fields[3]}"
+        elif len(fields) > 2:
+            form = "<tenant>"
+        else:
+            form = "<tenant>:write+read"
         raise ApiKeyConfigError(
             f"{where}: tenant {LEGACY_TENANT!r} is reserved for events from before tenancy; "
             f"give key {key_id!r} another tenant ({key_id}:<hash>:{form})"

@@ -120,7 +120,6 @@ def prometheus_config(settings: DevstackSettings, rule_files: Path | None = None
 ALERTMANAGER_ROUTING = Path("observability") / "alertmanager" / "alertmanager.yml"
 """The routing tree and inhibitions every Alertmanager of ours uses (relative to the repo)."""
 DEV_RECEIVER = "ca4-default"
-HEARTBEAT_RECEIVER = "ca4-heartbeat"
 
 
 def alertmanager_config(settings: DevstackSettings) -> str:
@@ -140,13 +139,13 @@ def alertmanager_config(settings: DevstackSettings) -> str:
     receiver: dict[str, object] = {"name": DEV_RECEIVER}
     if settings.alert_webhook_url:
         receiver["webhook_configs"] = [{"url": settings.alert_webhook_url, "send_resolved": True}]
-    # Watchdog's receiver (the shared tree routes it there): no integration, so the dev
+    # The shared tree's other receivers (Watchdog's) without their integrations, so the dev
     # webhook never gets the always-firing alert.
-    heartbeat = {"name": HEARTBEAT_RECEIVER}
+    others = [{"name": r["name"]} for r in shared["receivers"] if r["name"] != DEV_RECEIVER]
     config = {
         "route": route,
         "inhibit_rules": shared["inhibit_rules"],
-        "receivers": [receiver, heartbeat],
+        "receivers": [receiver, *others],
     }
     return GENERATED_HEADER + json.dumps(config, indent=2) + "\n"
 
