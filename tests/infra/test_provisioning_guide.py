@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
+from pathlib import Path
 
 import yaml
+from ca4_auth import ApiKey, ApiKeyRing, Scope
 
 from tests.infra.conftest import REPO, Rendered, chart_dir
 
@@ -81,3 +84,30 @@ def test_grafana_token_steps_name_what_the_platform_chart_renders(rendered: Rend
     assert f"http://127.0.0.1:{port}/api/serviceaccounts" in token
     assert "/tokens" in token
     assert "export CA4_GRAFANA_TOKEN=" in token
+
+
+def test_the_key_making_lines_give_an_entry_both_services_accept(tmp_path: Path) -> None:
+    """Step 7's two lines, run as written (key id ``colab``, tenant ``acme``), then read by the
+    services' own key parser, as the pods read the Secret's keys file."""
+    step = section("7. `make ca4-deploy-app`")
+    make_key, make_entry = re.findall(r"`(key=\$\(python3 [^`]+|printf '%s:%s:%s[^`]+)`", step)
+    script = "\n".join(
+        [
+            make_key,
+            make_entry.replace("<key id>", "colab").replace("<tenant>", "acme"),
+            'echo "$key"',
+        ]
+    )
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    entry, key = done.stdout.splitlines()
+    (tmp_path / "api-keys").write_text(entry + "\n")
+    ring = ApiKeyRing.configured(
+        environment="prod", inline_hashes="", keys_file=tmp_path / "api-keys"
+    )
+    assert ring.identify(key) == ApiKey("colab", "acme", frozenset({Scope.WRITE, Scope.READ}))

@@ -11,11 +11,15 @@ import sys
 
 from ca4_sdk.probe import probe
 
+COLLECTORS = ("nvml", "nvidia-smi", "none")
+USAGE = f"usage: python -m ca4_sdk probe [{'|'.join(COLLECTORS)}]\n"
+
 
 def main(argv: list[str]) -> int:
     """Run the probe and print the report as JSON."""
-    if not argv or argv[0] != "probe":
-        sys.stderr.write("usage: python -m ca4_sdk probe [nvml|nvidia-smi|none]\n")
+    # An unknown collector used to fall through to none: the probe said "no GPU" on a GPU host.
+    if not argv or argv[0] != "probe" or len(argv) > 2 or not set(argv[1:]) <= set(COLLECTORS):
+        sys.stderr.write(USAGE)
         return 2
     prefer = argv[1] if len(argv) > 1 else None
     sys.stdout.write(json.dumps(probe(prefer), indent=2) + "\n")

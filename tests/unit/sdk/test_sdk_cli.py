@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -100,3 +103,32 @@ def test_probe_prints_the_self_check() -> None:
     assert result.exit_code == 0, result.output
     assert "GPUs" in result.output or "No GPUs" in result.output
     assert "Unavailable fields" in result.output
+
+
+def test_python_m_ca4_sdk_probe_prints_a_valid_report() -> None:
+    """The probe a GPU host without the `ca4` command runs (sdk/scripts/capture_gpu_fixtures.sh)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "ca4_sdk", "probe", "none"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    report = json.loads(done.stdout)
+    assert_valid_report(report)
+    assert report["labels"] == {"probe": "true"}
+    assert report["payload"]["gpus"] == []
+
+
+@pytest.mark.parametrize("argv", [[], ["probe", "nvm"], ["probe", "none", "extra"], ["collect"]])
+def test_python_m_ca4_sdk_refuses_what_it_does_not_know(argv: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ca4_sdk", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "usage: python -m ca4_sdk probe [nvml|nvidia-smi|none]\n"
+    assert done.stdout == ""
