@@ -69,6 +69,12 @@ async def test_dead_letters_are_listed_and_redriven_once(
         assert shown.exit_code == 0
         assert "redriven" in shown.output
 
+        # In a script (no terminal, no --yes) it asks nothing and changes nothing.
+        unconfirmed = await ca4(cli_env, "dlq", "redrive", "--error-class", "schema_invalid")
+        assert unconfirmed.exit_code == 1
+        assert "Refusing without confirmation: stdin is not a terminal; pass --yes" in (
+            unconfirmed.output
+        )
         redrive = ("dlq", "redrive", "--error-class", "schema_invalid", "--yes")
         first = await ca4(cli_env, *redrive)
         assert first.exit_code == 0, first.output
