@@ -241,22 +241,24 @@ def test_topics_job_retries_when_kafka_does_not_answer(
 LIVE_KAFKA_LOOKUP = 'lookup "apps/v1" "StatefulSet" .Release.Namespace "kafka"'
 
 
-def render_against_live_kafka(
-    helm: str, tmp_path: Path, live_replicas: int, *args: str
+def render_with_lookups(
+    helm: str, tmp_path: Path, answers: dict[str, str], *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """ca4-platform rendered as if the release's StatefulSet ``kafka`` ran ``live_replicas``.
+    """ca4-platform rendered as if each ``lookup`` in ``answers`` (its text in the templates)
+    returned the object given (a template expression).
 
     Helm's ``lookup`` answers only against a cluster (``helm template`` gets an empty map), so
-    the one lookup of the live StatefulSet is swapped, in a copy of the chart, for the object it
-    would return; the comparison and the message are the chart's own. What this cannot run is
-    the lookup itself: its API version, kind, namespace and name are checked as text here."""
+    each is swapped, in a copy of the chart, for the object it would return; what the chart does
+    with it is the chart's own. What this cannot run is the lookup itself: its API version, kind,
+    namespace and name are checked as text here, each written exactly once."""
     copy = tmp_path / "ca4-platform"
     shutil.copytree(chart_dir("ca4-platform"), copy)
     helpers = copy / "templates" / "_helpers.tpl"
     text = helpers.read_text()
-    assert text.count(LIVE_KAFKA_LOOKUP) == 1, "the chart looks the live StatefulSet up once"
-    live = f'(dict "spec" (dict "replicas" {live_replicas}))'
-    helpers.write_text(text.replace(LIVE_KAFKA_LOOKUP, live))
+    for lookup, answer in answers.items():
+        assert text.count(lookup) == 1, f"the chart looks up {lookup!r} once"
+        text = text.replace(lookup, answer)
+    helpers.write_text(text)
     return run(
         [
             helm,
@@ -270,6 +272,14 @@ def render_against_live_kafka(
             *args,
         ]
     )
+
+
+def render_against_live_kafka(
+    helm: str, tmp_path: Path, live_replicas: int, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """ca4-platform rendered as if the release's StatefulSet ``kafka`` ran ``live_replicas``."""
+    live = f'(dict "spec" (dict "replicas" {live_replicas}))'
+    return render_with_lookups(helm, tmp_path, {LIVE_KAFKA_LOOKUP: live}, *args)
 
 
 def test_an_upgrade_that_changes_kafka_replicas_is_refused(helm: str, tmp_path: Path) -> None:
@@ -523,31 +533,13 @@ def render_with_live_claims(
     helm: str, tmp_path: Path, live_size: str | None, *args: str
 ) -> list[Manifest]:
     """ca4-platform rendered as if each StatefulSet of the release ran with ``data`` claims of
-    ``live_size`` (None: a first install). As above, the lookup itself cannot run here: it is
-    swapped, in a copy of the chart, for the object it would return."""
-    copy = tmp_path / "ca4-platform"
-    shutil.copytree(chart_dir("ca4-platform"), copy)
-    helpers = copy / "templates" / "_helpers.tpl"
-    text = helpers.read_text()
-    assert text.count(LIVE_CLAIM_LOOKUP) == 1, "one lookup serves every StatefulSet's claims"
+    ``live_size`` (None: a first install)."""
+    answers = {}
     if live_size is not None:
         requests = f'(dict "requests" (dict "storage" "{live_size}"))'
         claim = f'(dict "metadata" (dict "name" "data") "spec" (dict "resources" {requests}))'
-        live = f'(dict "spec" (dict "volumeClaimTemplates" (list {claim})))'
-        helpers.write_text(text.replace(LIVE_CLAIM_LOOKUP, live))
-    result = run(
-        [
-            helm,
-            "template",
-            "ca4-platform",
-            str(copy),
-            "--namespace",
-            CHARTS["ca4-platform"],
-            "--kube-version",
-            KUBE_VERSION,
-            *args,
-        ]
-    )
+        answers[LIVE_CLAIM_LOOKUP] = f'(dict "spec" (dict "volumeClaimTemplates" (list {claim})))'
+    result = render_with_lookups(helm, tmp_path, answers, *args)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -590,35 +582,18 @@ def test_a_claim_grows_only_where_its_storage_class_can_expand_it(
     helm: str, tmp_path: Path, expandable: bool, expected: str
 ) -> None:
     """Resizing a bound claim of K3s's local-path class is refused, so a larger
-    prometheus.persistence.size made helm upgrade fail; a class that expands volumes takes it.
-    The lookups are swapped in a copy of the chart, as above."""
-    copy = tmp_path / "ca4-platform"
-    shutil.copytree(chart_dir("ca4-platform"), copy)
-    helpers = copy / "templates" / "_helpers.tpl"
-    text = helpers.read_text()
-    assert text.count(LIVE_PVC_LOOKUP) == 1
-    assert text.count(LIVE_CLASS_LOOKUP) == 1
+    prometheus.persistence.size made helm upgrade fail; a class that expands volumes takes it."""
     live_claim = (
         '(dict "spec" (dict "storageClassName" "local-path" "resources" '
         '(dict "requests" (dict "storage" "10Gi"))))'
     )
     live_class = f'(dict "allowVolumeExpansion" {str(expandable).lower()})'
-    helpers.write_text(
-        text.replace(LIVE_PVC_LOOKUP, live_claim).replace(LIVE_CLASS_LOOKUP, live_class)
-    )
-    result = run(
-        [
-            helm,
-            "template",
-            "ca4-platform",
-            str(copy),
-            "--namespace",
-            CHARTS["ca4-platform"],
-            "--kube-version",
-            KUBE_VERSION,
-            *values_args("ca4-platform", "dev"),
-            *("--set", "prometheus.persistence.size=20Gi"),
-        ]
+    result = render_with_lookups(
+        helm,
+        tmp_path,
+        {LIVE_PVC_LOOKUP: live_claim, LIVE_CLASS_LOOKUP: live_class},
+        *values_args("ca4-platform", "dev"),
+        *("--set", "prometheus.persistence.size=20Gi"),
     )
     assert result.returncode == 0, result.stderr
     docs = [d for d in yaml.safe_load_all(result.stdout) if d]
