@@ -37,7 +37,7 @@ ROWS = [
         "kafka (StatefulSet, prod: 3)",
         "executed",
         "chart's start.sh + server.properties; apache/kafka:<tag> = dev-stack jars of that tag; "
-        "heap set to 256m with --set (resources only)",
+        "heap set to 384m with --set (resources only)",
     ),
     Row(
         "kafka + kafka-topics (dev: 1 broker)",
