@@ -142,6 +142,39 @@ def template(helm: str, chart: str, *args: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
+def render_with_lookups(
+    helm: str, chart: str, tmp_path: Path, answers: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The chart rendered as if each ``lookup`` in ``answers`` (its text in the templates)
+    returned the object given (a template expression).
+
+    Helm's ``lookup`` answers only against a cluster (``helm template`` gets an empty map), so
+    each is swapped, in a copy of the chart, for the object it would return; what the chart does
+    with it is the chart's own. What this cannot run is the lookup itself: its API version, kind,
+    namespace and name are checked as text here, each written exactly once."""
+    copy = tmp_path / chart
+    shutil.copytree(chart_dir(chart), copy)
+    helpers = copy / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    for lookup, answer in answers.items():
+        assert text.count(lookup) == 1, f"the chart looks up {lookup!r} once"
+        text = text.replace(lookup, answer)
+    helpers.write_text(text)
+    return run(
+        [
+            helm,
+            "template",
+            chart,
+            str(copy),
+            "--namespace",
+            CHARTS[chart],
+            "--kube-version",
+            KUBE_VERSION,
+            *args,
+        ]
+    )
+
+
 @pytest.fixture(scope="session")
 def rendered(helm: str) -> Rendered:
     """Every chart x value set, rendered once."""

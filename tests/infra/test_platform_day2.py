@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,14 +16,13 @@ import pytest
 import yaml
 
 from tests.infra.conftest import (
-    CHARTS,
-    KUBE_VERSION,
     REPO,
     VALUE_SETS,
     Manifest,
     Rendered,
     chart_dir,
     pod_spec,
+    render_with_lookups,
     run,
     template,
     values_args,
@@ -241,45 +239,12 @@ def test_topics_job_retries_when_kafka_does_not_answer(
 LIVE_KAFKA_LOOKUP = 'lookup "apps/v1" "StatefulSet" .Release.Namespace "kafka"'
 
 
-def render_with_lookups(
-    helm: str, tmp_path: Path, answers: dict[str, str], *args: str
-) -> subprocess.CompletedProcess[str]:
-    """ca4-platform rendered as if each ``lookup`` in ``answers`` (its text in the templates)
-    returned the object given (a template expression).
-
-    Helm's ``lookup`` answers only against a cluster (``helm template`` gets an empty map), so
-    each is swapped, in a copy of the chart, for the object it would return; what the chart does
-    with it is the chart's own. What this cannot run is the lookup itself: its API version, kind,
-    namespace and name are checked as text here, each written exactly once."""
-    copy = tmp_path / "ca4-platform"
-    shutil.copytree(chart_dir("ca4-platform"), copy)
-    helpers = copy / "templates" / "_helpers.tpl"
-    text = helpers.read_text()
-    for lookup, answer in answers.items():
-        assert text.count(lookup) == 1, f"the chart looks up {lookup!r} once"
-        text = text.replace(lookup, answer)
-    helpers.write_text(text)
-    return run(
-        [
-            helm,
-            "template",
-            "ca4-platform",
-            str(copy),
-            "--namespace",
-            CHARTS["ca4-platform"],
-            "--kube-version",
-            KUBE_VERSION,
-            *args,
-        ]
-    )
-
-
 def render_against_live_kafka(
     helm: str, tmp_path: Path, live_replicas: int, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """ca4-platform rendered as if the release's StatefulSet ``kafka`` ran ``live_replicas``."""
     live = f'(dict "spec" (dict "replicas" {live_replicas}))'
-    return render_with_lookups(helm, tmp_path, {LIVE_KAFKA_LOOKUP: live}, *args)
+    return render_with_lookups(helm, "ca4-platform", tmp_path, {LIVE_KAFKA_LOOKUP: live}, *args)
 
 
 def test_an_upgrade_that_changes_kafka_replicas_is_refused(helm: str, tmp_path: Path) -> None:
@@ -539,7 +504,7 @@ def render_with_live_claims(
         requests = f'(dict "requests" (dict "storage" "{live_size}"))'
         claim = f'(dict "metadata" (dict "name" "data") "spec" (dict "resources" {requests}))'
         answers[LIVE_CLAIM_LOOKUP] = f'(dict "spec" (dict "volumeClaimTemplates" (list {claim})))'
-    result = render_with_lookups(helm, tmp_path, answers, *args)
+    result = render_with_lookups(helm, "ca4-platform", tmp_path, answers, *args)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
@@ -590,6 +555,7 @@ def test_a_claim_grows_only_where_its_storage_class_can_expand_it(
     live_class = f'(dict "allowVolumeExpansion" {str(expandable).lower()})'
     result = render_with_lookups(
         helm,
+        "ca4-platform",
         tmp_path,
         {LIVE_PVC_LOOKUP: live_claim, LIVE_CLASS_LOOKUP: live_class},
         *values_args("ca4-platform", "dev"),

@@ -165,6 +165,12 @@ metadata:
 spec:
   {{- if not .autoscaled }}
   replicas: {{ $v.replicaCount }}
+  {{- else }}
+  {{- /* The autoscaler owns the count, but a manifest without `replicas` makes Helm's three-way
+  merge delete the field when autoscaling is switched on, and the Deployment drops to one pod
+  until the autoscaler acts: render what runs now (the minimum on a first install). */}}
+  {{- $live := lookup "apps/v1" "Deployment" $root.Release.Namespace (include "ca4-app.componentName" .) }}
+  replicas: {{ dig "spec" "replicas" $v.autoscaling.minReplicas $live | int }}
   {{- end }}
   revisionHistoryLimit: 5
   selector:
