@@ -252,11 +252,13 @@ def dev_platform(platforms: dict[str, Platform]) -> Platform:
 
 @dataclass
 class App:
-    """The prod ca4-app's processor and worker running here, with the key they were given."""
+    """The prod ca4-app's processor, worker and reader running here, with the key they were
+    given."""
 
     cluster: LocalCluster
     processor: Pod
     worker: Pod
+    reader: Pod
     api_key: str
     database: str
     bucket: str
@@ -269,7 +271,7 @@ class App:
 
 @pytest.fixture(scope="session")
 async def app(helm: str, platform: Platform, services: Endpoints) -> AsyncIterator[App]:
-    """Render ca4-app with prod values, provide its Secret and CA ConfigMap, start both pods.
+    """Render ca4-app with prod values, provide its Secret and CA ConfigMap, start its pods.
 
     The database and the bucket get names of their own (``--set``, as an operator names them) so
     nothing the shared dev stack holds is read or overwritten; both are removed afterwards.
@@ -298,22 +300,23 @@ async def app(helm: str, platform: Platform, services: Endpoints) -> AsyncIterat
         await objects.ensure_bucket()  # Terraform's job in prod
         processor = cluster.plan(find(docs, "Deployment", "ca4-app-processor"), replicas=1)[0]
         worker = cluster.plan(find(docs, "Deployment", "ca4-app-worker"), replicas=1)[0]
+        reader = cluster.plan(find(docs, "Deployment", "ca4-app-reader"), replicas=1)[0]
+        pods = (processor, worker, reader)
         instance_profile = tier.instance_profile_credentials(services)
         try:
-            await asyncio.gather(*(cluster.start(p, instance_profile) for p in (processor, worker)))
-            ready = await asyncio.gather(*(cluster.wait_ready(p) for p in (processor, worker)))
-            tier.TIMINGS["prod: processor and worker ready"] = max(ready)
+            await asyncio.gather(*(cluster.start(p, instance_profile) for p in pods))
+            ready = await asyncio.gather(*(cluster.wait_ready(p) for p in pods))
+            tier.TIMINGS["prod: processor, worker and reader ready"] = max(ready)
             yield App(
                 cluster,
-                processor,
-                worker,
+                *pods,
                 api_key,
                 database,
                 bucket,
-                {"processor": ready[0], "worker": ready[1]},
+                {"processor": ready[0], "worker": ready[1], "reader": ready[2]},
             )
         finally:
-            await asyncio.gather(*(cluster.stop(p) for p in (processor, worker)))
+            await asyncio.gather(*(cluster.stop(p) for p in pods))
             await tier.remove_stand_in_data(services, database, bucket)
 
 

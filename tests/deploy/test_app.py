@@ -1,4 +1,4 @@
-"""The prod ca4-app's processor and worker, started from the rendered Deployments."""
+"""The prod ca4-app's processor, worker and reader, started from the rendered Deployments."""
 
 from __future__ import annotations
 
@@ -32,14 +32,19 @@ async def eventually(check: Callable[[], Awaitable[Any]], within_s: float, what:
         await asyncio.sleep(0.5)
 
 
-async def test_processor_and_worker_become_ready(app: App) -> None:
-    """Both readinessProbes (as rendered) pass, and both run as prod."""
+async def test_processor_worker_and_reader_become_ready(app: App) -> None:
+    """Every readinessProbe (as rendered) passes, and every pod runs as prod. The reader checks
+    the database alone: its consumers never started."""
+    checks = {}
     async with httpx.AsyncClient(timeout=5) as http:
-        for pod in (app.processor, app.worker):
+        for pod in (app.processor, app.worker, app.reader):
             probe = pod.container["readinessProbe"]["httpGet"]["path"]
             response = await http.get(app.url(pod, probe))
             assert response.status_code == 200, response.text
-    for pod in (app.processor, app.worker):
+            checks[pod.name] = response.json().get("checks", {})
+    assert "store_consumer" in checks[app.worker.name]
+    assert checks[app.reader.name] == {"database": True}
+    for pod in (app.processor, app.worker, app.reader):
         env = app.cluster.env(pod, await app.cluster.images.resolve(pod.container["image"]))
         assert env["CA4_ENVIRONMENT"] == "prod"
         assert env["CA4_API_KEYS_FILE"] == "/etc/ca4/keys/api-keys"
@@ -61,7 +66,8 @@ async def test_dev_key_is_refused_under_prod_values(app: App) -> None:
 async def test_report_with_a_real_key_is_stored_projected_and_archived(
     app: App, services: Endpoints
 ) -> None:
-    """POST through the processor pod; the worker pod stores, projects and archives it."""
+    """POST through the processor pod; the worker pod stores, projects and archives it; the
+    reader pod, where the edge sends prod's reads, serves it back."""
     report = make_report(session_id=f"deploy-tier-{app.database[-8:]}")
     bearer = {"Authorization": f"Bearer {app.api_key}"}
     async with httpx.AsyncClient(timeout=10) as http:
@@ -83,7 +89,7 @@ async def test_report_with_a_real_key_is_stored_projected_and_archived(
             await mongo.close()
 
         async def projected() -> Any:
-            response = await http.get(app.url(app.worker, "/v1/sessions"), headers=bearer)
+            response = await http.get(app.url(app.reader, "/v1/sessions"), headers=bearer)
             assert response.status_code == 200, response.text
             return [s for s in response.json()["items"] if s["session_id"] == report["session_id"]]
 
@@ -95,5 +101,6 @@ async def test_report_with_a_real_key_is_stored_projected_and_archived(
 
     await eventually(archived, 90, "archived")  # the archive flushes every 30 s (prod default)
     tier.passed("worker (Deployment, prod)")
+    tier.passed("reader (Deployment, prod)")
     tier.passed("DocumentDB (prod)")
     tier.passed("S3 (prod, AWS)")

@@ -91,8 +91,8 @@ async def test_prometheus_scrapes_every_broker_as_job_kafka(
 async def test_prometheus_loads_the_rules_and_scrapes_the_app_pods(
     platform: Platform, prometheus: Pod, app: App
 ) -> None:
-    """Every rendered rule group loads; the relabelled jobs ``processor``, ``worker`` and
-    ``kafka`` (one target per broker) are up."""
+    """Every rendered rule group loads; the relabelled jobs ``processor``, ``worker``,
+    ``reader`` and ``kafka`` (one target per broker) are up."""
     cluster = platform.cluster
     write_targets(cluster, cluster.state / "prometheus-targets.json")  # the app pods too now
     rules = find(platform.docs, "ConfigMap", "prometheus-rules")["data"]
@@ -103,7 +103,8 @@ async def test_prometheus_loads_the_rules_and_scrapes_the_app_pods(
     async with httpx.AsyncClient(timeout=5) as http:
         loaded = (await http.get(f"{base}/api/v1/rules")).json()["data"]["groups"]
     assert sorted(g["name"] for g in loaded) == expected_groups
-    for job, count in (("processor", 1), ("worker", 1), ("kafka", len(platform.brokers))):
+    jobs = (("processor", 1), ("worker", 1), ("reader", 1), ("kafka", len(platform.brokers)))
+    for job, count in jobs:
         series = await up_by_job(prometheus, job, count)
         assert [s["value"][1] for s in series] == ["1"] * count, (job, series)
     tier.passed("prometheus (Deployment)")

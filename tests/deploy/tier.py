@@ -78,6 +78,12 @@ ROWS = [
         "Dockerfile CMD on the workspace venv; 1 replica of 3",
     ),
     Row(
+        "reader (Deployment, prod)",
+        "executed",
+        "Dockerfile CMD on the workspace venv, CA4_CONSUMERS_ENABLED=false as rendered; 1 replica "
+        "of 2; it serves the session the worker projected",
+    ),
+    Row(
         "DocumentDB (prod)",
         "stand-in",
         f"{DOCUMENTDB_HOST} -> the shared dev stack's FerretDB without TLS (TLS with the CA "
@@ -94,8 +100,8 @@ ROWS = [
         "executed",
         "rendered args, rules and relabels on Debian's 2.42 (chart: v3.5.0); its build lacks "
         "kubernetes_sd, so the tier's pods are file_sd targets with Kubernetes' meta labels; "
-        "listens on the pod IP by flag (Go skips the preload library); jobs processor, worker "
-        "and kafka up",
+        "listens on the pod IP by flag (Go skips the preload library); jobs processor, worker, "
+        "reader and kafka up",
     ),
     Row(
         "grafana",

@@ -115,14 +115,17 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
     deployments = {
         d["metadata"]["labels"]["app.kubernetes.io/name"]: d for d in by_kind["Deployment"]
     }
-    assert set(deployments) == {"processor", "worker"}
-    for name, port in (("processor", 8000), ("worker", 8001)):
-        spec = pod_spec(deployments[name])
+    readers = {"reader"} if value_set == "prod" else set()  # the read API apart in prod
+    assert set(deployments) == {"processor", "worker", *readers}
+    ports = {"processor": 8000, "worker": 8001, "reader": 8001}
+    for name, deployment in deployments.items():
+        port = ports[name]
+        spec = pod_spec(deployment)
         container = spec["containers"][0]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["ports"][0]["containerPort"] == port
-        annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/port"] == str(port)
         assert spec["automountServiceAccountToken"] is False
@@ -133,7 +136,7 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
         if "valueFrom" in e
     }
     assert secret_env == {"CA4_MONGO_URL"}
-    for deployment in deployments.values():  # one keys file, mounted by both, reloaded live
+    for deployment in deployments.values():  # one keys file, mounted by all, reloaded live
         spec = pod_spec(deployment)
         container = spec["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
@@ -151,7 +154,8 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
         path["backend"]["service"]["name"].rsplit("-", 1)[-1]
         for path in ingress["spec"]["rules"][0]["http"]["paths"]
     }
-    assert backends == {"processor", "worker"}, "one edge URL: ingest and read routes"
+    read_backend = "reader" if readers else "worker"
+    assert backends == {"processor", read_backend}, "one edge URL: ingest and read routes"
     paths = {path["path"] for path in ingress["spec"]["rules"][0]["http"]["paths"]}
     assert "/sdk" in paths, "notebooks install the SDK from the edge"
     pdbs = by_kind.get("PodDisruptionBudget", [])
@@ -160,7 +164,7 @@ def test_app_wiring(rendered: Any, value_set: str) -> None:
         assert not pdbs
         assert not hpas
     else:
-        assert len(pdbs) == 2
+        assert len(pdbs) == 2 + len(readers)
         assert hpas[0]["spec"]["scaleTargetRef"]["name"].endswith("-processor")
 
 
@@ -191,6 +195,29 @@ def test_app_network_policies(rendered: Any, value_set: str) -> None:
         p["port"] for rule in processor["spec"]["egress"] for p in rule.get("ports", [])
     }
     assert 27017 in egress_ports, "processor: session ownership claims live in the database"
+
+
+def test_the_reader_serves_reads_apart_from_the_consumers(rendered: Any) -> None:
+    """Prod's reads go to pods of their own: the worker's image with its consumers off, which
+    reach the database and nothing else (no Kafka, no S3), and which `helm test` asks too."""
+    docs = rendered[("ca4-app", "prod")]
+    reader = by_name(docs, "Deployment", "ca4-app-reader")
+    worker = by_name(docs, "Deployment", "ca4-app-worker")
+    (container,) = pod_spec(reader)["containers"]
+    assert container["image"] == pod_spec(worker)["containers"][0]["image"]
+    assert env_of(container)["CA4_CONSUMERS_ENABLED"] == "false"
+    assert reader["spec"]["replicas"] == 2
+    policy = by_name(docs, "NetworkPolicy", "ca4-app-reader")
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 27017}, "the reader reaches DNS and the database only"
+    (test_pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert "http://ca4-app-reader:80/readyz" in test_pod["spec"]["containers"][0]["command"][-1]
+    test_policy = by_name(docs, "NetworkPolicy", "ca4-app-test")
+    reached = [s["podSelector"]["matchLabels"] for s in test_policy["spec"]["egress"][1]["to"]]
+    assert {"app.kubernetes.io/name": "reader", "app.kubernetes.io/instance": "ca4-app"} in reached
+    for value_set in ("default", "dev"):  # off: the worker serves reads, as before
+        names = {d["metadata"]["name"] for d in rendered[("ca4-app", value_set)]}
+        assert not {n for n in names if n.endswith("-reader")}, value_set
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -391,6 +418,10 @@ def test_every_job_the_alert_rules_select_is_scraped(rendered: Any, value_set: s
         for job in alternatives.split("|")
     }
     assert "kafka" in named, "the alert rules no longer name job kafka: revisit this test"
+    if not any(
+        d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-reader") for d in docs
+    ):
+        named.discard("reader")  # reader.enabled is off in these values: nothing to scrape
     scraped = {job for job, _, _ in scrape_targets(prometheus_config(docs), docs)}
     assert named <= scraped, f"jobs the alerts name that nothing scrapes: {named - scraped}"
 
@@ -774,7 +805,7 @@ def test_app_existing_secret_checksum_renders_as_the_pods_annotation(
     code, stdout, stderr = template(helm, "ca4-app", *args)
     assert code == 0, stderr
     without = pod_annotations(stdout)
-    assert set(without) == {"processor", "worker"}
+    assert {"processor", "worker"} <= set(without)
     assert all("checksum/secret" not in a for a in without.values()), "existingSecret: none"
     checksum = f"secrets.existingSecretChecksum={SECRET_CHECKSUM}"
     code, stdout, stderr = template(helm, "ca4-app", *args, "--set-string", checksum)

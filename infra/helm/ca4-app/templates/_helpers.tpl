@@ -36,7 +36,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 
 {{/*
 Return the selector labels of one component. Usage: include "ca4-app.selectorLabels" (dict "root" $ "component" "processor")
-The name label is the bare component name: the Prometheus config keeps pods named processor|worker.
+The name label is the bare component name: the Prometheus config keeps pods named processor|worker|reader.
 */}}
 {{- define "ca4-app.selectorLabels" -}}
 app.kubernetes.io/name: {{ .component }}
@@ -147,7 +147,7 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- end -}}
 
 {{/*
-Return one component's Deployment. Usage: include "ca4-app.deployment" (dict "root" $ "component" "processor" "values" .Values.processor "secretEnv" (list ...))
+Return one component's Deployment. Usage: include "ca4-app.deployment" (dict "root" $ "component" "processor" "values" .Values.processor "secretEnv" (list ...) "env" (list (dict "name" ... "value" ...)))
 Every component mounts the Secret's `api-key-hashes` as the keys file (CA4_API_KEYS_FILE): the
 kubelet refreshes a mounted Secret, so a revoked key stops working without a restart.
 */}}
@@ -236,6 +236,10 @@ spec:
                   name: {{ include "ca4-app.secretName" $root }}
                   key: {{ .key }}
             {{- end }}
+            {{- range .env }}
+            - name: {{ .name }}
+              value: {{ .value | quote }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
@@ -300,9 +304,31 @@ spec:
 {{- end -}}
 
 {{/*
-Return the egress rules every component needs: cluster DNS and the Kafka client port.
+Return the ingress rule of the pods that serve the read API (the worker, the reader): its HTTP
+port from inside the namespace, the ingress controller and Prometheus.
 */}}
-{{- define "ca4-app.egressDnsAndKafka" -}}
+{{- define "ca4-app.ingressReads" -}}
+{{- $np := .Values.networkPolicy -}}
+- from:
+    - podSelector: {}
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ $np.ingressNamespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml $np.ingressPodLabels | nindent 10 }}
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ $np.monitoringNamespace }}
+  ports:
+    - port: http
+      protocol: TCP
+{{- end -}}
+
+{{/*
+Return the egress rule every pod needs: cluster DNS.
+*/}}
+{{- define "ca4-app.egressDns" -}}
 - to:
     - namespaceSelector:
         matchLabels:
@@ -313,6 +339,13 @@ Return the egress rules every component needs: cluster DNS and the Kafka client 
   ports:
     - {port: 53, protocol: UDP}
     - {port: 53, protocol: TCP}
+{{- end -}}
+
+{{/*
+Return the egress rules the consumers and the processor need: cluster DNS and the Kafka client port.
+*/}}
+{{- define "ca4-app.egressDnsAndKafka" -}}
+{{ include "ca4-app.egressDns" . }}
 - to:
     - namespaceSelector:
         matchLabels:
@@ -360,4 +393,53 @@ service name (<svc>.<ns>.svc[.cluster.local]), any address otherwise. Usage: inc
         matchLabels:
           kubernetes.io/metadata.name: {{ index $labels 1 }}
   {{- end }}
+{{- end -}}
+
+{{/*
+Return the component that serves the read routes: the reader when reader.enabled, else the worker.
+*/}}
+{{- define "ca4-app.readComponent" -}}
+{{- ternary "reader" "worker" .Values.reader.enabled -}}
+{{- end -}}
+
+{{/*
+Return one component's ClusterIP Service on its http port. Usage: include "ca4-app.service" (dict "root" $ "component" "worker" "port" 80)
+*/}}
+{{- define "ca4-app.service" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "ca4-app.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "ca4-app.labels" .root | nindent 4 }}
+    {{- include "ca4-app.selectorLabels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "ca4-app.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ .port }}
+      targetPort: http
+      protocol: TCP
+{{- end -}}
+
+{{/*
+Return one component's PodDisruptionBudget. Usage: include "ca4-app.pdb" (dict "root" $ "component" "worker" "budget" (dict "maxUnavailable" 1))
+*/}}
+{{- define "ca4-app.pdb" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "ca4-app.componentName" . }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "ca4-app.labels" .root | nindent 4 }}
+    {{- include "ca4-app.selectorLabels" . | nindent 4 }}
+spec:
+  {{- toYaml .budget | nindent 2 }}
+  selector:
+    matchLabels:
+      {{- include "ca4-app.selectorLabels" . | nindent 6 }}
 {{- end -}}

@@ -1,7 +1,8 @@
 """ASGI entry point: ``uvicorn ca4_worker.main:app``.
 
 One process serves the read API and runs the Kafka consumers; the FastAPI lifespan starts and
-stops them together (store stage, projection stage, archive consumer, lag monitor).
+stops them together (store stage, projection stage, archive consumer, lag monitor). With
+``CA4_CONSUMERS_ENABLED=false`` it serves the read API alone (the chart's reader).
 """
 
 from __future__ import annotations
@@ -200,14 +201,16 @@ def create_app(
     settings: Settings | None = None,
     *,
     adapters: AdapterFactory = bootstrap,
-    kafka_consumers: bool = True,
+    kafka_consumers: bool | None = None,
 ) -> FastAPI:
     """The worker app for ``settings`` (tests pass their own topic, database and bucket).
 
     ``adapters`` builds what the app talks to (tests pass the in-memory fakes);
-    ``kafka_consumers=False`` serves the read API alone.
+    ``kafka_consumers=False`` serves the read API alone (default: ``consumers_enabled``).
     """
     settings = settings or get_settings()
+    if kafka_consumers is None:
+        kafka_consumers = settings.consumers_enabled
     app = FastAPI(
         title="CA4 worker",
         summary="Event store, projections, dead letters, S3 archive and read API.",

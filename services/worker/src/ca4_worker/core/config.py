@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     api_keys_reload_interval_s: float = Field(default=5.0, gt=0)
     """How often the keys file is checked, so a revoked key stops reading without a restart."""
 
+    consumers_enabled: bool = True
+    """Run the store and projection stages, the archive consumer and the lag monitor in this
+    process. Off, it serves the read API alone and never touches Kafka: reads then spend
+    another process's CPU and event loop than ingestion does (the chart's ``reader``)."""
+
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma-separated."""
     kafka_topic: str = TOPIC_GPU_METADATA
