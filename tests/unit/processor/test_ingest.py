@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ca4_processor.validation import MAX_ERRORS_PER_BATCH
 from ca4_telemetry import export_spans_to
 from fastapi import Request
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -282,3 +283,47 @@ async def test_seed_path_post_metadata_is_an_alias_of_v1(
     operation = (await client.get("/openapi.json")).json()["paths"]["/metadata"]["post"]
     assert operation["deprecated"] is True
     assert "alias of POST /v1/metadata" in operation["summary"]
+
+
+async def test_a_batch_of_many_errors_lists_a_thousand_and_counts_the_rest(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    """500 reports of 101 bad process entries each made a 6 MB answer, which the processor held
+    until the client read it (a client that never read parked 12 KB per token it paid): an
+    answer now lists at most MAX_ERRORS_PER_BATCH errors, and each report past them gets one
+    item that counts its own. The valid report is still published."""
+    reports = [make_report() for _ in range(500)]
+    for report in reports[:-1]:
+        report["payload"]["gpus"][0]["processes"] = list(range(101))
+
+    response = await client.post(
+        "/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS
+    )
+
+    assert response.status_code == 207
+    assert len(response.content) < 400_000
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 499)
+    rejected = [r["errors"] for r in body["results"] if r["status"] == "rejected"]
+    assert sum(len(errors) for errors in rejected) <= MAX_ERRORS_PER_BATCH + len(rejected)
+    assert rejected[0][:2] == [
+        {
+            "loc": ["body", "reports", 0, "payload", "gpus", 0, "processes", 0],
+            "msg": "Input should be an object",
+            "type": "model_type",
+        },
+        {
+            "loc": ["body", "reports", 0, "payload", "gpus", 0, "processes", 1],
+            "msg": "Input should be an object",
+            "type": "model_type",
+        },
+    ]
+    assert rejected[0][-1]["msg"] == "1 more errors not listed (at most 100 are)"
+    assert rejected[-1] == [
+        {
+            "loc": ["body", "reports", 498],
+            "msg": ("101 errors not listed (an answer lists at most 1000 of a batch's errors)"),
+            "type": "too_many_errors",
+        }
+    ]
+    assert [str(e.event_id) for e in fake_publisher.published] == [reports[-1]["event_id"]]

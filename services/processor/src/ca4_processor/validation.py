@@ -21,6 +21,10 @@ MAX_ERRORS_LISTED: Final = 100
 """Errors listed per report (or per request, outside reports); past it one more item says how
 many were left out. A body of many bad keys makes one error each, and listing them all (as
 dicts, then items, then the response) held about 60 times the body's weight."""
+MAX_ERRORS_PER_BATCH: Final = 1_000
+"""Errors listed in one batch's answer, across its reports; past it each rejected report gets
+one item that counts its errors. The answer stays in the processor until the client reads it,
+so without this bound a client that never reads parked a hundred errors per token it paid."""
 _ERRORS_JSON: Final = json.JSONDecoder()
 DUPLICATE_KEY_PREFIX: Final = "Detected duplicate key"
 """How jiter's error for a repeated key begins."""
@@ -41,10 +45,11 @@ def error_items(
     *,
     prefix: tuple[str | int, ...],
     where: Callable[[dict[str, Any]], bool] | None = None,
+    limit: int = MAX_ERRORS_LISTED,
 ) -> list[ErrorItem]:
-    """The first :data:`MAX_ERRORS_LISTED` of ``error`` (those ``where`` accepts, if given) as
-    :class:`ErrorItem` s, without echoing the (possibly huge) input, and one item saying how
-    many more there were.
+    """The first ``limit`` (at most :data:`MAX_ERRORS_LISTED`) of ``error`` (those ``where``
+    accepts, if given) as :class:`ErrorItem` s, without echoing the (possibly huge) input, and
+    one item saying how many more there were.
 
     Read one at a time from the error's JSON: ``ValidationError.errors()`` builds a dict for
     every error at once.
@@ -60,20 +65,28 @@ def error_items(
         position += 1  # the comma (or the closing bracket after the last one)
         if where is not None and not where(detail):
             continue
-        if len(items) < MAX_ERRORS_LISTED:
+        if len(items) < limit:
             loc = [*prefix, *detail["loc"]]
             items.append(ErrorItem(loc=loc, msg=detail["msg"], type=detail["type"]))
         else:
             left_out += 1
     if left_out:
-        items.append(
-            ErrorItem(
-                loc=list(prefix),
-                msg=f"{left_out} more errors not listed (at most {MAX_ERRORS_LISTED} are)",
-                type="too_many_errors",
-            )
-        )
+        items.append(_errors_left_out(prefix, left_out, listed=bool(items), limit=limit))
     return items
+
+
+def _errors_left_out(
+    prefix: tuple[str | int, ...], count: int, *, listed: bool, limit: int
+) -> ErrorItem:
+    """The item that counts the errors of a report (or request) not listed."""
+    if limit >= MAX_ERRORS_LISTED:
+        why = f"at most {MAX_ERRORS_LISTED} are"
+    else:
+        why = f"an answer lists at most {MAX_ERRORS_PER_BATCH} of a batch's errors"
+    more = "more " if listed else ""
+    return ErrorItem(
+        loc=list(prefix), msg=f"{count} {more}errors not listed ({why})", type="too_many_errors"
+    )
 
 
 def too_costly_items(cost: CopyCost, *, prefix: tuple[str | int, ...]) -> list[ErrorItem]:
@@ -243,19 +256,26 @@ def _parse_reports_one_by_one(
         )
     reports: dict[int, GpuMetadataReport] = {}
     rejected: dict[int, list[ErrorItem]] = {}
+    listed = 0  # error items in the answer so far, against MAX_ERRORS_PER_BATCH
     for index in range(len(raw_reports)):
         prefix = ("body", "reports", index)
+        room = min(MAX_ERRORS_LISTED, max(MAX_ERRORS_PER_BATCH - listed, 0))
         if costs is not None and costs[index].held_bytes > MAX_ERROR_BYTES:
             raw_reports[index] = None
-            rejected[index] = too_costly_items(costs[index], prefix=prefix)
-            continue
-        # Each report's decoded copy is dropped before the report is validated: validating a
-        # report that fails makes copies of its own.
-        report_json, raw_reports[index] = to_json(raw_reports[index]), None
-        try:
-            reports[index] = GpuMetadataReport.model_validate_json(report_json)
-        except ValidationError as item_error:
-            rejected[index] = error_items(item_error, prefix=prefix)
+            rejected[index] = (
+                too_costly_items(costs[index], prefix=prefix)
+                if room
+                else [_errors_left_out(prefix, costs[index].error_count, listed=False, limit=0)]
+            )
+        else:
+            # Each report's decoded copy is dropped before the report is validated: validating
+            # a report that fails makes copies of its own.
+            report_json, raw_reports[index] = to_json(raw_reports[index]), None
+            try:
+                reports[index] = GpuMetadataReport.model_validate_json(report_json)
+            except ValidationError as item_error:
+                rejected[index] = error_items(item_error, prefix=prefix, limit=room)
+        listed += len(rejected.get(index, ()))
     return BatchParse(reports=reports, rejected=rejected, size=len(raw_reports))
 
 
