@@ -107,6 +107,10 @@ async def test_events_are_stored_projected_dead_lettered_and_archived(
         assert one["gpu_models"] == ["Tesla T4"]
         assert (await api.get("/v1/sessions/nope")).status_code == 404
         assert (await api.get("/v1/sessions/nope")).json() == {"detail": "Session not found"}
+        # An offset that moves the instant before year 1 in UTC: 422 (the database's driver
+        # failed to encode it, a 500).
+        before_year_one = {"seen_since": "0001-01-01T00:00:00+01:00"}
+        assert (await api.get("/v1/sessions", params=before_year_one)).status_code == 422
         gpu = (await api.get("/v1/gpus/GPU-3")).json()
         assert gpu["session_id"] == "session-3"
         assert (await api.get("/readyz")).status_code == 200

@@ -219,6 +219,9 @@ async def test_a_bare_cursor_of_a_mig_device_with_slashes_pages_on_too(worker: W
         cursor = seen[-1]  # what a client from before tenancy passes back
 
     assert seen == uuids
+    for path in (uuids[1], uuids[1].replace("/", "%2F")):  # raw or encoded slashes
+        one = await worker.client.get(f"/v1/gpus/{path}", headers=A)
+        assert (one.status_code, one.json()["gpu_uuid"]) == (200, uuids[1]), path
 
 
 async def test_a_read_all_keys_bare_cursor_must_name_a_pre_tenancy_document(
@@ -480,6 +483,32 @@ async def test_out_of_range_limit_and_event_id_are_422(worker: Worker) -> None:
     assert [error["loc"] for error in too_many.json()["detail"]] == [["query", "limit"]]
     assert not_a_uuid.status_code == 422
     assert [error["loc"] for error in not_a_uuid.json()["detail"]] == [["path", "event_id"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "instant"),
+    [("seen_since", "0001-01-01T00:00:00+01:00"), ("seen_until", "9999-12-31T23:59:59-01:00")],
+)
+async def test_an_instant_past_the_calendar_in_utc_is_422_not_500(
+    worker: Worker, name: str, instant: str
+) -> None:
+    """The offset moves it before year 1 or after 9999 in UTC, where the database compares."""
+    await _fill(worker, 2)
+    response = await worker.client.get("/v1/sessions", params={name: instant}, headers=A)
+
+    assert (response.status_code, response.json()) == (
+        422,
+        {
+            "detail": [
+                {
+                    "type": "value_error",
+                    "loc": ["query", name],
+                    "msg": "the instant is outside years 1 to 9999 in UTC",
+                    "input": instant,
+                }
+            ]
+        },
+    )
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,8 @@ async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by k
         ) from error
 
 
-@router.get("/{gpu_uuid}", response_model=GpuView, responses=NOT_FOUND)
+# `path`: a MIG device's UUID holds slashes (MIG-GPU-<uuid>/<gi>/<ci>), raw or as %2F.
+@router.get("/{gpu_uuid:path}", response_model=GpuView, responses=NOT_FOUND)
 async def read_gpu(gpu_uuid: str, projections: ProjectionsDep, tenant: ReadTenantDep) -> GpuView:
     """The key's tenant's view of one GPU (``read:all``: the newest of any tenant's); a GPU only
     another tenant reported is ``404``, exactly like one nobody reported."""

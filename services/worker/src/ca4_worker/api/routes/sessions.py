@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import TypeAdapter, ValidationError
 
 from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep, SettingsDep
-from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS, unprocessable
+from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS, in_utc, unprocessable
 from ca4_worker.application.views import Page, SessionQuery, SessionView
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=READ_ERRORS)
@@ -71,8 +71,8 @@ async def read_sessions(  # noqa: PLR0917 - FastAPI passes each query parameter 
         label=_label(label),
         gpu_model=gpu_model,
         runtime=runtime,
-        seen_since=seen_since,
-        seen_until=seen_until,
+        seen_since=in_utc("seen_since", seen_since),
+        seen_until=in_utc("seen_until", seen_until),
         after=cursor,
         limit=limit,
         max_bytes=settings.read_page_max_bytes,

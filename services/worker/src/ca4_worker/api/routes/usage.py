@@ -10,7 +10,6 @@ from ca4_auth import ApiKey
 from ca4_schemas.api import MessageErrorBody
 from ca4_schemas.types import OWNER_ID_PATTERN
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.exceptions import RequestValidationError
 
 from ca4_worker.api.deps import (
     READ_WAITED_S,
@@ -19,7 +18,7 @@ from ca4_worker.api.deps import (
     too_many_in_flight,
 )
 from ca4_worker.api.read_slots import ReadRefusedError, ReadSlots, slot_owner
-from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS
+from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, READ_ERRORS, bad_query
 from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.usage import UsageProjection, UsageReport, usage_report
 from ca4_worker.core.config import Settings
@@ -124,11 +123,11 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
     try:
         start = from_day or end - timedelta(days=DEFAULT_DAYS)
     except OverflowError:  # the default from would be before year 1
-        raise _bad_query(
+        raise bad_query(
             "to", f"to leaves no room for the default {DEFAULT_DAYS} days before it", end
         ) from None
     if not start < end or (end - start).days > MAX_DAYS:
-        raise _bad_query("from", f"from must be before to, at most {MAX_DAYS} days apart", start)
+        raise bad_query("from", f"from must be before to, at most {MAX_DAYS} days apart", start)
     # One tenant's reports take at most its own slots, never every one of the worker's; a
     # report over a cap waits its turn, and the wait counts against the report's deadline.
     slots: ReadSlots = request.app.state.usage_slots
@@ -166,17 +165,3 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         ) from error
     finally:
         await slots.leave(owner)
-
-
-def _bad_query(name: str, message: str, value: date) -> RequestValidationError:
-    """The documented ``422`` body (FastAPI's validation errors), like every other bad query."""
-    return RequestValidationError(
-        [
-            {
-                "type": "value_error",
-                "loc": ("query", name),
-                "msg": message,
-                "input": value.isoformat(),
-            }
-        ]
-    )
