@@ -5,6 +5,11 @@
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
+# GNU Make 3.81 (macOS's /usr/bin/make) ignores .SHELLFLAGS: its recipes would run without -e and
+# pipefail, so a step that fails (a refused check) would not stop the next one (applying a Secret).
+ifneq ($(filter 3.7% 3.80% 3.81%,$(MAKE_VERSION)),)
+$(error GNU Make $(MAKE_VERSION) ignores .SHELLFLAGS (-eu -o pipefail): a failed step would not stop these targets. Use GNU Make 3.82 or later (macOS: brew install make, then run gmake instead of make; see docs/provisioning.md, "What you need"))
+endif
 
 ENV ?= dev
 CA4_INFRA_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
@@ -112,7 +117,7 @@ CA4_KUBE_PREFLIGHT = $(CA4_PREFLIGHT) $@ $(1) -- file:CA4_KUBECONFIG $(2) && \
 	  { echo "$@: Kubernetes API not reachable through $(CA4_KUBECONFIG): run 'make ca4-api-tunnel'" >&2; exit 1; }; }
 
 .PHONY: ca4-tf-init
-ca4-tf-init:
+ca4-tf-init: ## Point Terraform at ENV's remote state (ca4-apply and ca4-destroy run it; alone: once per ENV and machine)
 	@$(CA4_TF_PREFLIGHT)
 	terraform -chdir=$(CA4_TF_DIR) init -input=false -reconfigure \
 		-backend-config="bucket=$(CA4_TF_STATE_BUCKET)" \
@@ -136,7 +141,7 @@ ca4-apply: ## 1. Terraform: VPC, bastion, K3s nodes, archive bucket, DocumentDB 
 
 .PHONY: ca4-bootstrap-k3s
 ca4-bootstrap-k3s: ## 2. Install K3s on the nodes through the bastion, fetch the kubeconfig, wait for Ready
-	@$(CA4_PREFLIGHT) $@ terraform ssh
+	@$(CA4_PREFLIGHT) $@ terraform ssh sha256sum
 	$(CA4_SCRIPTS)/k3s-bootstrap.sh
 
 .PHONY: ca4-images
@@ -215,7 +220,7 @@ ca4-platform-setup: ## 6. Helm: namespaces, Kafka, Prometheus, Alertmanager (+ i
 
 .PHONY: ca4-deploy-app
 ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_KEY_HASHES, CA4_MONGO_URL: the live Secret's when unset, in dev else the in-cluster MongoDB's; CA4_INGRESS_HOST in prod)
-	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl uv,files:CA4_APP_VALUES)
+	@$(call CA4_KUBE_PREFLIGHT,helm kubectl terraform curl uv sha256sum,files:CA4_APP_VALUES)
 	@# Each of the Secret's values comes from its variable, else from the live Secret (a re-run
 	@# keeps what the cluster has), else, for the dev database URL, from the in-cluster MongoDB
 	@# (ca4-platform values-dev.yaml: mongodb.enabled). Read into the shell, never echoed.
@@ -257,7 +262,7 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		echo "$@: CA4_MONGO_URL: the in-cluster MongoDB's (Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET), key mongo-url)"; \
 	fi; \
 	uv run python $(CA4_SCRIPTS)/check-app-secrets.py --target $@ --env $(ENV) --new "$$new" --live "$$live" \
-		--ca-file '$(CA4_DB_CA_FILE)' $(if $(filter yes,$(CA4_REVOKE_KEYS)),--revoke-keys); \
+		--ca-file '$(CA4_DB_CA_FILE)' $(if $(filter yes,$(CA4_REVOKE_KEYS)),--revoke-keys) || exit 1; \
 	kubectl -n $(CA4_APP_NAMESPACE) create secret generic $(CA4_APP_SECRET) --from-file="$$new" \
 		--dry-run=client -o yaml | kubectl apply -f -
 	@# The RDS CA bundle, fetched now so it is current, in the ConfigMap the chart mounts at

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,43 @@ def test_platform_kafka_capacity_fits_each_broker_volume(rendered: Any, value_se
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
     assert claim.endswith("Gi")
     assert partitions * per_partition <= int(claim[:-2]) * 2**30
+
+
+JVM_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_platform_kafka_heap_holds_the_log_cleaner_buffer(rendered: Any, value_set: str) -> None:
+    """The log cleaner allocates its dedupe buffer whole in the heap at start: a dev broker with
+    a 256m heap died of OutOfMemoryError on Kafka's 128 MiB default. Each value set's heap keeps
+    at least twice the buffer and 256 MiB besides it (384m with 128 MiB runs in the deploy tier),
+    and the container's limit about 300Mi above the heap for what the JVM holds outside it."""
+    docs = rendered[("ca4-platform", value_set)]
+    props = next(d for d in docs if d["metadata"]["name"] == "kafka-config")["data"][
+        "server.properties.in"
+    ]
+    settings = dict(line.strip().split("=", 1) for line in props.splitlines() if "=" in line)
+    dedupe = int(settings["log.cleaner.dedupe.buffer.size"])
+    sts = by_name(docs, "StatefulSet", "kafka")
+    (broker,) = [c for c in pod_spec(sts)["containers"] if c["name"] == "kafka"]
+    heap_opts = next(e["value"] for e in broker["env"] if e["name"] == "KAFKA_HEAP_OPTS")
+    match = re.search(r"-Xmx(\d+)([kmg]?)\b", heap_opts, re.I)
+    assert match, heap_opts
+    xmx = int(match.group(1)) * JVM_UNITS[match.group(2).lower()]
+    assert xmx >= 2 * dedupe, (heap_opts, dedupe)
+    assert xmx - dedupe >= 256 * 2**20, (heap_opts, dedupe)
+    limit = broker["resources"]["limits"]["memory"]
+    assert limit.endswith(("Mi", "Gi")), limit
+    limit_bytes = int(limit[:-2]) * (2**20 if limit.endswith("Mi") else 2**30)
+    assert limit_bytes >= xmx + 300 * 2**20, (limit, heap_opts)
+
+
+def test_dev_kafka_uses_a_small_log_cleaner_buffer() -> None:
+    """Dev's one broker compacts little: 32 MiB, not Kafka's 128 MiB (the chart's default)."""
+    dev = yaml.safe_load((chart_dir("ca4-platform") / "values-dev.yaml").read_text())
+    default = yaml.safe_load((chart_dir("ca4-platform") / "values.yaml").read_text())
+    assert dev["kafka"]["logCleanerDedupeBufferBytes"] == 32 * 2**20
+    assert default["kafka"]["logCleanerDedupeBufferBytes"] == 128 * 2**20
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -623,6 +661,20 @@ BAD_VALUES = [
         "the brokers would fill their volumes",
     ),
     ("ca4-platform", ["--set", "kafka.defaultReplicationFactor=3"], "exceeds kafka.replicas"),
+    # validateValues counts the brokers' volume in Gi: the schema takes nothing else
+    ("ca4-platform", ["--set", "kafka.persistence.size=10240Mi"], "kafka/persistence/size"),
+    ("ca4-platform", ["--set", "kafka.persistence.size=1Ti"], "kafka/persistence/size"),
+    # the heap a dev broker died with: Kafka's 128 MiB dedupe buffer in a 256m heap
+    (
+        "ca4-platform",
+        ["--set", "kafka.heapOpts=-Xms256m -Xmx256m"],
+        "kafka.logCleanerDedupeBufferBytes (134217728) leaves less than 256 MiB of the -Xmx256m",
+    ),
+    (
+        "ca4-platform",
+        ["--set", "kafka.logCleanerDedupeBufferBytes=1048575"],
+        "kafka/logCleanerDedupeBufferBytes",
+    ),
     ("ca4-platform", ["--set", "kafka.tunnel.nodePortBase=80"], "nodePortBase"),
     ("ca4-platform", ["--set", "kafka.image.tag=latest"], "kafka/image/tag"),
     ("ca4-platform", ["--set", "mongodb.image.tag=latest"], "mongodb/image/tag"),
@@ -753,6 +805,48 @@ def test_platform_notes_name_the_components_it_deploys() -> None:
     notes = (chart_dir("ca4-platform") / "templates" / "NOTES.txt").read_text()
     assert "Promtail" not in notes
     assert "Alloy" in notes
+
+
+def rendered_notes(helm: str, tmp_path: Path, *args: str) -> str:
+    """The platform chart's NOTES.txt as `helm install` prints it. `helm template` renders no
+    notes, so a copy of the chart renders the file's text through ``tpl`` into a ConfigMap."""
+    copy = tmp_path / "ca4-platform"
+    shutil.copytree(chart_dir("ca4-platform"), copy)
+    (copy / "files" / "notes.txt").write_text((copy / "templates" / "NOTES.txt").read_text())
+    (copy / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\ndata:\n"
+        '  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
+    )
+    result = run(
+        [
+            *[helm, "template", "ca4-platform", str(copy), "--namespace", "platform"],
+            *["--kube-version", KUBE_VERSION, "--show-only", "templates/zz-notes.yaml", *args],
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    notes: str = yaml.safe_load(result.stdout)["data"]["notes"]
+    return notes
+
+
+@pytest.mark.parametrize("value_set", ["dev", "prod"])
+def test_platform_notes_give_the_kafka_tunnel_as_it_runs(
+    helm: str, tmp_path: Path, value_set: str
+) -> None:
+    """The tunnel line names the variables the target reads (tunnel.sh forwards one broker unless
+    told CA4_KAFKA_BROKERS), and the ssh lines the config that routes through the bastion."""
+    values = yaml.safe_load((chart_dir("ca4-platform") / f"values-{value_set}.yaml").read_text())
+    replicas = values["kafka"]["replicas"]
+    notes = rendered_notes(helm, tmp_path, *values_args("ca4-platform", value_set))
+    assert f"make dev-kafka-tunnel ENV=<dev|prod> CA4_KAFKA_BROKERS={replicas} " in notes
+    tunnel = (REPO / "tools/provision/scripts/tunnel.sh").read_text()
+    assert "${CA4_KAFKA_BROKERS:-1}" in tunnel
+    assert "\t$(CA4_SCRIPTS)/tunnel.sh kafka\n" in (REPO / "mk/infra.mk").read_text()
+    ssh_lines = re.findall(r"^ +broker (\d+): (ssh .*)$", notes, re.M)
+    assert [int(n) for n, _ in ssh_lines] == list(range(replicas))
+    for n, line in ssh_lines:
+        assert line.startswith("ssh -F .ca4/<dev|prod>/ssh_config -N -L "), line
+        node = f"<private ip of the node running kafka-{n}>"
+        assert f"-L {9092 + int(n)}:{node}:{30094 + int(n)} " in line
 
 
 def test_chart_copies_of_observability_are_fresh() -> None:

@@ -6,6 +6,7 @@ receiver of its own; Alertmanager's silences and Grafana's database live on PVCs
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -329,6 +330,23 @@ def test_a_prometheus_retention_size_that_fills_its_volume_is_refused(
     helm: str, args: list[str], message: str
 ) -> None:
     assert message in refused(helm, *args)
+
+
+def test_the_retention_size_is_documented_in_the_units_the_schema_takes() -> None:
+    """values.yaml once offered "powers of 2 like Mi and Gi", which the schema refuses."""
+    schema = json.loads((chart_dir("ca4-platform") / "values.schema.json").read_text())
+    pattern = schema["properties"]["prometheus"]["properties"]["retentionSize"]["pattern"]
+    units = re.search(r"\(([A-Z|]+)\)\$$", pattern)
+    assert units, pattern
+    accepted = set(units.group(1).split("|"))
+    assert accepted == set(UNITS)
+    values = (chart_dir("ca4-platform") / "values.yaml").read_text()
+    (doc,) = re.findall(r"^ *## @param prometheus\.retentionSize (.*)$", values, re.M)
+    named = re.search(r"units ((?:[A-Z]+, )*[A-Z]+ or [A-Z]+)", doc)
+    assert named, doc
+    assert set(re.findall(r"[A-Z]+", named.group(1))) == accepted
+    assert "like Mi and Gi" not in doc
+    assert "1GB = 1GiB" in doc
 
 
 def watchdog_rule() -> dict[str, Any]:

@@ -111,3 +111,112 @@ def test_the_key_making_lines_give_an_entry_both_services_accept(tmp_path: Path)
         environment="prod", inline_hashes="", keys_file=tmp_path / "api-keys"
     )
     assert ring.identify(key) == ApiKey("colab", "acme", frozenset({Scope.WRITE, Scope.READ}))
+
+
+def needs_row(first_cell_holds: str) -> list[str]:
+    """The cells of the "What you need" row whose first cell holds ``first_cell_holds``."""
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in section("What you need").splitlines()
+        if line.startswith("| ") and first_cell_holds in line.split("|")[1]
+    ]
+    assert len(rows) == 1, f"no single row for {first_cell_holds!r} in What you need"
+    return rows[0]
+
+
+def test_what_you_need_names_the_make_and_bash_macos_lacks() -> None:
+    """Apple's make 3.81 ignores .SHELLFLAGS and its bash 3.2 has no mapfile: both are named,
+    with what to install, as mk/infra.mk and preflight.sh say when they refuse them."""
+    make = needs_row("GNU `make` 3.82 or later")
+    assert "`gmake` (`brew install make`)" in make[0]
+    assert "3.81" in make[1]
+    bash = needs_row("`bash` 4.4 or later")
+    assert "first on `PATH`" in bash[0]
+    assert "brew install bash" in bash[0]
+    assert "`sha256sum`" in needs_row("`sha256sum`")[0]
+    assert "brew install make, then run gmake" in (REPO / "mk" / "infra.mk").read_text()
+    preflight = (REPO / "tools/provision/scripts/preflight.sh").read_text()
+    assert "bash 4.4 or later first on PATH (macOS: brew install bash" in preflight
+
+
+def test_uv_is_needed_from_the_first_step() -> None:
+    """make ca4-apply checks the saved plan with `uv run`, which installs the workspace first."""
+    uv = needs_row("`uv`")
+    assert "ca4-apply" in uv[2].split(", ")
+    assert "installs the workspace" in uv[1]
+    assert "uv run python $(CA4_SCRIPTS)/check-tf-plan.py" in (REPO / "mk/infra.mk").read_text()
+
+
+def test_the_heartbeat_is_documented_end_to_end() -> None:
+    """How to turn it on (a values file as CA4_PLATFORM_VALUES), the file its URL comes from,
+    its key in every list of the Secret's keys, and that the Secret is written whole."""
+    receivers = needs_row("`CA4_ALERT_WEBHOOK_URL_FILE`")
+    assert "`CA4_ALERT_HEARTBEAT_URL_FILE`" in receivers[0]
+    heartbeat = section("Heartbeat")
+    assert "CA4_PLATFORM_VALUES=" in heartbeat
+    assert "heartbeat:\\n    enabled: true" in heartbeat
+    assert "CA4_ALERT_HEARTBEAT_URL_FILE=" in heartbeat
+    assert "CA4_ALERT_WEBHOOK_URL_FILE=" in heartbeat, "the other receivers' files again"
+    assert "name a file for every enabled receiver" in heartbeat
+    make = (REPO / "mk/infra.mk").read_text()
+    assert "heartbeat-url=CA4_ALERT_HEARTBEAT_URL_FILE" in make
+    assert "name a file for every enabled receiver" in make
+    receivers_step = section("Alertmanager receivers")
+    assert "`heartbeat-url` from\n   `CA4_ALERT_HEARTBEAT_URL_FILE`" in receivers_step
+    assert "`smtp-password`, and\n  `heartbeat-url`" in section("6. `make ca4-platform-setup`")
+    values = (chart_dir("ca4-platform") / "values.yaml").read_text()
+    (existing,) = re.findall(r"^ *## @param alertmanager\.existingSecret (.*)$", values, re.M)
+    assert "heartbeat-url" in existing
+    assert "CA4_ALERT_HEARTBEAT_URL_FILE" in values.split("## @section Alertmanager")[1]
+
+
+def test_the_quorum_check_runs_as_written(rendered: Rendered) -> None:
+    """The check names the pod, the container and the script's path in the image, and a
+    bootstrap address the broker listens on."""
+    docs = rendered[("ca4-platform", "prod")]
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kafka"]
+    namespace = sts["metadata"]["namespace"]
+    containers = sts["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == "kafka"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "internal")
+    (config,) = [d for d in docs if d["metadata"]["name"] == "kafka-config"]
+    assert "/opt/kafka/bin/kafka-storage.sh" in config["data"]["start.sh"]
+    command = (
+        f"kubectl -n {namespace} exec kafka-0 -c {container['name']} -- "
+        f"/opt/kafka/bin/kafka-metadata-quorum.sh --bootstrap-server localhost:{port} "
+        "describe --status"
+    )
+    assert command in section("Changing `kafka.replicas`")
+
+
+def test_the_topics_jobs_log_is_there_as_long_as_the_guide_says(rendered: Rendered) -> None:
+    """A failed Job was deleted after 10 minutes, and `kubectl logs job/kafka-topics` with it."""
+    (job,) = [
+        d
+        for d in rendered[("ca4-platform", "prod")]
+        if d["kind"] == "Job" and d["metadata"]["name"] == "kafka-topics"
+    ]
+    assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+    topics = section("Kafka topics and partitions")
+    assert "`kubectl -n platform logs job/kafka-topics`, for a day after the\nfailure" in topics
+    assert "`ttlSecondsAfterFinished: 86400`" in topics
+
+
+def test_the_guide_warns_that_the_operator_key_is_one_per_environment() -> None:
+    """Applying with another CA4_SSH_PUBLIC_KEY_FILE replaces the key pair, not the key on the
+    running machines."""
+    main = (REPO / "infra/terraform/stacks/ca4/main.tf").read_text()
+    assert 'resource "aws_key_pair" "operator"' in main
+    note = section("One SSH key per environment")
+    assert "`aws_key_pair.operator`" in note
+    assert "team's public key" in note
+    assert "ssh -F .ca4/<ENV>/ssh_config ubuntu@" in note
+    assert "One SSH key per environment" in needs_row("`CA4_SSH_PUBLIC_KEY_FILE`")[1]
+
+
+def test_the_kafka_heap_the_guide_gives_is_the_chart_s() -> None:
+    dev = yaml.safe_load((chart_dir("ca4-platform") / "values-dev.yaml").read_text())
+    memory = section("Kafka memory")
+    assert f"dev `{dev['kafka']['heapOpts']}`" in memory
+    assert "`kafka.logCleanerDedupeBufferBytes`" in memory
+    assert str(dev["kafka"]["logCleanerDedupeBufferBytes"]) in memory

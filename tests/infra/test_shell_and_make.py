@@ -173,12 +173,29 @@ def test_deploy_steps_are_listed_in_the_same_order_everywhere() -> None:
     assert sections == [(str(n), t) for n, t in numbered]
 
 
+def infra_targets() -> list[str]:
+    """mk/infra.mk's CA4_INFRA_TARGETS: the provisioning targets, each given ENV and its state."""
+    text = (REPO / "mk" / "infra.mk").read_text().replace("\\\n", " ")
+    match = re.search(r"^CA4_INFRA_TARGETS := (.*)$", text, re.M)
+    assert match, "no CA4_INFRA_TARGETS in mk/infra.mk"
+    return match.group(1).split()
+
+
 def test_make_help_lists_every_target() -> None:
     text = (REPO / "mk" / "infra.mk").read_text()
-    for target in [*ALL_TARGETS, "helm-sync"]:
+    for target in [*ALL_TARGETS, *infra_targets(), "helm-sync"]:
         assert re.search(rf"^{re.escape(target)}: ## \S", text, re.M), (
             f"{target} has no ## help line"
         )
+
+
+def test_readme_names_every_provisioning_target() -> None:
+    """The README's list of what `make help` shows once missed ca4-images, ca4-db-user and
+    ca4-api-tunnel."""
+    readme = (REPO / "README.md").read_text()
+    listed = readme.split("and the provisioning\ntargets (", 1)[1].split(")", 1)[0]
+    named = re.findall(r"`([a-z0-9-]+)`", listed)
+    assert set(infra_targets()) | {"dev-api", "dev-ngrok"} <= set(named)
 
 
 # -- fake environment ----------------------------------------------------------------------------
@@ -1031,8 +1048,10 @@ def test_kafka_tunnel_to_an_old_node_is_named(sandbox: Sandbox) -> None:
     [
         ("ca4-apply", "terraform"),
         ("ca4-bootstrap-k3s", "ssh"),
+        ("ca4-bootstrap-k3s", "sha256sum"),
         ("ca4-platform-setup", "helm"),
         ("ca4-deploy-app", "kubectl"),
+        ("ca4-deploy-app", "sha256sum"),
         ("ca4-verify-e2e", "uv"),
         ("ca4-destroy", "terraform"),
         ("dev-api", "uv"),
@@ -1083,6 +1102,41 @@ def test_missing_credential_stops_the_target(
         for c in sandbox.calls()
         if c["tool"] in {"terraform", "helm", "ngrok"} and c["argv"][0] != "output"
     ]
+
+
+@pytest.mark.parametrize("version", ["3.81", "3.80"])
+def test_a_make_that_ignores_the_shell_flags_is_refused_by_name(
+    sandbox: Sandbox, version: str
+) -> None:
+    """macOS's /usr/bin/make is GNU Make 3.81, which ignores .SHELLFLAGS: without -e a refused
+    step went on to the next one. It stops before any recipe, saying what to use instead."""
+    result = sandbox.make("ca4-apply", f"MAKE_VERSION={version}")
+    assert result.returncode != 0
+    assert f"GNU Make {version} ignores .SHELLFLAGS" in result.stderr
+    assert "Use GNU Make 3.82 or later (macOS: brew install make, then run gmake" in result.stderr
+    assert sandbox.calls() == []
+
+
+def test_preflight_refuses_a_bash_older_than_4_4(tmp_path: Path) -> None:
+    """macOS's /bin/bash is 3.2, which has no mapfile (k3s-bootstrap.sh), no declare -A
+    (images.sh) and no negative array index (tunnel.sh): the first step names what to install.
+    BASH_VERSINFO is read-only, so a copy of the script reads 3.2's instead."""
+    script = (REPO / "tools/provision/scripts/preflight.sh").read_text()
+    check = "((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4)))"
+    assert script.count(check) == 1
+    old_bash = tmp_path / "preflight.sh"
+    old_bash.write_text(
+        script.replace(check, "((3 < 4 || (3 == 4 && 2 < 4)))").replace(
+            "${BASH_VERSION}", "3.2.57(1)-release"
+        )
+    )
+    result = run(["bash", str(old_bash), "ca4-apply", "terraform"])
+    assert result.returncode != 0
+    assert result.stderr.startswith(
+        "ca4-apply: bash 3.2.57(1)-release is too old: the provisioning scripts need bash 4.4 or "
+        "later first on PATH (macOS: brew install bash"
+    ), result.stderr
+    assert run(["bash", str(REPO / "tools/provision/scripts/preflight.sh"), "x"]).returncode == 0
 
 
 def test_missing_kubeconfig_stops_platform_setup(sandbox: Sandbox) -> None:
@@ -1849,6 +1903,19 @@ def test_deploy_refuses_keys_the_services_refuse(
     assert line.endswith("(nothing was applied)")
     assert RAW_KEY not in result.stdout + result.stderr
     assert [c for c in changes(sandbox.calls()) if c[0] != "run"] == []
+
+
+def test_a_refused_secret_is_never_applied_even_without_the_shell_flags(sandbox: Sandbox) -> None:
+    """The check and the apply share one shell line: under a make that ignores .SHELLFLAGS
+    (3.81, the guard aside) a refusal followed by `;` went on to apply the Secret anyway."""
+    ready_for(sandbox, "ca4-deploy-app")
+    result = sandbox.make(
+        "ca4-deploy-app", ".SHELLFLAGS=-c", env={"CA4_API_KEY_HASHES": f"ci:{RAW_KEY}"}
+    )
+    assert result.returncode != 0
+    assert "ca4-deploy-app: CA4_API_KEY_HASHES" in result.stderr
+    assert not [c for c in sandbox.calls() if {"create", "secret"} <= set(c["argv"])]
+    assert not [c for c in sandbox.calls() if c["tool"] == "helm" and c["argv"][0] == "upgrade"]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,13 @@ target="${1:?usage: preflight.sh TARGET [tool...] [-- requirement...]}"
 shift
 fail() { printf '%s: %s\n' "${target}" "$*" >&2; exit 1; }
 
+# The provisioning scripts use bash 4.4 (mapfile, associative arrays, negative array indexes,
+# empty arrays under set -u); macOS's /bin/bash is 3.2. This runs with the bash first on PATH,
+# which is the one the scripts and the Make recipes get.
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+  fail "bash ${BASH_VERSION} is too old: the provisioning scripts need bash 4.4 or later first on PATH (macOS: brew install bash, and put Homebrew's bin, /opt/homebrew/bin or /usr/local/bin, before /bin)"
+fi
+
 while [[ $# -gt 0 && "$1" != "--" ]]; do
   command -v "$1" >/dev/null 2>&1 || fail "missing tool: $1 (install it and put it on PATH; see docs/provisioning.md)"
   shift
