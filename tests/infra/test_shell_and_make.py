@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.infra.conftest import (
     K3S_VERSION,
@@ -451,6 +452,40 @@ def test_bootstrap_runs_only_the_pinned_installer(sandbox: Sandbox) -> None:
         assert "get.k3s.io" not in remote, remote
         assert call["stdin"] == FAKE_INSTALLER.decode()
         assert f"INSTALL_K3S_VERSION='{K3S_VERSION}'" in remote, remote
+
+
+def test_bootstrap_gives_traefik_a_write_deadline_on_every_server(sandbox: Sandbox) -> None:
+    """Traefik as K3s ships it sets no write deadline: a client that never read an answer kept
+    it, and the pod's memory behind it, while it stayed connected. Every server gets the
+    HelmChartConfig in its auto-deploy folder, byte for byte."""
+    result = sandbox.make("ca4-bootstrap-k3s")
+    assert result.returncode == 0, result.stderr
+    config = REPO / "infra" / "k3s" / "traefik-config.yaml"
+    servers = {
+        c["argv"][-2]
+        for c in sandbox.calls()
+        if c["tool"] == "ssh"
+        and "INSTALL_K3S_VERSION" in " ".join(c["argv"])
+        and " server " in f" {c['argv'][-1]} "
+    }
+    pushes = [
+        c
+        for c in sandbox.calls()
+        if c["tool"] == "ssh"
+        and "/var/lib/rancher/k3s/server/manifests/ca4-traefik-config.yaml" in c["argv"][-1]
+    ]
+    assert servers, "no server was installed"
+    assert {c["argv"][-2] for c in pushes} == servers, "one copy on each server"
+    assert all(c["stdin"] == config.read_text() for c in pushes)
+    (manifest,) = yaml.safe_load_all(config.read_text())
+    assert (manifest["kind"], manifest["metadata"]) == (
+        "HelmChartConfig",
+        {"name": "traefik", "namespace": "kube-system"},
+    )
+    ports = yaml.safe_load(manifest["spec"]["valuesContent"])["ports"]
+    for entry_point in ("web", "websecure"):
+        timeouts = ports[entry_point]["transport"]["respondingTimeouts"]
+        assert timeouts == {"writeTimeout": "60s"}, entry_point
 
 
 def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:

@@ -4,11 +4,12 @@
 #      SANs for the tunnel address and its private IP; when one does (a server Terraform replaced
 #      comes back without K3s), every node joins the first server that runs it
 #   2. other servers (HA): join that server with its node token
-#   3. agents: join with the node token
-#   4. kubeconfig: fetched from that server, rewritten for the SSH tunnel (https://127.0.0.1:6443),
+#   3. Traefik's settings (infra/k3s/traefik-config.yaml) into every server's manifests folder
+#   4. agents: join with the node token
+#   5. kubeconfig: fetched from that server, rewritten for the SSH tunnel (https://127.0.0.1:6443),
 #      mode 600; refused when the local one is for another cluster (its CA differs) unless
 #      CA4_KUBECONFIG_REPLACE=yes
-#   5. wait until every node is Ready
+#   6. wait until every node is Ready
 # Idempotent: a node already running CA4_K3S_VERSION is left alone; the kubeconfig is only
 # rewritten when it changed.
 set -euo pipefail
@@ -17,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 API_TUNNEL_ADDR="${CA4_API_TUNNEL_ADDR:-127.0.0.1}"
 API_TUNNEL_PORT="${CA4_API_TUNNEL_PORT:-6443}"
+K3S_MANIFESTS=/var/lib/rancher/k3s/server/manifests
 
 cluster_hosts
 
@@ -93,6 +95,13 @@ for host in "${servers[@]}"; do
   push_token "${host}" "${token}"
   mapfile -t flags < <(server_flags "${host}")
   install_k3s "${host}" server server "--server=https://${join}:6443" --token-file=/etc/rancher/k3s/ca4-token "${flags[@]}"
+done
+
+# Traefik's settings (infra/k3s/traefik-config.yaml) in every server's auto-deploy folder; K3s
+# applies them, and again whenever the file changes.
+for host in "${servers[@]}"; do
+  remote "${host}" "sudo sh -c 'mkdir -p ${K3S_MANIFESTS} && cat > ${K3S_MANIFESTS}/ca4-traefik-config.yaml'" \
+    <"${CA4_REPO_ROOT}/infra/k3s/traefik-config.yaml"
 done
 
 for host in "${agents[@]}"; do
