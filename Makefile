@@ -48,7 +48,7 @@ dev: install sdk-wheel ## Start the dev stack plus processor, worker and the edg
 	@echo
 	@echo "CA4 is running:"
 	@echo "  edge (notebooks)  $(EDGE_URL)   (the one URL for notebooks and the SDK: ingest, /sdk/ and reads; make dev-ngrok for Colab)"
-	@echo "  SDK for notebooks $(EDGE_URL)/sdk/   (pip install --no-deps --index-url $(EDGE_URL)/sdk/ ca4-sdk)"
+	@echo "  SDK for notebooks $(EDGE_URL)/sdk/   (pip install --force-reinstall --no-deps --index-url $(EDGE_URL)/sdk/ ca4-sdk)"
 	@echo "  stored sessions   $(EDGE_URL)/v1/sessions   (read API through the edge: curl -H 'Authorization: Bearer ca4-dev-key' ...)"
 	@echo "  SDK settings      export CA4_EDGE_API_URL=$(EDGE_URL) CA4_API_KEY=ca4-dev-key"
 	@echo "  API docs          $(PROCESSOR_URL)/docs   (the processor's own port: ingest only, not for notebooks)"

@@ -114,6 +114,8 @@ class ReporterStats:
     delivered: int = 0
     rejected: int = 0
     send_failures: int = 0
+    dropped: int = 0
+    """Reports dropped unsent, the oldest first, to make room in a full spool."""
     last_error: str | None = None
     """Why the last delivery failed; cleared once a delivery empties the spool again."""
     last_success_at: datetime | None = None
@@ -204,8 +206,14 @@ def _api_path_in(path: str) -> tuple[int, str] | None:
 
 def _checked_api_key(key: str) -> str:
     """``key`` without surrounding whitespace; ValueError for a character no API key has (a
-    curly quote or a line break pasted from a document), naming its place, never the key."""
+    curly quote or a line break pasted from a document), naming its place, never the key, and
+    for a key pasted with its ``Bearer`` prefix, which the API would refuse as a wrong key."""
     key = key.strip()
+    if key[:7].lower() == "bearer ":
+        raise ValueError(
+            "the API key (api_key= or CA4_API_KEY) starts with 'Bearer ': paste the key alone, "
+            "the SDK sends it as 'Bearer <key>' itself"
+        )
     for position, character in enumerate(key, start=1):
         if not " " <= character <= "~":
             name = unicodedata.name(character, "a control character")
@@ -357,6 +365,7 @@ class Reporter:
         self._error_is_refusal = False
         """``stats.last_error`` says why the API refused reports (cleared by the next success)."""
         self._delivered_while_failing = 0
+        self._dropped_while_failing = 0
         self._delivery_lock = threading.RLock()
         self._collect_lock = threading.Lock()
         self._release_lock = threading.Lock()
@@ -374,7 +383,8 @@ class Reporter:
             f"Reporter(url={_without_userinfo(self.url)!r}, session_id={self.session_id!r}, "
             f"running={self.running}, interval={self.interval:g}s, "
             f"delivered={self.stats.delivered}, spooled={len(self.spool)}, "
-            f"last_error={self.stats.last_error!r})"
+            + (f"dropped={self.stats.dropped}, " if self.stats.dropped else "")
+            + f"last_error={self.stats.last_error!r})"
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -451,12 +461,20 @@ class Reporter:
         control.stop.set()
         atexit.unregister(self._flush_at_exit)
 
-    def _say_what_stays_spooled(self) -> None:
-        """After the final flush of a stop: one line for the reports it could not deliver."""
+    def _say_what_stays_spooled(self, *, at_exit: bool = False) -> None:
+        """After the final flush of a stop or of interpreter exit: one line for the reports it
+        could not deliver, kept on disk for the next run or, in memory, lost with the process."""
         kept = len(self.spool)
         if not kept:
             return
-        if self.spool.on_disk:
+        if at_exit and not self.spool.on_disk:
+            logger.warning(
+                "ca4: %s in %s lost: the API did not take %s before this process ended",
+                _reports(kept),
+                self.spool.location,
+                "it" if kept == 1 else "them",
+            )
+        elif self.spool.on_disk:
             logger.warning(
                 "ca4: %s %s spooled in %s; %s sent on the next run",
                 _reports(kept),
@@ -599,11 +617,17 @@ class Reporter:
         """Spool ``reports``; False, with a warning, when the spool cannot take them (a full or
         vanished disk): the send goes on without that safety net."""
         try:
-            self.spool.put(reports)
+            self._count_dropped(self.spool.put(reports))
         except OSError as error:
             logger.warning("ca4: could not spool %s: %s", _reports(len(reports)), error)
             return False
         return True
+
+    def _count_dropped(self, dropped: int) -> None:
+        """Reports the full spool dropped for room (its warning is logged once per outage)."""
+        self.stats.dropped += dropped
+        if self._failing:
+            self._dropped_while_failing += dropped
 
     def flush(self) -> bool:
         """Send everything spooled now; True when the spool is empty afterwards.
@@ -627,7 +651,7 @@ class Reporter:
         or refused for good.
         """
         with self._delivery_lock:
-            self.spool.put(fresh)
+            self._count_dropped(self.spool.put(fresh))
             if time.monotonic() < self._next_send_at:
                 return False
             while True:
@@ -782,15 +806,19 @@ class Reporter:
                 logger.error("ca4: %s", message)
 
     def _recovered(self) -> None:
-        """The spool is empty again after failures: say so once, and forget the error."""
-        count = self._delivered_while_failing
-        logger.info(
-            "ca4 API reachable again: delivered %d spooled %s",
+        """The spool is empty again after failures: say so once (a warning when the full spool
+        dropped reports meanwhile), and forget the error."""
+        count, dropped = self._delivered_while_failing, self._dropped_while_failing
+        logger.log(
+            logging.WARNING if dropped else logging.INFO,
+            "ca4 API reachable again: delivered %d spooled %s%s",
             count,
             "report" if count == 1 else "reports",
+            f"; {dropped} dropped while the spool was full" if dropped else "",
         )
         self._failing = False
         self._delivered_while_failing = 0
+        self._dropped_while_failing = 0
         self.stats.last_error = None
         self._error_is_refusal = False
 
@@ -871,3 +899,4 @@ class Reporter:
             thread.join(AT_EXIT_TIMEOUT_S)  # its last flush is the exit flush
         else:  # stopped earlier while waiting for the edge, and done since
             self._flush(deadline)
+        self._say_what_stays_spooled(at_exit=True)

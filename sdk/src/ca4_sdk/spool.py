@@ -2,8 +2,9 @@
 
 One JSON file per report, named ``<ns clock>-<event_id>.json``, written atomically (temp file +
 rename), so a crash never leaves half a report and the same event is never spooled twice. When
-the count or byte cap is reached the oldest reports go first, with a warning and a counter: a
-notebook that lost the API for a day must not fill its disk or memory.
+the count or byte cap is reached the oldest reports go first, with a counter and one warning
+until reports leave the spool again (the API took or refused some): a notebook that lost the API
+for a day must not fill its disk or memory, nor its cell's output with a line per collection.
 
 The default directory is ``<tmp>/ca4-spool-<uid>/<session id>``: each user of a shared host
 has one of their own. Without a usable directory (a read-only or missing temp directory, a
@@ -102,6 +103,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.dropped = 0
         """Reports deleted unsent because the spool was full."""
+        self._said_full = False
+        """The spool-full warning was logged and no report has left the spool since."""
         self._lock = threading.Lock()
         self._prepare()
 
@@ -164,8 +167,9 @@ class Spool:
         with self._lock:
             return len(self._names())
 
-    def put(self, reports: list[dict[str, Any]]) -> None:
-        """Store reports (already-spooled event ids are skipped), then enforce the caps."""
+    def put(self, reports: list[dict[str, Any]]) -> int:
+        """Store reports (already-spooled event ids are skipped), then enforce the caps; returns
+        how many of the oldest reports were dropped for room."""
         with self._lock:
             # Another process of this runtime may have moved the shared spool away when it left
             # a refused session (``move_sessions``): this one spools on until it is refused too.
@@ -177,12 +181,12 @@ class Spool:
                     continue
                 existing.add(event_id)
                 self._write(f"{time.time_ns():020d}-{event_id}.json", report)
-            self._enforce_caps()
+            return self._enforce_caps()
 
     def _write(self, name: str, report: dict[str, Any]) -> None:
         self._store(name, json.dumps(report, separators=(",", ":")).encode())
 
-    def _enforce_caps(self) -> None:
+    def _enforce_caps(self) -> int:
         names = self._names()
         sizes = {name: self._size(name) for name in names}
         total = sum(sizes.values())
@@ -192,14 +196,18 @@ class Spool:
             total -= sizes[oldest]
             self._delete(oldest)
             dropped_now += 1
-        if dropped_now:
-            self.dropped += dropped_now
+        self.dropped += dropped_now
+        if dropped_now and not self._said_full:
+            self._said_full = True
             logger.warning(
-                "ca4 spool full (%d reports / %d bytes max): dropped the %d oldest reports",
+                "ca4 spool full (%d reports / %d bytes max): dropped the %d oldest reports; until "
+                "the API takes reports again, each new one drops the oldest (counted in "
+                "reporter.stats.dropped, not logged again)",
                 self.max_reports,
                 self.max_bytes,
                 dropped_now,
             )
+        return dropped_now
 
     def peek(self, limit: int) -> list[SpooledReport]:
         """Up to ``limit`` oldest reports; unreadable files are removed and skipped."""
@@ -261,6 +269,8 @@ class Spool:
         with self._lock:
             for item in spooled:
                 self._delete(item.path.name)
+            if spooled:
+                self._said_full = False  # the API answered: the next outage is said again
 
     def discard(self, event_ids: Collection[str]) -> None:
         """Delete the spooled reports of ``event_ids`` (delivered, or refused for good)."""
@@ -268,6 +278,7 @@ class Spool:
             for name in self._names():
                 if _event_id(name) in event_ids:
                     self._delete(name)
+                    self._said_full = False
 
 
 class MemorySpool(Spool):

@@ -351,10 +351,13 @@ class Transport:
         title = _title(answer)
         if title:
             quoted.append(f"title {title!r}")
-        page = "; ".join(quoted) if quoted else answer.text[:_QUOTED_CHARS]
+        # In one line: a page's line breaks would split the log line that says what is wrong.
+        one_line = _printable(" ".join(answer.text.split()))
+        page = "; ".join(quoted) if quoted else one_line[:_QUOTED_CHARS]
         error = f"HTTP {status} that is not the CA4 API's answer ({media_type}): {page}"
         if status == 404 and self.url.lower().startswith("http://"):
-            error += " (is the edge HTTPS only? try https://)"
+            # A wrong port or path is the usual cause; an HTTPS-only ingress answers 404 too.
+            error += " (is this the CA4 edge's URL? a wrong port or path, or an HTTPS-only edge)"
         return error
 
     @staticmethod

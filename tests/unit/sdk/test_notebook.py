@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import socket
+import subprocess
 import sys
 import threading
 import tomllib
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -48,7 +50,7 @@ def test_code_cells_compile_once_shell_magics_are_removed() -> None:
 def test_notebook_walks_through_install_secrets_reporter_workload_and_read_back() -> None:
     text = "\n".join(_code_cells())
     assert "%pip install" in text
-    assert 'userdata.get("CA4_API_KEY")' in text
+    assert "userdata.get(" in text
     assert "Reporter(" in text
     assert "reporter.start()" in text
     assert "torch" in text
@@ -102,6 +104,8 @@ def test_the_sdk_comes_from_the_edge_and_its_dependencies_by_name(where: str) ->
     # The SDK: no dependencies, from the edge's index alone (no fallback to another index).
     assert _requirements(edge) == ["ca4-sdk"]
     assert "--no-deps" in edge
+    # Every build is 0.1.0: without it pip keeps the SDK installed ("already satisfied").
+    assert "--force-reinstall" in edge
     assert edge[edge.index("--index-url") + 1].endswith("/sdk/")
     assert not {"--extra-index-url", "--find-links", "-f"} & set(edge)
     # Its dependencies by name: "ca4-sdk[nvml]" would ask PyPI for ca4-sdk (dependency
@@ -283,6 +287,151 @@ def test_outside_colab_the_first_cell_says_what_to_set_instead_of_a_key_error(
     assert message.startswith(f"set {' and '.join(unset)} first")
     assert "secrets" in message  # how on Colab
     assert "environment" in message  # how elsewhere
+
+
+class SecretNotFoundError(Exception):
+    """Stands in for Colab's ``userdata.SecretNotFoundError``: no such secret."""
+
+
+class NotebookAccessError(Exception):
+    """Stands in for Colab's ``userdata.NotebookAccessError``: not shared with this notebook."""
+
+
+def _on_colab(monkeypatch: pytest.MonkeyPatch, secrets: dict[str, str], missing: type) -> None:
+    """A stand-in ``google.colab.userdata``: ``secrets`` are there, any other name raises
+    ``missing``, as Colab's ``userdata.get`` does."""
+
+    def get(name: str) -> str:
+        if name not in secrets:
+            raise missing(name)
+        return secrets[name]
+
+    userdata = ModuleType("google.colab.userdata")
+    userdata.__dict__.update(
+        get=get, SecretNotFoundError=SecretNotFoundError, NotebookAccessError=NotebookAccessError
+    )
+    colab = ModuleType("google.colab")
+    colab.__dict__.update(userdata=userdata)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.userdata", userdata)
+
+
+@pytest.mark.parametrize("missing", [SecretNotFoundError, NotebookAccessError])
+def test_on_colab_a_secret_missing_or_not_shared_says_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, missing: type
+) -> None:
+    """Colab raises for a secret not defined or not shared: the cell ended in that traceback,
+    its "set ... first" message never shown."""
+    monkeypatch.delenv("CA4_EDGE_API_URL", raising=False)
+    monkeypatch.delenv("CA4_API_KEY", raising=False)
+    _on_colab(monkeypatch, {"CA4_EDGE_API_URL": "https://edge.example"}, missing)
+
+    with pytest.raises(RuntimeError, match=r"^set CA4_API_KEY first: on Colab as secrets"):
+        _run(_cell("cell-01").split("print(", 1)[0], {})
+
+
+def test_on_colab_a_value_already_in_the_environment_wins_over_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A secret silently replaced what the user had set in os.environ."""
+    monkeypatch.setenv("CA4_EDGE_API_URL", "https://mine.example")
+    monkeypatch.delenv("CA4_API_KEY", raising=False)
+    secrets = {"CA4_EDGE_API_URL": "https://from-secrets.example", "CA4_API_KEY": "ca4-dev-key"}
+    _on_colab(monkeypatch, secrets, SecretNotFoundError)
+
+    cell = _run(_cell("cell-01").split("print(", 1)[0], {})
+
+    assert cell["CA4_EDGE"] == "https://mine.example"
+    assert os.environ["CA4_API_KEY"] == "ca4-dev-key"
+
+
+def _install_cell(monkeypatch: pytest.MonkeyPatch, pip_exit_code: int) -> dict[str, Any]:
+    """The first cell, run whole as IPython runs it, its ``%pip`` lines exiting with
+    ``pip_exit_code`` (IPython keeps it in ``_exit_code``)."""
+    monkeypatch.setitem(sys.modules, "google.colab", None)
+    monkeypatch.setenv("CA4_EDGE_API_URL", "https://edge.example")
+    monkeypatch.setenv("CA4_API_KEY", "ca4-dev-key")
+    return _run(_cell("cell-01"), {"_exit_code": pip_exit_code})
+
+
+def test_an_sdk_install_that_failed_stops_the_first_cell_naming_the_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an SDK installed earlier, a failed install (a dead edge) still printed
+    "ca4-sdk 0.1.0 from <edge>/sdk/"."""
+    with pytest.raises(RuntimeError) as caught:
+        _install_cell(monkeypatch, pip_exit_code=1)
+
+    assert str(caught.value).startswith(
+        "the CA4 SDK did not install from https://edge.example/sdk/ (pip's error is above)"
+    )
+    assert "ca4-sdk" not in capsys.readouterr().out
+
+
+def test_an_sdk_imported_before_the_install_asks_for_a_restart(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cell run again installs the SDK, but the kernel keeps running the one it imported."""
+    assert "ca4_sdk" in sys.modules  # imported by this test module, as by an earlier run
+
+    _install_cell(monkeypatch, pip_exit_code=0)
+
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == (
+        "ca4_sdk was imported in this runtime before this install: restart it (Runtime → Restart"
+        " session) and run the cells again to use the SDK just installed"
+    )
+
+
+def test_a_first_install_says_which_sdk_it_installed_and_nothing_of_a_restart(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "ca4_sdk")  # a fresh runtime (restored after the test)
+
+    _install_cell(monkeypatch, pip_exit_code=0)
+
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[-1].endswith(" from https://edge.example/sdk/")
+    assert "restart" not in printed
+
+
+def test_every_cell_imports_the_modules_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a runtime restart a cell is run again without those above: cells 5, 7 and 9 used
+    ``os`` that only the first imported (NameError)."""
+    for source in _code_cells():
+        tree = ast.parse(
+            "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
+        )
+        imported = {
+            (alias.asname or alias.name).split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        used = {
+            node.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Name) and node.id in sys.stdlib_module_names
+        }
+        assert used <= imported, f"{used - imported} not imported in:\n{source[:200]}"
+
+
+def test_the_reporter_cell_turns_on_info_logging_of_the_sdk_alone() -> None:
+    """``logging.basicConfig(level=logging.INFO)`` showed every library's INFO lines too."""
+    imports_and_logging = [
+        node
+        for node in ast.parse(_cell("cell-05")).body
+        if isinstance(node, ast.Import) or ast.unparse(node).startswith("logging.")
+    ]
+    asks = "for name in ('ca4_sdk', 'urllib3'): print(logging.getLogger(name).isEnabledFor(20))"
+    source = ast.unparse(ast.Module(body=imports_and_logging, type_ignores=[])) + "\n" + asks
+
+    # A fresh interpreter, as a fresh kernel: pytest's root logger has handlers already.
+    done = subprocess.run(
+        [sys.executable, "-c", source], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert done.stdout.split() == ["True", "False"]  # the SDK's INFO lines, not urllib3's
 
 
 def test_the_first_cell_takes_a_pasted_edge_url_with_stray_whitespace(

@@ -116,10 +116,14 @@ def test_stop_flushes_what_is_pending(tmp_path: Path) -> None:
         assert len(reporter.spool) == 0
 
 
+SLOW_API_S = 1.0
+"""How long the slow API takes to answer each POST."""
+
+
 def test_main_thread_is_never_blocked_by_a_slow_api(tmp_path: Path) -> None:
     """Notebook code keeps running while every POST takes a second and reports pile up."""
     with stub_api() as (url, state):
-        state.delay_s = 1.0
+        state.delay_s = SLOW_API_S
         reporter = _reporter(url, tmp_path, interval=0.05)
         reporter.start()
         max_gap, last = 0.0, time.perf_counter()
@@ -134,7 +138,9 @@ def test_main_thread_is_never_blocked_by_a_slow_api(tmp_path: Path) -> None:
         stop_s = time.perf_counter() - start_stop
         print(f"max main-thread gap {max_gap * 1000:.1f} ms; stop() took {stop_s:.2f} s")
     assert len(state.requests) >= 2
-    assert max_gap < 0.050, f"main thread stalled {max_gap * 1000:.1f} ms"
+    # Waiting on a POST would stall it for the API's whole delay; a loaded machine's scheduling
+    # alone has stalled it past 50 ms (a fixed bound that once failed the suite).
+    assert max_gap < SLOW_API_S / 4, f"main thread stalled {max_gap * 1000:.1f} ms"
 
 
 def test_a_delivery_that_keeps_failing_unexpectedly_is_backed_off(tmp_path: Path) -> None:

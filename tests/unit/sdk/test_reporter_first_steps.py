@@ -136,6 +136,22 @@ def test_a_key_that_is_not_printable_ascii_is_refused_at_once(
         assert "pasted" not in message  # never the key itself
 
 
+@pytest.mark.parametrize("key", ["Bearer pasted-key", "bearer pasted-key", " Bearer pasted-key"])
+def test_a_key_pasted_with_its_bearer_prefix_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """It was sent as ``Bearer Bearer ...`` and refused every 15 s as an invalid key."""
+    for source in ("argument", "environment"):
+        if source == "environment":
+            monkeypatch.setenv("CA4_API_KEY", key)
+        with pytest.raises(ValueError, match="starts with 'Bearer '") as caught:
+            make_reporter(
+                "https://edge.example", tmp_path, api_key=key if source == "argument" else None
+            )
+        assert "paste the key alone" in str(caught.value)
+        assert "pasted" not in str(caught.value)  # never the key itself
+
+
 # -- reports that must not be lost ---------------------------------------------------------------
 
 
@@ -187,3 +203,25 @@ def test_stop_says_nothing_when_everything_was_delivered(
         wait_for(lambda: len(state.accepted_ids()) == 1)
         reporter.stop()
     assert [message for message in _warnings(caplog) if " stay" in message] == []
+
+
+@pytest.mark.parametrize("on_disk", [True, False], ids=["on disk", "in memory"])
+def test_interpreter_exit_says_what_stays_spooled_or_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, on_disk: bool
+) -> None:
+    """The exit flush said nothing of the reports it could not deliver."""
+    (tmp_path / "a-file").write_text("")  # as spool_dir: no usable directory, a spool in memory
+    spool_dir = tmp_path / "spool" if on_disk else tmp_path / "a-file"
+    with stub_api() as (url, state):
+        state.status = 503
+        reporter = make_reporter(url, tmp_path, spool_dir=spool_dir)
+        reporter.report_once()
+        caplog.clear()
+        reporter._flush_at_exit()  # what atexit runs
+    said = [message for message in _warnings(caplog) if "unreachable" not in message]
+    assert said == [
+        f"ca4: 1 report stays spooled in {reporter.spool.location}; it is sent on the next run"
+        if on_disk
+        else "ca4: 1 report in memory (no usable spool directory) lost: the API did not take it "
+        "before this process ended"
+    ]

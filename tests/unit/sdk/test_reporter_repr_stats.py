@@ -83,3 +83,29 @@ def test_last_error_stays_while_reports_are_still_spooled(
         assert reporter.stats.last_success_at is not None
         assert reporter.flush()
         assert reporter.stats.last_error is None
+
+
+def test_reports_a_full_spool_dropped_are_counted_shown_and_said_once_at_recovery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full spool said so at every collection, and nothing counted what it dropped."""
+    caplog.set_level(logging.INFO, logger="ca4_sdk")
+    with stub_api() as (url, state):
+        reporter = make_reporter(url, tmp_path, spool_max_reports=2)
+        state.status = 503
+        for _ in range(4):
+            reporter.report_once()
+        assert reporter.stats.dropped == 2
+        assert ", spooled=2, dropped=2, last_error=" in repr(reporter)
+        state.status = 202
+        assert reporter.flush()
+    said = [r.getMessage() for r in caplog.records]
+    assert len([message for message in said if "spool full" in message]) == 1
+    recovered = [r for r in caplog.records if "reachable again" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in recovered] == [
+        (
+            logging.WARNING,
+            "ca4 API reachable again: delivered 2 spooled reports; 2 dropped while the spool "
+            "was full",
+        )
+    ]

@@ -43,6 +43,27 @@ def test_count_cap_drops_oldest_with_a_warning(
     assert "dropped the 2 oldest" in caplog.text
 
 
+@pytest.mark.parametrize("in_memory", [False, True], ids=["on disk", "in memory"])
+def test_a_full_spool_warns_once_until_reports_leave_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, in_memory: bool
+) -> None:
+    """A day without the API warned at every collection: 240 lines an hour under the cell."""
+    spool = MemorySpool(max_reports=2) if in_memory else Spool(tmp_path, max_reports=2)
+    with caplog.at_level(logging.WARNING, logger="ca4_sdk"):
+        assert spool.put([_report(n) for n in range(3)]) == 1
+        assert [spool.put([_report(n)]) for n in range(3, 6)] == [1, 1, 1]
+        said_during_the_outage = [r.getMessage() for r in caplog.records]
+        spool.remove(spool.peek(1))  # the API took one: the outage is over
+        spool.put([_report(n) for n in range(6, 8)])
+    assert spool.dropped == 5
+    assert len(said_during_the_outage) == 1
+    assert said_during_the_outage[0].startswith(
+        "ca4 spool full (2 reports / 67108864 bytes max): dropped the 1 oldest reports; until "
+        "the API takes reports again, each new one drops the oldest"
+    )
+    assert len([r for r in caplog.records if "spool full" in r.getMessage()]) == 2
+
+
 def test_byte_cap(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=200)
     spool.put([{"event_id": str(uuid.uuid4()), "pad": "x" * 80} for _ in range(5)])

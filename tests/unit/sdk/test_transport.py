@@ -80,8 +80,10 @@ def test_a_page_that_is_not_the_api_keeps_the_reports(status: int) -> None:
     assert outcome.retry == reports
     assert outcome.accepted == []
     assert outcome.rejected == []
-    # A 404 page at an http:// URL may be an HTTPS-only ingress's: the hint says so.
-    hint = " (is the edge HTTPS only? try https://)" if status == 404 else ""
+    # A 404 page at an http:// URL may be another server's (a wrong port or path) or an
+    # HTTPS-only ingress's: the hint says so.
+    hint = " (is this the CA4 edge's URL? a wrong port or path, or an HTTPS-only edge)"
+    hint = hint if status == 404 else ""
     assert outcome.error == (
         f"HTTP {status} that is not the CA4 API's answer (text/html; charset=utf-8): "
         f"<html>ERR_NGROK_3200: endpoint is offline</html>{hint}"

@@ -64,17 +64,34 @@ def test_https_against_a_plain_http_edge_hints_at_http() -> None:
     assert outcome.error.endswith("; is the edge plain http? try http://")
 
 
+WRONG_URL_HINT = "(is this the CA4 edge's URL? a wrong port or path, or an HTTPS-only edge)"
+
+
 @pytest.mark.parametrize(
     ("status", "hinted"), [(404, True), (403, False)], ids=["404 page", "403 page"]
 )
-def test_a_404_page_at_an_http_url_hints_at_https(status: int, hinted: bool) -> None:
-    """An HTTPS-only ingress answers an http:// URL with its 404 page: a hint, not a refusal."""
+def test_a_404_page_at_an_http_url_hints_at_the_url(status: int, hinted: bool) -> None:
+    """Another server on a wrong port or path, or an HTTPS-only ingress, answers an http:// URL
+    with its 404 page: a hint, wrong port or path first, not a refusal. It said "is the edge
+    HTTPS only?" alone, for what was most often a wrong port."""
     with stub_api() as (url, state):
         state.status, state.page = status, "<html><body>default backend - 404</body></html>"
         outcome = Transport(url, "k").send(_reports(1))
     assert len(outcome.retry) == 1
     assert outcome.error is not None
-    assert outcome.error.endswith("(is the edge HTTPS only? try https://)") == hinted
+    assert outcome.error.endswith(WRONG_URL_HINT) == hinted
+
+
+def test_a_page_of_many_lines_is_quoted_in_one() -> None:
+    """Its line breaks and indentation went into the log line, which ran over several."""
+    page = "<html>\n  <body>\n    <p>Not   Found</p>\r\n  </body>\n</html>\n"
+    with stub_api() as (url, state):
+        state.status, state.page = 404, page
+        outcome = Transport(url, "k").send(_reports(1))
+    assert outcome.error == (
+        "HTTP 404 that is not the CA4 API's answer (text/html; charset=utf-8): "
+        f"<html> <body> <p>Not Found</p> </body> </html> {WRONG_URL_HINT}"
+    )
 
 
 def test_a_dead_ngrok_tunnel_is_quoted_by_its_error_code_and_title() -> None:
@@ -90,8 +107,7 @@ def test_a_dead_ngrok_tunnel_is_quoted_by_its_error_code_and_title() -> None:
         outcome = Transport(url, "k").send(_reports(1))
     assert outcome.error == (
         "HTTP 404 that is not the CA4 API's answer (text/html; charset=utf-8): "
-        "ngrok-error-code ERR_NGROK_3200; title 'Endpoint offline & gone' "
-        "(is the edge HTTPS only? try https://)"
+        f"ngrok-error-code ERR_NGROK_3200; title 'Endpoint offline & gone' {WRONG_URL_HINT}"
     )
 
 

@@ -12,6 +12,10 @@ class SecretNotFoundError(Exception):
     """Colab's error for a secret that is not defined."""
 
 
+class NotebookAccessError(Exception):
+    """Colab's error for a secret this notebook was not given access to (never raised here)."""
+
+
 def get(key: str) -> str:
     """The secret ``key``, as Colab's ``userdata.get`` returns it."""
     with open(os.environ["COLAB_SECRETS_FILE"], encoding="utf-8") as secrets:
