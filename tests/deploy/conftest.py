@@ -303,8 +303,17 @@ async def app(helm: str, platform: Platform, services: Endpoints) -> AsyncIterat
         reader = cluster.plan(find(docs, "Deployment", "ca4-app-reader"), replicas=1)[0]
         pods = (processor, worker, reader)
         instance_profile = tier.instance_profile_credentials(services)
+        # The reader's NetworkPolicy lets it reach the database alone, which the tier cannot
+        # enforce: its Kafka and S3 are a closed port instead, so reaching for them fails.
+        walled = {
+            "CA4_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+            "CA4_S3_ENDPOINT_URL": "http://127.0.0.1:1",
+        }
+        env = {reader.name: walled}
         try:
-            await asyncio.gather(*(cluster.start(p, instance_profile) for p in pods))
+            await asyncio.gather(
+                *(cluster.start(p, {**instance_profile, **env.get(p.name, {})}) for p in pods)
+            )
             ready = await asyncio.gather(*(cluster.wait_ready(p) for p in pods))
             tier.TIMINGS["prod: processor, worker and reader ready"] = max(ready)
             yield App(

@@ -81,7 +81,8 @@ ROWS = [
         "reader (Deployment, prod)",
         "executed",
         "Dockerfile CMD on the workspace venv, CA4_CONSUMERS_ENABLED=false as rendered; 1 replica "
-        "of 2; it serves the session the worker projected",
+        "of 2; its Kafka and S3 a closed port (its NetworkPolicy allows the database alone); it "
+        "serves the session the worker projected",
     ),
     Row(
         "DocumentDB (prod)",

@@ -275,3 +275,28 @@ def _projection_records(response: httpx.Response) -> dict[str, float]:
             if line.startswith(f'ca4_worker_projection_records_total{{source="{source}"}}'):
                 values[source] = float(line.rsplit(" ", 1)[1])
     return values
+
+
+async def test_the_read_api_alone_reaches_only_the_database(
+    worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    """The chart's reader (``CA4_CONSUMERS_ENABLED=false``) may reach the database and nothing
+    else (its NetworkPolicy): it started a Kafka producer all the same, so in prod it would have
+    failed at start. Here Kafka and S3 are a closed port."""
+    nowhere = "127.0.0.1:1"
+    reader = worker_settings.model_copy(
+        update={
+            "consumers_enabled": False,
+            "kafka_bootstrap_servers": nowhere,
+            "s3_endpoint_url": f"http://{nowhere}",
+        }
+    )
+    async with running_worker(reader) as api:
+        ready = await api.get("/readyz")
+        sessions = await api.get("/v1/sessions")
+
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"status": "ready", "checks": {"database": True}},
+    )
+    assert (sessions.status_code, sessions.json()) == (200, {"items": [], "next_cursor": None})

@@ -84,15 +84,22 @@ AdapterFactory = Callable[[Settings], AbstractAsyncContextManager[WorkerAdapters
 async def bootstrap(
     settings: Settings,
     *,
-    dead_letters: bool = True,
+    dead_letters: bool | None = None,
     archive: bool | None = None,
     patient: bool = True,
 ) -> AsyncIterator[WorkerAdapters]:
     """The real adapters for ``settings``, closed on exit.
 
-    ``archive`` defaults to ``settings.archive_enabled``. ``patient`` (the service) waits out
-    an unavailable database; the operator commands fail at once with the cause instead.
+    ``dead_letters`` (the Kafka producer, with the pre-tenancy claims the store stage needs)
+    defaults to ``settings.consumers_enabled`` and ``archive`` (the bucket) to
+    ``settings.archive_enabled`` as well: the read API alone reaches the database only (the
+    chart's reader may reach nothing else). ``patient`` (the service) waits out an unavailable
+    database; the operator commands fail at once with the cause instead.
     """
+    if dead_letters is None:
+        dead_letters = settings.consumers_enabled
+    if archive is None:
+        archive = settings.archive_enabled and settings.consumers_enabled
     async with AsyncExitStack() as stack:
 
         async def ready(operation: Callable[[], Awaitable[ResultT]], what: str) -> ResultT:
@@ -152,7 +159,7 @@ async def bootstrap(
             adapters.dead_letters = KafkaDeadLetterSink(
                 producer, topic=settings.kafka_dlq_topic, worker_version=WORKER_VERSION
             )
-        if settings.archive_enabled if archive is None else archive:
+        if archive:
             objects = await stack.enter_async_context(S3ObjectStore.from_settings(settings))
             adapters.objects = objects
         yield adapters

@@ -176,6 +176,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME, settings.log_level)
     configure_tracing(SERVICE_NAME, settings.otel_exporter, settings.otel_endpoint)
     factory: AdapterFactory = app.state.adapters
+    if not app.state.kafka_consumers:  # the read API alone: the adapters it needs, no more
+        settings = settings.model_copy(update={"consumers_enabled": False})
     async with AsyncExitStack() as stack:
         adapters = await stack.enter_async_context(factory(settings))
         consumers: Callable[[], dict[str, bool]] = dict

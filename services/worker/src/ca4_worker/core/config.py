@@ -78,8 +78,9 @@ class Settings(BaseSettings):
 
     consumers_enabled: bool = True
     """Run the store and projection stages, the archive consumer and the lag monitor in this
-    process. Off, it serves the read API alone and never touches Kafka: reads then spend
-    another process's CPU and event loop than ingestion does (the chart's ``reader``)."""
+    process. Off, it serves the read API alone and reaches only the database (no Kafka, no
+    S3): reads then spend another process's CPU and event loop than ingestion does (the
+    chart's ``reader``)."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma-separated."""
