@@ -807,11 +807,12 @@ def test_platform_notes_name_the_components_it_deploys() -> None:
     assert "Alloy" in notes
 
 
-def rendered_notes(helm: str, tmp_path: Path, *args: str) -> str:
-    """The platform chart's NOTES.txt as `helm install` prints it. `helm template` renders no
-    notes, so a copy of the chart renders the file's text through ``tpl`` into a ConfigMap."""
-    copy = tmp_path / "ca4-platform"
-    shutil.copytree(chart_dir("ca4-platform"), copy)
+def rendered_notes(helm: str, tmp_path: Path, *args: str, chart: str = "ca4-platform") -> str:
+    """A chart's NOTES.txt as `helm install` prints it. `helm template` renders no notes, so a
+    copy of the chart renders the file's text through ``tpl`` into a ConfigMap."""
+    copy = tmp_path / chart
+    shutil.copytree(chart_dir(chart), copy)
+    (copy / "files").mkdir(exist_ok=True)
     (copy / "files" / "notes.txt").write_text((copy / "templates" / "NOTES.txt").read_text())
     (copy / "templates" / "zz-notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\ndata:\n"
@@ -819,13 +820,24 @@ def rendered_notes(helm: str, tmp_path: Path, *args: str) -> str:
     )
     result = run(
         [
-            *[helm, "template", "ca4-platform", str(copy), "--namespace", "platform"],
+            *[helm, "template", chart, str(copy), "--namespace", CHARTS[chart]],
             *["--kube-version", KUBE_VERSION, "--show-only", "templates/zz-notes.yaml", *args],
         ]
     )
     assert result.returncode == 0, result.stderr
     notes: str = yaml.safe_load(result.stdout)["data"]["notes"]
     return notes
+
+
+@pytest.mark.parametrize("value_set", ["dev", "prod"])
+def test_app_notes_name_the_component_that_serves_reads(
+    helm: str, tmp_path: Path, value_set: str
+) -> None:
+    """Prod's reads go to the reader: the notes said the worker served them."""
+    notes = rendered_notes(helm, tmp_path, *values_args("ca4-app", value_set), chart="ca4-app")
+    reads = "reader" if value_set == "prod" else "worker"
+    assert re.search(rf"/v1/sessions  -> {reads}$", notes, re.MULTILINE), notes
+    assert ("rollout status deploy/ca4-app-reader" in notes) == (value_set == "prod")
 
 
 @pytest.mark.parametrize("value_set", ["dev", "prod"])

@@ -221,7 +221,8 @@ async def test_k3s_checks_every_step_through_its_own_forwards(
     assert report.steps[-1].detail.startswith(f"s3://{BUCKET}/raw/{TOPIC}/dt=")
     calls = kubectl_calls(tmp_path)
     forwarded = sorted(a[a.index("port-forward") + 1] for a in calls if "port-forward" in a)
-    assert forwarded == sorted(SERVICES)
+    # The reader first, where prod reads go; this cluster has none, so the worker.
+    assert forwarded == sorted([*SERVICES, "svc/ca4-app-reader"])
     execs = [a[a.index("exec") + 1] for a in calls if "exec" in a]
     assert execs == ["pod/kafka-0", "deploy/ca4-app-worker"]
     # Never the dev stack: every connection went to a port a fake port-forward announced.
@@ -230,6 +231,24 @@ async def test_k3s_checks_every_step_through_its_own_forwards(
     assert local <= cluster.stub_ports, local - cluster.stub_ports
     assert not local & DEV_STACK_PORTS
     assert forwards_still_running(cluster) == [], "the run left its port-forwards open"
+
+
+async def test_k3s_reads_through_the_reader_where_the_chart_runs_one(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prod's edge sends reads to the reader: verifying them on the worker passed with the
+    reader down. The reader's Service leads to the stub that answers reads."""
+    ports = json.loads(os.environ["CA4_FAKE_FORWARDS"])
+    ports["svc/ca4-app-reader"] = ports.pop("svc/ca4-app-worker")
+    monkeypatch.setenv("CA4_FAKE_FORWARDS", json.dumps(ports))
+    report = await run_verification(k3s_settings(cluster), "k3s")
+    assert [s.status for s in report.steps] == [StepStatus.PASS] * len(report.steps), [
+        (s.name, s.detail) for s in report.steps if s.status is not StepStatus.PASS
+    ]
+    calls = kubectl_calls(tmp_path)
+    forwarded = [a[a.index("port-forward") + 1] for a in calls if "port-forward" in a]
+    assert "svc/ca4-app-reader" in forwarded
+    assert "svc/ca4-app-worker" not in forwarded
 
 
 async def test_k3s_archive_step_fails_when_the_object_is_missing(cluster: Cluster) -> None:
@@ -309,7 +328,10 @@ def test_every_forward_names_a_port_the_rendered_service_has(rendered: Any, valu
         if doc["kind"] == "Service"
     }
     for forward in forwards(VerifySettings()):
-        ports = services.get((forward.namespace, forward.service))
-        assert ports is not None, f"no Service {forward.service} in {forward.namespace}"
+        service = forward.service
+        if (forward.namespace, service) not in services and forward.fallback is not None:
+            service = forward.fallback  # the reader, off in these values
+        ports = services.get((forward.namespace, service))
+        assert ports is not None, f"no Service {service} in {forward.namespace}"
         names = {str(port.get("name")) for port in ports} | {str(port["port"]) for port in ports}
         assert forward.port in names, (forward, ports)

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from ca4_provision.verify.settings import VerifySettings
@@ -39,6 +39,8 @@ class Forward:
     port: str = "http"
     """The Service port's name, which kubectl resolves whatever number a values file gives it
     (the app's Services listen on 80, not on the containers' 8000 and 8001)."""
+    fallback: str | None = None
+    """The Service forwarded instead where ``service`` does not exist."""
 
 
 def forwards(settings: VerifySettings) -> tuple[Forward, ...]:
@@ -46,7 +48,14 @@ def forwards(settings: VerifySettings) -> tuple[Forward, ...]:
     app, monitoring = settings.APP_NAMESPACE, settings.MONITORING_NAMESPACE
     return (
         Forward("EDGE_API_URL", app, f"{settings.APP_RELEASE}-processor"),
-        Forward("WORKER_URL", app, f"{settings.APP_RELEASE}-worker"),
+        # The read API where the edge sends reads: the reader where the chart runs one (prod's
+        # reader.enabled), else the worker.
+        Forward(
+            "WORKER_URL",
+            app,
+            f"{settings.APP_RELEASE}-reader",
+            fallback=f"{settings.APP_RELEASE}-worker",
+        ),
         Forward("PROMETHEUS_URL", monitoring, "prometheus"),
         Forward("GRAFANA_URL", monitoring, "grafana"),
         Forward("LOKI_URL", monitoring, "loki"),
@@ -123,7 +132,12 @@ async def port_forwards(settings: VerifySettings) -> AsyncIterator[VerifySetting
     try:
         urls: dict[str, str] = {}
         for forward in forwards(settings):
-            process, port = await _open_forward(forward)
+            try:
+                process, port = await _open_forward(forward)
+            except ClusterAccessError as error:
+                if forward.fallback is None or "not found" not in str(error):
+                    raise
+                process, port = await _open_forward(replace(forward, service=forward.fallback))
             opened.append(process)
             urls[forward.setting] = f"http://127.0.0.1:{port}"
         yield settings.model_copy(update=urls)
