@@ -5,11 +5,6 @@
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
-# GNU Make 3.81 (macOS's /usr/bin/make) ignores .SHELLFLAGS: its recipes would run without -e and
-# pipefail, so a step that fails (a refused check) would not stop the next one (applying a Secret).
-ifneq ($(filter 3.7% 3.80% 3.81%,$(MAKE_VERSION)),)
-$(error GNU Make $(MAKE_VERSION) ignores .SHELLFLAGS (-eu -o pipefail): a failed step would not stop these targets. Use GNU Make 3.82 or later (macOS: brew install make, then run gmake instead of make; see docs/provisioning.md, "What you need"))
-endif
 
 ENV ?= dev
 CA4_INFRA_ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
@@ -103,6 +98,14 @@ CA4_INFRA_TARGETS := ca4-tf-init ca4-apply ca4-bootstrap-k3s ca4-images ca4-db-u
 	ca4-deploy-app ca4-verify-e2e ca4-destroy dev-kafka-tunnel
 # Exported to these targets only, so the root Makefile's other targets see no change.
 $(CA4_INFRA_TARGETS): export CA4_ENV := $(ENV)
+# GNU Make 3.81 (macOS's /usr/bin/make) ignores .SHELLFLAGS: these targets' recipes would run
+# without -e and pipefail, so a step that fails (a refused check) would not stop the next one
+# (applying a Secret). Only they are refused: the root Makefile's own targets (make dev) still run.
+ifneq ($(filter 3.7% 3.80% 3.81%,$(MAKE_VERSION)),)
+ifneq ($(filter $(CA4_INFRA_TARGETS),$(MAKECMDGOALS)),)
+$(error GNU Make $(MAKE_VERSION) ignores .SHELLFLAGS (-eu -o pipefail): a failed step would not stop these targets. Use GNU Make 3.82 or later (macOS: brew install make, then run gmake instead of make; see docs/provisioning.md, "What you need"))
+endif
+endif
 $(CA4_INFRA_TARGETS): export CA4_TF_DIR := $(CA4_TF_DIR)
 $(CA4_INFRA_TARGETS): export CA4_KUBECONFIG := $(CA4_KUBECONFIG)
 $(CA4_INFRA_TARGETS): export CA4_STATE_DIR := $(CA4_STATE_DIR)

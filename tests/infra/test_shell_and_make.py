@@ -1150,6 +1150,9 @@ def test_a_make_that_ignores_the_shell_flags_is_refused_by_name(
     assert f"GNU Make {version} ignores .SHELLFLAGS" in result.stderr
     assert "Use GNU Make 3.82 or later (macOS: brew install make, then run gmake" in result.stderr
     assert sandbox.calls() == []
+    # The root Makefile's own targets (make dev, make help) still run under it.
+    other = run(["make", "--no-print-directory", "help", f"MAKE_VERSION={version}"], cwd=REPO)
+    assert other.returncode == 0, other.stderr
 
 
 def test_preflight_refuses_a_bash_older_than_4_4(tmp_path: Path) -> None:
