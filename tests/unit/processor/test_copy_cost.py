@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 from ca4_processor.body import body_weight
 from ca4_processor.copy_cost import CHECK_ABOVE_WEIGHT, MAX_ERROR_BYTES, ReportError, copy_cost
-from ca4_processor.validation import RequestValidationFailedError, parse_batch, parse_report
+from ca4_processor.validation import (
+    MAX_ERRORS_PER_BATCH,
+    RequestValidationFailedError,
+    parse_batch,
+    parse_report,
+)
 from ca4_schemas import GpuMetadataReport
 
 from tests.support.reports import make_report
@@ -148,7 +153,12 @@ def test_heavy_batches_of_sdk_reports_are_validated_whole(gpus: int) -> None:
 HELD_SCRIPT = """
 import json, sys
 from ca4_processor.body import body_weight
-from ca4_processor.validation import RequestValidationFailedError, parse_batch, parse_report
+from ca4_processor.validation import (
+    MAX_ERRORS_PER_BATCH,
+    RequestValidationFailedError,
+    parse_batch,
+    parse_report,
+)
 
 def rss(field):
     for line in open("/proc/self/status"):
@@ -260,3 +270,20 @@ def test_a_light_body_repeating_a_key_reads_the_last_as_pydantic_does() -> None:
     report = compact(make_report())
     repeated = report[:-1] + b',"session_id":"repeated"}'
     assert parse_report(repeated).session_id == "repeated"
+
+
+def test_a_costly_report_past_most_of_the_batchs_errors_lists_only_what_is_left() -> None:
+    """The batch's answer lists at most MAX_ERRORS_PER_BATCH errors: a costly report after 950
+    of them named its first hundred all the same."""
+    spent = [make_report() for _ in range(10)]
+    for report in spent:
+        report["payload"]["gpus"][0]["processes"] = list(range(95))  # 95 errors each
+    costly = under_a_mig_slice(300_000, make_report())
+    body = compact({"reports": [*spent, costly]})
+
+    parsed = parse_batch(body, max_batch_size=500)
+
+    listed = sum(len(errors) for errors in parsed.rejected.values())
+    assert listed <= MAX_ERRORS_PER_BATCH + len(parsed.rejected)
+    assert len(parsed.rejected[10]) == MAX_ERRORS_PER_BATCH - 950 + 1
+    assert parsed.rejected[10][-1].type == "too_costly_to_validate"

@@ -222,6 +222,11 @@ async def test_a_bare_cursor_of_a_mig_device_with_slashes_pages_on_too(worker: W
     for path in (uuids[1], uuids[1].replace("/", "%2F")):  # raw or encoded slashes
         one = await worker.client.get(f"/v1/gpus/{path}", headers=A)
         assert (one.status_code, one.json()["gpu_uuid"]) == (200, uuids[1]), path
+    # A trailing slash is still the list (redirected, as /v1/sessions/ is), not a UUID "".
+    for listing in ("/v1/gpus/", "/v1/sessions/"):
+        slash = await worker.client.get(listing, params={"limit": 1}, headers=A)
+        assert slash.status_code == 307, listing
+        assert slash.headers["location"] == f"http://worker{listing[:-1]}?limit=1"
 
 
 async def test_a_read_all_keys_bare_cursor_must_name_a_pre_tenancy_document(

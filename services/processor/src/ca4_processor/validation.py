@@ -89,15 +89,17 @@ def _errors_left_out(
     )
 
 
-def too_costly_items(cost: CopyCost, *, prefix: tuple[str | int, ...]) -> list[ErrorItem]:
+def too_costly_items(
+    cost: CopyCost, *, prefix: tuple[str | int, ...], limit: int = MAX_ERRORS_LISTED
+) -> list[ErrorItem]:
     """The errors of a report refused unvalidated because pydantic's errors would hold too
-    much: its missing fields and unknown keys as pydantic names them (the first hundred), then
-    why nothing else was checked."""
+    much: its missing fields and unknown keys as pydantic names them (the first hundred, or
+    ``limit``), then why nothing else was checked."""
     items = [
         ErrorItem(loc=[*prefix, *error.loc], msg="Field required", type="missing")
         if error.missing
         else _extra_input([*prefix, *error.loc])
-        for error in cost.errors
+        for error in cost.errors[:limit]
     ]
     items.append(
         ErrorItem(
@@ -263,7 +265,7 @@ def _parse_reports_one_by_one(
         if costs is not None and costs[index].held_bytes > MAX_ERROR_BYTES:
             raw_reports[index] = None
             rejected[index] = (
-                too_costly_items(costs[index], prefix=prefix)
+                too_costly_items(costs[index], prefix=prefix, limit=room)
                 if room
                 else [_errors_left_out(prefix, costs[index].error_count, listed=False, limit=0)]
             )

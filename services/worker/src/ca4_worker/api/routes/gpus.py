@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi.responses import RedirectResponse
 
 from ca4_worker.api.deps import ProjectionsDep, ReadTenantDep, SettingsDep
 from ca4_worker.api.routes import NOT_FOUND, READ_ERRORS, unprocessable
@@ -55,6 +56,13 @@ async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by k
             f"cursor {str(error)!r} names no tenant and no GPU document: a read:all key pages "
             "with the next_cursor it was given, '<tenant>/<gpu uuid>'",
         ) from error
+
+
+@router.get("/", include_in_schema=False)
+async def read_gpus_with_a_slash(request: Request) -> RedirectResponse:
+    """``/v1/gpus/`` to the list, as every other list redirects a trailing slash (the one-GPU
+    route below would otherwise take it for an empty UUID)."""
+    return RedirectResponse(request.url.replace(path=request.url.path.rstrip("/")))
 
 
 # `path`: a MIG device's UUID holds slashes (MIG-GPU-<uuid>/<gi>/<ci>), raw or as %2F.
