@@ -127,7 +127,7 @@ async def test_events_are_stored_projected_dead_lettered_and_archived(
             'tenant="tenant-a"}',
             # The read API's own request metrics, by route template and status.
             'ca4_http_requests_total{handler="/v1/sessions/{session_id}",method="GET",status="4xx"}',
-            'ca4_http_request_duration_seconds_count{handler="/v1/gpus/{gpu_uuid}",method="GET"}',
+            'ca4_http_request_duration_seconds_count{handler="/v1/gpus/{gpu_uuid:path}",method="GET"}',
         ):
             assert name in metrics, name
         # Each tenant has its own series of a GPU UUID, labelled with the tenant.

@@ -40,13 +40,23 @@ def _dcgm_values(uuid: str) -> dict[str, float]:
 
 def test_series_move_with_the_session_and_expire() -> None:
     gauges = GpuGauges(ttl_s=60, max_series=10)
+    # Dated a second apart: the newest sample wins by its time (then by event id), so two
+    # events made in the same millisecond moved the series half the time.
     first = positioned(
-        0, 0, session_id="g-s1", gpus=[gpu_sample(0, uuid_="GPU-g1", utilization=5.0)]
+        0,
+        0,
+        session_id="g-s1",
+        occurred_at=BASE_TIME,
+        gpus=[gpu_sample(0, uuid_="GPU-g1", utilization=5.0)],
     )
     gauges.update([first], now=0)
     assert _value("g-s1", "GPU-g1") == 5.0
     moved = positioned(
-        0, 1, session_id="g-s2", gpus=[gpu_sample(0, uuid_="GPU-g1", utilization=9.0)]
+        0,
+        1,
+        session_id="g-s2",
+        occurred_at=BASE_TIME + timedelta(seconds=1),
+        gpus=[gpu_sample(0, uuid_="GPU-g1", utilization=9.0)],
     )
     gauges.update([moved], now=1)
     assert _value("g-s1", "GPU-g1") is None
