@@ -114,12 +114,13 @@ class ReporterStats:
     delivered: int = 0
     rejected: int = 0
     send_failures: int = 0
-    dropped: int = 0
-    """Reports dropped unsent, the oldest first, to make room in a full spool."""
     last_error: str | None = None
     """Why the last delivery failed; cleared once a delivery empties the spool again."""
     last_success_at: datetime | None = None
     """When the API last accepted a report (UTC)."""
+    dropped: int = 0
+    """Reports dropped unsent, the oldest first, to make room in a full spool (last, so the
+    fields of earlier releases keep their places)."""
 
 
 @dataclass(frozen=True)

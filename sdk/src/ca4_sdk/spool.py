@@ -3,7 +3,7 @@
 One JSON file per report, named ``<ns clock>-<event_id>.json``, written atomically (temp file +
 rename), so a crash never leaves half a report and the same event is never spooled twice. When
 the count or byte cap is reached the oldest reports go first, with a counter and one warning
-until reports leave the spool again (the API took or refused some): a notebook that lost the API
+until the spool has emptied again (the API took or refused them all): a notebook that lost the API
 for a day must not fill its disk or memory, nor its cell's output with a line per collection.
 
 The default directory is ``<tmp>/ca4-spool-<uid>/<session id>``: each user of a shared host
@@ -201,7 +201,7 @@ class Spool:
             self._said_full = True
             logger.warning(
                 "ca4 spool full (%d reports / %d bytes max): dropped the %d oldest reports; until "
-                "the API takes reports again, each new one drops the oldest (counted in "
+                "it has emptied, each new one drops the oldest (counted in "
                 "reporter.stats.dropped, not logged again)",
                 self.max_reports,
                 self.max_bytes,
@@ -269,8 +269,7 @@ class Spool:
         with self._lock:
             for item in spooled:
                 self._delete(item.path.name)
-            if spooled:
-                self._said_full = False  # the API answered: the next outage is said again
+            self._said_full_until_empty()
 
     def discard(self, event_ids: Collection[str]) -> None:
         """Delete the spooled reports of ``event_ids`` (delivered, or refused for good)."""
@@ -278,7 +277,13 @@ class Spool:
             for name in self._names():
                 if _event_id(name) in event_ids:
                     self._delete(name)
-                    self._said_full = False
+            self._said_full_until_empty()
+
+    def _said_full_until_empty(self) -> None:
+        """Say the spool full again only after it emptied: a flaky API that takes a report now
+        and then, with the spool still full, would otherwise get a warning each time."""
+        if self._said_full and not self._names():
+            self._said_full = False
 
 
 class MemorySpool(Spool):

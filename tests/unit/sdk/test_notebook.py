@@ -345,6 +345,24 @@ def test_on_colab_a_value_already_in_the_environment_wins_over_the_secret(
     assert os.environ["CA4_API_KEY"] == "ca4-dev-key"
 
 
+def test_on_colab_a_secret_changed_between_runs_wins_the_next_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first run put the secret into os.environ, where the next run took it for the user's
+    own value: a new ngrok URL saved as the secret never reached pip or the reporter."""
+    monkeypatch.delenv("CA4_EDGE_API_URL", raising=False)
+    monkeypatch.delenv("CA4_API_KEY", raising=False)
+    secrets = {"CA4_EDGE_API_URL": "https://old.example", "CA4_API_KEY": "ca4-dev-key"}
+    _on_colab(monkeypatch, secrets, SecretNotFoundError)
+    kernel: dict[str, Any] = {}  # one kernel's globals, kept between runs of the cell
+
+    first = _run(_cell("cell-01").split("print(", 1)[0], kernel)["CA4_EDGE"]
+    secrets["CA4_EDGE_API_URL"] = "https://new.example"
+    second = _run(_cell("cell-01").split("print(", 1)[0], kernel)["CA4_EDGE"]
+
+    assert (first, second) == ("https://old.example", "https://new.example")
+
+
 def _install_cell(monkeypatch: pytest.MonkeyPatch, pip_exit_code: int) -> dict[str, Any]:
     """The first cell, run whole as IPython runs it, its ``%pip`` lines exiting with
     ``pip_exit_code`` (IPython keeps it in ``_exit_code``)."""

@@ -18,8 +18,13 @@ fail() { printf '%s: %s\n' "${target}" "$*" >&2; exit 1; }
 
 # The provisioning scripts use bash 4.4 (mapfile, associative arrays, negative array indexes,
 # empty arrays under set -u); macOS's /bin/bash is 3.2. This runs with the bash first on PATH,
-# which is the one the scripts and the Make recipes get.
-if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+# which is the one the scripts and the Make recipes get. The developer targets (dev-api,
+# dev-ngrok) run none of those scripts, so macOS's own bash still runs them.
+case "${target}" in
+  dev-api | dev-ngrok) needs_bash_4=no ;;
+  *) needs_bash_4=yes ;;
+esac
+if [[ "${needs_bash_4}" == yes ]] && ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
   fail "bash ${BASH_VERSION} is too old: the provisioning scripts need bash 4.4 or later first on PATH (macOS: brew install bash, and put Homebrew's bin, /opt/homebrew/bin or /usr/local/bin, before /bin)"
 fi
 

@@ -198,10 +198,11 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- $messages = append $messages (printf "kafka.persistence.size (%s) must be given in Gi" $k.persistence.size) -}}
 {{- end -}}
 {{- /* The log cleaner allocates its dedupe buffer whole in the heap at start: a 256m heap with Kafka's 128 MiB default died of OutOfMemoryError, a 384m one (256 MiB besides the buffer) runs. */ -}}
-{{- $xmx := regexFind "-Xmx[0-9]+[kKmMgG]?" (toString $k.heapOpts) | trimPrefix "-Xmx" -}}
+{{- /* The JVM takes the last -Xmx; without one this check is skipped (the JVM sizes its heap). */ -}}
+{{- $xmx := regexFindAll "-Xmx[0-9]+[kKmMgGtT]?" (toString $k.heapOpts) -1 | last | default "" | trimPrefix "-Xmx" -}}
 {{- if and $k.enabled $xmx -}}
 {{- $xmxNumber := regexFind "^[0-9]+" $xmx -}}
-{{- $xmxBytes := mul (int64 $xmxNumber) (get (dict "" 1 "k" 1024 "m" 1048576 "g" 1073741824) (lower (trimPrefix $xmxNumber $xmx)) | int64) -}}
+{{- $xmxBytes := mul (atoi $xmxNumber) (get (dict "" 1 "k" 1024 "m" 1048576 "g" 1073741824 "t" 1099511627776) (lower (trimPrefix $xmxNumber $xmx)) | int64) -}}
 {{- if lt (sub $xmxBytes (int64 $k.logCleanerDedupeBufferBytes)) 268435456 -}}
 {{- $messages = append $messages (printf "kafka.logCleanerDedupeBufferBytes (%d) leaves less than 256 MiB of the -Xmx%s heap of kafka.heapOpts: the broker allocates the buffer in its heap at start and would die of OutOfMemoryError; lower it (values-dev.yaml: 33554432) or raise the heap (and kafka.resources.limits.memory with it)" (int64 $k.logCleanerDedupeBufferBytes) $xmx) -}}
 {{- end -}}
