@@ -123,17 +123,26 @@ def test_a_key_that_is_not_printable_ascii_is_refused_at_once(
 ) -> None:
     """A non-latin-1 key raised UnicodeEncodeError from report_once(); a latin-1 or a broken
     one was sent (and refused, or failed as an invalid header) every 15 s for good."""
-    for source in ("argument", "environment"):
-        if source == "environment":
-            monkeypatch.setenv("CA4_API_KEY", key)
-        with pytest.raises(ValueError, match="printable ASCII only") as caught:
-            make_reporter(
-                "https://edge.example", tmp_path, api_key=key if source == "argument" else None
-            )
-        message = str(caught.value)
+    for message in refusals_of(key, tmp_path, monkeypatch, match="printable ASCII only"):
         assert said in message
         assert f"{len(key)} characters" in message
         assert "pasted" not in message  # never the key itself
+
+
+def refusals_of(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, match: str
+) -> list[str]:
+    """What a reporter made with ``key`` says, given as the argument and as CA4_API_KEY."""
+    messages = []
+    for source in ("argument", "environment"):
+        if source == "environment":
+            monkeypatch.setenv("CA4_API_KEY", key)
+        with pytest.raises(ValueError, match=match) as caught:
+            make_reporter(
+                "https://edge.example", tmp_path, api_key=key if source == "argument" else None
+            )
+        messages.append(str(caught.value))
+    return messages
 
 
 @pytest.mark.parametrize("key", ["Bearer pasted-key", "bearer pasted-key", " Bearer pasted-key"])
@@ -141,15 +150,9 @@ def test_a_key_pasted_with_its_bearer_prefix_is_refused_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str
 ) -> None:
     """It was sent as ``Bearer Bearer ...`` and refused every 15 s as an invalid key."""
-    for source in ("argument", "environment"):
-        if source == "environment":
-            monkeypatch.setenv("CA4_API_KEY", key)
-        with pytest.raises(ValueError, match="starts with 'Bearer '") as caught:
-            make_reporter(
-                "https://edge.example", tmp_path, api_key=key if source == "argument" else None
-            )
-        assert "paste the key alone" in str(caught.value)
-        assert "pasted" not in str(caught.value)  # never the key itself
+    for message in refusals_of(key, tmp_path, monkeypatch, match="starts with 'Bearer '"):
+        assert "paste the key alone" in message
+        assert "pasted" not in message  # never the key itself
 
 
 # -- reports that must not be lost ---------------------------------------------------------------
