@@ -184,10 +184,11 @@ class Settings(BaseSettings):
     """Seconds of reads per second one tenant (every ``read:all`` key's together count as one)
     may keep this worker's read API busy, on average: each read pays the time it held its
     slot, and a tenant that has spent its budget gets ``429`` with ``Retry-After`` until it
-    has refilled. The read API shares its event loop with the store and projection stages, so
-    one tenant asking again as soon as answered slowed every tenant's events; ``0`` turns it
-    off. A page of ``/v1/sessions`` takes 10-100 ms here, so 0.25 s is several pages a second,
-    steadily."""
+    has refilled. Where the worker serves reads (no reader), they share its event loop with the
+    store and projection stages, so one tenant asking again as soon as answered slowed every
+    tenant's events; in a reader it keeps one tenant from taking the others' reads. ``0``
+    turns it off. A page of ``/v1/sessions`` takes 10-100 ms here, so 0.25 s is several pages
+    a second, steadily."""
     read_budget_burst_s: float = Field(default=10.0, gt=0)
     """The most read time a tenant can save up and spend at once (paging through thousands of
     sessions, a long usage report); one read may overdraw it, then the tenant waits it off."""
