@@ -176,13 +176,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     configure_logging(SERVICE_NAME, settings.log_level)
     configure_tracing(SERVICE_NAME, settings.otel_exporter, settings.otel_endpoint)
     factory: AdapterFactory = app.state.adapters
-    if not app.state.kafka_consumers:  # the read API alone: the adapters it needs, no more
-        settings = settings.model_copy(update={"consumers_enabled": False})
     async with AsyncExitStack() as stack:
         adapters = await stack.enter_async_context(factory(settings))
         consumers: Callable[[], dict[str, bool]] = dict
         key_ring: ApiKeyRing = app.state.key_ring
-        if app.state.kafka_consumers:
+        if settings.consumers_enabled:
             consumers = await _start_consumers(stack, settings, adapters, key_ring)
         _in_background(stack, key_ring.reload_forever(settings.api_keys_reload_interval_s))
 
@@ -208,11 +206,12 @@ def create_app(
     """The worker app for ``settings`` (tests pass their own topic, database and bucket).
 
     ``adapters`` builds what the app talks to (tests pass the in-memory fakes);
-    ``kafka_consumers=False`` serves the read API alone (default: ``consumers_enabled``).
+    ``kafka_consumers=False`` serves the read API alone (default: ``consumers_enabled``, which
+    it sets, so the adapters built for the app follow it too).
     """
     settings = settings or get_settings()
-    if kafka_consumers is None:
-        kafka_consumers = settings.consumers_enabled
+    if kafka_consumers is not None:
+        settings = settings.model_copy(update={"consumers_enabled": kafka_consumers})
     app = FastAPI(
         title="CA4 worker",
         summary="Event store, projections, dead letters, S3 archive and read API.",
@@ -224,7 +223,6 @@ def create_app(
     )
     app.state.settings = settings
     app.state.adapters = adapters
-    app.state.kafka_consumers = kafka_consumers
     # Built here, not in the lifespan, so a key problem fails at start-up and tests that
     # drive the routes without the lifespan still authenticate.
     app.state.key_ring = ApiKeyRing.configured(
