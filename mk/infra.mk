@@ -12,6 +12,11 @@ CA4_SCRIPTS := $(CA4_INFRA_ROOT)/tools/provision/scripts
 CA4_PREFLIGHT := $(CA4_SCRIPTS)/preflight.sh
 CA4_TF_DIR := $(CA4_INFRA_ROOT)/infra/terraform/stacks/ca4
 CA4_TFVARS := $(CA4_INFRA_ROOT)/infra/terraform/envs/$(ENV).tfvars
+# The operator's own Terraform variable files (space-separated paths; preflight checks each
+# exists), passed after the shipped envs/<ENV>.tfvars so they override it: a grown disk, another
+# region, in an untracked file (e.g. .ca4/<ENV>/site.tfvars), so ca4-images still builds.
+CA4_TF_VAR_FILES ?=
+CA4_TF_VAR_ARGS = -var-file=$(CA4_TFVARS) $(foreach file,$(CA4_TF_VAR_FILES),-var-file='$(abspath $(file))')
 CA4_TFPLAN := ca4-$(ENV).tfplan
 CA4_HELM_DIR := $(CA4_INFRA_ROOT)/infra/helm
 CA4_AWS_REGION ?= eu-west-1
@@ -114,7 +119,7 @@ $(CA4_INFRA_TARGETS): export TF_DATA_DIR := $(CA4_TF_DATA_DIR)
 
 # Terraform needs the operator CIDR and SSH public key for every plan, apply and destroy.
 CA4_TF_ENV = TF_VAR_operator_cidrs='["$(CA4_OPERATOR_CIDR)"]' TF_VAR_ssh_public_key="$$(cat '$(CA4_SSH_PUBLIC_KEY_FILE)')"
-CA4_TF_PREFLIGHT = $(CA4_PREFLIGHT) $@ terraform $(1) -- aws CA4_TF_STATE_BUCKET CA4_OPERATOR_CIDR file:CA4_SSH_PUBLIC_KEY_FILE
+CA4_TF_PREFLIGHT = $(CA4_PREFLIGHT) $@ terraform $(1) -- aws CA4_TF_STATE_BUCKET CA4_OPERATOR_CIDR file:CA4_SSH_PUBLIC_KEY_FILE files:CA4_TF_VAR_FILES
 CA4_KUBE_PREFLIGHT = $(CA4_PREFLIGHT) $@ $(1) -- file:CA4_KUBECONFIG $(2) && \
 	{ kubectl version --request-timeout=5s >/dev/null 2>&1 || \
 	  { echo "$@: Kubernetes API not reachable through $(CA4_KUBECONFIG): run 'make ca4-api-tunnel'" >&2; exit 1; }; }
@@ -131,7 +136,7 @@ ca4-tf-init: ## Point Terraform at ENV's remote state (ca4-apply and ca4-destroy
 ca4-apply: ## 1. Terraform: VPC, bastion, K3s nodes, archive bucket, DocumentDB (ENV=dev|prod)
 	@$(call CA4_TF_PREFLIGHT,uv)
 	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) ca4-tf-init
-	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) plan -input=false -var-file=$(CA4_TFVARS) -out=$(CA4_TFPLAN)
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) plan -input=false $(CA4_TF_VAR_ARGS) -out=$(CA4_TFPLAN)
 	@# The saved plan is applied without a prompt: first refuse one that deletes or replaces what
 	@# holds data or runs the cluster (tools/provision/scripts/check-tf-plan.py lists the types),
 	@# unless CA4_ALLOW_REPLACE=yes. A refused plan is removed, so it cannot be applied by hand.
@@ -284,11 +289,11 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 	helm upgrade --install ca4-app $(CA4_HELM_DIR)/ca4-app \
 		--namespace $(CA4_APP_NAMESPACE) \
 		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_APP_VALUES)) \
-		--set image.tag=$(CA4_IMAGE_TAG) \
+		--set-string image.tag=$(CA4_IMAGE_TAG) \
 		--set-string secrets.existingSecretChecksum="$$secret_checksum" \
 		$(if $(CA4_INGRESS_HOST),--set-string ingress.host='$(CA4_INGRESS_HOST)') \
-		--set config.s3.bucket="$$bucket" \
-		--set config.s3.region="$$region" \
+		--set-string config.s3.bucket="$$bucket" \
+		--set-string config.s3.region="$$region" \
 		--wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-verify-e2e
@@ -305,12 +310,12 @@ ca4-destroy: ## Tear down: Terraform destroy, keeping the archive bucket unless 
 	@$(MAKE) -f $(firstword $(MAKEFILE_LIST)) ca4-tf-init
 ifeq ($(DESTROY_ARCHIVE),yes)
 	@echo "ca4-destroy: DESTROY_ARCHIVE=yes: the archive bucket and every archived event will be deleted"
-	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) apply -input=false -var-file=$(CA4_TFVARS) \
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) apply -input=false $(CA4_TF_VAR_ARGS) \
 		-var archive_force_destroy=true -target=module.archive_bucket
-	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) destroy -input=false -var-file=$(CA4_TFVARS) -var archive_force_destroy=true
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) destroy -input=false $(CA4_TF_VAR_ARGS) -var archive_force_destroy=true
 else
 	@echo "ca4-destroy: keeping the archive bucket and its KMS key (DESTROY_ARCHIVE=yes deletes them too)"
-	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) destroy -input=false -var-file=$(CA4_TFVARS) \
+	$(CA4_TF_ENV) terraform -chdir=$(CA4_TF_DIR) destroy -input=false $(CA4_TF_VAR_ARGS) \
 		-target=module.k3s -target=module.bastion -target=module.documentdb \
 		-target=module.security -target=module.network -target=aws_key_pair.operator
 endif

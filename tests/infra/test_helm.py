@@ -649,6 +649,11 @@ def test_agent_fetcher_installs_the_jar_whose_sha256_is_pinned(
 BAD_VALUES = [
     ("ca4-app", ["--set", "image.tag=latest"], "rolling tag"),
     ("ca4-app", ["--set", "processor.autoscaling.minReplicas=9"], "greater than maxReplicas"),
+    (
+        "ca4-app",
+        ["--set", "reader.enabled=true", "--set", "reader.replicaCount=0"],
+        "reader: enabled with replicaCount 0",
+    ),
     ("ca4-app", ["--set", "secrets.existingSecret="], "set secrets.existingSecret"),
     ("ca4-app", ["--set", "processor.resources.limits=null"], "limits"),
     ("ca4-app", ["--set", "containerSecurityContext.runAsNonRoot=false"], "runAsNonRoot"),

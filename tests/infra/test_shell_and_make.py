@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from tests.infra.conftest import (
     Rendered,
     pod_spec,
     run,
+    template,
     workloads,
 )
 from tests.infra.fakes.fake_tool import MASTER_SECRET, OUTPUTS, tf_backend
@@ -717,6 +719,30 @@ def test_first_deploy_builds_ships_and_deploys_one_tag(sandbox: Sandbox) -> None
     assert (sandbox.state_dir / "image-tag").read_text().strip() == IMAGE_TAG
 
 
+def test_deploy_passes_an_all_digit_image_tag_as_a_string(sandbox: Sandbox, helm: str) -> None:
+    """About one commit in 300 has twelve decimal digits for its tag: ``--set`` made it a number,
+    which the chart's schema refuses, so that commit could never be deployed. The arguments the
+    target gives Helm, rendered by the real chart, keep it a string."""
+    tag = "123456789012"
+    ready_for(sandbox, "ca4-deploy-app")
+    (sandbox.state_dir / "image-tag").write_text(tag + "\n")
+    result = sandbox.make("ca4-deploy-app")
+    assert result.returncode == 0, result.stderr
+    calls = sandbox.calls()
+    argv = next(c["argv"] for c in calls if c["tool"] == "helm" and "upgrade" in c["argv"])
+    given = [
+        arg
+        for flag, value in itertools.pairwise(argv)
+        if flag.startswith("--set")
+        for arg in (flag, value)
+    ]
+    code, out, err = template(
+        helm, "ca4-app", "-f", str(REPO / "infra/helm/ca4-app/values-dev.yaml"), *given
+    )
+    assert code == 0, err
+    assert f"ghcr.io/ca4-project/ca4-worker:{tag}" in out
+
+
 def test_deploy_fetches_the_db_ca_bundle_into_what_the_chart_mounts(
     sandbox: Sandbox, rendered: Rendered
 ) -> None:
@@ -967,6 +993,31 @@ def test_destroy_keeps_the_bucket_unless_asked(sandbox: Sandbox) -> None:
         "-target=module.archive_bucket" in a and "archive_force_destroy=true" in a for a in calls
     )
     assert any(a[1] == "destroy" and not any(x.startswith("-target") for x in a) for a in calls)
+
+
+def test_operator_tfvars_follow_the_shipped_ones(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A grown disk or another region lives in the operator's own untracked tfvars, passed after
+    envs/<ENV>.tfvars to every plan, apply and destroy so it wins; a tracked edit would stop the
+    next ca4-images."""
+    site = tmp_path / "site.tfvars"
+    site.write_text("k3s_data_volume_size_gb = 80\n")
+    env = {"CA4_TF_VAR_FILES": str(site)}
+    for target, extra in (("ca4-apply", {}), ("ca4-destroy", {"DESTROY_ARCHIVE": "yes"})):
+        sandbox.reset()
+        result = sandbox.make(target, env={**env, **extra})
+        assert result.returncode == 0, result.stderr
+        changing = [
+            c["argv"]
+            for c in sandbox.calls()
+            if c["tool"] == "terraform" and verb_args(c["argv"])[0] in {"plan", "apply", "destroy"}
+        ]
+        assert changing, target
+        shipped = f"-var-file={REPO}/infra/terraform/envs/dev.tfvars"
+        for argv in changing:
+            files = [a for a in argv if a.startswith("-var-file=")]
+            # a saved plan's apply takes no variables
+            assert files in ([], [shipped, f"-var-file={site}"]), (target, argv)
+        assert any(a for a in changing if f"-var-file={site}" in a), target
 
 
 def test_dev_targets(sandbox: Sandbox) -> None:
@@ -2170,7 +2221,11 @@ def test_operator_values_files_follow_the_shipped_ones(
 
 @pytest.mark.parametrize(
     ("target", "variable"),
-    [("ca4-deploy-app", "CA4_APP_VALUES"), ("ca4-platform-setup", "CA4_PLATFORM_VALUES")],
+    [
+        ("ca4-deploy-app", "CA4_APP_VALUES"),
+        ("ca4-platform-setup", "CA4_PLATFORM_VALUES"),
+        ("ca4-apply", "CA4_TF_VAR_FILES"),
+    ],
 )
 def test_a_missing_values_file_stops_the_target(
     sandbox: Sandbox, tmp_path: Path, target: str, variable: str

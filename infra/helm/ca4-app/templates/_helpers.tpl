@@ -124,6 +124,9 @@ Return every values problem the schema cannot express, then fail once with all o
 {{- $messages = append $messages (printf "ingress.routes %s: component %q is neither processor nor worker" .path .component) -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.reader.enabled (lt (int .Values.reader.replicaCount) 1) -}}
+{{- $messages = append $messages "reader: enabled with replicaCount 0 sends every read to no pod (503s that no CA4 alert sees); set reader.replicaCount to 1 or more, or reader.enabled=false to serve reads from the worker" -}}
+{{- end -}}
 {{- $as := .Values.processor.autoscaling -}}
 {{- if and $as.enabled (gt (int $as.minReplicas) (int $as.maxReplicas)) -}}
 {{- $messages = append $messages (printf "processor.autoscaling: minReplicas (%d) is greater than maxReplicas (%d)" (int $as.minReplicas) (int $as.maxReplicas)) -}}
