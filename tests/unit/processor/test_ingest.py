@@ -285,6 +285,42 @@ async def test_seed_path_post_metadata_is_an_alias_of_v1(
     assert "alias of POST /v1/metadata" in operation["summary"]
 
 
+async def test_an_answer_cuts_the_long_keys_it_names(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    """An error's ``loc`` names the client's own keys: a 5.4 KB gzipped report with one
+    5,000,000-character unknown key made a 5 MB answer, which the processor held until its
+    client read it (seventeen kilobytes per token paid). Each key named is now cut to 64 bytes,
+    with a digest of the whole, so two long keys still read as different."""
+    key = "x" * 5_000_000
+    report = {**make_report(), key: 0}
+    body = gzip.compress(json.dumps(report).encode())
+    headers = {**DEV_HEADERS, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+
+    single = await client.post("/v1/metadata", content=body, headers=headers)
+
+    assert single.status_code == 422
+    assert len(single.content) < 8_192
+    (error,) = single.json()["detail"]
+    assert error["type"] == "extra_forbidden"
+    assert error["loc"][0] == "body"
+    assert error["loc"][1].startswith("x" * 40)
+    assert "~" in error["loc"][1]
+    assert len(error["loc"][1].encode()) <= 64
+
+    reports = [make_report() for _ in range(500)]
+    for index, item in enumerate(reports):
+        item[f"{index}-{'a' * 4_000}"] = 0
+        item[f"{index}-{'b' * 4_000}"] = 0
+    batch = await client.post("/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS)
+
+    assert batch.status_code == 422
+    assert len(batch.content) < 400_000
+    first = [e["loc"][-1] for e in batch.json()["results"][0]["errors"]]
+    assert len(set(first)) == 2, "keys that differ past the cut still read as different"
+    assert fake_publisher.published == []
+
+
 async def test_a_batch_of_many_errors_lists_a_thousand_and_counts_the_rest(
     client: httpx.AsyncClient, fake_publisher: FakePublisher
 ) -> None:

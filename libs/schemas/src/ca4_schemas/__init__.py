@@ -4,6 +4,7 @@ Import the newest models by their unversioned names (:data:`GpuMetadataReported`
 :data:`GpuMetadataReport`); read anything off the wire with :func:`decode_event`.
 """
 
+from ca4_schemas.bounded import bounded_text
 from ca4_schemas.constants import (
     EVENT_TYPE_GPU_METADATA_REPORTED,
     LEGACY_TENANT,
@@ -52,6 +53,7 @@ __all__ = [
     "MigInstance",
     "Source",
     "UnknownSchemaVersionError",
+    "bounded_text",
     "decode_event",
     "encode_event",
     "record_weight",

@@ -11,12 +11,19 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ca4_schemas.bounded import bounded_text
 from ca4_schemas.upcasting import GpuMetadataReport
 
 DEFAULT_MAX_BATCH_SIZE = 500
 """The processor's default cap on reports per batch request."""
+ERROR_LOC_PART_MAX_BYTES = 64
+"""The most UTF-8 bytes of one key named in an error's ``loc``: a key is the client's choice, and
+an answer waits in the processor until its client reads it, so a megabyte key repeated in each
+of a thousand errors would make every 422 a lever on the processor's memory."""
+ERROR_MSG_MAX_BYTES = 1024
+"""The most UTF-8 bytes of an error's ``msg`` (some quote the input, such as a repeated key)."""
 
 
 class _ApiModel(BaseModel):
@@ -32,6 +39,20 @@ class ErrorItem(_ApiModel):
     """Human-readable explanation."""
     type: str
     """Stable machine-readable error type such as ``missing`` or ``less_than_equal``."""
+
+    @field_validator("loc")
+    @classmethod
+    def _bounded_keys(cls, loc: list[str | int]) -> list[str | int]:
+        """A key past :data:`ERROR_LOC_PART_MAX_BYTES` is cut, with a digest of the whole."""
+        return [
+            part if isinstance(part, int) else bounded_text(part, ERROR_LOC_PART_MAX_BYTES)
+            for part in loc
+        ]
+
+    @field_validator("msg")
+    @classmethod
+    def _bounded_msg(cls, msg: str) -> str:
+        return bounded_text(msg, ERROR_MSG_MAX_BYTES)
 
 
 class ValidationErrorBody(_ApiModel):

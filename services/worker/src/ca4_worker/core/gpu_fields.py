@@ -15,12 +15,11 @@ work on them all the same.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Final
 
-from ca4_schemas import GpuMetadataReported, GpuSample
+from ca4_schemas import GpuMetadataReported, GpuSample, bounded_text
 
 PROJECT_LABEL: Final = "project"
 """The report label that becomes the ``project`` metric label (and the first usage roll-up)."""
@@ -48,23 +47,13 @@ bytes) and 256 for the ``project`` label; real values fit in 64 (a GPU or MIG UU
 characters, a PCI bus id 16, an SDK session id about 30, a Kubernetes pod name at most 63), so
 the series caps bound ``/metrics`` in bytes too (docs/gpu-metrics.md). Bytes, not characters:
 the body, the worker's memory and Prometheus' ``label_value_length_limit`` count bytes."""
-_DIGEST_HEX: Final = 16
-"""Hex digits of SHA-256 that stand for a value's cut part (64 bits)."""
 
 
 def bounded_label(value: str) -> str:
-    """``value`` if it fits :data:`LABEL_VALUE_MAX_BYTES`; else its longest prefix that leaves
-    room for ``~`` and 16 hex digits of the whole value's SHA-256, so that values that differ
-    only past the bound (two GPUs' UUIDs, two hosts) still name different series."""
-    if len(value) <= LABEL_VALUE_MAX_BYTES and value.isascii():
-        return value
-    encoded = value.encode()
-    if len(encoded) <= LABEL_VALUE_MAX_BYTES:
-        return value
-    digest = hashlib.sha256(encoded).hexdigest()[:_DIGEST_HEX]
-    # Cut at a character boundary: a partial character at the end is dropped.
-    prefix = encoded[: LABEL_VALUE_MAX_BYTES - 1 - _DIGEST_HEX].decode(errors="ignore")
-    return f"{prefix}~{digest}"
+    """``value`` cut to :data:`LABEL_VALUE_MAX_BYTES` (:func:`ca4_schemas.bounded_text`), so
+    that values that differ only past the bound (two GPUs' UUIDs, two hosts) still name
+    different series."""
+    return bounded_text(value, LABEL_VALUE_MAX_BYTES)
 
 
 THROTTLE_REASON_BITS: Final = {
