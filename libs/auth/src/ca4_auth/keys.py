@@ -1,4 +1,4 @@
-"""API keys with an owner (tenant) and scopes, held as SHA-256 hashes and compared in constant time.
+"""API keys with an owner (tenant) and scopes, held as SHA-256 hashes and looked up by hash.
 
 The keys file (and ``CA4_API_KEY_HASHES``) holds one entry per line (or comma-separated)::
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -246,6 +245,7 @@ class ApiKeyRing:
         self._keys_file = keys_file
         self._file_keys: dict[str, ApiKey] = {}
         self._file_text: str | None = None
+        self._by_digest: dict[str, ApiKey] = dict(self._inline)
         if keys_file is not None:
             self._load_file()
 
@@ -270,6 +270,9 @@ class ApiKeyRing:
         if text == self._file_text:
             return
         self._file_keys = parse_key_entries(text, source=str(self._keys_file))
+        # Built whole, then swapped in: identify() never sees half a ring. A hash held both
+        # inline and in the file means the file's entry, as when every entry was compared.
+        self._by_digest = {**self._inline, **self._file_keys}
         self._file_text = text
         log.info("api_keys.loaded", source=str(self._keys_file), key_ids=sorted(self.key_ids))
 
@@ -302,12 +305,9 @@ class ApiKeyRing:
     def identify(self, presented_key: str) -> ApiKey | None:
         """The key ``presented_key`` is, or ``None``.
 
-        Compares against every stored digest with :func:`hmac.compare_digest` and never stops
-        early, so timing reveals neither which key nor how much of it matched.
+        One dict lookup by the presented key's SHA-256, whatever the number of keys: a request
+        without a valid key, which no rate limit has yet met, costs one hash, not a comparison
+        per key. The lookup's timing depends only on that digest, which says nothing usable
+        about a stored key (finding a key from a digest prefix means inverting SHA-256).
         """
-        presented = hashlib.sha256(presented_key.encode()).hexdigest().encode()
-        found: ApiKey | None = None
-        for digest, key in (*self._inline.items(), *self._file_keys.items()):
-            if hmac.compare_digest(presented, digest.encode()):
-                found = key
-        return found
+        return self._by_digest.get(hashlib.sha256(presented_key.encode()).hexdigest())
