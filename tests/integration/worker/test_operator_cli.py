@@ -1,14 +1,17 @@
-"""``ca4 dlq`` and ``ca4 replay`` against the real services, as an operator runs them."""
+"""``ca4 dlq``, ``ca4 replay`` and ``ca4 rewind`` against the real services, as an operator
+runs them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from ca4_provision.cli import app
 from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC, HEADER_TENANT
 from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.messaging.groups import rewind_groups
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.projections import MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
@@ -18,7 +21,7 @@ from tests.integration.worker.checks import projected_sample_total
 from tests.integration.worker.support import produce, running_worker, wait_for
 from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
-from tests.unit.worker.factories import event_body
+from tests.unit.worker.factories import event_body, gpu_sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
 
@@ -216,3 +219,53 @@ async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_who
     rebuilt = await ca4(cli_env, "replay", "--rebuild-projections", "--yes")
     assert rebuilt.exit_code == 0, rebuilt.output
     assert await snapshot(MongoProjections(database)) == live
+
+
+async def test_a_lost_database_is_stored_and_projected_again_from_what_the_topic_holds(
+    cli_env: CliRunner, worker_settings: Settings, database: AsyncDatabase[Doc]
+) -> None:
+    """The database lost (or restored to an earlier time): `ca4 rewind` moves both groups back
+    and the restarted worker stores and projects the topic again, each event once, to the same
+    read models; refused while the worker runs, and `--to` moves only what came after."""
+    bootstrap, topic = worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic
+    settings = worker_settings.model_copy(update={"archive_enabled": False})
+    gpus = [gpu_sample(index) for index in range(4)]
+    events = [event_body(session_id=f"restored-{index % 12}", gpus=gpus) for index in range(120)]
+    async with running_worker(settings):
+        await produce(bootstrap, topic, events[:60])
+        await asyncio.sleep(1.5)  # records' timestamps: the second half is after `middle`
+        middle = datetime.now(UTC)
+        await asyncio.sleep(0.5)
+        await produce(bootstrap, topic, events[60:])
+
+        async def all_projected() -> bool:
+            return await projected_sample_total(database) == 120
+
+        await wait_for(all_projected, timeout_s=90, what="120 events projected")
+        refused = await ca4(cli_env, "rewind", "--yes")
+        before = await snapshot(MongoProjections(database))
+    assert refused.exit_code == 1, refused.output
+    assert "Refused: consumer group" in refused.output
+    assert "its workers would commit over the offsets a rewind sets" in refused.output
+
+    groups = [settings.kafka_store_group, settings.kafka_project_group]
+    after_middle = await rewind_groups(bootstrap, topic, groups, to=middle, dry_run=True)
+    assert {item.group for item in after_middle} == set(groups)
+    for group in groups:
+        moved = [item for item in after_middle if item.group == group]
+        assert sum((item.committed or 0) - item.to for item in moved) == 60, group
+
+    await database.client.drop_database(database.name)  # the database is lost
+    rewound = await ca4(cli_env, "rewind", "--yes")
+    assert rewound.exit_code == 0, rewound.output
+    assert "moved back" in rewound.output
+    again = await ca4(cli_env, "rewind", "--to", middle.isoformat(timespec="seconds"), "--yes")
+    assert again.exit_code == 0, again.output
+    assert "Nothing to move" in again.output, "a rewind never moves a group forward"
+
+    async with running_worker(settings):
+        await wait_for(all_projected, timeout_s=90, what="120 events projected again")
+        # What is applied is skipped, what is stored counts once: a moment more changes nothing.
+        await asyncio.sleep(1)
+        assert await database["events"].count_documents({}) == 120
+        assert await snapshot(MongoProjections(database)) == before

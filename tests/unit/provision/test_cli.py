@@ -83,6 +83,32 @@ def test_dlq_commands_name_the_kafka_they_cannot_reach_in_one_line(
     )
 
 
+@pytest.mark.parametrize("args", [("--yes",), ("--dry-run",)], ids=" ".join)
+def test_rewind_names_the_kafka_it_cannot_reach_in_one_line(
+    args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = closed_port()
+    monkeypatch.setenv("CA4_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+
+    result = ca4("rewind", *args)
+
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: cannot reach Kafka at 127.0.0.1:{port}: {FIX} or set CA4_KAFKA_BOOTSTRAP_SERVERS\n"
+    )
+
+
+def test_rewind_refuses_without_a_terminal_or_yes() -> None:
+    result = ca4("rewind", "--to", "2026-11-30T09:00:00")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: Move consumer groups ca4-store and ca4-project of gpu-metadata back to "
+        "2026-11-30 09:00:00 UTC? Refusing without confirmation: stdin is not a terminal; pass "
+        "--yes to go ahead.\n"
+    )
+
+
 def test_a_kafka_that_never_answers_fails_at_the_deadline(
     hung_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""``ca4 dlq`` and ``ca4 replay``: operator commands for dead letters and projection rebuilds.
+"""``ca4 dlq``, ``ca4 replay`` and ``ca4 rewind``: operator commands for dead letters,
+projection rebuilds and handling again what the topic holds.
 
 Registered on the root ``ca4`` command by ``ca4_provision.cli``.
 """
@@ -42,7 +43,7 @@ from ca4_worker.messaging.dlq_tools import (
     read_dead_letters,
     redrive,
 )
-from ca4_worker.messaging.groups import LiveConsumersError, ensure_group_idle
+from ca4_worker.messaging.groups import LiveConsumersError, ensure_group_idle, rewind_groups
 from ca4_worker.persistence.redrives import MongoRedriveLog, Redrive, redrive_key
 
 console = Console()
@@ -442,3 +443,68 @@ def replay(
         except LiveConsumersError as error:
             raise OperatorError(f"Refused: {error}") from error
     console.print(f"Applied {outcome.events} events ({outcome.skipped} skipped).")
+
+
+def rewind(
+    to: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=TIME_FORMATS,
+            metavar="TIME",
+            help=(
+                "Handle again every record received at or after this time (a little before the "
+                f"restored database's time). Without it, everything the topic holds. {_TIME_HELP}"
+            ),
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would move; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+) -> None:
+    """Move the store and projection groups back, so the (stopped) workers store and project
+    again what the topic holds: after the database was restored to an earlier time, or lost."""
+    # Events count once by id and the projections' position guards skip what is applied, so
+    # nothing is stored or counted twice. Events older than the topic keeps are in the S3
+    # archive, from which `ca4 replay --source s3` rebuilds the projections.
+    settings = get_settings()
+    groups = [settings.kafka_store_group, settings.kafka_project_group]
+    since = (
+        "the oldest record the topic holds" if to is None else f"{as_utc(to):%Y-%m-%d %H:%M:%S} UTC"
+    )
+    if not dry_run:
+        confirm_destructive(
+            f"Move consumer groups {' and '.join(groups)} of {settings.kafka_topic} back to "
+            f"{since}?",
+            yes=yes,
+        )
+    with reaching(kafka_endpoint(settings), settings):
+        try:
+            moved = asyncio.run(
+                rewind_groups(
+                    settings.kafka_bootstrap_servers,
+                    settings.kafka_topic,
+                    groups,
+                    to=as_utc(to),
+                    dry_run=dry_run,
+                    timeout_s=settings.operator_kafka_timeout_s,
+                )
+            )
+        except LiveConsumersError as error:
+            raise OperatorError(f"Refused: {error}") from error
+    if not moved:
+        console.print(f"Nothing to move: every partition of both groups is at or before {since}.")
+        return
+    table = Table(title=f"{settings.kafka_topic}: {'would move' if dry_run else 'moved'} back")
+    for column in ("group", "partition", "committed", "now"):
+        table.add_column(column)
+    for item in moved:
+        table.add_row(
+            item.group,
+            str(item.partition),
+            "-" if item.committed is None else str(item.committed),
+            str(item.to),
+        )
+    console.print(table)
+    if not dry_run:
+        console.print("Start the workers: they store and project from there.")

@@ -11,7 +11,7 @@ from importlib.metadata import version
 from typing import Annotated, Any
 
 import typer
-from ca4_worker.cli import dlq_app, replay
+from ca4_worker.cli import dlq_app, replay, rewind
 from ca4_worker.cli_support import OperatorError
 from ca4_worker.usage_cli import usage
 from typer._click.core import Context  # Typer vendors Click; this is its Context
@@ -120,5 +120,6 @@ app.add_typer(sdk_app, name="sdk")
 app.command("send")(send)
 app.add_typer(dlq_app, name="dlq")
 app.command("replay")(replay)
+app.command("rewind")(rewind)
 app.command("db-user")(db_user)
 app.command("usage")(usage)

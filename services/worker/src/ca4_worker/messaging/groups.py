@@ -1,7 +1,13 @@
-"""Who is consuming: the live members of a consumer group, from the broker's coordinator."""
+"""Who is consuming (the live members of a consumer group, from the broker's coordinator), and
+moving an idle group back to re-handle what the topic still holds."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
@@ -37,8 +43,16 @@ async def group_members(
     return members
 
 
-async def ensure_group_idle(bootstrap_servers: str, group: str, topic: str) -> None:
-    """Raise :class:`LiveConsumersError` while ``group`` has live members on ``topic``.
+async def ensure_group_idle(
+    bootstrap_servers: str,
+    group: str,
+    topic: str,
+    *,
+    risk: str = "a rebuild while workers store events would lose their projections",
+    instead: str = "; or replay without --rebuild-projections, which is safe while they run",
+) -> None:
+    """Raise :class:`LiveConsumersError` while ``group`` has live members on ``topic``, saying
+    the ``risk`` of going on and what to do ``instead``.
 
     A projection rebuild empties the read models and re-applies history; a worker applying
     new events meanwhile would move the position guards past the history the rebuild has not
@@ -48,8 +62,110 @@ async def ensure_group_idle(bootstrap_servers: str, group: str, topic: str) -> N
     if members:
         raise LiveConsumersError(
             f"consumer group {group} has {len(members)} live member(s) ({', '.join(members)}): "
-            "a rebuild while workers store events would lose their projections. Stop the "
-            "workers first (dev stack: `uv run ca4 devstack stop worker`; K3s: `kubectl scale "
-            "deployment/ca4-worker --replicas=0`), rebuild, then start them again; or replay "
-            "without --rebuild-projections, which is safe while they run."
+            f"{risk}. Stop the workers first (dev stack: `uv run ca4 devstack stop worker`; "
+            "K3s: `kubectl -n app scale deployment/ca4-app-worker --replicas=0`), then start "
+            f"them again{instead}."
         )
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """One partition of one group moved back: from its committed offset to ``to``."""
+
+    group: str
+    partition: int
+    committed: int | None
+    to: int
+
+
+async def rewind_groups(
+    bootstrap_servers: str,
+    topic: str,
+    groups: list[str],
+    *,
+    to: datetime | None,
+    dry_run: bool = False,
+    timeout_s: float = 15.0,
+) -> list[Rewound]:
+    """Move each idle group in ``groups`` back, per partition, to the first record received at
+    or after ``to`` (``None``: the oldest the topic holds), so the workers handle those records
+    again: after a database restored to an earlier time, or lost, the store stores what it
+    misses (events count once by id) and the projections apply what they miss (the position
+    guards skip the rest).
+
+    Never moves a group forward: a partition already before that point keeps its offset, since
+    moving it on would skip records it has not handled. Raises :class:`LiveConsumersError` while
+    a group has live members (they would commit over the new offsets).
+    """
+    for group in groups:
+        await ensure_group_idle(
+            bootstrap_servers,
+            group,
+            topic,
+            risk="its workers would commit over the offsets a rewind sets",
+            instead="",
+        )
+    partitions = await _partitions(bootstrap_servers, topic, timeout_s)
+    moved: list[Rewound] = []
+    for group in groups:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=group,
+            enable_auto_commit=False,
+            request_timeout_ms=int(timeout_s * 1000),
+        )
+        try:
+            async with asyncio.timeout(timeout_s * 4):
+                await consumer.start()
+                consumer.assign(partitions)
+                targets = await _offsets_at(consumer, partitions, to)
+                commits: dict[TopicPartition, int] = {}
+                for partition in partitions:
+                    committed = await consumer.committed(partition)
+                    target = targets[partition]
+                    if committed is not None and committed <= target:
+                        continue
+                    commits[partition] = target
+                    moved.append(Rewound(group, partition.partition, committed, target))
+                if commits and not dry_run:
+                    await consumer.commit(commits)
+        except (LiveConsumersError, UnavailableError):
+            raise
+        except Exception as error:  # aiokafka's errors, timeouts and socket errors alike
+            raise UnavailableError(f"cannot rewind consumer group {group}: {error!r}") from error
+        finally:
+            await consumer.stop()
+    return moved
+
+
+async def _partitions(bootstrap_servers: str, topic: str, timeout_s: float) -> list[TopicPartition]:
+    """The topic's partitions, from the brokers (a consumer learns them only by subscribing)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await admin.start()
+        (described,) = await admin.describe_topics([topic])
+    except Exception as error:  # aiokafka raises its own errors and plain OSErrors alike
+        raise UnavailableError(f"cannot describe topic {topic}: {error!r}") from error
+    finally:
+        await admin.close()
+    numbers = sorted(item["partition"] for item in described["partitions"])
+    if described["error_code"] or not numbers:
+        raise UnavailableError(f"topic {topic} not found (error code {described['error_code']})")
+    return [TopicPartition(topic, number) for number in numbers]
+
+
+async def _offsets_at(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], to: datetime | None
+) -> dict[TopicPartition, int]:
+    """Each partition's first offset at or after ``to`` (its end when none is), or its oldest."""
+    oldest: dict[TopicPartition, int] = await consumer.beginning_offsets(partitions)
+    if to is None:
+        return oldest
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    at = await consumer.offsets_for_times(dict.fromkeys(partitions, int(to.timestamp() * 1000)))
+    return {
+        partition: max(oldest[partition], ends[partition] if found is None else found.offset)
+        for partition, found in at.items()
+    }
