@@ -18,6 +18,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HELM_VERSION = "v3.21.4"
+HELM4_VERSION = "v4.3.1"
 CHECKOV_VERSION = "3.3.30"
 # The K3s release tools/provision/scripts/lib.sh installs; manifests validate against its minor.
 K3S_VERSION = "v1.33.5+k3s1"
@@ -35,28 +36,39 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
 
 
-@pytest.fixture(scope="session")
-def helm() -> str:
-    """Path of helm HELM_VERSION, built with `go install` into the cache when missing."""
-    cached = CACHE / f"helm-{HELM_VERSION}" / "helm"
+def _go_installed_helm(version: str) -> str:
+    """Path of helm ``version``, built with `go install` into the cache when missing."""
+    cached = CACHE / f"helm-{version}" / "helm"
     if cached.exists():
         return str(cached)
+    module = f"helm.sh/helm/{version.split('.', maxsplit=1)[0]}/cmd/helm@{version}"
     go = shutil.which("go")
     if go is None:
         pytest.fail(
-            f"helm {HELM_VERSION} is not cached at {cached} and `go` is not on PATH to build it: "
-            "install Go, or run "
-            f"`GOBIN={cached.parent} go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}`"
+            f"helm {version} is not cached at {cached} and `go` is not on PATH to build it: "
+            f"install Go, or run `GOBIN={cached.parent} go install {module}`"
         )
     cached.parent.mkdir(parents=True, exist_ok=True)
     result = run(
-        [go, "install", f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
+        [go, "install", module],
         env={**os.environ, "GOBIN": str(cached.parent), "GOFLAGS": "-mod=mod"},
         timeout=900,
     )
     if result.returncode != 0 or not cached.exists():
-        pytest.fail(f"go install helm@{HELM_VERSION} failed:\n{result.stderr[-3000:]}")
+        pytest.fail(f"go install {module} failed:\n{result.stderr[-3000:]}")
     return str(cached)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """Path of helm HELM_VERSION, the version the tests render with."""
+    return _go_installed_helm(HELM_VERSION)
+
+
+@pytest.fixture(scope="session")
+def helm4() -> str:
+    """Path of helm HELM4_VERSION: what a package manager installs for a new operator."""
+    return _go_installed_helm(HELM4_VERSION)
 
 
 @pytest.fixture(scope="session")
