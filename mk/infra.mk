@@ -263,7 +263,14 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		printf '%s' "$$CA4_MONGO_URL" > "$$new/mongo-url"; \
 	elif [[ -s "$$live/mongo-url" ]]; then \
 		cp "$$live/mongo-url" "$$new/mongo-url"; \
-		echo "$@: CA4_MONGO_URL unset: keeping the database URL of the live Secret $(CA4_APP_NAMESPACE)/$(CA4_APP_SECRET)"; \
+		in_cluster="$$( [[ "$(ENV)" != dev ]] || $(CA4_DEV_MONGO_URL))"; \
+		if [[ -n "$$in_cluster" && "$$in_cluster" != "$$(<"$$live/mongo-url")" && \
+			"$${in_cluster##*@}" == "$$(sed 's/.*@//' "$$live/mongo-url")" ]]; then \
+			printf '%s' "$$in_cluster" > "$$new/mongo-url"; \
+			echo "$@: CA4_MONGO_URL unset: the in-cluster MongoDB's credentials changed (its Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET) was made again): taking its URL"; \
+		else \
+			echo "$@: CA4_MONGO_URL unset: keeping the database URL of the live Secret $(CA4_APP_NAMESPACE)/$(CA4_APP_SECRET)"; \
+		fi; \
 	else \
 		$(CA4_DEV_MONGO_URL) > "$$new/mongo-url"; \
 		[[ -s "$$new/mongo-url" ]] || { echo "$@: the Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET) is gone" >&2; exit 1; }; \

@@ -1486,6 +1486,36 @@ def test_dev_deploy_reads_the_in_cluster_mongo_url(sandbox: Sandbox, rendered: R
     assert url not in result.stdout + result.stderr
 
 
+def test_dev_deploy_follows_a_remade_in_cluster_mongo(sandbox: Sandbox, rendered: Rendered) -> None:
+    """The guide's way back from a lost dev MongoDB (delete its PVC and Secret, run step 6) makes
+    new passwords: the next deploy takes the in-cluster URL over the app Secret's stale one for
+    the same host, so the pods are not left failing authentication. Another database the app
+    Secret names (an operator's own) is kept."""
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    url = dev_mongo_url(rendered)
+    host = url.rsplit("@", 1)[1]
+    sandbox.env = {k: v for k, v in sandbox.env.items() if k != "CA4_MONGO_URL"}
+    for live, expected in (
+        (f"mongodb://ca4app:old-password@{host}", url),
+        (
+            "mongodb://ca4app:own@db.corp.test:27017/ca4",
+            "mongodb://ca4app:own@db.corp.test:27017/ca4",
+        ),
+    ):
+        sandbox.reset()
+        (sandbox.state / "applied-secrets.json").unlink(missing_ok=True)  # the last apply's
+        secrets = {
+            "platform/ca4-platform-mongodb": {"mongo-url": url},
+            "app/ca4-app-secrets": {"mongo-url": live, "api-key-hashes": "ci:" + "a" * 64},
+        }
+        result = sandbox.make("ca4-deploy-app", env={"CA4_FAKE_SECRETS": json.dumps(secrets)})
+        assert result.returncode == 0, result.stderr
+        calls = sandbox.calls()
+        app_secret = kubectl_index(calls, "create", "secret", "generic", "ca4-app-secrets")
+        assert calls[app_secret]["files"]["mongo-url"] == expected
+        assert url not in result.stdout + result.stderr
+
+
 def test_dev_deploy_without_a_database_names_the_setting(sandbox: Sandbox) -> None:
     assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
     sandbox.reset()
