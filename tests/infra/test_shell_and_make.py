@@ -655,6 +655,8 @@ def test_api_tunnel_to_any_server_of_the_cluster_is_kept(sandbox: Sandbox) -> No
     assert f"127.0.0.1:{port} is an ssh tunnel to another address than port 6443 of a K3s " in (
         result.stderr
     )
+    # dev's and prod's tunnels both default to one port: the message names the way out
+    assert "another ENV's tunnel (give each ENV its own port: CA4_API_TUNNEL_PORT" in result.stderr
 
 
 def image_steps(calls: list[dict[str, Any]]) -> list[str]:
@@ -1126,6 +1128,7 @@ def test_kafka_tunnel_to_an_old_node_is_named(sandbox: Sandbox) -> None:
     assert f"127.0.0.1:{port} is an ssh tunnel to another address than 10.40.11.21:30094" in (
         result.stderr
     )
+    assert "its own port: CA4_KAFKA_TUNNEL_PORT" in result.stderr
     assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]
 
 

@@ -66,7 +66,8 @@ for i in "${!forwards[@]}"; do
   elif [[ -n "$(tunnel_pids "${accepted[i]}")" ]]; then
     log "${kind} tunnel: 127.0.0.1:${port} is already this tunnel (${described[i]}), nothing to do"
   elif [[ -n "$(tunnel_pids "127.0.0.1:${port}:[^ ]*")" ]]; then
-    die "127.0.0.1:${port} is an ssh tunnel to another address than ${described[i]} (an old one: the pod moved, or the server was replaced?): stop it (pkill -f 'ssh.*-L 127.0.0.1:${port}:') and run this again"
+    if [[ "${kind}" == api ]]; then knob=CA4_API_TUNNEL_PORT; else knob=CA4_KAFKA_TUNNEL_PORT; fi
+    die "127.0.0.1:${port} is an ssh tunnel to another address than ${described[i]}: another ENV's tunnel (give each ENV its own port: ${knob}, see docs/provisioning.md), or an old one (the pod moved, or the server was replaced)? Stop it (pkill -f 'ssh.*-L 127.0.0.1:${port}:') and run this again"
   elif [[ "${kind}" == kafka ]]; then
     die "127.0.0.1:${port} is taken by another program, not this tunnel (the local dev stack's Kafka? stop it: make devstack-down, or docker compose stop kafka), so clients would reach it instead of the cluster's Kafka"
   else
