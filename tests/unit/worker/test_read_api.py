@@ -23,6 +23,7 @@ from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.archive import archive_key, encode_archive_object
 from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight
+from ca4_worker.main import create_app
 from ca4_worker.persistence.documents import GPUS, SESSIONS
 from ca4_worker.persistence.memory import InMemoryProjections
 from fastapi import FastAPI
@@ -223,10 +224,36 @@ async def test_a_bare_cursor_of_a_mig_device_with_slashes_pages_on_too(worker: W
         one = await worker.client.get(f"/v1/gpus/{path}", headers=A)
         assert (one.status_code, one.json()["gpu_uuid"]) == (200, uuids[1]), path
     # A trailing slash is still the list (redirected, as /v1/sessions/ is), not a UUID "".
-    for listing in ("/v1/gpus/", "/v1/sessions/"):
+    for listing, location in (
+        ("/v1/gpus/", "/v1/gpus?limit=1"),  # relative: see the test below
+        ("/v1/sessions/", "http://worker/v1/sessions?limit=1"),  # Starlette's redirect_slashes
+    ):
         slash = await worker.client.get(listing, params={"limit": 1}, headers=A)
         assert slash.status_code == 307, listing
-        assert slash.headers["location"] == f"http://worker{listing[:-1]}?limit=1"
+        assert slash.headers["location"] == location
+
+
+async def test_the_gpus_slash_redirect_is_relative_so_it_keeps_https() -> None:
+    """``/v1/gpus/`` redirected to an absolute URL built from the request as the worker saw it:
+    ``http://`` behind a proxy that ends TLS, so ``curl -L`` sent the API key in clear."""
+    app = create_app(Settings(api_key_hashes=KEY_HASHES))
+    transport = httpx.ASGITransport(app)
+    # What the worker sees of an https request once the proxy has ended TLS (the forwarded
+    # scheme is not trusted), and an https request seen as such.
+    proxied = A | {"X-Forwarded-Proto": "https"}
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://ca4.example") as behind_proxy,
+        httpx.AsyncClient(transport=transport, base_url="https://ca4.example") as direct,
+    ):
+        params = {"limit": 5, "gpu_name": "A 100"}
+        slash = await behind_proxy.get("/v1/gpus/", params=params, headers=proxied)
+        https = await direct.get("/v1/gpus/", params={"limit": 5}, headers=A)
+        bare = await direct.get("/v1/gpus/", headers=A)
+
+    assert slash.status_code == 307
+    assert slash.headers["location"] == "/v1/gpus?limit=5&gpu_name=A+100"
+    assert (https.status_code, https.headers["location"]) == (307, "/v1/gpus?limit=5")
+    assert bare.headers["location"] == "/v1/gpus"
 
 
 async def test_a_read_all_keys_bare_cursor_must_name_a_pre_tenancy_document(

@@ -15,6 +15,7 @@ from ca4_worker.core.config import Settings
 from ca4_worker.domain.usage import UsageDay
 from ca4_worker.main import create_app
 from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
+from prometheus_client import REGISTRY
 
 from tests.unit.worker.factories import TENANT_A, TENANT_B
 from tests.unit.worker.usage_scenario import RULES
@@ -143,3 +144,36 @@ async def test_a_report_that_waits_half_its_deadline_is_429_naming_the_cap() -> 
             "0.15 s); retry after the Retry-After seconds"
         },
     )
+
+
+async def test_a_report_refused_after_waiting_for_other_tenants_does_not_spend_its_budget() -> None:
+    """The wait for a usage slot was left out of the read budget only once the slot was got: a
+    report refused after waiting behind other tenants' reports paid the whole wait, and its
+    tenant's next reads were ``429``."""
+    records = SlowTenantRecords(stubborn=True)
+    settings = {
+        "usage_max_reports_in_flight": 1,
+        "usage_report_timeout_s": 1.0,  # refused after waiting 0.5 s
+        "read_budget_per_tenant": 0.1,
+        "read_budget_burst_s": 0.2,
+    }
+    async with _client(records, **settings) as client:
+        first = asyncio.create_task(_get(client, "k-a"))
+        try:
+            await asyncio.wait_for(records.scanning.wait(), 5)
+            spent_before = _read_seconds(TENANT_B)
+            late = await asyncio.wait_for(_get(client, "k-b"), 5)
+            spent = _read_seconds(TENANT_B) - spent_before
+        finally:
+            records.release.set()  # a stubborn scan would outlive the test
+            await first
+        again = await asyncio.wait_for(_get(client, "k-b"), 5)  # the slot is free now
+
+    assert late.status_code == 429
+    assert "usage reports in flight" in late.json()["detail"]
+    assert spent < 0.1  # not the 0.5 s it waited
+    assert again.status_code == 200, again.json()
+
+
+def _read_seconds(tenant: str) -> float:
+    return REGISTRY.get_sample_value("ca4_worker_read_seconds_total", {"tenant": tenant}) or 0.0

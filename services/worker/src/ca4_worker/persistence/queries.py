@@ -25,10 +25,19 @@ from ca4_worker.domain.projection import applied_key, gpu_document_id
 from ca4_worker.persistence.database import database_call
 from ca4_worker.persistence.documents import GPUS, SESSIONS, Doc, gpu_state, session_state
 
-PAGE_FETCH_BATCH = 50
-"""Documents a page fetches per round trip: the driver holds a whole batch, fetched past a
-full page too, so it is a bound in memory (50 of the heaviest GPU documents are a few MB;
-a page of 500 light ones takes 10 round trips)."""
+PAGE_FETCH_BATCH = 16
+"""Documents a page fetches per round trip: the driver decodes a whole reply before the first
+document is read, fetched past a full page too, so it is a bound in memory. 50 let one read of
+crafted GPU documents (about 163 KB of BSON each) decode 8 MB for a page the byte bound cut at
+about 6; 16 is 2.6 MB. A find cursor's batch size is fixed once it runs (pymongo refuses to
+change it), so later round trips cannot grow: a page of 500 light documents takes 32 round
+trips (ceil(501 / 16)), the default 50 takes 4."""
+
+
+def page_fetch_batch(limit: int) -> int:
+    """Documents each round trip of a page of ``limit`` asks for (the one past it included:
+    it says whether a next page follows)."""
+    return min(limit + 1, PAGE_FETCH_BATCH)
 
 
 def session_view(doc: Doc) -> SessionView:
@@ -93,7 +102,8 @@ class MongoReadModels:
         )
         with database_call(self._read_deadline_s):
             cursor = raw.find(conditions).sort("_id", 1).limit(limit + 1)
-            async with cursor.batch_size(min(limit + 1, PAGE_FETCH_BATCH)):
+            # Small batches: the driver decodes a whole one, also past where the byte bound cuts.
+            async with cursor.batch_size(page_fetch_batch(limit)):
                 rows, more = await read_page(
                     cursor, limit=limit, max_bytes=max_bytes, weight=lambda row: len(row.raw)
                 )

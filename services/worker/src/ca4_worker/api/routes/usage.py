@@ -137,8 +137,10 @@ async def read_usage(  # noqa: PLR0917 - FastAPI passes each query parameter by 
         await slots.enter(owner)
     except ReadRefusedError as error:
         raise too_many_in_flight(str(error)) from error
-    waited_s = time.monotonic() - started
-    setattr(request.state, READ_WAITED_S, waited_s)  # other tenants' reports: not its budget's
+    finally:
+        # Other tenants' reports: not its budget's, also when refused or left while waiting.
+        waited_s = time.monotonic() - started
+        setattr(request.state, READ_WAITED_S, waited_s)
     try:
         return await usage_report(
             usage.records,
