@@ -214,7 +214,11 @@ async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_who
     assert refused.exit_code == 1, refused.output
     group = worker_settings.kafka_store_group
     assert f"Refused: consumer group {group} has 1 live member(s)" in refused.output
-    assert "Stop the workers first" in refused.output
+    assert "Stop the workers' consumers first" in " ".join(refused.output.split())
+    assert (
+        "CA4_CONSUMERS_ENABLED=false`, which keeps the pods for `kubectl exec`), rebuild, then"
+        in (" ".join(refused.output.split()))
+    )
     # The live projections equal a rebuild from scratch, made once the worker stopped.
     rebuilt = await ca4(cli_env, "replay", "--rebuild-projections", "--yes")
     assert rebuilt.exit_code == 0, rebuilt.output
@@ -243,12 +247,18 @@ async def test_a_lost_database_is_stored_and_projected_again_from_what_the_topic
 
         await wait_for(all_projected, timeout_s=90, what="120 events projected")
         refused = await ca4(cli_env, "rewind", "--yes")
+        previewed = await ca4(cli_env, "rewind", "--dry-run")  # a preview needs no stop
         before = await snapshot(MongoProjections(database))
     assert refused.exit_code == 1, refused.output
     assert "Refused: consumer group" in refused.output
     assert "its workers would commit over the offsets a rewind sets" in refused.output
 
+    assert previewed.exit_code == 0, previewed.output
+    assert "would move back" in previewed.output
+
     groups = [settings.kafka_store_group, settings.kafka_project_group]
+    # A group with no committed offset starts at the oldest record: nothing to move it to.
+    assert await rewind_groups(bootstrap, topic, [f"{topic}-never-used"], to=middle) == []
     after_middle = await rewind_groups(bootstrap, topic, groups, to=middle, dry_run=True)
     assert {item.group for item in after_middle} == set(groups)
     for group in groups:

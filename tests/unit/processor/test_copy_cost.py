@@ -260,6 +260,22 @@ def test_a_heavy_body_repeating_a_key_is_refused() -> None:
         ]
 
 
+def test_a_long_repeated_key_is_cut_and_the_hint_kept() -> None:
+    """jiter's message quotes the key: a long one is cut (a digest stands for the rest), and
+    the hint that says what to change stays whole."""
+    key = "k" * 3_000
+    body = repeated_key_under_a_mig_slice(440_000).replace(b'"x"', f'"{key}"'.encode())
+
+    with pytest.raises(RequestValidationFailedError) as refused:
+        parse_report(body)
+
+    (error,) = refused.value.errors
+    assert error.msg.startswith('Detected duplicate key "kkk')
+    assert error.msg.endswith("~" + error.msg.split("~")[1])
+    assert error.msg.endswith("; a body this large must not repeat a key in an object")
+    assert len(error.msg.encode()) < 600
+
+
 def test_refusing_a_heavy_report_repeating_a_key_holds_little() -> None:
     """A review's report held 173 MB while refused: the walk saw only the last "x"."""
     body = repeated_key_under_a_mig_slice(440_000)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Final
 
-from ca4_schemas import GpuMetadataReport
+from ca4_schemas import GpuMetadataReport, bounded_text
 from ca4_schemas.api import BatchRequest, ErrorItem
 from jiter import from_json as from_json_without_duplicates
 from pydantic import Field, ValidationError, create_model
@@ -28,6 +28,8 @@ so without this bound a client that never reads parked a hundred errors per toke
 _ERRORS_JSON: Final = json.JSONDecoder()
 DUPLICATE_KEY_PREFIX: Final = "Detected duplicate key"
 """How jiter's error for a repeated key begins."""
+DUPLICATE_KEY_MESSAGE_MAX_BYTES: Final = 512
+"""Of jiter's message, which quotes the key: the rest of an error's ``msg`` is the hint."""
 SPLIT_THE_BATCH: Final = "; split the batch"
 """Added to pydantic's message for too many reports."""
 
@@ -133,7 +135,11 @@ def _decoded_if_heavy(body: bytes) -> Any:
                 [
                     ErrorItem(
                         loc=["body"],
-                        msg=f"{error}; a body this large must not repeat a key in an object",
+                        # jiter's message quotes the key: cut it, so the hint stays whole.
+                        msg=(
+                            f"{bounded_text(str(error), DUPLICATE_KEY_MESSAGE_MAX_BYTES)}; "
+                            "a body this large must not repeat a key in an object"
+                        ),
                         type="duplicate_key",
                     )
                 ]

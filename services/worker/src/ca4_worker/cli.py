@@ -337,8 +337,16 @@ async def _replay(
 ) -> ReplayOutcome:
     if rebuild:
         with reaching(kafka_endpoint(settings), settings):
+            # A rebuild empties the read models and applies history again: a worker applying new
+            # events meanwhile would move the position guards past the history not yet reached,
+            # and those events would be skipped for good.
             await ensure_group_idle(
-                settings.kafka_bootstrap_servers, settings.kafka_store_group, settings.kafka_topic
+                settings.kafka_bootstrap_servers,
+                settings.kafka_store_group,
+                settings.kafka_topic,
+                risk="a rebuild while workers store events would lose their projections",
+                action="rebuild",
+                instead="; or replay without --rebuild-projections, which is safe while they run",
             )
     from_archive = source is ReplaySource.S3
     async with bootstrap(

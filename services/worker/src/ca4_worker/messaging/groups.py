@@ -44,27 +44,20 @@ async def group_members(
 
 
 async def ensure_group_idle(
-    bootstrap_servers: str,
-    group: str,
-    topic: str,
-    *,
-    risk: str = "a rebuild while workers store events would lose their projections",
-    instead: str = "; or replay without --rebuild-projections, which is safe while they run",
+    bootstrap_servers: str, group: str, topic: str, *, risk: str, action: str, instead: str = ""
 ) -> None:
     """Raise :class:`LiveConsumersError` while ``group`` has live members on ``topic``, saying
-    the ``risk`` of going on and what to do ``instead``.
-
-    A projection rebuild empties the read models and re-applies history; a worker applying
-    new events meanwhile would move the position guards past the history the rebuild has not
-    reached, and those events would then be skipped for good.
-    """
+    the ``risk`` of going on, how to stop them, the ``action`` to run meanwhile and what to do
+    ``instead``."""
     members = await group_members(bootstrap_servers, group, topic)
     if members:
         raise LiveConsumersError(
             f"consumer group {group} has {len(members)} live member(s) ({', '.join(members)}): "
-            f"{risk}. Stop the workers first (dev stack: `uv run ca4 devstack stop worker`; "
-            "K3s: `kubectl -n app scale deployment/ca4-app-worker --replicas=0`), then start "
-            f"them again{instead}."
+            f"{risk}. Stop the workers' consumers first (dev stack: `uv run ca4 devstack stop "
+            "worker`; K3s: `kubectl -n app set env deployment/ca4-app-worker "
+            "CA4_CONSUMERS_ENABLED=false`, which keeps the pods for `kubectl exec`), "
+            f"{action}, then start them again (K3s: the same command with "
+            f"`CA4_CONSUMERS_ENABLED-`){instead}."
         )
 
 
@@ -94,19 +87,23 @@ async def rewind_groups(
     guards skip the rest).
 
     Never moves a group forward: a partition already before that point keeps its offset, since
-    moving it on would skip records it has not handled. Raises :class:`LiveConsumersError` while
-    a group has live members (they would commit over the new offsets).
+    moving it on would skip records it has not handled, and one with no committed offset starts
+    at the oldest record anyway. Raises :class:`LiveConsumersError` while a group has live
+    members (they would commit over the new offsets), except for a ``dry_run``.
     """
-    for group in groups:
-        await ensure_group_idle(
-            bootstrap_servers,
-            group,
-            topic,
-            risk="its workers would commit over the offsets a rewind sets",
-            instead="",
-        )
+    if not dry_run:
+        for group in groups:
+            await ensure_group_idle(
+                bootstrap_servers,
+                group,
+                topic,
+                risk="its workers would commit over the offsets a rewind sets",
+                action="rewind",
+            )
     partitions = await _partitions(bootstrap_servers, topic, timeout_s)
     moved: list[Rewound] = []
+    # The store group first: a projection group moved back over events the store does not hold
+    # (yet) would skip them, while the store moved alone only stores again.
     for group in groups:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap_servers,
@@ -123,7 +120,8 @@ async def rewind_groups(
                 for partition in partitions:
                     committed = await consumer.committed(partition)
                     target = targets[partition]
-                    if committed is not None and committed <= target:
+                    # No committed offset: the workers start at the oldest record already.
+                    if committed is None or committed <= target:
                         continue
                     commits[partition] = target
                     moved.append(Rewound(group, partition.partition, committed, target))
@@ -132,7 +130,12 @@ async def rewind_groups(
         except (LiveConsumersError, UnavailableError):
             raise
         except Exception as error:  # aiokafka's errors, timeouts and socket errors alike
-            raise UnavailableError(f"cannot rewind consumer group {group}: {error!r}") from error
+            done = sorted({item.group for item in moved if item.group != group})
+            already = f" ({', '.join(done)} already moved back)" if done and not dry_run else ""
+            raise UnavailableError(
+                f"cannot rewind consumer group {group}{already}: {error!r}; running the rewind "
+                "again is safe, it moves only what is still ahead"
+            ) from error
         finally:
             await consumer.stop()
     return moved
