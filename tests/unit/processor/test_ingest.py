@@ -363,3 +363,21 @@ async def test_a_batch_of_many_errors_lists_a_thousand_and_counts_the_rest(
         }
     ]
     assert [str(e.event_id) for e in fake_publisher.published] == [reports[-1]["event_id"]]
+
+
+async def test_a_trailing_slash_redirect_keeps_the_clients_scheme(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher
+) -> None:
+    """Starlette redirected ``/v1/metadata/`` to an absolute URL built from the request as the
+    app saw it: ``http://`` behind a proxy that ends TLS, so a client following the 307 sent
+    its report and key in clear. The Location is the path alone."""
+    response = await client.post(
+        "/v1/metadata/",
+        json=make_report(),
+        headers={**DEV_HEADERS, "X-Forwarded-Proto": "https"},
+        params={"trace": "1"},
+    )
+
+    assert response.status_code == 307
+    assert response.headers["location"] == "/v1/metadata?trace=1"
+    assert fake_publisher.published == []

@@ -226,16 +226,17 @@ async def test_a_bare_cursor_of_a_mig_device_with_slashes_pages_on_too(worker: W
     # A trailing slash is still the list (redirected, as /v1/sessions/ is), not a UUID "".
     for listing, location in (
         ("/v1/gpus/", "/v1/gpus?limit=1"),  # relative: see the test below
-        ("/v1/sessions/", "http://worker/v1/sessions?limit=1"),  # Starlette's redirect_slashes
+        ("/v1/sessions/", "/v1/sessions?limit=1"),  # Starlette's redirect_slashes, relative too
     ):
         slash = await worker.client.get(listing, params={"limit": 1}, headers=A)
         assert slash.status_code == 307, listing
         assert slash.headers["location"] == location
 
 
-async def test_the_gpus_slash_redirect_is_relative_so_it_keeps_https() -> None:
-    """``/v1/gpus/`` redirected to an absolute URL built from the request as the worker saw it:
-    ``http://`` behind a proxy that ends TLS, so ``curl -L`` sent the API key in clear."""
+async def test_redirects_are_relative_so_they_keep_https() -> None:
+    """``/v1/gpus/`` and ``/v1/sessions/`` redirected to an absolute URL built from the request
+    as the worker saw it: ``http://`` behind a proxy that ends TLS, so ``curl -L`` sent the API
+    key in clear."""
     app = create_app(Settings(api_key_hashes=KEY_HASHES))
     transport = httpx.ASGITransport(app)
     # What the worker sees of an https request once the proxy has ended TLS (the forwarded
@@ -249,7 +250,12 @@ async def test_the_gpus_slash_redirect_is_relative_so_it_keeps_https() -> None:
         slash = await behind_proxy.get("/v1/gpus/", params=params, headers=proxied)
         https = await direct.get("/v1/gpus/", params={"limit": 5}, headers=A)
         bare = await direct.get("/v1/gpus/", headers=A)
+        sessions = await behind_proxy.get("/v1/sessions/", params=params, headers=proxied)
 
+    assert (sessions.status_code, sessions.headers["location"]) == (
+        307,
+        "/v1/sessions?limit=5&gpu_name=A+100",
+    )
     assert slash.status_code == 307
     assert slash.headers["location"] == "/v1/gpus?limit=5&gpu_name=A+100"
     assert (https.status_code, https.headers["location"]) == (307, "/v1/gpus?limit=5")

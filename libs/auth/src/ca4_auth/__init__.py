@@ -20,6 +20,7 @@ from ca4_auth.keys import (
     parse_key_entries,
 )
 from ca4_auth.owner_cache import SessionOwnerCache
+from ca4_auth.redirects import RelativeRedirects
 from ca4_auth.token_buckets import TokenBuckets
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "ApiKeyConfigError",
     "ApiKeyRing",
     "InFlight",
+    "RelativeRedirects",
     "Scope",
     "SessionOwnerCache",
     "TokenBuckets",

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
-from ca4_auth import ApiKeyRing, InFlight
+from ca4_auth import ApiKeyRing, InFlight, RelativeRedirects
 from ca4_schemas import GpuMetadataReport
 from ca4_schemas.api import BatchRequest
 from ca4_telemetry import configure_logging, configure_tracing
@@ -159,6 +159,7 @@ def create_api(
         registry=metrics.registry,
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
     ).instrument(app, metric_namespace="ca4").expose(app, include_in_schema=False)
+    app.add_middleware(RelativeRedirects)
     if settings.FORWARDED_ALLOW_IPS:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.FORWARDED_ALLOW_IPS)
     openapi_json = functools.cache(lambda: json.dumps(_openapi_with_request_bodies(app)))

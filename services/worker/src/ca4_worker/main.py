@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from ca4_auth import ApiKeyRing
+from ca4_auth import ApiKeyRing, RelativeRedirects
 from ca4_schemas import LEGACY_TENANT
 from ca4_telemetry import configure_logging, configure_tracing
 from fastapi import FastAPI, Request
@@ -221,6 +221,7 @@ def create_app(
         version=WORKER_VERSION,
         lifespan=lifespan,
     )
+    app.add_middleware(RelativeRedirects)
     app.state.settings = settings
     app.state.adapters = adapters
     # Built here, not in the lifespan, so a key problem fails at start-up and tests that

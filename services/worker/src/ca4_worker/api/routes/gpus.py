@@ -61,13 +61,9 @@ async def read_gpus(  # noqa: PLR0917 - FastAPI passes each query parameter by k
 @router.get("/", include_in_schema=False)
 async def read_gpus_with_a_slash(request: Request) -> RedirectResponse:
     """``/v1/gpus/`` to the list, as every other list redirects a trailing slash (the one-GPU
-    route below would otherwise take it for an empty UUID).
-
-    The ``Location`` is relative (path and query): an absolute one was built from the request
-    as the worker saw it, ``http://`` behind a proxy that ends TLS, so ``curl -L`` sent the API
-    key in clear."""
-    query = request.url.query
-    return RedirectResponse(request.url.path.rstrip("/") + (f"?{query}" if query else ""))
+    route below would otherwise take it for an empty UUID); relative, as every redirect
+    (:class:`ca4_auth.RelativeRedirects`)."""
+    return RedirectResponse(request.url.replace(path=request.url.path.rstrip("/")))
 
 
 # `path`: a MIG device's UUID holds slashes (MIG-GPU-<uuid>/<gi>/<ci>), raw or as %2F.
