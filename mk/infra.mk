@@ -44,8 +44,12 @@ CA4_ALERT_EMAIL_ARGS = $(foreach pair,$(CA4_ALERT_EMAIL_SETTINGS),$(if $($(lastw
 CA4_APP_VALUES ?=
 CA4_PLATFORM_VALUES ?=
 CA4_VALUES_ARGS = $(foreach file,$(1),-f '$(file)')
+# The Kafka tunnel's local port (tunnel.sh kafka): the brokers advertise it, so a client sent
+# from broker to broker stays in this ENV's tunnel. Set it for ca4-platform-setup too.
+CA4_KAFKA_TUNNEL_PORT ?=
 CA4_PLATFORM_HELM_ARGS = $(CA4_PLATFORM_RELEASE) $(CA4_HELM_DIR)/ca4-platform --namespace $(CA4_PLATFORM_NAMESPACE) \
-	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_PLATFORM_VALUES)) $(CA4_ALERT_EMAIL_ARGS)
+	-f $(CA4_HELM_DIR)/ca4-platform/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_PLATFORM_VALUES)) $(CA4_ALERT_EMAIL_ARGS) \
+	$(if $(CA4_KAFKA_TUNNEL_PORT),--set kafka.tunnel.advertisedBasePort=$(CA4_KAFKA_TUNNEL_PORT))
 CA4_HELM_TIMEOUT ?= 10m
 # The tag `make ca4-images` built and shipped (the git commit); CA4_IMAGE_TAG overrides it.
 CA4_STATE_DIR ?= $(CA4_INFRA_ROOT)/.ca4/$(ENV)
@@ -264,8 +268,9 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 	elif [[ -s "$$live/mongo-url" ]]; then \
 		cp "$$live/mongo-url" "$$new/mongo-url"; \
 		in_cluster="$$( [[ "$(ENV)" != dev ]] || $(CA4_DEV_MONGO_URL))"; \
+		without_password() { sed 's#^\([a-z+]*://[^:@/]*\):[^@]*@#\1@#'; }; \
 		if [[ -n "$$in_cluster" && "$$in_cluster" != "$$(<"$$live/mongo-url")" && \
-			"$${in_cluster##*@}" == "$$(sed 's/.*@//' "$$live/mongo-url")" ]]; then \
+			"$$(without_password <<<"$$in_cluster")" == "$$(without_password <"$$live/mongo-url")" ]]; then \
 			printf '%s' "$$in_cluster" > "$$new/mongo-url"; \
 			echo "$@: CA4_MONGO_URL unset: the in-cluster MongoDB's credentials changed (its Secret $(CA4_PLATFORM_NAMESPACE)/$(CA4_DEV_MONGO_SECRET) was made again): taking its URL"; \
 		else \

@@ -1504,6 +1504,7 @@ def test_dev_deploy_follows_a_remade_in_cluster_mongo(sandbox: Sandbox, rendered
             "mongodb://ca4app:own@db.corp.test:27017/ca4",
             "mongodb://ca4app:own@db.corp.test:27017/ca4",
         ),
+        (f"mongodb://root:own@{host}", f"mongodb://root:own@{host}"),  # another user: its own
     ):
         sandbox.reset()
         (sandbox.state / "applied-secrets.json").unlink(missing_ok=True)  # the last apply's
@@ -2250,6 +2251,27 @@ def test_operator_values_files_follow_the_shipped_ones(
     rendered_platform = run([helm, "template", *args, "--kube-version", "1.33.5"])
     assert rendered_platform.returncode == 0, rendered_platform.stderr
     assert "team: ca4-ops" in rendered_platform.stdout
+
+
+def test_a_kafka_tunnel_on_another_port_is_the_port_the_brokers_advertise(
+    sandbox: Sandbox, helm: str
+) -> None:
+    """A second ENV's Kafka tunnel on 9094: brokers advertising localhost:9092 would send its
+    clients on to the first ENV's tunnel, so ca4-platform-setup gives the chart the same port."""
+    ready_for(sandbox, "ca4-platform-setup")
+    result = sandbox.make("ca4-platform-setup", env={"CA4_KAFKA_TUNNEL_PORT": "9094"})
+    assert result.returncode == 0, result.stderr
+    upgrade = next(c["argv"] for c in sandbox.calls() if c["argv"][:1] == ["upgrade"])
+    args = [a for a in upgrade[2:] if a != "--wait"]
+    rendered_platform = run([helm, "template", *args, "--kube-version", "1.33.5"])
+    assert rendered_platform.returncode == 0, rendered_platform.stderr
+    kafka = next(
+        d
+        for d in yaml.safe_load_all(rendered_platform.stdout)
+        if d and d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kafka"
+    )
+    env = {e["name"]: e.get("value") for e in pod_spec(kafka)["containers"][0]["env"]}
+    assert env["TUNNEL_BASE_PORT"] == "9094"  # start.sh advertises TUNNEL://localhost:<it + N>
 
 
 @pytest.mark.parametrize(
