@@ -4,20 +4,22 @@ runs them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from ca4_provision.cli import app
 from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC, HEADER_TENANT
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.messaging.groups import rewind_groups
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.projections import MongoProjections
+from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner, Result
 
-from tests.integration.worker.checks import projected_sample_total
+from tests.integration.worker.checks import archived_positions, projected_sample_total
 from tests.integration.worker.support import produce, running_worker, wait_for
 from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
@@ -279,3 +281,58 @@ async def test_a_lost_database_is_stored_and_projected_again_from_what_the_topic
         await asyncio.sleep(1)
         assert await database["events"].count_documents({}) == 120
         assert await snapshot(MongoProjections(database)) == before
+
+
+async def test_the_guides_restore_brings_back_sessions_older_than_the_topic_holds(
+    cli_env: CliRunner,
+    worker_settings: Settings,
+    database: AsyncDatabase[Doc],
+    bucket: S3ObjectStore,
+) -> None:
+    """docs/provisioning.md, "The database lost or restored", after an empty database: rewind,
+    replay the archive with the consumers stopped, start them. Sessions that began before the
+    topic's retention come back whole in the read models (the archive holds their start, the
+    topic the rest); the event store gets back what the topic holds."""
+    bootstrap, topic = worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic
+    gpus = [gpu_sample(index) for index in range(4)]
+    old = [event_body(session_id=f"long-{index % 6}", gpus=gpus) for index in range(60)]
+    new = [event_body(session_id=f"long-{index % 6}", gpus=gpus) for index in range(60)]
+
+    async def projected(count: int) -> Callable[[], Awaitable[bool]]:
+        async def done() -> bool:
+            return await projected_sample_total(database) == count
+
+        return done
+
+    async def archived() -> bool:
+        return sum((await archived_positions(bucket, topic)).values()) >= 60
+
+    async with running_worker(worker_settings):
+        await produce(bootstrap, topic, old)
+        await wait_for(await projected(60), timeout_s=60, what="the old events projected")
+        await wait_for(archived, timeout_s=60, what="the old events archived")
+    # Retention deletes the old records from the topic (the archive keeps them).
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        ends = await admin.list_consumer_group_offsets(worker_settings.kafka_store_group)
+        await admin.delete_records(
+            {partition: RecordsToDelete(meta.offset) for partition, meta in ends.items()}
+        )
+    finally:
+        await admin.close()
+    async with running_worker(worker_settings):
+        await produce(bootstrap, topic, new)
+        await wait_for(await projected(120), timeout_s=60, what="the new events projected")
+        before = await snapshot(MongoProjections(database))
+
+    await database.client.drop_database(database.name)  # the database is lost
+    rewound = await ca4(cli_env, "rewind", "--yes")
+    replayed = await ca4(cli_env, "replay", "--source", "s3")
+    assert rewound.exit_code == 0, rewound.output
+    assert replayed.exit_code == 0, replayed.output
+    async with running_worker(worker_settings):
+        await wait_for(await projected(120), timeout_s=60, what="every event projected again")
+        await asyncio.sleep(1)
+        assert await snapshot(MongoProjections(database)) == before
+        assert await database["events"].count_documents({}) == 60  # what the topic holds
