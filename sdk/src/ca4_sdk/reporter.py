@@ -61,6 +61,13 @@ AUTH_RETRY_S = 300.0
 STOP_TIMEOUT_S = 5.0
 """What :meth:`Reporter.stop` (and leaving ``with``) waits at most by default: the last POST
 gets what is left of it, so an edge that accepts and never answers can't freeze the notebook."""
+HOSTED_RUNTIMES = frozenset({"colab", "kaggle"})
+"""Runtimes whose machine, and so the spool's disk, goes when the runtime is deleted or
+recycled (Colab's "Restart session" keeps it; "Disconnect and delete runtime" does not)."""
+VM_GOES_WITH_THE_RUNTIME = (
+    " (not if this runtime is deleted or recycled: its disk goes with it; pass spool_dir= on "
+    "a mounted Drive to keep them)"
+)
 AT_EXIT_TIMEOUT_S = 5.0
 """What the interpreter-exit flush waits at most."""
 API_PATHS = (
@@ -147,6 +154,7 @@ def stop_all(timeout: float | None = None) -> int:
     with _registry.lock:
         reporters = list(_registry.running.values())
     for reporter in reporters:
+        reporter._paused = None  # all of them: none starts again
         reporter.stop(timeout)
     return len(reporters)
 
@@ -304,6 +312,9 @@ class Reporter:
     :attr:`session_id` says which), unless ``session_id`` or ``CA4_SESSION_ID`` chose it.
     """
 
+    _paused: Reporter | None = None
+    """The reporter of this session that this one paused when it started, to start again."""
+
     def __init__(
         self,
         url: str | None = None,
@@ -397,8 +408,10 @@ class Reporter:
     def start(self) -> Reporter:
         """Start the background thread (returns at once); a second call does nothing.
 
-        A reporter of the same session started earlier in this process (the cell that makes
-        the reporter, run again) is stopped first: two would double the report rate.
+        A reporter of the same session started earlier in this process is stopped first: two
+        would double the report rate. One made alike (the cell that makes the reporter, run
+        again) is replaced for good; another one (a ``with Reporter(labels=...)`` block around
+        a phase of work) is paused, and started again when this one stops.
         """
         thread = self._thread
         if (
@@ -411,13 +424,24 @@ class Reporter:
         with _registry.lock:
             earlier = _registry.running.get(self.session_id)
             _registry.running[self.session_id] = self
+        self._paused = None
         if earlier is not None and earlier is not self and earlier.running:
             earlier.stop()
-            logger.info(
-                "ca4: stopped the reporter started earlier for session %s in this process "
-                "(cell run again)",
-                self.session_id,
-            )
+            if earlier._made_alike(self):
+                logger.info(
+                    "ca4: stopped the reporter started earlier for session %s in this process "
+                    "(cell run again)",
+                    self.session_id,
+                )
+            else:
+                self._paused = earlier
+                logger.warning(
+                    "ca4: paused the reporter started earlier for session %s (labels %s) while "
+                    "this one (labels %s) reports it; it starts again when this one stops",
+                    self.session_id,
+                    earlier.labels,
+                    self.labels,
+                )
         self._pid = os.getpid()
         self._close_requested = self._released = False
         self._control = control = _RunControl()
@@ -457,10 +481,31 @@ class Reporter:
                     "stays" if kept == 1 else "stay",
                     self.spool.location,
                 )
+                self._resume_paused()
                 return  # the exit-time flush stays registered
             self._say_what_stays_spooled()
         control.stop.set()
         atexit.unregister(self._flush_at_exit)
+        self._resume_paused()
+
+    def _made_alike(self, other: Reporter) -> bool:
+        """Whether ``other`` reports as this one does (the same cell, run again)."""
+        return (self.url, self.labels, self.interval) == (other.url, other.labels, other.interval)
+
+    def _resume_paused(self) -> None:
+        """Start again the reporter this one paused, unless another took the session since."""
+        paused, self._paused = self._paused, None
+        if paused is None:
+            return
+        with _registry.lock:
+            taken = _registry.running.get(self.session_id) not in (None, paused)
+        if not taken:
+            paused.start()
+            logger.info(
+                "ca4: the reporter with labels %s reports session %s again",
+                paused.labels,
+                self.session_id,
+            )
 
     def _say_what_stays_spooled(self, *, at_exit: bool = False) -> None:
         """After the final flush of a stop or of interpreter exit: one line for the reports it
@@ -477,11 +522,12 @@ class Reporter:
             )
         elif self.spool.on_disk:
             logger.warning(
-                "ca4: %s %s spooled in %s; %s sent on the next run",
+                "ca4: %s %s spooled in %s; %s sent when a reporter starts again on this machine%s",
                 _reports(kept),
                 "stays" if kept == 1 else "stay",
                 self.spool.location,
                 "it is" if kept == 1 else "they are",
+                VM_GOES_WITH_THE_RUNTIME if self.runtime in HOSTED_RUNTIMES else "",
             )
         else:
             logger.warning(

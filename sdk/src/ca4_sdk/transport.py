@@ -71,6 +71,8 @@ ANSWER_WITHIN_S = 60.0
 read timeout starts again with each byte, so an edge sending one now and then would hold the
 sending thread for good. Answers are kilobytes, a few MiB at most: a minute is plenty on a
 slow link. (The status line and headers come before: only the read timeout bounds them.)"""
+NGROK_ENDPOINT_GONE = frozenset({"ERR_NGROK_3200"})
+"""ngrok's code for an endpoint that is offline: no agent serves that URL (now, or any more)."""
 _QUOTED_CHARS = 200
 """At most this much of a page, a title or a ``Location`` is quoted in an error."""
 _SYSTEM_REASON = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
@@ -355,7 +357,13 @@ class Transport:
         one_line = _printable(" ".join(answer.text.split()))
         page = "; ".join(quoted) if quoted else one_line[:_QUOTED_CHARS]
         error = f"HTTP {status} that is not the CA4 API's answer ({media_type}): {page}"
-        if status == 404 and self.url.lower().startswith("http://"):
+        if ngrok_code and ngrok_code.strip().upper() in NGROK_ENDPOINT_GONE:
+            # A free ngrok URL changes whenever the agent starts again: the old one is gone.
+            error += (
+                " (the ngrok URL is offline or changed: start ngrok, then set the URL it prints "
+                "as CA4_EDGE_API_URL and make the Reporter again)"
+            )
+        elif status == 404 and self.url.lower().startswith("http://"):
             # A wrong port or path is the usual cause; an HTTPS-only ingress answers 404 too.
             error += " (is this the CA4 edge's URL? a wrong port or path, or an HTTPS-only edge)"
         return error
