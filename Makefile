@@ -29,7 +29,7 @@ help: ## Show this list of targets
 
 .PHONY: install
 install: ## Install the workspace (uv sync, frozen lock file)
-	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv || { echo "uv is not on PATH and pip could not install it: install uv (curl -LsSf https://astral.sh/uv/install.sh | sh, or pipx install uv)" >&2; exit 1; }
 	$(UV) sync --all-packages --frozen --compile-bytecode
 
 .PHONY: sdk-wheel

@@ -55,7 +55,11 @@ pytest_pass() {
 
 log "Installing the workspace"
 if ! command -v uv >/dev/null 2>&1; then
-    python3 -m pip install --quiet uv
+    python3 -m pip install --quiet uv || {
+        echo "uv is not on PATH and pip could not install it: install uv" \
+            "(curl -LsSf https://astral.sh/uv/install.sh | sh, or pipx install uv)" >&2
+        exit 1
+    }
 fi
 # Compiled once here: where PYTHONDONTWRITEBYTECODE is set (as on CI machines), every Python
 # process the tests start would otherwise compile its imports again (about 3.5 s for a worker).
@@ -85,7 +89,7 @@ step "ruff format --check" uv run ruff format --check .
 step "mypy (strict)" uv run mypy
 # The SDK declares Python >= 3.10 (sdk/pyproject.toml): type-check it against 3.10's stdlib.
 step "mypy (SDK on Python 3.10)" uv run mypy --python-version 3.10 -p ca4_sdk
-step "pytest (not disruptive)" pytest_pass no -m "not disruptive and not deploy" "${xdist[@]}" "$@"
+step "pytest (not disruptive)" pytest_pass no -m "not disruptive and not deploy" ${xdist[@]+"${xdist[@]}"} "$@"
 # The deploy tier (make test-deploy) starts its own Kafka quorum and app pods: one pass, no xdist.
 step "pytest (deploy tier)" pytest_pass yes -m deploy "${@:-tests/deploy}"
 # Disruptive tests stop and restart services, so they never share the stack with other tests.

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
+
+from ca4_auth import parse_key_entries
+from ca4_processor.validation import parse_report
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -36,3 +40,54 @@ def test_every_configuration_variable_says_what_it_means() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def _bash_block_with(marker: str) -> str:
+    """The README's fenced bash block that holds ``marker``."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in readme.split("```bash\n")[1:]]
+    (block,) = [block for block in blocks if marker in block]
+    return block
+
+
+def test_the_report_sent_by_hand_is_one_the_processor_accepts() -> None:
+    """The shell expands the README's here-document as a user's does; the processor's own
+    validation must take what it makes."""
+    block = _bash_block_with("by-hand-")
+    assert "Bearer ca4-dev-key" in block
+    assert "http://127.0.0.1:8002/v1/metadata " in block
+    body = block.split("<<EOF\n", 1)[1].split("\nEOF", 1)[0]
+    expanded = subprocess.run(
+        ["bash", "-c", f"cat <<EOF\n{body}\nEOF"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    report = parse_report(expanded.encode())
+
+    assert report.session_id.startswith("by-hand-")
+    assert report.payload.gpus[0].name == "NVIDIA A100-SXM4-40GB"
+
+
+def test_the_docker_key_line_is_one_both_services_accept() -> None:
+    """The compose steps write the keys file with Python (macOS may lack sha256sum, and an empty
+    hash stops both services at start)."""
+    line = next(
+        line
+        for line in _bash_block_with("docker compose up").splitlines()
+        if "hashlib" in line and "> .api-keys" in line
+    )
+    command = line.removesuffix("> .api-keys").strip()
+    written = subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"CA4_API_KEY": "a-key-of-mine", "PATH": "/usr/bin:/bin"},
+    ).stdout
+
+    ((digest, key),) = parse_key_entries(written, source="README").items()
+
+    assert digest == hashlib.sha256(b"a-key-of-mine").hexdigest()
+    assert key.tenant == "me"

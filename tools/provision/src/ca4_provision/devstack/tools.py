@@ -8,7 +8,8 @@ INSTALL_HINTS = {
     "java": "java not found: install a Java 17+ runtime (Debian: apt-get install -y "
     "openjdk-17-jre-headless).",
     "mvn": "mvn not found: install Apache Maven (Debian: apt-get install -y maven).",
-    "go": "go not found: install Go 1.22+ from https://go.dev/dl and put it on PATH.",
+    "go": "go not found: install Go 1.26+ from https://go.dev/dl and put it on PATH (the pinned "
+    "FerretDB, MinIO and Alertmanager need it; Go 1.21+ fetches that toolchain itself).",
     "apt-get": "apt-get not found: install Prometheus yourself and put `prometheus` on PATH.",
     "prometheus": "prometheus not found: install it (Debian: apt-get install -y prometheus).",
     "openssl": "openssl not found: install it to serve FerretDB over TLS (Debian: apt-get "
