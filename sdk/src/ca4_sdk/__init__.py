@@ -8,6 +8,7 @@
 
 from ca4_sdk._version import SDK_NAME, SDK_VERSION
 from ca4_sdk.collectors import AutoCollector, CollectorResult
+from ca4_sdk.logs import show_logs
 from ca4_sdk.reporter import DeliveryResult, Reporter, ReporterStats, stop_all
 
 __version__ = SDK_VERSION
@@ -21,5 +22,6 @@ __all__ = [
     "Reporter",
     "ReporterStats",
     "__version__",
+    "show_logs",
     "stop_all",
 ]

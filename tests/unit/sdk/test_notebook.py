@@ -439,9 +439,12 @@ def test_the_reporter_cell_turns_on_info_logging_of_the_sdk_alone() -> None:
     imports_and_logging = [
         node
         for node in ast.parse(_cell("cell-05")).body
-        if isinstance(node, ast.Import) or ast.unparse(node).startswith("logging.")
+        if isinstance(node, ast.Import) or ast.unparse(node).startswith(("logging.", "ca4_sdk."))
     ]
-    asks = "for name in ('ca4_sdk', 'urllib3'): print(logging.getLogger(name).isEnabledFor(20))"
+    asks = (
+        "import logging\n"
+        "for name in ('ca4_sdk', 'urllib3'): print(logging.getLogger(name).isEnabledFor(20))"
+    )
     source = ast.unparse(ast.Module(body=imports_and_logging, type_ignores=[])) + "\n" + asks
 
     # A fresh interpreter, as a fresh kernel: pytest's root logger has handlers already.
