@@ -8,6 +8,7 @@ wrong: a read the edge refuses, nothing delivered, nothing read back, no edge UR
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import os
 import re
@@ -386,19 +387,49 @@ def test_an_sdk_install_that_failed_stops_the_first_cell_naming_the_url(
     assert "ca4-sdk" not in capsys.readouterr().out
 
 
-def test_an_sdk_imported_before_the_install_asks_for_a_restart(
+class _InstalledSdk:
+    """``importlib.metadata.distribution("ca4-sdk")`` whose RECORD is each of ``records`` in
+    turn: what pip leaves before and after the cell's install."""
+
+    def __init__(self, *records: str) -> None:
+        self._records = list(records)
+
+    def __call__(self, name: str) -> _InstalledSdk:
+        assert name == "ca4-sdk"
+        return self
+
+    def read_text(self, filename: str) -> str:
+        assert filename == "RECORD"
+        return self._records.pop(0)
+
+
+def test_a_new_sdk_installed_over_an_imported_one_asks_for_a_restart(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The cell run again installs the SDK, but the kernel keeps running the one it imported."""
+    """The cell run again installs another SDK, but the kernel keeps running the one it
+    imported."""
     assert "ca4_sdk" in sys.modules  # imported by this test module, as by an earlier run
+    monkeypatch.setattr(importlib.metadata, "distribution", _InstalledSdk("old", "new"))
 
     _install_cell(monkeypatch, pip_exit_code=0)
 
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == (
-        "ca4_sdk was imported in this runtime before this install: restart it (Runtime → Restart"
+        "a new ca4_sdk installed, and the one imported before runs on: restart (Runtime → Restart"
         " session) and run the cells again to use the SDK just installed"
     )
+
+
+def test_the_same_sdk_installed_again_asks_for_no_restart(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Running the first cell again (a new ngrok URL, a fixed key) reinstalls the same wheel:
+    every second run asked for a restart it did not need."""
+    monkeypatch.setattr(importlib.metadata, "distribution", _InstalledSdk("same", "same"))
+
+    _install_cell(monkeypatch, pip_exit_code=0)
+
+    assert "restart" not in capsys.readouterr().out
 
 
 def test_a_first_install_says_which_sdk_it_installed_and_nothing_of_a_restart(
