@@ -336,7 +336,10 @@ class Reporter:
     ) -> None:
         resolved_url = url or os.environ.get("CA4_EDGE_API_URL")
         if not resolved_url or not resolved_url.strip():
-            raise ValueError("no API URL: pass url=... or set CA4_EDGE_API_URL")
+            raise ValueError(
+                "no API URL: pass url=... or set CA4_EDGE_API_URL (in a notebook, a value set "
+                "by an earlier cell is gone after a restart: run that cell again)"
+            )
         resolved_key = _checked_api_key(api_key or os.environ.get("CA4_API_KEY") or "")
         if not resolved_key:
             raise ValueError("no API key: pass api_key=... or set CA4_API_KEY")

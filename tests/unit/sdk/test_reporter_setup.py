@@ -23,6 +23,20 @@ def _bare(url: str, tmp_path: Path, **kwargs: object) -> Reporter:
     )
 
 
+def test_no_url_says_a_notebook_restart_forgets_one_set_in_a_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After "Restart session" the reporter cell alone raised "set CA4_EDGE_API_URL" to a user
+    who had: the first cell set it from a Colab secret, and the restart forgot it."""
+    monkeypatch.delenv("CA4_EDGE_API_URL", raising=False)
+    with pytest.raises(ValueError, match="no API URL") as refused:
+        Reporter(api_key="k", spool_dir=tmp_path / "spool")
+    assert str(refused.value) == (
+        "no API URL: pass url=... or set CA4_EDGE_API_URL (in a notebook, a value set by an "
+        "earlier cell is gone after a restart: run that cell again)"
+    )
+
+
 @pytest.mark.parametrize("key", [None, ""])
 def test_no_api_key_is_refused_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None
