@@ -80,8 +80,8 @@ def test_the_readme_keys_file_example_parses_as_written() -> None:
     keys = parse_key_entries(example[1], source="README.md")
 
     assert {key.key_id: (key.tenant, key.scopes) for key in keys.values()} == {
-        "colab": ("acme", frozenset({Scope.WRITE})),
-        "notebooks": ("acme", frozenset({Scope.WRITE, Scope.READ})),
+        "ingest-ci": ("acme", frozenset({Scope.WRITE})),
+        "colab": ("acme", frozenset({Scope.WRITE, Scope.READ})),  # the notebook reads back too
         "ops": ("platform", frozenset({Scope.READ_ALL})),
         "legacy-ci": ("legacy-ci", frozenset({Scope.WRITE, Scope.READ})),
     }
