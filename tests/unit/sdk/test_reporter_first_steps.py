@@ -185,9 +185,32 @@ def test_report_once_leaves_nothing_spooled_once_delivered_or_refused(tmp_path: 
     assert len(reporter.spool) == 0
 
 
+@pytest.mark.parametrize(
+    ("colab", "after"),
+    [
+        (False, ""),
+        # A deleted or recycled Colab runtime takes its disk, and the spool, with it: "sent on
+        # the next run" promised what a new VM cannot keep.
+        (
+            True,
+            " (not if this runtime is deleted or recycled: its disk goes with it; pass "
+            "spool_dir= on a mounted Drive to keep them)",
+        ),
+    ],
+    ids=["a host", "Colab"],
+)
 def test_stop_says_how_many_reports_stay_spooled(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fake_atexit: FakeAtexit,
+    monkeypatch: pytest.MonkeyPatch,
+    colab: bool,
+    after: str,
 ) -> None:
+    for name in ("COLAB_RELEASE_TAG", "COLAB_GPU"):
+        monkeypatch.delenv(name, raising=False)
+    if colab:
+        monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-20261201")
     with stub_api() as (url, state):
         state.status = 503
         reporter = make_reporter(url, tmp_path, interval=60).start()
@@ -195,7 +218,7 @@ def test_stop_says_how_many_reports_stay_spooled(
         reporter.stop()
     assert [message for message in _warnings(caplog) if " stay" in message] == [
         f"ca4: 1 report stays spooled in {reporter.spool.location}; it is sent when a reporter "
-        "starts again on this machine"
+        f"starts again on this machine{after}"
     ]
 
 
@@ -229,25 +252,4 @@ def test_interpreter_exit_says_what_stays_spooled_or_is_lost(
         if on_disk
         else "ca4: 1 report in memory (no usable spool directory) lost: the API did not take it "
         "before this process ended"
-    ]
-
-
-def test_on_colab_stop_says_the_spool_goes_with_the_runtime(
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    fake_atexit: FakeAtexit,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A deleted or recycled Colab runtime takes its disk, and the spool, with it: "sent on the
-    next run" promised what a new VM cannot keep."""
-    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-20261201")
-    with stub_api() as (url, state):
-        state.status = 503
-        reporter = make_reporter(url, tmp_path, interval=60).start()
-        wait_for(lambda: len(state.requests) >= 1 and len(reporter.spool) == 1)
-        reporter.stop()
-    assert [message for message in _warnings(caplog) if " stay" in message] == [
-        f"ca4: 1 report stays spooled in {reporter.spool.location}; it is sent when a reporter "
-        "starts again on this machine (not if this runtime is deleted or recycled: its disk goes "
-        "with it; pass spool_dir= on a mounted Drive to keep them)"
     ]

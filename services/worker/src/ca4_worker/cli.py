@@ -58,6 +58,12 @@ TenantOption = Annotated[
         "--tenant", "-t", help="Only letters of this tenant ('' for letters of no tenant)."
     ),
 ]
+YesOption = Annotated[
+    bool,
+    typer.Option(
+        "--yes", "-y", help="Do not ask first (a script, with no terminal, must pass it)."
+    ),
+]
 LimitOption = Annotated[
     int,
     typer.Option(
@@ -262,7 +268,7 @@ def redrive_dead_letters(
     again: Annotated[
         bool, typer.Option("--again", help="Also re-drive letters that were re-driven before.")
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
 ) -> None:
     """Re-inject dead letters into their source topic once the cause is fixed.
 
@@ -414,9 +420,7 @@ def replay(
             help="Empty the projections first (else only fill what is missing); asks first.",
         ),
     ] = False,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Do not ask before emptying the projections.")
-    ] = False,
+    yes: YesOption = False,
 ) -> None:
     """Rebuild the session and GPU projections from the event store or the S3 archive."""
     if rebuild_projections:
@@ -468,7 +472,7 @@ def rewind(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would move; change nothing.")
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask first.")] = False,
+    yes: YesOption = False,
 ) -> None:
     """Move the store and projection groups back, so the (stopped) workers store and project
     again what the topic holds: after the database was restored to an earlier time, or lost."""
