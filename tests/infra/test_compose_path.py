@@ -133,10 +133,8 @@ def test_the_documented_key_lines_make_a_keys_file_both_services_accept(
     if where == "README":
         section = readme_compose_section()
         script = section.split("```bash\n", 1)[1].split("```", 1)[0]
-        key_variable = "MY_KEY"
     else:
         script = _compose_header_commands()
-        key_variable = "CA4_API_KEY"
         assert 'CA4_GRAFANA_PASSWORD="$GRAFANA_ADMIN_PASSWORD"' in script  # verify's login
         script = script.replace("<8+ characters>", "ca4dev-secret").replace("<yours>", "pw")
     runnable = "\n".join(
@@ -145,7 +143,7 @@ def test_the_documented_key_lines_make_a_keys_file_both_services_accept(
         if not line.startswith(("docker compose", "uv run ca4", "CA4_GRAFANA_USER", "  uv run"))
     )
     done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", f"{runnable}\nprintf '%s' \"${key_variable}\""],
+        ["bash", "-euo", "pipefail", "-c", f"{runnable}\nprintf '%s' \"$CA4_API_KEY\""],
         cwd=tmp_path,
         capture_output=True,
         text=True,

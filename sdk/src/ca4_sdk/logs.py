@@ -35,4 +35,9 @@ def show_logs(level: int = logging.INFO) -> None:
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
         logger.addHandler(handler)
-    logger.propagate = False  # a root handler (basicConfig) would print each line twice
+    # A root handler that prints (basicConfig's) would print each line twice; one that writes
+    # a file or ships logs still gets them.
+    logger.propagate = not any(
+        isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+        for handler in logging.getLogger().handlers
+    )

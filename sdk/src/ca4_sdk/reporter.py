@@ -154,7 +154,6 @@ def stop_all(timeout: float | None = None) -> int:
     with _registry.lock:
         reporters = list(_registry.running.values())
     for reporter in reporters:
-        reporter._paused = None  # all of them: none starts again
         reporter.stop(timeout)
     return len(reporters)
 
@@ -312,9 +311,6 @@ class Reporter:
     :attr:`session_id` says which), unless ``session_id`` or ``CA4_SESSION_ID`` chose it.
     """
 
-    _paused: Reporter | None = None
-    """The reporter of this session that this one paused when it started, to start again."""
-
     def __init__(
         self,
         url: str | None = None,
@@ -413,8 +409,9 @@ class Reporter:
 
         A reporter of the same session started earlier in this process is stopped first: two
         would double the report rate. One made alike (the cell that makes the reporter, run
-        again) is replaced for good; another one (a ``with Reporter(labels=...)`` block around
-        a phase of work) is paused, and started again when this one stops.
+        again) is replaced quietly; another (a ``with Reporter(labels=...)`` block in a notebook
+        whose first cells started one) is stopped with a warning that says how to start it
+        again.
         """
         thread = self._thread
         if (
@@ -427,7 +424,6 @@ class Reporter:
         with _registry.lock:
             earlier = _registry.running.get(self.session_id)
             _registry.running[self.session_id] = self
-        self._paused = None
         if earlier is not None and earlier is not self and earlier.running:
             earlier.stop()
             if earlier._made_alike(self):
@@ -437,10 +433,10 @@ class Reporter:
                     self.session_id,
                 )
             else:
-                self._paused = earlier
                 logger.warning(
-                    "ca4: paused the reporter started earlier for session %s (labels %s) while "
-                    "this one (labels %s) reports it; it starts again when this one stops",
+                    "ca4: stopped the reporter started earlier for session %s (labels %s): one "
+                    "reporter reports a session at a time; start it again (its start()) once "
+                    "this one (labels %s) stops",
                     self.session_id,
                     earlier.labels,
                     self.labels,
@@ -484,31 +480,15 @@ class Reporter:
                     "stays" if kept == 1 else "stay",
                     self.spool.location,
                 )
-                self._resume_paused()
                 return  # the exit-time flush stays registered
             self._say_what_stays_spooled()
         control.stop.set()
         atexit.unregister(self._flush_at_exit)
-        self._resume_paused()
 
     def _made_alike(self, other: Reporter) -> bool:
-        """Whether ``other`` reports as this one does (the same cell, run again)."""
-        return (self.url, self.labels, self.interval) == (other.url, other.labels, other.interval)
-
-    def _resume_paused(self) -> None:
-        """Start again the reporter this one paused, unless another took the session since."""
-        paused, self._paused = self._paused, None
-        if paused is None:
-            return
-        with _registry.lock:
-            taken = _registry.running.get(self.session_id) not in (None, paused)
-        if not taken:
-            paused.start()
-            logger.info(
-                "ca4: the reporter with labels %s reports session %s again",
-                paused.labels,
-                self.session_id,
-            )
+        """Whether ``other`` reports as this one does (the same cell, run again: a new edge
+        URL or interval is still that cell)."""
+        return self.labels == other.labels
 
     def _say_what_stays_spooled(self, *, at_exit: bool = False) -> None:
         """After the final flush of a stop or of interpreter exit: one line for the reports it

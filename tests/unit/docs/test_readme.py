@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
-from ca4_auth import parse_key_entries
 from ca4_processor.validation import parse_report
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -68,26 +66,3 @@ def test_the_report_sent_by_hand_is_one_the_processor_accepts() -> None:
 
     assert report.session_id.startswith("by-hand-")
     assert report.payload.gpus[0].name == "NVIDIA A100-SXM4-40GB"
-
-
-def test_the_docker_key_line_is_one_both_services_accept() -> None:
-    """The compose steps write the keys file with Python (macOS may lack sha256sum, and an empty
-    hash stops both services at start)."""
-    line = next(
-        line
-        for line in _bash_block_with("docker compose up").splitlines()
-        if "hashlib" in line and "> .api-keys" in line
-    )
-    command = line.removesuffix("> .api-keys").strip()
-    written = subprocess.run(
-        ["bash", "-c", command],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"CA4_API_KEY": "a-key-of-mine", "PATH": "/usr/bin:/bin"},
-    ).stdout
-
-    ((digest, key),) = parse_key_entries(written, source="README").items()
-
-    assert digest == hashlib.sha256(b"a-key-of-mine").hexdigest()
-    assert key.tenant == "me"

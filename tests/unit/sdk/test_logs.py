@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import ca4_sdk
 import pytest
@@ -55,3 +56,18 @@ def test_calling_it_again_changes_the_level_and_prints_each_line_once(
     LOGGER.warning("shown once")
 
     assert out.getvalue() == "WARNING:ca4_sdk:shown once\n"
+
+
+def test_a_root_handler_that_writes_a_file_still_gets_the_lines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    # The file alone, as a script that logs to a file has it (pytest adds its own for the test).
+    to_file = logging.FileHandler(tmp_path / "run.log")
+    logging.getLogger().handlers[:] = [to_file]
+    ca4_sdk.show_logs()
+
+    LOGGER.warning("kept in the file too")
+
+    to_file.close()
+    assert (tmp_path / "run.log").read_text() == "kept in the file too\n"

@@ -364,13 +364,15 @@ def test_on_colab_a_secret_changed_between_runs_wins_the_next_run(
     assert (first, second) == ("https://old.example", "https://new.example")
 
 
-def _install_cell(monkeypatch: pytest.MonkeyPatch, pip_exit_code: int) -> dict[str, Any]:
+def _install_cell(
+    monkeypatch: pytest.MonkeyPatch, pip_exit_code: int, **kernel: Any
+) -> dict[str, Any]:
     """The first cell, run whole as IPython runs it, its ``%pip`` lines exiting with
-    ``pip_exit_code`` (IPython keeps it in ``_exit_code``)."""
+    ``pip_exit_code`` (IPython keeps it in ``_exit_code``), in a kernel holding ``kernel``."""
     monkeypatch.setitem(sys.modules, "google.colab", None)
     monkeypatch.setenv("CA4_EDGE_API_URL", "https://edge.example")
     monkeypatch.setenv("CA4_API_KEY", "ca4-dev-key")
-    return _run(_cell("cell-01"), {"_exit_code": pip_exit_code})
+    return _run(_cell("cell-01"), {"_exit_code": pip_exit_code, **kernel})
 
 
 def test_an_sdk_install_that_failed_stops_the_first_cell_naming_the_url(
@@ -403,45 +405,52 @@ class _InstalledSdk:
         return self._records.pop(0)
 
 
-def test_a_new_sdk_installed_over_an_imported_one_asks_for_a_restart(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+RESTART = (
+    "a new ca4_sdk installed, and the one imported before runs on: restart (Runtime → Restart"
+    " session) and run the cells again to use the SDK just installed"
+)
+
+
+@pytest.mark.parametrize(
+    ("at_import", "installed", "restart"),
+    [
+        # Another SDK installed over the one the kernel runs; asked again on every later run
+        # until the restart (the kernel keeps what the first run found).
+        ("old", "new", True),
+        # Running the first cell again (a new ngrok URL, a fixed key) reinstalls the same wheel:
+        # every second run asked for a restart it did not need.
+        ("same", "same", False),
+        (None, "new", True),  # imported before the first cell ran: what it runs is unknown
+    ],
+)
+def test_a_restart_is_asked_for_when_the_kernel_runs_another_sdk(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    at_import: str | None,
+    installed: str,
+    restart: bool,
 ) -> None:
-    """The cell run again installs another SDK, but the kernel keeps running the one it
-    imported."""
     assert "ca4_sdk" in sys.modules  # imported by this test module, as by an earlier run
-    monkeypatch.setattr(importlib.metadata, "distribution", _InstalledSdk("old", "new"))
+    monkeypatch.setattr(importlib.metadata, "distribution", _InstalledSdk(installed))
+    kernel = {} if at_import is None else {"_ca4_sdk_at_import": at_import}
 
-    _install_cell(monkeypatch, pip_exit_code=0)
+    _install_cell(monkeypatch, pip_exit_code=0, **kernel)
 
-    printed = capsys.readouterr().out.splitlines()
-    assert printed[-1] == (
-        "a new ca4_sdk installed, and the one imported before runs on: restart (Runtime → Restart"
-        " session) and run the cells again to use the SDK just installed"
-    )
-
-
-def test_the_same_sdk_installed_again_asks_for_no_restart(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Running the first cell again (a new ngrok URL, a fixed key) reinstalls the same wheel:
-    every second run asked for a restart it did not need."""
-    monkeypatch.setattr(importlib.metadata, "distribution", _InstalledSdk("same", "same"))
-
-    _install_cell(monkeypatch, pip_exit_code=0)
-
-    assert "restart" not in capsys.readouterr().out
+    assert (capsys.readouterr().out.splitlines()[-1] == RESTART) is restart
 
 
 def test_a_first_install_says_which_sdk_it_installed_and_nothing_of_a_restart(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delitem(sys.modules, "ca4_sdk")  # a fresh runtime (restored after the test)
+    monkeypatch.setattr(importlib.metadata, "distribution", _InstalledSdk("first"))
 
-    _install_cell(monkeypatch, pip_exit_code=0)
+    kernel = _install_cell(monkeypatch, pip_exit_code=0)
 
     printed = capsys.readouterr().out
     assert printed.splitlines()[-1].endswith(" from https://edge.example/sdk/")
     assert "restart" not in printed
+    assert kernel["_ca4_sdk_at_import"] == "first"  # what the kernel now runs
 
 
 def test_every_cell_imports_the_modules_it_uses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -99,51 +99,51 @@ def test_a_stopped_reporter_can_start_again_after_stop_all(
             reporter.stop()
 
 
-def test_a_reporter_made_otherwise_pauses_the_earlier_one_until_it_stops(
+def test_a_reporter_with_other_labels_says_it_stopped_the_earlier_one(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
 ) -> None:
     """The README's ``with Reporter(labels=...)`` around a phase of work, in a notebook whose
-    first cells started a reporter: that one stopped for good, without a word the notebook
-    showed. It is paused, said so as a warning, and reports again after the block."""
+    first cells started a reporter, stopped that one with an INFO line the notebook did not
+    show, saying "cell run again": it is a warning now, and says how to get it back."""
     caplog.set_level(logging.INFO, logger="ca4_sdk")
     with stub_api() as (url, state):
         notebook = make_reporter(url, tmp_path, interval=60, labels={"a": "1"}).start()
         wait_for(lambda: len(state.accepted_ids()) == 1)
         with make_reporter(url, tmp_path, interval=60, labels={"b": "2"}):
             assert not notebook.running
-            wait_for(lambda: len(state.accepted_ids()) == 2)
+        notebook.start()  # what the warning says
         try:
             assert notebook.running
-            wait_for(lambda: len(state.accepted_ids()) >= 3)  # the block's last, then ours
-            with state.lock:
-                reports = [
-                    report
-                    for request in state.requests
-                    if "body" in request
-                    for report in request["body"].get("reports", [request["body"]])
-                ]
-            assert reports[-1]["labels"] == {"a": "1"}
-            paused = [
+            stopped = [
                 r.getMessage()
                 for r in caplog.records
-                if r.levelno == logging.WARNING and "paused" in r.getMessage()
+                if r.levelno == logging.WARNING and "stopped the reporter" in r.getMessage()
             ]
-            assert paused == [
-                "ca4: paused the reporter started earlier for session unit-session (labels "
-                "{'a': '1'}) while this one (labels {'b': '2'}) reports it; it starts again when "
-                "this one stops"
+            assert stopped == [
+                "ca4: stopped the reporter started earlier for session unit-session (labels "
+                "{'a': '1'}): one reporter reports a session at a time; start it again (its "
+                "start()) once this one (labels {'b': '2'}) stops"
             ]
             assert RERUN_LINE not in _rerun_lines(caplog)
         finally:
             notebook.stop()
 
 
-def test_stop_all_starts_no_paused_reporter_again(tmp_path: Path, fake_atexit: FakeAtexit) -> None:
-    with stub_api() as (url, _state):
-        notebook = make_reporter(url, tmp_path, interval=60, labels={"a": "1"}).start()
-        phase = make_reporter(url, tmp_path, interval=60, labels={"b": "2"}).start()
-
-        assert ca4_sdk.stop_all() == 1
-
-        assert not phase.running
-        assert not notebook.running
+def test_the_cell_run_again_with_a_new_url_replaces_the_earlier_reporter_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
+) -> None:
+    """A new ngrok URL, or another interval, is still the same cell run again."""
+    caplog.set_level(logging.INFO, logger="ca4_sdk")
+    with stub_api() as (url, _state), stub_api() as (new_url, _new_state):
+        first = make_reporter(url, tmp_path, interval=60).start()
+        second = make_reporter(new_url, tmp_path, interval=30).start()
+        try:
+            assert not first.running
+            assert _rerun_lines(caplog) == [RERUN_LINE]
+            assert not [
+                r
+                for r in caplog.records
+                if r.levelno == logging.WARNING and "stopped" in r.getMessage()
+            ]
+        finally:
+            second.stop()
