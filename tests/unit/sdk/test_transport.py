@@ -309,18 +309,3 @@ def test_the_callers_response_hooks_still_fire_once(as_list: bool) -> None:
     assert seen == [202, 307, 202]
     assert outcome.status == 307
     assert took_s < 1.5, f"send() took {took_s:.1f} s"  # the redirect is still left unread
-
-
-def test_an_offline_ngrok_url_says_what_to_do_over_https_too() -> None:
-    """A free ngrok URL changes whenever the agent starts again, and the old one answers
-    ERR_NGROK_3200: the hint was given for http:// URLs only, and ngrok's are https://."""
-    with stub_api() as (url, state):
-        state.status, state.page = 404, "<html><title>ngrok</title>offline</html>"
-        state.page_headers = {"ngrok-error-code": "ERR_NGROK_3200"}
-        outcome = Transport(url, "k").send(_reports(1))
-    assert outcome.error is not None
-    assert outcome.error.startswith("HTTP 404 that is not the CA4 API's answer (text/html")
-    assert outcome.error.endswith(
-        "ngrok-error-code ERR_NGROK_3200; title 'ngrok' (the ngrok URL is offline or changed: "
-        "start ngrok, then set the URL it prints as CA4_EDGE_API_URL and make the Reporter again)"
-    )

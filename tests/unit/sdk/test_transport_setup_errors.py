@@ -96,7 +96,8 @@ def test_a_page_of_many_lines_is_quoted_in_one() -> None:
 
 def test_a_dead_ngrok_tunnel_is_quoted_by_its_error_code_and_title() -> None:
     """The first 200 characters of ngrok's page are markup and styles: its error code and the
-    page's title say what is wrong."""
+    page's title say what is wrong, and what to do (a free ngrok URL changes whenever the agent
+    starts again; the hint was given for http:// URLs only, and ngrok's are https://)."""
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><style>" + "body{}" * 60 + "</style>"
         "<title>\n  Endpoint  offline &amp; gone\n</title></head><body>...</body></html>"
@@ -107,7 +108,9 @@ def test_a_dead_ngrok_tunnel_is_quoted_by_its_error_code_and_title() -> None:
         outcome = Transport(url, "k").send(_reports(1))
     assert outcome.error == (
         "HTTP 404 that is not the CA4 API's answer (text/html; charset=utf-8): "
-        f"ngrok-error-code ERR_NGROK_3200; title 'Endpoint offline & gone' {WRONG_URL_HINT}"
+        "ngrok-error-code ERR_NGROK_3200; title 'Endpoint offline & gone' (the ngrok URL is "
+        "offline or changed: start ngrok, then set the URL it prints as CA4_EDGE_API_URL and "
+        "make the Reporter again)"
     )
 
 
