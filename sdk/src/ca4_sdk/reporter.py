@@ -37,6 +37,7 @@ from ca4_sdk.host import collect_host
 from ca4_sdk.privacy import default_salt
 from ca4_sdk.report import ReportDict, build_report, validate_labels
 from ca4_sdk.runtime import (
+    HOSTED_RUNTIMES,
     SESSION_ID_PATTERN,
     detect_runtime,
     replace_session_id,
@@ -61,9 +62,6 @@ AUTH_RETRY_S = 300.0
 STOP_TIMEOUT_S = 5.0
 """What :meth:`Reporter.stop` (and leaving ``with``) waits at most by default: the last POST
 gets what is left of it, so an edge that accepts and never answers can't freeze the notebook."""
-HOSTED_RUNTIMES = frozenset({"colab", "kaggle"})
-"""Runtimes whose machine, and so the spool's disk, goes when the runtime is deleted or
-recycled (Colab's "Restart session" keeps it; "Disconnect and delete runtime" does not)."""
 VM_GOES_WITH_THE_RUNTIME = (
     " (not if this runtime is deleted or recycled: its disk goes with it; pass spool_dir= on "
     "a mounted Drive to keep them)"

@@ -32,6 +32,12 @@ _process_session_ids: dict[str, str] = {}
 later reporters (a cell run again), keyed by the file (or the runtime, without a temp dir)."""
 
 
+HOSTED_RUNTIMES = frozenset({"colab", "kaggle"})
+"""Runtimes (:func:`detect_runtime`) whose machine, and so a spool's disk, goes when the
+runtime is deleted or recycled (Colab's "Restart session" keeps it; "Disconnect and delete
+runtime" does not)."""
+
+
 def detect_runtime(environ: dict[str, str] | None = None) -> str:
     """``colab``, ``kaggle``, ``sagemaker``, ``jupyter`` or ``python``."""
     env = os.environ if environ is None else environ
