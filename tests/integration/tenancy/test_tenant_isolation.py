@@ -24,6 +24,7 @@ from ca4_processor.core.config import Settings as ProcessorSettings
 from ca4_processor.main import create_app as create_processor
 from ca4_schemas.constants import HEADER_ERROR_CLASS
 from ca4_worker.core.config import Settings as WorkerSettings
+from ca4_worker.messaging.groups import rewind_groups
 from ca4_worker.persistence.documents import Doc
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -304,3 +305,29 @@ async def test_a_session_from_before_tenancy_is_refused_at_the_edge_not_dropped_
         "reported-during-the-upgrade": "legacy",
         "new-after-the-upgrade": "tenant-a",
     }
+
+
+async def test_after_the_database_is_lost_a_restored_session_stays_its_owners(
+    services: Endpoints,
+    tenancy_settings: WorkerSettings,
+    keys_file: Path,
+    database: AsyncDatabase[Doc],
+) -> None:
+    """The processor's claims live in the database too: once it is lost, the rewound workers
+    store B's session again and claim it for B, so A cannot claim it first at the edge, which
+    would lock B out of its own session (every report ``403``)."""
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
+        reports = [await _post(processor, "k-tenant-b", "b-long-run") for _ in range(3)]
+        await _wait_projected(worker, [answer.json()["event_id"] for answer in reports])
+
+    await database.client.drop_database(database.name)  # the database is lost
+    groups = [tenancy_settings.kafka_store_group, tenancy_settings.kafka_project_group]
+    await rewind_groups(
+        tenancy_settings.kafka_bootstrap_servers, tenancy_settings.kafka_topic, groups, to=None
+    )
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
+        await _wait_projected(worker, [answer.json()["event_id"] for answer in reports])
+        squatter = await _post(processor, "k-tenant-a", "b-long-run")
+        owner = await _post(processor, "k-tenant-b", "b-long-run")
+    assert (squatter.status_code, owner.status_code) == (403, 202)
+    assert squatter.json()["detail"].startswith("session 'b-long-run' belongs to another tenant")

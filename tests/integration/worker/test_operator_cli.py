@@ -4,6 +4,7 @@ runs them."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
@@ -290,9 +291,9 @@ async def test_the_guides_restore_brings_back_sessions_older_than_the_topic_hold
     bucket: S3ObjectStore,
 ) -> None:
     """docs/provisioning.md, "The database lost or restored", after an empty database: rewind,
-    replay the archive with the consumers stopped, start them. Sessions that began before the
-    topic's retention come back whole in the read models (the archive holds their start, the
-    topic the rest); the event store gets back what the topic holds."""
+    replay the archive with the consumers stopped, storing its events, start them. Sessions
+    that began before the topic's retention come back whole in the read models and the event
+    store (the archive holds their start, the topic the rest), claimed for their owner."""
     bootstrap, topic = worker_settings.kafka_bootstrap_servers, worker_settings.kafka_topic
     gpus = [gpu_sample(index) for index in range(4)]
     old = [event_body(session_id=f"long-{index % 6}", gpus=gpus) for index in range(60)]
@@ -328,11 +329,19 @@ async def test_the_guides_restore_brings_back_sessions_older_than_the_topic_hold
 
     await database.client.drop_database(database.name)  # the database is lost
     rewound = await ca4(cli_env, "rewind", "--yes")
-    replayed = await ca4(cli_env, "replay", "--source", "s3")
+    replayed = await ca4(cli_env, "replay", "--source", "s3", "--store-events")
     assert rewound.exit_code == 0, rewound.output
     assert replayed.exit_code == 0, replayed.output
+    # The archive holds the old events and as many new ones as it archived before the stop.
+    restored = re.search(
+        r"Stored (\d+) events again\. Applied \1 events \(0 skipped\)\.", replayed.output
+    )
+    assert restored is not None, replayed.output
+    assert 60 <= int(restored[1]) <= 120
     async with running_worker(worker_settings):
         await wait_for(await projected(120), timeout_s=60, what="every event projected again")
         await asyncio.sleep(1)
         assert await snapshot(MongoProjections(database)) == before
-        assert await database["events"].count_documents({}) == 60  # what the topic holds
+        assert await database["events"].count_documents({}) == 120
+    claims = {doc["_id"]: doc["tenant"] async for doc in database["session_owners"].find({})}
+    assert claims == {f"long-{index}": "tenant-a" for index in range(6)}

@@ -109,6 +109,13 @@ def test_rewind_refuses_without_a_terminal_or_yes() -> None:
     )
 
 
+def test_storing_events_again_needs_the_archive() -> None:
+    result = ca4("replay", "--store-events")
+
+    assert result.exit_code == 1
+    assert result.output == "error: --store-events reads the archive: use it with --source s3.\n"
+
+
 def test_a_kafka_that_never_answers_fails_at_the_deadline(
     hung_server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

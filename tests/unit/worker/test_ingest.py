@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 
 import pytest
 from ca4_worker.persistence.memory import (
@@ -178,3 +179,30 @@ async def test_an_event_id_of_another_tenant_in_the_same_batch_is_dead_lettered_
     assert [(letter.error_class, letter.record.offset) for letter in letters.letters] == [
         ("event_id_conflict", 1)
     ]
+
+
+async def test_stored_sessions_are_claimed_for_their_owners_once(parts) -> None:  # type: ignore[no-untyped-def]
+    """Where the processor checks owners: a no-op for the sessions it claimed, and what keeps
+    another tenant from claiming a session first after the claims were lost with the database
+    (the rewound workers store its events again)."""
+    claims: list[dict[str, str]] = []
+
+    async def claim(owners: Mapping[str, str]) -> None:
+        claims.append(dict(owners))
+
+    ingest = StoreThenProject(*parts, session_claims=claim)
+    await ingest.handle_batch(
+        [
+            record(event_body(session_id="a", tenant=TENANT_A), offset=0),
+            record(event_body(session_id="a", tenant=TENANT_B), offset=1),  # refused: A's
+            record(event_body(session_id="b", tenant=TENANT_B), offset=2),
+            record(b"{oops", offset=3),
+        ]
+    )
+    await ingest.handle_batch(
+        [
+            record(event_body(session_id="a", tenant=TENANT_A), offset=4),
+            record(event_body(session_id="c", tenant=TENANT_A), offset=5),
+        ]
+    )
+    assert claims == [{"a": TENANT_A, "b": TENANT_B}, {"c": TENANT_A}]

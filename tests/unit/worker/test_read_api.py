@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,9 +17,13 @@ from ca4_auth.http import INVALID_KEY, MISSING_KEY
 from ca4_schemas import record_weight
 from ca4_worker.api.routes import health
 from ca4_worker.application.ports import UnavailableError
-from ca4_worker.application.replay import replay_from_archive, replay_from_store
+from ca4_worker.application.replay import (
+    AlreadyDeadLettered,
+    replay_from_archive,
+    replay_from_store,
+)
 from ca4_worker.application.views import GpuQuery, GpuView, Page
-from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters
+from ca4_worker.bootstrap import WorkerAdapters, in_memory_adapters, store_stage
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.archive import archive_key, encode_archive_object
 from ca4_worker.domain.records import PositionedEvent, RawRecord, event_weight
@@ -717,6 +721,68 @@ async def test_replay_from_the_archive_counts_each_event_once_and_skips_poison()
     assert isinstance(adapters.projections, InMemoryProjections)
     assert len(adapters.projections.documents()[SESSIONS]) == 1
     assert len(adapters.projections.documents()[GPUS]) == 1
+
+
+async def test_storing_the_archive_again_restores_the_event_store_by_the_store_stages_rules() -> (
+    None
+):
+    """``ca4 replay --source s3 --store-events`` after the database was lost: the archive holds
+    the raw topic, so the store stage's rules decide again what it stores (another tenant's
+    report into a session is refused, a retry counts once), and each session is claimed for
+    its owner where the processor checks it."""
+    adapters = in_memory_adapters()
+    claims: list[dict[str, str]] = []
+
+    async def claim(owners: Mapping[str, str]) -> None:
+        claims.append(dict(owners))
+
+    adapters.session_claims = claim
+    bodies = _bodies(3)
+    intruder = event_body(session_id="s", tenant=TENANT_B)
+    own = event_body(session_id="t", tenant=TENANT_B)
+    records = [
+        *(record(body, offset=offset) for offset, body in enumerate(bodies)),
+        record(bodies[0], offset=3),  # a client retry: the same event id again
+        record(b"\xffpoison", offset=4),
+        record(intruder, offset=5),
+        record(own, offset=6),
+    ]
+    await _archived(adapters, records[:5])
+    await _archived(adapters, records[3:])  # an overlapping object from a re-upload
+    store_again = store_stage(Settings(), adapters, dead_letters=AlreadyDeadLettered())
+
+    outcome = await replay_from_archive(
+        adapters.objects,
+        adapters.projections,
+        prefix="raw",
+        topic="gpu-metadata",
+        store_again=store_again,
+    )
+
+    assert (outcome.stored, outcome.events, outcome.skipped) == (4, 4, 3)
+    stored = [item.event_id async for page in adapters.store.scan() for item in page]
+    assert stored == [*(body["event_id"] for body in bodies), own["event_id"]]
+    views = [
+        await adapters.projections.session(s, tenant=t)
+        for s, t in [("s", TENANT_A), ("t", TENANT_B)]
+    ]
+    assert [(view.tenant, view.sample_count) for view in views if view] == [
+        (TENANT_A, 3),
+        (TENANT_B, 1),
+    ]
+    assert [sorted(owners.items()) for owners in claims] == [[("s", TENANT_A)], [("t", TENANT_B)]]
+
+    again = await replay_from_archive(
+        adapters.objects,
+        adapters.projections,
+        prefix="raw",
+        topic="gpu-metadata",
+        store_again=store_stage(Settings(), adapters, dead_letters=AlreadyDeadLettered()),
+    )
+    assert (again.stored, again.events) == (0, 4)  # stored before: applied as no-ops
+    view = await adapters.projections.session("s", tenant=TENANT_A)
+    assert view is not None
+    assert view.sample_count == 3
 
 
 async def test_metrics_are_rendered_off_the_event_loop(

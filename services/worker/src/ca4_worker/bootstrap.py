@@ -5,7 +5,7 @@ and the bench alike; tests build the same container from the in-memory fakes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -15,12 +15,13 @@ import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.ports import (
     DeadLetterSink,
     EventStore,
-    LegacyClaims,
     ObjectStore,
     Projections,
+    SessionClaims,
 )
 from ca4_worker.application.retry import until_available
 from ca4_worker.application.usage import ProjectionsWithUsage, UsageProjection
@@ -28,7 +29,7 @@ from ca4_worker.core.config import Settings
 from ca4_worker.core.version import WORKER_VERSION
 from ca4_worker.domain.usage import UsageRules
 from ca4_worker.messaging.dead_letters import KafkaDeadLetterSink, kafka_producer
-from ca4_worker.persistence.claims import claim_for_legacy, claim_pre_tenancy_sessions
+from ca4_worker.persistence.claims import claim_pre_tenancy_sessions, claim_sessions
 from ca4_worker.persistence.database import connect, init_database
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.events import MongoEventStore
@@ -64,9 +65,9 @@ class WorkerAdapters:
     """The real database, for what only it has (re-drive records, the bench's baselines)."""
     usage: UsageProjection | None = None
     """GPU usage accounting (inside ``projections`` too), or ``None`` when it is off."""
-    legacy_claims: LegacyClaims | None = None
-    """Claims pre-tenancy sessions for the legacy tenant in the processor's session claims
-    (the service only: see :mod:`ca4_worker.persistence.claims`)."""
+    session_claims: SessionClaims | None = None
+    """Claims stored sessions for their owners in the processor's session claims (the service
+    and ``ca4 replay --store-events``: see :mod:`ca4_worker.persistence.claims`)."""
 
     @property
     def redrives(self) -> MongoRedriveLog:
@@ -86,18 +87,21 @@ async def bootstrap(
     *,
     dead_letters: bool | None = None,
     archive: bool | None = None,
+    claims: bool | None = None,
     patient: bool = True,
 ) -> AsyncIterator[WorkerAdapters]:
     """The real adapters for ``settings``, closed on exit.
 
-    ``dead_letters`` (the Kafka producer, with the pre-tenancy claims the store stage needs)
-    defaults to ``settings.consumers_enabled`` and ``archive`` (the bucket) to
-    ``settings.archive_enabled`` as well: the read API alone reaches the database only (the
-    chart's reader may reach nothing else). ``patient`` (the service) waits out an unavailable
-    database; the operator commands fail at once with the cause instead.
+    ``dead_letters`` (the Kafka producer) defaults to ``settings.consumers_enabled``,
+    ``claims`` (the session claims the store stage writes) to ``dead_letters``, and ``archive``
+    (the bucket) to ``settings.archive_enabled`` as well: the read API alone reaches the
+    database only (the chart's reader may reach nothing else). ``patient`` (the service) waits
+    out an unavailable database; the operator commands fail at once with the cause instead.
     """
     if dead_letters is None:
         dead_letters = settings.consumers_enabled
+    if claims is None:
+        claims = dead_letters
     if archive is None:
         archive = settings.archive_enabled and settings.consumers_enabled
     async with AsyncExitStack() as stack:
@@ -142,17 +146,18 @@ async def bootstrap(
             database=database,
             usage=usage,
         )
-        if dead_letters:
+        if claims:
             claimed = await ready(
                 lambda: claim_pre_tenancy_sessions(database), "claim pre-tenancy sessions"
             )
             if claimed is not None:
                 log.info("pre-tenancy sessions claimed", sessions=claimed)
-            adapters.legacy_claims = partial(
-                claim_for_legacy,
+            adapters.session_claims = partial(
+                claim_sessions,
                 database,
                 deadline_s=settings.mongo_operation_timeout_ms / 1000,
             )
+        if dead_letters:
             producer = kafka_producer(settings.kafka_bootstrap_servers)
             await producer.start()
             stack.push_async_callback(producer.stop)
@@ -163,6 +168,29 @@ async def bootstrap(
             objects = await stack.enter_async_context(S3ObjectStore.from_settings(settings))
             adapters.objects = objects
         yield adapters
+
+
+def store_stage(
+    settings: Settings,
+    adapters: WorkerAdapters,
+    *,
+    dead_letters: DeadLetterSink,
+    known_tenants: Callable[[], Collection[str]] = frozenset,
+    consumer_group: str | None = None,
+) -> IngestService:
+    """The store stage over ``adapters``: the service's, and ``ca4 replay --store-events``'s."""
+    return IngestService(
+        store=adapters.store,
+        projections=adapters.projections,
+        dead_letters=dead_letters,
+        session_claims=adapters.session_claims,
+        max_backoff_s=settings.retry_max_backoff_s,
+        consumer_group=consumer_group,
+        insert_chunk=settings.store_insert_chunk,
+        insert_concurrency=settings.store_insert_concurrency,
+        max_attempts=settings.store_max_attempts,
+        known_tenants=known_tenants,
+    )
 
 
 def in_memory_adapters(usage: UsageRules | None = None) -> WorkerAdapters:

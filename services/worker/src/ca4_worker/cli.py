@@ -19,12 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ca4_worker.application.replay import (
+    AlreadyDeadLettered,
     ReplayOutcome,
     archive_keys,
     replay_from_archive,
     replay_from_store,
 )
-from ca4_worker.bootstrap import bootstrap
+from ca4_worker.bootstrap import bootstrap, store_stage
 from ca4_worker.cli_support import (
     OperatorError,
     confirm_destructive,
@@ -339,24 +340,32 @@ async def _replay(
     since: datetime | None,
     until: datetime | None,
     rebuild: bool,
+    store_events: bool,
     advance: Callable[[int, int | None], None],
 ) -> ReplayOutcome:
-    if rebuild:
+    if rebuild or store_events:
+        # A session's projection applies its events in position order: a worker applying new
+        # events meanwhile would move the position guards past the history not yet reached,
+        # and those events would be skipped for good.
+        if rebuild:
+            risk = "a rebuild while workers store events would lose their projections"
+            action = "rebuild"
+            instead = "; or replay without --rebuild-projections, which is safe while they run"
+        else:
+            risk = "events the workers project first would make older archived ones be skipped"
+            action, instead = "store the archived events", ""
         with reaching(kafka_endpoint(settings), settings):
-            # A rebuild empties the read models and applies history again: a worker applying new
-            # events meanwhile would move the position guards past the history not yet reached,
-            # and those events would be skipped for good.
             await ensure_group_idle(
                 settings.kafka_bootstrap_servers,
                 settings.kafka_store_group,
                 settings.kafka_topic,
-                risk="a rebuild while workers store events would lose their projections",
-                action="rebuild",
-                instead="; or replay without --rebuild-projections, which is safe while they run",
+                risk=risk,
+                action=action,
+                instead=instead,
             )
     from_archive = source is ReplaySource.S3
     async with bootstrap(
-        settings, dead_letters=False, archive=from_archive, patient=False
+        settings, dead_letters=False, archive=from_archive, claims=store_events, patient=False
     ) as adapters:
         if adapters.objects is None:
             advance(0, await adapters.store.count())
@@ -389,10 +398,15 @@ async def _replay(
             batch_size=settings.projection_max_records,
             max_bytes=settings.projection_max_bytes,
             progress=lambda done: advance(done, None),
+            store_again=(
+                store_stage(settings, adapters, dead_letters=AlreadyDeadLettered())
+                if store_events
+                else None
+            ),
         )
 
 
-def replay(
+def replay(  # noqa: PLR0917 - Typer passes each option by keyword
     source: Annotated[
         ReplaySource,
         typer.Option(help="Read from the event store (events) or the S3 archive (s3)."),
@@ -420,9 +434,23 @@ def replay(
             help="Empty the projections first (else only fill what is missing); asks first.",
         ),
     ] = False,
+    store_events: Annotated[
+        bool,
+        typer.Option(
+            "--store-events",
+            help=(
+                "With --source s3: also store the archived events the event store lacks (after "
+                "the database was lost), by the store stage's rules. Needs the consumers "
+                "stopped; dead letters are not published again."
+            ),
+        ),
+    ] = False,
     yes: YesOption = False,
 ) -> None:
-    """Rebuild the session and GPU projections from the event store or the S3 archive."""
+    """Rebuild the session and GPU projections from the event store or the S3 archive, and
+    the event store from the archive."""
+    if store_events and source is not ReplaySource.S3:
+        raise OperatorError("--store-events reads the archive: use it with --source s3.")
     if rebuild_projections:
         confirm_destructive(
             f"Empty the session and GPU projections and rebuild them from {source.value}?",
@@ -449,12 +477,14 @@ def replay(
                     since=as_utc(since),
                     until=as_utc(until),
                     rebuild=rebuild_projections,
+                    store_events=store_events,
                     advance=advance,
                 )
             )
         except LiveConsumersError as error:
             raise OperatorError(f"Refused: {error}") from error
-    console.print(f"Applied {outcome.events} events ({outcome.skipped} skipped).")
+    stored = f"Stored {outcome.stored} events again. " if store_events else ""
+    console.print(f"{stored}Applied {outcome.events} events ({outcome.skipped} skipped).")
 
 
 def rewind(

@@ -26,11 +26,10 @@ from ca4_worker.api.read_budget import ReadBudget
 from ca4_worker.api.read_slots import ReadSlots
 from ca4_worker.api.routes import DATABASE_RETRY_AFTER_S, events, gpus, health, sessions, usage
 from ca4_worker.application.archiver import Archiver
-from ca4_worker.application.ingest import IngestService
 from ca4_worker.application.ports import TimedOutError, UnavailableError
 from ca4_worker.application.projector import ProjectionService, StoreHandoff
 from ca4_worker.application.retry import until_available
-from ca4_worker.bootstrap import AdapterFactory, WorkerAdapters, bootstrap
+from ca4_worker.bootstrap import AdapterFactory, WorkerAdapters, bootstrap, store_stage
 from ca4_worker.core import metrics
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.core.version import WORKER_VERSION
@@ -84,17 +83,12 @@ async def _start_consumers(
     )
     await watermark.start()
     stack.push_async_callback(watermark.stop)
-    ingest = IngestService(
-        store=adapters.store,
-        projections=adapters.projections,
+    ingest = store_stage(
+        settings,
+        adapters,
         dead_letters=adapters.dead_letters,
-        legacy_claims=adapters.legacy_claims,
-        max_backoff_s=settings.retry_max_backoff_s,
-        consumer_group=settings.kafka_store_group,
-        insert_chunk=settings.store_insert_chunk,
-        insert_concurrency=settings.store_insert_concurrency,
-        max_attempts=settings.store_max_attempts,
         known_tenants=known_tenants,
+        consumer_group=settings.kafka_store_group,
     )
     if not settings.projection_enabled:
         stages = [store_consumer(settings, ingest, watermark)]

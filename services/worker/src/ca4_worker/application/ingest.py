@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
-from ca4_schemas import LEGACY_TENANT, EventDecodeError, decode_event
+from ca4_schemas import EventDecodeError, decode_event
 from opentelemetry.trace import Tracer
 from prometheus_client import Histogram
 from pydantic import ValidationError
@@ -40,8 +40,8 @@ from ca4_worker.application.ports import (
     AppendOutcome,
     DeadLetterSink,
     EventStore,
-    LegacyClaims,
     Projections,
+    SessionClaims,
 )
 from ca4_worker.application.retry import until_available
 from ca4_worker.application.tenancy import TenantGuard
@@ -58,8 +58,8 @@ from ca4_worker.domain.tenancy import (
 )
 
 log = structlog.get_logger(__name__)
-LEGACY_CLAIMS_REMEMBERED = 10_000
-"""Pre-tenancy sessions remembered as claimed (a claim repeated after that is a no-op)."""
+CLAIMS_REMEMBERED = 10_000
+"""Sessions remembered as claimed (a claim repeated after that is a no-op)."""
 
 
 @dataclass(frozen=True)
@@ -155,15 +155,15 @@ class IngestService:
         insert_chunk: int = 2500,
         insert_concurrency: int = 2,
         max_attempts: int = 5,
-        legacy_claims: LegacyClaims | None = None,
+        session_claims: SessionClaims | None = None,
         known_tenants: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         """``known_tenants``: the tenants dead letters are counted under (the keys' tenants);
         a letter of any other is counted under ``""``."""
         self._store = store
         self._known_tenants = known_tenants
-        self._legacy_claims = legacy_claims
-        self._claimed_legacy: set[str] = set()
+        self._session_claims = session_claims
+        self._claimed: set[str] = set()
         self._dead_letters = dead_letters
         self._max_backoff_s = max_backoff_s
         self._consumer_group = consumer_group
@@ -198,25 +198,25 @@ class IngestService:
         )
         return outcome
 
-    async def _claim_legacy(self, stored: Sequence[PositionedEvent]) -> None:
-        """Claim the sessions of version-1 events just stored for the legacy tenant, so the
-        processor refuses other tenants' reports of them (see :mod:`..persistence.claims`)."""
-        claims = self._legacy_claims
+    async def _claim_sessions(self, stored: Sequence[PositionedEvent]) -> None:
+        """Claim the sessions just stored for their owners where the processor checks them (a
+        no-op for the ones it claimed: see :mod:`..persistence.claims`)."""
+        claims = self._session_claims
         if claims is None:
             return
-        sessions = {
-            item.event.session_id for item in stored if item.event.tenant == LEGACY_TENANT
-        } - self._claimed_legacy
-        if not sessions:
+        owners = {item.event.session_id: item.event.tenant for item in stored}
+        for session_id in self._claimed.intersection(owners):
+            del owners[session_id]
+        if not owners:
             return
         await until_available(
-            lambda: claims(sessions),
-            what="claim pre-tenancy sessions",
+            lambda: claims(owners),
+            what="claim stored sessions",
             max_backoff_s=self._max_backoff_s,
         )
-        if len(self._claimed_legacy) > LEGACY_CLAIMS_REMEMBERED:
-            self._claimed_legacy.clear()
-        self._claimed_legacy |= sessions
+        if len(self._claimed) > CLAIMS_REMEMBERED:
+            self._claimed.clear()
+        self._claimed.update(owners)
 
     async def _handle(self, records: Sequence[RawRecord], spans: BatchSpans) -> BatchOutcome:
         """Decode and append in chunks, up to ``insert_concurrency`` appends in flight, so the
@@ -244,7 +244,7 @@ class IngestService:
         stored = [item for outcome in appended for item in outcome.stored]
         to_project = [item for outcome in appended for item in outcome.to_project]
         self._tenants.confirm(to_project)
-        await self._claim_legacy(to_project)
+        await self._claim_sessions(to_project)
         if log.is_enabled_for(logging.DEBUG):
             for positioned in stored:
                 log.debug(

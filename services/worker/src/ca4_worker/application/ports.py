@@ -41,9 +41,9 @@ class RejectedError(Exception):
         self.error_class = error_class
 
 
-LegacyClaims = Callable[[Collection[str]], Awaitable[None]]
-"""Claims sessions for the legacy tenant where the processor checks owners (a session claimed
-before keeps its owner)."""
+SessionClaims = Callable[[Mapping[str, str]], Awaitable[None]]
+"""Claims sessions (id to owner tenant) where the processor checks owners; a session claimed
+before keeps its owner."""
 
 
 @dataclass

@@ -1,22 +1,26 @@
-"""Rebuild the projections from the event store or from the S3 archive.
+"""Rebuild the projections from the event store or from the S3 archive, and the event store
+from the archive.
 
 Both sources are read in (partition, offset) order and each event id counts once, at its first
 position, which is how the live worker projects it, so a rebuild equals the live projections.
+Storing archived events again goes through the store stage itself
+(:class:`~ca4_worker.application.ingest.IngestService`): the same tenancy guard, event-id rules
+and session claims as when they were first stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from ca4_schemas import record_weight
 
-from ca4_worker.application.ingest import decode_record, first_per_event_id
+from ca4_worker.application.ingest import IngestService, decode_record, first_per_event_id
 from ca4_worker.application.ports import EventStore, ObjectStore, Projections
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.domain.archive import decode_archive_object
-from ca4_worker.domain.records import Position, PositionedEvent, WeighedPage
+from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord, WeighedPage
 
 Progress = Callable[[int], None]
 
@@ -27,6 +31,16 @@ class ReplayOutcome:
 
     events: int
     skipped: int
+    stored: int = 0
+    """Archived events stored again because the event store lacked them."""
+
+
+class AlreadyDeadLettered:
+    """The dead-letter sink of a restore: the archived records it refuses were dead-lettered
+    when they were first stored, and publishing them again would show every one twice."""
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        """Publish nothing."""
 
 
 def _in_window(event: PositionedEvent, since: datetime | None, until: datetime | None) -> bool:
@@ -100,27 +114,38 @@ async def archive_keys(
     return sorted(selected, key=lambda key: (_object_partition(key), key.rsplit("/", 1)[-1]))
 
 
-async def _archived_events(
+async def _archived_records(
     objects: ObjectStore, keys: list[str], batch_size: int, max_bytes: int | None
-) -> AsyncIterator[tuple[list[PositionedEvent], int, int]]:
-    """Each object's events, in pages of ``batch_size`` that end early once their records
-    weigh ``max_bytes`` (an object holds thousands); with the records skipped and the objects
-    done by each."""
-    seen_positions: set[Position] = set()
+) -> AsyncIterator[tuple[list[RawRecord], int]]:
+    """Each object's records, in pages of ``batch_size`` that end early once they weigh
+    ``max_bytes`` (an object holds thousands); with the objects done by each.
+
+    A record counts once: the keys come in (partition, offset) order, so a record at or below
+    the last offset read from its partition is in an overlapping object (a re-upload).
+    """
+    read_up_to: dict[int, int] = {}
     for key in keys:
-        page = WeighedPage[PositionedEvent](batch_size, max_bytes)
-        skipped = 0
+        page = WeighedPage[RawRecord](batch_size, max_bytes)
         for record in decode_archive_object(await objects.get(key)):
-            if record.position in seen_positions:
-                continue  # an overlapping object from a re-upload; the record counts once
-            seen_positions.add(record.position)
-            decoded = decode_record(record)
-            if not isinstance(decoded, PositionedEvent):
-                skipped += 1
-            elif page.add(decoded, record_weight(record.value)):
-                yield page.take(), skipped, 0
-                skipped = 0
-        yield page.take(), skipped, 1
+            if record.offset <= read_up_to.get(record.partition, -1):
+                continue
+            read_up_to[record.partition] = record.offset
+            if page.add(record, record_weight(record.value)):
+                yield page.take(), 0
+        yield page.take(), 1
+
+
+def _received_within(since: datetime | None, until: datetime | None) -> Callable[[RawRecord], bool]:
+    """Whether a record's event was received in the window (a record with no event is kept,
+    to be counted as skipped)."""
+
+    def within(record: RawRecord) -> bool:
+        if since is None and until is None:
+            return True
+        decoded = decode_record(record)
+        return not isinstance(decoded, PositionedEvent) or _in_window(decoded, since, until)
+
+    return within
 
 
 async def replay_from_archive(
@@ -135,9 +160,14 @@ async def replay_from_archive(
     batch_size: int = 1000,
     max_bytes: int | None = None,
     progress: Progress | None = None,
+    store_again: IngestService | None = None,
 ) -> ReplayOutcome:
     """Apply archived events, first copy of each event id only (per object progress), in
-    pages of ``batch_size`` events that end early once their records weigh ``max_bytes``."""
+    pages of ``batch_size`` records that end early once they weigh ``max_bytes``.
+
+    With ``store_again`` (the store stage, over :class:`AlreadyDeadLettered`) each page is
+    stored first, and what it kept is applied, as the live worker does.
+    """
     keys = await archive_keys(objects, prefix=prefix, topic=topic, since=since, until=until)
     if rebuild:
         await projections.reset()
@@ -145,19 +175,27 @@ async def replay_from_archive(
     # The archive holds the raw topic, so also the events the store dead-lettered as another
     # tenant's: the same owner check keeps them out of the rebuilt projections.
     tenants, owners = TenantGuard(projections, max_backoff_s=5.0), dict[str, str]()
-    applied = skipped_total = 0
-    pages = _archived_events(objects, keys, batch_size, max_bytes)
-    async for events, skipped, objects_done in pages:
-        first, later = first_per_event_id(
-            [item for item in events if _in_window(item, since, until)]
-        )
-        fresh = [item for item in first if item.event_id not in seen_ids]
-        seen_ids.update(item.event_id for item in fresh)
-        own, foreign = await tenants.split(fresh, owners)
+    within = _received_within(since, until)
+    applied = skipped_total = stored = 0
+    async for page, objects_done in _archived_records(objects, keys, batch_size, max_bytes):
+        if store_again is not None:
+            records = [record for record in page if within(record)]
+            outcome = await store_again.handle_batch(records)
+            own, considered = outcome.to_project, len(records)
+            stored += outcome.stored
+        else:
+            decoded = [decode_record(record) for record in page]
+            events = [item for item in decoded if isinstance(item, PositionedEvent)]
+            window = [item for item in events if _in_window(item, since, until)]
+            first, _ = first_per_event_id(window)
+            fresh = [item for item in first if item.event_id not in seen_ids]
+            seen_ids.update(item.event_id for item in fresh)
+            own, _ = await tenants.split(fresh, owners)
+            considered = len(page) - (len(events) - len(window))
         if own:
             await projections.apply(own)
         applied += len(own)
-        skipped_total += skipped + len(later) + len(first) - len(fresh) + len(foreign)
+        skipped_total += considered - len(own)
         if progress and objects_done:
             progress(objects_done)
-    return ReplayOutcome(events=applied, skipped=skipped_total)
+    return ReplayOutcome(events=applied, skipped=skipped_total, stored=stored)

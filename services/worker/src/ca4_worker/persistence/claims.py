@@ -1,17 +1,22 @@
-"""Pre-tenancy sessions in the processor's session claims (``session_owners``).
+"""Sessions' owners in the processor's session claims (``session_owners``).
 
-The processor lets the first tenant to report a session claim it there. A session that began
-before tenancy has no claim, but its stored events belong to the legacy tenant, so the worker
-would dead-letter every later report of it as another tenant's, after the processor had
-answered ``202``. Claiming such sessions for the legacy tenant makes the processor refuse
-those reports at once (``403``, ``session_forbidden``). The worker claims them when it starts
-(every session projected before tenancy, once per database) and whenever it stores a
-version-1 event (published by a processor from before tenancy, during an upgrade).
+The processor lets the first tenant to report a session claim it there. The worker claims
+every session it stores for the tenant that owns it, which is a no-op for sessions the processor
+claimed already, and matters when the claims are missing: after the database was lost or
+restored to an earlier time (the rewound workers and ``ca4 replay --store-events`` store the
+events again, and would otherwise leave their sessions unclaimed for any tenant to claim at the
+edge, locking the owner out), and for sessions that began before tenancy. Those have no claim,
+but their stored events belong to the legacy tenant, so the worker would dead-letter every
+later report of them as another tenant's, after the processor had answered ``202``. Claimed
+for the legacy tenant, the processor refuses those reports at once (``403``,
+``session_forbidden``): every session projected before tenancy, once per database, when the
+worker starts, and each stored version-1 event's (published by a processor from before tenancy,
+during an upgrade).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from ca4_schemas import LEGACY_TENANT
@@ -26,18 +31,19 @@ PRE_TENANCY_CLAIMS = "pre-tenancy-session-claims"
 CLAIMS_PER_CALL = 1000
 
 
-async def claim_for_legacy(
-    database: AsyncDatabase[Doc], session_ids: Collection[str], *, deadline_s: float | None = None
+async def claim_sessions(
+    database: AsyncDatabase[Doc], owners: Mapping[str, str], *, deadline_s: float | None = None
 ) -> None:
-    """Claim ``session_ids`` for the legacy tenant; a session claimed before keeps its owner."""
+    """Claim each session of ``owners`` for its tenant; a session claimed before keeps its
+    owner."""
     now = datetime.now(UTC)
-    ordered = sorted(session_ids)
+    ordered = sorted(owners)
     with database_call(deadline_s):
         for start in range(0, len(ordered), CLAIMS_PER_CALL):
             await insert_ignoring_duplicates(
                 database[SESSION_OWNERS],
                 [
-                    {"_id": session_id, "tenant": LEGACY_TENANT, "claimed_at": now}
+                    {"_id": session_id, "tenant": owners[session_id], "claimed_at": now}
                     for session_id in ordered[start : start + CLAIMS_PER_CALL]
                 ],
             )
@@ -58,7 +64,7 @@ async def claim_pre_tenancy_sessions(database: AsyncDatabase[Doc]) -> int | None
             {"$or": [{"tenant": {"$exists": False}}, {"tenant": LEGACY_TENANT}]}, {"_id": 1}
         )
         session_ids = [doc["_id"] async for doc in cursor]
-    await claim_for_legacy(database, session_ids)
+    await claim_sessions(database, dict.fromkeys(session_ids, LEGACY_TENANT))
     with database_call():
         for start in range(0, len(session_ids), CLAIMS_PER_CALL):
             await database[SESSION_OWNERS].update_many(
