@@ -888,14 +888,14 @@ def test_app_notes_name_the_component_that_serves_reads(
 def test_platform_notes_give_the_kafka_tunnel_as_it_runs(
     helm: str, tmp_path: Path, value_set: str
 ) -> None:
-    """The tunnel line names the variables the target reads (tunnel.sh forwards one broker unless
-    told CA4_KAFKA_BROKERS), and the ssh lines the config that routes through the bastion."""
+    """The tunnel line is the target as it runs (tunnel.sh forwards every broker the StatefulSet
+    runs), and the ssh lines the config that routes through the bastion."""
     values = yaml.safe_load((chart_dir("ca4-platform") / f"values-{value_set}.yaml").read_text())
     replicas = values["kafka"]["replicas"]
     notes = rendered_notes(helm, tmp_path, *values_args("ca4-platform", value_set))
-    assert f"make dev-kafka-tunnel ENV=<dev|prod> CA4_KAFKA_BROKERS={replicas} " in notes
+    assert "make dev-kafka-tunnel ENV=<dev|prod>   (one forward per broker; " in notes
     tunnel = (REPO / "tools/provision/scripts/tunnel.sh").read_text()
-    assert "${CA4_KAFKA_BROKERS:-1}" in tunnel
+    assert "get statefulset kafka -o jsonpath='{.spec.replicas}'" in tunnel
     assert "\t$(CA4_SCRIPTS)/tunnel.sh kafka\n" in (REPO / "mk/infra.mk").read_text()
     ssh_lines = re.findall(r"^ +broker (\d+): (ssh .*)$", notes, re.M)
     assert [int(n) for n, _ in ssh_lines] == list(range(replicas))

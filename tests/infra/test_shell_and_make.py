@@ -1028,8 +1028,11 @@ def test_dev_targets(sandbox: Sandbox) -> None:
     calls = sandbox.calls()
     tunnel = next(c["argv"] for c in calls if c["tool"] == "ssh")
     # The tunnel NodePort keeps the bastion's address (Local), so it ends on the broker's node.
-    lookup = next(c["argv"] for c in calls if c["tool"] == "kubectl")
-    assert lookup[lookup.index("get") : lookup.index("get") + 3] == ["get", "pod", "kafka-0"]
+    lookups = [c["argv"] for c in calls if c["tool"] == "kubectl"]
+    assert [argv[argv.index("get") : argv.index("get") + 3] for argv in lookups] == [
+        ["get", "statefulset", "kafka"],
+        ["get", "pod", "kafka-0"],
+    ]
     assert "127.0.0.1:1:10.40.11.21:30094" in tunnel
     assert "ubuntu@203.0.113.10" in tunnel
     assert next(c["argv"] for c in calls if c["tool"] == "ngrok") == ["http", "127.0.0.1:8002"]
@@ -2317,3 +2320,22 @@ def test_scripts_answer_help_without_starting_work(sandbox: Sandbox, script: str
     assert result.stdout.splitlines()[0] == header
     assert "set -euo pipefail" not in result.stdout
     assert sandbox.calls() == []
+
+
+def test_kafka_tunnel_forwards_every_broker_the_statefulset_runs(sandbox: Sandbox) -> None:
+    """Prod runs three brokers: with one forward, a client sent on to broker 1 or 2 (the group
+    coordinator, a partition's leader) found nothing on their advertised ports and
+    `ca4 rewind` through the tunnel failed."""
+    result = sandbox.make("dev-kafka-tunnel", env={"FAKE_KAFKA_BROKERS": "3"})
+    assert result.returncode == 0, result.stderr
+    tunnel = next(c["argv"] for c in sandbox.calls() if c["tool"] == "ssh")
+    forwards = [tunnel[i + 1] for i, arg in enumerate(tunnel) if arg == "-L"]
+    first = int(forwards[0].split(":")[1])  # the sandbox's CA4_KAFKA_TUNNEL_PORT
+    assert forwards == [f"127.0.0.1:{first + n}:10.40.11.21:{30094 + n}" for n in range(3)]
+
+
+def test_kafka_tunnel_says_when_it_cannot_count_the_brokers(sandbox: Sandbox) -> None:
+    result = sandbox.make("dev-kafka-tunnel", env={"FAKE_KAFKA_BROKERS": ""})
+    assert result.returncode != 0
+    assert "cannot read how many Kafka brokers run (statefulset kafka)" in result.stderr
+    assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]

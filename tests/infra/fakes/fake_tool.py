@@ -496,6 +496,8 @@ def main() -> None:
         _exec(argv)
     elif tool == "kubectl" and "jsonpath={.status.hostIP}" in argv:
         print(KAFKA_POD_NODE, end="")
+    elif tool == "kubectl" and "jsonpath={.spec.replicas}" in argv:
+        print(os.environ.get("FAKE_KAFKA_BROKERS", "1"), end="")
 
 
 if __name__ == "__main__":

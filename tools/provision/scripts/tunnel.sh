@@ -5,7 +5,8 @@
 #                     runs K3s (every server serves the API; a replaced one may not run it yet);
 #                     an open tunnel to any server of the cluster is kept
 #   tunnel.sh kafka   localhost:9092+N -> NodePort 30094+N of broker N on its node (the TUNNEL
-#                     listener advertises localhost:9092+N, so clients keep using the tunnel)
+#                     listener advertises localhost:9092+N, so clients keep using the tunnel),
+#                     for every broker the StatefulSet runs (or CA4_KAFKA_BROKERS)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,7 +41,17 @@ if [[ "${kind}" == api ]]; then
   described+=("port 6443 of a K3s server: ${servers[*]}")
 else
   local_port="${CA4_KAFKA_TUNNEL_PORT:-9092}"
-  for ((i = 0; i < ${CA4_KAFKA_BROKERS:-1}; i++)); do
+  # Every broker: a client that reaches one is sent on to the others' advertised ports (the
+  # group coordinator, partition leaders), which answer only through their own forward.
+  brokers="${CA4_KAFKA_BROKERS:-}"
+  if [[ -n "${brokers}" ]]; then
+    [[ "${brokers}" =~ ^[1-9][0-9]*$ ]] || die "CA4_KAFKA_BROKERS must be a number of brokers, not '${brokers}'"
+  else
+    brokers="$(kubectl --kubeconfig "${CA4_KUBECONFIG}" -n "${CA4_PLATFORM_NAMESPACE:-platform}" \
+      get statefulset kafka -o jsonpath='{.spec.replicas}')" || brokers=""
+    [[ "${brokers}" =~ ^[1-9][0-9]*$ ]] || die "cannot read how many Kafka brokers run (statefulset kafka): open the API tunnel first (make ca4-api-tunnel), or set CA4_KAFKA_BROKERS"
+  fi
+  for ((i = 0; i < brokers; i++)); do
     # The tunnel NodePorts keep the client's address (externalTrafficPolicy Local), so each one
     # answers only on the node that runs its broker.
     node="$(kubectl --kubeconfig "${CA4_KUBECONFIG}" -n "${CA4_PLATFORM_NAMESPACE:-platform}" \
