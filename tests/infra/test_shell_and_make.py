@@ -458,7 +458,8 @@ def test_bootstrap_runs_only_the_pinned_installer(sandbox: Sandbox) -> None:
 
 def test_bootstrap_gives_traefik_a_write_deadline_on_every_server(sandbox: Sandbox) -> None:
     """Traefik as K3s ships it sets no write deadline: a client that never read an answer kept
-    it, and the pod's memory behind it, while it stayed connected. Every server gets the
+    it, and the pod's memory behind it, while it stayed connected. The read deadline is written
+    out: uvicorn behind it waits for a request's headers for ever. Every server gets the
     HelmChartConfig in its auto-deploy folder, byte for byte."""
     result = sandbox.make("ca4-bootstrap-k3s")
     assert result.returncode == 0, result.stderr
@@ -487,7 +488,7 @@ def test_bootstrap_gives_traefik_a_write_deadline_on_every_server(sandbox: Sandb
     ports = yaml.safe_load(manifest["spec"]["valuesContent"])["ports"]
     for entry_point in ("web", "websecure"):
         timeouts = ports[entry_point]["transport"]["respondingTimeouts"]
-        assert timeouts == {"writeTimeout": "60s"}, entry_point
+        assert timeouts == {"readTimeout": "60s", "writeTimeout": "60s"}, entry_point
 
 
 def test_bootstrap_refuses_a_tampered_installer(sandbox: Sandbox) -> None:
