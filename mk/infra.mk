@@ -306,6 +306,7 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		$(if $(CA4_INGRESS_HOST),--set-string ingress.host='$(CA4_INGRESS_HOST)') \
 		--set-string config.s3.bucket="$$bucket" \
 		--set-string config.s3.region="$$region" \
+		--description "image $(CA4_IMAGE_TAG)" \
 		--wait --timeout $(CA4_HELM_TIMEOUT)
 
 .PHONY: ca4-verify-e2e

@@ -809,6 +809,64 @@ def test_images_name_the_missing_tool(sandbox: Sandbox) -> None:
     ]
 
 
+def test_images_ship_an_archived_tag_for_a_rollback_or_a_new_node(sandbox: Sandbox) -> None:
+    """A rollback deploys an older tag, which a new node (or the kubelet's image cleanup) may
+    lack: the archives `make ca4-images` kept are shipped instead of building the current
+    commit, with no build tool and whatever the tree holds, and the tag is recorded for the next
+    `make ca4-deploy-app`."""
+    assert sandbox.make("ca4-images").returncode == 0
+    (sandbox.state_dir / "image-tag").write_text("fedcba987654\n")  # a newer release since
+    for node in NODES:
+        (sandbox.state / f"ubuntu_{node}.images").unlink()
+    (sandbox.bin / "docker").unlink()
+    sandbox.reset()
+    result = sandbox.make(
+        "ca4-images",
+        env={"CA4_IMAGES_TAG": IMAGE_TAG, "CA4_FAKE_GIT_STATUS": " M services/worker/x.py\n"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert image_steps(sandbox.calls()) == [
+        *[f"import {node} {IMAGES[0]}" for node in NODES],
+        *[f"import {node} {IMAGES[1]}" for node in NODES],
+    ]
+    for node in NODES:
+        assert sorted(node_images(sandbox, node)) == [f"{ref} linux/amd64" for ref in IMAGES]
+    assert (sandbox.state_dir / "image-tag").read_text() == f"{IMAGE_TAG}\n"
+
+
+def test_a_rollback_ships_and_deploys_the_old_tag_in_one_run(sandbox: Sandbox) -> None:
+    """`CA4_IMAGES_TAG=<old> make ca4-images ca4-deploy-app`, as the guide's rollback runs it:
+    the deploy takes the tag ca4-images just recorded, and names it in the release's
+    description (what `helm history` shows an operator looking for the tag to go back to)."""
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    (sandbox.state_dir / "image-tag").write_text("fedcba987654\n")  # a newer release since
+    sandbox.reset()
+    result = sandbox.make("ca4-images", "ca4-deploy-app", env={"CA4_IMAGES_TAG": IMAGE_TAG})
+    assert result.returncode == 0, result.stderr
+    argv = next(
+        c["argv"] for c in sandbox.calls() if c["tool"] == "helm" and "upgrade" in c["argv"]
+    )
+    assert argv[argv.index("image.tag=" + IMAGE_TAG) - 1] == "--set-string"
+    assert argv[argv.index("--description") + 1] == f"image {IMAGE_TAG}"
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("fedcba987654", "images.sh: no archive of ghcr.io/ca4-project/ca4-processor:fedcba987654"),
+        ("v1.2", "images.sh: CA4_IMAGES_TAG=v1.2 is not an image tag"),
+    ],
+)
+def test_images_say_why_an_archived_tag_cannot_be_shipped(
+    sandbox: Sandbox, tag: str, message: str
+) -> None:
+    result = sandbox.make("ca4-images", env={"CA4_IMAGES_TAG": tag})
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert image_steps(sandbox.calls()) == []
+    assert not (sandbox.state_dir / "image-tag").exists()
+
+
 # -- ca4-images: built for the nodes' platform, and only that platform shipped -------------------
 
 

@@ -13,6 +13,9 @@
 #      refusing a node whose architecture (uname -m) is another (no registry needed)
 #   4. record the tag in .ca4/<ENV>/image-tag: `make ca4-deploy-app` deploys exactly that tag
 # Idempotent: a second run at the same commit builds, ships and writes nothing.
+# CA4_IMAGES_TAG=<tag>: ship the images of an earlier tag from their archives in .ca4/<ENV>/images/
+# instead of building the current commit (a rollback; a new node that lacks the running tag), and
+# record it, so the next `make ca4-deploy-app` deploys it. Needs no build tool.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,8 +29,14 @@ PLATFORM="${CA4_IMAGE_PLATFORM:-linux/amd64}"
 # os/arch without a variant: what image inspect and ctr report, and what is compared.
 OS_ARCH="$(cut -d/ -f1-2 <<<"${PLATFORM}")"
 
+archived_tag="${CA4_IMAGES_TAG:-}"
+[[ -z "${archived_tag}" || "${archived_tag}" =~ ^[0-9a-f]{12}$ ]] ||
+  die "CA4_IMAGES_TAG=${archived_tag} is not an image tag (the 12 hex digits of a commit, as helm -n app history ca4-app shows them)"
+
 tool="${CA4_IMAGE_TOOL:-}"
-if [[ -z "${tool}" ]]; then
+if [[ -n "${archived_tag}" ]]; then
+  :  # shipped from the archives: nothing is built
+elif [[ -z "${tool}" ]]; then
   for candidate in docker podman buildah; do
     if command -v "${candidate}" >/dev/null 2>&1; then
       tool="${candidate}"
@@ -35,13 +44,16 @@ if [[ -z "${tool}" ]]; then
     fi
   done
 fi
-if [[ -z "${tool}" ]] || ! command -v "${tool}" >/dev/null 2>&1; then
-  die "missing tool: ${tool:-docker, podman or buildah} (install one to build the images, or set CA4_IMAGE_TOOL)"
+if [[ -n "${archived_tag}" ]]; then
+  tag="${archived_tag}"
+else
+  if [[ -z "${tool}" ]] || ! command -v "${tool}" >/dev/null 2>&1; then
+    die "missing tool: ${tool:-docker, podman or buildah} (install one to build the images, or set CA4_IMAGE_TOOL)"
+  fi
+  [[ -z "$(git -C "${CA4_REPO_ROOT}" status --porcelain --untracked-files=no)" ]] ||
+    die "uncommitted changes: commit them first, the image tag is the git commit"
+  tag="$(git -C "${CA4_REPO_ROOT}" rev-parse --short=12 HEAD)"
 fi
-
-[[ -z "$(git -C "${CA4_REPO_ROOT}" status --porcelain --untracked-files=no)" ]] ||
-  die "uncommitted changes: commit them first, the image tag is the git commit"
-tag="$(git -C "${CA4_REPO_ROOT}" rev-parse --short=12 HEAD)"
 
 # image_platform REF: the os/arch of the local image REF, or nothing when there is no such image.
 image_platform() {
@@ -108,9 +120,14 @@ mkdir -p "${CA4_STATE_DIR}/images"
 declare -A checked_arch=()
 for service in "${SERVICES[@]}"; do
   ref="${REGISTRY}/ca4-${service}:${tag}"
-  build "${service}" "${ref}"
   archive="${CA4_STATE_DIR}/images/ca4-${service}-${tag}-${PLATFORM//\//-}.tar"
-  save "${ref}" "${archive}"
+  if [[ -n "${archived_tag}" ]]; then
+    [[ -s "${archive}" ]] ||
+      die "no archive of ${ref} for ${PLATFORM} (${archive}): it was built on another machine or removed; check out commit ${tag} there and run make ca4-images"
+  else
+    build "${service}" "${ref}"
+    save "${ref}" "${archive}"
+  fi
   for host in "${servers[@]}" "${agents[@]}"; do
     platforms="$(node_platforms "${host}" "${ref}")"
     if grep -qxF -- "${OS_ARCH}" <<<"${platforms}"; then
