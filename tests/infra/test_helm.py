@@ -286,6 +286,18 @@ def test_platform_kafka_capacity_fits_each_broker_volume(rendered: Any, value_se
     assert partitions * per_partition <= int(claim[:-2]) * 2**30
 
 
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_platform_kafka_rolls_one_broker_after_another_is_back(
+    rendered: Any, value_set: str
+) -> None:
+    """Readiness sees the listener open, not the broker back in sync: a rolling update that
+    restarted the next broker at once could leave a partition under min.insync.replicas (2 of 3
+    in prod), and every acks=all publish failed (the processor's 503) until it caught up."""
+    sts = kafka_statefulset(rendered[("ca4-platform", value_set)])
+    assert sts["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert sts["spec"]["minReadySeconds"] == 60
+
+
 JVM_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}
 
 
