@@ -899,14 +899,28 @@ def test_runbook_kubectl_commands_name_what_the_charts_render(rendered: Rendered
         assert "-n" in words, f"{command}: no namespace"
         namespace = words[words.index("-n") + 1]
         assert namespace in namespaces, f"{command}: no namespace {namespace}"
-        verb, *rest = [w for i, w in enumerate(words[1:], 1) if words[i - 1] != "-n" and w != "-n"]
+        selector = words[words.index("-l") + 1] if "-l" in words else None
+        verb, *rest = [
+            w
+            for i, w in enumerate(words[1:], 1)
+            if words[i - 1] not in {"-n", "-l"} and w not in {"-n", "-l"}
+        ]
         workload = None
+        if selector is not None:
+            key, value = selector.split("=", 1)
+            selected = [
+                d
+                for (ns, _, _), d in by_ref.items()
+                if ns == namespace and d["spec"]["template"]["metadata"]["labels"].get(key) == value
+            ]
+            assert len(selected) == 1, f"{command}: {selector} selects {len(selected)} workloads"
+            workload = selected[0]
         for word in rest:
             if "/" in word:
                 kind, name = word.split("/", 1)
                 workload = by_ref.get((namespace, WORKLOAD_REFERENCES[kind], name))
                 assert workload, f"{command}: no {word} in {namespace}"
-        if verb in {"exec", "logs"} and workload is None:
+        if verb in {"exec", "logs"} and workload is None:  # a pod by name
             pod = next(w for w in rest if not w.startswith("-"))
             workload = pods.get((namespace, pod))
             assert workload, f"{command}: no pod {pod} in {namespace}"
