@@ -302,6 +302,7 @@ ca4-deploy-app: ## 7. Helm: processor and worker, with the app Secret (CA4_API_K
 		--namespace $(CA4_APP_NAMESPACE) \
 		-f $(CA4_HELM_DIR)/ca4-app/values-$(ENV).yaml $(call CA4_VALUES_ARGS,$(CA4_APP_VALUES)) \
 		--set-string image.tag=$(CA4_IMAGE_TAG) \
+		$(if $(CA4_IMAGE_REGISTRY),--set-string image.registry='$(CA4_IMAGE_REGISTRY)') \
 		--set-string secrets.existingSecretChecksum="$$secret_checksum" \
 		$(if $(CA4_INGRESS_HOST),--set-string ingress.host='$(CA4_INGRESS_HOST)') \
 		--set-string config.s3.bucket="$$bucket" \

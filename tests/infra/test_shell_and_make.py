@@ -2398,3 +2398,16 @@ def test_kafka_tunnel_says_when_it_cannot_count_the_brokers(sandbox: Sandbox) ->
     assert result.returncode != 0
     assert "cannot read how many Kafka brokers run (statefulset kafka)" in result.stderr
     assert not [c for c in sandbox.calls() if c["tool"] == "ssh"]
+
+
+def test_deploy_takes_the_registry_the_images_were_built_for(sandbox: Sandbox) -> None:
+    """`make ca4-images` honours CA4_IMAGE_REGISTRY: a deploy that ignored it asked the nodes for
+    ghcr.io's images, which are not there (ErrImagePull)."""
+    assert sandbox.make("ca4-bootstrap-k3s", "ca4-images").returncode == 0
+    sandbox.reset()
+    result = sandbox.make("ca4-deploy-app", env={"CA4_IMAGE_REGISTRY": "registry.example/ca4"})
+    assert result.returncode == 0, result.stderr
+    argv = next(
+        c["argv"] for c in sandbox.calls() if c["tool"] == "helm" and "upgrade" in c["argv"]
+    )
+    assert argv[argv.index("image.registry=registry.example/ca4") - 1] == "--set-string"

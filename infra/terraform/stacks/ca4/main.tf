@@ -76,12 +76,13 @@ module "k3s" {
 module "documentdb" {
   source = "../../modules/documentdb"
 
-  create              = var.documentdb_enabled
-  name                = local.name
-  private_subnet_ids  = module.network.private_subnet_ids
-  security_group_id   = module.security.documentdb_security_group_id
-  kms_key_arn         = aws_kms_key.this.arn
-  instance_count      = var.documentdb_instance_count
-  instance_class      = var.documentdb_instance_class
-  deletion_protection = local.deletion_protection
+  create                = var.documentdb_enabled
+  name                  = local.name
+  private_subnet_ids    = module.network.private_subnet_ids
+  security_group_id     = module.security.documentdb_security_group_id
+  kms_key_arn           = aws_kms_key.this.arn
+  instance_count        = var.documentdb_instance_count
+  instance_class        = var.documentdb_instance_class
+  backup_retention_days = var.documentdb_backup_retention_days
+  deletion_protection   = local.deletion_protection
 }

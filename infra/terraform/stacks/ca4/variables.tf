@@ -189,3 +189,14 @@ variable "documentdb_instance_class" {
   type        = string
   default     = "db.t4g.medium"
 }
+
+variable "documentdb_backup_retention_days" {
+  description = "(Optional) Days of DocumentDB's automated backups: how far back a point-in-time restore can go (docs/provisioning.md, \"The database lost or restored\")."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.documentdb_backup_retention_days >= 7 && var.documentdb_backup_retention_days <= 35
+    error_message = "documentdb_backup_retention_days must be between 7 and 35."
+  }
+}
