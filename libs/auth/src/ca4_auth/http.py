@@ -8,6 +8,8 @@ same ``401`` body, and a key without the needed scope with ``403``.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from typing import Annotated
 
 import structlog
@@ -30,6 +32,46 @@ BEARER = HTTPBearer(
 )
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 """The Bearer credentials, or ``None`` when the header is absent or not ``Bearer``."""
+
+
+REJECTION_LOG_INTERVAL_S = 10.0
+"""Each reason a key is refused for is logged at most this often."""
+
+
+class RejectionLog:
+    """Logs refused keys by reason, at most once per :data:`REJECTION_LOG_INTERVAL_S` each,
+    with how many were refused since the last line: anyone can send a bad key, and a line per
+    request let an anonymous flood write as fast as it sent. The reasons are bounded (a missing
+    or unknown key, and one per key lacking a scope), and so is what is kept."""
+
+    def __init__(
+        self,
+        interval_s: float = REJECTION_LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def refused(self, reason: str) -> None:
+        """One key refused for ``reason``."""
+        now = self._clock()
+        logged_at = self._logged_at.get(reason)
+        if logged_at is not None and now - logged_at < self._interval_s:
+            self._unlogged[reason] = self._unlogged.get(reason, 0) + 1
+            return
+        self._logged_at[reason] = now
+        also = self._unlogged.pop(reason, 0)
+        log = structlog.get_logger(__name__)
+        if also:
+            log.warning("auth.rejected", reason=reason, also_refused_since_last_line=also)
+        else:
+            log.warning("auth.rejected", reason=reason)
+
+
+REJECTIONS = RejectionLog()
+"""The process's log of refused keys."""
 
 
 class InvalidKeyError(HTTPException):
@@ -69,8 +111,8 @@ def authorize(
 ) -> ApiKey:
     """The key behind ``credentials`` if it holds ``scope``; ``401``/``403`` otherwise.
 
-    Binds the key id and tenant to the request's log context, and logs each refused key by
-    reason (never the key).
+    Binds the key id and tenant to the request's log context, and logs refused keys by reason
+    (never the key; :class:`RejectionLog`).
     """
     try:
         key = identify_bearer(key_ring, credentials)
@@ -78,7 +120,7 @@ def authorize(
         require_scope(key, scope)
     except HTTPException as error:
         if credentials is not None:
-            structlog.get_logger(__name__).warning("auth.rejected", reason=error.detail)
+            REJECTIONS.refused(str(error.detail))
         raise
     return key
 

@@ -31,7 +31,7 @@ class WorkerRuntime:
     readiness: Callable[[], Awaitable[dict[str, bool]]]
 
 
-def get_runtime(request: Request) -> WorkerRuntime:
+async def get_runtime(request: Request) -> WorkerRuntime:
     """The runtime the lifespan stored on the app."""
     runtime: WorkerRuntime = request.app.state.runtime
     return runtime
@@ -40,12 +40,12 @@ def get_runtime(request: Request) -> WorkerRuntime:
 RuntimeDep = Annotated[WorkerRuntime, Depends(get_runtime)]
 
 
-def get_store(runtime: RuntimeDep) -> EventStore:
+async def get_store(runtime: RuntimeDep) -> EventStore:
     """The event store."""
     return runtime.store
 
 
-def get_projections(runtime: RuntimeDep) -> Projections:
+async def get_projections(runtime: RuntimeDep) -> Projections:
     """The projections."""
     return runtime.projections
 
@@ -54,7 +54,7 @@ StoreDep = Annotated[EventStore, Depends(get_store)]
 ProjectionsDep = Annotated[Projections, Depends(get_projections)]
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     """The settings the app was built with."""
     return runtime.settings
 

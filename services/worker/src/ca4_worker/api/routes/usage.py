@@ -30,7 +30,7 @@ DEFAULT_DAYS = 7
 GROUP_BY_PATTERN = r"^(label:[A-Za-z0-9_.\-]{1,64}|gpu_model|runtime|tenant)$"
 
 
-def get_usage(request: Request) -> UsageProjection:
+async def get_usage(request: Request) -> UsageProjection:
     """The usage projection; ``404`` when the worker runs without it."""
     usage: UsageProjection | None = getattr(request.app.state, "usage", None)
     if usage is None:
