@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
+from ca4_auth import SessionOwnerCache
 from ca4_schemas import EventDecodeError, decode_event
 from opentelemetry.trace import Tracer
 from prometheus_client import Histogram
@@ -58,8 +59,9 @@ from ca4_worker.domain.tenancy import (
 )
 
 log = structlog.get_logger(__name__)
-CLAIMS_REMEMBERED = 10_000
-"""Sessions remembered as claimed (a claim repeated after that is a no-op)."""
+CLAIMS_REMEMBERED = 50_000
+"""Sessions remembered as claimed, fairly across tenants (a claim repeated after one was
+forgotten is a no-op insert)."""
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class IngestService:
         self._store = store
         self._known_tenants = known_tenants
         self._session_claims = session_claims
-        self._claimed: set[str] = set()
+        self._claimed = SessionOwnerCache(CLAIMS_REMEMBERED)
         self._dead_letters = dead_letters
         self._max_backoff_s = max_backoff_s
         self._consumer_group = consumer_group
@@ -204,9 +206,12 @@ class IngestService:
         claims = self._session_claims
         if claims is None:
             return
-        owners = {item.event.session_id: item.event.tenant for item in stored}
-        for session_id in self._claimed.intersection(owners):
-            del owners[session_id]
+        of_stored = {item.event.session_id: item.event.tenant for item in stored}
+        owners = {
+            session: tenant
+            for session, tenant in of_stored.items()
+            if self._claimed.get(session) is None
+        }
         if not owners:
             return
         await until_available(
@@ -214,9 +219,8 @@ class IngestService:
             what="claim stored sessions",
             max_backoff_s=self._max_backoff_s,
         )
-        if len(self._claimed) > CLAIMS_REMEMBERED:
-            self._claimed.clear()
-        self._claimed.update(owners)
+        for session_id, tenant in owners.items():
+            self._claimed.put(session_id, tenant)
 
     async def _handle(self, records: Sequence[RawRecord], spans: BatchSpans) -> BatchOutcome:
         """Decode and append in chunks, up to ``insert_concurrency`` appends in flight, so the
