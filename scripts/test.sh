@@ -10,12 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started_file=""
+helm_pid=""
 failures=()
 
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 stop_started() {
     local code=$?
+    if [[ -n "${helm_pid:-}" ]]; then
+        kill "$helm_pid" 2>/dev/null || true
+    fi
     if [[ -n "$started_file" ]]; then
         if [[ -s "$started_file" ]]; then
             log "Stopping the services this run started: $(tr '\n' ' ' <"$started_file")"
@@ -65,6 +69,16 @@ fi
 # process the tests start would otherwise compile its imports again (about 3.5 s for a worker).
 uv sync --all-packages --frozen --compile-bytecode
 
+# Every service and tool the tests reach is on loopback: a proxy in the environment (for the
+# package registries) must not take those requests.
+export NO_PROXY="${NO_PROXY:+$NO_PROXY,}127.0.0.1,localhost,::1" no_proxy="${no_proxy:+$no_proxy,}127.0.0.1,localhost,::1"
+
+# The Helm versions the infra tests render with: built once into the cache (minutes on a new
+# machine, more than a test may run), beside the dev stack's start.
+helm_log=$(mktemp)
+uv run python -m tests.infra.helm_builds >"$helm_log" 2>&1 &
+helm_pid=$!
+
 if [[ -n "${CA4_KAFKA_BOOTSTRAP_SERVERS:-}" && -n "${CA4_MONGO_URL:-}" && -n "${CA4_S3_ENDPOINT_URL:-}" ]]; then
     log "Using the services named by CA4_KAFKA_BOOTSTRAP_SERVERS, CA4_MONGO_URL, CA4_S3_ENDPOINT_URL"
 else
@@ -78,6 +92,14 @@ else
     echo "dev stack ready in $((SECONDS - began))s"
     eval "$(uv run ca4 devstack env)"
 fi
+
+log "Helm for the infra tests"
+helm_built=yes
+wait "$helm_pid" || helm_built=no
+helm_pid=""
+cat "$helm_log"
+rm -f "$helm_log"
+[[ $helm_built == yes ]] || failures+=("helm for the infra tests")
 
 xdist=()
 if [[ -n "${PYTEST_WORKERS:-}" ]]; then

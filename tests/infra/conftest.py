@@ -1,13 +1,13 @@
 """Tools for the infrastructure tests, found or installed once per session; never skipped.
 
-helm is built with ``go install`` into a cache when no helm of the pinned version is on PATH;
+helm is built with ``go install`` into a cache (``tests/infra/helm_builds.py``, which ``make test``
+runs before pytest);
 checkov runs from an isolated ``uvx`` environment (its pins clash with the workspace). A tool
 that can be neither found nor installed fails the test with a message that says what to install.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.infra.helm_builds import HELM4_VERSION, HELM_VERSION, HelmBuildError, go_installed_helm
+
 REPO = Path(__file__).resolve().parents[2]
-HELM_VERSION = "v3.21.4"
-HELM4_VERSION = "v4.3.1"
 CHECKOV_VERSION = "3.3.30"
+CHECKOV_DEPENDENCIES_AS_OF = "2026-12-01T00:00:00Z"
 # The K3s release tools/provision/scripts/lib.sh installs; manifests validate against its minor.
 K3S_VERSION = "v1.33.5+k3s1"
 KUBE_VERSION = "1.33.5"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ca4-infra"
 CHARTS = {"ca4-app": "app", "ca4-platform": "platform"}
 VALUE_SETS = ["default", "dev", "prod"]
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
@@ -37,26 +37,12 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 def _go_installed_helm(version: str) -> str:
-    """Path of helm ``version``, built with `go install` into the cache when missing."""
-    cached = CACHE / f"helm-{version}" / "helm"
-    if cached.exists():
-        return str(cached)
-    module = f"helm.sh/helm/{version.split('.', maxsplit=1)[0]}/cmd/helm@{version}"
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail(
-            f"helm {version} is not cached at {cached} and `go` is not on PATH to build it: "
-            f"install Go, or run `GOBIN={cached.parent} go install {module}`"
-        )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    result = run(
-        [go, "install", module],
-        env={**os.environ, "GOBIN": str(cached.parent), "GOFLAGS": "-mod=mod"},
-        timeout=900,
-    )
-    if result.returncode != 0 or not cached.exists():
-        pytest.fail(f"go install {module} failed:\n{result.stderr[-3000:]}")
-    return str(cached)
+    """Path of helm ``version`` (built into the cache when missing: ``make test`` builds it
+    before pytest)."""
+    try:
+        return go_installed_helm(version)
+    except HelmBuildError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +84,10 @@ def checkov_cmd() -> list[str]:
     if uvx is None:
         pytest.fail("neither uvx nor uv is on PATH: install uv to run checkov")
     prefix = [uvx] if uvx.endswith("uvx") else [uvx, "tool", "run"]
-    return [*prefix, "--from", f"checkov=={CHECKOV_VERSION}", "checkov"]
+    # Its dependencies as they were on a fixed day: a release of one after it cannot change
+    # what a fresh uv cache resolves.
+    pinned_day = ["--exclude-newer", CHECKOV_DEPENDENCIES_AS_OF]
+    return [*prefix, *pinned_day, "--from", f"checkov=={CHECKOV_VERSION}", "checkov"]
 
 
 def chart_dir(chart: str) -> Path:

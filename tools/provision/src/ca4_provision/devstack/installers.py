@@ -422,7 +422,39 @@ async def apt_install(cache: Path, packages: Sequence[str], *, log_name: str) ->
     env = _go_env({"DEBIAN_FRONTEND": "noninteractive"})
     async with _file_lock(cache / "locks" / "apt.lock"):
         await run_logged([apt, "update"], log, env=env)
+        unknown = [package for package in missing if not await _apt_knows(package)]
+        if unknown:
+            raise InstallError(
+                f"apt has no {', '.join(unknown)} on {_system_name()}: the dev stack installs "
+                f"Debian 12's packages (PostgreSQL {versions.POSTGRES_MAJOR}). On another release "
+                "add the PostgreSQL apt repository (https://wiki.postgresql.org/wiki/Apt), or use "
+                'Docker (README, "With Docker").'
+            )
         await run_logged([apt, *command.split()[1:]], log, env=env)
+
+
+async def _apt_knows(package: str) -> bool:
+    """Whether apt can install ``package`` (after ``apt-get update``)."""
+    proc = await asyncio.create_subprocess_exec(
+        "apt-cache",
+        "show",
+        "--no-all-versions",
+        package,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await proc.wait() == 0
+
+
+def _system_name(os_release: Path = Path("/etc/os-release")) -> str:
+    """The distribution's name and release, as ``/etc/os-release`` gives it."""
+    try:
+        fields = dict(
+            line.split("=", 1) for line in os_release.read_text().splitlines() if "=" in line
+        )
+    except OSError:
+        return "this system"
+    return fields.get("PRETTY_NAME", "this system").strip('"')
 
 
 # --- Prometheus: the distribution package ---------------------------------------------------

@@ -458,6 +458,20 @@ def _start_offset(key: str) -> int:
     return int(key.rsplit("+", 1)[1].split(".", 1)[0])
 
 
+ARCHIVE_OBJECT_SPAN_S = 3600
+"""How long before the verify's start an archive object holding its record may have begun (an
+object is named by the day of its first record; the worker closes one after
+``CA4_ARCHIVE_MAX_AGE_S``, 30 s by default)."""
+
+
+def archive_days(started_at: float, now: float) -> list[str]:
+    """The ``dt=`` days an object holding a record sent at ``started_at`` may be filed under:
+    a run near midnight UTC finds its record in an object begun the day before, or filed the
+    day after."""
+    moments = (started_at - ARCHIVE_OBJECT_SPAN_S, started_at, now)
+    return sorted({time.strftime("%Y-%m-%d", time.gmtime(moment)) for moment in moments})
+
+
 async def archive_holds_event(ctx: VerifyContext) -> str:
     """An archive object of the receipt's partition holds the record at the receipt's offset."""
     from ca4_worker.domain.archive import decode_archive_object
@@ -467,8 +481,8 @@ async def archive_holds_event(ctx: VerifyContext) -> str:
     settings = ctx.settings
     if not settings.S3_BUCKET:
         raise NotDeployedError("no archive bucket configured (CA4_S3_BUCKET)")
-    day = time.strftime("%Y-%m-%d", time.gmtime(ctx.started_at))
-    prefix = f"{settings.ARCHIVE_PREFIX}/{receipt.topic}/dt={day}/partition={receipt.partition}/"
+    topic = f"{settings.ARCHIVE_PREFIX}/{receipt.topic}"
+    where = f"{topic}/dt=*/partition={receipt.partition}/"
     store = S3ObjectStore(
         bucket=settings.S3_BUCKET,
         endpoint_url=settings.S3_ENDPOINT_URL,
@@ -478,14 +492,19 @@ async def archive_holds_event(ctx: VerifyContext) -> str:
     )
 
     async def find(s3: S3ObjectStore) -> str:
-        keys = [k for k in await s3.list_keys(prefix) if _start_offset(k) <= receipt.offset]
+        keys = [
+            key
+            for day in archive_days(ctx.started_at, time.time())
+            for key in await s3.list_keys(f"{topic}/dt={day}/partition={receipt.partition}/")
+            if _start_offset(key) <= receipt.offset
+        ]
         for key in sorted(keys, key=_start_offset, reverse=True)[:3]:
             for record in decode_archive_object(await s3.get(key)):
                 if record.offset == receipt.offset:
                     if str(ctx.event_id) not in (record.value or b"").decode("utf-8", "replace"):
                         raise StepFailedError(f"{key} holds another event at {receipt.offset}")
                     return key
-        raise _NotYetError(f"no object under s3://{settings.S3_BUCKET}/{prefix} holds it")
+        raise _NotYetError(f"no object under s3://{settings.S3_BUCKET}/{where} holds it")
 
     async with store as s3:
         key = await poll(lambda: find(s3), settings)
