@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -37,6 +36,7 @@ from ca4_provision.devstack.tools import MissingToolError
 from ca4_provision.devstack.versions import IMAGE_TAGS
 
 from tests.infra.conftest import REPO
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.stand_in(
     "the compose edge container: no Docker engine here; ran instead: infra/compose/edge.conf "
@@ -221,12 +221,6 @@ def nginx_binary() -> str:
     if found is None:
         pytest.fail("the compose edge test runs the real nginx: install it (apt-get install nginx)")
     return found
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

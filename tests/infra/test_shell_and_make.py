@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from tests.infra.conftest import (
     workloads,
 )
 from tests.infra.fakes.fake_tool import MASTER_SECRET, OUTPUTS, tf_backend
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.stand_in(
     "terraform, aws, ssh, kubectl and helm against AWS and a cluster: no cloud and no Kubernetes "
@@ -1126,13 +1126,6 @@ TUNNELS = {
     "dev-kafka-tunnel": ("CA4_KAFKA_TUNNEL_PORT", "{port}:10.40.11.21:30094"),
     "ca4-api-tunnel": ("CA4_API_TUNNEL_PORT", "{port}:10.40.10.11:6443"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

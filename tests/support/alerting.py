@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +19,8 @@ import pytest
 from ca4_provision.devstack import installers
 from ca4_provision.devstack.settings import HOST, DevstackSettings
 
+from tests.support.ports import free_port
+
 Notification = dict[str, Any]
 
 
@@ -28,14 +29,6 @@ def alertmanager_programs() -> Path:
     once (a few minutes the first time on a machine)."""
     cache = DevstackSettings.from_env().cache
     return asyncio.run(installers.install_alertmanager(cache))
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

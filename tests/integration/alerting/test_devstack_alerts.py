@@ -21,7 +21,8 @@ from ca4_provision.devstack import configs, installers, services
 from ca4_provision.devstack.process import LaunchSpec, ServiceProcess
 from ca4_provision.devstack.settings import HOST, DevstackSettings
 
-from tests.support.alerting import MetricsTarget, Notification, WebhookReceiver, free_port
+from tests.support.alerting import MetricsTarget, Notification, WebhookReceiver
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow]
 

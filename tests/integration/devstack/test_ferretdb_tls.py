@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import yaml
 
 from tests.infra.conftest import REPO, helm, pod_spec, template, values_args
 from tests.infra.test_links import pod_env
+from tests.support.ports import free_port
 
 __all__ = ["helm"]  # the session fixture that builds or finds helm
 
@@ -53,12 +53,6 @@ async def main() -> None:
 
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.observability.conftest import Pipeline
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.prometheus, pytest.mark.e2e]
 
@@ -27,9 +28,9 @@ def test_first_six_steps_pass_grafana_and_loki_not_deployed(pipeline: Pipeline) 
         "CA4_MONGO_URL": services.mongo_url,
         "CA4_MONGO_DB": pipeline.mongo_db,
         "CA4_PROMETHEUS_URL": pipeline.prometheus_url,
-        # Nothing of ours listens on these ports locally.
-        "CA4_GRAFANA_URL": "http://127.0.0.1:3999",
-        "CA4_LOKI_URL": "http://127.0.0.1:3998",
+        # Nothing listens on these ports: Grafana and Loki are not deployed locally.
+        "CA4_GRAFANA_URL": f"http://127.0.0.1:{free_port()}",
+        "CA4_LOKI_URL": f"http://127.0.0.1:{free_port()}",
         "CA4_VERIFY_TIMEOUT_S": "45",
     }
     result = subprocess.run(
@@ -58,8 +59,8 @@ def test_a_failing_deployed_step_exits_non_zero(pipeline: Pipeline) -> None:
         "CA4_EDGE_API_URL": pipeline.processor_url,
         "CA4_API_KEY": "not-a-key",
         "CA4_PROMETHEUS_URL": pipeline.prometheus_url,
-        "CA4_GRAFANA_URL": "http://127.0.0.1:3999",
-        "CA4_LOKI_URL": "http://127.0.0.1:3998",
+        "CA4_GRAFANA_URL": f"http://127.0.0.1:{free_port()}",
+        "CA4_LOKI_URL": f"http://127.0.0.1:{free_port()}",
     }
     result = subprocess.run(
         [CA4, "verify", "--json"], capture_output=True, text=True, env=env, timeout=120, check=False

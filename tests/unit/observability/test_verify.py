@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,12 +14,7 @@ from ca4_provision.verify.results import StepResult, StepStatus, VerifyReport
 from ca4_provision.verify.settings import VerifySettings
 from typer.testing import CliRunner
 
-
-def free_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.ports import free_port
 
 
 @pytest.fixture
