@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ca4_sdk._version import SDK_NAME, SDK_VERSION
-from ca4_sdk.collectors.base import CollectorResult
+from ca4_sdk.collectors.base import MAX_ERRORS, CollectorResult
 from ca4_sdk.privacy import apply_privacy
 
 ReportDict = dict[str, Any]
@@ -22,6 +22,9 @@ MAX_LABELS = 32
 LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 MAX_LABEL_VALUE = 256
 MAX_GPUS = 64
+MAX_PROCESSES_PER_GPU = 256
+"""The contract's cap on one GPU's (or MIG slice's) processes: a report with more is refused
+for good, so a busy GPU would never be reported at all."""
 
 
 def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -37,6 +40,22 @@ def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     return checked
 
 
+def _cap_processes(gpu: dict[str, Any]) -> int:
+    """Keep at most :data:`MAX_PROCESSES_PER_GPU` of ``gpu``'s processes, those using the most
+    GPU memory (ties: the first listed), in their order; returns how many were left out."""
+    processes = gpu.get("processes")
+    if not isinstance(processes, list) or len(processes) <= MAX_PROCESSES_PER_GPU:
+        return 0
+
+    def memory(index: int) -> float:
+        used = processes[index].get("used_memory_mib")
+        return float(used) if isinstance(used, (int, float)) else -1.0
+
+    kept = sorted(sorted(range(len(processes)), key=memory, reverse=True)[:MAX_PROCESSES_PER_GPU])
+    gpu["processes"] = [processes[index] for index in kept]
+    return len(processes) - len(kept)
+
+
 def build_report(
     *,
     session_id: str,
@@ -49,13 +68,21 @@ def build_report(
     event_id: uuid.UUID | None = None,
 ) -> ReportDict:
     """A report ready to POST; ``privacy_salt`` set means privacy mode (hashed host, no names)."""
+    gpus = [dict(gpu) for gpu in collection.gpus[:MAX_GPUS]]
+    errors = list(collection.errors)
+    left_out = sum(_cap_processes(gpu) for gpu in gpus)
+    if left_out and len(errors) < MAX_ERRORS:
+        errors.append(
+            f"processes: {left_out} left out, past the {MAX_PROCESSES_PER_GPU} per GPU or MIG "
+            "slice a report takes (those using the most GPU memory are kept)"
+        )
     payload: dict[str, Any] = {
         "host": dict(host),
-        "gpus": [dict(gpu) for gpu in collection.gpus[:MAX_GPUS]],
+        "gpus": gpus,
         "collector": {
             "collector": collection.collector,
             "unavailable_fields": list(collection.unavailable_fields),
-            "errors": list(collection.errors),
+            "errors": errors,
         },
     }
     if privacy_salt is not None:

@@ -9,6 +9,18 @@ answers again, and once more at interpreter exit. A reporter is active only in t
 that started it (a child made by ``os.fork()`` inherits an inactive one), and one per session id
 runs in a process (starting another stops the earlier one; :func:`stop_all` stops them all).
 
+One process per host reports a session: the one holding the OS lock of the session's spool
+directory. A reporter started in another process of the host (a torchrun or DDP rank, a spawned
+worker: they share the session id) stands by, said once in a log line, and tries the lock again
+each interval, so it takes over when the holder's process ends. Every rank reporting would send
+each GPU once per rank and drain one spool from several processes at once.
+
+A report that keeps making its batches fail with a server error is isolated by sending those
+batches in halves (after :data:`ISOLATE_AFTER` failures in a row), so the reports around it get
+through; one that then keeps failing alone (:data:`DEAD_AFTER_TRIES` times over
+:data:`DEAD_AFTER_S` at least) is moved out of the queue into ``dead/`` in the spool directory,
+with a warning that names it.
+
 When the API refuses the runtime's session as another tenant's (a session reported before the
 API's tenancy upgrade, or an API key moved to another tenant), the reporter switches once to a
 fresh session id and sends the refused reports again under it with their ``event_id``: a
@@ -48,9 +60,13 @@ from ca4_sdk.spool import (
     DEFAULT_MAX_REPORTS,
     MemorySpool,
     Spool,
+    SpooledReport,
     default_spool_dir,
+    host_lock_holder,
     legacy_spool_dir,
     prepare_default_spool_dir,
+    release_host_lock,
+    take_host_lock,
 )
 from ca4_sdk.transport import BATCH_PATH, Backoff, SendOutcome, Transport
 
@@ -67,7 +83,18 @@ VM_GOES_WITH_THE_RUNTIME = (
     "a mounted Drive to keep them)"
 )
 AT_EXIT_TIMEOUT_S = 5.0
-"""What the interpreter-exit flush waits at most."""
+"""What the interpreter-exit flush waits at most, for every reporter of the process together."""
+COLLECT_WAIT_S = 30.0
+"""How long :meth:`Reporter.collect` waits for a collection already running (the reporter
+thread's) before it gives up with TimeoutError: a GPU query that hangs must not hang the
+caller's cell too."""
+ISOLATE_AFTER = 3
+"""Failed tries in a row of batches holding the same report before they are sent in halves, to
+isolate a report that makes them fail (an API down fails every half alike: two POSTs a try)."""
+DEAD_AFTER_TRIES = 10
+DEAD_AFTER_S = 3600.0
+"""A report that failed sent alone, while others got through, this many times and for this
+long at least is moved out of the queue (into ``dead/``): it would otherwise be sent for good."""
 API_PATHS = (
     "/v1/metadata/batch",
     "/v1/metadata",
@@ -106,6 +133,8 @@ class _Registry:
         left running, with no handle left to stop it)."""
         self.instances: weakref.WeakSet[Reporter] = weakref.WeakSet()
         """Every reporter, to make those a forked child inherits inactive there."""
+        self.exit_due: dict[Reporter, None] = {}
+        """Reporters whose interpreter-exit flush is due (in the order they started)."""
 
 
 _registry = _Registry()
@@ -144,6 +173,8 @@ class _RunControl:
     stop: threading.Event = field(default_factory=threading.Event)
     flush_deadline: float | None = None
     """``time.monotonic()`` by which the final flush must be done (set when stopping)."""
+    doing: str = "sending"
+    """What the thread is busy with, for the message of a stop that timed out."""
 
 
 def stop_all(timeout: float | None = None) -> int:
@@ -161,12 +192,41 @@ def _after_fork_in_child() -> None:
     there (its pid says so), and gets locks of its own, which no thread of the child holds."""
     _registry.lock = threading.Lock()
     _registry.running.clear()
+    _registry.exit_due.clear()
     for reporter in list(_registry.instances):
         reporter._inherited_through_fork()
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _flush_all_at_exit() -> None:
+    """Interpreter exit: every reporter due is told to stop first, then each is waited for
+    within what is left of one :data:`AT_EXIT_TIMEOUT_S`, so that several reporters don't
+    wait that long each in turn."""
+    with _registry.lock:
+        due = [reporter for reporter in _registry.exit_due if reporter._active_here()]
+    deadline = time.monotonic() + AT_EXIT_TIMEOUT_S
+    for reporter in due:
+        reporter._signal_stop(deadline - 0.25)
+    for reporter in due:
+        reporter._finish_at_exit(deadline)
+
+
+def _exit_flush_due(reporter: Reporter) -> None:
+    with _registry.lock:
+        _registry.exit_due[reporter] = None
+    atexit.unregister(_flush_all_at_exit)  # once, whatever the number of reporters
+    atexit.register(_flush_all_at_exit)
+
+
+def _exit_flush_done(reporter: Reporter) -> None:
+    with _registry.lock:
+        _registry.exit_due.pop(reporter, None)
+        empty = not _registry.exit_due
+    if empty:
+        atexit.unregister(_flush_all_at_exit)
 
 
 def _base_url(url: str) -> str:
@@ -373,8 +433,6 @@ class Reporter:
         """A delivery failed and the spool has not been emptied since."""
         self._error_is_refusal = False
         """``stats.last_error`` says why the API refused reports (cleared by the next success)."""
-        self._delivered_while_failing = 0
-        self._dropped_while_failing = 0
         self._delivery_lock = threading.RLock()
         self._collect_lock = threading.Lock()
         self._release_lock = threading.Lock()
@@ -384,14 +442,30 @@ class Reporter:
         """The process that started this reporter: in any other (a forked child) it is inactive."""
         self._close_requested = False
         self._released = False
+        self._init_failure_tracking()
         with _registry.lock:
             _registry.instances.add(self)
+
+    def _init_failure_tracking(self) -> None:
+        self._delivered_while_failing = 0
+        self._dropped_while_failing = 0
+        self._host_lock: Path | None = None
+        """The spool directory whose host lock the thread holds: it reports the session."""
+        self._standing_by = False
+        """Another process of this host reports the session; this one waits to take over."""
+        self._collect_error: str | None = None
+        """The thread's last collection failure (logged once until the message changes)."""
+        self._stuck: tuple[str, int] | None = None
+        """A report the last batches failed with, and how many tries in a row (isolation)."""
+        self._strikes: dict[str, tuple[int, float]] = {}
+        """Reports that failed sent alone while others got through: times, and first when."""
 
     def __repr__(self) -> str:
         return (
             f"Reporter(url={_without_userinfo(self.url)!r}, session_id={self.session_id!r}, "
             f"running={self.running}, interval={self.interval:g}s, "
-            f"delivered={self.stats.delivered}, spooled={len(self.spool)}, "
+            + ("standing_by=True, " if self.standing_by else "")
+            + f"delivered={self.stats.delivered}, spooled={len(self.spool)}, "
             + (f"dropped={self.stats.dropped}, " if self.stats.dropped else "")
             + f"last_error={self.stats.last_error!r})"
         )
@@ -440,22 +514,22 @@ class Reporter:
                     self.labels,
                 )
         self._pid = os.getpid()
-        self._close_requested = self._released = False
+        self._close_requested = self._released = self._standing_by = False
         self._control = control = _RunControl()
         self._thread = threading.Thread(
             target=self._run, args=(control,), name="ca4-reporter", daemon=True
         )
         self._thread.start()
-        atexit.unregister(self._flush_at_exit)  # still there if an earlier stop() timed out
-        atexit.register(self._flush_at_exit)
+        _exit_flush_due(self)
         return self
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop collecting, try one last delivery, keep what's left in the spool.
 
-        Returns within about ``timeout`` seconds (default :data:`STOP_TIMEOUT_S`): the last
-        POST gets what is left of it. If the thread is still waiting for the edge then, its
-        reports stay spooled and the interpreter-exit flush stays due.
+        Returns within about ``timeout`` seconds (default :data:`STOP_TIMEOUT_S`): a drain of
+        the spool in progress ends, and the last POST gets what is left of it. If the thread is
+        still sending (or collecting: a GPU query that hangs) then, its reports stay spooled
+        and the interpreter-exit flush stays due.
         """
         if not self._active_here():
             return  # inherited through fork: the thread is the parent's
@@ -472,7 +546,10 @@ class Reporter:
             if thread.is_alive():
                 kept = len(self.spool)
                 logger.warning(
-                    "ca4: edge did not answer within %gs; %s %s spooled in %s",
+                    "ca4: reporter still %s after %gs; %s %s spooled in %s",
+                    "collecting (a GPU query has not returned)"
+                    if control.doing == "collecting"
+                    else "sending",
                     timeout,
                     _reports(kept),
                     "stays" if kept == 1 else "stay",
@@ -481,7 +558,7 @@ class Reporter:
                 return  # the exit-time flush stays registered
             self._say_what_stays_spooled()
         control.stop.set()
-        atexit.unregister(self._flush_at_exit)
+        _exit_flush_done(self)
 
     def _made_alike(self, other: Reporter) -> bool:
         """Whether ``other`` reports as this one does (the same cell, run again: a new edge
@@ -490,9 +567,10 @@ class Reporter:
 
     def _say_what_stays_spooled(self, *, at_exit: bool = False) -> None:
         """After the final flush of a stop or of interpreter exit: one line for the reports it
-        could not deliver, kept on disk for the next run or, in memory, lost with the process."""
+        could not deliver, kept on disk for the next run or, in memory, lost with the process
+        (nothing when it stood by: the process reporting the session sends them)."""
         kept = len(self.spool)
-        if not kept:
+        if not kept or self._standing_by:
             return
         if at_exit and not self.spool.on_disk:
             logger.warning(
@@ -542,7 +620,10 @@ class Reporter:
         self._transport.close()
 
     def _inherited_through_fork(self) -> None:
-        """In a forked child (see :func:`_after_fork_in_child`)."""
+        """In a forked child (see :func:`_after_fork_in_child`): it holds none of the parent's
+        locks, the host lock of its spool directory included."""
+        self._host_lock = None
+        self._standing_by = False
         self._delivery_lock = threading.RLock()
         self._collect_lock = threading.Lock()
         self._release_lock = threading.Lock()
@@ -566,14 +647,71 @@ class Reporter:
         """True while the background thread is alive (never in a forked child)."""
         return self._active_here() and self._thread is not None and self._thread.is_alive()
 
+    @property
+    def standing_by(self) -> bool:
+        """True while another process of this host reports the session and this running
+        reporter waits to take over (it collects and sends nothing meanwhile)."""
+        return self.running and self._standing_by
+
+    def _hold_host_lock(self) -> bool:
+        """Whether the thread may collect and send: it holds the host lock of the spool's
+        directory, or takes it now (said once, after standing by). A spool in memory is this
+        process's own: no lock."""
+        if not self.spool.on_disk:
+            return True
+        directory = self.spool.directory
+        if self._host_lock == directory:
+            return True
+        if self._host_lock is not None:  # the spool moved (a session left): its lock too
+            release_host_lock(self._host_lock)
+            self._host_lock = None
+        if take_host_lock(directory):
+            self._host_lock = directory
+            if self._standing_by:
+                logger.info(
+                    "ca4: reporting session %s from this process (pid %d) now",
+                    self.session_id,
+                    os.getpid(),
+                )
+            self._standing_by = False
+            return True
+        if not self._standing_by:
+            holder = host_lock_holder(directory)
+            logger.info(
+                "ca4: another process on this host%s reports session %s; this one (pid %d) "
+                "stands by, and takes over if that one ends (tries every %gs)",
+                f" (pid {holder})" if holder else "",
+                self.session_id,
+                os.getpid(),
+                self.interval,
+            )
+        self._standing_by = True
+        return False
+
+    def _let_go_of_host_lock(self) -> None:
+        if self._host_lock is not None:
+            release_host_lock(self._host_lock)
+            self._host_lock = None
+
     # -- collection ------------------------------------------------------------------------
 
     def collect(self) -> ReportDict:
-        """Collect one report now (in the caller's thread); logs the self-check the first time."""
-        with self._collect_lock:
+        """Collect one report now (in the caller's thread); logs the self-check the first time.
+
+        TimeoutError when a collection already running (the reporter thread's) has not
+        returned within :data:`COLLECT_WAIT_S`: a GPU query that hangs.
+        """
+        if not self._collect_lock.acquire(timeout=COLLECT_WAIT_S):
+            raise TimeoutError(
+                f"ca4: another collection has not returned for {COLLECT_WAIT_S:g}s (a GPU "
+                "query that hangs?); no report collected"
+            )
+        try:
             if self._collector is None:
                 self._collector = AutoCollector()
             collection = self._collector.collect()
+        finally:
+            self._collect_lock.release()
         host = collect_host(
             driver_version=collection.driver_version,
             cuda_version=collection.cuda_version,
@@ -613,6 +751,7 @@ class Reporter:
 
         The report is spooled before it is sent, as the background thread's are: an interrupt
         (Ctrl-C) while the edge is slow to answer leaves it spooled, for the next delivery.
+        TimeoutError as :meth:`collect` when a collection running already hangs.
         """
         report = self.collect()
         event_id = str(report["event_id"])
@@ -660,7 +799,8 @@ class Reporter:
     def flush(self) -> bool:
         """Send everything spooled now; True when the spool is empty afterwards.
 
-        Does nothing (False) in a process forked from the one that started this reporter.
+        Does nothing (False) in a process forked from the one that started this reporter, nor
+        while another process of this host reports the session (and sends its spool).
         """
         if not self._active_here():
             return False
@@ -668,11 +808,24 @@ class Reporter:
 
     def _flush(self, deadline: float | None) -> bool:
         with self._delivery_lock:
-            self._next_send_at = 0.0
-            return self._deliver([], deadline)
+            directory = self.spool.directory if self.spool.on_disk else None
+            if directory is not None and not take_host_lock(directory):
+                return False  # another process of this host sends this spool
+            try:
+                self._next_send_at = 0.0
+                return self._deliver([], deadline)
+            finally:
+                if directory is not None:
+                    release_host_lock(directory)
 
-    def _deliver(self, fresh: list[ReportDict], deadline: float | None = None) -> bool:
-        """Spool ``fresh`` reports, then send the spool oldest first until it is empty.
+    def _deliver(
+        self,
+        fresh: list[ReportDict],
+        deadline: float | None = None,
+        stop: threading.Event | None = None,
+    ) -> bool:
+        """Spool ``fresh`` reports, then send the spool oldest first until it is empty, or
+        ``stop`` is set (the thread's final flush then goes on, by its deadline).
 
         Every report is on disk before it is sent, so one whose POST is still waiting for the
         edge when the reporter is stopped is kept. Returns True when everything was delivered
@@ -685,15 +838,22 @@ class Reporter:
             while True:
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
+                if stop is not None and stop.is_set():
+                    return False
                 spooled = self.spool.peek(self.max_batch)
                 if not spooled:
                     self._backoff.reset()
                     if self._failing:
                         self._recovered()
                     return True
-                outcome = self._transport.send([item.report for item in spooled], deadline=deadline)
+                reports = [item.report for item in spooled]
+                if self._isolating(reports):
+                    outcome = self._transport.send_isolating(reports, deadline=deadline)
+                else:
+                    outcome = self._transport.send(reports, deadline=deadline)
                 self._account(outcome)
                 retry_ids = {str(report["event_id"]) for report in outcome.retry}
+                retry_ids -= self._note_failing(spooled, outcome, retry_ids)
                 # Refused as another tenant's: kept to be sent again under a fresh session, or
                 # dropped (see _session_refused).
                 again = self._session_refused(outcome.session_forbidden)
@@ -701,9 +861,81 @@ class Reporter:
                 self.spool.remove([i for i in spooled if str(i.report["event_id"]) not in kept])
                 if again:
                     self._spool_under_current_session()  # sent on the next turn of this loop
-                if outcome.retry:
+                if retry_ids:
                     self._schedule_retry(outcome)
                     return False
+
+    def _isolating(self, reports: list[ReportDict]) -> bool:
+        """Whether to send ``reports`` in halves: they hold a report their batches failed
+        with :data:`ISOLATE_AFTER` times in a row."""
+        return (
+            len(reports) > 1
+            and self._stuck is not None
+            and self._stuck[1] >= ISOLATE_AFTER
+            and any(str(report["event_id"]) == self._stuck[0] for report in reports)
+        )
+
+    def _note_failing(
+        self, spooled: list[SpooledReport], outcome: SendOutcome, retry_ids: set[str]
+    ) -> set[str]:
+        """Count the tries a report's batches failed on the server's side (to isolate it),
+        and those it failed alone while others got through; move one that failed alone
+        :data:`DEAD_AFTER_TRIES` times over :data:`DEAD_AFTER_S` out of the queue. Returns
+        the event ids moved out."""
+        oldest = str(spooled[0].report["event_id"])
+        if outcome.isolated:
+            tries = self._stuck[1] if self._stuck is not None else 0
+            self._stuck = (outcome.isolated[0], max(tries + 1, ISOLATE_AFTER))
+        elif self._stuck is not None and self._stuck[0] in retry_ids and outcome.server_failed:
+            self._stuck = (self._stuck[0], self._stuck[1] + 1)
+        elif oldest in retry_ids and outcome.server_failed:
+            self._stuck = (oldest, 1)
+        else:
+            self._stuck = None
+        now = time.monotonic()
+        self._strikes = {key: value for key, value in self._strikes.items() if key in retry_ids}
+        for event_id in outcome.isolated:
+            times, since = self._strikes.get(event_id, (0, now))
+            self._strikes[event_id] = (times + 1, since)
+        dead: set[str] = set()
+        for item in spooled:
+            event_id = str(item.report["event_id"])
+            times, since = self._strikes.get(event_id, (0, now))
+            if times >= DEAD_AFTER_TRIES and now - since >= DEAD_AFTER_S:
+                self._dead_letter(item, times, now - since, outcome.error)
+                dead.add(event_id)
+        return dead
+
+    def _dead_letter(
+        self, item: SpooledReport, times: int, for_s: float, error: str | None
+    ) -> None:
+        """Move a report out of the queue for good (counted as refused), with a warning."""
+        event_id = str(item.report["event_id"])
+        self._strikes.pop(event_id, None)
+        if self._stuck is not None and self._stuck[0] == event_id:
+            self._stuck = None
+        try:
+            where = self.spool.dead_letter(item)
+        except OSError as error_moving:
+            logger.warning(
+                "ca4: could not move report %s out of the spool: %s", event_id, error_moving
+            )
+            return
+        self.stats.rejected += 1
+        self.stats.last_error = (
+            f"report {event_id} failed alone {times} times over {for_s / 60:.0f} min while "
+            f"others got through (last: {error}); moved out of the queue"
+        )
+        self._error_is_refusal = True
+        logger.warning(
+            "ca4: report %s failed alone %d times over %.0f min while others got through "
+            "(last: %s); not sent again: %s",
+            event_id,
+            times,
+            for_s / 60,
+            error,
+            f"moved to {where}" if where is not None else "dropped (spool in memory)",
+        )
 
     def _account(self, outcome: SendOutcome) -> None:
         self.stats.delivered += len(outcome.accepted)
@@ -883,20 +1115,37 @@ class Reporter:
     # -- background thread -----------------------------------------------------------------
 
     def _run(self, control: _RunControl) -> None:
+        try:
+            self._run_until_stopped(control)
+        finally:
+            self._let_go_of_host_lock()
+        if self._close_requested and self._thread is threading.current_thread():
+            self._release()  # close() left them to this thread, which was still using them
+
+    def _run_until_stopped(self, control: _RunControl) -> None:
         next_collect = time.monotonic()
         drained = False  # unknown at start: a spool left by an earlier run is sent first
         while not control.stop.is_set():
+            if not self._hold_host_lock():
+                control.stop.wait(self.interval)  # standing by: another process reports
+                continue
             fresh: list[ReportDict] = []
             if time.monotonic() >= next_collect:
                 next_collect = time.monotonic() + self.interval
+                control.doing = "collecting"
                 try:
                     fresh.append(self.collect())
-                except Exception:
+                except Exception as error:
                     # A failing collection must never kill the reporter thread.
-                    logger.exception("ca4 collection failed")
+                    self._collection_failed(error)
+                else:
+                    if self._collect_error is not None:
+                        logger.info("ca4 collection works again")
+                        self._collect_error = None
+                control.doing = "sending"
             if fresh or (not drained and time.monotonic() >= self._next_send_at):
                 try:
-                    drained = self._deliver(fresh)
+                    drained = self._deliver(fresh, stop=control.stop)
                 except Exception as error:
                     logger.exception("ca4 delivery failed")
                     drained = False
@@ -906,25 +1155,48 @@ class Reporter:
             wake_at = next_collect if drained else min(next_collect, self._next_send_at)
             control.stop.wait(max(0.0, wake_at - time.monotonic()))
         deadline = control.flush_deadline
-        if deadline is None or time.monotonic() < deadline:
+        if not self._standing_by and (deadline is None or time.monotonic() < deadline):
             try:
                 self._flush(deadline)
             except Exception:
                 logger.exception("ca4 final flush failed")
-        if self._close_requested and self._thread is threading.current_thread():
-            self._release()  # close() left them to this thread, which was still using them
+
+    def _collection_failed(self, error: Exception) -> None:
+        """Log a failing collection once (with its traceback) until its message changes: a
+        GPU gone for good fails each interval alike."""
+        message = f"{type(error).__name__}: {error}"
+        if message == self._collect_error:
+            return
+        self._collect_error = message
+        logger.error(
+            "ca4 collection failed (said again only when the error changes): %s",
+            message,
+            exc_info=error,
+        )
 
     def _flush_at_exit(self) -> None:
-        """Interpreter exit: stop the thread and give the spool one last chance (never in a
-        forked child, whose reporter is the parent's)."""
+        """Interpreter exit for this reporter alone: stop the thread and give the spool one
+        last chance (never in a forked child, whose reporter is the parent's). With several
+        reporters, :func:`_flush_all_at_exit` stops them all first."""
         if not self._active_here():
             return
         deadline = time.monotonic() + AT_EXIT_TIMEOUT_S
+        self._signal_stop(deadline - 0.25)
+        self._finish_at_exit(deadline)
+
+    def _signal_stop(self, flush_deadline: float) -> None:
+        """Tell a running thread to stop, its last flush due by ``flush_deadline``."""
         thread, control = self._thread, self._control
         if thread is not None and thread.is_alive():
-            control.flush_deadline = deadline - 0.25
+            control.flush_deadline = flush_deadline
             control.stop.set()
-            thread.join(AT_EXIT_TIMEOUT_S)  # its last flush is the exit flush
+
+    def _finish_at_exit(self, deadline: float) -> None:
+        """Wait for the thread (told to stop) until ``deadline``, whose last flush is the exit
+        flush, or flush here when it is gone; then say what stays spooled."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()))
         else:  # stopped earlier while waiting for the edge, and done since
             self._flush(deadline)
         self._say_what_stays_spooled(at_exit=True)

@@ -1,15 +1,19 @@
 """A bounded queue of reports the API could not take yet: on disk, or in memory without a disk.
 
 One JSON file per report, named ``<ns clock>-<event_id>.json``, written atomically (temp file +
-rename), so a crash never leaves half a report and the same event is never spooled twice. When
+rename), so a crash never leaves half a report and the same event is never spooled twice. The
+clock in the names only goes up (past the newest name spooled, whatever the wall clock does), so
+a clock stepped back never sends new reports first nor evicts them before older ones. When
 the count or byte cap is reached the oldest reports go first, with a counter and one warning
 until the spool has emptied again (the API took or refused them all): a notebook that lost the API
 for a day must not fill its disk or memory, nor its cell's output with a line per collection.
 
 The default directory is ``<tmp>/ca4-spool-<uid>/<session id>``: each user of a shared host
-has one of their own. Without a usable directory (a read-only or missing temp directory, a
-``spool_dir`` that cannot be written) the reporter keeps its reports in a :class:`MemorySpool`
-instead, under the same caps, until the process ends.
+has one of their own. The directory also holds ``.reporter.lock``, whose OS lock the one process
+of the host that reports the session holds, and ``dead/``, the reports the reporter gave up on
+(the API kept failing on them alone). Without a usable directory (a read-only or missing temp
+directory, a ``spool_dir`` that cannot be written) the reporter keeps its reports in a
+:class:`MemorySpool` instead, under the same caps, until the process ends.
 """
 
 from __future__ import annotations
@@ -30,12 +34,23 @@ from typing import Any
 
 from ca4_sdk import runtime
 
+try:
+    import fcntl
+except ImportError:  # Windows: no OS file locks here; reporters are not coordinated
+    fcntl = None  # type: ignore[assignment]
+
 logger = logging.getLogger("ca4_sdk")
 
 _SPOOLED = re.compile(r"[0-9]{20}-[^/]+\.json")
 """The name of a spooled report: its time in nanoseconds, then its event id."""
 DEFAULT_MAX_REPORTS = 5000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEAD_DIR = "dead"
+"""Where, in the spool directory, reports the API kept failing on are moved out of the queue."""
+MAX_DEAD = 100
+"""Reports kept in ``dead/``: the newest; older ones are deleted."""
+LOCK_NAME = ".reporter.lock"
+"""The file in a spool directory whose OS lock the process reporting its session holds."""
 
 
 def default_spool_dir(session_id: str) -> Path:
@@ -105,6 +120,8 @@ class Spool:
         """Reports deleted unsent because the spool was full."""
         self._said_full = False
         """The spool-full warning was logged and no report has left the spool since."""
+        self._last_stamp = 0
+        """The clock in the newest name this spool wrote: the next one is later."""
         self._lock = threading.Lock()
         self._prepare()
 
@@ -157,7 +174,9 @@ class Spool:
             return 0
 
     def _emptied(self) -> None:
-        """Every report moved to another spool: remove the directory, once empty."""
+        """Every report moved to another spool: remove the directory, once empty (with its
+        lock file, unless another process reports from it still)."""
+        remove_host_lock_file(self.directory)
         with contextlib.suppress(OSError):  # not empty, or already gone
             self.directory.rmdir()
 
@@ -174,13 +193,17 @@ class Spool:
             # Another process of this runtime may have moved the shared spool away when it left
             # a refused session (``move_sessions``): this one spools on until it is refused too.
             self._prepare()
-            existing = {_event_id(name) for name in self._names()}
+            names = self._names()
+            existing = {_event_id(name) for name in names}
+            stamp = max(self._last_stamp, int(names[-1][:20]) if names else 0)
             for report in reports:
                 event_id = str(report["event_id"])
                 if event_id in existing:
                     continue
                 existing.add(event_id)
-                self._write(f"{time.time_ns():020d}-{event_id}.json", report)
+                stamp = max(time.time_ns(), stamp + 1)
+                self._write(f"{stamp:020d}-{event_id}.json", report)
+            self._last_stamp = stamp
             return self._enforce_caps()
 
     def _write(self, name: str, report: dict[str, Any]) -> None:
@@ -271,6 +294,26 @@ class Spool:
                 self._delete(item.path.name)
             self._said_full_until_empty()
 
+    def dead_letter(self, item: SpooledReport) -> Path | None:
+        """Move ``item`` out of the queue, into ``dead/`` in the spool directory, where a person
+        can look at it (the newest :data:`MAX_DEAD` are kept); None for a spool in memory,
+        where it is dropped."""
+        with self._lock:
+            dead = self._dead_path(item.path.name)
+            if dead is None:
+                self._delete(item.path.name)
+            self._said_full_until_empty()
+            return dead
+
+    def _dead_path(self, name: str) -> Path | None:
+        dead = self.directory / DEAD_DIR
+        dead.mkdir(exist_ok=True, mode=0o700)
+        os.replace(self.directory / name, dead / name)
+        kept = sorted(path.name for path in dead.glob("*.json") if _SPOOLED.fullmatch(path.name))
+        for old in kept[:-MAX_DEAD]:
+            (dead / old).unlink(missing_ok=True)
+        return dead / name
+
     def discard(self, event_ids: Collection[str]) -> None:
         """Delete the spooled reports of ``event_ids`` (delivered, or refused for good)."""
         with self._lock:
@@ -331,7 +374,116 @@ class MemorySpool(Spool):
     def _emptied(self) -> None:
         pass
 
+    def _dead_path(self, name: str) -> Path | None:
+        return None
+
 
 def _event_id(name: str) -> str:
     """The event id in a spooled report's name (``<ns clock>-<event_id>.json``)."""
     return name.split("-", 1)[1].removesuffix(".json")
+
+
+class _HostLocks:
+    """The spool directories whose lock this process holds: ``{directory: [fd, users]}``.
+
+    One OS lock (``fcntl.flock``) per directory and process, shared by this process's
+    reporters (one per session runs here anyway); released when the last one lets it go.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.held: dict[Path, list[int]] = {}
+
+
+_host_locks = _HostLocks()
+
+
+def take_host_lock(directory: Path) -> bool:
+    """Whether this process now holds the lock of ``directory`` (a spool directory): False
+    while another process holds it. Without ``fcntl`` (Windows), or on a file system that
+    has no locks, always True: reporting goes on uncoordinated rather than not at all."""
+    if fcntl is None:
+        return True
+    with _host_locks.lock:
+        held = _host_locks.held.get(directory)
+        if held is not None:
+            held[1] += 1
+            return True
+        try:
+            fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            logger.debug("ca4: no lock file in %s (%s): reporting uncoordinated", directory, error)
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        except OSError as error:  # no locks on this file system
+            os.close(fd)
+            logger.debug("ca4: cannot lock %s (%s): reporting uncoordinated", directory, error)
+            return True
+        with contextlib.suppress(OSError):  # the holder's pid, for the others' message
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        _host_locks.held[directory] = [fd, 1]
+        return True
+
+
+def release_host_lock(directory: Path) -> None:
+    """Let go of one use of ``directory``'s lock; the OS lock goes with the last one."""
+    if fcntl is None:
+        return
+    with _host_locks.lock:
+        held = _host_locks.held.get(directory)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] <= 0:
+            del _host_locks.held[directory]
+            os.close(held[0])  # releases the OS lock
+
+
+def remove_host_lock_file(directory: Path) -> None:
+    """Delete ``directory``'s lock file (a spool left for another), when this process holds
+    its lock or no process does."""
+    if fcntl is None:
+        return
+    with _host_locks.lock:
+        if directory in _host_locks.held:
+            with contextlib.suppress(OSError):
+                (directory / LOCK_NAME).unlink()
+            return
+        try:
+            fd = os.open(directory / LOCK_NAME, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            (directory / LOCK_NAME).unlink()
+        except OSError:
+            pass  # held by another process, which reports from there still
+        finally:
+            os.close(fd)
+
+
+def host_lock_holder(directory: Path) -> str | None:
+    """The pid written by the process holding ``directory``'s lock, when it can be read."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = (directory / LOCK_NAME).read_text(encoding="ascii").strip()
+        return text if text.isdigit() else None
+    return None
+
+
+def _forget_host_locks_in_child() -> None:
+    """A forked child holds none of the parent's locks: it closes its copies of their files
+    without unlocking (the lock is the parent's open file, which stays locked)."""
+    _host_locks.lock = threading.Lock()
+    for fd, _users in _host_locks.held.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _host_locks.held.clear()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_host_locks_in_child)

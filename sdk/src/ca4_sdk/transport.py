@@ -113,6 +113,19 @@ class SendOutcome:
     waiting for Kafka): send again after Retry-After."""
     status: int | None = None
     """The HTTP status that made ``retry`` necessary (None: no answer, or none needed)."""
+    isolated: list[str] = field(default_factory=list)
+    """Event ids of reports that failed sent alone while other reports of the same call got
+    through (:meth:`Transport.send_isolating`): each is likely what makes its batches fail."""
+
+    @property
+    def server_failed(self) -> bool:
+        """Whether the reports in ``retry`` failed in a way one bad report can cause (a server
+        error, or no answer), not for the key, the rate limit or the URL."""
+        return bool(self.retry) and (
+            not self.auth_failed
+            and not self.rate_limited
+            and (self.status is None or self.status >= 500)
+        )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -235,6 +248,60 @@ class Transport:
         outcome = SendOutcome()
         if reports:
             self._send_into(list(reports), outcome, deadline)
+        return outcome
+
+    def send_isolating(
+        self, reports: Sequence[dict[str, Any]], *, deadline: float | None = None
+    ) -> SendOutcome:
+        """POST ``reports``, a batch that keeps failing whole with a server error, in halves,
+        to isolate the report that makes it fail (as a 413 is split, but only on evidence).
+
+        A half that fails is halved in turn as long as another half got through in this call,
+        down to single reports: those that fail alone are listed in ``isolated``. When both
+        halves of the batch fail, nothing points at one report (the API is down, or several
+        reports fail): it stops there, after two POSTs. One bad report among ``n`` is isolated
+        in about ``2 * log2(n)`` POSTs; a halving that fails for the key, the rate limit or the
+        URL, or the deadline, stops the call with what is left kept for retry.
+        """
+        if len(reports) < 2:
+            return self.send(reports, deadline=deadline)
+        outcome = SendOutcome()
+        failed = [list(reports)]  # each known to fail as a whole
+        first = True
+        got_through, stopped = False, False
+        while failed:
+            group = failed.pop(0)
+            if stopped or len(group) == 1 or not (first or got_through):
+                outcome.retry.extend(group)
+                if len(group) == 1 and got_through and not stopped:
+                    outcome.isolated.append(str(group[0]["event_id"]))
+                continue
+            first = False
+            middle = len(group) // 2
+            for half in (group[:middle], group[middle:]):
+                if stopped or (deadline is not None and time.monotonic() >= deadline):
+                    stopped = True
+                    outcome.retry.extend(half)
+                    continue
+                part = SendOutcome()
+                self._send_into(half, part, deadline)
+                outcome.accepted.extend(part.accepted)
+                outcome.rejected.extend(part.rejected)
+                outcome.session_forbidden.extend(part.session_forbidden)
+                got_through = got_through or len(part.retry) < len(half)
+                if not part.retry:
+                    continue
+                outcome.error = outcome.error or part.error
+                outcome.status = outcome.status or part.status
+                outcome.auth_failed = outcome.auth_failed or part.auth_failed
+                outcome.rate_limited = outcome.rate_limited or part.rate_limited
+                if part.retry_after_s is not None:
+                    outcome.retry_after_s = max(outcome.retry_after_s or 0.0, part.retry_after_s)
+                if part.server_failed:
+                    failed.append(part.retry)
+                else:
+                    stopped = True
+                    outcome.retry.extend(part.retry)
         return outcome
 
     def _send_into(

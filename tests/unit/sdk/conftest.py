@@ -14,4 +14,7 @@ def fake_atexit(monkeypatch: pytest.MonkeyPatch) -> FakeAtexit:
     the reporter registers, and nothing of it runs when pytest itself exits."""
     fake = FakeAtexit()
     monkeypatch.setattr(reporter_module, "atexit", fake)
+    # The reporters whose exit flush is due, this test's only: the exit hook that pytest's own
+    # exit may run never flushes them.
+    monkeypatch.setattr(reporter_module._registry, "exit_due", {})
     return fake

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ca4_sdk import Reporter
+from ca4_sdk import reporter as reporter_module
 from ca4_sdk.collectors.base import CollectorResult
 
 
@@ -65,6 +66,13 @@ class FakeAtexit:
 
     def unregister(self, function: Callable[[], None]) -> None:
         self.registered = [f for f in self.registered if f != function]
+
+    def due(self) -> list[Reporter]:
+        """The reporters the registered exit hook would flush (none when it is not)."""
+        if self.registered != [reporter_module._flush_all_at_exit]:
+            assert self.registered == [], self.registered
+            return []
+        return list(reporter_module._registry.exit_due)
 
 
 class SilentEdge:

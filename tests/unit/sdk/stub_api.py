@@ -39,6 +39,8 @@ class StubState:
     retry_after: str | None = None
     delay_s: float = 0.0
     reject_event_ids: set[str] = field(default_factory=set)
+    failing_event_ids: set[str] = field(default_factory=set)
+    """Answer 500 to any batch that holds one of these (a report the API fails on)."""
     foreign_sessions: set[str] = field(default_factory=set)
     """Sessions owned by another tenant: their reports are rejected as ``session_forbidden``."""
     page: str | None = None
@@ -118,6 +120,8 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 return
             with state.lock:
                 status = state.first_statuses.pop(0) if state.first_statuses else state.status
+                if any(r["event_id"] in state.failing_event_ids for r in body["reports"]):
+                    status = 500
             if state.page is not None:
                 self._answer_page(status, state.page)
                 return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
+from ca4_sdk import collectors
+from ca4_sdk.collectors.base import CollectorResult
 from ca4_sdk.collectors.nvml import NvmlCollector, NvmlUnavailableError, load_pynvml
 from ca4_sdk.host import collect_host
 from ca4_sdk.report import build_report
@@ -82,3 +84,62 @@ def test_without_nvidia_ml_py_the_advice_names_the_package_not_a_public_pypi_sdk
         load_pynvml()
 
     assert str(caught.value) == 'nvidia-ml-py is not installed (pip install "nvidia-ml-py>=12.535")'
+
+
+GPU_IS_LOST = 15
+DRIVER_MISMATCH = 18
+
+
+@pytest.mark.parametrize("code", [GPU_IS_LOST, DRIVER_MISMATCH], ids=["gpu lost", "mismatch"])
+def test_nvml_failing_for_the_whole_host_gives_a_report_that_says_so(code: int) -> None:
+    """The GPU count failing mid-run (every GPU lost, the driver updated under the process)
+    raised out of collect(): no report at all, and a traceback each interval."""
+    recording = t4_recording()
+    recording["calls"]["nvmlDeviceGetCount()"] = {"nvml_error": code}
+    result = NvmlCollector(FakeNvml(recording)).collect()  # type: ignore[arg-type]
+    assert result.gpus == []
+    assert result.errors == [f"GPU count: NVML error {code}"]
+    assert_valid_report(
+        build_report(session_id="s-1", runtime="python", host=collect_host(), collection=result)
+    )
+
+
+@pytest.mark.parametrize(
+    "failing",
+    ["nvmlDeviceGetGpuInstanceId(gpu0.mig1)", "nvmlDeviceGetUUID(gpu0.mig1)"],
+    ids=["instance id", "uuid"],
+)
+def test_a_mig_slice_lost_mid_collection_leaves_the_gpu_and_other_slices(failing: str) -> None:
+    recording = a100_mig_recording()
+    recording["calls"][failing] = {"nvml_error": GPU_IS_LOST}
+    result = NvmlCollector(FakeNvml(recording)).collect()  # type: ignore[arg-type]
+    parent, *slices = result.gpus
+    assert "mig" not in parent
+    assert [s["mig"]["gpu_instance_id"] for s in slices] == [1]
+    assert "GPU 0 MIG slice 1: NVML error 15" in result.errors
+
+
+def test_mig_slots_that_cannot_be_counted_leave_the_gpu() -> None:
+    recording = a100_mig_recording()
+    recording["calls"]["nvmlDeviceGetMaxMigDeviceCount(gpu0)"] = {"nvml_error": GPU_IS_LOST}
+    result = NvmlCollector(FakeNvml(recording)).collect()  # type: ignore[arg-type]
+    assert [gpu["uuid"] for gpu in result.gpus] == ["GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"]
+    assert "GPU 0 MIG slices: NVML error 15" in result.errors
+
+
+def test_a_collector_that_raises_gives_a_result_without_gpus_that_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever escapes the collector chosen (an NVML failure it does not catch) is the API's
+    to hear: the GPUs can no longer be read."""
+
+    class Broken(NvmlCollector):
+        def collect(self) -> CollectorResult:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    monkeypatch.setattr(collectors, "NvmlCollector", lambda: Broken(FakeNvml(t4_recording())))  # type: ignore[arg-type]
+    auto = collectors.AutoCollector()
+    assert auto.name == "nvml"
+    result = auto.collect()
+    assert (result.collector, result.gpus) == ("none", [])
+    assert result.errors == ["nvml: RuntimeError: NVML Shared Library Not Found"]

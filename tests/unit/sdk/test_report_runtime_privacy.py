@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from ca4_schemas import v1
+from ca4_sdk import report as report_module
 from ca4_sdk.collectors.base import CollectorResult
 from ca4_sdk.collectors.nvidia_smi import NvidiaSmiCollector
 from ca4_sdk.host import collect_host, read_meminfo
@@ -99,3 +101,40 @@ def test_labels_are_checked_in_the_callers_cell() -> None:
 def test_meminfo_parsing() -> None:
     info = read_meminfo("MemTotal:       16384000 kB\nMemAvailable:    8192000 kB\nHuge: x\n")
     assert info == {"MemTotal": 16000.0, "MemAvailable": 8000.0}
+
+
+def test_the_process_cap_is_the_contracts() -> None:
+    """The SDK keeps its own copy of the contract's cap (it does not import the contract)."""
+    assert report_module.MAX_PROCESSES_PER_GPU == v1.MAX_PROCESSES_PER_GPU
+
+
+def test_processes_past_the_contracts_cap_are_left_out_and_said() -> None:
+    """A GPU with more than 256 processes made every report a 422, never retried: the host
+    was not reported at all while it was that busy."""
+    cap = report_module.MAX_PROCESSES_PER_GPU
+
+    def processes(count: int) -> list[dict[str, object]]:
+        # Memory grows with the pid: the last ``cap`` use the most.
+        return [{"pid": pid, "used_memory_mib": float(pid)} for pid in range(1, count + 1)]
+
+    gpu = {"uuid": "GPU-1", "index": 0, "name": "NVIDIA H100", "processes": processes(300)}
+    mig = {
+        "uuid": "MIG-1",
+        "index": 0,
+        "name": "NVIDIA H100 MIG 1g.10gb",
+        "mig": {"parent_uuid": "GPU-1", "gpu_instance_id": 1},
+        "processes": [{"pid": 7}, *processes(cap)],  # no memory figure: the first left out
+    }
+    result = CollectorResult(collector="nvml", gpus=[gpu, mig])
+    report = build_report(
+        session_id="python-abc", runtime="python", host=collect_host(), collection=result
+    )
+    model = assert_valid_report(report)
+    kept, kept_on_mig = (sample.processes for sample in model.payload.gpus)
+    assert [p.pid for p in kept] == list(range(300 - cap + 1, 301))  # in their order
+    assert [p.pid for p in kept_on_mig] == list(range(1, cap + 1))
+    assert model.payload.collector.errors == [
+        f"processes: {300 - cap + 1} left out, past the {cap} per GPU or MIG slice a report "
+        "takes (those using the most GPU memory are kept)"
+    ]
+    assert len(gpu["processes"]) == 300  # the collection itself is left as it was

@@ -4,12 +4,14 @@ the parent's spool again."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
+from ca4_sdk.spool import LOCK_NAME
 
 from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
 from tests.unit.sdk.stub_api import stub_api
@@ -39,7 +41,7 @@ def test_a_forked_child_neither_hangs_at_exit_nor_resends_the_spool(
         reporter = make_reporter(url, tmp_path, interval=60).start()
         try:
             wait_for(lambda: len(state.requests) == 1)  # fork mid-POST, lock held
-            assert fake_atexit.registered == [reporter._flush_at_exit]
+            assert fake_atexit.due() == [reporter]
             pid = os.fork()
             if pid == 0:  # the child: what its interpreter does at exit, then leave at once
                 code = 1
@@ -85,3 +87,46 @@ def test_a_forked_child_can_still_collect_with_fresh_locks(
             assert _wait_child(pid, CHILD_TIMEOUT_S) == 0
         finally:
             reporter.stop()
+
+
+def _locked_by_another(directory: Path) -> bool:
+    """Whether a process holds the host lock of ``directory``: a lock of another open file
+    conflicts with it, in this process too."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases it, if taken
+    return False
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_does_not_hold_the_parents_host_lock(
+    tmp_path: Path, fake_atexit: FakeAtexit
+) -> None:
+    """The child inherits the lock's file: it must neither report as the holder (a reporter of
+    the session it starts stands by) nor release the parent's lock when it exits."""
+    with stub_api() as (url, state):
+        reporter = make_reporter(url, tmp_path, interval=60).start()
+        try:
+            wait_for(lambda: len(state.accepted_ids()) == 1)
+            directory = reporter.spool.directory
+            assert _locked_by_another(directory)
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    inherited_free = reporter._host_lock is None
+                    other = make_reporter(url, tmp_path, interval=60)
+                    stands_by = not other._hold_host_lock() and not other.flush()
+                    code = 0 if (inherited_free and stands_by) else 2
+                finally:
+                    os._exit(code)
+            assert _wait_child(pid, CHILD_TIMEOUT_S) == 0
+            assert _locked_by_another(directory)  # still the parent's
+            assert reporter._hold_host_lock()
+        finally:
+            reporter.stop()
+    assert not _locked_by_another(directory)  # let go of once stopped

@@ -35,7 +35,7 @@ def test_starting_the_cell_again_stops_the_earlier_reporter_of_the_session(
             assert second.running
             wait_for(lambda: len(state.accepted_ids()) == 2)
             assert _rerun_lines(caplog) == [RERUN_LINE]
-            assert fake_atexit.registered == [second._flush_at_exit]
+            assert fake_atexit.due() == [second]
         finally:
             second.stop()
             first.stop()
@@ -77,7 +77,7 @@ def test_stop_all_stops_every_running_reporter(tmp_path: Path, fake_atexit: Fake
             assert ca4_sdk.stop_all() == 2
             assert not first.running
             assert not second.running
-            assert fake_atexit.registered == []
+            assert fake_atexit.due() == []
             assert ca4_sdk.stop_all() == 0
         finally:
             first.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path
 
@@ -126,3 +127,21 @@ def test_discard_deletes_the_reports_of_the_event_ids_given(
     spool.put(reports)
     spool.discard({str(reports[1]["event_id"])})
     assert [item.report["n"] for item in spool.peek(10)] == [0, 2]
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["on disk", "in memory"])
+def test_a_clock_stepped_back_keeps_the_order_and_evicts_the_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    """Names came from the wall clock: stepped back an hour (a VM resumed, NTP), the newest
+    reports were sent first and evicted first when the spool was full."""
+    spool = MemorySpool(max_reports=4) if in_memory else Spool(tmp_path, max_reports=4)
+    spool.put([_report(n) for n in range(3)])
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now - 3600 * 10**9)
+    for n in range(3, 6):
+        spool.put([_report(n)])
+    assert [item.report["n"] for item in spool.peek(10)] == [2, 3, 4, 5]
+    if not in_memory:  # a new instance (the next run) carries on after the newest name
+        Spool(tmp_path, max_reports=4).put([_report(6)])
+        assert [item.report["n"] for item in Spool(tmp_path).peek(10)] == [3, 4, 5, 6]

@@ -49,7 +49,12 @@ class AutoCollector:
             self._setup_errors.append("nvidia-smi: not found on PATH")
 
     def collect(self) -> CollectorResult:
-        """Read every GPU; an empty list with the reasons when no collector works."""
+        """Read every GPU; an empty list with the reasons when no collector works.
+
+        A collector that fails outright (nvidia-smi gone, NVML failing in a way it does not
+        catch) gives a ``none`` result carrying the error, never an exception: the API then
+        hears that the GPUs can no longer be read, instead of hearing nothing.
+        """
         if self._collector is None:
             result = CollectorResult(collector="none")
         else:
@@ -58,6 +63,9 @@ class AutoCollector:
             except NvidiaSmiError as error:
                 result = CollectorResult(collector="none")
                 result.add_error(f"nvidia-smi: {error}")
+            except Exception as error:
+                result = CollectorResult(collector="none")
+                result.add_error(f"{self.name}: {type(error).__name__}: {error}")
         for message in self._setup_errors:
             # A GPU host without NVML but with nvidia-smi is normal; only say so in the report.
             result.add_error(message)

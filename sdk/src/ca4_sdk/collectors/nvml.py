@@ -317,51 +317,74 @@ class NvmlCollector:
             return []
         if current_mode != getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1):
             return []
+        try:
+            slots = int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))
+        except nvml.NVMLError as error:
+            result.add_error(f"GPU {parent['index']} MIG slices: {error}")
+            return []
         samples = []
-        for mig_index in range(int(nvml.nvmlDeviceGetMaxMigDeviceCount(handle))):
+        for mig_index in range(slots):
             try:
                 mig_handle = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index)
             except nvml.NVMLError:
                 continue  # slots without a configured slice
-            name = _decode(nvml.nvmlDeviceGetName(mig_handle)) or parent["name"]
-            mig: dict[str, Any] = {
-                "parent_uuid": parent["uuid"],
-                "gpu_instance_id": int(nvml.nvmlDeviceGetGpuInstanceId(mig_handle)),
-            }
-            self._read(
-                result,
-                mig,
-                "compute_instance_id",
-                partial(_int_of, nvml.nvmlDeviceGetComputeInstanceId, mig_handle),
-            )
-            profile = name.rsplit("MIG ", 1)[1] if "MIG " in name else None
-            if profile:
-                mig["profile"] = short_text(profile)
-            sample: GpuSampleDict = {
-                "uuid": _decode(nvml.nvmlDeviceGetUUID(mig_handle)),
-                "index": parent["index"],
-                "name": name,
-                "mig": mig,
-            }
-            for key in (
-                "pci_bus_id",
-                "compute_capability",
-                "temperature_gpu_c",
-                "performance_state",
-            ):
-                if key in parent:
-                    sample[key] = parent[key]
-            self._read_memory(result, sample, mig_handle)
-            self._read(result, sample, "processes", partial(self._processes, result, mig_handle))
-            samples.append(sample)
+            try:
+                samples.append(self._mig_sample(result, parent, mig_handle))
+            except nvml.NVMLError as error:
+                # A slice lost mid-collection: the GPU's other slices and the host still report.
+                result.add_error(f"GPU {parent['index']} MIG slice {mig_index}: {error}")
         return samples
 
+    def _mig_sample(
+        self, result: CollectorResult, parent: GpuSampleDict, mig_handle: Any
+    ) -> GpuSampleDict:
+        nvml = self._nvml
+        name = _decode(nvml.nvmlDeviceGetName(mig_handle)) or parent["name"]
+        mig: dict[str, Any] = {
+            "parent_uuid": parent["uuid"],
+            "gpu_instance_id": int(nvml.nvmlDeviceGetGpuInstanceId(mig_handle)),
+        }
+        self._read(
+            result,
+            mig,
+            "compute_instance_id",
+            partial(_int_of, nvml.nvmlDeviceGetComputeInstanceId, mig_handle),
+        )
+        profile = name.rsplit("MIG ", 1)[1] if "MIG " in name else None
+        if profile:
+            mig["profile"] = short_text(profile)
+        sample: GpuSampleDict = {
+            "uuid": _decode(nvml.nvmlDeviceGetUUID(mig_handle)),
+            "index": parent["index"],
+            "name": name,
+            "mig": mig,
+        }
+        for key in (
+            "pci_bus_id",
+            "compute_capability",
+            "temperature_gpu_c",
+            "performance_state",
+        ):
+            if key in parent:
+                sample[key] = parent[key]
+        self._read_memory(result, sample, mig_handle)
+        self._read(result, sample, "processes", partial(self._processes, result, mig_handle))
+        return sample
+
     def collect(self) -> CollectorResult:
-        """Read every GPU; per-field failures are recorded, never raised."""
+        """Read every GPU; NVML failures (of a field, a GPU, a MIG slice, the GPU count) are
+        recorded in the result's errors, never raised."""
         nvml = self._nvml
         result = CollectorResult(collector=self.name)
         self._read_host(result)
-        for index in range(int(nvml.nvmlDeviceGetCount())):
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        except nvml.NVMLError as error:
+            # The driver or every GPU gone mid-run (GPU is lost, driver/library mismatch): a
+            # report without GPUs that says so, rather than no report at all.
+            result.add_error(f"GPU count: {error}")
+            return result.finish()
+        for index in range(count):
             try:
                 handle = nvml.nvmlDeviceGetHandleByIndex(index)
                 sample = self._sample(result, handle, index)

@@ -1,0 +1,90 @@
+"""One process per host reports a session: torchrun or DDP ranks, spawned workers, each
+starting a reporter with the session id they share, sent every GPU once per rank and drained
+the one spool from several processes at once (reports sent twice)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ca4_sdk.spool import LOCK_NAME
+
+from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
+from tests.unit.sdk.stub_api import stub_api
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: not coordinated")
+
+HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("locked", flush=True)
+sys.stdin.read()
+"""
+"""Another process of the host reporting the session: holds the lock until its stdin closes."""
+
+
+def test_a_reporter_stands_by_while_another_process_reports_and_then_takes_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
+) -> None:
+    caplog.set_level(logging.INFO, logger="ca4_sdk")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(spool / LOCK_NAME)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as other,
+        stub_api() as (url, state),
+    ):
+        assert other.stdout is not None
+        assert other.stdout.readline() == "locked\n"
+        reporter = make_reporter(url, tmp_path, interval=0.05).start()
+        try:
+            wait_for(lambda: reporter.standing_by)
+            assert "standing_by=True" in repr(reporter)
+            reporter.spool.put([reporter.collect()])  # the other process's to send
+            assert not reporter.flush()
+            time.sleep(0.3)  # six intervals
+            assert state.requests == []
+            assert reporter.stats.collected == 1  # the collect() above only
+            said = [r.getMessage() for r in caplog.records if "stands by" in r.getMessage()]
+            assert said == [
+                f"ca4: another process on this host (pid {other.pid}) reports session "
+                f"unit-session; this one (pid {os.getpid()}) stands by, and takes over if that "
+                "one ends (tries every 0.05s)"
+            ]
+            assert other.stdin is not None
+            other.stdin.close()  # that process ends
+            other.wait(10)
+            wait_for(lambda: len(state.accepted_ids()) >= 2)
+            assert not reporter.standing_by
+        finally:
+            reporter.stop()
+            other.kill()
+    assert f"ca4: reporting session unit-session from this process (pid {os.getpid()}) now" in [
+        r.getMessage() for r in caplog.records
+    ]
+    assert len(reporter.spool) == 0
+
+
+def test_reporters_of_one_process_share_the_lock(tmp_path: Path, fake_atexit: FakeAtexit) -> None:
+    """Two sessions spooled in one directory, in one process: both report."""
+    with stub_api() as (url, state):
+        first = make_reporter(url, tmp_path, session_id="session-a", interval=60).start()
+        second = make_reporter(url, tmp_path, session_id="session-b", interval=60).start()
+        try:
+            wait_for(lambda: len(state.accepted_ids()) >= 2)
+            assert not first.standing_by
+            assert not second.standing_by
+        finally:
+            first.stop()
+            second.stop()
