@@ -11,15 +11,17 @@ cd "$(dirname "$0")/.."
 
 started_file=""
 helm_pid=""
+helm_log=""
 failures=()
 
 log() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 stop_started() {
     local code=$?
-    if [[ -n "${helm_pid:-}" ]]; then
-        kill "$helm_pid" 2>/dev/null || true
+    if [[ -n "$helm_pid" ]]; then
+        kill -- "-$helm_pid" 2>/dev/null || true # its process group: uv, python and go install
     fi
+    rm -f "$helm_log"
     if [[ -n "$started_file" ]]; then
         if [[ -s "$started_file" ]]; then
             log "Stopping the services this run started: $(tr '\n' ' ' <"$started_file")"
@@ -75,18 +77,20 @@ export NO_PROXY="${NO_PROXY:+$NO_PROXY,}127.0.0.1,localhost,::1" no_proxy="${no_
 
 # The Helm versions the infra tests render with: built once into the cache (minutes on a new
 # machine, more than a test may run), beside the dev stack's start.
+trap stop_started EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 helm_log=$(mktemp)
+set -m # the build in a process group of its own, which the traps stop whole
 uv run python -m tests.infra.helm_builds >"$helm_log" 2>&1 &
 helm_pid=$!
+set +m
 
 if [[ -n "${CA4_KAFKA_BOOTSTRAP_SERVERS:-}" && -n "${CA4_MONGO_URL:-}" && -n "${CA4_S3_ENDPOINT_URL:-}" ]]; then
     log "Using the services named by CA4_KAFKA_BOOTSTRAP_SERVERS, CA4_MONGO_URL, CA4_S3_ENDPOINT_URL"
 else
     log "Starting the dev stack"
     started_file=$(mktemp)
-    trap stop_started EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
     began=$SECONDS
     uv run ca4 devstack up --started-file "$started_file"
     echo "dev stack ready in $((SECONDS - began))s"

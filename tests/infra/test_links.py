@@ -922,6 +922,16 @@ def test_runbook_kubectl_commands_name_what_the_charts_render(rendered: Rendered
                 assert workload, f"{command}: no {word} in {namespace}"
         if verb in {"exec", "logs"} and workload is None:  # a pod by name
             pod = next(w for w in rest if not w.startswith("-"))
+            if pod == "<pod>":  # the reader picks it: the container must be one of the namespace
+                container = words[words.index("-c") + 1]
+                holding = [
+                    d
+                    for (ns, _, _), d in by_ref.items()
+                    if ns == namespace
+                    and container in {c["name"] for c in pod_spec(d)["containers"]}
+                ]
+                assert holding, f"{command}: no container {container} in {namespace}"
+                continue
             workload = pods.get((namespace, pod))
             assert workload, f"{command}: no pod {pod} in {namespace}"
         if "-c" in words:

@@ -345,3 +345,19 @@ async def test_the_guides_restore_brings_back_sessions_older_than_the_topic_hold
         assert await database["events"].count_documents({}) == 120
     claims = {doc["_id"]: doc["tenant"] async for doc in database["session_owners"].find({})}
     assert claims == {f"long-{index}": "tenant-a" for index in range(6)}
+
+
+async def test_storing_events_again_from_a_time_needs_what_came_before(
+    cli_env: CliRunner, bucket: S3ObjectStore
+) -> None:
+    """On an empty event store the first event of a session in the window would decide its
+    owner, though an earlier one outside it (another tenant's) did when it was stored: a second
+    read found `--store-events --since` gave a session to the tenant whose report had been
+    dead-lettered."""
+    refused = await ca4(
+        cli_env, "replay", "--source", "s3", "--store-events", "--since", "2026-11-01"
+    )
+    assert refused.exit_code == 1
+    assert refused.output.splitlines()[-1].startswith(
+        "error: --store-events with --since needs the event store to hold what came before"
+    )

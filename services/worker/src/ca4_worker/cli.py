@@ -379,6 +379,13 @@ async def _replay(
                 max_bytes=settings.projection_max_bytes,
                 progress=lambda done: advance(done, None),
             )
+        if store_events and since is not None and not await adapters.store.count():
+            raise OperatorError(
+                "--store-events with --since needs the event store to hold what came before "
+                "(a point-in-time restore): this one is empty, and a session's first event in the "
+                "window would decide its owner. Store everything the archive holds: leave out "
+                "--since."
+            )
         keys = await archive_keys(
             adapters.objects,
             prefix=settings.archive_prefix,
