@@ -16,7 +16,12 @@ from datetime import date, datetime, timedelta
 
 from ca4_schemas import record_weight
 
-from ca4_worker.application.ingest import IngestService, decode_record, first_per_event_id
+from ca4_worker.application.ingest import (
+    BatchOutcome,
+    IngestService,
+    decode_record,
+    first_per_event_id,
+)
 from ca4_worker.application.ports import EventStore, ObjectStore, Projections
 from ca4_worker.application.tenancy import TenantGuard
 from ca4_worker.domain.archive import decode_archive_object
@@ -180,7 +185,7 @@ async def replay_from_archive(
     async for page, objects_done in _archived_records(objects, keys, batch_size, max_bytes):
         if store_again is not None:
             records = [record for record in page if within(record)]
-            outcome = await store_again.handle_batch(records)
+            outcome = await store_again.handle_batch(records) if records else BatchOutcome(0, 0, 0)
             own, considered = outcome.to_project, len(records)
             stored += outcome.stored
         else:
