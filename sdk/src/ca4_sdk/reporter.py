@@ -62,7 +62,10 @@ from ca4_sdk.spool import (
     Spool,
     SpooledReport,
     default_spool_dir,
+    forget_host_lock,
+    host_lock_file,
     host_lock_holder,
+    host_lock_intact,
     legacy_spool_dir,
     prepare_default_spool_dir,
     release_host_lock,
@@ -654,19 +657,24 @@ class Reporter:
         return self.running and self._standing_by
 
     def _hold_host_lock(self) -> bool:
-        """Whether the thread may collect and send: it holds the host lock of the spool's
-        directory, or takes it now (said once, after standing by). A spool in memory is this
-        process's own: no lock."""
+        """Whether the thread may collect and send: it holds the host lock of the session's
+        spool, or takes it now (said once, after standing by). A spool in memory is this
+        process's own, and where no lock can be used reporting goes on uncoordinated (tried
+        again each interval)."""
         if not self.spool.on_disk:
             return True
-        directory = self.spool.directory
-        if self._host_lock == directory:
+        lock_file = host_lock_file(self.spool.directory, self.session_id)
+        if self._host_lock == lock_file and host_lock_intact(lock_file):
             return True
-        if self._host_lock is not None:  # the spool moved (a session left): its lock too
-            release_host_lock(self._host_lock)
+        if self._host_lock is not None:  # the session moved, or its lock file was deleted
+            if self._host_lock == lock_file:
+                forget_host_lock(lock_file)
+            else:
+                release_host_lock(self._host_lock)
             self._host_lock = None
-        if take_host_lock(directory):
-            self._host_lock = directory
+        taken = take_host_lock(lock_file)
+        if taken is not False:
+            self._host_lock = lock_file if taken else None
             if self._standing_by:
                 logger.info(
                     "ca4: reporting session %s from this process (pid %d) now",
@@ -676,7 +684,7 @@ class Reporter:
             self._standing_by = False
             return True
         if not self._standing_by:
-            holder = host_lock_holder(directory)
+            holder = host_lock_holder(lock_file)
             logger.info(
                 "ca4: another process on this host%s reports session %s; this one (pid %d) "
                 "stands by, and takes over if that one ends (tries every %gs)",
@@ -808,15 +816,20 @@ class Reporter:
 
     def _flush(self, deadline: float | None) -> bool:
         with self._delivery_lock:
-            directory = self.spool.directory if self.spool.on_disk else None
-            if directory is not None and not take_host_lock(directory):
+            lock_file = (
+                host_lock_file(self.spool.directory, self.session_id)
+                if self.spool.on_disk
+                else None
+            )
+            taken = take_host_lock(lock_file) if lock_file is not None else None
+            if taken is False:
                 return False  # another process of this host sends this spool
             try:
                 self._next_send_at = 0.0
                 return self._deliver([], deadline)
             finally:
-                if directory is not None:
-                    release_host_lock(directory)
+                if lock_file is not None and taken:
+                    release_host_lock(lock_file)
 
     def _deliver(
         self,
@@ -901,15 +914,19 @@ class Reporter:
         for item in spooled:
             event_id = str(item.report["event_id"])
             times, since = self._strikes.get(event_id, (0, now))
-            if times >= DEAD_AFTER_TRIES and now - since >= DEAD_AFTER_S:
-                self._dead_letter(item, times, now - since, outcome.error)
+            if (
+                times >= DEAD_AFTER_TRIES
+                and now - since >= DEAD_AFTER_S
+                and self._dead_letter(item, times, now - since, outcome.error)
+            ):
                 dead.add(event_id)
         return dead
 
     def _dead_letter(
         self, item: SpooledReport, times: int, for_s: float, error: str | None
-    ) -> None:
-        """Move a report out of the queue for good (counted as refused), with a warning."""
+    ) -> bool:
+        """Move a report out of the queue for good (counted as refused), with a warning; False
+        when it could not be moved (it stays queued, and is tried again)."""
         event_id = str(item.report["event_id"])
         self._strikes.pop(event_id, None)
         if self._stuck is not None and self._stuck[0] == event_id:
@@ -918,9 +935,11 @@ class Reporter:
             where = self.spool.dead_letter(item)
         except OSError as error_moving:
             logger.warning(
-                "ca4: could not move report %s out of the spool: %s", event_id, error_moving
+                "ca4: could not move report %s out of the spool (%s): it stays queued",
+                event_id,
+                error_moving,
             )
-            return
+            return False
         self.stats.rejected += 1
         self.stats.last_error = (
             f"report {event_id} failed alone {times} times over {for_s / 60:.0f} min while "
@@ -936,6 +955,7 @@ class Reporter:
             error,
             f"moved to {where}" if where is not None else "dropped (spool in memory)",
         )
+        return True
 
     def _account(self, outcome: SendOutcome) -> None:
         self.stats.delivered += len(outcome.accepted)

@@ -9,16 +9,18 @@ until the spool has emptied again (the API took or refused them all): a notebook
 for a day must not fill its disk or memory, nor its cell's output with a line per collection.
 
 The default directory is ``<tmp>/ca4-spool-<uid>/<session id>``: each user of a shared host
-has one of their own. The directory also holds ``.reporter.lock``, whose OS lock the one process
-of the host that reports the session holds, and ``dead/``, the reports the reporter gave up on
-(the API kept failing on them alone). Without a usable directory (a read-only or missing temp
-directory, a ``spool_dir`` that cannot be written) the reporter keeps its reports in a
-:class:`MemorySpool` instead, under the same caps, until the process ends.
+has one of their own. The directory also holds ``.reporter-<hash of the session id>.lock``,
+whose OS lock the one process of the host that reports the session holds, and ``dead/``, the
+reports the reporter gave up on (the API kept failing on them alone). Without a usable
+directory (a read-only or missing temp directory, a ``spool_dir`` that cannot be written) the
+reporter keeps its reports in a :class:`MemorySpool` instead, under the same caps, until the
+process ends.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -49,8 +51,6 @@ DEAD_DIR = "dead"
 """Where, in the spool directory, reports the API kept failing on are moved out of the queue."""
 MAX_DEAD = 100
 """Reports kept in ``dead/``: the newest; older ones are deleted."""
-LOCK_NAME = ".reporter.lock"
-"""The file in a spool directory whose OS lock the process reporting its session holds."""
 
 
 def default_spool_dir(session_id: str) -> Path:
@@ -174,9 +174,10 @@ class Spool:
             return 0
 
     def _emptied(self) -> None:
-        """Every report moved to another spool: remove the directory, once empty (with its
-        lock file, unless another process reports from it still)."""
-        remove_host_lock_file(self.directory)
+        """Every report moved to another spool (a session left for a fresh one): remove the
+        directory, once empty, with the lock files this process holds in it (its reporters
+        are done with that session; one another process holds keeps the directory)."""
+        remove_own_lock_files(self.directory)
         with contextlib.suppress(OSError):  # not empty, or already gone
             self.directory.rmdir()
 
@@ -384,10 +385,10 @@ def _event_id(name: str) -> str:
 
 
 class _HostLocks:
-    """The spool directories whose lock this process holds: ``{directory: [fd, users]}``.
+    """The lock files whose OS lock this process holds: ``{lock file: [fd, users]}``.
 
-    One OS lock (``fcntl.flock``) per directory and process, shared by this process's
-    reporters (one per session runs here anyway); released when the last one lets it go.
+    One OS lock (``fcntl.flock``) per session's lock file and process, shared by this process's
+    reporters; released when the last one lets it go.
     """
 
     def __init__(self) -> None:
@@ -398,79 +399,123 @@ class _HostLocks:
 _host_locks = _HostLocks()
 
 
-def take_host_lock(directory: Path) -> bool:
-    """Whether this process now holds the lock of ``directory`` (a spool directory): False
-    while another process holds it. Without ``fcntl`` (Windows), or on a file system that
-    has no locks, always True: reporting goes on uncoordinated rather than not at all."""
+def host_lock_file(directory: Path, session_id: str) -> Path:
+    """The file whose OS lock the process reporting ``session_id`` from ``directory`` holds:
+    one per session, since a ``spool_dir`` given by hand may hold several sessions' spools."""
+    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return directory / f".reporter-{digest}.lock"
+
+
+def take_host_lock(lock_file: Path) -> bool | None:
+    """Whether this process now holds ``lock_file``'s lock: False while another process holds
+    it; None when the lock cannot be used (no ``fcntl``, as on Windows; a file system without
+    locks; a directory that cannot be written): reporting then goes on uncoordinated rather
+    than not at all, and the caller tries again later.
+
+    The file is never deleted while a process may wait on it, and a lock is checked to be on
+    the file the path names now (a temp cleaner may have deleted it): another process could
+    otherwise lock a new file of the same name and report too.
+    """
     if fcntl is None:
-        return True
+        return None
     with _host_locks.lock:
-        held = _host_locks.held.get(directory)
+        held = _host_locks.held.get(lock_file)
         if held is not None:
             held[1] += 1
             return True
         try:
-            fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = _lock_the_file(lock_file)
+        except BlockingIOError:
+            return False
+        if fd is None:
+            return None
+        with contextlib.suppress(OSError):  # the holder's pid, for the others' message
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        _host_locks.held[lock_file] = [fd, 1]
+        return True
+
+
+def _lock_the_file(lock_file: Path) -> int | None:
+    """A descriptor holding ``lock_file``'s lock; None when no lock can be used there.
+    BlockingIOError while another process holds it."""
+    assert fcntl is not None
+    for _ in range(3):
+        try:
+            lock_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
-            logger.debug("ca4: no lock file in %s (%s): reporting uncoordinated", directory, error)
-            return True
+            logger.debug("ca4: no lock file %s (%s): reporting uncoordinated", lock_file, error)
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return False
+            raise
         except OSError as error:  # no locks on this file system
             os.close(fd)
-            logger.debug("ca4: cannot lock %s (%s): reporting uncoordinated", directory, error)
-            return True
-        with contextlib.suppress(OSError):  # the holder's pid, for the others' message
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-        _host_locks.held[directory] = [fd, 1]
-        return True
+            logger.debug("ca4: cannot lock %s (%s): reporting uncoordinated", lock_file, error)
+            return None
+        if _is_the_file(fd, lock_file):
+            return fd
+        os.close(fd)  # deleted or replaced since it was opened: lock the one there now
+    return None
 
 
-def release_host_lock(directory: Path) -> None:
-    """Let go of one use of ``directory``'s lock; the OS lock goes with the last one."""
+def _is_the_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is open on the file ``path`` names now."""
+    try:
+        opened, named = os.fstat(fd), path.stat()
+    except OSError:
+        return False
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
+def host_lock_intact(lock_file: Path) -> bool:
+    """Whether this process holds ``lock_file``'s lock on the file the path names now (False
+    after a temp cleaner deleted it: the holder then takes the lock again)."""
+    with _host_locks.lock:
+        held = _host_locks.held.get(lock_file)
+        return held is not None and _is_the_file(held[0], lock_file)
+
+
+def release_host_lock(lock_file: Path) -> None:
+    """Let go of one use of ``lock_file``'s lock; the OS lock goes with the last one."""
     if fcntl is None:
         return
     with _host_locks.lock:
-        held = _host_locks.held.get(directory)
+        held = _host_locks.held.get(lock_file)
         if held is None:
             return
         held[1] -= 1
         if held[1] <= 0:
-            del _host_locks.held[directory]
+            del _host_locks.held[lock_file]
             os.close(held[0])  # releases the OS lock
 
 
-def remove_host_lock_file(directory: Path) -> None:
-    """Delete ``directory``'s lock file (a spool left for another), when this process holds
-    its lock or no process does."""
-    if fcntl is None:
-        return
+def remove_own_lock_files(directory: Path) -> None:
+    """Delete the lock files in ``directory`` whose lock this process holds (it keeps them
+    until its reporters let go)."""
     with _host_locks.lock:
-        if directory in _host_locks.held:
-            with contextlib.suppress(OSError):
-                (directory / LOCK_NAME).unlink()
-            return
-        try:
-            fd = os.open(directory / LOCK_NAME, os.O_RDWR)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            (directory / LOCK_NAME).unlink()
-        except OSError:
-            pass  # held by another process, which reports from there still
-        finally:
-            os.close(fd)
+        for lock_file in _host_locks.held:
+            if lock_file.parent == directory:
+                with contextlib.suppress(OSError):
+                    lock_file.unlink()
 
 
-def host_lock_holder(directory: Path) -> str | None:
-    """The pid written by the process holding ``directory``'s lock, when it can be read."""
+def forget_host_lock(lock_file: Path) -> None:
+    """Let go of every use of ``lock_file``'s lock in this process (its file was replaced)."""
+    with _host_locks.lock:
+        held = _host_locks.held.pop(lock_file, None)
+    if held is not None:
+        with contextlib.suppress(OSError):
+            os.close(held[0])
+
+
+def host_lock_holder(lock_file: Path) -> str | None:
+    """The pid written by the process holding ``lock_file``'s lock, when it can be read."""
     with contextlib.suppress(OSError, UnicodeDecodeError):
-        text = (directory / LOCK_NAME).read_text(encoding="ascii").strip()
+        text = lock_file.read_text(encoding="ascii").strip()
         return text if text.isdigit() else None
     return None
 

@@ -120,10 +120,12 @@ class SendOutcome:
     @property
     def server_failed(self) -> bool:
         """Whether the reports in ``retry`` failed in a way one bad report can cause (a server
-        error, or no answer), not for the key, the rate limit or the URL."""
+        error, or no answer), not for the key, the rate limit, the URL, or an API shedding
+        load (a ``Retry-After`` says when to come back, whatever the reports)."""
         return bool(self.retry) and (
             not self.auth_failed
             and not self.rate_limited
+            and self.retry_after_s is None
             and (self.status is None or self.status >= 500)
         )
 
@@ -260,8 +262,9 @@ class Transport:
         down to single reports: those that fail alone are listed in ``isolated``. When both
         halves of the batch fail, nothing points at one report (the API is down, or several
         reports fail): it stops there, after two POSTs. One bad report among ``n`` is isolated
-        in about ``2 * log2(n)`` POSTs; a halving that fails for the key, the rate limit or the
-        URL, or the deadline, stops the call with what is left kept for retry.
+        in about ``2 * log2(n)`` POSTs, and a call makes no more than that (plus two) whatever
+        fails; a halving that fails for the key, the rate limit, the URL or an API shedding load
+        (``Retry-After``), or the deadline, stops the call with what is left kept for retry.
         """
         if len(reports) < 2:
             return self.send(reports, deadline=deadline)
@@ -269,8 +272,10 @@ class Transport:
         failed = [list(reports)]  # each known to fail as a whole
         first = True
         got_through, stopped = False, False
+        posts_left = 2 * (len(reports) - 1).bit_length() + 2  # one bad report's isolation
         while failed:
             group = failed.pop(0)
+            stopped = stopped or posts_left < 2
             if stopped or len(group) == 1 or not (first or got_through):
                 outcome.retry.extend(group)
                 if len(group) == 1 and got_through and not stopped:
@@ -284,6 +289,7 @@ class Transport:
                     outcome.retry.extend(half)
                     continue
                 part = SendOutcome()
+                posts_left -= 1
                 self._send_into(half, part, deadline)
                 outcome.accepted.extend(part.accepted)
                 outcome.rejected.extend(part.rejected)

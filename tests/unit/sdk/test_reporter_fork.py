@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ca4_sdk.spool import LOCK_NAME
+from ca4_sdk.spool import host_lock_file
 
 from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
 from tests.unit.sdk.stub_api import stub_api
@@ -89,10 +89,10 @@ def test_a_forked_child_can_still_collect_with_fresh_locks(
             reporter.stop()
 
 
-def _locked_by_another(directory: Path) -> bool:
-    """Whether a process holds the host lock of ``directory``: a lock of another open file
-    conflicts with it, in this process too."""
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+def _locked_by_another(directory: Path, session_id: str = "unit-session") -> bool:
+    """Whether a process holds the host lock of the session's spool: a lock of another open
+    file conflicts with it, in this process too."""
+    fd = os.open(host_lock_file(directory, session_id), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ca4_sdk.spool import LOCK_NAME
+from ca4_sdk.spool import host_lock_file
 
 from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
 from tests.unit.sdk.stub_api import stub_api
@@ -29,6 +29,18 @@ sys.stdin.read()
 """
 """Another process of the host reporting the session: holds the lock until its stdin closes."""
 
+TRY_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("busy")
+else:
+    print("locked")
+"""
+"""Another process of the host starting: whether it could take the session's lock."""
+
 
 def test_a_reporter_stands_by_while_another_process_reports_and_then_takes_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
@@ -38,7 +50,7 @@ def test_a_reporter_stands_by_while_another_process_reports_and_then_takes_over(
     spool.mkdir()
     with (
         subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, str(spool / LOCK_NAME)],
+            [sys.executable, "-c", HOLD_LOCK, str(host_lock_file(spool, "unit-session"))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -88,3 +100,58 @@ def test_reporters_of_one_process_share_the_lock(tmp_path: Path, fake_atexit: Fa
         finally:
             first.stop()
             second.stop()
+
+
+def test_another_session_spooled_in_the_same_directory_is_not_held_back(
+    tmp_path: Path, fake_atexit: FakeAtexit
+) -> None:
+    """The README tells processes apart with ``session_id=``, and a ``spool_dir=`` (a mounted
+    Drive) may hold every session's spool: a lock per directory kept the second process from
+    ever reporting its own session."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(host_lock_file(spool, "run-a"))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as other,
+        stub_api() as (url, state),
+    ):
+        assert other.stdout is not None
+        assert other.stdout.readline() == "locked\n"
+        reporter = make_reporter(url, tmp_path, session_id="run-b", interval=0.05).start()
+        try:
+            wait_for(lambda: len(state.accepted_ids()) >= 1)
+            assert not reporter.standing_by
+        finally:
+            reporter.stop()
+            other.kill()
+
+
+def test_a_lock_file_deleted_under_the_holder_is_taken_again(
+    tmp_path: Path, fake_atexit: FakeAtexit
+) -> None:
+    """A temp cleaner deleting the lock file let a second process lock a new file of the same
+    name while the first still held the old one: both reported. The holder now finds its file
+    replaced and locks the one there, so the second stands by (or the first does)."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with stub_api() as (url, _):
+        reporter = make_reporter(url, tmp_path, interval=0.05).start()
+        try:
+            wait_for(lambda: reporter._host_lock is not None)
+            lock_file = host_lock_file(spool, "unit-session")
+            lock_file.unlink()  # a temp cleaner
+            wait_for(lock_file.exists)  # the holder locked a new one
+            tried = subprocess.run(
+                [sys.executable, "-c", TRY_LOCK, str(lock_file)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            assert tried.stdout == "busy\n"
+        finally:
+            reporter.stop()
