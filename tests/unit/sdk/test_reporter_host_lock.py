@@ -4,11 +4,13 @@ the one spool from several processes at once (reports sent twice)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,6 @@ from ca4_sdk.spool import host_lock_file
 
 from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
 from tests.unit.sdk.stub_api import stub_api
-
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="no fcntl: not coordinated")
 
 HOLD_LOCK = """
 import fcntl, os, sys
@@ -42,6 +42,24 @@ else:
 """Another process of the host starting: whether it could take the session's lock."""
 
 
+@contextlib.contextmanager
+def another_process_holding(lock_file: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process of the host reporting a session: it holds ``lock_file``'s lock until
+    its stdin closes, or it is killed on the way out."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock_file)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as other:
+        try:
+            assert other.stdout is not None
+            assert other.stdout.readline() == "locked\n"
+            yield other
+        finally:
+            other.kill()
+
+
 def test_a_reporter_stands_by_while_another_process_reports_and_then_takes_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fake_atexit: FakeAtexit
 ) -> None:
@@ -49,16 +67,9 @@ def test_a_reporter_stands_by_while_another_process_reports_and_then_takes_over(
     spool = tmp_path / "spool"
     spool.mkdir()
     with (
-        subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, str(host_lock_file(spool, "unit-session"))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as other,
+        another_process_holding(host_lock_file(spool, "unit-session")) as other,
         stub_api() as (url, state),
     ):
-        assert other.stdout is not None
-        assert other.stdout.readline() == "locked\n"
         reporter = make_reporter(url, tmp_path, interval=0.05).start()
         try:
             wait_for(lambda: reporter.standing_by)
@@ -81,7 +92,6 @@ def test_a_reporter_stands_by_while_another_process_reports_and_then_takes_over(
             assert not reporter.standing_by
         finally:
             reporter.stop()
-            other.kill()
     assert f"ca4: reporting session unit-session from this process (pid {os.getpid()}) now" in [
         r.getMessage() for r in caplog.records
     ]
@@ -111,23 +121,15 @@ def test_another_session_spooled_in_the_same_directory_is_not_held_back(
     spool = tmp_path / "spool"
     spool.mkdir()
     with (
-        subprocess.Popen(
-            [sys.executable, "-c", HOLD_LOCK, str(host_lock_file(spool, "run-a"))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        ) as other,
+        another_process_holding(host_lock_file(spool, "run-a")),
         stub_api() as (url, state),
     ):
-        assert other.stdout is not None
-        assert other.stdout.readline() == "locked\n"
         reporter = make_reporter(url, tmp_path, session_id="run-b", interval=0.05).start()
         try:
             wait_for(lambda: len(state.accepted_ids()) >= 1)
             assert not reporter.standing_by
         finally:
             reporter.stop()
-            other.kill()
 
 
 def test_a_lock_file_deleted_under_the_holder_is_taken_again(
