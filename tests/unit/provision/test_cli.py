@@ -191,7 +191,7 @@ def test_rebuild_projections_refuses_without_a_terminal_or_yes() -> None:
 
     assert result.exit_code == 1
     assert result.output == (
-        "error: Empty the session and GPU projections and rebuild them from events? "
+        "error: Empty the session, GPU and usage projections and rebuild them from events? "
         "Refusing without confirmation: stdin is not a terminal; pass --yes to go ahead.\n"
     )
 
@@ -206,10 +206,36 @@ def test_rebuild_projections_asks_on_a_terminal_and_no_stops_it(
     result = ca4("replay", "--rebuild-projections", input="n\n")
 
     assert result.exit_code == 1
-    assert "Empty the session and GPU projections and rebuild them from events? [y/N]" in (
-        result.output
+    assert "Empty the session, GPU and usage projections and rebuild them from events? [y/N]" in (
+        " ".join(result.output.split())
     )
     assert "Aborted" in result.output
+    assert replays == []
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        ("--since", "2026-11-01"),
+        ("--until", "2026-11-01"),
+        ("--source", "s3", "--since", "2026-11-01"),
+    ],
+    ids=["since", "until", "s3-since"],
+)
+def test_a_rebuild_takes_no_window_since_it_would_drop_everything_outside_it(
+    monkeypatch: pytest.MonkeyPatch, window: tuple[str, ...]
+) -> None:
+    replays: list[dict[str, Any]] = []
+    monkeypatch.setattr(worker_cli, "_replay", _recording(replays))
+
+    result = ca4("replay", "--rebuild-projections", *window, "--yes")
+
+    assert result.exit_code == 1
+    assert " ".join(result.output.split()) == (
+        "error: --rebuild-projections empties every projection (sessions, GPUs and usage) and "
+        "rebuilds them from everything the source holds, so it takes no --since or --until. "
+        "To fill what a window lacks, replay it with --apply-only."
+    )
     assert replays == []
 
 

@@ -458,9 +458,17 @@ def replay(  # noqa: PLR0917 - Typer passes each option by keyword
     the event store from the archive."""
     if store_events and source is not ReplaySource.S3:
         raise OperatorError("--store-events reads the archive: use it with --source s3.")
+    if rebuild_projections and (since is not None or until is not None):
+        # The rebuild empties every projection, so a window would leave only its own events:
+        # sessions counting part of their reports and GPU time before it gone for good.
+        raise OperatorError(
+            "--rebuild-projections empties every projection (sessions, GPUs and usage) and "
+            "rebuilds them from everything the source holds, so it takes no --since or --until. "
+            "To fill what a window lacks, replay it with --apply-only."
+        )
     if rebuild_projections:
         confirm_destructive(
-            f"Empty the session and GPU projections and rebuild them from {source.value}?",
+            f"Empty the session, GPU and usage projections and rebuild them from {source.value}?",
             yes=yes,
         )
     settings = get_settings()
