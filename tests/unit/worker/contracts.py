@@ -248,6 +248,42 @@ class ProjectionsContract:
         assert view.gpu_models_dropped == 4 * 64
         assert view.sample_count == 5
 
+    async def test_which_gpu_models_fit_under_the_cap_does_not_depend_on_batching(
+        self, projections: Projections
+    ) -> None:
+        # Names whose sorted order is not the order they are met in: 3 x 40 passes the cap.
+        events = [
+            positioned(
+                0,
+                report,
+                session_id="many-models",
+                occurred_at=BASE_TIME + timedelta(seconds=report),
+                gpus=[
+                    gpu_sample(i, name=f"{chr(ord('z') - i % 26)}-{report}-{i:02d}")
+                    for i in range(40)
+                ],
+            )
+            for report in range(3)
+        ]
+        await projections.apply(events)
+        all_at_once = await projections.session("many-models", tenant=None)
+        await projections.reset()
+        for item in events:
+            await projections.apply([item])
+        one_by_one = await projections.session("many-models", tenant=None)
+        assert all_at_once is not None
+        assert one_by_one is not None
+        assert one_by_one.gpu_models == all_at_once.gpu_models
+        assert len(all_at_once.gpu_models) == SESSION_MAX_GPU_MODELS
+        assert (all_at_once.gpu_models_dropped, one_by_one.gpu_models_dropped) == (56, 56)
+
+    async def test_a_session_is_never_seen_past_its_receipt(self, projections: Projections) -> None:
+        # A client clock 4:59 ahead would list the session as seen in the future (seen_since).
+        await projections.apply([dated_ahead()])
+        view = await projections.session("s", tenant=None)
+        assert view is not None
+        assert (view.first_seen, view.last_seen) == (BASE_TIME, BASE_TIME)
+
     async def test_any_batching_gives_the_same_result(self, projections: Projections) -> None:
         events = session_stream(sessions=5, events_per_session=12)
         await projections.apply(events)

@@ -137,11 +137,11 @@ class SessionState:
         utilization = [
             gpu.utilization_gpu_pct for gpu in gpus if gpu.utilization_gpu_pct is not None
         ]
-        kept = sorted({gpu.name for gpu in gpus})[:SESSION_MAX_GPU_MODELS]
+        kept = list(dict.fromkeys(gpu.name for gpu in gpus))[:SESSION_MAX_GPU_MODELS]
         return cls(
             tenant=event.tenant,
-            first_seen=positioned.occurred_at_ms,
-            last_seen=positioned.occurred_at_ms,
+            first_seen=positioned.ordered_at_ms,
+            last_seen=positioned.ordered_at_ms,
             sample_count=1,
             gpu_models=kept,
             gpu_models_dropped=sum(1 for gpu in gpus if gpu.name not in kept),
@@ -158,7 +158,7 @@ class SessionState:
         In place: a batch folds thousands of events per session, and one object per event
         cost a third of the projection step.
         """
-        occurred_at = positioned.occurred_at_ms
+        occurred_at = positioned.ordered_at_ms  # a session is never seen past its receipt
         self.first_seen = min(self.first_seen, occurred_at)
         self.last_seen = max(self.last_seen, occurred_at)
         self.sample_count += 1
@@ -184,8 +184,11 @@ class SessionState:
 
     def capped_against(self, stored_models: Collection[str]) -> SessionState:
         """This delta as it merges into a state holding ``stored_models``: only the new models
-        that fit under the cap (sorted), the rest counted in ``gpu_models_dropped``."""
-        new = sorted(set(self.gpu_models).difference(stored_models))
+        that fit under the cap, the rest counted in ``gpu_models_dropped``.
+
+        Models are kept in the order they were first met, as :meth:`absorb` keeps them, so
+        which fit does not depend on how events were batched (a rebuild keeps the same)."""
+        new = [model for model in self.gpu_models if model not in stored_models]
         room = max(0, SESSION_MAX_GPU_MODELS - len(stored_models))
         return replace(
             self,
