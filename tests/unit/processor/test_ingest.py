@@ -118,6 +118,27 @@ async def test_batch_with_bad_items_publishes_the_others_and_reports_each_error(
     assert published == {r["event_id"] for i, r in enumerate(reports) if i not in {2, 5, 7}}
 
 
+async def test_every_accepted_report_of_a_batch_has_its_own_log_line(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK posts batches: a line per event is how an operator finds a client's event id."""
+    reports = [make_report() for _ in range(3)]
+    reports[1]["payload"]["host"]["cpu_count"] = "2"
+    caplog.set_level(logging.INFO)
+
+    response = await client.post(
+        "/v1/metadata/batch", json={"reports": reports}, headers=DEV_HEADERS
+    )
+
+    assert response.status_code == 207
+    lines = [record.msg for record in caplog.records if isinstance(record.msg, dict)]
+    accepted = [line for line in lines if line["event"] == "ingest.accepted"]
+    assert [(line["event_id"], line["session_id"]) for line in accepted] == [
+        (report["event_id"], report["session_id"]) for report in (reports[0], reports[2])
+    ]
+    assert [line["offset"] for line in accepted] == [0, 1]
+
+
 async def test_unavailable_kafka_is_503_with_retry_after_and_never_202(
     client: httpx.AsyncClient, fake_publisher: FakePublisher
 ) -> None:

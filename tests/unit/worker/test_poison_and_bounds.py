@@ -8,7 +8,9 @@ import json
 from collections.abc import Sequence
 
 import pytest
+import structlog
 from bson.errors import InvalidDocument
+from ca4_worker.application import poison
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls
 from ca4_worker.application.ports import (
     AppendOutcome,
@@ -85,6 +87,25 @@ async def test_a_document_the_store_refuses_is_dead_lettered_and_the_rest_stored
     view = await projections.session("s1", tenant=None)
     assert view is not None
     assert view.sample_count == 9
+
+
+async def test_a_dead_letter_log_line_names_the_event_and_session_a_client_looks_for(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh logger: the module's may be cached with processors of an earlier configuration.
+    monkeypatch.setattr(poison, "log", structlog.get_logger(poison.__name__))
+    good = event_body(session_id="s1")
+    unknown_version = {**event_body(session_id="s1"), "schema_version": 99}
+    never_from_the_processor = RawRecord("gpu-metadata", 0, 2, b"{", key=b"x" * 10_000)
+    with structlog.testing.capture_logs() as lines:
+        await service(parts).handle_batch(
+            [*batch_of([good, unknown_version]), never_from_the_processor]
+        )
+    dead = [line for line in lines if line["event"] == "dead-lettered"]
+    assert [(line.get("event_id"), line.get("session_id")) for line in dead] == [
+        (unknown_version["event_id"], "s1"),
+        (None, "x" * 128),
+    ]
 
 
 async def test_an_event_the_projection_refuses_is_dead_lettered_later_ones_still_apply(

@@ -22,6 +22,9 @@ def _add_trace_context(
     return event_dict
 
 
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure_logging(service: str, level: str = "INFO", *, json_logs: bool = True) -> None:
     """Route structlog and stdlib logging to one JSON-lines stream on stdout.
 
@@ -58,4 +61,9 @@ def configure_logging(service: str, level: str = "INFO", *, json_logs: bool = Tr
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
+    # uvicorn configures its own loggers (plain text on stderr) before it imports the app:
+    # their lines (start-up, shutdown, an application's unhandled error) join the JSON stream.
+    for name in UVICORN_LOGGERS:
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     structlog.contextvars.bind_contextvars(service=service)

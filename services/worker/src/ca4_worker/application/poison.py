@@ -21,7 +21,7 @@ from ca4_worker.application.ports import DeadLetterSink, RejectedError
 from ca4_worker.application.retry import until_available
 from ca4_worker.core import metrics
 from ca4_worker.domain.dead_letters import ERROR_UNEXPECTED, PoisonStage, staged
-from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord
+from ca4_worker.domain.records import DeadLetter, PositionedEvent, RawRecord, record_ids
 
 log = structlog.get_logger(__name__)
 ResultT = TypeVar("ResultT")
@@ -130,4 +130,5 @@ async def publish_dead_letters(
             partition=letter.record.partition,
             offset=letter.record.offset,
             trace_id=trace_id(letter.record),
+            **record_ids(letter.record),
         )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Generic, NamedTuple, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from ca4_schemas import GpuMetadataReported, GpuSample, encode_event, record_weight
-from ca4_schemas.constants import HEADER_TENANT
+from ca4_schemas.constants import HEADER_EVENT_ID, HEADER_TENANT
 
 T = TypeVar("T")
 
@@ -178,7 +178,30 @@ class DeadLetter:
 
 def header_tenant(record: RawRecord) -> str:
     """The ``ca4-tenant`` header the processor set on ``record`` (``""`` when there is none)."""
+    return _header(record, HEADER_TENANT)
+
+
+LOGGED_ID_MAX_CHARS: Final = 128
+"""Longest id a log line repeats from a record: a record that never went through the processor
+may carry any key or header."""
+
+
+def record_ids(record: RawRecord) -> dict[str, str]:
+    """The ``event_id`` (the processor's ``ca4-event-id`` header) and ``session_id`` (the
+    record's key) that name ``record`` in log lines, each only when present: a record the
+    worker cannot decode still names the event its client can look for."""
+    ids = {}
+    if event_id := _header(record, HEADER_EVENT_ID):
+        ids["event_id"] = event_id[:LOGGED_ID_MAX_CHARS]
+    if record.key:
+        ids["session_id"] = record.key[: LOGGED_ID_MAX_CHARS * 4].decode("utf-8", "replace")[
+            :LOGGED_ID_MAX_CHARS
+        ]
+    return ids
+
+
+def _header(record: RawRecord, header: str) -> str:
     for name, value in record.headers:
-        if name == HEADER_TENANT:
+        if name == header:
             return value.decode("utf-8", "replace")
     return ""

@@ -154,6 +154,17 @@ def _validation_error(error: RequestValidationFailedError) -> Response:
     )
 
 
+def _log_accepted(event: GpuMetadataReported, receipt: Receipt) -> None:
+    """One line per accepted event, whichever route took it: the ids a client looks for."""
+    log.info(
+        "ingest.accepted",
+        event_id=str(event.event_id),
+        session_id=event.session_id,
+        partition=receipt.partition,
+        offset=receipt.offset,
+    )
+
+
 async def _publish(
     events: list[GpuMetadataReported],
     publisher: EventPublisher,
@@ -241,13 +252,7 @@ async def create_report(
         outcome = (await _publish([event], publisher, metrics, settings))[0]
         if isinstance(outcome, str):
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"report refused: {outcome}")
-        log.info(
-            "ingest.accepted",
-            event_id=str(event.event_id),
-            session_id=event.session_id,
-            partition=outcome.partition,
-            offset=outcome.offset,
-        )
+        _log_accepted(event, outcome)
         return Response(
             outcome.model_dump_json(), status_code=status.HTTP_202_ACCEPTED, media_type=_JSON
         )
@@ -315,13 +320,10 @@ async def create_reports(
         ]
         accepted = sum(result.status == "accepted" for result in results)
         rejected = parsed.size - accepted
-        log.info(
-            "ingest.batch",
-            accepted=accepted,
-            rejected=rejected,
-            event_ids=[str(event.event_id) for event in events],
-            session_ids=sorted({event.session_id for event in events}),
-        )
+        for position, event in enumerate(events):
+            if not isinstance(receipt := outcomes[position], str):
+                _log_accepted(event, receipt)
+        log.info("ingest.batch", accepted=accepted, rejected=rejected)
         if not rejected:
             status_code = status.HTTP_202_ACCEPTED
         elif accepted:
