@@ -23,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner
 
 from tests.integration.worker.support import produce, running_worker, wait_for
-from tests.unit.worker.factories import TENANT_A
+from tests.unit.worker.factories import TENANT_A, gpu_sample, positioned
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
     RULES,
@@ -167,10 +167,52 @@ async def test_marks_from_before_they_moved_into_day_records_are_read_and_moved(
     assert sorted(holders) == ["usage-nlp/2026-01-05", "usage-vision/2026-01-06"]
 
 
+async def test_labels_changed_mid_day_are_billed_apart_also_after_an_upgrade(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """Records written before label sets (no ``label_sets``, no ``label_set`` per GPU) keep
+    their time under their labels; what follows is billed under each report's own labels."""
+    events = [
+        positioned(
+            0,
+            offset,
+            session_id="notebook",
+            occurred_at=START + timedelta(seconds=60 * offset),
+            labels={"project": "vision", "run": "exp-1" if offset < 4 else "exp-2"},
+            gpus=[gpu_sample(0, uuid_="GPU-labelled", utilization=90.0, memory_used=1000.0)],
+        )
+        for offset in range(7)
+    ]
+    records = MongoUsageRecords(database)
+    await records.create_indexes()
+    await UsageProjection(records, rules=RULES).apply(events[:4])
+    await database["usage_days"].update_many(
+        {}, {"$unset": {"label_sets": "", "gpus.$[].label_set": ""}}
+    )
+    legacy = [doc async for doc in database["usage_days"].find({})]
+    assert [("label_sets" in doc, [gpu.keys() for gpu in doc["gpus"]]) for doc in legacy] == [
+        (False, [{"gpu_uuid", "gpu_model", "held_ms", "busy_ms", "idle_ms"}])
+    ]
+    await UsageProjection(records, rules=RULES).apply(events[4:])
+
+    days = [day async for day in records.days_between(START.date(), date(2026, 1, 7), tenant=None)]
+    by_run = {row.group: row.held_seconds for row in roll_up(days, group_by="label:run")}
+    assert by_run == {"exp-1": 180.0, "exp-2": 180.0}
+    [stored] = [doc async for doc in database["usage_days"].find({})]
+    assert stored["label_sets"] == [
+        {"project": "vision", "run": "exp-1"},
+        {"project": "vision", "run": "exp-2"},
+    ]
+    assert sorted((gpu["label_set"], gpu["held_ms"]) for gpu in stored["gpus"]) == [
+        (0, 180_000),
+        (1, 180_000),
+    ]
+
+
 async def _many_days(database: AsyncDatabase[Doc], count: int) -> MongoUsageRecords:
     """``count`` day records of one tenant, each of 8 GPUs."""
     gpus = {
-        f"GPU-{index}": GpuUsage(f"GPU-{index}", "NVIDIA H100", held_ms=60_000)
+        (f"GPU-{index}", 0): GpuUsage(f"GPU-{index}", "NVIDIA H100", held_ms=60_000)
         for index in range(8)
     }
     await database["usage_days"].insert_many(
@@ -258,7 +300,7 @@ async def test_a_usage_report_read_from_the_database_folds_groups_past_its_cap(
                     labels={"project": "vision"},
                     runtime="colab",
                     gpus={
-                        f"GPU-{session}-{gpu}": GpuUsage(
+                        (f"GPU-{session}-{gpu}", 0): GpuUsage(
                             f"GPU-{session}-{gpu}", f"model-{session}-{gpu}", held_ms=1_000 * gpu
                         )
                         for gpu in range(8)
@@ -310,7 +352,7 @@ async def test_a_report_of_every_tenant_from_the_database_keeps_tenants_and_synt
     def one_gpu(tenant: str, session: str, project: str | None, held_s: int) -> Doc:
         labels = {} if project is None else {"project": project}
         gpu = GpuUsage(f"GPU-{session}", "NVIDIA H100", held_ms=held_s * 1000)
-        day = UsageDay(session, START.date(), tenant, labels, "colab", gpus={gpu.gpu_uuid: gpu})
+        day = UsageDay(session, START.date(), tenant, labels, "colab", gpus={gpu.key: gpu})
         return day_document(day, 1)
 
     noise = [one_gpu("evil", f"e{index}", f"junk{index}", 1) for index in range(60)]

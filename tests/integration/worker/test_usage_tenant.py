@@ -37,7 +37,7 @@ WINDOW = {"from": START.date().isoformat(), "to": END.isoformat()}
 def _day(tenant: str, session: str, models: list[str], held_s: int = 60) -> Doc:
     """One day record of a GPU of each of ``models``, labelled project ``p-<tenant>``."""
     gpus = {
-        f"GPU-{session}-{index}": GpuUsage(
+        (f"GPU-{session}-{index}", 0): GpuUsage(
             f"GPU-{session}-{index}", model, held_ms=held_s * 1000 * (index + 1)
         )
         for index, model in enumerate(models)

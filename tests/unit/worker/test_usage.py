@@ -17,11 +17,17 @@ from ca4_schemas import GpuMetadataReported
 from ca4_worker.application.usage import UsageProjection, Versioned, roll_up, usage_report
 from ca4_worker.core.config import Settings
 from ca4_worker.domain.records import Position, PositionedEvent
-from ca4_worker.domain.usage import GpuUsage, UsageDay, split_by_day
+from ca4_worker.domain.usage import (
+    USAGE_MAX_ENTRIES_PER_DAY,
+    USAGE_MAX_LABEL_SETS_PER_DAY,
+    GpuUsage,
+    UsageDay,
+    split_by_day,
+)
 from ca4_worker.main import create_app
 from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 
-from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, gpu_sample
+from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, gpu_sample, positioned
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
     EXPECTED_VISION_BY_DAY,
@@ -62,7 +68,7 @@ async def test_known_stretches_give_exact_seconds_per_project_and_day() -> None:
 
 
 def _day_seconds(day: UsageDay) -> dict[str, float]:
-    usage = day.gpus["GPU-usage-t4"]
+    usage = day.gpus["GPU-usage-t4", 0]
     return {
         "held_seconds": usage.held_ms / 1000,
         "busy_seconds": usage.busy_ms / 1000,
@@ -239,8 +245,8 @@ def test_roll_ups_by_model_and_runtime_and_prices() -> None:
     )
 
     day.gpus = {
-        "g1": GpuUsage("g1", "Tesla T4", held_ms=7_200_000, busy_ms=3_600_000, idle_ms=0),
-        "g2": GpuUsage("g2", "L4", held_ms=3_600_000, busy_ms=0, idle_ms=3_600_000),
+        ("g1", 0): GpuUsage("g1", "Tesla T4", held_ms=7_200_000, busy_ms=3_600_000, idle_ms=0),
+        ("g2", 0): GpuUsage("g2", "L4", held_ms=3_600_000, busy_ms=0, idle_ms=3_600_000),
     }
     by_model = roll_up([day], group_by="gpu_model", prices={"Tesla T4": 0.35})
     assert [(row.group, row.held_hours, row.cost, row.unpriced_hours) for row in by_model] == [
@@ -456,7 +462,7 @@ async def test_a_usage_report_holds_its_groups_not_its_records() -> None:
                 labels=labels,
                 runtime="colab",
                 gpus={
-                    f"GPU-{gpu}": GpuUsage(f"GPU-{gpu}", "NVIDIA H100", held_ms=60_000)
+                    (f"GPU-{gpu}", 0): GpuUsage(f"GPU-{gpu}", "NVIDIA H100", held_ms=60_000)
                     for gpu in range(64)
                 },
             )
@@ -499,3 +505,111 @@ async def test_an_event_stored_with_a_year_1_time_is_counted_like_any_other() ->
     ]
     held = _held_seconds(await _applied_in([events]))
     assert {day: sum(gpus.values()) for day, gpus in held.items()} == {"old-clock/0001-01-01": 10.0}
+
+
+_MORNING = datetime(2026, 1, 6, 1, 0, tzinfo=UTC)
+"""Far from midnight: every labelled run below fits in one day record."""
+
+
+def _labelled_run(runs: Sequence[tuple[str, int]], *, every_s: int = 60) -> list[PositionedEvent]:
+    """One busy GPU of one session every ``every_s``, labelled ``run`` by each (name, reports)
+    in turn: ``new Reporter(labels=...)`` between experiments of one notebook."""
+    names = [name for name, count in runs for _ in range(count)]
+    return [
+        positioned(
+            0,
+            offset,
+            session_id="notebook",
+            occurred_at=_MORNING + timedelta(seconds=every_s * offset),
+            labels={"project": "vision", "run": name},
+            gpus=[gpu_sample(0, uuid_="GPU-labelled", utilization=90.0, memory_used=1000.0)],
+        )
+        for offset, name in enumerate(names)
+    ]
+
+
+async def _held_by(records: InMemoryUsageRecords, group_by: str) -> dict[str, float]:
+    days = [item.record for item in records.days.values()]
+    return {row.group: row.held_seconds for row in roll_up(days, group_by=group_by)}
+
+
+async def test_labels_changed_mid_day_bill_each_label_set_its_own_time() -> None:
+    """An interval counts under the labels of the report that closes it: the whole day used to
+    go to the newest labels (a bill by run gave the day's last experiment everything)."""
+    events = _labelled_run([("exp-1", 60), ("exp-2", 2)])
+    for batches in ([events], [[event] for event in events], [events[:30], events[25:]]):
+        records = await _applied_in(batches)
+        assert await _held_by(records, "label:run") == {"exp-1": 3540.0, "exp-2": 120.0}
+        assert await _held_by(records, "label:project") == {"vision": 3660.0}
+        assert await _held_by(records, "gpu_model") == {"Tesla T4": 3660.0}
+
+
+async def test_label_sets_past_the_cap_bill_under_the_last_one_kept() -> None:
+    runs = [(f"exp-{index:02d}", 3) for index in range(20)]
+    records = await _applied_in([_labelled_run(runs)])
+    [day] = [item.record for item in records.days.values()]
+    assert len(day.label_sets) == USAGE_MAX_LABEL_SETS_PER_DAY
+    held = await _held_by(records, "label:run")
+    assert held == {
+        "exp-00": 120.0,
+        **{f"exp-{index:02d}": 180.0 for index in range(1, 7)},
+        "exp-07": 180.0 * 13,  # its own and the twelve sets past the cap
+    }
+    assert sum(held.values()) == (60 - 1) * 60
+
+
+async def test_label_sets_stop_at_the_characters_a_record_may_hold() -> None:
+    # Each set as long as a report's labels may be: 32 labels of 256 characters.
+    long_labels = {f"k{key:02d}": "v" * 256 for key in range(31)}
+    events = [
+        positioned(
+            0,
+            offset,
+            session_id="bloat",
+            occurred_at=_MORNING + timedelta(seconds=60 * offset),
+            labels={**long_labels, "run": f"exp-{offset}"},
+            gpus=[gpu_sample(0, uuid_="GPU-bloat", utilization=90.0, memory_used=1000.0)],
+        )
+        for offset in range(8)
+    ]
+    records = await _applied_in([events])
+    [day] = [item.record for item in records.days.values()]
+    # The first report closes no interval; four sets of about 8,000 characters fit.
+    assert [labels["run"] for labels in day.label_sets] == ["exp-1", "exp-2", "exp-3", "exp-4"]
+    assert await _held_by(records, "label:run") == {
+        "exp-1": 60.0,
+        "exp-2": 60.0,
+        "exp-3": 60.0,
+        "exp-4": 60.0 * 4,
+    }
+
+
+async def test_a_record_from_before_label_sets_keeps_its_time_under_its_labels() -> None:
+    events = _labelled_run([("exp-1", 3), ("exp-2", 2)])
+    records = await _applied_in([events[:3]])
+    for item in records.days.values():  # as a worker before label sets stored it
+        item.record.label_sets.clear()
+    projection = UsageProjection(records, rules=RULES)
+    await projection.apply(events[3:])
+    assert await _held_by(records, "label:run") == {"exp-1": 120.0, "exp-2": 120.0}
+
+
+async def test_past_the_entries_a_record_may_hold_a_gpu_stays_under_its_last_label_set() -> None:
+    gpus = [gpu_sample(index, utilization=90.0, memory_used=1000.0) for index in range(64)]
+    events = [
+        positioned(
+            0,
+            offset,
+            session_id="wide",
+            occurred_at=_MORNING + timedelta(seconds=60 * offset),
+            labels={"run": f"exp-{offset // 3}"},
+            gpus=gpus,
+        )
+        for offset in range(24)
+    ]
+    records = await _applied_in([events])
+    [day] = [item.record for item in records.days.values()]
+    assert len(day.gpus) == USAGE_MAX_ENTRIES_PER_DAY
+    held = await _held_by(records, "label:run")
+    assert held == {"exp-0": 2 * 60.0 * 64, "exp-1": (24 - 3) * 60.0 * 64}
+    assert sum(usage.held_ms for usage in day.gpus.values()) == 23 * 60_000 * 64

@@ -49,7 +49,7 @@ def _many_models(tenant: str, sessions: int, gpus: int) -> list[UsageDay]:
             labels={"project": "p"},
             runtime="colab",
             gpus={
-                f"GPU-{session}-{gpu}": GpuUsage(
+                (f"GPU-{session}-{gpu}", 0): GpuUsage(
                     f"GPU-{session}-{gpu}",
                     f"{LONG}{session:06d}-{gpu:03d}",
                     held_ms=60_000 * (gpu + 1),

@@ -38,7 +38,7 @@ def _records(sessions: int, gpus: int) -> InMemoryUsageRecords:
             labels={"project": "p"},
             runtime="colab",
             gpus={
-                f"GPU-{session}-{gpu}": GpuUsage(
+                (f"GPU-{session}-{gpu}", 0): GpuUsage(
                     f"GPU-{session}-{gpu}",
                     f"{LONG}{session:06d}-{gpu:03d}",
                     held_ms=60_000 * (gpu + 1),
@@ -160,7 +160,7 @@ def _day(
         tenant=tenant,
         labels={} if project is None else {"project": project},
         runtime="colab",
-        gpus={f"GPU-{session}": GpuUsage(f"GPU-{session}", model, held_ms=held_s * 1000)},
+        gpus={(f"GPU-{session}", 0): GpuUsage(f"GPU-{session}", model, held_ms=held_s * 1000)},
     )
 
 

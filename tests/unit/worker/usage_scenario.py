@@ -102,7 +102,7 @@ def day_record(
         tenant=tenant,
         labels={"project": project},
         runtime="colab",
-        gpus={f"GPU-{session}": GpuUsage(f"GPU-{session}", model, held_ms=held_s * 1000)},
+        gpus={(f"GPU-{session}", 0): GpuUsage(f"GPU-{session}", model, held_ms=held_s * 1000)},
     )
 
 

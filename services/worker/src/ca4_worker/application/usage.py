@@ -22,6 +22,7 @@ from ca4_worker.application.ports import Projections, TimedOutError, Unavailable
 from ca4_worker.application.views import GpuQuery, GpuView, Page, SessionQuery, SessionView
 from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.domain.usage import (
+    GpuUsage,
     UsageDay,
     UsageRules,
     fold_usage,
@@ -303,16 +304,16 @@ OTHER_GROUP = "(other)"
 """How the row summing a tenant's groups past a report's cap shows (kind ``other``)."""
 
 
-def group_key(day: UsageDay, model: str, group_by: str) -> str | None:
+def group_key(day: UsageDay, usage: GpuUsage, group_by: str) -> str | None:
     """The value ``group_by`` (``label:<key>``, ``gpu_model``, ``runtime`` or ``tenant``)
-    takes; ``None`` for a record without the label."""
+    takes for ``usage``'s time; ``None`` for time billed under labels without the key."""
     if group_by == "gpu_model":
-        return model
+        return usage.gpu_model
     if group_by == "runtime":
         return day.runtime
     if group_by == "tenant":
         return day.tenant
-    return day.labels.get(group_by.removeprefix("label:"))
+    return day.labels_of(usage).get(group_by.removeprefix("label:"))
 
 
 _RowKey = tuple[str | None, RowKind, str]
@@ -373,7 +374,7 @@ class UsageRollUp:
         """Count one day record."""
         tenant = day.tenant if self._per_tenant else None
         for usage in day.gpus.values():
-            value = group_key(day, usage.gpu_model, self._group_by)
+            value = group_key(day, usage, self._group_by)
             key = self._row((tenant, "none", "") if value is None else (tenant, "value", value))
             sums = self._totals.setdefault(key, [0, 0, 0])
             sums[0] += usage.held_ms

@@ -34,11 +34,26 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
 from ca4_worker.domain.projection import applied_key
-from ca4_worker.domain.records import PositionedEvent
+from ca4_worker.domain.records import GpuReading, PositionedEvent
 
 USAGE_MAX_GPUS_PER_SESSION: Final = 64
 """Most GPUs one session's marks (and each of its day records) track; a report holds at most 64.
 Samples of GPUs past the cap are counted in ``gpus_dropped``, not billed."""
+
+USAGE_MAX_LABEL_SETS_PER_DAY: Final = 8
+"""Most distinct label sets one day record bills apart (``run`` changed between experiments of
+one session, say). Time under label sets past the cap is billed under the last one kept, so the
+record's size stays bounded whatever a client sends."""
+USAGE_MAX_ENTRIES_PER_DAY: Final = 128
+"""Most (GPU, label set) entries one day record starts with a label set of their own: past it, a
+GPU's time is billed under the last label set it already has time under that day (a GPU with
+none gets its first entry still, so a record holds at most this plus
+:data:`USAGE_MAX_GPUS_PER_SESSION`). Without it, 64 GPUs under 8 label sets made 512 entries,
+about 620 KiB a record in Python, which a usage report reads a hundred at a time."""
+USAGE_MAX_LABEL_CHARS_PER_DAY: Final = 32_768
+"""Most characters of label keys and values one day record's label sets hold (a set of 32
+labels at their longest takes about 10,000): the second bound on its size, which a usage report
+reads a hundred records at a time."""
 
 
 @dataclass(frozen=True)
@@ -62,13 +77,25 @@ class GpuMark:
 
 @dataclass
 class GpuUsage:
-    """Milliseconds one GPU was held, busy and idle (integers: exact in any order)."""
+    """Milliseconds one GPU was held, busy and idle under one label set (integers: exact in
+    any order)."""
 
     gpu_uuid: str
     gpu_model: str
     held_ms: int = 0
     busy_ms: int = 0
     idle_ms: int = 0
+    label_set: int = 0
+    """Which of its day record's :attr:`UsageDay.label_sets` the time is billed under."""
+
+    @property
+    def key(self) -> UsageKey:
+        """Where its day record keeps it: one entry per GPU and label set."""
+        return (self.gpu_uuid, self.label_set)
+
+
+UsageKey = tuple[str, int]
+"""A GPU's entry in a day record: its UUID and label set."""
 
 
 @dataclass
@@ -93,14 +120,56 @@ class UsageDay:
     """The labels of the newest event counted on this day (project and friends)."""
     runtime: str
     applied: dict[str, int] = field(default_factory=dict)
-    gpus: dict[str, GpuUsage] = field(default_factory=dict)
+    gpus: dict[UsageKey, GpuUsage] = field(default_factory=dict)
     marks: UsageMarks | None = None
     """The session's marks, when this is the day of their newest reading."""
+    label_sets: list[dict[str, str]] = field(default_factory=list)
+    """The label sets the day's time is billed under, first met first (at most
+    :data:`USAGE_MAX_LABEL_SETS_PER_DAY`): an interval counts under the labels of the report
+    that closes it, so a session whose labels change mid-day bills each set its own time.
+    Empty in a record written before label sets were kept: all of it is under ``labels``."""
 
     @property
     def document_id(self) -> str:
         """The id of this record: session and day."""
         return usage_day_id(self.session_id, self.day)
+
+    def labels_of(self, usage: GpuUsage) -> dict[str, str]:
+        """The labels ``usage``'s time is billed under."""
+        return self.label_sets[usage.label_set] if self.label_sets else self.labels
+
+    def usage_of(self, sample: GpuReading, labels: dict[str, str]) -> GpuUsage:
+        """The entry that bills ``sample``'s GPU under ``labels`` (made when new), or past
+        :data:`USAGE_MAX_ENTRIES_PER_DAY` the GPU's entry of its last label set."""
+        entry = (sample.uuid, self.label_set_of(labels))
+        usage = self.gpus.get(entry)
+        if usage is not None:
+            return usage
+        if len(self.gpus) >= USAGE_MAX_ENTRIES_PER_DAY:
+            known = [set_ for uuid, set_ in self.gpus if uuid == sample.uuid]
+            if known:
+                return self.gpus[sample.uuid, max(known)]
+        usage = self.gpus[entry] = GpuUsage(sample.uuid, sample.name, label_set=entry[1])
+        return usage
+
+    def label_set_of(self, labels: dict[str, str]) -> int:
+        """The index of ``labels`` among the label sets, added when new and there is room;
+        past the cap, the last set kept."""
+        if not self.label_sets:
+            self.label_sets.append(dict(self.labels))  # what a record before label sets held
+        for index, known in enumerate(self.label_sets):
+            if known == labels:
+                return index
+        if len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY and (
+            sum(map(_label_chars, self.label_sets)) + _label_chars(labels)
+            <= USAGE_MAX_LABEL_CHARS_PER_DAY
+        ):
+            self.label_sets.append(dict(labels))
+        return len(self.label_sets) - 1
+
+
+def _label_chars(labels: dict[str, str]) -> int:
+    return sum(len(key) + len(value) for key, value in labels.items())
 
 
 def usage_day_id(session_id: str, day: date) -> str:
@@ -209,9 +278,7 @@ def fold_usage(
                     record, baseline = found
                     if offset <= baseline.get(key, -1):
                         continue  # counted on this day before (redelivery, replay)
-                    usage = record.gpus.get(sample.uuid)
-                    if usage is None:
-                        usage = record.gpus[sample.uuid] = GpuUsage(sample.uuid, sample.name)
+                    usage = record.usage_of(sample, positioned.event.labels)
                     usage.held_ms += millis
                     usage.busy_ms += millis if busy else 0
                     usage.idle_ms += millis if idle else 0
@@ -256,7 +323,8 @@ def _day_record(
         record = replace(
             found,
             applied=dict(found.applied),
-            gpus={uuid: replace(usage) for uuid, usage in found.gpus.items()},
+            gpus={entry: replace(usage) for entry, usage in found.gpus.items()},
+            label_sets=[dict(labels) for labels in found.label_sets],
         )
     baselines[document_id] = dict(record.applied)
     changed[document_id] = record

@@ -95,6 +95,7 @@ def day_document(day: UsageDay, version: int) -> Doc:
         "tenant": day.tenant,
         "version": version,
         "labels": day.labels,
+        "label_sets": day.label_sets,
         "runtime": day.runtime,
         "applied": day.applied,
         "gpus": [
@@ -104,6 +105,7 @@ def day_document(day: UsageDay, version: int) -> Doc:
                 "held_ms": usage.held_ms,
                 "busy_ms": usage.busy_ms,
                 "idle_ms": usage.idle_ms,
+                "label_set": usage.label_set,
             }
             for usage in day.gpus.values()
         ],
@@ -122,15 +124,20 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
         runtime=doc["runtime"],
         applied=dict(doc["applied"]),
         gpus={
-            item["gpu_uuid"]: GpuUsage(
-                item["gpu_uuid"],
-                item["gpu_model"],
-                item["held_ms"],
-                item["busy_ms"],
-                item["idle_ms"],
+            usage.key: usage
+            for usage in (
+                GpuUsage(
+                    item["gpu_uuid"],
+                    item["gpu_model"],
+                    item["held_ms"],
+                    item["busy_ms"],
+                    item["idle_ms"],
+                    item.get("label_set", 0),  # a record from before label sets: all under 0
+                )
+                for item in doc["gpus"]
             )
-            for item in doc["gpus"]
         },
+        label_sets=[dict(labels) for labels in doc.get("label_sets", ())],
         marks=(
             marks_from_document(marks, session_id=doc["session_id"], tenant=doc["tenant"])
             if marks is not None
