@@ -3,6 +3,7 @@ README tells people to set, the ports ``ca4 verify`` uses, and the testcontainer
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from ca4_auth import ApiKeyRing, Scope
-from ca4_provision.devstack.versions import IMAGE_TAGS
+from ca4_provision.devstack.versions import IMAGE_TAGS, JMX_EXPORTER_AGENT
 from ca4_provision.verify.settings import VerifySettings
 
 from tests.infra.conftest import REPO
@@ -159,3 +160,76 @@ def test_the_documented_key_lines_make_a_keys_file_both_services_accept(
     assert identified is not None
     assert identified.tenant == "me"
     assert identified.scopes == {Scope.WRITE, Scope.READ}
+
+
+def test_compose_kafka_keeps_its_log_on_the_data_volume() -> None:
+    """Unset, the apache/kafka image logs to /tmp/kraft-combined-logs in the container, and
+    every re-creation (``docker compose down``, a changed setting) emptied Kafka."""
+    kafka = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["kafka"]
+    mounts = dict(volume.split(":", 1)[::-1] for volume in kafka["volumes"])
+    assert mounts[kafka["environment"]["KAFKA_LOG_DIRS"]] == "kafka-data"
+
+
+def _jmx_agent_script(agent_dir: Path, pinned: str) -> str:
+    """The one-shot's script as the container's shell gets it (compose's ``$$`` is ``$``),
+    with the volume at ``agent_dir`` and ``pinned`` for the sha256 it checks against."""
+    [_, _, script] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"][
+        "kafka-jmx-agent"
+    ]["command"]
+    assert JMX_EXPORTER_AGENT.sha256 in script
+    assert JMX_EXPORTER_AGENT.url in script
+    return (
+        script.replace("$$", "$")
+        .replace("/agent/", f"{agent_dir}/")
+        .replace(JMX_EXPORTER_AGENT.sha256, pinned)
+    )
+
+
+@pytest.mark.parametrize(
+    ("present", "served", "ok"),
+    [
+        (None, b"the agent", True),
+        (b"the ag", b"the agent", True),  # a download cut short, from an earlier run
+        (b"the agent", None, True),  # nothing fetched again
+        (None, b"a proxy's error page", False),
+    ],
+    ids=["fresh", "truncated", "already-there", "wrong-file"],
+)
+def test_compose_jmx_agent_one_shot_keeps_only_the_pinned_jar(
+    tmp_path: Path, present: bytes | None, served: bytes | None, ok: bool
+) -> None:
+    agent, bin_dir = tmp_path / "agent", tmp_path / "bin"
+    agent.mkdir()
+    bin_dir.mkdir()
+    jar = agent / "jmx_prometheus_javaagent.jar"
+    if present is not None:
+        jar.write_bytes(present)
+    fetches = tmp_path / "fetches"
+    curl = bin_dir / "curl"  # stands in for Maven Central: writes the -o file
+    curl.write_text(
+        '#!/bin/sh\necho "$@" >> "$FETCHES"\nwhile [ "$1" != -o ]; do shift; done\n'
+        'printf %s "$SERVED" > "$2"\n'
+    )
+    curl.chmod(0o755)
+    script = _jmx_agent_script(agent, hashlib.sha256(b"the agent").hexdigest())
+
+    done = subprocess.run(
+        ["sh", "-c", script],
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "FETCHES": str(fetches),
+            "SERVED": (served or b"").decode(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert (done.returncode == 0) is ok, done.stderr
+    assert sorted(path.name for path in agent.iterdir()) == (
+        ["jmx_prometheus_javaagent.jar"] if ok else []
+    )
+    if ok:
+        assert jar.read_bytes() == b"the agent"
+    assert fetches.exists() is (served is not None)

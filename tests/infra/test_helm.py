@@ -1001,3 +1001,99 @@ def test_app_existing_secret_checksum_is_refused_where_it_means_nothing(
     code, _, stderr = template(helm, "ca4-app", *args)
     assert code != 0
     assert message in stderr, stderr
+
+
+def test_app_notes_say_what_a_plain_helm_install_lacks_before_pods_can_start(
+    helm: str, tmp_path: Path
+) -> None:
+    """`helm install` with the defaults rendered and printed notes, while every pod waited on a
+    Secret nobody made, an image no registry serves, or archived to someone else's bucket."""
+    defaults = rendered_notes(helm, tmp_path / "defaults", chart="ca4-app")
+    assert "Before the pods can start:" in defaults
+    assert (
+        'the Secret "ca4-app-secrets" must exist in namespace app (`make ca4-deploy-app` '
+        "creates it; by hand:\n    kubectl -n app create secret generic ca4-app-secrets "
+        "--from-literal=mongo-url='<mongodb URL>' --from-file=api-key-hashes=<keys file>)"
+    ) in defaults
+    assert "image.tag is empty, so the pods run ghcr.io/ca4-project/ca4-processor:" in defaults
+    assert "config.s3.bucket is the placeholder ca4-archive" in defaults
+
+    as_make_deploys = rendered_notes(
+        helm,
+        tmp_path / "make",
+        *values_args("ca4-app", "prod"),
+        *["--set-string", "image.tag=0a1b2c3d4e5f", "--set-string", "config.s3.bucket=acme-ca4"],
+        chart="ca4-app",
+    )
+    assert "Before the pods can start:" in as_make_deploys  # the Secret make creates first
+    assert "image.tag is empty" not in as_make_deploys
+    assert "placeholder" not in as_make_deploys
+
+
+def test_the_chart_made_secret_is_not_named_like_the_one_make_creates(helm: str) -> None:
+    """Moving between the modes had Helm delete the Secret make applied, or refuse to adopt it."""
+    inline = [
+        *["--set-string", "secrets.existingSecret="],
+        *["--set-string", "secrets.mongoUrl=mongodb://db"],
+        *["--set-string", f"secrets.apiKeyHashes=ci:{'a' * 64}"],
+    ]
+    code, stdout, stderr = template(helm, "ca4-app", *inline)
+    assert code == 0, stderr
+    secrets = [doc for doc in yaml.safe_load_all(stdout) if doc and doc["kind"] == "Secret"]
+    assert [doc["metadata"]["name"] for doc in secrets] == ["ca4-app-inline-secrets"]
+
+
+def test_the_readme_keys_file_example_is_a_valid_inline_keys_value(
+    helm: str, tmp_path: Path
+) -> None:
+    """Comments and blank lines, which both services read, were refused by the schema."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## API keys and tenants", 1)[1]
+    example = section.split("```text\n", 1)[1].split("```", 1)[0]
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(f"{example}\n\n  # rotated 2026-11\n")
+    code, _, stderr = template(
+        helm,
+        "ca4-app",
+        *[
+            "--set-string",
+            "secrets.existingSecret=",
+            "--set-string",
+            "secrets.mongoUrl=mongodb://db",
+        ],
+        *["--set-file", f"secrets.apiKeyHashes={keys_file}"],
+    )
+    assert code == 0, stderr
+    keys_file.write_text(f"{example}\nci:not-a-sha256:acme:write\n")
+    code, _, stderr = template(
+        helm,
+        "ca4-app",
+        *[
+            "--set-string",
+            "secrets.existingSecret=",
+            "--set-string",
+            "secrets.mongoUrl=mongodb://db",
+        ],
+        *["--set-file", f"secrets.apiKeyHashes={keys_file}"],
+    )
+    assert code != 0
+    assert "apiKeyHashes" in stderr
+
+
+def test_platform_claims_outside_statefulsets_survive_an_uninstall(rendered: Any) -> None:
+    """helm uninstall deleted Prometheus's, Grafana's and Alertmanager's data (the
+    StatefulSets' claims, Kafka's and Loki's, are never deleted with a release)."""
+    for value_set in VALUE_SETS:
+        claims = [
+            doc
+            for doc in rendered[("ca4-platform", value_set)]
+            if doc["kind"] == "PersistentVolumeClaim"
+        ]
+        assert {doc["metadata"]["name"] for doc in claims} >= {
+            "prometheus-data",
+            "grafana-data",
+            "alertmanager-data",
+        }
+        for doc in claims:
+            annotations = doc["metadata"].get("annotations") or {}
+            assert annotations.get("helm.sh/resource-policy") == "keep", doc["metadata"]["name"]

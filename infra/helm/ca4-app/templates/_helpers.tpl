@@ -62,10 +62,12 @@ Return the ServiceAccount name.
 {{- end -}}
 
 {{/*
-Return the name of the Secret holding mongo-url and api-key-hashes.
+Return the name of the Secret holding mongo-url and api-key-hashes. The one the chart makes from
+secrets.mongoUrl and secrets.apiKeyHashes is not named like the one `make ca4-deploy-app` creates
+outside Helm (ca4-app-secrets), so moving between the two never has Helm adopt or delete the other.
 */}}
 {{- define "ca4-app.secretName" -}}
-{{- default (printf "%s-secrets" (include "ca4-app.fullname" .)) .Values.secrets.existingSecret -}}
+{{- default (printf "%s-inline-secrets" (include "ca4-app.fullname" .)) .Values.secrets.existingSecret -}}
 {{- end -}}
 
 {{/*
