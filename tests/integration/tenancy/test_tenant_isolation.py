@@ -60,7 +60,7 @@ def keys_text(keys: dict[str, tuple[str, str, str]]) -> str:
 
 @contextlib.asynccontextmanager
 async def running_processor(
-    services: Endpoints, topic: str, database_name: str, keys_file: Path
+    services: Endpoints, topic: str, database_name: str, keys_file: Path, **settings: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_processor(
         ProcessorSettings(
@@ -70,7 +70,7 @@ async def running_processor(
             MONGO_DB=database_name,
             API_KEYS_FILE=keys_file,
             API_KEYS_RELOAD_INTERVAL_S=RELOAD_INTERVAL_S,
-            RATE_LIMIT_PER_SECOND=0,
+            **({"RATE_LIMIT_PER_SECOND": 0} | settings),
         )
     )
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
@@ -331,3 +331,27 @@ async def test_after_the_database_is_lost_a_restored_session_stays_its_owners(
         owner = await _post(processor, "k-tenant-b", "b-long-run")
     assert (squatter.status_code, owner.status_code) == (403, 202)
     assert squatter.json()["detail"].startswith("session 'b-long-run' belongs to another tenant")
+
+
+async def test_new_sessions_past_the_tenants_burst_are_refused_before_any_claim(
+    services: Endpoints,
+    worker_settings: WorkerSettings,
+    keys_file: Path,
+    database: AsyncDatabase[Doc],
+) -> None:
+    """Claims in the real database: a refused new session is never claimed, and a processor
+    that starts afresh (an empty cache) does not count sessions claimed before as new."""
+    limited = {"RATE_LIMIT_PER_SECOND": 1000, "RATE_LIMIT_NEW_SESSIONS_PER_SECOND": 0.001}
+    limited |= {"RATE_LIMIT_NEW_SESSIONS_BURST": 2}
+    topic, name = worker_settings.kafka_topic, worker_settings.mongo_db
+    async with running_processor(services, topic, name, keys_file, **limited) as processor:
+        first = [await _post(processor, "k-tenant-a", f"fresh-{i}") for i in range(3)]
+    async with running_processor(services, topic, name, keys_file, **limited) as restarted:
+        again = [await _post(restarted, "k-tenant-a", f"fresh-{i}") for i in range(2)]
+        new = await _post(restarted, "k-tenant-a", "fresh-3")
+
+    assert [answer.status_code for answer in first] == [202, 202, 429]
+    assert [answer.status_code for answer in again] == [202, 202]
+    assert new.status_code == 202  # the restarted processor's burst was whole
+    claimed = await database["session_owners"].distinct("_id")
+    assert sorted(claimed) == ["fresh-0", "fresh-1", "fresh-3"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from itertools import count
 from typing import Any
 
@@ -76,6 +76,13 @@ class FakeSessionClaims:
             session_id: self.owners.setdefault(session_id, tenant)
             for session_id, tenant in claims.items()
         }
+
+    async def owners_of(self, session_ids: Collection[str]) -> dict[str, str]:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        if not self.available:
+            raise OwnershipUnavailableError("database down (fake)")
+        return {s: self.owners[s] for s in session_ids if s in self.owners}
 
     async def close(self) -> None:
         return None

@@ -207,3 +207,68 @@ async def test_two_tenants_trying_the_docs_examples_are_both_accepted(
     assert not first & second
     assert len(fake_publisher.published) == 4
     assert all(session.startswith("colab-") for session in first | second)
+
+
+def _limited(make_client: Callable[..., Any], **settings: Any) -> Any:
+    return make_client(
+        API_KEY_HASHES=KEYS,
+        RATE_LIMIT_NEW_SESSIONS_PER_SECOND=0.001,
+        RATE_LIMIT_NEW_SESSIONS_BURST=3,
+        **settings,
+    )
+
+
+async def test_a_tenant_starts_at_most_its_new_session_burst_and_known_sessions_go_on(
+    make_client: Callable[..., Any], fake_publisher: FakePublisher, fake_claims: FakeSessionClaims
+) -> None:
+    """A key holder sending each report as a new session, within its token rate, made the
+    worker create documents faster than it could and delayed every tenant's projections."""
+    async with _limited(make_client) as (client, _app):
+        started = [
+            await client.post("/v1/metadata", json=make_report(session_id=f"s{i}"), headers=AS_A)
+            for i in range(3)
+        ]
+        refused = await client.post("/v1/metadata", json=make_report(session_id="s3"), headers=AS_A)
+        batch = await client.post(
+            "/v1/metadata/batch",
+            json={"reports": [make_report(session_id="s0"), make_report(session_id="s4")]},
+            headers=AS_A,
+        )
+        known = await client.post("/v1/metadata", json=make_report(session_id="s1"), headers=AS_A)
+        other_tenant = await client.post(
+            "/v1/metadata", json=make_report(session_id="b0"), headers=AS_B
+        )
+
+    assert [response.status_code for response in started] == [202, 202, 202]
+    assert (refused.status_code, batch.status_code) == (429, 429)
+    assert refused.json() == {
+        "detail": "this request starts 1 new sessions, more than tenant 'tenant-a' may start "
+        "now (RATE_LIMIT_NEW_SESSIONS_PER_SECOND: 0.001/s, all its keys together); reports of "
+        "sessions already started are not limited by this. Nothing was accepted; retry after "
+        "the Retry-After seconds"
+    }
+    assert int(refused.headers["Retry-After"]) > 900
+    assert (known.status_code, other_tenant.status_code) == (202, 202)
+    assert sorted(fake_claims.owners) == ["b0", "s0", "s1", "s2"]  # nothing claimed if refused
+    assert [event.session_id for event in fake_publisher.published] == [
+        "s0",
+        "s1",
+        "s2",
+        "s1",
+        "b0",
+    ]
+
+
+async def test_a_session_another_processor_claimed_is_not_a_new_one_here(
+    make_client: Callable[..., Any], fake_claims: FakeSessionClaims
+) -> None:
+    fake_claims.owners.update({f"old-{i}": "tenant-a" for i in range(5)})  # before a restart
+    async with _limited(make_client) as (client, _app):
+        answers = [
+            await client.post("/v1/metadata", json=make_report(session_id=f"old-{i}"), headers=AS_A)
+            for i in range(5)
+        ]
+        new = await client.post("/v1/metadata", json=make_report(session_id="new"), headers=AS_A)
+
+    assert [answer.status_code for answer in answers] == [202] * 5
+    assert new.status_code == 202  # the burst of 3 is still whole

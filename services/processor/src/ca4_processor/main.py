@@ -146,6 +146,8 @@ def create_api(
         rate=settings.RATE_LIMIT_PER_SECOND,
         burst=settings.RATE_LIMIT_BURST,
         tenant_keys=settings.RATE_LIMIT_TENANT_KEYS,
+        new_sessions_rate=settings.RATE_LIMIT_NEW_SESSIONS_PER_SECOND,
+        new_sessions_burst=settings.RATE_LIMIT_NEW_SESSIONS_BURST,
     )
     app.state.in_flight = InFlight()
     app.state.waiting = InFlight()

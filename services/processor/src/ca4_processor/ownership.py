@@ -14,7 +14,7 @@ tenant by the worker (``ca4_worker.persistence.claims``), so they are refused he
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -38,6 +38,10 @@ class SessionClaims(Protocol):
         """Claim each ``{session_id: tenant}`` not claimed yet; the owner of every session."""
         ...
 
+    async def owners_of(self, session_ids: Collection[str]) -> dict[str, str]:
+        """The owners of those of ``session_ids`` claimed before (claims nothing)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -51,8 +55,14 @@ class SessionOwners:
         self._timeout_s = timeout_s
         self._cache = SessionOwnerCache(cache_size)
 
-    async def owners(self, claims: Mapping[str, str]) -> dict[str, str]:
-        """The owner of each session in ``{session_id: claiming tenant}``, claiming new ones."""
+    async def owners(
+        self, claims: Mapping[str, str], *, admit: Callable[[int], None] | None = None
+    ) -> dict[str, str]:
+        """The owner of each session in ``{session_id: claiming tenant}``, claiming new ones.
+
+        With ``admit``, sessions the cache does not know are looked up first, and ``admit`` is
+        called with how many were never claimed: it raises to refuse them, before any claim.
+        """
         owners: dict[str, str] = {}
         missing: dict[str, str] = {}
         for session_id, tenant in claims.items():
@@ -64,16 +74,25 @@ class SessionOwners:
         if missing:
             try:
                 async with asyncio.timeout(self._timeout_s):
-                    confirmed = await self._claims.claim(missing)
+                    if admit is not None:
+                        known = await self._claims.owners_of(list(missing))
+                        self._remember(known)
+                        owners.update(known)
+                        missing = {s: t for s, t in missing.items() if s not in known}
+                        admit(len(missing))
+                    confirmed = await self._claims.claim(missing) if missing else {}
             except (TimeoutError, PyMongoError) as error:
                 raise OwnershipUnavailableError(
                     f"session owners not confirmed within {self._timeout_s:g}s "
                     f"({type(error).__name__})"
                 ) from error
-            for session_id, owner in confirmed.items():
-                self._cache.put(session_id, owner)
+            self._remember(confirmed)
             owners.update(confirmed)
         return owners
+
+    def _remember(self, owners: Mapping[str, str]) -> None:
+        for session_id, owner in owners.items():
+            self._cache.put(session_id, owner)
 
     async def close(self) -> None:
         """Release the claims store's connections."""
@@ -127,6 +146,11 @@ class MongoSessionClaims:
             # A duplicate key whose document then cannot be read: never guess an owner.
             raise OwnershipUnavailableError(f"{len(missing)} claimed sessions could not be read")
         return owners
+
+    async def owners_of(self, session_ids: Collection[str]) -> dict[str, str]:
+        """One read of the claims among ``session_ids``."""
+        cursor = self._owners.find({"_id": {"$in": list(session_ids)}}, {"tenant": 1})
+        return {doc["_id"]: doc["tenant"] async for doc in cursor}
 
     async def close(self) -> None:
         """Close the client."""

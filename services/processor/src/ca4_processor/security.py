@@ -31,14 +31,40 @@ class RateLimits:
 
     per_key: TokenBuckets
     per_tenant: TokenBuckets
+    new_sessions: TokenBuckets | None = None
+    """Sessions each tenant may start (``None``: no limit)."""
 
     @classmethod
-    def create(cls, *, rate: float, burst: int, tenant_keys: float) -> RateLimits:
-        """Buckets of ``rate``/``burst`` per key and ``tenant_keys`` times that per tenant."""
+    def create(
+        cls,
+        *,
+        rate: float,
+        burst: int,
+        tenant_keys: float,
+        new_sessions_rate: float = 0.0,
+        new_sessions_burst: int = 1,
+    ) -> RateLimits:
+        """Buckets of ``rate``/``burst`` per key and ``tenant_keys`` times that per tenant,
+        and of ``new_sessions_rate``/``new_sessions_burst`` new sessions per tenant."""
         return cls(
             per_key=TokenBuckets(rate=rate, burst=burst),
             per_tenant=TokenBuckets(rate=rate * tenant_keys, burst=math.ceil(burst * tenant_keys)),
+            new_sessions=(
+                TokenBuckets(rate=new_sessions_rate, burst=new_sessions_burst)
+                if rate > 0 and new_sessions_rate > 0
+                else None
+            ),
         )
+
+    def try_start_sessions(self, tenant: str, count: int) -> RateRefusal | None:
+        """Take ``count`` new sessions from ``tenant``'s bucket; ``None`` when paid."""
+        if self.new_sessions is None or count == 0:
+            return None
+        wait_s = self.new_sessions.wait_for(tenant, count)
+        if wait_s > 0:
+            return RateRefusal(wait_s, self.new_sessions.rate, f"tenant {tenant!r}")
+        self.new_sessions.take(tenant, count)
+        return None
 
     @property
     def enabled(self) -> bool:

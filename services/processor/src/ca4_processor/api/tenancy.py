@@ -12,6 +12,7 @@ from datetime import datetime
 
 import structlog
 from ca4_auth import ApiKey
+from ca4_auth.http import retry_after_header
 from ca4_schemas import GpuMetadataReport, GpuMetadataReported
 from ca4_schemas.api import ErrorItem
 from fastapi import HTTPException, status
@@ -19,6 +20,7 @@ from fastapi import HTTPException, status
 from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.ownership import OwnershipUnavailableError, SessionOwners
+from ca4_processor.security import RateLimits
 
 log = structlog.get_logger(__name__)
 
@@ -65,13 +67,24 @@ async def foreign_sessions(
     owners: SessionOwners,
     metrics: IngestMetrics,
     settings: Settings,
+    *,
+    limits: RateLimits,
 ) -> set[str]:
     """The session ids among ``events`` owned by another tenant (new ones are claimed).
 
     ``503`` when ownership cannot be established in time: nothing is published unchecked.
+    ``429`` when the sessions it would start are more than the tenant's new-session bucket
+    holds (``RATE_LIMIT_NEW_SESSIONS_PER_SECOND``): nothing is claimed or published.
     """
     try:
-        owned = await owners.owners({event.session_id: key.tenant for event in events})
+        owned = await owners.owners(
+            {event.session_id: key.tenant for event in events},
+            admit=(
+                (lambda new: _admit_new_sessions(limits, key.tenant, new, metrics, len(events)))
+                if limits.new_sessions is not None
+                else None  # no lookup before the claim: one round trip for a new session
+            ),
+        )
     except OwnershipUnavailableError as error:
         metrics.count("unavailable", len(events))
         log.warning("ingest.ownership_unavailable", events=len(events), error=str(error))
@@ -85,3 +98,21 @@ async def foreign_sessions(
     if foreign:
         log.warning("ingest.session_forbidden", session_ids=sorted(foreign))
     return foreign
+
+
+def _admit_new_sessions(
+    limits: RateLimits, tenant: str, new: int, metrics: IngestMetrics, reports: int
+) -> None:
+    """Pay for ``new`` sessions from ``tenant``'s new-session bucket, or refuse the request."""
+    if (refusal := limits.try_start_sessions(tenant, new)) is None:
+        return
+    metrics.count("rejected", reports)
+    log.info("ingest.new_sessions_limited", tenant=tenant, new_sessions=new)
+    raise HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"this request starts {new} new sessions, more than {refusal.whose} may start now "
+        f"(RATE_LIMIT_NEW_SESSIONS_PER_SECOND: {refusal.rate:g}/s, all its keys together); "
+        "reports of sessions already started are not limited by this. Nothing was accepted; "
+        "retry after the Retry-After seconds",
+        headers={"Retry-After": retry_after_header(refusal.wait_s)},
+    )

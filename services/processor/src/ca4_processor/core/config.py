@@ -100,6 +100,17 @@ class Settings(BaseSettings):
     with one key never meets it, and one handed a key per notebook or team does not multiply
     its share of the processors and the worker by the number of its keys. A request is paid
     from both buckets, or refused by the one that is short."""
+    RATE_LIMIT_NEW_SESSIONS_PER_SECOND: float = Field(default=20.0, ge=0.0)
+    """Sessions one tenant may start per second here (their first report; a bucket per tenant,
+    beside the token buckets): more answer ``429`` with ``Retry-After``, nothing accepted. A
+    new session costs the worker several documents to create (its claim, session, usage
+    record and GPU documents) where a known one costs updates, so a tenant sending every
+    report as a new session within its token rate outran the store and delayed every tenant's
+    projections. The SDK starts one session per runtime. ``0`` turns this limit off, as
+    ``RATE_LIMIT_PER_SECOND`` ``0`` turns off every rate limit."""
+    RATE_LIMIT_NEW_SESSIONS_BURST: PositiveInt = 1000
+    """New sessions one tenant may start at once after a quiet spell (a fleet of notebooks
+    starting together)."""
     MAX_REQUESTS_IN_FLIGHT_PER_TENANT: PositiveInt = Field(
         default=16,
         validation_alias=AliasChoices(

@@ -37,6 +37,7 @@ from ca4_processor.body import JsonBody, read_json_body
 from ca4_processor.copy_cost import CHECK_ABOVE_WEIGHT
 from ca4_processor.metrics import IngestMetrics
 from ca4_processor.publishing import EventPublisher, MessageTooLargeError, PublishUnavailableError
+from ca4_processor.security import RateLimits
 from ca4_processor.validation import (
     RequestValidationFailedError,
     parse_batch,
@@ -154,6 +155,11 @@ def _validation_error(error: RequestValidationFailedError) -> Response:
     )
 
 
+def _limits(request: Request) -> RateLimits:
+    limits: RateLimits = request.app.state.rate_limits
+    return limits
+
+
 def _log_accepted(event: GpuMetadataReported, receipt: Receipt) -> None:
     """One line per accepted event, whichever route took it: the ids a client looks for."""
     log.info(
@@ -244,7 +250,7 @@ async def create_report(
             paid=paid,
         )
         event = stamp(report, key, datetime.now(UTC))
-        if await foreign_sessions([event], key, owners, metrics, settings):
+        if await foreign_sessions([event], key, owners, metrics, settings, limits=_limits(request)):
             metrics.count("rejected")
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id)
@@ -304,7 +310,9 @@ async def create_reports(
         stamped = {
             index: stamp(report, key, received_at) for index, report in parsed.reports.items()
         }
-        foreign = await foreign_sessions(list(stamped.values()), key, owners, metrics, settings)
+        foreign = await foreign_sessions(
+            list(stamped.values()), key, owners, metrics, settings, limits=_limits(request)
+        )
         invalid = dict(parsed.rejected)
         for index, event in stamped.items():
             if event.session_id in foreign:
