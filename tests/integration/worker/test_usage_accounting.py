@@ -203,10 +203,47 @@ async def test_labels_changed_mid_day_are_billed_apart_also_after_an_upgrade(
         {"project": "vision", "run": "exp-1"},
         {"project": "vision", "run": "exp-2"},
     ]
-    assert sorted((gpu["label_set"], gpu["held_ms"]) for gpu in stored["gpus"]) == [
+    assert sorted((part["label_set"], part["held_ms"]) for part in stored["by_label_set"]) == [
         (0, 180_000),
         (1, 180_000),
     ]
+    # What a worker rolled back to before label sets reads: each GPU's whole day.
+    assert [(gpu["gpu_uuid"], gpu["held_ms"]) for gpu in stored["gpus"]] == [
+        ("GPU-labelled", 360_000)
+    ]
+
+
+async def test_time_a_worker_from_before_label_sets_adds_is_billed_under_its_labels(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """A rollback (or a rolling upgrade's old pod) rewrites ``gpus`` with its own additions and
+    the labels of its newest event, and leaves the split as it was: nothing is lost either way."""
+    events = [
+        positioned(
+            0,
+            offset,
+            session_id="notebook",
+            occurred_at=START + timedelta(seconds=60 * offset),
+            labels={"run": "exp-1" if offset < 3 else "exp-2"},
+            gpus=[gpu_sample(0, uuid_="GPU-labelled", utilization=90.0, memory_used=1000.0)],
+        )
+        for offset in range(5)
+    ]
+    records = MongoUsageRecords(database)
+    await records.create_indexes()
+    await UsageProjection(records, rules=RULES).apply(events)
+    # The old worker's write: 120 s more in the GPU's total, under labels it names.
+    await database["usage_days"].update_one(
+        {},
+        {
+            "$inc": {"gpus.0.held_ms": 120_000, "gpus.0.busy_ms": 120_000},
+            "$set": {"labels": {"run": "exp-3"}},
+        },
+    )
+
+    days = [day async for day in records.days_between(START.date(), date(2026, 1, 7), tenant=None)]
+    by_run = {row.group: row.held_seconds for row in roll_up(days, group_by="label:run")}
+    assert by_run == {"exp-1": 120.0, "exp-2": 120.0, "exp-3": 120.0}
 
 
 async def _many_days(database: AsyncDatabase[Doc], count: int) -> MongoUsageRecords:

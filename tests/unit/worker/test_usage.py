@@ -544,9 +544,16 @@ async def test_labels_changed_mid_day_bill_each_label_set_its_own_time() -> None
         assert await _held_by(records, "gpu_model") == {"Tesla T4": 3660.0}
 
 
-async def test_label_sets_past_the_cap_bill_under_the_last_one_kept() -> None:
+def _batchings(events: list[PositionedEvent]) -> list[list[list[PositionedEvent]]]:
+    """One batch, then one event per batch: a rebuild and the live rounds (whose first report
+    makes a record that holds no time yet) must bill alike, at the caps too."""
+    return [[events], [[event] for event in events]]
+
+
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["one-batch", "event-by-event"])
+async def test_label_sets_past_the_cap_bill_under_the_last_one_kept(one_by_one: bool) -> None:
     runs = [(f"exp-{index:02d}", 3) for index in range(20)]
-    records = await _applied_in([_labelled_run(runs)])
+    records = await _applied_in(_batchings(_labelled_run(runs))[one_by_one])
     [day] = [item.record for item in records.days.values()]
     assert len(day.label_sets) == USAGE_MAX_LABEL_SETS_PER_DAY
     held = await _held_by(records, "label:run")
@@ -558,7 +565,8 @@ async def test_label_sets_past_the_cap_bill_under_the_last_one_kept() -> None:
     assert sum(held.values()) == (60 - 1) * 60
 
 
-async def test_label_sets_stop_at_the_characters_a_record_may_hold() -> None:
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["one-batch", "event-by-event"])
+async def test_label_sets_stop_at_the_characters_a_record_may_hold(one_by_one: bool) -> None:
     # Each set as long as a report's labels may be: 32 labels of 256 characters.
     long_labels = {f"k{key:02d}": "v" * 256 for key in range(31)}
     events = [
@@ -572,7 +580,7 @@ async def test_label_sets_stop_at_the_characters_a_record_may_hold() -> None:
         )
         for offset in range(8)
     ]
-    records = await _applied_in([events])
+    records = await _applied_in(_batchings(events)[one_by_one])
     [day] = [item.record for item in records.days.values()]
     # The first report closes no interval; four sets of about 8,000 characters fit.
     assert [labels["run"] for labels in day.label_sets] == ["exp-1", "exp-2", "exp-3", "exp-4"]
@@ -594,7 +602,10 @@ async def test_a_record_from_before_label_sets_keeps_its_time_under_its_labels()
     assert await _held_by(records, "label:run") == {"exp-1": 120.0, "exp-2": 120.0}
 
 
-async def test_past_the_entries_a_record_may_hold_a_gpu_stays_under_its_last_label_set() -> None:
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["one-batch", "event-by-event"])
+async def test_past_the_entries_a_record_may_hold_a_gpu_stays_under_its_newest_label_set(
+    one_by_one: bool,
+) -> None:
     gpus = [gpu_sample(index, utilization=90.0, memory_used=1000.0) for index in range(64)]
     events = [
         positioned(
@@ -607,7 +618,7 @@ async def test_past_the_entries_a_record_may_hold_a_gpu_stays_under_its_last_lab
         )
         for offset in range(24)
     ]
-    records = await _applied_in([events])
+    records = await _applied_in(_batchings(events)[one_by_one])
     [day] = [item.record for item in records.days.values()]
     assert len(day.gpus) == USAGE_MAX_ENTRIES_PER_DAY
     held = await _held_by(records, "label:run")

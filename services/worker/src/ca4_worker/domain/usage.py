@@ -46,7 +46,7 @@ one session, say). Time under label sets past the cap is billed under the last o
 record's size stays bounded whatever a client sends."""
 USAGE_MAX_ENTRIES_PER_DAY: Final = 128
 """Most (GPU, label set) entries one day record starts with a label set of their own: past it, a
-GPU's time is billed under the last label set it already has time under that day (a GPU with
+GPU's time is billed under the newest label set it has an entry under that day (a GPU with
 none gets its first entry still, so a record holds at most this plus
 :data:`USAGE_MAX_GPUS_PER_SESSION`). Without it, 64 GPUs under 8 label sets made 512 entries,
 about 620 KiB a record in Python, which a usage report reads a hundred at a time."""
@@ -128,6 +128,12 @@ class UsageDay:
     :data:`USAGE_MAX_LABEL_SETS_PER_DAY`): an interval counts under the labels of the report
     that closes it, so a session whose labels change mid-day bills each set its own time.
     Empty in a record written before label sets were kept: all of it is under ``labels``."""
+    # What the fold asks per reading, remembered (never stored; a copy starts without them).
+    _asked: tuple[dict[str, str], int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _chars: int | None = field(default=None, init=False, repr=False, compare=False)
+    _newest: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def document_id(self) -> str:
@@ -140,32 +146,51 @@ class UsageDay:
 
     def usage_of(self, sample: GpuReading, labels: dict[str, str]) -> GpuUsage:
         """The entry that bills ``sample``'s GPU under ``labels`` (made when new), or past
-        :data:`USAGE_MAX_ENTRIES_PER_DAY` the GPU's entry of its last label set."""
-        entry = (sample.uuid, self.label_set_of(labels))
-        usage = self.gpus.get(entry)
+        :data:`USAGE_MAX_ENTRIES_PER_DAY` the GPU's entry under the newest label set it has
+        one under."""
+        asked = self._asked
+        label_set = (
+            asked[1] if asked is not None and asked[0] is labels else self.label_set_of(labels)
+        )
+        usage = self.gpus.get((sample.uuid, label_set))
         if usage is not None:
             return usage
-        if len(self.gpus) >= USAGE_MAX_ENTRIES_PER_DAY:
-            known = [set_ for uuid, set_ in self.gpus if uuid == sample.uuid]
-            if known:
-                return self.gpus[sample.uuid, max(known)]
-        usage = self.gpus[entry] = GpuUsage(sample.uuid, sample.name, label_set=entry[1])
+        newest = self._newest_sets()
+        if len(self.gpus) >= USAGE_MAX_ENTRIES_PER_DAY and sample.uuid in newest:
+            return self.gpus[sample.uuid, newest[sample.uuid]]
+        usage = GpuUsage(sample.uuid, sample.name, label_set=label_set)
+        self.gpus[usage.key] = usage
+        newest[sample.uuid] = max(label_set, newest.get(sample.uuid, 0))
         return usage
 
     def label_set_of(self, labels: dict[str, str]) -> int:
         """The index of ``labels`` among the label sets, added when new and there is room;
-        past the cap, the last set kept."""
-        if not self.label_sets:
-            self.label_sets.append(dict(self.labels))  # what a record before label sets held
-        for index, known in enumerate(self.label_sets):
-            if known == labels:
-                return index
-        if len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY and (
-            sum(map(_label_chars, self.label_sets)) + _label_chars(labels)
-            <= USAGE_MAX_LABEL_CHARS_PER_DAY
-        ):
-            self.label_sets.append(dict(labels))
-        return len(self.label_sets) - 1
+        past the caps, the last set kept."""
+        if self._asked is not None and self._asked[0] is labels:
+            return self._asked[1]  # every reading of one event asks with its one dict
+        if not self.label_sets and self.gpus:
+            self.label_sets.append(dict(self.labels))  # the time of a record before label sets
+        index = next((i for i, known in enumerate(self.label_sets) if known == labels), None)
+        if index is None:
+            chars = (
+                self._chars if self._chars is not None else sum(map(_label_chars, self.label_sets))
+            )
+            if len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY and (
+                chars + _label_chars(labels) <= USAGE_MAX_LABEL_CHARS_PER_DAY
+            ):
+                self.label_sets.append(dict(labels))
+                chars += _label_chars(labels)
+            self._chars = chars
+            index = len(self.label_sets) - 1
+        self._asked = (labels, index)
+        return index
+
+    def _newest_sets(self) -> dict[str, int]:
+        if self._newest is None:
+            self._newest = {}
+            for uuid, label_set in self.gpus:
+                self._newest[uuid] = max(label_set, self._newest.get(uuid, 0))
+        return self._newest
 
 
 def _label_chars(labels: dict[str, str]) -> int:

@@ -87,7 +87,19 @@ def marks_from_document(doc: Doc, *, session_id: str, tenant: str) -> UsageMarks
 
 
 def day_document(day: UsageDay, version: int) -> Doc:
-    """The stored form of a session's day."""
+    """The stored form of a session's day.
+
+    ``gpus`` holds each GPU's whole day, which is all a worker from before label sets reads
+    (and rewrites); ``by_label_set`` splits it by :attr:`UsageDay.label_sets`. A worker rolled
+    back to before them therefore bills the day right, and time it adds shows up here as the
+    part of a GPU's total the split does not hold (:func:`day_from_document`).
+    """
+    totals: dict[str, GpuUsage] = {}
+    for usage in day.gpus.values():
+        total = totals.setdefault(usage.gpu_uuid, GpuUsage(usage.gpu_uuid, usage.gpu_model))
+        total.held_ms += usage.held_ms
+        total.busy_ms += usage.busy_ms
+        total.idle_ms += usage.idle_ms
     return {
         "_id": day.document_id,
         "session_id": day.session_id,
@@ -95,26 +107,29 @@ def day_document(day: UsageDay, version: int) -> Doc:
         "tenant": day.tenant,
         "version": version,
         "labels": day.labels,
-        "label_sets": day.label_sets,
         "runtime": day.runtime,
         "applied": day.applied,
-        "gpus": [
-            {
-                "gpu_uuid": usage.gpu_uuid,
-                "gpu_model": usage.gpu_model,
-                "held_ms": usage.held_ms,
-                "busy_ms": usage.busy_ms,
-                "idle_ms": usage.idle_ms,
-                "label_set": usage.label_set,
-            }
-            for usage in day.gpus.values()
+        "gpus": [_seconds(usage) | {"gpu_model": usage.gpu_model} for usage in totals.values()],
+        "label_sets": day.label_sets,
+        "by_label_set": [
+            _seconds(usage) | {"label_set": usage.label_set} for usage in day.gpus.values()
         ],
         "marks": marks_document(day.marks) if day.marks is not None else None,
     }
 
 
+def _seconds(usage: GpuUsage) -> Doc:
+    return {
+        "gpu_uuid": usage.gpu_uuid,
+        "held_ms": usage.held_ms,
+        "busy_ms": usage.busy_ms,
+        "idle_ms": usage.idle_ms,
+    }
+
+
 def day_from_document(doc: Doc) -> Versioned[UsageDay]:
-    """A session's day from its stored form."""
+    """A session's day from its stored form (also one written before label sets, or rewritten
+    by a worker from before them: see :func:`day_document`)."""
     marks = doc.get("marks")
     day = UsageDay(
         session_id=doc["session_id"],
@@ -123,20 +138,6 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
         labels=dict(doc["labels"]),
         runtime=doc["runtime"],
         applied=dict(doc["applied"]),
-        gpus={
-            usage.key: usage
-            for usage in (
-                GpuUsage(
-                    item["gpu_uuid"],
-                    item["gpu_model"],
-                    item["held_ms"],
-                    item["busy_ms"],
-                    item["idle_ms"],
-                    item.get("label_set", 0),  # a record from before label sets: all under 0
-                )
-                for item in doc["gpus"]
-            )
-        },
         label_sets=[dict(labels) for labels in doc.get("label_sets", ())],
         marks=(
             marks_from_document(marks, session_id=doc["session_id"], tenant=doc["tenant"])
@@ -144,7 +145,35 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
             else None
         ),
     )
+    totals = {item["gpu_uuid"]: item for item in doc["gpus"]}
+    split: dict[str, list[Doc]] = {}
+    if day.label_sets:
+        for item in doc.get("by_label_set", ()):
+            split.setdefault(item["gpu_uuid"], []).append(item)
+    for uuid, total in totals.items():
+        parts = split.get(uuid, [])
+        rest = [total[unit] - sum(part[unit] for part in parts) for unit in _UNITS]
+        if min(rest) < 0:  # a split that is not this total's: bill it whole, as before
+            parts, rest = [], [total[unit] for unit in _UNITS]
+        for part in parts:
+            usage = GpuUsage(uuid, total["gpu_model"], *(part[unit] for unit in _UNITS))
+            usage.label_set = part["label_set"]
+            day.gpus[usage.key] = usage
+        if any(rest) or not parts:
+            # Time no split holds: all of a record from before label sets, or what a worker
+            # from before them added since (billed under the labels it wrote).
+            label_set = day.label_set_of(day.labels) if day.label_sets else 0
+            unsplit = day.gpus.get((uuid, label_set))
+            if unsplit is None:
+                unsplit = GpuUsage(uuid, total["gpu_model"], label_set=label_set)
+                day.gpus[unsplit.key] = unsplit
+            unsplit.held_ms += rest[0]
+            unsplit.busy_ms += rest[1]
+            unsplit.idle_ms += rest[2]
     return Versioned(day, doc["version"])
+
+
+_UNITS = ("held_ms", "busy_ms", "idle_ms")
 
 
 class MongoUsageRecords:
