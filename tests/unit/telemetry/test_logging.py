@@ -40,3 +40,24 @@ def test_uvicorns_own_lines_join_the_json_stream_on_stdout() -> None:
         ("Exception in ASGI application", "error", "processor"),
     ]
     assert "RuntimeError: boom" in lines[2]["exception"]
+
+
+def test_no_access_log_stays_off() -> None:
+    """The images run uvicorn with ``--no-access-log``: routing uvicorn's loggers to the JSON
+    stream must not turn a line per request back on."""
+    script = textwrap.dedent(
+        """
+        from uvicorn.config import Config
+        from ca4_telemetry import configure_logging
+
+        Config("ca4_processor.main:app", access_log=False).configure_logging()
+        configure_logging("processor")
+        import logging
+        access = logging.getLogger("uvicorn.access")
+        print(access.hasHandlers())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "False"

@@ -63,7 +63,12 @@ def configure_logging(service: str, level: str = "INFO", *, json_logs: bool = Tr
     root.setLevel(numeric_level)
     # uvicorn configures its own loggers (plain text on stderr) before it imports the app:
     # their lines (start-up, shutdown, an application's unhandled error) join the JSON stream.
+    # ``--no-access-log`` leaves the access logger without handlers and not propagating, and
+    # uvicorn logs a request only when the logger has a handler: it stays that way.
     for name in UVICORN_LOGGERS:
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+        uvicorn_logger = logging.getLogger(name)
+        if name == "uvicorn.access" and not uvicorn_logger.handlers:
+            continue
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     structlog.contextvars.bind_contextvars(service=service)
