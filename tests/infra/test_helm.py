@@ -863,13 +863,25 @@ def test_platform_notes_name_the_components_it_deploys() -> None:
     assert "Alloy" in notes
 
 
-def rendered_notes(helm: str, tmp_path: Path, *args: str, chart: str = "ca4-platform") -> str:
+def rendered_notes(
+    helm: str,
+    tmp_path: Path,
+    *args: str,
+    chart: str = "ca4-platform",
+    lookups: dict[str, str] | None = None,
+) -> str:
     """A chart's NOTES.txt as `helm install` prints it. `helm template` renders no notes, so a
-    copy of the chart renders the file's text through ``tpl`` into a ConfigMap."""
+    copy of the chart renders the file's text through ``tpl`` into a ConfigMap. ``lookups``
+    swaps each ``lookup`` (its text) for the object a cluster would return, as
+    :func:`~tests.infra.conftest.render_with_lookups` does."""
     copy = tmp_path / chart
     shutil.copytree(chart_dir(chart), copy)
     (copy / "files").mkdir(exist_ok=True)
-    (copy / "files" / "notes.txt").write_text((copy / "templates" / "NOTES.txt").read_text())
+    notes = (copy / "templates" / "NOTES.txt").read_text()
+    for lookup, answer in (lookups or {}).items():
+        assert notes.count(lookup) == 1, f"the notes look up {lookup!r} once"
+        notes = notes.replace(lookup, answer)
+    (copy / "files" / "notes.txt").write_text(notes)
     (copy / "templates" / "zz-notes.yaml").write_text(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\ndata:\n"
         '  notes: {{ tpl (.Files.Get "files/notes.txt") . | quote }}\n'
@@ -1025,9 +1037,19 @@ def test_app_notes_say_what_a_plain_helm_install_lacks_before_pods_can_start(
         *["--set-string", "image.tag=0a1b2c3d4e5f", "--set-string", "config.s3.bucket=acme-ca4"],
         chart="ca4-app",
     )
-    assert "Before the pods can start:" in as_make_deploys  # the Secret make creates first
+    # The Secret make creates first: helm template's lookup finds nothing, an install's does.
+    assert "Before the pods can start:" in as_make_deploys
     assert "image.tag is empty" not in as_make_deploys
     assert "placeholder" not in as_make_deploys
+    with_the_secret = rendered_notes(
+        helm,
+        tmp_path / "installed",
+        *values_args("ca4-app", "prod"),
+        *["--set-string", "image.tag=0a1b2c3d4e5f", "--set-string", "config.s3.bucket=acme-ca4"],
+        chart="ca4-app",
+        lookups={'lookup "v1" "Secret" $.Release.Namespace .': 'dict "kind" "Secret"'},
+    )
+    assert "Before the pods can start" not in with_the_secret
 
 
 def test_the_chart_made_secret_is_not_named_like_the_one_make_creates(helm: str) -> None:
