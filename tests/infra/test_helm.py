@@ -1073,31 +1073,18 @@ def test_the_readme_keys_file_example_is_a_valid_inline_keys_value(
     section = readme.split("## API keys and tenants", 1)[1]
     example = section.split("```text\n", 1)[1].split("```", 1)[0]
     keys_file = tmp_path / "api-keys"
+    inline = [
+        "--set-string",
+        "secrets.existingSecret=",
+        "--set-string",
+        "secrets.mongoUrl=mongodb://db",
+    ]
+    inline += ["--set-file", f"secrets.apiKeyHashes={keys_file}"]
     keys_file.write_text(f"{example}\n\n  # rotated 2026-11\n")
-    code, _, stderr = template(
-        helm,
-        "ca4-app",
-        *[
-            "--set-string",
-            "secrets.existingSecret=",
-            "--set-string",
-            "secrets.mongoUrl=mongodb://db",
-        ],
-        *["--set-file", f"secrets.apiKeyHashes={keys_file}"],
-    )
+    code, _, stderr = template(helm, "ca4-app", *inline)
     assert code == 0, stderr
     keys_file.write_text(f"{example}\nci:not-a-sha256:acme:write\n")
-    code, _, stderr = template(
-        helm,
-        "ca4-app",
-        *[
-            "--set-string",
-            "secrets.existingSecret=",
-            "--set-string",
-            "secrets.mongoUrl=mongodb://db",
-        ],
-        *["--set-file", f"secrets.apiKeyHashes={keys_file}"],
-    )
+    code, _, stderr = template(helm, "ca4-app", *inline)
     assert code != 0
     assert "apiKeyHashes" in stderr
 
