@@ -272,3 +272,48 @@ async def test_a_session_another_processor_claimed_is_not_a_new_one_here(
 
     assert [answer.status_code for answer in answers] == [202] * 5
     assert new.status_code == 202  # the burst of 3 is still whole
+
+
+async def test_a_new_session_refusal_gives_back_the_tokens_it_paid(
+    make_client: Callable[..., Any],
+) -> None:
+    """A fleet retrying its new sessions spent the tenant's rate, and its running sessions got
+    429 too (found by a second read)."""
+    async with make_client(
+        API_KEY_HASHES=KEYS,
+        RATE_LIMIT_PER_SECOND=0.001,
+        RATE_LIMIT_BURST=5,
+        RATE_LIMIT_TENANT_KEYS=1,
+        RATE_LIMIT_NEW_SESSIONS_PER_SECOND=0.001,
+        RATE_LIMIT_NEW_SESSIONS_BURST=1,
+    ) as (client, _app):
+        first = await client.post("/v1/metadata", json=make_report(session_id="s0"), headers=AS_A)
+        refused = [
+            await client.post("/v1/metadata", json=make_report(session_id="s1"), headers=AS_A)
+            for _ in range(4)
+        ]
+        known = await client.post("/v1/metadata", json=make_report(session_id="s0"), headers=AS_A)
+
+    assert first.status_code == 202
+    assert [answer.status_code for answer in refused] == [429] * 4
+    assert known.status_code == 202, known.text
+
+
+async def test_a_batch_starting_more_sessions_than_the_burst_is_413_not_429_for_good(
+    make_client: Callable[..., Any], fake_claims: FakeSessionClaims
+) -> None:
+    """A 429 it could never get past: the SDK retries a 429 as it is and splits only on 413."""
+    async with _limited(make_client) as (client, _app):
+        answer = await client.post(
+            "/v1/metadata/batch",
+            json={"reports": [make_report(session_id=f"n{i}") for i in range(4)]},
+            headers=AS_A,
+        )
+
+    assert answer.status_code == 413
+    assert answer.json() == {
+        "detail": "this request starts 4 new sessions, more than tenant 'tenant-a' may ever "
+        "start at once (RATE_LIMIT_NEW_SESSIONS_BURST: 3); send reports of fewer new sessions "
+        "per request"
+    }
+    assert fake_claims.owners == {}

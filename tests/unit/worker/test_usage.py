@@ -26,6 +26,7 @@ from ca4_worker.domain.usage import (
 )
 from ca4_worker.main import create_app
 from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
+from ca4_worker.persistence.usage_mongo import day_from_document
 
 from tests.unit.worker.factories import TENANT_A, TENANT_B, event_body, gpu_sample, positioned
 from tests.unit.worker.usage_scenario import (
@@ -624,3 +625,48 @@ async def test_past_the_entries_a_record_may_hold_a_gpu_stays_under_its_newest_l
     held = await _held_by(records, "label:run")
     assert held == {"exp-0": 2 * 60.0 * 64, "exp-1": (24 - 3) * 60.0 * 64}
     assert sum(usage.held_ms for usage in day.gpus.values()) == 23 * 60_000 * 64
+
+
+def _stored_day(gpus: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    return {
+        "_id": "s/2026-01-05",
+        "session_id": "s",
+        "day": "2026-01-05",
+        "tenant": TENANT_A,
+        "version": 3,
+        "labels": {"run": "b"},
+        "runtime": "colab",
+        "applied": {"p0": 9},
+        "gpus": gpus,
+        "marks": None,
+        **fields,
+    }
+
+
+def _held_by_run(doc: dict[str, Any]) -> dict[str, int]:
+    day = day_from_document(doc).record
+    return {day.labels_of(usage)["run"]: usage.held_ms for usage in day.gpus.values()}
+
+
+def _t4(held_ms: int) -> dict[str, Any]:
+    return {"gpu_uuid": "G", "gpu_model": "T4", "held_ms": held_ms, "busy_ms": 0, "idle_ms": 0}
+
+
+def test_a_record_from_the_first_label_set_version_keeps_all_its_time() -> None:
+    """That version stored an entry per GPU and set in ``gpus``; reading kept only the last."""
+    doc = _stored_day(
+        [_t4(1000) | {"label_set": 0}, _t4(500) | {"label_set": 1}],
+        label_sets=[{"run": "a"}, {"run": "b"}],
+    )
+    assert _held_by_run(doc) == {"a": 1000, "b": 500}
+
+
+def test_time_a_worker_from_before_label_sets_added_goes_under_the_labels_it_wrote() -> None:
+    split = [_t4(1000) | {"label_set": 0}, _t4(200) | {"label_set": 1}]
+    doc = _stored_day(
+        [_t4(1500)],
+        labels={"run": "c"},
+        label_sets=[{"run": "a"}, {"run": "b"}],
+        by_label_set=split,
+    )
+    assert _held_by_run(doc) == {"a": 1000, "b": 200, "c": 300}

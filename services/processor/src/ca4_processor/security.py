@@ -56,6 +56,12 @@ class RateLimits:
             ),
         )
 
+    def give_back(self, key: ApiKey, tokens: int) -> None:
+        """Return ``tokens`` a refused request paid to ``key``'s bucket and its tenant's."""
+        if self.enabled and tokens > 0:
+            self.per_key.take(key.key_id, -tokens)
+            self.per_tenant.take(key.tenant, -tokens)
+
     def try_start_sessions(self, tenant: str, count: int) -> RateRefusal | None:
         """Take ``count`` new sessions from ``tenant``'s bucket; ``None`` when paid."""
         if self.new_sessions is None or count == 0:

@@ -69,18 +69,21 @@ async def foreign_sessions(
     settings: Settings,
     *,
     limits: RateLimits,
+    paid: int,
 ) -> set[str]:
     """The session ids among ``events`` owned by another tenant (new ones are claimed).
 
     ``503`` when ownership cannot be established in time: nothing is published unchecked.
     ``429`` when the sessions it would start are more than the tenant's new-session bucket
-    holds (``RATE_LIMIT_NEW_SESSIONS_PER_SECOND``): nothing is claimed or published.
+    holds (``RATE_LIMIT_NEW_SESSIONS_PER_SECOND``), ``413`` when more than it can ever hold:
+    nothing is claimed or published, and the ``paid`` tokens of the rate limit are given back
+    (a fleet retrying its new sessions would otherwise spend the tenant's running ones' share).
     """
     try:
         owned = await owners.owners(
             {event.session_id: key.tenant for event in events},
             admit=(
-                (lambda new: _admit_new_sessions(limits, key.tenant, new, metrics, len(events)))
+                (lambda new: _admit_new_sessions(limits, key, new, metrics, paid, len(events)))
                 if limits.new_sessions is not None
                 else None  # no lookup before the claim: one round trip for a new session
             ),
@@ -100,13 +103,24 @@ async def foreign_sessions(
     return foreign
 
 
-def _admit_new_sessions(
-    limits: RateLimits, tenant: str, new: int, metrics: IngestMetrics, reports: int
+def _admit_new_sessions(  # noqa: PLR0917 - what the refusal gives back and says
+    limits: RateLimits, key: ApiKey, new: int, metrics: IngestMetrics, paid: int, reports: int
 ) -> None:
-    """Pay for ``new`` sessions from ``tenant``'s new-session bucket, or refuse the request."""
+    """Pay for ``new`` sessions from the key's tenant's new-session bucket, or refuse the
+    request, giving back the ``paid`` tokens of the rate limit."""
+    tenant = key.tenant
     if (refusal := limits.try_start_sessions(tenant, new)) is None:
         return
+    limits.give_back(key, paid)
     metrics.count("rejected", reports)
+    burst = limits.new_sessions.burst if limits.new_sessions is not None else 0
+    if new > burst:
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            f"this request starts {new} new sessions, more than {refusal.whose} may ever start "
+            f"at once (RATE_LIMIT_NEW_SESSIONS_BURST: {burst:g}); send reports of fewer new "
+            "sessions per request",
+        )
     log.info("ingest.new_sessions_limited", tenant=tenant, new_sessions=new)
     raise HTTPException(
         status.HTTP_429_TOO_MANY_REQUESTS,

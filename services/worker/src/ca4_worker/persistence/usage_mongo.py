@@ -145,10 +145,19 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
             else None
         ),
     )
-    totals = {item["gpu_uuid"]: item for item in doc["gpus"]}
+    totals: dict[str, Doc] = {}
+    for item in doc["gpus"]:  # one per GPU, but a worker of the first label-set version
+        total = totals.setdefault(item["gpu_uuid"], dict.fromkeys(_UNITS, 0))  # wrote one a set
+        total["gpu_model"] = item["gpu_model"]
+        for unit in _UNITS:
+            total[unit] += item[unit]
     split: dict[str, list[Doc]] = {}
     if day.label_sets:
-        for item in doc.get("by_label_set", ()):
+        # That version's entries each named their set, and it wrote no by_label_set.
+        parts: list[Doc] = doc.get("by_label_set") or (
+            doc["gpus"] if "label_set" in _first(doc["gpus"]) else []
+        )
+        for item in parts:
             split.setdefault(item["gpu_uuid"], []).append(item)
     for uuid, total in totals.items():
         parts = split.get(uuid, [])
@@ -174,6 +183,10 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
 
 
 _UNITS = ("held_ms", "busy_ms", "idle_ms")
+
+
+def _first(items: list[Doc]) -> Doc:
+    return items[0] if items else {}
 
 
 class MongoUsageRecords:

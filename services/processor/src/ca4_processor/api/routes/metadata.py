@@ -240,7 +240,7 @@ async def create_report(
         del body
         writer.release_slot()
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=1):
-        charge(
+        paid = charge(
             request,
             key,
             metrics,
@@ -250,7 +250,9 @@ async def create_report(
             paid=paid,
         )
         event = stamp(report, key, datetime.now(UTC))
-        if await foreign_sessions([event], key, owners, metrics, settings, limits=_limits(request)):
+        if await foreign_sessions(
+            [event], key, owners, metrics, settings, limits=_limits(request), paid=paid
+        ):
             metrics.count("rejected")
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id)
@@ -297,7 +299,7 @@ async def create_reports(
         writer.release_slot()
     with waiting_for_kafka(request, key, metrics, weight=weight, reports=parsed.size):
         # Its reports are paid only once it may wait: a refused batch is retried as it is.
-        charge(
+        paid = charge(
             request,
             key,
             metrics,
@@ -311,7 +313,13 @@ async def create_reports(
             index: stamp(report, key, received_at) for index, report in parsed.reports.items()
         }
         foreign = await foreign_sessions(
-            list(stamped.values()), key, owners, metrics, settings, limits=_limits(request)
+            list(stamped.values()),
+            key,
+            owners,
+            metrics,
+            settings,
+            limits=_limits(request),
+            paid=paid,
         )
         invalid = dict(parsed.rejected)
         for index, event in stamped.items():
