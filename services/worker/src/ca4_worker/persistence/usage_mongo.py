@@ -154,9 +154,8 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
     split: dict[str, list[Doc]] = {}
     if day.label_sets:
         # That version's entries each named their set, and it wrote no by_label_set.
-        parts: list[Doc] = doc.get("by_label_set") or (
-            doc["gpus"] if "label_set" in _first(doc["gpus"]) else []
-        )
+        first_version = any("label_set" in item for item in doc["gpus"])
+        parts: list[Doc] = doc.get("by_label_set") or (doc["gpus"] if first_version else [])
         for item in parts:
             split.setdefault(item["gpu_uuid"], []).append(item)
     for uuid, total in totals.items():
@@ -183,10 +182,6 @@ def day_from_document(doc: Doc) -> Versioned[UsageDay]:
 
 
 _UNITS = ("held_ms", "busy_ms", "idle_ms")
-
-
-def _first(items: list[Doc]) -> Doc:
-    return items[0] if items else {}
 
 
 class MongoUsageRecords:
