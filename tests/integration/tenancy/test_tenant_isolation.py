@@ -355,3 +355,37 @@ async def test_new_sessions_past_the_tenants_burst_are_refused_before_any_claim(
     assert new.status_code == 202  # the restarted processor's burst was whole
     claimed = await database["session_owners"].distinct("_id")
     assert sorted(claimed) == ["fresh-0", "fresh-1", "fresh-3"]
+
+
+async def test_a_key_holder_rotating_gpu_uuids_makes_at_most_64_gpus_per_session(
+    services: Endpoints,
+    tenancy_settings: WorkerSettings,
+    database: AsyncDatabase[Doc],
+    keys_file: Path,
+) -> None:
+    """Every GPU UUID was a new GPU document (several updates' worth of the worker's time, for
+    every tenant's reports behind them): a session now makes GPU documents for the first 64
+    GPUs it reports, and counts the samples of the rest."""
+    rotating = f"rotating-{uuid.uuid4().hex[:8]}"
+    reports = []
+    for rotation in range(3):
+        report = make_report(session_id=rotating, gpus=64)
+        for gpu in report["payload"]["gpus"]:
+            gpu["uuid"] = f"GPU-{rotation}-{gpu['index']:02d}"
+        reports.append(report)
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
+        sent = await processor.post(
+            "/v1/metadata/batch", json={"reports": reports}, headers=bearer("k-tenant-a")
+        )
+        other = await _post(processor, "k-tenant-a", f"other-{uuid.uuid4().hex[:8]}")
+        assert (sent.status_code, other.status_code) == (202, 202)
+        event_ids = [item["receipt"]["event_id"] for item in sent.json()["results"]]
+        await _wait_projected(worker, [*event_ids, other.json()["event_id"]])
+
+        gpus = await worker.get("/v1/gpus", params={"limit": 500}, headers=bearer("k-tenant-a"))
+        session = await worker.get(f"/v1/sessions/{rotating}", headers=bearer("k-tenant-a"))
+
+    listed = sorted(item["gpu_uuid"] for item in gpus.json()["items"])
+    assert listed == sorted([SHARED_GPU, *(f"GPU-0-{index:02d}" for index in range(64))])
+    assert (session.json()["sample_count"], session.json()["gpus_dropped"]) == (3, 128)
+    assert await database["events"].count_documents({"session_id": rotating}) == 3

@@ -12,7 +12,7 @@ import pytest
 from ca4_schemas import LEGACY_TENANT
 from ca4_worker.application.ports import EventStore, Projections
 from ca4_worker.application.views import GpuQuery, Page, SessionQuery, UnknownCursorError
-from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS
+from ca4_worker.domain.projection import SESSION_MAX_GPU_MODELS, SESSION_MAX_GPUS
 from ca4_worker.domain.records import Position, PositionedEvent, event_weight
 
 from tests.unit.worker.factories import (
@@ -248,34 +248,102 @@ class ProjectionsContract:
         assert view.gpu_models_dropped == 4 * 64
         assert view.sample_count == 5
 
-    async def test_which_gpu_models_fit_under_the_cap_does_not_depend_on_batching(
+    async def test_which_gpu_models_and_gpus_fit_under_their_caps_does_not_depend_on_batching(
         self, projections: Projections
     ) -> None:
-        # Names whose sorted order is not the order they are met in: 3 x 40 passes the cap.
+        # Names and UUIDs whose sorted order is not the order they are met in: 3 x 40 passes
+        # both caps, and the later reports repeat the first one's GPU 0, which stays.
+        def gpu(report: int, i: int) -> dict[str, object]:
+            tag = f"{chr(ord('z') - i % 26)}-{report}-{i:02d}"
+            return gpu_sample(i, name=tag, uuid_=f"GPU-{tag}")
+
         events = [
             positioned(
                 0,
                 report,
-                session_id="many-models",
+                session_id="many",
                 occurred_at=BASE_TIME + timedelta(seconds=report),
-                gpus=[
-                    gpu_sample(i, name=f"{chr(ord('z') - i % 26)}-{report}-{i:02d}")
-                    for i in range(40)
-                ],
+                gpus=[gpu(report, i) for i in range(40)]
+                + ([gpu_sample(40, name="z-0-00", uuid_="GPU-z-0-00")] if report else []),
             )
             for report in range(3)
         ]
         await projections.apply(events)
-        all_at_once = await projections.session("many-models", tenant=None)
+        all_at_once = await snapshot(projections)
         await projections.reset()
         for item in events:
             await projections.apply([item])
-        one_by_one = await projections.session("many-models", tenant=None)
-        assert all_at_once is not None
-        assert one_by_one is not None
-        assert one_by_one.gpu_models == all_at_once.gpu_models
-        assert len(all_at_once.gpu_models) == SESSION_MAX_GPU_MODELS
-        assert (all_at_once.gpu_models_dropped, one_by_one.gpu_models_dropped) == (56, 56)
+        assert await snapshot(projections) == all_at_once
+        (session,), gpus = all_at_once
+        assert len(session.gpu_models) == SESSION_MAX_GPU_MODELS
+        assert len(gpus) == SESSION_MAX_GPUS
+        kept = {gpu.gpu_uuid for gpu in gpus}
+        assert {"GPU-z-0-00", "GPU-c-1-23"} <= kept  # the 64th met, though not the 64th sorted
+        assert "GPU-b-1-24" not in kept
+        assert {"z-0-00", "c-1-23"} <= set(session.gpu_models)
+        assert (session.gpu_models_dropped, session.gpus_dropped) == (56, 56)
+
+    async def test_a_session_rotating_gpu_uuids_creates_at_most_its_cap_of_gpu_documents(
+        self, projections: Projections
+    ) -> None:
+        # A key holder rotating the UUIDs of 64 GPUs in every report of a known session: each
+        # UUID was a new GPU document, which costs the worker several updates' worth.
+        def rotated(report: int) -> PositionedEvent:
+            return positioned(
+                0,
+                report,
+                session_id="rotating",
+                occurred_at=BASE_TIME + timedelta(seconds=report),
+                gpus=[gpu_sample(i, uuid_=f"GPU-{report}-{i:02d}") for i in range(64)],
+            )
+
+        for report in range(5):  # one apply per report: the cap holds across writes
+            await projections.apply([rotated(report)])
+        await projections.apply([rotated(4)])  # a redelivery counts nothing twice
+        later = positioned(
+            0,
+            5,
+            session_id="rotating",
+            occurred_at=BASE_TIME + timedelta(seconds=5),
+            gpus=[gpu_sample(0, uuid_="GPU-0-00", utilization=99.0), gpu_sample(1, uuid_="GPU-9")],
+        )
+        other = positioned(0, 6, session_id="other", gpus=[gpu_sample(0, uuid_="GPU-4-00")])
+        await projections.apply([later, other])
+
+        gpus = (await projections.gpus(GpuQuery(tenant=None, limit=500))).items
+        by_session: dict[str, set[str]] = {}
+        for gpu in gpus:
+            by_session.setdefault(gpu.session_id, set()).add(gpu.gpu_uuid)
+        assert by_session == {
+            "rotating": {f"GPU-0-{i:02d}" for i in range(64)},
+            "other": {"GPU-4-00"},  # the cap is per session
+        }
+        newest = await projections.gpu("GPU-0-00", tenant=None)
+        assert newest is not None
+        assert newest.sample["utilization_gpu_pct"] == 99.0  # a kept GPU still follows
+        view = await projections.session("rotating", tenant=None)
+        assert view is not None
+        assert (view.gpus_dropped, view.sample_count) == (4 * 64 + 1, 6)
+
+    async def test_a_page_of_sessions_weighs_them_without_their_kept_gpus(
+        self, projections: Projections
+    ) -> None:
+        # 64 GPUs of 90-character UUIDs: about 6.5 KB of bookkeeping per session document.
+        await projections.apply(
+            [
+                positioned(
+                    0,
+                    index,
+                    session_id=f"wide-{index}",
+                    gpus=[
+                        gpu_sample(i, uuid_=f"GPU-{index}-{i:02d}-{'x' * 80}") for i in range(64)
+                    ],
+                )
+                for index in range(2)
+            ]
+        )
+        page = await projections.sessions(SessionQuery(tenant=None, limit=10, max_bytes=4096))
+        assert [view.session_id for view in page.items] == ["wide-0", "wide-1"]
 
     async def test_a_session_is_never_seen_past_its_receipt(self, projections: Projections) -> None:
         # A client clock 4:59 ahead would list the session as seen in the future (seen_since).
@@ -436,19 +504,23 @@ Batches = list[list[PositionedEvent]]
 """A projection scenario: the batches ``apply`` is called with, in order."""
 
 
-def _models_past_the_cap() -> Batches:
-    return [
-        [
-            positioned(
-                0,
-                report,
-                session_id="bloat",
-                occurred_at=BASE_TIME + timedelta(seconds=report),
-                gpus=[gpu_sample(i, name=f"model-{report}-{i:02d}") for i in range(64)],
-            )
-        ]
-        for report in range(3)
+def _past_the_caps() -> Batches:
+    """A session reporting new GPU models and rotating GPU UUIDs, in batches that cut its
+    reports mid-way, and redelivered."""
+    events = [
+        positioned(
+            0,
+            report,
+            session_id="bloat",
+            occurred_at=BASE_TIME + timedelta(seconds=report),
+            gpus=[
+                gpu_sample(i, name=f"model-{report}-{i:02d}", uuid_=f"GPU-{report * 15 + i:03d}")
+                for i in range(30)
+            ],
+        )
+        for report in range(6)
     ]
+    return [events[:2], events[1:4], events, events[4:]]
 
 
 def _several_partitions() -> Batches:
@@ -554,7 +626,7 @@ def projection_scenarios() -> dict[str, Batches]:
         "batches-of-7": _in_batches(stream, 7),
         "several-partitions": _several_partitions(),
         "fleet-with-overlap": [fleet[:40], fleet],
-        "gpu-models-past-the-cap": _models_past_the_cap(),
+        "gpu-models-and-gpus-past-the-caps": _past_the_caps(),
         "gpu-samples-out-of-order": _out_of_order_gpu_samples(),
         "gpu-sample-dated-ahead": _gpu_sample_dated_ahead(),
         "two-tenants": _two_tenants(),

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ca4_worker.domain.projection import SessionState, fold_session, latest_gpu_samples
+from ca4_worker.domain.projection import (
+    SessionState,
+    fold_session,
+    gpus_kept,
+    group_by_session,
+    latest_gpu_samples,
+)
+from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.persistence.documents import new_session_document, session_state
 
 from tests.unit.worker.factories import BASE_TIME, dated_ahead, gpu_sample, positioned
@@ -42,10 +49,12 @@ def test_the_session_shows_the_driver_of_its_latest_report() -> None:
 def test_a_document_from_before_a_field_existed_reads_as_its_default() -> None:
     document = new_session_document(fold_session([positioned(0, 0, session_id="s")]))
     del document["driver_version"], document["gpu_models_dropped"]
+    del document["gpu_uuids"], document["gpus_dropped"]
 
     state = session_state(document)
 
     assert (state.driver_version, state.gpu_models_dropped) == (None, 0)
+    assert (state.gpu_uuids, state.gpus_dropped) == ([], 0)
     assert isinstance(state, SessionState)
 
 
@@ -65,3 +74,26 @@ def test_a_gpu_sample_dated_past_its_receipt_counts_as_received() -> None:
     assert alone.occurred_at == BASE_TIME
     assert alone.apply(latest) == latest
     assert latest.sample["utilization_gpu_pct"] == 70.0
+
+
+def _report_of(offset: int, uuids: list[str]) -> PositionedEvent:
+    return positioned(
+        0,
+        offset,
+        session_id="s",
+        occurred_at=BASE_TIME + timedelta(seconds=offset),
+        gpus=[gpu_sample(index, uuid_=uuid) for index, uuid in enumerate(uuids)],
+    )
+
+
+def test_the_gpus_a_session_keeps_are_those_its_write_folds() -> None:
+    first = [f"GPU-U-{index:02d}" for index in range(64)]
+    second = [f"GPU-V-{index:02d}" for index in range(64)]
+    both = group_by_session([_report_of(0, first), _report_of(1, second)])
+
+    assert gpus_kept(group_by_session([_report_of(0, first)]), {}) == {}  # all fit
+    assert gpus_kept(both, {}) == {"s": set(first)}
+    assert gpus_kept(both, {"s": {"applied": {"p0": 0}, "gpu_uuids": first}}) == {"s": set(first)}
+    # A document an older worker wrote lists none: the first report is applied (and
+    # redelivered), so the second's GPUs are the ones the session write keeps.
+    assert gpus_kept(both, {"s": {"applied": {"p0": 0}}}) == {"s": set(second)}

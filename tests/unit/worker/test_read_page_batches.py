@@ -81,7 +81,7 @@ class FakeCollection:
     def with_options(self, **_: Any) -> Self:
         return self
 
-    def find(self, _conditions: Doc) -> FakeCursor:
+    def find(self, _conditions: Doc, _projection: Doc | None = None) -> FakeCursor:
         return FakeCursor(self.docs, self.replies)
 
 

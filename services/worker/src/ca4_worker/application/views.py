@@ -29,6 +29,9 @@ class SessionView(BaseModel):
     """Distinct GPU models seen, at most ``SESSION_MAX_GPU_MODELS`` (64)."""
     gpu_models_dropped: int = 0
     """GPU samples whose model was not recorded because the session reached that cap."""
+    gpus_dropped: int = 0
+    """GPU samples left out of ``/v1/gpus`` because their session had already reported
+    ``SESSION_MAX_GPUS`` (64) other GPUs."""
     peak_memory_used_mib: float | None
     mean_utilization_pct: float | None
     """Mean GPU utilisation over every GPU sample of the session that reported one."""

@@ -12,7 +12,7 @@ minutes ahead cannot hold a GPU's document (or its gauges) against the real repo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import Enum
@@ -29,6 +29,14 @@ GPUs). Every other projected field is bounded by the contract (labels, one sampl
 document) or by the topic (one applied offset per partition); this is the one set a client
 could grow without limit. Samples whose model falls past the cap are counted in
 ``gpu_models_dropped``, not stored."""
+
+SESSION_MAX_GPUS: Final = 64
+"""Most distinct GPUs (by UUID) whose samples one session writes to GPU documents: the GPUs it
+met first, in offset order. A client rotating GPU UUIDs within its sessions would otherwise
+create a GPU document per UUID, and new documents cost the worker several times what updates
+cost (docs/architecture.md, "Tenancy"). A report holds at most 64 GPUs, so a session keeps a
+whole machine of them. Samples of GPUs past the cap are counted in ``gpus_dropped``; they stay
+in the event store, the session's other fields and its usage."""
 
 
 def mean_utilization_pct(sum_millipct: int, samples: int) -> float | None:
@@ -70,8 +78,10 @@ def merging(how: Merge) -> dict[str, Merge]:
 
 
 def merge_kinds(state_type: type[Any]) -> dict[str, Merge]:
-    """Each field of a state dataclass and how it merges."""
-    return {item.name: item.metadata["merge"] for item in fields(state_type)}
+    """Each stored field of a state dataclass and how it merges."""
+    return {
+        item.name: item.metadata["merge"] for item in fields(state_type) if "merge" in item.metadata
+    }
 
 
 def _merge(how: Merge, stored: Any, new: Any) -> Any:
@@ -119,6 +129,12 @@ class SessionState:
     """At most :data:`SESSION_MAX_GPU_MODELS` names."""
     gpu_models_dropped: int = field(default=0, metadata=merging(Merge.SUM))
     """GPU samples whose model did not fit under the cap."""
+    gpu_uuids: list[str] = field(default_factory=list, metadata=merging(Merge.UNION))
+    """The GPUs whose samples reach GPU documents, in the order first met: at most
+    :data:`SESSION_MAX_GPUS` once stored, but for two workers racing in a rebalance (a delta
+    holds every GPU it met)."""
+    gpus_dropped: int = field(default=0, metadata=merging(Merge.SUM))
+    """GPU samples left out of GPU documents: their GPU did not fit under the cap."""
     peak_memory_used_mib: float | None = field(default=None, metadata=merging(Merge.MAX))
     utilization_sum_millipct: int = field(default=0, metadata=merging(Merge.SUM))
     """Sum in thousandths of a percent: integer sums are exact in any order or batching."""
@@ -127,6 +143,8 @@ class SessionState:
     runtime: str = field(metadata=merging(Merge.LATEST))
     hostname: str = field(metadata=merging(Merge.LATEST))
     driver_version: str | None = field(default=None, metadata=merging(Merge.LATEST))
+    gpu_samples: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Not stored: a delta's samples per GPU UUID, so that capping it counts what it drops."""
 
     @classmethod
     def of(cls, positioned: PositionedEvent) -> SessionState:
@@ -138,6 +156,9 @@ class SessionState:
             gpu.utilization_gpu_pct for gpu in gpus if gpu.utilization_gpu_pct is not None
         ]
         kept = list(dict.fromkeys(gpu.name for gpu in gpus))[:SESSION_MAX_GPU_MODELS]
+        samples: dict[str, int] = {}
+        for gpu in gpus:
+            samples[gpu.uuid] = samples.get(gpu.uuid, 0) + 1
         return cls(
             tenant=event.tenant,
             first_seen=positioned.ordered_at_ms,
@@ -145,6 +166,8 @@ class SessionState:
             sample_count=1,
             gpu_models=kept,
             gpu_models_dropped=sum(1 for gpu in gpus if gpu.name not in kept),
+            gpu_uuids=list(samples),
+            gpu_samples=samples,
             peak_memory_used_mib=max(memory) if memory else None,
             utilization_sum_millipct=sum(round(value * 1000) for value in utilization),
             utilization_samples=len(utilization),
@@ -153,7 +176,8 @@ class SessionState:
 
     def absorb(self, positioned: PositionedEvent) -> None:
         """Fold in the samples of the next event of the same session (in offset order); the
-        fields a report sets outright follow with :meth:`take_host_facts`, once per fold.
+        fields a report sets outright and ``gpu_uuids`` follow with :meth:`finish`, once per
+        fold.
 
         In place: a batch folds thousands of events per session, and one object per event
         cost a third of the projection step.
@@ -162,7 +186,9 @@ class SessionState:
         self.first_seen = min(self.first_seen, occurred_at)
         self.last_seen = max(self.last_seen, occurred_at)
         self.sample_count += 1
+        samples = self.gpu_samples
         for gpu in positioned.gpu_readings:
+            samples[gpu.uuid] = samples.get(gpu.uuid, 0) + 1
             if gpu.name in self.gpu_models:
                 pass
             elif len(self.gpu_models) < SESSION_MAX_GPU_MODELS:
@@ -177,28 +203,37 @@ class SessionState:
                 self.utilization_sum_millipct += round(gpu.utilization_gpu_pct * 1000)
                 self.utilization_samples += 1
 
-    def take_host_facts(self, event: GpuMetadataReported) -> None:
-        """Set the fields a report sets outright from ``event``, the newest folded."""
-        for name, value in _host_facts(event).items():
+    def finish(self, newest: GpuMetadataReported) -> None:
+        """End a fold whose newest event is ``newest``: the fields a report sets outright, and
+        the GPUs met."""
+        for name, value in _host_facts(newest).items():
             setattr(self, name, value)
+        self.gpu_uuids = list(self.gpu_samples)
 
-    def capped_against(self, stored_models: Collection[str]) -> SessionState:
-        """This delta as it merges into a state holding ``stored_models``: only the new models
-        that fit under the cap, the rest counted in ``gpu_models_dropped``.
+    def capped_against(
+        self, stored_models: Collection[str] = (), stored_gpus: Collection[str] = ()
+    ) -> SessionState:
+        """This delta as it merges into a state holding ``stored_models`` and ``stored_gpus``:
+        only the new models and GPUs that fit under their caps, the rest counted in
+        ``gpu_models_dropped`` and ``gpus_dropped``.
 
-        Models are kept in the order they were first met, as :meth:`absorb` keeps them, so
-        which fit does not depend on how events were batched (a rebuild keeps the same)."""
+        Both are kept in the order they were first met, as :meth:`absorb` keeps them, so which
+        fit does not depend on how events were batched (a rebuild keeps the same)."""
         new = [model for model in self.gpu_models if model not in stored_models]
         room = max(0, SESSION_MAX_GPU_MODELS - len(stored_models))
+        kept_gpus, dropped_gpus = split_at_the_gpu_cap(self.gpu_uuids, stored_gpus)
         return replace(
             self,
             gpu_models=new[:room],
             gpu_models_dropped=self.gpu_models_dropped + len(new[room:]),
+            gpu_uuids=kept_gpus,
+            gpus_dropped=self.gpus_dropped
+            + sum(self.gpu_samples.get(uuid, 0) for uuid in dropped_gpus),
         )
 
     def apply(self, delta: SessionState) -> SessionState:
         """This state with a newer ``delta`` merged in (field by field, see :class:`Merge`)."""
-        capped = delta.capped_against(self.gpu_models)
+        capped = delta.capped_against(self.gpu_models, self.gpu_uuids)
         return SessionState(
             **{
                 name: _merge(how, getattr(self, name), getattr(capped, name))
@@ -216,6 +251,7 @@ class SessionState:
             sample_count=self.sample_count,
             gpu_models=sorted(self.gpu_models),
             gpu_models_dropped=self.gpu_models_dropped,
+            gpus_dropped=self.gpus_dropped,
             peak_memory_used_mib=self.peak_memory_used_mib,
             mean_utilization_pct=mean_utilization_pct(
                 self.utilization_sum_millipct, self.utilization_samples
@@ -272,8 +308,67 @@ def fold_session(events: Iterable[PositionedEvent]) -> SessionDelta:
         folded.state.absorb(newest)
     if newest is not first:
         folded.last_offset = newest.position.offset
-        folded.state.take_host_facts(newest.event)
+        folded.state.finish(newest.event)
     return folded
+
+
+def split_at_the_gpu_cap(
+    met: Iterable[str], stored: Collection[str]
+) -> tuple[list[str], list[str]]:
+    """The GPUs of ``met`` (in the order first met) that are new to a session holding
+    ``stored``: those that fit under :data:`SESSION_MAX_GPUS`, and those past it."""
+    known = stored if isinstance(stored, (set, frozenset, dict)) else set(stored)
+    new = [uuid for uuid in met if uuid not in known]
+    room = max(0, SESSION_MAX_GPUS - len(known))
+    return new[:room], new[room:]
+
+
+def past_applied(
+    group: Sequence[PositionedEvent], applied: Mapping[str, int] | None, partition: int
+) -> list[PositionedEvent]:
+    """The events of ``group`` (one session and partition) after the session's last applied
+    offset on ``partition`` (``applied``: the stored ``applied``, ``None`` for a new session)."""
+    offset = (applied or {}).get(applied_key(partition))
+    return [item for item in group if offset is None or item.position.offset > offset]
+
+
+def gpus_kept(
+    groups: Mapping[tuple[str, int], Sequence[PositionedEvent]],
+    stored: Mapping[str, Mapping[str, Any]],
+) -> dict[str, set[str]]:
+    """Per session of ``groups`` (as :func:`group_by_session` makes them) that reports a GPU
+    past :data:`SESSION_MAX_GPUS`, the GPUs whose samples may reach GPU documents; sessions
+    whose every GPU may are left out. ``stored``: each stored session's ``applied`` and
+    ``gpu_uuids``, as read before the session is written.
+
+    The GPUs kept are the stored ones and the new ones that fit, met in the events past the
+    applied offsets: the events the session's own write folds, so the two agree even where the
+    stored ``gpu_uuids`` is not what the session met first (a document an older worker wrote).
+    """
+    fresh: dict[str, dict[str, None]] = {}
+    met: dict[str, dict[str, None]] = {}
+    for (session_id, partition), group in groups.items():
+        seen = met.setdefault(session_id, {})
+        for positioned in group:
+            for gpu in positioned.gpu_readings:
+                seen[gpu.uuid] = None
+        document = stored.get(session_id, {})
+        new = fresh.setdefault(session_id, {})
+        for positioned in past_applied(group, document.get("applied"), partition):
+            for gpu in positioned.gpu_readings:
+                new[gpu.uuid] = None
+    kept: dict[str, set[str]] = {}
+    for session_id, seen in met.items():
+        known = set(stored.get(session_id, {}).get("gpu_uuids", ()))
+        if len(known) + len(fresh[session_id]) <= SESSION_MAX_GPUS and all(
+            uuid in known or uuid in fresh[session_id] for uuid in seen
+        ):
+            continue  # everything fits: the usual case
+        fits, _ = split_at_the_gpu_cap(fresh[session_id], known)
+        allowed = known.union(fits)
+        if not seen.keys() <= allowed:
+            kept[session_id] = allowed
+    return kept
 
 
 def gpu_document_id(tenant: str, gpu_uuid: str) -> str:
@@ -340,14 +435,19 @@ class NewestReading(NamedTuple):
 
 
 def newest_readings(
-    events: Iterable[PositionedEvent], key: Callable[[PositionedEvent, GpuReading], K]
+    events: Iterable[PositionedEvent],
+    key: Callable[[PositionedEvent, GpuReading], K],
+    kept: Mapping[str, Collection[str]] | None = None,
 ) -> dict[K, NewestReading]:
     """The newest reading per ``key`` among ``events``, by the order GPU documents and the GPU
-    gauges share."""
+    gauges share; of the sessions ``kept`` names, only the GPUs it lists."""
     newest: dict[K, NewestReading] = {}
     for positioned in events:
         order_key = (positioned.ordered_at_ms, positioned.event_id)
+        only = kept.get(positioned.session_id) if kept else None
         for gpu in positioned.gpu_readings:
+            if only is not None and gpu.uuid not in only:
+                continue
             which = key(positioned, gpu)
             current = newest.get(which)
             if current is None or order_key > current.order_key:
@@ -355,10 +455,13 @@ def newest_readings(
     return newest
 
 
-def latest_gpu_samples(events: Iterable[PositionedEvent]) -> list[GpuLatest]:
+def latest_gpu_samples(
+    events: Iterable[PositionedEvent], kept: Mapping[str, Collection[str]] | None = None
+) -> list[GpuLatest]:
     """The newest sample per tenant and GPU UUID among ``events`` (only the winners are
-    serialised)."""
-    newest = newest_readings(events, lambda positioned, gpu: (positioned.tenant, gpu.uuid))
+    serialised), leaving out the GPUs past their session's cap (``kept``, from
+    :func:`gpus_kept`)."""
+    newest = newest_readings(events, lambda positioned, gpu: (positioned.tenant, gpu.uuid), kept)
     return [
         GpuLatest(
             gpu_uuid=gpu.uuid,

@@ -8,7 +8,6 @@ cannot disagree about a field. The contract test compares whole documents from b
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
@@ -58,6 +57,9 @@ def positioned_from_document(doc: Doc) -> PositionedEvent:
 
 
 SESSION_FIELDS: Final = merge_kinds(SessionState)
+SESSION_NOT_READ: Final = ("gpu_uuids",)
+"""Session fields the read API leaves out of its reads: the GPUs kept under the cap (up to
+64 UUIDs) are the projection's bookkeeping, and would only make pages hold fewer sessions."""
 _OPERATORS: Final = {
     Merge.LATEST: "$set",
     Merge.MIN: "$min",
@@ -87,14 +89,15 @@ def new_session_document(delta: SessionDelta) -> Doc:
     return session_document(
         delta.session_id,
         {applied_key(delta.partition): delta.last_offset},
-        delta.state.capped_against(()),
+        delta.state.capped_against(),
     )
 
 
-def session_update(delta: SessionDelta, stored_models: Collection[str]) -> Doc:
-    """The update statement that merges ``delta`` into a stored session holding
-    ``stored_models`` (what :meth:`SessionState.apply` does, as ``$set/$min/$max/$inc/...``)."""
-    capped = delta.state.capped_against(stored_models)
+def session_update(delta: SessionDelta, stored: Doc) -> Doc:
+    """The update statement that merges ``delta`` into a stored session, of which ``stored``
+    holds at least ``gpu_models`` and ``gpu_uuids`` (what :meth:`SessionState.apply` does, as
+    ``$set/$min/$max/$inc/...``)."""
+    capped = delta.state.capped_against(stored.get("gpu_models", ()), stored.get("gpu_uuids", ()))
     update: Doc = {"$set": {f"applied.{applied_key(delta.partition)}": delta.last_offset}}
     for name, how in SESSION_FIELDS.items():
         value = getattr(capped, name)

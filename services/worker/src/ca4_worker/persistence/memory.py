@@ -22,8 +22,10 @@ from ca4_worker.application.views import (
 from ca4_worker.domain.projection import (
     applied_key,
     fold_session,
+    gpus_kept,
     group_by_session,
     latest_gpu_samples,
+    past_applied,
 )
 from ca4_worker.domain.records import (
     DeadLetter,
@@ -34,6 +36,7 @@ from ca4_worker.domain.records import (
 )
 from ca4_worker.persistence.documents import (
     GPUS,
+    SESSION_NOT_READ,
     SESSIONS,
     Doc,
     gpu_document,
@@ -167,14 +170,19 @@ class InMemoryProjections:
         """Apply each event at most once per session position."""
         self.outage.check()
         self.apply_outage.check()
-        for (session_id, partition), group in group_by_session(events).items():
+        groups = group_by_session(events)
+        kept = gpus_kept(
+            groups,
+            {
+                session_id: self.session_docs[session_id]
+                for session_id, _ in groups
+                if session_id in self.session_docs
+            },
+        )
+        for (session_id, partition), group in groups.items():
             doc = self.session_docs.get(session_id)
             applied = dict(doc["applied"]) if doc else {}
-            fresh = [
-                item
-                for item in group
-                if item.position.offset > applied.get(applied_key(partition), -1)
-            ]
+            fresh = past_applied(group, applied, partition)
             if not fresh:
                 continue
             delta = fold_session(fresh)
@@ -184,7 +192,7 @@ class InMemoryProjections:
             applied[applied_key(partition)] = delta.last_offset
             state = session_state(doc).apply(delta.state)
             self.session_docs[session_id] = session_document(session_id, applied, state)
-        for latest in latest_gpu_samples(events):
+        for latest in latest_gpu_samples(events, kept):
             current = self.gpu_docs.get(latest.document_id)
             newest = latest if current is None else gpu_state(current).apply(latest)
             self.gpu_docs[latest.document_id] = gpu_document(newest)
@@ -229,7 +237,12 @@ class InMemoryProjections:
             and (query.seen_until is None or view.first_seen < query.seen_until)
         ]
         docs, more = await read_page(
-            _each(selected), limit=query.limit, max_bytes=query.max_bytes, weight=_stored_bytes
+            _each(selected),
+            limit=query.limit,
+            max_bytes=query.max_bytes,
+            weight=lambda doc: _stored_bytes(
+                {name: value for name, value in doc.items() if name not in SESSION_NOT_READ}
+            ),
         )
         return page_of(docs, more=more, view=session_view, cursor=document_id)
 

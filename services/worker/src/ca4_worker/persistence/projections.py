@@ -22,10 +22,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ca4_worker.application.bounded import WriteLimits, in_bounded_calls, task_group
 from ca4_worker.domain.projection import (
     GpuLatest,
-    applied_key,
     fold_session,
+    gpus_kept,
     group_by_session,
     latest_gpu_samples,
+    past_applied,
 )
 from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.persistence.database import (
@@ -58,14 +59,6 @@ def _groups_per_session(
     return sessions
 
 
-def _past_applied(
-    group: list[PositionedEvent], applied: dict[str, int] | None, partition: int
-) -> list[PositionedEvent]:
-    """The events of ``group`` (one session and partition) after the session's applied offset."""
-    offset = (applied or {}).get(applied_key(partition))
-    return [item for item in group if offset is None or item.position.offset > offset]
-
-
 async def _insert_missing(collection: AsyncCollection[Doc], documents: list[Doc]) -> set[str]:
     """Insert ``documents`` unordered; the ids inserted (a duplicate means another writer won).
 
@@ -93,13 +86,47 @@ class MongoProjections(MongoReadModels):
 
     async def apply(self, events: Sequence[PositionedEvent]) -> None:
         """Sessions and GPUs in chunks of aggregates, at most ``limits.concurrency`` calls in
-        flight between them, each call at most ``limits.chunk`` statements."""
+        flight between them, each call at most ``limits.chunk`` statements.
+
+        The sessions are read first: their stored GPUs say which samples may reach GPU
+        documents (:func:`gpus_past_the_cap`), and the sessions' own writes start from the
+        same read."""
         slots = asyncio.Semaphore(self._limits.concurrency)
+        sessions = _groups_per_session(events)
+        stored: dict[str, Doc] = {}
+        for found in await in_bounded_calls(
+            sorted(sessions),
+            self._stored_sessions,
+            limits=self._limits,
+            slots=slots,
+            what="read sessions",
+        ):
+            stored.update(found)
+        kept = gpus_kept(
+            {
+                (session_id, partition): group
+                for session_id, groups in sessions.items()
+                for partition, group in groups.items()
+            },
+            stored,
+        )
+        tried: set[str] = set()
+
+        async def apply_sessions(
+            chunk: Sequence[tuple[str, dict[int, list[PositionedEvent]]]],
+        ) -> None:
+            # A chunk tried again (an outage, or halved after a timeout) reads afresh: its
+            # first try may have written.
+            session_ids = [session_id for session_id, _ in chunk]
+            first_try = tried.isdisjoint(session_ids)
+            tried.update(session_ids)
+            await self._apply_sessions(chunk, stored if first_try else None)
+
         async with task_group() as group:
             group.create_task(
                 in_bounded_calls(
-                    list(_groups_per_session(events).items()),
-                    self._apply_sessions,
+                    list(sessions.items()),
+                    apply_sessions,
                     limits=self._limits,
                     slots=slots,
                     what="project sessions",
@@ -107,7 +134,7 @@ class MongoProjections(MongoReadModels):
             )
             group.create_task(
                 in_bounded_calls(
-                    latest_gpu_samples(events),
+                    latest_gpu_samples(events, kept),
                     self._apply_gpus,
                     limits=self._limits,
                     slots=slots,
@@ -116,14 +143,17 @@ class MongoProjections(MongoReadModels):
             )
 
     async def _apply_sessions(
-        self, sessions: Sequence[tuple[str, dict[int, list[PositionedEvent]]]]
+        self,
+        sessions: Sequence[tuple[str, dict[int, list[PositionedEvent]]]],
+        read_before: dict[str, Doc] | None,
     ) -> None:
         """Fold each (session, partition) group past its applied offset into one guarded write.
 
-        Reads the applied offsets first, so a redelivered batch costs one read and no write;
-        creates unknown sessions with one unordered insert; updates the rest in one bulk.
-        A guard that matches nothing means another writer moved the position since the read:
-        read again and apply whatever is still fresh.
+        Starts from ``read_before``, the sessions as read before the round, or reads them
+        (``None``); a redelivered batch costs that read and no write. Creates unknown sessions
+        with one unordered insert and updates the rest in one bulk. A guard that matches
+        nothing means another writer moved the position since the read: read again and apply
+        whatever is still fresh.
         """
         deadline = self._limits.deadline_s
         pending = {
@@ -131,16 +161,23 @@ class MongoProjections(MongoReadModels):
             for session_id, groups in sessions
             for partition, group in groups.items()
         }
+        stored = (
+            await self._stored_sessions(session_id for session_id, _ in sessions)
+            if read_before is None
+            else {
+                session_id: read_before[session_id]
+                for session_id, _ in sessions
+                if session_id in read_before
+            }
+        )
         while pending:
-            with database_call(deadline):
-                stored = await self._stored_sessions({session_id for session_id, _ in pending})
             pending = {
                 key: fresh
                 for key, group in pending.items()
-                if (fresh := _past_applied(group, stored.get(key[0], {}).get("applied"), key[1]))
+                if (fresh := past_applied(group, stored.get(key[0], {}).get("applied"), key[1]))
             }
             # One write per document per round (a session seen on several partitions, rare),
-            # so each update knows the models stored before it.
+            # so each update knows the models and GPUs stored before it.
             this_round: dict[str, tuple[str, int]] = {}
             for key in pending:
                 this_round.setdefault(key[0], key)
@@ -153,33 +190,34 @@ class MongoProjections(MongoReadModels):
                 created = await _insert_missing(self._sessions, new_documents)
             for session_id in created:
                 del pending[this_round.pop(session_id)]
-            if not this_round:
-                continue
-            updates = [
-                UpdateOne(
-                    session_guard(*key, pending[key][0].position.offset),
-                    ensure_fits(
-                        session_update(
-                            fold_session(pending[key]),
-                            stored.get(key[0], {}).get("gpu_models", []),
+            if this_round:
+                updates = [
+                    UpdateOne(
+                        session_guard(*key, pending[key][0].position.offset),
+                        ensure_fits(
+                            session_update(fold_session(pending[key]), stored.get(key[0], {})),
+                            what=f"update of session {key[0]}",
                         ),
-                        what=f"update of session {key[0]}",
-                    ),
-                )
-                for key in this_round.values()
-            ]
-            with database_call(deadline):
-                result = await self._sessions.bulk_write(updates, ordered=False)
-            if result.matched_count == len(this_round):
-                for key in this_round.values():
-                    del pending[key]
+                    )
+                    for key in this_round.values()
+                ]
+                with database_call(deadline):
+                    result = await self._sessions.bulk_write(updates, ordered=False)
+                if result.matched_count == len(this_round):
+                    for key in this_round.values():
+                        del pending[key]
+            if pending:
+                stored = await self._stored_sessions({session_id for session_id, _ in pending})
 
     async def _stored_sessions(self, session_ids: Iterable[str]) -> dict[str, Doc]:
-        """``applied`` and ``gpu_models`` of each existing session among ``session_ids``."""
-        cursor = self._sessions.find(
-            {"_id": {"$in": sorted(session_ids)}}, {"applied": 1, "gpu_models": 1}
-        )
-        return {doc["_id"]: doc async for doc in cursor}
+        """``applied``, ``gpu_models`` and ``gpu_uuids`` of each existing session among
+        ``session_ids``."""
+        with database_call(self._limits.deadline_s):
+            cursor = self._sessions.find(
+                {"_id": {"$in": sorted(session_ids)}},
+                {"applied": 1, "gpu_models": 1, "gpu_uuids": 1},
+            )
+            return {doc["_id"]: doc async for doc in cursor}
 
     async def _apply_gpus(self, candidates: Sequence[GpuLatest]) -> None:
         """Write each GPU's newest sample where it is newer than the stored one.

@@ -23,7 +23,14 @@ from ca4_worker.application.views import (
 )
 from ca4_worker.domain.projection import applied_key, gpu_document_id
 from ca4_worker.persistence.database import database_call
-from ca4_worker.persistence.documents import GPUS, SESSIONS, Doc, gpu_state, session_state
+from ca4_worker.persistence.documents import (
+    GPUS,
+    SESSION_NOT_READ,
+    SESSIONS,
+    Doc,
+    gpu_state,
+    session_state,
+)
 
 PAGE_FETCH_BATCH = 16
 """Documents a page fetches per round trip: the driver decodes a whole reply before the first
@@ -60,6 +67,9 @@ def _tenant_filter(tenant: str | None) -> Doc:
     return {} if tenant is None else {"tenant": tenant}
 
 
+_SESSION_READ: Doc = dict.fromkeys(SESSION_NOT_READ, 0)
+
+
 def _session_conditions(query: SessionQuery) -> Doc:
     """The filter of a page of sessions."""
     conditions: Doc = _tenant_filter(query.tenant)
@@ -90,7 +100,13 @@ class MongoReadModels:
         """Deadline of each read the read API makes (``None``: the driver's socket timeout)."""
 
     async def _page(
-        self, collection: AsyncCollection[Doc], conditions: Doc, limit: int, max_bytes: int | None
+        self,
+        collection: AsyncCollection[Doc],
+        conditions: Doc,
+        limit: int,
+        max_bytes: int | None,
+        *,
+        projection: Doc | None = None,
     ) -> tuple[list[Doc], bool]:
         """One page of documents in id order and whether more follow (:func:`read_page`).
 
@@ -101,7 +117,7 @@ class MongoReadModels:
             codec_options=collection.codec_options.with_options(document_class=RawBSONDocument)
         )
         with database_call(self._read_deadline_s):
-            cursor = raw.find(conditions).sort("_id", 1).limit(limit + 1)
+            cursor = raw.find(conditions, projection).sort("_id", 1).limit(limit + 1)
             # Small batches: the driver decodes a whole one, also past where the byte bound cuts.
             async with cursor.batch_size(page_fetch_batch(limit)):
                 rows, more = await read_page(
@@ -127,13 +143,19 @@ class MongoReadModels:
     async def session(self, session_id: str, *, tenant: str | None) -> SessionView | None:
         """One session, if of ``tenant`` (filtered in the query)."""
         with database_call(self._read_deadline_s):
-            doc = await self._sessions.find_one({"_id": session_id, **_tenant_filter(tenant)})
+            doc = await self._sessions.find_one(
+                {"_id": session_id, **_tenant_filter(tenant)}, _SESSION_READ
+            )
         return session_view(doc) if doc else None
 
     async def sessions(self, query: SessionQuery) -> Page[SessionView]:
         """A page of sessions ordered by id."""
         docs, more = await self._page(
-            self._sessions, _session_conditions(query), query.limit, query.max_bytes
+            self._sessions,
+            _session_conditions(query),
+            query.limit,
+            query.max_bytes,
+            projection=_SESSION_READ,
         )
         return page_of(docs, more=more, view=session_view, cursor=document_id)
 
