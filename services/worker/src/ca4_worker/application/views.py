@@ -30,8 +30,8 @@ class SessionView(BaseModel):
     gpu_models_dropped: int = 0
     """GPU samples whose model was not recorded because the session reached that cap."""
     gpus_dropped: int = 0
-    """GPU samples left out of ``/v1/gpus`` because their session had already reported
-    ``SESSION_MAX_GPUS`` (64) other GPUs."""
+    """GPU samples left out of ``/v1/gpus`` and of usage because their session had already
+    reported ``SESSION_MAX_GPUS`` (64) other GPUs."""
     peak_memory_used_mib: float | None
     mean_utilization_pct: float | None
     """Mean GPU utilisation over every GPU sample of the session that reported one."""

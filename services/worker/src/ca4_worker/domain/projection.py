@@ -31,12 +31,13 @@ could grow without limit. Samples whose model falls past the cap are counted in
 ``gpu_models_dropped``, not stored."""
 
 SESSION_MAX_GPUS: Final = 64
-"""Most distinct GPUs (by UUID) whose samples one session writes to GPU documents: the GPUs it
-met first, in offset order. A client rotating GPU UUIDs within its sessions would otherwise
-create a GPU document per UUID, and new documents cost the worker several times what updates
-cost (docs/architecture.md, "Tenancy"). A report holds at most 64 GPUs, so a session keeps a
-whole machine of them. Samples of GPUs past the cap are counted in ``gpus_dropped``; they stay
-in the event store, the session's other fields and its usage."""
+"""Most distinct GPUs (by UUID) one session projects and bills: the GPUs it met first, in offset
+order, both for GPU documents (the session's ``gpu_uuids``) and for usage (its marks). A client
+rotating GPU UUIDs within its sessions would otherwise create a GPU document per UUID, and new
+documents cost the worker several times what updates cost (docs/architecture.md, "Tenancy"). A
+report holds at most 64 GPUs, so a session keeps a whole machine of them. Samples of GPUs past
+the cap are counted in the session's and the usage records' ``gpus_dropped``; they stay in the
+event store and in the session's sample count, utilisation and memory peak."""
 
 
 def mean_utilization_pct(sum_millipct: int, samples: int) -> float | None:

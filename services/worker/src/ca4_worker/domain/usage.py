@@ -33,12 +33,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
-from ca4_worker.domain.projection import applied_key
+from ca4_worker.domain.projection import SESSION_MAX_GPUS, applied_key
 from ca4_worker.domain.records import GpuReading, PositionedEvent
-
-USAGE_MAX_GPUS_PER_SESSION: Final = 64
-"""Most GPUs one session's marks (and each of its day records) track; a report holds at most 64.
-Samples of GPUs past the cap are counted in ``gpus_dropped``, not billed."""
 
 USAGE_MAX_LABEL_SETS_PER_DAY: Final = 8
 """Most distinct label sets one day record bills apart (``run`` changed between experiments of
@@ -48,8 +44,9 @@ USAGE_MAX_ENTRIES_PER_DAY: Final = 128
 """Most (GPU, label set) entries one day record starts with a label set of their own: past it, a
 GPU's time is billed under the newest label set it has an entry under that day (a GPU with
 none gets its first entry still, so a record holds at most this plus
-:data:`USAGE_MAX_GPUS_PER_SESSION`). Without it, 64 GPUs under 8 label sets made 512 entries,
-about 620 KiB a record in Python, which a usage report reads a hundred at a time."""
+:data:`~ca4_worker.domain.projection.SESSION_MAX_GPUS`). Without it, 64 GPUs under 8 label
+sets made 512 entries, about 620 KiB a record in Python, which a usage report reads a hundred
+at a time."""
 USAGE_MAX_LABEL_CHARS_PER_DAY: Final = 32_768
 """Most characters of label keys and values one day record's label sets hold (a set of 32
 labels at their longest takes about 10,000): the second bound on its size, which a usage report
@@ -283,7 +280,7 @@ def fold_usage(
         at = positioned.occurred_at_ms
         for sample in positioned.gpu_readings:
             previous = current.marks.get(sample.uuid)
-            if previous is None and len(current.marks) >= USAGE_MAX_GPUS_PER_SESSION:
+            if previous is None and len(current.marks) >= SESSION_MAX_GPUS:
                 current.gpus_dropped += 1
                 continue
             idle_now = _is_idle(sample.utilization_gpu_pct, sample.memory_used_mib, rules)
