@@ -13,7 +13,7 @@ from ca4_worker.persistence.projections import MongoProjections
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.unit.worker.contracts import projection_scenarios
-from tests.unit.worker.factories import BASE_TIME, gpu_sample, positioned
+from tests.unit.worker.factories import BASE_TIME, report_of_gpus
 
 pytestmark = pytest.mark.mongo
 
@@ -46,12 +46,8 @@ async def test_a_session_an_older_worker_wrote_keeps_the_gpus_of_its_next_report
     first = [f"GPU-U-{index:02d}" for index in range(64)]
     second = [f"GPU-V-{index:02d}" for index in range(64)]
     reports = [
-        positioned(
-            0,
-            offset,
-            session_id="upgraded",
-            occurred_at=BASE_TIME + timedelta(seconds=offset),
-            gpus=[gpu_sample(index, uuid_=uuid) for index, uuid in enumerate(uuids)],
+        report_of_gpus(
+            offset, uuids, session_id="upgraded", at=BASE_TIME + timedelta(seconds=offset)
         )
         for offset, uuids in enumerate([first, second])
     ]

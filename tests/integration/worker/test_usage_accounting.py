@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+from collections.abc import Iterable, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -13,17 +14,18 @@ import pytest
 from ca4_provision.cli import app
 from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.replay import replay_from_store
-from ca4_worker.application.usage import UsageProjection, roll_up, usage_report
+from ca4_worker.application.usage import UsageProjection, Versioned, roll_up, usage_report
 from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.domain.usage import GpuUsage, UsageDay
 from ca4_worker.persistence.documents import Doc
+from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 from ca4_worker.persistence.usage_mongo import YIELD_EVERY, MongoUsageRecords, day_document
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner
 
 from tests.integration.worker.support import produce, running_worker, wait_for
-from tests.unit.worker.factories import TENANT_A, gpu_sample, positioned
+from tests.unit.worker.factories import TENANT_A, gpu_sample, positioned, report_of_gpus
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
     RULES,
@@ -165,6 +167,103 @@ async def test_marks_from_before_they_moved_into_day_records_are_read_and_moved(
     assert {row.group: seconds(row.model_dump()) for row in rows} == EXPECTED_BY_PROJECT
     holders = [doc["_id"] async for doc in database["usage_days"].find({"marks": {"$ne": None}})]
     assert sorted(holders) == ["usage-nlp/2026-01-05", "usage-vision/2026-01-06"]
+
+
+async def test_marks_are_found_by_the_record_that_names_them_and_in_records_from_before(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """The record holding a session's marks names it (``marks_of``, on its own index), so
+    they are found without reading every day record the session has: a client dating its
+    reports back a day at a time since 2000 made every round read all of them (a tenth
+    hostile-tenant review). Records written before the field are still found, and named on
+    their next write."""
+
+    async def named() -> dict[str, str]:
+        cursor = database["usage_days"].find({"marks_of": {"$ne": None}})
+        return {doc["_id"]: doc["marks_of"] async for doc in cursor}
+
+    events = scenario_events()
+    records = MongoUsageRecords(database)
+    await records.create_indexes()
+    await UsageProjection(records, rules=RULES).apply(events[:8])
+    holders = [doc["_id"] async for doc in database["usage_days"].find({"marks": {"$ne": None}})]
+    assert await named() == {holder: holder.split("/")[0] for holder in holders}
+    await database["usage_days"].update_many({}, {"$unset": {"marks_of": ""}})
+
+    await UsageProjection(records, rules=RULES).apply(events[6:])
+
+    rows = roll_up(
+        [day async for day in records.days_between(START.date(), date(2026, 1, 7), tenant=None)],
+        group_by="label:project",
+    )
+    assert {row.group: seconds(row.model_dump()) for row in rows} == EXPECTED_BY_PROJECT
+    assert await named() == {
+        "usage-nlp/2026-01-05": "usage-nlp",
+        "usage-vision/2026-01-06": "usage-vision",
+    }
+
+
+async def test_marks_a_crash_left_on_two_records_from_before_marks_of_bill_a_late_reading_once(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """Killed between writing the new home and clearing the old one, both records written
+    before ``marks_of``; redelivered one by one, with a late reading touching only the old
+    home's day: every interval is billed once, as in one uninterrupted pass."""
+    midnight = START.replace(hour=0, minute=0) + timedelta(days=1)
+    events = [
+        report_of_gpus(
+            offset,
+            uuids,
+            session_id="crashed",
+            at=midnight + timedelta(seconds=seconds_from_midnight),
+        )
+        for offset, (seconds_from_midnight, uuids) in enumerate(
+            [
+                (-120, ["g", "k"]),
+                (-60, ["g", "k"]),
+                (-30, ["g", "k"]),
+                (300, ["g"]),  # the marks move to the next day
+                (-10, ["k"]),  # a late reading of k, from before midnight
+                (60, ["k"]),
+            ]
+        )
+    ]
+    once = InMemoryUsageRecords()
+    await UsageProjection(once, rules=RULES).apply(events)
+
+    records = MongoUsageRecords(database)
+    await records.create_indexes()
+    projection = UsageProjection(records, rules=RULES)
+    await projection.apply(events[:2])
+    save, saves = records.save, 0
+
+    async def killed_at_the_third(days: Sequence[Versioned[UsageDay]]) -> None:
+        nonlocal saves
+        saves += 1
+        if saves == 3:
+            raise RuntimeError("worker killed")
+        await save(days)
+
+    records.save = killed_at_the_third  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="worker killed"):
+        await projection.apply(events[2:4])
+    records.save = save  # type: ignore[method-assign]
+    holders = await database["usage_days"].count_documents({"marks": {"$ne": None}})
+    await database["usage_days"].update_many({}, {"$unset": {"marks_of": ""}})
+    for event in events[2:]:
+        await projection.apply([event])
+
+    def held(days: Iterable[UsageDay]) -> dict[str, dict[str, int]]:
+        return {
+            day.document_id: {usage.gpu_uuid: usage.held_ms for usage in day.gpus.values()}
+            for day in days
+        }
+
+    stored = [
+        day async for day in records.days_between(START.date(), date(2026, 1, 8), tenant=None)
+    ]
+    assert holders == 2
+    assert held(stored) == held(item.record for item in once.days.values())
 
 
 async def test_labels_changed_mid_day_are_billed_apart_also_after_an_upgrade(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,6 +91,19 @@ def make_event(**kwargs: Any) -> GpuMetadataReported:
 def positioned(partition: int, offset: int, **kwargs: Any) -> PositionedEvent:
     """An event at a Kafka position."""
     return PositionedEvent(event=make_event(**kwargs), position=Position(partition, offset))
+
+
+def report_of_gpus(
+    offset: int, uuids: Sequence[str], *, session_id: str = "s", at: datetime = BASE_TIME
+) -> PositionedEvent:
+    """An event at partition 0, ``offset``, of one GPU sample per UUID in ``uuids``."""
+    return positioned(
+        0,
+        offset,
+        session_id=session_id,
+        occurred_at=at,
+        gpus=[gpu_sample(index, uuid_=uuid) for index, uuid in enumerate(uuids)],
+    )
 
 
 def record(

@@ -11,10 +11,15 @@ from ca4_worker.domain.projection import (
     group_by_session,
     latest_gpu_samples,
 )
-from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.persistence.documents import new_session_document, session_state
 
-from tests.unit.worker.factories import BASE_TIME, dated_ahead, gpu_sample, positioned
+from tests.unit.worker.factories import (
+    BASE_TIME,
+    dated_ahead,
+    gpu_sample,
+    positioned,
+    report_of_gpus,
+)
 
 
 def test_merging_deltas_equals_folding_every_event_at_once() -> None:
@@ -76,22 +81,12 @@ def test_a_gpu_sample_dated_past_its_receipt_counts_as_received() -> None:
     assert latest.sample["utilization_gpu_pct"] == 70.0
 
 
-def _report_of(offset: int, uuids: list[str]) -> PositionedEvent:
-    return positioned(
-        0,
-        offset,
-        session_id="s",
-        occurred_at=BASE_TIME + timedelta(seconds=offset),
-        gpus=[gpu_sample(index, uuid_=uuid) for index, uuid in enumerate(uuids)],
-    )
-
-
 def test_the_gpus_a_session_keeps_are_those_its_write_folds() -> None:
     first = [f"GPU-U-{index:02d}" for index in range(64)]
     second = [f"GPU-V-{index:02d}" for index in range(64)]
-    both = group_by_session([_report_of(0, first), _report_of(1, second)])
+    both = group_by_session([report_of_gpus(0, first), report_of_gpus(1, second)])
 
-    assert gpus_kept(group_by_session([_report_of(0, first)]), {}) == {}  # all fit
+    assert gpus_kept(group_by_session([report_of_gpus(0, first)]), {}) == {}  # all fit
     assert gpus_kept(both, {}) == {"s": set(first)}
     assert gpus_kept(both, {"s": {"applied": {"p0": 0}, "gpu_uuids": first}}) == {"s": set(first)}
     # A document an older worker wrote lists none: the first report is applied (and

@@ -54,6 +54,7 @@ USAGE_INDEXES = {
         IndexModel([("day", ASCENDING)], name="day"),
         IndexModel([("tenant", ASCENDING), ("day", ASCENDING)], name="tenant_day"),
         IndexModel([("session_id", ASCENDING)], name="session"),
+        IndexModel([("marks_of", ASCENDING)], name="marks_of"),
     ],
 }
 
@@ -115,6 +116,10 @@ def day_document(day: UsageDay, version: int) -> Doc:
             _seconds(usage) | {"label_set": usage.label_set} for usage in day.gpus.values()
         ],
         "marks": marks_document(day.marks) if day.marks is not None else None,
+        # The session whose marks this record holds, on its own index: finding a session's
+        # marks then reads its holder, not every day record the session has (one a day since
+        # 2000 for a client that dates its reports back).
+        "marks_of": day.session_id if day.marks is not None else None,
     }
 
 
@@ -214,25 +219,43 @@ class MongoUsageRecords:
         """The stored days among ``day_ids`` and every day holding the sessions' marks (or,
         before any holds them, the legacy marks inside their home day).
 
-        Two queries, each on an index of its own (``_id``; ``session_id``), rather than one
-        ``$or`` whose plan a backend may not split."""
+        Queries each on an index of its own (``_id``; ``marks_of``), rather than one ``$or``
+        whose plan a backend may not split. Sessions no record names (new ones, and those whose
+        records were all written before ``marks_of``) are looked up among all their days: the
+        newest holder must be found even where a touched day holds older marks (a crash
+        between writing the new home and clearing the old one)."""
         sessions = sorted(set(session_ids))
+        named: set[str] = set()
         with database_call(self._deadline_s):
-            found = await self._find({"_id": {"$in": sorted(day_ids)}})
+            found = await self._find({"_id": {"$in": sorted(day_ids)}}, named)
             found |= await self._find(
-                {
-                    "session_id": {"$in": sessions},
-                    "marks": {"$ne": None},
-                    "_id": {"$nin": sorted(found)},
-                }
+                {"marks_of": {"$in": sessions}, "_id": {"$nin": sorted(found)}}, named
             )
+            unnamed = sorted(set(sessions) - named)
+            if unnamed:
+                found |= await self._find(
+                    {
+                        "session_id": {"$in": unnamed},
+                        "marks": {"$ne": None},
+                        "_id": {"$nin": sorted(found)},
+                    }
+                )
             wanted = set(sessions) - _holding(found)
             if wanted and self._legacy_present:
                 await self._add_legacy_marks(found, wanted)
         return found
 
-    async def _find(self, conditions: Doc) -> dict[str, Versioned[UsageDay]]:
-        return {doc["_id"]: day_from_document(doc) async for doc in self._days.find(conditions)}
+    async def _find(
+        self, conditions: Doc, named: set[str] | None = None
+    ) -> dict[str, Versioned[UsageDay]]:
+        """The records matching ``conditions``; the sessions whose marks they name are added
+        to ``named``."""
+        found: dict[str, Versioned[UsageDay]] = {}
+        async for doc in self._days.find(conditions):
+            found[doc["_id"]] = day_from_document(doc)
+            if named is not None and doc.get("marks_of") is not None:
+                named.add(doc["marks_of"])
+        return found
 
     async def _add_legacy_marks(
         self, found: dict[str, Versioned[UsageDay]], session_ids: set[str]
