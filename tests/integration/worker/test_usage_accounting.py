@@ -17,7 +17,9 @@ from ca4_worker.application.replay import replay_from_store
 from ca4_worker.application.usage import UsageProjection, Versioned, roll_up, usage_report
 from ca4_worker.bootstrap import bootstrap
 from ca4_worker.core.config import Settings, get_settings
+from ca4_worker.domain.records import PositionedEvent
 from ca4_worker.domain.usage import GpuUsage, UsageDay
+from ca4_worker.persistence import usage_mongo
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.usage_memory import InMemoryUsageRecords
 from ca4_worker.persistence.usage_mongo import YIELD_EVERY, MongoUsageRecords, day_document
@@ -39,6 +41,34 @@ from tests.unit.worker.usage_scenario import (
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
 
 WINDOW = {"from": "2026-01-05", "to": "2026-01-07"}
+
+
+async def _two_reports_then_midnight(
+    database: AsyncDatabase[Doc], session_id: str, then: list[tuple[int, list[str]]]
+) -> tuple[list[PositionedEvent], InMemoryUsageRecords, MongoUsageRecords, UsageProjection]:
+    """Reports of GPUs g and k 120 and 60 s before midnight, applied, then ``then`` (seconds
+    from midnight, GPUs): the events, their usage in one pass, and the records to go on with."""
+    midnight = START.replace(hour=0, minute=0) + timedelta(days=1)
+    plan = [(-120, ["g", "k"]), (-60, ["g", "k"]), *then]
+    events = [
+        report_of_gpus(offset, uuids, session_id=session_id, at=midnight + timedelta(seconds=at))
+        for offset, (at, uuids) in enumerate(plan)
+    ]
+    once = InMemoryUsageRecords()
+    await UsageProjection(once, rules=RULES).apply(events)
+    records = MongoUsageRecords(database)
+    await records.create_indexes()
+    projection = UsageProjection(records, rules=RULES)
+    await projection.apply(events[:2])
+    return events, once, records, projection
+
+
+def _held(days: Iterable[UsageDay]) -> dict[str, dict[str, int]]:
+    """Held milliseconds per day record and GPU."""
+    return {
+        day.document_id: {usage.gpu_uuid: usage.held_ms for usage in day.gpus.values()}
+        for day in days
+    }
 
 
 def _by_project(body: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -209,32 +239,11 @@ async def test_marks_a_crash_left_on_two_records_from_before_marks_of_bill_a_lat
     """Killed between writing the new home and clearing the old one, both records written
     before ``marks_of``; redelivered one by one, with a late reading touching only the old
     home's day: every interval is billed once, as in one uninterrupted pass."""
-    midnight = START.replace(hour=0, minute=0) + timedelta(days=1)
-    events = [
-        report_of_gpus(
-            offset,
-            uuids,
-            session_id="crashed",
-            at=midnight + timedelta(seconds=seconds_from_midnight),
-        )
-        for offset, (seconds_from_midnight, uuids) in enumerate(
-            [
-                (-120, ["g", "k"]),
-                (-60, ["g", "k"]),
-                (-30, ["g", "k"]),
-                (300, ["g"]),  # the marks move to the next day
-                (-10, ["k"]),  # a late reading of k, from before midnight
-                (60, ["k"]),
-            ]
-        )
-    ]
-    once = InMemoryUsageRecords()
-    await UsageProjection(once, rules=RULES).apply(events)
-
-    records = MongoUsageRecords(database)
-    await records.create_indexes()
-    projection = UsageProjection(records, rules=RULES)
-    await projection.apply(events[:2])
+    events, once, records, projection = await _two_reports_then_midnight(
+        database,
+        "crashed",
+        [(-30, ["g", "k"]), (300, ["g"]), (-10, ["k"]), (60, ["k"])],  # a late reading of k
+    )
     save, saves = records.save, 0
 
     async def killed_at_the_third(days: Sequence[Versioned[UsageDay]]) -> None:
@@ -253,17 +262,39 @@ async def test_marks_a_crash_left_on_two_records_from_before_marks_of_bill_a_lat
     for event in events[2:]:
         await projection.apply([event])
 
-    def held(days: Iterable[UsageDay]) -> dict[str, dict[str, int]]:
-        return {
-            day.document_id: {usage.gpu_uuid: usage.held_ms for usage in day.gpus.values()}
-            for day in days
-        }
-
     stored = [
         day async for day in records.days_between(START.date(), date(2026, 1, 8), tenant=None)
     ]
     assert holders == 2
-    assert held(stored) == held(item.record for item in once.days.values())
+    assert _held(stored) == _held(item.record for item in once.days.values())
+
+
+async def test_a_worker_from_before_marks_of_moving_the_home_never_bills_twice(
+    database: AsyncDatabase[Doc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade (or a rollback): a worker from before ``marks_of`` moves a named home
+    to a new day. It clears the old home's marks but not its name, and names no new home; the
+    late readings that follow touch only the old day, and must still fold from the new one."""
+    events, once, records, projection = await _two_reports_then_midnight(
+        database,
+        "mixed",
+        [(-30, ["g", "k"]), (300, ["g"]), (-10, ["k"]), (-5, ["k"]), (60, ["k"])],
+    )
+    with monkeypatch.context() as older_worker:
+        older_worker.setattr(
+            usage_mongo,
+            "day_document",
+            lambda day, version: {
+                key: value for key, value in day_document(day, version).items() if key != "marks_of"
+            },
+        )
+        await projection.apply(events[2:4])
+    assert [doc async for doc in database["usage_days"].find({"marks_of": "mixed"})] != []
+    for event in events[4:]:
+        await projection.apply([event])
+
+    days = records.days_between(START.date(), date(2026, 1, 8), tenant=None)
+    assert _held([day async for day in days]) == _held(item.record for item in once.days.values())
 
 
 async def test_labels_changed_mid_day_are_billed_apart_also_after_an_upgrade(

@@ -54,7 +54,9 @@ USAGE_INDEXES = {
         IndexModel([("day", ASCENDING)], name="day"),
         IndexModel([("tenant", ASCENDING), ("day", ASCENDING)], name="tenant_day"),
         IndexModel([("session_id", ASCENDING)], name="session"),
-        IndexModel([("marks_of", ASCENDING)], name="marks_of"),
+        # Built in the background on DocumentDB (a foreground build on a large collection
+        # would block usage rounds while it runs); MongoDB 4.2+ and FerretDB ignore the flag.
+        IndexModel([("marks_of", ASCENDING)], name="marks_of", background=True),
     ],
 }
 
@@ -253,8 +255,11 @@ class MongoUsageRecords:
         found: dict[str, Versioned[UsageDay]] = {}
         async for doc in self._days.find(conditions):
             found[doc["_id"]] = day_from_document(doc)
-            if named is not None and doc.get("marks_of") is not None:
-                named.add(doc["marks_of"])
+            # Only a record that holds marks names its session: a worker from before
+            # ``marks_of`` clears a home's marks without clearing the name.
+            holder = doc.get("marks_of") if doc.get("marks") is not None else None
+            if named is not None and holder is not None:
+                named.add(holder)
         return found
 
     async def _add_legacy_marks(
