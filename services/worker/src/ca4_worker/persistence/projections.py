@@ -89,8 +89,8 @@ class MongoProjections(MongoReadModels):
         flight between them, each call at most ``limits.chunk`` statements.
 
         The sessions are read first: their stored GPUs say which samples may reach GPU
-        documents (:func:`gpus_past_the_cap`), and the sessions' own writes start from the
-        same read."""
+        documents (:func:`~ca4_worker.domain.projection.gpus_kept`), and the sessions' own
+        writes start from the same read."""
         slots = asyncio.Semaphore(self._limits.concurrency)
         sessions = _groups_per_session(events)
         stored: dict[str, Doc] = {}
