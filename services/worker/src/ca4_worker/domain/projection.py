@@ -318,7 +318,7 @@ def split_at_the_gpu_cap(
 ) -> tuple[list[str], list[str]]:
     """The GPUs of ``met`` (in the order first met) that are new to a session holding
     ``stored``: those that fit under :data:`SESSION_MAX_GPUS`, and those past it."""
-    known = stored if isinstance(stored, (set, frozenset, dict)) else set(stored)
+    known = set(stored)
     new = [uuid for uuid in met if uuid not in known]
     room = max(0, SESSION_MAX_GPUS - len(known))
     return new[:room], new[room:]
@@ -346,28 +346,20 @@ def gpus_kept(
     applied offsets: the events the session's own write folds, so the two agree even where the
     stored ``gpu_uuids`` is not what the session met first (a document an older worker wrote).
     """
-    fresh: dict[str, dict[str, None]] = {}
-    met: dict[str, dict[str, None]] = {}
+    met: dict[str, set[str]] = {}
+    fresh: dict[str, dict[str, None]] = {}  # in the order first met
     for (session_id, partition), group in groups.items():
-        seen = met.setdefault(session_id, {})
+        seen = met.setdefault(session_id, set())
         for positioned in group:
-            for gpu in positioned.gpu_readings:
-                seen[gpu.uuid] = None
-        document = stored.get(session_id, {})
+            seen.update(gpu.uuid for gpu in positioned.gpu_readings)
         new = fresh.setdefault(session_id, {})
-        for positioned in past_applied(group, document.get("applied"), partition):
-            for gpu in positioned.gpu_readings:
-                new[gpu.uuid] = None
+        for positioned in past_applied(group, stored.get(session_id, {}).get("applied"), partition):
+            new.update(dict.fromkeys(gpu.uuid for gpu in positioned.gpu_readings))
     kept: dict[str, set[str]] = {}
     for session_id, seen in met.items():
-        known = set(stored.get(session_id, {}).get("gpu_uuids", ()))
-        if len(known) + len(fresh[session_id]) <= SESSION_MAX_GPUS and all(
-            uuid in known or uuid in fresh[session_id] for uuid in seen
-        ):
-            continue  # everything fits: the usual case
-        fits, _ = split_at_the_gpu_cap(fresh[session_id], known)
-        allowed = known.union(fits)
-        if not seen.keys() <= allowed:
+        known = stored.get(session_id, {}).get("gpu_uuids", ())
+        allowed = set(known).union(split_at_the_gpu_cap(fresh[session_id], known)[0])
+        if not seen <= allowed:
             kept[session_id] = allowed
     return kept
 
