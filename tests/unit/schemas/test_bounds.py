@@ -61,6 +61,8 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "string bool": (_gpu("persistence_mode", "true"), "persistence_mode"),
     "bad performance state": (_gpu("performance_state", "P16"), "performance_state"),
     "oversized name": (_gpu("name", "x" * 129), "name"),
+    "name over 128 bytes": (_gpu("name", "\U00020000" * 33), "name"),
+    "uuid over 128 bytes": (_gpu("uuid", "GPU-" + "\u00e9" * 63), "uuid"),
     "empty name": (_gpu("name", "   "), "name"),
     "control character": (_gpu("name", "Tesla\x00T4"), "name"),
     "bidi override": (_gpu("name", "Tesla \u202eT4"), "name"),
@@ -216,3 +218,21 @@ def test_too_many_labels_is_one_error_however_bad_they_are() -> None:
     assert error["loc"] == ("labels",)
     assert error["type"] == "too_long"
     assert error["msg"] == "Dictionary should have at most 32 items after validation, not 10000"
+
+
+@pytest.mark.parametrize("field", ["uuid", "name"])
+def test_a_gpu_key_is_bounded_in_bytes_as_well_as_characters(field: str) -> None:
+    def with_value(value: str) -> dict[str, Any]:
+        report = make_report()
+        _gpu(field, value)(report)
+        return report
+
+    # 128 characters of ASCII, and 32 of four bytes each, are 128 bytes: both fit.
+    for fits in ("x" * 128, "\U00020000" * 32):
+        report = GpuMetadataReport.model_validate_json(json.dumps(with_value(fits)))
+        assert getattr(report.payload.gpus[0], field) == fits
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReport.model_validate_json(json.dumps(with_value("\U00020000" * 33)))
+    [error] = caught.value.errors()
+    assert error["loc"] == ("payload", "gpus", 0, field)
+    assert error["msg"] == "Value error, is 132 bytes in UTF-8, over the 128-byte limit"

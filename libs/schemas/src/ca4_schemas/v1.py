@@ -29,6 +29,7 @@ from ca4_schemas.types import (
     Celsius,
     Count,
     Flag,
+    GpuKeyText,
     Identifier,
     LabelKey,
     LabelValue,
@@ -110,11 +111,11 @@ class GpuSample(_Frozen):
     the SDK lists what it could not read in :class:`CollectorStatus`.
     """
 
-    uuid: ShortText
+    uuid: GpuKeyText
     """Stable GPU UUID (``GPU-...``) or MIG UUID (``MIG-...``)."""
     index: Count
     """Index as enumerated by the driver at sample time."""
-    name: ShortText
+    name: GpuKeyText
     """Product name, e.g. ``Tesla T4`` or ``NVIDIA H100 80GB HBM3``."""
     pci_bus_id: ShortText | None = None
     """PCI bus id, e.g. ``00000000:00:04.0``."""

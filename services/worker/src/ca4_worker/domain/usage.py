@@ -47,10 +47,11 @@ none gets its first entry still, so a record holds at most this plus
 :data:`~ca4_worker.domain.projection.SESSION_MAX_GPUS`). Without it, 64 GPUs under 8 label
 sets made 512 entries, about 620 KiB a record in Python, which a usage report reads a hundred
 at a time."""
-USAGE_MAX_LABEL_CHARS_PER_DAY: Final = 32_768
-"""Most characters of label keys and values one day record's label sets hold (a set of 32
-labels at their longest takes about 10,000): the second bound on its size, which a usage report
-reads a hundred records at a time."""
+USAGE_MAX_LABEL_BYTES_PER_DAY: Final = 32_768
+"""Most bytes (UTF-8) of label keys and values one day record's label sets hold (a set of 32
+labels at their longest takes about 10,000 in ASCII): the second bound on its size, which a
+usage report reads a hundred records at a time and every round rewrites. Counted in bytes, not
+characters: four-byte characters made the same count four times heavier."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class UsageDay:
     _asked: tuple[dict[str, str], int] | None = field(
         default=None, init=False, repr=False, compare=False
     )
-    _chars: int | None = field(default=None, init=False, repr=False, compare=False)
+    _label_bytes: int | None = field(default=None, init=False, repr=False, compare=False)
     _newest: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -169,15 +170,19 @@ class UsageDay:
             self.label_sets.append(dict(self.labels))  # the time of a record before label sets
         index = next((i for i, known in enumerate(self.label_sets) if known == labels), None)
         if index is None:
-            chars = (
-                self._chars if self._chars is not None else sum(map(_label_chars, self.label_sets))
+            size = (
+                self._label_bytes
+                if self._label_bytes is not None
+                else sum(map(_label_bytes, self.label_sets))
             )
-            if len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY and (
-                chars + _label_chars(labels) <= USAGE_MAX_LABEL_CHARS_PER_DAY
+            # The first set is always kept: the contract bounds one set (34,816 bytes at most).
+            if not self.label_sets or (
+                len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY
+                and size + _label_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
             ):
                 self.label_sets.append(dict(labels))
-                chars += _label_chars(labels)
-            self._chars = chars
+                size += _label_bytes(labels)
+            self._label_bytes = size
             index = len(self.label_sets) - 1
         self._asked = (labels, index)
         return index
@@ -190,8 +195,9 @@ class UsageDay:
         return self._newest
 
 
-def _label_chars(labels: dict[str, str]) -> int:
-    return sum(len(key) + len(value) for key, value in labels.items())
+def _label_bytes(labels: dict[str, str]) -> int:
+    # Keys are ASCII by the contract; values may not be.
+    return sum(len(key) + len(value.encode()) for key, value in labels.items())
 
 
 def usage_day_id(session_id: str, day: date) -> str:
