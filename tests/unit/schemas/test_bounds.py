@@ -74,6 +74,10 @@ CASES: dict[str, tuple[Mutation, str]] = {
     "dotted label key": (_top("labels", {"a.b": "1"}), "labels"),
     "too many labels": (_top("labels", {f"k{i}": "v" for i in range(33)}), "labels"),
     "oversized label value": (_top("labels", {"k": "v" * 257}), "labels"),
+    "labels over 16 KiB": (
+        _top("labels", {f"k{i}": "\U00020000" * 256 for i in range(16)}),
+        "labels",
+    ),
     "session id with slash": (_top("session_id", "a/b"), "session_id"),
     "naive timestamp": (_naive_occurred_at, "occurred_at"),
     "future timestamp": (_future_occurred_at, "occurred_at"),
@@ -236,3 +240,16 @@ def test_a_gpu_key_is_bounded_in_bytes_as_well_as_characters(field: str) -> None
     [error] = caught.value.errors()
     assert error["loc"] == ("payload", "gpus", 0, field)
     assert error["msg"] == "Value error, is 132 bytes in UTF-8, over the 128-byte limit"
+
+
+def test_labels_are_bounded_in_bytes_altogether() -> None:
+    report = make_report()
+    # 32 labels at their longest in ASCII fit; 16 of 256 four-byte characters do not.
+    report["labels"] = {f"k{key:02d}{'x' * 60}": "v" * 256 for key in range(32)}
+    assert len(GpuMetadataReport.model_validate_json(json.dumps(report)).labels) == 32
+    report["labels"] = {f"k{key:02d}": "\U00020000" * 256 for key in range(16)}
+    with pytest.raises(ValidationError) as caught:
+        GpuMetadataReport.model_validate_json(json.dumps(report))
+    [error] = caught.value.errors()
+    assert error["loc"] == ("labels",)
+    assert error["msg"] == "Labels should be at most 16384 bytes in UTF-8 altogether, not 16432"

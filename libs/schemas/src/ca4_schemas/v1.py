@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -43,6 +44,10 @@ MAX_GPUS_PER_REPORT = 64
 """Eight GPUs with seven MIG instances each still fit."""
 MAX_PROCESSES_PER_GPU = 256
 MAX_LABELS = 32
+MAX_LABELS_BYTES = 16 * 1024
+"""The most bytes of a report's label keys and values together, in UTF-8. Any 32 labels in
+ASCII fit (10,240 bytes at most); four-byte characters could otherwise make them 34,816 bytes,
+which the session and its usage record keep and every projection round rewrites."""
 
 
 def _at_most_max_labels(labels: object) -> object:
@@ -55,6 +60,19 @@ def _at_most_max_labels(labels: object) -> object:
             "Dictionary should have at most {max_length} items after validation, not "
             "{actual_length}",
             {"field_type": "Dictionary", "max_length": MAX_LABELS, "actual_length": len(labels)},
+        )
+    return labels
+
+
+def _labels_at_most_max_bytes(labels: dict[str, str]) -> dict[str, str]:
+    if all(value.isascii() for value in labels.values()):
+        return labels  # keys are ASCII: within MAX_LABELS_BYTES by the counts alone
+    size = sum(len(key) + len(value.encode()) for key, value in labels.items())
+    if size > MAX_LABELS_BYTES:
+        raise PydanticCustomError(
+            "too_long",
+            "Labels should be at most {max_bytes} bytes in UTF-8 altogether, not {actual_bytes}",
+            {"max_bytes": MAX_LABELS_BYTES, "actual_bytes": size},
         )
     return labels
 
@@ -297,6 +315,7 @@ class ReportEnvelope(_Frozen):
         dict[LabelKey, LabelValue],
         Field(max_length=MAX_LABELS),
         BeforeValidator(_at_most_max_labels),
+        AfterValidator(_labels_at_most_max_bytes),
     ] = Field(default_factory=dict)
     """Small string map, e.g. project, notebook, run."""
     payload: GpuMetadataPayloadV1

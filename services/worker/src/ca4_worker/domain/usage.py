@@ -47,11 +47,11 @@ none gets its first entry still, so a record holds at most this plus
 :data:`~ca4_worker.domain.projection.SESSION_MAX_GPUS`). Without it, 64 GPUs under 8 label
 sets made 512 entries, about 620 KiB a record in Python, which a usage report reads a hundred
 at a time."""
-USAGE_MAX_LABEL_BYTES_PER_DAY: Final = 32_768
-"""Most bytes (UTF-8) of label keys and values one day record's label sets hold (a set of 32
-labels at their longest takes about 10,000 in ASCII): the second bound on its size, which a
-usage report reads a hundred records at a time and every round rewrites. Counted in bytes, not
-characters: four-byte characters made the same count four times heavier."""
+USAGE_MAX_LABEL_BYTES_PER_DAY: Final = 16_384
+"""Most bytes (UTF-8) of label keys and values one day record's label sets hold: the second
+bound on its size, which a usage report reads a hundred records at a time and every round
+rewrites. A report's labels weigh at most as much (``ca4_schemas.v1.MAX_LABELS_BYTES``), so the
+first set always fits; usual sets (a few short labels) fit eight to a record."""
 
 
 @dataclass(frozen=True)
@@ -175,10 +175,8 @@ class UsageDay:
                 if self._label_bytes is not None
                 else sum(map(_label_bytes, self.label_sets))
             )
-            # The first set is always kept: the contract bounds one set (34,816 bytes at most).
-            if not self.label_sets or (
-                len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY
-                and size + _label_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
+            if len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY and (
+                size + _label_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
             ):
                 self.label_sets.append(dict(labels))
                 size += _label_bytes(labels)
