@@ -116,7 +116,10 @@ async def bootstrap(
         client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
         stack.push_async_callback(client.close)
         database = client[settings.mongo_db]
-        await ready(lambda: init_database(database), "initialise database")
+        await ready(
+            lambda: init_database(database, build_deadline_s=settings.index_build_timeout_s),
+            "initialise database",
+        )
 
         async def database_ok() -> bool:
             try:

@@ -17,7 +17,7 @@ database, or one that refuses the worker itself (credentials, permissions), is a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Final
 
@@ -179,11 +179,39 @@ COLLECTIONS: Final[dict[str, list[IndexModel]]] = {
 Their shapes are in :mod:`ca4_worker.persistence.documents`."""
 
 
-async def init_database(database: AsyncDatabase[Doc]) -> None:
-    """Create each collection's indexes (a no-op when they exist)."""
-    with database_call():
-        for name, indexes in COLLECTIONS.items():
-            await database[name].create_indexes(indexes)
+async def ensure_indexes(
+    database: AsyncDatabase[Doc],
+    collections: Mapping[str, Sequence[IndexModel]],
+    *,
+    build_deadline_s: float,
+) -> dict[str, list[str]]:
+    """Create the indexes of ``collections`` that are missing (by name); the names created,
+    per collection.
+
+    Each collection's indexes are listed first, and ``createIndexes`` is sent only for those
+    missing, all of one collection's in one call: a restart sends none, and DocumentDB, which
+    builds one index per collection at a time and answers a second build with 40333, gets one
+    build per collection from each process (pods starting together meet each other's build and
+    wait it out: :data:`INDEX_BUILD_IN_PROGRESS` is an outage). The build runs under
+    ``build_deadline_s``, not the client's socket timeout, which a build on a large collection
+    outlasts. An index whose name exists is kept as it is, whatever its keys.
+    """
+    created: dict[str, list[str]] = {}
+    for name, indexes in collections.items():
+        collection = database[name]
+        with database_call():
+            existing = {index["name"] async for index in await collection.list_indexes()}
+        missing = [index for index in indexes if index.document["name"] not in existing]
+        if not missing:
+            continue
+        with database_call(build_deadline_s):
+            created[name] = await collection.create_indexes(missing)
+    return created
+
+
+async def init_database(database: AsyncDatabase[Doc], *, build_deadline_s: float) -> None:
+    """Create the missing indexes of each collection (see :func:`ensure_indexes`)."""
+    await ensure_indexes(database, COLLECTIONS, build_deadline_s=build_deadline_s)
 
 
 async def insert_ignoring_duplicates(
