@@ -87,3 +87,19 @@ async def test_indexes_are_built_once_and_under_their_own_deadline(
         await ensure_indexes(database, wanted, build_deadline_s=1e-9)
     assert await ensure_indexes(database, wanted, build_deadline_s=60) == {"later": ["at"]}
     assert await ensure_indexes(database, wanted, build_deadline_s=1e-9) == {}
+
+
+async def test_the_partitions_seek_finds_what_distinct_finds(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """``ca4 replay``'s partitions come from index seeks (DocumentDB answers ``distinct``
+    without an index): the same partitions, on a store whose partitions are far apart and
+    uneven."""
+    store = MongoEventStore(database, topic="t", deadline_s=10)
+    assert [partition async for partition in store.partitions()] == []
+    sizes = {0: 1, 1: 300, 4: 2, 11: 50}
+    await store.append(
+        [positioned(p, offset) for p, size in sizes.items() for offset in range(size)]
+    )
+    found = [partition async for partition in store.partitions()]
+    assert found == sorted(await database["events"].distinct("partition")) == sorted(sizes)

@@ -11,7 +11,7 @@ from typing import Any, Self, cast
 from ca4_worker.persistence.documents import Doc
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 DUPLICATE_KEY = 11000
 
@@ -147,7 +147,10 @@ class FakeCollection:
         projection: Doc | None = None,
         *,
         sort: list[tuple[str, int]] | None = None,
+        hint: str | None = None,
     ) -> Doc | None:
+        if hint is not None and hint not in self.index_names:
+            raise OperationFailure(f"hint {hint} does not correspond to an index", code=2)
         self._call("find_one", conditions or {})
         found = [doc for doc in self.docs.values() if matches(doc, conditions or {})]
         rows = FakeCursor(found).sort(sort or []).limit(1).rows()
