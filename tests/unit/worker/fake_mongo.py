@@ -109,14 +109,15 @@ class FakeCollection:
     docs: dict[Any, Doc] = field(default_factory=dict)
     index_names: set[str] = field(default_factory=lambda: {"_id_"})
     calls: list[tuple[str, Any]] = field(default_factory=list)
-    failures: dict[str, list[Exception]] = field(default_factory=dict)
-    """Per command name, errors raised by its next calls, one each."""
+    failures: dict[str, list[Exception | None]] = field(default_factory=dict)
+    """Per command name, what its next calls raise, one each (``None``: that call succeeds)."""
 
     def _call(self, command: str, argument: Any = None) -> None:
         self.calls.append((command, argument))
         queued = self.failures.get(command)
-        if queued:
-            raise queued.pop(0)
+        failure = queued.pop(0) if queued else None
+        if failure is not None:
+            raise failure
 
     def commands(self, command: str) -> list[Any]:
         """The arguments of each call of ``command``, in order."""

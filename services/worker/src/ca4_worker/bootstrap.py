@@ -151,7 +151,10 @@ async def bootstrap(
         )
         if claims:
             claimed = await ready(
-                lambda: claim_pre_tenancy_sessions(database), "claim pre-tenancy sessions"
+                lambda: claim_pre_tenancy_sessions(
+                    database, deadline_s=settings.mongo_operation_timeout_ms / 1000
+                ),
+                "claim pre-tenancy sessions",
             )
             if claimed is not None:
                 log.info("pre-tenancy sessions claimed", sessions=claimed)
