@@ -254,6 +254,12 @@ def test_documentdb_tls_private_encrypted() -> None:
     }
     assert params["tls"] == "enabled"
     cluster = docdb[("aws_docdb_cluster", "this")]
+    # Profiler logs exported from a cluster whose profiler is off would stay empty.
+    if "profiler" in cluster["enabled_cloudwatch_logs_exports"]:
+        assert params["profiler"] == "enabled"
+        assert params["profiler_threshold_ms"] == "${tostring(var.profiler_threshold_ms)}"
+    if "audit" in cluster["enabled_cloudwatch_logs_exports"]:
+        assert params["audit_logs"] == "enabled"
     assert cluster["storage_encrypted"] is True
     assert cluster["manage_master_user_password"] is True
     assert "var.private_subnet_ids" in docdb[("aws_docdb_subnet_group", "this")]["subnet_ids"]

@@ -12,7 +12,7 @@ from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.integration.worker.support import OPERATOR_KEY_HASHES
+from tests.integration.worker.support import INDEX_BUILD_DEADLINE_S, OPERATOR_KEY_HASHES
 from tests.support.services import Endpoints
 
 PARTITIONS = 3
@@ -23,7 +23,7 @@ async def database(services: Endpoints, database_name: str) -> AsyncIterator[Asy
     """A fresh database with the worker's collections and indexes, dropped afterwards."""
     client = connect(services.mongo_url)
     db = client[database_name]
-    await init_database(db)
+    await init_database(db, build_deadline_s=INDEX_BUILD_DEADLINE_S)
     yield db
     await client.drop_database(database_name)
     await client.close()

@@ -16,6 +16,8 @@ from asgi_lifespan import LifespanManager
 from ca4_worker.core.config import Settings
 from ca4_worker.main import create_app
 
+INDEX_BUILD_DEADLINE_S = 60.0
+"""Deadline of the index builds tests start (on collections of a few documents)."""
 OPERATOR_KEY = "tests-operator-key-5b1e"
 """A ``read:all`` key the worker tests read every tenant's data with."""
 OPERATOR_KEY_HASHES = (

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 from ca4_worker.application.bounded import WriteLimits
+from ca4_worker.application.ports import TimedOutError
 from ca4_worker.application.views import GpuQuery
+from ca4_worker.persistence.database import COLLECTIONS, ensure_indexes
 from ca4_worker.persistence.documents import Doc
 from ca4_worker.persistence.events import MongoEventStore
 from ca4_worker.persistence.projections import MongoProjections
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.unit.worker.contracts import EventStoreContract, ProjectionsContract
@@ -71,3 +74,32 @@ async def test_a_read_all_bare_cursor_pages_on_after_a_pre_tenancy_gpu(
 
     assert ([view.gpu_uuid for view in first.items], first.next_cursor) == (["GPU-old"], "GPU-old")
     assert [(view.tenant, view.gpu_uuid) for view in rest.items] == [(TENANT_A, "GPU-new")]
+
+
+async def test_indexes_are_built_once_and_under_their_own_deadline(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """A restart builds nothing (every index is listed first), and a missing index's build runs
+    under the build deadline, not the client's socket timeout."""
+    assert await ensure_indexes(database, COLLECTIONS, build_deadline_s=60) == {}
+    wanted = {"later": [IndexModel([("at", ASCENDING)], name="at")]}
+    with pytest.raises(TimedOutError):
+        await ensure_indexes(database, wanted, build_deadline_s=1e-9)
+    assert await ensure_indexes(database, wanted, build_deadline_s=60) == {"later": ["at"]}
+    assert await ensure_indexes(database, wanted, build_deadline_s=1e-9) == {}
+
+
+async def test_the_partitions_seek_finds_what_distinct_finds(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """``ca4 replay``'s partitions come from index seeks (DocumentDB answers ``distinct``
+    without an index): the same partitions, on a store whose partitions are far apart and
+    uneven."""
+    store = MongoEventStore(database, topic="t", deadline_s=10)
+    assert [partition async for partition in store.partitions()] == []
+    sizes = {0: 1, 1: 300, 4: 2, 11: 50}
+    await store.append(
+        [positioned(p, offset) for p, size in sizes.items() for offset in range(size)]
+    )
+    found = [partition async for partition in store.partitions()]
+    assert found == sorted(await database["events"].distinct("partition")) == sorted(sizes)

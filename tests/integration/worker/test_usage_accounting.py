@@ -26,7 +26,12 @@ from ca4_worker.persistence.usage_mongo import YIELD_EVERY, MongoUsageRecords, d
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner
 
-from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.integration.worker.support import (
+    INDEX_BUILD_DEADLINE_S,
+    produce,
+    running_worker,
+    wait_for,
+)
 from tests.unit.worker.factories import TENANT_A, gpu_sample, positioned, report_of_gpus
 from tests.unit.worker.usage_scenario import (
     EXPECTED_BY_PROJECT,
@@ -57,7 +62,7 @@ async def _two_reports_then_midnight(
     once = InMemoryUsageRecords()
     await UsageProjection(once, rules=RULES).apply(events)
     records = MongoUsageRecords(database)
-    await records.create_indexes()
+    await records.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     projection = UsageProjection(records, rules=RULES)
     await projection.apply(events[:2])
     return events, once, records, projection
@@ -178,7 +183,7 @@ async def test_marks_from_before_they_moved_into_day_records_are_read_and_moved(
     have none. The new worker reads them there, counts exactly, and moves them."""
     events = scenario_events()
     records = MongoUsageRecords(database)
-    await records.create_indexes()
+    await records.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     await UsageProjection(records, rules=RULES).apply(events[:8])
     async for doc in database["usage_days"].find({"marks": {"$ne": None}}):
         legacy = {"_id": doc["session_id"], "tenant": doc["tenant"], "version": 3}
@@ -187,7 +192,7 @@ async def test_marks_from_before_they_moved_into_day_records_are_read_and_moved(
     await database["usage_days"].update_many({}, {"$unset": {"marks": ""}})
 
     upgraded = MongoUsageRecords(database)
-    await upgraded.create_indexes()
+    await upgraded.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     await UsageProjection(upgraded, rules=RULES).apply(events[6:])
 
     rows = roll_up(
@@ -214,7 +219,7 @@ async def test_marks_are_found_by_the_record_that_names_them_and_in_records_from
 
     events = scenario_events()
     records = MongoUsageRecords(database)
-    await records.create_indexes()
+    await records.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     await UsageProjection(records, rules=RULES).apply(events[:8])
     holders = [doc["_id"] async for doc in database["usage_days"].find({"marks": {"$ne": None}})]
     assert await named() == {holder: holder.split("/")[0] for holder in holders}
@@ -314,7 +319,7 @@ async def test_labels_changed_mid_day_are_billed_apart_also_after_an_upgrade(
         for offset in range(7)
     ]
     records = MongoUsageRecords(database)
-    await records.create_indexes()
+    await records.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     await UsageProjection(records, rules=RULES).apply(events[:4])
     await database["usage_days"].update_many(
         {}, {"$unset": {"label_sets": "", "gpus.$[].label_set": ""}}
@@ -360,7 +365,7 @@ async def test_time_a_worker_from_before_label_sets_adds_is_billed_under_its_lab
         for offset in range(5)
     ]
     records = MongoUsageRecords(database)
-    await records.create_indexes()
+    await records.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     await UsageProjection(records, rules=RULES).apply(events)
     # The old worker's write: 120 s more in the GPU's total, under labels it names.
     await database["usage_days"].update_one(

@@ -22,7 +22,11 @@ from ca4_worker.persistence.usage_mongo import MongoUsageRecords, day_document
 from pymongo.asynchronous.database import AsyncDatabase
 from typer.testing import CliRunner, Result
 
-from tests.integration.worker.support import OPERATOR_KEY, OPERATOR_KEY_HASHES
+from tests.integration.worker.support import (
+    INDEX_BUILD_DEADLINE_S,
+    OPERATOR_KEY,
+    OPERATOR_KEY_HASHES,
+)
 from tests.support.services import Endpoints
 from tests.unit.worker.factories import TENANT_A, TENANT_B
 from tests.unit.worker.usage_scenario import RULES, START
@@ -63,7 +67,7 @@ async def records(database: AsyncDatabase[Doc]) -> MongoUsageRecords:
         ]
     )
     usage = MongoUsageRecords(database)
-    await usage.create_indexes()
+    await usage.create_indexes(build_deadline_s=INDEX_BUILD_DEADLINE_S)
     return usage
 
 

@@ -108,6 +108,21 @@ class EventStoreContract:
         found = [item async for page in store.scan(since=since) for item in page]
         assert [item.event_id for item in found] == [late.event_id]
 
+    async def test_a_windowed_scan_skips_partitions_without_events_in_the_window(
+        self, store: EventStore
+    ) -> None:
+        early = [positioned(0, offset, occurred_at=BASE_TIME) for offset in range(3)]
+        late = [
+            positioned(partition, 5, occurred_at=BASE_TIME + timedelta(hours=2))
+            for partition in (1, 3)
+        ]
+        await store.append([*early, *late])
+        since = BASE_TIME + timedelta(hours=1)
+        pages = [page async for page in store.scan(since=since, batch_size=1)]
+        assert [[item.event_id for item in page] for page in pages] == [
+            [item.event_id] for item in late
+        ]
+
     async def test_canonical_and_stored_positions(self, store: EventStore) -> None:
         """What the projection stage asks the store: where each event id was stored from, and
         which record positions hold a stored event."""

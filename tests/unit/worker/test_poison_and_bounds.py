@@ -288,6 +288,17 @@ async def test_an_integer_past_the_digit_limit_is_a_dead_letter_not_a_crash(
             None,
         ),
         (OperationFailure("Feature not supported", code=115), UnavailableError, None),
+        # DocumentDB's "Feature not supported": the deployment's, not the data's.
+        (OperationFailure("Feature not supported: $foo", code=303), UnavailableError, None),
+        # Another index build on the collection (DocumentDB; MongoDB): wait it out.
+        (
+            OperationFailure("Existing index build in progress on the same collection", 40333),
+            UnavailableError,
+            None,
+        ),
+        (OperationFailure("Index build already in progress", code=276), UnavailableError, None),
+        # killOp or a stepdown interrupted the call: the same call may succeed next time.
+        (OperationFailure("operation was interrupted", code=11601), UnavailableError, None),
         (
             OperationFailure("retry me", code=1, details={"errorLabels": ["RetryableWriteError"]}),
             UnavailableError,

@@ -27,6 +27,18 @@ resource "aws_docdb_cluster_parameter_group" "this" {
     value = "enabled"
   }
 
+  # The cluster exports profiler logs (enabled_cloudwatch_logs_exports below), which stay empty
+  # unless the profiler runs: it logs operations slower than the threshold.
+  parameter {
+    name  = "profiler"
+    value = "enabled"
+  }
+
+  parameter {
+    name  = "profiler_threshold_ms"
+    value = tostring(var.profiler_threshold_ms)
+  }
+
   tags = local.tags
 }
 

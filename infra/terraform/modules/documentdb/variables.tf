@@ -79,3 +79,14 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "profiler_threshold_ms" {
+  description = "(Optional) Operations slower than this many milliseconds are logged by the profiler (exported to CloudWatch)."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.profiler_threshold_ms >= 50 && var.profiler_threshold_ms <= 2147483646
+    error_message = "profiler_threshold_ms must be between 50 and 2147483646 (DocumentDB's range)."
+  }
+}

@@ -116,7 +116,10 @@ async def bootstrap(
         client = connect(settings.mongo_url, timeout_ms=settings.mongo_timeout_ms)
         stack.push_async_callback(client.close)
         database = client[settings.mongo_db]
-        await ready(lambda: init_database(database), "initialise database")
+        await ready(
+            lambda: init_database(database, build_deadline_s=settings.index_build_timeout_s),
+            "initialise database",
+        )
 
         async def database_ok() -> bool:
             try:
@@ -148,7 +151,10 @@ async def bootstrap(
         )
         if claims:
             claimed = await ready(
-                lambda: claim_pre_tenancy_sessions(database), "claim pre-tenancy sessions"
+                lambda: claim_pre_tenancy_sessions(
+                    database, deadline_s=settings.mongo_operation_timeout_ms / 1000
+                ),
+                "claim pre-tenancy sessions",
             )
             if claimed is not None:
                 log.info("pre-tenancy sessions claimed", sessions=claimed)

@@ -156,6 +156,12 @@ class Settings(BaseSettings):
     mongo_operation_timeout_ms: int = Field(default=10_000, ge=100)
     """Deadline of each store and projection call. A call past it is split in half and the
     halves tried in turn, never sent again whole on top of the one still running."""
+    index_build_timeout_s: float = Field(default=3600.0, gt=0)
+    """Deadline of each index build the worker starts (only for an index missing when it
+    starts: after an upgrade that adds one). A build on a large collection outlasts the
+    client's 30 s socket timeout, and a server may stop a build at its deadline, so this must
+    outlast the longest build. Past it the worker lists the indexes and asks again; it waits at
+    start-up until every index exists."""
     read_timeout_s: float = Field(default=5.0, gt=0)
     """Deadline of each read the read API makes (a session, a page, a GPU, an event and its
     projection status); past it, or while the database is unreachable, the request answers

@@ -3,9 +3,11 @@ collections and their indexes, and what a driver error means.
 
 Only features FerretDB and DocumentDB share are used: unordered ``insert_many``, unique
 ``_id``, unordered ``bulk_write`` of single-document updates with
-``$set/$inc/$min/$max/$addToSet``; no upserts in bulks, no transactions and no aggregation
-pipelines. The adapters are split by job: :mod:`.events` (the store), :mod:`.projections`
-(writes) and :mod:`.queries` (the read API's reads).
+``$set/$inc/$min/$max/$addToSet``, no transactions and no aggregation pipelines. A bulk upserts
+only where its filter is ``{_id}`` alone and its counts are not read (the re-drive records of
+:mod:`.redrives`): a guarded upsert whose guard misses is a duplicate-key error, not a no-op. The
+adapters are split by job: :mod:`.events` (the store), :mod:`.projections` (writes) and
+:mod:`.queries` (the read API's reads).
 
 Driver errors are sorted by cause in one place (:func:`database_call`): an unreachable or slow
 database, or one that refuses the worker itself (credentials, permissions), is an outage
@@ -15,7 +17,7 @@ database, or one that refuses the worker itself (credentials, permissions), is a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Final
 
@@ -39,18 +41,29 @@ from ca4_worker.persistence.documents import EVENTS, GPUS, SESSIONS, Doc
 DUPLICATE_KEY = 11000
 
 
+INDEX_BUILD_IN_PROGRESS = frozenset({276, 40333})
+"""Another index build on the collection is running: MongoDB's IndexBuildAlreadyInProgress
+(276), and DocumentDB's 40333, which it answers to any second build on a collection (it builds
+one index per collection at a time). Workers and readers start together and each ensures the
+indexes, so one of them meets the others' build: it waits the build out as an outage."""
 # Server error codes that mean "not now" rather than "never": shutdown, elections, network,
-# time limits, lock and write conflicts, DocumentDB throttling. Every other server error about
-# a write is taken as the data's fault (poison).
-TRANSIENT_SERVER_CODES = frozenset(
-    {6, 7, 24, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500}
+# time limits, lock and write conflicts, interruptions, another index build running. Every
+# other server error about a write is taken as the data's fault (poison).
+TRANSIENT_SERVER_CODES = (
+    frozenset({6, 7, 24, 46, 50, 89, 91, 112, 189, 262, 9001, 10107, 13435, 13436})
+    # Interrupted at shutdown, by an operator's killOp, by a stepdown: the call did not run
+    # to its end, and the same call may succeed next time.
+    | frozenset({11600, 11601, 11602})
+    | frozenset({16500})  # Azure Cosmos DB's throttling (not DocumentDB's); harmless here
+    | INDEX_BUILD_IN_PROGRESS
 )
 # Server error codes that say the deployment is wrong, not the data: authentication and
 # permissions (a rotated password the pods have not picked up yet, a user without its role) and
-# commands the server does not run. They repeat on every try, but for every event alike, so
-# taking them as poison would dead-letter the whole stream; they are outages, retried until the
-# deployment is fixed, and the store's lag alerts say so.
-DEPLOYMENT_SERVER_CODES = frozenset({11, 13, 18, 31, 59, 115, 8000})
+# commands or features the server does not run (59 and 115, MongoDB's; 303, DocumentDB's
+# "Feature not supported"). They repeat on every try, but for every event alike, so taking them
+# as poison would dead-letter the whole stream; they are outages, retried until the deployment
+# is fixed, and the store's lag alerts say so.
+DEPLOYMENT_SERVER_CODES = frozenset({11, 13, 18, 31, 59, 115, 303, 8000})
 DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 PROJECTION_MAX_BYTES = 1024 * 1024
 """Size guard for one projection write: far below the 16 MiB document limit, far above what
@@ -166,11 +179,39 @@ COLLECTIONS: Final[dict[str, list[IndexModel]]] = {
 Their shapes are in :mod:`ca4_worker.persistence.documents`."""
 
 
-async def init_database(database: AsyncDatabase[Doc]) -> None:
-    """Create each collection's indexes (a no-op when they exist)."""
-    with database_call():
-        for name, indexes in COLLECTIONS.items():
-            await database[name].create_indexes(indexes)
+async def ensure_indexes(
+    database: AsyncDatabase[Doc],
+    collections: Mapping[str, Sequence[IndexModel]],
+    *,
+    build_deadline_s: float,
+) -> dict[str, list[str]]:
+    """Create the indexes of ``collections`` that are missing (by name); the names created,
+    per collection.
+
+    Each collection's indexes are listed first, and ``createIndexes`` is sent only for those
+    missing, all of one collection's in one call: a restart sends none, and DocumentDB, which
+    builds one index per collection at a time and answers a second build with 40333, gets one
+    build per collection from each process (pods starting together meet each other's build and
+    wait it out: :data:`INDEX_BUILD_IN_PROGRESS` is an outage). The build runs under
+    ``build_deadline_s``, not the client's socket timeout, which a build on a large collection
+    outlasts. An index whose name exists is kept as it is, whatever its keys.
+    """
+    created: dict[str, list[str]] = {}
+    for name, indexes in collections.items():
+        collection = database[name]
+        with database_call():
+            existing = {index["name"] async for index in await collection.list_indexes()}
+        missing = [index for index in indexes if index.document["name"] not in existing]
+        if not missing:
+            continue
+        with database_call(build_deadline_s):
+            created[name] = await collection.create_indexes(missing)
+    return created
+
+
+async def init_database(database: AsyncDatabase[Doc], *, build_deadline_s: float) -> None:
+    """Create the missing indexes of each collection (see :func:`ensure_indexes`)."""
+    await ensure_indexes(database, COLLECTIONS, build_deadline_s=build_deadline_s)
 
 
 async def insert_ignoring_duplicates(

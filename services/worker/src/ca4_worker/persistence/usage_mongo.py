@@ -39,7 +39,12 @@ from ca4_worker.domain.usage import (
     marks_home,
     usage_day_id,
 )
-from ca4_worker.persistence.database import database_call, ensure_fits, insert_ignoring_duplicates
+from ca4_worker.persistence.database import (
+    database_call,
+    ensure_fits,
+    ensure_indexes,
+    insert_ignoring_duplicates,
+)
 
 Doc = dict[str, Any]
 READ_BATCH = 100
@@ -206,13 +211,11 @@ class MongoUsageRecords:
         self._deadline_s = deadline_s
         self._legacy_present = False
 
-    async def create_indexes(self) -> None:
-        """Create the day indexes (one call per index, as :func:`init_database` does), and
-        note whether legacy marks are left to read."""
+    async def create_indexes(self, *, build_deadline_s: float) -> None:
+        """Create the missing day indexes (as :func:`init_database` does: see
+        :func:`ensure_indexes`), and note whether legacy marks are left to read."""
+        await ensure_indexes(self._database, USAGE_INDEXES, build_deadline_s=build_deadline_s)
         with database_call():
-            for name, indexes in USAGE_INDEXES.items():
-                for index in indexes:
-                    await self._database[name].create_indexes([index])
             self._legacy_present = await self._legacy.find_one({}, {"_id": 1}) is not None
 
     async def load(
@@ -356,7 +359,7 @@ async def with_usage(
         deadline_s=settings.mongo_operation_timeout_ms / 1000,
     )
     await until_available(
-        records.create_indexes,
+        lambda: records.create_indexes(build_deadline_s=settings.index_build_timeout_s),
         what="create usage indexes",
         max_backoff_s=settings.retry_max_backoff_s,
     )
