@@ -189,23 +189,23 @@ async def ensure_indexes(
     per collection.
 
     Each collection's indexes are listed first, and ``createIndexes`` is sent only for those
-    missing, all of one collection's in one call: a restart sends none, and DocumentDB, which
-    builds one index per collection at a time and answers a second build with 40333, gets one
-    build per collection from each process (pods starting together meet each other's build and
-    wait it out: :data:`INDEX_BUILD_IN_PROGRESS` is an outage). The build runs under
-    ``build_deadline_s``, not the client's socket timeout, which a build on a large collection
-    outlasts. An index whose name exists is kept as it is, whatever its keys.
+    missing, one index per call: a restart sends none, and DocumentDB, which builds one index
+    per collection at a time, answers a second build with 40333 and documents no build of
+    several in one call, gets one build at a time from each process (pods starting together
+    meet each other's build and wait it out: :data:`INDEX_BUILD_IN_PROGRESS` is an outage).
+    The build runs under ``build_deadline_s``, not the client's socket timeout, which a build
+    on a large collection outlasts. An index whose name exists is kept as it is, whatever its keys.
     """
     created: dict[str, list[str]] = {}
     for name, indexes in collections.items():
         collection = database[name]
         with database_call():
             existing = {index["name"] async for index in await collection.list_indexes()}
-        missing = [index for index in indexes if index.document["name"] not in existing]
-        if not missing:
-            continue
-        with database_call(build_deadline_s):
-            created[name] = await collection.create_indexes(missing)
+        for index in indexes:
+            if index.document["name"] in existing:
+                continue
+            with database_call(build_deadline_s):
+                created.setdefault(name, []).extend(await collection.create_indexes([index]))
     return created
 
 
