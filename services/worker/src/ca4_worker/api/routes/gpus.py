@@ -69,7 +69,8 @@ async def read_gpus_with_a_slash(request: Request) -> RedirectResponse:
 # `path`: a MIG device's UUID holds slashes (MIG-GPU-<uuid>/<gi>/<ci>), raw or as %2F.
 @router.get("/{gpu_uuid:path}", response_model=GpuView, responses=NOT_FOUND)
 async def read_gpu(gpu_uuid: str, projections: ProjectionsDep, tenant: ReadTenantDep) -> GpuView:
-    """The key's tenant's view of one GPU (``read:all``: the newest of any tenant's); a GPU only
+    """The key's tenant's view of one GPU (``read:all``: the GPU document of that id,
+    ``<tenant>/<gpu uuid>``, else the newest of any tenant's with that UUID); a GPU only
     another tenant reported is ``404``, exactly like one nobody reported."""
     view = await projections.gpu(gpu_uuid, tenant=tenant)
     if view is None:
