@@ -90,3 +90,17 @@ def test_every_field_of_the_read_models_is_described(tmp_path: Path) -> None:
     assert dropped["gpu_models_dropped"]["description"].startswith(
         "GPU samples (one per GPU per report, not distinct models)"
     )
+
+
+def test_the_gpu_route_says_a_gpu_past_its_sessions_cap_is_not_found(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(KEYS)
+
+    operation = ReadApi(keys_file).app.openapi()["paths"]["/v1/gpus/{gpu_uuid}"]["get"]
+
+    description = " ".join(operation["description"].split())
+    assert (
+        "A session keeps at most 64 GPUs (``SESSION_MAX_GPUS``), the first it reports: a GPU "
+        "that came only in sessions already holding 64 others is ``404`` too, its samples "
+        "counted in those sessions' ``gpus_dropped`` (and not billed in usage)."
+    ) in description

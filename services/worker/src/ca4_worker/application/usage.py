@@ -281,8 +281,8 @@ class UsageRow(BaseModel):
     idle_hours: float
     """``idle_seconds`` in hours."""
     gpus: int
-    """Distinct GPUs counted (only the first 64 GPUs of each session are, see
-    ``gpus_dropped``)."""
+    """Distinct GPUs counted: only each session's first 64 (``SESSION_MAX_GPUS``) are billed;
+    the samples of its others show in the session's ``gpus_dropped`` (``/v1/sessions``)."""
     sessions: int
     """Distinct sessions counted."""
     cost: float | None = None
