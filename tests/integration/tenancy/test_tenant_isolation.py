@@ -167,8 +167,10 @@ async def test_tenants_cannot_write_or_read_each_others_data(
         )
         assert b_intrudes.json() == {
             "detail": f"session {a_session!r} belongs to another tenant; "
-            "report under a session_id of your own (a rotated key must keep its key id or "
-            "name the same tenant: key_id:<hash>:<tenant>)"
+            "report under a session_id of your own (a session first reported before the "
+            "tenancy upgrade belongs to tenant legacy, which no key holds; a rotated key must "
+            "keep its key id or name the same tenant: key_id:<hash>:<tenant>)",
+            "type": "session_forbidden",
         }
         assert b_batch.status_code == 207
         assert [item["status"] for item in b_batch.json()["results"]] == ["accepted", "rejected"]
