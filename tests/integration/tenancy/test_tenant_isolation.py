@@ -167,8 +167,10 @@ async def test_tenants_cannot_write_or_read_each_others_data(
         )
         assert b_intrudes.json() == {
             "detail": f"session {a_session!r} belongs to another tenant; "
-            "report under a session_id of your own (a rotated key must keep its key id or "
-            "name the same tenant: key_id:<hash>:<tenant>)"
+            "report under a session_id of your own (a session first reported before the "
+            "tenancy upgrade belongs to tenant legacy, which no key holds; a rotated key must "
+            "keep its key id or name the same tenant: key_id:<hash>:<tenant>)",
+            "type": "session_forbidden",
         }
         assert b_batch.status_code == 207
         assert [item["status"] for item in b_batch.json()["results"]] == ["accepted", "rejected"]
@@ -389,3 +391,38 @@ async def test_a_key_holder_rotating_gpu_uuids_makes_at_most_64_gpus_per_session
     assert listed == sorted([SHARED_GPU, *(f"GPU-0-{index:02d}" for index in range(64))])
     assert (session.json()["sample_count"], session.json()["gpus_dropped"]) == (3, 128)
     assert await database["events"].count_documents({"session_id": rotating}) == 3
+
+
+async def test_a_read_all_key_reading_a_gpu_document_id_gets_that_document(
+    services: Endpoints, tenancy_settings: WorkerSettings, keys_file: Path
+) -> None:
+    """A review: tenant B reporting a GPU whose UUID spells A's GPU document id
+    (``tenant-a/<uuid>``; UUIDs may hold ``/``) later than A shadowed A's GPU for a ``read:all``
+    key asking for that id (the newest of either match answered)."""
+    victim = f"GPU-victim-{uuid.uuid4().hex[:8]}"
+    spelled = f"tenant-a/{victim}"
+    a_report = make_report(session_id=f"a-{uuid.uuid4().hex[:8]}")
+    a_report["payload"]["gpus"][0]["uuid"] = victim
+    b_report = make_report(session_id=f"b-{uuid.uuid4().hex[:8]}")
+    b_report["payload"]["gpus"][0]["uuid"] = spelled
+    async with both_services(services, tenancy_settings, keys_file) as (processor, worker):
+        a_sent = await processor.post("/v1/metadata", json=a_report, headers=bearer("k-tenant-a"))
+        b_sent = await processor.post("/v1/metadata", json=b_report, headers=bearer("k-tenant-b"))
+        assert (a_sent.status_code, b_sent.status_code) == (202, 202)
+        await _wait_projected(worker, [a_sent.json()["event_id"], b_sent.json()["event_id"]])
+
+        by_id = await worker.get(f"/v1/gpus/{spelled}", headers=bearer("k-operator"))
+        b_by_id = await worker.get(f"/v1/gpus/tenant-b/{spelled}", headers=bearer("k-operator"))
+        b_own = await worker.get(f"/v1/gpus/{spelled}", headers=bearer("k-tenant-b"))
+        a_asks = await worker.get(f"/v1/gpus/{spelled}", headers=bearer("k-tenant-a"))
+
+    assert by_id.status_code == 200
+    assert (by_id.json()["tenant"], by_id.json()["gpu_uuid"], by_id.json()["session_id"]) == (
+        "tenant-a",
+        victim,
+        a_report["session_id"],
+    )
+    assert b_by_id.status_code == 200
+    assert (b_by_id.json()["tenant"], b_by_id.json()["gpu_uuid"]) == ("tenant-b", spelled)
+    assert (b_own.status_code, b_own.json()["tenant"]) == (200, "tenant-b")
+    assert (a_asks.status_code, a_asks.json()) == (404, {"detail": "GPU not found"})

@@ -328,6 +328,25 @@ async def test_seed_path_post_metadata_is_an_alias_of_v1(
     assert "alias of POST /v1/metadata" in operation["summary"]
 
 
+@pytest.mark.parametrize("authorization", ["ca4-dev-key", "Basic ca4-dev-key", "Token x"])
+async def test_a_key_sent_without_bearer_is_told_the_form_not_that_it_sent_none(
+    client: httpx.AsyncClient, fake_publisher: FakePublisher, authorization: str
+) -> None:
+    # A review: "Authorization: <key>" or "Basic ..." answered "missing API key".
+    response = await client.post(
+        "/v1/metadata", json=make_report(), headers={"Authorization": authorization}
+    )
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "detail": "the Authorization header must be 'Bearer <key>': the word Bearer, a space, "
+        "then the API key (no other scheme, such as Basic, is accepted)"
+    }
+    assert "ca4-dev-key" not in response.text  # the header is never repeated
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert fake_publisher.published == []
+
+
 async def test_an_answer_cuts_the_long_keys_it_names(
     client: httpx.AsyncClient, fake_publisher: FakePublisher
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from jsonschema import Draft202012Validator
+
 from tests.support.keys import key_entry
 from tests.support.reports import make_report
 from tests.unit.processor.conftest import FakePublisher, FakeSessionClaims
@@ -62,7 +64,7 @@ async def test_a_body_cannot_name_its_own_key_or_tenant(
 async def test_another_tenants_session_is_refused_with_403(
     make_client: Callable[..., Any], fake_publisher: FakePublisher
 ) -> None:
-    async with _client(make_client) as (client, _app):
+    async with _client(make_client) as (client, app):
         created = await client.post(
             "/v1/metadata", json=make_report(session_id="shared"), headers=AS_A
         )
@@ -72,13 +74,22 @@ async def test_another_tenants_session_is_refused_with_403(
         again = await client.post(
             "/v1/metadata", json=make_report(session_id="shared"), headers=AS_A
         )
+        openapi = app.openapi()
 
     assert (created.status_code, intruding.status_code, again.status_code) == (202, 403, 202)
+    # The detail as before, its hint naming the pre-tenancy cause too, and the batch's type.
     assert intruding.json() == {
         "detail": "session 'shared' belongs to another tenant; "
-        "report under a session_id of your own (a rotated key must keep its key id or name "
-        "the same tenant: key_id:<hash>:<tenant>)"
+        "report under a session_id of your own (a session first reported before the tenancy "
+        "upgrade belongs to tenant legacy, which no key holds; a rotated key must keep its key "
+        "id or name the same tenant: key_id:<hash>:<tenant>)",
+        "type": "session_forbidden",
     }
+    documented = openapi["paths"]["/v1/metadata"]["post"]["responses"]["403"]
+    validator = Draft202012Validator(
+        {**documented["content"]["application/json"]["schema"], "components": openapi["components"]}
+    )
+    assert [error.message for error in validator.iter_errors(intruding.json())] == []
     assert "tenant-a" not in intruding.text  # the hint names no tenant, least of all the owner
     assert [event.tenant for event in fake_publisher.published] == ["tenant-a", "tenant-a"]
 
@@ -110,8 +121,9 @@ async def test_a_batch_refuses_only_the_reports_of_another_tenants_session(
             {
                 "loc": ["body", "reports", 1, "session_id"],
                 "msg": "session belongs to another tenant; report under a session_id of your "
-                "own (a rotated key must keep its key id or name the same tenant: "
-                "key_id:<hash>:<tenant>)",
+                "own (a session first reported before the tenancy upgrade belongs to tenant "
+                "legacy, which no key holds; a rotated key must keep its key id or name the "
+                "same tenant: key_id:<hash>:<tenant>)",
                 "type": "session_forbidden",
             }
         ],

@@ -60,7 +60,9 @@ def test_notebook_walks_through_install_secrets_reporter_workload_and_read_back(
         alias.name
         for source in _code_cells()
         for node in ast.walk(
-            ast.parse("\n".join(line for line in source.splitlines() if not line.startswith("%")))
+            ast.parse(
+                "\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%"))
+            )
         )
         if isinstance(node, ast.ImportFrom | ast.Import)
         for alias in node.names
@@ -544,3 +546,112 @@ def test_with_nothing_read_back_the_table_and_plot_cells_say_so(
     for cell_id, says in (("cell-10", "No table"), ("cell-11", "No plot")):
         _run(_cell(cell_id), {"events": {}, "reporter": _RefusedReporter()})
         assert capsys.readouterr().out.startswith(says), cell_id
+
+
+class _FakeIPython:
+    """``get_ipython()`` for a cell run here with its magics: ``%pip install`` unhides the
+    modules ``installs`` names (as pip would make them importable), or installs nothing."""
+
+    def __init__(self, installs: dict[str, object]) -> None:
+        self.installs = installs
+        self.magics: list[tuple[str, str]] = []
+
+    def run_line_magic(self, name: str, line: str) -> None:
+        self.magics.append((name, line))
+        for module, original in self.installs.items():
+            if original is None:
+                sys.modules.pop(module, None)
+            else:
+                sys.modules[module] = original  # type: ignore[assignment]
+
+
+def _with_magics(cell_id: str) -> str:
+    """One cell's source as IPython runs it: its magics as ``get_ipython()`` calls."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    notebook = json.loads(NOTEBOOK.read_text(encoding="utf-8"))
+    (source,) = ["".join(c["source"]) for c in notebook["cells"] if c.get("id") == cell_id]
+    return TransformerManager().transform_cell(source)
+
+
+def _hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> dict[str, object]:
+    """Make ``modules`` unimportable here, as on a fresh Jupyter; what they were before."""
+    before = {module: sys.modules.get(module) for module in modules}
+    for module in modules:
+        monkeypatch.setitem(sys.modules, module, None)
+    return before
+
+
+@dataclass(frozen=True)
+class _Install:
+    """A cell that needs a package a fresh, non-Colab Jupyter may lack."""
+
+    cell_id: str
+    modules: tuple[str, ...]
+    """What the package provides, hidden here as on that Jupyter."""
+    pip: str
+    said: str
+    """The first line the cell prints when the package is missing."""
+    refusal: str
+    """The cell's error when the install left it missing."""
+    then: str
+    """What the cell prints next once it is installed."""
+
+
+INSTALLS = {
+    # Neither PyTorch nor NumPy: the cell stopped at `import numpy` (ModuleNotFoundError).
+    "numpy for the workload": _Install(
+        "cell-07",
+        ("numpy",),
+        "install --quiet numpy",
+        "neither PyTorch nor NumPy is installed: installing NumPy\n",
+        "this cell needs NumPy (or PyTorch) and NumPy did not install (pip's error is above): "
+        "install it in this kernel (%pip install numpy) and run the cell again",
+        " matrix products on cpu\n",
+    ),
+    # The plot stopped at `import matplotlib.pyplot`.
+    "matplotlib for the plot": _Install(
+        "cell-11",
+        ("matplotlib", "matplotlib.pyplot"),
+        "install --quiet matplotlib",
+        "matplotlib is not installed: installing it\n",
+        "the plot needs matplotlib and it did not install (pip's error is above): install it "
+        "in this kernel (%pip install matplotlib) and run the cell again",
+        "No plot: no report was read back (the read-back cell above says why).\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("jupyter", ["pip installs it", "pip fails", "already there"])
+@pytest.mark.parametrize("case", INSTALLS.values(), ids=INSTALLS.keys())
+def test_a_cell_installs_what_a_fresh_jupyter_lacks_or_says_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: _Install,
+    jupyter: str,
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setenv("QUICKSTART_WORKLOAD_S", "0.1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    fresh = jupyter != "already there"
+    hidden = _hide(monkeypatch, *case.modules) if fresh else {}
+    ipython = _FakeIPython(hidden if jupyter == "pip installs it" else {})
+    namespace = {
+        "os": os,
+        "events": {},
+        "reporter": _RefusedReporter(),
+        "sent": [],
+        "get_ipython": lambda: ipython,
+    }
+
+    if jupyter == "pip fails":
+        with pytest.raises(RuntimeError) as caught:
+            _run(_with_magics(case.cell_id), namespace)
+        assert str(caught.value) == case.refusal
+    else:
+        _run(_with_magics(case.cell_id), namespace)
+
+    assert ipython.magics == ([("pip", case.pip)] if fresh else [])
+    printed = capsys.readouterr().out
+    assert printed.startswith(case.said) is fresh
+    assert (case.then in printed) is (jupyter != "pip fails")

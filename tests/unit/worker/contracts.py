@@ -458,6 +458,53 @@ class ProjectionsContract:
         page = await projections.gpus(GpuQuery(tenant=None, after=f"{TENANT_A}/GPU-0"))
         assert page.items == []
 
+    async def test_a_read_all_document_id_is_never_shadowed_by_a_uuid_spelling_it(
+        self, projections: Projections
+    ) -> None:
+        # A reports a GPU; later B reports one whose UUID spells A's document id (UUIDs may hold
+        # "/": MIG devices). A read:all key asking for A's document id gets A's document, not
+        # B's newer one; B's is still found by its UUID, or its own document id.
+        spelled = f"{TENANT_A}/GPU-victim-0001"
+        await projections.apply(
+            [
+                positioned(
+                    0,
+                    0,
+                    session_id="victim",
+                    tenant=TENANT_A,
+                    occurred_at=BASE_TIME,
+                    gpus=[gpu_sample(0, uuid_="GPU-victim-0001", utilization=10.0)],
+                ),
+                positioned(
+                    1,
+                    0,
+                    session_id="shadow",
+                    tenant=TENANT_B,
+                    occurred_at=BASE_TIME + timedelta(minutes=1),
+                    gpus=[gpu_sample(0, uuid_=spelled, utilization=90.0)],
+                ),
+            ]
+        )
+
+        by_id = await projections.gpu(spelled, tenant=None)
+        by_uuid = await projections.gpu("GPU-victim-0001", tenant=None)
+        shadow = await projections.gpu(f"{TENANT_B}/{spelled}", tenant=None)
+        own = await projections.gpu(spelled, tenant=TENANT_B)
+
+        assert by_id is not None
+        assert (by_id.tenant, by_id.gpu_uuid, by_id.session_id) == (
+            TENANT_A,
+            "GPU-victim-0001",
+            "victim",
+        )
+        assert by_uuid is not None
+        assert (by_uuid.tenant, by_uuid.session_id) == (TENANT_A, "victim")
+        assert shadow is not None
+        assert (shadow.tenant, shadow.gpu_uuid) == (TENANT_B, spelled)
+        assert own is not None
+        assert (own.tenant, own.gpu_uuid) == (TENANT_B, spelled)
+        assert await projections.gpu(spelled, tenant=TENANT_A) is None
+
     async def test_reads_are_confined_to_the_tenant(self, projections: Projections) -> None:
         shared_gpu = "GPU-shared-by-two-tenants"
         await projections.apply(

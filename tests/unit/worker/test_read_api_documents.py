@@ -56,3 +56,51 @@ def test_the_list_routes_say_only_a_null_cursor_ends_the_list(tmp_path: Path, ro
 
     assert "only ``next_cursor: null`` ends the list" in description
     assert "shorter than ``limit`` is not the last one" in description
+
+
+READ_MODELS = [
+    "SessionView",
+    "GpuView",
+    "EventStatus",
+    "Page_SessionView_",
+    "Page_GpuView_",
+    "UsageReport",
+    "UsageRow",
+]
+
+
+def test_every_field_of_the_read_models_is_described(tmp_path: Path) -> None:
+    # Without use_attribute_docstrings the fields' docstrings never reached /openapi.json.
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(KEYS)
+
+    schemas = ReadApi(keys_file).app.openapi()["components"]["schemas"]
+
+    undescribed = {
+        (model, field)
+        for model in READ_MODELS
+        for field, schema in schemas[model]["properties"].items()
+        if not schema.get("description", "").strip()
+    }
+    assert undescribed == set()
+    dropped = schemas["SessionView"]["properties"]
+    assert dropped["gpus_dropped"]["description"].startswith(
+        "GPU samples (one per GPU per report, not distinct GPUs) left out of ``/v1/gpus``"
+    )
+    assert dropped["gpu_models_dropped"]["description"].startswith(
+        "GPU samples (one per GPU per report, not distinct models)"
+    )
+
+
+def test_the_gpu_route_says_a_gpu_past_its_sessions_cap_is_not_found(tmp_path: Path) -> None:
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text(KEYS)
+
+    operation = ReadApi(keys_file).app.openapi()["paths"]["/v1/gpus/{gpu_uuid}"]["get"]
+
+    description = " ".join(operation["description"].split())
+    assert (
+        "A session keeps at most 64 GPUs (``SESSION_MAX_GPUS``), the first it reports: a GPU "
+        "that came only in sessions already holding 64 others is ``404`` too, its samples "
+        "counted in those sessions' ``gpus_dropped`` (and not billed in usage)."
+    ) in description

@@ -166,11 +166,20 @@ async def test_own_and_read_all_events_show_the_stamped_key_and_tenant(api: Any)
         )
 
 
+NOT_BEARER_BODY = {
+    "detail": "the Authorization header must be 'Bearer <key>': the word Bearer, a space, then "
+    "the API key (no other scheme, such as Basic, is accepted)"
+}
+"""A key sent bare or under another scheme: not told it sent none (a review)."""
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "body"),
     [
         ({}, 401, {"detail": "missing API key: send 'Authorization: Bearer <key>'"}),
-        ({"Authorization": "Basic k-a"}, 401, None),
+        ({"Authorization": "Bearer "}, 401, None),
+        ({"Authorization": "Basic k-a"}, 401, NOT_BEARER_BODY),
+        ({"Authorization": "k-a"}, 401, NOT_BEARER_BODY),
         (bearer("not-a-key"), 401, {"detail": "invalid or revoked API key"}),
         (bearer("k-a-write"), 403, {"detail": "API key 'a-writer' lacks the 'read' scope"}),
     ],

@@ -215,3 +215,45 @@ def test_a_timeout_of_no_time_is_refused(stored: RecordingRecords, seconds: str)
     assert result.exit_code == 2
     assert "a number of seconds above 0" in result.output
     assert stored.asked == []
+
+
+def test_csv_text_cells_a_spreadsheet_would_run_as_formulas_are_quoted_numbers_stay(
+    stored: RecordingRecords, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group values are the tenants' own: a label value or GPU model starting with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return is a formula in the operator's billing
+    export unless it starts with ``'`` (OWASP); a negative cost (a negative price) stays a
+    number."""
+    monkeypatch.setenv("CA4_USAGE_PRICES", '{"=1+1": -1.0, "H100": 2.0}')
+    stored.add(
+        day_record(TENANT_A, "a1", '=HYPERLINK("http://evil.example","x")', 36),
+        day_record(TENANT_A, "a2", "+1", 36),
+        day_record(TENANT_A, "a3", "-1", 36),
+        day_record(TENANT_A, "a4", "@SUM(A1)", 36),
+        day_record(TENANT_A, "a5", "\tx", 36),
+        day_record(TENANT_A, "a6", "\rx", 36),
+        day_record(TENANT_A, "a7", "plain", 36, model="=1+1"),
+    )
+
+    by_project = ca4("--csv")
+    by_model = ca4("--csv", "--group-by", "gpu_model")
+
+    assert (by_project.exit_code, by_model.exit_code) == (0, 0), by_project.output
+    header = (
+        "tenant,group,kind,held_seconds,busy_seconds,idle_seconds,held_hours,busy_hours,"
+        "idle_hours,gpus,sessions,cost,unpriced_hours\n"
+    )
+    numbers = "36.0,0.0,0.0,0.01,0.0,0.0,1,1"
+    assert by_project.stdout == header + (
+        f"{TENANT_A},'\tx,value,{numbers},0.02,0.0\n"
+        f"{TENANT_A},'\rx,value,{numbers},0.02,0.0\n"
+        f"{TENANT_A},'+1,value,{numbers},0.02,0.0\n"
+        f"{TENANT_A},'-1,value,{numbers},0.02,0.0\n"
+        f'{TENANT_A},"\'=HYPERLINK(""http://evil.example"",""x"")",value,{numbers},0.02,0.0\n'
+        f"{TENANT_A},'@SUM(A1),value,{numbers},0.02,0.0\n"
+        f"{TENANT_A},plain,value,{numbers},-0.01,0.0\n"
+    )
+    assert by_model.stdout == header + (
+        f"{TENANT_A},H100,value,216.0,0.0,0.0,0.06,0.0,0.0,6,6,0.12,0.0\n"
+        f"{TENANT_A},'=1+1,value,{numbers},-0.01,0.0\n"
+    )

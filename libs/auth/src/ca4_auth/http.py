@@ -14,16 +14,39 @@ from typing import Annotated
 
 import structlog
 from fastapi import HTTPException, Security, status
+from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from ca4_auth.keys import ApiKey, ApiKeyRing, Scope
 
 MISSING_KEY = "missing API key: send 'Authorization: Bearer <key>'"
-"""``detail`` of the ``401`` without a Bearer key."""
+"""``detail`` of the ``401`` without an ``Authorization`` header, or ``Bearer`` with no key."""
+NOT_BEARER = (
+    "the Authorization header must be 'Bearer <key>': the word Bearer, a space, then the API "
+    "key (no other scheme, such as Basic, is accepted)"
+)
+"""``detail`` of the ``401`` for an ``Authorization`` header of another form: a bare key or
+another scheme. Never repeats the header, which may hold a key."""
 INVALID_KEY = "invalid or revoked API key"
 """``detail`` of the ``401`` for a key the ring does not hold (never says which)."""
 
-BEARER = HTTPBearer(
+
+class _AnyAuthorization(HTTPBearer):
+    """The Bearer scheme in the OpenAPI document, but any ``Authorization`` header handed on
+    (FastAPI's gives ``None`` for one that is not ``Bearer <key>``, so a client that sent its
+    key bare or as ``Basic`` was told it sent none)."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        """The header's scheme and credentials (either may be empty); ``None`` without one."""
+        authorization = request.headers.get("Authorization", "")
+        if not authorization.strip():
+            return None
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        return HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
+
+
+BEARER = _AnyAuthorization(
     scheme_name="ApiKey",
     description="An API key: `Authorization: Bearer <key>`. Keys have an owner (tenant) and "
     "scopes: `write` reports, `read` reads its own tenant's data, `read:all` reads every "
@@ -31,7 +54,8 @@ BEARER = HTTPBearer(
     auto_error=False,
 )
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
-"""The Bearer credentials, or ``None`` when the header is absent or not ``Bearer``."""
+"""The ``Authorization`` header's scheme and credentials, or ``None`` when it is absent
+(:func:`identify_bearer` refuses any scheme but ``Bearer``)."""
 
 
 REJECTION_LOG_INTERVAL_S = 10.0
@@ -88,6 +112,8 @@ def identify_bearer(
     key_ring: ApiKeyRing, credentials: HTTPAuthorizationCredentials | None
 ) -> ApiKey:
     """The key behind ``credentials``; raises :class:`InvalidKeyError` without a valid one."""
+    if credentials is not None and credentials.scheme.lower() != "bearer":
+        raise InvalidKeyError(NOT_BEARER, invalid_token=False)
     presented = credentials.credentials.strip() if credentials is not None else ""
     if not presented:
         raise InvalidKeyError(MISSING_KEY, invalid_token=False)

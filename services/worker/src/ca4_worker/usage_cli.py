@@ -97,14 +97,28 @@ def truncation_note(max_groups: int | None, *, tenant: str | None = None) -> str
     )
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection")."""
+
+
+def csv_cell(value: object) -> object:
+    """``value`` as a CSV cell a spreadsheet shows as text: group values are the tenants' own
+    (label values, GPU model names), so a text cell starting with a formula character gets a
+    leading ``'`` (OWASP's advice). Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return f"'{value}"
+    return value
+
+
 def csv_text(report: UsageReport) -> str:
-    """The report's rows as CSV, every field of a row a column."""
+    """The report's rows as CSV, every field of a row a column, text cells neutralised
+    (:func:`csv_cell`)."""
     buffer = io.StringIO()
     fields = list(UsageRow.model_fields)
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in report.rows:
-        writer.writerow(row.model_dump())
+        writer.writerow({field: csv_cell(value) for field, value in row.model_dump().items()})
     return buffer.getvalue()
 
 
@@ -174,7 +188,12 @@ def usage(  # noqa: PLR0917 - Typer passes each option by keyword
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (as GET /v1/usage).")] = False,
     as_csv: Annotated[
-        bool, typer.Option("--csv", help="Print CSV, one row per tenant and group.")
+        bool,
+        typer.Option(
+            "--csv",
+            help="Print CSV, one row per tenant and group; a text cell starting with = + - @, "
+            "a tab or a carriage return gets a leading ' so a spreadsheet shows it as text.",
+        ),
     ] = False,
 ) -> None:
     """GPU hours held, busy and idle (and cost, with CA4_USAGE_PRICES) per tenant and group.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final, Literal
 
 import structlog
 from ca4_auth import ApiKey
@@ -16,6 +17,8 @@ from ca4_auth.http import retry_after_header
 from ca4_schemas import GpuMetadataReport, GpuMetadataReported
 from ca4_schemas.api import ErrorItem
 from fastapi import HTTPException, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from ca4_processor.core.config import Settings
 from ca4_processor.metrics import IngestMetrics
@@ -24,13 +27,29 @@ from ca4_processor.security import RateLimits
 
 log = structlog.get_logger(__name__)
 
-SESSION_FORBIDDEN = "session_forbidden"
-"""``type`` of the batch error item for a report of another tenant's session."""
+SESSION_FORBIDDEN: Final = "session_forbidden"
+"""``type`` of a refusal for a report of another tenant's session: the batch's error item, and
+the single report's ``403`` body beside its ``detail``."""
 _ROTATION_HINT = (
-    "a rotated key must keep its key id or name the same tenant: key_id:<hash>:<tenant>"
+    "a session first reported before the tenancy upgrade belongs to tenant legacy, which no "
+    "key holds; a rotated key must keep its key id or name the same tenant: "
+    "key_id:<hash>:<tenant>"
 )
-"""The usual cause after an upgrade besides pre-tenancy sessions: a key replaced by one of
-another tenant. Said to every refused key alike, so it tells nothing about the owner."""
+"""The two usual causes after an upgrade: a session reported before tenancy (the README's
+"Upgrading from a pre-tenancy release"), and a key replaced by one of another tenant. Said to
+every refused key alike, so it tells nothing about the owner."""
+
+
+class SessionForbiddenBody(BaseModel):
+    """The ``403`` of a single report of another tenant's session: a message body with the
+    batch error's ``type``, so a client tells it from a key without the write scope."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    detail: str
+    """What went wrong and what to do about it."""
+    type: Literal["session_forbidden"] = SESSION_FORBIDDEN
+    """Always ``session_forbidden``, as in a batch's error item."""
 
 
 def session_forbidden_message(session_id: str) -> str:
@@ -42,6 +61,12 @@ def session_forbidden_message(session_id: str) -> str:
         f"session {session_id!r} belongs to another tenant; report under a session_id of your "
         f"own ({_ROTATION_HINT})"
     )
+
+
+def session_forbidden_response(session_id: str) -> JSONResponse:
+    """The ``403`` answer to a single report of another tenant's session."""
+    body = SessionForbiddenBody(detail=session_forbidden_message(session_id))
+    return JSONResponse(body.model_dump(), status_code=status.HTTP_403_FORBIDDEN)
 
 
 def session_forbidden_item(index: int) -> ErrorItem:

@@ -149,7 +149,9 @@ class Projections(Protocol):
         ...
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
-        """``tenant``'s view of one GPU (``None``: the newest sample of any tenant)."""
+        """``tenant``'s view of one GPU (``None``: the document of that id, ``<tenant>/<gpu
+        uuid>``, else the newest sample of any tenant's GPU with that UUID; an id always wins
+        over a UUID that spells it)."""
         ...
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:

@@ -254,7 +254,7 @@ tells the rows apart by this, never by ``group``."""
 class UsageRow(BaseModel):
     """GPU time of one group over the requested days."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
 
     tenant: str | None = None
     """The tenant whose time the row sums, in an operator's report (``read:all``, ``ca4
@@ -267,31 +267,48 @@ class UsageRow(BaseModel):
     kind: RowKind = "value"
     """``value``, or which synthetic row this is (:data:`RowKind`)."""
     held_seconds: float
+    """GPU seconds held: the time between consecutive reports of a GPU at most
+    ``CA4_USAGE_MAX_GAP_S`` apart, summed over the group's GPUs (longer gaps are not billed)."""
     busy_seconds: float
+    """Held seconds whose closing report had utilisation above ``CA4_USAGE_BUSY_ABOVE_PCT``."""
     idle_seconds: float
+    """Held seconds with memory allocated and utilisation at or under
+    ``CA4_USAGE_BUSY_ABOVE_PCT`` at both ends (held, allocated and unused)."""
     held_hours: float
+    """``held_seconds`` in hours."""
     busy_hours: float
+    """``busy_seconds`` in hours."""
     idle_hours: float
+    """``idle_seconds`` in hours."""
     gpus: int
-    """Distinct GPUs counted."""
+    """Distinct GPUs counted: only each session's first 64 (``SESSION_MAX_GPUS``) are billed;
+    the samples of its others show in the session's ``gpus_dropped`` (``/v1/sessions``)."""
     sessions: int
     """Distinct sessions counted."""
     cost: float | None = None
     """Held hours times each GPU model's hourly price; ``None`` without a price table.
     Hours of models missing from the table are counted in ``unpriced_hours``."""
     unpriced_hours: float = 0.0
+    """Held hours of GPU models missing from the price table (``0`` without a table)."""
 
 
 class UsageReport(BaseModel):
     """GPU time per group, days ``[from, to)`` in UTC."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
     from_day: date = Field(alias="from")
+    """The first UTC day counted."""
     to_day: date = Field(alias="to")
+    """The day after the last one counted (excluded)."""
     group_by: str
+    """What the rows are grouped by: ``label:<key>``, ``gpu_model``, ``runtime`` or
+    ``tenant``."""
     currency: str | None = None
+    """The currency of ``cost`` (``CA4_USAGE_CURRENCY``); ``null`` without a price table."""
     rows: list[UsageRow]
+    """One row per tenant and group: by tenant, then most held time first, a tenant's
+    ``(other)`` row last."""
     truncated: bool = False
     """Whether the range held more groups than a report shows (``CA4_USAGE_MAX_GROUPS``): the
     groups met after the first ones are summed in a row of kind ``other`` (one per tenant that

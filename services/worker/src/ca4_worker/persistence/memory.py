@@ -247,7 +247,10 @@ class InMemoryProjections:
         return page_of(docs, more=more, view=session_view, cursor=document_id)
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
-        """``tenant``'s view of one GPU, or the newest of any tenant's."""
+        """``tenant``'s view of one GPU, or (``None``) the document of that id, else the newest
+        of any tenant's with that UUID."""
+        if tenant is None and gpu_uuid in self.gpu_docs:
+            return gpu_view(self.gpu_docs[gpu_uuid])
         views = [
             view
             for view in map(gpu_view, self.gpu_docs.values())

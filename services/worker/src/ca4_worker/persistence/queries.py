@@ -160,20 +160,27 @@ class MongoReadModels:
         return page_of(docs, more=more, view=session_view, cursor=document_id)
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
-        """``tenant``'s view of one GPU (its own document), or the newest of any tenant's."""
+        """``tenant``'s view of one GPU (its own document), or (``None``) the document of that
+        id, else the newest of any tenant's with that UUID.
+
+        The id is looked up first and alone: UUIDs may hold ``/`` (MIG devices), so another
+        tenant's newer GPU whose UUID spells a document id must never answer for it.
+        """
         with database_call(self._read_deadline_s):
             if tenant is not None:
                 doc = await self._gpus.find_one(
                     {"_id": gpu_document_id(tenant, gpu_uuid), "tenant": tenant}
                 )
             else:
-                cursor = (
-                    self._gpus.find({"$or": [{"gpu_uuid": gpu_uuid}, {"_id": gpu_uuid}]})
-                    .sort([("last_seen", -1), ("event_id", -1)])
-                    .limit(1)
-                )
-                newest = [doc async for doc in cursor]
-                doc = newest[0] if newest else None
+                doc = await self._gpus.find_one({"_id": gpu_uuid})
+                if doc is None:
+                    cursor = (
+                        self._gpus.find({"gpu_uuid": gpu_uuid})
+                        .sort([("last_seen", -1), ("event_id", -1)])
+                        .limit(1)
+                    )
+                    newest = [doc async for doc in cursor]
+                    doc = newest[0] if newest else None
         return gpu_view(doc) if doc else None
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:

@@ -29,9 +29,10 @@ from ca4_processor.api.deps import (
     waiting_for_kafka,
 )
 from ca4_processor.api.tenancy import (
+    SessionForbiddenBody,
     foreign_sessions,
     session_forbidden_item,
-    session_forbidden_message,
+    session_forbidden_response,
     stamp,
 )
 from ca4_processor.body import JsonBody, read_json_body
@@ -83,6 +84,12 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _SINGLE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_COMMON_ERRORS,
+    403: {
+        "model": MessageErrorBody | SessionForbiddenBody,
+        "description": "The key lacks the write scope, or the session belongs to another "
+        "tenant (type: session_forbidden; a session first reported before the tenancy upgrade "
+        "belongs to tenant legacy, which no key holds)",
+    },
     413: {
         "model": MessageErrorBody,
         "description": "Body over the size cap (before or after gzip) or its weight cap (what "
@@ -258,9 +265,7 @@ async def create_report(
             [event], key, owners, metrics, settings, limits=_limits(request), paid=paid
         ):
             metrics.count("rejected")
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, session_forbidden_message(event.session_id)
-            )
+            return session_forbidden_response(event.session_id)
         outcome = (await _publish([event], publisher, metrics, settings))[0]
         if isinstance(outcome, str):
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"report refused: {outcome}")

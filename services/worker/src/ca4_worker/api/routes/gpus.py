@@ -69,8 +69,13 @@ async def read_gpus_with_a_slash(request: Request) -> RedirectResponse:
 # `path`: a MIG device's UUID holds slashes (MIG-GPU-<uuid>/<gi>/<ci>), raw or as %2F.
 @router.get("/{gpu_uuid:path}", response_model=GpuView, responses=NOT_FOUND)
 async def read_gpu(gpu_uuid: str, projections: ProjectionsDep, tenant: ReadTenantDep) -> GpuView:
-    """The key's tenant's view of one GPU (``read:all``: the newest of any tenant's); a GPU only
-    another tenant reported is ``404``, exactly like one nobody reported."""
+    """The key's tenant's view of one GPU (``read:all``: the GPU document of that id,
+    ``<tenant>/<gpu uuid>``, else the newest of any tenant's with that UUID); a GPU only
+    another tenant reported is ``404``, exactly like one nobody reported.
+
+    A session keeps at most 64 GPUs (``SESSION_MAX_GPUS``), the first it reports: a GPU that
+    came only in sessions already holding 64 others is ``404`` too, its samples counted in
+    those sessions' ``gpus_dropped`` (and not billed in usage)."""
     view = await projections.gpu(gpu_uuid, tenant=tenant)
     if view is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="GPU not found")
