@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from ca4_worker.application.bounded import WriteLimits
 from ca4_worker.application.ports import TimedOutError
@@ -74,6 +76,26 @@ async def test_a_read_all_bare_cursor_pages_on_after_a_pre_tenancy_gpu(
 
     assert ([view.gpu_uuid for view in first.items], first.next_cursor) == (["GPU-old"], "GPU-old")
     assert [(view.tenant, view.gpu_uuid) for view in rest.items] == [(TENANT_A, "GPU-new")]
+
+
+async def test_a_read_all_lookup_prefers_a_tenants_newer_gpu_to_a_pre_tenancy_document(
+    database: AsyncDatabase[Doc],
+) -> None:
+    """A pre-tenancy GPU document's id is its bare UUID: asked for that UUID, a ``read:all``
+    key gets the newest of it and the tenants' GPUs of that UUID, as before an exact document
+    id won over a UUID spelling it (which only a tenancy document's id does)."""
+    projections = MongoProjections(database)
+    await projections.apply([positioned(0, 0, gpus=[gpu_sample(0, uuid_="GPU-x")])])
+    (stored,) = await database["gpus"].find().to_list()
+    older = stored["last_seen"] - timedelta(days=1)
+    legacy = {**stored, "_id": "GPU-x", "last_seen": older, "session_id": "before-tenancy"}
+    del legacy["tenant"]
+    await database["gpus"].insert_one(legacy)
+
+    found = await projections.gpu("GPU-x", tenant=None)
+
+    assert found is not None
+    assert (found.tenant, found.session_id) == (TENANT_A, stored["session_id"])
 
 
 async def test_indexes_are_built_once_and_under_their_own_deadline(

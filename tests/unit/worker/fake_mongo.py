@@ -192,6 +192,12 @@ class FakeCollection:
             self._update(doc, update)
             self.docs[doc["_id"]] = doc
 
+    async def delete_one(self, conditions: Doc) -> None:
+        self._call("delete_one", conditions)
+        found = [key for key, doc in self.docs.items() if matches(doc, conditions)]
+        if found:
+            del self.docs[found[0]]
+
 
 class FakeDatabase:
     """Collections made on first use, as a database's are."""

@@ -339,8 +339,7 @@ def _longest_labels(tenant: str, index: int) -> PositionedEvent:
     """A report of one GPU with every label as long as the contract allows; two such GPUs'
     UUIDs differ only in their last characters."""
     longest = EMOJI * 128
-    # A GPU's uuid and name are bounded in bytes too (128): 30 emoji and 8 digits, 32 emoji.
-    gpu = gpu_sample(0, uuid_=EMOJI * 30 + f"{index:08d}", name=EMOJI * 32) | {
+    gpu = gpu_sample(0, uuid_=EMOJI * 120 + f"{index:08d}", name=longest) | {
         "index": 2**53,
         "pci_bus_id": longest,
         "mig": {"parent_uuid": longest, "gpu_instance_id": 2**53, "profile": longest},

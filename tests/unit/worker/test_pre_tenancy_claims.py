@@ -63,3 +63,6 @@ async def test_a_migration_cut_short_goes_on_from_the_last_page_done() -> None:
         {"_id": {"$gt": "s00249"}},
     ]
     assert fake[MIGRATIONS].docs["pre-tenancy-session-claims"]["sessions"] == claimed
+    # Done, the progress goes: a run an operator starts again by deleting the migration's
+    # record reads every page, not only those past where this one ended.
+    assert set(fake[MIGRATIONS].docs) == {"pre-tenancy-session-claims"}

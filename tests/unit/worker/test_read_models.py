@@ -7,14 +7,18 @@ from datetime import timedelta
 from ca4_worker.domain.projection import (
     SessionState,
     fold_session,
+    gpu_document_id,
     gpus_kept,
     group_by_session,
+    is_tenancy_gpu_document,
     latest_gpu_samples,
 )
 from ca4_worker.persistence.documents import new_session_document, session_state
+from ca4_worker.persistence.memory import InMemoryProjections
 
 from tests.unit.worker.factories import (
     BASE_TIME,
+    TENANT_A,
     dated_ahead,
     gpu_sample,
     positioned,
@@ -92,3 +96,27 @@ def test_the_gpus_a_session_keeps_are_those_its_write_folds() -> None:
     # A document an older worker wrote lists none: the first report is applied (and
     # redelivered), so the second's GPUs are the ones the session write keeps.
     assert gpus_kept(both, {"s": {"applied": {"p0": 0}}}) == {"s": set(second)}
+
+
+def test_only_a_tenancy_gpu_documents_id_names_its_tenant_and_uuid() -> None:
+    tenancy = {"_id": gpu_document_id(TENANT_A, "MIG-GPU-1/2/0"), "tenant": TENANT_A}
+    assert is_tenancy_gpu_document(tenancy | {"gpu_uuid": "MIG-GPU-1/2/0"})
+    assert not is_tenancy_gpu_document({"_id": "GPU-x", "gpu_uuid": "GPU-x"})  # before tenancy
+    # Another tenant's UUID spelling the id names neither.
+    assert not is_tenancy_gpu_document(tenancy | {"tenant": "b", "gpu_uuid": "x/MIG-GPU-1/2/0"})
+
+
+async def test_the_fake_prefers_a_tenants_newer_gpu_to_a_pre_tenancy_document() -> None:
+    # As tests/integration/worker/test_mongo_adapters.py does on FerretDB.
+    projections = InMemoryProjections()
+    await projections.apply([positioned(0, 0, gpus=[gpu_sample(0, uuid_="GPU-x")])])
+    [stored] = projections.gpu_docs.values()
+    legacy = {**stored, "_id": "GPU-x", "session_id": "before-tenancy"}
+    legacy["last_seen"] -= timedelta(days=1)
+    del legacy["tenant"]
+    projections.gpu_docs["GPU-x"] = legacy
+
+    found = await projections.gpu("GPU-x", tenant=None)
+
+    assert found is not None
+    assert (found.tenant, found.session_id) == (TENANT_A, stored["session_id"])

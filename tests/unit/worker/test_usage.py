@@ -601,6 +601,27 @@ async def test_label_sets_stop_at_the_bytes_a_record_may_hold(
     assert await _held_by(records, "label:run") == held
 
 
+async def test_a_label_set_heavier_than_the_bound_is_billed_under_itself() -> None:
+    # 32 labels of 256 four-byte characters (32,864 bytes): an event accepted before the edge
+    # bounded labels in bytes. Its record has no set yet, so it keeps this one.
+    heaviest = {f"k{key:02d}": "\U00020000" * 256 for key in range(32)}
+    events = [
+        positioned(
+            0,
+            offset,
+            session_id="heavy",
+            occurred_at=_MORNING + timedelta(seconds=60 * offset),
+            labels=heaviest,
+            gpus=[gpu_sample(0, uuid_="GPU-heavy", utilization=90.0, memory_used=1000.0)],
+        )
+        for offset in range(3)
+    ]
+    records = await _applied_in([events])
+    [day] = [item.record for item in records.days.values()]
+    assert day.label_sets == [heaviest]
+    assert await _held_by(records, "label:k00") == {"\U00020000" * 256: 120.0}
+
+
 async def test_a_record_from_before_label_sets_keeps_its_time_under_its_labels() -> None:
     events = _labelled_run([("exp-1", 3), ("exp-2", 2)])
     records = await _applied_in([events[:3]])

@@ -57,33 +57,6 @@ ShortText = Annotated[
 ]
 """A name or version string: 1-128 characters, no control or bidi-override characters."""
 
-GPU_KEY_MAX_BYTES = 128
-"""The most bytes, in UTF-8, of a GPU's uuid and model name."""
-
-
-def _gpu_key_text(value: str) -> str:
-    # One call for both checks (a GPU sample has two such fields, a report up to 64 samples).
-    # An ASCII string is within the limit by its length alone (``isascii`` costs nothing).
-    if value.isascii():
-        return value if value.isprintable() else _reject_odd_unicode(value)
-    if len(encoded := value.encode()) > GPU_KEY_MAX_BYTES:
-        raise ValueError(
-            f"is {len(encoded)} bytes in UTF-8, over the {GPU_KEY_MAX_BYTES}-byte limit"
-        )
-    return _reject_odd_unicode(value)
-
-
-GpuKeyText = Annotated[
-    str,
-    StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=128),
-    AfterValidator(_gpu_key_text),
-]
-"""A GPU's uuid or model name: short text of at most 128 bytes in UTF-8 as well as 128
-characters. A session's read models keep up to 64 of each (its GPUs, its models, its usage
-entries) and every projection round rewrites those documents whole, so a report costing one
-token must not make them four times larger with four-byte characters (docs/architecture.md,
-"Tenancy"). NVML's own buffers for both are 96 bytes."""
-
 Text = Annotated[
     str,
     StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=512),

@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -30,7 +29,6 @@ from ca4_schemas.types import (
     Celsius,
     Count,
     Flag,
-    GpuKeyText,
     Identifier,
     LabelKey,
     LabelValue,
@@ -45,9 +43,13 @@ MAX_GPUS_PER_REPORT = 64
 MAX_PROCESSES_PER_GPU = 256
 MAX_LABELS = 32
 MAX_LABELS_BYTES = 16 * 1024
-"""The most bytes of a report's label keys and values together, in UTF-8. Any 32 labels in
+"""The most bytes of a new report's label keys and values together, in UTF-8. Any 32 labels in
 ASCII fit (10,240 bytes at most); four-byte characters could otherwise make them 34,816 bytes,
 which the session and its usage record keep and every projection round rewrites."""
+GPU_KEY_MAX_BYTES = 128
+"""The most bytes, in UTF-8, of a new report's GPU uuid and model name (as well as 128
+characters): a session's read models keep up to 64 of each, rewritten whole every round that
+touches the session. NVML's own buffers for both are 96 bytes."""
 
 
 def _at_most_max_labels(labels: object) -> object:
@@ -75,6 +77,25 @@ def _labels_at_most_max_bytes(labels: dict[str, str]) -> dict[str, str]:
             {"max_bytes": MAX_LABELS_BYTES, "actual_bytes": size},
         )
     return labels
+
+
+def _gpu_keys_at_most_max_bytes(payload: GpuMetadataPayloadV1) -> GpuMetadataPayloadV1:
+    for index, gpu in enumerate(payload.gpus):
+        for field in ("uuid", "name"):
+            value: str = getattr(gpu, field)
+            if not value.isascii() and (size := len(value.encode())) > GPU_KEY_MAX_BYTES:
+                raise PydanticCustomError(
+                    "too_long",
+                    "gpus[{index}].{field} should be at most {max_bytes} bytes in UTF-8, not "
+                    "{actual_bytes}",
+                    {
+                        "index": index,
+                        "field": field,
+                        "max_bytes": GPU_KEY_MAX_BYTES,
+                        "actual_bytes": size,
+                    },
+                )
+    return payload
 
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
@@ -129,11 +150,11 @@ class GpuSample(_Frozen):
     the SDK lists what it could not read in :class:`CollectorStatus`.
     """
 
-    uuid: GpuKeyText
+    uuid: ShortText
     """Stable GPU UUID (``GPU-...``) or MIG UUID (``MIG-...``)."""
     index: Count
     """Index as enumerated by the driver at sample time."""
-    name: GpuKeyText
+    name: ShortText
     """Product name, e.g. ``Tesla T4`` or ``NVIDIA H100 80GB HBM3``."""
     pci_bus_id: ShortText | None = None
     """PCI bus id, e.g. ``00000000:00:04.0``."""
@@ -315,7 +336,6 @@ class ReportEnvelope(_Frozen):
         dict[LabelKey, LabelValue],
         Field(max_length=MAX_LABELS),
         BeforeValidator(_at_most_max_labels),
-        AfterValidator(_labels_at_most_max_bytes),
     ] = Field(default_factory=dict)
     """Small string map, e.g. project, notebook, run."""
     payload: GpuMetadataPayloadV1
@@ -340,6 +360,18 @@ class GpuMetadataReportV1(ReportEnvelope):
 
     schema_version: Literal[1] = 1
     """Version of this contract: the integer 1 (``1.0`` or ``true`` are refused)."""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_within_their_bytes(cls, labels: dict[str, str]) -> dict[str, str]:
+        # Only where a report arrives (as the clock below): events stored before the bound
+        # must still read, and the worker bounds what it keeps of them by itself.
+        return _labels_at_most_max_bytes(labels)
+
+    @field_validator("payload")
+    @classmethod
+    def _gpu_keys_within_their_bytes(cls, payload: GpuMetadataPayloadV1) -> GpuMetadataPayloadV1:
+        return _gpu_keys_at_most_max_bytes(payload)
 
     @field_validator("occurred_at")
     @classmethod
@@ -382,6 +414,16 @@ class GpuMetadataReportedV1(GpuMetadataReportV1):
 
     received_at: AwareDatetime
     """When the processor accepted the report, by the processor's clock."""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_within_their_bytes(cls, labels: dict[str, str]) -> dict[str, str]:
+        return labels  # bounded where the report arrived, by the rules of its day
+
+    @field_validator("payload")
+    @classmethod
+    def _gpu_keys_within_their_bytes(cls, payload: GpuMetadataPayloadV1) -> GpuMetadataPayloadV1:
+        return payload
 
     @field_validator("occurred_at")
     @classmethod

@@ -371,6 +371,17 @@ def gpu_document_id(tenant: str, gpu_uuid: str) -> str:
     return f"{tenant}/{gpu_uuid}"
 
 
+def is_tenancy_gpu_document(document: Mapping[str, Any]) -> bool:
+    """Whether a GPU document's id is its tenant's and UUID's, as every one since tenancy; one
+    projected before it has the bare UUID for id until the projections are rebuilt."""
+    tenant, gpu_uuid = document.get("tenant"), document.get("gpu_uuid")
+    return (
+        isinstance(tenant, str)
+        and isinstance(gpu_uuid, str)
+        and document.get("_id") == gpu_document_id(tenant, gpu_uuid)
+    )
+
+
 @dataclass(frozen=True)
 class GpuLatest:
     """The ``gpus`` read model of one tenant's GPU: its newest sample. Pure, no I/O."""

@@ -50,8 +50,8 @@ at a time."""
 USAGE_MAX_LABEL_BYTES_PER_DAY: Final = 16_384
 """Most bytes (UTF-8) of label keys and values one day record's label sets hold: the second
 bound on its size, which a usage report reads a hundred records at a time and every round
-rewrites. A report's labels weigh at most as much (``ca4_schemas.v1.MAX_LABELS_BYTES``), so the
-first set always fits; usual sets (a few short labels) fit eight to a record."""
+rewrites. A new report's labels weigh at most as much (``ca4_schemas.v1.MAX_LABELS_BYTES``);
+usual sets (a few short labels) fit eight to a record."""
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,11 @@ class UsageDay:
                 if self._label_bytes is not None
                 else sum(map(_label_bytes, self.label_sets))
             )
-            if len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY and (
-                size + _label_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
+            # The first set is always kept: an event accepted before the edge bounded labels
+            # in bytes (``ca4_schemas.v1.MAX_LABELS_BYTES``) may carry more than this bound.
+            if not self.label_sets or (
+                len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY
+                and size + _label_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
             ):
                 self.label_sets.append(dict(labels))
                 size += _label_bytes(labels)

@@ -99,6 +99,8 @@ async def claim_pre_tenancy_sessions(
         await insert_ignoring_duplicates(
             migrations, [{"_id": PRE_TENANCY_CLAIMS, "at": datetime.now(UTC), "sessions": claimed}]
         )
+        # Gone once done: an operator who deletes the record to run it again starts afresh.
+        await migrations.delete_one({"_id": PRE_TENANCY_PROGRESS})
     return claimed
 
 

@@ -24,6 +24,7 @@ from ca4_worker.domain.projection import (
     fold_session,
     gpus_kept,
     group_by_session,
+    is_tenancy_gpu_document,
     latest_gpu_samples,
     past_applied,
 )
@@ -249,12 +250,14 @@ class InMemoryProjections:
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU, or (``None``) the document of that id, else the newest
         of any tenant's with that UUID."""
-        if tenant is None and gpu_uuid in self.gpu_docs:
-            return gpu_view(self.gpu_docs[gpu_uuid])
+        exact = self.gpu_docs.get(gpu_uuid) if tenant is None else None
+        if exact is not None and is_tenancy_gpu_document(exact):
+            return gpu_view(exact)
         views = [
-            view
-            for view in map(gpu_view, self.gpu_docs.values())
-            if view.gpu_uuid == gpu_uuid and tenant in (None, view.tenant)
+            gpu_view(doc)
+            for doc_id, doc in self.gpu_docs.items()
+            if tenant in (None, doc.get("tenant"))
+            and (doc.get("gpu_uuid") == gpu_uuid or (tenant is None and doc_id == gpu_uuid))
         ]
         return max(views, key=lambda view: (view.last_seen, view.event_id), default=None)
 

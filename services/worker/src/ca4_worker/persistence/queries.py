@@ -21,7 +21,7 @@ from ca4_worker.application.views import (
     page_of,
     read_page,
 )
-from ca4_worker.domain.projection import applied_key, gpu_document_id
+from ca4_worker.domain.projection import applied_key, gpu_document_id, is_tenancy_gpu_document
 from ca4_worker.persistence.database import database_call
 from ca4_worker.persistence.documents import (
     GPUS,
@@ -164,7 +164,9 @@ class MongoReadModels:
         id, else the newest of any tenant's with that UUID.
 
         The id is looked up first and alone: UUIDs may hold ``/`` (MIG devices), so another
-        tenant's newer GPU whose UUID spells a document id must never answer for it.
+        tenant's newer GPU whose UUID spells a document id must never answer for it. A document
+        projected before tenancy (the bare UUID for id) does not win that way: the newest of
+        it and the tenants' GPUs of that UUID does, as before.
         """
         with database_call(self._read_deadline_s):
             if tenant is not None:
@@ -173,9 +175,9 @@ class MongoReadModels:
                 )
             else:
                 doc = await self._gpus.find_one({"_id": gpu_uuid})
-                if doc is None:
+                if doc is None or not is_tenancy_gpu_document(doc):
                     cursor = (
-                        self._gpus.find({"gpu_uuid": gpu_uuid})
+                        self._gpus.find({"$or": [{"gpu_uuid": gpu_uuid}, {"_id": gpu_uuid}]})
                         .sort([("last_seen", -1), ("event_id", -1)])
                         .limit(1)
                     )
