@@ -21,6 +21,9 @@ ReportDict = dict[str, Any]
 MAX_LABELS = 32
 LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 MAX_LABEL_VALUE = 256
+MAX_LABELS_BYTES = 16 * 1024
+"""The contract's cap on a report's label keys and values together, in UTF-8 (any 32 ASCII
+labels fit)."""
 MAX_GPUS = 64
 MAX_PROCESSES_PER_GPU = 256
 """The contract's cap on one GPU's (or MIG slice's) processes: a report with more is refused
@@ -37,6 +40,11 @@ def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"label key {key!r} must match {LABEL_KEY.pattern}")
         if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
             raise ValueError(f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} chars")
+    size = sum(len(key) + len(value.encode()) for key, value in checked.items())
+    if size > MAX_LABELS_BYTES:
+        raise ValueError(
+            f"labels must be at most {MAX_LABELS_BYTES} bytes in UTF-8 altogether, got {size}"
+        )
     return checked
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from ca4_schemas import v1
+from ca4_schemas import v1 as contract
+from ca4_sdk import report
 from ca4_sdk import report as report_module
 from ca4_sdk.collectors.base import CollectorResult
 from ca4_sdk.collectors.nvidia_smi import NvidiaSmiCollector
@@ -96,6 +98,16 @@ def test_labels_are_checked_in_the_callers_cell() -> None:
         validate_labels({"$where": "x"})
     with pytest.raises(ValueError, match="at most"):
         validate_labels({f"k{i}": "v" for i in range(33)})
+    # The contract's 16 KiB of labels in UTF-8: every report of such labels would be refused.
+    with pytest.raises(ValueError, match="at most 16384 bytes in UTF-8 altogether, got 16432"):
+        validate_labels({f"k{i:02d}": "\U00020000" * 256 for i in range(16)})
+
+
+def test_the_sdks_label_caps_are_the_contracts() -> None:
+    assert (report.MAX_LABELS, report.MAX_LABELS_BYTES) == (
+        contract.MAX_LABELS,
+        contract.MAX_LABELS_BYTES,
+    )
 
 
 def test_meminfo_parsing() -> None:
