@@ -9,6 +9,7 @@ names (``_mib``, ``_w``, ``_mhz``, ``_pct``, ``_c``) so no reader ever has to gu
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
@@ -66,10 +67,16 @@ def _at_most_max_labels(labels: object) -> object:
     return labels
 
 
+def labels_utf8_bytes(labels: Mapping[str, str]) -> int:
+    """Bytes of ``labels``' keys and values together in UTF-8 (keys are ASCII by the contract):
+    what :data:`MAX_LABELS_BYTES` bounds, and the worker's usage records count."""
+    return sum(len(key) + len(value.encode()) for key, value in labels.items())
+
+
 def _labels_at_most_max_bytes(labels: dict[str, str]) -> dict[str, str]:
     if all(value.isascii() for value in labels.values()):
         return labels  # keys are ASCII: within MAX_LABELS_BYTES by the counts alone
-    size = sum(len(key) + len(value.encode()) for key, value in labels.items())
+    size = labels_utf8_bytes(labels)
     if size > MAX_LABELS_BYTES:
         raise PydanticCustomError(
             "too_long",

@@ -150,8 +150,8 @@ class Projections(Protocol):
 
     async def gpu(self, gpu_uuid: str, *, tenant: str | None) -> GpuView | None:
         """``tenant``'s view of one GPU (``None``: the document of that id, ``<tenant>/<gpu
-        uuid>``, else the newest sample of any tenant's GPU with that UUID; an id always wins
-        over a UUID that spells it)."""
+        uuid>``, else the newest sample of any tenant's GPU with that UUID; such an id wins
+        over a UUID that spells it, a pre-tenancy document's bare-UUID id does not)."""
         ...
 
     async def gpus(self, query: GpuQuery) -> Page[GpuView]:

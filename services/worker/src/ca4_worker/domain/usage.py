@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
+from ca4_schemas.v1 import labels_utf8_bytes
+
 from ca4_worker.domain.projection import SESSION_MAX_GPUS, applied_key
 from ca4_worker.domain.records import GpuReading, PositionedEvent
 
@@ -173,16 +175,16 @@ class UsageDay:
             size = (
                 self._label_bytes
                 if self._label_bytes is not None
-                else sum(map(_label_bytes, self.label_sets))
+                else sum(map(labels_utf8_bytes, self.label_sets))
             )
             # The first set is always kept: an event accepted before the edge bounded labels
             # in bytes (``ca4_schemas.v1.MAX_LABELS_BYTES``) may carry more than this bound.
             if not self.label_sets or (
                 len(self.label_sets) < USAGE_MAX_LABEL_SETS_PER_DAY
-                and size + _label_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
+                and size + labels_utf8_bytes(labels) <= USAGE_MAX_LABEL_BYTES_PER_DAY
             ):
                 self.label_sets.append(dict(labels))
-                size += _label_bytes(labels)
+                size += labels_utf8_bytes(labels)
             self._label_bytes = size
             index = len(self.label_sets) - 1
         self._asked = (labels, index)
@@ -194,11 +196,6 @@ class UsageDay:
             for uuid, label_set in self.gpus:
                 self._newest[uuid] = max(label_set, self._newest.get(uuid, 0))
         return self._newest
-
-
-def _label_bytes(labels: dict[str, str]) -> int:
-    # Keys are ASCII by the contract; values may not be.
-    return sum(len(key) + len(value.encode()) for key, value in labels.items())
 
 
 def usage_day_id(session_id: str, day: date) -> str:
