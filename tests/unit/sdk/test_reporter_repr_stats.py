@@ -52,8 +52,15 @@ def test_recovery_clears_last_error_sets_last_success_and_says_so_once(
         assert reporter.stats.last_success_at is None
         before = datetime.now(UTC)
         with reporter:
-            wait_for(lambda: reporter.stats.delivered == 1 and len(reporter.spool) == 0)
-            assert reporter.stats.last_error is None
+            # The thread clears the error last, after the delivery and the spool's removal:
+            # wait for all three (until then a poll can see delivered=1 and the old error).
+            wait_for(
+                lambda: (
+                    reporter.stats.delivered == 1
+                    and len(reporter.spool) == 0
+                    and reporter.stats.last_error is None
+                )
+            )
             last_success = reporter.stats.last_success_at
             assert last_success is not None
             assert before <= last_success <= datetime.now(UTC)
