@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from ca4_provision.cli import app
-from ca4_schemas.constants import HEADER_ERROR_CLASS, HEADER_SOURCE_TOPIC, HEADER_TENANT
+from ca4_schemas.constants import (
+    HEADER_ERROR_CLASS,
+    HEADER_ERROR_MESSAGE,
+    HEADER_SOURCE_TOPIC,
+    HEADER_TENANT,
+)
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.messaging.groups import rewind_groups
 from ca4_worker.persistence.documents import Doc
@@ -164,6 +169,34 @@ async def test_dlq_tools_read_at_most_the_limit_filter_by_tenant_and_show_by_see
         b"bounded-a3",
     ]
     assert {dict(record.headers)[HEADER_TENANT] for record in redriven} == {b"acme"}
+
+
+async def test_dlq_tools_show_header_text_as_written_never_as_markup(
+    cli_env: CliRunner, worker_settings: Settings
+) -> None:
+    """A dead letter's headers are text: Rich markup in them is shown, not rendered (a
+    ``[link=...]`` or ``[/]`` there would restyle or break the operator's table)."""
+    message = "[bold red]not markup[/bold red] [link=https://evil.example]here[/link]"
+    await produce(
+        worker_settings.kafka_bootstrap_servers,
+        worker_settings.kafka_dlq_topic,
+        [event_body(session_id="markup")],
+        headers=[
+            (HEADER_ERROR_CLASS, b"schema_[i]invalid"),
+            (HEADER_ERROR_MESSAGE, message.encode()),
+            (HEADER_SOURCE_TOPIC, worker_settings.kafka_topic.encode()),
+        ],
+    )
+
+    listed = await ca4(cli_env, "dlq", "list")
+    shown = await ca4(cli_env, "dlq", "show", "0:0")
+
+    assert listed.exit_code == 0, listed.output
+    assert "schema_[i]invalid: 1" in listed.output
+    assert "[link=http" in listed.output  # rendered, it would be gone (the cell wraps)
+    assert shown.exit_code == 0, shown.output
+    assert f"ca4-error-message: {message}" in " ".join(shown.output.split())  # however wrapped
+    assert "ca4-error-class: schema_[i]invalid" in shown.output
 
 
 async def test_redrive_refuses_when_it_cannot_read_its_records(

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -148,20 +149,28 @@ def list_dead_letters(
     try:
         redrives = asyncio.run(_past_redrives(settings, letters))
     except OperatorError as error:
-        console.print(f"[yellow]Re-drive records unavailable ({error}); listing without them.")
+        console.print(
+            f"[yellow]Re-drive records unavailable ({escape(str(error))}); listing without them."
+        )
         redrives = {}
     table = Table(title=f"{settings.kafka_dlq_topic}: {len(letters)} dead letters")
     columns = ("ref", "error class", "tenant", "source", "event id", "error", "re-driven (UTC)")
     for column in columns:
         table.add_column(column)
     for letter in letters:
+        # Header values are text a dead letter carries, never Rich markup to render.
         table.add_row(
-            letter.ref,
-            letter.error_class,
-            letter.tenant,
-            letter.source,
-            letter.event_id,
-            letter.error_message[:80],
+            *map(
+                escape,
+                (
+                    letter.ref,
+                    letter.error_class,
+                    letter.tenant,
+                    letter.source,
+                    letter.event_id,
+                    letter.error_message[:80],
+                ),
+            ),
             _redrive_column(redrives.get(_key(settings, letter))),
         )
     console.print(table)
@@ -169,7 +178,7 @@ def list_dead_letters(
     for letter in letters:
         counts[letter.error_class] = counts.get(letter.error_class, 0) + 1
     for name, count in sorted(counts.items()):
-        console.print(f"{name}: {count}")
+        console.print(f"{escape(name)}: {count}")
     if len(letters) >= limit:
         console.print(f"Stopped at --limit {limit}: there may be more.")
 
@@ -197,7 +206,7 @@ def show_dead_letter(
         console.print(f"[red]No dead letter at {ref}[/red]")
         raise typer.Exit(code=1)
     for name, value in letter.headers:
-        console.print(f"[bold]{name}[/bold]: {value.decode('utf-8', 'replace')}")
+        console.print(f"[bold]{escape(name)}[/bold]: {escape(value.decode('utf-8', 'replace'))}")
     console.print("[bold]body[/bold]:")
     console.print(
         (letter.value or b"").decode("utf-8", "backslashreplace"), markup=False, highlight=False
