@@ -13,6 +13,7 @@ import yaml
 from ca4_auth import ApiKey, ApiKeyRing, Scope
 
 from tests.infra.conftest import REPO, Rendered, chart_dir
+from tests.infra.test_terraform import TF_ROOT, variables
 
 GUIDE = (REPO / "docs" / "provisioning.md").read_text()
 
@@ -220,3 +221,53 @@ def test_the_kafka_heap_the_guide_gives_is_the_chart_s() -> None:
     assert f"dev `{dev['kafka']['heapOpts']}`" in memory
     assert "`kafka.logCleanerDedupeBufferBytes`" in memory
     assert str(dev["kafka"]["logCleanerDedupeBufferBytes"]) in memory
+
+
+ROOT_VARIABLES = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")
+
+
+def test_the_terraform_variables_the_guide_names_can_be_set() -> None:
+    """An operator sets the root stack's variables; the module table named the documentdb
+    module's own `profiler_threshold_ms`, which no tfvars file can reach."""
+    step = section("1. `make ca4-apply`")
+    module_only = {
+        name
+        for folder in (TF_ROOT / "modules").iterdir()
+        for name in variables(folder / "variables.tf")
+        if name not in ROOT_VARIABLES
+    }
+    named = set(re.findall(r"`([a-z][a-z0-9_]+)`", step))
+    assert named & module_only == set()
+    exposed = {"documentdb_profiler_threshold_ms", "alert_smtp_ports", "kafka_tunnel_node_ports"}
+    assert exposed <= named
+
+
+def test_the_smarthost_port_is_one_the_nodes_may_reach() -> None:
+    """The nodes' only SMTP egress is `alert_smtp_ports`: the guide's smarthost example uses one
+    of them and says so wherever the smarthost is set."""
+    ports = ROOT_VARIABLES["alert_smtp_ports"]["default"]
+    example = re.search(r"CA4_ALERT_SMTP_SMARTHOST=<smtp host>:(\d+)", GUIDE)
+    assert example
+    assert int(example.group(1)) in ports
+    assert f"`alert_smtp_ports` (default `{ports}`" in needs_row("`CA4_ALERT_SMTP_SMARTHOST`")[1]
+    receivers = section("6. `make ca4-platform-setup`")
+    assert "`alert_smtp_ports` (default `[587]`)" in receivers
+    assert "SES interface VPC endpoint" in receivers
+
+
+def test_the_tunnel_node_ports_cover_every_broker() -> None:
+    """Broker N is NodePort nodePortBase + N; the security group opens kafka_tunnel_node_ports
+    to the bastion: the default covers prod's brokers, and the guide gives the rule for more."""
+    values = yaml.safe_load((chart_dir("ca4-platform") / "values.yaml").read_text())
+    prod = yaml.safe_load((chart_dir("ca4-platform") / "values-prod.yaml").read_text())
+    base = values["kafka"]["tunnel"]["nodePortBase"]
+    replicas = prod["kafka"]["replicas"]
+    kafka = (chart_dir("ca4-platform") / "templates" / "kafka.yaml").read_text()
+    assert "nodePort: {{ add $k.tunnel.nodePortBase $i }}" in kafka
+    ports = ROOT_VARIABLES["kafka_tunnel_node_ports"]["default"]
+    assert ports == {"from": base, "to": base + replicas - 1}
+    replicas_step = section("Changing `kafka.replicas`")
+    assert "`kafka.tunnel.nodePortBase` + N" in replicas_step
+    assert "`kafka_tunnel_node_ports`" in replicas_step
+    assert "`to` = `nodePortBase` + `kafka.replicas` - 1" in replicas_step
+    assert "`kafka_tunnel_node_ports = { from = 30094, to = 30098 }`" in replicas_step
