@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from ca4_auth import ApiKey, ApiKeyRing, Scope
 
-from tests.infra.conftest import REPO, Rendered, chart_dir
+from tests.infra.conftest import KUBE_VERSION, REPO, Rendered, chart_dir, run
 from tests.infra.test_terraform import TF_ROOT, variables
 
 GUIDE = (REPO / "docs" / "provisioning.md").read_text()
@@ -271,3 +271,68 @@ def test_the_tunnel_node_ports_cover_every_broker() -> None:
     assert "`kafka_tunnel_node_ports`" in replicas_step
     assert "`to` = `nodePortBase` + `kafka.replicas` - 1" in replicas_step
     assert "`kafka_tunnel_node_ports = { from = 30094, to = 30098 }`" in replicas_step
+
+
+def test_the_plain_helm_app_install_renders_as_written(helm: str) -> None:
+    """Step 4 of "Installing the charts with plain Helm", placeholders filled in, as `helm
+    template`: without ingress.host the prod values' TLS Secret refused the render."""
+    plain = section("Installing the charts with plain Helm")
+    (command,) = re.findall(r"`(helm upgrade --install ca4-app [^`]+)`", plain)
+    filled = (
+        command.replace("<tag>", "0a1b2c3d4e5f")
+        .replace("<your archive bucket>", "acme-ca4-archive")
+        .replace("<your domain>", "acme.test")
+    )
+    assert "<" not in filled, filled
+    argv = filled.split()
+    assert argv[:3] == ["helm", "upgrade", "--install"]
+    result = run([helm, "template", *argv[3:], "--kube-version", KUBE_VERSION], cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"][0]["hosts"] == ["api.ca4.acme.test"]
+
+
+def test_the_plain_helm_steps_make_the_ca_bundle_the_pods_mount(rendered: Rendered) -> None:
+    """The prod pods mount the ConfigMap ca4-db-ca-bundle, which only `make ca4-deploy-app`
+    made: after the documented steps they stayed ContainerCreating."""
+    make = (REPO / "mk" / "infra.mk").read_text()
+    url = re.search(r"^CA4_DB_CA_URL \?= (\S+)$", make, re.M)
+    name = re.search(r"^CA4_DB_CA_CONFIGMAP := (\S+)$", make, re.M)
+    key = re.search(r"^CA4_DB_CA_KEY := (\S+)$", make, re.M)
+    assert url
+    assert name
+    assert key
+    mounted = {
+        (v["configMap"]["name"], item["key"])
+        for d in rendered[("ca4-app", "prod")]
+        if d["kind"] == "Deployment"
+        for v in d["spec"]["template"]["spec"].get("volumes", [])
+        if "configMap" in v
+        for item in v["configMap"].get("items", [{"key": key[1]}])
+    }
+    assert (name[1], key[1]) in mounted
+    plain = section("Installing the charts with plain Helm")
+    assert f"curl -sfL --proto '=https' -o {key[1]} {url[1]}" in plain
+    assert f"kubectl -n app create configmap {name[1]} --from-file={key[1]}={key[1]}" in plain
+
+
+def test_the_plain_helm_steps_make_the_namespaces_the_platform_leaves_out(helm: str) -> None:
+    """namespaces.create=false drops monitoring as well as app: the guide makes both, with the
+    labels the chart gives them."""
+    result = run(
+        [
+            *[helm, "template", "ca4-platform", str(chart_dir("ca4-platform"))],
+            *["--namespace", "platform", "--kube-version", KUBE_VERSION],
+            *["--show-only", "templates/namespaces.yaml"],
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    namespaces = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert {d["metadata"]["name"] for d in namespaces} == {"app", "monitoring"}
+    plain = section("Installing the charts with plain Helm")
+    assert "for ns in app monitoring; do" in plain
+    for namespace in namespaces:
+        for label, value in namespace["metadata"]["labels"].items():
+            if label.startswith("pod-security.kubernetes.io/"):
+                assert f"{label}={value}" in plain, label
