@@ -23,6 +23,7 @@ from tests.infra.conftest import (
     VALUE_SETS,
     Manifest,
     chart_dir,
+    make_default,
     pod_spec,
     run,
     template,
@@ -1060,13 +1061,7 @@ def test_app_notes_give_the_database_ca_bundle_a_plain_helm_install_lacks(
     """Prod pods mount the ConfigMap ca4-db-ca-bundle, which only `make ca4-deploy-app` made:
     after a plain `helm install` they stayed ContainerCreating, and the notes said nothing. The
     commands are the target's: its URL, ConfigMap name and key."""
-    make = (REPO / "mk" / "infra.mk").read_text()
-    url = re.search(r"^CA4_DB_CA_URL \?= (\S+)$", make, re.M)
-    name = re.search(r"^CA4_DB_CA_CONFIGMAP := (\S+)$", make, re.M)
-    key = re.search(r"^CA4_DB_CA_KEY := (\S+)$", make, re.M)
-    assert url
-    assert name
-    assert key
+    url, name, key = map(make_default, ["CA4_DB_CA_URL", "CA4_DB_CA_CONFIGMAP", "CA4_DB_CA_KEY"])
     notes = rendered_notes(
         helm,
         tmp_path,
@@ -1077,11 +1072,11 @@ def test_app_notes_give_the_database_ca_bundle_a_plain_helm_install_lacks(
     )
     assert "Before the pods can start:" in notes
     assert (
-        f'  - the ConfigMap "{name[1]}" with the database\'s CA bundle (key {key[1]}) must exist '
+        f'  - the ConfigMap "{name}" with the database\'s CA bundle (key {key}) must exist '
         "in namespace app, or the pods stay ContainerCreating (`make ca4-deploy-app` creates it; "
         "by hand, with DocumentDB's RDS global bundle:\n"
-        f"    curl -sfL --proto '=https' -o {key[1]} {url[1]}\n"
-        f"    kubectl -n app create configmap {name[1]} --from-file={key[1]}={key[1]})"
+        f"    curl -sfL --proto '=https' -o {key} {url}\n"
+        f"    kubectl -n app create configmap {name} --from-file={key}={key})"
     ) in notes
     # dev mounts no bundle: nothing to ask for
     dev = rendered_notes(helm, tmp_path / "dev", *values_args("ca4-app", "dev"), chart="ca4-app")

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from ca4_auth import ApiKey, ApiKeyRing, Scope
 
-from tests.infra.conftest import KUBE_VERSION, REPO, Rendered, chart_dir, run
+from tests.infra.conftest import KUBE_VERSION, REPO, Rendered, chart_dir, make_default, run
 from tests.infra.test_terraform import TF_ROOT, variables
 
 GUIDE = (REPO / "docs" / "provisioning.md").read_text()
@@ -296,25 +296,19 @@ def test_the_plain_helm_app_install_renders_as_written(helm: str) -> None:
 def test_the_plain_helm_steps_make_the_ca_bundle_the_pods_mount(rendered: Rendered) -> None:
     """The prod pods mount the ConfigMap ca4-db-ca-bundle, which only `make ca4-deploy-app`
     made: after the documented steps they stayed ContainerCreating."""
-    make = (REPO / "mk" / "infra.mk").read_text()
-    url = re.search(r"^CA4_DB_CA_URL \?= (\S+)$", make, re.M)
-    name = re.search(r"^CA4_DB_CA_CONFIGMAP := (\S+)$", make, re.M)
-    key = re.search(r"^CA4_DB_CA_KEY := (\S+)$", make, re.M)
-    assert url
-    assert name
-    assert key
+    url, name, key = map(make_default, ["CA4_DB_CA_URL", "CA4_DB_CA_CONFIGMAP", "CA4_DB_CA_KEY"])
     mounted = {
         (v["configMap"]["name"], item["key"])
         for d in rendered[("ca4-app", "prod")]
         if d["kind"] == "Deployment"
         for v in d["spec"]["template"]["spec"].get("volumes", [])
         if "configMap" in v
-        for item in v["configMap"].get("items", [{"key": key[1]}])
+        for item in v["configMap"].get("items", [{"key": key}])
     }
-    assert (name[1], key[1]) in mounted
+    assert (name, key) in mounted
     plain = section("Installing the charts with plain Helm")
-    assert f"curl -sfL --proto '=https' -o {key[1]} {url[1]}" in plain
-    assert f"kubectl -n app create configmap {name[1]} --from-file={key[1]}={key[1]}" in plain
+    assert f"curl -sfL --proto '=https' -o {key} {url}" in plain
+    assert f"kubectl -n app create configmap {name} --from-file={key}={key}" in plain
 
 
 def test_the_plain_helm_steps_make_the_namespaces_the_platform_leaves_out(helm: str) -> None:
