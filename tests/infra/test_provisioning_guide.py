@@ -330,3 +330,17 @@ def test_the_plain_helm_steps_make_the_namespaces_the_platform_leaves_out(helm: 
         for label, value in namespace["metadata"]["labels"].items():
             if label.startswith("pod-security.kubernetes.io/"):
                 assert f"{label}={value}" in plain, label
+
+
+def test_the_rewind_step_runs_without_the_pods_database_url() -> None:
+    """`ca4 rewind` on the laptop reads the worker's settings, which refuse the prod URL (its CA
+    bundle is in the pods only): the runbook unsets it, and quotes the line the command prints."""
+    step = section("The database lost or restored").split("\n2. ")[1].split("\n3. ")[0]
+    assert step.index("`unset CA4_MONGO_URL`") < step.index("`uv run ca4 rewind")
+    assert "CA4_KAFKA_BOOTSTRAP_SERVERS" in step
+    config = (REPO / "services/worker/src/ca4_worker/core/config.py").read_text()
+    assert 'f"CA4_MONGO_URL: tlsCAFile={ca_files[-1]} does not exist: ' in config
+    quoted = (
+        "`error: invalid settings: CA4_MONGO_URL:\n   tlsCAFile=/etc/ca4/db-ca/global-bundle.pem"
+    )
+    assert quoted in step
