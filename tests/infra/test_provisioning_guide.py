@@ -5,6 +5,7 @@ the charts render, and the database URL it documents reads from the primary."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -344,3 +345,63 @@ def test_the_rewind_step_runs_without_the_pods_database_url() -> None:
         "`error: invalid settings: CA4_MONGO_URL:\n   tlsCAFile=/etc/ca4/db-ca/global-bundle.pem"
     )
     assert quoted in step
+
+
+def test_the_documented_documentdb_url_is_one_the_deploy_accepts() -> None:
+    """Step 7 says how to read the app user's secret and build the URL from it: the user lives
+    in `admin` (ca4 db-user), so the URL says authSource=admin, and make ca4-deploy-app's own
+    check (check-app-secrets.py, prod) accepts it as written."""
+    step = section("7. `make ca4-deploy-app`")
+    assert (
+        "`aws secretsmanager get-secret-value --region <region> --secret-id "
+        "ca4/<ENV>/app-db-user --query SecretString --output text`"
+    ) in step
+    db_user_sh = (REPO / "tools/provision/scripts/db-user.sh").read_text()
+    assert 'app_secret="${CA4_APP_DB_SECRET:-ca4/${CA4_ENV}/app-db-user}"' in db_user_sh
+    assert 'app="{\\"username\\":\\"ca4app\\",\\"password\\":' in db_user_sh
+    assert '{"username": "ca4app", "password": "<64 hex\ndigits>"}' in step
+    assert 'client["admin"]' in (REPO / "tools/provision/src/ca4_provision/db_user.py").read_text()
+    (url,) = set(re.findall(r"`(mongodb://<user>[^`]*)`", GUIDE))
+    assert url.endswith("&authSource=admin"), url
+    filled = (
+        url.replace("<user>", "ca4app")
+        .replace("<password>", "0" * 64)
+        .replace("<endpoint>", "ca4-prod.cluster-c0ffee.eu-west-1.docdb.amazonaws.com")
+    )
+    spec = importlib.util.spec_from_file_location(
+        "check_app_secrets", REPO / "tools/provision/scripts/check-app-secrets.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    ca_file = f"{make_default('CA4_DB_CA_MOUNT_DIR')}/{make_default('CA4_DB_CA_KEY')}"
+    check.check_mongo_url(filled, env="prod", ca_file=ca_file)
+
+
+def test_the_make_settings_of_the_helm_steps_are_documented_with_their_defaults() -> None:
+    """CA4_IMAGE_REGISTRY (the images' name, for ca4-images and ca4-deploy-app) and
+    CA4_HELM_TIMEOUT (Helm's --wait) were read by the targets and named nowhere."""
+    assert f"`CA4_HELM_TIMEOUT` (default `{make_default('CA4_HELM_TIMEOUT')}`)" in GUIDE
+    images = (REPO / "tools/provision/scripts/images.sh").read_text()
+    registry = re.search(r'^REGISTRY="\$\{CA4_IMAGE_REGISTRY:-([^}]+)\}"$', images, re.M)
+    assert registry
+    assert "image.registry='$(CA4_IMAGE_REGISTRY)'" in (REPO / "mk/infra.mk").read_text()
+    step = section("3. `make ca4-images`")
+    assert f"`CA4_IMAGE_REGISTRY` (default\n`{registry[1]}`)" in step
+    assert "(the deploy passes it as `image.registry`)" in step
+
+
+def test_the_smtp_password_file_is_asked_for_only_with_a_user(rendered: Rendered) -> None:
+    """The chart reads the SMTP password only when the email receiver has a user
+    (CA4_ALERT_SMTP_USERNAME): the guide listed the file as always needed in prod."""
+    helpers = (chart_dir("ca4-platform") / "templates" / "_helpers.tpl").read_text()
+    assert re.search(
+        r"if \$r\.email\.authUsername -}}\n.*\n.*auth_password_file.*smtp-password", helpers
+    )
+    needed = needs_row("`CA4_ALERT_WEBHOOK_URL_FILE`")[0]
+    assert (
+        "`CA4_ALERT_SMTP_PASSWORD_FILE` when `CA4_ALERT_SMTP_USERNAME` is set (without a user "
+        "Alertmanager sends no SMTP AUTH and reads no password)"
+    ) in needed
+    assert "`smtp-password` from `CA4_ALERT_SMTP_PASSWORD_FILE` (only with" in GUIDE
