@@ -405,3 +405,39 @@ def test_the_smtp_password_file_is_asked_for_only_with_a_user(rendered: Rendered
         "Alertmanager sends no SMTP AUTH and reads no password)"
     ) in needed
     assert "`smtp-password` from `CA4_ALERT_SMTP_PASSWORD_FILE` (only with" in GUIDE
+
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_pre_tenancy_upgrade_rebuilds_the_projections_on_k3s(rendered: Rendered) -> None:
+    """docs/architecture.md asks for one `ca4 replay --rebuild-projections` after the
+    pre-tenancy upgrade; the README's upgrade section, where the guide points, lacked it. On
+    K3s it runs in a worker pod (the database is in the VPC), with the consumers stopped (the
+    rebuild refuses otherwise) and --yes (kubectl exec has no terminal)."""
+    assert "(`ca4 replay --rebuild-projections`)" in (REPO / "docs/architecture.md").read_text()
+    assert 'the README\'s "Upgrading from a pre-tenancy release"' in GUIDE
+    start = README.index("### Upgrading from a pre-tenancy release")
+    upgrade = README[start : README.index("\n## ", start)]
+    (worker,) = [
+        d
+        for d in rendered[("ca4-app", "prod")]
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-worker")
+    ]
+    name = worker["metadata"]["name"]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    runbook = section("The database lost or restored")
+    replay = "python -c 'import typer; from ca4_worker.cli import replay; typer.run(replay)'"
+    assert replay in runbook.replace("\n   ", " ")
+    lines = [
+        f"kubectl -n app set env deployment/{name} CA4_CONSUMERS_ENABLED=false",
+        f"kubectl -n app rollout status deployment/{name}",
+        f"kubectl -n app exec deploy/{name} -c {container['name']} -- {replay} "
+        "--rebuild-projections --yes",
+        f"kubectl -n app set env deployment/{name} CA4_CONSUMERS_ENABLED-",
+    ]
+    found = [upgrade.index(line) for line in lines]
+    assert found == sorted(found)
+    cli = (REPO / "services/worker/src/ca4_worker/cli.py").read_text()
+    assert '"--rebuild-projections/--apply-only"' in cli
+    assert "yes: YesOption = False" in cli[cli.index("def replay(") :]
