@@ -8,6 +8,7 @@ that can be neither found nor installed fails the test with a message that says 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,6 +89,14 @@ def checkov_cmd() -> list[str]:
     # what a fresh uv cache resolves.
     pinned_day = ["--exclude-newer", CHECKOV_DEPENDENCIES_AS_OF]
     return [*prefix, *pinned_day, "--from", f"checkov=={CHECKOV_VERSION}", "checkov"]
+
+
+def make_default(name: str) -> str:
+    """The value mk/infra.mk gives ``name`` (``NAME ?= value`` or ``NAME := value``)."""
+    text = (REPO / "mk" / "infra.mk").read_text()
+    found = re.search(rf"^{re.escape(name)} [?:]= (\S+)$", text, re.M)
+    assert found, f"mk/infra.mk sets no {name}"
+    return found[1]
 
 
 def chart_dir(chart: str) -> Path:

@@ -23,6 +23,7 @@ from tests.infra.conftest import (
     VALUE_SETS,
     Manifest,
     chart_dir,
+    make_default,
     pod_spec,
     run,
     template,
@@ -1041,15 +1042,45 @@ def test_app_notes_say_what_a_plain_helm_install_lacks_before_pods_can_start(
     assert "Before the pods can start:" in as_make_deploys
     assert "image.tag is empty" not in as_make_deploys
     assert "placeholder" not in as_make_deploys
-    with_the_secret = rendered_notes(
+    secret = {'lookup "v1" "Secret" $.Release.Namespace .': 'dict "kind" "Secret"'}
+    config_map = {'lookup "v1" "ConfigMap" $.Release.Namespace .': 'dict "kind" "ConfigMap"'}
+    with_both = rendered_notes(
         helm,
         tmp_path / "installed",
         *values_args("ca4-app", "prod"),
         *["--set-string", "image.tag=0a1b2c3d4e5f", "--set-string", "config.s3.bucket=acme-ca4"],
         chart="ca4-app",
+        lookups={**secret, **config_map},
+    )
+    assert "Before the pods can start" not in with_both
+
+
+def test_app_notes_give_the_database_ca_bundle_a_plain_helm_install_lacks(
+    helm: str, tmp_path: Path
+) -> None:
+    """Prod pods mount the ConfigMap ca4-db-ca-bundle, which only `make ca4-deploy-app` made:
+    after a plain `helm install` they stayed ContainerCreating, and the notes said nothing. The
+    commands are the target's: its URL, ConfigMap name and key."""
+    url, name, key = map(make_default, ["CA4_DB_CA_URL", "CA4_DB_CA_CONFIGMAP", "CA4_DB_CA_KEY"])
+    notes = rendered_notes(
+        helm,
+        tmp_path,
+        *values_args("ca4-app", "prod"),
+        *["--set-string", "image.tag=0a1b2c3d4e5f", "--set-string", "config.s3.bucket=acme-ca4"],
+        chart="ca4-app",
         lookups={'lookup "v1" "Secret" $.Release.Namespace .': 'dict "kind" "Secret"'},
     )
-    assert "Before the pods can start" not in with_the_secret
+    assert "Before the pods can start:" in notes
+    assert (
+        f'  - the ConfigMap "{name}" with the database\'s CA bundle (key {key}) must exist '
+        "in namespace app, or the pods stay ContainerCreating (`make ca4-deploy-app` creates it; "
+        "by hand, with DocumentDB's RDS global bundle:\n"
+        f"    curl -sfL --proto '=https' -o {key} {url}\n"
+        f"    kubectl -n app create configmap {name} --from-file={key}={key})"
+    ) in notes
+    # dev mounts no bundle: nothing to ask for
+    dev = rendered_notes(helm, tmp_path / "dev", *values_args("ca4-app", "dev"), chart="ca4-app")
+    assert "ConfigMap" not in dev
 
 
 def test_the_chart_made_secret_is_not_named_like_the_one_make_creates(helm: str) -> None:

@@ -5,6 +5,7 @@ the charts render, and the database URL it documents reads from the primary."""
 from __future__ import annotations
 
 import base64
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 import yaml
 from ca4_auth import ApiKey, ApiKeyRing, Scope
 
-from tests.infra.conftest import REPO, Rendered, chart_dir
+from tests.infra.conftest import KUBE_VERSION, REPO, Rendered, chart_dir, make_default, run
+from tests.infra.test_terraform import TF_ROOT, variables
 
 GUIDE = (REPO / "docs" / "provisioning.md").read_text()
 
@@ -220,3 +222,222 @@ def test_the_kafka_heap_the_guide_gives_is_the_chart_s() -> None:
     assert f"dev `{dev['kafka']['heapOpts']}`" in memory
     assert "`kafka.logCleanerDedupeBufferBytes`" in memory
     assert str(dev["kafka"]["logCleanerDedupeBufferBytes"]) in memory
+
+
+ROOT_VARIABLES = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")
+
+
+def test_the_terraform_variables_the_guide_names_can_be_set() -> None:
+    """An operator sets the root stack's variables; the module table named the documentdb
+    module's own `profiler_threshold_ms`, which no tfvars file can reach."""
+    step = section("1. `make ca4-apply`")
+    module_only = {
+        name
+        for folder in (TF_ROOT / "modules").iterdir()
+        for name in variables(folder / "variables.tf")
+        if name not in ROOT_VARIABLES
+    }
+    named = set(re.findall(r"`([a-z][a-z0-9_]+)`", step))
+    assert named & module_only == set()
+    exposed = {"documentdb_profiler_threshold_ms", "alert_smtp_ports", "kafka_tunnel_node_ports"}
+    assert exposed <= named
+
+
+def test_the_smarthost_port_is_one_the_nodes_may_reach() -> None:
+    """The nodes' only SMTP egress is `alert_smtp_ports`: the guide's smarthost example uses one
+    of them and says so wherever the smarthost is set."""
+    ports = ROOT_VARIABLES["alert_smtp_ports"]["default"]
+    example = re.search(r"CA4_ALERT_SMTP_SMARTHOST=<smtp host>:(\d+)", GUIDE)
+    assert example
+    assert int(example.group(1)) in ports
+    assert f"`alert_smtp_ports` (default `{ports}`" in needs_row("`CA4_ALERT_SMTP_SMARTHOST`")[1]
+    receivers = section("6. `make ca4-platform-setup`")
+    assert "`alert_smtp_ports` (default `[587]`)" in receivers
+    assert "SES interface VPC endpoint" in receivers
+
+
+def test_the_tunnel_node_ports_cover_every_broker() -> None:
+    """Broker N is NodePort nodePortBase + N; the security group opens kafka_tunnel_node_ports
+    to the bastion: the default covers prod's brokers, and the guide gives the rule for more."""
+    values = yaml.safe_load((chart_dir("ca4-platform") / "values.yaml").read_text())
+    prod = yaml.safe_load((chart_dir("ca4-platform") / "values-prod.yaml").read_text())
+    base = values["kafka"]["tunnel"]["nodePortBase"]
+    replicas = prod["kafka"]["replicas"]
+    kafka = (chart_dir("ca4-platform") / "templates" / "kafka.yaml").read_text()
+    assert "nodePort: {{ add $k.tunnel.nodePortBase $i }}" in kafka
+    ports = ROOT_VARIABLES["kafka_tunnel_node_ports"]["default"]
+    assert ports == {"from": base, "to": base + replicas - 1}
+    replicas_step = section("Changing `kafka.replicas`")
+    assert "`kafka.tunnel.nodePortBase` + N" in replicas_step
+    assert "`kafka_tunnel_node_ports`" in replicas_step
+    assert "`to` = `nodePortBase` + `kafka.replicas` - 1" in replicas_step
+    assert "`kafka_tunnel_node_ports = { from = 30094, to = 30098 }`" in replicas_step
+
+
+def test_the_plain_helm_app_install_renders_as_written(helm: str) -> None:
+    """Step 4 of "Installing the charts with plain Helm", placeholders filled in, as `helm
+    template`: without ingress.host the prod values' TLS Secret refused the render."""
+    plain = section("Installing the charts with plain Helm")
+    (command,) = re.findall(r"`(helm upgrade --install ca4-app [^`]+)`", plain)
+    filled = (
+        command.replace("<tag>", "0a1b2c3d4e5f")
+        .replace("<your archive bucket>", "acme-ca4-archive")
+        .replace("<your domain>", "acme.test")
+    )
+    assert "<" not in filled, filled
+    argv = filled.split()
+    assert argv[:3] == ["helm", "upgrade", "--install"]
+    result = run([helm, "template", *argv[3:], "--kube-version", KUBE_VERSION], cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (ingress,) = [d for d in docs if d["kind"] == "Ingress"]
+    assert ingress["spec"]["tls"][0]["hosts"] == ["api.ca4.acme.test"]
+
+
+def test_the_plain_helm_steps_make_the_ca_bundle_the_pods_mount(rendered: Rendered) -> None:
+    """The prod pods mount the ConfigMap ca4-db-ca-bundle, which only `make ca4-deploy-app`
+    made: after the documented steps they stayed ContainerCreating."""
+    url, name, key = map(make_default, ["CA4_DB_CA_URL", "CA4_DB_CA_CONFIGMAP", "CA4_DB_CA_KEY"])
+    mounted = {
+        (v["configMap"]["name"], item["key"])
+        for d in rendered[("ca4-app", "prod")]
+        if d["kind"] == "Deployment"
+        for v in d["spec"]["template"]["spec"].get("volumes", [])
+        if "configMap" in v
+        for item in v["configMap"].get("items", [{"key": key}])
+    }
+    assert (name, key) in mounted
+    plain = section("Installing the charts with plain Helm")
+    assert f"curl -sfL --proto '=https' -o {key} {url}" in plain
+    assert f"kubectl -n app create configmap {name} --from-file={key}={key}" in plain
+
+
+def test_the_plain_helm_steps_make_the_namespaces_the_platform_leaves_out(helm: str) -> None:
+    """namespaces.create=false drops monitoring as well as app: the guide makes both, with the
+    labels the chart gives them."""
+    result = run(
+        [
+            *[helm, "template", "ca4-platform", str(chart_dir("ca4-platform"))],
+            *["--namespace", "platform", "--kube-version", KUBE_VERSION],
+            *["--show-only", "templates/namespaces.yaml"],
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    namespaces = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert {d["metadata"]["name"] for d in namespaces} == {"app", "monitoring"}
+    plain = section("Installing the charts with plain Helm")
+    assert "for ns in app monitoring; do" in plain
+    for namespace in namespaces:
+        for label, value in namespace["metadata"]["labels"].items():
+            if label.startswith("pod-security.kubernetes.io/"):
+                assert f"{label}={value}" in plain, label
+
+
+def test_the_rewind_step_runs_without_the_pods_database_url() -> None:
+    """`ca4 rewind` on the laptop reads the worker's settings, which refuse the prod URL (its CA
+    bundle is in the pods only): the runbook unsets it, and quotes the line the command prints."""
+    step = section("The database lost or restored").split("\n2. ")[1].split("\n3. ")[0]
+    assert step.index("`unset CA4_MONGO_URL`") < step.index("`uv run ca4 rewind")
+    assert "CA4_KAFKA_BOOTSTRAP_SERVERS" in step
+    config = (REPO / "services/worker/src/ca4_worker/core/config.py").read_text()
+    assert 'f"CA4_MONGO_URL: tlsCAFile={ca_files[-1]} does not exist: ' in config
+    quoted = (
+        "`error: invalid settings: CA4_MONGO_URL:\n   tlsCAFile=/etc/ca4/db-ca/global-bundle.pem"
+    )
+    assert quoted in step
+
+
+def test_the_documented_documentdb_url_is_one_the_deploy_accepts() -> None:
+    """Step 7 says how to read the app user's secret and build the URL from it: the user lives
+    in `admin` (ca4 db-user), so the URL says authSource=admin, and make ca4-deploy-app's own
+    check (check-app-secrets.py, prod) accepts it as written."""
+    step = section("7. `make ca4-deploy-app`")
+    assert (
+        "`aws secretsmanager get-secret-value --region <region> --secret-id "
+        "ca4/<ENV>/app-db-user --query SecretString --output text`"
+    ) in step
+    db_user_sh = (REPO / "tools/provision/scripts/db-user.sh").read_text()
+    assert 'app_secret="${CA4_APP_DB_SECRET:-ca4/${CA4_ENV}/app-db-user}"' in db_user_sh
+    assert 'app="{\\"username\\":\\"ca4app\\",\\"password\\":' in db_user_sh
+    assert '{"username": "ca4app", "password": "<64 hex\ndigits>"}' in step
+    assert 'client["admin"]' in (REPO / "tools/provision/src/ca4_provision/db_user.py").read_text()
+    (url,) = set(re.findall(r"`(mongodb://<user>[^`]*)`", GUIDE))
+    assert url.endswith("&authSource=admin"), url
+    filled = (
+        url.replace("<user>", "ca4app")
+        .replace("<password>", "0" * 64)
+        .replace("<endpoint>", "ca4-prod.cluster-c0ffee.eu-west-1.docdb.amazonaws.com")
+    )
+    spec = importlib.util.spec_from_file_location(
+        "check_app_secrets", REPO / "tools/provision/scripts/check-app-secrets.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    ca_file = f"{make_default('CA4_DB_CA_MOUNT_DIR')}/{make_default('CA4_DB_CA_KEY')}"
+    check.check_mongo_url(filled, env="prod", ca_file=ca_file)
+
+
+def test_the_make_settings_of_the_helm_steps_are_documented_with_their_defaults() -> None:
+    """CA4_IMAGE_REGISTRY (the images' name, for ca4-images and ca4-deploy-app) and
+    CA4_HELM_TIMEOUT (Helm's --wait) were read by the targets and named nowhere."""
+    assert f"`CA4_HELM_TIMEOUT` (default `{make_default('CA4_HELM_TIMEOUT')}`)" in GUIDE
+    images = (REPO / "tools/provision/scripts/images.sh").read_text()
+    registry = re.search(r'^REGISTRY="\$\{CA4_IMAGE_REGISTRY:-([^}]+)\}"$', images, re.M)
+    assert registry
+    assert "image.registry='$(CA4_IMAGE_REGISTRY)'" in (REPO / "mk/infra.mk").read_text()
+    step = section("3. `make ca4-images`")
+    assert f"`CA4_IMAGE_REGISTRY` (default\n`{registry[1]}`)" in step
+    assert "(the deploy passes it as `image.registry`)" in step
+
+
+def test_the_smtp_password_file_is_asked_for_only_with_a_user(rendered: Rendered) -> None:
+    """The chart reads the SMTP password only when the email receiver has a user
+    (CA4_ALERT_SMTP_USERNAME): the guide listed the file as always needed in prod."""
+    helpers = (chart_dir("ca4-platform") / "templates" / "_helpers.tpl").read_text()
+    assert re.search(
+        r"if \$r\.email\.authUsername -}}\n.*\n.*auth_password_file.*smtp-password", helpers
+    )
+    needed = needs_row("`CA4_ALERT_WEBHOOK_URL_FILE`")[0]
+    assert (
+        "`CA4_ALERT_SMTP_PASSWORD_FILE` when `CA4_ALERT_SMTP_USERNAME` is set (without a user "
+        "Alertmanager sends no SMTP AUTH and reads no password)"
+    ) in needed
+    assert "`smtp-password` from `CA4_ALERT_SMTP_PASSWORD_FILE` (only with" in GUIDE
+
+
+README = (REPO / "README.md").read_text()
+
+
+def test_the_pre_tenancy_upgrade_rebuilds_the_projections_on_k3s(rendered: Rendered) -> None:
+    """docs/architecture.md asks for one `ca4 replay --rebuild-projections` after the
+    pre-tenancy upgrade; the README's upgrade section, where the guide points, lacked it. On
+    K3s it runs in a worker pod (the database is in the VPC), with the consumers stopped (the
+    rebuild refuses otherwise) and --yes (kubectl exec has no terminal)."""
+    assert "(`ca4 replay --rebuild-projections`)" in (REPO / "docs/architecture.md").read_text()
+    assert 'the README\'s "Upgrading from a pre-tenancy release"' in GUIDE
+    start = README.index("### Upgrading from a pre-tenancy release")
+    upgrade = README[start : README.index("\n## ", start)]
+    (worker,) = [
+        d
+        for d in rendered[("ca4-app", "prod")]
+        if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-worker")
+    ]
+    name = worker["metadata"]["name"]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    runbook = section("The database lost or restored")
+    replay = "python -c 'import typer; from ca4_worker.cli import replay; typer.run(replay)'"
+    assert replay in runbook.replace("\n   ", " ")
+    lines = [
+        f"kubectl -n app set env deployment/{name} CA4_CONSUMERS_ENABLED=false",
+        f"kubectl -n app rollout status deployment/{name}",
+        f"kubectl -n app exec deploy/{name} -c {container['name']} -- {replay} "
+        "--rebuild-projections --yes",
+        f"kubectl -n app set env deployment/{name} CA4_CONSUMERS_ENABLED-",
+    ]
+    found = [upgrade.index(line) for line in lines]
+    assert found == sorted(found)
+    cli = (REPO / "services/worker/src/ca4_worker/cli.py").read_text()
+    assert '"--rebuild-projections/--apply-only"' in cli
+    assert "yes: YesOption = False" in cli[cli.index("def replay(") :]

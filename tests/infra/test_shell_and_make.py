@@ -53,6 +53,7 @@ FAKE_CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIfake\n-----END CERTIFICATE----
 DOCDB_URL = (
     f"mongodb://ca4app:app-pw-never-on-a-command-line@{OUTPUTS['documentdb_endpoint']}:27017/ca4"
     "?tls=true&tlsCAFile=/etc/ca4/db-ca/global-bundle.pem&replicaSet=rs0&retryWrites=false"
+    "&authSource=admin"
 )
 # The tag the fake git's commit gives the images.
 IMAGE_TAG = "0123456789ab"

@@ -165,13 +165,84 @@ def test_k3s_nodes_reachable_only_from_vpc_groups() -> None:
     assert (https["from_port"], https["to_port"]) == (443, 443)
 
 
+SG_VARIABLES = variables(TF_ROOT / "modules" / "security" / "variables.tf")
+
+
+def rule_ports(rule: dict[str, Any]) -> list[int]:
+    """The ports a rule opens; a rule made per port of a list variable (for_each), with the
+    variable's default."""
+    if str(rule["from_port"]).isdigit():
+        return list(range(int(rule["from_port"]), int(rule["to_port"]) + 1))
+    (listed,) = re.findall(r"var\.(\w+)", rule["for_each"])
+    assert rule["from_port"] == rule["to_port"] == "${tonumber(each.value)}"
+    return [int(port) for port in SG_VARIABLES[listed]["default"]]
+
+
 def test_no_rule_opens_service_or_kafka_ports() -> None:
     for name, rule in {**INGRESS, **EGRESS}.items():
         if "from_port" not in rule or "cidr_ipv4" not in rule:
             continue
-        ports = range(int(rule["from_port"]), int(rule["to_port"]) + 1)
+        ports = rule_ports(rule)
         for port in (8000, 8001, 9092, 9093, 9094, 27017, 6443):
             assert port not in ports, f"{name} opens port {port} to a CIDR"
+
+
+def internet_egress(group: str) -> dict[str, list[int]]:
+    """{rule: ports} of a security group's egress rules to 0.0.0.0/0."""
+    return {
+        name: rule_ports(rule)
+        for name, rule in EGRESS.items()
+        if f"aws_security_group.{group}.id" in rule["security_group_id"]
+        and rule.get("cidr_ipv4") == "0.0.0.0/0"
+    }
+
+
+def test_nodes_and_bastion_reach_ubuntu_s_apt_mirrors_over_http() -> None:
+    """Ubuntu 24.04's EC2 images fetch packages from http:// mirrors (signed packages): with 443
+    alone out, `apt-get update` hangs on the nodes and the bastion."""
+    for group, rule in (("k3s_nodes", "nodes_http"), ("bastion", "bastion_http")):
+        assert internet_egress(group)[rule] == [80], group
+        assert "apt mirrors; packages are signed" in EGRESS[rule]["description"]
+    assert "OS package updates" not in EGRESS["bastion_https"]["description"]
+
+
+def test_nodes_reach_the_alert_smtp_relay() -> None:
+    """values-prod.yaml turns the email receiver on and the guide's smarthost is <host>:587:
+    Alertmanager's SMTP left the nodes on no port."""
+    smtp = internet_egress("k3s_nodes")["nodes_smtp"]
+    assert smtp == [587]
+    assert EGRESS["nodes_smtp"]["for_each"] == (
+        "${toset([for port in var.alert_smtp_ports : tostring(port)])}"
+    )
+    assert "CA4_ALERT_SMTP_SMARTHOST" in EGRESS["nodes_smtp"]["description"]
+    assert "<smtp host>:587" in (REPO / "docs" / "provisioning.md").read_text()
+    assert SG_VARIABLES["alert_smtp_ports"]["validation"]
+
+
+# module variable -> the root stack's variable that sets it
+ROOT_EXPOSED = {
+    ("security", "alert_smtp_ports"): "alert_smtp_ports",
+    ("security", "kafka_tunnel_node_ports"): "kafka_tunnel_node_ports",
+    ("documentdb", "profiler_threshold_ms"): "documentdb_profiler_threshold_ms",
+}
+
+
+@pytest.mark.parametrize(("module", "name"), ROOT_EXPOSED, ids=[".".join(k) for k in ROOT_EXPOSED])
+def test_module_settings_an_operator_changes_are_root_variables(module: str, name: str) -> None:
+    """An operator sets the root stack's variables (envs/<ENV>.tfvars, CA4_TF_VAR_FILES); a module
+    variable the root does not pass keeps its default whatever the operator writes."""
+    root_name = ROOT_EXPOSED[(module, name)]
+    inner = variables(TF_ROOT / "modules" / module / "variables.tf")[name]
+    outer = variables(TF_ROOT / "stacks" / "ca4" / "variables.tf")[root_name]
+    assert outer["type"] == inner["type"]
+    assert outer["default"] == inner["default"]
+    inner_checks = [v["condition"].replace(f"var.{name}", "X") for v in inner["validation"]]
+    outer_checks = [v["condition"].replace(f"var.{root_name}", "X") for v in outer["validation"]]
+    assert inner_checks, f"{module}.{name} has no validation"
+    assert outer_checks == inner_checks
+    stack = load(TF_ROOT / "stacks" / "ca4" / "main.tf")["module"]
+    (call,) = [blk[module] for blk in stack if module in blk]
+    assert call[name] == f"${{var.{root_name}}}"
 
 
 def test_documentdb_only_from_nodes() -> None:

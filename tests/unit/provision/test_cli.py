@@ -143,6 +143,46 @@ def test_replay_names_the_database_it_cannot_reach_in_one_line(
     )
 
 
+@pytest.mark.parametrize(
+    "command", [("rewind", "--dry-run"), ("dlq", "list"), ("usage",)], ids=" ".join
+)
+def test_invalid_settings_are_named_in_one_line_without_their_values(
+    command: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prod URL exported on a laptop (its CA bundle is only in the pod) printed only
+    `error: ValidationError: 1 validation error for Settings`."""
+    monkeypatch.setenv(
+        "CA4_MONGO_URL",
+        "mongodb://ca4app:s3cret@docdb.invalid:27017/ca4?tls=true"
+        "&tlsCAFile=/etc/ca4/db-ca/global-bundle.pem&replicaSet=rs0&retryWrites=false",
+    )
+    monkeypatch.setenv("CA4_MONGO_TIMEOUT_MS", "5")
+
+    result = ca4(*command)
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: invalid settings: CA4_MONGO_URL: tlsCAFile=/etc/ca4/db-ca/global-bundle.pem does "
+        "not exist: mount the database's CA bundle there (ca4-app chart: config.mongo.caBundle); "
+        "CA4_MONGO_TIMEOUT_MS: Input should be greater than or equal to 100 "
+        "(ca4 --debug shows the traceback)\n"
+    )
+
+
+def test_an_invalid_aliased_setting_is_named_by_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CA4_READ_MAX_IN_FLIGHT_PER_TENANT", "many")
+
+    result = ca4("rewind", "--dry-run")
+
+    assert result.output == (
+        "error: invalid settings: CA4_READ_MAX_IN_FLIGHT_PER_TENANT: Input should be a valid "
+        "integer, unable to parse string as an integer (ca4 --debug shows the traceback)\n"
+    )
+    assert "many" not in result.output
+
+
 def test_debug_shows_the_traceback_before_the_one_line_error() -> None:
     result = ca4("--debug", "dlq", "list")
 

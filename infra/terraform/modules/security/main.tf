@@ -4,6 +4,7 @@
 #   operator --22--> bastion --22,6443,kafka-tunnel--> k3s nodes <--443-- ingress NLB <--443-- internet
 #   k3s nodes <--all--> k3s nodes (cluster traffic: API, kubelet, flannel VXLAN, etcd, Kafka pods)
 #   k3s nodes --27017--> DocumentDB
+#   k3s nodes, bastion --80,443--> internet (via NAT / IGW); k3s nodes --alert_smtp_ports--> internet
 # The processor (8000), worker (8001) and Kafka (9092-9094) ports are opened by no rule here: they
 # are only reachable pod-to-pod inside the cluster, and the processor only through Traefik.
 
@@ -45,10 +46,19 @@ resource "aws_vpc_security_group_egress_rule" "bastion_to_nodes" {
 
 resource "aws_vpc_security_group_egress_rule" "bastion_https" {
   security_group_id = aws_security_group.bastion.id
-  description       = "HTTPS for OS package updates"
+  description       = "HTTPS to AWS APIs (SSM) and HTTPS package sources"
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_egress_rule" "bastion_http" {
+  security_group_id = aws_security_group.bastion.id
+  description       = "HTTP for Ubuntu's apt mirrors; packages are signed"
+  ip_protocol       = "tcp"
+  from_port         = 80
+  to_port           = 80
   cidr_ipv4         = "0.0.0.0/0"
 }
 
@@ -153,6 +163,26 @@ resource "aws_vpc_security_group_egress_rule" "nodes_https" {
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_egress_rule" "nodes_http" {
+  security_group_id = aws_security_group.k3s_nodes.id
+  description       = "HTTP for Ubuntu's apt mirrors; packages are signed (via NAT)"
+  ip_protocol       = "tcp"
+  from_port         = 80
+  to_port           = 80
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+resource "aws_vpc_security_group_egress_rule" "nodes_smtp" {
+  for_each = toset([for port in var.alert_smtp_ports : tostring(port)])
+
+  security_group_id = aws_security_group.k3s_nodes.id
+  description       = "SMTP ${each.value} to Alertmanager's email relay (CA4_ALERT_SMTP_SMARTHOST, via NAT)"
+  ip_protocol       = "tcp"
+  from_port         = tonumber(each.value)
+  to_port           = tonumber(each.value)
   cidr_ipv4         = "0.0.0.0/0"
 }
 

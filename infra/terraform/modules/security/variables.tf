@@ -67,3 +67,18 @@ variable "kafka_tunnel_node_ports" {
     error_message = "kafka_tunnel_node_ports must lie inside the Kubernetes NodePort range 30000-32767 with from <= to."
   }
 }
+
+################################################################################
+# Egress
+################################################################################
+
+variable "alert_smtp_ports" {
+  description = "(Optional) TCP ports the K3s nodes may reach on any address for Alertmanager's email: the port of CA4_ALERT_SMTP_SMARTHOST must be one of them, unless the relay is inside the VPC (e.g. an SES VPC endpoint). Empty opens none."
+  type        = list(number)
+  default     = [587]
+
+  validation {
+    condition     = alltrue([for port in var.alert_smtp_ports : port >= 1 && port <= 65535 && floor(port) == port])
+    error_message = "alert_smtp_ports must list TCP ports between 1 and 65535."
+  }
+}

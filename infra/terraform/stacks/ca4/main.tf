@@ -26,11 +26,13 @@ module "network" {
 module "security" {
   source = "../../modules/security"
 
-  name           = local.name
-  vpc_id         = module.network.vpc_id
-  vpc_cidr       = module.network.vpc_cidr
-  operator_cidrs = var.operator_cidrs
-  ingress_cidrs  = var.ingress_cidrs
+  name                    = local.name
+  vpc_id                  = module.network.vpc_id
+  vpc_cidr                = module.network.vpc_cidr
+  operator_cidrs          = var.operator_cidrs
+  ingress_cidrs           = var.ingress_cidrs
+  kafka_tunnel_node_ports = var.kafka_tunnel_node_ports
+  alert_smtp_ports        = var.alert_smtp_ports
 }
 
 module "bastion" {
@@ -84,5 +86,6 @@ module "documentdb" {
   instance_count        = var.documentdb_instance_count
   instance_class        = var.documentdb_instance_class
   backup_retention_days = var.documentdb_backup_retention_days
+  profiler_threshold_ms = var.documentdb_profiler_threshold_ms
   deletion_protection   = local.deletion_protection
 }

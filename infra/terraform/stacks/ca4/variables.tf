@@ -75,6 +75,28 @@ variable "ingress_cidrs" {
   default     = ["0.0.0.0/0"]
 }
 
+variable "kafka_tunnel_node_ports" {
+  description = "(Optional) NodePort range (from, to) the bastion may reach for the Kafka tunnel: broker N listens on kafka.tunnel.nodePortBase + N (ca4-platform chart), so the range needs one port per broker of kafka.replicas."
+  type        = object({ from = number, to = number })
+  default     = { from = 30094, to = 30096 }
+
+  validation {
+    condition     = var.kafka_tunnel_node_ports.from >= 30000 && var.kafka_tunnel_node_ports.to <= 32767 && var.kafka_tunnel_node_ports.from <= var.kafka_tunnel_node_ports.to
+    error_message = "kafka_tunnel_node_ports must lie inside the Kubernetes NodePort range 30000-32767 with from <= to."
+  }
+}
+
+variable "alert_smtp_ports" {
+  description = "(Optional) TCP ports the K3s nodes may reach on any address for Alertmanager's email: the port of CA4_ALERT_SMTP_SMARTHOST must be one of them, unless the relay is inside the VPC (e.g. an SES VPC endpoint). Empty opens none."
+  type        = list(number)
+  default     = [587]
+
+  validation {
+    condition     = alltrue([for port in var.alert_smtp_ports : port >= 1 && port <= 65535 && floor(port) == port])
+    error_message = "alert_smtp_ports must list TCP ports between 1 and 65535."
+  }
+}
+
 variable "ssh_public_key" {
   description = "OpenSSH public key installed on the bastion and the nodes; `make ca4-apply` reads it from CA4_SSH_PUBLIC_KEY_FILE."
   type        = string
@@ -198,5 +220,16 @@ variable "documentdb_backup_retention_days" {
   validation {
     condition     = var.documentdb_backup_retention_days >= 7 && var.documentdb_backup_retention_days <= 35
     error_message = "documentdb_backup_retention_days must be between 7 and 35."
+  }
+}
+
+variable "documentdb_profiler_threshold_ms" {
+  description = "(Optional) DocumentDB's profiler logs operations slower than this many milliseconds (exported to CloudWatch)."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.documentdb_profiler_threshold_ms >= 50 && var.documentdb_profiler_threshold_ms <= 2147483646
+    error_message = "documentdb_profiler_threshold_ms must be between 50 and 2147483646 (DocumentDB's range)."
   }
 }

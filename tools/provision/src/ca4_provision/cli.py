@@ -14,6 +14,7 @@ import typer
 from ca4_worker.cli import dlq_app, replay, rewind
 from ca4_worker.cli_support import OperatorError
 from ca4_worker.usage_cli import usage
+from pydantic import ValidationError
 from typer._click.core import Context  # Typer vendors Click; this is its Context
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -49,8 +50,32 @@ class OneLineErrors(TyperGroup):
 def _one_line(error: Exception) -> str:
     if isinstance(error, OperatorError):
         return str(error)
+    if isinstance(error, ValidationError):
+        return f"invalid settings: {_settings_errors(error)} (ca4 --debug shows the traceback)"
     first_line = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first_line} (ca4 --debug shows the traceback)"
+
+
+# Every settings class the commands read takes CA4_ variables (env_prefix), so a field's
+# variable is the prefix and its name; a field with aliases is reported under its alias.
+_ENV_PREFIX = "CA4_"
+
+
+def _settings_errors(error: ValidationError) -> str:
+    """Each failed setting as ``VARIABLE: pydantic's message``, never the value: a database URL
+    carries its password."""
+    parts = []
+    for failure in error.errors(include_url=False, include_context=False, include_input=False):
+        message = failure["msg"].removeprefix("Value error, ")
+        if not failure["loc"]:  # a check of several settings together names them itself
+            parts.append(message)
+            continue
+        field, *inner = (str(part) for part in failure["loc"])
+        name = (
+            field.upper() if field.upper().startswith(_ENV_PREFIX) else _ENV_PREFIX + field.upper()
+        )
+        parts.append(f"{'.'.join([name, *inner])}: {message.removeprefix(f'{name}: ')}")
+    return "; ".join(parts)
 
 
 def _print_version(wanted: bool) -> None:
