@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +29,11 @@ class CliResult:
     stderr: str
 
 
-async def run_devstack(*args: str, timeout_s: float = 240.0) -> CliResult:
-    """Run ``ca4 devstack ARGS`` in a child process (its services outlive it, detached).
+async def run_devstack(
+    *args: str, timeout_s: float = 240.0, env: Mapping[str, str] | None = None
+) -> CliResult:
+    """Run ``ca4 devstack ARGS`` in a child process (its services outlive it, detached), in
+    ``env`` (default: this process's environment).
 
     If it hangs, it is sent SIGABRT so faulthandler prints where, and that goes in the error.
     """
@@ -42,7 +45,7 @@ async def run_devstack(*args: str, timeout_s: float = 240.0) -> CliResult:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        env={**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"},
     )
     communicating = asyncio.ensure_future(proc.communicate())
     try:
