@@ -9,6 +9,9 @@ worker's read API answers through it what was reported.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,10 +25,12 @@ from ca4_sdk import Reporter
 
 from tests.integration.sdk.conftest import DEV_API_KEY, SdkPipeline
 from tests.support.edge import local_edge
+from tests.support.readme import bash_block_with
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.e2e]
 
 AUTH = {"Authorization": f"Bearer {DEV_API_KEY}"}
+README_EDGE = "http://127.0.0.1:8002"  # `make dev`'s edge, which the README's commands name
 
 
 @pytest.fixture
@@ -102,3 +107,38 @@ def test_the_apps_own_answers_come_back_and_unrouted_paths_stay_inside(
     assert all(r.text == "404 page not found\n" for r in inside.values())
     assert direct.status_code == 200  # served by the app, just not through the edge
     assert healthy.status_code == 200
+
+
+def test_the_readmes_report_by_hand_with_curl_is_accepted_and_its_session_listed(
+    edge: str, tmp_path: Path
+) -> None:
+    """The README's curl here-document, run by bash and curl as written, at this edge in place
+    of ``make dev``'s (``tests/integration/devstack/test_make_dev.py`` runs that one)."""
+    block = bash_block_with("by-hand-")
+    assert README_EDGE in block
+    # curl's own config file adds the status line; the command stays the README's.
+    (tmp_path / ".curlrc").write_text('write-out = "\\n%{http_code}\\n"\n', encoding="utf-8")
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.replace(README_EDGE, edge)],
+        env={"PATH": os.environ["PATH"], "CURL_HOME": str(tmp_path), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    body, code = ran.stdout.rstrip("\n").rsplit("\n", 1)
+    assert code == "202", ran.stdout
+    event_id = json.loads(body)["event_id"]  # the receipt of one report
+
+    with httpx.Client(base_url=edge, timeout=10) as http:
+        deadline = time.monotonic() + 60
+        while not (status := _read(http, f"/v1/events/{event_id}"))["projected"]:
+            assert time.monotonic() < deadline, f"not projected in 60 s: {status}"
+            time.sleep(0.5)
+        session_id = status["event"]["session_id"]
+        listed = _read(http, "/v1/sessions?limit=100")
+
+    assert session_id.startswith("by-hand-")
+    assert status["event"]["source"]["sdk"] == "curl"
+    assert session_id in {item["session_id"] for item in listed["items"]}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ca4_processor.validation import parse_report
 
+from tests.support.readme import bash_block_with
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -40,18 +42,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
 
 
-def _bash_block_with(marker: str) -> str:
-    """The README's fenced bash block that holds ``marker``."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = [block.split("```", 1)[0] for block in readme.split("```bash\n")[1:]]
-    (block,) = [block for block in blocks if marker in block]
-    return block
-
-
 def test_the_report_sent_by_hand_is_one_the_processor_accepts() -> None:
     """The shell expands the README's here-document as a user's does; the processor's own
     validation must take what it makes."""
-    block = _bash_block_with("by-hand-")
+    block = bash_block_with("by-hand-")
     assert "Bearer ca4-dev-key" in block
     assert "http://127.0.0.1:8002/v1/metadata " in block
     body = block.split("<<EOF\n", 1)[1].split("\nEOF", 1)[0]
