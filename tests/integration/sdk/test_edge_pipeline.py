@@ -24,8 +24,8 @@ from ca4_provision.devstack.edge import HEALTH_PATH
 from ca4_sdk import Reporter
 
 from tests.integration.sdk.conftest import DEV_API_KEY, SdkPipeline
+from tests.support.doc_commands import bash_block_with
 from tests.support.edge import local_edge
-from tests.support.readme import bash_block_with
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.e2e]
 

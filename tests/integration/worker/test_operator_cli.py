@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
@@ -27,16 +28,38 @@ from typer.testing import CliRunner, Result
 
 from tests.integration.worker.checks import archived_positions, projected_sample_total
 from tests.integration.worker.support import produce, running_worker, wait_for
+from tests.support.doc_commands import in_pod_python
 from tests.support.kafka import read_topic
 from tests.unit.worker.contracts import snapshot
 from tests.unit.worker.factories import event_body, gpu_sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3]
 
+IN_POD = pytest.mark.stand_in(
+    "`kubectl exec` into a K3s worker pod: no cluster here; ran instead: the docs' in-pod "
+    "`python -c` commands as written, by this workspace's Python, with the pod's CA4_* settings "
+    "pointed at the dev stack"
+)
+
 
 async def ca4(runner: CliRunner, *args: str) -> Result:
     """Run ``ca4 ARGS`` in a thread (the CLI runs its own event loop)."""
     return await asyncio.to_thread(runner.invoke, app, list(args))
+
+
+async def in_pod(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a doc's in-pod ``python -c`` command (``in_pod_python``) in the environment
+    ``cli_env`` set, as the pod's ``CA4_*`` variables; stdout and stderr together."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -118,6 +141,7 @@ async def test_dead_letters_are_listed_and_redriven_once(
     assert await snapshot(MongoProjections(database)) == live
 
 
+@IN_POD
 async def test_dlq_tools_read_at_most_the_limit_filter_by_tenant_and_show_by_seeking(
     cli_env: CliRunner, worker_settings: Settings
 ) -> None:
@@ -143,6 +167,13 @@ async def test_dlq_tools_read_at_most_the_limit_filter_by_tenant_and_show_by_see
     assert "Stopped at --limit 2: there may be more." in listed.output
     assert "acme" in listed.output
     assert "mallory" not in listed.output
+    # observability/runbooks.md's command for a worker pod, for this class and tenant.
+    runbook = in_pod_python("observability/runbooks.md", "dlq_app()' list -e CLASS --tenant T")
+    runbook = [{"CLASS": "event_id_conflict", "T": "acme"}.get(arg, arg) for arg in runbook]
+    in_pod_listed = await in_pod(runbook)
+    assert in_pod_listed.returncode == 0, in_pod_listed.stdout
+    assert "event_id_conflict: 3" in in_pod_listed.stdout
+    assert "mallory" not in in_pod_listed.stdout
     shown = await ca4(cli_env, "dlq", "show", "0:3")
     assert shown.exit_code == 0, shown.output
     assert "bounded-m2" in shown.output
@@ -226,6 +257,7 @@ async def test_redrive_refuses_when_it_cannot_read_its_records(
     assert "schema_invalid: 1" in listed.output
 
 
+@IN_POD
 async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_whole(
     cli_env: CliRunner, worker_settings: Settings, database: AsyncDatabase[Doc]
 ) -> None:
@@ -258,6 +290,10 @@ async def test_a_rebuild_is_refused_while_workers_store_and_projections_stay_who
     # The live projections equal a rebuild from scratch, made once the worker stopped.
     rebuilt = await ca4(cli_env, "replay", "--rebuild-projections", "--yes")
     assert rebuilt.exit_code == 0, rebuilt.output
+    assert await snapshot(MongoProjections(database)) == live
+    # The README's rebuild in a worker pod (after the pre-tenancy upgrade), as written.
+    in_pod_rebuilt = await in_pod(in_pod_python("README.md", "--rebuild-projections"))
+    assert in_pod_rebuilt.returncode == 0, in_pod_rebuilt.stdout
     assert await snapshot(MongoProjections(database)) == live
 
 
@@ -317,6 +353,7 @@ async def test_a_lost_database_is_stored_and_projected_again_from_what_the_topic
         assert await snapshot(MongoProjections(database)) == before
 
 
+@IN_POD
 async def test_the_guides_restore_brings_back_sessions_older_than_the_topic_holds(
     cli_env: CliRunner,
     worker_settings: Settings,
@@ -362,14 +399,14 @@ async def test_the_guides_restore_brings_back_sessions_older_than_the_topic_hold
 
     await database.client.drop_database(database.name)  # the database is lost
     rewound = await ca4(cli_env, "rewind", "--yes")
-    replayed = await ca4(cli_env, "replay", "--source", "s3", "--store-events")
+    # The guide's step, as written for a worker pod.
+    replayed = await in_pod(in_pod_python("docs/provisioning.md", "--source s3 --store-events"))
     assert rewound.exit_code == 0, rewound.output
-    assert replayed.exit_code == 0, replayed.output
+    assert replayed.returncode == 0, replayed.stdout
     # The archive holds the old events and as many new ones as it archived before the stop.
-    restored = re.search(
-        r"Stored (\d+) events again\. Applied \1 events \(0 skipped\)\.", replayed.output
-    )
-    assert restored is not None, replayed.output
+    said = " ".join(replayed.stdout.split())
+    restored = re.search(r"Stored (\d+) events again\. Applied \1 events \(0 skipped\)\.", said)
+    assert restored is not None, replayed.stdout
     assert 60 <= int(restored[1]) <= 120
     async with running_worker(worker_settings):
         await wait_for(await projected(120), timeout_s=60, what="every event projected again")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ca4_processor.validation import parse_report
 
-from tests.support.readme import bash_block_with
+from tests.support.doc_commands import bash_block_with
 
 ROOT = Path(__file__).resolve().parents[3]
 
