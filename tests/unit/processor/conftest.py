@@ -34,11 +34,25 @@ class FakePublisher:
         self.acknowledging = asyncio.Event()
         """Cleared, the broker acknowledges nothing until it is set again."""
         self.acknowledging.set()
+        self.unacknowledged = 0
+        """Publishes waiting for ``acknowledging`` now."""
+        self._one_more = asyncio.Event()
         self._offsets = count()
+
+    async def holding(self, count: int, timeout_s: float = 5.0) -> None:
+        """Return once ``count`` publishes wait for ``acknowledging``."""
+        while self.unacknowledged < count:
+            self._one_more.clear()
+            await asyncio.wait_for(self._one_more.wait(), timeout_s)
 
     async def publish(self, events: Sequence[GpuMetadataReported]) -> list[Receipt]:
         await asyncio.sleep(self.delay_s)
-        await self.acknowledging.wait()
+        self.unacknowledged += 1
+        self._one_more.set()
+        try:
+            await self.acknowledging.wait()
+        finally:
+            self.unacknowledged -= 1
         if self.max_message_bytes is not None:
             sizes = {i: len(encode_event(e)) for i, e in enumerate(events)}
             oversized = {i: size for i, size in sizes.items() if size > self.max_message_bytes}

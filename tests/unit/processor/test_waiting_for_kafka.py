@@ -62,12 +62,14 @@ async def test_a_key_over_its_waiting_share_gets_429_and_other_keys_are_still_se
     fake_publisher.acknowledging.clear()  # Kafka answers nothing for now
     async with _bounded(make_client, per_key=3, total=5) as (client, app):
         waiting = [_post(client, "alice", f"session-a{n}") for n in range(3)]
-        await asyncio.sleep(0.1)
+        await fake_publisher.holding(3)
         over_share = await client.post(
             "/v1/metadata", content=_report_body("session-a3"), headers=_headers("alice")
         )
         other_key = _post(client, "bob", "session-b0")
-        await asyncio.sleep(0.1)
+        # Bob's report waiting for Kafka too, however long its way there took (a fixed 0.1 s
+        # read the weight before it was added on a loaded machine).
+        await fake_publisher.holding(4)
         held = app.state.waiting.total
 
         fake_publisher.acknowledging.set()

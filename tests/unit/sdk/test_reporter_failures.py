@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ca4_sdk import reporter as reporter_module
@@ -78,22 +79,35 @@ def test_a_collection_failing_every_interval_is_logged_once_per_message(
     assert "ca4 collection works again" in [r.getMessage() for r in caplog.records]
 
 
-def test_stop_ends_a_drain_in_progress(tmp_path: Path, fake_atexit: FakeAtexit) -> None:
+def test_stop_ends_a_drain_in_progress(
+    tmp_path: Path, fake_atexit: FakeAtexit, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A spool left by a long outage was drained on under stop(timeout): POSTs went on after
     stop returned, and stop blamed the edge, which answered every one of them."""
     with stub_api() as (url, state):
         reporter = make_reporter(url, tmp_path, interval=60, max_batch=1)
         reporter.spool.put([reporter.collect() for _ in range(100)])
+        # When each POST began, seen by the reporter: the stub records a POST only once its own
+        # thread has read it, which a loaded machine can delay past stop()'s return for the
+        # final flush's last POST, given up at the deadline (sent, and not yet read).
+        posts: list[float] = []
+        post = reporter._transport._post
+
+        def counted_post(*args: Any, **kwargs: Any) -> Any:
+            posts.append(time.monotonic())
+            return post(*args, **kwargs)
+
+        monkeypatch.setattr(reporter._transport, "_post", counted_post)
         state.delay_s = 0.05
         reporter.start()
         wait_for(lambda: len(state.requests) >= 3)
         started = time.monotonic()
         reporter.stop(timeout=1.0)
-        assert time.monotonic() - started < 1.5
+        returned = time.monotonic()
+        assert returned - started < 1.5
         assert not reporter.running
-        sent = len(state.requests)
         time.sleep(0.3)
-        assert len(state.requests) == sent
+        assert max(posts) < returned  # no POST began after stop() returned
     assert 0 < len(reporter.spool) < 100  # the rest is sent by the next run
     assert fake_atexit.due() == []
 

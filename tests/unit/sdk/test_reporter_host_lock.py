@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ca4_sdk.spool import host_lock_file
+from ca4_sdk.spool import host_lock_file, host_lock_intact
 
 from tests.unit.sdk.reporter_support import FakeAtexit, make_reporter, wait_for
 from tests.unit.sdk.stub_api import stub_api
@@ -146,7 +146,9 @@ def test_a_lock_file_deleted_under_the_holder_is_taken_again(
             wait_for(lambda: reporter._host_lock is not None)
             lock_file = host_lock_file(spool, "unit-session")
             lock_file.unlink()  # a temp cleaner
-            wait_for(lock_file.exists)  # the holder locked a new one
+            # The holder locked a new one: wait for the lock itself, which the thread takes
+            # after it creates the file (until then another process could take it).
+            wait_for(lambda: host_lock_intact(lock_file))
             tried = subprocess.run(
                 [sys.executable, "-c", TRY_LOCK, str(lock_file)],
                 capture_output=True,

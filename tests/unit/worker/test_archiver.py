@@ -8,7 +8,7 @@ import base64
 import gzip
 import json
 import random
-import time
+import threading
 import tracemalloc
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -110,9 +110,13 @@ async def test_the_event_loop_runs_while_an_object_is_encoded(
     """Encoding a 16 MiB object at gzip level 9 held the event loop, which the store and the
     projections share, about 1 s."""
     encode = archive.encode_archive_object
+    ticked = threading.Event()
 
     def slow_encode(records: Iterable[RawRecord]) -> bytes:
-        time.sleep(0.3)  # compressing: no await in it
+        # Compressing, no await in it, until the event loop has ticked ten times meanwhile (a
+        # fixed 0.3 s counted the ticks, which a loaded machine makes fewer): on the event
+        # loop, it waits the 5 s for nothing, and no tick is counted.
+        ticked.wait(5)
         return encode(records)
 
     monkeypatch.setattr("ca4_worker.application.archiver.encode_archive_object", slow_encode)
@@ -127,6 +131,8 @@ async def test_the_event_loop_runs_while_an_object_is_encoded(
         while True:
             await asyncio.sleep(0.01)
             ticks += 1
+            if ticks == 10:
+                ticked.set()
 
     ticking = asyncio.create_task(tick())
     await archiver.flush("gpu-metadata", 0)
