@@ -22,8 +22,11 @@ from tests.support import services
 COMPOSE = REPO / "docker-compose.yml"
 
 pytestmark = pytest.mark.stand_in(
-    "docker compose up: no Docker engine here; ran instead: the compose file's links (ports, "
-    "variables, images), the README's setup lines, and its nginx edge with a real nginx"
+    "docker compose up: no Docker engine here; ran instead: docker-compose.yml read for its "
+    "published ports, required variables and Kafka listener, the README's and the compose "
+    "header's key lines run by bash up to `docker compose up`, the kafka-jmx-agent one-shot's "
+    "script run by sh with a stub curl, and the testcontainers Kafka fallback configured without "
+    "an engine (no nginx here: the edge's nginx runs in test_compose_edge.py)"
 )
 
 
