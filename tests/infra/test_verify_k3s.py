@@ -28,6 +28,8 @@ from ca4_worker.domain.archive import archive_key, encode_archive_object
 from ca4_worker.domain.records import RawRecord
 from typer.testing import CliRunner
 
+from tests.support import grafana
+
 pytestmark = pytest.mark.stand_in(
     "ca4 verify --target k3s against a cluster: no Kubernetes here; ran instead: the real command "
     "against a recording fake kubectl whose port-forwards lead to stub services"
@@ -118,9 +120,8 @@ def handler_for(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
             if url.path in {"/api/health", "/ready"}:
                 return self.answer(200, {})
             if url.path == "/api/search":
-                if self.headers.get("Authorization") != f"Bearer {GRAFANA_TOKEN}":
-                    return self.answer(401, {"message": "Unauthorized"})
-                return self.answer(200, [{"uid": "ca4-pipeline"}, {"uid": "ca4-gpus"}])
+                login = grafana.bearer(GRAFANA_TOKEN)
+                return self.answer(*grafana.search_answer(self.headers.get("Authorization"), login))
             if url.path == "/loki/api/v1/query_range":
                 stream = {"stream": {"service": "worker"}, "values": [["1", "stored"]]}
                 return self.answer(200, {"data": {"result": [stream]}})
