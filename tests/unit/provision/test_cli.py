@@ -183,6 +183,21 @@ def test_an_invalid_aliased_setting_is_named_by_its_variable(
     assert "many" not in result.output
 
 
+def test_an_invalid_setting_set_under_its_older_name_is_named_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator set only the name the new one replaces: told to fix the new name, they
+    found it unset."""
+    monkeypatch.setenv("CA4_READ_MAX_IN_FLIGHT_PER_KEY", "many")
+
+    result = ca4("rewind", "--dry-run")
+
+    assert result.output == (
+        "error: invalid settings: CA4_READ_MAX_IN_FLIGHT_PER_KEY: Input should be a valid "
+        "integer, unable to parse string as an integer (ca4 --debug shows the traceback)\n"
+    )
+
+
 def test_debug_shows_the_traceback_before_the_one_line_error() -> None:
     result = ca4("--debug", "dlq", "list")
 

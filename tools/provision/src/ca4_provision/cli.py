@@ -7,14 +7,16 @@ Failures reach the operator as one line on stderr and exit code 1; ``ca4 --debug
 import logging
 import os
 import traceback
+from functools import cache
 from importlib.metadata import version
 from typing import Annotated, Any
 
 import typer
 from ca4_worker.cli import dlq_app, replay, rewind
 from ca4_worker.cli_support import OperatorError
+from ca4_worker.core.config import Settings as WorkerSettings
 from ca4_worker.usage_cli import usage
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from typer._click.core import Context  # Typer vendors Click; this is its Context
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
@@ -24,6 +26,7 @@ from ca4_provision.devstack.cli import app as devstack_app
 from ca4_provision.devstack.settings import DevstackSettings
 from ca4_provision.sdk_cli import sdk_app, send
 from ca4_provision.verify import verify
+from ca4_provision.verify.settings import VerifySettings
 
 PACKAGE = "ca4-provision"
 
@@ -50,7 +53,7 @@ class OneLineErrors(TyperGroup):
 def _one_line(error: Exception) -> str:
     if isinstance(error, OperatorError):
         return str(error)
-    if isinstance(error, ValidationError):
+    if isinstance(error, ValidationError) and error.title in _SETTINGS_CLASSES:
         return f"invalid settings: {_settings_errors(error)} (ca4 --debug shows the traceback)"
     first_line = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first_line} (ca4 --debug shows the traceback)"
@@ -59,6 +62,28 @@ def _one_line(error: Exception) -> str:
 # Every settings class the commands read takes CA4_ variables (env_prefix), so a field's
 # variable is the prefix and its name; a field with aliases is reported under its alias.
 _ENV_PREFIX = "CA4_"
+_SETTINGS_CLASSES = frozenset({WorkerSettings.__name__, VerifySettings.__name__})
+"""What a settings error is titled (another model's error is no setting of the operator's)."""
+
+
+@cache
+def _alias_choices() -> list[list[str]]:
+    """The variables of each setting with several names (a new name and the one it replaces)."""
+    return [
+        [str(choice) for choice in field.validation_alias.choices]
+        for settings in (WorkerSettings, VerifySettings)
+        for field in settings.model_fields.values()
+        if isinstance(field.validation_alias, AliasChoices)
+    ]
+
+
+def _variable_set(name: str) -> str:
+    """The variable the operator set for the setting pydantic names ``name`` (its first
+    alias): the older name, where only that one is set."""
+    for choices in _alias_choices():
+        if name in choices:
+            return next((choice for choice in choices if choice in os.environ), name)
+    return name
 
 
 def _settings_errors(error: ValidationError) -> str:
@@ -71,7 +96,7 @@ def _settings_errors(error: ValidationError) -> str:
             parts.append(message)
             continue
         field, *inner = (str(part) for part in failure["loc"])
-        name = (
+        name = _variable_set(
             field.upper() if field.upper().startswith(_ENV_PREFIX) else _ENV_PREFIX + field.upper()
         )
         parts.append(f"{'.'.join([name, *inner])}: {message.removeprefix(f'{name}: ')}")
