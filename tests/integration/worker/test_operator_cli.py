@@ -205,9 +205,10 @@ async def test_dlq_tools_read_at_most_the_limit_filter_by_tenant_and_show_by_see
 async def test_dlq_tools_show_header_text_as_written_never_as_markup(
     cli_env: CliRunner, worker_settings: Settings
 ) -> None:
-    """A dead letter's headers are text: Rich markup in them is shown, not rendered (a
-    ``[link=...]`` or ``[/]`` there would restyle or break the operator's table)."""
-    message = "[bold red]not markup[/bold red] [link=https://evil.example]here[/link]"
+    """A dead letter's headers are text, shown as written: Rich markup is not rendered (a
+    ``[link=...]`` or ``[/]`` there would restyle or break the operator's table), nor emoji
+    codes, and a terminal escape sequence reaches the screen as ``\\x1b``."""
+    message = "[bold red]not markup[/bold red] [link=https://evil.example]here[/link] :x: end\\"
     await produce(
         worker_settings.kafka_bootstrap_servers,
         worker_settings.kafka_dlq_topic,
@@ -216,6 +217,7 @@ async def test_dlq_tools_show_header_text_as_written_never_as_markup(
             (HEADER_ERROR_CLASS, b"schema_[i]invalid"),
             (HEADER_ERROR_MESSAGE, message.encode()),
             (HEADER_SOURCE_TOPIC, worker_settings.kafka_topic.encode()),
+            (HEADER_TENANT, b"\x1b]0;pwned\x07acme"),
         ],
     )
 
@@ -224,10 +226,12 @@ async def test_dlq_tools_show_header_text_as_written_never_as_markup(
 
     assert listed.exit_code == 0, listed.output
     assert "schema_[i]invalid: 1" in listed.output
-    assert "[link=http" in listed.output  # rendered, it would be gone (the cell wraps)
+    assert "[link=ht" in listed.output  # rendered, it would be gone (the cell wraps and crops)
     assert shown.exit_code == 0, shown.output
     assert f"ca4-error-message: {message}" in " ".join(shown.output.split())  # however wrapped
     assert "ca4-error-class: schema_[i]invalid" in shown.output
+    assert "ca4-tenant: \\x1b]0;pwned\\x07acme" in shown.output
+    assert "\x1b" not in listed.output + shown.output
 
 
 async def test_redrive_refuses_when_it_cannot_read_its_records(

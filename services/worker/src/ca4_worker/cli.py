@@ -15,9 +15,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ca4_worker.application.replay import (
     AlreadyDeadLettered,
@@ -29,6 +29,7 @@ from ca4_worker.application.replay import (
 from ca4_worker.bootstrap import bootstrap, store_stage
 from ca4_worker.cli_support import (
     OperatorError,
+    as_written,
     confirm_destructive,
     database_endpoint,
     kafka_endpoint,
@@ -150,7 +151,12 @@ def list_dead_letters(
         redrives = asyncio.run(_past_redrives(settings, letters))
     except OperatorError as error:
         console.print(
-            f"[yellow]Re-drive records unavailable ({escape(str(error))}); listing without them."
+            Text.assemble(
+                "Re-drive records unavailable (",
+                as_written(str(error)),
+                "); listing without them.",
+                style="yellow",
+            )
         )
         redrives = {}
     table = Table(title=f"{settings.kafka_dlq_topic}: {len(letters)} dead letters")
@@ -161,7 +167,7 @@ def list_dead_letters(
         # Header values are text a dead letter carries, never Rich markup to render.
         table.add_row(
             *map(
-                escape,
+                as_written,
                 (
                     letter.ref,
                     letter.error_class,
@@ -178,7 +184,7 @@ def list_dead_letters(
     for letter in letters:
         counts[letter.error_class] = counts.get(letter.error_class, 0) + 1
     for name, count in sorted(counts.items()):
-        console.print(f"{escape(name)}: {count}")
+        console.print(Text.assemble(as_written(name), f": {count}"))
     if len(letters) >= limit:
         console.print(f"Stopped at --limit {limit}: there may be more.")
 
@@ -206,10 +212,15 @@ def show_dead_letter(
         console.print(f"[red]No dead letter at {ref}[/red]")
         raise typer.Exit(code=1)
     for name, value in letter.headers:
-        console.print(f"[bold]{escape(name)}[/bold]: {escape(value.decode('utf-8', 'replace'))}")
+        console.print(
+            Text.assemble(
+                as_written(name, style="bold"), ": ", as_written(value.decode("utf-8", "replace"))
+            )
+        )
     console.print("[bold]body[/bold]:")
     console.print(
-        (letter.value or b"").decode("utf-8", "backslashreplace"), markup=False, highlight=False
+        as_written((letter.value or b"").decode("utf-8", "backslashreplace"), lines=True),
+        highlight=False,
     )
 
 

@@ -24,11 +24,22 @@ from aiokafka.errors import (
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pymongo.errors import ConnectionFailure, PyMongoError
+from rich.text import Text
 
 from ca4_worker.application.ports import UnavailableError
 from ca4_worker.core.config import Settings
 
 START_HINT = "start it with `uv run ca4 devstack up`"
+
+_CONTROL_SHOWN = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+_CONTROL_SHOWN_BUT_LINES = {code: shown for code, shown in _CONTROL_SHOWN.items() if code != 0x0A}
+
+
+def as_written(value: str, *, style: str = "", lines: bool = False) -> Text:
+    """Text a record carries, shown as written: never read as Rich markup or emoji codes, and
+    its control characters (terminal escape sequences among them) shown as ``\\xNN``; with
+    ``lines``, line breaks kept."""
+    return Text(value.translate(_CONTROL_SHOWN_BUT_LINES if lines else _CONTROL_SHOWN), style)
 
 
 class OperatorError(Exception):
