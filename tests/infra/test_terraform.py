@@ -456,3 +456,47 @@ def test_checkov_skips_are_justified() -> None:
                 reason = f"{path}: checkov skip {match.group(1)} needs a written reason"
                 assert match.group(2) == ":", reason
                 assert len(match.group(3).strip()) >= 30, reason
+
+
+def _variable_block(path: Path, name: str) -> str:
+    """The text of ``variable "name" { ... }`` in ``path`` (the house layout: it ends at the
+    first ``}`` at the start of a line)."""
+    match = re.search(rf'^variable "{name}" {{\n.*?^}}\n', path.read_text(), re.M | re.S)
+    assert match, f"no variable {name} in {path}"
+    return match.group(0)
+
+
+ROOT_VALUES = {
+    "alert_smtp_ports": {
+        "[587, 465, 25]": True,
+        "[]": True,
+        "[0]": False,
+        "[70000]": False,
+        "[587.5]": False,
+        "[80]": False,  # the nodes' HTTP rule: AWS refuses a second, InvalidPermission.Duplicate
+        "[443]": False,
+        "null": True,  # the default (nullable = false), not "Iteration over null value"
+    },
+    "documentdb_profiler_threshold_ms": {"500": True, "50": True, "49": False, "500.5": False},
+}
+ROOT_CASES = [(name, value) for name, values in ROOT_VALUES.items() for value in values]
+
+
+@pytest.mark.parametrize(("name", "value"), ROOT_CASES, ids=[f"{n}={v}" for n, v in ROOT_CASES])
+def test_terraform_itself_accepts_and_refuses_the_root_variables_values(
+    name: str, value: str, terraform: str, tmp_path: Path
+) -> None:
+    """The variable's own block, in a configuration of nothing else, planned by the real
+    terraform (no provider needed) with the value an operator might write."""
+    (tmp_path / "main.tf").write_text(
+        _variable_block(TF_ROOT / "stacks" / "ca4" / "variables.tf", name)
+    )
+    initialised = run([terraform, "init", "-input=false", "-no-color"], cwd=tmp_path)
+    assert initialised.returncode == 0, initialised.stderr
+    planned = run(
+        [terraform, "plan", "-input=false", "-no-color", "-var", f"{name}={value}"], cwd=tmp_path
+    )
+    said = planned.stdout + planned.stderr
+    assert (planned.returncode == 0) is ROOT_VALUES[name][value], said
+    if not ROOT_VALUES[name][value]:
+        assert "Invalid value for variable" in said, said

@@ -86,7 +86,7 @@ variable "profiler_threshold_ms" {
   default     = 500
 
   validation {
-    condition     = var.profiler_threshold_ms >= 50 && var.profiler_threshold_ms <= 2147483646
-    error_message = "profiler_threshold_ms must be between 50 and 2147483646 (DocumentDB's range)."
+    condition     = var.profiler_threshold_ms >= 50 && var.profiler_threshold_ms <= 2147483646 && floor(var.profiler_threshold_ms) == var.profiler_threshold_ms
+    error_message = "profiler_threshold_ms must be a whole number between 50 and 2147483646 (DocumentDB's range)."
   }
 }

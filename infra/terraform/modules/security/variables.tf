@@ -76,9 +76,10 @@ variable "alert_smtp_ports" {
   description = "(Optional) TCP ports the K3s nodes may reach on any address for Alertmanager's email: the port of CA4_ALERT_SMTP_SMARTHOST must be one of them, unless the relay is inside the VPC (e.g. an SES VPC endpoint). Empty opens none."
   type        = list(number)
   default     = [587]
+  nullable    = false
 
   validation {
-    condition     = alltrue([for port in var.alert_smtp_ports : port >= 1 && port <= 65535 && floor(port) == port])
-    error_message = "alert_smtp_ports must list TCP ports between 1 and 65535."
+    condition     = alltrue([for port in var.alert_smtp_ports : port >= 1 && port <= 65535 && floor(port) == port && !contains([80, 443], port)])
+    error_message = "alert_smtp_ports must list TCP ports between 1 and 65535, other than 80 and 443 (the nodes reach those already: a second rule for them is refused by AWS)."
   }
 }

@@ -90,10 +90,11 @@ variable "alert_smtp_ports" {
   description = "(Optional) TCP ports the K3s nodes may reach on any address for Alertmanager's email: the port of CA4_ALERT_SMTP_SMARTHOST must be one of them, unless the relay is inside the VPC (e.g. an SES VPC endpoint). Empty opens none."
   type        = list(number)
   default     = [587]
+  nullable    = false
 
   validation {
-    condition     = alltrue([for port in var.alert_smtp_ports : port >= 1 && port <= 65535 && floor(port) == port])
-    error_message = "alert_smtp_ports must list TCP ports between 1 and 65535."
+    condition     = alltrue([for port in var.alert_smtp_ports : port >= 1 && port <= 65535 && floor(port) == port && !contains([80, 443], port)])
+    error_message = "alert_smtp_ports must list TCP ports between 1 and 65535, other than 80 and 443 (the nodes reach those already: a second rule for them is refused by AWS)."
   }
 }
 
@@ -229,7 +230,7 @@ variable "documentdb_profiler_threshold_ms" {
   default     = 500
 
   validation {
-    condition     = var.documentdb_profiler_threshold_ms >= 50 && var.documentdb_profiler_threshold_ms <= 2147483646
-    error_message = "documentdb_profiler_threshold_ms must be between 50 and 2147483646 (DocumentDB's range)."
+    condition     = var.documentdb_profiler_threshold_ms >= 50 && var.documentdb_profiler_threshold_ms <= 2147483646 && floor(var.documentdb_profiler_threshold_ms) == var.documentdb_profiler_threshold_ms
+    error_message = "documentdb_profiler_threshold_ms must be a whole number between 50 and 2147483646 (DocumentDB's range)."
   }
 }
