@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -152,3 +153,51 @@ def test_fresh_venv_installs_the_sdk_from_the_edge_and_reports(
         time.sleep(0.5)
     assert status["event"]["source"]["sdk_version"] == outcome["version"]
     assert status["event"]["session_id"] == outcome["session_id"]
+
+
+def readme_git_install() -> list[str]:
+    """The README's install-from-git line (for a notebook without an edge at hand), as pip
+    arguments."""
+    readme = (REPO_ROOT / "README.md").read_text("utf-8")
+    (line,) = re.findall(r"`%pip install (\"ca4-sdk\[nvml\] @ git\+[^`]+)`", readme)
+    return shlex.split(line)
+
+
+def test_fresh_venv_installs_the_sdk_from_git_as_the_readme_says_and_reports(
+    sdk_pipeline: SdkPipeline, tmp_path: Path
+) -> None:
+    """README: "Without an edge at hand, install from git". Its line, with the repository's
+    address swapped for a clone of this one (``git+file://``: the same pip, git and build of
+    ``sdk/`` from source, and the ``nvml`` extra from the package index)."""
+    (requirement,) = readme_git_install()
+    assert requirement.startswith("ca4-sdk[nvml] @ git+https://github.com/<you>/ca4.git#")
+    clone = tmp_path / "ca4"
+    subprocess.run(["git", "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True, timeout=120)
+    # file://localhost/...: pip's URL check wants a host in a git+ URL (git+file:///... is
+    # "Invalid requirement").
+    local = requirement.replace("https://github.com/<you>/ca4.git", f"file://localhost{clone}")
+    venv = tmp_path / "venv"
+    minimum = declared_minimum_python()
+    subprocess.run(
+        [find_python(minimum) or sys.executable, "-m", "venv", str(venv)], check=True, timeout=120
+    )
+    python = venv / "bin" / "python"
+
+    installed = _pip(python, "install", local)
+
+    assert "Successfully installed" in installed
+    assert "nvidia-ml-py" in installed  # the extra came along
+    ran = subprocess.run(
+        [str(python), "-c", REPORT_ONCE, sdk_pipeline.processor.url, DEV_API_KEY,
+         str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,  # not the repository: the venv must import its own ca4_sdk
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    outcome = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert outcome["delivered"] is True, outcome["error"]
+    project = tomllib.loads((REPO_ROOT / "sdk" / "pyproject.toml").read_text("utf-8"))
+    assert outcome["version"] == project["project"]["version"]
