@@ -18,6 +18,7 @@ from ca4_provision.verify.settings import VerifySettings
 
 from tests.infra.conftest import REPO
 from tests.support import services
+from tests.support.doc_commands import run_as_bash
 
 COMPOSE = REPO / "docker-compose.yml"
 
@@ -146,13 +147,8 @@ def test_the_documented_key_lines_make_a_keys_file_both_services_accept(
         for line in script.splitlines()
         if not line.startswith(("docker compose", "uv run ca4", "CA4_GRAFANA_USER", "  uv run"))
     )
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", f"{runnable}\nprintf '%s' \"$CA4_API_KEY\""],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    done = run_as_bash(
+        f"{runnable}\nprintf '%s' \"$CA4_API_KEY\"", cwd=tmp_path, check=True, timeout=60
     )
     key = done.stdout
 

@@ -16,6 +16,7 @@ import pytest
 from ca4_auth import ApiKeyRing, Scope
 
 from tests.infra.conftest import REPO
+from tests.support.doc_commands import run_as_bash
 
 pytestmark = pytest.mark.stand_in(
     "kubectl get secret ca4-app-secrets (the guide's key rotation) and make ca4-deploy-app's "
@@ -158,14 +159,7 @@ def rotate(tmp_path: Path, edit: str) -> tuple[subprocess.CompletedProcess[str],
         f"{shlex.quote(sys.executable)} {shlex.quote(str(CHECK))} --target ca4-deploy-app "
         f"--env prod --new {new} --live {live} --ca-file {shlex.quote(ca_file)}\n"
     )
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_as_bash(script, cwd=tmp_path, timeout=120)
     return done, new
 
 

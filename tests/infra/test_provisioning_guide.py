@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import re
-import subprocess
 from pathlib import Path
 
 import yaml
@@ -15,6 +14,7 @@ from ca4_auth import ApiKey, ApiKeyRing, Scope
 
 from tests.infra.conftest import KUBE_VERSION, REPO, Rendered, chart_dir, make_default, run
 from tests.infra.test_terraform import TF_ROOT, variables
+from tests.support.doc_commands import run_as_bash
 
 GUIDE = (REPO / "docs" / "provisioning.md").read_text()
 
@@ -100,13 +100,7 @@ def test_the_key_making_lines_give_an_entry_both_services_accept(tmp_path: Path)
             'echo "$key"',
         ]
     )
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    done = run_as_bash(script, check=True, timeout=60)
     entry, key = done.stdout.splitlines()
     (tmp_path / "api-keys").write_text(entry + "\n")
     ring = ApiKeyRing.configured(

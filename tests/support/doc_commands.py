@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,3 +36,24 @@ def in_pod_python(doc: str, marker: str) -> list[str]:
     argv = shlex.split(command)
     assert argv[0] == "python", command
     return [sys.executable, *argv[1:]]
+
+
+def run_as_bash(
+    script: str,
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """``script`` (lines a doc gives a user) run by bash as a careful user's shell would:
+    stopping at the first failing command, unset variable or failing pipe; output captured."""
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )

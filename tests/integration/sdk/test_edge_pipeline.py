@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from ca4_provision.devstack.edge import HEALTH_PATH
 from ca4_sdk import Reporter
 
 from tests.integration.sdk.conftest import DEV_API_KEY, SdkPipeline
-from tests.support.doc_commands import bash_block_with
+from tests.support.doc_commands import bash_block_with, run_as_bash
 from tests.support.edge import local_edge
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.e2e]
@@ -118,13 +117,10 @@ def test_the_readmes_report_by_hand_with_curl_is_accepted_and_its_session_listed
     assert README_EDGE in block
     # curl's own config file adds the status line; the command stays the README's.
     (tmp_path / ".curlrc").write_text('write-out = "\\n%{http_code}\\n"\n', encoding="utf-8")
-    ran = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", block.replace(README_EDGE, edge)],
+    ran = run_as_bash(
+        block.replace(README_EDGE, edge),
         env={"PATH": os.environ["PATH"], "CURL_HOME": str(tmp_path), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     body, code = ran.stdout.rstrip("\n").rsplit("\n", 1)
