@@ -22,6 +22,7 @@ from ca4_schemas.types import OWNER_ID_PATTERN
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ca4_worker.application.usage import (
     ReportTimedOutError,
@@ -30,7 +31,7 @@ from ca4_worker.application.usage import (
     UsageRow,
     usage_report,
 )
-from ca4_worker.cli_support import OperatorError, database_endpoint, reaching
+from ca4_worker.cli_support import OperatorError, as_written, database_endpoint, reaching
 from ca4_worker.core.config import Settings, get_settings
 from ca4_worker.persistence.database import connect
 from ca4_worker.persistence.usage_mongo import MongoUsageRecords
@@ -145,11 +146,11 @@ def table(
             shown.add_column(column, justify="right")
     for row in report.rows:
         idle_share = 100 * row.idle_seconds / row.held_seconds if row.held_seconds else 0.0
-        # Values are the tenants' own: never markup. A synthetic row shows in italics, as a
-        # tenant's value may spell "(none)" or "(other)" too.
-        group = escape(row.group) if row.kind == "value" else f"[italic]{row.group}[/italic]"
-        cells = [
-            escape(row.tenant or ""),
+        # Values are the tenants' own, shown as written. A synthetic row shows in italics, as
+        # a tenant's value may spell "(none)" or "(other)" too.
+        group = as_written(row.group, style="" if row.kind == "value" else "italic")
+        cells: list[str | Text] = [
+            as_written(row.tenant or ""),
             group,
             f"{row.held_hours:.2f}",
             f"{row.busy_hours:.2f}",
