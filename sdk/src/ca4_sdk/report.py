@@ -7,6 +7,7 @@ built report against the real contract model.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -21,6 +22,11 @@ ReportDict = dict[str, Any]
 MAX_LABELS = 32
 LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 MAX_LABEL_VALUE = 256
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cn", "Cs", "Co"})
+_BIDI_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""What the contract refuses in a label value (``ca4_schemas.types.LabelValue``): controls, a
+line break read from a file among them, unassigned, surrogate and private-use characters, and
+bidi overrides."""
 MAX_LABELS_BYTES = 16 * 1024
 """The contract's cap on a report's label keys and values together, in UTF-8 (any 32 ASCII
 labels fit)."""
@@ -36,10 +42,22 @@ def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     if len(checked) > MAX_LABELS:
         raise ValueError(f"at most {MAX_LABELS} labels, got {len(checked)}")
     for key, value in checked.items():
-        if not isinstance(key, str) or not LABEL_KEY.match(key):
+        # fullmatch: the pattern's $ matches before a final line break, the contract's does not.
+        if not isinstance(key, str) or not LABEL_KEY.fullmatch(key):
             raise ValueError(f"label key {key!r} must match {LABEL_KEY.pattern}")
         if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
             raise ValueError(f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} chars")
+        for position, character in enumerate(value, start=1):
+            category = unicodedata.category(character)
+            if category in _REFUSED_CATEGORIES or character in _BIDI_OVERRIDES:
+                name = unicodedata.name(
+                    character, "a control character" if category == "Cc" else ""
+                )
+                raise ValueError(
+                    f"label {key!r} has U+{ord(character):04X}{f' ({name})' if name else ''} at "
+                    f"position {position}: the API refuses every report with it (.strip() a "
+                    "value read from a file)"
+                )
     size = sum(len(key) + len(value.encode()) for key, value in checked.items())
     if size > MAX_LABELS_BYTES:
         raise ValueError(

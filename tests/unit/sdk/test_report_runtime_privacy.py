@@ -103,6 +103,41 @@ def test_labels_are_checked_in_the_callers_cell() -> None:
         validate_labels({f"k{i:02d}": "\U00020000" * 256 for i in range(16)})
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"run": "ft-7\n"},  # a value read from a file, its line break kept
+        {"notes": "lr\t1e-4"},
+        {"run": "a\u202eb"},  # a bidi override
+        {"run": "\ue000"},  # private use
+        {"run\n": "x"},  # the key pattern's $ matched before a final line break
+    ],
+)
+def test_labels_the_contract_refuses_are_refused_in_the_callers_cell(
+    labels: dict[str, str],
+) -> None:
+    """Every report carries the labels: ones the API refuses dropped the whole session's
+    reports, a warning each, where ``Reporter(labels=...)`` could have said so at once."""
+    with pytest.raises(ValueError, match="label"):
+        validate_labels(labels)
+    candidate = build_report(
+        session_id="s", runtime="colab", host=collect_host(), collection=CollectorResult("none")
+    )
+    with pytest.raises(ValueError, match="labels"):
+        contract.GpuMetadataReportV1.model_validate(dict(candidate, labels=labels))
+
+
+def test_a_refused_label_value_is_named_by_its_character() -> None:
+    with pytest.raises(ValueError, match="at position 5") as refused:
+        validate_labels({"run": "ft-7\n"})
+    assert str(refused.value) == (
+        "label 'run' has U+000A (a control character) at position 5: the API refuses every "
+        "report with it (.strip() a value read from a file)"
+    )
+    # What the contract takes stays taken: spaces, accents, emoji, an empty value.
+    assert validate_labels({"a": "é 🚀", "b": ""}) == {"a": "é 🚀", "b": ""}
+
+
 def test_the_sdks_label_caps_are_the_contracts() -> None:
     assert (report.MAX_LABELS, report.MAX_LABELS_BYTES) == (
         contract.MAX_LABELS,
