@@ -406,7 +406,8 @@ class Reporter:
         self.interval = float(interval)
         self.labels = validate_labels(labels)
         self.runtime = detect_runtime()
-        chosen_session_id = session_id or os.environ.get("CA4_SESSION_ID")
+        # Stripped as the key and URL are: a value from a file or a secret ends in a line break.
+        chosen_session_id = (session_id or os.environ.get("CA4_SESSION_ID") or "").strip()
         self.session_id = chosen_session_id or stable_session_id(self.runtime)
         self._session_id_chosen = bool(chosen_session_id)
         """The caller chose the session id: the reporter never leaves it for another."""
@@ -414,8 +415,12 @@ class Reporter:
         """Session ids this reporter left because the API refused them as another tenant's."""
         self._kept_refused_sessions: set[str] = set()
         """Refused session ids it could not leave (logged once each); their reports are dropped."""
-        if not SESSION_ID_PATTERN.match(self.session_id):
-            raise ValueError(f"session_id must match {SESSION_ID_PATTERN.pattern}")
+        # fullmatch: the pattern's $ matches before a final line break, the contract's does not.
+        if not SESSION_ID_PATTERN.fullmatch(self.session_id):
+            raise ValueError(
+                f"the session id (session_id= or CA4_SESSION_ID) must match "
+                f"{SESSION_ID_PATTERN.pattern} (got {self.session_id!r})"
+            )
         self._privacy_salt = (privacy_salt or default_salt()) if privacy else None
         self._collector = collector
         self._transport = Transport(self.url, resolved_key, read_timeout_s=read_timeout_s)

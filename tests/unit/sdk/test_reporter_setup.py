@@ -11,6 +11,7 @@ from ca4_sdk import Reporter
 
 from tests.unit.sdk.reporter_support import StaticCollector, make_reporter
 from tests.unit.sdk.stub_api import stub_api
+from tests.unit.sdk.support import assert_valid_report
 
 
 def _bare(url: str, tmp_path: Path, **kwargs: object) -> Reporter:
@@ -53,6 +54,30 @@ def test_the_key_may_come_from_the_environment(
     with stub_api() as (url, state):
         assert _bare(url, tmp_path).report_once().delivered
     assert state.requests[0]["headers"]["Authorization"] == "Bearer from-env"
+
+
+def test_a_session_id_from_a_file_or_secret_loses_its_line_break(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CA4_SESSION_ID`` read from a file kept its line break: the SDK's check let it through
+    (``$`` matches before one), and the API refused every report of the session."""
+    monkeypatch.setenv("CA4_SESSION_ID", "team-a-7f3e9c2d41\n")
+    with stub_api() as (url, state):
+        reporter = Reporter(
+            url=url, api_key="k", collector=StaticCollector(), spool_dir=tmp_path / "spool"
+        )
+        assert reporter.session_id == "team-a-7f3e9c2d41"
+        assert reporter.report_once().delivered
+    assert_valid_report(state.requests[0]["body"]["reports"][0])
+
+
+def test_a_session_id_the_contract_refuses_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="session id") as refused:
+        make_reporter("https://edge.example", tmp_path, session_id="run\n2")
+    assert str(refused.value) == (
+        r"the session id (session_id= or CA4_SESSION_ID) must match "
+        r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$ (got 'run\n2')"
+    )
 
 
 @pytest.mark.parametrize(
