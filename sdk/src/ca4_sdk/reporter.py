@@ -30,8 +30,11 @@ refused report was neither published nor stored, so nothing is counted twice.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ipaddress
 import logging
 import os
+import re
 import threading
 import time
 import unicodedata
@@ -121,6 +124,8 @@ API_PATHS = (
 SDK would post to ``.../v1/metadata/v1/metadata/batch`` or ``.../docs/v1/metadata/batch``, and
 retry for good). Any other path prefix is kept, for an edge behind a proxy under a path of its
 own."""
+_MANGLED_SCHEME = re.compile(r"(https?)[:/]+(?=[^:/])", re.IGNORECASE)
+"""``https//host``, ``https:/host``, ``http:host``: a scheme with its ``://`` mistyped."""
 API_PATH_TREES = ("/v1/metadata", "/v1/sessions", "/v1/gpus", "/v1/events", "/v1/usage", "/sdk")
 """API paths whose every sub-path is one too (a session's or a GPU's page, the SDK's wheel): a
 ``url`` with one anywhere in its path is refused the same way."""
@@ -237,7 +242,7 @@ def _base_url(url: str) -> str:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        hint = f"; did you mean {'http://' + url!r}?" if "://" not in url else ""
+        hint = f"; did you mean {_with_scheme(url)!r}?" if "://" not in url else ""
         raise ValueError(
             "url must start with http:// or https:// and name a host, e.g. "
             f"https://edge.example (got {url!r}{hint})"
@@ -258,6 +263,21 @@ def _base_url(url: str) -> str:
             f"e.g. {base} (the SDK adds {BATCH_PATH} itself)"
         )
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _with_scheme(url: str) -> str:
+    """``url`` (without ``://``) as it was likely meant: a scheme typed with a slash or colon
+    missing put right, else ``https://`` in front, and ``http://`` for this machine's own host
+    (the dev edge). An edge elsewhere (ngrok's) is HTTPS: plain http would send the key in
+    clear text."""
+    mangled = _MANGLED_SCHEME.match(url)
+    if mangled:
+        return f"{mangled.group(1).lower()}://{url[mangled.end() :]}"
+    loopback = False
+    with contextlib.suppress(ValueError):  # a malformed host, or a name that is no address
+        host = urlsplit(f"//{url}").hostname or ""
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    return f"{'http' if loopback else 'https'}://{url}"
 
 
 def _api_path_in(path: str) -> tuple[int, str] | None:

@@ -90,6 +90,29 @@ def test_a_url_without_http_scheme_and_host_is_refused(tmp_path: Path, url: str)
 
 
 @pytest.mark.parametrize(
+    ("url", "meant"),
+    [
+        ("abc.ngrok-free.app", "https://abc.ngrok-free.app"),
+        ("https//abc.ngrok-free.app", "https://abc.ngrok-free.app"),
+        ("https:/abc.ngrok-free.app", "https://abc.ngrok-free.app"),
+        ("HTTP:127.0.0.1:8002", "http://127.0.0.1:8002"),
+        ("httpbin.example", "https://httpbin.example"),
+        ("127.0.0.1:8002", "http://127.0.0.1:8002"),
+        ("localhost:8002/", "http://localhost:8002/"),
+        ("[::1]:8002", "http://[::1]:8002"),
+    ],
+)
+def test_a_url_without_its_scheme_is_refused_naming_the_url_meant(
+    tmp_path: Path, url: str, meant: str
+) -> None:
+    """The hint put ``http://`` before whatever was typed: an ngrok host with its key sent in
+    clear text, and ``http://https//...`` for a scheme missing its colon."""
+    with pytest.raises(ValueError, match="did you mean") as caught:
+        make_reporter(url, tmp_path)
+    assert str(caught.value).endswith(f"; did you mean {meant!r}?)")
+
+
+@pytest.mark.parametrize(
     "suffix", ["/v1/metadata", "/v1/metadata/", "/v1/metadata/batch", "/metadata", "/sdk", "/sdk/"]
 )
 def test_a_url_of_an_api_path_is_refused_naming_the_base_url(tmp_path: Path, suffix: str) -> None:
