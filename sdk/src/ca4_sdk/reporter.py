@@ -420,8 +420,10 @@ class Reporter:
         resolved_key = _checked_api_key(api_key or os.environ.get("CA4_API_KEY") or "")
         if not resolved_key:
             raise ValueError("no API key: pass api_key=... or set CA4_API_KEY")
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        # NaN fails both comparisons: it made the thread spin, and one past TIMEOUT_MAX (inf)
+        # killed it at its first full wait.
+        if not 0 < interval <= threading.TIMEOUT_MAX:
+            raise ValueError(f"interval must be a positive number of seconds (got {interval!r})")
         self.url = _base_url(resolved_url)
         self.interval = float(interval)
         self.labels = validate_labels(labels)

@@ -112,6 +112,16 @@ def test_a_url_without_its_scheme_is_refused_naming_the_url_meant(
     assert str(caught.value).endswith(f"; did you mean {meant!r}?)")
 
 
+@pytest.mark.parametrize("interval", [0.0, -15.0, float("nan"), float("inf"), 1e12])
+def test_an_interval_the_thread_cannot_wait_is_refused_at_once(
+    tmp_path: Path, interval: float
+) -> None:
+    """NaN passed ``interval <= 0`` and made the thread spin on a core; an infinite or huge
+    one passed and killed the thread (OverflowError) at its first wait of a whole interval."""
+    with pytest.raises(ValueError, match="interval must be a positive number of seconds"):
+        make_reporter("https://edge.example", tmp_path, interval=interval)
+
+
 @pytest.mark.parametrize(
     "suffix", ["/v1/metadata", "/v1/metadata/", "/v1/metadata/batch", "/metadata", "/sdk", "/sdk/"]
 )
