@@ -985,6 +985,13 @@ class Reporter:
         return True
 
     def _account(self, outcome: SendOutcome) -> None:
+        if outcome.accepted and not self.stats.delivered:
+            # Without it show_logs() said nothing on a healthy run: no sign reports arrive.
+            logger.info(
+                "ca4: first report delivered to %s (session %s); print(reporter) shows the counts",
+                _without_userinfo(self.url),
+                self.session_id,
+            )
         self.stats.delivered += len(outcome.accepted)
         self.stats.rejected += len(outcome.rejected)
         if outcome.accepted:

@@ -253,3 +253,18 @@ def test_interpreter_exit_says_what_stays_spooled_or_is_lost(
         else "ca4: 1 report in memory (no usable spool directory) lost: the API did not take it "
         "before this process ended"
     ]
+
+
+def test_the_first_delivery_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``show_logs()`` promises progress: on a healthy run it showed nothing after the
+    self-check, and nothing said that reports arrive."""
+    caplog.set_level(logging.INFO, logger="ca4_sdk")
+    with stub_api() as (url, _):
+        reporter = make_reporter(url, tmp_path)
+        assert reporter.report_once().delivered
+        assert reporter.report_once().delivered
+    said = [r.getMessage() for r in caplog.records if "delivered" in r.getMessage()]
+    assert said == [
+        f"ca4: first report delivered to {url} (session unit-session); print(reporter) shows "
+        "the counts"
+    ]
