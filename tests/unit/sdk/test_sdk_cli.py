@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -118,6 +120,19 @@ def test_python_m_ca4_sdk_probe_prints_a_valid_report() -> None:
     assert_valid_report(report)
     assert report["labels"] == {"probe": "true"}
     assert report["payload"]["gpus"] == []
+
+
+def test_the_colab_sections_probe_runs_with_the_sdk_alone() -> None:
+    """The section named only ``uv run ca4 sdk probe``, which a notebook cannot run: the
+    ``ca4`` command is not in the wheel the edge serves."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## From a Colab notebook", 1)[1].split("\n## ", 1)[0]
+    probe = re.search(r"`!python (-m ca4_sdk probe[^`]*)`", section)
+    assert probe is not None, "README's Colab section names no probe a notebook can run"
+    done = subprocess.run(
+        [sys.executable, *probe[1].split()], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert_valid_report(json.loads(done.stdout))
 
 
 @pytest.mark.parametrize("argv", [[], ["probe", "nvm"], ["probe", "none", "extra"], ["collect"]])
