@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+UNINITIALIZED = 1
 NOT_SUPPORTED = 3
 
 DEFAULT_CONSTANTS: dict[str, Any] = {
@@ -78,6 +79,8 @@ class FakeNvml:
             parts += [f"{k}={v!r}" for k, v in sorted(kwargs.items())]
             key = f"{name}({', '.join(parts)})"
             self.calls_made.append(key)
+            if not self.initialised:  # as NVML: nothing answers before nvmlInit or after shutdown
+                raise FakeNVMLError(UNINITIALIZED)
             if key not in self._calls:
                 raise FakeNVMLError(NOT_SUPPORTED)
             answer = self._calls[key]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from ca4_sdk import collectors
@@ -12,6 +13,8 @@ from ca4_sdk.host import collect_host
 from ca4_sdk.report import build_report
 
 from tests.unit.sdk.fake_nvml import FakeNvml, a100_mig_recording, t4_recording
+from tests.unit.sdk.reporter_support import make_reporter
+from tests.unit.sdk.stub_api import stub_api
 from tests.unit.sdk.support import assert_valid_report
 
 pytestmark = pytest.mark.stand_in(
@@ -143,3 +146,20 @@ def test_a_collector_that_raises_gives_a_result_without_gpus_that_says_why(
     result = auto.collect()
     assert (result.collector, result.gpus) == ("none", [])
     assert result.errors == ["nvml: RuntimeError: NVML Shared Library Not Found"]
+
+
+def test_a_reporter_used_in_a_second_with_block_reads_the_gpus_again(tmp_path: Path) -> None:
+    """Leaving ``with reporter:`` shuts NVML down; a later ``with reporter:`` (the next phase
+    of training, in another cell) reported no GPU at all, every NVML call Uninitialized."""
+    with stub_api() as (url, _):
+        reporter = make_reporter(
+            url,
+            tmp_path,
+            interval=60,
+            collector=NvmlCollector(FakeNvml(t4_recording())),  # type: ignore[arg-type]
+        )
+        for _ in range(2):
+            with reporter:
+                report = reporter.collect()
+            assert [gpu["name"] for gpu in report["payload"]["gpus"]] == ["Tesla T4"]
+            assert report["payload"]["collector"]["errors"] == []

@@ -376,6 +376,15 @@ class NvmlCollector:
         recorded in the result's errors, never raised."""
         nvml = self._nvml
         result = CollectorResult(collector=self.name)
+        if self._closed:
+            # Used again after close() (a reporter's second ``with`` block): NVML answers
+            # nothing until it is initialised again.
+            try:
+                nvml.nvmlInit()
+            except nvml.NVMLError as error:
+                result.add_error(f"nvmlInit failed: {error}")
+                return result.finish()
+            self._closed = False
         self._read_host(result)
         try:
             count = int(nvml.nvmlDeviceGetCount())
