@@ -22,11 +22,11 @@ ReportDict = dict[str, Any]
 MAX_LABELS = 32
 LABEL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 MAX_LABEL_VALUE = 256
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cn", "Cs", "Co"})
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Co"})
 _BIDI_OVERRIDES = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-"""What the contract refuses in a label value (``ca4_schemas.types.LabelValue``): controls, a
-line break read from a file among them, unassigned, surrogate and private-use characters, and
-bidi overrides."""
+"""What the contract refuses in a label value (``ca4_schemas.types.LabelValue``) whatever the
+Unicode version: controls, a line break read from a file among them, surrogate and private-use
+characters, bidi overrides, and noncharacters (see :func:`_refused_in_a_label`)."""
 MAX_LABELS_BYTES = 16 * 1024
 """The contract's cap on a report's label keys and values together, in UTF-8 (any 32 ASCII
 labels fit)."""
@@ -34,6 +34,20 @@ MAX_GPUS = 64
 MAX_PROCESSES_PER_GPU = 256
 """The contract's cap on one GPU's (or MIG slice's) processes: a report with more is refused
 for good, so a busy GPU would never be reported at all."""
+
+
+def _refused_in_a_label(character: str) -> bool:
+    """Whether the API refuses ``character`` in a label value on any Python it runs on.
+
+    The contract also refuses unassigned characters, by the API's Unicode database; this
+    Python's may be older (3.10 knows Unicode 13, the API's 3.11 knows 14): a character it does
+    not know yet (an emoji newer than it) is left to the API, which takes it. Only noncharacters
+    are unassigned in every version.
+    """
+    if unicodedata.category(character) in _REFUSED_CATEGORIES or character in _BIDI_OVERRIDES:
+        return True
+    code = ord(character)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
 
 
 def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -48,8 +62,8 @@ def validate_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
         if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
             raise ValueError(f"label {key!r} must be a string of at most {MAX_LABEL_VALUE} chars")
         for position, character in enumerate(value, start=1):
-            category = unicodedata.category(character)
-            if category in _REFUSED_CATEGORIES or character in _BIDI_OVERRIDES:
+            if _refused_in_a_label(character):
+                category = unicodedata.category(character)
                 name = unicodedata.name(
                     character, "a control character" if category == "Cc" else ""
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,26 @@ def test_a_refused_label_value_is_named_by_its_character() -> None:
     )
     # What the contract takes stays taken: spaces, accents, emoji, an empty value.
     assert validate_labels({"a": "é 🚀", "b": ""}) == {"a": "é 🚀", "b": ""}
+
+
+def test_a_character_newer_than_this_pythons_unicode_is_left_to_the_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python 3.10 knows Unicode 13, the API's 3.11 knows 14: 'U+1FAE0' (melting face) is
+    unassigned for the first and taken by the second, so refusing unassigned characters here
+    refused a label the API takes. This Python's database stands in for the API's and Unicode
+    3.2's for an older Python's."""
+    monkeypatch.setattr(report_module, "unicodedata", unicodedata.ucd_3_2_0)
+    labels = {"mood": "\U0001fae0 \U0001f680"}  # Unicode 14 and 6: unassigned in 3.2
+    assert validate_labels(labels) == labels
+    candidate = build_report(
+        session_id="s", runtime="colab", host=collect_host(), collection=CollectorResult("none")
+    )
+    assert contract.GpuMetadataReportV1.model_validate(dict(candidate, labels=labels)).labels
+    # Unassigned in every version: still refused at once.
+    for noncharacter in ("\ufdd0", "\uffff", "\U0010fffe"):
+        with pytest.raises(ValueError, match="the API refuses every report with it"):
+            validate_labels({"run": noncharacter})
 
 
 def test_the_sdks_label_caps_are_the_contracts() -> None:
