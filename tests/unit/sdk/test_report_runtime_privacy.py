@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from ca4_schemas import v1
 from ca4_schemas import v1 as contract
+from ca4_schemas.types import LabelValue
 from ca4_sdk import report
 from ca4_sdk import report as report_module
 from ca4_sdk.collectors.base import CollectorResult
@@ -17,6 +18,7 @@ from ca4_sdk.host import collect_host, read_meminfo
 from ca4_sdk.privacy import hash_hostname
 from ca4_sdk.report import build_report, validate_labels
 from ca4_sdk.runtime import detect_runtime, stable_session_id
+from pydantic import TypeAdapter, ValidationError
 
 from tests.unit.sdk.support import assert_valid_report, fixture_text
 from tests.unit.sdk.test_nvidia_smi_parser import FakeRunner
@@ -157,6 +159,34 @@ def test_a_character_newer_than_this_pythons_unicode_is_left_to_the_api(
     for noncharacter in ("\ufdd0", "\uffff", "\U0010fffe"):
         with pytest.raises(ValueError, match="the API refuses every report with it"):
             validate_labels({"run": noncharacter})
+
+
+def test_the_sdks_label_characters_are_the_contracts() -> None:
+    """The SDK writes the contract's rule again (it cannot import the contract): on this
+    Python, every character it refuses in a label value the contract refuses, and every one the
+    contract refuses it refuses too, but those this Python's Unicode has not assigned (see
+    :func:`test_a_character_newer_than_this_pythons_unicode_is_left_to_the_api`). Printable
+    characters are never refused by either."""
+    label_value = TypeAdapter(LabelValue)
+
+    def contract_refuses(character: str) -> bool:
+        try:
+            label_value.validate_python(character)
+        except ValidationError:
+            return True
+        return False
+
+    disagree = []
+    for code in range(sys.maxunicode + 1):
+        character = chr(code)
+        if character.isprintable():
+            continue
+        sdk_refuses = report_module._refused_in_a_label(character)
+        if unicodedata.category(character) == "Cn" and not sdk_refuses:
+            continue  # left to the API, whose Unicode may be newer
+        if sdk_refuses != contract_refuses(character):
+            disagree.append(f"U+{code:04X}")
+    assert disagree == []
 
 
 def test_the_sdks_label_caps_are_the_contracts() -> None:
