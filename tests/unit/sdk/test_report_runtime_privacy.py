@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from ca4_schemas import v1
 from ca4_schemas import v1 as contract
-from ca4_schemas.types import LabelValue
+from ca4_schemas.types import Identifier, LabelKey, LabelValue
 from ca4_sdk import report
 from ca4_sdk import report as report_module
 from ca4_sdk.collectors.base import CollectorResult
@@ -17,7 +17,7 @@ from ca4_sdk.collectors.nvidia_smi import NvidiaSmiCollector
 from ca4_sdk.host import collect_host, read_meminfo
 from ca4_sdk.privacy import hash_hostname
 from ca4_sdk.report import build_report, validate_labels
-from ca4_sdk.runtime import detect_runtime, stable_session_id
+from ca4_sdk.runtime import SESSION_ID_PATTERN, detect_runtime, stable_session_id
 from pydantic import TypeAdapter, ValidationError
 
 from tests.unit.sdk.support import assert_valid_report, fixture_text
@@ -187,6 +187,13 @@ def test_the_sdks_label_characters_are_the_contracts() -> None:
         if sdk_refuses != contract_refuses(character):
             disagree.append(f"U+{code:04X}")
     assert disagree == []
+
+
+def test_the_sdks_label_key_and_session_id_patterns_are_the_contracts() -> None:
+    """Written again in the SDK (checked with fullmatch there: the contract's ``$`` does not
+    match before a final line break)."""
+    assert report_module.LABEL_KEY.pattern == LabelKey.__metadata__[0].pattern
+    assert SESSION_ID_PATTERN.pattern == Identifier.__metadata__[0].pattern
 
 
 def test_the_sdks_label_caps_are_the_contracts() -> None:
