@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,78 @@ def test_a_reporter_used_in_a_second_with_block_reads_the_gpus_again(tmp_path: P
                 report = reporter.collect()
             assert [gpu["name"] for gpu in report["payload"]["gpus"]] == ["Tesla T4"]
             assert report["payload"]["collector"]["errors"] == []
+
+
+class _CountingNvml(FakeNvml):
+    """NVML as it is: init and shutdown counted (initialised while above zero); an init may be
+    held until ``go`` is set, as one taking its time loading the driver."""
+
+    def __init__(self) -> None:
+        super().__init__(t4_recording())
+        self.count = 0
+        self.hold = False
+        self.inside = threading.Semaphore(0)
+        self.go = threading.Event()
+        self._count_lock = threading.Lock()
+
+    def nvmlInit(self) -> None:
+        if self.hold:
+            self.inside.release()
+            assert self.go.wait(10)
+        with self._count_lock:
+            self.count += 1
+            self.initialised = True
+
+    def nvmlShutdown(self) -> None:
+        with self._count_lock:
+            self.count -= 1
+            self.initialised = self.count > 0
+
+
+def _collect_in_threads(
+    collector: NvmlCollector, nvml: _CountingNvml, threads: int
+) -> tuple[list[threading.Thread], list[CollectorResult]]:
+    nvml.hold = True
+    results: list[CollectorResult] = []
+    started = [
+        threading.Thread(target=lambda: results.append(collector.collect())) for _ in range(threads)
+    ]
+    for thread in started:
+        thread.start()
+    for _ in started:
+        assert nvml.inside.acquire(timeout=10)  # every thread is initialising NVML again
+    return started, results
+
+
+def test_close_while_another_thread_initialises_nvml_again_leaves_it_shut_down() -> None:
+    """close() saw the collector closed and did nothing, then the collect initialising NVML
+    again marked it open: NVML stayed initialised after close() returned, for good."""
+    nvml = _CountingNvml()
+    collector = NvmlCollector(nvml)  # type: ignore[arg-type]
+    collector.close()
+    threads, results = _collect_in_threads(collector, nvml, 1)
+    collector.close()
+    nvml.go.set()
+    for thread in threads:
+        thread.join(10)
+    assert nvml.count == 0
+    assert results[0].gpus == []
+    assert results[0].errors == ["nvmlInit: closed meanwhile"]
+    nvml.hold = False
+    assert [gpu["name"] for gpu in collector.collect().gpus] == ["Tesla T4"]  # used again
+
+
+def test_two_threads_initialising_nvml_again_take_it_once() -> None:
+    """Both saw the collector closed and both initialised NVML: the next close() released one
+    of the two, and NVML stayed initialised."""
+    nvml = _CountingNvml()
+    collector = NvmlCollector(nvml)  # type: ignore[arg-type]
+    collector.close()
+    threads, results = _collect_in_threads(collector, nvml, 2)
+    nvml.go.set()
+    for thread in threads:
+        thread.join(10)
+    assert [[gpu["name"] for gpu in result.gpus] for result in results] == [["Tesla T4"]] * 2
+    assert nvml.count == 1
+    collector.close()
+    assert nvml.count == 0

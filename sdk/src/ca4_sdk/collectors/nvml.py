@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from collections.abc import Callable
 from functools import partial
 from types import ModuleType
@@ -69,14 +70,46 @@ class NvmlCollector:
         except Exception as error:
             raise NvmlUnavailableError(f"nvmlInit failed: {error}") from error
         self._closed = False
+        self._state = threading.Lock()
+        """Guards ``_closed`` and ``_closes``, never held across an NVML call (one may hang)."""
+        self._closes = 0
+        """close() calls so far: a collect initialising NVML again learns of one meanwhile."""
 
     def close(self) -> None:
-        """Release NVML."""
-        if not self._closed:
-            self._closed = True
-            # Shutting down: nothing is left to report a failure to.
-            with contextlib.suppress(Exception):
-                self._nvml.nvmlShutdown()
+        """Release NVML (a later :meth:`collect` initialises it again)."""
+        with self._state:
+            self._closes += 1
+            was_open, self._closed = not self._closed, True
+        if was_open:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        # Shutting down: nothing is left to report a failure to.
+        with contextlib.suppress(Exception):
+            self._nvml.nvmlShutdown()
+
+    def _open_again(self, result: CollectorResult) -> bool:
+        """After close(): initialise NVML again (NVML counts its inits, each shutdown undoes
+        one), keeping it only when no other thread did meanwhile and no close() came."""
+        nvml = self._nvml
+        with self._state:
+            closes = self._closes
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as error:
+            result.add_error(f"nvmlInit failed: {error}")
+            return False
+        with self._state:
+            closed_meanwhile = self._closes != closes
+            kept = self._closed and not closed_meanwhile
+            if kept:
+                self._closed = False
+        if not kept:
+            self._shutdown()  # another thread's init stands, or close() came after this one
+        if closed_meanwhile:
+            result.add_error("nvmlInit: closed meanwhile")
+            return False
+        return True
 
     def _is_not_supported(self, error: Exception) -> bool:
         not_supported = getattr(self._nvml, "NVML_ERROR_NOT_SUPPORTED", 3)
@@ -376,15 +409,10 @@ class NvmlCollector:
         recorded in the result's errors, never raised."""
         nvml = self._nvml
         result = CollectorResult(collector=self.name)
-        if self._closed:
-            # Used again after close() (a reporter's second ``with`` block): NVML answers
-            # nothing until it is initialised again.
-            try:
-                nvml.nvmlInit()
-            except nvml.NVMLError as error:
-                result.add_error(f"nvmlInit failed: {error}")
-                return result.finish()
-            self._closed = False
+        # Used again after close() (a reporter's second ``with`` block): NVML answers nothing
+        # until it is initialised again.
+        if self._closed and not self._open_again(result):
+            return result.finish()
         self._read_host(result)
         try:
             count = int(nvml.nvmlDeviceGetCount())
