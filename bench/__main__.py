@@ -2,19 +2,21 @@
 
 Each part returns a JSON-ready dict; the runner writes it to ``bench/results/<part>.json``
 (parts may also write their own plots there) and prints a one-line summary per part.
-Run one part with ``python -m bench ingest``.
+Run one part with ``python -m bench ingest``. ``CA4_BENCH_RESULTS_DIR`` sends the results
+elsewhere (a trial run at small sizes should not replace the committed ones).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = Path(os.environ.get("CA4_BENCH_RESULTS_DIR") or BENCH_DIR / "results")
 _NOT_PARTS = {"__main__", "__init__", "common"}
 
 

@@ -23,13 +23,16 @@ from bench.common import free_port, kafka_bootstrap_servers, make_report, percen
 
 API_KEY = "ca4-dev-key"
 BATCH_SIZE = 500
-BARE_EVENTS = 20_000
-BATCH_REQUESTS = 40
+BARE_EVENTS = int(os.environ.get("CA4_BENCH_INGEST_EVENTS", "20000"))
+"""Events the bare producer sends, and the batch run posts in ``BATCH_SIZE`` reports a request."""
+BATCH_REQUESTS = max(1, BARE_EVENTS // BATCH_SIZE)
 BATCH_CONCURRENCY = 2
-SINGLE_CLOSED_S = 8.0
+_TIMED_S = os.environ.get("CA4_BENCH_INGEST_SECONDS")
+"""How long each timed single-report run lasts, when set (the defaults below otherwise)."""
+SINGLE_CLOSED_S = float(_TIMED_S or 8.0)
 SINGLE_CONCURRENCY = 16
 STEADY_RATE = 200
-STEADY_S = 10.0
+STEADY_S = float(_TIMED_S or 10.0)
 SESSIONS = 50
 
 
