@@ -184,18 +184,23 @@ class LocalCluster:
         return address
 
     def plan(self, workload: Manifest, replicas: int | None = None) -> list[Pod]:
-        """Pods for a Deployment, StatefulSet or Job (``replicas`` caps Deployments)."""
+        """Pods for a Deployment, StatefulSet, Job or bare Pod (``replicas`` caps Deployments)."""
         kind = workload["kind"]
         meta = workload["metadata"]
         namespace = meta["namespace"]
-        template = workload["spec"]["template"]
-        count = int(workload["spec"].get("replicas", 1)) if kind != "Job" else 1
+        if kind == "Pod":  # a helm test hook: the manifest is its own template, named as is
+            template = {"metadata": meta, "spec": workload["spec"]}
+        else:
+            template = workload["spec"]["template"]
+        count = int(workload["spec"].get("replicas", 1)) if kind not in {"Job", "Pod"} else 1
         if replicas is not None:
             count = replicas
         pods = []
         for ordinal in range(count):
             if kind == "StatefulSet":
                 name, subdomain = f"{meta['name']}-{ordinal}", workload["spec"]["serviceName"]
+            elif kind == "Pod":
+                name, subdomain = meta["name"], None
             else:
                 name, subdomain = f"{meta['name']}-{ordinal}", None
             labels = dict(template["metadata"].get("labels", {}))
@@ -219,16 +224,35 @@ class LocalCluster:
 
     # --- names ----------------------------------------------------------------------------
 
-    def _service_addresses(self, service: Manifest) -> list[str]:
+    def _service_pods(self, service: Manifest) -> list[Pod]:
         selector = service["spec"].get("selector") or {}
         namespace = service["metadata"]["namespace"]
         return [
-            p.address
+            p
             for p in self.pods
             if p.namespace == namespace
             and selector
             and all(p.labels.get(k) == v for k, v in selector.items())
         ]
+
+    def _service_addresses(self, service: Manifest) -> list[str]:
+        return [p.address for p in self._service_pods(service)]
+
+    def service_ports(self) -> str:
+        """``DEPLOY_TIER_SERVICE_PORTS`` (podnet.c): kube-proxy's rewrite of each Service port
+        its pods listen on under another number (the app's 80 to their 8000), for the pods
+        planned now. A Service's name resolves to its pods' addresses (:meth:`hosts`)."""
+        entries = []
+        for service in (d for d in self.docs if d["kind"] == "Service"):
+            for pod in self._service_pods(service):
+                for declared in service["spec"].get("ports", []):
+                    try:
+                        target = pod.port(declared.get("targetPort", declared["port"]))
+                    except KeyError:  # a port this pod does not declare: nothing listens
+                        continue
+                    if target != declared["port"]:
+                        entries.append(f"{pod.address}:{declared['port']}:{target}")
+        return " ".join(entries)
 
     def hosts(self, pod: Pod) -> str:
         """The pod's /etc/hosts: itself, every service and StatefulSet pod, the stand-ins.
@@ -390,7 +414,12 @@ class LocalCluster:
         hosts.write_text(self.hosts(pod), encoding="utf-8")
         pod.mounts.append(Mount(hosts, "/etc/hosts", read_only=True))
         script = self._script(pod)
-        full_env = {**env, "LD_PRELOAD": str(self.podnet), "DEPLOY_TIER_POD_IP": pod.address}
+        full_env = {
+            **env,
+            "LD_PRELOAD": str(self.podnet),
+            "DEPLOY_TIER_POD_IP": pod.address,
+            "DEPLOY_TIER_SERVICE_PORTS": self.service_ports(),
+        }
         with pod.log.open("ab") as log:
             pod.process = await asyncio.create_subprocess_exec(
                 # Killed with the test run, even a SIGKILLed one: no pod outlives the tier.
@@ -525,6 +554,21 @@ class LocalCluster:
             if attempt < attempts:
                 await asyncio.sleep(min(2 * attempt, 10))
         raise PodFailedError(f"Job {job['metadata']['name']} failed:\n{log_tail(pod.log)}")
+
+    async def run_pod(self, manifest: Manifest, within_s: float = 120) -> Pod:
+        """Run a bare Pod (a ``helm test`` hook, ``restartPolicy: Never``) to completion, once:
+        what ``helm test`` does with each hook."""
+        (pod,) = self.plan(manifest)
+        await self.start(pod)
+        assert pod.process is not None
+        try:
+            code = await asyncio.wait_for(pod.process.wait(), within_s)
+        except TimeoutError:
+            await self.stop(pod)
+            raise PodFailedError(f"{pod.name} ran past {within_s}s:\n{log_tail(pod.log)}") from None
+        if code != 0:
+            raise PodFailedError(f"{pod.name} exited {code}:\n{log_tail(pod.log)}")
+        return pod
 
     async def probe(self, pod: Pod, probe: Manifest) -> bool:
         """One readiness check, as the kubelet does it (httpGet or tcpSocket)."""

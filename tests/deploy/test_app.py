@@ -13,6 +13,7 @@ from ca4_auth.keys import DEV_API_KEY
 from pymongo import AsyncMongoClient
 
 from tests.deploy import tier
+from tests.deploy.cluster import find
 from tests.deploy.conftest import App
 from tests.support.reports import make_report
 from tests.support.services import Endpoints
@@ -49,6 +50,19 @@ async def test_processor_worker_and_reader_become_ready(app: App) -> None:
         assert env["CA4_ENVIRONMENT"] == "prod"
         assert env["CA4_API_KEYS_FILE"] == "/etc/ca4/keys/api-keys"
     tier.passed("processor (Deployment, prod)")
+
+
+async def test_helm_test_asks_every_app_service_for_readyz(app: App) -> None:
+    """``helm test ca4-app``: the rendered hook pod's own script, through the Services' names and
+    port 80, as the operator's guide runs it after an install."""
+    hook = find(app.cluster.docs, "Pod", "ca4-app-test-readyz")
+    pod = await app.cluster.run_pod(hook, within_s=90)
+    answered = [line for line in pod.log.read_text().splitlines() if " <- " in line]
+    assert [line.split(" <- ")[1] for line in answered] == [
+        f"http://ca4-app-{component}:80/readyz" for component in ("processor", "worker", "reader")
+    ]
+    assert all(line.startswith('{"status":"ready"') for line in answered), answered
+    tier.passed("helm test ca4-app (hook pod)")
 
 
 async def test_dev_key_is_refused_under_prod_values(app: App) -> None:

@@ -15,7 +15,7 @@ from ca4_provision.devstack.versions import JMX_EXPORTER_AGENT
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy import tier
-from tests.deploy.cluster import Pod, PodFailedError
+from tests.deploy.cluster import Pod, PodFailedError, find
 from tests.deploy.conftest import MavenMirror, Platform, python_client
 from tests.infra.conftest import chart_dir
 
@@ -117,6 +117,16 @@ async def test_topics_job_creates_the_configured_topics(platform: Platform) -> N
     assert described["topics"]["gpu-metadata"]["partitions"] == 12  # prod's, not the default 6
     assert described["topics"]["gpu-metadata"]["min_insync_replicas"] == 2
     tier.passed("kafka-topics (Job, prod)")
+
+
+async def test_helm_test_lists_the_configured_topics(platform: Platform) -> None:
+    """``helm test ca4-platform``'s Kafka hook: its own script, on the image's tools, against the
+    prod quorum through the ``kafka`` Service."""
+    hook = find(platform.docs, "Pod", "ca4-platform-test-kafka-topics")
+    pod = await platform.cluster.run_pod(hook, within_s=120)
+    listed = set(pod.log.read_text().splitlines())
+    assert {topic["name"] for topic in kafka_values("prod")["topics"]} <= listed
+    tier.passed("helm test ca4-platform (kafka hook pod)")
 
 
 async def test_dev_values_run_one_broker_with_the_default_topics(dev_platform: Platform) -> None:

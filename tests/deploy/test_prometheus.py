@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.deploy import tier
-from tests.deploy.cluster import Pod, find
+from tests.deploy.cluster import LocalCluster, Manifest, Pod, find
 from tests.deploy.conftest import App, Platform
 from tests.deploy.discovery import with_file_discovery, write_targets
 
@@ -108,3 +108,32 @@ async def test_prometheus_loads_the_rules_and_scrapes_the_app_pods(
         series = await up_by_job(prometheus, job, count)
         assert [s["value"][1] for s in series] == ["1"] * count, (job, series)
     tier.passed("prometheus (Deployment)")
+
+
+def _provided(cluster: LocalCluster, secret: Manifest) -> bool:
+    try:
+        cluster.secret(secret["metadata"]["namespace"], secret["metadata"]["name"])
+    except KeyError:
+        return False
+    return True
+
+
+async def test_helm_test_finds_prometheus_and_alertmanager_answering(
+    platform: Platform, prometheus: Pod
+) -> None:
+    """``helm test ca4-platform``'s monitoring hook: its own script (a query, the CA4 rules
+    loaded, Alertmanager ready) through the Services' names, with both running."""
+    cluster = platform.cluster
+    receivers = tier.alertmanager_receivers(platform.docs, "http://127.0.0.1:9")
+    cluster.add(secret for secret in receivers if not _provided(cluster, secret))
+    (alertmanager,) = cluster.plan(find(platform.docs, "Deployment", "alertmanager"))
+    try:
+        await cluster.start(alertmanager)
+        await cluster.wait_ready(alertmanager, within_s=60)
+        hook = find(platform.docs, "Pod", "ca4-platform-test-monitoring")
+        pod = await cluster.run_pod(hook, within_s=90)
+    finally:
+        await cluster.stop(alertmanager)
+    # Alertmanager's "OK" has no line break: the hook's last line reads "OKmonitoring answers".
+    assert pod.log.read_text().rstrip().endswith("monitoring answers")
+    tier.passed("helm test ca4-platform (monitoring hook pod)")

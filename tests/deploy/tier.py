@@ -105,6 +105,24 @@ ROWS = [
         "reader and kafka up",
     ),
     Row(
+        "helm test ca4-app (hook pod)",
+        "executed",
+        "the rendered hook's shell with the host's curl; its Service URLs (port 80) reach the "
+        "pods' 8000 through podnet.c's stand-in for kube-proxy",
+    ),
+    Row(
+        "helm test ca4-platform (kafka hook pod)",
+        "executed",
+        "the rendered hook's kafka-topics.sh on the dev stack's Kafka jars, against the prod "
+        "quorum through the kafka Service",
+    ),
+    Row(
+        "helm test ca4-platform (monitoring hook pod)",
+        "executed",
+        "the rendered hook's shell with the host's curl, against the running Prometheus and "
+        "Alertmanager through their Services",
+    ),
+    Row(
         "grafana",
         "checked",
         "no binary here: datasource uids vs every dashboard, datasource URLs vs rendered Services",
