@@ -121,3 +121,22 @@ def test_a_test_alert_reaches_the_prod_receivers_grouped_and_inhibited(
     (lag_alert,) = lag
     assert lag_alert["status"]["state"] == "suppressed"
     assert lag_alert["status"]["inhibitedBy"], "the worker being down explains the lag"
+
+
+def test_a_tenants_gpu_name_in_a_slack_alert_is_text_not_a_mention_or_a_link(
+    prod_alertmanager: str, webhook: WebhookReceiver
+) -> None:
+    # CA4GpuHeldIdle's summary quotes the GPU's UUID and model name, which a key holder
+    # chooses (any printable text, 64 bytes each on /metrics); Slack reads <!channel>,
+    # <@user> and <url|label> in a message's text as a mention and a link.
+    name = "<!channel> <https://evil.example/login|ca4.example/keys> & co"
+    summary = f"GPU GPU-1 ({name}) of session s-1 (tenant tenant-a) has been held idle"
+    gpu_alert = alert("CA4GpuHeldIdle", tenant="tenant-a", session_id="s-1", modelName=name)
+    gpu_alert["annotations"]["summary"] = summary
+    posted = httpx.post(f"{prod_alertmanager}/api/v2/alerts", json=[gpu_alert], timeout=5)
+    assert posted.status_code == 200, posted.text
+
+    slack = webhook.wait_for(firing("/slack", "CA4GpuHeldIdle"), NOTIFY_TIMEOUT_S)
+    text = slack["attachments"][0]["text"]
+    assert "<" not in text, text
+    assert "(&lt;!channel&gt; &lt;https://evil.example/login|ca4.example/keys&gt; &amp; co)" in text
