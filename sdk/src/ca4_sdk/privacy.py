@@ -14,23 +14,38 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ca4_sdk.runtime import NOFOLLOW, read_own, user_suffix
+
 
 def default_salt(directory: Path | None = None) -> str:
-    """``CA4_PRIVACY_SALT`` if set, else a random salt persisted in the temp directory."""
+    """``CA4_PRIVACY_SALT`` if set, else a random salt persisted in the temp directory.
+
+    Kept as the session id is (:mod:`ca4_sdk.runtime`): a file of this user's own, never a
+    link, read at most 256 bytes. One name for every user of a shared host let another user
+    put a salt of their choosing in place, or a file of gigabytes that privacy mode then read
+    whole into the notebook's memory.
+    """
     configured = os.environ.get("CA4_PRIVACY_SALT")
     if configured:
         return configured
-    path = (directory or Path(tempfile.gettempdir())) / "ca4-privacy-salt"
-    try:
-        return path.read_text(encoding="ascii").strip() or _write_salt(path)
-    except OSError:
-        return _write_salt(path)
+    temp = directory or Path(tempfile.gettempdir())
+    path = temp / f"ca4-privacy-salt{user_suffix()}"
+    # The second: where SDKs before the uid in the name kept it, when this user wrote it.
+    for candidate in (path, temp / "ca4-privacy-salt"):
+        try:
+            salt = read_own(candidate)
+        except OSError:
+            continue
+        if salt:
+            return salt
+    return _write_salt(path)
 
 
 def _write_salt(path: Path) -> str:
     salt = secrets.token_hex(16)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # O_EXCL: never follow or reuse what another user may have put in a shared directory.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(salt)
     except OSError:

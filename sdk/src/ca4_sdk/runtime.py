@@ -23,7 +23,7 @@ from pathlib import Path
 logger = logging.getLogger("ca4_sdk")
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NOFOLLOW = getattr(os, "ONOFOLLOW", 0)
 """Never follow a link another user of a shared temp directory put in place (0: Windows)."""
 _SESSION_FILE_MAX_BYTES = 256
 """A session id is at most 128 characters: a larger file is not one the SDK wrote."""
@@ -100,13 +100,14 @@ def new_session_id(runtime: str) -> str:
     return f"{runtime}-{uuid.uuid4().hex[:20]}"
 
 
-def _read_own(path: Path) -> str | None:
-    """The session id in ``path``, when it is this user's file (never a link) and holds one.
+def read_own(path: Path) -> str | None:
+    """The session id in ``path`` (or the privacy salt: hex digits are one too), when it is
+    this user's file (never a link) and holds one.
 
     OSError when it cannot be read, or is another user's: an id another user put in place for
     this user's runtime is not taken.
     """
-    fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW)
     try:
         uid = current_uid()
         owner = os.fstat(fd).st_uid
@@ -152,7 +153,7 @@ def stable_session_id(runtime: str, directory: Path | None = None) -> str:
     try:
         path = session_file(runtime, directory)
         try:
-            existing = _read_own(path)
+            existing = read_own(path)
         except FileNotFoundError:
             existing = None
         if existing is not None:
@@ -160,9 +161,9 @@ def stable_session_id(runtime: str, directory: Path | None = None) -> str:
         candidate = _legacy_session_id(runtime, directory) or new_session_id(runtime)
         try:
             # O_EXCL: two reporters starting at once agree on whichever id was written first.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
         except FileExistsError:
-            existing = _read_own(path)
+            existing = read_own(path)
             if existing is None:
                 raise ValueError(f"{path} holds no session id") from None
             return existing
@@ -180,7 +181,7 @@ def _legacy_session_id(runtime: str, directory: Path | None) -> str | None:
     if legacy is None:
         return None
     try:
-        return _read_own(legacy)
+        return read_own(legacy)
     except OSError:
         return None
 
@@ -196,7 +197,7 @@ def replace_session_id(runtime: str, refused: str, directory: Path | None = None
     path: Path | None = None
     try:
         path = session_file(runtime, directory)
-        existing = _read_own(path)
+        existing = read_own(path)
     except (OSError, ValueError):
         # No usable file: the id this process keeps instead, if any.
         existing = _process_session_ids.get(_process_key(runtime, path))
@@ -211,7 +212,7 @@ def replace_session_id(runtime: str, refused: str, directory: Path | None = None
     created = False
     try:
         # A shared temp directory: never follow or reuse what another user may have put there.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
         created = True
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(candidate)

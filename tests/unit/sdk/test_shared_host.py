@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from ca4_sdk import Reporter, runtime
+from ca4_sdk.privacy import default_salt
 from ca4_sdk.runtime import session_file, stable_session_id
 from ca4_sdk.spool import Spool, default_spool_dir
 
@@ -182,3 +183,22 @@ def test_an_earlier_sdks_session_id_is_kept_when_it_is_this_users(
     assert session_file("jupyter").read_text() == "jupyter-from-an-earlier-sdk"
     _as_other_user(monkeypatch)  # another user's, to them: a fresh id
     assert stable_session_id("jupyter") != "jupyter-from-an-earlier-sdk"
+
+
+def test_privacy_mode_never_takes_another_users_salt_file(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The salt was one file for every user of the host, read whole and followed through
+    links: another user chose it, or made it a file of gigabytes privacy mode read into the
+    notebook's memory."""
+    monkeypatch.delenv("CA4_PRIVACY_SALT", raising=False)
+    planted = temp_dir / "ca4-privacy-salt"
+    with planted.open("wb") as handle:
+        handle.write(b"known-to-them")
+        handle.truncate(2**30)  # sparse: 1 GiB read as text
+    _as_other_user(monkeypatch)  # what this test wrote is another user's now
+    first = default_salt()
+    assert first != "known-to-them"
+    assert len(first) == 32
+    # Kept for this user's later reporters, in a file of their own.
+    assert (temp_dir / f"ca4-privacy-salt-{OTHER_UID}").read_text() == first
