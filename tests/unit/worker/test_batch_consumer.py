@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -245,3 +246,39 @@ async def test_records_polled_before_a_partitions_error_are_kept() -> None:
         for tp, records in subject._buffer.items()
     }
     assert offsets == {0: list(range(15)), 2: list(range(15))}
+
+
+class BlackHoleCommits(ScriptedFetches):
+    """Fetches as scripted; a commit never returns, as aiokafka's does not while the broker
+    accepts connections and never answers (it looks the coordinator up again and again)."""
+
+    def __init__(self, fetches: Sequence[dict[int, Fetched | KafkaError]]) -> None:
+        super().__init__(fetches)
+        self.committing = asyncio.Event()
+        self.stopped = False
+
+    async def commit(self, offsets: object) -> None:
+        self.committing.set()
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_stopping_does_not_wait_for_good_on_a_commit_the_broker_never_answers() -> None:
+    """SIGTERM while Kafka is a black hole: the worker must still leave within its grace
+    period. The batch's handling is bounded by ``wait_s``; the commit in flight was not, so
+    ``stop`` waited for good and never closed the consumer."""
+    subject = consumer()
+    await subject.consumer.stop()  # never started: only marks it closed
+    fake = BlackHoleCommits([{0: (3, 1 * KIB)}])
+    subject.consumer = fake  # type: ignore[assignment]
+    subject._tasks = [asyncio.create_task(subject._pump()), asyncio.create_task(subject._work())]
+    await asyncio.wait_for(fake.committing.wait(), 5)
+    started = time.monotonic()
+    # Not asyncio.timeout: stop() swallowed the cancellation, so a timeout never surfaced.
+    stopping = asyncio.create_task(subject.stop(wait_s=0.5))
+    done, _ = await asyncio.wait([stopping], timeout=5)
+    assert done, "stop() still waiting for the commit after 5 s"
+    assert time.monotonic() - started < 2
+    assert fake.stopped

@@ -140,14 +140,19 @@ class BatchConsumer:
         ]
 
     async def stop(self, wait_s: float = 10.0) -> None:
-        """Let the batch in flight finish (up to ``wait_s``), then leave the group.
+        """Let the batch in flight finish and its commit land (together up to ``wait_s``),
+        then leave the group.
 
-        What is not committed by then is redelivered, which the handlers absorb.
+        What is not committed by then is redelivered, which the handlers absorb. The commit
+        shares the deadline: aiokafka retries a commit for good while the broker does not
+        answer, and a stop waiting on it would outlive any grace period.
         """
         self._stopping = True  # a rebalance from now on does not wait for the lock
         if self._tasks:
             pump, work = self._tasks
             await _cancelled(pump)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
             try:
                 await asyncio.wait_for(self._handling.acquire(), wait_s)
             except TimeoutError:
@@ -155,8 +160,15 @@ class BatchConsumer:
             else:
                 self._handling.release()
             await _cancelled(work)
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._commit_landed()
+            committing, self._committing = self._committing, None
+            if committing is not None:
+                # asyncio.wait leaves the commit alone past the deadline (a commit once sent is
+                # let land) and never raises the commit's own outcome.
+                landed, _ = await asyncio.wait(
+                    [committing], timeout=max(0.0, deadline - loop.time())
+                )
+                if not landed:
+                    log.warning("stopping with a commit in flight", consumer=self.name)
         await self.consumer.stop()
 
     @property
