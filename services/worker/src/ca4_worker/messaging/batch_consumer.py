@@ -169,6 +169,8 @@ class BatchConsumer:
                 )
                 if not landed:
                     log.warning("stopping with a commit in flight", consumer=self.name)
+                elif not committing.cancelled():
+                    committing.exception()  # seen: a failed commit's records are redelivered
         await self.consumer.stop()
 
     @property
