@@ -23,7 +23,7 @@ from pathlib import Path
 logger = logging.getLogger("ca4_sdk")
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")
-NOFOLLOW = getattr(os, "ONOFOLLOW", 0)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 """Never follow a link another user of a shared temp directory put in place (0: Windows)."""
 _SESSION_FILE_MAX_BYTES = 256
 """A session id is at most 128 characters: a larger file is not one the SDK wrote."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -202,3 +203,22 @@ def test_privacy_mode_never_takes_another_users_salt_file(
     assert len(first) == 32
     # Kept for this user's later reporters, in a file of their own.
     assert (temp_dir / f"ca4-privacy-salt-{OTHER_UID}").read_text() == first
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW (Windows)")
+def test_a_link_in_place_of_the_session_or_salt_file_is_never_followed(
+    temp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renaming ``_NOFOLLOW`` to ``NOFOLLOW`` looked up ``os.ONOFOLLOW``, which no platform has:
+    the flag was 0 everywhere, and a link another user put at this user's file name was
+    followed to a file of this user's own that the link's owner chose."""
+    monkeypatch.delenv("CA4_PRIVACY_SALT", raising=False)
+    chosen = tmp_path / "a-file-of-this-users-own"
+    chosen.write_text("jupyter-chosen-through-a-link")
+    session_file("jupyter").symlink_to(chosen)
+    assert stable_session_id("jupyter") != "jupyter-chosen-through-a-link"
+
+    chosen_salt = tmp_path / "hex-of-this-users-own"
+    chosen_salt.write_text("ab" * 16)
+    (temp_dir / f"ca4-privacy-salt{runtime.user_suffix()}").symlink_to(chosen_salt)
+    assert default_salt() != "ab" * 16
