@@ -7,10 +7,12 @@ reports recognisable to each other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +48,51 @@ def _write_salt(path: Path) -> str:
     try:
         # O_EXCL: never follow or reuse what another user may have put in a shared directory.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+    except FileExistsError:
+        return _salt_in_place(path, salt)
+    except OSError:
+        return salt
+    try:
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(salt)
     except OSError:
         pass
     return salt
+
+
+_SALT_WRITE_WAITS_S = (0.01, 0.02, 0.05, 0.1)
+"""How long a salt file just created by another process may stay empty before it is taken
+as one left empty (that process stopped between creating and writing it)."""
+
+
+def _salt_in_place(path: Path, fresh: str) -> str:
+    """The salt in ``path``, which another process created first (two notebooks starting at
+    once agree on it); ``fresh`` written in its place when this user's file holds none (left
+    empty), and kept in this process only when the file is another user's or a link."""
+    for wait in (*_SALT_WRITE_WAITS_S, None):
+        try:
+            salt = read_own(path)
+        except OSError:
+            return fresh
+        if salt:
+            return salt
+        if wait is not None:
+            time.sleep(wait)
+    # This user's own file with no salt in it: replaced whole, never written through.
+    temp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(fresh)
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        return fresh
+    try:
+        return read_own(path) or fresh  # another process's repair, when it came last
+    except OSError:
+        return fresh
 
 
 def hash_hostname(hostname: str, salt: str) -> str:

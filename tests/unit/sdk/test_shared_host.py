@@ -222,3 +222,38 @@ def test_a_link_in_place_of_the_session_or_salt_file_is_never_followed(
     chosen_salt.write_text("ab" * 16)
     (temp_dir / f"ca4-privacy-salt{runtime.user_suffix()}").symlink_to(chosen_salt)
     assert default_salt() != "ab" * 16
+
+
+def test_the_salt_another_process_wrote_first_is_the_one_taken(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two notebooks starting at once: the one that lost O_EXCL hashed its hostname with a salt
+    of its own, kept nowhere, so one host's reports differed by process."""
+    from ca4_sdk import privacy
+
+    monkeypatch.delenv("CA4_PRIVACY_SALT", raising=False)
+    path = temp_dir / f"ca4-privacy-salt{runtime.user_suffix()}"
+    read_own = privacy.read_own
+
+    def written_meanwhile(candidate: Path) -> str | None:
+        if candidate == path and not path.exists():
+            path.write_text("cd" * 16)  # the other process, between this one's read and write
+            raise FileNotFoundError(candidate)
+        return read_own(candidate)
+
+    monkeypatch.setattr(privacy, "read_own", written_meanwhile)
+    assert default_salt() == "cd" * 16
+
+
+def test_a_salt_file_left_empty_is_written_again(
+    temp_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped between creating the salt file and writing it left it empty: O_EXCL
+    then failed for every later process, each hashing with a salt of its own (the SDK before
+    the uid in the name truncated and rewrote it)."""
+    monkeypatch.delenv("CA4_PRIVACY_SALT", raising=False)
+    path = temp_dir / f"ca4-privacy-salt{runtime.user_suffix()}"
+    path.touch(mode=0o600)
+    first = default_salt()
+    assert default_salt() == first
+    assert path.read_text() == first
