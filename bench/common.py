@@ -98,3 +98,15 @@ def wait_for_http(url: str, timeout_s: float = 60.0) -> None:
 def kafka_bootstrap_servers() -> str:
     """The dev stack's Kafka (``CA4_KAFKA_BOOTSTRAP_SERVERS``)."""
     return os.environ.get("CA4_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+async def delete_topic(bootstrap: str, topic: str) -> None:
+    """Delete a topic a bench part made for itself."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.common import delete_topic
 from tests.integration.processor.conftest import AUTH, TopicReader, start_processor
 from tests.support.reports import h100_session
 from tests.support.services import endpoints
@@ -29,19 +30,24 @@ REPORTS_PER_SHAPE = 20
 async def measure() -> dict[str, Any]:
     services = endpoints()
     topic = f"ca4-event-size-{uuid.uuid4().hex[:8]}"
-    lifespan, client = await start_processor(services, topic)
     try:
-        for gpus in GPU_COUNTS:
-            shape = h100_session(gpus)
-            for _ in range(REPORTS_PER_SHAPE):
-                response = await client.post("/v1/metadata", json=shape.next_report(), headers=AUTH)
-                response.raise_for_status()
+        lifespan, client = await start_processor(services, topic)
+        try:
+            for gpus in GPU_COUNTS:
+                shape = h100_session(gpus)
+                for _ in range(REPORTS_PER_SHAPE):
+                    response = await client.post(
+                        "/v1/metadata", json=shape.next_report(), headers=AUTH
+                    )
+                    response.raise_for_status()
+        finally:
+            await client.aclose()
+            await lifespan.__aexit__(None, None, None)
+        records = await TopicReader(services.kafka_bootstrap_servers, topic).read(
+            len(GPU_COUNTS) * REPORTS_PER_SHAPE
+        )
     finally:
-        await client.aclose()
-        await lifespan.__aexit__(None, None, None)
-    records = await TopicReader(services.kafka_bootstrap_servers, topic).read(
-        len(GPU_COUNTS) * REPORTS_PER_SHAPE
-    )
+        await delete_topic(services.kafka_bootstrap_servers, topic)
     by_gpus: dict[int, list[bytes]] = {gpus: [] for gpus in GPU_COUNTS}
     sizes: dict[int, list[int]] = {gpus: [] for gpus in GPU_COUNTS}
     for record in records:

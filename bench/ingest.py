@@ -19,7 +19,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import free_port, kafka_bootstrap_servers, make_report, percentiles, wait_for_http
+from bench.common import (
+    delete_topic,
+    free_port,
+    kafka_bootstrap_servers,
+    make_report,
+    percentiles,
+    wait_for_http,
+)
 
 API_KEY = "ca4-dev-key"
 BATCH_SIZE = 500
@@ -86,17 +93,6 @@ async def _create_topic(bootstrap: str, topic: str) -> None:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-    finally:
-        await admin.close()
-
-
-async def _delete_topic(bootstrap: str, topic: str) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
     finally:
         await admin.close()
 
@@ -244,7 +240,7 @@ def run(results_dir: Path) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        asyncio.run(_delete_topic(bootstrap, topic))
+        asyncio.run(delete_topic(bootstrap, topic))
     ratio = batch["events_per_s"] / bare["events_per_s"]
     result = {
         "bare_producer": bare,
