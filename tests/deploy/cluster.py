@@ -225,6 +225,8 @@ class LocalCluster:
     # --- names ----------------------------------------------------------------------------
 
     def _service_pods(self, service: Manifest) -> list[Pod]:
+        """The Service's endpoints: its pods planned or running, not those that exited (an
+        earlier test's Alertmanager), as Kubernetes drops a pod gone from the endpoints."""
         selector = service["spec"].get("selector") or {}
         namespace = service["metadata"]["namespace"]
         return [
@@ -233,6 +235,7 @@ class LocalCluster:
             if p.namespace == namespace
             and selector
             and all(p.labels.get(k) == v for k, v in selector.items())
+            and (p.process is None or p.process.returncode is None)
         ]
 
     def _service_addresses(self, service: Manifest) -> list[str]:
