@@ -1,4 +1,4 @@
-"""Helpers for worker tests against real services: produce, run a worker, wait, proxy."""
+"""Helpers for worker tests against real services: produce, run a worker, wait."""
 
 from __future__ import annotations
 
@@ -77,54 +77,3 @@ async def running_worker(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
             headers={"Authorization": f"Bearer {OPERATOR_KEY}"},
         ) as client:
             yield client
-
-
-class TcpProxy:
-    """A TCP proxy a test can cut (connections dropped, new ones refused) and restore."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
-        self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    async def start(self) -> None:
-        """Listen (on a free port the first time, then on the same port again)."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        """Stop listening and drop every open connection."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._connections):
-            writer.transport.abort()
-        self._connections.clear()
-
-    async def restore(self) -> None:
-        """Listen again on the same port."""
-        await self.start()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._connections.update({writer, upstream_writer})
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                sink.transport.abort()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-        self._connections.discard(writer)
-        self._connections.discard(upstream_writer)

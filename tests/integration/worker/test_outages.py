@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
 from ca4_worker.core.config import Settings
@@ -14,37 +13,24 @@ from ca4_worker.persistence.s3 import S3ObjectStore
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tests.integration.worker.checks import archived_positions, projected_sample_total
-from tests.integration.worker.support import (
-    TcpProxy,
-    produce,
-    running_worker,
-    wait_for,
-)
+from tests.integration.worker.support import produce, running_worker, wait_for
 from tests.integration.worker.test_worker_pipeline import good_events
 from tests.support.kafka import read_topic
+from tests.support.proxy import TcpProxy, proxy_to
 
 pytestmark = [pytest.mark.kafka, pytest.mark.mongo, pytest.mark.s3, pytest.mark.slow]
 
 
-async def _proxy_for(url: str) -> TcpProxy:
-    parts = urlsplit(url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 80)
-    await proxy.start()
-    return proxy
-
-
 @pytest.fixture
 async def db_proxy(worker_settings: Settings) -> AsyncIterator[TcpProxy]:
-    proxy = await _proxy_for(worker_settings.mongo_url)
-    yield proxy
-    await proxy.cut()
+    async with proxy_to(worker_settings.mongo_url) as proxy:
+        yield proxy
 
 
 @pytest.fixture
 async def s3_proxy(worker_settings: Settings) -> AsyncIterator[TcpProxy]:
-    proxy = await _proxy_for(worker_settings.s3_endpoint_url or "")
-    yield proxy
-    await proxy.cut()
+    async with proxy_to(worker_settings.s3_endpoint_url or "") as proxy:
+        yield proxy
 
 
 async def test_database_down_20s_delays_but_loses_nothing(

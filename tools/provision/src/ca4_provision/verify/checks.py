@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+import pymongo
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from ca4_schemas import GpuMetadataReport
 from ca4_schemas.api import Receipt
 from ca4_schemas.constants import HEADER_EVENT_ID
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from ca4_provision.verify import cluster
@@ -305,8 +307,18 @@ async def database_holds_record(ctx: VerifyContext) -> str:
             raise _NotYetError(f"no events document with _id {ctx.event_id}")
         return document
 
+    limit_s = ctx.settings.VERIFY_TIMEOUT_S
     try:
-        document = await poll(find, ctx.settings)
+        # The step's limit bounds each call too (the poll checks it only between attempts):
+        # a find_one on a connection that stops answering mid-call gets what is left of it.
+        with pymongo.timeout(limit_s):
+            document = await poll(find, ctx.settings)
+    except PyMongoError as error:
+        if not error.timeout:
+            raise
+        raise StepFailedError(
+            f"the database did not answer within {limit_s:.0f}s: {error}"
+        ) from None
     finally:
         await client.close()
     return _at_receipt_position(ctx, receipt, document)
