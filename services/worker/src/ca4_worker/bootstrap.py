@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+import pymongo
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -123,7 +124,8 @@ async def bootstrap(
 
         async def database_ok() -> bool:
             try:
-                await database.command("ping")
+                with pymongo.timeout(settings.readiness_timeout_s):
+                    await database.command("ping")
             except PyMongoError:
                 return False
             return True

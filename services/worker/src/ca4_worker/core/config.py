@@ -166,6 +166,10 @@ class Settings(BaseSettings):
     """Deadline of each read the read API makes (a session, a page, a GPU, an event and its
     projection status); past it, or while the database is unreachable, the request answers
     ``503`` with ``Retry-After``."""
+    readiness_timeout_s: float = Field(default=1.5, gt=0)
+    """Deadline of the database ping ``/readyz`` makes; past it the worker is not ready. Under
+    the chart's readiness probe ``timeoutSeconds`` (2), so the probe gets the answer, and its
+    reason, instead of giving up on it."""
     read_page_max_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Most stored (BSON) bytes of the documents one page of ``/v1/sessions`` or ``/v1/gpus``
     holds, whatever its ``limit``: past it the page ends early, with ``next_cursor`` (a page
