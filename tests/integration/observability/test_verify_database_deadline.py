@@ -75,3 +75,26 @@ async def test_the_database_step_fails_within_its_limit_when_the_database_stops_
     assert result.status is StepStatus.FAIL
     assert "did not answer" in result.detail, result.detail
     assert took < LIMIT_S + 2, f"failed after {took:.1f}s, past its {LIMIT_S:.0f}s limit"
+
+
+async def test_an_event_never_stored_is_reported_as_missing_not_as_a_silent_database(
+    services: Endpoints, database_name: str
+) -> None:
+    """The poll's last try may start past the step's limit: the deadline is each call's, so
+    that try still gets an answer and the step says the event is missing."""
+    settings = VerifySettings(
+        MONGO_URL=services.mongo_url,
+        MONGO_DB=database_name,
+        VERIFY_TIMEOUT_S=1.0,
+        VERIFY_POLL_S=0.3,
+    )
+    database_step = next(step for step in runner.STEPS if step.component == "database")
+    async with httpx.AsyncClient() as http:
+        ctx = checks.VerifyContext(settings=settings, http=http)
+        event_id = uuid.uuid4()
+        ctx.report = {"event_id": str(event_id)}
+        ctx.receipt = Receipt(event_id=event_id, topic="gpu-metadata", partition=0, offset=0)
+        result = await runner.run_step(5, database_step, ctx, "local")
+
+    assert result.status is StepStatus.FAIL
+    assert f"no events document with _id {event_id}" in result.detail, result.detail

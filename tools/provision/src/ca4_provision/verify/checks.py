@@ -301,23 +301,26 @@ async def database_holds_record(ctx: VerifyContext) -> str:
     )
     events = client[ctx.settings.MONGO_DB]["events"]
 
+    limit_s = ctx.settings.VERIFY_TIMEOUT_S
+
     async def find() -> dict[str, Any]:
-        document = await events.find_one({"_id": ctx.event_id})
+        # The step's limit bounds each call too (the poll checks it only between attempts, so
+        # a find_one on a connection that stopped answering mid-call waited on). Per call, not
+        # for the whole poll: a poll's last try may start past the limit, and a shared budget
+        # would then call an event the worker never stored a database that did not answer.
+        with pymongo.timeout(limit_s):
+            document = await events.find_one({"_id": ctx.event_id})
         if document is None:
             raise _NotYetError(f"no events document with _id {ctx.event_id}")
         return document
 
-    limit_s = ctx.settings.VERIFY_TIMEOUT_S
     try:
-        # The step's limit bounds each call too (the poll checks it only between attempts):
-        # a find_one on a connection that stops answering mid-call gets what is left of it.
-        with pymongo.timeout(limit_s):
-            document = await poll(find, ctx.settings)
+        document = await poll(find, ctx.settings)
     except PyMongoError as error:
         if not error.timeout:
             raise
         raise StepFailedError(
-            f"the database did not answer within {limit_s:.0f}s: {error}"
+            f"the database did not answer a query within {limit_s:.0f}s: {error}"
         ) from None
     finally:
         await client.close()
