@@ -503,14 +503,7 @@ class LocalCluster:
         for mount in pod.mounts:
             self._make_mount_point(mount, [])
         await self._launch(pod, argv, {**base_env, **(env or {})}, REPO)
-        assert pod.process is not None
-        try:
-            code = await asyncio.wait_for(pod.process.wait(), within_s)
-        except TimeoutError:
-            await self.stop(pod)
-            raise PodFailedError(f"{pod.name} ran past {within_s}s:\n{log_tail(pod.log)}") from None
-        if code != 0:
-            raise PodFailedError(f"{pod.name} exited {code}:\n{log_tail(pod.log)}")
+        await self._exited(pod, within_s, pod.name)
         return pod.log.read_text(errors="replace")
 
     async def exec_beside(
@@ -530,16 +523,7 @@ class LocalCluster:
         beside.log.unlink(missing_ok=True)  # this command's output only
         beside.mounts = [m for m in pod.mounts if m.target != "/etc/hosts"]  # _launch adds it
         await self._launch(beside, argv, {**self.env(pod, image), **(env or {})}, image.workdir)
-        assert beside.process is not None
-        try:
-            code = await asyncio.wait_for(beside.process.wait(), within_s)
-        except TimeoutError:
-            await self.stop(beside)
-            raise PodFailedError(
-                f"exec in {pod.name} ran past {within_s}s:\n{log_tail(beside.log)}"
-            ) from None
-        if code != 0:
-            raise PodFailedError(f"exec in {pod.name} exited {code}:\n{log_tail(beside.log)}")
+        await self._exited(beside, within_s, f"exec in {pod.name}")
         return beside.log.read_text(errors="replace")
 
     async def run_job(self, job: Manifest, within_s: float = 120) -> Pod:
@@ -563,15 +547,20 @@ class LocalCluster:
         what ``helm test`` does with each hook."""
         (pod,) = self.plan(manifest)
         await self.start(pod)
+        await self._exited(pod, within_s, pod.name)
+        return pod
+
+    async def _exited(self, pod: Pod, within_s: float, what: str) -> None:
+        """Wait for a started pod's process to exit 0; stopped past ``within_s``, and either
+        failure a :class:`PodFailedError` naming ``what`` with the log's tail."""
         assert pod.process is not None
         try:
             code = await asyncio.wait_for(pod.process.wait(), within_s)
         except TimeoutError:
             await self.stop(pod)
-            raise PodFailedError(f"{pod.name} ran past {within_s}s:\n{log_tail(pod.log)}") from None
+            raise PodFailedError(f"{what} ran past {within_s}s:\n{log_tail(pod.log)}") from None
         if code != 0:
-            raise PodFailedError(f"{pod.name} exited {code}:\n{log_tail(pod.log)}")
-        return pod
+            raise PodFailedError(f"{what} exited {code}:\n{log_tail(pod.log)}")
 
     async def probe(self, pod: Pod, probe: Manifest) -> bool:
         """One readiness check, as the kubelet does it (httpGet or tcpSocket)."""

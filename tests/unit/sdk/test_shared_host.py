@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -205,7 +204,6 @@ def test_privacy_mode_never_takes_another_users_salt_file(
     assert (temp_dir / f"ca4-privacy-salt-{OTHER_UID}").read_text() == first
 
 
-@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW (Windows)")
 def test_a_link_in_place_of_the_session_or_salt_file_is_never_followed(
     temp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
